@@ -1,0 +1,108 @@
+/**
+ * Copy-in of ioctl arguments: JS objects standing in for the C structs userspace passes.
+ *
+ * Kernel counterpart: copy_from_user() of the ioctl argument in virt/kvm/kvm_main.c#kvm_vm_ioctl.
+ * A non-object argument is a bad user pointer (EFAULT). A field that is not a non-negative integer that
+ * fits its C type is EINVAL, as is an unknown field name (the model's own strictness: a typo must not
+ * silently become a zeroed field). Fields not given are 0, as in a zeroed C struct.
+ *
+ * u64 values stay JS numbers while they are safe integers (the hot path never allocates a bigint) and
+ * become bigints only beyond 2^53; `U64` is that union and the helpers below do exact u64 arithmetic.
+ */
+import { KvmError } from './kvm_error.ts';
+
+export type U64 = number | bigint;
+const U64_MAX = (1n << 64n) - 1n;
+
+export type FieldKind = 'u32' | 'u64' | 'fd' | 'bytes';
+export type StructSpec = Readonly<Record<string, FieldKind>>;
+
+function bad(syscall: string, field: string, what: string): never {
+  throw new KvmError('EINVAL', syscall, `field '${field}' ${what}`);
+}
+
+export function readU64(syscall: string, field: string, v: unknown): U64 {
+  if (v === undefined) return 0;
+  if (typeof v === 'number') {
+    if (!Number.isSafeInteger(v) || v < 0) bad(syscall, field, `must be a u64 (got ${String(v)}); use a bigint past 2^53`);
+    return v;
+  }
+  if (typeof v === 'bigint') {
+    if (v < 0n || v > U64_MAX) bad(syscall, field, `does not fit in a u64 (got ${v})`);
+    return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+  }
+  return bad(syscall, field, `must be a number or bigint (got ${typeof v})`);
+}
+
+export function readU32(syscall: string, field: string, v: unknown): number {
+  if (v === undefined) return 0;
+  if (typeof v === 'bigint') v = v <= 0xffffffffn && v >= 0n ? Number(v) : -1;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+    bad(syscall, field, `must be a u32 (got ${String(v)})`);
+  }
+  return v;
+}
+
+/** A file-descriptor field: a u32 in the struct, but -1 (as C callers write it) is accepted as 0xffffffff. */
+export function readFd(syscall: string, field: string, v: unknown): number {
+  if (v === -1) return 0xffffffff;
+  return readU32(syscall, field, v);
+}
+
+/**
+ * Copy a struct argument in: check it is an object with only known fields, and read each field.
+ * Returns a plain record of normalized values.
+ */
+export function copyIn<S extends StructSpec>(
+  syscall: string,
+  arg: unknown,
+  spec: S,
+): { [K in keyof S]: S[K] extends 'u32' | 'fd' ? number : S[K] extends 'bytes' ? Uint8Array | null : U64 } {
+  if (typeof arg !== 'object' || arg === null || Array.isArray(arg)) {
+    throw new KvmError('EFAULT', syscall, `argument must be a struct object (got ${arg === null ? 'null' : typeof arg})`);
+  }
+  const src = arg as Record<string, unknown>;
+  for (const k in src) {
+    if (!(k in spec)) bad(syscall, k, `is not a field of this struct (fields: ${Object.keys(spec).join(', ')})`);
+  }
+  const out: Record<string, unknown> = {};
+  for (const k in spec) {
+    const kind = spec[k];
+    const v = src[k];
+    if (kind === 'u32') out[k] = readU32(syscall, k, v);
+    else if (kind === 'fd') out[k] = readFd(syscall, k, v);
+    else if (kind === 'bytes') {
+      if (v === undefined || v === null) out[k] = null;
+      else if (v instanceof Uint8Array) out[k] = v;
+      else throw new KvmError('EFAULT', syscall, `field '${k}' must be a Uint8Array (a user buffer)`);
+    } else out[k] = readU64(syscall, k, v);
+  }
+  return out as never;
+}
+
+// ---- exact u64 arithmetic on U64 values -------------------------------------------------------
+
+export const isBig = (v: U64): v is bigint => typeof v === 'bigint';
+export const toBig = (v: U64): bigint => (typeof v === 'bigint' ? v : BigInt(v));
+
+/** v % 2^shift != 0 */
+export function isUnaligned(v: U64, align: number): boolean {
+  return typeof v === 'bigint' ? v % BigInt(align) !== 0n : v % align !== 0;
+}
+
+/** a + b overflows u64. Two safe integers can never wrap. */
+export function addWrapsU64(a: U64, b: U64): boolean {
+  if (typeof a === 'number' && typeof b === 'number') return false;
+  return toBig(a) + toBig(b) > U64_MAX;
+}
+
+/** a + b as a U64-precision comparison against a limit: a + b > limit. */
+export function sumExceeds(a: U64, b: U64, limit: number): boolean {
+  if (typeof a === 'number' && typeof b === 'number') return a + b > limit; // rounding past 2^53 cannot cross a limit < 2^53
+  return toBig(a) + toBig(b) > BigInt(limit);
+}
+
+/** The value as a number, for values already proven < 2^53. */
+export function num(v: U64): number {
+  return typeof v === 'bigint' ? Number(v) : v;
+}
