@@ -24,7 +24,8 @@ function bad(syscall: string, field: string, what: string): never {
 export function readU64(syscall: string, field: string, v: unknown): U64 {
   if (v === undefined) return 0;
   if (typeof v === 'number') {
-    if (!Number.isSafeInteger(v) || v < 0) bad(syscall, field, `must be a u64 (got ${String(v)}); use a bigint past 2^53`);
+    if (!Number.isSafeInteger(v) || v < 0)
+      bad(syscall, field, `must be a u64 (got ${String(v)}); use a bigint past 2^53`);
     return v;
   }
   if (typeof v === 'bigint') {
@@ -59,11 +60,16 @@ export function copyIn<S extends StructSpec>(
   spec: S,
 ): { [K in keyof S]: S[K] extends 'u32' | 'fd' ? number : S[K] extends 'bytes' ? Uint8Array | null : U64 } {
   if (typeof arg !== 'object' || arg === null || Array.isArray(arg)) {
-    throw new KvmError('EFAULT', syscall, `argument must be a struct object (got ${arg === null ? 'null' : typeof arg})`);
+    throw new KvmError(
+      'EFAULT',
+      syscall,
+      `argument must be a struct object (got ${arg === null ? 'null' : typeof arg})`,
+    );
   }
   const src = arg as Record<string, unknown>;
   for (const k in src) {
-    if (!(k in spec)) bad(syscall, k, `is not a field of this struct (fields: ${Object.keys(spec).join(', ')})`);
+    if (!(k in spec))
+      bad(syscall, k, `is not a field of this struct (fields: ${Object.keys(spec).join(', ')})`);
   }
   const out: Record<string, unknown> = {};
   for (const k in spec) {

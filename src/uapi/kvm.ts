@@ -10,7 +10,8 @@ export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 4096;
 
 // _IOC encoding: dir<<30 | size<<16 | type<<8 | nr (dir: 0 none, 1 write, 2 read, 3 both).
-const ioc = (dir: number, nr: number, size: number): number => ((dir << 30) | (size << 16) | (KVMIO << 8) | nr) >>> 0;
+const ioc = (dir: number, nr: number, size: number): number =>
+  ((dir << 30) | (size << 16) | (KVMIO << 8) | nr) >>> 0;
 const IO = (nr: number) => ioc(0, nr, 0);
 const IOW = (nr: number, size: number) => ioc(1, nr, size);
 const IOR = (nr: number, size: number) => ioc(2, nr, size);

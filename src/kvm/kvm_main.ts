@@ -1,0 +1,191 @@
+/**
+ * The model "/dev/kvm": Kvm (the device), Vm (a VM fd) and Vcpu (a vCPU fd), with the ioctl entry points
+ * of the public API. Each entry point checks the VM is alive, copies its argument in, and hands off to
+ * the module that mirrors the kernel function.
+ *
+ * Kernel counterpart: virt/kvm/kvm_main.c (kvm_dev_ioctl, kvm_vm_ioctl, kvm_create_vm,
+ * kvm_vm_ioctl_create_vcpu), arch/x86/kvm/x86.c (kvm_arch_init_vm).
+ * Simplifications: one process (no mm check: the "different process → EIO" rule is not modelled),
+ * no ENOMEM; see docs/simplifications.md.
+ */
+import { KVM_API_VERSION } from '../uapi/kvm.ts';
+import type { VmType } from '../uapi/kvm_x86.ts';
+import type {
+  KvmClearDirtyLog,
+  KvmCreateGuestMemfd,
+  KvmEnableCap,
+  KvmMemoryAttributes,
+  KvmUserspaceMemoryRegion,
+  KvmUserspaceMemoryRegion2,
+} from './api_types.ts';
+import { resolveHostConfig, type HostConfig, type KvmOptions } from './host_profile.ts';
+import { HostMm } from '../host/host_mm.ts';
+import { KvmError, hex } from './kvm_error.ts';
+import { copyIn, readU32, readU64 } from './args.ts';
+import { checkExtension, enableCap, supportedVmTypes } from '../x86/x86_caps.ts';
+import { VmState, type VmOptions } from './vm_state.ts';
+import { kvmVmIoctlSetMemoryRegion } from './set_memory_region.ts';
+import { kvmGetDirtyLogProtect, kvmClearDirtyLogProtect } from './dirty_log.ts';
+import { kvmGmemCreateCheck, type ModelFile } from './guest_memfd.ts';
+import { kvmVmIoctlSetMemAttributes } from './mem_attributes.ts';
+import { Vcpu } from './vcpu.ts';
+import { exportStats, VM_STAT_NAMES, VM_STAT_NAMES_PVM } from './kvm_stats.ts';
+
+export class Kvm {
+  readonly cfg: HostConfig;
+  readonly host: HostMm;
+  /** The process's fd table: /dev/kvm, VM and vCPU fds, guest_memfds, plain memfds. */
+  private readonly files = new Map<number, ModelFile>();
+  private nextFd = 3;
+  private nextVmId = 1;
+  readonly fd: number;
+
+  constructor(opts: KvmOptions = {}) {
+    this.cfg = resolveHostConfig(opts);
+    this.host = new HostMm();
+    this.fd = this.installFd((id) => ({ kind: 'kvm', id }));
+  }
+
+  /** @kernel virt/kvm/kvm_main.c#kvm_dev_ioctl (KVM_GET_API_VERSION) */
+  apiVersion(): number {
+    return KVM_API_VERSION;
+  }
+
+  /** KVM_CHECK_EXTENSION on /dev/kvm. */
+  checkExtension(cap: number): number {
+    return checkExtension(this.cfg, null, readU32('KVM_CHECK_EXTENSION', 'cap', cap));
+  }
+
+  /**
+   * KVM_CREATE_VM. `opts.zapDesign` picks the DELETE/MOVE zap ABI being modelled.
+   * @kernel virt/kvm/kvm_main.c#kvm_create_vm
+   */
+  createVm(type: number = 0, opts: VmOptions = {}): Vm {
+    const t = readU64('KVM_CREATE_VM', 'type', type);
+    const supported = supportedVmTypes(this.cfg);
+    if (typeof t === 'bigint' || t >= 32 || !(supported & (1 << t))) {
+      throw new KvmError(
+        'EINVAL',
+        'KVM_CREATE_VM',
+        `VM type ${hex(t)} not in KVM_CAP_VM_TYPES ${hex(supported)}`,
+      );
+    }
+    const vmId = this.nextVmId++;
+    const fd = this.installFd((id) => ({ kind: 'vm', id, vmId }));
+    return new Vm(this, vmId, fd, t as VmType, opts);
+  }
+
+  /** A regular memfd (memfd_create): a file that is not a guest_memfd. */
+  memfdCreate(size = 0): number {
+    return this.installFd((id) => ({ kind: 'memfd', id, size }));
+  }
+
+  /** close(fd). Closing a guest_memfd leaves its bindings to the slots that use it, as the kernel does. */
+  close(fd: number): void {
+    if (!this.files.delete(fd)) throw new KvmError('EBADF', 'close', `fd ${fd} is not open`);
+  }
+
+  lookupFd(fd: number): ModelFile | undefined {
+    return this.files.get(fd);
+  }
+
+  installFd(make: (id: number) => ModelFile): number {
+    const fd = this.nextFd++;
+    this.files.set(fd, make(fd));
+    return fd;
+  }
+}
+
+/** A VM fd and its ioctls. The state and the hooks live in VmState; this class is the uAPI surface. */
+export class Vm extends VmState {
+  /** KVM_CHECK_EXTENSION on the VM fd. */
+  checkExtension(cap: number): number {
+    return checkExtension(this.cfg, this, readU32('KVM_CHECK_EXTENSION', 'cap', cap));
+  }
+
+  setUserMemoryRegion(region: KvmUserspaceMemoryRegion): void {
+    kvmVmIoctlSetMemoryRegion(this, region, false);
+  }
+
+  setUserMemoryRegion2(region: KvmUserspaceMemoryRegion2): void {
+    kvmVmIoctlSetMemoryRegion(this, region, true);
+  }
+
+  /** KVM_CREATE_GUEST_MEMFD → the new fd. @kernel virt/kvm/guest_memfd.c#kvm_gmem_create */
+  createGuestMemfd(arg: KvmCreateGuestMemfd): number {
+    const syscall = 'KVM_CREATE_GUEST_MEMFD';
+    this.checkAlive(syscall);
+    const a = copyIn(syscall, arg, { size: 'u64', flags: 'u64', reserved: 'bytes' });
+    const { size, flags } = kvmGmemCreateCheck(this, a.size, a.flags);
+    return this.kvm.installFd((id) => ({
+      kind: 'guest_memfd',
+      id,
+      vmId: this.id,
+      size,
+      flags,
+      bindings: [],
+    }));
+  }
+
+  /** KVM_SET_MEMORY_ATTRIBUTES */
+  setMemoryAttributes(arg: KvmMemoryAttributes): void {
+    kvmVmIoctlSetMemAttributes(this, arg);
+  }
+
+  /** KVM_ENABLE_CAP on the VM fd. */
+  enableCap(arg: KvmEnableCap): void {
+    const syscall = 'KVM_ENABLE_CAP';
+    this.checkAlive(syscall);
+    if (typeof arg !== 'object' || arg === null)
+      throw new KvmError('EFAULT', syscall, 'argument must be a struct object');
+    const { args, ...rest } = arg as KvmEnableCap & Record<string, unknown>;
+    const a = copyIn(syscall, rest, { cap: 'u32', flags: 'u32', pad: 'bytes' });
+    if (args !== undefined && (!Array.isArray(args) || args.length > 4)) {
+      throw new KvmError('EINVAL', syscall, 'args must be an array of at most 4 u64 values');
+    }
+    const vals = (args ?? []).map((v, i) => readU64(syscall, `args[${i}]`, v));
+    enableCap(this, a.cap, a.flags, vals);
+  }
+
+  /** KVM_GET_DIRTY_LOG → the bitmap (ALIGN(npages, 64) / 8 bytes, kernel bit order). */
+  getDirtyLog(slot: number): Uint8Array {
+    this.checkAlive('KVM_GET_DIRTY_LOG');
+    return kvmGetDirtyLogProtect(this, readU32('KVM_GET_DIRTY_LOG', 'slot', slot));
+  }
+
+  /** KVM_CLEAR_DIRTY_LOG */
+  clearDirtyLog(arg: KvmClearDirtyLog): void {
+    const syscall = 'KVM_CLEAR_DIRTY_LOG';
+    this.checkAlive(syscall);
+    const a = copyIn(syscall, arg, { slot: 'u32', numPages: 'u32', firstPage: 'u64', bitmap: 'bytes' });
+    kvmClearDirtyLogProtect(this, a);
+  }
+
+  /** The binary stats of the VM fd as { name: value }. */
+  getStats(): Record<string, number> {
+    return exportStats(this.stats, VM_STAT_NAMES, this.cfg.profile === 'pvm-6.18' ? VM_STAT_NAMES_PVM : []);
+  }
+
+  /** The model's own counters (zaps by kind, page-table pages, refaults, …): not kernel stats. */
+  getModelStats(): Record<string, number> {
+    return { ...this.model };
+  }
+
+  /** KVM_CREATE_VCPU. @kernel virt/kvm/kvm_main.c#kvm_vm_ioctl_create_vcpu */
+  createVcpu(id: number): Vcpu {
+    const syscall = 'KVM_CREATE_VCPU';
+    this.checkAlive(syscall);
+    const vid = readU32(syscall, 'id', id);
+    if (vid >= this.cfg.maxVcpuId)
+      throw new KvmError('EINVAL', syscall, `vcpu id ${vid} >= KVM_MAX_VCPU_IDS ${this.cfg.maxVcpuId}`);
+    if (this.vcpus.length >= this.cfg.maxVcpus)
+      throw new KvmError('EINVAL', syscall, `already ${this.vcpus.length} vCPUs (KVM_MAX_VCPUS)`);
+    if (this.vcpus.some((v) => v.vcpuId === vid))
+      throw new KvmError('EEXIST', syscall, `vcpu ${vid} already exists`);
+    const fd = this.kvm.installFd((fid) => ({ kind: 'vcpu', id: fid, vmId: this.id }));
+    const v = new Vcpu(this, vid, fd);
+    this.vcpus.push(v);
+    this.createdVcpus++;
+    return v;
+  }
+}

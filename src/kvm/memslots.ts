@@ -1,0 +1,212 @@
+/**
+ * One memslot set (struct kvm_memslots): the id hash, the gfn-ordered tree, the hva interval tree and the
+ * last-used cache, plus the generation. KVM keeps two sets per address space and swaps them (see
+ * kvm/set_memslot.ts); slot objects are shared between the two sets, as the kernel's are through
+ * the per-set node index.
+ *
+ * Kernel counterpart: include/linux/kvm_host.h (struct kvm_memslots, id_to_memslot,
+ * search_memslots, kvm_for_each_memslot_in_gfn_range), virt/kvm/kvm_main.c (kvm_replace_memslot).
+ *
+ * Simplifications: the rb-tree is a sorted array with a parallel Float64Array of base gfns (binary search,
+ * O(log n) lookup, memmove insert); the hva interval tree is built lazily on the first hva query after a
+ * change (sorted by start with a running max of ends). Lookup cost and results are those of the kernel's.
+ */
+import type { Gfn, Hva } from '../types/addr.ts';
+import type { KvmMemorySlot } from './kvm_host.ts';
+import { ModelCorruption } from './model_corruption.ts';
+
+export class KvmMemslots {
+  /** Generation without the in-progress bit. */
+  generation = 0;
+  /** KVM_MEMSLOT_GEN_UPDATE_IN_PROGRESS (bit 63 in the kernel). */
+  updateInProgress = false;
+  readonly nodeIdx: 0 | 1;
+  private readonly byId = new Map<number, KvmMemorySlot>();
+  private sorted: KvmMemorySlot[] = [];
+  private bases = new Float64Array(16);
+  private lastUsed: KvmMemorySlot | null = null;
+  private hvaIndex: { slots: KvmMemorySlot[]; maxEnd: Float64Array } | null = null;
+
+  constructor(nodeIdx: 0 | 1, generation: number) {
+    this.nodeIdx = nodeIdx;
+    this.generation = generation;
+  }
+
+  get size(): number {
+    return this.sorted.length;
+  }
+
+  /** @kernel include/linux/kvm_host.h#id_to_memslot */
+  idToMemslot(id: number): KvmMemorySlot | null {
+    return this.byId.get(id) ?? null;
+  }
+
+  /**
+   * The slot containing gfn, INVALID slots included (callers decide what INVALID means), using and
+   * updating the last-used cache.
+   * @kernel include/linux/kvm_host.h#search_memslots
+   */
+  searchMemslots(gfn: number): KvmMemorySlot | null {
+    const c = this.lastUsed;
+    if (c !== null && gfn >= c.baseGfn && gfn < c.baseGfn + c.npages) return c;
+    const i = this.floorIndex(gfn);
+    if (i < 0) return null;
+    const s = this.sorted[i]!;
+    if (gfn >= s.baseGfn + s.npages) return null;
+    this.lastUsed = s;
+    return s;
+  }
+
+  /** Index of the last slot whose base_gfn <= gfn, or -1. */
+  private floorIndex(gfn: number): number {
+    const b = this.bases;
+    let lo = 0;
+    let hi = this.sorted.length - 1;
+    let ans = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      if (b[mid]! <= gfn) {
+        ans = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    return ans;
+  }
+
+  /**
+   * Slots intersecting [start, end) in base_gfn order.
+   * @kernel include/linux/kvm_host.h#kvm_for_each_memslot_in_gfn_range
+   */
+  *inGfnRange(start: number, end: number): IterableIterator<KvmMemorySlot> {
+    let i = this.floorIndex(start);
+    if (i < 0) i = 0;
+    for (; i < this.sorted.length; i++) {
+      const s = this.sorted[i]!;
+      if (s.baseGfn >= end) break;
+      if (s.baseGfn + s.npages > start) yield s;
+    }
+  }
+
+  /** True if any slot other than `exceptId` intersects [start, end). @kernel virt/kvm/kvm_main.c#kvm_check_memslot_overlap */
+  overlapsOther(exceptId: number, start: number, end: number): KvmMemorySlot | null {
+    for (const s of this.inGfnRange(start, end)) if (s.id !== exceptId) return s;
+    return null;
+  }
+
+  /** Slots whose userspace range intersects [start, end) (bytes). The kernel's hva interval tree. */
+  hvaRange(start: number, end: number): KvmMemorySlot[] {
+    const idx = (this.hvaIndex ??= this.buildHvaIndex());
+    const out: KvmMemorySlot[] = [];
+    // last slot with hva start < end
+    let lo = 0;
+    let hi = idx.slots.length - 1;
+    let i = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      if (idx.slots[mid]!.userspaceAddr < end) {
+        i = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    for (; i >= 0 && idx.maxEnd[i]! > start; i--) {
+      const s = idx.slots[i]!;
+      if (s.userspaceAddr + s.npages * 4096 > start) out.push(s);
+    }
+    return out.reverse();
+  }
+
+  private buildHvaIndex(): { slots: KvmMemorySlot[]; maxEnd: Float64Array } {
+    const slots = [...this.sorted].sort((a, b) => a.userspaceAddr - b.userspaceAddr);
+    const maxEnd = new Float64Array(slots.length);
+    let m = 0;
+    slots.forEach((s, i) => {
+      m = Math.max(m, s.userspaceAddr + s.npages * 4096);
+      maxEnd[i] = m;
+    });
+    return { slots, maxEnd };
+  }
+
+  /** Every slot in base_gfn order (a copy). */
+  all(): KvmMemorySlot[] {
+    return this.sorted.slice();
+  }
+
+  /**
+   * Replace `old` by `nu` in this set (either may be null).
+   * @kernel virt/kvm/kvm_main.c#kvm_replace_memslot
+   */
+  replace(old: KvmMemorySlot | null, nu: KvmMemorySlot | null): void {
+    this.hvaIndex = null;
+    if (old !== null) {
+      if (this.lastUsed === old) this.lastUsed = nu;
+      if (nu !== null && nu.baseGfn === old.baseGfn) {
+        // Same key in the gfn tree: the kernel replaces the node in place.
+        const i = this.floorIndex(old.baseGfn);
+        if (this.sorted[i] !== old) throw new ModelCorruption(`memslot ${old.id} missing from its gfn tree`);
+        this.sorted[i] = nu;
+        this.byId.delete(old.id);
+        this.byId.set(nu.id, nu);
+        return;
+      }
+      this.removeSorted(old);
+      this.byId.delete(old.id);
+    }
+    if (nu !== null) {
+      this.insertSorted(nu);
+      this.byId.set(nu.id, nu);
+    }
+  }
+
+  private insertSorted(s: KvmMemorySlot): void {
+    const n = this.sorted.length;
+    const i = this.floorIndex(s.baseGfn) + 1;
+    if (i > 0 && this.bases[i - 1] === s.baseGfn) {
+      throw new ModelCorruption(`duplicate base_gfn 0x${s.baseGfn.toString(16)} in the gfn tree`);
+    }
+    if (n === this.bases.length) {
+      const nb = new Float64Array(n * 2);
+      nb.set(this.bases);
+      this.bases = nb;
+    }
+    if (i === n) this.sorted.push(s);
+    else this.sorted.splice(i, 0, s);
+    this.bases.copyWithin(i + 1, i, n);
+    this.bases[i] = s.baseGfn;
+  }
+
+  private removeSorted(s: KvmMemorySlot): void {
+    const i = this.floorIndex(s.baseGfn);
+    if (i < 0 || this.sorted[i] !== s) throw new ModelCorruption(`memslot ${s.id} missing from its gfn tree`);
+    const n = this.sorted.length;
+    if (i === n - 1) this.sorted.pop();
+    else this.sorted.splice(i, 1);
+    this.bases.copyWithin(i, i + 1, n);
+  }
+}
+
+/** A fresh slot object. */
+export function newMemslot(
+  asId: number,
+  id: number,
+  baseGfn: Gfn,
+  npages: number,
+  userspaceAddr: Hva,
+  flags: number,
+): KvmMemorySlot {
+  return {
+    id,
+    asId,
+    baseGfn,
+    npages,
+    userspaceAddr,
+    flags,
+    dirtyBitmap: null,
+    arch: { lpageInfo: null, rmap: null, gfnWriteTrack: null },
+    gmem: null,
+  };
+}
+
+/** A shallow copy (the kernel's memcpy of a slot: shares bitmap, arch arrays and gmem binding). */
+export function copyMemslot(s: KvmMemorySlot): KvmMemorySlot {
+  return { ...s, arch: { ...s.arch } };
+}

@@ -1,0 +1,250 @@
+/**
+ * KVM_SET_USER_MEMORY_REGION(2): copy-in, every validation step in the kernel's order with the
+ * kernel's errno, the change-type decision, and the hand-off to the update protocol.
+ *
+ * Kernel counterpart: virt/kvm/kvm_main.c (kvm_vm_ioctl's SET_USER_MEMORY_REGION(2) cases,
+ * kvm_vm_ioctl_set_memory_region, kvm_set_memory_region, check_memory_region_flags,
+ * kvm_check_memslot_overlap). See shared/reference/memslot-abi.md §2.1–2.3, §2.6.
+ */
+import {
+  KVM_MEM_GUEST_MEMFD,
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEM_MAX_NR_PAGES,
+  KVM_MEM_READONLY,
+  KVM_MEM_SLOTS_NUM,
+  KVM_MEM_ZAP_LEAFS_ONLY,
+  KVM_SET_USER_MEMORY_REGION_V1_FLAGS,
+  KVM_USER_MEM_SLOTS,
+  PAGE_SIZE,
+  type KvmMrChange,
+} from '../uapi/kvm.ts';
+import { asGfn, asHva } from '../types/addr.ts';
+import type { KvmMemorySlot } from './kvm_host.ts';
+import { newMemslot } from './memslots.ts';
+import { kvmSetMemslot, type SetMemslotVm } from './set_memslot.ts';
+import { kvmGmemBind, kvmGmemUnbind, type GmemVm, type ModelFile } from './guest_memfd.ts';
+import { KvmError, hex } from './kvm_error.ts';
+import { addWrapsU64, copyIn, isUnaligned, num, sumExceeds, type StructSpec, type U64 } from './args.ts';
+import type { HostConfig } from './host_profile.ts';
+import type { ZapDesign } from '../x86/x86.ts';
+import type { VmTypeInfo } from '../x86/vm_types.ts';
+
+const REGION_V1: StructSpec = {
+  slot: 'u32',
+  flags: 'u32',
+  guestPhysAddr: 'u64',
+  memorySize: 'u64',
+  userspaceAddr: 'u64',
+};
+const REGION_V2: StructSpec = {
+  ...REGION_V1,
+  guestMemfdOffset: 'u64',
+  guestMemfd: 'fd',
+  pad1: 'u32',
+  pad2: 'u64',
+};
+
+/** struct kvm_userspace_memory_region2 after copy-in. */
+export interface Region2 {
+  slot: number;
+  flags: number;
+  guestPhysAddr: U64;
+  memorySize: U64;
+  userspaceAddr: U64;
+  guestMemfdOffset: U64;
+  guestMemfd: number;
+}
+
+export interface SetRegionVm extends SetMemslotVm, GmemVm {
+  readonly cfg: HostConfig;
+  readonly info: VmTypeInfo;
+  readonly zapDesign: ZapDesign;
+  /** kvm->vm_dead or a KVM_BUG_ON: every VM ioctl fails with EIO */
+  readonly dead: boolean;
+  lookupFd(fd: number): ModelFile | undefined;
+}
+
+/** Copy the struct in: V1 zeroes a region2 and copies 32 bytes, so the gmem fields read as 0. */
+export function copyInRegion(syscall: string, arg: unknown, v2: boolean): Region2 {
+  const r = copyIn(syscall, arg, v2 ? REGION_V2 : REGION_V1) as Record<string, U64 | number>;
+  return {
+    slot: r['slot'] as number,
+    flags: r['flags'] as number,
+    guestPhysAddr: r['guestPhysAddr']!,
+    memorySize: r['memorySize']!,
+    userspaceAddr: r['userspaceAddr']!,
+    guestMemfdOffset: (r['guestMemfdOffset'] ?? 0) as U64,
+    guestMemfd: (r['guestMemfd'] ?? 0) as number,
+  };
+}
+
+/** @kernel virt/kvm/kvm_main.c#check_memory_region_flags */
+export function checkMemoryRegionFlags(vm: SetRegionVm, flags: number): boolean {
+  let valid = KVM_MEM_LOG_DIRTY_PAGES;
+  // 6.18 builds CONFIG_KVM_GUEST_MEMFD for every VM type; before, only private-memory VMs took it.
+  if (vm.cfg.kernel >= '6.18' || vm.info.hasPrivateMem) valid |= KVM_MEM_GUEST_MEMFD;
+  // The May 2024 RFC's flag exists only in the slot-flag design, and only with the TDP MMU.
+  if (vm.zapDesign === 'slot-flag' && vm.cfg.tdpMmu) valid |= KVM_MEM_ZAP_LEAFS_ONLY;
+  // Dirty logging of guest_memfd slots is not supported.
+  if (flags & KVM_MEM_GUEST_MEMFD) valid &= ~KVM_MEM_LOG_DIRTY_PAGES;
+  // READONLY is incompatible with guest_memfd and with protected guest state.
+  if (!vm.info.hasProtectedState && !(flags & KVM_MEM_GUEST_MEMFD)) valid |= KVM_MEM_READONLY;
+  return (flags & ~valid) === 0;
+}
+
+function einval(syscall: string, msg: string): never {
+  throw new KvmError('EINVAL', syscall, msg);
+}
+
+/**
+ * The ioctl: KVM_SET_USER_MEMORY_REGION (v2 = false) or KVM_SET_USER_MEMORY_REGION2.
+ * @kernel virt/kvm/kvm_main.c#kvm_vm_ioctl_set_memory_region
+ */
+export function kvmVmIoctlSetMemoryRegion(vm: SetRegionVm, arg: unknown, v2: boolean): void {
+  const syscall = v2 ? 'KVM_SET_USER_MEMORY_REGION2' : 'KVM_SET_USER_MEMORY_REGION';
+  if (vm.dead) throw new KvmError('EIO', syscall, 'the VM is dead (bugged or killed)');
+  const mem = copyInRegion(syscall, arg, v2);
+  if (!v2 && mem.flags & ~KVM_SET_USER_MEMORY_REGION_V1_FLAGS) {
+    einval(
+      syscall,
+      `flags ${hex(mem.flags)} are not valid for KVM_SET_USER_MEMORY_REGION (only ${hex(KVM_SET_USER_MEMORY_REGION_V1_FLAGS)})`,
+    );
+  }
+  if ((mem.slot & 0xffff) >= KVM_USER_MEM_SLOTS) {
+    einval(syscall, `slot id ${hex(mem.slot & 0xffff)} >= KVM_USER_MEM_SLOTS (${hex(KVM_USER_MEM_SLOTS)})`);
+  }
+  kvmSetMemoryRegion(vm, mem, syscall);
+}
+
+/** B1–B9: the checks that do not look at existing slots. */
+function sanityCheck(vm: SetRegionVm, mem: Region2, syscall: string): void {
+  if (!checkMemoryRegionFlags(vm, mem.flags)) {
+    einval(syscall, `flags ${hex(mem.flags)} not valid for a ${vm.info.name} VM`);
+  }
+  const asId = mem.slot >>> 16;
+  const id = mem.slot & 0xffff;
+  const { memorySize: size, guestPhysAddr: gpa, userspaceAddr: uaddr } = mem;
+  if (isUnaligned(size, PAGE_SIZE))
+    einval(syscall, `memory_size ${hex(size)} is not a multiple of PAGE_SIZE`);
+  if (isUnaligned(gpa, PAGE_SIZE)) einval(syscall, `guest_phys_addr ${hex(gpa)} is not page aligned`);
+  if (isUnaligned(uaddr, PAGE_SIZE)) einval(syscall, `userspace_addr ${hex(uaddr)} is not page aligned`);
+  // access_ok(): the range must not wrap and must end inside the user address space.
+  if (addWrapsU64(uaddr, size) || sumExceeds(uaddr, size, vm.cfg.userAddrLimit)) {
+    einval(
+      syscall,
+      `userspace_addr ${hex(uaddr)} + memory_size ${hex(size)} fails access_ok (limit ${hex(vm.cfg.userAddrLimit)})`,
+    );
+  }
+  if (mem.flags & KVM_MEM_GUEST_MEMFD) {
+    const off = mem.guestMemfdOffset;
+    if (isUnaligned(off, PAGE_SIZE) || addWrapsU64(off, size)) {
+      einval(syscall, `guest_memfd_offset ${hex(off)} is unaligned or wraps with memory_size ${hex(size)}`);
+    }
+  }
+  if (asId >= vm.nrAs || id >= KVM_MEM_SLOTS_NUM) {
+    einval(syscall, `address space ${asId} (VM has ${vm.nrAs}) or slot id ${id} out of range`);
+  }
+  if (addWrapsU64(gpa, size)) einval(syscall, `guest_phys_addr ${hex(gpa)} + memory_size ${hex(size)} wraps`);
+  if (id < KVM_USER_MEM_SLOTS && (typeof size === 'bigint' || size / PAGE_SIZE > KVM_MEM_MAX_NR_PAGES)) {
+    einval(syscall, `memory_size ${hex(size)} exceeds KVM_MEM_MAX_NR_PAGES pages`);
+  }
+}
+
+/** @kernel virt/kvm/kvm_main.c#kvm_set_memory_region */
+export function kvmSetMemoryRegion(vm: SetRegionVm, mem: Region2, syscall: string): void {
+  sanityCheck(vm, mem, syscall);
+  const asId = mem.slot >>> 16;
+  const id = mem.slot & 0xffff;
+  const old = vm.activeMemslots(asId).idToMemslot(id);
+
+  if (mem.memorySize === 0) {
+    if (old === null || old.npages === 0)
+      einval(syscall, `cannot delete memslot ${id}: it does not exist in address space ${asId}`);
+    if (vm.nrMemslotPages < old.npages)
+      throw new KvmError('EIO', syscall, 'nr_memslot_pages underflow (kernel WARN)');
+    return apply(vm, old, null, 'DELETE', syscall);
+  }
+
+  // gpa is page aligned, so gpa / 4096 < 2^52 is an exact number even when gpa itself is a bigint;
+  // a gfn beyond kvm_mmu_max_gfn() is rejected by kvm_arch_prepare_memory_region, as in the kernel.
+  const gpa = mem.guestPhysAddr;
+  const baseGfn = typeof gpa === 'bigint' ? Number(gpa / BigInt(PAGE_SIZE)) : gpa / PAGE_SIZE;
+  const npages = num(mem.memorySize) / PAGE_SIZE;
+  const hva = num(mem.userspaceAddr);
+  const change = decideChange(vm, old, mem, baseGfn, npages, hva, syscall);
+  if (change === null) return; // identical request: nothing to do, no generation change
+
+  if (change === 'CREATE' || change === 'MOVE') {
+    const other = vm.activeMemslots(asId).overlapsOther(id, baseGfn, baseGfn + npages);
+    if (other !== null) {
+      throw new KvmError(
+        'EEXIST',
+        syscall,
+        `gfn range [${hex(baseGfn)}, ${hex(baseGfn + npages)}) overlaps memslot ${other.id} [${hex(other.baseGfn)}, ${hex(other.baseGfn + other.npages)})`,
+      );
+    }
+  }
+  if (
+    vm.zapDesign === 'slot-flag' &&
+    vm.info.hasMirroredTdp &&
+    mem.flags & KVM_MEM_GUEST_MEMFD &&
+    !(mem.flags & KVM_MEM_ZAP_LEAFS_ONLY)
+  ) {
+    // The RFC made the flag mandatory for TDX private slots: zap-all cannot touch the mirror root.
+    einval(syscall, 'a TDX guest_memfd slot must carry KVM_MEM_ZAP_LEAFS_ONLY in the slot-flag design');
+  }
+  const nu = newMemslot(asId, id, asGfn(baseGfn), npages, asHva(hva), mem.flags);
+  if (mem.flags & KVM_MEM_GUEST_MEMFD) {
+    kvmGmemBind(vm, nu, vm.lookupFd(mem.guestMemfd), mem.guestMemfd, mem.guestMemfdOffset, syscall);
+  }
+  try {
+    apply(vm, old, nu, change, syscall);
+  } catch (e) {
+    kvmGmemUnbind(nu);
+    throw e;
+  }
+}
+
+/** B14: CREATE, MOVE, FLAGS_ONLY, or null for the silent no-op. */
+function decideChange(
+  vm: SetRegionVm,
+  old: KvmMemorySlot | null,
+  mem: Region2,
+  baseGfn: number,
+  npages: number,
+  hva: number,
+  syscall: string,
+): KvmMrChange | null {
+  if (old === null) return 'CREATE';
+  if (mem.flags & KVM_MEM_GUEST_MEMFD)
+    einval(syscall, `memslot ${old.id} exists; guest_memfd slots can only be deleted`);
+  // 6.12–6.18 compare only READONLY, so clearing GUEST_MEMFD slips through as FLAGS_ONLY (fixed in 6.19).
+  const mask = vm.cfg.gmemFlagsFix ? KVM_MEM_READONLY | KVM_MEM_GUEST_MEMFD : KVM_MEM_READONLY;
+  if (hva !== old.userspaceAddr || npages !== old.npages || (mem.flags ^ old.flags) & mask) {
+    einval(
+      syscall,
+      `memslot ${old.id} exists with userspace_addr ${hex(old.userspaceAddr)}, npages ${hex(old.npages)}, flags ${hex(old.flags & 0xffff)}: only the gpa and LOG_DIRTY_PAGES may change`,
+    );
+  }
+  if (baseGfn !== old.baseGfn) return 'MOVE';
+  if (mem.flags !== old.flags) return 'FLAGS_ONLY';
+  return null;
+}
+
+function apply(
+  vm: SetRegionVm,
+  old: KvmMemorySlot | null,
+  nu: KvmMemorySlot | null,
+  change: KvmMrChange,
+  syscall: string,
+): void {
+  const r = kvmSetMemslot(vm, old, nu, change);
+  if (r !== null) {
+    const s = (nu ?? old)!;
+    throw new KvmError(
+      r as 'EINVAL',
+      syscall,
+      `kvm_arch_prepare_memory_region rejected the ${change} of memslot ${s.id} at gfn ${hex(s.baseGfn)} (+${hex(s.npages)} pages): beyond kvm_mmu_max_gfn() or an aliased gfn`,
+    );
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * A vCPU fd: its stats and the requests other code makes of it (TLB flush, free obsolete roots, kicks).
+ * The guest-access path (vcpu.access) is added by the MMU layer.
+ *
+ * Kernel counterpart: struct kvm_vcpu (include/linux/kvm_host.h), kvm_make_request / kvm_vcpu_kick.
+ */
+import type { VmState } from './vm_state.ts';
+import { exportStats, newVcpuStats, VCPU_STAT_NAMES, VCPU_STAT_NAMES_PVM } from './kvm_stats.ts';
+
+/** KVM_REQ_* bits the model uses (arch/x86/include/asm/kvm_host.h). */
+export const KVM_REQ_TLB_FLUSH = 1 << 0;
+export const KVM_REQ_MMU_FREE_OBSOLETE_ROOTS = 1 << 1;
+
+export class Vcpu {
+  readonly vm: VmState;
+  readonly vcpuId: number;
+  readonly fd: number;
+  readonly stats = newVcpuStats();
+  /** vcpu->requests */
+  requests = 0;
+  /** kvm_vcpu_kick() count (model counter). */
+  kicks = 0;
+
+  constructor(vm: VmState, vcpuId: number, fd: number) {
+    this.vm = vm;
+    this.vcpuId = vcpuId;
+    this.fd = fd;
+  }
+
+  /** kvm_make_request(KVM_REQ_TLB_FLUSH, vcpu) */
+  requestTlbFlush(): void {
+    this.requests |= KVM_REQ_TLB_FLUSH;
+  }
+
+  /** kvm_make_request(req, vcpu) */
+  makeRequest(req: number): void {
+    this.requests |= req;
+  }
+
+  /** kvm_vcpu_kick(): the vCPU leaves guest mode and will service its requests before re-entry. */
+  kick(): void {
+    this.kicks++;
+  }
+
+  /** The binary stats of the vCPU fd as { name: value }. */
+  getStats(): Record<string, number> {
+    return exportStats(
+      this.stats,
+      VCPU_STAT_NAMES,
+      this.vm.cfg.profile === 'pvm-6.18' ? VCPU_STAT_NAMES_PVM : [],
+    );
+  }
+}

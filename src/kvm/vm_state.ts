@@ -1,0 +1,241 @@
+/**
+ * struct kvm for one VM: its memslot sets (two per address space), the counters the memslot code keeps,
+ * the MMU-invalidation state, stats, vCPUs, and the arch hooks wired to x86/. The uAPI methods are on
+ * kvm_main.ts#Vm, which extends this.
+ *
+ * Kernel counterpart: include/linux/kvm_host.h (struct kvm), virt/kvm/kvm_main.c#kvm_create_vm,
+ * arch/x86/kvm/x86.c#kvm_arch_init_vm.
+ */
+import type { VmType } from '../uapi/kvm_x86.ts';
+import type { HostConfig } from './host_profile.ts';
+import type { Kvm } from './kvm_main.ts';
+import type { KvmArchMemslotHooks, KvmMemorySlot } from './kvm_host.ts';
+import type { ErrnoName } from '../uapi/errno.ts';
+import type { KvmMrChange } from '../uapi/kvm.ts';
+import type { ModelFile } from './guest_memfd.ts';
+import type { Vcpu } from './vcpu.ts';
+import { KvmMemslots } from './memslots.ts';
+import { KvmError } from './kvm_error.ts';
+import { RangeMap } from './range_map.ts';
+import { newModelVmCounters, newVmStats, type ModelVmCounterName } from './kvm_stats.ts';
+import { vmTypeInfo, type VmTypeInfo } from '../x86/vm_types.ts';
+import {
+  initialDisabledQuirks,
+  kvmArchCommitMemoryRegion,
+  kvmArchFlushShadowMemslot,
+  kvmArchPrepareMemoryRegion,
+  tdxGfnDirectBits,
+  type KvmArch,
+  type ZapDesign,
+} from '../x86/x86.ts';
+import type { KvmMmuOps } from '../x86/mmu_ops.ts';
+import { createMmu } from '../x86/mmu/mmu_create.ts';
+
+export interface VmOptions {
+  /** How DELETE/MOVE choose between zap-all and precise zap: the 6.12+ quirk (default), the VM type, or the RFC slot flag. */
+  zapDesign?: ZapDesign;
+}
+
+/** A recorded WARN_ON_ONCE / KVM_BUG_ON. */
+export interface KvmWarning {
+  kind: 'warn' | 'bug';
+  id: string;
+  message: string;
+}
+
+export class VmState implements KvmArchMemslotHooks {
+  readonly kvm: Kvm;
+  readonly id: number;
+  readonly fd: number;
+  readonly type: VmType;
+  readonly info: VmTypeInfo;
+  readonly cfg: HostConfig;
+  readonly zapDesign: ZapDesign;
+  readonly kernel: string;
+  readonly hasPrivateMem: boolean;
+  /** kvm_arch_nr_memslot_as_ids() */
+  readonly nrAs: number;
+  readonly arch: KvmArch;
+  /** kvm->__memslots[as][0..1] and which of the two is active */
+  private readonly sets: [KvmMemslots, KvmMemslots][] = [];
+  private readonly activeIdx: (0 | 1)[] = [];
+  nrMemslotPages = 0;
+  nrMemslotsDirtyLogging = 0;
+  manualDirtyLogProtect = 0;
+  dirtyRingSize = 0;
+  readonly dirtyRingWithBitmap = false;
+  createdVcpus = 0;
+  /** kvm->mn_active_invalidate_count and the mmu_invalidate_* fields (virt/kvm/kvm_main.c). */
+  mnActiveInvalidateCount = 0;
+  mmuInvalidateInProgress = 0;
+  mmuInvalidateSeq = 0;
+  mmuInvalidateRangeStart = 0;
+  mmuInvalidateRangeEnd = 0;
+  /** kvm->mem_attr_array */
+  readonly memAttrs = new RangeMap();
+  readonly stats = newVmStats();
+  readonly model = newModelVmCounters();
+  readonly vcpus: Vcpu[] = [];
+  readonly warnings: KvmWarning[] = [];
+  /** kvm->vm_dead (set by KVM_BUG_ON or a TDX fatal error): every ioctl then fails with EIO. */
+  dead = false;
+  bugged = false;
+  readonly mmu: KvmMmuOps;
+  get hooks(): KvmArchMemslotHooks {
+    return this;
+  }
+
+  constructor(kvm: Kvm, id: number, fd: number, type: VmType, opts: VmOptions) {
+    if (typeof opts !== 'object' || opts === null) throw new TypeError('createVm options must be an object');
+    const design = opts.zapDesign ?? 'quirk';
+    if (design !== 'quirk' && design !== 'vm-type' && design !== 'slot-flag') {
+      throw new TypeError(`zapDesign must be 'quirk', 'vm-type' or 'slot-flag' (got '${String(design)}')`);
+    }
+    this.kvm = kvm;
+    this.id = id;
+    this.fd = fd;
+    this.type = type;
+    this.cfg = kvm.cfg;
+    this.kernel = kvm.cfg.kernel;
+    this.info = vmTypeInfo(type);
+    this.hasPrivateMem = this.info.hasPrivateMem;
+    this.zapDesign = design;
+    // Two address spaces (normal + SMM) only with SMM support and without private memory.
+    this.nrAs = this.cfg.smm && !this.info.hasPrivateMem ? 2 : 1;
+    // kvm_create_vm initializes every possible address space, generation = as_id, before the arch knows
+    // the VM type; ids beyond nrAs are simply never used.
+    for (let as = 0; as < this.nrAs; as++) {
+      this.sets.push([new KvmMemslots(0, as), new KvmMemslots(1, as)]);
+      this.activeIdx.push(0);
+    }
+    this.arch = {
+      info: this.info,
+      cfg: this.cfg,
+      zapDesign: design,
+      disabledQuirks: initialDisabledQuirks(this.cfg, this.info),
+      gfnDirectBits: this.info.hasMirroredTdp ? tdxGfnDirectBits(this.cfg) : 0,
+      nRequestedMmuPages: 0,
+      nMaxMmuPages: 64,
+    };
+    this.mmu = createMmu(this);
+  }
+
+  activeMemslots(asId: number): KvmMemslots {
+    const s = this.sets[asId];
+    if (s === undefined) throw new RangeError(`address space ${asId} does not exist (VM has ${this.nrAs})`);
+    return s[this.activeIdx[asId]!];
+  }
+  inactiveMemslots(asId: number): KvmMemslots {
+    return this.sets[asId]![(this.activeIdx[asId]! ^ 1) as 0 | 1];
+  }
+  flipActive(asId: number): void {
+    this.activeIdx[asId] = (this.activeIdx[asId]! ^ 1) as 0 | 1;
+  }
+
+  /** Current generation of an address space's active memslot set. */
+  memslotsGeneration(asId = 0): number {
+    return this.activeMemslots(asId).generation;
+  }
+
+  /** The active slots of an address space in gfn order (inspection; not a kernel interface). */
+  memslots(asId = 0): KvmMemorySlot[] {
+    return this.activeMemslots(asId).all();
+  }
+
+  lookupFd(fd: number): ModelFile | undefined {
+    return this.kvm.lookupFd(fd);
+  }
+
+  checkAlive(syscall: string): void {
+    if (this.dead) throw new KvmError('EIO', syscall, 'the VM is dead (bugged or killed)');
+  }
+
+  countModel(name: ModelVmCounterName, n = 1): void {
+    this.model[name] += n;
+  }
+
+  /** WARN_ON_ONCE: record, continue. Returns cond so it can sit in an if, as in the kernel. */
+  warnOnce(cond: boolean, id: string, message: string): boolean {
+    if (cond && !this.warnings.some((w) => w.id === id)) this.warnings.push({ kind: 'warn', id, message });
+    return cond;
+  }
+
+  /** KVM_BUG_ON: mark the VM bugged and dead; later ioctls fail with EIO. */
+  kvmBugOn(cond: boolean, id: string, message: string): boolean {
+    if (cond) {
+      this.warnings.push({ kind: 'bug', id, message });
+      this.bugged = true;
+      this.dead = true;
+    }
+    return cond;
+  }
+
+  /** @kernel virt/kvm/kvm_main.c#kvm_mmu_invalidate_begin */
+  mmuInvalidateBegin(): void {
+    this.mmuInvalidateInProgress++;
+    if (this.mmuInvalidateInProgress === 1) {
+      this.mmuInvalidateRangeStart = -1; // INVALID_GPA
+      this.mmuInvalidateRangeEnd = -1;
+    }
+  }
+
+  /** @kernel virt/kvm/kvm_main.c#kvm_mmu_invalidate_range_add */
+  mmuInvalidateRangeAdd(start: number, end: number): void {
+    if (this.mmuInvalidateRangeStart === -1) {
+      this.mmuInvalidateRangeStart = start;
+      this.mmuInvalidateRangeEnd = end;
+    } else {
+      // Fully tracking multiple ranges isn't worth it: widen to cover all of them.
+      this.mmuInvalidateRangeStart = Math.min(this.mmuInvalidateRangeStart, start);
+      this.mmuInvalidateRangeEnd = Math.max(this.mmuInvalidateRangeEnd, end);
+    }
+  }
+
+  /** @kernel virt/kvm/kvm_main.c#kvm_mmu_invalidate_end */
+  mmuInvalidateEnd(): void {
+    // The sequence count moves before in_progress drops, so a fault that snapshotted the old count retries.
+    this.mmuInvalidateSeq++;
+    this.mmuInvalidateInProgress--;
+    this.kvmBugOn(
+      this.mmuInvalidateInProgress < 0,
+      'INV-NOTIFIER-001',
+      'mmu_invalidate_in_progress went negative',
+    );
+  }
+
+  /** @kernel virt/kvm/kvm_main.c#kvm_flush_remote_tlbs */
+  flushRemoteTlbs(): void {
+    this.stats.remote_tlb_flush_requests++;
+    for (const v of this.vcpus) v.requestTlbFlush();
+    this.stats.remote_tlb_flush++;
+  }
+
+  enableLogDirtyPtMasked(slot: KvmMemorySlot, offset: number, mask: number): void {
+    this.mmu.kvmArchMmuEnableLogDirtyPtMasked(slot, offset, mask);
+  }
+
+  kvmArchFreeMemslot(slot: KvmMemorySlot): void {
+    this.mmu.kvmArchFreeMemslot(slot);
+  }
+
+  // ---- KvmArchMemslotHooks: the x86 implementations ------------------------------------------
+
+  kvmArchPrepareMemoryRegion(
+    old: KvmMemorySlot | null,
+    nu: KvmMemorySlot | null,
+    change: KvmMrChange,
+  ): ErrnoName | null {
+    return kvmArchPrepareMemoryRegion(this, old, nu, change);
+  }
+  kvmArchFlushShadowMemslot(old: KvmMemorySlot): void {
+    kvmArchFlushShadowMemslot(this, old);
+  }
+  kvmArchCommitMemoryRegion(old: KvmMemorySlot | null, nu: KvmMemorySlot | null, change: KvmMrChange): void {
+    kvmArchCommitMemoryRegion(this, old, nu, change);
+  }
+  /** @kernel arch/x86/kvm/x86.c#kvm_arch_memslots_updated */
+  kvmArchMemslotsUpdated(_asId: number, gen: number): void {
+    this.mmu.kvmMmuInvalidateMmioSptes(gen);
+    for (const v of this.vcpus) v.kick();
+  }
+}

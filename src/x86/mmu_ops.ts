@@ -1,0 +1,28 @@
+/**
+ * What the x86 memslot hooks (x86/x86.ts) need from the MMU: the entry points of arch/x86/kvm/mmu/mmu.c
+ * that memslot updates, dirty logging and memory-attribute changes call. The MMU (TDP or shadow)
+ * implements this; a VM without any MMU state (no vCPU has faulted) still goes through the same calls.
+ */
+import type { KvmGfnRange, KvmMemorySlot } from '../kvm/kvm_host.ts';
+import type { KvmMrChange } from '../uapi/kvm.ts';
+
+export interface KvmMmuOps {
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_all_fast */
+  kvmMmuZapAllFast(): void;
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_memslot */
+  kvmMmuZapMemslot(slot: KvmMemorySlot): void;
+  /** The May 2024 RFC's KVM_MEM_ZAP_LEAFS_ONLY path: kvm_tdp_mmu_unmap_gfn_range over the slot, then a flush. */
+  kvmMmuZapMemslotLeafs(slot: KvmMemorySlot): void;
+  /** @kernel arch/x86/kvm/x86.c#kvm_mmu_slot_apply_flags */
+  kvmMmuSlotApplyFlags(old: KvmMemorySlot | null, nu: KvmMemorySlot | null, change: KvmMrChange): void;
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_invalidate_mmio_sptes */
+  kvmMmuInvalidateMmioSptes(gen: number): void;
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_arch_mmu_enable_log_dirty_pt_masked */
+  kvmArchMmuEnableLogDirtyPtMasked(slot: KvmMemorySlot, gfnOffset: number, mask: number): void;
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_unmap_gfn_range ; returns whether a TLB flush is needed */
+  kvmUnmapGfnRange(range: KvmGfnRange): boolean;
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_arch_flush_shadow_all */
+  kvmArchFlushShadowAll(): void;
+  /** Free the slot's MMU metadata on DELETE / on the old slot of a MOVE. @kernel arch/x86/kvm/x86.c#kvm_arch_free_memslot */
+  kvmArchFreeMemslot(slot: KvmMemorySlot): void;
+}
