@@ -3,7 +3,7 @@
  * known host; individual options override them.
  *
  * 'upstream-6.18': a VMX/EPT host with the TDP MMU, all six VM types, SMM (two address spaces), memory
- *   attributes, 52-bit guest physical addresses and the 6.18 memslot ABI (including its guest_memfd
+ *   attributes, a 46-bit MAXPHYADDR (4-level EPT) and the 6.18 memslot ABI (including its guest_memfd
  *   flag-clearing acceptance, memslot-abi.md §2.2).
  * 'pvm-6.18': the development machines' real /dev/kvm (shared/reference/real-kvm-host.md): shadow MMU,
  *   DEFAULT VM only, no SMM, quirks 0x5ff, no memory attributes, and the 6.19 guest_memfd fix backported.
@@ -64,7 +64,7 @@ const PROFILES: Record<HostConfig['profile'], Omit<HostConfig, 'profile'>> = {
     vmTypes: 0b111111,
     smm: true,
     supportedQuirks: KVM_X86_VALID_QUIRKS,
-    maxPhyAddr: 52,
+    maxPhyAddr: 46,
     userAddrLimit: 0x7ffffffff000,
     memoryAttributes: true,
     pml: true,
