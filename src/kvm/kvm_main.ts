@@ -20,7 +20,7 @@ import type {
 } from './api_types.ts';
 import { resolveHostConfig, type HostConfig, type KvmOptions } from './host_profile.ts';
 import { HostMm } from '../host/host_mm.ts';
-import { KvmError, hex } from './kvm_error.ts';
+import { KvmError, hex, rawIoctl, type Reject } from './kvm_error.ts';
 import { copyIn, readU32, readU64 } from './args.ts';
 import { checkExtension, enableCap, supportedVmTypes } from '../x86/x86_caps.ts';
 import { VmState, type VmOptions } from './vm_state.ts';
@@ -96,6 +96,10 @@ export class Kvm {
   }
 }
 
+function throwIf(r: Reject | null, syscall: string): void {
+  if (r !== null) throw new KvmError(r.code, syscall, r.detail());
+}
+
 /** A VM fd and its ioctls. The state and the hooks live in VmState; this class is the uAPI surface. */
 export class Vm extends VmState {
   /** KVM_CHECK_EXTENSION on the VM fd. */
@@ -103,12 +107,22 @@ export class Vm extends VmState {
     return checkExtension(this.cfg, this, readU32('KVM_CHECK_EXTENSION', 'cap', cap));
   }
 
+  /** KVM_SET_USER_MEMORY_REGION; throws KvmError on failure. */
   setUserMemoryRegion(region: KvmUserspaceMemoryRegion): void {
-    kvmVmIoctlSetMemoryRegion(this, region, false);
+    throwIf(kvmVmIoctlSetMemoryRegion(this, region, false), 'KVM_SET_USER_MEMORY_REGION');
   }
 
+  /** KVM_SET_USER_MEMORY_REGION2; throws KvmError on failure. */
   setUserMemoryRegion2(region: KvmUserspaceMemoryRegion2): void {
-    kvmVmIoctlSetMemoryRegion(this, region, true);
+    throwIf(kvmVmIoctlSetMemoryRegion(this, region, true), 'KVM_SET_USER_MEMORY_REGION2');
+  }
+
+  /**
+   * The raw ioctl convention: returns 0 or -errno instead of throwing. Same checks, same state changes;
+   * for sweeps that issue millions of calls, where a JS exception per rejection would dominate.
+   */
+  ioctlSetUserMemoryRegion(region: KvmUserspaceMemoryRegion2, v2 = false): number {
+    return rawIoctl(() => kvmVmIoctlSetMemoryRegion(this, region, v2));
   }
 
   /** KVM_CREATE_GUEST_MEMFD → the new fd. @kernel virt/kvm/guest_memfd.c#kvm_gmem_create */

@@ -59,18 +59,18 @@ export class KvmMemslots {
 
   /** Index of the last slot whose base_gfn <= gfn, or -1. */
   private floorIndex(gfn: number): number {
+    // Branch-free lower-bound search: the comparison result feeds arithmetic, not a branch, so random
+    // lookups do not pay a misprediction per level.
     const b = this.bases;
-    let lo = 0;
-    let hi = this.sorted.length - 1;
-    let ans = -1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      if (b[mid]! <= gfn) {
-        ans = mid;
-        lo = mid + 1;
-      } else hi = mid - 1;
+    let n = this.sorted.length;
+    if (n === 0 || b[0]! > gfn) return -1;
+    let base = 0;
+    while (n > 1) {
+      const half = n >>> 1;
+      base = b[base + half]! <= gfn ? base + half : base;
+      n -= half;
     }
-    return ans;
+    return base;
   }
 
   /**

@@ -23,7 +23,7 @@ import type { KvmMemorySlot } from './kvm_host.ts';
 import { newMemslot } from './memslots.ts';
 import { kvmSetMemslot, type SetMemslotVm } from './set_memslot.ts';
 import { kvmGmemBind, kvmGmemUnbind, type GmemVm, type ModelFile } from './guest_memfd.ts';
-import { KvmError, hex } from './kvm_error.ts';
+import { KvmError, hex, reject, type Reject } from './kvm_error.ts';
 import { addWrapsU64, copyIn, isUnaligned, num, sumExceeds, type StructSpec, type U64 } from './args.ts';
 import type { HostConfig } from './host_profile.ts';
 import type { ZapDesign } from '../x86/x86.ts';
@@ -100,69 +100,87 @@ function einval(syscall: string, msg: string): never {
  * The ioctl: KVM_SET_USER_MEMORY_REGION (v2 = false) or KVM_SET_USER_MEMORY_REGION2.
  * @kernel virt/kvm/kvm_main.c#kvm_vm_ioctl_set_memory_region
  */
-export function kvmVmIoctlSetMemoryRegion(vm: SetRegionVm, arg: unknown, v2: boolean): void {
+export function kvmVmIoctlSetMemoryRegion(vm: SetRegionVm, arg: unknown, v2: boolean): Reject | null {
   const syscall = v2 ? 'KVM_SET_USER_MEMORY_REGION2' : 'KVM_SET_USER_MEMORY_REGION';
-  if (vm.dead) throw new KvmError('EIO', syscall, 'the VM is dead (bugged or killed)');
+  if (vm.dead) return reject('EIO', () => 'the VM is dead (bugged or killed)');
   const mem = copyInRegion(syscall, arg, v2);
   if (!v2 && mem.flags & ~KVM_SET_USER_MEMORY_REGION_V1_FLAGS) {
-    einval(
-      syscall,
-      `flags ${hex(mem.flags)} are not valid for KVM_SET_USER_MEMORY_REGION (only ${hex(KVM_SET_USER_MEMORY_REGION_V1_FLAGS)})`,
+    return reject(
+      'EINVAL',
+      () =>
+        `flags ${hex(mem.flags)} are not valid for KVM_SET_USER_MEMORY_REGION (only ${hex(KVM_SET_USER_MEMORY_REGION_V1_FLAGS)})`,
     );
   }
   if ((mem.slot & 0xffff) >= KVM_USER_MEM_SLOTS) {
-    einval(syscall, `slot id ${hex(mem.slot & 0xffff)} >= KVM_USER_MEM_SLOTS (${hex(KVM_USER_MEM_SLOTS)})`);
+    return reject(
+      'EINVAL',
+      () => `slot id ${hex(mem.slot & 0xffff)} >= KVM_USER_MEM_SLOTS (${hex(KVM_USER_MEM_SLOTS)})`,
+    );
   }
-  kvmSetMemoryRegion(vm, mem, syscall);
+  return kvmSetMemoryRegion(vm, mem, syscall);
 }
 
 /** B1–B9: the checks that do not look at existing slots. */
-function sanityCheck(vm: SetRegionVm, mem: Region2, syscall: string): void {
+function sanityCheck(vm: SetRegionVm, mem: Region2): Reject | null {
   if (!checkMemoryRegionFlags(vm, mem.flags)) {
-    einval(syscall, `flags ${hex(mem.flags)} not valid for a ${vm.info.name} VM`);
+    return reject('EINVAL', () => `flags ${hex(mem.flags)} not valid for a ${vm.info.name} VM`);
   }
   const asId = mem.slot >>> 16;
   const id = mem.slot & 0xffff;
   const { memorySize: size, guestPhysAddr: gpa, userspaceAddr: uaddr } = mem;
   if (isUnaligned(size, PAGE_SIZE))
-    einval(syscall, `memory_size ${hex(size)} is not a multiple of PAGE_SIZE`);
-  if (isUnaligned(gpa, PAGE_SIZE)) einval(syscall, `guest_phys_addr ${hex(gpa)} is not page aligned`);
-  if (isUnaligned(uaddr, PAGE_SIZE)) einval(syscall, `userspace_addr ${hex(uaddr)} is not page aligned`);
+    return reject('EINVAL', () => `memory_size ${hex(size)} is not a multiple of PAGE_SIZE`);
+  if (isUnaligned(gpa, PAGE_SIZE))
+    return reject('EINVAL', () => `guest_phys_addr ${hex(gpa)} is not page aligned`);
+  if (isUnaligned(uaddr, PAGE_SIZE))
+    return reject('EINVAL', () => `userspace_addr ${hex(uaddr)} is not page aligned`);
   // access_ok(): the range must not wrap and must end inside the user address space.
   if (addWrapsU64(uaddr, size) || sumExceeds(uaddr, size, vm.cfg.userAddrLimit)) {
-    einval(
-      syscall,
-      `userspace_addr ${hex(uaddr)} + memory_size ${hex(size)} fails access_ok (limit ${hex(vm.cfg.userAddrLimit)})`,
+    return reject(
+      'EINVAL',
+      () =>
+        `userspace_addr ${hex(uaddr)} + memory_size ${hex(size)} fails access_ok (limit ${hex(vm.cfg.userAddrLimit)})`,
     );
   }
   if (mem.flags & KVM_MEM_GUEST_MEMFD) {
     const off = mem.guestMemfdOffset;
     if (isUnaligned(off, PAGE_SIZE) || addWrapsU64(off, size)) {
-      einval(syscall, `guest_memfd_offset ${hex(off)} is unaligned or wraps with memory_size ${hex(size)}`);
+      return reject(
+        'EINVAL',
+        () => `guest_memfd_offset ${hex(off)} is unaligned or wraps with memory_size ${hex(size)}`,
+      );
     }
   }
   if (asId >= vm.nrAs || id >= KVM_MEM_SLOTS_NUM) {
-    einval(syscall, `address space ${asId} (VM has ${vm.nrAs}) or slot id ${id} out of range`);
+    return reject('EINVAL', () => `address space ${asId} (VM has ${vm.nrAs}) or slot id ${id} out of range`);
   }
-  if (addWrapsU64(gpa, size)) einval(syscall, `guest_phys_addr ${hex(gpa)} + memory_size ${hex(size)} wraps`);
+  if (addWrapsU64(gpa, size))
+    return reject('EINVAL', () => `guest_phys_addr ${hex(gpa)} + memory_size ${hex(size)} wraps`);
   if (id < KVM_USER_MEM_SLOTS && (typeof size === 'bigint' || size / PAGE_SIZE > KVM_MEM_MAX_NR_PAGES)) {
-    einval(syscall, `memory_size ${hex(size)} exceeds KVM_MEM_MAX_NR_PAGES pages`);
+    return reject('EINVAL', () => `memory_size ${hex(size)} exceeds KVM_MEM_MAX_NR_PAGES pages`);
   }
+  return null;
 }
 
 /** @kernel virt/kvm/kvm_main.c#kvm_set_memory_region */
-export function kvmSetMemoryRegion(vm: SetRegionVm, mem: Region2, syscall: string): void {
-  sanityCheck(vm, mem, syscall);
+export function kvmSetMemoryRegion(vm: SetRegionVm, mem: Region2, syscall: string): Reject | null {
+  const bad = sanityCheck(vm, mem);
+  if (bad !== null) return bad;
   const asId = mem.slot >>> 16;
   const id = mem.slot & 0xffff;
   const old = vm.activeMemslots(asId).idToMemslot(id);
 
   if (mem.memorySize === 0) {
-    if (old === null || old.npages === 0)
-      einval(syscall, `cannot delete memslot ${id}: it does not exist in address space ${asId}`);
+    if (old === null || old.npages === 0) {
+      return reject(
+        'EINVAL',
+        () => `cannot delete memslot ${id}: it does not exist in address space ${asId}`,
+      );
+    }
     if (vm.nrMemslotPages < old.npages)
       throw new KvmError('EIO', syscall, 'nr_memslot_pages underflow (kernel WARN)');
-    return apply(vm, old, null, 'DELETE', syscall);
+    apply(vm, old, null, 'DELETE', syscall);
+    return null;
   }
 
   // gpa is page aligned, so gpa / 4096 < 2^52 is an exact number even when gpa itself is a bigint;
@@ -172,7 +190,7 @@ export function kvmSetMemoryRegion(vm: SetRegionVm, mem: Region2, syscall: strin
   const npages = num(mem.memorySize) / PAGE_SIZE;
   const hva = num(mem.userspaceAddr);
   const change = decideChange(vm, old, mem, baseGfn, npages, hva, syscall);
-  if (change === null) return; // identical request: nothing to do, no generation change
+  if (change === null) return null; // identical request: nothing to do, no generation change
 
   if (change === 'CREATE' || change === 'MOVE') {
     const other = vm.activeMemslots(asId).overlapsOther(id, baseGfn, baseGfn + npages);
@@ -203,6 +221,7 @@ export function kvmSetMemoryRegion(vm: SetRegionVm, mem: Region2, syscall: strin
     kvmGmemUnbind(nu);
     throw e;
   }
+  return null;
 }
 
 /** B14: CREATE, MOVE, FLAGS_ONLY, or null for the silent no-op. */
