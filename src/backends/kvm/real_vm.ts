@@ -1,0 +1,291 @@
+/**
+ * A VM on the real /dev/kvm: the VM-fd ioctls of the public API (memslots, guest_memfd, memory
+ * attributes, enable-cap, dirty log, binary stats, vCPU creation), with arguments normalised by the same
+ * copy-in code as the model (kvm/args.ts), so a malformed argument fails identically on both backends.
+ *
+ * Kernel counterpart: virt/kvm/kvm_main.c#kvm_vm_ioctl and arch/x86/kvm/x86.c#kvm_arch_vm_ioctl, seen
+ * from userspace. The VM remembers the slots it set successfully (the kernel offers no way to read them
+ * back) because KVM_GET_DIRTY_LOG copies ALIGN(npages, 64)/8 bytes out and the caller must size the
+ * buffer, and because guest accesses need a slot's hva.
+ */
+import { copyIn, readU32, readU64, type U64 } from '../../kvm/args.ts';
+import type {
+  KvmClearDirtyLog, KvmCreateGuestMemfd, KvmEnableCap, KvmMemoryAttributes, KvmUserspaceMemoryRegion,
+  KvmUserspaceMemoryRegion2,
+} from '../../kvm/api_types.ts';
+import { KvmError, hex } from '../../kvm/kvm_error.ts';
+import { KVM_IOCTL, STRUCT_SIZE } from '../../uapi/kvm.ts';
+import { BinaryStatsFd } from './binary_stats.ts';
+import { DEFAULT_HARNESS, GuestHarness, type HarnessConfig } from './guest_harness.ts';
+import { cstruct, encodeRegion2, setU64 } from './kvm_structs.ts';
+import { check, getLibc } from './libc.ts';
+import type { RealHost } from './real_host.ts';
+import { RealVcpu } from './real_vcpu.ts';
+import { GuardedScratch, own, ownFd, release, type Resource } from './resources.ts';
+
+const REGION = { slot: 'u32', flags: 'u32', guestPhysAddr: 'u64', memorySize: 'u64', userspaceAddr: 'u64' } as const;
+const REGION2 = { ...REGION, guestMemfdOffset: 'u64', guestMemfd: 'fd', pad1: 'u32', pad2: 'u64' } as const;
+const GMEM = { size: 'u64', flags: 'u64' } as const;
+const ATTRS = { address: 'u64', size: 'u64', attributes: 'u64', flags: 'u64' } as const;
+const CLEAR = { slot: 'u32', numPages: 'u32', firstPage: 'u64', bitmap: 'bytes' } as const;
+
+/** A memslot as last set successfully through this object. */
+export interface TrackedSlot {
+  slot: number;
+  flags: number;
+  guestPhysAddr: number;
+  memorySize: number;
+  userspaceAddr: number;
+  guestMemfd: number | null;
+  guestMemfdOffset: number;
+}
+
+export interface RealVmOptions {
+  /** Where the guest-access harness puts its own memslot (installed on the first access). */
+  harness?: Partial<HarnessConfig>;
+  /** KVM_SET_CPUID2 with KVM_GET_SUPPORTED_CPUID on new vCPUs (gives the guest the host MAXPHYADDR). */
+  cpuid?: boolean;
+}
+
+const u64n = (v: U64): number => (typeof v === 'bigint' ? Number(v) : v);
+const dkv = (o: Record<string, unknown>): string =>
+  Object.entries(o)
+    .map(([k, v]) => `${k} ${typeof v === 'number' || typeof v === 'bigint' ? hex(v) : String(v)}`)
+    .join(' ');
+
+export class RealVm {
+  private closed = false;
+  private readonly res: Resource;
+  private readonly tracked = new Map<number, TrackedSlot>();
+  private readonly vcpus = new Map<number, RealVcpu>();
+  private readonly gmemFds: { fd: number; res: Resource }[] = [];
+  private readonly scratch = new GuardedScratch('dirty bitmap scratch');
+  private stats: { bsf: BinaryStatsFd; res: Resource } | null = null;
+  private harnessState: { h: GuestHarness; res: Resource } | null = null;
+  private readonly region = cstruct(STRUCT_SIZE.kvm_userspace_memory_region2);
+  readonly harnessConfig: HarnessConfig;
+
+  constructor(
+    readonly fd: number,
+    readonly type: number,
+    readonly host: RealHost,
+    readonly kvmFd: number,
+    readonly vcpuMmapSize: number,
+    readonly opts: RealVmOptions = {},
+  ) {
+    this.res = ownFd(fd, `vm(type ${type})`);
+    this.harnessConfig = { ...DEFAULT_HARNESS, ...(opts.harness ?? {}) };
+  }
+
+  private live(name: string): number {
+    if (this.closed) throw new KvmError('EBADF', name, 'the VM has been closed');
+    return this.fd;
+  }
+
+  /** KVM_CHECK_EXTENSION on the VM fd */
+  checkExtension(cap: number): number {
+    const c = readU32('KVM_CHECK_EXTENSION', 'cap', cap);
+    const fd = this.live('KVM_CHECK_EXTENSION');
+    return check(getLibc().ioctlInt(fd, KVM_IOCTL.KVM_CHECK_EXTENSION, c), 'KVM_CHECK_EXTENSION', () => `cap ${c}`);
+  }
+
+  /** KVM_SET_USER_MEMORY_REGION */
+  setUserMemoryRegion(arg: KvmUserspaceMemoryRegion): void {
+    const r = copyIn('KVM_SET_USER_MEMORY_REGION', arg, REGION);
+    this.setRegion('KVM_SET_USER_MEMORY_REGION', { ...r, guestMemfdOffset: 0, guestMemfd: 0, pad1: 0, pad2: 0 }, false);
+  }
+
+  /** KVM_SET_USER_MEMORY_REGION2 */
+  setUserMemoryRegion2(arg: KvmUserspaceMemoryRegion2): void {
+    const r = copyIn('KVM_SET_USER_MEMORY_REGION2', arg, REGION2);
+    this.setRegion('KVM_SET_USER_MEMORY_REGION2', r, true);
+  }
+
+  private setRegion(name: string, r: Parameters<typeof encodeRegion2>[1] & { guestMemfd: number; guestMemfdOffset: U64 }, v2: boolean): void {
+    const fd = this.live(name);
+    const { bytes, dv } = this.region;
+    bytes.fill(0);
+    encodeRegion2(dv, r);
+    const req = v2 ? KVM_IOCTL.KVM_SET_USER_MEMORY_REGION2 : KVM_IOCTL.KVM_SET_USER_MEMORY_REGION;
+    const ret = getLibc().ioctlBuf(fd, req, v2 ? bytes : bytes.subarray(0, STRUCT_SIZE.kvm_userspace_memory_region));
+    check(ret, name, () => dkv({ slot: r.slot, flags: r.flags, guest_phys_addr: r.guestPhysAddr, memory_size: r.memorySize, userspace_addr: r.userspaceAddr, ...(v2 ? { guest_memfd_offset: r.guestMemfdOffset, guest_memfd: r.guestMemfd } : {}) }));
+    const size = u64n(r.memorySize);
+    if (size === 0) this.tracked.delete(r.slot);
+    else {
+      const gmem = v2 && r.flags & 4 ? r.guestMemfd : null;
+      this.tracked.set(r.slot, {
+        slot: r.slot, flags: r.flags, guestPhysAddr: u64n(r.guestPhysAddr), memorySize: size,
+        userspaceAddr: u64n(r.userspaceAddr), guestMemfd: gmem, guestMemfdOffset: u64n(r.guestMemfdOffset),
+      });
+    }
+  }
+
+  /** The slots set through this VM (including the access harness's, once installed), by slot number. */
+  slots(): ReadonlyMap<number, Readonly<TrackedSlot>> {
+    return this.tracked;
+  }
+
+  /** The as_id-0 slot containing gpa, if any. */
+  slotForGpa(gpa: number): Readonly<TrackedSlot> | null {
+    for (const s of this.tracked.values()) {
+      if (s.slot >>> 16 === 0 && gpa >= s.guestPhysAddr && gpa < s.guestPhysAddr + s.memorySize) return s;
+    }
+    return null;
+  }
+
+  /** KVM_CREATE_GUEST_MEMFD; the fd is owned by this VM (closed with it) and closable via host.close. */
+  createGuestMemfd(arg: KvmCreateGuestMemfd): number {
+    const a = copyIn('KVM_CREATE_GUEST_MEMFD', arg, GMEM);
+    const fd = this.live('KVM_CREATE_GUEST_MEMFD');
+    const { bytes, dv } = cstruct(STRUCT_SIZE.kvm_create_guest_memfd);
+    setU64(dv, 0, a.size);
+    setU64(dv, 8, a.flags);
+    const gfd = check(getLibc().ioctlBuf(fd, KVM_IOCTL.KVM_CREATE_GUEST_MEMFD, bytes), 'KVM_CREATE_GUEST_MEMFD', () => dkv({ size: a.size, flags: a.flags }));
+    this.host.adoptFd(gfd, 'guest_memfd');
+    this.gmemFds.push({ fd: gfd, res: this.host.fdResource(gfd)! });
+    return gfd;
+  }
+
+  /** KVM_SET_MEMORY_ATTRIBUTES */
+  setMemoryAttributes(arg: KvmMemoryAttributes): void {
+    const a = copyIn('KVM_SET_MEMORY_ATTRIBUTES', arg, ATTRS);
+    const fd = this.live('KVM_SET_MEMORY_ATTRIBUTES');
+    const { bytes, dv } = cstruct(STRUCT_SIZE.kvm_memory_attributes);
+    setU64(dv, 0, a.address);
+    setU64(dv, 8, a.size);
+    setU64(dv, 16, a.attributes);
+    setU64(dv, 24, a.flags);
+    check(getLibc().ioctlBuf(fd, KVM_IOCTL.KVM_SET_MEMORY_ATTRIBUTES, bytes), 'KVM_SET_MEMORY_ATTRIBUTES', () => dkv(a));
+  }
+
+  /** KVM_ENABLE_CAP on the VM fd; args are up to 4 u64 (missing ones are 0). */
+  enableCap(arg: KvmEnableCap): void {
+    const name = 'KVM_ENABLE_CAP';
+    if (typeof arg !== 'object' || arg === null) throw new KvmError('EFAULT', name, 'argument must be a struct object');
+    const a = copyIn(name, { cap: arg.cap, flags: arg.flags }, { cap: 'u32', flags: 'u32' });
+    for (const k of Object.keys(arg)) if (!['cap', 'flags', 'args'].includes(k)) throw new KvmError('EINVAL', name, `field '${k}' is not a field of this struct`);
+    const args = arg.args ?? [];
+    if (!Array.isArray(args) || args.length > 4) throw new KvmError('EINVAL', name, `field 'args' must be an array of at most 4 u64`);
+    const vals = args.map((v, i) => readU64(name, `args[${i}]`, v));
+    const fd = this.live(name);
+    const { bytes, dv } = cstruct(STRUCT_SIZE.kvm_enable_cap);
+    dv.setUint32(0, a.cap, true);
+    dv.setUint32(4, a.flags, true);
+    vals.forEach((v, i) => setU64(dv, 8 + 8 * i, v));
+    check(getLibc().ioctlBuf(fd, KVM_IOCTL.KVM_ENABLE_CAP, bytes), name, () => `cap ${a.cap} flags ${hex(a.flags)} args [${vals.map((v) => hex(v)).join(', ')}]`);
+  }
+
+  /** KVM_GET_DIRTY_LOG: the slot's bitmap, ALIGN(npages, 64)/8 bytes, kernel bit order. */
+  getDirtyLog(slotArg: number): Uint8Array {
+    const name = 'KVM_GET_DIRTY_LOG';
+    const slot = readU32(name, 'slot', slotArg);
+    const fd = this.live(name);
+    const t = this.tracked.get(slot);
+    const n = t ? Math.ceil(t.memorySize / 4096 / 64) * 8 : 0;
+    // An untracked slot cannot have a bitmap; pass NULL so a kernel that disagreed would EFAULT, not scribble.
+    const buf = n ? this.scratch.place(n) : { addr: 0, bytes: new Uint8Array(0) };
+    const { bytes, dv } = cstruct(STRUCT_SIZE.kvm_dirty_log);
+    dv.setUint32(0, slot, true);
+    setU64(dv, 8, buf.addr);
+    check(getLibc().ioctlBuf(fd, KVM_IOCTL.KVM_GET_DIRTY_LOG, bytes), name, () => `slot ${hex(slot)}`);
+    return buf.bytes.slice();
+  }
+
+  /** KVM_CLEAR_DIRTY_LOG. A bitmap shorter than ALIGN(numPages, 64)/8 bytes faults (EFAULT), as in C. */
+  clearDirtyLog(arg: KvmClearDirtyLog): void {
+    const name = 'KVM_CLEAR_DIRTY_LOG';
+    const a = copyIn(name, arg, CLEAR);
+    const fd = this.live(name);
+    let addr = 0;
+    if (a.bitmap) {
+      const b = this.scratch.place(a.bitmap.length);
+      b.bytes.set(a.bitmap);
+      addr = b.addr;
+    }
+    const { bytes, dv } = cstruct(STRUCT_SIZE.kvm_clear_dirty_log);
+    dv.setUint32(0, a.slot, true);
+    dv.setUint32(4, a.numPages, true);
+    setU64(dv, 8, a.firstPage);
+    setU64(dv, 16, addr);
+    check(getLibc().ioctlBuf(fd, KVM_IOCTL.KVM_CLEAR_DIRTY_LOG, bytes), name, () => `slot ${hex(a.slot)} first_page ${hex(a.firstPage)} num_pages ${hex(a.numPages)}`);
+  }
+
+  /** KVM_SET_NR_MMU_PAGES */
+  setNrMmuPages(n: number): void {
+    const v = readU32('KVM_SET_NR_MMU_PAGES', 'n', n);
+    check(getLibc().ioctlInt(this.live('KVM_SET_NR_MMU_PAGES'), KVM_IOCTL.KVM_SET_NR_MMU_PAGES, v), 'KVM_SET_NR_MMU_PAGES', () => `${hex(v)}`);
+  }
+
+  private statsFd(): BinaryStatsFd {
+    if (this.stats) return this.stats.bsf;
+    const name = 'KVM_GET_STATS_FD';
+    const sfd = check(getLibc().ioctlInt(this.live(name), KVM_IOCTL.KVM_GET_STATS_FD, 0), name, () => 'vm');
+    const res = ownFd(sfd, 'vm stats');
+    try {
+      this.stats = { bsf: new BinaryStatsFd(sfd), res };
+    } catch (e) {
+      release(res);
+      throw e;
+    }
+    return this.stats.bsf;
+  }
+
+  /** VM binary stats as { name: value } (scalar stats only; see binary_stats.ts). */
+  getStats(): Record<string, number> {
+    return this.statsFd().read();
+  }
+  /** Every VM stat with its descriptor (header, type, unit, histograms as arrays). */
+  getStatsFd(): BinaryStatsFd {
+    return this.statsFd();
+  }
+
+  /** KVM_CREATE_VCPU */
+  createVcpu(id: number): RealVcpu {
+    const name = 'KVM_CREATE_VCPU';
+    const v = readU32(name, 'id', id);
+    const vfd = check(getLibc().ioctlInt(this.live(name), KVM_IOCTL.KVM_CREATE_VCPU, v), name, () => `id ${hex(v)}`);
+    const vcpu = new RealVcpu(this, v, vfd); // owns vfd; releases it itself if its setup fails
+    this.vcpus.set(v, vcpu);
+    return vcpu;
+  }
+
+  /** The access harness of this VM, installed (memslot + code + tables) on first use. */
+  harness(): GuestHarness {
+    if (this.harnessState) return this.harnessState.h;
+    const cfg = this.harnessConfig;
+    const hva = this.host.mmap(cfg.size);
+    try {
+      const h = new GuestHarness(cfg, this.host.view(hva, cfg.size));
+      this.setUserMemoryRegion({ slot: cfg.slot, guestPhysAddr: cfg.gpa, memorySize: cfg.size, userspaceAddr: hva });
+      this.harnessState = { h, res: own({ label: 'harness', release: () => this.host.munmap(hva) }) };
+      return h;
+    } catch (e) {
+      this.host.munmap(hva);
+      throw e;
+    }
+  }
+
+  /** Close the vCPUs, guest_memfds, stats fd, the VM fd, and the harness memory (in that order). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const v of this.vcpus.values()) v.close();
+    this.vcpus.clear();
+    for (const g of this.gmemFds) this.host.forgetFd(g.fd, g.res);
+    if (this.stats) release(this.stats.res);
+    this.scratch.dispose();
+    release(this.res);
+    if (this.harnessState) release(this.harnessState.res);
+    this.tracked.clear();
+  }
+  [Symbol.dispose](): void {
+    this.close();
+  }
+  get isClosed(): boolean {
+    return this.closed;
+  }
+  /** @internal used by RealVcpu */
+  vcpuClosed(id: number): void {
+    this.vcpus.delete(id);
+  }
+}
