@@ -30,6 +30,7 @@ import {
 } from '../x86/x86.ts';
 import type { KvmMmuOps } from '../x86/mmu_ops.ts';
 import { createMmu } from '../x86/mmu/mmu_create.ts';
+import { KvmMmuNotifier } from './mmu_notifier.ts';
 
 export interface VmOptions {
   /** How DELETE/MOVE choose between zap-all and precise zap: the 6.12+ quirk (default), the VM type, or the RFC slot flag. */
@@ -118,6 +119,8 @@ export class VmState implements KvmArchMemslotHooks {
       nMaxMmuPages: 64,
     };
     this.mmu = createMmu(this);
+    // kvm_init_mmu_notifier(): from now on host mm events reach this VM.
+    kvm.host.registerNotifier(new KvmMmuNotifier(this));
   }
 
   activeMemslots(asId: number): KvmMemslots {

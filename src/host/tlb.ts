@@ -1,0 +1,72 @@
+/**
+ * A vCPU's TLB for guest-physical translations (EPT/NPT-derived, tagged by nothing else in this model):
+ * it caches gfn → (pfn, level, writable, memtype) after an access and keeps serving it until a flush
+ * reaches the vCPU or a root load flushes it. A missing or late flush therefore shows up as an access
+ * that reaches a page the SPTEs no longer map.
+ *
+ * Kernel counterpart: the hardware TLB as KVM manages it: kvm_flush_remote_tlbs → KVM_REQ_TLB_FLUSH →
+ * kvm_vcpu_flush_tlb_all on the next entry; kvm_mmu_load → kvm_mmu_flush_tlb_current.
+ *
+ * Simplification: a direct-mapped array per page size (2048 4K entries, 512 2M, 16 1G, like a modern
+ * STLB's reach), so old entries also leave by eviction, as in hardware. No PCID/VPID tagging.
+ */
+const SIZES = [2048, 512, 16] as const;
+
+export interface TlbHit {
+  pfn: number;
+  level: 1 | 2 | 3;
+  writable: boolean;
+  memtype: number;
+}
+
+export class Tlb {
+  private readonly tag = SIZES.map((n) => new Float64Array(n).fill(-1));
+  private readonly pfn = SIZES.map((n) => new Float64Array(n));
+  /** bit 0 writable, bits 1..3 memtype */
+  private readonly meta = SIZES.map((n) => new Uint8Array(n));
+  /** flushes that reached this TLB (model counter) */
+  flushes = 0;
+
+  /** Look gfn up at 1G, 2M, then 4K granularity. */
+  lookup(gfn: number): TlbHit | null {
+    for (let l = 2; l >= 0; l--) {
+      const span = l === 0 ? 1 : l === 1 ? 512 : 262144;
+      const base = gfn - (gfn % span);
+      const i = (base / span) % SIZES[l]!;
+      if (this.tag[l]![i] === base) {
+        const m = this.meta[l]![i]!;
+        return {
+          pfn: this.pfn[l]![i]! + (gfn - base),
+          level: (l + 1) as 1 | 2 | 3,
+          writable: (m & 1) === 1,
+          memtype: m >> 1,
+        };
+      }
+    }
+    return null;
+  }
+
+  /** Cache the translation of a leaf at `level` (pfn is the leaf's base pfn, gfn any gfn inside it). */
+  fill(gfn: number, basePfn: number, level: 1 | 2 | 3, writable: boolean, memtype: number): void {
+    const l = level - 1;
+    const span = l === 0 ? 1 : l === 1 ? 512 : 262144;
+    const base = gfn - (gfn % span);
+    const i = (base / span) % SIZES[l]!;
+    this.tag[l]![i] = base;
+    this.pfn[l]![i] = basePfn;
+    this.meta[l]![i] = (writable ? 1 : 0) | (memtype << 1);
+  }
+
+  /** Everything goes (INVEPT single-context / root load). */
+  flushAll(): void {
+    for (const t of this.tag) t.fill(-1);
+    this.flushes++;
+  }
+
+  /** Number of valid entries (inspection). */
+  size(): number {
+    let n = 0;
+    for (const t of this.tag) for (const x of t) if (x !== -1) n++;
+    return n;
+  }
+}
