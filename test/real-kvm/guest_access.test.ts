@@ -1,0 +1,216 @@
+/**
+ * Guest accesses on the real /dev/kvm through the CPL3 harness, and the shadow-MMU stat deltas they
+ * cause: first-touch faults, exits for unbacked / read-only / unfetchable memory, MOVE and DELETE, dirty
+ * logging, and KVM_X86_QUIRK_SLOT_ZAP_ALL on vs off (real-kvm-host.md §4, §6; mmu-zap.md).
+ *
+ * Geometry used for exact counts: the harness sits at 63 GiB (its code page, then 16 B per access in
+ * list pages of 256 entries, all in one 8-page prefetch group); test slots sit at 1 GiB and 2 GiB, so
+ * each needs its own shadow PD and one shadow PT per 512 pages, and shares the root and PDPT.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RealKvm } from '../../src/backends/kvm/real_kvm.ts';
+import type { RealVm } from '../../src/backends/kvm/real_vm.ts';
+import type { GuestAccess } from '../../src/backends/kvm/real_vcpu.ts';
+import { KVM_CAP, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY } from '../../src/uapi/kvm.ts';
+import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../../src/uapi/kvm_x86.ts';
+import { REAL_KVM, announceSkip, nonzero, statDelta } from './env.ts';
+
+announceSkip('guest_access');
+
+const P = 4096;
+const A = 0x8000_0000; // 2 GiB: the slot the guest touches
+const V = 0x4000_0000; // 1 GiB: the "other" slot that gets deleted
+const pages = (base: number, n: number, kind: GuestAccess['kind'] = 'read'): GuestAccess[] =>
+  Array.from({ length: n }, (_, i) => ({ gpa: base + i * P, kind }));
+
+describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: CPL3 guest accesses', () => {
+  let kvm: RealKvm;
+  beforeAll(() => {
+    kvm = new RealKvm();
+  });
+  afterAll(() => kvm.close());
+
+  function vmWithSlot(npages: number, flags = 0): { vm: RealVm; hva: number } {
+    const vm = kvm.createVm(0);
+    const hva = kvm.host.mmap(npages * P);
+    vm.setUserMemoryRegion({ slot: 1, flags, guestPhysAddr: A, memorySize: npages * P, userspaceAddr: hva });
+    return { vm, hva };
+  }
+
+  it('the empty program faults in only the harness code page (4 shadow pages: root, PDPT, PD, PT)', () => {
+    using vm = kvm.createVm(0);
+    const vcpu = vm.createVcpu(0);
+    const r = vcpu.runAccesses([]);
+    expect(r.runs).toBe(1);
+    expect(nonzero(r.vmStats)).toEqual({ mmu_cache_miss: 4, pages_4k: 1 });
+    // the one emulated instruction is the final OUT (kvm_pvm drops IOPL; the TSS bitmap allows the port)
+    expect(r.vcpuStats).toMatchObject({ pf_fixed: 1, pf_taken: 1, exits: 2, insn_emulation: 1, io_exits: 0 });
+  });
+
+  // N pages of a fresh slot, each touched once: one fault and one 4K SPTE per page (guest PTEs have A
+  // clear, so nothing is prefetched), plus one per list page the program reads (N/256, rounded up), plus
+  // one shadow PD and one shadow PT per 512 pages.
+  it.each([1, 64, 256, 512, 1024, 2048])('touching %d pages moves pages_4k and pf_fixed by N + list pages', (n) => {
+    const { vm } = vmWithSlot(n);
+    using _vm = vm;
+    const vcpu = vm.createVcpu(0);
+    vcpu.runAccesses([]);
+    const r = vcpu.runAccesses(pages(A, n));
+    const listPages = Math.ceil(n / 256);
+    expect(r.results.every((x) => x.exit === 'none')).toBe(true);
+    expect(nonzero(r.vmStats)).toEqual({ mmu_cache_miss: 1 + Math.ceil(n / 512), pages_4k: n + listPages });
+    expect(r.vcpuStats.pf_fixed).toBe(n + listPages);
+    expect(r.vcpuStats.pf_taken).toBe(n + listPages);
+    // exits also counts host interrupts/preemption on a busy host (real-kvm-host.md §8.4): a lower bound
+    expect(r.vcpuStats.exits).toBeGreaterThanOrEqual(n + listPages + 1);
+    // The same accesses again: everything is mapped, nothing faults.
+    const again = vcpu.runAccesses(pages(A, n));
+    expect(nonzero(again.vmStats)).toEqual({});
+    expect(again.vcpuStats.pf_fixed).toBe(0);
+  });
+
+  it('writes land in the slot\'s host memory; "none" results carry the host pfn from pagemap', () => {
+    const { vm, hva } = vmWithSlot(8);
+    using _vm = vm;
+    const vcpu = vm.createVcpu(0);
+    const r = vcpu.runAccesses(pages(A, 8, 'write').map((a, i) => ({ ...a, value: 0xa0 + i })));
+    for (let i = 0; i < 8; i++) expect(kvm.host.read(hva + i * P, 1)[0]).toBe(0xa0 + i);
+    for (let i = 0; i < 8; i++) {
+      const x = r.results[i]!;
+      expect(x.exit).toBe('none');
+      if (x.exit === 'none') {
+        expect(x.pfn).toBe(kvm.host.pagemapPfn(hva + i * P));
+        expect(x.pfn).toBeGreaterThan(0);
+        expect(x.level).toBe(1);
+      }
+    }
+  });
+
+  it('exits: no slot → MMIO (read and write), read-only slot → MMIO on write only, exec from MMIO → emulation failure', () => {
+    const { vm } = vmWithSlot(16, KVM_MEM_READONLY);
+    using _vm = vm;
+    const vcpu = vm.createVcpu(0);
+    const hole = 0x2_0000_0000;
+    const r = vcpu.runAccesses([
+      { gpa: hole, kind: 'read' },
+      { gpa: hole + 8, kind: 'write', value: 1 },
+      { gpa: A, kind: 'read' },
+      { gpa: A + P, kind: 'write', value: 1 },
+      { gpa: hole + P, kind: 'exec' },
+      { gpa: A + 2 * P, kind: 'read' }, // the program resumes after the failed fetch
+    ]);
+    expect(r.results.map((x) => x.exit)).toEqual(['mmio', 'mmio', 'none', 'mmio', 'internal_error', 'none']);
+    expect(r.results[0]).toEqual({ exit: 'mmio', gpa: hole, write: false });
+    expect(r.results[1]).toEqual({ exit: 'mmio', gpa: hole + 8, write: true });
+    expect(r.results[3]).toEqual({ exit: 'mmio', gpa: A + P, write: true });
+    expect(r.results[4]).toMatchObject({ gpa: hole + P, reason: 'KVM_EXIT_INTERNAL_ERROR suberror 1' });
+    expect(r.vcpuStats).toMatchObject({ mmio_exits: 3, insn_emulation_fail: 1 });
+  });
+
+  it('exec of a slot page runs the stub the host placed there and creates one SPTE', () => {
+    const { vm, hva } = vmWithSlot(4);
+    using _vm = vm;
+    const vcpu = vm.createVcpu(0);
+    vcpu.runAccesses([]);
+    const r = vcpu.runAccesses([{ gpa: A + 3 * P + 16, kind: 'exec' }]);
+    expect(r.results[0]!.exit).toBe('none');
+    expect([...kvm.host.read(hva + 3 * P + 16, 3)]).toEqual([0x41, 0xff, 0xe3]);
+    expect(nonzero(r.vmStats)).toEqual({ mmu_cache_miss: 2, pages_4k: 2 });
+  });
+
+  it('MOVE: the old gpa becomes MMIO and the new gpa reaches the same host page', () => {
+    const { vm, hva } = vmWithSlot(4);
+    using _vm = vm;
+    const vcpu = vm.createVcpu(0);
+    const before = vcpu.access(A + P, 'read');
+    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: A + 0x20_0000, memorySize: 4 * P, userspaceAddr: hva });
+    expect(vcpu.access(A + P, 'read')).toEqual({ exit: 'mmio', gpa: A + P, write: false });
+    const after = vcpu.access(A + 0x20_0000 + P, 'read');
+    expect(after.exit).toBe('none');
+    expect(before.exit === 'none' && after.exit === 'none' && after.pfn === before.pfn).toBe(true);
+  });
+
+  it('dirty logging sees exactly the pages the guest wrote', () => {
+    const { vm } = vmWithSlot(128, KVM_MEM_LOG_DIRTY_PAGES);
+    using _vm = vm;
+    const vcpu = vm.createVcpu(0);
+    const written = [0, 5, 9, 64, 127];
+    vcpu.runAccesses([...pages(A, 128, 'read'), ...written.map((i) => ({ gpa: A + i * P, kind: 'write' as const }))]);
+    const bm = vm.getDirtyLog(1);
+    const set = [...Array(128).keys()].filter((i) => (bm[i >> 3]! >> (i & 7)) & 1);
+    expect(set).toEqual(written);
+    expect(vm.getDirtyLog(1).every((b) => b === 0)).toBe(true); // GET without manual protect clears
+  });
+});
+
+describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: deleting another slot, KVM_X86_QUIRK_SLOT_ZAP_ALL on vs off', () => {
+  let kvm: RealKvm;
+  beforeAll(() => {
+    kvm = new RealKvm();
+  });
+  afterAll(() => kvm.close());
+
+  /** 256 pages of slot A and 64 of slot V touched, then V deleted, then A touched again. */
+  function scenario(quirkDisabled: boolean) {
+    const vm = kvm.createVm(0);
+    try {
+      if (quirkDisabled) vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
+      const a = kvm.host.mmap(256 * P);
+      const v = kvm.host.mmap(64 * P);
+      vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: A, memorySize: 256 * P, userspaceAddr: a });
+      vm.setUserMemoryRegion({ slot: 2, guestPhysAddr: V, memorySize: 64 * P, userspaceAddr: v });
+      const vcpu = vm.createVcpu(0);
+      const touch = vcpu.runAccesses([...pages(A, 256, 'write'), ...pages(V, 64, 'write')]);
+      const s0 = vm.getStats();
+      vm.setUserMemoryRegion({ slot: 2, guestPhysAddr: V, memorySize: 0, userspaceAddr: v });
+      const del = statDelta(s0, vm.getStats());
+      const retouch = vcpu.runAccesses(pages(A, 256, 'write'));
+      const gone = vcpu.access(V, 'read');
+      return { touch: nonzero(touch.vmStats), del, retouch: nonzero(retouch.vmStats), refaults: retouch.vcpuStats.pf_fixed, gone };
+    } finally {
+      vm.close();
+    }
+  }
+
+  // touch: 256 + 64 targets + code page + 2 list pages (320 entries) = 323 SPTEs; 8 shadow pages
+  // (root, PDPT, and a PD + PT each for the harness, slot A and slot V).
+  const TOUCH = { mmu_cache_miss: 8, pages_4k: 323 };
+
+  it('quirk enabled (default): kvm_mmu_zap_all_fast drops every SPTE and shadow page; slot A re-faults', () => {
+    const r = scenario(false);
+    expect(r.touch).toEqual(TOUCH);
+    // all 8 shadow pages (the in-use root included, marked obsolete) and all 323 leaf SPTEs
+    expect(r.del).toEqual({ remote_tlb_flush_requests: 1, mmu_shadow_zapped: 8, pages_4k: -323 });
+    // Re-touching A rebuilds 6 shadow pages (root, PDPT, harness PD+PT, A's PD+PT) and frees the
+    // obsolete root for good (counted a second time). The guest PTEs now have A set, so each fault
+    // prefetches its 8-page group: 32 faults for 256 pages + 1 for the code page, which also
+    // prefetches both list pages: 256 + 3 SPTEs.
+    expect(r.retouch).toEqual({ remote_tlb_flush_requests: 1, mmu_shadow_zapped: 1, mmu_cache_miss: 6, pages_4k: 259 });
+    expect(r.refaults).toBe(33);
+    expect(r.gone).toEqual({ exit: 'mmio', gpa: V, write: false });
+  });
+
+  it('quirk disabled: kvm_mmu_zap_memslot drops only the deleted slot\'s 64 SPTEs; slot A keeps its mappings', () => {
+    const r = scenario(true);
+    expect(r.touch).toEqual(TOUCH);
+    expect(r.del).toEqual({ remote_tlb_flush_requests: 1, pages_4k: -64 });
+    expect(r.retouch).toEqual({});
+    expect(r.refaults).toBe(0);
+    expect(r.gone).toEqual({ exit: 'mmio', gpa: V, write: false });
+  });
+
+  it('disabling the quirk late (after the vCPU ran) takes effect at the next delete', () => {
+    const vm = kvm.createVm(0);
+    using _vm = vm;
+    const a = kvm.host.mmap(256 * P);
+    const v = kvm.host.mmap(64 * P);
+    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: A, memorySize: 256 * P, userspaceAddr: a });
+    vm.setUserMemoryRegion({ slot: 2, guestPhysAddr: V, memorySize: 64 * P, userspaceAddr: v });
+    const vcpu = vm.createVcpu(0);
+    vcpu.runAccesses([...pages(A, 256, 'write'), ...pages(V, 64, 'write')]);
+    vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
+    const s0 = vm.getStats();
+    vm.setUserMemoryRegion({ slot: 2, guestPhysAddr: V, memorySize: 0, userspaceAddr: v });
+    expect(statDelta(s0, vm.getStats())).toEqual({ remote_tlb_flush_requests: 1, pages_4k: -64 });
+  });
+});
