@@ -130,6 +130,36 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: CPL3 guest accesses', () => {
     expect(before.exit === 'none' && after.exit === 'none' && after.pfn === before.pfn).toBe(true);
   });
 
+  it('guest MAXPHYADDR: 36 without CPUID (an access at 1 TiB triple-faults), 48 with the cpuid option', () => {
+    const T = 0x100_0000_0000; // 1 TiB
+    for (const cpuid of [false, true]) {
+      using vm = kvm.createVm(0, { cpuid });
+      const hva = kvm.host.mmap(P);
+      vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: T, memorySize: P, userspaceAddr: hva });
+      const vcpu = vm.createVcpu(0);
+      const r = vcpu.runAccesses([{ gpa: T, kind: 'write', value: 7 }]);
+      if (cpuid) {
+        expect(vcpu.guestMaxPhyAddr).toBe(48);
+        expect(r.results[0]!.exit).toBe('none');
+        expect(kvm.host.read(hva, 1)[0]).toBe(7);
+      } else {
+        expect(vcpu.guestMaxPhyAddr).toBe(36);
+        // the harness PTE for 1 TiB has bits above MAXPHYADDR set: #PF(RSVD), no IDT → shutdown
+        expect(r.results[0]).toEqual({ exit: 'internal_error', gpa: T, reason: 'KVM_EXIT_SHUTDOWN (triple fault)' });
+      }
+    }
+  });
+
+  it('a read of never-written host memory reaches the shared zero page; a write gets a private page', () => {
+    const { vm } = vmWithSlot(2);
+    using _vm = vm;
+    const vcpu = vm.createVcpu(0);
+    const [r0, r1] = vcpu.runAccesses([{ gpa: A, kind: 'read' }, { gpa: A + P, kind: 'read' }]).results;
+    expect(r0!.exit === 'none' && r1!.exit === 'none' && r0!.pfn === r1!.pfn).toBe(true); // both the zero page
+    const w = vcpu.access(A + P, 'write');
+    expect(w.exit === 'none' && r1!.exit === 'none' && w.pfn !== r1!.pfn).toBe(true); // COW broke it
+  });
+
   it('dirty logging sees exactly the pages the guest wrote', () => {
     const { vm } = vmWithSlot(128, KVM_MEM_LOG_DIRTY_PAGES);
     using _vm = vm;

@@ -269,6 +269,30 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: memslot ABI battery', () => {
     expect(vm.slots().size).toBe(0);
   });
 
+  it('the raw ioctl convention returns 0 / -errno like the model, with the same copy-in errors', () => {
+    const raw = (r: object, v2 = false) => vm.ioctlSetUserMemoryRegion(r, v2);
+    expect(raw({ slot: 0, guestPhysAddr: 0, memorySize: P, userspaceAddr: hva })).toBe(0);
+    expect(raw({ slot: 1, guestPhysAddr: 0, memorySize: P, userspaceAddr: hva })).toBe(-17);
+    expect(raw({ slot: 1, guestPhysAddr: 0, memorySize: 0x1001, userspaceAddr: hva })).toBe(-22);
+    expect(raw({ slot: 1, flags: GMEM, guestPhysAddr: P, memorySize: P, guestMemfd: 0x7fff }, true)).toBe(-9);
+    expect(raw({ slot: -1 })).toBe(-22);
+    expect(vm.ioctlSetUserMemoryRegion(null as never)).toBe(-14);
+    expect(vm.slots().size).toBe(1);
+  });
+
+  it('memfdCreate / close(fd) on the RealKvm object, as on the model Kvm', () => {
+    const fd = kvm.memfdCreate(S);
+    expect(R2(10, GMEM, G, S, 0, fd, 0)).toBe('EINVAL');
+    kvm.close(fd);
+    expect(errnoOf(() => kvm.close(fd))).toBe('EBADF');
+    expect(R2(10, GMEM, G, S, 0, fd, 0)).toBe('EBADF');
+  });
+
+  it("zapDesign: only 'quirk' exists in a real kernel", () => {
+    expect(() => kvm.createVm(0, { zapDesign: 'slot-flag' as never })).toThrow(TypeError);
+    kvm.createVm(0, { zapDesign: 'quirk' }).close();
+  });
+
   it('a closed VM rejects every call with EBADF instead of touching a reused fd number', () => {
     vm.close();
     expect(R1(0, 0, 0, P)).toBe('EBADF');

@@ -164,3 +164,22 @@ export const RUN = {
 } as const;
 
 export const KVM_EXIT_IO_OUT = 1;
+
+// ---- CPUID ----------------------------------------------------------------------------------------
+
+/** _IOWR(KVMIO, 0x05, struct kvm_cpuid2) and _IOW(KVMIO, 0x90, struct kvm_cpuid2); the header is 8 bytes. */
+export const KVM_GET_SUPPORTED_CPUID = 0xc008ae05;
+export const KVM_SET_CPUID2 = 0x4008ae90;
+/** struct kvm_cpuid_entry2: function, index, flags, eax, ebx, ecx, edx, padding[3] (u32 each). */
+export const CPUID_ENTRY_SIZE = 40;
+
+/** The guest MAXPHYADDR a kvm_cpuid2 image gives (CPUID.80000008H:EAX[7:0]); 36 when the leaf is absent. */
+export function cpuidMaxPhyAddr(cpuid: Uint8Array): number {
+  const dv = new DataView(cpuid.buffer, cpuid.byteOffset, cpuid.byteLength);
+  const n = dv.getUint32(0, true);
+  for (let i = 0; i < n; i++) {
+    const o = 8 + i * CPUID_ENTRY_SIZE;
+    if (dv.getUint32(o, true) === 0x80000008) return dv.getUint32(o + 12, true) & 0xff;
+  }
+  return 36;
+}

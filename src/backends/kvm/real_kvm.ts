@@ -179,8 +179,23 @@ export class RealKvm {
     };
   }
 
-  /** Close every VM (vCPUs, guest_memfds, stats fds), then the host's mappings and fds, then /dev/kvm. */
-  close(): void {
+  /** memfd_create: a regular file that is not a guest_memfd (as the model's kvm.memfdCreate). */
+  memfdCreate(size = 0): number {
+    this.live('memfd_create');
+    return this.host.memfdCreate('zaplab', size);
+  }
+
+  /**
+   * close(fd) closes one fd this backend handed out (a guest_memfd, a memfd), as the model's
+   * kvm.close(fd). close() with no argument closes everything: every VM (vCPUs, guest_memfds, stats
+   * fds), then the host's mappings and fds, then /dev/kvm.
+   */
+  close(fd?: number): void {
+    if (fd !== undefined) {
+      this.live('close');
+      this.host.close(fd);
+      return;
+    }
     if (this.closed) return;
     this.closed = true;
     for (const vm of this.vms) vm.close();

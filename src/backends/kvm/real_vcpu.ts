@@ -15,7 +15,7 @@ import { KvmError, hex } from '../../kvm/kvm_error.ts';
 import { KVM_EXIT, KVM_IOCTL, KVM_MEMORY_EXIT_FLAG_PRIVATE } from '../../uapi/kvm.ts';
 import { BinaryStatsFd } from './binary_stats.ts';
 import { JMP_R11, type GuestHarness } from './guest_harness.ts';
-import { decodeRegs, KVM_EXIT_IO_OUT, KVM_REGS_SIZE, KVM_SREGS_SIZE, RUN, type RegName } from './kvm_structs.ts';
+import { cpuidMaxPhyAddr, decodeRegs, KVM_EXIT_IO_OUT, KVM_REGS_SIZE, KVM_SET_CPUID2, KVM_SREGS_SIZE, RUN, type RegName } from './kvm_structs.ts';
 import { check, getLibc, MAP_SHARED, PROT_READ, PROT_WRITE } from './libc.ts';
 import type { RealVm } from './real_vm.ts';
 import { ownFd, ownMapping, release, type Resource } from './resources.ts';
@@ -67,7 +67,20 @@ export class RealVcpu {
     this.runAddr = addr;
     this.runRes = ownMapping(addr, size, `kvm_run ${id}`);
     this.run = new DataView(c.view(addr, size));
+    if (vm.opts.cpuid) {
+      try {
+        const cpuid = vm.supportedCpuid();
+        this.ioctlBuf('KVM_SET_CPUID2', KVM_SET_CPUID2, cpuid);
+        this.guestMaxPhyAddr = cpuidMaxPhyAddr(cpuid);
+      } catch (e) {
+        this.close();
+        throw e;
+      }
+    }
   }
+
+  /** The guest's MAXPHYADDR (36 unless created with the `cpuid` option). */
+  guestMaxPhyAddr = 36;
 
   private live(name: string): number {
     if (this.closed) throw new KvmError('EBADF', name, `vcpu ${this.id} has been closed`);

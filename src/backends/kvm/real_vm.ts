@@ -17,7 +17,7 @@ import { KvmError, hex } from '../../kvm/kvm_error.ts';
 import { KVM_IOCTL, STRUCT_SIZE } from '../../uapi/kvm.ts';
 import { BinaryStatsFd } from './binary_stats.ts';
 import { DEFAULT_HARNESS, GuestHarness, type HarnessConfig } from './guest_harness.ts';
-import { cstruct, encodeRegion2, setU64 } from './kvm_structs.ts';
+import { CPUID_ENTRY_SIZE, cstruct, encodeRegion2, KVM_GET_SUPPORTED_CPUID, setU64 } from './kvm_structs.ts';
 import { check, getLibc } from './libc.ts';
 import type { RealHost } from './real_host.ts';
 import { RealVcpu } from './real_vcpu.ts';
@@ -28,6 +28,7 @@ const REGION2 = { ...REGION, guestMemfdOffset: 'u64', guestMemfd: 'fd', pad1: 'u
 const GMEM = { size: 'u64', flags: 'u64' } as const;
 const ATTRS = { address: 'u64', size: 'u64', attributes: 'u64', flags: 'u64' } as const;
 const CLEAR = { slot: 'u32', numPages: 'u32', firstPage: 'u64', bitmap: 'bytes' } as const;
+type Region = Parameters<typeof encodeRegion2>[1] & { slot: number; flags: number; guestMemfd: number; guestMemfdOffset: U64; memorySize: U64 };
 
 /** A memslot as last set successfully through this object. */
 export interface TrackedSlot {
@@ -41,9 +42,16 @@ export interface TrackedSlot {
 }
 
 export interface RealVmOptions {
+  /** Only 'quirk' exists in a real kernel (6.12+); the model's other designs are rejected here. */
+  zapDesign?: 'quirk';
   /** Where the guest-access harness puts its own memslot (installed on the first access). */
   harness?: Partial<HarnessConfig>;
-  /** KVM_SET_CPUID2 with KVM_GET_SUPPORTED_CPUID on new vCPUs (gives the guest the host MAXPHYADDR). */
+  /**
+   * KVM_SET_CPUID2 with KVM_GET_SUPPORTED_CPUID on each new vCPU. Without it the vCPU has no CPUID
+   * leaves, so its MAXPHYADDR is 36 and guest accesses must stay below 64 GiB (above, the harness's
+   * PTEs have reserved bits set and the access ends in a triple fault). Default false: the recorded
+   * stat deltas were taken without it.
+   */
   cpuid?: boolean;
 }
 
@@ -74,6 +82,11 @@ export class RealVm {
     readonly opts: RealVmOptions = {},
   ) {
     this.res = ownFd(fd, `vm(type ${type})`);
+    const zd: string | undefined = opts.zapDesign;
+    if (zd !== undefined && zd !== 'quirk') {
+      release(this.res);
+      throw new TypeError(`zapDesign '${zd}' is a model-only ABI; the real kernel implements 'quirk' (KVM_X86_QUIRK_SLOT_ZAP_ALL)`);
+    }
     this.harnessConfig = { ...DEFAULT_HARNESS, ...(opts.harness ?? {}) };
   }
 
@@ -101,14 +114,46 @@ export class RealVm {
     this.setRegion('KVM_SET_USER_MEMORY_REGION2', r, true);
   }
 
-  private setRegion(name: string, r: Parameters<typeof encodeRegion2>[1] & { guestMemfd: number; guestMemfdOffset: U64 }, v2: boolean): void {
-    const fd = this.live(name);
+  /**
+   * The raw ioctl convention, as on the model's Vm: 0 or -errno, no exception (a JS exception costs
+   * several times the syscall). Malformed arguments are -EINVAL/-EFAULT exactly as the throwing form.
+   */
+  ioctlSetUserMemoryRegion(region: KvmUserspaceMemoryRegion2, v2 = false): number {
+    const name = v2 ? 'KVM_SET_USER_MEMORY_REGION2' : 'KVM_SET_USER_MEMORY_REGION';
+    let r: Region;
+    try {
+      r = v2 ? copyIn(name, region, REGION2) : { ...copyIn(name, region, REGION), guestMemfdOffset: 0, guestMemfd: 0, pad1: 0, pad2: 0 };
+      this.live(name);
+    } catch (e) {
+      if (e instanceof KvmError) return -e.errno;
+      throw e;
+    }
+    const err = this.setRegionErrno(r, v2);
+    return err ? -err : 0;
+  }
+
+  private setRegion(name: string, r: Region, v2: boolean): void {
+    this.live(name);
+    const err = this.setRegionErrno(r, v2);
+    if (err) {
+      const f = { slot: r.slot, flags: r.flags, guest_phys_addr: r.guestPhysAddr, memory_size: r.memorySize, userspace_addr: r.userspaceAddr };
+      throw new KvmError(err, name, dkv(v2 ? { ...f, guest_memfd_offset: r.guestMemfdOffset, guest_memfd: r.guestMemfd } : f));
+    }
+  }
+
+  /** Issue the ioctl; on success mirror the change in the tracked slots. Returns 0 or the errno. */
+  private setRegionErrno(r: Region, v2: boolean): number {
+    const c = getLibc();
     const { bytes, dv } = this.region;
     bytes.fill(0);
     encodeRegion2(dv, r);
     const req = v2 ? KVM_IOCTL.KVM_SET_USER_MEMORY_REGION2 : KVM_IOCTL.KVM_SET_USER_MEMORY_REGION;
-    const ret = getLibc().ioctlBuf(fd, req, v2 ? bytes : bytes.subarray(0, STRUCT_SIZE.kvm_userspace_memory_region));
-    check(ret, name, () => dkv({ slot: r.slot, flags: r.flags, guest_phys_addr: r.guestPhysAddr, memory_size: r.memorySize, userspace_addr: r.userspaceAddr, ...(v2 ? { guest_memfd_offset: r.guestMemfdOffset, guest_memfd: r.guestMemfd } : {}) }));
+    if (c.ioctlBuf(this.fd, req, v2 ? bytes : bytes.subarray(0, STRUCT_SIZE.kvm_userspace_memory_region)) === -1) return c.errno();
+    this.track(r, v2);
+    return 0;
+  }
+
+  private track(r: Region, v2: boolean): void {
     const size = u64n(r.memorySize);
     if (size === 0) this.tracked.delete(r.slot);
     else {
@@ -247,6 +292,20 @@ export class RealVm {
     const vcpu = new RealVcpu(this, v, vfd); // owns vfd; releases it itself if its setup fails
     this.vcpus.set(v, vcpu);
     return vcpu;
+  }
+
+  private cpuid: Uint8Array | null = null;
+
+  /** KVM_GET_SUPPORTED_CPUID on /dev/kvm as a struct kvm_cpuid2 image (cached per VM). */
+  supportedCpuid(): Uint8Array {
+    if (this.cpuid) return this.cpuid;
+    const max = 256;
+    const b = new Uint8Array(8 + max * CPUID_ENTRY_SIZE);
+    new DataView(b.buffer).setUint32(0, max, true);
+    check(getLibc().ioctlBuf(this.kvmFd, KVM_GET_SUPPORTED_CPUID, b), 'KVM_GET_SUPPORTED_CPUID', () => `nent ${max}`);
+    const n = new DataView(b.buffer).getUint32(0, true);
+    this.cpuid = b.slice(0, 8 + n * CPUID_ENTRY_SIZE);
+    return this.cpuid;
   }
 
   /** The access harness of this VM, installed (memslot + code + tables) on first use. */
