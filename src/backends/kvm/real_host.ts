@@ -9,7 +9,7 @@
  */
 import { KvmError, hex } from '../../kvm/kvm_error.ts';
 import {
-  check, getLibc, MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_HUGE_1GB, MAP_HUGE_2MB, MAP_HUGETLB,
+  check, F_GETFD, getLibc, MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_HUGE_1GB, MAP_HUGE_2MB, MAP_HUGETLB,
   MAP_NORESERVE, MAP_PRIVATE, MFD_CLOEXEC, O_CLOEXEC, PROT_READ, PROT_WRITE,
 } from './libc.ts';
 import { ownFd, ownMapping, release, type Resource } from './resources.ts';
@@ -138,6 +138,11 @@ export class RealHost {
   forgetFd(fd: number, res: Resource): void {
     if (this.fds.get(fd) === res) this.fds.delete(fd);
     release(res);
+  }
+
+  /** Whether fd is open in this process at all (fcntl(F_GETFD)); for leak checks. */
+  isOpenFd(fd: number): boolean {
+    return getLibc().fcntl(fd, F_GETFD, 0) !== -1;
   }
 
   /** Whether fd is an fd this host owns and has not closed. */

@@ -64,8 +64,20 @@ export function ownFd(fd: number, label: string): Resource {
   return own({ label: `${label} fd ${fd}`, release: () => void getLibc().close(fd) });
 }
 
-/** An owned anonymous mapping. */
+let mappingLog: [number, number][] | null = null;
+
+/**
+ * Start (or stop, with false) recording every [addr, len) the backend maps; returns the log. Leak tests
+ * use it to tell the backend's mappings apart from the ones V8 and malloc make meanwhile.
+ */
+export function recordMappings(on = true): [number, number][] {
+  mappingLog = on ? [] : null;
+  return mappingLog ?? [];
+}
+
+/** An owned mapping (anonymous memory, the kvm_run page, scratch). */
 export function ownMapping(addr: number, len: number, label: string): Resource {
+  mappingLog?.push([addr, len]);
   return own({
     label: `${label} mapping 0x${addr.toString(16)}+0x${len.toString(16)}`,
     release: () => void getLibc().munmap(addr, len),
