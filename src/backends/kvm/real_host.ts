@@ -10,7 +10,7 @@
 import { KvmError, hex } from '../../kvm/kvm_error.ts';
 import {
   check, F_GETFD, getLibc, MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_HUGE_1GB, MAP_HUGE_2MB, MAP_HUGETLB,
-  MAP_NORESERVE, MAP_PRIVATE, MFD_CLOEXEC, O_CLOEXEC, PROT_READ, PROT_WRITE,
+  MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, MFD_CLOEXEC, O_CLOEXEC, PROT_READ, PROT_WRITE,
 } from './libc.ts';
 import { ownFd, ownMapping, release, type Resource } from './resources.ts';
 
@@ -60,6 +60,14 @@ export class RealHost {
     }
     const res = ownMapping(hva, length, `host ${backing}`);
     this.maps.set(hva, { hva, len: length, backing, res });
+    return hva;
+  }
+
+  /** mmap(NULL, length, RW, MAP_SHARED, fd, offset): e.g. a guest_memfd created with GUEST_MEMFD_FLAG_MMAP. */
+  mmapFd(fd: number, length: number, offset = 0): number {
+    const c = getLibc();
+    const hva = check(c.mmap(0, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset), 'mmap', () => `fd ${fd} length ${hex(length)} offset ${hex(offset)}`);
+    this.maps.set(hva, { hva, len: length, backing: '4k', res: ownMapping(hva, length, `fd ${fd}`) });
     return hva;
   }
 

@@ -39,6 +39,8 @@ export interface RunAccessesResult {
 }
 
 const MEMTYPE_WB = 6;
+/** kvmRun(true)'s result for a KVM_RUN that failed with a bare EFAULT. */
+export const RUN_EFAULT = -14;
 const MAX_RUNS_PER_ACCESS = 8;
 
 export class RealVcpu {
@@ -110,9 +112,11 @@ export class RealVcpu {
 
   /**
    * One KVM_RUN (retried on EINTR). Returns the exit reason; a KVM_RUN that fails with EFAULT and
-   * exit_reason KVM_EXIT_MEMORY_FAULT is returned as that exit, as userspace must treat it.
+   * exit_reason KVM_EXIT_MEMORY_FAULT is returned as that exit, as userspace must treat it. A bare
+   * EFAULT (no memory-fault info: e.g. a slot whose hva is not mapped, kvm_handle_error_pfn) is
+   * returned as RUN_EFAULT when `efaultAsExit` is set, so the access harness can report it per access.
    */
-  kvmRun(): number {
+  kvmRun(efaultAsExit = false): number {
     const c = getLibc();
     const fd = this.live('KVM_RUN');
     for (;;) {
@@ -122,6 +126,7 @@ export class RealVcpu {
       const e = c.errno();
       if (e === 4 /* EINTR */ || e === 11 /* EAGAIN */) continue;
       if (e === 14 /* EFAULT */ && reason === KVM_EXIT.KVM_EXIT_MEMORY_FAULT) return reason;
+      if (e === 14 && efaultAsExit) return RUN_EFAULT;
       throw new KvmError(e, 'KVM_RUN', `vcpu ${this.id} exit_reason ${reason}`);
     }
   }
@@ -198,11 +203,10 @@ export class RealVcpu {
   /** Exec targets need code: write `jmp r11` at the target through the slot's host mapping. */
   private placeExecStub(gpa: number): void {
     const s = this.vm.slotForGpa(gpa);
-    if (!s || s.guestMemfd !== null || gpa % 4096 > 4096 - JMP_R11.length) {
-      // No host-writable backing: the fetch still happens and reports what KVM does (MMIO → emulation failure).
-      if (s && s.guestMemfd === null) throw new RangeError(`exec target ${hex(gpa)} must leave 3 bytes before the page end`);
-      return;
-    }
+    // No slot: the fetch still happens and reports what KVM does (MMIO → emulation failure).
+    if (!s) return;
+    if (s.guestMemfd !== null) throw new RangeError(`exec target ${hex(gpa)} is in a guest_memfd slot: the host cannot place code there`);
+    if (gpa % 4096 > 4096 - JMP_R11.length) throw new RangeError(`exec target ${hex(gpa)} must leave 3 bytes before the page end`);
     this.vm.host.write(s.userspaceAddr + (gpa - s.guestPhysAddr), JMP_R11);
   }
 
@@ -214,7 +218,7 @@ export class RealVcpu {
     const limit = MAX_RUNS_PER_ACCESS * batch.length + 16;
     for (;;) {
       if (++runs > limit) throw new Error(`guest access harness made no progress after ${limit} KVM_RUNs`);
-      const reason = this.kvmRun();
+      const reason = this.kvmRun(true);
       const d = this.run;
       if (reason === KVM_EXIT.KVM_EXIT_IO) {
         const port = d.getUint16(RUN.ioPort, true);
@@ -237,6 +241,8 @@ export class RealVcpu {
           size: Number(d.getBigUint64(RUN.memFaultSize, true)),
           private: (flags & BigInt(KVM_MEMORY_EXIT_FLAG_PRIVATE)) !== 0n,
         };
+      } else if (reason === RUN_EFAULT) {
+        out[idx] = { exit: 'internal_error', gpa, reason: 'KVM_RUN failed with EFAULT (the slot\'s hva is not backed)' };
       } else if (reason === KVM_EXIT.KVM_EXIT_INTERNAL_ERROR || reason === KVM_EXIT.KVM_EXIT_SHUTDOWN) {
         const why = reason === KVM_EXIT.KVM_EXIT_SHUTDOWN ? 'KVM_EXIT_SHUTDOWN (triple fault)' : `KVM_EXIT_INTERNAL_ERROR suberror ${d.getUint32(RUN.internalSuberror, true)}`;
         out[idx] = { exit: 'internal_error', gpa, reason: why };
