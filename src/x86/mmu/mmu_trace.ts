@@ -1,0 +1,31 @@
+/**
+ * MMU trace events under the kernel's tracepoint names, delivered to an optional sink. When no sink is
+ * installed a tracepoint costs one `if (sink)` branch; event objects (and the bigint SPTE values in them)
+ * are only built when a sink is listening.
+ *
+ * Kernel counterpart: arch/x86/kvm/mmu/mmutrace.h (TRACE_SYSTEM kvmmmu).
+ *
+ * Simplifies: for TDP MMU pages the kernel's mmu_valid_gen and root_count fields alias
+ * tdp_mmu_scheduled_root_to_zap and the root refcount; the model reports those values under the
+ * kernel's field names, as a trace-cmd capture would show them.
+ */
+
+/** KVM_MMU_PAGE_FIELDS */
+export interface KvmMmuPageTraceFields {
+  mmuValidGen: number;
+  gfn: number;
+  role: number;
+  rootCount: number;
+  unsync: boolean;
+}
+
+export type MmuTraceEvent =
+  | ({ name: 'kvm_mmu_get_page'; created: boolean } & KvmMmuPageTraceFields)
+  | ({ name: 'kvm_mmu_prepare_zap_page' } & KvmMmuPageTraceFields)
+  | { name: 'kvm_tdp_mmu_spte_changed'; asId: number; gfn: number; level: number; oldSpte: bigint; newSpte: bigint }
+  | { name: 'kvm_mmu_split_huge_page'; gfn: number; spte: bigint; level: number; errno: number };
+
+export type MmuTraceEventName = MmuTraceEvent['name'];
+
+/** Receives every event while installed. */
+export type TraceSink = (ev: MmuTraceEvent) => void;
