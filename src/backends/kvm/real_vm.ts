@@ -28,7 +28,8 @@ const REGION2 = { ...REGION, guestMemfdOffset: 'u64', guestMemfd: 'fd', pad1: 'u
 const GMEM = { size: 'u64', flags: 'u64' } as const;
 const ATTRS = { address: 'u64', size: 'u64', attributes: 'u64', flags: 'u64' } as const;
 const CLEAR = { slot: 'u32', numPages: 'u32', firstPage: 'u64', bitmap: 'bytes' } as const;
-type Region = Parameters<typeof encodeRegion2>[1] & { slot: number; flags: number; guestMemfd: number; guestMemfdOffset: U64; memorySize: U64 };
+/** A copied-in region: the V1 fields, plus the V2 ones when the V2 ioctl is used. */
+type Region = { slot: number; flags: number; guestPhysAddr: U64; memorySize: U64; userspaceAddr: U64; guestMemfdOffset?: U64; guestMemfd?: number; pad1?: number; pad2?: U64 };
 
 /** A memslot as last set successfully through this object. */
 export interface TrackedSlot {
@@ -71,6 +72,10 @@ export class RealVm {
   private stats: { bsf: BinaryStatsFd; res: Resource } | null = null;
   private harnessState: { h: GuestHarness; res: Resource } | null = null;
   private readonly region = cstruct(STRUCT_SIZE.kvm_userspace_memory_region2);
+  private readonly region1 = {
+    bytes: this.region.bytes.subarray(0, STRUCT_SIZE.kvm_userspace_memory_region),
+    dv: new DataView(this.region.bytes.buffer, 0, STRUCT_SIZE.kvm_userspace_memory_region),
+  };
   readonly harnessConfig: HarnessConfig;
 
   constructor(
@@ -105,7 +110,7 @@ export class RealVm {
   /** KVM_SET_USER_MEMORY_REGION */
   setUserMemoryRegion(arg: KvmUserspaceMemoryRegion): void {
     const r = copyIn('KVM_SET_USER_MEMORY_REGION', arg, REGION);
-    this.setRegion('KVM_SET_USER_MEMORY_REGION', { ...r, guestMemfdOffset: 0, guestMemfd: 0, pad1: 0, pad2: 0 }, false);
+    this.setRegion('KVM_SET_USER_MEMORY_REGION', r, false);
   }
 
   /** KVM_SET_USER_MEMORY_REGION2 */
@@ -122,7 +127,8 @@ export class RealVm {
     const name = v2 ? 'KVM_SET_USER_MEMORY_REGION2' : 'KVM_SET_USER_MEMORY_REGION';
     let r: Region;
     try {
-      r = v2 ? copyIn(name, region, REGION2) : { ...copyIn(name, region, REGION), guestMemfdOffset: 0, guestMemfd: 0, pad1: 0, pad2: 0 };
+      // (no object spreads on this path: a spread costs more than the syscall)
+      r = v2 ? copyIn(name, region, REGION2) : copyIn(name, region, REGION);
       this.live(name);
     } catch (e) {
       if (e instanceof KvmError) return -e.errno;
@@ -136,19 +142,20 @@ export class RealVm {
     this.live(name);
     const err = this.setRegionErrno(r, v2);
     if (err) {
-      const f = { slot: r.slot, flags: r.flags, guest_phys_addr: r.guestPhysAddr, memory_size: r.memorySize, userspace_addr: r.userspaceAddr };
-      throw new KvmError(err, name, dkv(v2 ? { ...f, guest_memfd_offset: r.guestMemfdOffset, guest_memfd: r.guestMemfd } : f));
+      const f = `slot ${hex(r.slot)} flags ${hex(r.flags)} guest_phys_addr ${hex(r.guestPhysAddr)} memory_size ${hex(r.memorySize)} userspace_addr ${hex(r.userspaceAddr)}`;
+      throw new KvmError(err, name, v2 ? `${f} guest_memfd_offset ${hex(r.guestMemfdOffset ?? 0)} guest_memfd ${hex(r.guestMemfd ?? 0)}` : f);
     }
   }
 
   /** Issue the ioctl; on success mirror the change in the tracked slots. Returns 0 or the errno. */
   private setRegionErrno(r: Region, v2: boolean): number {
     const c = getLibc();
-    const { bytes, dv } = this.region;
+    // V1 uses its own 32-byte view, so encodeRegion2 writes only the V1 fields.
+    const { bytes, dv } = v2 ? this.region : this.region1;
     bytes.fill(0);
     encodeRegion2(dv, r);
     const req = v2 ? KVM_IOCTL.KVM_SET_USER_MEMORY_REGION2 : KVM_IOCTL.KVM_SET_USER_MEMORY_REGION;
-    if (c.ioctlBuf(this.fd, req, v2 ? bytes : bytes.subarray(0, STRUCT_SIZE.kvm_userspace_memory_region)) === -1) return c.errno();
+    if (c.ioctlBuf(this.fd, req, bytes) === -1) return c.errno();
     this.track(r, v2);
     return 0;
   }
@@ -157,10 +164,10 @@ export class RealVm {
     const size = u64n(r.memorySize);
     if (size === 0) this.tracked.delete(r.slot);
     else {
-      const gmem = v2 && r.flags & 4 ? r.guestMemfd : null;
+      const gmem = v2 && r.flags & 4 ? (r.guestMemfd ?? 0) : null;
       this.tracked.set(r.slot, {
         slot: r.slot, flags: r.flags, guestPhysAddr: u64n(r.guestPhysAddr), memorySize: size,
-        userspaceAddr: u64n(r.userspaceAddr), guestMemfd: gmem, guestMemfdOffset: u64n(r.guestMemfdOffset),
+        userspaceAddr: u64n(r.userspaceAddr), guestMemfd: gmem, guestMemfdOffset: u64n(r.guestMemfdOffset ?? 0),
       });
     }
   }
