@@ -71,7 +71,10 @@ export function decodeRole(w: number): KvmMmuPageRole {
 }
 
 export function encodeRole(r: KvmMmuPageRole): number {
-  let w = (r.level & ROLE_LEVEL_MASK) | ((r.quadrant & 3) << ROLE_QUADRANT_SHIFT) | ((r.access & 7) << ROLE_ACCESS_SHIFT);
+  let w =
+    (r.level & ROLE_LEVEL_MASK) |
+    ((r.quadrant & 3) << ROLE_QUADRANT_SHIFT) |
+    ((r.access & 7) << ROLE_ACCESS_SHIFT);
   if (r.hasFourByteGpte) w |= ROLE_HAS_4_BYTE_GPTE;
   if (r.direct) w |= ROLE_DIRECT;
   if (r.invalid) w |= ROLE_INVALID;
@@ -90,7 +93,12 @@ export function encodeRole(r: KvmMmuPageRole): number {
  * The root role of a TDP MMU: direct, ACC_ALL, cr0_wp and efer_nx set, smm from the address space.
  * @kernel arch/x86/kvm/mmu/mmu.c#kvm_calc_tdp_mmu_root_page_role
  */
-export function tdpRootRole(opts: { asId: number; level?: 4 | 5; isMirror?: boolean; adDisabled?: boolean }): number {
+export function tdpRootRole(opts: {
+  asId: number;
+  level?: 4 | 5;
+  isMirror?: boolean;
+  adDisabled?: boolean;
+}): number {
   return encodeRole({
     level: opts.level ?? 4,
     hasFourByteGpte: false,

@@ -22,7 +22,14 @@ export interface KvmMmuPageTraceFields {
 export type MmuTraceEvent =
   | ({ name: 'kvm_mmu_get_page'; created: boolean } & KvmMmuPageTraceFields)
   | ({ name: 'kvm_mmu_prepare_zap_page' } & KvmMmuPageTraceFields)
-  | { name: 'kvm_tdp_mmu_spte_changed'; asId: number; gfn: number; level: number; oldSpte: bigint; newSpte: bigint }
+  | {
+      name: 'kvm_tdp_mmu_spte_changed';
+      asId: number;
+      gfn: number;
+      level: number;
+      oldSpte: bigint;
+      newSpte: bigint;
+    }
   | { name: 'kvm_mmu_split_huge_page'; gfn: number; spte: bigint; level: number; errno: number };
 
 export type MmuTraceEventName = MmuTraceEvent['name'];

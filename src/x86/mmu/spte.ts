@@ -131,13 +131,15 @@ export const isShadowPresentPte = (lo: number): boolean => (lo & SPTE_MMU_PRESEN
 /** @kernel arch/x86/kvm/mmu/spte.h#is_large_pte */
 export const isLargePte = (lo: number): boolean => (lo & PT_PAGE_SIZE_MASK) !== 0;
 /** @kernel arch/x86/kvm/mmu/spte.h#is_last_spte */
-export const isLastSpte = (lo: number, level: number): boolean => level === 1 || (lo & PT_PAGE_SIZE_MASK) !== 0;
+export const isLastSpte = (lo: number, level: number): boolean =>
+  level === 1 || (lo & PT_PAGE_SIZE_MASK) !== 0;
 /** @kernel arch/x86/kvm/mmu/spte.h#is_writable_pte */
 export const isWritablePte = (lo: number): boolean => (lo & PT_WRITABLE_MASK) !== 0;
 /** @kernel arch/x86/kvm/mmu/spte.h#is_mmu_writable_spte */
 export const isMmuWritableSpte = (hi: number): boolean => (hi & EPT_SPTE_MMU_WRITABLE_HI) !== 0;
 /** @kernel arch/x86/kvm/mmu/spte.h#is_frozen_spte */
-export const isFrozenSpte = (lo: number, hi: number): boolean => lo === FROZEN_SPTE_LO && hi === FROZEN_SPTE_HI;
+export const isFrozenSpte = (lo: number, hi: number): boolean =>
+  lo === FROZEN_SPTE_LO && hi === FROZEN_SPTE_HI;
 /** @kernel arch/x86/kvm/mmu/spte.h#spte_to_pfn */
 export const spteToPfn = (lo: number, hi: number): Pfn =>
   ((lo >>> 12) + (hi & SPTE_BASE_ADDR_MASK_HI) * TWO_20) as Pfn;

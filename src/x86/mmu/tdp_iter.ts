@@ -100,7 +100,8 @@ export function tdpIterStart(iter: TdpIter, root: number, minLevel: number, next
   const pool = iter.pool;
   const role = pool.role[root]!;
   const rootLevel = role & 0xf;
-  if (rootLevel < 1 || rootLevel > PT64_ROOT_MAX_LEVEL) throw new RangeError(`tdp_iter: root level ${rootLevel}`);
+  if (rootLevel < 1 || rootLevel > PT64_ROOT_MAX_LEVEL)
+    throw new RangeError(`tdp_iter: root level ${rootLevel}`);
   iter.nextLastLevelGfn = nextLastLevelGfn;
   iter.rootLevel = rootLevel;
   iter.minLevel = minLevel;

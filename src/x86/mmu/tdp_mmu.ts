@@ -14,7 +14,14 @@
  * (kvm_flush_remote_tlbs_gfn) are returned as TDP_MAP_FLUSH for the caller to perform.
  */
 import { ModelCorruption } from '../../kvm/model_corruption.ts';
-import { spGfn, spLevel, isMirrorSp, ROLE_AD_DISABLED, ROLE_INVALID, ROLE_IS_MIRROR } from './mmu_internal.ts';
+import {
+  spGfn,
+  spLevel,
+  isMirrorSp,
+  ROLE_AD_DISABLED,
+  ROLE_INVALID,
+  ROLE_IS_MIRROR,
+} from './mmu_internal.ts';
 import {
   FROZEN_SPTE_HI,
   FROZEN_SPTE_LO,
@@ -69,14 +76,26 @@ function spTraceFields(mmu: TdpMmu, sp: number) {
     unsync: false,
   };
 }
-export function traceSp(mmu: TdpMmu, name: 'kvm_mmu_get_page' | 'kvm_mmu_prepare_zap_page', sp: number): void {
+export function traceSp(
+  mmu: TdpMmu,
+  name: 'kvm_mmu_get_page' | 'kvm_mmu_prepare_zap_page',
+  sp: number,
+): void {
   const ev: MmuTraceEvent =
-    name === 'kvm_mmu_get_page' ? { name, created: true, ...spTraceFields(mmu, sp) } : { name, ...spTraceFields(mmu, sp) };
+    name === 'kvm_mmu_get_page'
+      ? { name, created: true, ...spTraceFields(mmu, sp) }
+      : { name, ...spTraceFields(mmu, sp) };
   mmu.trace!(ev);
 }
 
 /** tdp_mmu_alloc_sp + tdp_mmu_init_sp: a fresh table with the given identity. */
-export function tdpMmuAllocSp(mmu: TdpMmu, parent: number, parentIndex: number, gfn: number, role: number): number {
+export function tdpMmuAllocSp(
+  mmu: TdpMmu,
+  parent: number,
+  parentIndex: number,
+  gfn: number,
+  role: number,
+): number {
   const pool = mmu.pool;
   const sp = pool.alloc();
   pool.role[sp] = role;
@@ -179,14 +198,23 @@ export function handleChangedSpte(
   }
   if (oldLo === newLo && oldHi === newHi) return;
   if (mmu.trace) {
-    mmu.trace({ name: 'kvm_tdp_mmu_spte_changed', asId, gfn, level, oldSpte: spteValue(oldLo, oldHi), newSpte: spteValue(newLo, newHi) });
+    mmu.trace({
+      name: 'kvm_tdp_mmu_spte_changed',
+      asId,
+      gfn,
+      level,
+      oldSpte: spteValue(oldLo, oldHi),
+      newSpte: spteValue(newLo, newHi),
+    });
   }
   if (isLeaf) checkSpteWritableInvariants(mmu, newLo, newHi);
   if (!wasPresent && !isPresent) {
     // Only MMIO SPTEs and the frozen value may replace one non-present value with another.
     warnOnce(
       mmu,
-      !isMmioSpte(oldLo, oldHi, mmu.mmioValue) && !isMmioSpte(newLo, newHi, mmu.mmioValue) && !isFrozenSpte(newLo, newHi),
+      !isMmioSpte(oldLo, oldHi, mmu.mmioValue) &&
+        !isMmioSpte(newLo, newHi, mmu.mmioValue) &&
+        !isFrozenSpte(newLo, newHi),
       `Unexpected SPTE change! Nonpresent SPTEs should not be replaced with another, different nonpresent SPTE (gfn ${gfn.toString(16)})`,
     );
     return;
@@ -194,14 +222,19 @@ export function handleChangedSpte(
   if (isLeaf !== wasLeaf) mmu.pages[level - 1]! += isLeaf ? 1 : -1; // kvm_update_page_stats
   if (wasPresent && !isPresent) mmu.sptesZapped[level - 1]!++;
   // A subtree left the paging structure (zapped, or replaced by a huge leaf): tear it down.
-  if (wasPresent && !wasLeaf && (isLeaf || !isPresent || warnOnce(mmu, pfnChanged, 'non-leaf SPTE changed PFN'))) {
+  if (
+    wasPresent &&
+    !wasLeaf &&
+    (isLeaf || !isPresent || warnOnce(mmu, pfnChanged, 'non-leaf SPTE changed PFN'))
+  ) {
     handleRemovedPt(mmu, childTableOf(oldLo, oldHi), shared);
   }
 }
 
 /** @kernel arch/x86/kvm/mmu/spte.h#check_spte_writable_invariants */
 function checkSpteWritableInvariants(mmu: TdpMmu, lo: number, hi: number): void {
-  if (hi & EPT_SPTE_MMU_WRITABLE_HI) warnOnce(mmu, (hi & EPT_SPTE_HOST_WRITABLE_HI) === 0, 'MMU-writable SPTE is not Host-writable');
+  if (hi & EPT_SPTE_MMU_WRITABLE_HI)
+    warnOnce(mmu, (hi & EPT_SPTE_HOST_WRITABLE_HI) === 0, 'MMU-writable SPTE is not Host-writable');
   else warnOnce(mmu, (lo & PT_WRITABLE_MASK) !== 0, 'Writable SPTE is not MMU-writable');
 }
 
@@ -223,7 +256,11 @@ export function tdpMmuSetSpte(
   level: number,
 ): void {
   // The frozen value is a shared-mode lock; exclusive writers never need it.
-  warnOnce(mmu, isFrozenSpte(oldLo, oldHi) || isFrozenSpte(newLo, newHi), 'tdp_mmu_set_spte on a frozen SPTE');
+  warnOnce(
+    mmu,
+    isFrozenSpte(oldLo, oldHi) || isFrozenSpte(newLo, newHi),
+    'tdp_mmu_set_spte on a frozen SPTE',
+  );
   mmu.pool.write(table, index, newLo, newHi);
   handleChangedSpte(mmu, asId, gfn, oldLo, oldHi, newLo, newHi, level, false);
   if (mmu.pool.role[table]! & ROLE_IS_MIRROR) {
@@ -235,7 +272,18 @@ export function tdpMmuSetSpte(
 /** Set the SPTE under the iterator; iter.old* keeps the value that was replaced, as in the kernel. */
 export function tdpMmuIterSetSpte(mmu: TdpMmu, iter: TdpIter, newLo: number, newHi: number): void {
   warnOnce(mmu, iter.yielded, 'tdp_mmu_iter_set_spte after a yield');
-  tdpMmuSetSpte(mmu, iter.asId, iter.table, iter.index, iter.oldLo, iter.oldHi, newLo, newHi, iter.gfn, iter.level);
+  tdpMmuSetSpte(
+    mmu,
+    iter.asId,
+    iter.table,
+    iter.index,
+    iter.oldLo,
+    iter.oldHi,
+    newLo,
+    newHi,
+    iter.gfn,
+    iter.level,
+  );
 }
 
 /**
@@ -249,7 +297,8 @@ function setExternalSptePresent(mmu: TdpMmu, iter: TdpIter, newLo: number, newHi
   let ret = 0;
   const ext = mmu.external;
   if (ext !== undefined) {
-    if (isLastSpte(newLo, iter.level)) ret = ext.setExternalSpte(iter.gfn, iter.level, spteToPfn(newLo, newHi));
+    if (isLastSpte(newLo, iter.level))
+      ret = ext.setExternalSpte(iter.gfn, iter.level, spteToPfn(newLo, newHi));
     else {
       const child = childTableOf(newLo, newHi);
       kvmBugOn(mmu, (mmu.pool.flags[child]! & SP_EXTERNAL_SPT) === 0, 'mirror table without external_spt');
@@ -267,7 +316,11 @@ function setExternalSptePresent(mmu: TdpMmu, iter: TdpIter, newLo: number, newHi
  * @kernel arch/x86/kvm/mmu/tdp_mmu.c#tdp_mmu_set_spte_atomic
  */
 export function tdpMmuSetSpteAtomic(mmu: TdpMmu, iter: TdpIter, newLo: number, newHi: number): number {
-  warnOnce(mmu, iter.yielded || isFrozenSpte(iter.oldLo, iter.oldHi), 'atomic set on a frozen SPTE or after a yield');
+  warnOnce(
+    mmu,
+    iter.yielded || isFrozenSpte(iter.oldLo, iter.oldHi),
+    'atomic set on a frozen SPTE or after a yield',
+  );
   const i = iter.base + iter.index;
   const curLo = iter.arr[i]!;
   const curHi = iter.arr[i + HI_OFFSET]!;
@@ -311,7 +364,14 @@ export function tdpMmuIterCondResched(mmu: TdpMmu, iter: TdpIter, flush: boolean
  * loading a new root flushes).
  * @kernel arch/x86/kvm/mmu/tdp_mmu.c#tdp_mmu_zap_leafs
  */
-export function tdpMmuZapLeafs(mmu: TdpMmu, root: number, start: number, end: number, canYield = true, flush = false): boolean {
+export function tdpMmuZapLeafs(
+  mmu: TdpMmu,
+  root: number,
+  start: number,
+  end: number,
+  canYield = true,
+  flush = false,
+): boolean {
   end = Math.min(end, mmu.maxGfnExclusive);
   const invalid = (mmu.pool.role[root]! & ROLE_INVALID) !== 0;
   const iter = mmu.iter;
@@ -379,7 +439,18 @@ export function kvmTdpMmuZapSp(mmu: TdpMmu, sp: number): boolean {
   const hi = pool.readHi(parent, index);
   if (warnOnce(mmu, !isShadowPresentPte(lo), 'kvm_tdp_mmu_zap_sp: parent SPTE not present')) return false;
   const asId = (pool.role[sp]! >>> 24) & 0xff ? 1 : 0;
-  tdpMmuSetSpte(mmu, asId, parent, index, lo, hi, SHADOW_NONPRESENT_LO, SHADOW_NONPRESENT_HI, spGfn(pool, sp), spLevel(pool, sp) + 1);
+  tdpMmuSetSpte(
+    mmu,
+    asId,
+    parent,
+    index,
+    lo,
+    hi,
+    SHADOW_NONPRESENT_LO,
+    SHADOW_NONPRESENT_HI,
+    spGfn(pool, sp),
+    spLevel(pool, sp) + 1,
+  );
   return true;
 }
 
@@ -423,7 +494,14 @@ function tdpMmuSplitHugePage(mmu: TdpMmu, iter: TdpIter, sp: number, shared: boo
     mmu.pages[level - 2]! += SPTE_ENT_PER_PAGE;
     mmu.hugePagesSplit++;
   }
-  if (mmu.trace) mmu.trace({ name: 'kvm_mmu_split_huge_page', gfn: iter.gfn, spte: spteValue(hugeLo, hugeHi), level, errno: ret });
+  if (mmu.trace)
+    mmu.trace({
+      name: 'kvm_mmu_split_huge_page',
+      gfn: iter.gfn,
+      spte: spteValue(hugeLo, hugeHi),
+      level,
+      errno: ret,
+    });
   return ret;
 }
 
@@ -445,7 +523,14 @@ function tdpMmuMapHandleTargetLevel(mmu: TdpMmu, iter: TdpIter, newLo: number, n
  * table was replaced by a huge leaf (the caller must flush that gfn range at goalLevel).
  * @kernel arch/x86/kvm/mmu/tdp_mmu.c#kvm_tdp_mmu_map
  */
-export function kvmTdpMmuMap(mmu: TdpMmu, root: number, gfn: number, goalLevel: number, newLo: number, newHi: number): number {
+export function kvmTdpMmuMap(
+  mmu: TdpMmu,
+  root: number,
+  gfn: number,
+  goalLevel: number,
+  newLo: number,
+  newHi: number,
+): number {
   mmu.pool.rcuReclaim();
   const iter = mmu.iter;
   for (tdpIterStart(iter, root, 1, gfn); iter.valid && iter.gfn < gfn + 1; tdpIterNext(iter)) {
@@ -454,7 +539,9 @@ export function kvmTdpMmuMap(mmu: TdpMmu, root: number, gfn: number, goalLevel: 
     if (iter.level === goalLevel) return tdpMmuMapHandleTargetLevel(mmu, iter, newLo, newHi);
     if (isShadowPresentPte(iter.oldLo) && !isLargePte(iter.oldLo)) continue; // step down
     const sp = tdpMmuAllocChildSp(mmu, iter);
-    const r = isShadowPresentPte(iter.oldLo) ? tdpMmuSplitHugePage(mmu, iter, sp, true) : tdpMmuLinkSp(mmu, iter, sp, true);
+    const r = isShadowPresentPte(iter.oldLo)
+      ? tdpMmuSplitHugePage(mmu, iter, sp, true)
+      : tdpMmuLinkSp(mmu, iter, sp, true);
     if (r !== 0) {
       mmu.pool.freeNow(sp); // never linked: no reader can hold it
       mmu.spFreed++;
@@ -497,4 +584,3 @@ export function kvmTdpMmuGetWalk(mmu: TdpMmu, root: number, gfn: number, out: Td
     level--;
   }
 }
-

@@ -72,7 +72,8 @@ export function kvmTdpMmuPutRoot(mmu: TdpMmu, root: number): void {
 
 /** @kernel arch/x86/kvm/mmu/tdp_mmu.c#tdp_mmu_root_match */
 export function tdpMmuRootMatch(mmu: TdpMmu, root: number, types: number): boolean {
-  if (warnOnce(mmu, (types & KVM_VALID_ROOTS) === 0, 'tdp_mmu_root_match without a valid root type')) return false;
+  if (warnOnce(mmu, (types & KVM_VALID_ROOTS) === 0, 'tdp_mmu_root_match without a valid root type'))
+    return false;
   const role = mmu.pool.role[root]!;
   if (role & ROLE_INVALID && (types & KVM_INVALID_ROOTS) === 0) return false;
   return (types & (role & ROLE_IS_MIRROR ? KVM_MIRROR_ROOTS : KVM_DIRECT_ROOTS)) !== 0;
@@ -101,7 +102,12 @@ export function tdpMmuNextRoot(mmu: TdpMmu, prev: number, types: number): number
  * Run `body` on each matching root of `asId` (-1: all), holding a reference across the call as
  * __for_each_tdp_mmu_root_yield_safe does.
  */
-export function forEachTdpMmuRootYieldSafe(mmu: TdpMmu, asId: number, types: number, body: (root: number) => void): void {
+export function forEachTdpMmuRootYieldSafe(
+  mmu: TdpMmu,
+  asId: number,
+  types: number,
+  body: (root: number) => void,
+): void {
   for (let r = tdpMmuNextRoot(mmu, -1, types); r >= 0; r = tdpMmuNextRoot(mmu, r, types)) {
     if (asId >= 0 && kvmMmuRoleAsId(mmu.pool.role[r]!) !== asId) continue;
     body(r);
@@ -114,7 +120,8 @@ export function forEachTdpMmuRootYieldSafe(mmu: TdpMmu, asId: number, types: num
  * @kernel arch/x86/kvm/mmu/tdp_mmu.c#kvm_tdp_mmu_invalidate_roots
  */
 export function kvmTdpMmuInvalidateRoots(mmu: TdpMmu, types: number): void {
-  if (warnOnce(mmu, (types & KVM_INVALID_ROOTS) !== 0, 'invalidating invalid roots')) types &= ~KVM_INVALID_ROOTS;
+  if (warnOnce(mmu, (types & KVM_INVALID_ROOTS) !== 0, 'invalidating invalid roots'))
+    types &= ~KVM_INVALID_ROOTS;
   const pool = mmu.pool;
   for (const root of mmu.roots) {
     if (!tdpMmuRootMatch(mmu, root, types)) continue;
@@ -185,7 +192,9 @@ export function kvmTdpMmuUnmapGfnRange(
  */
 export function kvmTdpMmuZapAll(mmu: TdpMmu): void {
   mmu.pool.rcuReclaim();
-  forEachTdpMmuRootYieldSafe(mmu, -1, KVM_DIRECT_ROOTS | KVM_INVALID_ROOTS, (root) => tdpMmuZapRoot(mmu, root, false));
+  forEachTdpMmuRootYieldSafe(mmu, -1, KVM_DIRECT_ROOTS | KVM_INVALID_ROOTS, (root) =>
+    tdpMmuZapRoot(mmu, root, false),
+  );
 }
 
 /**
