@@ -4,8 +4,8 @@
  *
  * Kernel counterpart: mm/mmap.c (mmap/munmap), mm/madvise.c (MADV_HUGEPAGE), fs/proc/task_mmu.c
  * (/proc/self/pagemap for the host pfn behind an hva). This is the real-backend twin of the model's
- * host/ layer: same method names, real syscalls. Every mapping is MAP_NORESERVE so that large, mostly
- * untouched slots cost no commit charge (the selftests do the same).
+ * host/ layer: same method names, real syscalls. Ordinary mappings are MAP_NORESERVE so that large,
+ * mostly untouched slots cost no commit charge (the selftests do the same); hugetlb ones are not.
  */
 import { KvmError, hex } from '../../kvm/kvm_error.ts';
 import {
@@ -44,8 +44,10 @@ export class RealHost {
     const detail = () => `length ${hex(length)} backing ${backing}`;
     let hva: number;
     if (backing === '2m' || backing === '1g') {
+      // No MAP_NORESERVE here: hugetlb pages are reserved at mmap time, so a host without free huge
+      // pages fails now with ENOMEM instead of delivering SIGBUS at the first touch.
       const huge = backing === '2m' ? MAP_HUGETLB | MAP_HUGE_2MB : MAP_HUGETLB | MAP_HUGE_1GB;
-      hva = check(c.mmap(0, length, PROT_READ | PROT_WRITE, base | huge, -1, 0), 'mmap', detail);
+      hva = check(c.mmap(0, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | huge, -1, 0), 'mmap', detail);
     } else if (backing === 'thp') {
       hva = this.mmapAligned(length, SZ_2M, detail);
       if (c.madvise(hva, length, MADV_HUGEPAGE) === -1) {
