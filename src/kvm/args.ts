@@ -59,17 +59,14 @@ export function copyIn<S extends StructSpec>(
   arg: unknown,
   spec: S,
 ): { [K in keyof S]: S[K] extends 'u32' | 'fd' ? number : S[K] extends 'bytes' ? Uint8Array | null : U64 } {
-  if (typeof arg !== 'object' || arg === null || Array.isArray(arg)) {
-    throw new KvmError(
-      'EFAULT',
-      syscall,
-      `argument must be a struct object (got ${arg === null ? 'null' : typeof arg})`,
-    );
+  if (!isPlainObject(arg)) {
+    throw new KvmError('EFAULT', syscall, `argument must be a plain struct object (got ${describe(arg)})`);
   }
-  const src = arg as Record<string, unknown>;
-  for (const k in src) {
-    if (!(k in spec))
+  const src = arg;
+  for (const k of Object.keys(src)) {
+    if (!Object.hasOwn(spec, k)) {
       bad(syscall, k, `is not a field of this struct (fields: ${Object.keys(spec).join(', ')})`);
+    }
   }
   const out: Record<string, unknown> = {};
   for (const k in spec) {
@@ -84,6 +81,19 @@ export function copyIn<S extends StructSpec>(
     } else out[k] = readU64(syscall, k, v);
   }
   return out as never;
+}
+
+/** A struct stands for C memory: only plain objects (or null-prototype ones) qualify, not Maps, Dates, arrays. */
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== 'object' || v === null) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (typeof v !== 'object') return typeof v;
+  return Array.isArray(v) ? 'an array' : `a ${(v as object).constructor?.name ?? 'non-plain'} object`;
 }
 
 // ---- exact u64 arithmetic on U64 values -------------------------------------------------------

@@ -21,9 +21,9 @@ import type {
 import { resolveHostConfig, type HostConfig, type KvmOptions } from './host_profile.ts';
 import { HostMm } from '../host/host_mm.ts';
 import { KvmError, hex, rawIoctl, type Reject } from './kvm_error.ts';
-import { copyIn, readU32, readU64 } from './args.ts';
+import { copyIn, isPlainObject, readU32, readU64 } from './args.ts';
 import { checkExtension, enableCap, supportedVmTypes } from '../x86/x86_caps.ts';
-import { VmState, type VmOptions } from './vm_state.ts';
+import { VmState, validateVmOptions, type VmOptions } from './vm_state.ts';
 import { kvmVmIoctlSetMemoryRegion } from './set_memory_region.ts';
 import { kvmGetDirtyLogProtect, kvmClearDirtyLogProtect } from './dirty_log.ts';
 import { kvmGmemCreateCheck, type ModelFile } from './guest_memfd.ts';
@@ -70,6 +70,7 @@ export class Kvm {
         `VM type ${hex(t)} not in KVM_CAP_VM_TYPES ${hex(supported)}`,
       );
     }
+    validateVmOptions(opts); // before any fd exists, so a bad option leaks nothing
     const vmId = this.nextVmId++;
     const fd = this.installFd((id) => ({ kind: 'vm', id, vmId }));
     return new Vm(this, vmId, fd, t as VmType, opts);

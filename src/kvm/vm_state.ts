@@ -37,6 +37,17 @@ export interface VmOptions {
   zapDesign?: ZapDesign;
 }
 
+/** Check createVm's model options (not a kernel argument: a bad one is a TypeError). */
+export function validateVmOptions(opts: unknown): asserts opts is VmOptions {
+  if (typeof opts !== 'object' || opts === null) throw new TypeError('createVm options must be an object');
+  for (const k of Object.keys(opts))
+    if (k !== 'zapDesign') throw new TypeError(`unknown createVm option '${k}' (known: zapDesign)`);
+  const d = (opts as VmOptions).zapDesign;
+  if (d !== undefined && d !== 'quirk' && d !== 'vm-type' && d !== 'slot-flag') {
+    throw new TypeError(`zapDesign must be 'quirk', 'vm-type' or 'slot-flag' (got '${String(d)}')`);
+  }
+}
+
 /** A recorded WARN_ON_ONCE / KVM_BUG_ON. */
 export interface KvmWarning {
   kind: 'warn' | 'bug';
@@ -87,11 +98,8 @@ export class VmState implements KvmArchMemslotHooks {
   }
 
   constructor(kvm: Kvm, id: number, fd: number, type: VmType, opts: VmOptions) {
-    if (typeof opts !== 'object' || opts === null) throw new TypeError('createVm options must be an object');
+    validateVmOptions(opts);
     const design = opts.zapDesign ?? 'quirk';
-    if (design !== 'quirk' && design !== 'vm-type' && design !== 'slot-flag') {
-      throw new TypeError(`zapDesign must be 'quirk', 'vm-type' or 'slot-flag' (got '${String(design)}')`);
-    }
     this.kvm = kvm;
     this.id = id;
     this.fd = fd;
