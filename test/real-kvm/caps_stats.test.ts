@@ -5,7 +5,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RealKvm } from '../../src/backends/kvm/real_kvm.ts';
 import { KVM_CAP } from '../../src/uapi/kvm.ts';
-import { VM_STAT_NAMES, VM_STAT_NAMES_PVM, VCPU_STAT_NAMES, VCPU_STAT_NAMES_PVM } from '../../src/kvm/kvm_stats.ts';
+import {
+  VM_STAT_NAMES,
+  VM_STAT_NAMES_PVM,
+  VCPU_STAT_NAMES,
+  VCPU_STAT_NAMES_PVM,
+} from '../../src/kvm/kvm_stats.ts';
 import { REAL_KVM, announceSkip, errnoOf } from './env.ts';
 
 announceSkip('caps_stats');
@@ -63,7 +68,10 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: capabilities and VM types (real-kv
     using vm = kvm.createVm(0);
     expect(vm.type).toBe(0);
     for (const t of [1, 2, 3, 4, 5, 6, 7, 8, 31, 0x100, 0x80000000, 0xffffffff]) {
-      expect(errnoOf(() => kvm.createVm(t)), `type ${t}`).toBe('EINVAL');
+      expect(
+        errnoOf(() => kvm.createVm(t)),
+        `type ${t}`,
+      ).toBe('EINVAL');
     }
   });
 
@@ -128,11 +136,19 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: binary stats (real-kvm-host.md §5
     expect(fd.header).toMatchObject({ flags: 0, nameSize: 48, idOffset: 24, descOffset: 72 });
     expect(fd.header.id).toBe(`kvm-${process.pid}`);
     expect(fd.header.dataOffset).toBe(72 + 64 * fd.header.numDesc);
-    expectNames(fd.descs.map((d) => d.name), VM_STAT_NAMES, VM_STAT_NAMES_PVM);
+    expectNames(
+      fd.descs.map((d) => d.name),
+      VM_STAT_NAMES,
+      VM_STAT_NAMES_PVM,
+    );
     const s = vm.getStats();
     expect(Object.values(s).every((v) => v === 0)).toBe(true);
     const types = Object.fromEntries(fd.descs.map((d) => [d.name, d.type]));
-    expect(types).toMatchObject({ mmu_shadow_zapped: 'cumulative', pages_4k: 'instant', max_mmu_rmap_size: 'peak' });
+    expect(types).toMatchObject({
+      mmu_shadow_zapped: 'cumulative',
+      pages_4k: 'instant',
+      max_mmu_rmap_size: 'peak',
+    });
   });
 
   it('vCPU stats: upstream names in order (histograms skipped by getStats, arrays in readAll)', () => {

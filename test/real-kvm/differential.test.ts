@@ -30,9 +30,21 @@ const op = fc.oneof(
       hoff: fc.constantFrom(0, P, 1, -1),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('dirty' as const), slot: fc.constantFrom(0, 1, 2, 40000) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('manual' as const), arg: fc.constantFrom(0, 1, 2, 3, 4) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('quirk' as const), arg: fc.constantFrom(0, 0x80, 0x200, 0x5ff, 0x800) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constant('dirty' as const), slot: fc.constantFrom(0, 1, 2, 40000) }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constant('manual' as const), arg: fc.constantFrom(0, 1, 2, 3, 4) }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('quirk' as const),
+      arg: fc.constantFrom(0, 0x80, 0x200, 0x5ff, 0x800),
+    }),
+  },
   {
     weight: 2,
     arbitrary: fc.record({
@@ -93,18 +105,28 @@ describe.skipIf(!REAL_KVM.ok)('model vs real /dev/kvm (differential)', () => {
           memorySize: o.kind === 'del' ? 0 : o.size,
           userspaceAddr: o.hoff === -1 ? 0 : h + o.hoff,
         });
-        return [errnoOf(() => rv.setUserMemoryRegion(mk(rhva))), errnoOf(() => mv.setUserMemoryRegion(mk(mhva)))];
+        return [
+          errnoOf(() => rv.setUserMemoryRegion(mk(rhva))),
+          errnoOf(() => mv.setUserMemoryRegion(mk(mhva))),
+        ];
       }
       case 'dirty': {
         let a = 0;
         let b = 0;
-        const r = [errnoOf(() => (a = rv.getDirtyLog(o.slot).length)), errnoOf(() => (b = mv.getDirtyLog(o.slot).length))];
+        const r = [
+          errnoOf(() => (a = rv.getDirtyLog(o.slot).length)),
+          errnoOf(() => (b = mv.getDirtyLog(o.slot).length)),
+        ];
         return [`${r[0]}/${a}`, `${r[1]}/${b}`];
       }
       case 'manual':
       case 'quirk': {
-        const cap = o.kind === 'manual' ? KVM_CAP.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 : KVM_CAP.KVM_CAP_DISABLE_QUIRKS2;
-        return [errnoOf(() => rv.enableCap({ cap, args: [o.arg] })), errnoOf(() => mv.enableCap({ cap, args: [o.arg] }))];
+        const cap =
+          o.kind === 'manual' ? KVM_CAP.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 : KVM_CAP.KVM_CAP_DISABLE_QUIRKS2;
+        return [
+          errnoOf(() => rv.enableCap({ cap, args: [o.arg] })),
+          errnoOf(() => mv.enableCap({ cap, args: [o.arg] })),
+        ];
       }
       case 'gmem': {
         let a = -1;
@@ -118,7 +140,14 @@ describe.skipIf(!REAL_KVM.ok)('model vs real /dev/kvm (differential)', () => {
       }
       case 'bind': {
         const [a, b] = fds[o.fd] ?? [0x7ff0, 0x7ff0];
-        const mk = (fd: number) => ({ slot: o.slot, flags: o.flags, guestPhysAddr: o.gpa, memorySize: o.size, guestMemfd: fd, guestMemfdOffset: o.off });
+        const mk = (fd: number) => ({
+          slot: o.slot,
+          flags: o.flags,
+          guestPhysAddr: o.gpa,
+          memorySize: o.size,
+          guestMemfd: fd,
+          guestMemfdOffset: o.off,
+        });
         return [errnoOf(() => rv.setUserMemoryRegion2(mk(a))), errnoOf(() => mv.setUserMemoryRegion2(mk(b)))];
       }
     }

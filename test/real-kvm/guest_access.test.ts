@@ -50,24 +50,27 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: CPL3 guest accesses', () => {
   // N pages of a fresh slot, each touched once: one fault and one 4K SPTE per page (guest PTEs have A
   // clear, so nothing is prefetched), plus one per list page the program reads (N/256, rounded up), plus
   // one shadow PD and one shadow PT per 512 pages.
-  it.each([1, 64, 256, 512, 1024, 2048])('touching %d pages moves pages_4k and pf_fixed by N + list pages', (n) => {
-    const { vm } = vmWithSlot(n);
-    using _vm = vm;
-    const vcpu = vm.createVcpu(0);
-    vcpu.runAccesses([]);
-    const r = vcpu.runAccesses(pages(A, n));
-    const listPages = Math.ceil(n / 256);
-    expect(r.results.every((x) => x.exit === 'none')).toBe(true);
-    expect(nonzero(r.vmStats)).toEqual({ mmu_cache_miss: 1 + Math.ceil(n / 512), pages_4k: n + listPages });
-    expect(r.vcpuStats.pf_fixed).toBe(n + listPages);
-    expect(r.vcpuStats.pf_taken).toBe(n + listPages);
-    // exits also counts host interrupts/preemption on a busy host (real-kvm-host.md §8.4): a lower bound
-    expect(r.vcpuStats.exits).toBeGreaterThanOrEqual(n + listPages + 1);
-    // The same accesses again: everything is mapped, nothing faults.
-    const again = vcpu.runAccesses(pages(A, n));
-    expect(nonzero(again.vmStats)).toEqual({});
-    expect(again.vcpuStats.pf_fixed).toBe(0);
-  });
+  it.each([1, 64, 256, 512, 1024, 2048])(
+    'touching %d pages moves pages_4k and pf_fixed by N + list pages',
+    (n) => {
+      const { vm } = vmWithSlot(n);
+      using _vm = vm;
+      const vcpu = vm.createVcpu(0);
+      vcpu.runAccesses([]);
+      const r = vcpu.runAccesses(pages(A, n));
+      const listPages = Math.ceil(n / 256);
+      expect(r.results.every((x) => x.exit === 'none')).toBe(true);
+      expect(nonzero(r.vmStats)).toEqual({ mmu_cache_miss: 1 + Math.ceil(n / 512), pages_4k: n + listPages });
+      expect(r.vcpuStats.pf_fixed).toBe(n + listPages);
+      expect(r.vcpuStats.pf_taken).toBe(n + listPages);
+      // exits also counts host interrupts/preemption on a busy host (real-kvm-host.md §8.4): a lower bound
+      expect(r.vcpuStats.exits).toBeGreaterThanOrEqual(n + listPages + 1);
+      // The same accesses again: everything is mapped, nothing faults.
+      const again = vcpu.runAccesses(pages(A, n));
+      expect(nonzero(again.vmStats)).toEqual({});
+      expect(again.vcpuStats.pf_fixed).toBe(0);
+    },
+  );
 
   it('writes land in the slot\'s host memory; "none" results carry the host pfn from pagemap', () => {
     const { vm, hva } = vmWithSlot(8);
@@ -145,7 +148,11 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: CPL3 guest accesses', () => {
       } else {
         expect(vcpu.guestMaxPhyAddr).toBe(36);
         // the harness PTE for 1 TiB has bits above MAXPHYADDR set: #PF(RSVD), no IDT → shutdown
-        expect(r.results[0]).toEqual({ exit: 'internal_error', gpa: T, reason: 'KVM_EXIT_SHUTDOWN (triple fault)' });
+        expect(r.results[0]).toEqual({
+          exit: 'internal_error',
+          gpa: T,
+          reason: 'KVM_EXIT_SHUTDOWN (triple fault)',
+        });
       }
     }
   });
@@ -154,7 +161,10 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: CPL3 guest accesses', () => {
     const { vm } = vmWithSlot(2);
     using _vm = vm;
     const vcpu = vm.createVcpu(0);
-    const [r0, r1] = vcpu.runAccesses([{ gpa: A, kind: 'read' }, { gpa: A + P, kind: 'read' }]).results;
+    const [r0, r1] = vcpu.runAccesses([
+      { gpa: A, kind: 'read' },
+      { gpa: A + P, kind: 'read' },
+    ]).results;
     expect(r0!.exit === 'none' && r1!.exit === 'none' && r0!.pfn === r1!.pfn).toBe(true); // both the zero page
     const w = vcpu.access(A + P, 'write');
     expect(w.exit === 'none' && r1!.exit === 'none' && w.pfn !== r1!.pfn).toBe(true); // COW broke it
@@ -165,12 +175,23 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: CPL3 guest accesses', () => {
     const g = vm.createGuestMemfd({ size: 16 * P, flags: 3 });
     vm.setUserMemoryRegion2({ slot: 1, flags: 4, guestPhysAddr: A, memorySize: 16 * P, guestMemfd: g });
     const g2 = vm.createGuestMemfd({ size: 16 * P, flags: 0 });
-    vm.setUserMemoryRegion2({ slot: 2, flags: 4, guestPhysAddr: V, memorySize: 16 * P, guestMemfd: g2, userspaceAddr: 0 });
+    vm.setUserMemoryRegion2({
+      slot: 2,
+      flags: 4,
+      guestPhysAddr: V,
+      memorySize: 16 * P,
+      guestMemfd: g2,
+      userspaceAddr: 0,
+    });
     const view = kvm.host.mmapFd(g, 16 * P);
     kvm.host.write(view + 2 * P, Uint8Array.of(0xaa));
     const vcpu = vm.createVcpu(0);
     vcpu.runAccesses([]);
-    const r = vcpu.runAccesses([{ gpa: A + 5 * P, kind: 'write', value: 0xff }, { gpa: A + 2 * P, kind: 'read' }, { gpa: V, kind: 'read' }]);
+    const r = vcpu.runAccesses([
+      { gpa: A + 5 * P, kind: 'write', value: 0xff },
+      { gpa: A + 2 * P, kind: 'read' },
+      { gpa: V, kind: 'read' },
+    ]);
     expect(kvm.host.read(view + 5 * P, 1)[0]).toBe(0xff); // guest → host through the guest_memfd mapping
     expect(r.results[0]).toEqual({ exit: 'none', pfn: -1, level: 1, memtype: 6 }); // pfn not observable
     expect(r.results[1]!.exit).toBe('none');
@@ -186,7 +207,10 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: CPL3 guest accesses', () => {
     using vm = kvm.createVm(0);
     vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: A, memorySize: 16 * P, userspaceAddr: 0x1000_0000 });
     const vcpu = vm.createVcpu(0);
-    const r = vcpu.runAccesses([{ gpa: A, kind: 'read' }, { gpa: A + P, kind: 'write' }]);
+    const r = vcpu.runAccesses([
+      { gpa: A, kind: 'read' },
+      { gpa: A + P, kind: 'write' },
+    ]);
     expect(r.results.map((x) => x.exit)).toEqual(['internal_error', 'internal_error']);
   });
 
@@ -195,7 +219,10 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: CPL3 guest accesses', () => {
     using _vm = vm;
     const vcpu = vm.createVcpu(0);
     const written = [0, 5, 9, 64, 127];
-    vcpu.runAccesses([...pages(A, 128, 'read'), ...written.map((i) => ({ gpa: A + i * P, kind: 'write' as const }))]);
+    vcpu.runAccesses([
+      ...pages(A, 128, 'read'),
+      ...written.map((i) => ({ gpa: A + i * P, kind: 'write' as const })),
+    ]);
     const bm = vm.getDirtyLog(1);
     const set = [...Array(128).keys()].filter((i) => (bm[i >> 3]! >> (i & 7)) & 1);
     expect(set).toEqual(written);
@@ -203,74 +230,89 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: CPL3 guest accesses', () => {
   });
 });
 
-describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: deleting another slot, KVM_X86_QUIRK_SLOT_ZAP_ALL on vs off', () => {
-  let kvm: RealKvm;
-  beforeAll(() => {
-    kvm = new RealKvm();
-  });
-  afterAll(() => kvm.close());
+describe.skipIf(!REAL_KVM.ok)(
+  'real /dev/kvm: deleting another slot, KVM_X86_QUIRK_SLOT_ZAP_ALL on vs off',
+  () => {
+    let kvm: RealKvm;
+    beforeAll(() => {
+      kvm = new RealKvm();
+    });
+    afterAll(() => kvm.close());
 
-  /** 256 pages of slot A and 64 of slot V touched, then V deleted, then A touched again. */
-  function scenario(quirkDisabled: boolean) {
-    const vm = kvm.createVm(0);
-    try {
-      if (quirkDisabled) vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
+    /** 256 pages of slot A and 64 of slot V touched, then V deleted, then A touched again. */
+    function scenario(quirkDisabled: boolean) {
+      const vm = kvm.createVm(0);
+      try {
+        if (quirkDisabled)
+          vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
+        const a = kvm.host.mmap(256 * P);
+        const v = kvm.host.mmap(64 * P);
+        vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: A, memorySize: 256 * P, userspaceAddr: a });
+        vm.setUserMemoryRegion({ slot: 2, guestPhysAddr: V, memorySize: 64 * P, userspaceAddr: v });
+        const vcpu = vm.createVcpu(0);
+        const touch = vcpu.runAccesses([...pages(A, 256, 'write'), ...pages(V, 64, 'write')]);
+        const s0 = vm.getStats();
+        vm.setUserMemoryRegion({ slot: 2, guestPhysAddr: V, memorySize: 0, userspaceAddr: v });
+        const del = statDelta(s0, vm.getStats());
+        const retouch = vcpu.runAccesses(pages(A, 256, 'write'));
+        const gone = vcpu.access(V, 'read');
+        return {
+          touch: nonzero(touch.vmStats),
+          del,
+          retouch: nonzero(retouch.vmStats),
+          refaults: retouch.vcpuStats.pf_fixed,
+          gone,
+        };
+      } finally {
+        vm.close();
+      }
+    }
+
+    // touch: 256 + 64 targets + code page + 2 list pages (320 entries) = 323 SPTEs; 8 shadow pages
+    // (root, PDPT, and a PD + PT each for the harness, slot A and slot V).
+    const TOUCH = { mmu_cache_miss: 8, pages_4k: 323 };
+
+    it('quirk enabled (default): kvm_mmu_zap_all_fast drops every SPTE and shadow page; slot A re-faults', () => {
+      const r = scenario(false);
+      expect(r.touch).toEqual(TOUCH);
+      // all 8 shadow pages (the in-use root included, marked obsolete) and all 323 leaf SPTEs
+      expect(r.del).toEqual({ remote_tlb_flush_requests: 1, mmu_shadow_zapped: 8, pages_4k: -323 });
+      // Re-touching A rebuilds 6 shadow pages (root, PDPT, harness PD+PT, A's PD+PT) and frees the
+      // obsolete root for good (counted a second time). The guest PTEs now have A set, so each fault
+      // prefetches its 8-page group: 32 faults for 256 pages + 1 for the code page, which also
+      // prefetches both list pages: 256 + 3 SPTEs.
+      expect(r.retouch).toEqual({
+        remote_tlb_flush_requests: 1,
+        mmu_shadow_zapped: 1,
+        mmu_cache_miss: 6,
+        pages_4k: 259,
+      });
+      expect(r.refaults).toBe(33);
+      expect(r.gone).toEqual({ exit: 'mmio', gpa: V, write: false });
+    });
+
+    it("quirk disabled: kvm_mmu_zap_memslot drops only the deleted slot's 64 SPTEs; slot A keeps its mappings", () => {
+      const r = scenario(true);
+      expect(r.touch).toEqual(TOUCH);
+      expect(r.del).toEqual({ remote_tlb_flush_requests: 1, pages_4k: -64 });
+      expect(r.retouch).toEqual({});
+      expect(r.refaults).toBe(0);
+      expect(r.gone).toEqual({ exit: 'mmio', gpa: V, write: false });
+    });
+
+    it('disabling the quirk late (after the vCPU ran) takes effect at the next delete', () => {
+      const vm = kvm.createVm(0);
+      using _vm = vm;
       const a = kvm.host.mmap(256 * P);
       const v = kvm.host.mmap(64 * P);
       vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: A, memorySize: 256 * P, userspaceAddr: a });
       vm.setUserMemoryRegion({ slot: 2, guestPhysAddr: V, memorySize: 64 * P, userspaceAddr: v });
       const vcpu = vm.createVcpu(0);
-      const touch = vcpu.runAccesses([...pages(A, 256, 'write'), ...pages(V, 64, 'write')]);
+      vcpu.runAccesses([...pages(A, 256, 'write'), ...pages(V, 64, 'write')]);
+      vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
       const s0 = vm.getStats();
       vm.setUserMemoryRegion({ slot: 2, guestPhysAddr: V, memorySize: 0, userspaceAddr: v });
-      const del = statDelta(s0, vm.getStats());
-      const retouch = vcpu.runAccesses(pages(A, 256, 'write'));
-      const gone = vcpu.access(V, 'read');
-      return { touch: nonzero(touch.vmStats), del, retouch: nonzero(retouch.vmStats), refaults: retouch.vcpuStats.pf_fixed, gone };
-    } finally {
-      vm.close();
-    }
-  }
-
-  // touch: 256 + 64 targets + code page + 2 list pages (320 entries) = 323 SPTEs; 8 shadow pages
-  // (root, PDPT, and a PD + PT each for the harness, slot A and slot V).
-  const TOUCH = { mmu_cache_miss: 8, pages_4k: 323 };
-
-  it('quirk enabled (default): kvm_mmu_zap_all_fast drops every SPTE and shadow page; slot A re-faults', () => {
-    const r = scenario(false);
-    expect(r.touch).toEqual(TOUCH);
-    // all 8 shadow pages (the in-use root included, marked obsolete) and all 323 leaf SPTEs
-    expect(r.del).toEqual({ remote_tlb_flush_requests: 1, mmu_shadow_zapped: 8, pages_4k: -323 });
-    // Re-touching A rebuilds 6 shadow pages (root, PDPT, harness PD+PT, A's PD+PT) and frees the
-    // obsolete root for good (counted a second time). The guest PTEs now have A set, so each fault
-    // prefetches its 8-page group: 32 faults for 256 pages + 1 for the code page, which also
-    // prefetches both list pages: 256 + 3 SPTEs.
-    expect(r.retouch).toEqual({ remote_tlb_flush_requests: 1, mmu_shadow_zapped: 1, mmu_cache_miss: 6, pages_4k: 259 });
-    expect(r.refaults).toBe(33);
-    expect(r.gone).toEqual({ exit: 'mmio', gpa: V, write: false });
-  });
-
-  it('quirk disabled: kvm_mmu_zap_memslot drops only the deleted slot\'s 64 SPTEs; slot A keeps its mappings', () => {
-    const r = scenario(true);
-    expect(r.touch).toEqual(TOUCH);
-    expect(r.del).toEqual({ remote_tlb_flush_requests: 1, pages_4k: -64 });
-    expect(r.retouch).toEqual({});
-    expect(r.refaults).toBe(0);
-    expect(r.gone).toEqual({ exit: 'mmio', gpa: V, write: false });
-  });
-
-  it('disabling the quirk late (after the vCPU ran) takes effect at the next delete', () => {
-    const vm = kvm.createVm(0);
-    using _vm = vm;
-    const a = kvm.host.mmap(256 * P);
-    const v = kvm.host.mmap(64 * P);
-    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: A, memorySize: 256 * P, userspaceAddr: a });
-    vm.setUserMemoryRegion({ slot: 2, guestPhysAddr: V, memorySize: 64 * P, userspaceAddr: v });
-    const vcpu = vm.createVcpu(0);
-    vcpu.runAccesses([...pages(A, 256, 'write'), ...pages(V, 64, 'write')]);
-    vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
-    const s0 = vm.getStats();
-    vm.setUserMemoryRegion({ slot: 2, guestPhysAddr: V, memorySize: 0, userspaceAddr: v });
-    expect(statDelta(s0, vm.getStats())).toEqual({ remote_tlb_flush_requests: 1, pages_4k: -64 });
-  });
-});
+      expect(statDelta(s0, vm.getStats())).toEqual({ remote_tlb_flush_requests: 1, pages_4k: -64 });
+    });
+  },
+);

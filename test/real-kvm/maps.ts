@@ -9,7 +9,10 @@ export const fdCount = (): number => readdirSync('/proc/self/fd').length;
 export const mapLines = (): string[] => readFileSync('/proc/self/maps', 'utf8').split('\n').filter(Boolean);
 
 function range(line: string): [number, number] {
-  const [lo, hi] = line.split(' ')[0]!.split('-').map((x) => parseInt(x, 16));
+  const [lo, hi] = line
+    .split(' ')[0]!
+    .split('-')
+    .map((x) => parseInt(x, 16));
   return [lo!, hi!];
 }
 

@@ -6,7 +6,12 @@
 import { afterAll, beforeAll, beforeEach, afterEach, describe, expect, it } from 'vitest';
 import { RealKvm } from '../../src/backends/kvm/real_kvm.ts';
 import type { RealVm } from '../../src/backends/kvm/real_vm.ts';
-import { KVM_CAP, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY } from '../../src/uapi/kvm.ts';
+import {
+  KVM_CAP,
+  KVM_MEM_GUEST_MEMFD,
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEM_READONLY,
+} from '../../src/uapi/kvm.ts';
 import { REAL_KVM, announceSkip, errnoOf } from './env.ts';
 
 announceSkip('memslot_battery');
@@ -23,10 +28,20 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: memslot ABI battery', () => {
   let vm: RealVm;
   let hva: number; // 8 MiB of MAP_NORESERVE backing, shared by the cases
   const R1 = (slot: number, flags: number, gpa: number | bigint, size: number | bigint, h: number = hva) =>
-    errnoOf(() => vm.setUserMemoryRegion({ slot, flags, guestPhysAddr: gpa, memorySize: size, userspaceAddr: h }));
+    errnoOf(() =>
+      vm.setUserMemoryRegion({ slot, flags, guestPhysAddr: gpa, memorySize: size, userspaceAddr: h }),
+    );
   const R2 = (slot: number, flags: number, gpa: number, size: number, h: number, fd: number, off: number) =>
     errnoOf(() =>
-      vm.setUserMemoryRegion2({ slot, flags, guestPhysAddr: gpa, memorySize: size, userspaceAddr: h, guestMemfd: fd, guestMemfdOffset: off }),
+      vm.setUserMemoryRegion2({
+        slot,
+        flags,
+        guestPhysAddr: gpa,
+        memorySize: size,
+        userspaceAddr: h,
+        guestMemfd: fd,
+        guestMemfdOffset: off,
+      }),
     );
 
   beforeAll(() => {
@@ -158,10 +173,15 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: memslot ABI battery', () => {
     expect(clear(0, 1024)).toBe('ok');
     expect(clear(0, 1024, 64)).toBe('EFAULT'); // the bitmap is shorter than 1024 bits: copy_from_user faults
     expect(errnoOf(() => vm.clearDirtyLog({ slot: 0, firstPage: 0, numPages: 64 }))).toBe('EFAULT'); // NULL bitmap
-    expect(errnoOf(() => vm.clearDirtyLog({ slot: 1, firstPage: 0, numPages: 64, bitmap: new Uint8Array(8) }))).toBe('ENOENT');
+    expect(
+      errnoOf(() => vm.clearDirtyLog({ slot: 1, firstPage: 0, numPages: 64, bitmap: new Uint8Array(8) })),
+    ).toBe('ENOENT');
     expect(R1(1, LOG, 0x1000_0000, 1000 * P)).toBe('ok');
     // The kernel copies ALIGN(num_pages, 64)/8 bytes: 128 for 1000 pages, so a 125-byte bitmap faults.
-    const clear1 = (bytes: number) => errnoOf(() => vm.clearDirtyLog({ slot: 1, firstPage: 0, numPages: 1000, bitmap: new Uint8Array(bytes) }));
+    const clear1 = (bytes: number) =>
+      errnoOf(() =>
+        vm.clearDirtyLog({ slot: 1, firstPage: 0, numPages: 1000, bitmap: new Uint8Array(bytes) }),
+      );
     expect(clear1(125)).toBe('EFAULT');
     expect(clear1(128)).toBe('ok');
   });
@@ -180,7 +200,12 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: memslot ABI battery', () => {
   it('§8.24 a MOVE keeps the dirty bitmap (INITIALLY_SET bits survive)', () => {
     vm.enableCap({ cap: KVM_CAP.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, args: [3] });
     expect(R1(0, LOG, 0, 64 * P)).toBe('ok');
-    vm.clearDirtyLog({ slot: 0, firstPage: 0, numPages: 64, bitmap: Uint8Array.of(0x0f, 0, 0, 0, 0, 0, 0, 0) });
+    vm.clearDirtyLog({
+      slot: 0,
+      firstPage: 0,
+      numPages: 64,
+      bitmap: Uint8Array.of(0x0f, 0, 0, 0, 0, 0, 0, 0),
+    });
     expect(R1(0, LOG, S, 64 * P)).toBe('ok');
     expect([...vm.getDirtyLog(0)]).toEqual([0xf0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
   });
@@ -202,7 +227,9 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: memslot ABI battery', () => {
 
   it('§8.34 KVM_SET_MEMORY_ATTRIBUTES is ENOTTY (no CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES)', () => {
     expect(errnoOf(() => vm.setMemoryAttributes({ address: 0, size: P, attributes: 0 }))).toBe('ENOTTY');
-    expect(errnoOf(() => vm.setMemoryAttributes({ address: 0, size: P, attributes: 8, flags: 1 }))).toBe('ENOTTY');
+    expect(errnoOf(() => vm.setMemoryAttributes({ address: 0, size: P, attributes: 8, flags: 1 }))).toBe(
+      'ENOTTY',
+    );
   });
 
   it('§7.5 / §8.32–33 KVM_CREATE_GUEST_MEMFD flags and sizes on a DEFAULT VM', () => {
@@ -226,8 +253,19 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: memslot ABI battery', () => {
       expect(R2(10, GMEM, G, S, 0, vm.fd, 0)).toBe('EINVAL');
       expect(R2(10, GMEM, G, S, 0, memfd, 0)).toBe('EINVAL');
       expect(R2(10, GMEM, G, S, 0, ofd, 0)).toBe('EINVAL'); // another VM's guest_memfd
-      expect(errnoOf(() => other.setUserMemoryRegion2({ slot: 10, flags: GMEM, guestPhysAddr: G, memorySize: S, guestMemfd: ofd }))).toBe('ok');
-      for (const off of [1, 2048, 4095]) expect(R2(10, GMEM, G, S, 0, gfd, off), `offset ${off}`).toBe('EINVAL');
+      expect(
+        errnoOf(() =>
+          other.setUserMemoryRegion2({
+            slot: 10,
+            flags: GMEM,
+            guestPhysAddr: G,
+            memorySize: S,
+            guestMemfd: ofd,
+          }),
+        ),
+      ).toBe('ok');
+      for (const off of [1, 2048, 4095])
+        expect(R2(10, GMEM, G, S, 0, gfd, off), `offset ${off}`).toBe('EINVAL');
       expect(R2(10, GMEM, G, S, 0, gfd, 4 * S - P)).toBe('EINVAL'); // past the file's end
       expect(R2(10, GMEM | LOG, G, S, 0, gfd, 0)).toBe('EINVAL');
       expect(R2(10, GMEM | RO, G, S, 0, gfd, 0)).toBe('EINVAL');
@@ -258,7 +296,18 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: memslot ABI battery', () => {
   });
 
   it('§8.38 V2 pad fields are ignored', () => {
-    expect(errnoOf(() => vm.setUserMemoryRegion2({ slot: 0, guestPhysAddr: 0, memorySize: P, userspaceAddr: hva, pad1: 7, pad2: 9 }))).toBe('ok');
+    expect(
+      errnoOf(() =>
+        vm.setUserMemoryRegion2({
+          slot: 0,
+          guestPhysAddr: 0,
+          memorySize: P,
+          userspaceAddr: hva,
+          pad1: 7,
+          pad2: 9,
+        }),
+      ),
+    ).toBe('ok');
   });
 
   it('§7.1 SMR-4 (scaled down): 512 slots of 2 MiB each, then the tracked layout matches', () => {

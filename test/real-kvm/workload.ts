@@ -28,15 +28,31 @@ export function workload(opts: { close: boolean }): { hvas: number[] } {
   const memfd = kvm.host.memfdCreate('leak-test', 2 * P);
   for (let i = 0; i < 2; i++) {
     const vm = kvm.createVm(0);
-    vm.setUserMemoryRegion({ slot: 1, flags: KVM_MEM_LOG_DIRTY_PAGES, guestPhysAddr: 0x8000_0000, memorySize: 64 * P, userspaceAddr: a });
+    vm.setUserMemoryRegion({
+      slot: 1,
+      flags: KVM_MEM_LOG_DIRTY_PAGES,
+      guestPhysAddr: 0x8000_0000,
+      memorySize: 64 * P,
+      userspaceAddr: a,
+    });
     vm.setUserMemoryRegion({ slot: 2, guestPhysAddr: 0x4000_0000, memorySize: 4 << 20, userspaceAddr: t });
     const g1 = vm.createGuestMemfd({ size: 16 * P, flags: 3 });
     vm.createGuestMemfd({ size: 16 * P, flags: 0 });
-    vm.setUserMemoryRegion2({ slot: 3, flags: KVM_MEM_GUEST_MEMFD, guestPhysAddr: 0x1_0000_0000, memorySize: 16 * P, guestMemfd: g1 });
+    vm.setUserMemoryRegion2({
+      slot: 3,
+      flags: KVM_MEM_GUEST_MEMFD,
+      guestPhysAddr: 0x1_0000_0000,
+      memorySize: 16 * P,
+      guestMemfd: g1,
+    });
     if (i === 0) kvm.host.close(g1);
     const v0 = vm.createVcpu(0);
     vm.createVcpu(1);
-    v0.runAccesses([{ gpa: 0x8000_0000, kind: 'write' }, { gpa: 0x4000_0000, kind: 'read' }, { gpa: 0x9000_0000, kind: 'read' }]);
+    v0.runAccesses([
+      { gpa: 0x8000_0000, kind: 'write' },
+      { gpa: 0x4000_0000, kind: 'read' },
+      { gpa: 0x9000_0000, kind: 'read' },
+    ]);
     v0.getStats();
     vm.getStats();
     vm.getDirtyLog(1);
@@ -45,7 +61,9 @@ export function workload(opts: { close: boolean }): { hvas: number[] } {
     fails(() => vm.createVcpu(0)); // EEXIST: id in use
     fails(() => vm.createVcpu(100000)); // EINVAL
     fails(() => vm.createGuestMemfd({ size: 0 }));
-    fails(() => vm.setUserMemoryRegion({ slot: 4, guestPhysAddr: 0x8000_0000, memorySize: P, userspaceAddr: a }));
+    fails(() =>
+      vm.setUserMemoryRegion({ slot: 4, guestPhysAddr: 0x8000_0000, memorySize: P, userspaceAddr: a }),
+    );
     fails(() => vm.clearDirtyLog({ slot: 1, firstPage: 0, numPages: 64, bitmap: new Uint8Array(4) }));
     fails(() => vm.getDirtyLog(9));
     if (i === 1 && opts.close) vm.close(); // the other VM is closed by kvm.close()

@@ -67,9 +67,20 @@ export async function run(): Promise<RealBenchLine[]> {
   const c = getLibc();
   const raw = new Uint8Array(32);
   new DataView(raw.buffer).setBigUint64(16, 0x1001n, true);
-  lines.push({ name: 'rejected call, bare koffi ioctl (no copy-in, no throw)', unit: 'µs', value: timeUs(20000, () => void c.ioctlBuf(vm.fd, KVM_IOCTL.KVM_SET_USER_MEMORY_REGION, raw)) });
-  lines.push({ name: 'KVM_CHECK_EXTENSION (baseline syscall)', unit: 'µs', value: timeUs(20000, () => void vm.checkExtension(10)) });
-  for (const [label, size] of [['4 KiB', 4096], ['2 MiB', 2 << 20]] as const) {
+  lines.push({
+    name: 'rejected call, bare koffi ioctl (no copy-in, no throw)',
+    unit: 'µs',
+    value: timeUs(20000, () => void c.ioctlBuf(vm.fd, KVM_IOCTL.KVM_SET_USER_MEMORY_REGION, raw)),
+  });
+  lines.push({
+    name: 'KVM_CHECK_EXTENSION (baseline syscall)',
+    unit: 'µs',
+    value: timeUs(20000, () => void vm.checkExtension(10)),
+  });
+  for (const [label, size] of [
+    ['4 KiB', 4096],
+    ['2 MiB', 2 << 20],
+  ] as const) {
     const create = { slot: 3, guestPhysAddr: 2 ** 32, memorySize: size, userspaceAddr: hva };
     const del = { ...create, memorySize: 0 };
     const halves: [number[], number[]] = [[], []];
@@ -99,7 +110,9 @@ function faultCost(kvm: RealKvm): RealBenchLine[] {
     vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 0x8000_0000, memorySize: n * 4096, userspaceAddr: hva });
     const vcpu = vm.createVcpu(0);
     vcpu.runAccesses([]);
-    const r = vcpu.runAccesses(Array.from({ length: n }, (_, i) => ({ gpa: 0x8000_0000 + i * 4096, kind: 'read' as const })));
+    const r = vcpu.runAccesses(
+      Array.from({ length: n }, (_, i) => ({ gpa: 0x8000_0000 + i * 4096, kind: 'read' as const })),
+    );
     per.push(r.ns / 1000 / r.vcpuStats.pf_fixed!);
     kvm.host.munmap(hva);
   }

@@ -24,7 +24,15 @@
  * then the access list, then a pool of page-table pages. gva == gpa everywhere (identity map).
  */
 import { CC, JMP_R11, R, X86Encoder } from './x86_encoder.ts';
-import { encodeDtable, encodeSegment, KVM_SREGS_SIZE, SREGS, setU64, encodeRegs, type KvmSegment } from './kvm_structs.ts';
+import {
+  encodeDtable,
+  encodeSegment,
+  KVM_SREGS_SIZE,
+  SREGS,
+  setU64,
+  encodeRegs,
+  type KvmSegment,
+} from './kvm_structs.ts';
 
 export interface HarnessConfig {
   /** memslot id of the harness slot (as_id 0) */
@@ -108,11 +116,13 @@ export class GuestHarness {
     private readonly mem: Uint8Array,
   ) {
     if (cfg.size % PAGE || cfg.gpa % PAGE) throw new RangeError('harness gpa and size must be page aligned');
-    if (!Number.isInteger(cfg.port) || cfg.port < 0 || cfg.port > 0xff) throw new RangeError('harness port must be 0..0xff (the TSS I/O bitmap covers those)');
+    if (!Number.isInteger(cfg.port) || cfg.port < 0 || cfg.port > 0xff)
+      throw new RangeError('harness port must be 0..0xff (the TSS I/O bitmap covers those)');
     this.dv = new DataView(mem.buffer, mem.byteOffset, mem.byteLength);
     this.nextTable = LIST_OFF + cfg.listPages * PAGE;
     this.tableLimit = cfg.size;
-    if (this.nextTable + 4 * PAGE > this.tableLimit) throw new RangeError('harness too small for its page tables');
+    if (this.nextTable + 4 * PAGE > this.tableLimit)
+      throw new RangeError('harness too small for its page tables');
     this.pml4 = this.allocTable();
     this.writeGdt();
     this.program = buildProgram(cfg.gpa + CODE_OFF, cfg.port);
@@ -188,7 +198,8 @@ export class GuestHarness {
     g(6, 0x00affa000000ffffn); // 0x33 user code, 64-bit
     // 0x40: 16-byte 64-bit TSS descriptor (type 0xb busy, present)
     const base = BigInt(this.cfg.gpa + TSS_OFF);
-    const lo = BigInt(TSS_LIMIT) | ((base & 0xffffffn) << 16n) | (0x8bn << 40n) | (((base >> 24n) & 0xffn) << 56n);
+    const lo =
+      BigInt(TSS_LIMIT) | ((base & 0xffffffn) << 16n) | (0x8bn << 40n) | (((base >> 24n) & 0xffn) << 56n);
     g(8, lo);
     g(9, base >> 32n);
     // TSS: io_map_base at offset 102 points just past the TSS; the bitmap bytes stay 0 (allowed), and the
@@ -206,8 +217,31 @@ export class GuestHarness {
     encodeSegment(dv, SREGS.cs, { ...flat, selector: SEL_USER_CS, type: 11, db: 0, l: 1 });
     for (const s of ['ds', 'es', 'fs', 'gs', 'ss'] as const) encodeSegment(dv, SREGS[s], data);
     const tss = this.cfg.gpa + TSS_OFF;
-    encodeSegment(dv, SREGS.tr, { base: tss, limit: TSS_LIMIT, selector: SEL_TSS, type: 11, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0 });
-    encodeSegment(dv, SREGS.ldt, { base: 0, limit: 0, selector: 0, type: 2, present: 0, dpl: 0, db: 0, s: 0, l: 0, g: 0, unusable: 1 });
+    encodeSegment(dv, SREGS.tr, {
+      base: tss,
+      limit: TSS_LIMIT,
+      selector: SEL_TSS,
+      type: 11,
+      present: 1,
+      dpl: 0,
+      db: 0,
+      s: 0,
+      l: 0,
+      g: 0,
+    });
+    encodeSegment(dv, SREGS.ldt, {
+      base: 0,
+      limit: 0,
+      selector: 0,
+      type: 2,
+      present: 0,
+      dpl: 0,
+      db: 0,
+      s: 0,
+      l: 0,
+      g: 0,
+      unusable: 1,
+    });
     encodeDtable(dv, SREGS.gdt, this.cfg.gpa + GDT_OFF, 10 * 8 - 1);
     // No IDT: any exception in the guest is a triple fault (KVM_EXIT_SHUTDOWN), reported per access.
     encodeDtable(dv, SREGS.idt, 0, 0);

@@ -9,8 +9,21 @@
  */
 import { KvmError, hex } from '../../kvm/kvm_error.ts';
 import {
-  check, F_GETFD, getLibc, MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_HUGE_1GB, MAP_HUGE_2MB, MAP_HUGETLB,
-  MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, MFD_CLOEXEC, O_CLOEXEC, PROT_READ, PROT_WRITE,
+  check,
+  F_GETFD,
+  getLibc,
+  MADV_HUGEPAGE,
+  MAP_ANONYMOUS,
+  MAP_HUGE_1GB,
+  MAP_HUGE_2MB,
+  MAP_HUGETLB,
+  MAP_NORESERVE,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  MFD_CLOEXEC,
+  O_CLOEXEC,
+  PROT_READ,
+  PROT_WRITE,
 } from './libc.ts';
 import { ownFd, ownMapping, release, type Resource } from './resources.ts';
 
@@ -38,7 +51,8 @@ export class RealHost {
    */
   mmap(length: number, opts: { backing?: Backing } = {}): number {
     const backing = opts.backing ?? '4k';
-    if (!Number.isSafeInteger(length) || length <= 0) throw new KvmError('EINVAL', 'mmap', `length ${String(length)}`);
+    if (!Number.isSafeInteger(length) || length <= 0)
+      throw new KvmError('EINVAL', 'mmap', `length ${String(length)}`);
     const c = getLibc();
     const base = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
     const detail = () => `length ${hex(length)} backing ${backing}`;
@@ -47,7 +61,11 @@ export class RealHost {
       // No MAP_NORESERVE here: hugetlb pages are reserved at mmap time, so a host without free huge
       // pages fails now with ENOMEM instead of delivering SIGBUS at the first touch.
       const huge = backing === '2m' ? MAP_HUGETLB | MAP_HUGE_2MB : MAP_HUGETLB | MAP_HUGE_1GB;
-      hva = check(c.mmap(0, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | huge, -1, 0), 'mmap', detail);
+      hva = check(
+        c.mmap(0, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | huge, -1, 0),
+        'mmap',
+        detail,
+      );
     } else if (backing === 'thp') {
       hva = this.mmapAligned(length, SZ_2M, detail);
       if (c.madvise(hva, length, MADV_HUGEPAGE) === -1) {
@@ -68,7 +86,11 @@ export class RealHost {
   /** mmap(NULL, length, RW, MAP_SHARED, fd, offset): e.g. a guest_memfd created with GUEST_MEMFD_FLAG_MMAP. */
   mmapFd(fd: number, length: number, offset = 0): number {
     const c = getLibc();
-    const hva = check(c.mmap(0, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset), 'mmap', () => `fd ${fd} length ${hex(length)} offset ${hex(offset)}`);
+    const hva = check(
+      c.mmap(0, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset),
+      'mmap',
+      () => `fd ${fd} length ${hex(length)} offset ${hex(offset)}`,
+    );
     this.maps.set(hva, { hva, len: length, backing: '4k', res: ownMapping(hva, length, `fd ${fd}`) });
     return hva;
   }
@@ -88,7 +110,8 @@ export class RealHost {
   /** munmap a mapping made by mmap(), by its start hva. */
   munmap(hva: number): void {
     const m = this.maps.get(hva);
-    if (!m) throw new KvmError('EINVAL', 'munmap', `${hex(hva)} is not the start of a mapping made by host.mmap`);
+    if (!m)
+      throw new KvmError('EINVAL', 'munmap', `${hex(hva)} is not the start of a mapping made by host.mmap`);
     this.maps.delete(hva);
     release(m.res);
   }
@@ -189,4 +212,3 @@ export class RealHost {
     this.pagemapFd = -1;
   }
 }
-

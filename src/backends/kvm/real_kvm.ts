@@ -97,19 +97,31 @@ export class RealKvm {
 
   /** KVM_GET_API_VERSION */
   apiVersion(): number {
-    return check(getLibc().ioctlInt(this.live('KVM_GET_API_VERSION'), KVM_IOCTL.KVM_GET_API_VERSION, 0), 'KVM_GET_API_VERSION', () => '');
+    return check(
+      getLibc().ioctlInt(this.live('KVM_GET_API_VERSION'), KVM_IOCTL.KVM_GET_API_VERSION, 0),
+      'KVM_GET_API_VERSION',
+      () => '',
+    );
   }
 
   /** KVM_CHECK_EXTENSION on /dev/kvm */
   checkExtension(cap: number): number {
     const v = readU32('KVM_CHECK_EXTENSION', 'cap', cap);
-    return check(getLibc().ioctlInt(this.live('KVM_CHECK_EXTENSION'), KVM_IOCTL.KVM_CHECK_EXTENSION, v), 'KVM_CHECK_EXTENSION', () => `cap ${v}`);
+    return check(
+      getLibc().ioctlInt(this.live('KVM_CHECK_EXTENSION'), KVM_IOCTL.KVM_CHECK_EXTENSION, v),
+      'KVM_CHECK_EXTENSION',
+      () => `cap ${v}`,
+    );
   }
 
   /** KVM_GET_VCPU_MMAP_SIZE (cached) */
   vcpuMmapSize(): number {
     if (this.mmapSize < 0) {
-      this.mmapSize = check(getLibc().ioctlInt(this.live('KVM_GET_VCPU_MMAP_SIZE'), KVM_IOCTL.KVM_GET_VCPU_MMAP_SIZE, 0), 'KVM_GET_VCPU_MMAP_SIZE', () => '');
+      this.mmapSize = check(
+        getLibc().ioctlInt(this.live('KVM_GET_VCPU_MMAP_SIZE'), KVM_IOCTL.KVM_GET_VCPU_MMAP_SIZE, 0),
+        'KVM_GET_VCPU_MMAP_SIZE',
+        () => '',
+      );
     }
     return this.mmapSize;
   }
@@ -121,8 +133,16 @@ export class RealKvm {
     // so any of them is passed as one out-of-range value and fails with the kernel's own errno.
     const arg = typeof t === 'bigint' ? 0xffff_ffff : t;
     const mmapSize = this.vcpuMmapSize();
-    const fd = check(getLibc().ioctlInt(this.live('KVM_CREATE_VM'), KVM_IOCTL.KVM_CREATE_VM, arg), 'KVM_CREATE_VM', () => `type ${hex(t)}`);
-    const merged: RealVmOptions = { ...this.opts, ...opts, harness: { ...this.opts.harness, ...opts.harness } };
+    const fd = check(
+      getLibc().ioctlInt(this.live('KVM_CREATE_VM'), KVM_IOCTL.KVM_CREATE_VM, arg),
+      'KVM_CREATE_VM',
+      () => `type ${hex(t)}`,
+    );
+    const merged: RealVmOptions = {
+      ...this.opts,
+      ...opts,
+      harness: { ...this.opts.harness, ...opts.harness },
+    };
     const vm = new RealVm(fd, Number(arg), this.host, this.fd, mmapSize, merged);
     this.vms.add(vm);
     return vm;

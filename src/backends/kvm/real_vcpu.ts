@@ -15,7 +15,16 @@ import { KvmError, hex } from '../../kvm/kvm_error.ts';
 import { KVM_EXIT, KVM_IOCTL, KVM_MEMORY_EXIT_FLAG_PRIVATE } from '../../uapi/kvm.ts';
 import { BinaryStatsFd } from './binary_stats.ts';
 import { JMP_R11, type GuestHarness } from './guest_harness.ts';
-import { cpuidMaxPhyAddr, decodeRegs, KVM_EXIT_IO_OUT, KVM_REGS_SIZE, KVM_SET_CPUID2, KVM_SREGS_SIZE, RUN, type RegName } from './kvm_structs.ts';
+import {
+  cpuidMaxPhyAddr,
+  decodeRegs,
+  KVM_EXIT_IO_OUT,
+  KVM_REGS_SIZE,
+  KVM_SET_CPUID2,
+  KVM_SREGS_SIZE,
+  RUN,
+  type RegName,
+} from './kvm_structs.ts';
 import { check, getLibc, MAP_SHARED, PROT_READ, PROT_WRITE } from './libc.ts';
 import type { RealVm } from './real_vm.ts';
 import { ownFd, ownMapping, release, type Resource } from './resources.ts';
@@ -146,7 +155,11 @@ export class RealVcpu {
   }
   private statsFd(): BinaryStatsFd {
     if (this.stats) return this.stats.bsf;
-    const sfd = check(getLibc().ioctlInt(this.live('KVM_GET_STATS_FD'), KVM_IOCTL.KVM_GET_STATS_FD, 0), 'KVM_GET_STATS_FD', () => `vcpu ${this.id}`);
+    const sfd = check(
+      getLibc().ioctlInt(this.live('KVM_GET_STATS_FD'), KVM_IOCTL.KVM_GET_STATS_FD, 0),
+      'KVM_GET_STATS_FD',
+      () => `vcpu ${this.id}`,
+    );
     const res = ownFd(sfd, `vcpu ${this.id} stats`);
     try {
       this.stats = { bsf: new BinaryStatsFd(sfd), res };
@@ -186,7 +199,13 @@ export class RealVcpu {
       results.push(...r.results);
     }
     const ns = Number(process.hrtime.bigint() - t0);
-    return { results, vmStats: delta(vm0, this.vm.getStats()), vcpuStats: delta(vc0, this.getStats()), runs, ns };
+    return {
+      results,
+      vmStats: delta(vm0, this.vm.getStats()),
+      vcpuStats: delta(vc0, this.getStats()),
+      runs,
+      ns,
+    };
   }
 
   private prepareHarness(): GuestHarness {
@@ -205,12 +224,19 @@ export class RealVcpu {
     const s = this.vm.slotForGpa(gpa);
     // No slot: the fetch still happens and reports what KVM does (MMIO → emulation failure).
     if (!s) return;
-    if (s.guestMemfd !== null) throw new RangeError(`exec target ${hex(gpa)} is in a guest_memfd slot: the host cannot place code there`);
-    if (gpa % 4096 > 4096 - JMP_R11.length) throw new RangeError(`exec target ${hex(gpa)} must leave 3 bytes before the page end`);
+    if (s.guestMemfd !== null)
+      throw new RangeError(
+        `exec target ${hex(gpa)} is in a guest_memfd slot: the host cannot place code there`,
+      );
+    if (gpa % 4096 > 4096 - JMP_R11.length)
+      throw new RangeError(`exec target ${hex(gpa)} must leave 3 bytes before the page end`);
     this.vm.host.write(s.userspaceAddr + (gpa - s.guestPhysAddr), JMP_R11);
   }
 
-  private runBatch(h: GuestHarness, batch: readonly Required<GuestAccess>[]): { results: AccessResult[]; runs: number } {
+  private runBatch(
+    h: GuestHarness,
+    batch: readonly Required<GuestAccess>[],
+  ): { results: AccessResult[]; runs: number } {
     h.writeList(batch);
     const out: (AccessResult | null)[] = batch.map(() => null);
     this.setRegsRaw(h.regs(0, batch.length));
@@ -242,9 +268,16 @@ export class RealVcpu {
           private: (flags & BigInt(KVM_MEMORY_EXIT_FLAG_PRIVATE)) !== 0n,
         };
       } else if (reason === RUN_EFAULT) {
-        out[idx] = { exit: 'internal_error', gpa, reason: 'KVM_RUN failed with EFAULT (the slot\'s hva is not backed)' };
+        out[idx] = {
+          exit: 'internal_error',
+          gpa,
+          reason: "KVM_RUN failed with EFAULT (the slot's hva is not backed)",
+        };
       } else if (reason === KVM_EXIT.KVM_EXIT_INTERNAL_ERROR || reason === KVM_EXIT.KVM_EXIT_SHUTDOWN) {
-        const why = reason === KVM_EXIT.KVM_EXIT_SHUTDOWN ? 'KVM_EXIT_SHUTDOWN (triple fault)' : `KVM_EXIT_INTERNAL_ERROR suberror ${d.getUint32(RUN.internalSuberror, true)}`;
+        const why =
+          reason === KVM_EXIT.KVM_EXIT_SHUTDOWN
+            ? 'KVM_EXIT_SHUTDOWN (triple fault)'
+            : `KVM_EXIT_INTERNAL_ERROR suberror ${d.getUint32(RUN.internalSuberror, true)}`;
         out[idx] = { exit: 'internal_error', gpa, reason: why };
       } else {
         throw new Error(`unexpected exit reason ${reason} at access ${idx} (gpa ${hex(gpa)})`);
@@ -260,13 +293,15 @@ export class RealVcpu {
   /** The list index the program was at (rbx) when KVM_RUN exited. */
   private currentIndex(n: number, reason: number): number {
     const rbx = this.getRegs().rbx;
-    if (!Number.isInteger(rbx) || rbx < 0 || rbx >= n) throw new Error(`exit ${reason} outside the access list (rbx ${hex(rbx)})`);
+    if (!Number.isInteger(rbx) || rbx < 0 || rbx >= n)
+      throw new Error(`exit ${reason} outside the access list (rbx ${hex(rbx)})`);
     return rbx;
   }
 
   private noExit(gpa: number): AccessResult {
     const s = this.vm.slotForGpa(gpa);
-    const pfn = s && s.guestMemfd === null ? this.vm.host.pagemapPfn(s.userspaceAddr + (gpa - s.guestPhysAddr)) : null;
+    const pfn =
+      s && s.guestMemfd === null ? this.vm.host.pagemapPfn(s.userspaceAddr + (gpa - s.guestPhysAddr)) : null;
     return { exit: 'none', pfn: pfn ?? -1, level: 1, memtype: MEMTYPE_WB };
   }
 
@@ -286,11 +321,17 @@ export class RealVcpu {
 function normalizeAccess(a: GuestAccess, i: number, h: GuestHarness): Required<GuestAccess> {
   if (typeof a !== 'object' || a === null) throw new TypeError(`access ${i} must be an object`);
   const { gpa, kind } = a;
-  if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa >= 2 ** 47) throw new RangeError(`access ${i}: gpa ${String(gpa)} out of range`);
-  if (kind !== 'read' && kind !== 'write' && kind !== 'exec') throw new TypeError(`access ${i}: kind must be read|write|exec`);
-  if (h.contains(gpa)) throw new RangeError(`access ${i}: gpa ${hex(gpa)} is inside the harness slot; move the harness (harness.gpa)`);
+  if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa >= 2 ** 47)
+    throw new RangeError(`access ${i}: gpa ${String(gpa)} out of range`);
+  if (kind !== 'read' && kind !== 'write' && kind !== 'exec')
+    throw new TypeError(`access ${i}: kind must be read|write|exec`);
+  if (h.contains(gpa))
+    throw new RangeError(
+      `access ${i}: gpa ${hex(gpa)} is inside the harness slot; move the harness (harness.gpa)`,
+    );
   const value = a.value ?? 0;
-  if (!Number.isInteger(value) || value < 0 || value > 255) throw new RangeError(`access ${i}: value must be a byte`);
+  if (!Number.isInteger(value) || value < 0 || value > 255)
+    throw new RangeError(`access ${i}: value must be a byte`);
   return { gpa, kind, value };
 }
 

@@ -8,28 +8,36 @@
  * back) because KVM_GET_DIRTY_LOG copies ALIGN(npages, 64)/8 bytes out and the caller must size the
  * buffer, and because guest accesses need a slot's hva.
  */
-import { copyIn, readU32, readU64, type U64 } from '../../kvm/args.ts';
+import { copyIn, readU32, type U64 } from '../../kvm/args.ts';
 import type {
-  KvmClearDirtyLog, KvmCreateGuestMemfd, KvmEnableCap, KvmMemoryAttributes, KvmUserspaceMemoryRegion,
+  KvmClearDirtyLog,
+  KvmCreateGuestMemfd,
+  KvmEnableCap,
+  KvmMemoryAttributes,
+  KvmUserspaceMemoryRegion,
   KvmUserspaceMemoryRegion2,
 } from '../../kvm/api_types.ts';
 import { KvmError, hex } from '../../kvm/kvm_error.ts';
 import { KVM_IOCTL, STRUCT_SIZE } from '../../uapi/kvm.ts';
 import { BinaryStatsFd } from './binary_stats.ts';
 import { DEFAULT_HARNESS, GuestHarness, type HarnessConfig } from './guest_harness.ts';
-import { CPUID_ENTRY_SIZE, cstruct, encodeRegion2, KVM_GET_SUPPORTED_CPUID, setU64 } from './kvm_structs.ts';
+import { CPUID_ENTRY_SIZE, cstruct, encodeRegion2, KVM_GET_SUPPORTED_CPUID } from './kvm_structs.ts';
 import { check, getLibc } from './libc.ts';
 import type { RealHost } from './real_host.ts';
 import { RealVcpu } from './real_vcpu.ts';
 import { GuardedScratch, own, ownFd, release, type Resource } from './resources.ts';
-
-const REGION = { slot: 'u32', flags: 'u32', guestPhysAddr: 'u64', memorySize: 'u64', userspaceAddr: 'u64' } as const;
-const REGION2 = { ...REGION, guestMemfdOffset: 'u64', guestMemfd: 'fd', pad1: 'u32', pad2: 'u64' } as const;
-const GMEM = { size: 'u64', flags: 'u64' } as const;
-const ATTRS = { address: 'u64', size: 'u64', attributes: 'u64', flags: 'u64' } as const;
-const CLEAR = { slot: 'u32', numPages: 'u32', firstPage: 'u64', bitmap: 'bytes' } as const;
-/** A copied-in region: the V1 fields, plus the V2 ones when the V2 ioctl is used. */
-type Region = { slot: number; flags: number; guestPhysAddr: U64; memorySize: U64; userspaceAddr: U64; guestMemfdOffset?: U64; guestMemfd?: number; pad1?: number; pad2?: U64 };
+import {
+  copyInClearDirtyLog,
+  describeRegion,
+  encodeClearDirtyLog,
+  encodeCreateGuestMemfd,
+  encodeDirtyLog,
+  encodeEnableCap,
+  encodeMemoryAttributes,
+  REGION,
+  REGION2,
+  type Region,
+} from './vm_args.ts';
 
 /** A memslot as last set successfully through this object. */
 export interface TrackedSlot {
@@ -57,10 +65,6 @@ export interface RealVmOptions {
 }
 
 const u64n = (v: U64): number => (typeof v === 'bigint' ? Number(v) : v);
-const dkv = (o: Record<string, unknown>): string =>
-  Object.entries(o)
-    .map(([k, v]) => `${k} ${typeof v === 'number' || typeof v === 'bigint' ? hex(v) : String(v)}`)
-    .join(' ');
 
 export class RealVm {
   private closed = false;
@@ -90,7 +94,9 @@ export class RealVm {
     const zd: string | undefined = opts.zapDesign;
     if (zd !== undefined && zd !== 'quirk') {
       release(this.res);
-      throw new TypeError(`zapDesign '${zd}' is a model-only ABI; the real kernel implements 'quirk' (KVM_X86_QUIRK_SLOT_ZAP_ALL)`);
+      throw new TypeError(
+        `zapDesign '${zd}' is a model-only ABI; the real kernel implements 'quirk' (KVM_X86_QUIRK_SLOT_ZAP_ALL)`,
+      );
     }
     this.harnessConfig = { ...DEFAULT_HARNESS, ...(opts.harness ?? {}) };
   }
@@ -104,7 +110,11 @@ export class RealVm {
   checkExtension(cap: number): number {
     const c = readU32('KVM_CHECK_EXTENSION', 'cap', cap);
     const fd = this.live('KVM_CHECK_EXTENSION');
-    return check(getLibc().ioctlInt(fd, KVM_IOCTL.KVM_CHECK_EXTENSION, c), 'KVM_CHECK_EXTENSION', () => `cap ${c}`);
+    return check(
+      getLibc().ioctlInt(fd, KVM_IOCTL.KVM_CHECK_EXTENSION, c),
+      'KVM_CHECK_EXTENSION',
+      () => `cap ${c}`,
+    );
   }
 
   /** KVM_SET_USER_MEMORY_REGION */
@@ -142,8 +152,7 @@ export class RealVm {
     this.live(name);
     const err = this.setRegionErrno(r, v2);
     if (err) {
-      const f = `slot ${hex(r.slot)} flags ${hex(r.flags)} guest_phys_addr ${hex(r.guestPhysAddr)} memory_size ${hex(r.memorySize)} userspace_addr ${hex(r.userspaceAddr)}`;
-      throw new KvmError(err, name, v2 ? `${f} guest_memfd_offset ${hex(r.guestMemfdOffset ?? 0)} guest_memfd ${hex(r.guestMemfd ?? 0)}` : f);
+      throw new KvmError(err, name, describeRegion(r, v2));
     }
   }
 
@@ -166,8 +175,13 @@ export class RealVm {
     else {
       const gmem = v2 && r.flags & 4 ? (r.guestMemfd ?? 0) : null;
       this.tracked.set(r.slot, {
-        slot: r.slot, flags: r.flags, guestPhysAddr: u64n(r.guestPhysAddr), memorySize: size,
-        userspaceAddr: u64n(r.userspaceAddr), guestMemfd: gmem, guestMemfdOffset: u64n(r.guestMemfdOffset ?? 0),
+        slot: r.slot,
+        flags: r.flags,
+        guestPhysAddr: u64n(r.guestPhysAddr),
+        memorySize: size,
+        userspaceAddr: u64n(r.userspaceAddr),
+        guestMemfd: gmem,
+        guestMemfdOffset: u64n(r.guestMemfdOffset ?? 0),
       });
     }
   }
@@ -185,14 +199,15 @@ export class RealVm {
     return null;
   }
 
-  /** KVM_CREATE_GUEST_MEMFD; the fd is owned by this VM (closed with it) and closable via host.close. */
+  /** KVM_CREATE_GUEST_MEMFD; the fd is owned by this VM (closed with it) and closable via kvm.close(fd). */
   createGuestMemfd(arg: KvmCreateGuestMemfd): number {
-    const a = copyIn('KVM_CREATE_GUEST_MEMFD', arg, GMEM);
-    const fd = this.live('KVM_CREATE_GUEST_MEMFD');
-    const { bytes, dv } = cstruct(STRUCT_SIZE.kvm_create_guest_memfd);
-    setU64(dv, 0, a.size);
-    setU64(dv, 8, a.flags);
-    const gfd = check(getLibc().ioctlBuf(fd, KVM_IOCTL.KVM_CREATE_GUEST_MEMFD, bytes), 'KVM_CREATE_GUEST_MEMFD', () => dkv({ size: a.size, flags: a.flags }));
+    const name = 'KVM_CREATE_GUEST_MEMFD';
+    const e = encodeCreateGuestMemfd(arg);
+    const gfd = check(
+      getLibc().ioctlBuf(this.live(name), KVM_IOCTL.KVM_CREATE_GUEST_MEMFD, e.bytes),
+      name,
+      e.detail,
+    );
     this.host.adoptFd(gfd, 'guest_memfd');
     this.gmemFds.push({ fd: gfd, res: this.host.fdResource(gfd)! });
     return gfd;
@@ -200,31 +215,19 @@ export class RealVm {
 
   /** KVM_SET_MEMORY_ATTRIBUTES */
   setMemoryAttributes(arg: KvmMemoryAttributes): void {
-    const a = copyIn('KVM_SET_MEMORY_ATTRIBUTES', arg, ATTRS);
-    const fd = this.live('KVM_SET_MEMORY_ATTRIBUTES');
-    const { bytes, dv } = cstruct(STRUCT_SIZE.kvm_memory_attributes);
-    setU64(dv, 0, a.address);
-    setU64(dv, 8, a.size);
-    setU64(dv, 16, a.attributes);
-    setU64(dv, 24, a.flags);
-    check(getLibc().ioctlBuf(fd, KVM_IOCTL.KVM_SET_MEMORY_ATTRIBUTES, bytes), 'KVM_SET_MEMORY_ATTRIBUTES', () => dkv(a));
+    const name = 'KVM_SET_MEMORY_ATTRIBUTES';
+    const e = encodeMemoryAttributes(arg);
+    check(getLibc().ioctlBuf(this.live(name), KVM_IOCTL.KVM_SET_MEMORY_ATTRIBUTES, e.bytes), name, e.detail);
   }
 
   /** KVM_ENABLE_CAP on the VM fd; args are up to 4 u64 (missing ones are 0). */
   enableCap(arg: KvmEnableCap): void {
-    const name = 'KVM_ENABLE_CAP';
-    if (typeof arg !== 'object' || arg === null) throw new KvmError('EFAULT', name, 'argument must be a struct object');
-    const a = copyIn(name, { cap: arg.cap, flags: arg.flags }, { cap: 'u32', flags: 'u32' });
-    for (const k of Object.keys(arg)) if (!['cap', 'flags', 'args'].includes(k)) throw new KvmError('EINVAL', name, `field '${k}' is not a field of this struct`);
-    const args = arg.args ?? [];
-    if (!Array.isArray(args) || args.length > 4) throw new KvmError('EINVAL', name, `field 'args' must be an array of at most 4 u64`);
-    const vals = args.map((v, i) => readU64(name, `args[${i}]`, v));
-    const fd = this.live(name);
-    const { bytes, dv } = cstruct(STRUCT_SIZE.kvm_enable_cap);
-    dv.setUint32(0, a.cap, true);
-    dv.setUint32(4, a.flags, true);
-    vals.forEach((v, i) => setU64(dv, 8 + 8 * i, v));
-    check(getLibc().ioctlBuf(fd, KVM_IOCTL.KVM_ENABLE_CAP, bytes), name, () => `cap ${a.cap} flags ${hex(a.flags)} args [${vals.map((v) => hex(v)).join(', ')}]`);
+    const e = encodeEnableCap(arg);
+    check(
+      getLibc().ioctlBuf(this.live('KVM_ENABLE_CAP'), KVM_IOCTL.KVM_ENABLE_CAP, e.bytes),
+      'KVM_ENABLE_CAP',
+      e.detail,
+    );
   }
 
   /** KVM_GET_DIRTY_LOG: the slot's bitmap, ALIGN(npages, 64)/8 bytes, kernel bit order. */
@@ -236,36 +239,37 @@ export class RealVm {
     const n = t ? Math.ceil(t.memorySize / 4096 / 64) * 8 : 0;
     // An untracked slot cannot have a bitmap; pass NULL so a kernel that disagreed would EFAULT, not scribble.
     const buf = n ? this.scratch.place(n) : { addr: 0, bytes: new Uint8Array(0) };
-    const { bytes, dv } = cstruct(STRUCT_SIZE.kvm_dirty_log);
-    dv.setUint32(0, slot, true);
-    setU64(dv, 8, buf.addr);
-    check(getLibc().ioctlBuf(fd, KVM_IOCTL.KVM_GET_DIRTY_LOG, bytes), name, () => `slot ${hex(slot)}`);
+    check(
+      getLibc().ioctlBuf(fd, KVM_IOCTL.KVM_GET_DIRTY_LOG, encodeDirtyLog(slot, buf.addr)),
+      name,
+      () => `slot ${hex(slot)}`,
+    );
     return buf.bytes.slice();
   }
 
   /** KVM_CLEAR_DIRTY_LOG. A bitmap shorter than ALIGN(numPages, 64)/8 bytes faults (EFAULT), as in C. */
   clearDirtyLog(arg: KvmClearDirtyLog): void {
     const name = 'KVM_CLEAR_DIRTY_LOG';
-    const a = copyIn(name, arg, CLEAR);
+    const a = copyInClearDirtyLog(arg);
     const fd = this.live(name);
-    let addr = 0;
+    let addr = 0; // no bitmap: NULL, which the kernel's copy_from_user rejects with EFAULT
     if (a.bitmap) {
       const b = this.scratch.place(a.bitmap.length);
       b.bytes.set(a.bitmap);
       addr = b.addr;
     }
-    const { bytes, dv } = cstruct(STRUCT_SIZE.kvm_clear_dirty_log);
-    dv.setUint32(0, a.slot, true);
-    dv.setUint32(4, a.numPages, true);
-    setU64(dv, 8, a.firstPage);
-    setU64(dv, 16, addr);
-    check(getLibc().ioctlBuf(fd, KVM_IOCTL.KVM_CLEAR_DIRTY_LOG, bytes), name, () => `slot ${hex(a.slot)} first_page ${hex(a.firstPage)} num_pages ${hex(a.numPages)}`);
+    const e = encodeClearDirtyLog(a, addr);
+    check(getLibc().ioctlBuf(fd, KVM_IOCTL.KVM_CLEAR_DIRTY_LOG, e.bytes), name, e.detail);
   }
 
   /** KVM_SET_NR_MMU_PAGES */
   setNrMmuPages(n: number): void {
     const v = readU32('KVM_SET_NR_MMU_PAGES', 'n', n);
-    check(getLibc().ioctlInt(this.live('KVM_SET_NR_MMU_PAGES'), KVM_IOCTL.KVM_SET_NR_MMU_PAGES, v), 'KVM_SET_NR_MMU_PAGES', () => `${hex(v)}`);
+    check(
+      getLibc().ioctlInt(this.live('KVM_SET_NR_MMU_PAGES'), KVM_IOCTL.KVM_SET_NR_MMU_PAGES, v),
+      'KVM_SET_NR_MMU_PAGES',
+      () => `${hex(v)}`,
+    );
   }
 
   private statsFd(): BinaryStatsFd {
@@ -295,7 +299,11 @@ export class RealVm {
   createVcpu(id: number): RealVcpu {
     const name = 'KVM_CREATE_VCPU';
     const v = readU32(name, 'id', id);
-    const vfd = check(getLibc().ioctlInt(this.live(name), KVM_IOCTL.KVM_CREATE_VCPU, v), name, () => `id ${hex(v)}`);
+    const vfd = check(
+      getLibc().ioctlInt(this.live(name), KVM_IOCTL.KVM_CREATE_VCPU, v),
+      name,
+      () => `id ${hex(v)}`,
+    );
     const vcpu = new RealVcpu(this, v, vfd); // owns vfd; releases it itself if its setup fails
     this.vcpus.set(v, vcpu);
     return vcpu;
@@ -309,7 +317,11 @@ export class RealVm {
     const max = 256;
     const b = new Uint8Array(8 + max * CPUID_ENTRY_SIZE);
     new DataView(b.buffer).setUint32(0, max, true);
-    check(getLibc().ioctlBuf(this.kvmFd, KVM_GET_SUPPORTED_CPUID, b), 'KVM_GET_SUPPORTED_CPUID', () => `nent ${max}`);
+    check(
+      getLibc().ioctlBuf(this.kvmFd, KVM_GET_SUPPORTED_CPUID, b),
+      'KVM_GET_SUPPORTED_CPUID',
+      () => `nent ${max}`,
+    );
     const n = new DataView(b.buffer).getUint32(0, true);
     this.cpuid = b.slice(0, 8 + n * CPUID_ENTRY_SIZE);
     return this.cpuid;
@@ -322,7 +334,12 @@ export class RealVm {
     const hva = this.host.mmap(cfg.size);
     try {
       const h = new GuestHarness(cfg, this.host.view(hva, cfg.size));
-      this.setUserMemoryRegion({ slot: cfg.slot, guestPhysAddr: cfg.gpa, memorySize: cfg.size, userspaceAddr: hva });
+      this.setUserMemoryRegion({
+        slot: cfg.slot,
+        guestPhysAddr: cfg.gpa,
+        memorySize: cfg.size,
+        userspaceAddr: hva,
+      });
       this.harnessState = { h, res: own({ label: 'harness', release: () => this.host.munmap(hva) }) };
       return h;
     } catch (e) {

@@ -16,7 +16,11 @@ const one = (f: (e: X86Encoder) => void) => {
 
 describe('X86Encoder', () => {
   it.each([
-    ['movabs $0x1122334455667788,%rax', (e: X86Encoder) => e.movImm64(R.rax, 0x1122334455667788n), '48b88877665544332211'],
+    [
+      'movabs $0x1122334455667788,%rax',
+      (e: X86Encoder) => e.movImm64(R.rax, 0x1122334455667788n),
+      '48b88877665544332211',
+    ],
     ['movabs $-1,%r15', (e: X86Encoder) => e.movImm64(R.r15, -1), '49bfffffffffffffffff'],
     ['mov $0x10,%edx', (e: X86Encoder) => e.movImm32(R.rdx, 0x10), 'ba10000000'],
     ['mov $0x10,%r9d', (e: X86Encoder) => e.movImm32(R.r9, 0x10), '41b910000000'],
