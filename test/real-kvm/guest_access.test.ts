@@ -214,6 +214,17 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: CPL3 guest accesses', () => {
     expect(r.results.map((x) => x.exit)).toEqual(['internal_error', 'internal_error']);
   });
 
+  it('a test slot where the harness goes is EEXIST with a hint; harness.gpa moves the harness', () => {
+    const H = 0xf_c000_0000;
+    using vm = kvm.createVm(0);
+    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: H, memorySize: P, userspaceAddr: 0 });
+    expect(() => vm.createVcpu(0).access(A, 'read')).toThrow(/EEXIST.*harness\.gpa/);
+    using vm2 = kvm.createVm(0, { harness: { gpa: 0xe_0000_0000, slot: 100 } });
+    vm2.setUserMemoryRegion({ slot: 1, guestPhysAddr: H, memorySize: P, userspaceAddr: 0 });
+    expect(vm2.createVcpu(0).access(A, 'read')).toEqual({ exit: 'mmio', gpa: A, write: false });
+    expect(vm2.slots().get(100)).toMatchObject({ guestPhysAddr: 0xe_0000_0000, memorySize: 4 << 20 });
+  });
+
   it('dirty logging sees exactly the pages the guest wrote', () => {
     const { vm } = vmWithSlot(128, KVM_MEM_LOG_DIRTY_PAGES);
     using _vm = vm;

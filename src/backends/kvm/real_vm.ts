@@ -344,6 +344,13 @@ export class RealVm {
       return h;
     } catch (e) {
       this.host.munmap(hva);
+      if (e instanceof KvmError && (e.code === 'EEXIST' || e.code === 'EINVAL')) {
+        throw new KvmError(
+          e.code,
+          e.syscall,
+          `${e.message.slice(`${e.syscall}: ${e.code}: `.length)} (installing the access harness: pass another harness.gpa/slot)`,
+        );
+      }
       throw e;
     }
   }
