@@ -13,9 +13,9 @@ import type { RealVm } from '../../src/backends/kvm/real_vm.ts';
 import type { GuestAccess } from '../../src/backends/kvm/real_vcpu.ts';
 import { KVM_CAP, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY } from '../../src/uapi/kvm.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../../src/uapi/kvm_x86.ts';
-import { REAL_KVM, announceSkip, nonzero, statDelta } from './env.ts';
+import { PVM_HOST, announceSkip, nonzero, statDelta } from './env.ts';
 
-announceSkip('guest_access');
+announceSkip('guest_access', true);
 
 const P = 4096;
 const A = 0x8000_0000; // 2 GiB: the slot the guest touches
@@ -23,7 +23,7 @@ const V = 0x4000_0000; // 1 GiB: the "other" slot that gets deleted
 const pages = (base: number, n: number, kind: GuestAccess['kind'] = 'read'): GuestAccess[] =>
   Array.from({ length: n }, (_, i) => ({ gpa: base + i * P, kind }));
 
-describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: CPL3 guest accesses', () => {
+describe.skipIf(!PVM_HOST)('real /dev/kvm: CPL3 guest accesses', () => {
   let kvm: RealKvm;
   beforeAll(() => {
     kvm = new RealKvm();
@@ -241,7 +241,7 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: CPL3 guest accesses', () => {
   });
 });
 
-describe.skipIf(!REAL_KVM.ok)(
+describe.skipIf(!PVM_HOST)(
   'real /dev/kvm: deleting another slot, KVM_X86_QUIRK_SLOT_ZAP_ALL on vs off',
   () => {
     let kvm: RealKvm;

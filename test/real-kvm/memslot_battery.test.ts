@@ -12,9 +12,9 @@ import {
   KVM_MEM_LOG_DIRTY_PAGES,
   KVM_MEM_READONLY,
 } from '../../src/uapi/kvm.ts';
-import { REAL_KVM, announceSkip, errnoOf } from './env.ts';
+import { PVM_HOST, announceSkip, errnoOf } from './env.ts';
 
-announceSkip('memslot_battery');
+announceSkip('memslot_battery', true);
 
 const P = 4096;
 const S = 0x200000; // 2 MiB
@@ -23,7 +23,7 @@ const LOG = KVM_MEM_LOG_DIRTY_PAGES;
 const RO = KVM_MEM_READONLY;
 const GMEM = KVM_MEM_GUEST_MEMFD;
 
-describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: memslot ABI battery', () => {
+describe.skipIf(!PVM_HOST)('real /dev/kvm: memslot ABI battery', () => {
   let kvm: RealKvm;
   let vm: RealVm;
   let hva: number; // 8 MiB of MAP_NORESERVE backing, shared by the cases
