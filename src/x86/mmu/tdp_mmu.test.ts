@@ -170,6 +170,32 @@ describe('tdp_mmu_zap_leafs', () => {
   });
 });
 
+describe('batched 4K leaf zaps', () => {
+  it('match the per-SPTE path exactly (stats, survivors, SPTEs walked)', () => {
+    const run = (traced: boolean) => {
+      const { mmu, root } = setup(traced ? { trace: () => {} } : {});
+      let x = 7;
+      const gfns: number[] = [];
+      for (let i = 0; i < 3000; i++) gfns.push((x = (x * 1103515245 + 12345) >>> 0) % 0x4000);
+      for (const g of gfns) map(mmu, root, g, 1, g + 0x100000);
+      map(mmu, root, 0x40000, 3, 0x40000);
+      tdpMmuZapLeafs(mmu, root, 0x123, 0x2f05);
+      const survivors = gfns.filter((g) => lookup(mmu, root, g) !== null);
+      const afterLeafs = tdpMmuStats(mmu);
+      tdpMmuZapRoot(mmu, root, true);
+      return { mmu, survivors, afterLeafs };
+    };
+    const a = run(false);
+    const b = run(true);
+    expect(a.survivors.length).toBeGreaterThan(100);
+    expect(a.survivors.every((g) => g < 0x123 || g >= 0x2f05)).toBe(true);
+    expect(a.survivors).toEqual(b.survivors);
+    expect(a.afterLeafs).toEqual(b.afterLeafs);
+    expect(tdpMmuStats(a.mmu)).toEqual(tdpMmuStats(b.mmu));
+    expect(a.mmu.pool.live).toBe(1);
+  });
+});
+
 describe('tdp_mmu_zap_root and kvm_tdp_mmu_zap_sp', () => {
   it('frees every table of the root and returns the pool to its initial count', () => {
     const { mmu, root } = setup();
