@@ -19,13 +19,14 @@ export const PT64_ROOT_MAX_LEVEL = 5;
 /** KVM_PAGES_PER_HPAGE(level) for levels 0..6 (index = level). */
 export const PAGES_PER_LEVEL: readonly number[] = [0, 1, 512, 512 ** 2, 512 ** 3, 512 ** 4, 512 ** 5];
 
+/** 1 / KVM_PAGES_PER_HPAGE(level): exact powers of two, so `gfn * x` is an exact, cheap shift. */
+export const INV_PAGES_PER_LEVEL: readonly number[] = PAGES_PER_LEVEL.map((n) => (n === 0 ? 0 : 1 / n));
+
 /** SPTE_INDEX(gfn << PAGE_SHIFT, level); exact for gfns up to 2^53 (ToInt32 keeps the low bits). */
-export const spteIndex = (gfn: number, level: number): number => (gfn / PAGES_PER_LEVEL[level]!) & 511;
+export const spteIndex = (gfn: number, level: number): number => (gfn * INV_PAGES_PER_LEVEL[level]!) & 511;
 /** @kernel arch/x86/kvm/mmu/mmu_internal.h#gfn_round_for_level */
-export const roundGfnForLevel = (gfn: number, level: number): number => {
-  const n = PAGES_PER_LEVEL[level]!;
-  return Math.floor(gfn / n) * n;
-};
+export const roundGfnForLevel = (gfn: number, level: number): number =>
+  Math.floor(gfn * INV_PAGES_PER_LEVEL[level]!) * PAGES_PER_LEVEL[level]!;
 
 const EMPTY = new Int32Array(0);
 

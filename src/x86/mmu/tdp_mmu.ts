@@ -44,7 +44,7 @@ import {
   spToPfn,
   childTableOf,
 } from './sp_pool.ts';
-import { PAGES_PER_LEVEL, tdpIterNext, tdpIterStart, type TdpIter } from './tdp_iter.ts';
+import { INV_PAGES_PER_LEVEL, tdpIterNext, tdpIterStart, type TdpIter } from './tdp_iter.ts';
 import { tdpMmuAllocSp, tdpMmuIterSetSpte, tdpMmuSetSpte, tdpMmuSetSpteAtomic } from './tdp_mmu_spte.ts';
 import { EBUSY, kvmBugOn, warnOnce, type TdpMmu } from './tdp_mmu_state.ts';
 
@@ -349,7 +349,7 @@ export function kvmTdpMmuGetWalk(mmu: TdpMmu, root: number, gfn: number, out: Td
   let level = mmu.pool.role[root]! & 0xf;
   for (;;) {
     const arr = chunks[t >>> CHUNK_SHIFT]!;
-    const i = (t & CHUNK_MASK) * TABLE_WORDS + ((gfn / PAGES_PER_LEVEL[level]!) & 511);
+    const i = (t & CHUNK_MASK) * TABLE_WORDS + ((gfn * INV_PAGES_PER_LEVEL[level]!) & 511);
     const lo = arr[i]!;
     const hi = arr[i + HI_OFFSET]!;
     const present = (lo & SPTE_MMU_PRESENT_MASK) !== 0;
