@@ -40,6 +40,8 @@ export interface KvmGmemFile {
   flags: number;
   /** the bindings xarray, as sorted disjoint page ranges */
   bindings: KvmGmemBindingRange[];
+  /** the file's page cache: page index → host pfn */
+  pages: Map<number, number>;
 }
 
 export interface GmemVm {
@@ -119,4 +121,26 @@ export function kvmGmemUnbind(slot: KvmMemorySlot): void {
   const file = b.file as KvmGmemFile;
   file.bindings = file.bindings.filter((r) => r.slot !== slot);
   slot.gmem = null;
+}
+
+/**
+ * The pfn of the guest_memfd page backing `gfn` of `slot`, allocated on first use (the folio is created
+ * and, for a private page, prepared). Null if the page was punched out and the file cannot allocate.
+ * @kernel virt/kvm/guest_memfd.c#kvm_gmem_get_pfn
+ */
+export function kvmGmemGetPfn(
+  pool: { alloc(n: number): number },
+  slot: KvmMemorySlot,
+  gfn: number,
+): number | null {
+  const b = slot.gmem;
+  if (b === null) return null;
+  const file = b.file as KvmGmemFile;
+  const index = b.pgoff + (gfn - slot.baseGfn);
+  let pfn = file.pages.get(index);
+  if (pfn === undefined) {
+    pfn = pool.alloc(1);
+    file.pages.set(index, pfn);
+  }
+  return pfn;
 }

@@ -139,6 +139,7 @@ export class Vm extends VmState {
       size,
       flags,
       bindings: [],
+      pages: new Map(),
     }));
   }
 

@@ -217,7 +217,9 @@ export class VmState implements KvmArchMemslotHooks {
   /** @kernel virt/kvm/kvm_main.c#kvm_flush_remote_tlbs */
   flushRemoteTlbs(): void {
     this.stats.remote_tlb_flush_requests++;
+    // kvm_make_all_cpus_request(KVM_REQ_TLB_FLUSH): every vCPU flushes before it runs the guest again.
     for (const v of this.vcpus) v.requestTlbFlush();
+    this.model.tlb_flush_ipis += this.vcpus.length;
     this.stats.remote_tlb_flush++;
   }
 

@@ -5,8 +5,12 @@
  */
 import type { KvmGfnRange, KvmMemorySlot } from '../kvm/kvm_host.ts';
 import type { KvmMrChange } from '../uapi/kvm.ts';
+import type { Vcpu } from '../kvm/vcpu.ts';
+import type { AccessKind, AccessResult } from '../kvm/api_types.ts';
 
 export interface KvmMmuOps {
+  /** A guest access by vcpu (the CPU's translation, then EPT violations/misconfigs into the fault path). */
+  vcpuAccess(vcpu: Vcpu, gpa: number, kind: AccessKind, opts: { private?: boolean }): AccessResult;
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_all_fast */
   kvmMmuZapAllFast(): void;
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_memslot */

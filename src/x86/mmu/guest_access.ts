@@ -1,0 +1,278 @@
+/**
+ * One guest memory access, as the CPU and KVM handle it: VM entry services the vCPU's requests (free
+ * obsolete roots, TLB flush) and reloads a root; the CPU translates through its TLB, else walks the
+ * EPT; a present leaf with enough permission completes the access (and fills the TLB), an MMIO SPTE is
+ * an EPT misconfiguration (emulated as MMIO if its generation is current), anything else is an EPT
+ * violation that enters the fault path, after which the instruction is retried.
+ *
+ * Kernel counterpart: arch/x86/kvm/x86.c#vcpu_enter_guest (request servicing, kvm_mmu_reload),
+ * arch/x86/kvm/mmu/mmu.c (kvm_mmu_page_fault, handle_mmio_page_fault, check_mmio_spte,
+ * fast_page_fault for the dirty-logging write-protect case), arch/x86/kvm/vmx/vmx.c
+ * (handle_ept_violation, handle_ept_misconfig). The CPU side (TLB, walk, PML) is the model's own.
+ * Simplification: the walk reads the live SPTEs (no paging-structure caches beyond the TLB).
+ */
+import type { Vcpu } from '../../kvm/vcpu.ts';
+import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH } from '../../kvm/vcpu.ts';
+import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
+import { KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEMSLOT_INVALID } from '../../uapi/kvm.ts';
+import { markPageDirtyInSlot } from '../../kvm/dirty_log.ts';
+import { kvmTdpMmuGetWalk, type TdpWalkResult } from './tdp_mmu.ts';
+import {
+  isMmioSpte,
+  getMmioSpteGeneration,
+  spteToPfn,
+  PT_WRITABLE_MASK,
+  VMX_EPT_DIRTY_BIT,
+  VMX_EPT_ACCESS_BIT,
+  VMX_EPT_MT_MASK,
+  EPT_SPTE_MMU_WRITABLE_HI,
+  MMIO_SPTE_GEN_MASK,
+} from './spte.ts';
+import {
+  newPageFault,
+  kvmTdpMmuPageFault,
+  RET_PF_FIXED,
+  RET_PF_SPURIOUS,
+  RET_PF_EMULATE,
+  RET_PF_RETRY,
+  RET_PF_MEMORY_FAULT,
+  kvmMmuFaultinPfn,
+  kvmTdpMmuPageFaultLocked,
+  RET_PF_CONTINUE,
+  type KvmPageFault,
+} from './page_fault.ts';
+import type { X86Mmu } from './mmu.ts';
+import { tdpMmuIterWriteLeafBits } from './tdp_mmu_leaf_bits.ts';
+
+export interface AccessOptions {
+  private?: boolean;
+}
+
+/** How many times the guest re-executes a faulting instruction before the model reports 'retry'. */
+const MAX_REFAULTS = 8;
+const walk: TdpWalkResult = { lo: 0, hi: 0, level: 0 };
+
+/** VM entry: service requests, then make sure a root is loaded. @kernel arch/x86/kvm/x86.c#vcpu_enter_guest */
+export function vcpuEnterGuest(mmu: X86Mmu, vcpu: Vcpu): void {
+  if (vcpu.requests & KVM_REQ_MMU_FREE_OBSOLETE_ROOTS) {
+    vcpu.requests &= ~KVM_REQ_MMU_FREE_OBSOLETE_ROOTS;
+    mmu.kvmMmuFreeObsoleteRoots(vcpu);
+  }
+  if (vcpu.requests & KVM_REQ_TLB_FLUSH) {
+    vcpu.requests &= ~KVM_REQ_TLB_FLUSH;
+    vcpu.tlb.flushAll(); // kvm_vcpu_flush_tlb_all
+    vcpu.stats.tlb_flush++;
+  }
+  mmu.kvmMmuReload(vcpu);
+}
+
+interface Classified {
+  /** gfn the CPU translates (with the TDX shared bit for shared accesses) */
+  hwGfn: number;
+  /** gfn memslots are indexed by */
+  gfn: number;
+  isPrivate: boolean;
+}
+
+function classify(mmu: X86Mmu, gpa: number, opts: AccessOptions | undefined): Classified {
+  const vm = mmu.vm;
+  const hwGfn = Math.floor(gpa / 4096);
+  const bits = vm.arch.gfnDirectBits;
+  if (bits !== 0) {
+    // TDX: the shared bit selects the shared EPT; everything else is private (S-EPT, the mirror root).
+    const shared = Math.floor(hwGfn / bits) % 2 === 1;
+    return { hwGfn, gfn: shared ? hwGfn - bits : hwGfn, isPrivate: !shared };
+  }
+  const attrPrivate = vm.info.hasPrivateMem && (vm.memAttrs.get(hwGfn) & KVM_MEMORY_ATTRIBUTE_PRIVATE) !== 0;
+  return { hwGfn, gfn: hwGfn, isPrivate: opts?.private ?? attrPrivate };
+}
+
+/** vcpu.access(): one guest access, start to finish. */
+export function vcpuAccess(
+  mmu: X86Mmu,
+  vcpu: Vcpu,
+  gpa: number,
+  kind: AccessKind,
+  opts?: AccessOptions,
+): AccessResult {
+  const vm = mmu.vm;
+  if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa >= 2 ** 52)
+    throw new RangeError(`gpa ${String(gpa)} is not a guest physical address`);
+  if (kind !== 'read' && kind !== 'write' && kind !== 'exec')
+    throw new TypeError(`access kind must be read, write or exec (got ${String(kind)})`);
+  if (vm.dead) return { exit: 'vm_dead', gpa, reason: 'the VM is dead (KVM_BUG_ON or a fatal TDX error)' };
+  if (!vm.cfg.tdpMmu)
+    throw new TypeError(
+      'guest accesses need the TDP MMU: this host profile uses the shadow MMU, which the model does not have yet',
+    );
+  const c = classify(mmu, gpa, opts);
+  const write = kind === 'write';
+  for (let tries = 0; tries < MAX_REFAULTS; tries++) {
+    vcpuEnterGuest(mmu, vcpu);
+    const hit = translate(mmu, vcpu, c, write);
+    if (hit !== null) return hit;
+    const mmio = handleEptMisconfig(mmu, vcpu, c, gpa, write);
+    if (mmio !== null) return mmio;
+    // EPT violation
+    vcpu.stats.exits++;
+    vcpu.stats.pf_taken++;
+    if (mmu.trace)
+      mmu.trace({
+        name: 'kvm_page_fault',
+        vcpuId: vcpu.vcpuId,
+        gpa,
+        errorCode: write ? 2 : kind === 'exec' ? 4 : 1,
+      });
+    const fault = newPageFault(gpa, c.gfn, write, kind === 'exec', c.isPrivate);
+    const r = fastPageFault(mmu, vcpu, c, fault) ?? kvmTdpMmuPageFault(mmu, vcpu, fault);
+    const done = finishFault(mmu, vcpu, fault, r, gpa, c);
+    if (done !== null) return done;
+  }
+  return { exit: 'retry', gpa, reason: `still faulting after ${MAX_REFAULTS} tries` };
+}
+
+/**
+ * Account a fault's result as kvm_mmu_do_page_fault does, and turn it into an exit, or null if the guest
+ * simply re-executes the instruction.
+ */
+function finishFault(
+  mmu: X86Mmu,
+  vcpu: Vcpu,
+  fault: KvmPageFault,
+  r: number,
+  gpa: number,
+  c: Classified,
+): AccessResult | null {
+  const vm = mmu.vm;
+  switch (r) {
+    case RET_PF_FIXED:
+      vcpu.stats.pf_fixed++;
+      if (mmu.noteMapped(c.hwGfn)) vm.countModel('refaults');
+      return null;
+    case RET_PF_SPURIOUS:
+      vcpu.stats.pf_spurious++;
+      return null;
+    case RET_PF_EMULATE:
+      vcpu.stats.pf_emulate++;
+      vcpu.stats.mmio_exits++;
+      return { exit: 'mmio', gpa, write: fault.write };
+    case RET_PF_MEMORY_FAULT:
+      return { exit: 'memory_fault', gpa: gpa - (gpa % 4096), size: 4096, private: fault.isPrivate };
+    case RET_PF_RETRY: {
+      if (mmu.trace)
+        mmu.trace({ name: 'kvm_fault_retry', vcpuId: vcpu.vcpuId, gpa, reason: fault.retryReason });
+      vm.countModel('fault_retries');
+      // An INVALID slot stays INVALID until the memslot update finishes; the vCPU would spin until then.
+      const slot = vm.activeMemslots(vcpu.asId()).searchMemslots(c.gfn);
+      if (slot !== null && slot.flags & KVM_MEMSLOT_INVALID)
+        return { exit: 'retry', gpa, reason: fault.retryReason };
+      return null;
+    }
+  }
+  throw new Error(`unexpected fault result ${r}`);
+}
+
+/** The CPU's translation: TLB, then the EPT walk. Null if the access must exit. */
+function translate(mmu: X86Mmu, vcpu: Vcpu, c: Classified, write: boolean): AccessResult | null {
+  const t = vcpu.tlb.lookup(c.hwGfn);
+  if (t !== null && (!write || t.writable))
+    return { exit: 'none', pfn: t.pfn, level: t.level, memtype: t.memtype };
+  const root = c.isPrivate ? vcpu.mmu.mirrorRoot : vcpu.mmu.root;
+  if (root < 0 || !kvmTdpMmuGetWalk(mmu.tdp, root, c.hwGfn, walk)) return null;
+  let lo = walk.lo;
+  if (write && (lo & PT_WRITABLE_MASK) === 0) return null; // write-protected: EPT violation
+  const level = walk.level as 1 | 2 | 3;
+  // The CPU sets A (and D on a write) itself; with PML the D transition also logs the gfn.
+  const want = VMX_EPT_ACCESS_BIT | (write ? VMX_EPT_DIRTY_BIT : 0);
+  if ((lo & want) !== want) {
+    if (write && (lo & VMX_EPT_DIRTY_BIT) === 0) {
+      const slot = mmu.vm.activeMemslots(vcpu.asId()).searchMemslots(c.gfn);
+      if (slot !== null) markPageDirtyInSlot(slot, c.gfn);
+    }
+    lo = tdpMmuIterWriteLeafBits(mmu.tdp, root, c.hwGfn, lo | want);
+  }
+  const span = level === 1 ? 1 : level === 2 ? 512 : 262144;
+  const basePfn = spteToPfn(lo, walk.hi);
+  const pfn = basePfn + (c.hwGfn % span);
+  const memtype = (lo & VMX_EPT_MT_MASK) >>> 3;
+  // A clean writable entry is cached read-only so a later write walks again and sets D.
+  vcpu.tlb.fill(
+    c.hwGfn,
+    basePfn,
+    level,
+    (lo & PT_WRITABLE_MASK) !== 0 && (lo & VMX_EPT_DIRTY_BIT) !== 0,
+    memtype,
+  );
+  return { exit: 'none', pfn, level, memtype };
+}
+
+/**
+ * An MMIO SPTE under the gfn is an EPT misconfiguration: if its generation is current the access is
+ * emulated MMIO (no page fault is counted), else the fault path replaces it.
+ * @kernel arch/x86/kvm/mmu/mmu.c#handle_mmio_page_fault
+ */
+function handleEptMisconfig(
+  mmu: X86Mmu,
+  vcpu: Vcpu,
+  c: Classified,
+  gpa: number,
+  write: boolean,
+): AccessResult | null {
+  if (walk.level === 0 || !isMmioSpte(walk.lo, walk.hi, mmu.tdp.mmioValue)) return null;
+  const slots = mmu.vm.activeMemslots(vcpu.asId());
+  // check_mmio_spte: a memslot update in progress, or any generation change, makes the SPTE stale.
+  const current =
+    !slots.updateInProgress &&
+    getMmioSpteGeneration(walk.lo, walk.hi) === slots.generation % (MMIO_SPTE_GEN_MASK + 1);
+  walk.level = 0;
+  if (!current) return null;
+  vcpu.stats.exits++;
+  vcpu.stats.mmio_exits++;
+  void c;
+  return { exit: 'mmio', gpa, write };
+}
+
+/**
+ * A write to a present leaf that dirty logging write-protected but KVM still considers MMU-writable is
+ * fixed without mmu_lock: make it writable and log the gfn.
+ * @kernel arch/x86/kvm/mmu/mmu.c#fast_page_fault
+ */
+function fastPageFault(mmu: X86Mmu, vcpu: Vcpu, c: Classified, fault: KvmPageFault): number | null {
+  if (!fault.write || c.isPrivate) return null;
+  const root = vcpu.mmu.root;
+  if (root < 0 || !kvmTdpMmuGetWalk(mmu.tdp, root, c.hwGfn, walk)) return null;
+  if (walk.level !== 1 || (walk.lo & PT_WRITABLE_MASK) !== 0 || (walk.hi & EPT_SPTE_MMU_WRITABLE_HI) === 0)
+    return null;
+  tdpMmuIterWriteLeafBits(mmu.tdp, root, c.hwGfn, walk.lo | PT_WRITABLE_MASK | VMX_EPT_DIRTY_BIT);
+  const slot = mmu.vm.activeMemslots(vcpu.asId()).searchMemslots(c.gfn);
+  if (slot !== null) markPageDirtyInSlot(slot, c.gfn);
+  vcpu.stats.pf_fast++;
+  return RET_PF_FIXED;
+}
+
+/**
+ * Stepwise driving for race tests: run the fault up to the end of phase 2 (pfn obtained, mmu_lock not
+ * yet taken) and return a function that takes the lock, rechecks and installs. Between the two the
+ * caller may run host events or memslot updates.
+ */
+export function beginFault(
+  mmu: X86Mmu,
+  vcpu: Vcpu,
+  gpa: number,
+  kind: AccessKind,
+): { fault: KvmPageFault; r: number; finish: () => AccessResult } {
+  vcpuEnterGuest(mmu, vcpu);
+  const c = classify(mmu, gpa, undefined);
+  vcpu.stats.exits++;
+  vcpu.stats.pf_taken++;
+  const fault = newPageFault(gpa, c.gfn, kind === 'write', kind === 'exec', c.isPrivate);
+  const r = kvmMmuFaultinPfn(mmu, vcpu, fault);
+  const finish = (): AccessResult => {
+    const r2 = r === RET_PF_CONTINUE ? kvmTdpMmuPageFaultLocked(mmu, vcpu, fault) : r;
+    const done = finishFault(mmu, vcpu, fault, r2, gpa, c);
+    if (done !== null) return done;
+    // The guest re-executes the instruction.
+    return vcpuAccess(mmu, vcpu, gpa, kind);
+  };
+  return { fault, r, finish };
+}

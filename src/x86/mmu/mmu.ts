@@ -1,0 +1,253 @@
+/**
+ * The x86 MMU as the rest of KVM calls it: the memslot zaps (zap-all-fast, the precise memslot zap, the
+ * RFC's leafs-only zap), kvm_unmap_gfn_range for notifiers and attribute changes, dirty-logging
+ * transitions, MMIO-generation invalidation, teardown, and the vCPU root lifecycle. The fault path is in
+ * page_fault.ts, the guest's side of an access in guest_access.ts.
+ *
+ * Kernel counterpart: arch/x86/kvm/mmu/mmu.c (kvm_mmu_zap_all_fast, kvm_mmu_zap_memslot,
+ * kvm_unmap_gfn_range, kvm_mmu_invalidate_mmio_sptes, kvm_arch_flush_shadow_all, kvm_mmu_load,
+ * kvm_mmu_free_obsolete_roots, kvm_mmu_slot_apply_flags' MMU half) on a TDP-MMU host.
+ * Simplifications: no shadow MMU yet (tdpMmu: false hosts cannot run guest accesses); no async page
+ * faults; one mmu_lock holder at a time (the model is sequential), so read/write locking is implicit.
+ */
+import type { KvmGfnRange, KvmMemorySlot } from '../../kvm/kvm_host.ts';
+import { KVM_FILTER_PRIVATE, KVM_FILTER_SHARED } from '../../kvm/kvm_host.ts';
+import type { VmState } from '../../kvm/vm_state.ts';
+import type { Vcpu } from '../../kvm/vcpu.ts';
+import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS } from '../../kvm/vcpu.ts';
+import {
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEM_READONLY,
+  KVM_DIRTY_LOG_INITIALLY_SET,
+  type KvmMrChange,
+} from '../../uapi/kvm.ts';
+import type { KvmMmuOps } from '../mmu_ops.ts';
+import { kvmMmuMaxGfn } from '../x86.ts';
+import { TdpMmu, KVM_DIRECT_ROOTS, KVM_MIRROR_ROOTS, tdpMmuStats } from './tdp_mmu_state.ts';
+import {
+  kvmTdpMmuAllocRoot,
+  kvmTdpMmuInvalidateRoots,
+  kvmTdpMmuPutRoot,
+  kvmTdpMmuUnmapGfnRange,
+  kvmTdpMmuZapAll,
+  kvmTdpMmuZapInvalidatedRoots,
+} from './tdp_mmu_root.ts';
+import {
+  kvmTdpMmuClearDirtyPtMasked,
+  kvmTdpMmuClearDirtySlot,
+  kvmTdpMmuWrprotSlot,
+} from './tdp_mmu_dirty.ts';
+import { tdpRootRole, ROLE_INVALID } from './mmu_internal.ts';
+import { MMIO_SPTE_GEN_MASK } from './spte.ts';
+import type { KvmTraceSink } from '../../kvm/kvm_trace.ts';
+import { vcpuAccess, type AccessOptions } from './guest_access.ts';
+import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
+
+/** Per-vCPU MMU state (struct kvm_mmu's roots). */
+export interface VcpuMmu {
+  /** mmu->root.hpa as a pool index, -1 = INVALID_PAGE */
+  root: number;
+  /** mmu->mirror_root_hpa (TDX) */
+  mirrorRoot: number;
+}
+
+export class X86Mmu implements KvmMmuOps {
+  readonly tdp: TdpMmu;
+  /** kvm->arch.mmu_valid_gen (toggled by zap-all-fast; only shadow pages carry it) */
+  mmuValidGen = 0;
+  /** gfns that have ever been mapped, 32768 per chunk: a fault on one of them is a refault. */
+  private readonly everMapped = new Map<number, Uint8Array>();
+  /** Trace sink (null = off: one branch). */
+  trace: KvmTraceSink | undefined;
+
+  constructor(readonly vm: VmState) {
+    this.tdp = new TdpMmu({
+      env: {
+        kvmBugOn: (what) => vm.kvmBugOn(true, 'INV-TDP-BUG', what),
+        warnOnce: (what) => vm.warnOnce(true, 'INV-TDP-WARN:' + what, what),
+        flushRemoteTlbs: () => vm.flushRemoteTlbs(),
+      },
+      maxGfnExclusive: kvmMmuMaxGfn(vm.cfg) + 1,
+    });
+  }
+
+  /** The root role for a vCPU in address space asId. */
+  private rootRole(asId: number, mirror: boolean): number {
+    return tdpRootRole({ asId, level: this.vm.cfg.maxPhyAddr > 48 ? 5 : 4, isMirror: mirror });
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_load (mmu_alloc_direct_roots) */
+  kvmMmuLoad(vcpu: Vcpu): void {
+    const m = vcpu.mmu;
+    // TDX: the mirror root first, then the shared (direct) root.
+    if (this.vm.info.hasMirroredTdp && m.mirrorRoot < 0)
+      m.mirrorRoot = kvmTdpMmuAllocRoot(this.tdp, this.rootRole(0, true));
+    m.root = kvmTdpMmuAllocRoot(this.tdp, this.rootRole(0, false));
+    // kvm_mmu_flush_tlb_current: a freshly loaded root starts with a clean TLB, which is why zapping
+    // invalidated roots needs no remote flush.
+    vcpu.tlb.flushAll();
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_reload */
+  kvmMmuReload(vcpu: Vcpu): void {
+    if (vcpu.mmu.root < 0) this.kvmMmuLoad(vcpu);
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_free_obsolete_roots */
+  kvmMmuFreeObsoleteRoots(vcpu: Vcpu): void {
+    const m = vcpu.mmu;
+    if (m.root >= 0 && (this.tdp.pool.role[m.root]! & ROLE_INVALID) !== 0) {
+      kvmTdpMmuPutRoot(this.tdp, m.root);
+      m.root = -1;
+    }
+  }
+
+  /** The guest touches gpa: see guest_access.ts. */
+  vcpuAccess(vcpu: Vcpu, gpa: number, kind: AccessKind, opts?: AccessOptions): AccessResult {
+    return vcpuAccess(this, vcpu, gpa, kind, opts);
+  }
+
+  /**
+   * Nuke-and-pave: invalidate every direct root (never a TDX mirror root), make every vCPU drop its
+   * root, then zap the invalidated roots' SPTEs before returning — with no TLB flush, because the
+   * vCPUs flush when they load their new roots.
+   * @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_all_fast
+   */
+  kvmMmuZapAllFast(): void {
+    this.mmuValidGen ^= 1;
+    if (this.trace)
+      this.trace({ name: 'kvm_mmu_zap_all_fast', mmuValidGen: this.mmuValidGen, mmuUsedPages: 0 });
+    kvmTdpMmuInvalidateRoots(this.tdp, KVM_DIRECT_ROOTS);
+    for (const v of this.vm.vcpus) {
+      v.makeRequest(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS);
+      v.kick();
+    }
+    kvmTdpMmuZapInvalidatedRoots(this.tdp, true);
+    this.syncCounters();
+  }
+
+  /**
+   * The precise zap: unmap the slot's gfns, private and shared, in every root of its address space
+   * (valid and invalid); flush if anything mapped was zapped.
+   * @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_memslot
+   */
+  kvmMmuZapMemslot(slot: KvmMemorySlot): void {
+    const flush = this.kvmUnmapGfnRange({
+      slot,
+      start: slot.baseGfn,
+      end: (slot.baseGfn + slot.npages) as typeof slot.baseGfn,
+      attrFilter: KVM_FILTER_PRIVATE | KVM_FILTER_SHARED,
+      mayBlock: true,
+    });
+    // kvm_mmu_zap_memslot_pages_and_flush: no shadow pages exist on a TDP-only VM, so only the flush.
+    if (flush) this.vm.flushRemoteTlbs();
+  }
+
+  /** The RFC's KVM_MEM_ZAP_LEAFS_ONLY path: kvm_tdp_mmu_unmap_gfn_range over the slot, then a full flush. */
+  kvmMmuZapMemslotLeafs(slot: KvmMemorySlot): void {
+    this.kvmMmuZapMemslot(slot);
+  }
+
+  /**
+   * Zap the mappings of [range.start, range.end) in the slot's address space; true if a TLB flush is owed.
+   * @kernel arch/x86/kvm/mmu/mmu.c#kvm_unmap_gfn_range
+   */
+  kvmUnmapGfnRange(range: KvmGfnRange): boolean {
+    let types = 0;
+    // kvm_gfn_range_filter_to_root_types: without mirrored TDP everything lives in direct roots.
+    if (!this.vm.info.hasMirroredTdp) types = KVM_DIRECT_ROOTS;
+    else {
+      if (range.attrFilter & KVM_FILTER_PRIVATE) types |= KVM_MIRROR_ROOTS;
+      if (range.attrFilter & KVM_FILTER_SHARED) types |= KVM_DIRECT_ROOTS;
+    }
+    const flush = kvmTdpMmuUnmapGfnRange(
+      this.tdp,
+      range.slot.asId,
+      range.start,
+      range.end,
+      types,
+      range.mayBlock,
+      false,
+    );
+    this.syncCounters();
+    return flush;
+  }
+
+  /** @kernel arch/x86/kvm/x86.c#kvm_mmu_slot_apply_flags */
+  kvmMmuSlotApplyFlags(old: KvmMemorySlot | null, nu: KvmMemorySlot | null, change: KvmMrChange): void {
+    if (change !== 'FLAGS_ONLY' || nu === null || nu.flags & KVM_MEM_READONLY) return;
+    const was = (old!.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
+    const now = (nu.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
+    if (was === now) return;
+    if (!now) return; // kvm_mmu_recover_huge_pages: mappings stay 4K until refaulted; see simplifications
+    // With INITIALLY_SET userspace re-arms logging through CLEAR_DIRTY_LOG; nothing to protect now.
+    if (this.vm.manualDirtyLogProtect & KVM_DIRTY_LOG_INITIALLY_SET) return;
+    let flush: boolean;
+    if (this.vm.cfg.pml) {
+      // PML: clear D-bits at 4K (the CPU logs the next write) and write-protect huge leafs (split on write).
+      flush = kvmTdpMmuClearDirtySlot(this.tdp, nu.asId, nu.baseGfn, nu.npages);
+      flush = kvmTdpMmuWrprotSlot(this.tdp, nu.asId, nu.baseGfn, nu.npages, 2) || flush;
+    } else {
+      flush = kvmTdpMmuWrprotSlot(this.tdp, nu.asId, nu.baseGfn, nu.npages, 1);
+    }
+    if (flush) this.vm.flushRemoteTlbs();
+  }
+
+  /**
+   * Every swap bumps the generation; MMIO SPTEs carry 19 bits of it. When those bits wrap, old MMIO
+   * SPTEs could look current again, so everything is zapped.
+   * @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_invalidate_mmio_sptes
+   */
+  kvmMmuInvalidateMmioSptes(gen: number): void {
+    let g = gen % (MMIO_SPTE_GEN_MASK + 1);
+    g -= g % this.vm.nrAs; // the address-space modifier is not part of the MMIO generation
+    if (g === 0) this.kvmMmuZapAllFast();
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_arch_mmu_enable_log_dirty_pt_masked */
+  kvmArchMmuEnableLogDirtyPtMasked(slot: KvmMemorySlot, gfnOffset: number, mask: number): void {
+    kvmTdpMmuClearDirtyPtMasked(this.tdp, slot.asId, slot.baseGfn + gfnOffset, mask, !this.vm.cfg.pml);
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_arch_flush_shadow_all */
+  kvmArchFlushShadowAll(): void {
+    kvmTdpMmuZapAll(this.tdp);
+    this.syncCounters();
+  }
+
+  /** Nothing per slot on a TDP-only VM (no rmaps to free). @kernel arch/x86/kvm/x86.c#kvm_arch_free_memslot */
+  kvmArchFreeMemslot(_slot: KvmMemorySlot): void {}
+
+  /** Record that gfn was mapped; true if it had been mapped before (so this fault is a refault). */
+  noteMapped(gfn: number): boolean {
+    const key = Math.floor(gfn / 32768);
+    let bits = this.everMapped.get(key);
+    if (bits === undefined) this.everMapped.set(key, (bits = new Uint8Array(4096)));
+    const i = gfn % 32768;
+    const was = (bits[i >>> 3]! >> (i & 7)) & 1;
+    bits[i >>> 3]! |= 1 << (i & 7);
+    return was === 1;
+  }
+
+  /** Copy the engine's counters into the VM's stats and model counters. */
+  syncCounters(): void {
+    const s = this.vm.stats;
+    const t = this.tdp;
+    s.pages_4k = t.pages[0]!;
+    s.pages_2m = t.pages[1]!;
+    s.pages_1g = t.pages[2]!;
+    const m = this.vm.model;
+    m.sptes_zapped_4k = t.sptesZapped[0]!;
+    m.sptes_zapped_2m = t.sptesZapped[1]!;
+    m.sptes_zapped_1g = t.sptesZapped[2]!;
+    m.sptes_zapped_nonleaf = t.sptesZapped[3]! + t.sptesZapped[4]!;
+    m.pt_pages_allocated = t.spAllocated;
+    m.pt_pages_freed = t.spFreed;
+    m.roots_allocated = t.rootsAllocated;
+  }
+
+  /** Engine counters (inspection). */
+  engineStats(): Record<string, number> {
+    return tdpMmuStats(this.tdp);
+  }
+}

@@ -1,0 +1,299 @@
+/**
+ * The TDP page fault, written as the kernel's phases so a scheduler can interleave them with other work:
+ *   1. snapshot   mmu_invalidate_seq is read before anything that can sleep (kvm_mmu_faultin_pfn)
+ *   2. get pfn    memslot lookup (INVALID → retry, none → MMIO), private/shared check, host pfn (GUP or
+ *                 guest_memfd), early retry if an invalidation already covers the gfn
+ *   3. lock       take mmu_lock (read) and recheck: root obsolete, or the invalidation seq moved / range
+ *                 covers the gfn → retry (is_page_fault_stale)
+ *   4. install    huge-page level, make the SPTE, kvm_tdp_mmu_map.
+ * `kvmTdpMmuPageFault` runs them back to back; guest_access.ts can also stop between 2 and 3.
+ *
+ * Kernel counterpart: arch/x86/kvm/mmu/mmu.c (kvm_tdp_mmu_page_fault, kvm_mmu_faultin_pfn,
+ * __kvm_mmu_faultin_pfn, kvm_handle_noslot_fault, is_page_fault_stale, kvm_mmu_hugepage_adjust,
+ * __kvm_mmu_max_mapping_level, kvm_handle_error_pfn), arch/x86/kvm/mmu/tdp_mmu.c#kvm_tdp_mmu_map,
+ * virt/kvm/kvm_main.c (mmu_invalidate_retry_gfn[_unsafe]).
+ * Simplifications: no async #PF, no fast-path cmpxchg races (fast_page_fault handles only the dirty-
+ * logging write-protect case), no NX huge pages (nx_huge_pages=N).
+ */
+import {
+  KVM_MEMSLOT_INVALID,
+  KVM_MEM_READONLY,
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEMSLOT_GMEM_ONLY,
+  KVM_MEMORY_ATTRIBUTE_PRIVATE,
+} from '../../uapi/kvm.ts';
+import type { KvmMemorySlot } from '../../kvm/kvm_host.ts';
+import type { Vcpu } from '../../kvm/vcpu.ts';
+import { markPageDirtyInSlot } from '../../kvm/dirty_log.ts';
+import { kvmGmemGetPfn } from '../../kvm/guest_memfd.ts';
+import { asPfn, pagesPerHpage, type PgLevel } from '../../types/addr.ts';
+import { gfnToIndex } from '../x86.ts';
+import {
+  kvmTdpMmuMap,
+  TDP_MAP_FLUSH,
+  TDP_MAP_OUTCOME_MASK,
+  TDP_MAP_FIXED,
+  TDP_MAP_SPURIOUS,
+} from './tdp_mmu.ts';
+import {
+  makeSpte,
+  makeMmioSpte,
+  newSptePair,
+  ACC_ALL,
+  MMIO_SPTE_GEN_MASK,
+  PT_WRITABLE_MASK,
+} from './spte.ts';
+import { ROLE_INVALID } from './mmu_internal.ts';
+import type { X86Mmu } from './mmu.ts';
+import { kvmMmuGetMtMask } from '../mtrr.ts';
+
+/** enum ret_pf (mmu_internal.h) */
+export const RET_PF_CONTINUE = 0;
+export const RET_PF_RETRY = 1;
+export const RET_PF_EMULATE = 2;
+export const RET_PF_INVALID = 4;
+export const RET_PF_FIXED = 5;
+export const RET_PF_SPURIOUS = 6;
+/** Not a kernel value: the fault ends in a KVM_EXIT_MEMORY_FAULT (-EFAULT from KVM_RUN). */
+export const RET_PF_MEMORY_FAULT = -14;
+
+/** KVM_MAX_HUGEPAGE_LEVEL on x86-64 with TDP */
+const KVM_MAX_HUGEPAGE_LEVEL = 3;
+
+/** struct kvm_page_fault (the fields the model uses) */
+export interface KvmPageFault {
+  addr: number;
+  /** gfn without the TDX shared bit (memslots are indexed by it) */
+  gfn: number;
+  write: boolean;
+  exec: boolean;
+  isPrivate: boolean;
+  slot: KvmMemorySlot | null;
+  mmuSeq: number;
+  pfn: number;
+  mapWritable: boolean;
+  hostLevel: number;
+  maxLevel: number;
+  goalLevel: number;
+  /** why the fault retried, for traces and the 'retry' exit */
+  retryReason: string;
+}
+
+export function newPageFault(
+  addr: number,
+  gfn: number,
+  write: boolean,
+  exec: boolean,
+  isPrivate: boolean,
+): KvmPageFault {
+  return {
+    addr,
+    gfn,
+    write,
+    exec,
+    isPrivate,
+    slot: null,
+    mmuSeq: 0,
+    pfn: 0,
+    mapWritable: false,
+    hostLevel: 1,
+    maxLevel: KVM_MAX_HUGEPAGE_LEVEL,
+    goalLevel: 1,
+    retryReason: '',
+  };
+}
+
+/** @kernel virt/kvm/kvm_main.c#mmu_invalidate_retry_gfn_unsafe (no seq check: that needs mmu_lock) */
+function invalidateCoversGfn(mmu: X86Mmu, gfn: number): boolean {
+  const vm = mmu.vm;
+  return (
+    vm.mmuInvalidateInProgress > 0 && gfn >= vm.mmuInvalidateRangeStart && gfn < vm.mmuInvalidateRangeEnd
+  );
+}
+
+/**
+ * Phases 1–2: snapshot the invalidation sequence, find the slot, get the pfn.
+ * @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_faultin_pfn
+ */
+export function kvmMmuFaultinPfn(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): number {
+  const vm = mmu.vm;
+  // The snapshot comes first: any invalidation that starts after it will move the sequence.
+  fault.mmuSeq = vm.mmuInvalidateSeq;
+  const slot = vm.activeMemslots(vcpu.asId()).searchMemslots(fault.gfn);
+  fault.slot = slot;
+  const attrPrivate =
+    vm.info.hasPrivateMem && (vm.memAttrs.get(fault.gfn) & KVM_MEMORY_ATTRIBUTE_PRIVATE) !== 0;
+  if (vm.info.hasPrivateMem && fault.isPrivate !== attrPrivate) {
+    fault.retryReason = 'private/shared mismatch with the memory attributes';
+    return RET_PF_MEMORY_FAULT;
+  }
+  if (slot === null) return kvmHandleNoslotFault(mmu, vcpu, fault);
+  // The slot is being deleted or moved: wait until the update is done, then the fault sees the result.
+  if (slot.flags & KVM_MEMSLOT_INVALID) {
+    fault.retryReason = 'memslot is INVALID (being deleted or moved)';
+    return RET_PF_RETRY;
+  }
+  if (invalidateCoversGfn(mmu, fault.gfn)) {
+    fault.retryReason = 'an MMU-notifier invalidation covers the gfn';
+    return RET_PF_RETRY;
+  }
+  return faultinPfnFromSlot(mmu, fault, slot);
+}
+
+function faultinPfnFromSlot(mmu: X86Mmu, fault: KvmPageFault, slot: KvmMemorySlot): number {
+  const vm = mmu.vm;
+  const toGmem = fault.isPrivate || (slot.flags & KVM_MEMSLOT_GMEM_ONLY) !== 0;
+  if (toGmem) {
+    if (slot.gmem === null) {
+      fault.retryReason = 'private access to a memslot without guest_memfd';
+      return RET_PF_MEMORY_FAULT;
+    }
+    const r = kvmGmemGetPfn(vm.kvm.host.pfns, slot, fault.gfn);
+    if (r === null) {
+      fault.retryReason = 'guest_memfd has no page there (hole)';
+      return RET_PF_MEMORY_FAULT;
+    }
+    fault.pfn = r;
+    fault.mapWritable = true;
+    fault.hostLevel = 1;
+    // kvm_max_private_mapping_level: this model's guest_memfd (and TDX) map private memory at 4K.
+    fault.maxLevel = 1;
+    return RET_PF_CONTINUE;
+  }
+  // A write to a read-only slot is emulated: userspace sees an MMIO write.
+  if (fault.write && slot.flags & KVM_MEM_READONLY) return RET_PF_EMULATE;
+  const hva = slot.userspaceAddr + (fault.gfn - slot.baseGfn) * 4096;
+  const p = vm.kvm.host.hvaToPfn(hva, fault.write);
+  if (p === null) {
+    fault.retryReason = `no usable host page at hva 0x${hva.toString(16)}`;
+    return RET_PF_MEMORY_FAULT; // kvm_handle_error_pfn → -EFAULT with memory-fault info
+  }
+  fault.pfn = p.pfn;
+  fault.hostLevel = p.level;
+  fault.mapWritable = p.writable && !(slot.flags & KVM_MEM_READONLY);
+  return RET_PF_CONTINUE;
+}
+
+/**
+ * No memslot: cache an MMIO SPTE carrying the memslot generation (unless the gfn is beyond what the MMU
+ * maps) and let the access be emulated, i.e. exit to userspace as MMIO.
+ * @kernel arch/x86/kvm/mmu/mmu.c#kvm_handle_noslot_fault
+ */
+function kvmHandleNoslotFault(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): number {
+  if (fault.gfn >= mmu.tdp.maxGfnExclusive || fault.isPrivate) return RET_PF_EMULATE;
+  fault.pfn = -1; // KVM_PFN_NOSLOT: kvm_tdp_mmu_map installs an MMIO SPTE
+  fault.maxLevel = 1;
+  void vcpu;
+  return RET_PF_CONTINUE;
+}
+
+/**
+ * Phase 3: with mmu_lock held, is what phase 2 learned still true?
+ * @kernel arch/x86/kvm/mmu/mmu.c#is_page_fault_stale
+ */
+export function isPageFaultStale(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): boolean {
+  const root = fault.isPrivate ? vcpu.mmu.mirrorRoot : vcpu.mmu.root;
+  if (root < 0 || (mmu.tdp.pool.role[root]! & ROLE_INVALID) !== 0) {
+    fault.retryReason = 'the root was invalidated (zap-all) during the fault';
+    return true;
+  }
+  const vm = mmu.vm;
+  if (fault.slot === null) return false;
+  // mmu_invalidate_retry_gfn: an invalidation in progress over the gfn, or one that completed since the snapshot.
+  if (invalidateCoversGfn(mmu, fault.gfn) || vm.mmuInvalidateSeq !== fault.mmuSeq) {
+    fault.retryReason = 'mmu_invalidate_seq moved since the snapshot (the pfn may be stale)';
+    return true;
+  }
+  return false;
+}
+
+/**
+ * Pick the mapping level: the largest level ≤ maxLevel whose lpage_info allows it, capped by the host
+ * mapping; dirty logging forces 4K.
+ * @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_hugepage_adjust
+ */
+export function kvmMmuHugepageAdjust(fault: KvmPageFault): void {
+  fault.goalLevel = 1;
+  const slot = fault.slot;
+  if (fault.maxLevel === 1 || fault.pfn < 0 || slot === null) return;
+  if (slot.flags & KVM_MEM_LOG_DIRTY_PAGES) return;
+  let level = Math.min(fault.maxLevel, KVM_MAX_HUGEPAGE_LEVEL);
+  const linfo = slot.arch.lpageInfo;
+  for (; level > 1; level--) {
+    const arr = linfo?.[level - 2];
+    if (arr !== undefined && arr[gfnToIndex(fault.gfn, slot.baseGfn, level as PgLevel)] === 0) break;
+  }
+  fault.goalLevel = Math.min(level, fault.hostLevel);
+}
+
+const scratch = newSptePair();
+
+/**
+ * Phase 4: build the SPTE and map it.
+ * @kernel arch/x86/kvm/mmu/tdp_mmu.c#kvm_tdp_mmu_map
+ */
+export function kvmTdpMmuMapFault(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): number {
+  const vm = mmu.vm;
+  const root = fault.isPrivate ? vcpu.mmu.mirrorRoot : vcpu.mmu.root;
+  const gfnBits = vm.arch.gfnDirectBits !== 0 && !fault.isPrivate ? vm.arch.gfnDirectBits : 0;
+  kvmMmuHugepageAdjust(fault);
+  const level = fault.goalLevel;
+  const span = pagesPerHpage(level as PgLevel);
+  const baseGfn = fault.gfn - (fault.gfn % span);
+  if (fault.pfn < 0) {
+    const gen = vm.activeMemslots(vcpu.asId()).generation % (MMIO_SPTE_GEN_MASK + 1);
+    makeMmioSpte(scratch, baseGfn + gfnBits, gen, mmu.tdp.mmioValue);
+    const r = kvmTdpMmuMap(mmu.tdp, root, baseGfn + gfnBits, 1, scratch.lo, scratch.hi);
+    if ((r & TDP_MAP_OUTCOME_MASK) === TDP_MAP_FIXED) {
+      vcpu.stats.pf_mmio_spte_created++;
+      if (mmu.trace) mmu.trace({ name: 'mark_mmio_spte', gfn: baseGfn, gen });
+    }
+    mmu.syncCounters();
+    return RET_PF_EMULATE;
+  }
+  const basePfn = fault.pfn - (fault.gfn - baseGfn);
+  if (mmu.trace) mmu.trace({ name: 'kvm_mmu_spte_requested', gfn: fault.gfn, pfn: fault.pfn, level });
+  const logging = fault.slot !== null && (fault.slot.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
+  makeSpte(scratch, {
+    level,
+    pteAccess: ACC_ALL,
+    pfn: asPfn(basePfn),
+    mtMask: kvmMmuGetMtMask(vcpu, fault.gfn, false),
+    prefetch: false,
+    synchronizing: false,
+    hostWritable: fault.mapWritable,
+    adDisabled: false,
+    adWrprotOnly: false,
+    nxHugePages: false,
+    wrprotForShadowing: false,
+    hasExecOnly: false,
+  });
+  const r = kvmTdpMmuMap(mmu.tdp, root, baseGfn + gfnBits, level, scratch.lo, scratch.hi);
+  if (r & TDP_MAP_FLUSH) vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_gfn: a table became a huge leaf
+  const outcome = r & TDP_MAP_OUTCOME_MASK;
+  // make_spte: a writable SPTE in a dirty-logged slot is dirty from the start, even for a read fault
+  // (GUP maps writable opportunistically), since no later write would be seen.
+  if (outcome === TDP_MAP_FIXED && logging && scratch.lo & PT_WRITABLE_MASK)
+    markPageDirtyInSlot(fault.slot!, fault.gfn);
+  mmu.syncCounters();
+  return outcome === TDP_MAP_FIXED
+    ? RET_PF_FIXED
+    : outcome === TDP_MAP_SPURIOUS
+      ? RET_PF_SPURIOUS
+      : RET_PF_RETRY;
+}
+
+/** Phases 3–4 after a successful phase 2. */
+export function kvmTdpMmuPageFaultLocked(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): number {
+  if (isPageFaultStale(mmu, vcpu, fault)) return RET_PF_RETRY;
+  return kvmTdpMmuMapFault(mmu, vcpu, fault);
+}
+
+/** All four phases back to back. @kernel arch/x86/kvm/mmu/mmu.c#kvm_tdp_mmu_page_fault */
+export function kvmTdpMmuPageFault(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): number {
+  const r = kvmMmuFaultinPfn(mmu, vcpu, fault);
+  if (r !== RET_PF_CONTINUE) return r;
+  return kvmTdpMmuPageFaultLocked(mmu, vcpu, fault);
+}
+
+export { KVM_MAX_HUGEPAGE_LEVEL };
