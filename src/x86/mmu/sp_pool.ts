@@ -186,5 +186,5 @@ function growI32(a: Int32Array, n: number): Int32Array<ArrayBuffer> {
 
 /** Host pfn of a table's page (__pa(sp->spt) >> PAGE_SHIFT). */
 export const spToPfn = (t: number): number => SPT_PFN_BASE + t;
-/** Table index from the low/high halves of a present non-leaf SPTE (spte_to_child_pt). */
+/** Table index from the halves of a present non-leaf SPTE. @kernel arch/x86/kvm/mmu/tdp_iter.c#spte_to_child_pt */
 export const childTableOf = (lo: number, hi: number): number => ((hi & 0x7ff) << 20) | (lo >>> 12);

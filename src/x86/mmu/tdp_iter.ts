@@ -22,7 +22,10 @@ export const PAGES_PER_LEVEL: readonly number[] = [0, 1, 512, 512 ** 2, 512 ** 3
 /** 1 / KVM_PAGES_PER_HPAGE(level): exact powers of two, so `gfn * x` is an exact, cheap shift. */
 export const INV_PAGES_PER_LEVEL: readonly number[] = PAGES_PER_LEVEL.map((n) => (n === 0 ? 0 : 1 / n));
 
-/** SPTE_INDEX(gfn << PAGE_SHIFT, level); exact for gfns up to 2^53 (ToInt32 keeps the low bits). */
+/**
+ * SPTE_INDEX(gfn << PAGE_SHIFT, level); exact for gfns up to 2^53 (ToInt32 keeps the low bits).
+ * @kernel arch/x86/kvm/mmu/spte.h#SPTE_INDEX
+ */
 export const spteIndex = (gfn: number, level: number): number => (gfn * INV_PAGES_PER_LEVEL[level]!) & 511;
 /** @kernel arch/x86/kvm/mmu/mmu_internal.h#gfn_round_for_level */
 export const roundGfnForLevel = (gfn: number, level: number): number =>
@@ -71,13 +74,13 @@ function tdpIterRefreshSptep(iter: TdpIter): void {
   iter.oldHi = iter.arr[iter.base + HI_OFFSET + iter.index]!;
 }
 
-/** Re-read the SPTE at sptep (kvm_tdp_mmu_read_spte(iter->sptep)). */
+/** Re-read the SPTE at sptep. @kernel arch/x86/kvm/mmu/tdp_iter.h#kvm_tdp_mmu_read_spte */
 export function tdpIterReadSpte(iter: TdpIter): void {
   iter.oldLo = iter.arr[iter.base + iter.index]!;
   iter.oldHi = iter.arr[iter.base + HI_OFFSET + iter.index]!;
 }
 
-/** Write the SPTE at sptep (kvm_tdp_mmu_write_spte: the model has no volatile bits to preserve). */
+/** Write the SPTE at sptep (no volatile bits to preserve). @kernel arch/x86/kvm/mmu/tdp_iter.h#kvm_tdp_mmu_write_spte */
 export function tdpIterWriteSpte(iter: TdpIter, lo: number, hi: number): void {
   iter.arr[iter.base + iter.index] = lo;
   iter.arr[iter.base + HI_OFFSET + iter.index] = hi;
@@ -176,6 +179,7 @@ export function tdpIterNext(iter: TdpIter): void {
  * for_each_tdp_pte_min_level as a callback loop, for code off the hot path (tests, audits). The body
  * sees the iterator; hot loops write the `for (tdpIterStart(...); iter.valid && iter.gfn < end;
  * tdpIterNext(iter))` form inline instead.
+ * @kernel arch/x86/kvm/mmu/tdp_iter.h#for_each_tdp_pte_min_level
  */
 export function forEachTdpPteMinLevel(
   iter: TdpIter,

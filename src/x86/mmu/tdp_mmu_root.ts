@@ -102,6 +102,7 @@ export function tdpMmuNextRoot(mmu: TdpMmu, prev: number, types: number): number
 /**
  * Run `body` on each matching root of `asId` (-1: all), holding a reference across the call as
  * __for_each_tdp_mmu_root_yield_safe does.
+ * @kernel arch/x86/kvm/mmu/tdp_mmu.c#__for_each_tdp_mmu_root_yield_safe
  */
 export function forEachTdpMmuRootYieldSafe(
   mmu: TdpMmu,

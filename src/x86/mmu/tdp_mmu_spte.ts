@@ -66,7 +66,10 @@ export function traceSp(
   mmu.trace!(ev);
 }
 
-/** tdp_mmu_alloc_sp + tdp_mmu_init_sp: a fresh table with the given identity. */
+/**
+ * A fresh table with the given identity (parent -1 for a root), traced as kvm_mmu_get_page(created).
+ * @kernel arch/x86/kvm/mmu/tdp_mmu.c#tdp_mmu_init_sp (with tdp_mmu_alloc_sp)
+ */
 export function tdpMmuAllocSp(
   mmu: TdpMmu,
   parent: number,
@@ -237,7 +240,10 @@ export function tdpMmuSetSpte(
   }
 }
 
-/** Set the SPTE under the iterator; iter.old* keeps the value that was replaced, as in the kernel. */
+/**
+ * Set the SPTE under the iterator; iter.old* keeps the value that was replaced, as in the kernel.
+ * @kernel arch/x86/kvm/mmu/tdp_mmu.c#tdp_mmu_iter_set_spte
+ */
 export function tdpMmuIterSetSpte(mmu: TdpMmu, iter: TdpIter, newLo: number, newHi: number): void {
   warnOnce(mmu, iter.yielded, 'tdp_mmu_iter_set_spte after a yield');
   tdpMmuSetSpte(

@@ -97,7 +97,10 @@ export class TdpMmu {
   readonly mmioValue: number;
   readonly nxHugePages: boolean;
   readonly proveMmu: boolean;
-  /** The engine's own reusable iterator (top-level operations never nest). */
+  /**
+   * The engine's own reusable iterator. Top-level operations never nest, so hooks and trace sinks must not
+   * call back into the engine.
+   */
   readonly iter: TdpIter;
   readonly scratch: SptePair = newSptePair();
 
@@ -113,7 +116,7 @@ export class TdpMmu {
   }
 }
 
-/** KVM_BUG_ON(cond): returns cond. */
+/** KVM_BUG_ON(cond): returns cond. @kernel arch/x86/include/asm/kvm_host.h#KVM_BUG_ON */
 export function kvmBugOn(mmu: TdpMmu, cond: boolean, what: string): boolean {
   if (cond) {
     mmu.bugged = true;
@@ -122,7 +125,7 @@ export function kvmBugOn(mmu: TdpMmu, cond: boolean, what: string): boolean {
   return cond;
 }
 
-/** WARN_ON_ONCE(cond): returns cond. */
+/** WARN_ON_ONCE(cond): returns cond. Every hit is counted and reported; the env decides what "once" means. */
 export function warnOnce(mmu: TdpMmu, cond: boolean, what: string): boolean {
   if (cond) {
     mmu.warnings++;
