@@ -29,6 +29,8 @@ export interface SetMemslotVm extends DirtyLogVm {
   /** Make the inactive set of asId the active one. */
   flipActive(asId: number): void;
   kvmArchFreeMemslot(slot: KvmMemorySlot): void;
+  /** Called while the INVALID copy of a slot being deleted/moved is published (after the flush). */
+  onInvalidWindow?: ((slot: KvmMemorySlot) => void) | undefined;
 }
 
 /** @kernel virt/kvm/kvm_main.c#kvm_swap_active_memslots */
@@ -73,6 +75,9 @@ function kvmInvalidateMemslot(vm: SetMemslotVm, old: KvmMemorySlot, invalid: Kvm
   // vCPUs now see the INVALID copy and retry faults on it, so no new SPTE can appear for the slot
   // while the arch code zaps what exists.
   vm.hooks.kvmArchFlushShadowMemslot(old);
+  // A vCPU running concurrently with the update sees the INVALID slot here (scenarios and tests use
+  // this hook to model that access; it is not a kernel interface).
+  vm.onInvalidWindow?.(old);
   old.arch = invalid.arch;
 }
 

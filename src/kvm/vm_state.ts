@@ -93,6 +93,8 @@ export class VmState implements KvmArchMemslotHooks {
   dead = false;
   bugged = false;
   readonly mmu: KvmMmuOps;
+  /** Model hook: runs while a DELETE/MOVE has its INVALID slot published (a concurrent vCPU's view). */
+  onInvalidWindow: ((slot: KvmMemorySlot) => void) | undefined = undefined;
   get hooks(): KvmArchMemslotHooks {
     return this;
   }
