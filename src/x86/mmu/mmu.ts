@@ -99,6 +99,8 @@ export class X86Mmu implements KvmMmuOps {
     if (m.root >= 0 && (this.tdp.pool.role[m.root]! & ROLE_INVALID) !== 0) {
       kvmTdpMmuPutRoot(this.tdp, m.root);
       m.root = -1;
+      this.tdp.pool.rcuReclaim();
+      this.syncCounters();
     }
   }
 
@@ -237,10 +239,12 @@ export class X86Mmu implements KvmMmuOps {
     s.pages_2m = t.pages[1]!;
     s.pages_1g = t.pages[2]!;
     const m = this.vm.model;
-    m.sptes_zapped_4k = t.sptesZapped[0]!;
-    m.sptes_zapped_2m = t.sptesZapped[1]!;
-    m.sptes_zapped_1g = t.sptesZapped[2]!;
-    m.sptes_zapped_nonleaf = t.sptesZapped[3]! + t.sptesZapped[4]!;
+    m.sptes_zapped_4k = t.leafsZapped[0]!;
+    m.sptes_zapped_2m = t.leafsZapped[1]!;
+    m.sptes_zapped_1g = t.leafsZapped[2]!;
+    let nonleaf = 0;
+    for (let l = 0; l < 5; l++) nonleaf += t.sptesZapped[l]! - t.leafsZapped[l]!;
+    m.sptes_zapped_nonleaf = nonleaf;
     m.pt_pages_allocated = t.spAllocated;
     m.pt_pages_freed = t.spFreed;
     m.roots_allocated = t.rootsAllocated;

@@ -152,6 +152,7 @@ function tdpMmuZapLeafTableRun(mmu: TdpMmu, iter: TdpIter, end: number): number 
   }
   mmu.pages[0]! -= zapped;
   mmu.sptesZapped[0]! += zapped;
+  mmu.leafsZapped[0]! += zapped;
   iter.gfn += last - first;
   iter.nextLastLevelGfn = iter.gfn;
   iter.index = last;

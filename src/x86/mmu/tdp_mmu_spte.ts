@@ -191,7 +191,10 @@ export function handleChangedSpte(
     return;
   }
   if (isLeaf !== wasLeaf) mmu.pages[level - 1]! += isLeaf ? 1 : -1; // kvm_update_page_stats
-  if (wasPresent && !isPresent) mmu.sptesZapped[level - 1]!++;
+  if (wasPresent && !isPresent) {
+    mmu.sptesZapped[level - 1]!++;
+    if (wasLeaf) mmu.leafsZapped[level - 1]!++;
+  }
   // A subtree left the paging structure (zapped, or replaced by a huge leaf): tear it down.
   if (
     wasPresent &&

@@ -77,6 +77,8 @@ export class TdpMmu {
   readonly pages = new Float64Array(PT64_ROOT_MAX_LEVEL);
   /** Present SPTEs made non-present (zapped or frozen with their table), per level − 1. */
   readonly sptesZapped = new Float64Array(PT64_ROOT_MAX_LEVEL);
+  /** The leaf subset of sptesZapped: mappings (4K, 2M, 1G) that went away. */
+  readonly leafsZapped = new Float64Array(PT64_ROOT_MAX_LEVEL);
   /** Page tables allocated / freed, roots included. */
   spAllocated = 0;
   spFreed = 0;
