@@ -1,0 +1,192 @@
+/**
+ * Scenario parsing: YAML or JSON text → a validated Scenario, or one error of the form
+ * `file:line:col: where: what was expected`. Never throws on bad input (the CLI prints the message and
+ * exits non-zero). Positions come from yaml's LineCounter; zod issue paths are mapped back to nodes.
+ *
+ * Order: YAML syntax → "$param" substitution → the document's shape (zod) → each step by its kind →
+ * cross-references (region and VM names, vCPU ids) → the memory layout (no two initially-present
+ * regions of one address space may overlap; duplicate slot ids).
+ */
+import { LineCounter, parseDocument, isMap, isSeq, isPair, isScalar, type Node } from 'yaml';
+import type { z } from 'zod';
+import { scenarioSchema, STEP_SCHEMAS, STEP_KINDS, type Scenario, type Step, type StepKind } from './schema.ts';
+
+export type ParseResult = { ok: true; scenario: Scenario } | { ok: false; error: string };
+type Path = (string | number)[];
+
+class ScenarioError extends Error {
+  constructor(
+    readonly path: Path,
+    message: string,
+    readonly atKey = false,
+  ) {
+    super(message);
+  }
+}
+
+/** Parse and validate; `params` override the scenario's own `params` defaults. */
+export function parseScenario(text: string, file: string, params: Record<string, string> = {}): ParseResult {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  const where = (offset: number): string => {
+    const p = lc.linePos(offset);
+    return `${file}:${p.line}:${p.col}`;
+  };
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0]!;
+    return { ok: false, error: `${where(e.pos[0])}: YAML syntax: ${e.message.split('\n')[0]}` };
+  }
+  try {
+    return { ok: true, scenario: validate(doc.toJS(), params) };
+  } catch (e) {
+    if (!(e instanceof ScenarioError)) throw e;
+    const node = nodeAt(doc.contents, e.path, e.atKey);
+    const at = e.path.length ? e.path.join('.') : '(top level)';
+    return { ok: false, error: `${where(node?.range?.[0] ?? 0)}: ${at}: ${e.message}` };
+  }
+}
+
+function validate(raw: unknown, overrides: Record<string, string>): Scenario {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw new ScenarioError([], 'expected a mapping with name, vms and timeline');
+  const params: Record<string, string | number> = {
+    ...((raw as { params?: Record<string, string | number> }).params ?? {}),
+  };
+  for (const [k, v] of Object.entries(overrides)) {
+    if (!(k in params)) throw new ScenarioError(['params'], `unknown parameter '${k}' (has: ${Object.keys(params).join(', ') || 'none'})`);
+    params[k] = /^\d+$/.test(v) ? Number(v) : v;
+  }
+  const data = substitute(raw, params, []);
+  const top = zodParse(scenarioSchema, data, []);
+  const scenario = { ...top, timeline: steps(top.timeline, ['timeline']) } as Scenario;
+  checkLayout(scenario);
+  checkRefs(scenario, scenario.timeline, ['timeline']);
+  return scenario;
+}
+
+/** Replace "$name" strings by parameter values (params itself is left alone). */
+function substitute(v: unknown, params: Record<string, string | number>, path: Path): unknown {
+  if (typeof v === 'string' && v.startsWith('$')) {
+    const p = params[v.slice(1)];
+    if (p === undefined) throw new ScenarioError(path, `unknown parameter ${v} (declare it under params)`);
+    return p;
+  }
+  if (Array.isArray(v)) return v.map((x, i) => substitute(x, params, [...path, i]));
+  if (typeof v === 'object' && v !== null) {
+    return Object.fromEntries(
+      Object.entries(v).map(([k, x]) => [k, path.length === 0 && k === 'params' ? x : substitute(x, params, [...path, k])]),
+    );
+  }
+  return v;
+}
+
+function zodParse<T extends z.ZodType>(schema: T, data: unknown, base: Path): z.output<T> {
+  const r = schema.safeParse(data);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  const path = [...base, ...(issue.path as Path)];
+  if (issue.code === 'unrecognized_keys') {
+    const keys = issue.keys;
+    return fail([...path, keys[0]!], `unknown key '${keys[0]}'`, true);
+  }
+  if (issue.code === 'invalid_type' && issue.input === undefined)
+    return fail(path, `missing required field '${String(path.at(-1))}'`);
+  return fail(path, issue.message);
+}
+
+function fail(path: Path, message: string, atKey = false): never {
+  throw new ScenarioError(path, message, atKey);
+}
+
+function steps(list: unknown[], base: Path): Step[] {
+  return list.map((s, i) => step(s, [...base, i]));
+}
+
+function step(s: unknown, path: Path): Step {
+  if (typeof s !== 'object' || s === null || Array.isArray(s))
+    fail(path, `expected a step mapping with one of: ${STEP_KINDS.join(', ')}`);
+  const kinds = Object.keys(s).filter((k): k is StepKind => (STEP_KINDS as string[]).includes(k));
+  if (kinds.length !== 1) {
+    const what = kinds.length === 0 ? `unknown step (keys: ${Object.keys(s).join(', ')})` : `ambiguous step (${kinds.join(' and ')})`;
+    fail(path, `${what}; expected exactly one of: ${STEP_KINDS.join(', ')}`);
+  }
+  const kind = kinds[0]!;
+  const parsed = zodParse(STEP_SCHEMAS[kind], s, path) as Step;
+  if ('repeat' in parsed) return { ...parsed, steps: steps(parsed.steps as unknown[], [...path, 'steps']) };
+  return parsed;
+}
+
+/** Duplicate names and slot ids, and overlapping initially-present regions, are layout errors. */
+function checkLayout(sc: Scenario): void {
+  sc.vms.forEach((vm, v) => {
+    const seen = new Map<string, number>();
+    const slots = new Map<string, string>();
+    vm.regions.forEach((r, i) => {
+      const at: Path = ['vms', v, 'regions', i];
+      if (seen.has(r.name)) fail([...at, 'name'], `duplicate region name '${r.name}'`);
+      seen.set(r.name, i);
+      if (r.size === 0 || r.size % 4096 !== 0) fail([...at, 'size'], `size must be a non-zero multiple of 4K (got 0x${r.size.toString(16)})`);
+      if (r.gpa % 4096 !== 0) fail([...at, 'gpa'], `gpa must be 4K-aligned (got 0x${r.gpa.toString(16)})`);
+      if (r.slot !== undefined) {
+        const key = `${r.as ?? 0}:${r.slot}`;
+        if (slots.has(key)) fail([...at, 'slot'], `slot ${r.slot} already used by region '${slots.get(key)}'`);
+        slots.set(key, r.name);
+      }
+      if (r.present === false) return;
+      for (let j = 0; j < i; j++) {
+        const o = vm.regions[j]!;
+        if (o.present === false || (o.as ?? 0) !== (r.as ?? 0)) continue;
+        if (r.gpa < o.gpa + o.size && o.gpa < r.gpa + r.size) {
+          fail(at, `overlapping memory layout: '${r.name}' [0x${r.gpa.toString(16)}, 0x${(r.gpa + r.size).toString(16)}) overlaps '${o.name}' [0x${o.gpa.toString(16)}, 0x${(o.gpa + o.size).toString(16)}) (mark one 'present: false' if the timeline swaps them)`);
+        }
+      }
+    });
+  });
+}
+
+/** Steps must name existing VMs, regions and vCPUs. */
+function checkRefs(sc: Scenario, list: Step[], base: Path): void {
+  list.forEach((s, i) => {
+    const at: Path = [...base, i];
+    const vm = s.vm === undefined ? sc.vms[0]! : sc.vms.find((v) => v.name === s.vm);
+    if (!vm) fail([...at, 'vm'], `unknown VM '${s.vm}' (declared: ${sc.vms.map((v) => v.name ?? '(unnamed)').join(', ')})`);
+    const region = (name: string | undefined, p: Path): void => {
+      if (name !== undefined && !vm.regions.some((r) => r.name === name))
+        fail(p, `unknown region '${name}' (declared: ${vm.regions.map((r) => r.name).join(', ')})`);
+    };
+    if ('repeat' in s) return checkRefs(sc, s.steps, [...at, 'steps']);
+    if ('create' in s) region(s.create, [...at, 'create']);
+    if ('delete' in s) region(s.delete, [...at, 'delete']);
+    if ('move' in s) region(s.move, [...at, 'move']);
+    if ('flags' in s) region(s.flags, [...at, 'flags']);
+    if ('dirtyLog' in s) region(s.dirtyLog, [...at, 'dirtyLog']);
+    if ('memslot' in s) region(s.memslot.region, [...at, 'memslot', 'region']);
+    if ('host' in s) region(s.host.region, [...at, 'host', 'region']);
+    if ('attributes' in s) region(s.attributes.region, [...at, 'attributes', 'region']);
+    if ('access' in s) {
+      region(s.access.region, [...at, 'access', 'region']);
+      const n = vm.vcpus ?? 1;
+      const ids = s.access.vcpus;
+      if (Array.isArray(ids)) {
+        ids.forEach((id, k) => {
+          if (id >= n) fail([...at, 'access', 'vcpus', k], `vCPU ${id} does not exist (the VM has ${n})`);
+        });
+      }
+    }
+  });
+}
+
+/** The YAML node at a path (the key node for unknown-key errors); the nearest ancestor if missing. */
+function nodeAt(root: unknown, path: Path, atKey: boolean): Node | null {
+  let n = root as Node | null;
+  for (let i = 0; i < path.length; i++) {
+    const k = path[i]!;
+    if (isMap(n)) {
+      const pair = n.items.find((it) => isPair(it) && isScalar(it.key) && it.key.value === k);
+      if (!pair) break;
+      n = (atKey && i === path.length - 1 ? pair.key : pair.value) as Node;
+    } else if (isSeq(n) && typeof k === 'number' && n.items[k]) n = n.items[k] as Node;
+    else break;
+  }
+  return n;
+}

@@ -1,0 +1,237 @@
+/**
+ * The scenario runner: builds the Kvm and VMs a scenario declares under one design, runs its timeline
+ * (repeats unrolled), routes every guest access through the checker, calls audit points, and collects
+ * counts — kernel stats, model counters and the runner's derived counters — per top-level step and in
+ * total, plus the modelled cost. `compare` runs it once per allowed design. Deterministic: the only
+ * randomness is the scenario's seeded generator. Tools never mutate model state except through the
+ * public API; the trace sink is an observer. Model-only file.
+ */
+import { existsSync } from 'node:fs';
+import { Kvm, KvmError, uapi, Vcpu as VcpuClass, type KvmOptions, type Vcpu } from '../index.ts';
+import type { Scenario, Step } from './schema.ts';
+import { designsFor, vmTypeNumber, type DesignSpec } from './designs.ts';
+import { loadChecker, NoChecker, type AuditLevel, type CheckerLike, type Violation } from './checker_glue.ts';
+import { createRegion, execStep, type Derived, type ExecCtx, type RegionState, type VmCtx } from './steps.ts';
+import { modelCost, type Modelled } from '../metrics/cost.ts';
+import type { TraceRecorder } from '../report/chrome_trace.ts';
+import type { KvmTraceSink } from '../kvm/kvm_trace.ts';
+import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../uapi/kvm_x86.ts';
+
+export type Counts = Record<string, number>;
+export type Verdict = 'ok' | 'violations' | 'unchecked' | 'missing-features';
+
+export interface StepResult {
+  label: string;
+  counts: Counts;
+}
+
+export interface RunResult {
+  scenario: string;
+  design: string;
+  describe: string;
+  verdict: Verdict;
+  violations: Violation[];
+  /** model features the scenario requires that this build lacks */
+  missing: string[];
+  /** ioctls the model rejected (a scenario bug, or a design that forbids the call) */
+  errors: string[];
+  vcpus: number;
+  steps: StepResult[];
+  totals: Counts;
+  modelled: Modelled;
+}
+
+export interface RunOptions {
+  audit?: AuditLevel;
+  trace?: TraceRecorder;
+  /** called after each top-level step with (done, total) */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * Model features a scenario may `require`, probed on the public API so a scenario written before its
+ * feature landed reports exactly what is missing.
+ */
+const FEATURES: Record<string, () => boolean> = {
+  memslots: () => true,
+  'guest-memfd': () => true,
+  'memory-attributes': () => true,
+  tdx: () => hasModelFile('x86/tdx.ts'),
+  snp: () => hasModelFile('x86/sev.ts'),
+  vfio: () => hasModelFile('iommu/vfio.ts'),
+  'cr0-cd': () => ['setCr0', 'setCr0Cd'].some((m) => m in (probeVcpuProto() ?? {})),
+  mtrr: () => ['setMtrr', 'setMtrrs'].some((m) => m in (probeVcpuProto() ?? {})),
+};
+
+function hasModelFile(rel: string): boolean {
+  return existsSync(new URL(`../${rel}`, import.meta.url));
+}
+function probeVcpuProto(): object | null {
+  return VcpuClass.prototype as object;
+}
+
+export function missingFeatures(sc: Scenario): string[] {
+  return (sc.requires ?? []).filter((f) => !(FEATURES[f]?.() ?? false));
+}
+
+/** mulberry32: a tiny seeded PRNG, so working sets are identical across designs and runs. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function hash(s: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+  return h >>> 0;
+}
+
+function buildKvm(sc: Scenario): Kvm {
+  const opts: Record<string, unknown> = { ...(sc.host?.overrides ?? {}) };
+  if (sc.host?.profile) opts['profile'] = sc.host.profile;
+  if (sc.host?.bugs?.length) opts['bugs'] = sc.host.bugs;
+  return new Kvm(opts as KvmOptions);
+}
+
+function buildVm(x: ExecCtx, sc: Scenario, i: number): VmCtx {
+  const decl = sc.vms[i]!;
+  const vm = x.kvm.createVm(vmTypeNumber(decl.type), { zapDesign: x.design.zapDesign });
+  if (x.design.disableSlotZapAll) {
+    vm.enableCap({ cap: uapi.KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
+  }
+  x.checker.watch(vm);
+  const regions = new Map<string, RegionState>();
+  let nextSlot = 0;
+  const used = new Set(decl.regions.filter((r) => r.slot !== undefined).map((r) => `${r.as ?? 0}:${r.slot}`));
+  for (const r of decl.regions) {
+    let slotId = r.slot;
+    while (slotId === undefined) {
+      const key = `${r.as ?? 0}:${nextSlot}`;
+      if (!used.has(key)) {
+        slotId = nextSlot;
+        used.add(key);
+      }
+      nextSlot++;
+    }
+    const hva = x.kvm.host.mmap(r.size, { backing: r.backing ?? '4k' });
+    const gmemFd = r.private ? vm.createGuestMemfd({ size: r.size }) : -1;
+    regions.set(r.name, { decl: r, slotId, hva, gmemFd, gpa: r.gpa, logDirty: r.logDirty ?? false, readonly: r.readonly ?? false, present: false });
+  }
+  const vcpus: Vcpu[] = [];
+  for (let v = 0; v < (decl.vcpus ?? 1); v++) vcpus.push(vm.createVcpu(v));
+  const c: VmCtx = { name: decl.name ?? `vm${i}`, vm, vcpus, regions };
+  for (const r of regions.values()) if (r.decl.present !== false) createRegion(x, c, r);
+  return c;
+}
+
+/** Everything countable, summed over VMs and vCPUs: kernel stats, model counters, derived counters. */
+function snapshot(vms: VmCtx[], derived: Derived): Counts {
+  const out: Counts = { ...derived };
+  const add = (k: string, v: number): void => {
+    out[k] = (out[k] ?? 0) + v;
+  };
+  for (const c of vms) {
+    for (const [k, v] of Object.entries(c.vm.getModelStats())) add(k, v);
+    for (const [k, v] of Object.entries(c.vm.getStats())) add(k, v);
+    for (const vc of c.vcpus) for (const [k, v] of Object.entries(vc.getStats())) add(`vcpu.${k}`, v);
+  }
+  return out;
+}
+
+function diff(a: Counts, b: Counts): Counts {
+  const out: Counts = {};
+  for (const [k, v] of Object.entries(b)) if (v - (a[k] ?? 0) !== 0) out[k] = v - (a[k] ?? 0);
+  return out;
+}
+
+function stepLabel(s: Step, i: number): string {
+  if (s.label) return s.label;
+  const kind = Object.keys(s).find((k) => k !== 'label' && k !== 'vm')!;
+  const v = (s as Record<string, unknown>)[kind];
+  return `#${i + 1} ${kind}${typeof v === 'string' || typeof v === 'number' ? ' ' + String(v) : ''}`;
+}
+
+/** Run a scenario under one design. */
+export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOptions = {}): Promise<RunResult> {
+  const missing = missingFeatures(sc);
+  const audit = opts.audit ?? 'points';
+  const Checker = audit === 'off' ? null : await loadChecker();
+  const kvm = buildKvm(sc);
+  const checker: CheckerLike = Checker ? new Checker(kvm, { audit }) : new NoChecker();
+  const x: ExecCtx = {
+    kvm,
+    design,
+    checker,
+    derived: {},
+    seeded: (key) => prng((sc.seed ?? 1) ^ hash(key)),
+    tdpMmu: kvm.cfg.tdpMmu,
+    errors: [],
+    label: 'setup',
+  };
+  const base = { scenario: sc.name, design: design.id, describe: design.describe, missing, errors: x.errors };
+  const vcpus = sc.vms.reduce((n, v) => n + (v.vcpus ?? 1), 0);
+  checker.setStep('setup');
+  let vms: VmCtx[];
+  try {
+    vms = sc.vms.map((_, i) => buildVm(x, sc, i));
+  } catch (e) {
+    if (!(e instanceof KvmError)) throw e;
+    x.errors.push(`setup: ${e.code} ${e.message}`);
+    return { ...base, verdict: 'missing-features', violations: [], vcpus, steps: [], totals: {}, modelled: { totalNs: 0, rows: [] } };
+  }
+  const marks = vms.map((c) => {
+    if (!opts.trace) return () => {};
+    const lane = opts.trace.lane(`${design.id} / ${c.name}`);
+    // The MMU's tracepoint sink (one branch when unset): an observer, it changes no state.
+    (c.vm.mmu as unknown as { trace: KvmTraceSink | undefined }).trace = lane.sink;
+    return lane.mark;
+  });
+  const steps: StepResult[] = [];
+  let before = snapshot(vms, x.derived);
+  const setup = before;
+  const run = (s: Step, label: string): void => {
+    if ('repeat' in s) {
+      for (let k = 0; k < s.repeat; k++) s.steps.forEach((t, j) => run(t, `${label}[${k}] ${stepLabel(t, j)}`));
+      return;
+    }
+    const c = s.vm === undefined ? vms[0]! : vms.find((v) => v.name === s.vm)!;
+    x.label = label;
+    checker.setStep(label);
+    execStep(x, c, s);
+  };
+  sc.timeline.forEach((s, i) => {
+    const label = stepLabel(s, i);
+    for (const m of marks) m(label);
+    run(s, label);
+    const now = snapshot(vms, x.derived);
+    steps.push({ label, counts: diff(before, now) });
+    before = now;
+    opts.onProgress?.(i + 1, sc.timeline.length);
+  });
+  checker.setStep('end');
+  checker.auditPoint('end');
+  const totals = snapshot(vms, x.derived);
+  steps.unshift({ label: 'setup', counts: diff({}, setup) });
+  const verdict: Verdict = missing.length ? 'missing-features' : checker.violations.length ? 'violations' : Checker ? 'ok' : 'unchecked';
+  return { ...base, verdict, violations: [...checker.violations], vcpus, steps, totals, modelled: modelCost(totals, vcpus) };
+}
+
+/** Run under every design the scenario's VM types allow. */
+export async function compareScenario(
+  sc: Scenario,
+  opts: RunOptions & { onDesign?: (i: number, n: number, id: string) => void } = {},
+): Promise<{ runs: RunResult[]; skipped: { id: string; why: string }[] }> {
+  const { allowed, skipped } = designsFor(sc);
+  const runs: RunResult[] = [];
+  for (const [i, d] of allowed.entries()) {
+    opts.onDesign?.(i, allowed.length, d.id);
+    runs.push(await runScenario(sc, d, opts));
+  }
+  return { runs, skipped };
+}

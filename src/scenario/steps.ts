@@ -1,0 +1,254 @@
+/**
+ * Executing one scenario step on the model, through the public API only: memslot ioctls by region
+ * name or raw, guest access patterns (range, stride, seeded working set, per vCPU), host mm events,
+ * dirty-log and attribute calls, enable-caps. Every guest access goes through the checker. Derived
+ * counts the kernel has no stat for (SPTEs zapped under which lock, refaults by level, exits by kind)
+ * are measured here around the calls that cause them. Model-only file.
+ */
+import { KvmError, uapi, type Kvm, type Vm, type Vcpu, type AccessResult } from '../index.ts';
+import type { AccessPattern, HostStep, Region, Step } from './schema.ts';
+import type { CheckerLike } from './checker_glue.ts';
+import type { DesignSpec } from './designs.ts';
+
+const PAGE = 4096;
+
+export interface RegionState {
+  decl: Region;
+  slotId: number;
+  hva: number;
+  gmemFd: number;
+  gpa: number;
+  logDirty: boolean;
+  readonly: boolean;
+  present: boolean;
+}
+
+export interface VmCtx {
+  name: string;
+  vm: Vm;
+  vcpus: Vcpu[];
+  regions: Map<string, RegionState>;
+}
+
+/** Counters the runner derives (not kernel stats, not model counters). */
+export type Derived = Record<string, number>;
+
+export interface ExecCtx {
+  kvm: Kvm;
+  design: DesignSpec;
+  checker: CheckerLike;
+  derived: Derived;
+  /** a generator seeded by the scenario seed and a key */
+  seeded: (key: string) => () => number;
+  tdpMmu: boolean;
+  errors: string[];
+  label: string;
+}
+
+const bump = (d: Derived, k: string, n = 1): void => {
+  d[k] = (d[k] ?? 0) + n;
+};
+
+export function regionFlags(r: RegionState, design: DesignSpec): number {
+  let f = 0;
+  if (r.logDirty) f |= uapi.KVM_MEM_LOG_DIRTY_PAGES;
+  if (r.readonly) f |= uapi.KVM_MEM_READONLY;
+  if (r.gmemFd >= 0) f |= uapi.KVM_MEM_GUEST_MEMFD;
+  if (design.leafsOnlyFlag) f |= uapi.KVM_MEM_ZAP_LEAFS_ONLY;
+  return f;
+}
+
+/**
+ * One KVM_SET_USER_MEMORY_REGION2 call, with the SPTEs it zapped attributed to the lock the kernel
+ * holds: zap-all-fast zaps invalidated roots under mmu_lock read; the precise paths hold it for write.
+ */
+function memslotCall(x: ExecCtx, c: VmCtx, change: string, arg: Parameters<Vm['setUserMemoryRegion2']>[0], npages: number): void {
+  const m = c.vm.model;
+  const zapped0 = m.sptes_zapped_4k + m.sptes_zapped_2m + m.sptes_zapped_1g + m.sptes_zapped_nonleaf;
+  const all0 = m.memslot_zap_all_fast;
+  const precise0 = m.memslot_zap_precise;
+  try {
+    c.vm.setUserMemoryRegion2(arg);
+    bump(x.derived, `ioctl_${change}`);
+  } catch (e) {
+    if (!(e instanceof KvmError)) throw e;
+    bump(x.derived, 'ioctl_errors');
+    x.errors.push(`${x.label}: ${e.code} ${e.message}`);
+    return;
+  }
+  const zapped = m.sptes_zapped_4k + m.sptes_zapped_2m + m.sptes_zapped_1g + m.sptes_zapped_nonleaf - zapped0;
+  bump(x.derived, m.memslot_zap_all_fast > all0 ? 'sptes_zapped_read_lock' : 'sptes_zapped_write_lock', zapped);
+  // Without the TDP MMU, the precise path looks every gfn of the slot up in the shadow-page hash.
+  if (m.memslot_zap_precise > precise0 && !x.tdpMmu) bump(x.derived, 'hash_walk_gfns', npages);
+  x.checker.auditPoint('memslot');
+}
+
+function slotArg(r: RegionState, design: DesignSpec, size: number): Parameters<Vm['setUserMemoryRegion2']>[0] {
+  const gmem = r.gmemFd >= 0;
+  return {
+    slot: ((r.decl.as ?? 0) << 16) | r.slotId,
+    flags: size === 0 ? 0 : regionFlags(r, design),
+    guestPhysAddr: r.gpa,
+    memorySize: size,
+    userspaceAddr: size === 0 ? 0 : r.hva,
+    guestMemfd: gmem && size !== 0 ? r.gmemFd : 0,
+    guestMemfdOffset: 0,
+  };
+}
+
+export function createRegion(x: ExecCtx, c: VmCtx, r: RegionState): void {
+  memslotCall(x, c, 'create', slotArg(r, x.design, r.decl.size), r.decl.size / PAGE);
+  r.present = true;
+}
+
+/** Execute one leaf step (repeats are unrolled by the runner). */
+export function execStep(x: ExecCtx, c: VmCtx, s: Exclude<Step, { repeat: unknown }>): void {
+  const reg = (name: string): RegionState => c.regions.get(name)!;
+  if ('create' in s) return createRegion(x, c, reg(s.create));
+  if ('delete' in s) {
+    const r = reg(s.delete);
+    memslotCall(x, c, 'delete', slotArg(r, x.design, 0), r.decl.size / PAGE);
+    r.present = false;
+    return;
+  }
+  if ('move' in s) {
+    const r = reg(s.move);
+    const from = r.gpa;
+    r.gpa = s.to;
+    memslotCall(x, c, 'move', slotArg(r, x.design, r.decl.size), r.decl.size / PAGE);
+    if (x.errors.length && x.errors.at(-1)!.startsWith(x.label)) r.gpa = from;
+    return;
+  }
+  if ('flags' in s) {
+    const r = reg(s.flags);
+    if (s.logDirty !== undefined) r.logDirty = s.logDirty;
+    if (s.readonly !== undefined) r.readonly = s.readonly;
+    return memslotCall(x, c, 'flags', slotArg(r, x.design, r.decl.size), r.decl.size / PAGE);
+  }
+  if ('memslot' in s) {
+    const m = s.memslot;
+    const base = m.region ? reg(m.region).hva + (m.offset ?? 0) : 0;
+    let flags = m.flags ?? 0;
+    if (x.design.leafsOnlyFlag && m.size > 0) flags |= uapi.KVM_MEM_ZAP_LEAFS_ONLY;
+    const arg = { slot: ((m.as ?? 0) << 16) | m.slot, flags, guestPhysAddr: m.gpa, memorySize: m.size, userspaceAddr: m.size ? base : 0 };
+    return memslotCall(x, c, m.size === 0 ? 'delete' : 'create', arg, m.size / PAGE);
+  }
+  if ('access' in s) return accessPattern(x, c, s.access);
+  if ('host' in s) return hostEvent(x, c, s.host);
+  if ('dirtyLog' in s) return dirtyLog(x, c, reg(s.dirtyLog), s.clear ?? false);
+  if ('attributes' in s) {
+    const a = s.attributes;
+    const r = reg(a.region);
+    const attrs = a.private ? uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
+    return guard(x, () => c.vm.setMemoryAttributes({ address: r.gpa + (a.offset ?? 0), size: a.length ?? r.decl.size, attributes: attrs }));
+  }
+  if ('enableCap' in s) return guard(x, () => c.vm.enableCap({ cap: s.enableCap, args: s.args ?? [] }));
+  if ('audit' in s) return x.checker.auditPoint(s.audit);
+}
+
+function guard(x: ExecCtx, f: () => void): void {
+  try {
+    f();
+  } catch (e) {
+    if (!(e instanceof KvmError)) throw e;
+    bump(x.derived, 'ioctl_errors');
+    x.errors.push(`${x.label}: ${e.code} ${e.message}`);
+  }
+}
+
+function dirtyLog(x: ExecCtx, c: VmCtx, r: RegionState, clear: boolean): void {
+  const slot = ((r.decl.as ?? 0) << 16) | r.slotId;
+  guard(x, () => {
+    const bitmap = c.vm.getDirtyLog(slot);
+    let dirty = 0;
+    for (const b of bitmap) for (let v = b; v; v &= v - 1) dirty++;
+    bump(x.derived, 'dirty_pages_reported', dirty);
+    if (clear) c.vm.clearDirtyLog({ slot, firstPage: 0, numPages: r.decl.size / PAGE, bitmap });
+  });
+}
+
+/** The addresses a pattern touches, in order: every stride, or a seeded random working set. */
+function patternOffsets(x: ExecCtx, r: RegionState, p: AccessPattern): number[] {
+  const start = p.offset ?? 0;
+  const len = p.length ?? r.decl.size - start;
+  const stride = p.stride ?? PAGE;
+  const n = Math.max(0, Math.ceil(len / stride));
+  const idx = Array.from({ length: n }, (_, i) => i);
+  if (p.workingSet !== undefined && p.workingSet < n) {
+    // partial Fisher–Yates, seeded by the scenario seed and the pattern itself: the same pattern touches
+    // the same pages every time (that is what a working set is), identically in every design
+    const rand = x.seeded(`${p.region}:${start}:${len}:${stride}:${p.workingSet}`);
+    for (let i = 0; i < p.workingSet; i++) {
+      const j = i + Math.floor(rand() * (n - i));
+      [idx[i], idx[j]] = [idx[j]!, idx[i]!];
+    }
+    idx.length = p.workingSet;
+  }
+  return idx.map((i) => start + i * stride);
+}
+
+function accessPattern(x: ExecCtx, c: VmCtx, p: AccessPattern): void {
+  const r = c.regions.get(p.region)!;
+  const offs = patternOffsets(x, r, p);
+  const vcpus = p.vcpus === undefined || p.vcpus === 'all' ? c.vcpus : p.vcpus.map((i) => c.vcpus[i]!);
+  const kind = p.kind ?? 'read';
+  const opts = p.private === undefined ? {} : { private: p.private };
+  const m = c.vm.model;
+  const d = x.derived;
+  for (let pass = 0; pass < (p.passes ?? 1); pass++) {
+    for (const v of vcpus) {
+      for (const off of offs) {
+        const gpa = r.gpa + off;
+        const fixed0 = v.stats.pf_fixed;
+        const refault0 = m.refaults;
+        const res: AccessResult = v.access(gpa, kind, opts);
+        x.checker.onAccess(v, gpa, kind, res, opts);
+        d['accesses'] = (d['accesses'] ?? 0) + 1;
+        if (res.exit !== 'none') {
+          bump(d, `exits_${res.exit}`);
+          continue;
+        }
+        if (v.stats.pf_fixed === fixed0) continue;
+        const lvl = res.level === 1 ? '4k' : res.level === 2 ? '2m' : '1g';
+        bump(d, m.refaults > refault0 ? `refaults_${lvl}` : `first_faults_${lvl}`);
+      }
+    }
+  }
+}
+
+function hostEvent(x: ExecCtx, c: VmCtx, h: HostStep): void {
+  const r = c.regions.get(h.region)!;
+  const addr = r.hva + (h.offset ?? 0);
+  const len = h.length ?? r.decl.size - (h.offset ?? 0);
+  const host = x.kvm.host;
+  const m = c.vm.model;
+  const zapped0 = m.sptes_zapped_4k + m.sptes_zapped_2m + m.sptes_zapped_1g + m.sptes_zapped_nonleaf;
+  switch (h.event) {
+    case 'munmap':
+      host.munmap(addr, len);
+      break;
+    case 'mprotect':
+      host.mprotect(addr, len, h.writable ?? false);
+      break;
+    case 'migrate':
+      host.migrate(addr, len);
+      break;
+    case 'thpSplit':
+      host.thpSplit(addr);
+      break;
+    case 'thpCollapse':
+      host.thpCollapse(addr);
+      break;
+    case 'swapOut':
+      host.swapOut(addr, len);
+      break;
+    case 'ksmMerge':
+      host.ksmMerge(addr, r.hva + (h.with ?? 0));
+      break;
+  }
+  // kvm_unmap_gfn_range runs under mmu_lock for write
+  const zapped = m.sptes_zapped_4k + m.sptes_zapped_2m + m.sptes_zapped_1g + m.sptes_zapped_nonleaf - zapped0;
+  bump(x.derived, 'sptes_zapped_write_lock', zapped);
+  bump(x.derived, `host_${h.event}`);
+  x.checker.auditPoint('host-event');
+}
