@@ -36,12 +36,16 @@ export interface Vma {
   length: number;
   backing: Backing;
   writable: boolean;
-  /** pfn per 4K page of the mapping (0 = not present). Huge frames fill 512 / 262144 consecutive pfns. */
-  pages: Float64Array;
-  /** Per-page mapping level: 1 = 4K pte, 2 = inside a 2M pmd, 3 = inside a 1G pud. */
-  levels: Uint8Array;
-  /** KSM-merged pages are mapped read-only until a write breaks the sharing (COW). */
-  cow: Uint8Array;
+  /** Pages per backing frame: 1 (4K), 512 (2M hugetlb / THP), 262144 (1G). */
+  framePages: number;
+  /** First frame's address: start rounded down to the frame size (THP mappings may start mid-frame). */
+  frameBase: number;
+  /** Base pfn per frame (0 = not present). A split frame's pages live in `split` instead. */
+  frames: Float64Array;
+  /** Frames mapped at 4K (a THP split, a partial THP at a mapping edge, a migrated page): pfn per page. */
+  split: Map<number, Float64Array>;
+  /** KSM-merged pages (page index): mapped read-only until a write breaks the sharing (COW). */
+  cow: Set<number>;
 }
 
 export interface HvaPfn {
@@ -55,6 +59,7 @@ export class HostMm {
   private vmas: Vma[] = [];
   private nextHva = 2 ** 40;
   readonly pfns = new PfnPool();
+
   private notifiers: MmuNotifier[] = [];
   /** Events in flight, for step-by-step driving: start called, end not yet. */
   private pending: { start: number; end: number; event: MmuNotifierEvent; finish: () => void }[] = [];
@@ -84,15 +89,17 @@ export class HostMm {
     const start = Math.ceil(this.nextHva / frame) * frame;
     if (start + len > HVA_LIMIT) throw new RangeError('host address space exhausted');
     this.nextHva = start + len + frame; // a guard gap, so adjacent mappings never merge by accident
-    const n = len / PAGE;
+    const fp = FRAME_PAGES[backing];
     this.vmas.push({
       start,
       length: len,
       backing,
       writable: true,
-      pages: new Float64Array(n),
-      levels: new Uint8Array(n),
-      cow: new Uint8Array(n),
+      framePages: fp,
+      frameBase: start,
+      frames: new Float64Array(Math.ceil(len / (fp * PAGE))),
+      split: new Map(),
+      cow: new Set(),
     });
     this.vmas.sort((a, b) => a.start - b.start);
     return asHva(start);
@@ -124,50 +131,51 @@ export class HostMm {
     const v = this.findVma(addr);
     if (v === null || (write && !v.writable)) return null;
     const i = Math.floor((addr - v.start) / PAGE);
-    if (v.pages[i] === 0) this.faultIn(v, i);
-    if (write && v.cow[i]) this.breakCow(v, i);
-    return { pfn: asPfn(v.pages[i]!), level: v.levels[i] as 1 | 2 | 3, writable: v.writable && !v.cow[i] };
+    if (write && v.cow.has(i)) this.breakCow(v, i);
+    let p = pageAt(v, addr);
+    if (p.pfn === 0) {
+      this.faultIn(v, addr);
+      p = pageAt(v, addr);
+    }
+    return { pfn: asPfn(p.pfn), level: p.level, writable: v.writable && !v.cow.has(i) };
   }
 
   /** Peek without faulting: the pfn mapped at hva now, or 0. */
   pfnAt(addr: number): number {
     const v = this.findVma(addr);
-    return v === null ? 0 : v.pages[Math.floor((addr - v.start) / PAGE)]!;
+    return v === null ? 0 : pageAt(v, addr).pfn;
   }
 
-  private faultIn(v: Vma, i: number): void {
-    const fp = this.framePagesAt(v, i);
-    const first = i - ((v.start / PAGE + i) % fp);
-    const base = this.pfns.alloc(fp);
-    const level = fp === 1 ? 1 : fp === 512 ? 2 : 3;
-    for (let k = 0; k < fp; k++) {
-      v.pages[first + k] = base + k;
-      v.levels[first + k] = level;
+  private faultIn(v: Vma, addr: number): void {
+    const fp = v.framePages;
+    const f = frameIndex(v, addr);
+    const fStart = v.frameBase + f * fp * PAGE;
+    // A THP needs a whole frame inside the mapping, and a frame already mapped at 4K stays 4K until
+    // khugepaged collapses it.
+    const small =
+      fp > 1 &&
+      (v.split.has(f) ||
+        (v.backing === 'thp' && (fStart < v.start || fStart + fp * PAGE > v.start + v.length)));
+    if (!small) {
+      v.frames[f] = this.pfns.alloc(fp);
+      if (fp === 1) this.pfns.swapSlotRestore(addr - (addr % PAGE), v.frames[f]!);
+      return;
     }
-    if (fp === 1) this.pfns.swapSlotRestore(v.start + i * PAGE, base);
-  }
-
-  /** Backing frame size (pages) the host would use at page i: THP only for whole aligned 2M frames. */
-  private framePagesAt(v: Vma, i: number): number {
-    const fp = FRAME_PAGES[v.backing];
-    if (v.backing !== 'thp') return fp;
-    const addr = v.start + i * PAGE;
-    const f = Math.floor(addr / 0x200000) * 0x200000;
-    if (f < v.start || f + 0x200000 > v.start + v.length) return 1;
-    // A frame already partly populated at 4K (e.g. after a split) stays 4K until collapsed.
-    const fi = (f - v.start) / PAGE;
-    for (let k = 0; k < 512; k++) if (v.pages[fi + k] !== 0) return 1;
-    return 512;
+    const arr = splitFrame(v, f, this.pfns);
+    const k = Math.floor((addr - fStart) / PAGE);
+    arr[k] = this.pfns.alloc(1);
+    this.pfns.swapSlotRestore(addr - (addr % PAGE), arr[k]!);
   }
 
   private breakCow(v: Vma, i: number): void {
-    this.changePages(v.start + i * PAGE, PAGE, 'ksm', () => {
-      const old = v.pages[i]!;
+    const addr = v.start + i * PAGE;
+    this.changePages(addr, PAGE, 'ksm', () => {
+      const old = pageAt(v, addr).pfn;
       const nu = this.pfns.alloc(1);
       this.pfns.copyContent(old, nu);
+      setPage(v, addr, nu, this.pfns);
       this.pfns.put(old);
-      v.pages[i] = nu;
-      v.cow[i] = 0;
+      v.cow.delete(i);
     });
   }
 
@@ -202,18 +210,16 @@ export class HostMm {
     return this.pending.length;
   }
 
-  /** Walk the present pages of [start, start+len), calling f(vma, index). */
-  private forPages(start: number, len: number, f: (v: Vma, i: number) => void): void {
+  /** Visit every page address of [start, start+len) that lies in a mapping. */
+  private forPages(start: number, len: number, f: (v: Vma, addr: number) => void): void {
     for (let a = start; a < start + len;) {
       const v = this.findVma(a);
       if (v === null) {
         a += PAGE;
         continue;
       }
-      const i0 = (a - v.start) / PAGE;
-      const n = Math.min((start + len - a) / PAGE, v.length / PAGE - i0);
-      for (let i = i0; i < i0 + n; i++) f(v, i);
-      a += n * PAGE;
+      const end = Math.min(start + len, v.start + v.length);
+      for (; a < end; a += PAGE) f(v, a);
     }
   }
 
@@ -225,18 +231,20 @@ export class HostMm {
       length,
       'unmap',
       () => {
-        this.forPages(addr, length, (v, i) => {
-          if (v.pages[i]) this.pfns.put(v.pages[i]!);
-          v.pages[i] = 0;
-        });
         this.splitVmasAround(addr, length);
+        this.forPages(addr, length, (v, a) => {
+          const p = pageAt(v, a);
+          // An unsplit huge frame holds one reference, in its head: drop it once.
+          if (p.pfn !== 0 && (p.level === 1 || (a - v.frameBase) % (v.framePages * PAGE) === 0))
+            this.pfns.put(p.pfn);
+        });
         this.vmas = this.vmas.filter((v) => !(v.start >= addr && v.start + v.length <= addr + length));
       },
       opts.stepwise,
     );
   }
 
-  /** mprotect(addr, length, PROT_READ[|PROT_WRITE]) on whole mappings. */
+  /** mprotect(addr, length, PROT_READ[|PROT_WRITE]). */
   mprotect(addr: number, length: number, writable: boolean): void {
     checkRange(addr, length);
     this.changePages(addr, length, 'protection', () => {
@@ -246,7 +254,7 @@ export class HostMm {
     });
   }
 
-  /** Page migration / compaction: each present page (or huge frame) under [addr, addr+len) moves to a new pfn. */
+  /** Page migration / compaction: each present page under [addr, addr+len) moves to a new pfn (a THP is split first). */
   migrate(addr: number, length: number, opts: { stepwise?: boolean } = {}): () => void {
     checkRange(addr, length);
     return this.changePages(
@@ -254,14 +262,13 @@ export class HostMm {
       length,
       'migrate',
       () => {
-        this.forPages(addr, length, (v, i) => {
-          const old = v.pages[i]!;
+        this.forPages(addr, length, (v, a) => {
+          const old = pageAt(v, a).pfn;
           if (old === 0) return;
           const nu = this.pfns.alloc(1);
           this.pfns.copyContent(old, nu);
+          setPage(v, a, nu, this.pfns); // splits a huge frame first, so `old` has its own refcount
           this.pfns.put(old);
-          v.pages[i] = nu;
-          v.levels[i] = 1; // migration of a THP splits it in this model
         });
       },
       opts.stepwise,
@@ -270,30 +277,32 @@ export class HostMm {
 
   /** split_huge_pmd: a 2M THP becomes 512 4K ptes on the same pfns. */
   thpSplit(addr: number): void {
-    const f = Math.floor(addr / 0x200000) * 0x200000;
-    this.changePages(f, 0x200000, 'thp_split', () =>
-      this.forPages(f, 0x200000, (v, i) => (v.levels[i] = v.pages[i] ? 1 : v.levels[i]!)),
-    );
+    const f0 = Math.floor(addr / 0x200000) * 0x200000;
+    this.changePages(f0, 0x200000, 'thp_split', () => {
+      const v = this.findVma(f0);
+      if (v !== null && v.framePages === 512) splitFrame(v, frameIndex(v, f0), this.pfns);
+    });
   }
 
-  /** khugepaged collapse: 512 4K pages are copied into a fresh 2M frame. */
+  /** khugepaged collapse: the 512 pages of a 2M frame are copied into a fresh huge page. */
   thpCollapse(addr: number): void {
-    const f = Math.floor(addr / 0x200000) * 0x200000;
-    const v = this.findVma(f);
-    if (v === null || v.backing !== 'thp' || f + 0x200000 > v.start + v.length)
+    const f0 = Math.floor(addr / 0x200000) * 0x200000;
+    const v = this.findVma(f0);
+    if (v === null || v.backing !== 'thp' || f0 < v.start || f0 + 0x200000 > v.start + v.length) {
       throw new RangeError('thpCollapse needs a whole 2M frame of a THP mapping');
-    this.changePages(f, 0x200000, 'thp_collapse', () => {
+    }
+    this.changePages(f0, 0x200000, 'thp_collapse', () => {
+      const f = frameIndex(v, f0);
       const base = this.pfns.alloc(512);
-      const i0 = (f - v.start) / PAGE;
       for (let k = 0; k < 512; k++) {
-        const old = v.pages[i0 + k]!;
+        const old = pageAt(v, f0 + k * PAGE).pfn;
         if (old) {
           this.pfns.copyContent(old, base + k);
           this.pfns.put(old);
         }
-        v.pages[i0 + k] = base + k;
-        v.levels[i0 + k] = 2;
       }
+      v.split.delete(f);
+      v.frames[f] = base;
     });
   }
 
@@ -301,12 +310,12 @@ export class HostMm {
   swapOut(addr: number, length: number): void {
     checkRange(addr, length);
     this.changePages(addr, length, 'swap', () => {
-      this.forPages(addr, length, (v, i) => {
-        const old = v.pages[i]!;
+      this.forPages(addr, length, (v, a) => {
+        const old = pageAt(v, a).pfn;
         if (old === 0) return;
-        this.pfns.swapSlotSave(v.start + i * PAGE, old);
+        this.pfns.swapSlotSave(a, old);
+        setPage(v, a, 0, this.pfns);
         this.pfns.put(old);
-        v.pages[i] = 0;
       });
     });
   }
@@ -318,15 +327,15 @@ export class HostMm {
     if (va === null || vb === null) throw new RangeError('ksmMerge needs two mapped pages');
     this.hvaToPfn(a);
     this.hvaToPfn(b);
-    const ia = Math.floor((a - va.start) / PAGE);
-    const ib = Math.floor((b - vb.start) / PAGE);
-    this.changePages(Math.floor(b / PAGE) * PAGE, PAGE, 'ksm', () => {
-      this.pfns.put(vb.pages[ib]!);
-      this.pfns.get(va.pages[ia]!);
-      vb.pages[ib] = va.pages[ia]!;
-      vb.levels[ib] = 1;
-      va.cow[ia] = 1;
-      vb.cow[ib] = 1;
+    const pb = Math.floor(b / PAGE) * PAGE;
+    this.changePages(pb, PAGE, 'ksm', () => {
+      const shared = pageAt(va, a).pfn;
+      const old = pageAt(vb, pb).pfn;
+      setPage(vb, pb, shared, this.pfns);
+      this.pfns.put(old);
+      this.pfns.get(shared);
+      va.cow.add(Math.floor((a - va.start) / PAGE));
+      vb.cow.add(Math.floor((pb - vb.start) / PAGE));
     });
   }
 
@@ -335,30 +344,94 @@ export class HostMm {
     for (const n of this.notifiers) n.release();
   }
 
+  /** Cut mappings at addr and addr+length (a THP frame straddling a cut is split to 4K first). */
   private splitVmasAround(addr: number, length: number): void {
     const out: Vma[] = [];
     for (const v of this.vmas) {
       const cuts = [v.start, v.start + v.length];
       for (const c of [addr, addr + length]) if (c > v.start && c < v.start + v.length) cuts.push(c);
-      cuts.sort((x, y) => x - y);
-      for (let k = 0; k + 1 < cuts.length; k++) {
-        const s = cuts[k]!;
-        const e = cuts[k + 1]!;
-        if (s === e) continue;
-        const i0 = (s - v.start) / PAGE;
-        const i1 = (e - v.start) / PAGE;
-        out.push({
-          ...v,
-          start: s,
-          length: e - s,
-          pages: v.pages.slice(i0, i1),
-          levels: v.levels.slice(i0, i1),
-          cow: v.cow.slice(i0, i1),
-        });
+      if (cuts.length === 2) {
+        out.push(v);
+        continue;
       }
+      cuts.sort((x, y) => x - y);
+      for (let k = 0; k + 1 < cuts.length; k++) out.push(sliceVma(v, cuts[k]!, cuts[k + 1]!, this.pfns));
     }
     this.vmas = out;
   }
+}
+
+/** Frame index of addr in v. */
+function frameIndex(v: Vma, addr: number): number {
+  return Math.floor((addr - v.frameBase) / (v.framePages * PAGE));
+}
+
+/** The pfn at addr (0 if absent) and its mapping level. */
+function pageAt(v: Vma, addr: number): { pfn: number; level: 1 | 2 | 3 } {
+  const fp = v.framePages;
+  const f = frameIndex(v, addr);
+  if (fp > 1) {
+    const arr = v.split.get(f);
+    if (arr !== undefined) return { pfn: arr[Math.floor((addr - v.frameBase) / PAGE) % fp]!, level: 1 };
+  }
+  const base = v.frames[f]!;
+  if (base === 0) return { pfn: 0, level: 1 };
+  return {
+    pfn: base + (Math.floor((addr - v.frameBase) / PAGE) % fp),
+    level: fp === 1 ? 1 : fp === 512 ? 2 : 3,
+  };
+}
+
+/** Map the 4K page at addr to pfn (0 = unmap), splitting its huge frame to 4K first. */
+function setPage(v: Vma, addr: number, pfn: number, pool: PfnPool): void {
+  if (v.framePages === 1) {
+    v.frames[frameIndex(v, addr)] = pfn;
+    return;
+  }
+  const arr = splitFrame(v, frameIndex(v, addr), pool);
+  arr[Math.floor((addr - v.frameBase) / PAGE) % v.framePages] = pfn;
+}
+
+/** Turn a huge frame into per-page entries (same pfns), once; the compound page is split with it. */
+function splitFrame(v: Vma, f: number, pool: PfnPool): Float64Array {
+  let arr = v.split.get(f);
+  if (arr !== undefined) return arr;
+  arr = new Float64Array(v.framePages);
+  const base = v.frames[f]!;
+  if (base !== 0) pool.splitCompound(base);
+  if (base !== 0) for (let k = 0; k < v.framePages; k++) arr[k] = base + k;
+  v.frames[f] = 0;
+  v.split.set(f, arr);
+  return arr;
+}
+
+/** The part [s, e) of v as a mapping of its own (frames copied; a huge frame cut in two is split first). */
+function sliceVma(v: Vma, s: number, e: number, pool: PfnPool): Vma {
+  const fp = v.framePages;
+  const fs = frameIndex(v, s);
+  const fe = frameIndex(v, e - 1);
+  if (fp > 1)
+    for (const c of [s, e])
+      if ((c - v.frameBase) % (fp * PAGE) !== 0 && c > v.start && c < v.start + v.length)
+        splitFrame(v, frameIndex(v, c), pool);
+  const split = new Map<number, Float64Array>();
+  for (const [f, arr] of v.split) if (f >= fs && f <= fe) split.set(f - fs, arr.slice());
+  const cow = new Set<number>();
+  for (const i of v.cow) {
+    const a = v.start + i * PAGE;
+    if (a >= s && a < e) cow.add((a - s) / PAGE);
+  }
+  return {
+    start: s,
+    length: e - s,
+    backing: v.backing,
+    writable: v.writable,
+    framePages: fp,
+    frameBase: v.frameBase + fs * fp * PAGE,
+    frames: v.frames.slice(fs, fe + 1),
+    split,
+    cow,
+  };
 }
 
 function checkRange(addr: number, length: number): void {

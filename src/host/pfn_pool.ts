@@ -1,34 +1,51 @@
 /**
- * Host physical pages: allocation with reuse, a refcount and a content version per pfn, and the swap
+ * Host physical pages: allocation with reuse, a refcount and a content version per page, and the swap
  * slots that keep a page's content while it is out. A freed pfn is handed out again (LIFO), so a
  * secondary-MMU mapping that outlives its page points at whatever the host reused it for.
  *
- * Kernel counterpart: the buddy allocator and struct page's refcount, as far as KVM can observe them.
+ * Kernel counterpart: the buddy allocator and struct page / folio refcounts as KVM observes them. Like a
+ * compound page, a huge allocation keeps its refcount and content version in its head page until it is
+ * split; that keeps a 1 TiB guest backed by 2M pages at a few MB of bookkeeping.
  */
+const CHUNK_SHIFT = 16;
+const CHUNK = 1 << CHUNK_SHIFT;
+
 export class PfnPool {
   /** next never-used pfn; pfn 0 is never handed out so typed arrays can use 0 for "none" */
   private next = 1;
-  private refcount = new Int32Array(1 << 16);
-  private version = new Uint32Array(1 << 16);
+  private readonly refChunks = new Map<number, Int32Array>();
+  private readonly verChunks = new Map<number, Uint32Array>();
+  /** head pfn → pages, for unsplit huge allocations */
+  private readonly compound = new Map<number, number>();
   /** free single pages, most recently freed last */
-  private free: number[] = [];
-  private swap = new Map<number, number>();
+  private readonly free: number[] = [];
+  private readonly swap = new Map<number, number>();
   /** Pages currently allocated. */
   allocated = 0;
 
-  private grow(upTo: number): void {
-    if (upTo < this.refcount.length) return;
-    let n = this.refcount.length;
-    while (n <= upTo) n *= 2;
-    const r = new Int32Array(n);
-    r.set(this.refcount);
-    const v = new Uint32Array(n);
-    v.set(this.version);
-    this.refcount = r;
-    this.version = v;
+  private ref(pfn: number): Int32Array {
+    const k = pfn >>> CHUNK_SHIFT;
+    let c = this.refChunks.get(k);
+    if (c === undefined) this.refChunks.set(k, (c = new Int32Array(CHUNK)));
+    return c;
+  }
+  private ver(pfn: number): Uint32Array {
+    const k = pfn >>> CHUNK_SHIFT;
+    let c = this.verChunks.get(k);
+    if (c === undefined) this.verChunks.set(k, (c = new Uint32Array(CHUNK)));
+    return c;
   }
 
-  /** Allocate `n` contiguous pages (n a power of two, naturally aligned), refcount 1 each. */
+  /** The pfn that holds this page's refcount/version: its compound head, or itself. */
+  head(pfn: number): number {
+    for (const n of [512, 262144]) {
+      const h = pfn - (pfn % n);
+      if (this.compound.get(h) === n) return h;
+    }
+    return pfn;
+  }
+
+  /** Allocate `n` contiguous pages (n = 1, 512 or 262144, naturally aligned), refcount 1. */
   alloc(n: number): number {
     let base: number;
     if (n === 1 && this.free.length > 0) base = this.free.pop()!;
@@ -36,58 +53,83 @@ export class PfnPool {
       base = Math.ceil(this.next / n) * n;
       this.next = base + n;
     }
-    this.grow(base + n);
-    for (let k = 0; k < n; k++) {
-      this.refcount[base + k] = 1;
-      this.version[base + k] = (this.version[base + k]! + 1) >>> 0; // new owner, new content
-    }
+    if (n > 1) this.compound.set(base, n);
+    const i = base & (CHUNK - 1);
+    this.ref(base)[i] = 1;
+    this.ver(base)[i] = (this.ver(base)[i]! + 1) >>> 0; // new owner, new content
     this.allocated += n;
     return base;
   }
 
-  get(pfn: number): void {
-    this.refcount[pfn]!++;
-  }
-
-  /** Drop a reference; at zero the page is free and may be reused. */
-  put(pfn: number): void {
-    const r = --this.refcount[pfn]!;
-    if (r === 0) {
-      this.free.push(pfn);
-      this.allocated--;
+  /** split_huge_page: every page of the compound block gets its own refcount and content version. */
+  splitCompound(headPfn: number): void {
+    const n = this.compound.get(headPfn);
+    if (n === undefined) return;
+    const r = this.ref(headPfn)[headPfn & (CHUNK - 1)]!;
+    const v = this.ver(headPfn)[headPfn & (CHUNK - 1)]!;
+    this.compound.delete(headPfn);
+    for (let p = headPfn; p < headPfn + n; p++) {
+      this.ref(p)[p & (CHUNK - 1)] = r;
+      this.ver(p)[p & (CHUNK - 1)] = v;
     }
   }
 
+  get(pfn: number): void {
+    const h = this.head(pfn);
+    this.ref(h)[h & (CHUNK - 1)]!++;
+  }
+
+  /** Drop a reference; at zero the page (or the whole compound block) is free and may be reused. */
+  put(pfn: number): void {
+    const h = this.head(pfn);
+    const r = --this.ref(h)[h & (CHUNK - 1)]!;
+    if (r !== 0) return;
+    const n = this.compound.get(h);
+    if (n === undefined) {
+      this.free.push(h);
+      this.allocated--;
+      return;
+    }
+    // A freed huge block returns as single pages, so the next 4K allocations reuse it.
+    this.splitCompound(h);
+    for (let p = h + n - 1; p >= h; p--) this.free.push(p);
+    this.allocated -= n;
+  }
+
   refs(pfn: number): number {
-    return this.refcount[pfn] ?? 0;
+    const h = this.head(pfn);
+    return this.refChunks.get(h >>> CHUNK_SHIFT)?.[h & (CHUNK - 1)] ?? 0;
   }
 
   isFree(pfn: number): boolean {
-    return pfn < this.next && this.refcount[pfn] === 0;
+    return pfn > 0 && pfn < this.next && this.refs(pfn) === 0;
   }
 
   /** Content version: bumped by writes and by reallocation to a new owner. */
   contentVersion(pfn: number): number {
-    return this.version[pfn]!;
+    const h = this.head(pfn);
+    return this.verChunks.get(h >>> CHUNK_SHIFT)?.[h & (CHUNK - 1)] ?? 0;
   }
 
   write(pfn: number): void {
-    this.version[pfn] = (this.version[pfn]! + 1) >>> 0;
+    const h = this.head(pfn);
+    this.ver(h)[h & (CHUNK - 1)] = (this.ver(h)[h & (CHUNK - 1)]! + 1) >>> 0;
   }
 
   copyContent(from: number, to: number): void {
-    this.version[to] = this.version[from]!;
+    const h = this.head(to);
+    this.ver(h)[h & (CHUNK - 1)] = this.contentVersion(from);
   }
 
   swapSlotSave(hva: number, pfn: number): void {
-    this.swap.set(hva, this.version[pfn]!);
+    this.swap.set(hva, this.contentVersion(pfn));
   }
 
   /** Swap-in: the content saved for hva, if it was swapped out, moves into pfn. */
   swapSlotRestore(hva: number, pfn: number): void {
     const v = this.swap.get(hva);
     if (v === undefined) return;
-    this.version[pfn] = v;
+    this.ver(pfn)[pfn & (CHUNK - 1)] = v;
     this.swap.delete(hva);
   }
 }
