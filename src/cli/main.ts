@@ -1,14 +1,145 @@
 /**
- * The zaplab command line. `zaplab memslots [script]` replays a memslot script (YAML or JSON list of
- * calls) on a model VM and prints each call's result, the final slot table and the generations; with no
- * script it replays a built-in firmware-boot-like sequence.
+ * The zaplab command line (commander).
+ *   run <scenario>      one design (default: quirk), per-step counts and the modelled cost breakdown
+ *   compare <scenario>  every policy × ABI design the scenario's VM types allow, side by side
+ *   check <scenario>    compare with audit=full; exit 1 and print each violation if any
+ *   list / show         the scenario library
+ *   memslots [script]   replay a memslot script (the first format; kept working)
+ * A scenario is a library name or a path. Errors are one line (file:line:col when from a file), never a
+ * stack trace; exit 2. Progress bars and colours only on a TTY.
  */
-import { Command } from 'commander';
-import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { readFileSync, writeFileSync } from 'node:fs';
+import cliProgress from 'cli-progress';
 import { replayMemslotScript, DEMO_SCRIPT, formatReplay } from './memslot_script.ts';
+import { describeFile, libraryNames, loadScenario, resolveScenario } from '../scenario/library.ts';
+import { compareScenario, runScenario, type RunResult } from '../scenario/runner.ts';
+import { designById, designsFor, DESIGNS } from '../scenario/designs.ts';
+import { formatCompare, formatRun, formatViolations, type Style } from '../report/text.ts';
+import { TraceRecorder } from '../report/chrome_trace.ts';
+import type { Scenario } from '../scenario/schema.ts';
+
+const tty = process.stdout.isTTY === true;
+const style: Style = { color: tty && !process.env['NO_COLOR'] };
+
+interface Common {
+  json?: boolean;
+  trace?: string;
+  param?: string[];
+}
+
+function die(msg: string): never {
+  process.stderr.write(msg + '\n');
+  process.exit(2);
+}
+
+function load(name: string, opts: Common): Scenario {
+  const params: Record<string, string> = {};
+  for (const p of opts.param ?? []) {
+    const m = /^([A-Za-z_][\w-]*)=(.+)$/.exec(p);
+    if (!m) die(`--param ${p}: expected name=value`);
+    params[m[1]!] = m[2]!;
+  }
+  const r = loadScenario(name, params);
+  if (!r.ok) die(r.error);
+  return r.scenario;
+}
+
+function bar(total: number, what: string): cliProgress.SingleBar | null {
+  if (!process.stderr.isTTY) return null;
+  const b = new cliProgress.SingleBar(
+    { format: `${what} [{bar}] {value}/{total} {design}`, stream: process.stderr, clearOnComplete: true, hideCursor: true },
+    cliProgress.Presets.shades_classic,
+  );
+  b.start(total, 0, { design: '' });
+  return b;
+}
+
+function writeTrace(rec: TraceRecorder | undefined, file: string | undefined): void {
+  if (!rec || !file) return;
+  writeFileSync(file, JSON.stringify(rec.toJSON()));
+  process.stderr.write(`trace: ${file} (${rec.events.length} events${rec.dropped ? `, ${rec.dropped} dropped` : ''}; open in https://ui.perfetto.dev)\n`);
+}
+
+const jsonRun = (r: RunResult): object => ({ ...r, modelled: { ...r.modelled, label: 'modelled, not measured' } });
+
+async function compareCmd(name: string, opts: Common & { audit?: string }, check: boolean): Promise<void> {
+  const sc = load(name, opts);
+  const trace = opts.trace ? new TraceRecorder() : undefined;
+  const n = designsFor(sc).allowed.length;
+  const b = bar(n, check ? 'check' : 'compare');
+  const audit = check ? 'full' : ((opts.audit ?? 'points') as 'off' | 'points' | 'full');
+  const { runs, skipped } = await compareScenario(sc, {
+    audit,
+    ...(trace ? { trace } : {}),
+    onDesign: (i, _n, id) => b?.update(i, { design: id }),
+  });
+  b?.update(n, { design: '' });
+  b?.stop();
+  writeTrace(trace, opts.trace);
+  if (opts.json) process.stdout.write(JSON.stringify({ scenario: sc.name, runs: runs.map(jsonRun), skipped }, null, 2) + '\n');
+  else {
+    process.stdout.write(`${sc.name}: ${sc.description ?? ''}\n`);
+    process.stdout.write(formatCompare(runs, skipped, style));
+  }
+  if (check) {
+    const bad = runs.filter((r) => r.verdict === 'violations');
+    if (!opts.json) for (const r of bad) process.stdout.write(formatViolations(r, style));
+    if (bad.length) process.exitCode = 1;
+  }
+}
 
 const program = new Command();
 program.name('zaplab').description('An executable model of the KVM x86 MMU memslot machinery');
+program.configureOutput({ outputError: (s, write) => write(s) });
+
+const withCommon = (c: Command): Command =>
+  c
+    .option('--json', 'machine-readable output')
+    .option('--trace <file>', 'write a Chrome trace-event JSON (faults, zaps, flushes per vCPU; Perfetto)')
+    .option('-p, --param <name=value...>', 'override a scenario parameter');
+
+withCommon(program.command('run').description('run a scenario under one design').argument('<scenario>', 'library name or path'))
+  .addOption(new Option('-d, --design <id>', 'design').choices(DESIGNS.map((d) => d.id)).default('quirk'))
+  .addOption(new Option('--audit <level>', 'checker audit level').choices(['off', 'points', 'full']).default('points'))
+  .action(async (name: string, opts: Common & { design: string; audit: 'off' | 'points' | 'full' }) => {
+    const sc = load(name, opts);
+    const d = designById(opts.design)!;
+    const trace = opts.trace ? new TraceRecorder() : undefined;
+    const b = bar(sc.timeline.length, 'run');
+    const r = await runScenario(sc, d, { audit: opts.audit, ...(trace ? { trace } : {}), onProgress: (i) => b?.update(i) });
+    b?.stop();
+    writeTrace(trace, opts.trace);
+    process.stdout.write(opts.json ? JSON.stringify(jsonRun(r), null, 2) + '\n' : formatRun(r, style) + formatViolations(r, style));
+  });
+
+withCommon(program.command('compare').description('run a scenario under every policy × ABI design, side by side').argument('<scenario>', 'library name or path'))
+  .addOption(new Option('--audit <level>', 'checker audit level').choices(['off', 'points', 'full']).default('points'))
+  .action((name: string, opts: Common & { audit: string }) => compareCmd(name, opts, false));
+
+withCommon(program.command('check').description('compare with full audits; exit 1 on an invariant violation').argument('<scenario>', 'library name or path'))
+  .action((name: string, opts: Common) => compareCmd(name, opts, true));
+
+program
+  .command('list')
+  .description('list the scenario library')
+  .option('--json', 'machine-readable output')
+  .action((opts: { json?: boolean }) => {
+    const rows = libraryNames().map((n) => ({ name: n, description: describeFile(resolveScenario(n)!) }));
+    if (opts.json) return void process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+    const w = Math.max(...rows.map((r) => r.name.length));
+    for (const r of rows) process.stdout.write(`${r.name.padEnd(w)}  ${r.description.slice(0, 98 - w)}\n`);
+  });
+
+program
+  .command('show')
+  .description('print a library scenario (with its source-of-realism header)')
+  .argument('<scenario>', 'library name or path')
+  .action((name: string) => {
+    const f = resolveScenario(name);
+    if (f === null) die(`${name}: no such scenario (library: ${libraryNames().join(', ')})`);
+    process.stdout.write(readFileSync(f, 'utf8'));
+  });
 
 program
   .command('memslots')
@@ -16,22 +147,25 @@ program
   .argument('[script]', 'path to the script; the built-in demo if omitted')
   .option('--json', 'machine-readable output')
   .action((file: string | undefined, opts: { json?: boolean }) => {
-    const text = file === undefined ? DEMO_SCRIPT : readFileSync(file, 'utf8');
-    const result = replayMemslotScript(text, file ?? '<demo>');
-    if (!result.ok) {
-      process.stderr.write(result.error + '\n');
-      process.exitCode = 2;
-      return;
+    let text = DEMO_SCRIPT;
+    if (file !== undefined) {
+      try {
+        text = readFileSync(file, 'utf8');
+      } catch {
+        die(`${file}: cannot read`);
+      }
     }
+    const result = replayMemslotScript(text, file ?? '<demo>');
+    if (!result.ok) die(result.error);
     process.stdout.write(opts.json ? JSON.stringify(result.replay, null, 2) + '\n' : formatReplay(result.replay));
   });
 
 program
   .command('demo')
-  .description('the main job (for now): replay the built-in memslot demo')
+  .description('replay the built-in memslot demo')
   .action(() => {
     const result = replayMemslotScript(DEMO_SCRIPT, '<demo>');
     if (result.ok) process.stdout.write(formatReplay(result.replay));
   });
 
-program.parse();
+program.parseAsync().catch((e: unknown) => die(`zaplab: ${e instanceof Error ? e.message : String(e)}`));

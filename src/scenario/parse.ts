@@ -89,7 +89,8 @@ function zodParse<T extends z.ZodType>(schema: T, data: unknown, base: Path): z.
     const keys = issue.keys;
     return fail([...path, keys[0]!], `unknown key '${keys[0]}'`, true);
   }
-  if (issue.code === 'invalid_type' && issue.input === undefined)
+  const value = (issue.path as Path).reduce<unknown>((o, k) => (o as Record<string | number, unknown> | undefined)?.[k], data);
+  if (issue.code === 'invalid_type' && value === undefined)
     return fail(path, `missing required field '${String(path.at(-1))}'`);
   return fail(path, issue.message);
 }

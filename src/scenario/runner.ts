@@ -173,6 +173,7 @@ export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOpt
     tdpMmu: kvm.cfg.tdpMmu,
     errors: [],
     label: 'setup',
+    iter: 0,
   };
   const base = { scenario: sc.name, design: design.id, describe: design.describe, missing, errors: x.errors };
   const vcpus = sc.vms.reduce((n, v) => n + (v.vcpus ?? 1), 0);
@@ -197,7 +198,12 @@ export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOpt
   const setup = before;
   const run = (s: Step, label: string): void => {
     if ('repeat' in s) {
-      for (let k = 0; k < s.repeat; k++) s.steps.forEach((t, j) => run(t, `${label}[${k}] ${stepLabel(t, j)}`));
+      const outer = x.iter;
+      for (let k = 0; k < s.repeat; k++) {
+        x.iter = k;
+        s.steps.forEach((t, j) => run(t, `${label}[${k}] ${stepLabel(t, j)}`));
+      }
+      x.iter = outer;
       return;
     }
     const c = s.vm === undefined ? vms[0]! : vms.find((v) => v.name === s.vm)!;

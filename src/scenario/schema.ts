@@ -73,6 +73,8 @@ const pattern = {
   kind: z.enum(['read', 'write', 'exec']).optional(),
   private: z.boolean().optional(),
   passes: num.optional(),
+  /** added to offset × the enclosing repeat's iteration index */
+  eachOffset: num.optional(),
 };
 
 const hostEvent = z.enum(['munmap', 'mprotect', 'migrate', 'thpSplit', 'thpCollapse', 'swapOut', 'ksmMerge']);
@@ -100,6 +102,8 @@ export const STEP_SCHEMAS = {
       /** hva = this region's mapping + offset (default: no mapping, hva 0) */
       region: z.string().optional(),
       offset: num.optional(),
+      /** added × the enclosing repeat's iteration index (0-based): sweeps slots across a repeat */
+      each: z.strictObject({ slot: num.optional(), gpa: num.optional(), offset: num.optional() }).optional(),
     }),
   }),
   access: z.strictObject({ ...common, access: z.strictObject(pattern) }),

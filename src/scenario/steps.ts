@@ -43,6 +43,8 @@ export interface ExecCtx {
   tdpMmu: boolean;
   errors: string[];
   label: string;
+  /** the innermost enclosing repeat's iteration index (0 outside repeats) */
+  iter: number;
 }
 
 const bump = (d: Derived, k: string, n = 1): void => {
@@ -127,10 +129,14 @@ export function execStep(x: ExecCtx, c: VmCtx, s: Exclude<Step, { repeat: unknow
   }
   if ('memslot' in s) {
     const m = s.memslot;
-    const base = m.region ? reg(m.region).hva + (m.offset ?? 0) : 0;
+    const k = x.iter;
+    const off = (m.offset ?? 0) + (m.each?.offset ?? 0) * k;
+    const base = m.region ? reg(m.region).hva + off : 0;
     let flags = m.flags ?? 0;
     if (x.design.leafsOnlyFlag && m.size > 0) flags |= uapi.KVM_MEM_ZAP_LEAFS_ONLY;
-    const arg = { slot: ((m.as ?? 0) << 16) | m.slot, flags, guestPhysAddr: m.gpa, memorySize: m.size, userspaceAddr: m.size ? base : 0 };
+    const slot = ((m.as ?? 0) << 16) | (m.slot + (m.each?.slot ?? 0) * k);
+    const gpa = m.gpa + (m.each?.gpa ?? 0) * k;
+    const arg = { slot, flags, guestPhysAddr: gpa, memorySize: m.size, userspaceAddr: m.size ? base : 0 };
     return memslotCall(x, c, m.size === 0 ? 'delete' : 'create', arg, m.size / PAGE);
   }
   if ('access' in s) return accessPattern(x, c, s.access);
@@ -169,7 +175,7 @@ function dirtyLog(x: ExecCtx, c: VmCtx, r: RegionState, clear: boolean): void {
 
 /** The addresses a pattern touches, in order: every stride, or a seeded random working set. */
 function patternOffsets(x: ExecCtx, r: RegionState, p: AccessPattern): number[] {
-  const start = p.offset ?? 0;
+  const start = (p.offset ?? 0) + (p.eachOffset ?? 0) * x.iter;
   const len = p.length ?? r.decl.size - start;
   const stride = p.stride ?? PAGE;
   const n = Math.max(0, Math.ceil(len / stride));

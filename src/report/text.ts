@@ -1,0 +1,104 @@
+/**
+ * Terminal reports for run/compare/check: cli-table3 tables that fit 100 columns, colours only on a TTY
+ * (node:util styleText). Modelled time is always labelled "modelled" and printed beside the counts it
+ * came from. Reads run results only.
+ */
+import Table from 'cli-table3';
+import { styleText } from 'node:util';
+import type { RunResult, Verdict } from '../scenario/runner.ts';
+import { fmtModelled } from '../metrics/cost.ts';
+
+export interface Style {
+  color: boolean;
+}
+
+const paint = (st: Style, fmt: Parameters<typeof styleText>[0], s: string): string => (st.color ? styleText(fmt, s) : s);
+
+const n = (x: number | undefined): string => (x ?? 0).toLocaleString('en-US');
+
+function verdictText(st: Style, v: Verdict, violations: number): string {
+  switch (v) {
+    case 'ok':
+      return paint(st, 'green', 'ok');
+    case 'violations':
+      return paint(st, 'red', `${violations} violation${violations === 1 ? '' : 's'}`);
+    case 'unchecked':
+      return paint(st, 'yellow', 'unchecked');
+    case 'missing-features':
+      return paint(st, 'yellow', 'missing');
+  }
+}
+
+function table(head: string[], st: Style): Table.Table {
+  return new Table({
+    head: head.map((h) => paint(st, 'bold', h)),
+    style: { head: [], border: [], compact: true, 'padding-left': 1, 'padding-right': 0 },
+    chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
+  });
+}
+
+const zapped = (t: Record<string, number>): number =>
+  (t['sptes_zapped_4k'] ?? 0) + (t['sptes_zapped_2m'] ?? 0) + (t['sptes_zapped_1g'] ?? 0);
+const refaults = (t: Record<string, number>): number => t['refaults'] ?? 0;
+
+/** The side-by-side table: one row per design. */
+export function formatCompare(runs: RunResult[], skipped: { id: string; why: string }[], st: Style): string {
+  const t = table(['design', 'zap-all', 'precise', 'zapped', 'refaults', 'flush(IPI)', 'SEAMCALL', 'modelled', 'verdict'], st);
+  const best = Math.min(...runs.map((r) => r.modelled.totalNs));
+  for (const r of runs) {
+    const c = r.totals;
+    const time = fmtModelled(r.modelled.totalNs);
+    t.push([
+      r.design,
+      n(c['memslot_zap_all_fast']),
+      n(c['memslot_zap_precise']),
+      n(zapped(c)),
+      n(refaults(c)),
+      `${n(c['remote_tlb_flush'])} (${n(c['tlb_flush_ipis'])})`,
+      n(c['seamcalls']),
+      r.modelled.totalNs === best ? paint(st, 'green', time) : time,
+      verdictText(st, r.verdict, r.violations.length),
+    ]);
+  }
+  const lines = [t.toString()];
+  lines.push('modelled = counts × per-event costs (docs/cost-model.md), not a measurement');
+  for (const s of skipped) lines.push(paint(st, 'dim', `not run: ${s.id} — ${s.why}`));
+  const miss = runs[0]?.missing ?? [];
+  if (miss.length) lines.push(paint(st, 'yellow', `model features not available yet: ${miss.join(', ')}`));
+  const errs = new Set(runs.flatMap((r) => r.errors.map((e) => `${r.design}: ${e}`)));
+  for (const e of [...errs].slice(0, 5)) lines.push(paint(st, 'yellow', `rejected ioctl: ${e}`));
+  if (runs.every((r) => r.verdict === 'unchecked'))
+    lines.push(paint(st, 'yellow', 'verdicts: unchecked — the invariant checker (src/check/checker.ts) is not in this build'));
+  return lines.join('\n') + '\n';
+}
+
+/** One design's run: per-step counts, then the modelled cost breakdown with its sources. */
+export function formatRun(r: RunResult, st: Style): string {
+  const t = table(['step', 'accesses', 'faults', 'refaults', 'zapped', 'zap-all', 'precise', 'flushes'], st);
+  for (const s of r.steps) {
+    const c = s.counts;
+    const label = s.label.length > 40 ? s.label.slice(0, 39) + '…' : s.label;
+    t.push([label, n(c['accesses']), n(c['vcpu.pf_fixed']), n(refaults(c)), n(zapped(c)), n(c['memslot_zap_all_fast']), n(c['memslot_zap_precise']), n(c['remote_tlb_flush'])]);
+  }
+  const cost = table(['modelled cost item', 'count', 'each', 'total (modelled)'], st);
+  for (const row of r.modelled.rows) cost.push([row.item, n(row.count), fmtModelled(row.unitNs), fmtModelled(row.totalNs)]);
+  const head = `${paint(st, 'bold', r.scenario)} under ${paint(st, 'bold', r.design)} (${r.describe})`;
+  const out = [head, t.toString(), cost.toString()];
+  out.push(`total: ${fmtModelled(r.modelled.totalNs)} (modelled); verdict: ${verdictText(st, r.verdict, r.violations.length)}`);
+  for (const e of r.errors.slice(0, 10)) out.push(paint(st, 'yellow', `rejected ioctl: ${e}`));
+  if (r.missing.length) out.push(paint(st, 'yellow', `model features not available yet: ${r.missing.join(', ')}`));
+  return out.join('\n') + '\n';
+}
+
+/** Violations, readably: id, step, message, gfn/pfn, and the trace that led there. */
+export function formatViolations(r: RunResult, st: Style): string {
+  const out: string[] = [];
+  for (const v of r.violations) {
+    out.push(paint(st, 'red', `✗ ${v.id}`) + ` [${r.design}] at step "${v.step}"`);
+    out.push(`    ${v.message}`);
+    const where = [v.gfn !== undefined ? `gfn 0x${v.gfn.toString(16)}` : '', v.pfn !== undefined ? `pfn 0x${v.pfn.toString(16)}` : ''].filter(Boolean);
+    if (where.length) out.push(`    ${where.join(', ')}`);
+    for (const line of v.trace.slice(-8)) out.push(paint(st, 'dim', `      ${line}`));
+  }
+  return out.join('\n') + (out.length ? '\n' : '');
+}
