@@ -264,7 +264,9 @@ export class HostMm {
       () => {
         this.forPages(addr, length, (v, a) => {
           const old = pageAt(v, a).pfn;
-          if (old === 0) return;
+          // A long-term pinned page cannot move: migration unmaps it (the notifiers above fired),
+          // finds the extra references and puts it back.
+          if (old === 0 || this.pfns.isPinned(old)) return;
           const nu = this.pfns.alloc(1);
           this.pfns.copyContent(old, nu);
           setPage(v, a, nu, this.pfns); // splits a huge frame first, so `old` has its own refcount

@@ -23,16 +23,26 @@ export class PfnPool {
   /** Pages currently allocated. */
   allocated = 0;
 
+  private lastRefKey = -1;
+  private lastRef: Int32Array = new Int32Array(0);
   private ref(pfn: number): Int32Array {
     const k = pfn >>> CHUNK_SHIFT;
+    if (k === this.lastRefKey) return this.lastRef;
     let c = this.refChunks.get(k);
     if (c === undefined) this.refChunks.set(k, (c = new Int32Array(CHUNK)));
+    this.lastRefKey = k;
+    this.lastRef = c;
     return c;
   }
+  private lastVerKey = -1;
+  private lastVer: Uint32Array = new Uint32Array(0);
   private ver(pfn: number): Uint32Array {
     const k = pfn >>> CHUNK_SHIFT;
+    if (k === this.lastVerKey) return this.lastVer;
     let c = this.verChunks.get(k);
     if (c === undefined) this.verChunks.set(k, (c = new Uint32Array(CHUNK)));
+    this.lastVerKey = k;
+    this.lastVer = c;
     return c;
   }
 
@@ -94,6 +104,30 @@ export class PfnPool {
     this.splitCompound(h);
     for (let p = h + n - 1; p >= h; p--) this.free.push(p);
     this.allocated -= n;
+  }
+
+  /** Long-term pins (FOLL_LONGTERM, as VFIO takes them), per page or compound head. */
+  private readonly pins = new Map<number, number>();
+
+  /** pin_user_pages(FOLL_LONGTERM): a reference that also makes the page unmovable. */
+  pin(pfn: number): void {
+    const h = this.head(pfn);
+    this.get(h);
+    this.pins.set(h, (this.pins.get(h) ?? 0) + 1);
+  }
+
+  /** unpin_user_page */
+  unpin(pfn: number): void {
+    const h = this.head(pfn);
+    const n = (this.pins.get(h) ?? 0) - 1;
+    if (n < 0) throw new RangeError(`unpin of pfn 0x${pfn.toString(16)}, which is not pinned`);
+    if (n === 0) this.pins.delete(h);
+    else this.pins.set(h, n);
+    this.put(h);
+  }
+
+  isPinned(pfn: number): boolean {
+    return (this.pins.get(this.head(pfn)) ?? 0) > 0;
   }
 
   refs(pfn: number): number {

@@ -74,8 +74,9 @@ export function hvaToGfnMemslot(slot: { baseGfn: Gfn; userspaceAddr: Hva }, a: H
 
 /** Number of 4K pages a leaf at `level` maps. @kernel arch/x86/include/asm/kvm_host.h#KVM_PAGES_PER_HPAGE */
 export function pagesPerHpage(level: PgLevel): number {
-  return 2 ** ((level - 1) * 9);
+  return PAGES_PER_HPAGE[level]!;
 }
+const PAGES_PER_HPAGE = [0, 1, 512, 262144, 134217728, 68719476736] as const;
 
 /** @kernel arch/x86/kvm/mmu/mmu_internal.h#gfn_round_for_level */
 export function gfnRoundForLevel(g: Gfn, level: PgLevel): Gfn {

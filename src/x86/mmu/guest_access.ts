@@ -27,9 +27,11 @@ import {
   VMX_EPT_MT_MASK,
   EPT_SPTE_MMU_WRITABLE_HI,
   MMIO_SPTE_GEN_MASK,
+  SPTE_MMU_PRESENT_MASK,
 } from './spte.ts';
 import {
   newPageFault,
+  resetPageFault,
   kvmTdpMmuPageFault,
   RET_PF_FIXED,
   RET_PF_SPURIOUS,
@@ -51,6 +53,9 @@ export interface AccessOptions {
 /** How many times the guest re-executes a faulting instruction before the model reports 'retry'. */
 const MAX_REFAULTS = 8;
 const walk: TdpWalkResult = { lo: 0, hi: 0, level: 0 };
+/** The fault object of vcpuAccess (not held past the call; beginFault allocates its own). */
+const accessFault = newPageFault(0, 0, false, false, false);
+const classified: Classified = { hwGfn: 0, gfn: 0, isPrivate: false };
 
 /** VM entry: service requests, then make sure a root is loaded. @kernel arch/x86/kvm/x86.c#vcpu_enter_guest */
 export function vcpuEnterGuest(mmu: X86Mmu, vcpu: Vcpu): void {
@@ -78,13 +83,19 @@ function classify(mmu: X86Mmu, gpa: number, opts: AccessOptions | undefined): Cl
   const vm = mmu.vm;
   const hwGfn = Math.floor(gpa / 4096);
   const bits = vm.arch.gfnDirectBits;
+  const out = opts === undefined ? { hwGfn, gfn: hwGfn, isPrivate: false } : classified;
+  out.hwGfn = hwGfn;
   if (bits !== 0) {
     // TDX: the shared bit selects the shared EPT; everything else is private (S-EPT, the mirror root).
     const shared = Math.floor(hwGfn / bits) % 2 === 1;
-    return { hwGfn, gfn: shared ? hwGfn - bits : hwGfn, isPrivate: !shared };
+    out.gfn = shared ? hwGfn - bits : hwGfn;
+    out.isPrivate = !shared;
+    return out;
   }
   const attrPrivate = vm.info.hasPrivateMem && (vm.memAttrs.get(hwGfn) & KVM_MEMORY_ATTRIBUTE_PRIVATE) !== 0;
-  return { hwGfn, gfn: hwGfn, isPrivate: opts?.private ?? attrPrivate };
+  out.gfn = hwGfn;
+  out.isPrivate = opts?.private ?? attrPrivate;
+  return out;
 }
 
 /** vcpu.access(): one guest access, start to finish. */
@@ -123,7 +134,7 @@ export function vcpuAccess(
         gpa,
         errorCode: write ? 2 : kind === 'exec' ? 4 : 1,
       });
-    const fault = newPageFault(gpa, c.gfn, write, kind === 'exec', c.isPrivate);
+    const fault = resetPageFault(accessFault, gpa, c.gfn, write, kind === 'exec', c.isPrivate);
     const r = fastPageFault(mmu, vcpu, c, fault) ?? kvmTdpMmuPageFault(mmu, vcpu, fault);
     const done = finishFault(mmu, vcpu, fault, r, gpa, c);
     if (done !== null) return done;
@@ -178,6 +189,7 @@ function translate(mmu: X86Mmu, vcpu: Vcpu, c: Classified, write: boolean): Acce
   if (t !== null && (!write || t.writable))
     return { exit: 'none', pfn: t.pfn, level: t.level, memtype: t.memtype };
   const root = c.isPrivate ? vcpu.mmu.mirrorRoot : vcpu.mmu.root;
+  walk.level = 0;
   if (root < 0 || !kvmTdpMmuGetWalk(mmu.tdp, root, c.hwGfn, walk)) return null;
   let lo = walk.lo;
   if (write && (lo & PT_WRITABLE_MASK) === 0) return null; // write-protected: EPT violation
@@ -240,7 +252,8 @@ function handleEptMisconfig(
 function fastPageFault(mmu: X86Mmu, vcpu: Vcpu, c: Classified, fault: KvmPageFault): number | null {
   if (!fault.write || c.isPrivate) return null;
   const root = vcpu.mmu.root;
-  if (root < 0 || !kvmTdpMmuGetWalk(mmu.tdp, root, c.hwGfn, walk)) return null;
+  // translate() just walked this gfn and left the last SPTE in `walk`: no second walk needed.
+  if (root < 0 || walk.level === 0 || (walk.lo & SPTE_MMU_PRESENT_MASK) === 0) return null;
   if (walk.level !== 1 || (walk.lo & PT_WRITABLE_MASK) !== 0 || (walk.hi & EPT_SPTE_MMU_WRITABLE_HI) === 0)
     return null;
   tdpMmuIterWriteLeafBits(mmu.tdp, root, c.hwGfn, walk.lo | PT_WRITABLE_MASK | VMX_EPT_DIRTY_BIT);

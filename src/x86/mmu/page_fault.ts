@@ -42,6 +42,7 @@ import {
   ACC_ALL,
   MMIO_SPTE_GEN_MASK,
   PT_WRITABLE_MASK,
+  type MakeSpteParams,
 } from './spte.ts';
 import { ROLE_INVALID } from './mmu_internal.ts';
 import type { X86Mmu } from './mmu.ts';
@@ -77,6 +78,31 @@ export interface KvmPageFault {
   goalLevel: number;
   /** why the fault retried, for traces and the 'retry' exit */
   retryReason: string;
+}
+
+/** Re-initialise a fault object for a new fault (the access path reuses one). */
+export function resetPageFault(
+  f: KvmPageFault,
+  addr: number,
+  gfn: number,
+  write: boolean,
+  exec: boolean,
+  isPrivate: boolean,
+): KvmPageFault {
+  f.addr = addr;
+  f.gfn = gfn;
+  f.write = write;
+  f.exec = exec;
+  f.isPrivate = isPrivate;
+  f.slot = null;
+  f.mmuSeq = 0;
+  f.pfn = 0;
+  f.mapWritable = false;
+  f.hostLevel = 1;
+  f.maxLevel = KVM_MAX_HUGEPAGE_LEVEL;
+  f.goalLevel = 1;
+  f.retryReason = '';
+  return f;
 }
 
 export function newPageFault(
@@ -227,6 +253,21 @@ export function kvmMmuHugepageAdjust(fault: KvmPageFault): void {
 }
 
 const scratch = newSptePair();
+/** make_spte's arguments for a TDP fault; only the per-fault fields change. */
+const spteParams: MakeSpteParams = {
+  level: 1,
+  pteAccess: ACC_ALL,
+  pfn: asPfn(0),
+  mtMask: 0,
+  prefetch: false,
+  synchronizing: false,
+  hostWritable: false,
+  adDisabled: false,
+  adWrprotOnly: false,
+  nxHugePages: false,
+  wrprotForShadowing: false,
+  hasExecOnly: false,
+};
 
 /**
  * Phase 4: build the SPTE and map it.
@@ -254,20 +295,12 @@ export function kvmTdpMmuMapFault(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault):
   const basePfn = fault.pfn - (fault.gfn - baseGfn);
   if (mmu.trace) mmu.trace({ name: 'kvm_mmu_spte_requested', gfn: fault.gfn, pfn: fault.pfn, level });
   const logging = fault.slot !== null && (fault.slot.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
-  makeSpte(scratch, {
-    level,
-    pteAccess: ACC_ALL,
-    pfn: asPfn(basePfn),
-    mtMask: kvmMmuGetMtMask(vcpu, fault.gfn, false),
-    prefetch: false,
-    synchronizing: false,
-    hostWritable: fault.mapWritable,
-    adDisabled: false,
-    adWrprotOnly: false,
-    nxHugePages: false,
-    wrprotForShadowing: false,
-    hasExecOnly: false,
-  });
+  const p = spteParams;
+  p.level = level;
+  p.pfn = asPfn(basePfn);
+  p.mtMask = kvmMmuGetMtMask(vcpu, fault.gfn, false);
+  p.hostWritable = fault.mapWritable;
+  makeSpte(scratch, p);
   const r = kvmTdpMmuMap(mmu.tdp, root, baseGfn + gfnBits, level, scratch.lo, scratch.hi);
   if (r & TDP_MAP_FLUSH) vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_gfn: a table became a huge leaf
   const outcome = r & TDP_MAP_OUTCOME_MASK;
