@@ -1,0 +1,76 @@
+/**
+ * `zaplab conformance`: the shared ABI cases (src/conformance/cases.ts) on the model configured as this
+ * host and on the real /dev/kvm, printing every disagreement side by side; exit status 1 on any, 2 when
+ * there is nothing to compare with. `--record file.json` saves the kernel's answers with the host info;
+ * `--against file.json` compares the model with a recording instead (no /dev/kvm needed); `--mmu file`
+ * records the MMU differential scenarios (mmu_cases.ts) from the real kernel.
+ *
+ * A separate module (registered from main.ts) so the command can evolve without touching main.ts.
+ */
+import type { Command } from 'commander';
+import { ABI_CASES } from '../conformance/cases.ts';
+import { compareRuns } from '../conformance/abi_runner.ts';
+import { compareLive, formatDisagreements, recordedHost, runModel } from '../conformance/live.ts';
+import { loadAbiRecording, makeAbiRecording, recordingRuns, writeJson } from '../conformance/recording.ts';
+
+interface Opts {
+  record?: string;
+  against?: string;
+  mmu?: string;
+  json?: boolean;
+}
+
+export function registerConformance(program: Command): void {
+  program
+    .command('conformance')
+    .description('run the memslot ABI conformance cases on the model (as this host) and on the real /dev/kvm; list disagreements')
+    .option('--record <file>', "save the kernel's answers (and host info) as JSON")
+    .option('--against <file>', 'compare the model with a recording instead of the live kernel')
+    .option('--mmu <file>', 'also record the MMU differential scenarios (stat deltas per step) to this file')
+    .option('--json', 'print the comparison as JSON')
+    .action(async (opts: Opts) => {
+      process.exitCode = opts.against ? againstRecording(opts) : await live(opts);
+    });
+}
+
+function againstRecording(opts: Opts): number {
+  const rec = loadAbiRecording(opts.against!);
+  const model = runModel(rec.host.modelOptions, ABI_CASES);
+  const { compared, diffs } = compareRuns(model, recordingRuns(rec));
+  report(opts, compared, diffs, `recording ${opts.against} (kernel ${rec.host.kernel})`);
+  return diffs.length ? 1 : 0;
+}
+
+async function live(opts: Opts): Promise<number> {
+  // Loaded only here: the backend pulls in koffi, which a model-only machine may not have.
+  const { RealKvm, realKvmAvailability } = await import('../backends/kvm/index.ts');
+  const avail = realKvmAvailability();
+  if (!avail.ok) {
+    process.stderr.write(`zaplab conformance: real /dev/kvm not usable (${avail.reason}); use --against <recording>\n`);
+    return 2;
+  }
+  using real = new RealKvm();
+  const r = compareLive(real, ABI_CASES);
+  if (opts.record) writeJson(opts.record, makeAbiRecording(recordedHost(real), r.kernel));
+  if (opts.mmu) {
+    const { recordMmu } = await import('../conformance/mmu_runner.ts');
+    writeJson(opts.mmu, recordMmu(real));
+  }
+  const us = (ns: number) => `${(ns / 1000).toFixed(2)} µs`;
+  const cost =
+    `one call (median): kernel ${us(r.nsMedianCall.kernel)}, model ${us(r.nsMedianCall.model)}; ` +
+    `mean incl. 2×32764-slot SMR-4: kernel ${us(r.nsPerCall.kernel)}, model ${us(r.nsPerCall.model)}`;
+  report(opts, r.compared, r.diffs, `kernel ${real.hostProfile().kernel}; ${cost}`);
+  return r.diffs.length ? 1 : 0;
+}
+
+function report(opts: Opts, compared: number, diffs: ReturnType<typeof compareRuns>['diffs'], what: string): void {
+  if (opts.json) {
+    process.stdout.write(JSON.stringify({ cases: ABI_CASES.length, compared, disagreements: diffs }, null, 2) + '\n');
+    return;
+  }
+  process.stdout.write(formatDisagreements(diffs));
+  process.stdout.write(
+    `${ABI_CASES.length} cases, ${compared} calls compared with ${what}: ${diffs.length} disagreement${diffs.length === 1 ? '' : 's'}\n`,
+  );
+}

@@ -1,0 +1,53 @@
+/**
+ * The recorded shadow-MMU stat deltas of the MMU differential scenarios (mmu-pvm-6.18.json, from the
+ * kvm_pvm development host): the file must be well-formed and match the scenario list; with that host's
+ * /dev/kvm present, re-recording live must reproduce it exactly (the five stats are deterministic for a
+ * single-vCPU guest, real-kvm-host.md §8.4). Not compared with the model: its TDP MMU counts differently.
+ */
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { describeMmuStep, MMU_CASES, MMU_STATS } from '../../src/conformance/mmu_cases.ts';
+import { MMU_RECORDING_FORMAT, type MmuRecording } from '../../src/conformance/mmu_runner.ts';
+import { PVM_HOST, announceSkip } from '../real-kvm/env.ts';
+
+announceSkip('mmu_recording (live re-record)', true);
+
+const REC = fileURLToPath(new URL('./mmu-pvm-6.18.json', import.meta.url));
+const rec = JSON.parse(readFileSync(REC, 'utf8')) as MmuRecording;
+
+describe('recorded MMU differential (shadow MMU, kvm_pvm 6.18)', () => {
+  it('is well-formed: format, stats, one entry per scenario and step, integer deltas', () => {
+    expect(rec.format).toBe(MMU_RECORDING_FORMAT);
+    expect(rec.host.modelOptions).toMatchObject({ profile: 'pvm-6.18', tdpMmu: false });
+    expect(rec.stats).toEqual([...MMU_STATS]);
+    expect(rec.scenarios.map((s) => s.id)).toEqual(MMU_CASES.map((c) => c.id));
+    for (const [i, s] of rec.scenarios.entries()) {
+      const c = MMU_CASES[i]!;
+      expect(s.quirkDisabled, s.id).toBe(c.quirkDisabled);
+      expect(s.steps.map((t) => t.step), s.id).toEqual(c.steps.map(describeMmuStep));
+      for (const t of s.steps) {
+        expect(Object.keys(t.stats), `${s.id}: ${t.step}`).toEqual([...MMU_STATS]);
+        for (const v of Object.values(t.stats)) expect(Number.isInteger(v)).toBe(true);
+        if (t.exits) for (const n of Object.values(t.exits)) expect(Number.isInteger(n) && n > 0).toBe(true);
+      }
+    }
+  });
+
+  it('records what the zap policies are known to do (spot checks against guest_access.test.ts)', () => {
+    const step = (id: string, i: number) => rec.scenarios.find((s) => s.id === id)!.steps[i]!;
+    // precise zap of a touched victim drops exactly its 64 SPTEs; zap-all drops every shadow page
+    expect(step('delete touched / precise', 2).stats.pages_4k).toBe(-64);
+    expect(step('delete touched / zap-all', 2).stats.mmu_shadow_zapped).toBeGreaterThan(0);
+    expect(step('delete touched / precise', 3).stats.pf_fixed).toBe(0);
+  });
+
+  it.skipIf(!PVM_HOST)('re-recording live reproduces the file exactly', async () => {
+    const { RealKvm } = await import('../../src/backends/kvm/real_kvm.ts');
+    const { recordMmu } = await import('../../src/conformance/mmu_runner.ts');
+    using real = new RealKvm();
+    const live = recordMmu(real);
+    expect(live.scenarios).toEqual(rec.scenarios);
+    console.info(`[mmu recording] ${live.scenarios.length} scenarios re-recorded identically`);
+  });
+});
