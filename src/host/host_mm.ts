@@ -293,6 +293,9 @@ export class HostMm {
     if (v === null || v.backing !== 'thp' || f0 < v.start || f0 + 0x200000 > v.start + v.length) {
       throw new RangeError('thpCollapse needs a whole 2M frame of a THP mapping');
     }
+    // khugepaged's scan finds a long-term pinned page's extra references and gives up on the frame
+    // before any invalidation (SCAN_PAGE_COUNT).
+    for (let a = f0; a < f0 + 0x200000; a += PAGE) if (this.pfns.isPinned(pageAt(v, a).pfn)) return;
     this.changePages(f0, 0x200000, 'thp_collapse', () => {
       const f = frameIndex(v, f0);
       const base = this.pfns.alloc(512);
@@ -314,7 +317,8 @@ export class HostMm {
     this.changePages(addr, length, 'swap', () => {
       this.forPages(addr, length, (v, a) => {
         const old = pageAt(v, a).pfn;
-        if (old === 0) return;
+        // try_to_unmap cannot unshare a pinned anonymous page: it stays mapped (and resident).
+        if (old === 0 || this.pfns.isPinned(old)) return;
         this.pfns.swapSlotSave(a, old);
         setPage(v, a, 0, this.pfns);
         this.pfns.put(old);
@@ -333,6 +337,8 @@ export class HostMm {
     this.changePages(pb, PAGE, 'ksm', () => {
       const shared = pageAt(va, a).pfn;
       const old = pageAt(vb, pb).pfn;
+      // write_protect_page refuses a page with extra (pin) references: no merge.
+      if (this.pfns.isPinned(shared) || this.pfns.isPinned(old)) return;
       setPage(vb, pb, shared, this.pfns);
       this.pfns.put(old);
       this.pfns.get(shared);

@@ -71,15 +71,21 @@ export class PfnPool {
     return base;
   }
 
-  /** split_huge_page: every page of the compound block gets its own refcount and content version. */
+  /**
+   * split_huge_page: every page of the compound block gets its own refcount and content version. The
+   * head's long-term pins belong to the pages that were pinned, so each page gets the head's other
+   * references plus its own pins.
+   */
   splitCompound(headPfn: number): void {
     const n = this.compound.get(headPfn);
     if (n === undefined) return;
-    const r = this.ref(headPfn)[headPfn & (CHUNK - 1)]!;
+    const pinned = this.headPins.get(headPfn) ?? 0;
+    const r = this.ref(headPfn)[headPfn & (CHUNK - 1)]! - pinned;
     const v = this.ver(headPfn)[headPfn & (CHUNK - 1)]!;
     this.compound.delete(headPfn);
+    this.headPins.delete(headPfn);
     for (let p = headPfn; p < headPfn + n; p++) {
-      this.ref(p)[p & (CHUNK - 1)] = r;
+      this.ref(p)[p & (CHUNK - 1)] = r + (pinned === 0 ? 0 : (this.pins.get(p) ?? 0));
       this.ver(p)[p & (CHUNK - 1)] = v;
     }
   }
@@ -106,28 +112,37 @@ export class PfnPool {
     this.allocated -= n;
   }
 
-  /** Long-term pins (FOLL_LONGTERM, as VFIO takes them), per page or compound head. */
+  /** Long-term pins (FOLL_LONGTERM, as VFIO takes them) per pinned page. */
   private readonly pins = new Map<number, number>();
+  /** Pins inside each unsplit compound block, on its head (the folio's pincount). */
+  private readonly headPins = new Map<number, number>();
 
-  /** pin_user_pages(FOLL_LONGTERM): a reference that also makes the page unmovable. */
+  /** pin_user_pages(FOLL_LONGTERM): a reference that also makes the page (its whole folio) unmovable. */
   pin(pfn: number): void {
     const h = this.head(pfn);
     this.get(h);
-    this.pins.set(h, (this.pins.get(h) ?? 0) + 1);
+    this.pins.set(pfn, (this.pins.get(pfn) ?? 0) + 1);
+    if (this.compound.has(h)) this.headPins.set(h, (this.headPins.get(h) ?? 0) + 1);
   }
 
-  /** unpin_user_page */
+  /** unpin_user_page: the pin of exactly this page (it may have been split out of its block since). */
   unpin(pfn: number): void {
     const h = this.head(pfn);
-    const n = (this.pins.get(h) ?? 0) - 1;
+    const n = (this.pins.get(pfn) ?? 0) - 1;
     if (n < 0) throw new RangeError(`unpin of pfn 0x${pfn.toString(16)}, which is not pinned`);
-    if (n === 0) this.pins.delete(h);
-    else this.pins.set(h, n);
+    if (n === 0) this.pins.delete(pfn);
+    else this.pins.set(pfn, n);
+    if (this.compound.has(h)) {
+      const m = this.headPins.get(h)! - 1;
+      if (m === 0) this.headPins.delete(h);
+      else this.headPins.set(h, m);
+    }
     this.put(h);
   }
 
+  /** folio_maybe_dma_pinned: this page, or any page of its unsplit block, is long-term pinned. */
   isPinned(pfn: number): boolean {
-    return (this.pins.get(this.head(pfn)) ?? 0) > 0;
+    return this.pins.has(pfn) || (this.headPins.get(this.head(pfn)) ?? 0) > 0;
   }
 
   refs(pfn: number): number {

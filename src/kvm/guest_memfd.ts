@@ -21,6 +21,10 @@ export type ModelFile =
   | { kind: 'vm'; id: number; vmId: number }
   | { kind: 'vcpu'; id: number; vmId: number }
   | { kind: 'memfd'; id: number; size: number }
+  /** a VFIO group or container file (iommu/vfio.ts) */
+  | { kind: 'vfio'; id: number }
+  /** a KVM_CREATE_DEVICE device fd (kvm/kvm_vfio.ts) */
+  | { kind: 'kvm-device'; id: number; vmId: number }
   | KvmGmemFile;
 
 export interface KvmGmemBindingRange {

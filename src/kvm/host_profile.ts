@@ -37,6 +37,19 @@ export interface KvmOptions {
   /** KVM_CAP_MAX_VCPUS / KVM_CAP_MAX_VCPU_ID */
   maxVcpus?: number;
   maxVcpuId?: number;
+  /**
+   * EPT memory types as v5.x–6.10 computed them: with non-coherent DMA, honour guest CR0.CD and the guest
+   * MTRRs (and zap on MTRR writes, cap huge pages to MTRR-uniform ranges). Upstream removed this in 6.11
+   * (0a7b73559b39, e1548088ff54), so it is false for every modelled kernel; set it to replay the 2019
+   * VFIO failure (mmu-zap.md §6.7). See src/x86/mtrr.ts.
+   */
+  honorGuestMtrrs?: boolean;
+  /**
+   * With honorGuestMtrrs: zap all EPT on a guest CR0.CD toggle whenever non-coherent DMA is present, even
+   * with KVM_X86_QUIRK_CD_NW_CLEARED enabled (Yan Zhao's Nov 2024 test patch on v5.3-rc4). false = the
+   * shipped code, which zapped only with the quirk disabled.
+   */
+  cdToggleZap?: boolean;
 }
 
 export interface HostConfig {
@@ -54,6 +67,8 @@ export interface HostConfig {
   readonly eagerPageSplit: boolean;
   readonly maxVcpus: number;
   readonly maxVcpuId: number;
+  readonly honorGuestMtrrs: boolean;
+  readonly cdToggleZap: boolean;
 }
 
 const PROFILES: Record<HostConfig['profile'], Omit<HostConfig, 'profile'>> = {
@@ -71,6 +86,8 @@ const PROFILES: Record<HostConfig['profile'], Omit<HostConfig, 'profile'>> = {
     eagerPageSplit: true,
     maxVcpus: 1024,
     maxVcpuId: 4096,
+    honorGuestMtrrs: false,
+    cdToggleZap: false,
   },
   'pvm-6.18': {
     kernel: '6.18',
@@ -86,6 +103,8 @@ const PROFILES: Record<HostConfig['profile'], Omit<HostConfig, 'profile'>> = {
     eagerPageSplit: true,
     maxVcpus: 1024,
     maxVcpuId: 4096,
+    honorGuestMtrrs: false,
+    cdToggleZap: false,
   },
 };
 
@@ -105,6 +124,8 @@ export function resolveHostConfig(opts: KvmOptions = {}): HostConfig {
     (cfg as { gmemFlagsFix: boolean }).gmemFlagsFix = opts.kernel === '6.19';
   }
   if (!(cfg.vmTypes & 1)) throw new TypeError('vmTypes must include KVM_X86_DEFAULT_VM (bit 0)');
+  if (cfg.cdToggleZap && !cfg.honorGuestMtrrs)
+    throw new TypeError('cdToggleZap needs honorGuestMtrrs: CR0.CD reaches EPT memtypes only with it');
   if (!Number.isInteger(cfg.maxPhyAddr) || cfg.maxPhyAddr < 36 || cfg.maxPhyAddr > 52) {
     throw new TypeError(`maxPhyAddr must be an integer in [36, 52], got ${cfg.maxPhyAddr}`);
   }

@@ -30,10 +30,13 @@ import { kvmGmemCreateCheck, type ModelFile } from './guest_memfd.ts';
 import { kvmVmIoctlSetMemAttributes } from './mem_attributes.ts';
 import { Vcpu } from './vcpu.ts';
 import { exportStats, VM_STAT_NAMES, VM_STAT_NAMES_PVM } from './kvm_stats.ts';
+import { Vfio } from '../iommu/vfio.ts';
+import { kvmIoctlCreateDevice, type KvmCreateDevice, type KvmVfioDevice } from './kvm_vfio.ts';
 
 export class Kvm {
   readonly cfg: HostConfig;
   readonly host: HostMm;
+  private vfioHost: Vfio | undefined;
   /** The process's fd table: /dev/kvm, VM and vCPU fds, guest_memfds, plain memfds. */
   private readonly files = new Map<number, ModelFile>();
   private nextFd = 3;
@@ -44,6 +47,11 @@ export class Kvm {
     this.cfg = resolveHostConfig(opts);
     this.host = new HostMm();
     this.fd = this.installFd((id) => ({ kind: 'kvm', id }));
+  }
+
+  /** The host's VFIO and IOMMUs (iommu/vfio.ts), created on first use. */
+  get vfio(): Vfio {
+    return (this.vfioHost ??= new Vfio(this));
   }
 
   /** @kernel virt/kvm/kvm_main.c#kvm_dev_ioctl (KVM_GET_API_VERSION) */
@@ -185,6 +193,11 @@ export class Vm extends VmState {
   /** The model's own counters (zaps by kind, page-table pages, refaults, …): not kernel stats. */
   getModelStats(): Record<string, number> {
     return { ...this.model };
+  }
+
+  /** KVM_CREATE_DEVICE; only KVM_DEV_TYPE_VFIO (the kvm-vfio device) is modelled. */
+  createDevice(cd: KvmCreateDevice): KvmVfioDevice {
+    return kvmIoctlCreateDevice(this, cd);
   }
 
   /** KVM_CREATE_VCPU. @kernel virt/kvm/kvm_main.c#kvm_vm_ioctl_create_vcpu */

@@ -8,6 +8,16 @@ import type { VmState } from './vm_state.ts';
 import { Tlb } from '../host/tlb.ts';
 import type { AccessKind, AccessResult } from './api_types.ts';
 import { exportStats, newVcpuStats, VCPU_STAT_NAMES, VCPU_STAT_NAMES_PVM } from './kvm_stats.ts';
+import {
+  kvmMtrrGetMsr,
+  kvmMtrrSetMsr,
+  mtrrDefTypeValue,
+  mtrrVarValues,
+  newVcpuMemtypeState,
+  MSR_MTRRdefType,
+  MSR_MTRRphysBase0,
+} from '../x86/mtrr.ts';
+import { cr0FromArg, kvmSetCr0, type Cr0Arg } from '../x86/memtype.ts';
 
 /** KVM_REQ_* bits the model uses (arch/x86/include/asm/kvm_host.h). */
 export const KVM_REQ_TLB_FLUSH = 1 << 0;
@@ -28,6 +38,8 @@ export class Vcpu {
   readonly tlb = new Tlb();
   /** HF_SMM_MASK: the vCPU uses address space 1 while in SMM. */
   smm = false;
+  /** Memory-type inputs: guest CR0 (reset: CD=NW=1), MTRRs and PAT (vcpu->arch.cr0, mtrr_state, pat). */
+  readonly memtype = newVcpuMemtypeState();
 
   constructor(vm: VmState, vcpuId: number, fd: number) {
     this.vm = vm;
@@ -48,6 +60,35 @@ export class Vcpu {
    */
   access(gpa: number, kind: AccessKind, opts: { private?: boolean } = {}): AccessResult {
     return this.vm.mmu.vcpuAccess(this, gpa, kind, opts);
+  }
+
+  /**
+   * The guest writes CR0: a whole value, or `{ cd, nw? }` (NW follows CD unless given). Returns 0, or 1
+   * when the write #GPs. @kernel arch/x86/kvm/x86.c#kvm_set_cr0
+   */
+  setCr0(cr0: Cr0Arg): number {
+    return kvmSetCr0(this, cr0FromArg(this, cr0));
+  }
+
+  /** WRMSR of an MTRR or PAT MSR; 0, or 1 when it #GPs. @kernel arch/x86/kvm/mtrr.c#kvm_mtrr_set_msr */
+  setMsr(index: number, data: number | bigint): number {
+    return kvmMtrrSetMsr(this, index, data);
+  }
+
+  /** RDMSR of an MTRR or PAT MSR. @kernel arch/x86/kvm/mtrr.c#kvm_mtrr_get_msr */
+  getMsr(index: number): bigint {
+    return kvmMtrrGetMsr(this, index);
+  }
+
+  /** WRMSR(MTRRdefType): the default type, MTRRs enabled unless `enabled: false`, fixed ranges if `fixed`. */
+  setMtrrDefType(type: number, opts: { enabled?: boolean; fixed?: boolean } = {}): number {
+    return this.setMsr(MSR_MTRRdefType, mtrrDefTypeValue(type, opts));
+  }
+
+  /** WRMSR of variable MTRR i (PhysBase, then PhysMask): [base, base + size) as `type`, or null to disable. */
+  setMtrrVar(i: number, range: { base: number; size: number; type: number } | null): number {
+    const [base, mask] = mtrrVarValues(this, range);
+    return this.setMsr(MSR_MTRRphysBase0 + 2 * i, base) || this.setMsr(MSR_MTRRphysBase0 + 2 * i + 1, mask);
   }
 
   /** kvm_make_request(KVM_REQ_TLB_FLUSH, vcpu) */

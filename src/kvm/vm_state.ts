@@ -88,6 +88,8 @@ export class VmState implements KvmArchMemslotHooks {
   readonly stats = newVmStats();
   readonly model = newModelVmCounters();
   readonly vcpus: Vcpu[] = [];
+  /** kvm->devices: KVM_CREATE_DEVICE devices (the kvm-vfio device, kvm/kvm_vfio.ts) */
+  readonly devices: { readonly name: string }[] = [];
   readonly warnings: KvmWarning[] = [];
   /** kvm->vm_dead (set by KVM_BUG_ON or a TDX fatal error): every ioctl then fails with EIO. */
   dead = false;
@@ -127,6 +129,7 @@ export class VmState implements KvmArchMemslotHooks {
       gfnDirectBits: this.info.hasMirroredTdp ? tdxGfnDirectBits(this.cfg) : 0,
       nRequestedMmuPages: 0,
       nMaxMmuPages: 64,
+      noncoherentDmaCount: 0,
     };
     this.mmu = createMmu(this);
     // kvm_init_mmu_notifier(): from now on host mm events reach this VM.

@@ -37,6 +37,8 @@ export interface KvmArch {
   /** kvm->arch.n_requested_mmu_pages (KVM_SET_NR_MMU_PAGES) and n_max_mmu_pages. */
   nRequestedMmuPages: number;
   nMaxMmuPages: number;
+  /** kvm->arch.noncoherent_dma_count (kvm-vfio devices with a non-coherent VFIO file; x86/memtype.ts) */
+  noncoherentDmaCount: number;
 }
 
 /** What the x86 hooks read of the generic VM. */

@@ -46,7 +46,7 @@ import {
 } from './spte.ts';
 import { ROLE_INVALID } from './mmu_internal.ts';
 import type { X86Mmu } from './mmu.ts';
-import { kvmMmuGetMtMask } from '../mtrr.ts';
+import { kvmMmuGetMtMask, kvmTdpMtrrMaxLevel } from '../mtrr.ts';
 
 /** enum ret_pf (mmu_internal.h) */
 export const RET_PF_CONTINUE = 0;
@@ -145,6 +145,8 @@ export function kvmMmuFaultinPfn(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): 
   const vm = mmu.vm;
   // The snapshot comes first: any invalidation that starts after it will move the sequence.
   fault.mmuSeq = vm.mmuInvalidateSeq;
+  // kvm_tdp_page_fault: where guest MTRRs set the memtype, one mapping must not span two MTRR types.
+  fault.maxLevel = kvmTdpMtrrMaxLevel(vcpu, fault.gfn, fault.maxLevel);
   const slot = vm.activeMemslots(vcpu.asId()).searchMemslots(fault.gfn);
   fault.slot = slot;
   const attrPrivate =
@@ -298,7 +300,7 @@ export function kvmTdpMmuMapFault(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault):
   const p = spteParams;
   p.level = level;
   p.pfn = asPfn(basePfn);
-  p.mtMask = kvmMmuGetMtMask(vcpu, fault.gfn, false);
+  p.mtMask = kvmMmuGetMtMask(vcpu, baseGfn, false); // make_spte gets the leaf's gfn (iter->gfn)
   p.hostWritable = fault.mapWritable;
   makeSpte(scratch, p);
   const r = kvmTdpMmuMap(mmu.tdp, root, baseGfn + gfnBits, level, scratch.lo, scratch.hi);
