@@ -165,7 +165,7 @@ export class Vfio {
   readonly units: IommuUnit[] = [{ id: 0, snoopControl: true }];
   /**
    * Snoop-control check of the host's Intel IOMMU driver: 'attached' (v5.19+) or 'system' (the
-   * pre-v5.19-rc1 bug). Domains take it when they are created.
+   * pre-v5.19-rc1 bug). Each new IOMMU domain reads it when it is created.
    */
   snoopScope: SnoopScope = 'attached';
   readonly groups: VfioGroup[] = [];
@@ -221,10 +221,14 @@ export class Vfio {
 
   /** A type1 backend bound to this host. */
   newType1(): VfioIommuType1 {
+    const vfio = this;
     return new VfioIommuType1({
       host: this.proc.host,
       units: this.units,
-      snoopScope: this.snoopScope,
+      // read when a domain is created, so a later change applies to later domains
+      get snoopScope() {
+        return vfio.snoopScope;
+      },
       newDomainId: () => this.domainIds++,
     });
   }
