@@ -18,6 +18,8 @@ import {
   MSR_MTRRphysBase0,
 } from '../x86/mtrr.ts';
 import { cr0FromArg, kvmSetCr0, type Cr0Arg } from '../x86/memtype.ts';
+import { tdgMemPageAccept, type TdxAcceptResult } from '../x86/tdx_mem.ts';
+import { snpPvalidate, type PvalidateResult } from '../x86/sev.ts';
 
 /** KVM_REQ_* bits the model uses (arch/x86/include/asm/kvm_host.h). */
 export const KVM_REQ_TLB_FLUSH = 1 << 0;
@@ -38,6 +40,8 @@ export class Vcpu {
   readonly tlb = new Tlb();
   /** HF_SMM_MASK: the vCPU uses address space 1 while in SMM. */
   smm = false;
+  /** Guest CR3 (vcpu->arch.cr3): the guest's page-table root; used by the shadow MMU (4-level paging). */
+  cr3 = 0;
   /** Memory-type inputs: guest CR0 (reset: CD=NW=1), MTRRs and PAT (vcpu->arch.cr0, mtrr_state, pat). */
   readonly memtype = newVcpuMemtypeState();
 
@@ -60,6 +64,22 @@ export class Vcpu {
    */
   access(gpa: number, kind: AccessKind, opts: { private?: boolean } = {}): AccessResult {
     return this.vm.mmu.vcpuAccess(this, gpa, kind, opts);
+  }
+
+  /**
+   * TDX guest: TDG.MEM.PAGE.ACCEPT of the private page at gpa (4K). A page KVM augmented is accepted (and
+   * zeroed); an unmapped one is faulted in first (EPT violation → TDH.MEM.PAGE.AUG). A private access
+   * before the accept kills the TD. See x86/tdx_mem.ts.
+   */
+  tdxAccept(gpa: number): TdxAcceptResult {
+    return tdgMemPageAccept(this, gpa);
+  }
+
+  /** SNP guest: PVALIDATE of the private page at gpa (faulted in if needed); sets the RMP validated bit. */
+  snpPvalidate(gpa: number, validate = true): PvalidateResult {
+    const snp = this.vm.arch.snp;
+    if (snp === undefined) throw new TypeError(`PVALIDATE needs an SNP guest (VM type ${this.vm.info.name})`);
+    return snpPvalidate(this, snp, gpa, validate);
   }
 
   /**
@@ -89,6 +109,16 @@ export class Vcpu {
   setMtrrVar(i: number, range: { base: number; size: number; type: number } | null): number {
     const [base, mask] = mtrrVarValues(this, range);
     return this.setMsr(MSR_MTRRphysBase0 + 2 * i, base) || this.setMsr(MSR_MTRRphysBase0 + 2 * i + 1, mask);
+  }
+
+  /**
+   * The guest loads CR3 (MOV CR3): on a shadow-paging host the vCPU then runs on the tables at gpa, and
+   * vcpu.access takes guest virtual addresses. @kernel arch/x86/kvm/x86.c#kvm_set_cr3
+   */
+  setCr3(gpa: number): void {
+    if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa % 4096) throw new RangeError(`CR3 0x${gpa.toString(16)} is not a page-aligned gpa`);
+    this.cr3 = gpa;
+    (this.vm.mmu as { kvmMmuNewPgd?(v: Vcpu): void }).kvmMmuNewPgd?.(this);
   }
 
   /** kvm_make_request(KVM_REQ_TLB_FLUSH, vcpu) */

@@ -1,0 +1,317 @@
+/**
+ * The shadow-paging fault path and guest access: the CPU walks the shadow tables for a guest virtual
+ * address; a missing or too-weak SPTE is a #PF that KVM intercepts, walks the guest's tables
+ * (guest_paging.ts), and either reflects to the guest (pf_guest) or fixes by building shadow pages down to
+ * a leaf SPTE, prefetching up to PTE_PREFETCH_NUM neighbours whose gPTEs are already Accessed.
+ *
+ * Kernel counterpart: arch/x86/kvm/mmu/paging_tmpl.h (FNAME(page_fault), FNAME(fetch),
+ * FNAME(pte_prefetch), FNAME(prefetch_gpte), FNAME(protect_clean_gpte)), arch/x86/kvm/mmu/mmu.c
+ * (mmu_set_spte, make_spte's unsync/write-protect part, __direct_pte_prefetch, kvm_mmu_page_fault,
+ * kvm_handle_noslot_fault), arch/x86/kvm/x86.c#vcpu_enter_guest (request servicing).
+ * Simplifications: all accesses are CPL3 (user) accesses, as on the real harness; no TLB or
+ * paging-structure caches beyond the shadow tables themselves (a zap is visible at once); no MMIO SPTEs
+ * (the development host runs with MMIO caching disabled, so a no-slot fault is emulated at once);
+ * a guest write to a shadowed guest table is emulated without its data (mmu_pte_write counts it; use
+ * vcpu.guestWritePte to write a value); a guest #PF is reported as { exit: 'retry', reason: 'guest #PF…' }.
+ */
+import type { Vcpu } from '../../kvm/vcpu.ts';
+import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH } from '../../kvm/vcpu.ts';
+import type { KvmMemorySlot } from '../../kvm/kvm_host.ts';
+import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
+import { KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_MEMSLOT_INVALID } from '../../uapi/kvm.ts';
+import { markPageDirtyInSlot } from '../../kvm/dirty_log.ts';
+import { kvmGfnIsWriteTracked } from './page_track.ts';
+import { rmapAdd, makeRole, SPTE_MMU_WRITABLE, SPTE_USER, SPTE_WRITABLE, type ShadowPage } from './shadow_rmap.ts';
+import {
+  ACC_USER_MASK,
+  ACC_WRITE_MASK,
+  gpteAccess,
+  gpteToGfn,
+  newGuestWalker,
+  PT_ACCESSED_MASK,
+  PT_DIRTY_MASK,
+  PT_PRESENT_MASK,
+  walkAddrGeneric,
+  type GuestWalker,
+} from './guest_paging.ts';
+import type { ShadowMmu } from './shadow_mmu.ts';
+
+/** PTE_PREFETCH_NUM */
+export const PTE_PREFETCH_NUM = 8;
+const RET_PF_RETRY = 1;
+const RET_PF_EMULATE = 2;
+const RET_PF_FIXED = 5;
+const RET_PF_SPURIOUS = 6;
+const RET_PF_WRITE_PROTECTED = 7;
+const RET_PF_GUEST = 100; // model: the walk failed, the #PF goes to the guest
+const RET_PF_MEMORY_FAULT = -14;
+const MAX_REFAULTS = 8;
+const PAGE = 4096;
+
+const walker = newGuestWalker();
+
+function index(gva: number, level: number): number {
+  return Math.floor(gva / 2 ** (12 + 9 * (level - 1))) % 512;
+}
+
+/** VM entry: free obsolete roots, flush if asked, make sure a root is loaded. @kernel arch/x86/kvm/x86.c#vcpu_enter_guest */
+export function shadowEnterGuest(mmu: ShadowMmu, vcpu: Vcpu): ShadowPage {
+  if (vcpu.requests & KVM_REQ_MMU_FREE_OBSOLETE_ROOTS) {
+    vcpu.requests &= ~KVM_REQ_MMU_FREE_OBSOLETE_ROOTS;
+    mmu.kvmMmuFreeObsoleteRoots(vcpu);
+  }
+  if (vcpu.requests & KVM_REQ_TLB_FLUSH) {
+    vcpu.requests &= ~KVM_REQ_TLB_FLUSH;
+    vcpu.tlb.flushAll();
+    vcpu.stats.tlb_flush++;
+  }
+  if (!mmu.roots.has(vcpu)) mmu.kvmMmuLoad(vcpu);
+  return mmu.roots.get(vcpu)!;
+}
+
+/** The guest's access at CPL3 to gva. */
+export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: AccessKind): AccessResult {
+  if (!Number.isSafeInteger(gva) || gva < 0 || gva >= 2 ** 48)
+    throw new RangeError(`gva ${String(gva)} is not a 48-bit guest virtual address`);
+  if (kind !== 'read' && kind !== 'write' && kind !== 'exec')
+    throw new TypeError(`access kind must be read, write or exec (got ${String(kind)})`);
+  const vm = mmu.vm;
+  if (vm.dead) return { exit: 'vm_dead', gpa: gva, reason: 'the VM is dead' };
+  const write = kind === 'write';
+  for (let tries = 0; tries < MAX_REFAULTS; tries++) {
+    const root = shadowEnterGuest(mmu, vcpu);
+    // The CPU walks the shadow tables.
+    let sp: ShadowPage | null = root;
+    for (let level = 4; level > 1 && sp !== null; level--) sp = sp.child![index(gva, level)] ?? null;
+    if (sp !== null) {
+      const i = index(gva, 1);
+      const b = sp.bits![i]!;
+      if (sp.pfn![i]! >= 0 && b & SPTE_USER && (!write || b & SPTE_WRITABLE))
+        return { exit: 'none', pfn: sp.pfn![i]!, level: 1, memtype: 6 };
+    }
+    const r = shadowPageFault(mmu, vcpu, gva, write);
+    if (r === RET_PF_FIXED || r === RET_PF_SPURIOUS || r === RET_PF_RETRY) continue;
+    if (r === RET_PF_GUEST) return { exit: 'retry', gpa: gva, reason: `guest #PF: ${walker.fault}` };
+    if (r === RET_PF_MEMORY_FAULT) return { exit: 'memory_fault', gpa: walker.gfn * PAGE, size: PAGE, private: false };
+    if (r === RET_PF_WRITE_PROTECTED) {
+      // The write hit a shadowed guest table: the emulator performs it and tells page tracking.
+      kvmMmuTrackWrite(mmu, walker.gfn);
+      return { exit: 'none', pfn: -1, level: 1, memtype: 6 };
+    }
+    return { exit: 'mmio', gpa: walker.gfn * PAGE + (gva % PAGE), write }; // RET_PF_EMULATE
+  }
+  return { exit: 'retry', gpa: gva, reason: 'the fault kept retrying' };
+}
+
+/** @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(page_fault) */
+export function shadowPageFault(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: boolean): number {
+  vcpu.stats.pf_taken++;
+  const w = walker;
+  if (!walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true)) {
+    vcpu.stats.pf_guest++; // kvm_inject_emulated_page_fault → kvm_inject_page_fault
+    return RET_PF_GUEST;
+  }
+  const slot = mmu.slotForGfn(w.gfn);
+  // kvm_handle_noslot_fault: MMIO caching is off on the modelled host, so emulate without an SPTE.
+  if (slot === null) return emulate(vcpu);
+  if (slot.flags & KVM_MEMSLOT_INVALID) return RET_PF_RETRY;
+  if (write && slot.flags & KVM_MEM_READONLY) return emulate(vcpu);
+  const p = mmu.vm.kvm.host.hvaToPfn(slot.userspaceAddr + (w.gfn - slot.baseGfn) * PAGE, write);
+  if (p === null) return RET_PF_MEMORY_FAULT;
+  const writable = p.writable && !(slot.flags & KVM_MEM_READONLY);
+  const r = fetch(mmu, vcpu, w, gva, slot, p.pfn, writable, write);
+  if (r === RET_PF_FIXED) vcpu.stats.pf_fixed++;
+  else if (r === RET_PF_SPURIOUS) vcpu.stats.pf_spurious++;
+  else if (r === RET_PF_WRITE_PROTECTED) vcpu.stats.pf_emulate++;
+  return r;
+}
+
+function emulate(vcpu: Vcpu): number {
+  vcpu.stats.pf_emulate++;
+  return RET_PF_EMULATE;
+}
+
+/** Link child under parent[i]. @kernel arch/x86/kvm/mmu/mmu.c#link_shadow_page */
+function linkShadowPage(parent: ShadowPage, i: number, child: ShadowPage): void {
+  parent.child![i] = child;
+  child.parents.push({ sp: parent, i });
+}
+
+/**
+ * Build the shadow path for gva: indirect pages for each guest table above the leaf, a direct page under
+ * a guest 2M gPTE, then the leaf SPTE and its prefetch group.
+ * @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(fetch)
+ */
+function fetch(
+  mmu: ShadowMmu,
+  vcpu: Vcpu,
+  w: GuestWalker,
+  gva: number,
+  slot: KvmMemorySlot,
+  pfn: number,
+  hostWritable: boolean,
+  write: boolean,
+): number {
+  let sp = mmu.roots.get(vcpu)!;
+  for (let level = 4; level > 1; level--) {
+    const i = index(gva, level);
+    let child = sp.child![i] ?? null;
+    if (child === null) {
+      // kvm_mmu_get_child_sp: indirect while the guest has a table here, direct under a huge gPTE.
+      const direct = level === 2 && w.level === 2;
+      const gfn = direct ? w.gfn - (w.gfn % 512) : w.tableGfn[level - 2]!;
+      const access = direct ? w.pteAccess : w.ptAccess[level - 2]!;
+      child = mmu.getShadowPage(gfn, makeRole(level - 1, direct, access));
+      linkShadowPage(sp, i, child);
+    }
+    sp = child;
+  }
+  const i = index(gva, 1);
+  const r = mmuSetSpte(mmu, sp, i, w.pteAccess, w.ptes[w.level - 1]!, w.gfn, slot, pfn, hostWritable, write, false);
+  if (r === RET_PF_SPURIOUS) return r;
+  ptePrefetch(mmu, sp, i);
+  return r;
+}
+
+/**
+ * Install (or upgrade) a leaf SPTE. Write access needs a dirty gPTE (protect_clean_gpte) and a gfn that
+ * is not a shadowed guest table (mmu_try_to_unsync_pages; no unsync in the model).
+ * @kernel arch/x86/kvm/mmu/mmu.c#mmu_set_spte
+ */
+function mmuSetSpte(
+  mmu: ShadowMmu,
+  sp: ShadowPage,
+  i: number,
+  pteAccess: number,
+  gpte: number,
+  gfn: number,
+  slot: KvmMemorySlot,
+  pfn: number,
+  hostWritable: boolean,
+  write: boolean,
+  prefetch: boolean,
+): number {
+  let access = pteAccess;
+  if (!(gpte & PT_DIRTY_MASK)) access &= ~ACC_WRITE_MASK; // FNAME(protect_clean_gpte)
+  if (!hostWritable) access &= ~ACC_WRITE_MASK;
+  // A read fault in a dirty-logged slot maps read-only, so the first write is seen and logged.
+  if (!write && !prefetch && slot.flags & KVM_MEM_LOG_DIRTY_PAGES) access &= ~ACC_WRITE_MASK;
+  let bits = access & ACC_USER_MASK ? SPTE_USER : 0;
+  let wrprot = false;
+  const old = sp.pfn![i]!;
+  const oldBits = sp.bits![i]!;
+  let flush = false;
+  if (old >= 0 && old !== pfn) {
+    mmu.dropSpte(sp, i);
+    flush = true;
+  }
+  if (access & ACC_WRITE_MASK) {
+    bits |= SPTE_WRITABLE | SPTE_MMU_WRITABLE;
+    if (!(oldBits & SPTE_WRITABLE) && gfnIsShadowedTable(mmu, slot, gfn)) {
+      wrprot = true;
+      bits &= ~(SPTE_WRITABLE | SPTE_MMU_WRITABLE);
+    }
+  }
+  if (bits & SPTE_WRITABLE && slot.dirtyBitmap !== null) markPageDirtyInSlot(slot, gfn);
+  if (sp.pfn![i]! >= 0 && bits === oldBits) return RET_PF_SPURIOUS;
+  if (sp.pfn![i]! >= 0) {
+    // Observed on the recording host: replacing a present SPTE that was never MMU-writable (a clean
+    // gPTE) with a writable one costs a remote flush; re-enabling a write-protected one does not.
+    if (!(oldBits & SPTE_MMU_WRITABLE) && bits & SPTE_WRITABLE) flush = true;
+    if (oldBits & SPTE_WRITABLE && !(bits & SPTE_WRITABLE)) flush = true; // mmu_spte_update
+  } else {
+    sp.gfns![i] = gfn;
+    rmapAdd(mmu.vm.stats, slot, sp, i, gfn);
+    mmu.vm.stats.pages_4k++;
+  }
+  sp.pfn![i] = pfn;
+  sp.bits![i] = bits;
+  if (flush) mmu.vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_gfn
+  return wrprot && write ? RET_PF_WRITE_PROTECTED : RET_PF_FIXED;
+}
+
+function gfnIsShadowedTable(mmu: ShadowMmu, slot: KvmMemorySlot, gfn: number): boolean {
+  return kvmGfnIsWriteTracked(slot, gfn) || mmu.validSpsForGfn(gfn).some((s) => s.hasGptes);
+}
+
+/**
+ * Map the neighbours of a new 4K SPTE in its aligned group of 8, stopping at the first gPTE that is not
+ * present+Accessed (or whose page cannot be mapped without a fault).
+ * @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(pte_prefetch)
+ */
+function ptePrefetch(mmu: ShadowMmu, sp: ShadowPage, at: number): void {
+  if (sp.level > 1 || mmu.vm.mmuInvalidateInProgress > 0) return;
+  const first = at & ~(PTE_PREFETCH_NUM - 1);
+  for (let i = first; i < first + PTE_PREFETCH_NUM; i++) {
+    if (i === at || sp.pfn![i]! >= 0) continue;
+    let gfn: number;
+    let access: number;
+    let gpte: number;
+    if (sp.direct) {
+      // __direct_pte_prefetch: consecutive gfns with the page's own access.
+      gfn = sp.gfn + i;
+      access = (sp.role >> 5) & 7;
+      gpte = PT_DIRTY_MASK;
+    } else {
+      gpte = mmu.gpt.read(sp.gfn, i);
+      // FNAME(prefetch_invalid_gpte): not present or not Accessed ends the prefetch.
+      if (!(gpte & PT_PRESENT_MASK) || !(gpte & PT_ACCESSED_MASK)) break;
+      gfn = gpteToGfn(gpte);
+      access = ((sp.role >> 5) & 7) & gpteAccess(gpte);
+    }
+    const slot = mmu.slotForGfn(gfn);
+    const writable = access & ACC_WRITE_MASK && gpte & PT_DIRTY_MASK;
+    // gfn_to_memslot_dirty_bitmap: no prefetching writable SPTEs into a dirty-logged slot.
+    if (slot === null || slot.flags & KVM_MEMSLOT_INVALID || (writable && slot.flags & KVM_MEM_LOG_DIRTY_PAGES)) break;
+    const p = mmu.vm.kvm.host.hvaToPfn(slot.userspaceAddr + (gfn - slot.baseGfn) * PAGE, false);
+    if (p === null) break;
+    mmuSetSpte(mmu, sp, i, access, gpte, gfn, slot, p.pfn, p.writable && !(slot.flags & KVM_MEM_READONLY), false, true);
+  }
+}
+
+/**
+ * An emulated guest write to gfn: if any page shadows a guest table there, count it and zap the shadow
+ * pages' SPTEs for it (the model has no written offset, so all of them).
+ * @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_track_write
+ */
+export function kvmMmuTrackWrite(mmu: ShadowMmu, gfn: number, index?: number): void {
+  if (mmu.indirectShadowPages === 0) return;
+  mmu.vm.stats.mmu_pte_write++;
+  let flush = false;
+  for (const sp of mmu.validSpsForGfn(gfn)) {
+    if (!sp.hasGptes) continue;
+    for (let i = index ?? 0; i < (index === undefined ? 512 : index + 1); i++) {
+      if (sp.pfn !== null ? sp.pfn[i]! >= 0 : sp.child![i] != null) {
+        if (sp.level > 1) mmu.vm.stats.mmu_pde_zapped++;
+        zapOne(mmu, sp, i);
+        flush = true;
+      }
+    }
+  }
+  if (flush) mmu.vm.flushRemoteTlbs();
+}
+
+function zapOne(mmu: ShadowMmu, sp: ShadowPage, i: number): void {
+  if (sp.pfn !== null) return mmu.dropSpte(sp, i);
+  const child = sp.child![i]!;
+  sp.child![i] = null;
+  const k = child.parents.findIndex((p) => p.sp === sp && p.i === i);
+  if (k >= 0) child.parents.splice(k, 1);
+}
+
+/**
+ * The guest stores gpte at index of the guest table at tableGpa. If the table is shadowed, the store
+ * traps and is emulated (kvm_mmu_track_write, mmu_pte_write); otherwise KVM does not see it.
+ */
+export function guestWritePte(mmu: ShadowMmu, tableGpa: number, index: number, gpte: number): void {
+  const gfn = Math.floor(tableGpa / PAGE);
+  const slot = mmu.slotForGfn(gfn);
+  if (slot !== null && gfnIsShadowedTable(mmu, slot, gfn)) kvmMmuTrackWrite(mmu, gfn, index);
+  mmu.gpt.write(gfn, index, gpte);
+}
+
+/** KVM's own software walk (the emulator reading guest memory by gva): sets A/D, creates no SPTE. @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(gva_to_gpa) */
+export function kvmMmuGvaToGpa(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: boolean): number | null {
+  const w = newGuestWalker();
+  return walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, false) ? w.gfn * PAGE + (gva % PAGE) : null;
+}

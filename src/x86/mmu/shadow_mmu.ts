@@ -1,0 +1,366 @@
+/**
+ * The shadow MMU (kvm.tdp_mmu=N, no TDP): shadow pages keyed by (gfn, role) in a 4096-bucket hash,
+ * active_mmu_pages in FIFO order, per-slot rmaps, write tracking of shadowed guest tables, and the zap
+ * machinery — prepare/commit, obsolete pages by mmu_valid_gen (zap-all-fast), the precise memslot zap
+ * of 6.12+ and, behind a bug switch, the 2019 precise zap's sp->gfn filter. The fault path and the guest
+ * access are in paging_tmpl.ts.
+ *
+ * Kernel counterpart: arch/x86/kvm/mmu/mmu.c (kvm_mmu_find_shadow_page, kvm_mmu_alloc_shadow_page,
+ * account_shadowed, __kvm_mmu_prepare_zap_page, kvm_mmu_commit_zap_page, kvm_zap_obsolete_pages,
+ * kvm_mmu_zap_all_fast, kvm_mmu_zap_memslot, kvm_mmu_zap_memslot_pages_and_flush, kvm_unmap_gfn_range,
+ * kvm_mmu_load / kvm_mmu_free_roots / kvm_mmu_free_obsolete_roots, kvm_mmu_track_write).
+ * Simplifications: no unsync pages (guest writes to shadowed tables always trap), no nested TDP, no
+ * mmu page budget/recycling, one address space; the hash function is not hash_64 (bucket choice only
+ * moves max_mmu_page_hash_collisions); see also shadow_rmap.ts and guest_paging.ts.
+ */
+import type { KvmGfnRange, KvmMemorySlot } from '../../kvm/kvm_host.ts';
+import type { VmState } from '../../kvm/vm_state.ts';
+import type { Vcpu } from '../../kvm/vcpu.ts';
+import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS } from '../../kvm/vcpu.ts';
+import { KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_DIRTY_LOG_INITIALLY_SET, type KvmMrChange } from '../../uapi/kvm.ts';
+import type { KvmMmuOps } from '../mmu_ops.ts';
+import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
+import { MMIO_SPTE_GEN_MASK } from './spte.ts';
+import { ShadowPage, makeRole, rmapRemove, ROLE_INVALID, SPTE_WRITABLE, type SlotRmap } from './shadow_rmap.ts';
+import { kvmWriteTrackAddGfn, kvmWriteTrackRemoveGfn, kvmMmuGfnDisallowLpage, kvmMmuGfnAllowLpage } from './page_track.ts';
+import { GuestPageTables, ACC_ALL } from './guest_paging.ts';
+import { shadowVcpuAccess } from './paging_tmpl.ts';
+
+/** KVM_MMU_HASH_SHIFT */
+const HASH_BUCKETS = 1 << 12;
+
+export class ShadowMmu implements KvmMmuOps {
+  /** kvm->arch.mmu_valid_gen */
+  mmuValidGen = 0;
+  /** kvm->arch.mmu_page_hash */
+  private readonly hash: (ShadowPage[] | undefined)[] = new Array(HASH_BUCKETS);
+  /** kvm->arch.active_mmu_pages: insertion order = oldest first (the kernel's list tail first) */
+  readonly active = new Set<ShadowPage>();
+  /** kvm->arch.indirect_shadow_pages */
+  indirectShadowPages = 0;
+  /** Guest memory's page tables (guest_paging.ts). */
+  readonly gpt = new GuestPageTables();
+  /** Each vCPU's root (mmu->root.hpa). */
+  readonly roots = new Map<Vcpu, ShadowPage>();
+  /**
+   * Bug switch 'shadow-2019-precise-zap': the v5.1 precise zap (4e103134b862), which zapped shadow pages
+   * of any kind whose base gfn equals a gfn of the slot (mmu-zap.md §4.3), instead of 6.12+'s rule.
+   */
+  bug2019PreciseZap = false;
+
+  constructor(readonly vm: VmState) {
+    // The host profile's historical-bug list, where it exists (host_profile.ts `bugs`).
+    const bugs = (vm.cfg as { bugs?: readonly string[] }).bugs;
+    this.bug2019PreciseZap = Array.isArray(bugs) && bugs.includes('shadow-2019-precise-zap');
+  }
+
+  private bucket(gfn: number): ShadowPage[] {
+    const h = (Math.imul(gfn | 0, 0x61c88647) ^ Math.imul((gfn / 2 ** 32) | 0, 0x9e3779b9)) >>> 20;
+    let b = this.hash[h];
+    if (b === undefined) this.hash[h] = b = [];
+    return b;
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#is_obsolete_sp */
+  isObsoleteSp(sp: ShadowPage): boolean {
+    return sp.invalid || sp.mmuValidGen !== this.mmuValidGen;
+  }
+
+  /** Valid shadow pages whose base gfn is gfn (for_each_valid_sp + the gfn check). */
+  validSpsForGfn(gfn: number): ShadowPage[] {
+    return this.bucket(gfn).filter((sp) => sp.gfn === gfn && !this.isObsoleteSp(sp));
+  }
+
+  slotForGfn(gfn: number): KvmMemorySlot | null {
+    return this.vm.activeMemslots(0).searchMemslots(gfn);
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_find_shadow_page */
+  private findShadowPage(gfn: number, role: number): ShadowPage | null {
+    let collisions = 0;
+    for (const sp of this.bucket(gfn)) {
+      if (this.isObsoleteSp(sp)) continue;
+      if (sp.gfn !== gfn) {
+        collisions++;
+        continue;
+      }
+      if (sp.role !== role) continue;
+      this.noteCollisions(collisions);
+      return sp;
+    }
+    this.vm.stats.mmu_cache_miss++;
+    this.noteCollisions(collisions);
+    return null;
+  }
+
+  private noteCollisions(n: number): void {
+    if (n > this.vm.stats.max_mmu_page_hash_collisions) this.vm.stats.max_mmu_page_hash_collisions = n;
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_get_shadow_page (find, else kvm_mmu_alloc_shadow_page) */
+  getShadowPage(gfn: number, role: number): ShadowPage {
+    const found = this.findShadowPage(gfn, role);
+    if (found !== null) return found;
+    const sp = new ShadowPage(gfn, role, this.mmuValidGen);
+    this.bucket(gfn).push(sp);
+    // list_add at the head of active_mmu_pages: zap-all walks from the tail, i.e. oldest first.
+    this.active.add(sp);
+    if (sp.hasGptes) this.accountShadowed(sp);
+    return sp;
+  }
+
+  /**
+   * A shadowed guest table must not change behind KVM's back: upper-level tables are write-tracked; a
+   * 4K table forbids huge mappings over it and loses any writable SPTE now.
+   * @kernel arch/x86/kvm/mmu/mmu.c#account_shadowed
+   */
+  private accountShadowed(sp: ShadowPage): void {
+    this.indirectShadowPages++;
+    const slot = this.slotForGfn(sp.gfn);
+    if (slot === null) return;
+    if (sp.level > 1) return kvmWriteTrackAddGfn(slot, sp.gfn);
+    kvmMmuGfnDisallowLpage(slot, sp.gfn);
+    if (this.writeProtectGfn(slot, sp.gfn)) this.vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_gfn
+  }
+
+  /** Undo account_shadowed; looks the slot up again, so it must run while the slot exists. @kernel arch/x86/kvm/mmu/mmu.c#unaccount_shadowed */
+  private unaccountShadowed(sp: ShadowPage): void {
+    this.indirectShadowPages--;
+    const slot = this.slotForGfn(sp.gfn);
+    if (this.vm.warnOnce(slot === null, 'INV-SHADOW-UNACCOUNT', `unaccount_shadowed: no slot for gfn 0x${sp.gfn.toString(16)}`))
+      return;
+    if (sp.level > 1) kvmWriteTrackRemoveGfn(slot!, sp.gfn);
+    else kvmMmuGfnAllowLpage(slot!, sp.gfn);
+  }
+
+  /** Clear W on every SPTE mapping gfn; true if one was writable. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_slot_gfn_write_protect */
+  writeProtectGfn(slot: KvmMemorySlot, gfn: number): boolean {
+    const list = (slot.arch.rmap as SlotRmap | null)?.get(gfn - slot.baseGfn);
+    let flush = false;
+    for (const e of list ?? []) {
+      if (e.sp.bits![e.i]! & SPTE_WRITABLE) {
+        e.sp.bits![e.i]! &= ~SPTE_WRITABLE;
+        flush = true;
+      }
+    }
+    return flush;
+  }
+
+  /** Zap a leaf SPTE: clear it, remove it from its rmap, pages_4k--. @kernel arch/x86/kvm/mmu/mmu.c#drop_spte */
+  dropSpte(sp: ShadowPage, i: number): void {
+    const gfn = sp.gfns![i]!;
+    const slot = this.slotForGfn(gfn);
+    if (slot !== null) rmapRemove(slot, sp, i, gfn);
+    sp.pfn![i] = -1;
+    sp.bits![i] = 0;
+    this.vm.stats.pages_4k--;
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#mmu_page_zap_pte ; true if a present SPTE was zapped */
+  private mmuPageZapPte(sp: ShadowPage, i: number): boolean {
+    if (sp.pfn !== null) {
+      if (sp.pfn[i]! < 0) return false;
+      this.dropSpte(sp, i);
+      return true;
+    }
+    const child = sp.child![i];
+    if (child === null || child === undefined) return false;
+    sp.child![i] = null;
+    const k = child.parents.findIndex((p) => p.sp === sp && p.i === i);
+    if (k >= 0) child.parents.splice(k, 1); // drop_parent_pte
+    return true;
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#__kvm_mmu_prepare_zap_page */
+  prepareZapPage(sp: ShadowPage, invalidList: ShadowPage[]): void {
+    this.vm.stats.mmu_shadow_zapped++;
+    for (let i = 0; i < 512; i++) this.mmuPageZapPte(sp, i); // kvm_mmu_page_unlink_children
+    for (const p of sp.parents.splice(0)) p.sp.child![p.i] = null; // kvm_mmu_unlink_parents
+    if (!sp.invalid && sp.hasGptes) this.unaccountShadowed(sp);
+    let zappedRoot = false;
+    if (sp.rootCount === 0) {
+      this.active.delete(sp);
+      sp.onList = false;
+      invalidList.push(sp);
+    } else {
+      // An active root leaves active_mmu_pages now and is freed when its last vCPU drops it.
+      this.active.delete(sp);
+      sp.onList = false;
+      zappedRoot = !this.isObsoleteSp(sp);
+    }
+    sp.role |= ROLE_INVALID;
+    if (zappedRoot) for (const v of this.vm.vcpus) v.makeRequest(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS);
+  }
+
+  /** Flush every vCPU's TLB (no walk may still use the pages), then free them. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_commit_zap_page */
+  commitZapPage(invalidList: ShadowPage[]): void {
+    if (invalidList.length === 0) return;
+    this.vm.flushRemoteTlbs();
+    for (const sp of invalidList) {
+      const b = this.bucket(sp.gfn);
+      b.splice(b.indexOf(sp), 1); // kvm_mmu_free_shadow_page: hlist_del
+    }
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_remote_flush_or_zap */
+  private remoteFlushOrZap(invalidList: ShadowPage[], flush: boolean): void {
+    if (invalidList.length > 0) this.commitZapPage(invalidList);
+    else if (flush) this.vm.flushRemoteTlbs();
+  }
+
+  /** Zap pages from the oldest while they are obsolete (FIFO order makes that all of them). @kernel arch/x86/kvm/mmu/mmu.c#kvm_zap_obsolete_pages */
+  private zapObsoletePages(): void {
+    const list: ShadowPage[] = [];
+    for (const sp of [...this.active]) {
+      if (!this.isObsoleteSp(sp)) break;
+      this.prepareZapPage(sp, list);
+    }
+    this.commitZapPage(list);
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_all_fast */
+  kvmMmuZapAllFast(): void {
+    this.mmuValidGen ^= 1;
+    for (const v of this.vm.vcpus) {
+      v.makeRequest(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS);
+      v.kick();
+    }
+    this.zapObsoletePages();
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_memslot */
+  kvmMmuZapMemslot(slot: KvmMemorySlot): void {
+    const flush = this.kvmUnmapGfnRange({
+      slot,
+      start: slot.baseGfn,
+      end: (slot.baseGfn + slot.npages) as typeof slot.baseGfn,
+      attrFilter: 3,
+      mayBlock: true,
+    });
+    this.kvmMmuZapMemslotPagesAndFlush(slot, flush);
+  }
+
+  /**
+   * Zap the shadow pages that shadow guest tables inside the slot (their accounting lives in the slot),
+   * then commit or flush. With the 2019 bug switch: every valid page, direct or not, whose base gfn is
+   * in the slot — which misses pages covering the slot from a base gfn below it.
+   * @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_memslot_pages_and_flush
+   */
+  private kvmMmuZapMemslotPagesAndFlush(slot: KvmMemorySlot, flush: boolean): void {
+    if (this.active.size === 0) {
+      if (flush) this.vm.flushRemoteTlbs();
+      return;
+    }
+    const list: ShadowPage[] = [];
+    const end = slot.baseGfn + slot.npages;
+    // The kernel loops over every gfn of the slot and its hash bucket; walking the (smaller) active list
+    // with the same predicate selects the same pages.
+    for (const sp of [...this.active]) {
+      if (sp.gfn < slot.baseGfn || sp.gfn >= end || this.isObsoleteSp(sp)) continue;
+      if (this.bug2019PreciseZap || sp.hasGptes) this.prepareZapPage(sp, list);
+    }
+    this.remoteFlushOrZap(list, flush);
+  }
+
+  kvmMmuZapMemslotLeafs(slot: KvmMemorySlot): void {
+    this.kvmMmuZapMemslot(slot);
+  }
+
+  /** Drop every leaf SPTE of [start, end) found through the slot's rmaps. @kernel arch/x86/kvm/mmu/mmu.c#kvm_unmap_gfn_range */
+  kvmUnmapGfnRange(range: KvmGfnRange): boolean {
+    const slot = range.slot;
+    const r = slot.arch.rmap as SlotRmap | null;
+    if (r === null || r === undefined) return false;
+    let flush = false;
+    const lo = range.start - slot.baseGfn;
+    const hi = range.end - slot.baseGfn;
+    for (const [off, list] of [...r]) {
+      if (off < lo || off >= hi) continue;
+      for (const e of [...list]) this.dropSpte(e.sp, e.i); // kvm_zap_rmap
+      flush = true;
+    }
+    return flush;
+  }
+
+  /** @kernel arch/x86/kvm/x86.c#kvm_mmu_slot_apply_flags */
+  kvmMmuSlotApplyFlags(old: KvmMemorySlot | null, nu: KvmMemorySlot | null, change: KvmMrChange): void {
+    if (change !== 'FLAGS_ONLY' || nu === null || nu.flags & KVM_MEM_READONLY) return;
+    const was = (old!.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
+    const now = (nu.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
+    if (was === now || !now) return;
+    if (this.vm.manualDirtyLogProtect & KVM_DIRTY_LOG_INITIALLY_SET) return;
+    // kvm_mmu_slot_remove_write_access at 4K through the rmaps, then an unconditional flush ("a flush is
+    // almost always going to be necessary", and it lets the helpers skip the subtle checks).
+    for (const list of ((nu.arch.rmap as SlotRmap | null) ?? new Map()).values())
+      for (const e of list) e.sp.bits![e.i]! &= ~SPTE_WRITABLE;
+    this.vm.flushRemoteTlbs();
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_invalidate_mmio_sptes */
+  kvmMmuInvalidateMmioSptes(gen: number): void {
+    const g = gen % (MMIO_SPTE_GEN_MASK + 1);
+    if (g === 0) this.kvmMmuZapAllFast();
+  }
+
+  /** Write-protect the logged pages again. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_write_protect_pt_masked */
+  kvmArchMmuEnableLogDirtyPtMasked(slot: KvmMemorySlot, gfnOffset: number, mask: number): void {
+    for (let b = 0; b < 32; b++) if ((mask >>> b) & 1) this.writeProtectGfn(slot, slot.baseGfn + gfnOffset + b);
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_all */
+  kvmArchFlushShadowAll(): void {
+    const list: ShadowPage[] = [];
+    for (const sp of [...this.active]) this.prepareZapPage(sp, list);
+    this.commitZapPage(list);
+  }
+
+  /** @kernel arch/x86/kvm/x86.c#kvm_arch_free_memslot (the rmaps) */
+  kvmArchFreeMemslot(slot: KvmMemorySlot): void {
+    slot.arch.rmap = null;
+  }
+
+  /** The root for the vCPU's CR3. @kernel arch/x86/kvm/mmu/mmu.c#mmu_alloc_shadow_roots */
+  kvmMmuLoad(vcpu: Vcpu): void {
+    const root = this.getShadowPage(Math.floor(vcpu.cr3 / 4096), makeRole(4, false, ACC_ALL));
+    root.rootCount++;
+    this.roots.set(vcpu, root);
+    vcpu.tlb.flushAll(); // kvm_mmu_flush_tlb_current
+  }
+
+  /** Drop the vCPU's root; the last user of a zapped root zaps (and counts) it again, then frees it. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_free_roots */
+  kvmMmuFreeRoots(vcpu: Vcpu): void {
+    const root = this.roots.get(vcpu);
+    if (root === undefined) return;
+    this.roots.delete(vcpu);
+    const list: ShadowPage[] = [];
+    if (--root.rootCount === 0 && root.invalid) this.prepareZapPage(root, list);
+    this.commitZapPage(list);
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_free_obsolete_roots */
+  kvmMmuFreeObsoleteRoots(vcpu: Vcpu): void {
+    const root = this.roots.get(vcpu);
+    if (root !== undefined && this.isObsoleteSp(root)) this.kvmMmuFreeRoots(vcpu);
+  }
+
+  /** CR3 changed: drop the current root (no prev_roots cache). @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_new_pgd */
+  kvmMmuNewPgd(vcpu: Vcpu): void {
+    const root = this.roots.get(vcpu);
+    if (root !== undefined && root.gfn !== Math.floor(vcpu.cr3 / 4096)) this.kvmMmuFreeRoots(vcpu);
+  }
+
+  /** With shadow paging the guest runs on its own page tables: `gva` is a guest *virtual* address. */
+  vcpuAccess(vcpu: Vcpu, gva: number, kind: AccessKind, _opts: { private?: boolean }): AccessResult {
+    return shadowVcpuAccess(this, vcpu, gva, kind);
+  }
+
+  /** Every valid shadow page (inspection and checks). */
+  shadowPages(): ShadowPage[] {
+    return [...this.active];
+  }
+}
+
+/** The shadow MMU of a VM on a shadow-paging host, or null on a TDP host. */
+export function shadowMmuOf(vm: { mmu: KvmMmuOps }): ShadowMmu | null {
+  return vm.mmu instanceof ShadowMmu ? vm.mmu : null;
+}
