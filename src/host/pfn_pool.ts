@@ -176,6 +176,7 @@ export class PfnPool {
 
   /** Swap-in: the content saved for hva, if it was swapped out, moves into pfn. */
   swapSlotRestore(hva: number, pfn: number): void {
+    if (this.swap.size === 0) return;
     const v = this.swap.get(hva);
     if (v === undefined) return;
     this.ver(pfn)[pfn & (CHUNK - 1)] = v;

@@ -26,6 +26,7 @@ import type { KvmMemorySlot } from '../../kvm/kvm_host.ts';
 import type { Vcpu } from '../../kvm/vcpu.ts';
 import { markPageDirtyInSlot } from '../../kvm/dirty_log.ts';
 import { kvmGmemGetPfn } from '../../kvm/guest_memfd.ts';
+import { hasBug } from '../../kvm/host_profile.ts';
 import { asPfn, pagesPerHpage, type PgLevel } from '../../types/addr.ts';
 import { gfnToIndex } from '../x86.ts';
 import {
@@ -157,7 +158,8 @@ export function kvmMmuFaultinPfn(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): 
   }
   if (slot === null) return kvmHandleNoslotFault(mmu, vcpu, fault);
   // The slot is being deleted or moved: wait until the update is done, then the fault sees the result.
-  if (slot.flags & KVM_MEMSLOT_INVALID) {
+  // BUG fault-ignores-invalid-slot: the fault goes on to map the gfn of a slot being deleted/moved.
+  if (slot.flags & KVM_MEMSLOT_INVALID && !hasBug(vm.cfg, 'fault-ignores-invalid-slot')) {
     fault.retryReason = 'memslot is INVALID (being deleted or moved)';
     return RET_PF_RETRY;
   }
@@ -228,6 +230,8 @@ export function isPageFaultStale(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): 
   const vm = mmu.vm;
   if (fault.slot === null) return false;
   // mmu_invalidate_retry_gfn: an invalidation in progress over the gfn, or one that completed since the snapshot.
+  // BUG fault-no-seq-recheck: the recheck is skipped, so a pfn from before an invalidation gets mapped.
+  if (hasBug(vm.cfg, 'fault-no-seq-recheck')) return false;
   if (invalidateCoversGfn(mmu, fault.gfn) || vm.mmuInvalidateSeq !== fault.mmuSeq) {
     fault.retryReason = 'mmu_invalidate_seq moved since the snapshot (the pfn may be stale)';
     return true;
@@ -245,6 +249,8 @@ export function kvmMmuHugepageAdjust(fault: KvmPageFault): void {
   const slot = fault.slot;
   if (fault.maxLevel === 1 || fault.pfn < 0 || slot === null) return;
   if (slot.flags & KVM_MEM_LOG_DIRTY_PAGES) return;
+  // The host maps 4K: no lpage_info can raise that (min(host level, lpage level) is 1 either way).
+  if (fault.hostLevel === 1) return;
   let level = Math.min(fault.maxLevel, KVM_MAX_HUGEPAGE_LEVEL);
   const linfo = slot.arch.lpageInfo;
   for (; level > 1; level--) {
