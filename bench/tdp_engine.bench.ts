@@ -10,7 +10,15 @@ import { pathToFileURL } from 'node:url';
 import { Bench } from 'tinybench';
 import { asPfn } from '../src/types/addr.ts';
 import { tdpRootRole } from '../src/x86/mmu/mmu_internal.ts';
-import { ACC_ALL, MT_MASK_WB_IPAT, makeSpte, newSptePair, pfnHi, pfnLo } from '../src/x86/mmu/spte.ts';
+import {
+  ACC_ALL,
+  MT_MASK_WB_IPAT,
+  makeSpte,
+  newSptePair,
+  pfnHi,
+  pfnLo,
+  tdpLeafParams,
+} from '../src/x86/mmu/spte.ts';
 import { kvmTdpMmuMap, tdpMmuZapLeafs } from '../src/x86/mmu/tdp_mmu.ts';
 import { kvmTdpMmuAllocRoot } from '../src/x86/mmu/tdp_mmu_root.ts';
 import { TdpMmu } from '../src/x86/mmu/tdp_mmu_state.ts';
@@ -21,20 +29,7 @@ const GIB_PAGES = 262144;
 /** A leaf SPTE template for `level` without its pfn bits (the pfn is OR-ed in per page). */
 function template(level: number): { lo: number; hi: number } {
   const s = newSptePair();
-  makeSpte(s, {
-    level,
-    pteAccess: ACC_ALL,
-    pfn: asPfn(0),
-    mtMask: MT_MASK_WB_IPAT,
-    prefetch: false,
-    synchronizing: false,
-    hostWritable: true,
-    adDisabled: false,
-    adWrprotOnly: false,
-    nxHugePages: false,
-    wrprotForShadowing: false,
-    hasExecOnly: false,
-  });
+  makeSpte(s, tdpLeafParams(level, asPfn(0), MT_MASK_WB_IPAT, true));
   return s;
 }
 const T4K = template(1);

@@ -40,10 +40,10 @@ import {
   makeSpte,
   makeMmioSpte,
   newSptePair,
-  ACC_ALL,
   MMIO_SPTE_GEN_MASK,
   PT_WRITABLE_MASK,
   type MakeSpteParams,
+  tdpLeafParams,
 } from './spte.ts';
 import { ROLE_INVALID } from './mmu_internal.ts';
 import type { X86Mmu } from './mmu.ts';
@@ -262,20 +262,7 @@ export function kvmMmuHugepageAdjust(fault: KvmPageFault): void {
 
 const scratch = newSptePair();
 /** make_spte's arguments for a TDP fault; only the per-fault fields change. */
-const spteParams: MakeSpteParams = {
-  level: 1,
-  pteAccess: ACC_ALL,
-  pfn: asPfn(0),
-  mtMask: 0,
-  prefetch: false,
-  synchronizing: false,
-  hostWritable: false,
-  adDisabled: false,
-  adWrprotOnly: false,
-  nxHugePages: false,
-  wrprotForShadowing: false,
-  hasExecOnly: false,
-};
+const spteParams: MakeSpteParams = tdpLeafParams(1, asPfn(0), 0, false);
 
 /**
  * Phase 4: build the SPTE and map it.

@@ -36,22 +36,10 @@ import {
   spteToPfn,
   spteValue,
   type MakeSpteParams,
+  tdpLeafParams,
 } from './spte.ts';
 
-const base: MakeSpteParams = {
-  level: 1,
-  pteAccess: ACC_ALL,
-  pfn: asPfn(0x1234),
-  mtMask: MT_MASK_WB_IPAT,
-  prefetch: false,
-  synchronizing: false,
-  hostWritable: true,
-  adDisabled: false,
-  adWrprotOnly: false,
-  nxHugePages: false,
-  wrprotForShadowing: false,
-  hasExecOnly: false,
-};
+const base: MakeSpteParams = tdpLeafParams(1, asPfn(0x1234), MT_MASK_WB_IPAT, true);
 const value = (p: { lo: number; hi: number }): bigint => spteValue(p.lo, p.hi);
 
 describe('spte masks (spte.h static_asserts)', () => {

@@ -191,6 +191,27 @@ export interface MakeSpteParams {
 }
 
 /**
+ * make_spte's arguments for a TDP leaf as the TDP fault path passes them: full access, no prefetch,
+ * A/D enabled, no shadow-paging write protection, no NX huge-page mitigation.
+ */
+export function tdpLeafParams(level: number, pfn: Pfn, mtMask: number, hostWritable = true): MakeSpteParams {
+  return {
+    level,
+    pteAccess: ACC_ALL,
+    pfn,
+    mtMask,
+    prefetch: false,
+    synchronizing: false,
+    hostWritable,
+    adDisabled: false,
+    adWrprotOnly: false,
+    nxHugePages: false,
+    wrprotForShadowing: false,
+    hasExecOnly: false,
+  };
+}
+
+/**
  * Build a leaf SPTE into `out`; returns `wrprot` as the kernel does.
  * @kernel arch/x86/kvm/mmu/spte.c#make_spte
  */

@@ -1,7 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { asPfn } from '../../types/addr.ts';
 import { tdpRootRole } from './mmu_internal.ts';
-import { ACC_ALL, MT_MASK_WB_IPAT, isShadowPresentPte, makeSpte, newSptePair } from './spte.ts';
+import {
+  ACC_ALL,
+  MT_MASK_WB_IPAT,
+  isShadowPresentPte,
+  makeSpte,
+  newSptePair,
+  tdpLeafParams,
+} from './spte.ts';
 import { TdpIter, forEachTdpPteMinLevel, tdpIterNext, tdpIterStart } from './tdp_iter.ts';
 import { kvmTdpMmuMap } from './tdp_mmu.ts';
 import { kvmTdpMmuAllocRoot } from './tdp_mmu_root.ts';
@@ -12,20 +19,7 @@ function populated(gfns: number[]): { mmu: TdpMmu; root: number } {
   const root = kvmTdpMmuAllocRoot(mmu, tdpRootRole({ asId: 0 }));
   const s = newSptePair();
   for (const g of gfns) {
-    makeSpte(s, {
-      level: 1,
-      pteAccess: ACC_ALL,
-      pfn: asPfn(g),
-      mtMask: MT_MASK_WB_IPAT,
-      prefetch: false,
-      synchronizing: false,
-      hostWritable: true,
-      adDisabled: false,
-      adWrprotOnly: false,
-      nxHugePages: false,
-      wrprotForShadowing: false,
-      hasExecOnly: false,
-    });
+    makeSpte(s, tdpLeafParams(1, asPfn(g), MT_MASK_WB_IPAT, true));
     kvmTdpMmuMap(mmu, root, g, 1, s.lo, s.hi);
   }
   return { mmu, root };

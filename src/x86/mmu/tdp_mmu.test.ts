@@ -11,6 +11,7 @@ import {
   newSptePair,
   spteToPfn,
   type MakeSpteParams,
+  tdpLeafParams,
 } from './spte.ts';
 import {
   TDP_MAP_FIXED,
@@ -31,20 +32,7 @@ import {
 } from './tdp_mmu_root.ts';
 import { KVM_DIRECT_ROOTS, TdpMmu, tdpMmuStats, type TdpMmuOptions } from './tdp_mmu_state.ts';
 
-const leafParams: MakeSpteParams = {
-  level: 1,
-  pteAccess: ACC_ALL,
-  pfn: asPfn(0),
-  mtMask: MT_MASK_WB_IPAT,
-  prefetch: false,
-  synchronizing: false,
-  hostWritable: true,
-  adDisabled: false,
-  adWrprotOnly: false,
-  nxHugePages: false,
-  wrprotForShadowing: false,
-  hasExecOnly: false,
-};
+const leafParams: MakeSpteParams = tdpLeafParams(1, asPfn(0), MT_MASK_WB_IPAT, true);
 const s = newSptePair();
 
 function setup(opts: TdpMmuOptions = {}): { mmu: TdpMmu; root: number } {

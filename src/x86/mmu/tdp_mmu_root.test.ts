@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { asPfn } from '../../types/addr.ts';
 import { kvmMmuPageInfo, tdpRootRole } from './mmu_internal.ts';
-import { ACC_ALL, MT_MASK_WB_IPAT, makeSpte, newSptePair } from './spte.ts';
+import { ACC_ALL, MT_MASK_WB_IPAT, makeSpte, newSptePair, tdpLeafParams } from './spte.ts';
 import { TDP_MAP_FIXED, TDP_MAP_RETRY, kvmTdpMmuMap, tdpMmuZapLeafs } from './tdp_mmu.ts';
 import {
   kvmMmuUninitTdpMmu,
@@ -24,20 +24,7 @@ import {
 
 const s = newSptePair();
 function map(mmu: TdpMmu, root: number, gfn: number, pfn = gfn): number {
-  makeSpte(s, {
-    level: 1,
-    pteAccess: ACC_ALL,
-    pfn: asPfn(pfn),
-    mtMask: MT_MASK_WB_IPAT,
-    prefetch: false,
-    synchronizing: false,
-    hostWritable: true,
-    adDisabled: false,
-    adWrprotOnly: false,
-    nxHugePages: false,
-    wrprotForShadowing: false,
-    hasExecOnly: false,
-  });
+  makeSpte(s, tdpLeafParams(1, asPfn(pfn), MT_MASK_WB_IPAT, true));
   return kvmTdpMmuMap(mmu, root, gfn, 1, s.lo, s.hi);
 }
 const direct0 = tdpRootRole({ asId: 0 });
