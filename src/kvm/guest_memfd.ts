@@ -12,8 +12,10 @@ import {
   PAGE_SIZE,
 } from '../uapi/kvm.ts';
 import type { KvmMemorySlot } from './kvm_host.ts';
+import type { VmState } from './vm_state.ts';
 import { KvmError, hex } from './kvm_error.ts';
 import { isUnaligned, type U64 } from './args.ts';
+import { kvmArchGmemPrepare } from '../x86/sev.ts';
 
 /** One open file of the model process, as the fd table holds it. */
 export type ModelFile =
@@ -46,6 +48,13 @@ export interface KvmGmemFile {
   bindings: KvmGmemBindingRange[];
   /** the file's page cache: page index → host pfn */
   pages: Map<number, number>;
+  /**
+   * Pages allocated by fallocate but not yet prepared for the guest (folio not uptodate): the first
+   * private fault or populate prepares them. Every other page in `pages` is prepared.
+   */
+  unprepared: Set<number>;
+  /** struct kvm_gmem.kvm: the VM that created the file (its MMU is invalidated on punch hole). */
+  kvm: VmState;
 }
 
 export interface GmemVm {
@@ -128,8 +137,8 @@ export function kvmGmemUnbind(slot: KvmMemorySlot): void {
 }
 
 /**
- * The pfn of the guest_memfd page backing `gfn` of `slot`, allocated on first use (the folio is created
- * and, for a private page, prepared). Null if the page was punched out and the file cannot allocate.
+ * The pfn of the guest_memfd page backing `gfn` of `slot`, allocated on first use and prepared for the
+ * guest the first time it is handed out (a punched-out page is allocated afresh). Null without a binding.
  * @kernel virt/kvm/guest_memfd.c#kvm_gmem_get_pfn
  */
 export function kvmGmemGetPfn(
@@ -145,6 +154,8 @@ export function kvmGmemGetPfn(
   if (pfn === undefined) {
     pfn = pool.alloc(1);
     file.pages.set(index, pfn);
-  }
+  } else if (!file.unprepared.delete(index)) return pfn;
+  // kvm_gmem_prepare_folio: first use by the guest; on SNP this assigns the page in the RMP.
+  kvmArchGmemPrepare(file.kvm.arch, gfn, pfn);
   return pfn;
 }

@@ -32,6 +32,9 @@ import { Vcpu } from './vcpu.ts';
 import { exportStats, VM_STAT_NAMES, VM_STAT_NAMES_PVM } from './kvm_stats.ts';
 import { Vfio } from '../iommu/vfio.ts';
 import { kvmIoctlCreateDevice, type KvmCreateDevice, type KvmVfioDevice } from './kvm_vfio.ts';
+import { vfsFallocate } from './guest_memfd_file.ts';
+import { tdxVcpuInitMemRegion } from '../x86/tdx_mem.ts';
+import type { RmpEntry } from '../x86/sev.ts';
 
 export class Kvm {
   readonly cfg: HostConfig;
@@ -87,6 +90,17 @@ export class Kvm {
   /** A regular memfd (memfd_create): a file that is not a guest_memfd. */
   memfdCreate(size = 0): number {
     return this.installFd((id) => ({ kind: 'memfd', id, size }));
+  }
+
+  /**
+   * fallocate(fd, mode, offset, len): on a guest_memfd, FALLOC_FL_KEEP_SIZE allocates pages ahead and
+   * FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE frees them after zapping their mappings (uapi/falloc.ts).
+   * @kernel virt/kvm/guest_memfd.c#kvm_gmem_fallocate
+   */
+  fallocate(fd: number, mode: number, offset: number | bigint, len: number | bigint): void {
+    const file = this.files.get(fd);
+    if (file === undefined) throw new KvmError('EBADF', 'fallocate', `fd ${fd} is not open`);
+    vfsFallocate(file, mode, offset, len);
   }
 
   /** close(fd). Closing a guest_memfd leaves its bindings to the slots that use it, as the kernel does. */
@@ -148,7 +162,48 @@ export class Vm extends VmState {
       flags,
       bindings: [],
       pages: new Map(),
+      unprepared: new Set(),
+      kvm: this,
     }));
+  }
+
+  /**
+   * KVM_TDX_INIT_MEM_REGION (a vCPU ioctl; `vcpu` defaults to the first): add nrPages private pages from
+   * gpa to the TD before it runs (TDH.MEM.PAGE.ADD, plus TDH.MR.EXTEND with `measure`). The gfns need the
+   * PRIVATE attribute and a guest_memfd slot; the pages need no accept.
+   * @kernel arch/x86/kvm/vmx/tdx.c#tdx_vcpu_init_mem_region
+   */
+  tdxInitMemRegion(
+    gpa: number | bigint,
+    nrPages: number | bigint,
+    opts: { measure?: boolean; vcpu?: Vcpu } = {},
+  ): void {
+    const vcpu = opts.vcpu ?? this.vcpus[0];
+    if (vcpu === undefined)
+      throw new KvmError('EINVAL', 'KVM_TDX_INIT_MEM_REGION', 'a vCPU ioctl: create a vCPU first');
+    tdxVcpuInitMemRegion(vcpu, gpa, nrPages, { measure: opts.measure ?? false });
+  }
+
+  /**
+   * KVM_TDX_FINALIZE_VM: the initial image is fixed and vCPUs may run. (The model's first guest access
+   * finalizes a TD that was not finalized explicitly.) @kernel arch/x86/kvm/vmx/tdx.c#tdx_td_finalize
+   */
+  tdxFinalizeVm(): void {
+    const sc = 'KVM_TDX_FINALIZE_VM';
+    this.checkAlive(sc);
+    const tdx = this.arch.tdx;
+    if (tdx === undefined) throw new KvmError('ENOTTY', sc, `VM type ${this.info.name} is not a TD`);
+    tdx.finalize(sc);
+  }
+
+  /** TDX counters: SEAMCALLs per kind, S-EPT pages pending / mapped, guest accepts. Empty for other VMs. */
+  tdxStats(): Record<string, number> {
+    return this.arch.tdx?.stats() ?? {};
+  }
+
+  /** The SNP RMP entry of host page pfn for this guest (unassigned on other VM types). */
+  snpRmpEntry(pfn: number): RmpEntry {
+    return this.arch.snp?.entry(pfn) ?? { assigned: false, validated: false, gpa: 0, asid: 0 };
   }
 
   /** KVM_SET_MEMORY_ATTRIBUTES */

@@ -95,6 +95,7 @@ export const MODEL_VM_COUNTER_NAMES = [
   'tlb_flush_ipis',
   'seamcalls',
   'tdx_private_pages_removed',
+  'tdx_unaccepted_accesses',
 ] as const;
 export type ModelVmCounterName = (typeof MODEL_VM_COUNTER_NAMES)[number];
 export type ModelVmCounters = Record<ModelVmCounterName, number>;

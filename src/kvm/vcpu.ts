@@ -78,7 +78,8 @@ export class Vcpu {
   /** SNP guest: PVALIDATE of the private page at gpa (faulted in if needed); sets the RMP validated bit. */
   snpPvalidate(gpa: number, validate = true): PvalidateResult {
     const snp = this.vm.arch.snp;
-    if (snp === undefined) throw new TypeError(`PVALIDATE needs an SNP guest (VM type ${this.vm.info.name})`);
+    if (snp === undefined)
+      throw new TypeError(`PVALIDATE needs an SNP guest (VM type ${this.vm.info.name})`);
     return snpPvalidate(this, snp, gpa, validate);
   }
 

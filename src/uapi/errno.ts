@@ -15,6 +15,7 @@ export const ERRNO = {
   EBUSY: 16,
   EEXIST: 17,
   ENODEV: 19,
+  EFBIG: 27,
   EINVAL: 22,
   ENOSPC: 28,
   ESPIPE: 29,

@@ -18,6 +18,8 @@ import {
 } from '../uapi/kvm_x86.ts';
 import type { VmTypeInfo } from './vm_types.ts';
 import type { KvmMmuOps } from './mmu_ops.ts';
+import type { KvmTdx } from './tdx.ts';
+import type { SevSnp } from './sev.ts';
 
 /** How KVM chooses between zap-all and a precise zap on DELETE/MOVE (the three ABIs of May 2024). */
 export type ZapDesign = 'quirk' | 'vm-type' | 'slot-flag';
@@ -39,6 +41,10 @@ export interface KvmArch {
   nMaxMmuPages: number;
   /** kvm->arch.noncoherent_dma_count (kvm-vfio devices with a non-coherent VFIO file; x86/memtype.ts) */
   noncoherentDmaCount: number;
+  /** struct kvm_tdx (TDX VMs only; x86/tdx.ts), set by tdx_vm_init. */
+  tdx?: KvmTdx | undefined;
+  /** struct kvm_sev_info's SNP state and the RMP (SNP VMs only; x86/sev.ts), set by svm_vm_init. */
+  snp?: SevSnp | undefined;
 }
 
 /** What the x86 hooks read of the generic VM. */

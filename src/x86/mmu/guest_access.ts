@@ -71,7 +71,7 @@ export function vcpuEnterGuest(mmu: X86Mmu, vcpu: Vcpu): void {
   mmu.kvmMmuReload(vcpu);
 }
 
-interface Classified {
+export interface Classified {
   /** gfn the CPU translates (with the TDX shared bit for shared accesses) */
   hwGfn: number;
   /** gfn memslots are indexed by */
@@ -118,6 +118,9 @@ export function vcpuAccess(
     );
   const c = classify(mmu, gpa, opts);
   const write = kind === 'write';
+  // KVM_RUN on a TD needs KVM_TDX_FINALIZE_VM first; the model's first run finalizes it instead.
+  const tdx = vm.arch.tdx;
+  if (tdx !== undefined && tdx.state !== 'runnable') tdx.finalize('KVM_RUN');
   for (let tries = 0; tries < MAX_REFAULTS; tries++) {
     vcpuEnterGuest(mmu, vcpu);
     const hit = translate(mmu, vcpu, c, write);
@@ -146,7 +149,7 @@ export function vcpuAccess(
  * Account a fault's result as kvm_mmu_do_page_fault does, and turn it into an exit, or null if the guest
  * simply re-executes the instruction.
  */
-function finishFault(
+export function finishFault(
   mmu: X86Mmu,
   vcpu: Vcpu,
   fault: KvmPageFault,
@@ -191,6 +194,9 @@ function translate(mmu: X86Mmu, vcpu: Vcpu, c: Classified, write: boolean): Acce
   const root = c.isPrivate ? vcpu.mmu.mirrorRoot : vcpu.mmu.root;
   walk.level = 0;
   if (root < 0 || !kvmTdpMmuGetWalk(mmu.tdp, root, c.hwGfn, walk)) return null;
+  // TDX: an S-EPT leaf the guest has not accepted is a pending EPT violation, which kills the TD.
+  if (c.isPrivate && mmu.vm.arch.tdx !== undefined && !mmu.vm.arch.tdx.isAccepted(c.gfn))
+    return mmu.vm.arch.tdx.pendingEptViolation(c.hwGfn * 4096);
   let lo = walk.lo;
   if (write && (lo & PT_WRITABLE_MASK) === 0) return null; // write-protected: EPT violation
   const level = walk.level as 1 | 2 | 3;

@@ -41,6 +41,8 @@ import { tdpRootRole, ROLE_INVALID } from './mmu_internal.ts';
 import { MMIO_SPTE_GEN_MASK } from './spte.ts';
 import type { KvmTraceSink } from '../../kvm/kvm_trace.ts';
 import { vcpuAccess, type AccessOptions } from './guest_access.ts';
+import { tdxVmInit } from '../tdx.ts';
+import { snpVmInit } from '../sev.ts';
 import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
 
 /** Per-vCPU MMU state (struct kvm_mmu's roots). */
@@ -69,6 +71,10 @@ export class X86Mmu implements KvmMmuOps {
       },
       maxGfnExclusive: kvmMmuMaxGfn(vm.cfg) + 1,
     });
+    // tdx_vm_init / svm_vm_init, the vendor half of the VM: a TD's mirror roots reach the TDX module
+    // through the external page-table hooks; an SNP guest's private pages are tracked in the RMP.
+    if (vm.info.hasMirroredTdp) this.tdp.external = tdxVmInit(vm);
+    else if (vm.info.name === 'SNP') snpVmInit(vm);
   }
 
   /** The root role for a vCPU in address space asId. */
@@ -155,22 +161,30 @@ export class X86Mmu implements KvmMmuOps {
    * @kernel arch/x86/kvm/mmu/mmu.c#kvm_unmap_gfn_range
    */
   kvmUnmapGfnRange(range: KvmGfnRange): boolean {
-    let types = 0;
+    const { slot, start, end, mayBlock } = range;
+    let flush = false;
     // kvm_gfn_range_filter_to_root_types: without mirrored TDP everything lives in direct roots.
-    if (!this.vm.info.hasMirroredTdp) types = KVM_DIRECT_ROOTS;
+    if (!this.vm.info.hasMirroredTdp)
+      flush = kvmTdpMmuUnmapGfnRange(this.tdp, slot.asId, start, end, KVM_DIRECT_ROOTS, mayBlock, flush);
     else {
-      if (range.attrFilter & KVM_FILTER_PRIVATE) types |= KVM_MIRROR_ROOTS;
-      if (range.attrFilter & KVM_FILTER_SHARED) types |= KVM_DIRECT_ROOTS;
+      // TDX: private gfns are mapped in the mirror roots at their own gfn, shared ones in the direct
+      // roots with the shared bit set (the kernel's tdp_iter adds it as gfn_bits; the engine leaves that
+      // to its callers).
+      if (range.attrFilter & KVM_FILTER_PRIVATE)
+        flush = kvmTdpMmuUnmapGfnRange(this.tdp, slot.asId, start, end, KVM_MIRROR_ROOTS, mayBlock, flush);
+      if (range.attrFilter & KVM_FILTER_SHARED) {
+        const bits = this.vm.arch.gfnDirectBits;
+        flush = kvmTdpMmuUnmapGfnRange(
+          this.tdp,
+          slot.asId,
+          start + bits,
+          end + bits,
+          KVM_DIRECT_ROOTS,
+          mayBlock,
+          flush,
+        );
+      }
     }
-    const flush = kvmTdpMmuUnmapGfnRange(
-      this.tdp,
-      range.slot.asId,
-      range.start,
-      range.end,
-      types,
-      range.mayBlock,
-      false,
-    );
     this.syncCounters();
     return flush;
   }
