@@ -4,7 +4,8 @@
 export { Kvm, Vm } from './kvm/kvm_main.ts';
 export { Vcpu } from './kvm/vcpu.ts';
 export { KvmError } from './kvm/kvm_error.ts';
-export type { KvmOptions, HostConfig, KernelVersion } from './kvm/host_profile.ts';
+export type { KvmOptions, HostConfig, KernelVersion, BugName } from './kvm/host_profile.ts';
+export { BUG_NAMES } from './kvm/host_profile.ts';
 export type { VmOptions, KvmWarning } from './kvm/vm_state.ts';
 export type { ZapDesign } from './x86/x86.ts';
 export type {

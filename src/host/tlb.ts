@@ -63,6 +63,18 @@ export class Tlb {
     this.flushes++;
   }
 
+  /** Visit every valid entry (inspection, read-only): the leaf's base gfn and pfn, level, writable, memtype. */
+  forEachEntry(f: (gfn: number, pfn: number, level: 1 | 2 | 3, writable: boolean, memtype: number) => void): void {
+    for (let l = 0; l < 3; l++) {
+      const tags = this.tag[l]!;
+      for (let i = 0; i < tags.length; i++) {
+        if (tags[i] === -1) continue;
+        const m = this.meta[l]![i]!;
+        f(tags[i]!, this.pfn[l]![i]!, (l + 1) as 1 | 2 | 3, (m & 1) === 1, m >> 1);
+      }
+    }
+  }
+
   /** Number of valid entries (inspection). */
   size(): number {
     let n = 0;

@@ -12,6 +12,24 @@ import { KVM_X86_VALID_QUIRKS } from '../uapi/kvm_x86.ts';
 
 export type KernelVersion = '6.12' | '6.15' | '6.17' | '6.18' | '6.19';
 
+/**
+ * Known historical KVM bugs the model can switch back on, each a small marked branch at the place the
+ * kernel bug lived (docs/invariants.md, "Historical bugs"), so the invariant checker can be shown to catch it:
+ *   'vfio-2019-memtype'          no EPT zap on a guest CR0.CD toggle with non-coherent DMA (v5.3, x86.c#kvm_post_set_cr0)
+ *   'precise-zap-no-flush'       kvm_mmu_zap_memslot without kvm_flush_remote_tlbs (mmu.c)
+ *   'fault-no-seq-recheck'       is_page_fault_stale skips mmu_invalidate_retry_gfn (mmu.c)
+ *   'fault-ignores-invalid-slot' the fault maps gfns of a KVM_MEMSLOT_INVALID slot (mmu.c#kvm_mmu_faultin_pfn)
+ *   'gmem-flag-clear-uaf'        6.12–6.18 accept clearing KVM_MEM_GUEST_MEMFD (kvm_main.c#kvm_set_memory_region)
+ */
+export const BUG_NAMES = [
+  'vfio-2019-memtype',
+  'precise-zap-no-flush',
+  'fault-no-seq-recheck',
+  'fault-ignores-invalid-slot',
+  'gmem-flag-clear-uaf',
+] as const;
+export type BugName = (typeof BUG_NAMES)[number];
+
 export interface KvmOptions {
   profile?: 'upstream-6.18' | 'pvm-6.18';
   /** Which memslot-ABI behaviour to follow where versions differ (memslot-abi.md §0.3). */
@@ -50,6 +68,8 @@ export interface KvmOptions {
    * shipped code, which zapped only with the quirk disabled.
    */
   cdToggleZap?: boolean;
+  /** Historical bugs to switch back on (BUG_NAMES); an unknown name is a TypeError. */
+  bugs?: readonly BugName[];
 }
 
 export interface HostConfig {
@@ -69,6 +89,12 @@ export interface HostConfig {
   readonly maxVcpuId: number;
   readonly honorGuestMtrrs: boolean;
   readonly cdToggleZap: boolean;
+  readonly bugs: readonly BugName[];
+}
+
+/** Is historical bug `name` switched on? (An empty list costs one length check on hot paths.) */
+export function hasBug(cfg: { readonly bugs: readonly BugName[] }, name: BugName): boolean {
+  return cfg.bugs.length !== 0 && cfg.bugs.includes(name);
 }
 
 const PROFILES: Record<HostConfig['profile'], Omit<HostConfig, 'profile'>> = {
@@ -88,6 +114,7 @@ const PROFILES: Record<HostConfig['profile'], Omit<HostConfig, 'profile'>> = {
     maxVcpuId: 4096,
     honorGuestMtrrs: false,
     cdToggleZap: false,
+    bugs: [],
   },
   'pvm-6.18': {
     kernel: '6.18',
@@ -105,6 +132,7 @@ const PROFILES: Record<HostConfig['profile'], Omit<HostConfig, 'profile'>> = {
     maxVcpuId: 4096,
     honorGuestMtrrs: false,
     cdToggleZap: false,
+    bugs: [],
   },
 };
 
@@ -123,6 +151,8 @@ export function resolveHostConfig(opts: KvmOptions = {}): HostConfig {
   if (opts.kernel !== undefined && opts.gmemFlagsFix === undefined) {
     (cfg as { gmemFlagsFix: boolean }).gmemFlagsFix = opts.kernel === '6.19';
   }
+  (cfg as { bugs: readonly BugName[] }).bugs = resolveBugs(opts.bugs);
+  applyBugSwitches(cfg as { -readonly [K in keyof HostConfig]: HostConfig[K] }, opts);
   if (!(cfg.vmTypes & 1)) throw new TypeError('vmTypes must include KVM_X86_DEFAULT_VM (bit 0)');
   if (cfg.cdToggleZap && !cfg.honorGuestMtrrs)
     throw new TypeError('cdToggleZap needs honorGuestMtrrs: CR0.CD reaches EPT memtypes only with it');
@@ -130,6 +160,32 @@ export function resolveHostConfig(opts: KvmOptions = {}): HostConfig {
     throw new TypeError(`maxPhyAddr must be an integer in [36, 52], got ${cfg.maxPhyAddr}`);
   }
   return Object.freeze(cfg);
+}
+
+function resolveBugs(bugs: unknown): readonly BugName[] {
+  if (bugs === undefined) return Object.freeze([]);
+  if (!Array.isArray(bugs)) throw new TypeError('bugs must be an array of bug names');
+  for (const b of bugs)
+    if (!(BUG_NAMES as readonly unknown[]).includes(b))
+      throw new TypeError(`unknown bug '${String(b)}' (known: ${BUG_NAMES.join(', ')})`);
+  return Object.freeze([...new Set(bugs as BugName[])]);
+}
+
+/** Bugs that are a configuration of existing version switches rather than a branch of their own. */
+function applyBugSwitches(cfg: { -readonly [K in keyof HostConfig]: HostConfig[K] }, opts: KvmOptions): void {
+  // BUG gmem-flag-clear-uaf: the 6.12–6.18 B14(b) check, which compares only READONLY.
+  if (cfg.bugs.includes('gmem-flag-clear-uaf')) {
+    if (opts.gmemFlagsFix === true) throw new TypeError("bug 'gmem-flag-clear-uaf' contradicts gmemFlagsFix: true");
+    cfg.gmemFlagsFix = false;
+  }
+  // BUG vfio-2019-memtype: v5.3's memtypes (guest MTRRs and CR0.CD honoured with non-coherent DMA) and
+  // no zap on the CD toggle (memtype.ts#kvmPostSetCr0 carries the branch).
+  if (cfg.bugs.includes('vfio-2019-memtype')) {
+    if (opts.honorGuestMtrrs === false || opts.cdToggleZap === true)
+      throw new TypeError("bug 'vfio-2019-memtype' needs honorGuestMtrrs and no cdToggleZap");
+    cfg.honorGuestMtrrs = true;
+    cfg.cdToggleZap = false;
+  }
 }
 
 function stripUndefined(o: object): object {

@@ -17,6 +17,7 @@
 import type { Vcpu } from '../kvm/vcpu.ts';
 import type { VmState } from '../kvm/vm_state.ts';
 import { kvmCheckHasQuirk } from './x86.ts';
+import { hasBug } from '../kvm/host_profile.ts';
 import { KVM_X86_QUIRK_CD_NW_CLEARED, KVM_X86_QUIRK_IGNORE_GUEST_PAT } from '../uapi/kvm_x86.ts';
 import { kvmZapGfnRange, GFN_ALL_END } from './mmu/zap_gfn_range.ts';
 import { kvmArchHasNoncoherentDma, X86_CR0_CD, X86_CR0_NW } from './mtrr.ts';
@@ -69,6 +70,8 @@ export function kvmPostSetCr0(vcpu: Vcpu, oldCr0: number, cr0: number): void {
   const vm = vcpu.vm;
   // 6.11+ (e1548088ff54): CR0.CD no longer feeds vmx_get_mt_mask, so nothing can go stale.
   if (!vm.cfg.honorGuestMtrrs || !vm.cfg.tdpMmu || !kvmArchHasNoncoherentDma(vm)) return;
+  // BUG vfio-2019-memtype: as v5.3 shipped with the quirk enabled by default, no zap on the toggle.
+  if (hasBug(vm.cfg, 'vfio-2019-memtype')) return;
   if (vm.cfg.cdToggleZap || !kvmCheckHasQuirk(vm.arch, KVM_X86_QUIRK_CD_NW_CLEARED))
     kvmZapGfnRange(vm, 0, GFN_ALL_END);
 }

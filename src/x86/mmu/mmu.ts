@@ -22,6 +22,7 @@ import {
   type KvmMrChange,
 } from '../../uapi/kvm.ts';
 import type { KvmMmuOps } from '../mmu_ops.ts';
+import { hasBug } from '../../kvm/host_profile.ts';
 import { kvmMmuMaxGfn } from '../x86.ts';
 import { TdpMmu, KVM_DIRECT_ROOTS, KVM_MIRROR_ROOTS, tdpMmuStats } from './tdp_mmu_state.ts';
 import {
@@ -148,6 +149,8 @@ export class X86Mmu implements KvmMmuOps {
       mayBlock: true,
     });
     // kvm_mmu_zap_memslot_pages_and_flush: no shadow pages exist on a TDP-only VM, so only the flush.
+    // BUG precise-zap-no-flush: the zap forgets the flush, so vCPU TLBs keep the slot's translations.
+    if (hasBug(this.vm.cfg, 'precise-zap-no-flush')) return;
     if (flush) this.vm.flushRemoteTlbs();
   }
 

@@ -1,0 +1,287 @@
+/**
+ * Structural audits of a VM's TDP MMU and vCPU TLBs (read-only): every table entry's encoding, the root
+ * refcounts, and every present leaf — does it map a gfn of a live slot, stay inside the slot and its
+ * lpage_info, point at the host page that backs the gfn now, carry the memtype KVM would compute now?
+ * The same questions are asked of each vCPU's TLB entries that the vCPU could still use.
+ *
+ * Kernel counterparts (the facts each check defends; docs/invariants.md has the catalogue):
+ * arch/x86/kvm/mmu/spte.h (SHADOW_NONPRESENT_VALUE, FROZEN_SPTE), tdp_mmu.c (kvm_tdp_mmu_put_root,
+ * kvm_tdp_mmu_alloc_root), mmu.c (kvm_arch_flush_shadow_memslot, kvm_mmu_zap_all_fast,
+ * kvm_mmu_hugepage_adjust, kvm_mmu_notifier_invalidate_range_start's contract), vmx.c#vmx_get_mt_mask.
+ * Uses its own TdpIter: the engine's iterator is not re-entrant.
+ */
+import type { VmState } from '../kvm/vm_state.ts';
+import type { Vcpu } from '../kvm/vcpu.ts';
+import type { KvmMemorySlot } from '../kvm/kvm_host.ts';
+import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH } from '../kvm/vcpu.ts';
+import { KVM_MEMSLOT_INVALID } from '../uapi/kvm.ts';
+import type { X86Mmu } from '../x86/mmu/mmu.ts';
+import { TdpIter, tdpIterNext, tdpIterStart, PAGES_PER_LEVEL, roundGfnForLevel, spteIndex } from '../x86/mmu/tdp_iter.ts';
+import { childTableOf, type SpPool } from '../x86/mmu/sp_pool.ts';
+import {
+  isFrozenSpte,
+  isLastSpte,
+  isMmioSpte,
+  isShadowPresentPte,
+  spteToPfn,
+  VMX_EPT_IPAT_BIT,
+  VMX_EPT_MT_MASK,
+} from '../x86/mmu/spte.ts';
+import { ROLE_INVALID, ROLE_IS_MIRROR, ROLE_SMM_SHIFT } from '../x86/mmu/mmu_internal.ts';
+import { gfnToIndex } from '../x86/x86.ts';
+import { kvmMmuGetMtMask } from '../x86/mtrr.ts';
+import type { PgLevel } from '../types/addr.ts';
+import { expectedPfn, isPrivateGfn } from './reference.ts';
+
+/** Where audits send what they find. */
+export type Report = (id: string, message: string, gfn?: number, pfn?: number) => void;
+
+const MT_BITS = VMX_EPT_MT_MASK | VMX_EPT_IPAT_BIT;
+const hex = (n: number): string => '0x' + n.toString(16);
+
+/** A live slot: in the active set and not INVALID (an INVALID slot's SPTEs must already be gone). */
+function liveSlot(vm: VmState, asId: number, gfn: number): KvmMemorySlot | null {
+  const slot = vm.activeMemslots(asId).searchMemslots(gfn);
+  return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) === 0 ? slot : null;
+}
+
+/** Pages of a mapping to compare one by one: all of a 4K/2M one, every 512th of a 1G one (and the last). */
+function* samplePages(span: number): Generator<number> {
+  const step = span > 512 ? 512 : 1;
+  for (let k = 0; k < span; k += step) yield k;
+  if (step > 1) yield span - 1;
+}
+
+/**
+ * INV-PFN-001 / INV-PFN-002 for one mapping (an SPTE leaf or a TLB entry) of [gfn, gfn + span) → basePfn.
+ * Returns after the first bad page: one report per mapping.
+ */
+function checkMappedPfns(
+  vm: VmState,
+  report: Report,
+  what: string,
+  slot: KvmMemorySlot | null,
+  gfn: number,
+  span: number,
+  basePfn: number,
+  isPrivate: boolean,
+  memo?: PfnMemo,
+): void {
+  // One check per distinct mapping per audit (64 vCPUs' TLBs mostly hold the same 2M translations).
+  if (memo !== undefined) {
+    const key = `${slot?.id ?? -1}:${gfn}:${basePfn}:${span}:${isPrivate ? 1 : 0}`;
+    if (memo.seen.has(key)) return;
+    memo.seen.add(key);
+    if (memo.only >= 0) {
+      // A targeted audit looks at one page of the mapping only.
+      if (memo.only < gfn || memo.only >= gfn + span) return;
+      span = 1;
+      basePfn += memo.only - gfn;
+      gfn = memo.only;
+    }
+  }
+  const pfns = vm.kvm.host.pfns;
+  // While an invalidation runs the host may be between its start (mappings zapped) and its change.
+  const settled = vm.mmuInvalidateInProgress === 0;
+  for (const k of samplePages(span)) {
+    const pfn = basePfn + k;
+    if (pfns.isFree(pfn)) {
+      report('INV-PFN-001', `${what} maps gfn ${hex(gfn + k)} to pfn ${hex(pfn)}, which the host freed`, gfn + k, pfn);
+      return;
+    }
+    if (slot === null || !settled) continue;
+    const want = expectedPfn(vm, slot, gfn + k, isPrivate);
+    if (want !== pfn) {
+      report(
+        'INV-PFN-002',
+        `${what} maps gfn ${hex(gfn + k)} to pfn ${hex(pfn)}, but the ${isPrivate ? 'guest_memfd' : 'host'} page there is ${want ? hex(want) : 'none'}`,
+        gfn + k,
+        pfn,
+      );
+      return;
+    }
+  }
+}
+
+/** Per-audit memo of mappings already checked; `only` ≥ 0 restricts the checks to that one gfn. */
+export interface PfnMemo {
+  seen: Set<string>;
+  only: number;
+}
+
+export interface MirrorLeaf {
+  gfn: number;
+  pfn: number;
+}
+
+/** What the leaf checks need about the VM, computed once per audit. */
+interface LeafCtx {
+  vm: VmState;
+  report: Report;
+  bits: number;
+  vcpu0: Vcpu | undefined;
+  mirrorLeafs: MirrorLeaf[] | undefined;
+  memo: PfnMemo;
+}
+
+const leafCtx = (vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf[], only = -1): LeafCtx => ({
+  vm,
+  report,
+  bits: vm.arch.gfnDirectBits,
+  vcpu0: vm.vcpus[0],
+  mirrorLeafs,
+  memo: { seen: new Set(), only },
+});
+
+/** Walk every root: encodings (INV-SPTE-*), leafs (INV-ZAP-001/003, INV-HUGE-*, INV-PFN-*, INV-MEMTYPE-001). */
+export function auditSptes(vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf[]): void {
+  const tdp = (vm.mmu as Partial<X86Mmu>).tdp;
+  if (tdp === undefined) return;
+  const pool = tdp.pool;
+  const iter = new TdpIter(pool);
+  const ctx = leafCtx(vm, report, mirrorLeafs);
+  for (const root of tdp.roots) {
+    const role = pool.role[root]!;
+    for (tdpIterStart(iter, root, 1, 0); iter.valid; tdpIterNext(iter)) {
+      const lo = iter.oldLo;
+      const hi = iter.oldHi;
+      if (isFrozenSpte(lo, hi)) {
+        report('INV-SPTE-002', `frozen SPTE at gfn ${hex(iter.gfn)} level ${iter.level} outside mmu_lock`, iter.gfn);
+        continue;
+      }
+      if (!isShadowPresentPte(lo)) {
+        if (!isMmioSpte(lo, hi, tdp.mmioValue) && (hi & 0x80000000) === 0)
+          report('INV-SPTE-001', `non-present SPTE at gfn ${hex(iter.gfn)} level ${iter.level} lacks bit 63 (SUPPRESS_VE)`, iter.gfn);
+        continue;
+      }
+      if (isLastSpte(lo, iter.level)) checkLeaf(ctx, root, role, iter.gfn, iter.level, lo, hi);
+    }
+  }
+}
+
+/** The leaf of `root` covering hwGfn, by a plain descent (no iterator state). */
+function lookupLeaf(pool: SpPool, root: number, hwGfn: number): { gfn: number; level: number; lo: number; hi: number } | null {
+  let table = root;
+  for (let level = pool.role[root]! & 0xf; level >= 1; level--) {
+    const i = spteIndex(hwGfn, level);
+    const lo = pool.readLo(table, i);
+    const hi = pool.readHi(table, i);
+    if (!isShadowPresentPte(lo)) return null;
+    if (isLastSpte(lo, level)) return { gfn: roundGfnForLevel(hwGfn, level), level, lo, hi };
+    table = childTableOf(lo, hi);
+  }
+  return null;
+}
+
+/** The targeted audit after one access: the translations of hwGfn in every root and reachable TLB. */
+export function auditGfn(vm: VmState, report: Report, hwGfn: number): void {
+  const tdp = (vm.mmu as Partial<X86Mmu>).tdp;
+  if (tdp === undefined) return;
+  const ctx = leafCtx(vm, report, undefined, hwGfn);
+  for (const root of tdp.roots) {
+    const l = lookupLeaf(tdp.pool, root, hwGfn);
+    if (l !== null) checkLeaf(ctx, root, tdp.pool.role[root]!, l.gfn, l.level, l.lo, l.hi);
+  }
+  for (const v of vm.vcpus) {
+    if (tlbGoesAway(v)) continue;
+    const t = v.tlb.lookup(hwGfn);
+    if (t === null) continue;
+    const base = roundGfnForLevel(hwGfn, t.level);
+    checkTlbEntry(vm, report, v, base, t.pfn - (hwGfn - base), t.level, ctx.memo);
+  }
+}
+
+/** One present leaf of `root` at hwGfn (its first gfn, with the TDX shared bit for shared roots). */
+function checkLeaf(ctx: LeafCtx, root: number, role: number, hwGfn: number, level: number, lo: number, hi: number): void {
+  const { vm, report, bits } = ctx;
+  const invalid = (role & ROLE_INVALID) !== 0;
+  const mirror = (role & ROLE_IS_MIRROR) !== 0;
+  const asId = (role >>> ROLE_SMM_SHIFT) & 0xff ? 1 : 0;
+  const gfn = bits !== 0 && !mirror && hwGfn >= bits ? hwGfn - bits : hwGfn;
+  const span = PAGES_PER_LEVEL[level]!;
+  const basePfn = spteToPfn(lo, hi);
+  const where = `${invalid ? 'invalid ' : ''}${mirror ? 'mirror ' : ''}root ${root} leaf (level ${level})`;
+  if (invalid) {
+    // kvm_mmu_zap_all_fast zaps the roots it invalidated before it returns.
+    report('INV-ZAP-003', `${where} still maps gfn ${hex(gfn)} → pfn ${hex(basePfn)}`, gfn, basePfn);
+    checkMappedPfns(vm, report, where, null, gfn, span, basePfn, mirror, ctx.memo);
+    return;
+  }
+  const slot = liveSlot(vm, asId, gfn);
+  const isPrivate = mirror || (vm.info.hasPrivateMem && !vm.info.hasMirroredTdp && isPrivateGfn(vm, gfn));
+  if (slot === null || (mirror && slot.gmem === null)) {
+    report('INV-ZAP-001', `${where} maps gfn ${hex(gfn)} → pfn ${hex(basePfn)}, but no live ${mirror ? 'guest_memfd ' : ''}memslot of address space ${asId} holds it`, gfn, basePfn);
+    checkMappedPfns(vm, report, where, null, gfn, span, basePfn, isPrivate, ctx.memo);
+    return;
+  }
+  if (mirror) ctx.mirrorLeafs?.push({ gfn, pfn: basePfn });
+  if (level > 1) auditHugeLeaf(report, where, slot, gfn, level, basePfn);
+  checkMappedPfns(vm, report, where, slot, gfn, span, basePfn, isPrivate, ctx.memo);
+  if (!mirror && ctx.vcpu0 !== undefined) {
+    const want = kvmMmuGetMtMask(ctx.vcpu0, gfn, false);
+    if ((lo & MT_BITS) !== want)
+      report('INV-MEMTYPE-001', `${where} at gfn ${hex(gfn)} has memtype bits ${hex(lo & MT_BITS)}, KVM now computes ${hex(want)}`, gfn, basePfn);
+  }
+}
+
+/** INV-HUGE-001 (inside the slot) and INV-HUGE-002 (lpage_info allows it). @kernel mmu.c#kvm_mmu_hugepage_adjust */
+function auditHugeLeaf(report: Report, where: string, slot: KvmMemorySlot, gfn: number, level: number, pfn: number): void {
+  const span = PAGES_PER_LEVEL[level]!;
+  if (gfn < slot.baseGfn || gfn + span > slot.baseGfn + slot.npages) {
+    report('INV-HUGE-001', `${where} [${hex(gfn)}, ${hex(gfn + span)}) spans the edge of memslot ${slot.id} [${hex(slot.baseGfn)}, ${hex(slot.baseGfn + slot.npages)})`, gfn, pfn);
+    return;
+  }
+  const arr = slot.arch.lpageInfo?.[level - 2];
+  const disallow = arr?.[gfnToIndex(gfn, slot.baseGfn, level as PgLevel)] ?? 0;
+  if (disallow !== 0)
+    report('INV-HUGE-002', `${where} at gfn ${hex(gfn)}: lpage_info disallow_lpage is ${hex(disallow >>> 0)}`, gfn, pfn);
+}
+
+/** INV-ROOT-001/002: root refcounts and the roots vCPUs hold. @kernel tdp_mmu.c#kvm_tdp_mmu_put_root */
+export function auditRoots(vm: VmState, report: Report): void {
+  const tdp = (vm.mmu as Partial<X86Mmu>).tdp;
+  if (tdp === undefined) return;
+  const pool = tdp.pool;
+  const holders = new Map<number, number>();
+  for (const v of vm.vcpus) {
+    for (const r of [v.mmu.root, v.mmu.mirrorRoot]) {
+      if (r < 0) continue;
+      if (!pool.isAllocated(r) || !tdp.roots.includes(r))
+        report('INV-ROOT-002', `vCPU ${v.vcpuId} holds root ${r}, which is freed or not on tdp_mmu_roots`);
+      holders.set(r, (holders.get(r) ?? 0) + 1);
+    }
+  }
+  for (const r of tdp.roots) {
+    const valid = (pool.role[r]! & ROLE_INVALID) === 0;
+    const need = (holders.get(r) ?? 0) + (valid ? 1 : 0);
+    if (!pool.isAllocated(r) || pool.rootCount[r]! < need)
+      report('INV-ROOT-001', `root ${r} (${valid ? 'valid' : 'invalid'}) has refcount ${pool.rootCount[r]}, needs ≥ ${need} (vCPU holders + the TDP MMU's own while valid)`);
+  }
+}
+
+/** True if the vCPU flushes or reloads its root before it runs the guest again. */
+function tlbGoesAway(v: Vcpu): boolean {
+  return (v.requests & (KVM_REQ_TLB_FLUSH | KVM_REQ_MMU_FREE_OBSOLETE_ROOTS)) !== 0 || v.mmu.root < 0;
+}
+
+/** TLB entries a vCPU can still use: INV-ZAP-002 (a live slot), INV-PFN-001/002 (the right page). */
+export function auditTlbs(vm: VmState, report: Report): void {
+  const memo: PfnMemo = { seen: new Set(), only: -1 };
+  for (const v of vm.vcpus) {
+    if (tlbGoesAway(v)) continue;
+    v.tlb.forEachEntry((hwGfn, basePfn, level) => checkTlbEntry(vm, report, v, hwGfn, basePfn, level, memo));
+  }
+}
+
+function checkTlbEntry(vm: VmState, report: Report, v: Vcpu, hwGfn: number, basePfn: number, level: number, memo: PfnMemo): void {
+  const bits = vm.arch.gfnDirectBits;
+  const shared = bits !== 0 && Math.floor(hwGfn / bits) % 2 === 1;
+  const gfn = shared ? hwGfn - bits : hwGfn;
+  const isPrivate = bits !== 0 ? !shared : vm.info.hasPrivateMem && isPrivateGfn(vm, gfn);
+  const span = PAGES_PER_LEVEL[level]!;
+  const where = `vCPU ${v.vcpuId} TLB entry (level ${level})`;
+  const slot = liveSlot(vm, v.asId(), gfn);
+  if (slot === null)
+    report('INV-ZAP-002', `${where} still translates gfn ${hex(gfn)} → pfn ${hex(basePfn)} with no live memslot there, and no flush is pending`, gfn, basePfn);
+  checkMappedPfns(vm, report, where, slot, gfn, span, basePfn, isPrivate, memo);
+}

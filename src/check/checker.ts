@@ -1,0 +1,220 @@
+/**
+ * The invariant checker: watches VMs, checks every guest access against the reference semantics, runs
+ * the structural audits at named audit points (or after every step and access), and records each
+ * violation with the invariant ID, the runner's step label, the gfn/pfn and the trace that led there.
+ * The catalogue of IDs and their kernel sources of truth is docs/invariants.md.
+ *
+ * Kernel counterpart: none — it plays the part of the kernel's WARN_ON/KVM_BUG_ON/CONFIG_KVM_PROVE_MMU
+ * checks, but from outside, comparing the model with what the kernel's code promises.
+ * It only reads model state. The one thing it installs is a trace tap on each watched VM's MMU and TDP
+ * engine (`trace`), which composes with any sink set before or after it (e.g. the Chrome trace lane).
+ */
+import type { Kvm, Vm } from '../kvm/kvm_main.ts';
+import type { Vcpu } from '../kvm/vcpu.ts';
+import type { VmState } from '../kvm/vm_state.ts';
+import type { AccessKind, AccessResult } from '../kvm/api_types.ts';
+import type { X86Mmu } from '../x86/mmu/mmu.ts';
+import { auditGfn, auditRoots, auditSptes, auditTlbs, type MirrorLeaf, type Report } from './audit_mmu.ts';
+import { checkAccess, GmemFiles, TdxTracker } from './audit_vm.ts';
+
+/**
+ * 'off': nothing. 'points': every access against the reference, whole-VM audits at the runner's audit
+ * points. 'full': also a whole-VM audit at the end of every step and, after every access, an audit of
+ * that gfn's translations (SPTE leafs in every root, reachable TLB entries).
+ */
+export type AuditLevel = 'off' | 'points' | 'full';
+
+export interface Violation {
+  /** invariant ID, e.g. 'INV-ZAP-001' (docs/invariants.md) */
+  id: string;
+  /** the runner's label of the step during which it was found */
+  step: string;
+  message: string;
+  gfn?: number;
+  pfn?: number;
+  /** the most recent trace lines (oldest first) when it was found */
+  trace: string[];
+}
+
+export interface CheckerOptions {
+  audit?: AuditLevel;
+  /** trace lines kept for violations (default 64) */
+  traceDepth?: number;
+  /** stop recording after this many violations (default 1000) */
+  maxViolations?: number;
+}
+
+interface Watched {
+  vm: VmState;
+  gmem: GmemFiles;
+  tdx: TdxTracker;
+}
+
+type Sink = (ev: { name: string }) => void;
+
+/** Tap obj.trace: our sink runs first, then whatever sink is (or later gets) installed there. */
+function tapTrace(obj: object, mine: Sink): void {
+  const o = obj as { trace?: Sink };
+  let other = o.trace;
+  const both: Sink = (ev) => {
+    mine(ev);
+    other?.(ev);
+  };
+  Object.defineProperty(o, 'trace', {
+    configurable: true,
+    enumerable: true,
+    get: () => both,
+    set: (s: Sink | undefined) => {
+      if (s !== both) other = s;
+    },
+  });
+}
+
+const hexKey = /gfn|pfn|gpa|spte|addr|start|end/i;
+
+function formatEvent(ev: Record<string, unknown>): string {
+  let s = String(ev.name);
+  for (const [k, v] of Object.entries(ev)) {
+    if (k === 'name') continue;
+    const val =
+      typeof v === 'bigint'
+        ? '0x' + v.toString(16)
+        : typeof v === 'number' && hexKey.test(k) && v >= 0
+          ? '0x' + v.toString(16)
+          : String(v);
+    s += ` ${k}=${val}`;
+  }
+  return s;
+}
+
+export class Checker {
+  readonly violations: Violation[] = [];
+  readonly audit: AuditLevel;
+  private readonly traceDepth: number;
+  private readonly maxViolations: number;
+  private step = 'setup';
+  /** ring buffer of recent trace entries (events are formatted only when a violation copies them) */
+  private readonly ring: unknown[];
+  private ringPos = 0;
+  private ringLen = 0;
+  private readonly watched: Watched[] = [];
+  /** structural findings already reported (a stale SPTE would otherwise be reported at every point) */
+  private readonly seen = new Set<string>();
+  private auditing = false;
+
+  constructor(
+    readonly kvm: Kvm,
+    opts: CheckerOptions = {},
+  ) {
+    const audit = opts.audit ?? 'points';
+    if (audit !== 'off' && audit !== 'points' && audit !== 'full')
+      throw new TypeError(`audit must be 'off', 'points' or 'full' (got '${String(audit)}')`);
+    this.audit = audit;
+    this.traceDepth = Math.max(0, Math.floor(opts.traceDepth ?? 64));
+    this.maxViolations = opts.maxViolations ?? 1000;
+    this.ring = new Array<unknown>(this.traceDepth);
+  }
+
+  /** Start checking this VM (idempotent). */
+  watch(vm: Vm): void {
+    if (this.watched.some((w) => w.vm === vm)) return;
+    this.watched.push({ vm, gmem: new GmemFiles(), tdx: new TdxTracker() });
+    if (this.audit === 'off') return;
+    const mmu = vm.mmu as Partial<X86Mmu>;
+    const sink: Sink = (ev) => this.traceLine(ev);
+    tapTrace(mmu, sink);
+    if (mmu.tdp !== undefined) tapTrace(mmu.tdp, sink);
+    // Learn the VM's current guest_memfd bindings now, so a later use-after-free is recognised.
+    this.watched[this.watched.length - 1]!.gmem.refresh(vm);
+  }
+
+  /** The runner names the current step; with audit 'full' the step just finished is audited first. */
+  setStep(label: string): void {
+    if (this.audit === 'full') this.runAudits('postStep');
+    this.step = String(label);
+    if (this.audit !== 'off') this.traceLine(`--- step ${this.step}`);
+  }
+
+  /** Every guest access, with what it produced. */
+  onAccess(
+    vcpu: Vcpu,
+    gpa: number,
+    kind: AccessKind,
+    result: AccessResult,
+    opts?: { private?: boolean },
+  ): void {
+    if (this.audit === 'off') return;
+    const r = result.exit === 'none' ? `none pfn=0x${result.pfn.toString(16)} level=${result.level} mt=${result.memtype}` : result.exit;
+    this.traceLine(`access vcpu${vcpu.vcpuId} ${kind} gpa=0x${gpa.toString(16)} → ${r}`);
+    checkAccess(vcpu.vm, vcpu, gpa, kind, result, opts, this.reporter(vcpu.vm, false));
+    // 'full': the access can only have changed the translations of its own gfn, so audit those now
+    // (the whole-VM audit follows at the end of the step).
+    if (this.audit === 'full')
+      auditGfn(vcpu.vm, this.reporter(vcpu.vm, true, 'postAccess'), Math.floor(gpa / 4096));
+  }
+
+  /** A named audit point: 'postMemslotUpdate', 'postNotifier', 'postStep', … */
+  auditPoint(name: string): void {
+    if (this.audit === 'off') return;
+    this.runAudits(String(name));
+  }
+
+  private runAudits(point: string): void {
+    if (this.auditing) return;
+    this.auditing = true;
+    try {
+      for (const w of this.watched) this.auditVm(w, point);
+    } finally {
+      this.auditing = false;
+    }
+  }
+
+  private auditVm(w: Watched, point: string): void {
+    const report = this.reporter(w.vm, true, point);
+    const mirror: MirrorLeaf[] = [];
+    auditRoots(w.vm, report);
+    auditSptes(w.vm, report, mirror);
+    auditTlbs(w.vm, report);
+    w.gmem.audit(w.vm, report);
+    if (w.vm.info.hasMirroredTdp) w.tdx.audit(w.vm, mirror, report);
+  }
+
+  private reporter(vm: VmState, dedupe: boolean, point?: string): Report {
+    return (id, message, gfn, pfn) => {
+      if (this.violations.length >= this.maxViolations) return;
+      if (dedupe) {
+        const key = `${vm.id}|${id}|${gfn ?? ''}|${pfn ?? ''}|${message}`;
+        if (this.seen.has(key)) return;
+        this.seen.add(key);
+      }
+      const v: Violation = {
+        id,
+        step: this.step,
+        message: `VM ${vm.id}${point ? ` at ${point}` : ''}: ${message}`,
+        trace: this.recentTrace(),
+      };
+      if (gfn !== undefined) v.gfn = gfn;
+      if (pfn !== undefined) v.pfn = pfn;
+      this.violations.push(v);
+    };
+  }
+
+  private traceLine(entry: unknown): void {
+    if (this.traceDepth === 0) return;
+    // A copy: tracepoint objects may be reused by the emitter.
+    this.ring[this.ringPos] = typeof entry === 'object' && entry !== null ? { ...entry } : entry;
+    this.ringPos = (this.ringPos + 1) % this.traceDepth;
+    if (this.ringLen < this.traceDepth) this.ringLen++;
+  }
+
+  /** The ring buffer, oldest first, formatted. */
+  recentTrace(): string[] {
+    const out: string[] = [];
+    const n = this.ringLen;
+    for (let i = 0; i < n; i++) {
+      const e = this.ring[(this.ringPos - n + i + this.traceDepth) % this.traceDepth];
+      out.push(typeof e === 'string' ? e : formatEvent(e as Record<string, unknown>));
+    }
+    return out;
+  }
+}
