@@ -27,6 +27,8 @@ export const BUG_NAMES = [
   'fault-no-seq-recheck',
   'fault-ignores-invalid-slot',
   'gmem-flag-clear-uaf',
+  /** The v5.1 precise memslot zap of the shadow MMU (the sp->gfn filter, 4e103134b862; reverted in 5.3). */
+  'shadow-2019-precise-zap',
 ] as const;
 export type BugName = (typeof BUG_NAMES)[number];
 
