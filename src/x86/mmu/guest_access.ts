@@ -40,6 +40,7 @@ import {
   RET_PF_MEMORY_FAULT,
   kvmMmuFaultinPfn,
   kvmTdpMmuPageFaultLocked,
+  tdpMmuGetRootForFault,
   RET_PF_CONTINUE,
   type KvmPageFault,
 } from './page_fault.ts';
@@ -171,7 +172,8 @@ export function finishFault(
       vcpu.stats.mmio_exits++;
       return { exit: 'mmio', gpa, write: fault.write };
     case RET_PF_MEMORY_FAULT:
-      return { exit: 'memory_fault', gpa: gpa - (gpa % 4096), size: 4096, private: fault.isPrivate };
+      // kvm_mmu_prepare_memory_fault_exit reports fault->gfn: the gpa without the TDX shared bit.
+      return { exit: 'memory_fault', gpa: fault.gfn * 4096, size: 4096, private: fault.isPrivate };
     case RET_PF_RETRY: {
       if (mmu.trace)
         mmu.trace({ name: 'kvm_fault_retry', vcpuId: vcpu.vcpuId, gpa, reason: fault.retryReason });
@@ -191,7 +193,7 @@ function translate(mmu: X86Mmu, vcpu: Vcpu, c: Classified, write: boolean): Acce
   const t = vcpu.tlb.lookup(c.hwGfn);
   if (t !== null && (!write || t.writable))
     return { exit: 'none', pfn: t.pfn, level: t.level, memtype: t.memtype };
-  const root = c.isPrivate ? vcpu.mmu.mirrorRoot : vcpu.mmu.root;
+  const root = tdpMmuGetRootForFault(mmu, vcpu, c.isPrivate);
   walk.level = 0;
   if (root < 0 || !kvmTdpMmuGetWalk(mmu.tdp, root, c.hwGfn, walk)) return null;
   // TDX: an S-EPT leaf the guest has not accepted is a pending EPT violation, which kills the TD.

@@ -70,7 +70,9 @@ export class X86Mmu implements KvmMmuOps {
         warnOnce: (what) => vm.warnOnce(true, 'INV-TDP-WARN:' + what, what),
         flushRemoteTlbs: () => vm.flushRemoteTlbs(),
       },
-      maxGfnExclusive: kvmMmuMaxGfn(vm.cfg) + 1,
+      // The kernel bounds walks by the natural gfn and ORs a TD's shared bit in (tdp_iter's gfn_bits);
+      // this engine sees shared gfns with the bit set, so its bound covers the shared alias too.
+      maxGfnExclusive: kvmMmuMaxGfn(vm.cfg) + 1 + vm.arch.gfnDirectBits,
     });
     // tdx_vm_init / svm_vm_init, the vendor half of the VM: a TD's mirror roots reach the TDX module
     // through the external page-table hooks; an SNP guest's private pages are tracked in the RMP.

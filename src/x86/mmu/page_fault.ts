@@ -130,6 +130,15 @@ export function newPageFault(
   };
 }
 
+/**
+ * The root a fault (or the CPU's walk) uses: a TD's private gpas (no shared bit) go to the mirror root;
+ * everything else, including private memory of SW_PROTECTED and SNP guests, to the direct root.
+ * @kernel arch/x86/kvm/mmu/tdp_mmu.h#tdp_mmu_get_root_for_fault
+ */
+export function tdpMmuGetRootForFault(mmu: X86Mmu, vcpu: Vcpu, isPrivate: boolean): number {
+  return isPrivate && mmu.vm.arch.gfnDirectBits !== 0 ? vcpu.mmu.mirrorRoot : vcpu.mmu.root;
+}
+
 /** @kernel virt/kvm/kvm_main.c#mmu_invalidate_retry_gfn_unsafe (no seq check: that needs mmu_lock) */
 function invalidateCoversGfn(mmu: X86Mmu, gfn: number): boolean {
   const vm = mmu.vm;
@@ -222,7 +231,7 @@ function kvmHandleNoslotFault(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): num
  * @kernel arch/x86/kvm/mmu/mmu.c#is_page_fault_stale
  */
 export function isPageFaultStale(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): boolean {
-  const root = fault.isPrivate ? vcpu.mmu.mirrorRoot : vcpu.mmu.root;
+  const root = tdpMmuGetRootForFault(mmu, vcpu, fault.isPrivate);
   if (root < 0 || (mmu.tdp.pool.role[root]! & ROLE_INVALID) !== 0) {
     fault.retryReason = 'the root was invalidated (zap-all) during the fault';
     return true;
@@ -270,7 +279,7 @@ const spteParams: MakeSpteParams = tdpLeafParams(1, asPfn(0), 0, false);
  */
 export function kvmTdpMmuMapFault(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): number {
   const vm = mmu.vm;
-  const root = fault.isPrivate ? vcpu.mmu.mirrorRoot : vcpu.mmu.root;
+  const root = tdpMmuGetRootForFault(mmu, vcpu, fault.isPrivate);
   const gfnBits = vm.arch.gfnDirectBits !== 0 && !fault.isPrivate ? vm.arch.gfnDirectBits : 0;
   kvmMmuHugepageAdjust(fault);
   const level = fault.goalLevel;
