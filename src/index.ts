@@ -42,3 +42,7 @@ export {
   MSR_MTRRphysBase0,
   MSR_MTRRfix64K_00000,
 } from './x86/mtrr.ts';
+// Private memory: guest_memfd fallocate, TDX and SEV-SNP (README "Private memory")
+export * as uapiFalloc from './uapi/falloc.ts';
+export type { TdxAcceptResult } from './x86/tdx_mem.ts';
+export type { PvalidateResult, RmpEntry } from './x86/sev.ts';

@@ -1,6 +1,7 @@
 /**
- * guest_memfd files as KVM sees them: creation, binding a range of the file to a memslot, unbinding.
- * Private-page contents and the pfns behind the file are the host-memory layer's business.
+ * guest_memfd files as KVM sees them: creation, binding a range of the file to a memslot, unbinding,
+ * and handing out (and preparing) the page behind a gfn. fallocate and hole punching are in
+ * guest_memfd_file.ts; page contents and pfns are the host-memory layer's business.
  *
  * Kernel counterpart: virt/kvm/guest_memfd.c (kvm_gmem_create, __kvm_gmem_create, kvm_gmem_bind,
  * kvm_gmem_unbind, kvm_gmem_get_supported_flags). See shared/reference/memslot-abi.md §2.5, §5.2.
@@ -154,7 +155,7 @@ export function kvmGmemGetPfn(
   if (pfn === undefined) {
     pfn = pool.alloc(1);
     file.pages.set(index, pfn);
-  } else if (!file.unprepared.delete(index)) return pfn;
+  } else if (file.unprepared.size === 0 || !file.unprepared.delete(index)) return pfn;
   // kvm_gmem_prepare_folio: first use by the guest; on SNP this assigns the page in the RMP.
   kvmArchGmemPrepare(file.kvm.arch, gfn, pfn);
   return pfn;

@@ -110,6 +110,11 @@ export class KvmTdx implements TdpExternalHooks {
     c[i] = s;
   }
 
+  /** KVM_BUG_ON(cond) with the message built only when it fires (these checks run on every fault). */
+  private bug(cond: boolean, id: string, msg: () => string): boolean {
+    return cond && this.vm.kvmBugOn(true, id, msg());
+  }
+
   private seamcall(kind: TdxSeamcall): void {
     this.seamcalls[kind]++;
     this.vm.countModel('seamcalls');
@@ -130,10 +135,10 @@ export class KvmTdx implements TdpExternalHooks {
   setExternalSpte(gfn: number, level: number, pfn: number): number {
     const vm = this.vm;
     if (
-      vm.kvmBugOn(
+      this.bug(
         level !== 1,
         'INV-TDX-4K',
-        `private mapping of gfn ${hex(gfn)} at level ${level}: TDX maps 4K only`,
+        () => `private mapping of gfn ${hex(gfn)} at level ${level}: TDX maps 4K only`,
       )
     )
       return EIO;
@@ -144,10 +149,10 @@ export class KvmTdx implements TdpExternalHooks {
     }
     // tdx_mem_page_add: only INIT_MEM_REGION may map before finalization; anything else is a KVM bug.
     if (
-      vm.kvmBugOn(
+      this.bug(
         !this.pageAddSrc,
         'INV-TDX-PREFAULT',
-        `private fault on gfn ${hex(gfn)} before the TD is finalized`,
+        () => `private fault on gfn ${hex(gfn)} before the TD is finalized`,
       )
     )
       return EIO;
@@ -167,18 +172,18 @@ export class KvmTdx implements TdpExternalHooks {
     const vm = this.vm;
     // The HKID is released only after every private page is gone: a removal without one is a KVM bug.
     if (
-      vm.kvmBugOn(
+      this.bug(
         !this.hkidAssigned,
         'INV-TDX-HKID',
-        `private page ${hex(gfn)} removed after the HKID was released`,
+        () => `private page ${hex(gfn)} removed after the HKID was released`,
       )
     )
       return EINVAL;
     if (
-      vm.kvmBugOn(
+      this.bug(
         level !== 1,
         'INV-TDX-4K',
-        `private leaf of gfn ${hex(gfn)} at level ${level}: TDX maps 4K only`,
+        () => `private leaf of gfn ${hex(gfn)} at level ${level}: TDX maps 4K only`,
       )
     )
       return EIO;
