@@ -64,7 +64,7 @@ export async function run(): Promise<BenchLine[]> {
   const gfns = new Float64Array(1 << 16);
   let x = 12345;
   for (let i = 0; i < gfns.length; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
     gfns[i] = x % (32764 * 512);
   }
   let hits = 0;
