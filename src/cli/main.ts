@@ -2,7 +2,8 @@
  * The zaplab command line (commander).
  *   run <scenario>      one design (default: quirk), per-step counts and the modelled cost breakdown
  *   compare <scenario>  every policy × ABI design the scenario's VM types allow, side by side
- *   check <scenario>    compare with audit=full; exit 1 and print each violation if any
+ *   check <scenario>    compare with audits after every step (--audit full: after every access too);
+ *                       exit 1 and print the violations grouped by invariant and step
  *   list / show         the scenario library
  *   memslots [script]   replay a memslot script (the first format; kept working)
  * A scenario is a library name or a path. Errors are one line (file:line:col when from a file), never a
@@ -13,7 +14,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import cliProgress from 'cli-progress';
 import { replayMemslotScript, DEMO_SCRIPT, formatReplay } from './memslot_script.ts';
 import { describeFile, libraryNames, loadScenario, resolveScenario } from '../scenario/library.ts';
-import { compareScenario, runScenario, type RunResult } from '../scenario/runner.ts';
+import { compareScenario, runScenario, type RunAudit, type RunResult } from '../scenario/runner.ts';
 import { designById, designsFor, DESIGNS } from '../scenario/designs.ts';
 import { formatCompare, formatRun, formatViolations, type Style } from '../report/text.ts';
 import { TraceRecorder } from '../report/chrome_trace.ts';
@@ -69,7 +70,7 @@ async function compareCmd(name: string, opts: Common & { audit?: string }, check
   const trace = opts.trace ? new TraceRecorder() : undefined;
   const n = designsFor(sc).allowed.length;
   const b = bar(n, check ? 'check' : 'compare');
-  const audit = check ? 'full' : ((opts.audit ?? 'points') as 'off' | 'points' | 'full');
+  const audit = (opts.audit ?? (check ? 'steps' : 'points')) as RunAudit;
   const { runs, skipped } = await compareScenario(sc, {
     audit,
     ...(trace ? { trace } : {}),
@@ -94,6 +95,9 @@ const program = new Command();
 program.name('zaplab').description('An executable model of the KVM x86 MMU memslot machinery');
 program.configureOutput({ outputError: (s, write) => write(s) });
 
+/** off | points (named audit points) | steps (+ after every step) | full (+ after every access) */
+const AUDITS = ['off', 'points', 'steps', 'full'];
+
 const withCommon = (c: Command): Command =>
   c
     .option('--json', 'machine-readable output')
@@ -102,8 +106,8 @@ const withCommon = (c: Command): Command =>
 
 withCommon(program.command('run').description('run a scenario under one design').argument('<scenario>', 'library name or path'))
   .addOption(new Option('-d, --design <id>', 'design').choices(DESIGNS.map((d) => d.id)).default('quirk'))
-  .addOption(new Option('--audit <level>', 'checker audit level').choices(['off', 'points', 'full']).default('points'))
-  .action(async (name: string, opts: Common & { design: string; audit: 'off' | 'points' | 'full' }) => {
+  .addOption(new Option('--audit <level>', 'checker audit level').choices(AUDITS).default('points'))
+  .action(async (name: string, opts: Common & { design: string; audit: RunAudit }) => {
     const sc = load(name, opts);
     const d = designById(opts.design)!;
     const trace = opts.trace ? new TraceRecorder() : undefined;
@@ -115,11 +119,12 @@ withCommon(program.command('run').description('run a scenario under one design')
   });
 
 withCommon(program.command('compare').description('run a scenario under every policy × ABI design, side by side').argument('<scenario>', 'library name or path'))
-  .addOption(new Option('--audit <level>', 'checker audit level').choices(['off', 'points', 'full']).default('points'))
+  .addOption(new Option('--audit <level>', 'checker audit level').choices(AUDITS).default('points'))
   .action((name: string, opts: Common & { audit: string }) => compareCmd(name, opts, false));
 
-withCommon(program.command('check').description('compare with full audits; exit 1 on an invariant violation').argument('<scenario>', 'library name or path'))
-  .action((name: string, opts: Common) => compareCmd(name, opts, true));
+withCommon(program.command('check').description('compare with audits after every step; exit 1 on an invariant violation').argument('<scenario>', 'library name or path'))
+  .addOption(new Option('--audit <level>', "checker audit level ('full' also audits after every access: slow)").choices(AUDITS).default('steps'))
+  .action((name: string, opts: Common & { audit: string }) => compareCmd(name, opts, true));
 
 program
   .command('list')

@@ -26,6 +26,8 @@ function verdictText(st: Style, v: Verdict, violations: number): string {
       return paint(st, 'yellow', 'unchecked');
     case 'missing-features':
       return paint(st, 'yellow', 'missing');
+    case 'error':
+      return paint(st, 'red', 'error');
   }
 }
 
@@ -41,9 +43,24 @@ const zapped = (t: Record<string, number>): number =>
   (t['sptes_zapped_4k'] ?? 0) + (t['sptes_zapped_2m'] ?? 0) + (t['sptes_zapped_1g'] ?? 0);
 const refaults = (t: Record<string, number>): number => t['refaults'] ?? 0;
 
+/** An optional compare column: shown only when some run has something to say in it. */
+interface Extra {
+  head: string;
+  show: (runs: RunResult[]) => boolean;
+  cell: (c: Record<string, number>) => string;
+}
+
+const EXTRA: Extra[] = [
+  // SEAMCALLs only exist for TDX; a column of zeros would only cost width
+  { head: 'SEAMCALL', show: (rs) => rs.some((r) => (r.totals['seamcalls'] ?? 0) > 0), cell: (c) => n(c['seamcalls']) },
+  // leaf SPTEs whose EPT memtype differs from what KVM computes at the end (auditSpteMemtypes)
+  { head: 'stale-MT', show: (rs) => rs.some((r) => r.totals['memtype_stale_sptes'] !== undefined), cell: (c) => n(c['memtype_stale_sptes']) },
+];
+
 /** The side-by-side table: one row per design. */
 export function formatCompare(runs: RunResult[], skipped: { id: string; why: string }[], st: Style): string {
-  const t = table(['design', 'zap-all', 'precise', 'zapped', 'refaults', 'flush(IPI)', 'SEAMCALL', 'modelled', 'verdict'], st);
+  const extra = EXTRA.filter((e) => e.show(runs));
+  const t = table(['design', 'zap-all', 'precise', 'zapped', 'refaults', 'flush(IPI)', ...extra.map((e) => e.head), 'modelled', 'verdict'], st);
   const best = Math.min(...runs.map((r) => r.modelled.totalNs));
   for (const r of runs) {
     const c = r.totals;
@@ -55,7 +72,7 @@ export function formatCompare(runs: RunResult[], skipped: { id: string; why: str
       n(zapped(c)),
       n(refaults(c)),
       `${n(c['remote_tlb_flush'])} (${n(c['tlb_flush_ipis'])})`,
-      n(c['seamcalls']),
+      ...extra.map((e) => e.cell(c)),
       r.modelled.totalNs === best ? paint(st, 'green', time) : time,
       verdictText(st, r.verdict, r.violations.length),
     ]);
@@ -90,15 +107,46 @@ export function formatRun(r: RunResult, st: Style): string {
   return out.join('\n') + '\n';
 }
 
-/** Violations, readably: id, step, message, gfn/pfn, and the trace that led there. */
-export function formatViolations(r: RunResult, st: Style): string {
-  const out: string[] = [];
+/** Word-wrap to `width` columns with an indent (checker messages are long sentences). */
+function wrap(text: string, width: number, indent: string): string[] {
+  const lines: string[] = [];
+  let cur = indent;
+  for (const w of text.split(' ')) {
+    if (cur.length > indent.length && cur.length + 1 + w.length > width) {
+      lines.push(cur);
+      cur = indent + '  ';
+    }
+    cur += (cur.trim() ? ' ' : '') + w;
+  }
+  lines.push(cur);
+  return lines;
+}
+
+/**
+ * Violations, readably: grouped by invariant and step (a stale SPTE found at one audit is usually found
+ * on many gfns at once); each group prints its first finding with the gfn/pfn and the trace tail that
+ * led there, then how many more and which gfns.
+ */
+export function formatViolations(r: RunResult, st: Style, traceTail = 6): string {
+  const groups = new Map<string, RunResult['violations']>();
   for (const v of r.violations) {
-    out.push(paint(st, 'red', `✗ ${v.id}`) + ` [${r.design}] at step "${v.step}"`);
-    out.push(`    ${v.message}`);
-    const where = [v.gfn !== undefined ? `gfn 0x${v.gfn.toString(16)}` : '', v.pfn !== undefined ? `pfn 0x${v.pfn.toString(16)}` : ''].filter(Boolean);
+    const k = `${v.id}\u0000${v.step}`;
+    groups.set(k, [...(groups.get(k) ?? []), v]);
+  }
+  const hex = (x: number | undefined): string => (x === undefined ? '' : `0x${x.toString(16)}`);
+  const out: string[] = [];
+  for (const vs of groups.values()) {
+    const v = vs[0]!;
+    out.push(paint(st, 'red', `✗ ${v.id}`) + ` [${r.design}] at step "${v.step}"` + (vs.length > 1 ? ` (${vs.length}×)` : ''));
+    out.push(...wrap(v.message, 100, '    '));
+    const where = [v.gfn !== undefined ? `gfn ${hex(v.gfn)}` : '', v.pfn !== undefined ? `pfn ${hex(v.pfn)}` : ''].filter(Boolean);
     if (where.length) out.push(`    ${where.join(', ')}`);
-    for (const line of v.trace.slice(-8)) out.push(paint(st, 'dim', `      ${line}`));
+    if (vs.length > 1) {
+      const gfns = vs.slice(1, 6).map((x) => hex(x.gfn)).filter(Boolean);
+      out.push(`    … ${vs.length - 1} more${gfns.length ? ` (gfn ${gfns.join(', ')}${vs.length > 6 ? ', …' : ''})` : ''}`);
+    }
+    if (traceTail > 0) out.push(paint(st, 'dim', '    trace (most recent last):'));
+    for (const line of v.trace.slice(-traceTail)) out.push(paint(st, 'dim', `      ${line.length > 92 ? line.slice(0, 91) + '…' : line}`));
   }
   return out.join('\n') + (out.length ? '\n' : '');
 }

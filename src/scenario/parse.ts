@@ -13,6 +13,7 @@ import { scenarioSchema, STEP_SCHEMAS, STEP_KINDS, type Scenario, type Step, typ
 
 export type ParseResult = { ok: true; scenario: Scenario } | { ok: false; error: string };
 type Path = (string | number)[];
+type Param = string | number | boolean;
 
 class ScenarioError extends Error {
   constructor(
@@ -49,23 +50,23 @@ export function parseScenario(text: string, file: string, params: Record<string,
 function validate(raw: unknown, overrides: Record<string, string>): Scenario {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
     throw new ScenarioError([], 'expected a mapping with name, vms and timeline');
-  const params: Record<string, string | number> = {
-    ...((raw as { params?: Record<string, string | number> }).params ?? {}),
+  const params: Record<string, Param> = {
+    ...((raw as { params?: Record<string, Param> }).params ?? {}),
   };
   for (const [k, v] of Object.entries(overrides)) {
     if (!(k in params)) throw new ScenarioError(['params'], `unknown parameter '${k}' (has: ${Object.keys(params).join(', ') || 'none'})`);
-    params[k] = /^\d+$/.test(v) ? Number(v) : v;
+    params[k] = /^\d+$/.test(v) ? Number(v) : v === 'true' ? true : v === 'false' ? false : v;
   }
   const data = substitute(raw, params, []);
   const top = zodParse(scenarioSchema, data, []);
   const scenario = { ...top, timeline: steps(top.timeline, ['timeline']) } as Scenario;
   checkLayout(scenario);
-  checkRefs(scenario, scenario.timeline, ['timeline']);
+  checkRefs(scenario, scenario.timeline, ['timeline'], declaredNames(scenario));
   return scenario;
 }
 
 /** Replace "$name" strings by parameter values (params itself is left alone). */
-function substitute(v: unknown, params: Record<string, string | number>, path: Path): unknown {
+function substitute(v: unknown, params: Record<string, Param>, path: Path): unknown {
   if (typeof v === 'string' && v.startsWith('$')) {
     const p = params[v.slice(1)];
     if (p === undefined) throw new ScenarioError(path, `unknown parameter ${v} (declare it under params)`);
@@ -145,8 +146,28 @@ function checkLayout(sc: Scenario): void {
   });
 }
 
-/** Steps must name existing VMs, regions and vCPUs. */
-function checkRefs(sc: Scenario, list: Step[], base: Path): void {
+interface Names {
+  devices: Set<string>;
+  containers: Set<string>;
+  iommus: Set<string>;
+}
+
+/** VFIO devices and containers are declared by timeline steps (anywhere), IOMMU units under host. */
+function declaredNames(sc: Scenario): Names {
+  const n: Names = { devices: new Set(), containers: new Set(), iommus: new Set(['default', ...(sc.host?.iommus ?? []).map((u) => u.name)]) };
+  const walk = (list: Step[]): void => {
+    for (const s of list) {
+      if ('repeat' in s) walk(s.steps);
+      if ('vfioDevice' in s) n.devices.add(s.vfioDevice);
+      if ('vfioContainer' in s) n.containers.add(s.vfioContainer);
+    }
+  };
+  walk(sc.timeline);
+  return n;
+}
+
+/** Steps must name existing VMs, regions, vCPUs, VFIO devices and containers, IOMMU units. */
+function checkRefs(sc: Scenario, list: Step[], base: Path, names: Names): void {
   list.forEach((s, i) => {
     const at: Path = [...base, i];
     const vm = s.vm === undefined ? sc.vms[0]! : sc.vms.find((v) => v.name === s.vm);
@@ -155,15 +176,71 @@ function checkRefs(sc: Scenario, list: Step[], base: Path): void {
       if (name !== undefined && !vm.regions.some((r) => r.name === name))
         fail(p, `unknown region '${name}' (declared: ${vm.regions.map((r) => r.name).join(', ')})`);
     };
-    if ('repeat' in s) return checkRefs(sc, s.steps, [...at, 'steps']);
+    if ('repeat' in s) return checkRefs(sc, s.steps, [...at, 'steps'], names);
+    const known = (set: Set<string>, what: string, name: string | undefined, p: Path): void => {
+      if (name !== undefined && !set.has(name))
+        fail(p, `unknown ${what} '${name}' (declared: ${[...set].join(', ') || 'none'})`);
+    };
+    const vcpuIds = (ids: 'all' | number[] | undefined, p: Path): void => {
+      if (!Array.isArray(ids)) return;
+      const n = vm.vcpus ?? 1;
+      ids.forEach((id, k) => {
+        if (id >= n) fail([...p, k], `vCPU ${id} does not exist (the VM has ${n})`);
+      });
+    };
+    if ('vfioDevice' in s) {
+      known(names.iommus, 'IOMMU unit', s.iommu, [...at, 'iommu']);
+      known(names.devices, 'VFIO device', s.group, [...at, 'group']);
+    }
+    if ('vfioGroup' in s) {
+      known(names.devices, 'VFIO device', s.vfioGroup, [...at, 'vfioGroup']);
+      known(names.containers, 'VFIO container', s.container, [...at, 'container']);
+      if (s.unset !== true && s.container === undefined) fail(at, "vfioGroup needs 'container' (or 'unset: true')");
+    }
+    if ('vfioIommu' in s) known(names.containers, 'VFIO container', s.vfioIommu, [...at, 'vfioIommu']);
+    if ('kvmVfio' in s) known(names.devices, 'VFIO device', s.kvmVfio, [...at, 'kvmVfio']);
+    if ('mapDma' in s) {
+      known(names.containers, 'VFIO container', s.mapDma.container, [...at, 'mapDma', 'container']);
+      region(s.mapDma.region, [...at, 'mapDma', 'region']);
+    }
+    if ('unmapDma' in s) {
+      known(names.containers, 'VFIO container', s.unmapDma.container, [...at, 'unmapDma', 'container']);
+      region(s.unmapDma.region, [...at, 'unmapDma', 'region']);
+    }
+    if ('dma' in s) {
+      known(names.devices, 'VFIO device', s.dma.device, [...at, 'dma', 'device']);
+      region(s.dma.region, [...at, 'dma', 'region']);
+    }
+    if ('cr0' in s) vcpuIds(s.cr0.vcpus, [...at, 'cr0', 'vcpus']);
+    if ('pat' in s) vcpuIds(s.pat.vcpus, [...at, 'pat', 'vcpus']);
+    if ('mtrr' in s) {
+      vcpuIds(s.mtrr.vcpus, [...at, 'mtrr', 'vcpus']);
+      s.mtrr.var?.forEach((r, k) => {
+        const p = [...at, 'mtrr', 'var', k];
+        region(r.region, [...p, 'region']);
+        if (r.index >= 8) fail([...p, 'index'], `variable MTRR ${r.index} does not exist (KVM has 8)`);
+        const hasRange = r.region !== undefined || (r.base !== undefined && r.size !== undefined);
+        if (r.off !== true && (!hasRange || r.type === undefined))
+          fail(p, "a variable MTRR needs 'type' and either 'region' or 'base' and 'size' (or 'off: true')");
+      });
+    }
     if ('create' in s) region(s.create, [...at, 'create']);
     if ('delete' in s) region(s.delete, [...at, 'delete']);
+    if ('delete' in s && s.whileInvalid) region(s.whileInvalid.region, [...at, 'whileInvalid', 'region']);
     if ('move' in s) region(s.move, [...at, 'move']);
     if ('flags' in s) region(s.flags, [...at, 'flags']);
     if ('dirtyLog' in s) region(s.dirtyLog, [...at, 'dirtyLog']);
     if ('memslot' in s) region(s.memslot.region, [...at, 'memslot', 'region']);
     if ('host' in s) region(s.host.region, [...at, 'host', 'region']);
     if ('attributes' in s) region(s.attributes.region, [...at, 'attributes', 'region']);
+    if ('accept' in s) {
+      region(s.accept.region, [...at, 'accept', 'region']);
+      vcpuIds(s.accept.vcpus, [...at, 'accept', 'vcpus']);
+    }
+    if ('punchHole' in s) {
+      region(s.punchHole.region, [...at, 'punchHole', 'region']);
+      if (!vm.regions.find((r) => r.name === s.punchHole.region)!.private) fail([...at, 'punchHole', 'region'], `region '${s.punchHole.region}' has no guest_memfd (declare it private: true)`);
+    }
     if ('access' in s) {
       region(s.access.region, [...at, 'access', 'region']);
       const n = vm.vcpus ?? 1;

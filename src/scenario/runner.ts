@@ -6,19 +6,22 @@
  * randomness is the scenario's seeded generator. Tools never mutate model state except through the
  * public API; the trace sink is an observer. Model-only file.
  */
-import { existsSync } from 'node:fs';
-import { Kvm, KvmError, uapi, Vcpu as VcpuClass, type KvmOptions, type Vcpu } from '../index.ts';
+import * as zaplab from '../index.ts';
+import { Kvm, KvmError, uapi, auditSpteMemtypes, type KvmOptions, type Vcpu } from '../index.ts';
 import type { Scenario, Step } from './schema.ts';
 import { designsFor, vmTypeNumber, type DesignSpec } from './designs.ts';
 import { loadChecker, NoChecker, type AuditLevel, type CheckerLike, type Violation } from './checker_glue.ts';
 import { createRegion, execStep, type Derived, type ExecCtx, type RegionState, type VmCtx } from './steps.ts';
+import { newVfioCtx } from './steps_vfio.ts';
 import { modelCost, type Modelled } from '../metrics/cost.ts';
 import type { TraceRecorder } from '../report/chrome_trace.ts';
 import type { KvmTraceSink } from '../kvm/kvm_trace.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../uapi/kvm_x86.ts';
 
 export type Counts = Record<string, number>;
-export type Verdict = 'ok' | 'violations' | 'unchecked' | 'missing-features';
+export type Verdict = 'ok' | 'violations' | 'unchecked' | 'missing-features' | 'error';
+/** 'steps' = the checker's 'points' plus a 'postStep' audit after every leaf step (the `check` default). */
+export type RunAudit = AuditLevel | 'steps';
 
 export interface StepResult {
   label: string;
@@ -42,32 +45,38 @@ export interface RunResult {
 }
 
 export interface RunOptions {
-  audit?: AuditLevel;
+  audit?: RunAudit;
   trace?: TraceRecorder;
   /** called after each top-level step with (done, total) */
   onProgress?: (done: number, total: number) => void;
 }
 
 /**
- * Model features a scenario may `require`, probed on the public API so a scenario written before its
- * feature landed reports exactly what is missing.
+ * Model features a scenario may `require`, probed on the public API (not on file names), so a scenario
+ * written before its feature landed reports exactly what is missing.
  */
 const FEATURES: Record<string, () => boolean> = {
   memslots: () => true,
-  'guest-memfd': () => true,
-  'memory-attributes': () => true,
-  tdx: () => hasModelFile('x86/tdx.ts'),
-  snp: () => hasModelFile('x86/sev.ts'),
-  vfio: () => hasModelFile('iommu/vfio.ts'),
-  'cr0-cd': () => ['setCr0', 'setCr0Cd'].some((m) => m in (probeVcpuProto() ?? {})),
-  mtrr: () => ['setMtrr', 'setMtrrs'].some((m) => m in (probeVcpuProto() ?? {})),
+  'guest-memfd': () => 'createGuestMemfd' in zaplab.Vm.prototype,
+  'memory-attributes': () => 'setMemoryAttributes' in zaplab.Vm.prototype,
+  tdx: () => 'tdxAccept' in zaplab.Vcpu.prototype && vmTypeWorks(5, 'seamcalls'),
+  snp: () => 'snpPvalidate' in zaplab.Vcpu.prototype && vmTypeWorks(4),
+  vfio: () => 'vfio' in zaplab.Kvm.prototype && 'createDevice' in zaplab.Vm.prototype,
+  'cr0-cd': () => 'setCr0' in zaplab.Vcpu.prototype,
+  mtrr: () => 'setMtrrVar' in zaplab.Vcpu.prototype && 'setMtrrDefType' in zaplab.Vcpu.prototype,
+  pat: () => 'setMsr' in zaplab.Vcpu.prototype,
+  'memtype-audit': () => typeof zaplab.auditSpteMemtypes === 'function',
+  bugs: () => Array.isArray((zaplab as Record<string, unknown>)['BUG_NAMES']),
 };
 
-function hasModelFile(rel: string): boolean {
-  return existsSync(new URL(`../${rel}`, import.meta.url));
-}
-function probeVcpuProto(): object | null {
-  return VcpuClass.prototype as object;
+/** Can the default host create a VM of this type, and (optionally) does it count `stat`? */
+function vmTypeWorks(type: number, stat?: string): boolean {
+  try {
+    const vm = new Kvm().createVm(type);
+    return stat === undefined || stat in vm.getModelStats();
+  } catch {
+    return false;
+  }
 }
 
 export function missingFeatures(sc: Scenario): string[] {
@@ -92,11 +101,25 @@ function hash(s: string): number {
   return h >>> 0;
 }
 
-function buildKvm(sc: Scenario): Kvm {
-  const opts: Record<string, unknown> = { ...(sc.host?.overrides ?? {}) };
-  if (sc.host?.profile) opts['profile'] = sc.host.profile;
-  if (sc.host?.bugs?.length) opts['bugs'] = sc.host.bugs;
-  return new Kvm(opts as KvmOptions);
+/** The host: profile, kernel and memtype options, bug switches; IOMMU units and snoop scope for VFIO. */
+function buildKvm(sc: Scenario, units: Map<string, zaplab.IommuUnit>): Kvm {
+  const h = sc.host ?? {};
+  const opts: Record<string, unknown> = { ...(h.overrides ?? {}) };
+  for (const k of ['profile', 'kernel', 'honorGuestMtrrs', 'cdToggleZap'] as const) if (h[k] !== undefined) opts[k] = h[k];
+  if (h.bugs?.length) opts['bugs'] = h.bugs;
+  const kvm = new Kvm(opts as KvmOptions);
+  if (h.snoopScope !== undefined || h.iommus?.length) {
+    if (h.snoopScope !== undefined) kvm.vfio.snoopScope = h.snoopScope;
+    units.set('default', kvm.vfio.units[0]!);
+    for (const u of h.iommus ?? []) units.set(u.name, kvm.vfio.addIommu({ snoopControl: u.snoopControl ?? true }));
+  }
+  return kvm;
+}
+
+/** Does the scenario touch guest memory types (so the end-of-run memtype audit means something)? */
+function usesMemtypes(sc: Scenario): boolean {
+  const has = (list: Step[]): boolean => list.some((s) => ('repeat' in s ? has(s.steps) : 'cr0' in s || 'mtrr' in s || 'pat' in s || 'kvmVfio' in s));
+  return sc.host?.honorGuestMtrrs === true || has(sc.timeline);
 }
 
 function buildVm(x: ExecCtx, sc: Scenario, i: number): VmCtx {
@@ -139,6 +162,9 @@ function snapshot(vms: VmCtx[], derived: Derived): Counts {
   for (const c of vms) {
     for (const [k, v] of Object.entries(c.vm.getModelStats())) add(k, v);
     for (const [k, v] of Object.entries(c.vm.getStats())) add(k, v);
+    // per-SEAMCALL counts and S-EPT page states of a TD (inspection only)
+    const tdx = (c.vm.arch as { tdx?: { stats(): Record<string, number> } }).tdx;
+    if (tdx) for (const [k, v] of Object.entries(tdx.stats())) add(`tdx.${k}`, v);
     for (const vc of c.vcpus) for (const [k, v] of Object.entries(vc.getStats())) add(`vcpu.${k}`, v);
   }
   return out;
@@ -162,8 +188,21 @@ export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOpt
   const missing = missingFeatures(sc);
   const audit = opts.audit ?? 'points';
   const Checker = audit === 'off' ? null : await loadChecker();
-  const kvm = buildKvm(sc);
-  const checker: CheckerLike = Checker ? new Checker(kvm, { audit }) : new NoChecker();
+  const vfio = newVfioCtx();
+  const vcpus = sc.vms.reduce((n, v) => n + (v.vcpus ?? 1), 0);
+  const failed = (why: string): RunResult => ({
+    scenario: sc.name, design: design.id, describe: design.describe, missing, errors: [why],
+    verdict: missing.length ? 'missing-features' : 'error', violations: [], vcpus, steps: [], totals: {}, modelled: { totalNs: 0, rows: [] },
+  });
+  let kvm: Kvm;
+  try {
+    kvm = buildKvm(sc, vfio.units);
+  } catch (e) {
+    // a host configuration the model refuses (e.g. cdToggleZap without honorGuestMtrrs, an unknown bug)
+    if (!(e instanceof TypeError || e instanceof KvmError)) throw e;
+    return failed(`host: ${e.message}`);
+  }
+  const checker: CheckerLike = Checker ? new Checker(kvm, { audit: audit === 'steps' ? 'points' : audit }) : new NoChecker();
   const x: ExecCtx = {
     kvm,
     design,
@@ -174,17 +213,16 @@ export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOpt
     errors: [],
     label: 'setup',
     iter: 0,
+    vfio,
   };
   const base = { scenario: sc.name, design: design.id, describe: design.describe, missing, errors: x.errors };
-  const vcpus = sc.vms.reduce((n, v) => n + (v.vcpus ?? 1), 0);
   checker.setStep('setup');
   let vms: VmCtx[];
   try {
     vms = sc.vms.map((_, i) => buildVm(x, sc, i));
   } catch (e) {
     if (!(e instanceof KvmError)) throw e;
-    x.errors.push(`setup: ${e.code} ${e.message}`);
-    return { ...base, verdict: 'missing-features', violations: [], vcpus, steps: [], totals: {}, modelled: { totalNs: 0, rows: [] } };
+    return failed(`setup: ${e.code} ${e.message}`);
   }
   const marks = vms.map((c) => {
     if (!opts.trace) return () => {};
@@ -210,6 +248,7 @@ export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOpt
     x.label = label;
     checker.setStep(label);
     execStep(x, c, s);
+    if (audit === 'steps') checker.auditPoint('postStep');
   };
   sc.timeline.forEach((s, i) => {
     const label = stepLabel(s, i);
@@ -223,9 +262,25 @@ export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOpt
   checker.setStep('end');
   checker.auditPoint('end');
   const totals = snapshot(vms, x.derived);
+  if (usesMemtypes(sc)) Object.assign(totals, memtypeTotals(vms));
   steps.unshift({ label: 'setup', counts: diff({}, setup) });
   const verdict: Verdict = missing.length ? 'missing-features' : checker.violations.length ? 'violations' : Checker ? 'ok' : 'unchecked';
   return { ...base, verdict, violations: [...checker.violations], vcpus, steps, totals, modelled: modelCost(totals, vcpus) };
+}
+
+/**
+ * SPTEs whose EPT memory type differs from what KVM computes now (auditSpteMemtypes, a read-only walk),
+ * at the end of the run: `memtype_stale_sptes` (memtype or IPAT differs), `memtype_stale_type` (the
+ * memtype itself differs). Gauges, not counters, so they appear in totals only.
+ */
+function memtypeTotals(vms: VmCtx[]): Counts {
+  const out: Counts = { memtype_stale_sptes: 0, memtype_stale_type: 0 };
+  for (const c of vms) {
+    const a = auditSpteMemtypes(c.vm);
+    out['memtype_stale_sptes']! += a.stale;
+    out['memtype_stale_type']! += a.staleType;
+  }
+  return out;
 }
 
 /** Run under every design the scenario's VM types allow. */

@@ -11,26 +11,15 @@
 import { z } from 'zod';
 import { VM_TYPE_NAMES } from '../uapi/kvm_x86.ts';
 
-const SUFFIX: Record<string, number> = { K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+export { num } from './numbers.ts';
+import { num } from './numbers.ts';
+import { VFIO_STEP_SCHEMAS } from './schema_vfio.ts';
 
-/** "0x1000", "64K", 4096 → 4096; anything else is a validation issue naming what was expected. */
-export const num = z.union([z.number(), z.string()]).transform((v, ctx): number => {
-  let n = NaN;
-  if (typeof v === 'number') n = v;
-  else if (/^0x[0-9a-f_]+$/i.test(v)) n = parseInt(v.slice(2).replace(/_/g, ''), 16);
-  else {
-    const m = /^(\d+)([KMGT])i?B?$/i.exec(v) ?? /^(\d+)$/.exec(v);
-    if (m) n = Number(m[1]) * (m[2] ? SUFFIX[m[2].toUpperCase()]! : 1);
-  }
-  if (!Number.isSafeInteger(n) || n < 0) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `expected a non-negative integer, hex ("0x…") or size ("64K", "2M", "4G"); got ${JSON.stringify(v)}`,
-    });
-    return z.NEVER;
-  }
-  return n;
-});
+const KERNELS = ['6.12', '6.15', '6.17', '6.18', '6.19'] as const;
+const kernelVersion = z
+  .union([z.number(), z.string()])
+  .transform((v) => (typeof v === 'number' ? v.toFixed(2) : v))
+  .pipe(z.enum(KERNELS));
 
 const vmType = z.union([z.enum(VM_TYPE_NAMES), z.number().int().min(0).max(5)]);
 const backing = z.enum(['4k', '2m', '1g', 'thp']);
@@ -83,13 +72,20 @@ const hostEvent = z.enum(['munmap', 'mprotect', 'migrate', 'thpSplit', 'thpColla
  * error names the right kind's expectations rather than a union's "invalid input". */
 export const STEP_SCHEMAS = {
   create: z.strictObject({ ...common, create: z.string() }),
-  delete: z.strictObject({ ...common, delete: z.string() }),
+  delete: z.strictObject({
+    ...common,
+    delete: z.string(),
+    /** guest accesses made while the DELETE's KVM_MEMSLOT_INVALID copy is published (vm.onInvalidWindow) */
+    whileInvalid: z.strictObject(pattern).optional(),
+  }),
   move: z.strictObject({ ...common, move: z.string(), to: num }),
   flags: z.strictObject({
     ...common,
     flags: z.string(),
     logDirty: z.boolean().optional(),
     readonly: z.boolean().optional(),
+    /** false: request the slot without KVM_MEM_GUEST_MEMFD (6.12–6.18 accept it: gmem-flag-clear-uaf) */
+    guestMemfd: z.boolean().optional(),
   }),
   memslot: z.strictObject({
     ...common,
@@ -129,8 +125,16 @@ export const STEP_SCHEMAS = {
       private: z.boolean(),
     }),
   }),
+  /** TDX guest: TDG.MEM.PAGE.ACCEPT of each page of a pattern (faults it in first if unmapped) */
+  accept: z.strictObject({
+    ...common,
+    accept: z.strictObject({ region: z.string(), offset: num.optional(), length: num.optional(), stride: num.optional(), workingSet: num.optional(), vcpus: z.union([z.literal('all'), z.array(num)]).optional() }),
+  }),
+  /** fallocate(PUNCH_HOLE | KEEP_SIZE) on a private region's guest_memfd: the pages are freed, SPTEs zapped */
+  punchHole: z.strictObject({ ...common, punchHole: z.strictObject({ region: z.string(), offset: num.optional(), length: num.optional() }) }),
   enableCap: z.strictObject({ ...common, enableCap: num, args: z.array(num).max(4).optional() }),
   audit: z.strictObject({ ...common, audit: z.string() }),
+  ...VFIO_STEP_SCHEMAS,
   /** nested steps are validated one by one by the parser */
   repeat: z.strictObject({ ...common, repeat: num, steps: z.array(z.unknown()) }),
 } as const;
@@ -146,13 +150,24 @@ export const scenarioSchema = z.strictObject({
   description: z.string().optional(),
   seed: num.optional(),
   /** Defaults for "$name" references; the CLI's --param overrides them. */
-  params: z.record(z.string(), z.union([z.number(), z.string()])).optional(),
+  params: z.record(z.string(), z.union([z.number(), z.string(), z.boolean()])).optional(),
   /** Model features the scenario needs beyond memslots (see runner FEATURES). */
   requires: z.array(z.string()).optional(),
   host: z
     .strictObject({
       profile: z.enum(['upstream-6.18', 'pvm-6.18']).optional(),
+      /** the kernel whose behaviour is modelled where versions differ (a YAML 6.12 is read as "6.12") */
+      kernel: kernelVersion.optional(),
+      /** the v5.x–6.10 VMX memtype code: guest MTRRs and CR0.CD honoured with non-coherent DMA */
+      honorGuestMtrrs: z.boolean().optional(),
+      /** with honorGuestMtrrs: Yan Zhao's Nov 2024 fix, zap EPT on every CR0.CD toggle */
+      cdToggleZap: z.boolean().optional(),
+      /** the Intel IOMMU driver's snoop-control check: 'attached' (v5.19+) or 'system' (the pre-v5.19 bug) */
+      snoopScope: z.enum(['attached', 'system']).optional(),
+      /** DMA-remapping units beyond unit 0 ('default', with snoop control), named for vfioDevice.iommu */
+      iommus: z.array(z.strictObject({ name: z.string().min(1), snoopControl: z.boolean().optional() })).optional(),
       overrides: z.record(z.string(), z.unknown()).optional(),
+      /** historical KVM bugs switched back on (KvmOptions.bugs) */
       bugs: z.array(z.string()).optional(),
     })
     .optional(),

@@ -9,6 +9,8 @@ import { KvmError, uapi, type Kvm, type Vm, type Vcpu, type AccessResult } from 
 import type { AccessPattern, HostStep, Region, Step } from './schema.ts';
 import type { CheckerLike } from './checker_glue.ts';
 import type { DesignSpec } from './designs.ts';
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE } from '../uapi/falloc.ts';
+import { execVfioStep, isVfioStep, type VfioCtx } from './steps_vfio.ts';
 
 const PAGE = 4096;
 
@@ -21,6 +23,8 @@ export interface RegionState {
   logDirty: boolean;
   readonly: boolean;
   present: boolean;
+  /** KVM_MEM_GUEST_MEMFD requested (a flags step may clear it while the binding stays) */
+  gmemFlag?: boolean;
 }
 
 export interface VmCtx {
@@ -45,6 +49,8 @@ export interface ExecCtx {
   label: string;
   /** the innermost enclosing repeat's iteration index (0 outside repeats) */
   iter: number;
+  /** VFIO devices, containers and IOMMU units by scenario name */
+  vfio: VfioCtx;
 }
 
 const bump = (d: Derived, k: string, n = 1): void => {
@@ -55,7 +61,7 @@ export function regionFlags(r: RegionState, design: DesignSpec): number {
   let f = 0;
   if (r.logDirty) f |= uapi.KVM_MEM_LOG_DIRTY_PAGES;
   if (r.readonly) f |= uapi.KVM_MEM_READONLY;
-  if (r.gmemFd >= 0) f |= uapi.KVM_MEM_GUEST_MEMFD;
+  if (r.gmemFd >= 0 && r.gmemFlag !== false) f |= uapi.KVM_MEM_GUEST_MEMFD;
   if (design.leafsOnlyFlag) f |= uapi.KVM_MEM_ZAP_LEAFS_ONLY;
   return f;
 }
@@ -109,7 +115,24 @@ export function execStep(x: ExecCtx, c: VmCtx, s: Exclude<Step, { repeat: unknow
   if ('create' in s) return createRegion(x, c, reg(s.create));
   if ('delete' in s) {
     const r = reg(s.delete);
-    memslotCall(x, c, 'delete', slotArg(r, x.design, 0), r.decl.size / PAGE);
+    const during = s.whileInvalid;
+    if (during) {
+      // A vCPU racing with the DELETE: runs once, while the INVALID slot is published (the label says so).
+      const label = x.label;
+      c.vm.onInvalidWindow = () => {
+        c.vm.onInvalidWindow = undefined;
+        x.label = `${label} (INVALID window)`;
+        x.checker.setStep(x.label);
+        accessPattern(x, c, during);
+        x.label = label;
+        x.checker.setStep(label);
+      };
+    }
+    try {
+      memslotCall(x, c, 'delete', slotArg(r, x.design, 0), r.decl.size / PAGE);
+    } finally {
+      c.vm.onInvalidWindow = undefined;
+    }
     r.present = false;
     return;
   }
@@ -125,6 +148,7 @@ export function execStep(x: ExecCtx, c: VmCtx, s: Exclude<Step, { repeat: unknow
     const r = reg(s.flags);
     if (s.logDirty !== undefined) r.logDirty = s.logDirty;
     if (s.readonly !== undefined) r.readonly = s.readonly;
+    if (s.guestMemfd !== undefined) r.gmemFlag = s.guestMemfd;
     return memslotCall(x, c, 'flags', slotArg(r, x.design, r.decl.size), r.decl.size / PAGE);
   }
   if ('memslot' in s) {
@@ -148,8 +172,20 @@ export function execStep(x: ExecCtx, c: VmCtx, s: Exclude<Step, { repeat: unknow
     const attrs = a.private ? uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
     return guard(x, () => c.vm.setMemoryAttributes({ address: r.gpa + (a.offset ?? 0), size: a.length ?? r.decl.size, attributes: attrs }));
   }
+  if ('accept' in s) return acceptPattern(x, c, s.accept);
+  if ('punchHole' in s) {
+    const r = reg(s.punchHole.region);
+    const off = s.punchHole.offset ?? 0;
+    const len = s.punchHole.length ?? r.decl.size - off;
+    // gmem offset 0 backs the region's first byte (slotArg binds guestMemfdOffset 0)
+    return guard(x, () => {
+      x.kvm.fallocate(r.gmemFd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+      bump(x.derived, 'gmem_punch_hole');
+    });
+  }
   if ('enableCap' in s) return guard(x, () => c.vm.enableCap({ cap: s.enableCap, args: s.args ?? [] }));
   if ('audit' in s) return x.checker.auditPoint(s.audit);
+  if (isVfioStep(s)) return execVfioStep(x, c, s);
 }
 
 function guard(x: ExecCtx, f: () => void): void {
@@ -191,6 +227,21 @@ function patternOffsets(x: ExecCtx, r: RegionState, p: AccessPattern): number[] 
     idx.length = p.workingSet;
   }
   return idx.map((i) => start + i * stride);
+}
+
+type AcceptPattern = Extract<Step, { accept: unknown }>['accept'];
+
+/** TDG.MEM.PAGE.ACCEPT over a pattern, per vCPU; each result is counted by kind. */
+function acceptPattern(x: ExecCtx, c: VmCtx, p: AcceptPattern): void {
+  const r = c.regions.get(p.region)!;
+  const offs = patternOffsets(x, r, { ...p, kind: 'write' } as AccessPattern);
+  const vcpus = p.vcpus === undefined || p.vcpus === 'all' ? c.vcpus : p.vcpus.map((i) => c.vcpus[i]!);
+  for (const v of vcpus) {
+    for (const off of offs) {
+      const res = v.tdxAccept(r.gpa + off) as { status?: string; exit?: string };
+      bump(x.derived, `tdx_accept_${String(res.status ?? res.exit ?? 'done')}`);
+    }
+  }
 }
 
 function accessPattern(x: ExecCtx, c: VmCtx, p: AccessPattern): void {

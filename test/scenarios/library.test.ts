@@ -1,5 +1,5 @@
 /**
- * Library scenarios under `check` (audit full): exact counts where they are explained, verdicts, and
+ * Library scenarios under `check` (audit 'steps': access checks plus structural audits after every step): exact counts where they are explained, verdicts, and
  * what is missing from the model. firmware-boot: 9 deletions (6 PAM toggles + 2 ROM BARs + final PAM
  * lock) — zap-all on DEFAULT under quirk/vm-type/slot-flag; precise when the quirk is off or every slot
  * carries KVM_MEM_ZAP_LEAFS_ONLY. The 2048-page working set is touched 3× by 2 vCPUs plus the 256-page
@@ -17,7 +17,7 @@ const sc = (name: string, params: Record<string, string> = {}): Scenario => {
   return r.scenario;
 };
 const by = async (name: string, params: Record<string, string> = {}) => {
-  const { runs, skipped } = await compareScenario(sc(name, params), { audit: 'full' });
+  const { runs, skipped } = await compareScenario(sc(name, params), { audit: 'steps' });
   return { get: (id: string) => runs.find((r) => r.design === id)!, runs, skipped };
 };
 
@@ -35,6 +35,7 @@ describe('library scenarios', () => {
     for (const run of r.runs) {
       expect(run.errors).toEqual([]);
       expect(run.violations).toEqual([]);
+      expect(run.verdict).toBe('ok');
     }
   });
   it('live-migration: FLAGS_ONLY never zaps, every design agrees', async () => {
@@ -47,25 +48,45 @@ describe('library scenarios', () => {
     const r = await by('memory-hotplug', { dimms: '16', unplug: '4', ramSet: '64' });
     expect(r.get('quirk').totals['refaults']).toBe(4 * 64);
     expect(r.get('quirk-off').totals['refaults']).toBe(0);
+    for (const run of r.runs) expect(run.verdict).toBe('ok');
   });
   it('vsm-permission-split: the split slot holds the working set, so precise zaps as much', async () => {
     const r = await by('vsm-permission-split', { splits: '4', workingSet: '64' });
     expect(r.get('quirk').totals['refaults']).toBe(4 * 64);
     expect(r.get('quirk-off').totals['refaults']).toBe(4 * 64);
   });
-  it('tdx-boot / snp-boot / vfio-2019 report the model features they still lack', async () => {
-    const missing = (n: string) => missingFeatures(sc(n));
-    // Exactly what is absent from this build; shrinks to [] as the features land.
-    expect(missing('tdx-boot')).toEqual(missing('tdx-boot').filter((f) => f === 'tdx'));
-    expect(missing('vfio-2019').every((f) => ['vfio', 'cr0-cd'].includes(f))).toBe(true);
-    const t = await by('tdx-boot', { workingSet: '64', conversions: '1' });
-    expect(t.skipped.map((s) => s.id)).toEqual(['quirk-off', 'slot-flag']);
-    for (const run of t.runs) expect(run.totals['memslot_zap_all_fast'] ?? 0).toBe(0);
+  it('every model feature the library requires is in this build (probed on the public API)', () => {
+    for (const n of ['tdx-boot', 'snp-boot', 'vfio-2019']) expect(missingFeatures(sc(n)), n).toEqual([]);
+    expect(missingFeatures({ ...sc('tdx-boot'), requires: ['warp-drive'] })).toEqual(['warp-drive']);
   });
   it('refault-storm (scaled) runs with 64 vCPUs', async () => {
     const r = await by('refault-storm', { workingSet: '16', romToggles: '1' });
     expect(r.get('quirk').totals['memslot_zap_all_fast']).toBe(1);
     expect(r.get('quirk-off').totals['memslot_zap_all_fast'] ?? 0).toBe(0);
+    for (const run of r.runs) expect(run.verdict).toBe('ok');
+  });
+  it('tdx-boot: exact SEAMCALLs — 4 per removed private page (BLOCK, TRACK, REMOVE, WBINVD), never zap-all', async () => {
+    const r = await by('tdx-boot');
+    expect(r.skipped.map((s) => s.id)).toEqual(['quirk-off', 'slot-flag']);
+    for (const run of r.runs) {
+      const t = run.totals;
+      // 512 boot pages + 4 rounds × 1024 re-accepted bounce-buffer pages are AUGed and accepted; the 4
+      // shared conversions remove 1024 each and the private-slot DELETE removes the 512 boot pages
+      const calls = ['SEPT.ADD', 'PAGE.AUG', 'PAGE.ADD', 'MR.FINALIZE', 'RANGE.BLOCK', 'TRACK', 'PAGE.REMOVE']
+        .map((k) => t[`tdx.TDH.MEM.${k}`] ?? t[`tdx.TDH.${k}`]);
+      expect(calls, run.design).toEqual([130, 4608, 0, 1, 4608, 4608, 4608]);
+      expect([t['tdx.TDH.PHYMEM.PAGE.WBINVD'], t['seamcalls'], t['tdx_accept_success'], t['tdx_unaccepted_accesses']]).toEqual([4608, 23171, 4608, 0]);
+      expect([t['memslot_zap_all_fast'] ?? 0, t['memslot_zap_precise'], t['tdx_private_pages_removed']]).toEqual([0, 2, 4608]);
+      expect([run.verdict, run.errors]).toEqual(['ok', []]);
+    }
+  });
+  it('snp-boot: precise zaps on every design but the RFC without the flag; checker clean', async () => {
+    const r = await by('snp-boot');
+    expect(r.skipped.map((s) => s.id)).toEqual(['quirk-off']);
+    const k = (id: string) => { const t = r.get(id).totals; return [t['memslot_zap_all_fast'] ?? 0, t['memslot_zap_precise'] ?? 0, t['refaults'], t['sptes_zapped_4k']]; };
+    for (const id of ['quirk', 'vm-type', 'slot-flag+leafs']) expect(k(id)).toEqual([0, 2, 7168, 8960]);
+    expect(k('slot-flag')).toEqual([2, 0, 7680, 9472]);
+    for (const run of r.runs) expect([run.verdict, run.errors]).toEqual(['ok', []]);
   });
 });
 
