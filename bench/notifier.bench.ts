@@ -44,7 +44,7 @@ export async function run(): Promise<BenchLine[]> {
       value: (N / ms) * 1000,
       unit: 'ops/s',
     },
-    { name: 'SPTEs present during the run', value: vm.getStats().pages_4k, unit: 'SPTEs' },
+    { name: 'SPTEs present during the run', value: vm.getStats()['pages_4k'] ?? 0, unit: 'SPTEs' },
   ];
 }
 
