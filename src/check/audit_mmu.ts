@@ -16,7 +16,14 @@ import type { KvmMemorySlot } from '../kvm/kvm_host.ts';
 import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH } from '../kvm/vcpu.ts';
 import { KVM_MEMSLOT_INVALID } from '../uapi/kvm.ts';
 import type { X86Mmu } from '../x86/mmu/mmu.ts';
-import { TdpIter, tdpIterNext, tdpIterStart, PAGES_PER_LEVEL, roundGfnForLevel, spteIndex } from '../x86/mmu/tdp_iter.ts';
+import {
+  TdpIter,
+  tdpIterNext,
+  tdpIterStart,
+  PAGES_PER_LEVEL,
+  roundGfnForLevel,
+  spteIndex,
+} from '../x86/mmu/tdp_iter.ts';
 import { childTableOf, type SpPool } from '../x86/mmu/sp_pool.ts';
 import {
   isFrozenSpte,
@@ -86,7 +93,12 @@ function checkMappedPfns(
   for (const k of samplePages(span)) {
     const pfn = basePfn + k;
     if (pfns.isFree(pfn)) {
-      report('INV-PFN-001', `${what} maps gfn ${hex(gfn + k)} to pfn ${hex(pfn)}, which the host freed`, gfn + k, pfn);
+      report(
+        'INV-PFN-001',
+        `${what} maps gfn ${hex(gfn + k)} to pfn ${hex(pfn)}, which the host freed`,
+        gfn + k,
+        pfn,
+      );
       return;
     }
     if (slot === null || !settled) continue;
@@ -146,12 +158,20 @@ export function auditSptes(vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf
       const lo = iter.oldLo;
       const hi = iter.oldHi;
       if (isFrozenSpte(lo, hi)) {
-        report('INV-SPTE-002', `frozen SPTE at gfn ${hex(iter.gfn)} level ${iter.level} outside mmu_lock`, iter.gfn);
+        report(
+          'INV-SPTE-002',
+          `frozen SPTE at gfn ${hex(iter.gfn)} level ${iter.level} outside mmu_lock`,
+          iter.gfn,
+        );
         continue;
       }
       if (!isShadowPresentPte(lo)) {
         if (!isMmioSpte(lo, hi, tdp.mmioValue) && (hi & 0x80000000) === 0)
-          report('INV-SPTE-001', `non-present SPTE at gfn ${hex(iter.gfn)} level ${iter.level} lacks bit 63 (SUPPRESS_VE)`, iter.gfn);
+          report(
+            'INV-SPTE-001',
+            `non-present SPTE at gfn ${hex(iter.gfn)} level ${iter.level} lacks bit 63 (SUPPRESS_VE)`,
+            iter.gfn,
+          );
         continue;
       }
       if (isLastSpte(lo, iter.level)) checkLeaf(ctx, root, role, iter.gfn, iter.level, lo, hi);
@@ -160,7 +180,11 @@ export function auditSptes(vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf
 }
 
 /** The leaf of `root` covering hwGfn, by a plain descent (no iterator state). */
-function lookupLeaf(pool: SpPool, root: number, hwGfn: number): { gfn: number; level: number; lo: number; hi: number } | null {
+function lookupLeaf(
+  pool: SpPool,
+  root: number,
+  hwGfn: number,
+): { gfn: number; level: number; lo: number; hi: number } | null {
   let table = root;
   for (let level = pool.role[root]! & 0xf; level >= 1; level--) {
     const i = spteIndex(hwGfn, level);
@@ -192,7 +216,15 @@ export function auditGfn(vm: VmState, report: Report, hwGfn: number): void {
 }
 
 /** One present leaf of `root` at hwGfn (its first gfn, with the TDX shared bit for shared roots). */
-function checkLeaf(ctx: LeafCtx, root: number, role: number, hwGfn: number, level: number, lo: number, hi: number): void {
+function checkLeaf(
+  ctx: LeafCtx,
+  root: number,
+  role: number,
+  hwGfn: number,
+  level: number,
+  lo: number,
+  hi: number,
+): void {
   const { vm, report, bits } = ctx;
   const invalid = (role & ROLE_INVALID) !== 0;
   const mirror = (role & ROLE_IS_MIRROR) !== 0;
@@ -210,7 +242,12 @@ function checkLeaf(ctx: LeafCtx, root: number, role: number, hwGfn: number, leve
   const slot = liveSlot(vm, asId, gfn);
   const isPrivate = mirror || (vm.info.hasPrivateMem && !vm.info.hasMirroredTdp && isPrivateGfn(vm, gfn));
   if (slot === null || (mirror && slot.gmem === null)) {
-    report('INV-ZAP-001', `${where} maps gfn ${hex(gfn)} → pfn ${hex(basePfn)}, but no live ${mirror ? 'guest_memfd ' : ''}memslot of address space ${asId} holds it`, gfn, basePfn);
+    report(
+      'INV-ZAP-001',
+      `${where} maps gfn ${hex(gfn)} → pfn ${hex(basePfn)}, but no live ${mirror ? 'guest_memfd ' : ''}memslot of address space ${asId} holds it`,
+      gfn,
+      basePfn,
+    );
     checkMappedPfns(vm, report, where, null, gfn, span, basePfn, isPrivate, ctx.memo);
     return;
   }
@@ -220,24 +257,46 @@ function checkLeaf(ctx: LeafCtx, root: number, role: number, hwGfn: number, leve
   if (!mirror && ctx.vcpu0 !== undefined) {
     const want = kvmMmuGetMtMask(ctx.vcpu0, gfn, false);
     if ((lo & MT_BITS) !== want)
-      report('INV-MEMTYPE-001', `${where} at gfn ${hex(gfn)} has memtype bits ${hex(lo & MT_BITS)}, KVM now computes ${hex(want)}`, gfn, basePfn);
+      report(
+        'INV-MEMTYPE-001',
+        `${where} at gfn ${hex(gfn)} has memtype bits ${hex(lo & MT_BITS)}, KVM now computes ${hex(want)}`,
+        gfn,
+        basePfn,
+      );
   }
 }
 
-/** INV-HUGE-001 (inside the slot) and INV-HUGE-002 (lpage_info allows it). @kernel mmu.c#kvm_mmu_hugepage_adjust */
-function auditHugeLeaf(report: Report, where: string, slot: KvmMemorySlot, gfn: number, level: number, pfn: number): void {
+/** INV-HUGE-001 (inside the slot) and INV-HUGE-002 (lpage_info allows it). @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_hugepage_adjust */
+function auditHugeLeaf(
+  report: Report,
+  where: string,
+  slot: KvmMemorySlot,
+  gfn: number,
+  level: number,
+  pfn: number,
+): void {
   const span = PAGES_PER_LEVEL[level]!;
   if (gfn < slot.baseGfn || gfn + span > slot.baseGfn + slot.npages) {
-    report('INV-HUGE-001', `${where} [${hex(gfn)}, ${hex(gfn + span)}) spans the edge of memslot ${slot.id} [${hex(slot.baseGfn)}, ${hex(slot.baseGfn + slot.npages)})`, gfn, pfn);
+    report(
+      'INV-HUGE-001',
+      `${where} [${hex(gfn)}, ${hex(gfn + span)}) spans the edge of memslot ${slot.id} [${hex(slot.baseGfn)}, ${hex(slot.baseGfn + slot.npages)})`,
+      gfn,
+      pfn,
+    );
     return;
   }
   const arr = slot.arch.lpageInfo?.[level - 2];
   const disallow = arr?.[gfnToIndex(gfn, slot.baseGfn, level as PgLevel)] ?? 0;
   if (disallow !== 0)
-    report('INV-HUGE-002', `${where} at gfn ${hex(gfn)}: lpage_info disallow_lpage is ${hex(disallow >>> 0)}`, gfn, pfn);
+    report(
+      'INV-HUGE-002',
+      `${where} at gfn ${hex(gfn)}: lpage_info disallow_lpage is ${hex(disallow >>> 0)}`,
+      gfn,
+      pfn,
+    );
 }
 
-/** INV-ROOT-001/002: root refcounts and the roots vCPUs hold. @kernel tdp_mmu.c#kvm_tdp_mmu_put_root */
+/** INV-ROOT-001/002: root refcounts and the roots vCPUs hold. @kernel arch/x86/kvm/mmu/tdp_mmu.c#kvm_tdp_mmu_put_root */
 export function auditRoots(vm: VmState, report: Report): void {
   const tdp = (vm.mmu as Partial<X86Mmu>).tdp;
   if (tdp === undefined) return;
@@ -255,7 +314,10 @@ export function auditRoots(vm: VmState, report: Report): void {
     const valid = (pool.role[r]! & ROLE_INVALID) === 0;
     const need = (holders.get(r) ?? 0) + (valid ? 1 : 0);
     if (!pool.isAllocated(r) || pool.rootCount[r]! < need)
-      report('INV-ROOT-001', `root ${r} (${valid ? 'valid' : 'invalid'}) has refcount ${pool.rootCount[r]}, needs ≥ ${need} (vCPU holders + the TDP MMU's own while valid)`);
+      report(
+        'INV-ROOT-001',
+        `root ${r} (${valid ? 'valid' : 'invalid'}) has refcount ${pool.rootCount[r]}, needs ≥ ${need} (vCPU holders + the TDP MMU's own while valid)`,
+      );
   }
 }
 
@@ -273,7 +335,15 @@ export function auditTlbs(vm: VmState, report: Report): void {
   }
 }
 
-function checkTlbEntry(vm: VmState, report: Report, v: Vcpu, hwGfn: number, basePfn: number, level: number, memo: PfnMemo): void {
+function checkTlbEntry(
+  vm: VmState,
+  report: Report,
+  v: Vcpu,
+  hwGfn: number,
+  basePfn: number,
+  level: number,
+  memo: PfnMemo,
+): void {
   const bits = vm.arch.gfnDirectBits;
   const shared = bits !== 0 && Math.floor(hwGfn / bits) % 2 === 1;
   const gfn = shared ? hwGfn - bits : hwGfn;
@@ -282,6 +352,11 @@ function checkTlbEntry(vm: VmState, report: Report, v: Vcpu, hwGfn: number, base
   const where = `vCPU ${v.vcpuId} TLB entry (level ${level})`;
   const slot = liveSlot(vm, v.asId(), gfn);
   if (slot === null)
-    report('INV-ZAP-002', `${where} still translates gfn ${hex(gfn)} → pfn ${hex(basePfn)} with no live memslot there, and no flush is pending`, gfn, basePfn);
+    report(
+      'INV-ZAP-002',
+      `${where} still translates gfn ${hex(gfn)} → pfn ${hex(basePfn)} with no live memslot there, and no flush is pending`,
+      gfn,
+      basePfn,
+    );
   checkMappedPfns(vm, report, where, slot, gfn, span, basePfn, isPrivate, memo);
 }
