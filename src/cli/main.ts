@@ -50,7 +50,12 @@ function load(name: string, opts: Common): Scenario {
 function bar(total: number, what: string): cliProgress.SingleBar | null {
   if (!process.stderr.isTTY) return null;
   const b = new cliProgress.SingleBar(
-    { format: `${what} [{bar}] {value}/{total} {design}`, stream: process.stderr, clearOnComplete: true, hideCursor: true },
+    {
+      format: `${what} [{bar}] {value}/{total} {design}`,
+      stream: process.stderr,
+      clearOnComplete: true,
+      hideCursor: true,
+    },
     cliProgress.Presets.shades_classic,
   );
   b.start(total, 0, { design: '' });
@@ -60,10 +65,15 @@ function bar(total: number, what: string): cliProgress.SingleBar | null {
 function writeTrace(rec: TraceRecorder | undefined, file: string | undefined): void {
   if (!rec || !file) return;
   writeFileSync(file, JSON.stringify(rec.toJSON()));
-  process.stderr.write(`trace: ${file} (${rec.events.length} events${rec.dropped ? `, ${rec.dropped} dropped` : ''}; open in https://ui.perfetto.dev)\n`);
+  process.stderr.write(
+    `trace: ${file} (${rec.events.length} events${rec.dropped ? `, ${rec.dropped} dropped` : ''}; open in https://ui.perfetto.dev)\n`,
+  );
 }
 
-const jsonRun = (r: RunResult): object => ({ ...r, modelled: { ...r.modelled, label: 'modelled, not measured' } });
+const jsonRun = (r: RunResult): object => ({
+  ...r,
+  modelled: { ...r.modelled, label: 'modelled, not measured' },
+});
 
 async function compareCmd(name: string, opts: Common & { audit?: string }, check: boolean): Promise<void> {
   const sc = load(name, opts);
@@ -79,9 +89,12 @@ async function compareCmd(name: string, opts: Common & { audit?: string }, check
   b?.update(n, { design: '' });
   b?.stop();
   writeTrace(trace, opts.trace);
-  if (opts.json) process.stdout.write(JSON.stringify({ scenario: sc.name, runs: runs.map(jsonRun), skipped }, null, 2) + '\n');
+  if (opts.json)
+    process.stdout.write(
+      JSON.stringify({ scenario: sc.name, runs: runs.map(jsonRun), skipped }, null, 2) + '\n',
+    );
   else {
-    process.stdout.write(`${sc.name}: ${sc.description ?? ''}\n`);
+    process.stdout.write(`${sc.name}: ${sc.description ?? ''}`.slice(0, 100) + '\n');
     process.stdout.write(formatCompare(runs, skipped, style));
   }
   if (check) {
@@ -104,7 +117,12 @@ const withCommon = (c: Command): Command =>
     .option('--trace <file>', 'write a Chrome trace-event JSON (faults, zaps, flushes per vCPU; Perfetto)')
     .option('-p, --param <name=value...>', 'override a scenario parameter');
 
-withCommon(program.command('run').description('run a scenario under one design').argument('<scenario>', 'library name or path'))
+withCommon(
+  program
+    .command('run')
+    .description('run a scenario under one design')
+    .argument('<scenario>', 'library name or path'),
+)
   .addOption(new Option('-d, --design <id>', 'design').choices(DESIGNS.map((d) => d.id)).default('quirk'))
   .addOption(new Option('--audit <level>', 'checker audit level').choices(AUDITS).default('points'))
   .action(async (name: string, opts: Common & { design: string; audit: RunAudit }) => {
@@ -112,18 +130,40 @@ withCommon(program.command('run').description('run a scenario under one design')
     const d = designById(opts.design)!;
     const trace = opts.trace ? new TraceRecorder() : undefined;
     const b = bar(sc.timeline.length, 'run');
-    const r = await runScenario(sc, d, { audit: opts.audit, ...(trace ? { trace } : {}), onProgress: (i) => b?.update(i) });
+    const r = await runScenario(sc, d, {
+      audit: opts.audit,
+      ...(trace ? { trace } : {}),
+      onProgress: (i) => b?.update(i),
+    });
     b?.stop();
     writeTrace(trace, opts.trace);
-    process.stdout.write(opts.json ? JSON.stringify(jsonRun(r), null, 2) + '\n' : formatRun(r, style) + formatViolations(r, style));
+    process.stdout.write(
+      opts.json
+        ? JSON.stringify(jsonRun(r), null, 2) + '\n'
+        : formatRun(r, style) + formatViolations(r, style),
+    );
   });
 
-withCommon(program.command('compare').description('run a scenario under every policy × ABI design, side by side').argument('<scenario>', 'library name or path'))
+withCommon(
+  program
+    .command('compare')
+    .description('run a scenario under every policy × ABI design, side by side')
+    .argument('<scenario>', 'library name or path'),
+)
   .addOption(new Option('--audit <level>', 'checker audit level').choices(AUDITS).default('points'))
   .action((name: string, opts: Common & { audit: string }) => compareCmd(name, opts, false));
 
-withCommon(program.command('check').description('compare with audits after every step; exit 1 on an invariant violation').argument('<scenario>', 'library name or path'))
-  .addOption(new Option('--audit <level>', "checker audit level ('full' also audits after every access: slow)").choices(AUDITS).default('steps'))
+withCommon(
+  program
+    .command('check')
+    .description('compare with audits after every step; exit 1 on an invariant violation')
+    .argument('<scenario>', 'library name or path'),
+)
+  .addOption(
+    new Option('--audit <level>', "checker audit level ('full' also audits after every access: slow)")
+      .choices(AUDITS)
+      .default('steps'),
+  )
   .action((name: string, opts: Common & { audit: string }) => compareCmd(name, opts, true));
 
 program
@@ -163,7 +203,9 @@ program
     }
     const result = replayMemslotScript(text, file ?? '<demo>');
     if (!result.ok) die(result.error);
-    process.stdout.write(opts.json ? JSON.stringify(result.replay, null, 2) + '\n' : formatReplay(result.replay));
+    process.stdout.write(
+      opts.json ? JSON.stringify(result.replay, null, 2) + '\n' : formatReplay(result.replay),
+    );
   });
 
 program

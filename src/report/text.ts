@@ -12,7 +12,8 @@ export interface Style {
   color: boolean;
 }
 
-const paint = (st: Style, fmt: Parameters<typeof styleText>[0], s: string): string => (st.color ? styleText(fmt, s) : s);
+const paint = (st: Style, fmt: Parameters<typeof styleText>[0], s: string): string =>
+  st.color ? styleText(fmt, s) : s;
 
 const n = (x: number | undefined): string => (x ?? 0).toLocaleString('en-US');
 
@@ -21,7 +22,8 @@ function verdictText(st: Style, v: Verdict, violations: number): string {
     case 'ok':
       return paint(st, 'green', 'ok');
     case 'violations':
-      return paint(st, 'red', `${violations} violation${violations === 1 ? '' : 's'}`);
+      // Compact, so the widest compare table still fits 100 columns; the legend below spells it out.
+      return paint(st, 'red', `✗ ${violations}`);
     case 'unchecked':
       return paint(st, 'yellow', 'unchecked');
     case 'missing-features':
@@ -52,15 +54,36 @@ interface Extra {
 
 const EXTRA: Extra[] = [
   // SEAMCALLs only exist for TDX; a column of zeros would only cost width
-  { head: 'SEAMCALL', show: (rs) => rs.some((r) => (r.totals['seamcalls'] ?? 0) > 0), cell: (c) => n(c['seamcalls']) },
+  {
+    head: 'SEAMCALL',
+    show: (rs) => rs.some((r) => (r.totals['seamcalls'] ?? 0) > 0),
+    cell: (c) => n(c['seamcalls']),
+  },
   // leaf SPTEs whose EPT memtype differs from what KVM computes at the end (auditSpteMemtypes)
-  { head: 'stale-MT', show: (rs) => rs.some((r) => r.totals['memtype_stale_sptes'] !== undefined), cell: (c) => n(c['memtype_stale_sptes']) },
+  {
+    head: 'stale-MT',
+    show: (rs) => rs.some((r) => r.totals['memtype_stale_sptes'] !== undefined),
+    cell: (c) => n(c['memtype_stale_sptes']),
+  },
 ];
 
 /** The side-by-side table: one row per design. */
 export function formatCompare(runs: RunResult[], skipped: { id: string; why: string }[], st: Style): string {
   const extra = EXTRA.filter((e) => e.show(runs));
-  const t = table(['design', 'zap-all', 'precise', 'zapped', 'refaults', 'flush(IPI)', ...extra.map((e) => e.head), 'modelled', 'verdict'], st);
+  const t = table(
+    [
+      'design',
+      'zap-all',
+      'precise',
+      'zapped',
+      'refaults',
+      'flush(IPI)',
+      ...extra.map((e) => e.head),
+      'modelled',
+      'verdict',
+    ],
+    st,
+  );
   const best = Math.min(...runs.map((r) => r.modelled.totalNs));
   for (const r of runs) {
     const c = r.totals;
@@ -79,13 +102,22 @@ export function formatCompare(runs: RunResult[], skipped: { id: string; why: str
   }
   const lines = [t.toString()];
   lines.push('modelled = counts × per-event costs (docs/cost-model.md), not a measurement');
+  if (runs.some((r) => r.verdict === 'violations')) {
+    lines.push('✗ N = N invariant violations (zaplab check <scenario> prints them with their steps)');
+  }
   for (const s of skipped) lines.push(paint(st, 'dim', `not run: ${s.id} — ${s.why}`));
   const miss = runs[0]?.missing ?? [];
   if (miss.length) lines.push(paint(st, 'yellow', `model features not available yet: ${miss.join(', ')}`));
   const errs = new Set(runs.flatMap((r) => r.errors.map((e) => `${r.design}: ${e}`)));
   for (const e of [...errs].slice(0, 5)) lines.push(paint(st, 'yellow', `rejected ioctl: ${e}`));
   if (runs.every((r) => r.verdict === 'unchecked'))
-    lines.push(paint(st, 'yellow', 'verdicts: unchecked — the invariant checker (src/check/checker.ts) is not in this build'));
+    lines.push(
+      paint(
+        st,
+        'yellow',
+        'verdicts: unchecked — the invariant checker (src/check/checker.ts) is not in this build',
+      ),
+    );
   return lines.join('\n') + '\n';
 }
 
@@ -95,15 +127,28 @@ export function formatRun(r: RunResult, st: Style): string {
   for (const s of r.steps) {
     const c = s.counts;
     const label = s.label.length > 40 ? s.label.slice(0, 39) + '…' : s.label;
-    t.push([label, n(c['accesses']), n(c['vcpu.pf_fixed']), n(refaults(c)), n(zapped(c)), n(c['memslot_zap_all_fast']), n(c['memslot_zap_precise']), n(c['remote_tlb_flush'])]);
+    t.push([
+      label,
+      n(c['accesses']),
+      n(c['vcpu.pf_fixed']),
+      n(refaults(c)),
+      n(zapped(c)),
+      n(c['memslot_zap_all_fast']),
+      n(c['memslot_zap_precise']),
+      n(c['remote_tlb_flush']),
+    ]);
   }
   const cost = table(['modelled cost item', 'count', 'each', 'total (modelled)'], st);
-  for (const row of r.modelled.rows) cost.push([row.item, n(row.count), fmtModelled(row.unitNs), fmtModelled(row.totalNs)]);
+  for (const row of r.modelled.rows)
+    cost.push([row.item, n(row.count), fmtModelled(row.unitNs), fmtModelled(row.totalNs)]);
   const head = `${paint(st, 'bold', r.scenario)} under ${paint(st, 'bold', r.design)} (${r.describe})`;
   const out = [head, t.toString(), cost.toString()];
-  out.push(`total: ${fmtModelled(r.modelled.totalNs)} (modelled); verdict: ${verdictText(st, r.verdict, r.violations.length)}`);
+  out.push(
+    `total: ${fmtModelled(r.modelled.totalNs)} (modelled); verdict: ${verdictText(st, r.verdict, r.violations.length)}`,
+  );
   for (const e of r.errors.slice(0, 10)) out.push(paint(st, 'yellow', `rejected ioctl: ${e}`));
-  if (r.missing.length) out.push(paint(st, 'yellow', `model features not available yet: ${r.missing.join(', ')}`));
+  if (r.missing.length)
+    out.push(paint(st, 'yellow', `model features not available yet: ${r.missing.join(', ')}`));
   return out.join('\n') + '\n';
 }
 
@@ -137,16 +182,29 @@ export function formatViolations(r: RunResult, st: Style, traceTail = 6): string
   const out: string[] = [];
   for (const vs of groups.values()) {
     const v = vs[0]!;
-    out.push(paint(st, 'red', `✗ ${v.id}`) + ` [${r.design}] at step "${v.step}"` + (vs.length > 1 ? ` (${vs.length}×)` : ''));
+    out.push(
+      paint(st, 'red', `✗ ${v.id}`) +
+        ` [${r.design}] at step "${v.step}"` +
+        (vs.length > 1 ? ` (${vs.length}×)` : ''),
+    );
     out.push(...wrap(v.message, 100, '    '));
-    const where = [v.gfn !== undefined ? `gfn ${hex(v.gfn)}` : '', v.pfn !== undefined ? `pfn ${hex(v.pfn)}` : ''].filter(Boolean);
+    const where = [
+      v.gfn !== undefined ? `gfn ${hex(v.gfn)}` : '',
+      v.pfn !== undefined ? `pfn ${hex(v.pfn)}` : '',
+    ].filter(Boolean);
     if (where.length) out.push(`    ${where.join(', ')}`);
     if (vs.length > 1) {
-      const gfns = vs.slice(1, 6).map((x) => hex(x.gfn)).filter(Boolean);
-      out.push(`    … ${vs.length - 1} more${gfns.length ? ` (gfn ${gfns.join(', ')}${vs.length > 6 ? ', …' : ''})` : ''}`);
+      const gfns = vs
+        .slice(1, 6)
+        .map((x) => hex(x.gfn))
+        .filter(Boolean);
+      out.push(
+        `    … ${vs.length - 1} more${gfns.length ? ` (gfn ${gfns.join(', ')}${vs.length > 6 ? ', …' : ''})` : ''}`,
+      );
     }
     if (traceTail > 0) out.push(paint(st, 'dim', '    trace (most recent last):'));
-    for (const line of v.trace.slice(-traceTail)) out.push(paint(st, 'dim', `      ${line.length > 92 ? line.slice(0, 91) + '…' : line}`));
+    for (const line of v.trace.slice(-traceTail))
+      out.push(paint(st, 'dim', `      ${line.length > 92 ? line.slice(0, 91) + '…' : line}`));
   }
   return out.join('\n') + (out.length ? '\n' : '');
 }
