@@ -15,8 +15,10 @@
  */
 import { asHva, asPfn, HVA_LIMIT, type Hva, type Pfn } from '../types/addr.ts';
 import { PfnPool } from './pfn_pool.ts';
+import { frameIndex, pageAt, setPage, sliceVma, splitFrame, type Backing, type Vma } from './vma.ts';
 
-export type Backing = '4k' | '2m' | '1g' | 'thp';
+export type { Backing, Vma } from './vma.ts';
+
 const FRAME_PAGES: Record<Backing, number> = { '4k': 1, '2m': 512, '1g': 262144, thp: 512 };
 const PAGE = 4096;
 
@@ -29,23 +31,6 @@ export interface MmuNotifier {
   invalidateRangeEnd(start: number, end: number, event: MmuNotifierEvent): void;
   /** The mm is going away: KVM zaps everything (kvm_arch_flush_shadow_all). */
   release(): void;
-}
-
-export interface Vma {
-  start: number;
-  length: number;
-  backing: Backing;
-  writable: boolean;
-  /** Pages per backing frame: 1 (4K), 512 (2M hugetlb / THP), 262144 (1G). */
-  framePages: number;
-  /** First frame's address: start rounded down to the frame size (THP mappings may start mid-frame). */
-  frameBase: number;
-  /** Base pfn per frame (0 = not present). A split frame's pages live in `split` instead. */
-  frames: Float64Array;
-  /** Frames mapped at 4K (a THP split, a partial THP at a mapping edge, a migrated page): pfn per page. */
-  split: Map<number, Float64Array>;
-  /** KSM-merged pages (page index): mapped read-only until a write breaks the sharing (COW). */
-  cow: Set<number>;
 }
 
 export interface HvaPfn {
@@ -367,79 +352,6 @@ export class HostMm {
     }
     this.vmas = out;
   }
-}
-
-/** Frame index of addr in v. */
-function frameIndex(v: Vma, addr: number): number {
-  return Math.floor((addr - v.frameBase) / (v.framePages * PAGE));
-}
-
-/** The pfn at addr (0 if absent) and its mapping level. */
-function pageAt(v: Vma, addr: number): { pfn: number; level: 1 | 2 | 3 } {
-  const fp = v.framePages;
-  const f = frameIndex(v, addr);
-  if (fp > 1) {
-    const arr = v.split.get(f);
-    if (arr !== undefined) return { pfn: arr[Math.floor((addr - v.frameBase) / PAGE) % fp]!, level: 1 };
-  }
-  const base = v.frames[f]!;
-  if (base === 0) return { pfn: 0, level: 1 };
-  return {
-    pfn: base + (Math.floor((addr - v.frameBase) / PAGE) % fp),
-    level: fp === 1 ? 1 : fp === 512 ? 2 : 3,
-  };
-}
-
-/** Map the 4K page at addr to pfn (0 = unmap), splitting its huge frame to 4K first. */
-function setPage(v: Vma, addr: number, pfn: number, pool: PfnPool): void {
-  if (v.framePages === 1) {
-    v.frames[frameIndex(v, addr)] = pfn;
-    return;
-  }
-  const arr = splitFrame(v, frameIndex(v, addr), pool);
-  arr[Math.floor((addr - v.frameBase) / PAGE) % v.framePages] = pfn;
-}
-
-/** Turn a huge frame into per-page entries (same pfns), once; the compound page is split with it. */
-function splitFrame(v: Vma, f: number, pool: PfnPool): Float64Array {
-  let arr = v.split.get(f);
-  if (arr !== undefined) return arr;
-  arr = new Float64Array(v.framePages);
-  const base = v.frames[f]!;
-  if (base !== 0) pool.splitCompound(base);
-  if (base !== 0) for (let k = 0; k < v.framePages; k++) arr[k] = base + k;
-  v.frames[f] = 0;
-  v.split.set(f, arr);
-  return arr;
-}
-
-/** The part [s, e) of v as a mapping of its own (frames copied; a huge frame cut in two is split first). */
-function sliceVma(v: Vma, s: number, e: number, pool: PfnPool): Vma {
-  const fp = v.framePages;
-  const fs = frameIndex(v, s);
-  const fe = frameIndex(v, e - 1);
-  if (fp > 1)
-    for (const c of [s, e])
-      if ((c - v.frameBase) % (fp * PAGE) !== 0 && c > v.start && c < v.start + v.length)
-        splitFrame(v, frameIndex(v, c), pool);
-  const split = new Map<number, Float64Array>();
-  for (const [f, arr] of v.split) if (f >= fs && f <= fe) split.set(f - fs, arr.slice());
-  const cow = new Set<number>();
-  for (const i of v.cow) {
-    const a = v.start + i * PAGE;
-    if (a >= s && a < e) cow.add((a - s) / PAGE);
-  }
-  return {
-    start: s,
-    length: e - s,
-    backing: v.backing,
-    writable: v.writable,
-    framePages: fp,
-    frameBase: v.frameBase + fs * fp * PAGE,
-    frames: v.frames.slice(fs, fe + 1),
-    split,
-    cow,
-  };
 }
 
 function checkRange(addr: number, length: number): void {

@@ -1,0 +1,103 @@
+/**
+ * One VMM mapping (a VMA) and its pages: a base pfn per backing frame (4K, 2M or 1G), frames split to
+ * 4K entries where the host maps them at 4K (a THP split, a partial THP at an edge, a migrated page of
+ * a huge frame), and KSM copy-on-write marks. The host-memory events in host_mm.ts edit mappings only
+ * through these helpers.
+ *
+ * Kernel counterpart: struct vm_area_struct with its page tables, as far as KVM's GUP and
+ * host_pfn_mapping_level observe them (pte / pmd / pud leaves).
+ */
+import type { PfnPool } from './pfn_pool.ts';
+
+export type Backing = '4k' | '2m' | '1g' | 'thp';
+const PAGE = 4096;
+
+export interface Vma {
+  start: number;
+  length: number;
+  backing: Backing;
+  writable: boolean;
+  /** Pages per backing frame: 1 (4K), 512 (2M hugetlb / THP), 262144 (1G). */
+  framePages: number;
+  /** First frame's address: start rounded down to the frame size (THP mappings may start mid-frame). */
+  frameBase: number;
+  /** Base pfn per frame (0 = not present). A split frame's pages live in `split` instead. */
+  frames: Float64Array;
+  /** Frames mapped at 4K (a THP split, a partial THP at a mapping edge, a migrated page): pfn per page. */
+  split: Map<number, Float64Array>;
+  /** KSM-merged pages (page index): mapped read-only until a write breaks the sharing (COW). */
+  cow: Set<number>;
+}
+
+/** Frame index of addr in v. */
+export function frameIndex(v: Vma, addr: number): number {
+  return Math.floor((addr - v.frameBase) / (v.framePages * PAGE));
+}
+
+/** The pfn at addr (0 if absent) and its mapping level. */
+export function pageAt(v: Vma, addr: number): { pfn: number; level: 1 | 2 | 3 } {
+  const fp = v.framePages;
+  const f = frameIndex(v, addr);
+  if (fp > 1) {
+    const arr = v.split.get(f);
+    if (arr !== undefined) return { pfn: arr[Math.floor((addr - v.frameBase) / PAGE) % fp]!, level: 1 };
+  }
+  const base = v.frames[f]!;
+  if (base === 0) return { pfn: 0, level: 1 };
+  return {
+    pfn: base + (Math.floor((addr - v.frameBase) / PAGE) % fp),
+    level: fp === 1 ? 1 : fp === 512 ? 2 : 3,
+  };
+}
+
+/** Map the 4K page at addr to pfn (0 = unmap), splitting its huge frame to 4K first. */
+export function setPage(v: Vma, addr: number, pfn: number, pool: PfnPool): void {
+  if (v.framePages === 1) {
+    v.frames[frameIndex(v, addr)] = pfn;
+    return;
+  }
+  const arr = splitFrame(v, frameIndex(v, addr), pool);
+  arr[Math.floor((addr - v.frameBase) / PAGE) % v.framePages] = pfn;
+}
+
+/** Turn a huge frame into per-page entries (same pfns), once; the compound page is split with it. */
+export function splitFrame(v: Vma, f: number, pool: PfnPool): Float64Array {
+  let arr = v.split.get(f);
+  if (arr !== undefined) return arr;
+  arr = new Float64Array(v.framePages);
+  const base = v.frames[f]!;
+  if (base !== 0) pool.splitCompound(base);
+  if (base !== 0) for (let k = 0; k < v.framePages; k++) arr[k] = base + k;
+  v.frames[f] = 0;
+  v.split.set(f, arr);
+  return arr;
+}
+
+/** The part [s, e) of v as a mapping of its own (frames copied; a huge frame cut in two is split first). */
+export function sliceVma(v: Vma, s: number, e: number, pool: PfnPool): Vma {
+  const fp = v.framePages;
+  const fs = frameIndex(v, s);
+  const fe = frameIndex(v, e - 1);
+  if (fp > 1)
+    for (const c of [s, e])
+      if ((c - v.frameBase) % (fp * PAGE) !== 0 && c > v.start && c < v.start + v.length)
+        splitFrame(v, frameIndex(v, c), pool);
+  const split = new Map<number, Float64Array>();
+  for (const [f, arr] of v.split) if (f >= fs && f <= fe) split.set(f - fs, arr.slice());
+  const cow = new Set<number>();
+  for (const i of v.cow) {
+    const a = v.start + i * PAGE;
+    if (a >= s && a < e) cow.add((a - s) / PAGE);
+  }
+  return {
+    start: s,
+    length: e - s,
+    backing: v.backing,
+    writable: v.writable,
+    framePages: fp,
+    frameBase: v.frameBase + fs * fp * PAGE,
+    frames: v.frames.slice(fs, fe + 1),
+    split,
+    cow,
+  };
+}
