@@ -78,8 +78,7 @@ export class Vcpu {
   /** SNP guest: PVALIDATE of the private page at gpa (faulted in if needed); sets the RMP validated bit. */
   snpPvalidate(gpa: number, validate = true): PvalidateResult {
     const snp = this.vm.arch.snp;
-    if (snp === undefined)
-      throw new TypeError(`PVALIDATE needs an SNP guest (VM type ${this.vm.info.name})`);
+    if (snp === undefined) throw new TypeError(`PVALIDATE needs an SNP guest (VM type ${this.vm.info.name})`);
     return snpPvalidate(this, snp, gpa, validate);
   }
 
@@ -117,9 +116,22 @@ export class Vcpu {
    * vcpu.access takes guest virtual addresses. @kernel arch/x86/kvm/x86.c#kvm_set_cr3
    */
   setCr3(gpa: number): void {
-    if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa % 4096) throw new RangeError(`CR3 0x${gpa.toString(16)} is not a page-aligned gpa`);
+    if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa % 4096)
+      throw new RangeError(`CR3 0x${gpa.toString(16)} is not a page-aligned gpa`);
     this.cr3 = gpa;
     (this.vm.mmu as { kvmMmuNewPgd?(v: Vcpu): void }).kvmMmuNewPgd?.(this);
+  }
+
+  /**
+   * Start an access whose EPT violation runs the fault up to the point where it has its pfn and has not
+   * yet taken mmu_lock (after kvm_mmu_faultin_pfn); `finish()` takes the lock, rechecks staleness,
+   * installs the SPTE and completes the access. Between the two the caller can run what a concurrent
+   * thread would (host mm events, memslot updates): the race is_page_fault_stale exists for.
+   */
+  beginAccess(gpa: number, kind: AccessKind): { finish(): AccessResult } {
+    const begin = this.vm.mmu.vcpuBeginAccess;
+    if (begin === undefined) throw new TypeError('stepwise faults are modelled for the TDP MMU only');
+    return begin.call(this.vm.mmu, this, gpa, kind);
   }
 
   /** kvm_make_request(KVM_REQ_TLB_FLUSH, vcpu) */

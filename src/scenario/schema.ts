@@ -114,6 +114,13 @@ export const STEP_SCHEMAS = {
       /** ksmMerge: the second page (offset into the same region) */
       with: num.optional(),
     }),
+    /**
+     * A guest fault racing the event: it gets its pfn before the event and takes mmu_lock after it
+     * (vcpu.beginAccess), so is_page_fault_stale must send it back (bug: fault-no-seq-recheck).
+     */
+    racingFault: z
+      .strictObject({ offset: num, vcpu: num.optional(), kind: z.enum(['read', 'write']).optional() })
+      .optional(),
   }),
   dirtyLog: z.strictObject({ ...common, dirtyLog: z.string(), clear: z.boolean().optional() }),
   attributes: z.strictObject({
@@ -128,10 +135,20 @@ export const STEP_SCHEMAS = {
   /** TDX guest: TDG.MEM.PAGE.ACCEPT of each page of a pattern (faults it in first if unmapped) */
   accept: z.strictObject({
     ...common,
-    accept: z.strictObject({ region: z.string(), offset: num.optional(), length: num.optional(), stride: num.optional(), workingSet: num.optional(), vcpus: z.union([z.literal('all'), z.array(num)]).optional() }),
+    accept: z.strictObject({
+      region: z.string(),
+      offset: num.optional(),
+      length: num.optional(),
+      stride: num.optional(),
+      workingSet: num.optional(),
+      vcpus: z.union([z.literal('all'), z.array(num)]).optional(),
+    }),
   }),
   /** fallocate(PUNCH_HOLE | KEEP_SIZE) on a private region's guest_memfd: the pages are freed, SPTEs zapped */
-  punchHole: z.strictObject({ ...common, punchHole: z.strictObject({ region: z.string(), offset: num.optional(), length: num.optional() }) }),
+  punchHole: z.strictObject({
+    ...common,
+    punchHole: z.strictObject({ region: z.string(), offset: num.optional(), length: num.optional() }),
+  }),
   enableCap: z.strictObject({ ...common, enableCap: num, args: z.array(num).max(4).optional() }),
   audit: z.strictObject({ ...common, audit: z.string() }),
   ...VFIO_STEP_SCHEMAS,
@@ -165,7 +182,9 @@ export const scenarioSchema = z.strictObject({
       /** the Intel IOMMU driver's snoop-control check: 'attached' (v5.19+) or 'system' (the pre-v5.19 bug) */
       snoopScope: z.enum(['attached', 'system']).optional(),
       /** DMA-remapping units beyond unit 0 ('default', with snoop control), named for vfioDevice.iommu */
-      iommus: z.array(z.strictObject({ name: z.string().min(1), snoopControl: z.boolean().optional() })).optional(),
+      iommus: z
+        .array(z.strictObject({ name: z.string().min(1), snoopControl: z.boolean().optional() }))
+        .optional(),
       overrides: z.record(z.string(), z.unknown()).optional(),
       /** historical KVM bugs switched back on (KvmOptions.bugs) */
       bugs: z.array(z.string()).optional(),
@@ -180,3 +199,4 @@ export type Region = z.output<typeof regionSchema>;
 export type VmDecl = Scenario['vms'][number];
 export type AccessPattern = Extract<Step, { access: unknown }>['access'];
 export type HostStep = Extract<Step, { host: unknown }>['host'];
+export type RacingFault = NonNullable<Extract<Step, { host: unknown }>['racingFault']>;

@@ -6,7 +6,7 @@
  * are measured here around the calls that cause them. Model-only file.
  */
 import { KvmError, uapi, type Kvm, type Vm, type Vcpu, type AccessResult } from '../index.ts';
-import type { AccessPattern, HostStep, Region, Step } from './schema.ts';
+import type { AccessPattern, HostStep, RacingFault, Region, Step } from './schema.ts';
 import type { CheckerLike } from './checker_glue.ts';
 import type { DesignSpec } from './designs.ts';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE } from '../uapi/falloc.ts';
@@ -70,7 +70,13 @@ export function regionFlags(r: RegionState, design: DesignSpec): number {
  * One KVM_SET_USER_MEMORY_REGION2 call, with the SPTEs it zapped attributed to the lock the kernel
  * holds: zap-all-fast zaps invalidated roots under mmu_lock read; the precise paths hold it for write.
  */
-function memslotCall(x: ExecCtx, c: VmCtx, change: string, arg: Parameters<Vm['setUserMemoryRegion2']>[0], npages: number): void {
+function memslotCall(
+  x: ExecCtx,
+  c: VmCtx,
+  change: string,
+  arg: Parameters<Vm['setUserMemoryRegion2']>[0],
+  npages: number,
+): void {
   const m = c.vm.model;
   const zapped0 = m.sptes_zapped_4k + m.sptes_zapped_2m + m.sptes_zapped_1g + m.sptes_zapped_nonleaf;
   const all0 = m.memslot_zap_all_fast;
@@ -85,13 +91,21 @@ function memslotCall(x: ExecCtx, c: VmCtx, change: string, arg: Parameters<Vm['s
     return;
   }
   const zapped = m.sptes_zapped_4k + m.sptes_zapped_2m + m.sptes_zapped_1g + m.sptes_zapped_nonleaf - zapped0;
-  bump(x.derived, m.memslot_zap_all_fast > all0 ? 'sptes_zapped_read_lock' : 'sptes_zapped_write_lock', zapped);
+  bump(
+    x.derived,
+    m.memslot_zap_all_fast > all0 ? 'sptes_zapped_read_lock' : 'sptes_zapped_write_lock',
+    zapped,
+  );
   // Without the TDP MMU, the precise path looks every gfn of the slot up in the shadow-page hash.
   if (m.memslot_zap_precise > precise0 && !x.tdpMmu) bump(x.derived, 'hash_walk_gfns', npages);
   x.checker.auditPoint('memslot');
 }
 
-function slotArg(r: RegionState, design: DesignSpec, size: number): Parameters<Vm['setUserMemoryRegion2']>[0] {
+function slotArg(
+  r: RegionState,
+  design: DesignSpec,
+  size: number,
+): Parameters<Vm['setUserMemoryRegion2']>[0] {
   const gmem = r.gmemFd >= 0;
   return {
     slot: ((r.decl.as ?? 0) << 16) | r.slotId,
@@ -164,13 +178,19 @@ export function execStep(x: ExecCtx, c: VmCtx, s: Exclude<Step, { repeat: unknow
     return memslotCall(x, c, m.size === 0 ? 'delete' : 'create', arg, m.size / PAGE);
   }
   if ('access' in s) return accessPattern(x, c, s.access);
-  if ('host' in s) return hostEvent(x, c, s.host);
+  if ('host' in s) return hostEvent(x, c, s.host, s.racingFault);
   if ('dirtyLog' in s) return dirtyLog(x, c, reg(s.dirtyLog), s.clear ?? false);
   if ('attributes' in s) {
     const a = s.attributes;
     const r = reg(a.region);
     const attrs = a.private ? uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE : 0;
-    return guard(x, () => c.vm.setMemoryAttributes({ address: r.gpa + (a.offset ?? 0), size: a.length ?? r.decl.size, attributes: attrs }));
+    return guard(x, () =>
+      c.vm.setMemoryAttributes({
+        address: r.gpa + (a.offset ?? 0),
+        size: a.length ?? r.decl.size,
+        attributes: attrs,
+      }),
+    );
   }
   if ('accept' in s) return acceptPattern(x, c, s.accept);
   if ('punchHole' in s) {
@@ -273,8 +293,11 @@ function accessPattern(x: ExecCtx, c: VmCtx, p: AccessPattern): void {
   }
 }
 
-function hostEvent(x: ExecCtx, c: VmCtx, h: HostStep): void {
+function hostEvent(x: ExecCtx, c: VmCtx, h: HostStep, race?: RacingFault): void {
   const r = c.regions.get(h.region)!;
+  // A fault that looked up its pfn before the event and installs it after (see vcpu.beginAccess).
+  const racer = race === undefined ? undefined : c.vm.vcpus[race.vcpu ?? 0]!;
+  const racing = racer?.beginAccess(r.decl.gpa + race!.offset, race!.kind ?? 'read');
   const addr = r.hva + (h.offset ?? 0);
   const len = h.length ?? r.decl.size - (h.offset ?? 0);
   const host = x.kvm.host;
@@ -307,5 +330,10 @@ function hostEvent(x: ExecCtx, c: VmCtx, h: HostStep): void {
   const zapped = m.sptes_zapped_4k + m.sptes_zapped_2m + m.sptes_zapped_1g + m.sptes_zapped_nonleaf - zapped0;
   bump(x.derived, 'sptes_zapped_write_lock', zapped);
   bump(x.derived, `host_${h.event}`);
+  if (racing !== undefined) {
+    const gpa = r.decl.gpa + race!.offset;
+    const kind = race!.kind ?? 'read';
+    x.checker.onAccess(racer!, gpa, kind, racing.finish());
+  }
   x.checker.auditPoint('host-event');
 }

@@ -11,6 +11,8 @@ import type { AccessKind, AccessResult } from '../kvm/api_types.ts';
 export interface KvmMmuOps {
   /** A guest access by vcpu (the CPU's translation, then EPT violations/misconfigs into the fault path). */
   vcpuAccess(vcpu: Vcpu, gpa: number, kind: AccessKind, opts: { private?: boolean }): AccessResult;
+  /** A fault stopped after it got its pfn, before mmu_lock (for races); absent where not modelled. */
+  vcpuBeginAccess?(vcpu: Vcpu, gpa: number, kind: AccessKind): { finish(): AccessResult };
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_all_fast */
   kvmMmuZapAllFast(): void;
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_memslot */

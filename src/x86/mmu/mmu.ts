@@ -41,7 +41,7 @@ import {
 import { tdpRootRole, ROLE_INVALID } from './mmu_internal.ts';
 import { MMIO_SPTE_GEN_MASK } from './spte.ts';
 import type { KvmTraceSink } from '../../kvm/kvm_trace.ts';
-import { vcpuAccess, type AccessOptions } from './guest_access.ts';
+import { beginFault, vcpuAccess, type AccessOptions } from './guest_access.ts';
 import { tdxVmInit } from '../tdx.ts';
 import { snpVmInit } from '../sev.ts';
 import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
@@ -111,6 +111,11 @@ export class X86Mmu implements KvmMmuOps {
       this.tdp.pool.rcuReclaim();
       this.syncCounters();
     }
+  }
+
+  /** A fault that has its pfn and has not yet taken mmu_lock: see guest_access.ts#beginFault. */
+  vcpuBeginAccess(vcpu: Vcpu, gpa: number, kind: AccessKind): { finish(): AccessResult } {
+    return beginFault(this, vcpu, gpa, kind);
   }
 
   /** The guest touches gpa: see guest_access.ts. */
