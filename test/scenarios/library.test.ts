@@ -26,11 +26,21 @@ describe('library scenarios', () => {
     const r = await by('firmware-boot');
     for (const id of ['quirk', 'vm-type', 'slot-flag']) {
       const t = r.get(id).totals;
-      expect([t['memslot_zap_all_fast'], t['memslot_zap_precise'], t['refaults'], t['sptes_zapped_4k']]).toEqual([9, 0, 5376, 5767]);
+      expect([
+        t['memslot_zap_all_fast'],
+        t['memslot_zap_precise'],
+        t['refaults'],
+        t['sptes_zapped_4k'],
+      ]).toEqual([9, 0, 5376, 5767]);
     }
     for (const id of ['quirk-off', 'slot-flag+leafs']) {
       const t = r.get(id).totals;
-      expect([t['memslot_zap_all_fast'], t['memslot_zap_precise'], t['refaults'], t['sptes_zapped_4k']]).toEqual([0, 9, 0, 80]);
+      expect([
+        t['memslot_zap_all_fast'],
+        t['memslot_zap_precise'],
+        t['refaults'],
+        t['sptes_zapped_4k'],
+      ]).toEqual([0, 9, 0, 80]);
     }
     for (const run of r.runs) {
       expect(run.errors).toEqual([]);
@@ -38,9 +48,38 @@ describe('library scenarios', () => {
       expect(run.verdict).toBe('ok');
     }
   });
+  it('smram-toggle: a DELETE in the SMM address space nukes address space 0 too under zap-all', async () => {
+    // 8 close/open pairs + the TSEG lock = 9 deletions in as 1; each zap-all costs the 1024-page
+    // working set (4K leafs: the region's gpa and hva are not 2M-congruent); the precise zap finds
+    // nothing mapped in the SMRAM slots (no vCPU entered SMM), so it zaps and flushes nothing.
+    const r = await by('smram-toggle');
+    for (const id of ['quirk', 'vm-type', 'slot-flag']) {
+      const t = r.get(id).totals;
+      expect([
+        t['memslot_zap_all_fast'],
+        t['refaults'],
+        t['sptes_zapped_4k'],
+        t['remote_tlb_flush'] ?? 0,
+      ]).toEqual([9, 9216, 9216, 0]);
+    }
+    for (const id of ['quirk-off', 'slot-flag+leafs']) {
+      const t = r.get(id).totals;
+      expect([
+        t['memslot_zap_precise'],
+        t['refaults'] ?? 0,
+        t['sptes_zapped_4k'] ?? 0,
+        t['remote_tlb_flush'] ?? 0,
+      ]).toEqual([9, 0, 0, 0]);
+    }
+    for (const run of r.runs) expect([run.verdict, run.errors]).toEqual(['ok', []]);
+  });
   it('live-migration: FLAGS_ONLY never zaps, every design agrees', async () => {
     const r = await by('live-migration');
-    const t = r.runs.map((x) => [x.totals['memslot_zap_all_fast'] ?? 0, x.totals['refaults'] ?? 0, x.totals['remote_tlb_flush']]);
+    const t = r.runs.map((x) => [
+      x.totals['memslot_zap_all_fast'] ?? 0,
+      x.totals['refaults'] ?? 0,
+      x.totals['remote_tlb_flush'],
+    ]);
     expect(new Set(t.map((x) => JSON.stringify(x))).size).toBe(1);
     expect(t[0]).toEqual([0, 0, 5]);
   });
@@ -72,18 +111,42 @@ describe('library scenarios', () => {
       const t = run.totals;
       // 512 boot pages + 4 rounds × 1024 re-accepted bounce-buffer pages are AUGed and accepted; the 4
       // shared conversions remove 1024 each and the private-slot DELETE removes the 512 boot pages
-      const calls = ['SEPT.ADD', 'PAGE.AUG', 'PAGE.ADD', 'MR.FINALIZE', 'RANGE.BLOCK', 'TRACK', 'PAGE.REMOVE']
-        .map((k) => t[`tdx.TDH.MEM.${k}`] ?? t[`tdx.TDH.${k}`]);
+      const calls = [
+        'SEPT.ADD',
+        'PAGE.AUG',
+        'PAGE.ADD',
+        'MR.FINALIZE',
+        'RANGE.BLOCK',
+        'TRACK',
+        'PAGE.REMOVE',
+      ].map((k) => t[`tdx.TDH.MEM.${k}`] ?? t[`tdx.TDH.${k}`]);
       expect(calls, run.design).toEqual([130, 4608, 0, 1, 4608, 4608, 4608]);
-      expect([t['tdx.TDH.PHYMEM.PAGE.WBINVD'], t['seamcalls'], t['tdx_accept_success'], t['tdx_unaccepted_accesses']]).toEqual([4608, 23171, 4608, 0]);
-      expect([t['memslot_zap_all_fast'] ?? 0, t['memslot_zap_precise'], t['tdx_private_pages_removed']]).toEqual([0, 2, 4608]);
+      expect([
+        t['tdx.TDH.PHYMEM.PAGE.WBINVD'],
+        t['seamcalls'],
+        t['tdx_accept_success'],
+        t['tdx_unaccepted_accesses'],
+      ]).toEqual([4608, 23171, 4608, 0]);
+      expect([
+        t['memslot_zap_all_fast'] ?? 0,
+        t['memslot_zap_precise'],
+        t['tdx_private_pages_removed'],
+      ]).toEqual([0, 2, 4608]);
       expect([run.verdict, run.errors]).toEqual(['ok', []]);
     }
   });
   it('snp-boot: precise zaps on every design but the RFC without the flag; checker clean', async () => {
     const r = await by('snp-boot');
     expect(r.skipped.map((s) => s.id)).toEqual(['quirk-off']);
-    const k = (id: string) => { const t = r.get(id).totals; return [t['memslot_zap_all_fast'] ?? 0, t['memslot_zap_precise'] ?? 0, t['refaults'], t['sptes_zapped_4k']]; };
+    const k = (id: string) => {
+      const t = r.get(id).totals;
+      return [
+        t['memslot_zap_all_fast'] ?? 0,
+        t['memslot_zap_precise'] ?? 0,
+        t['refaults'],
+        t['sptes_zapped_4k'],
+      ];
+    };
     for (const id of ['quirk', 'vm-type', 'slot-flag+leafs']) expect(k(id)).toEqual([0, 2, 7168, 8960]);
     expect(k('slot-flag')).toEqual([2, 0, 7680, 9472]);
     for (const run of r.runs) expect([run.verdict, run.errors]).toEqual(['ok', []]);
@@ -92,7 +155,10 @@ describe('library scenarios', () => {
 
 describe('CLI e2e', () => {
   const cli = (...args: string[]) =>
-    spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { encoding: 'utf8', cwd: new URL('../..', import.meta.url).pathname });
+    spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+      encoding: 'utf8',
+      cwd: new URL('../..', import.meta.url).pathname,
+    });
   it('compare firmware-boot finishes in seconds and labels modelled time', () => {
     const t0 = Date.now();
     const r = cli('compare', 'firmware-boot');
@@ -109,6 +175,8 @@ describe('CLI e2e', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
   }, 20000);
   it('list shows the library', () => {
-    expect(execFileSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'list'], { encoding: 'utf8' })).toMatch(/firmware-boot/);
+    expect(
+      execFileSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'list'], { encoding: 'utf8' }),
+    ).toMatch(/firmware-boot/);
   }, 20000);
 });
