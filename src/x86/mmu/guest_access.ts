@@ -113,10 +113,6 @@ export function vcpuAccess(
   if (kind !== 'read' && kind !== 'write' && kind !== 'exec')
     throw new TypeError(`access kind must be read, write or exec (got ${String(kind)})`);
   if (vm.dead) return { exit: 'vm_dead', gpa, reason: 'the VM is dead (KVM_BUG_ON or a fatal TDX error)' };
-  if (!vm.cfg.tdpMmu)
-    throw new TypeError(
-      'guest accesses need the TDP MMU: this host profile uses the shadow MMU, which the model does not have yet',
-    );
   const c = classify(mmu, gpa, opts);
   const write = kind === 'write';
   // KVM_RUN on a TD needs KVM_TDX_FINALIZE_VM first; the model's first run finalizes it instead.

@@ -7,8 +7,8 @@
  * Kernel counterpart: arch/x86/kvm/mmu/mmu.c (kvm_mmu_zap_all_fast, kvm_mmu_zap_memslot,
  * kvm_unmap_gfn_range, kvm_mmu_invalidate_mmio_sptes, kvm_arch_flush_shadow_all, kvm_mmu_load,
  * kvm_mmu_free_obsolete_roots, kvm_mmu_slot_apply_flags' MMU half) on a TDP-MMU host.
- * Simplifications: no shadow MMU yet (tdpMmu: false hosts cannot run guest accesses); no async page
- * faults; one mmu_lock holder at a time (the model is sequential), so read/write locking is implicit.
+ * (Hosts with tdpMmu: false get the shadow MMU of shadow_mmu.ts instead; see mmu_create.ts.)
+ * Simplifications: no async page faults; one mmu_lock holder at a time (the model is sequential), so read/write locking is implicit.
  */
 import type { KvmGfnRange, KvmMemorySlot } from '../../kvm/kvm_host.ts';
 import { KVM_FILTER_PRIVATE, KVM_FILTER_SHARED } from '../../kvm/kvm_host.ts';
