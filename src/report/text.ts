@@ -115,7 +115,7 @@ export function formatCompare(runs: RunResult[], skipped: { id: string; why: str
       paint(
         st,
         'yellow',
-        'verdicts: unchecked — the invariant checker (src/check/checker.ts) is not in this build',
+        'verdicts: unchecked — this run had auditing off (--audit points or check for verdicts)',
       ),
     );
   return lines.join('\n') + '\n';
