@@ -19,7 +19,6 @@ import type { KvmMemorySlot } from './kvm_host.ts';
 import { KVM_FILTER_PRIVATE, KVM_FILTER_SHARED } from './kvm_host.ts';
 import type { KvmGmemFile, ModelFile } from './guest_memfd.ts';
 import { KvmError, hex } from './kvm_error.ts';
-import { asGfn } from '../types/addr.ts';
 import { kvmArchGmemInvalidate } from '../x86/sev.ts';
 
 const SC = 'fallocate';
@@ -138,16 +137,7 @@ export function kvmGmemInvalidateBegin(
       found = true;
       vm.mmuInvalidateBegin();
     }
-    // kvm_mmu_unmap_gfn_range: widen the invalidation range, then unmap.
-    vm.mmuInvalidateRangeAdd(gs, ge);
-    flush =
-      vm.mmu.kvmUnmapGfnRange({
-        slot,
-        start: asGfn(gs),
-        end: asGfn(ge),
-        attrFilter: filter,
-        mayBlock: true,
-      }) || flush;
+    flush = vm.kvmMmuUnmapGfnRange(slot, gs, ge, filter) || flush;
   }
   if (flush) vm.flushRemoteTlbs();
   return found;

@@ -177,7 +177,8 @@ function resolveBugs(bugs: unknown): readonly BugName[] {
 function applyBugSwitches(cfg: { -readonly [K in keyof HostConfig]: HostConfig[K] }, opts: KvmOptions): void {
   // BUG gmem-flag-clear-uaf: the 6.12–6.18 B14(b) check, which compares only READONLY.
   if (cfg.bugs.includes('gmem-flag-clear-uaf')) {
-    if (opts.gmemFlagsFix === true) throw new TypeError("bug 'gmem-flag-clear-uaf' contradicts gmemFlagsFix: true");
+    if (opts.gmemFlagsFix === true)
+      throw new TypeError("bug 'gmem-flag-clear-uaf' contradicts gmemFlagsFix: true");
     cfg.gmemFlagsFix = false;
   }
   // BUG vfio-2019-memtype: v5.3's memtypes (guest MTRRs and CR0.CD honoured with non-coherent DMA) and

@@ -11,7 +11,6 @@ import { KvmError, hex } from './kvm_error.ts';
 import { addWrapsU64, copyIn, isUnaligned, num } from './args.ts';
 import type { VmState } from './vm_state.ts';
 import { KVM_FILTER_PRIVATE, KVM_FILTER_SHARED } from './kvm_host.ts';
-import { asGfn } from '../types/addr.ts';
 
 /** @kernel virt/kvm/kvm_main.c#kvm_supported_mem_attributes */
 export function kvmSupportedMemAttributes(vm: VmState): number {
@@ -65,15 +64,7 @@ export function kvmVmSetMemAttributes(vm: VmState, start: number, end: number, a
     for (const slot of vm.activeMemslots(as).inGfnRange(start, end)) {
       const s = Math.max(start, slot.baseGfn);
       const e = Math.min(end, slot.baseGfn + slot.npages);
-      vm.mmuInvalidateRangeAdd(s, e);
-      flush =
-        vm.mmu.kvmUnmapGfnRange({
-          slot,
-          start: asGfn(s),
-          end: asGfn(e),
-          attrFilter: filter,
-          mayBlock: true,
-        }) || flush;
+      flush = vm.kvmMmuUnmapGfnRange(slot, s, e, filter) || flush;
     }
   }
   if (flush) vm.flushRemoteTlbs();

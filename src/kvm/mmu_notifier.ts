@@ -7,7 +7,6 @@
  * Simplification: age/test-young are not modelled (they change no mapping the model reports).
  */
 import type { MmuNotifier, MmuNotifierEvent } from '../host/host_mm.ts';
-import { asGfn } from '../types/addr.ts';
 import { KVM_FILTER_SHARED } from './kvm_host.ts';
 import type { VmState } from './vm_state.ts';
 
@@ -37,16 +36,8 @@ export class KvmMmuNotifier implements MmuNotifier {
           vm.mmuInvalidateBegin();
           begun = true;
         }
-        vm.mmuInvalidateRangeAdd(gs, ge);
         // Host mm events only affect shared (hva-backed) mappings; guest_memfd pages are not in the mm.
-        flush =
-          vm.mmu.kvmUnmapGfnRange({
-            slot,
-            start: asGfn(gs),
-            end: asGfn(ge),
-            attrFilter: KVM_FILTER_SHARED,
-            mayBlock: true,
-          }) || flush;
+        flush = vm.kvmMmuUnmapGfnRange(slot, gs, ge, KVM_FILTER_SHARED) || flush;
       }
     }
     if (begun) this.begun.push(`${start}:${end}`);

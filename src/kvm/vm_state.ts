@@ -15,6 +15,7 @@ import type { KvmMrChange } from '../uapi/kvm.ts';
 import type { ModelFile } from './guest_memfd.ts';
 import type { Vcpu } from './vcpu.ts';
 import { KvmMemslots } from './memslots.ts';
+import { asGfn } from '../types/addr.ts';
 import { KvmError } from './kvm_error.ts';
 import { RangeMap } from './range_map.ts';
 import { newModelVmCounters, newVmStats, type ModelVmCounterName } from './kvm_stats.ts';
@@ -205,6 +206,23 @@ export class VmState implements KvmArchMemslotHooks {
       this.mmuInvalidateRangeStart = Math.min(this.mmuInvalidateRangeStart, start);
       this.mmuInvalidateRangeEnd = Math.max(this.mmuInvalidateRangeEnd, end);
     }
+  }
+
+  /**
+   * Widen the in-progress invalidation to [start, end) of `slot`, then zap its mappings there; true if a
+   * TLB flush is owed. The one step the MMU notifier, attribute conversions and guest_memfd hole
+   * punching share.
+   * @kernel virt/kvm/kvm_main.c#kvm_mmu_unmap_gfn_range
+   */
+  kvmMmuUnmapGfnRange(slot: KvmMemorySlot, start: number, end: number, attrFilter: number): boolean {
+    this.mmuInvalidateRangeAdd(start, end);
+    return this.mmu.kvmUnmapGfnRange({
+      slot,
+      start: asGfn(start),
+      end: asGfn(end),
+      attrFilter,
+      mayBlock: true,
+    });
   }
 
   /** @kernel virt/kvm/kvm_main.c#kvm_mmu_invalidate_end */

@@ -113,21 +113,7 @@ export function newPageFault(
   exec: boolean,
   isPrivate: boolean,
 ): KvmPageFault {
-  return {
-    addr,
-    gfn,
-    write,
-    exec,
-    isPrivate,
-    slot: null,
-    mmuSeq: 0,
-    pfn: 0,
-    mapWritable: false,
-    hostLevel: 1,
-    maxLevel: KVM_MAX_HUGEPAGE_LEVEL,
-    goalLevel: 1,
-    retryReason: '',
-  };
+  return resetPageFault({} as KvmPageFault, addr, gfn, write, exec, isPrivate);
 }
 
 /**
