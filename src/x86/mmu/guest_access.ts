@@ -16,7 +16,7 @@ import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH } from '../../kvm/vc
 import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEMSLOT_INVALID } from '../../uapi/kvm.ts';
 import { markPageDirtyInSlot } from '../../kvm/dirty_log.ts';
-import { kvmTdpMmuGetWalk, type TdpWalkResult } from './tdp_mmu.ts';
+import { kvmTdpMmuGetWalk, tdpMmuWriteWalkedSpteLo, type TdpWalkResult } from './tdp_mmu.ts';
 import {
   isMmioSpte,
   getMmioSpteGeneration,
@@ -45,7 +45,6 @@ import {
   type KvmPageFault,
 } from './page_fault.ts';
 import type { X86Mmu } from './mmu.ts';
-import { tdpMmuIterWriteLeafBits } from './tdp_mmu_leaf_bits.ts';
 
 export interface AccessOptions {
   private?: boolean;
@@ -53,7 +52,7 @@ export interface AccessOptions {
 
 /** How many times the guest re-executes a faulting instruction before the model reports 'retry'. */
 const MAX_REFAULTS = 8;
-const walk: TdpWalkResult = { lo: 0, hi: 0, level: 0 };
+const walk: TdpWalkResult = { lo: 0, hi: 0, level: 0, sptep: new Int32Array(0), word: 0 };
 /** The fault object of vcpuAccess (not held past the call; beginFault allocates its own). */
 const accessFault = newPageFault(0, 0, false, false, false);
 const classified: Classified = { hwGfn: 0, gfn: 0, isPrivate: false };
@@ -205,7 +204,7 @@ function translate(mmu: X86Mmu, vcpu: Vcpu, c: Classified, write: boolean): Acce
       const slot = mmu.vm.activeMemslots(vcpu.asId()).searchMemslots(c.gfn);
       if (slot !== null) markPageDirtyInSlot(slot, c.gfn);
     }
-    lo = tdpMmuIterWriteLeafBits(mmu.tdp, root, c.hwGfn, lo | want);
+    lo = tdpMmuWriteWalkedSpteLo(walk, lo | want);
   }
   const span = level === 1 ? 1 : level === 2 ? 512 : 262144;
   const basePfn = spteToPfn(lo, walk.hi);
@@ -260,7 +259,8 @@ function fastPageFault(mmu: X86Mmu, vcpu: Vcpu, c: Classified, fault: KvmPageFau
   if (root < 0 || walk.level === 0 || (walk.lo & SPTE_MMU_PRESENT_MASK) === 0) return null;
   if (walk.level !== 1 || (walk.lo & PT_WRITABLE_MASK) !== 0 || (walk.hi & EPT_SPTE_MMU_WRITABLE_HI) === 0)
     return null;
-  tdpMmuIterWriteLeafBits(mmu.tdp, root, c.hwGfn, walk.lo | PT_WRITABLE_MASK | VMX_EPT_DIRTY_BIT);
+  // translate()'s walk ended on this leaf: fix it where it stands.
+  tdpMmuWriteWalkedSpteLo(walk, walk.lo | PT_WRITABLE_MASK | VMX_EPT_DIRTY_BIT);
   const slot = mmu.vm.activeMemslots(vcpu.asId()).searchMemslots(c.gfn);
   if (slot !== null) markPageDirtyInSlot(slot, c.gfn);
   vcpu.stats.pf_fast++;

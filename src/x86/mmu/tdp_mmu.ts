@@ -337,6 +337,9 @@ export interface TdpWalkResult {
   lo: number;
   hi: number;
   level: number;
+  /** Where that SPTE's low word lives (the walk's sptep), for the CPU's in-place A/D updates. */
+  sptep?: Int32Array;
+  word?: number;
 }
 
 /**
@@ -358,9 +361,23 @@ export function kvmTdpMmuGetWalk(mmu: TdpMmu, root: number, gfn: number, out: Td
       out.lo = lo;
       out.hi = hi;
       out.level = level;
+      out.sptep = arr;
+      out.word = i;
       return present;
     }
     t = childTableOf(lo, hi);
     level--;
   }
+}
+
+/**
+ * Rewrite the low word of the SPTE a walk ended on, in place: the CPU's Accessed/Dirty assists and
+ * fast_page_fault's cmpxchg that restores W on a write-protected leaf. Neither changes the pfn or
+ * presence, so there is no page-stat or handle_changed_spte bookkeeping.
+ * @kernel arch/x86/kvm/mmu/mmu.c#fast_pf_fix_direct_spte
+ */
+export function tdpMmuWriteWalkedSpteLo(walk: TdpWalkResult, lo: number): number {
+  walk.sptep![walk.word!] = lo | 0;
+  walk.lo = lo | 0;
+  return lo;
 }
