@@ -12,6 +12,8 @@
  * available through readAll().
  */
 import { check, getLibc } from './libc.ts';
+import { KVM_IOCTL } from '../../uapi/kvm.ts';
+import { ownFd, release, type Resource } from './resources.ts';
 
 export const KVM_STATS_TYPE_NAMES = ['cumulative', 'instant', 'peak', 'linear_hist', 'log_hist'] as const;
 export const KVM_STATS_UNIT_NAMES = ['none', 'bytes', 'seconds', 'cycles', 'boolean'] as const;
@@ -128,4 +130,20 @@ export class BinaryStatsFd {
 function cString(b: Uint8Array): string {
   const z = b.indexOf(0);
   return Buffer.from(b.subarray(0, z < 0 ? b.length : z)).toString('latin1');
+}
+
+/**
+ * KVM_GET_STATS_FD on a VM or vCPU fd: the stats file, parsed, and the resource that closes it. If
+ * parsing fails the fd is closed before the error propagates, so a failed call leaks nothing.
+ */
+export function openBinaryStatsFd(ownerFd: number, label: string): { bsf: BinaryStatsFd; res: Resource } {
+  const name = 'KVM_GET_STATS_FD';
+  const sfd = check(getLibc().ioctlInt(ownerFd, KVM_IOCTL.KVM_GET_STATS_FD, 0), name, () => label);
+  const res = ownFd(sfd, `${label} stats`);
+  try {
+    return { bsf: new BinaryStatsFd(sfd), res };
+  } catch (e) {
+    release(res);
+    throw e;
+  }
 }

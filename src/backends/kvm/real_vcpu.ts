@@ -13,7 +13,7 @@
 import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
 import { KvmError, hex } from '../../kvm/kvm_error.ts';
 import { KVM_EXIT, KVM_IOCTL, KVM_MEMORY_EXIT_FLAG_PRIVATE } from '../../uapi/kvm.ts';
-import { BinaryStatsFd } from './binary_stats.ts';
+import { BinaryStatsFd, openBinaryStatsFd } from './binary_stats.ts';
 import { JMP_R11, type GuestHarness } from './guest_harness.ts';
 import {
   cpuidMaxPhyAddr,
@@ -154,19 +154,7 @@ export class RealVcpu {
     return this.statsFd();
   }
   private statsFd(): BinaryStatsFd {
-    if (this.stats) return this.stats.bsf;
-    const sfd = check(
-      getLibc().ioctlInt(this.live('KVM_GET_STATS_FD'), KVM_IOCTL.KVM_GET_STATS_FD, 0),
-      'KVM_GET_STATS_FD',
-      () => `vcpu ${this.id}`,
-    );
-    const res = ownFd(sfd, `vcpu ${this.id} stats`);
-    try {
-      this.stats = { bsf: new BinaryStatsFd(sfd), res };
-    } catch (e) {
-      release(res);
-      throw e;
-    }
+    this.stats ??= openBinaryStatsFd(this.live('KVM_GET_STATS_FD'), `vcpu ${this.id}`);
     return this.stats.bsf;
   }
 

@@ -19,7 +19,7 @@ import type {
 } from '../../kvm/api_types.ts';
 import { KvmError, hex } from '../../kvm/kvm_error.ts';
 import { KVM_IOCTL, STRUCT_SIZE } from '../../uapi/kvm.ts';
-import { BinaryStatsFd } from './binary_stats.ts';
+import { BinaryStatsFd, openBinaryStatsFd } from './binary_stats.ts';
 import { DEFAULT_HARNESS, GuestHarness, type HarnessConfig } from './guest_harness.ts';
 import { CPUID_ENTRY_SIZE, cstruct, encodeRegion2, KVM_GET_SUPPORTED_CPUID } from './kvm_structs.ts';
 import { check, getLibc } from './libc.ts';
@@ -273,16 +273,7 @@ export class RealVm {
   }
 
   private statsFd(): BinaryStatsFd {
-    if (this.stats) return this.stats.bsf;
-    const name = 'KVM_GET_STATS_FD';
-    const sfd = check(getLibc().ioctlInt(this.live(name), KVM_IOCTL.KVM_GET_STATS_FD, 0), name, () => 'vm');
-    const res = ownFd(sfd, 'vm stats');
-    try {
-      this.stats = { bsf: new BinaryStatsFd(sfd), res };
-    } catch (e) {
-      release(res);
-      throw e;
-    }
+    this.stats ??= openBinaryStatsFd(this.live('KVM_GET_STATS_FD'), 'vm');
     return this.stats.bsf;
   }
 
