@@ -39,6 +39,7 @@ import { gfnToIndex } from '../x86/x86.ts';
 import { kvmMmuGetMtMask } from '../x86/mtrr.ts';
 import type { PgLevel } from '../types/addr.ts';
 import { expectedPfn, isPrivateGfn } from './reference.ts';
+import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
 
 /** Where audits send what they find. */
 export type Report = (id: string, message: string, gfn?: number, pfn?: number) => void;
@@ -63,7 +64,7 @@ function* samplePages(span: number): Generator<number> {
  * INV-PFN-001 / INV-PFN-002 for one mapping (an SPTE leaf or a TLB entry) of [gfn, gfn + span) → basePfn.
  * Returns after the first bad page: one report per mapping.
  */
-function checkMappedPfns(
+export function checkMappedPfns(
   vm: VmState,
   report: Report,
   what: string,
@@ -323,7 +324,9 @@ export function auditRoots(vm: VmState, report: Report): void {
 
 /** True if the vCPU flushes or reloads its root before it runs the guest again. */
 function tlbGoesAway(v: Vcpu): boolean {
-  return (v.requests & (KVM_REQ_TLB_FLUSH | KVM_REQ_MMU_FREE_OBSOLETE_ROOTS)) !== 0 || v.mmu.root < 0;
+  if ((v.requests & (KVM_REQ_TLB_FLUSH | KVM_REQ_MMU_FREE_OBSOLETE_ROOTS)) !== 0) return true;
+  const shadow = shadowMmuOf(v.vm);
+  return shadow !== null ? !shadow.roots.has(v) : v.mmu.root < 0;
 }
 
 /** TLB entries a vCPU can still use: INV-ZAP-002 (a live slot), INV-PFN-001/002 (the right page). */

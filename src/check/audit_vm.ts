@@ -37,6 +37,9 @@ export function checkAccess(
   opts: { private?: boolean } | undefined,
   report: Report,
 ): void {
+  // Under shadow paging the access names a guest virtual address: the reference (memslots → host pages)
+  // has no guest page tables to translate it with, so only the structural audits apply.
+  if (!vm.cfg.tdp) return;
   const exp = referenceAccess(vm, vcpu, gpa, kind, opts);
   const c = classifyGpa(vm, gpa, opts);
   const gfn = c.gfn;

@@ -16,6 +16,7 @@ import type { AccessKind, AccessResult } from '../kvm/api_types.ts';
 import type { X86Mmu } from '../x86/mmu/mmu.ts';
 import { auditGfn, auditRoots, auditSptes, auditTlbs, type MirrorLeaf, type Report } from './audit_mmu.ts';
 import { checkAccess, GmemFiles, TdxTracker } from './audit_vm.ts';
+import { auditShadow } from './audit_shadow.ts';
 
 /**
  * 'off': nothing. 'points': every access against the reference, whole-VM audits at the runner's audit
@@ -174,6 +175,7 @@ export class Checker {
     const mirror: MirrorLeaf[] = [];
     auditRoots(w.vm, report);
     auditSptes(w.vm, report, mirror);
+    auditShadow(w.vm, report);
     auditTlbs(w.vm, report);
     w.gmem.audit(w.vm, report);
     if (w.vm.info.hasMirroredTdp) w.tdx.audit(w.vm, mirror, report);

@@ -38,6 +38,13 @@ export interface KvmOptions {
   kernel?: KernelVersion;
   /** Reject clearing KVM_MEM_GUEST_MEMFD on an existing gmem slot (the 6.19-rc1 fix). */
   gmemFlagsFix?: boolean;
+  /**
+   * tdp_enabled: the host has EPT/NPT and KVM uses it. With tdpMmu false on such a host, EPT is built by
+   * the shadow MMU's code out of direct shadow pages (kvm.tdp_mmu=N; the only MMU before 5.10, so the
+   * one the 2019 VFIO regression ran on). false = shadow paging.
+   */
+  tdp?: boolean;
+  /** kvm.tdp_mmu: the TDP MMU builds EPT (needs tdp). */
   tdpMmu?: boolean;
   /** Bitmask of supported VM types (KVM_CAP_VM_TYPES). */
   vmTypes?: number;
@@ -78,6 +85,7 @@ export interface HostConfig {
   readonly profile: 'upstream-6.18' | 'pvm-6.18';
   readonly kernel: KernelVersion;
   readonly gmemFlagsFix: boolean;
+  readonly tdp: boolean;
   readonly tdpMmu: boolean;
   readonly vmTypes: number;
   readonly smm: boolean;
@@ -103,6 +111,7 @@ const PROFILES: Record<HostConfig['profile'], Omit<HostConfig, 'profile'>> = {
   'upstream-6.18': {
     kernel: '6.18',
     gmemFlagsFix: false,
+    tdp: true,
     tdpMmu: true,
     vmTypes: 0b111111,
     smm: true,
@@ -121,6 +130,7 @@ const PROFILES: Record<HostConfig['profile'], Omit<HostConfig, 'profile'>> = {
   'pvm-6.18': {
     kernel: '6.18',
     gmemFlagsFix: true,
+    tdp: false,
     tdpMmu: false,
     vmTypes: 0b1,
     smm: false,
@@ -154,6 +164,10 @@ export function resolveHostConfig(opts: KvmOptions = {}): HostConfig {
     (cfg as { gmemFlagsFix: boolean }).gmemFlagsFix = opts.kernel === '6.19';
   }
   (cfg as { bugs: readonly BugName[] }).bugs = resolveBugs(opts.bugs);
+  // tdp_mmu_enabled = tdp_mmu_allowed && tdp_enabled: without TDP the module parameter does nothing, but
+  // asking for both at once is a contradiction worth naming.
+  if (opts.tdp === false && opts.tdpMmu === true) throw new TypeError('tdpMmu: true needs tdp (EPT/NPT)');
+  if (!cfg.tdp) (cfg as { tdpMmu: boolean }).tdpMmu = false;
   applyBugSwitches(cfg as { -readonly [K in keyof HostConfig]: HostConfig[K] }, opts);
   if (!(cfg.vmTypes & 1)) throw new TypeError('vmTypes must include KVM_X86_DEFAULT_VM (bit 0)');
   if (cfg.cdToggleZap && !cfg.honorGuestMtrrs)

@@ -40,7 +40,9 @@ export function vmTypeNumber(t: string | number | undefined): number {
  */
 export function designsFor(sc: Scenario): { allowed: DesignSpec[]; skipped: { id: string; why: string }[] } {
   const types = sc.vms.map((v) => vmTypeNumber(v.type));
-  const tdpMmu = (sc.host?.overrides?.['tdpMmu'] as boolean | undefined) ?? sc.host?.profile !== 'pvm-6.18';
+  const o = sc.host?.overrides;
+  const tdp = sc.host?.tdp ?? (o?.['tdp'] as boolean | undefined) ?? sc.host?.profile !== 'pvm-6.18';
+  const tdpMmu = tdp && (sc.host?.tdpMmu ?? (o?.['tdpMmu'] as boolean | undefined) ?? sc.host?.profile !== 'pvm-6.18');
   const tdxPrivate = sc.vms.some((v) => vmTypeNumber(v.type) === 5 && v.regions.some((r) => r.private));
   const allowed: DesignSpec[] = [];
   const skipped: { id: string; why: string }[] = [];

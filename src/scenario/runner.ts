@@ -105,7 +105,7 @@ function hash(s: string): number {
 function buildKvm(sc: Scenario, units: Map<string, zaplab.IommuUnit>): Kvm {
   const h = sc.host ?? {};
   const opts: Record<string, unknown> = { ...(h.overrides ?? {}) };
-  for (const k of ['profile', 'kernel', 'honorGuestMtrrs', 'cdToggleZap'] as const) if (h[k] !== undefined) opts[k] = h[k];
+  for (const k of ['profile', 'kernel', 'tdp', 'tdpMmu', 'honorGuestMtrrs', 'cdToggleZap'] as const) if (h[k] !== undefined) opts[k] = h[k];
   if (h.bugs?.length) opts['bugs'] = h.bugs;
   const kvm = new Kvm(opts as KvmOptions);
   if (h.snoopScope !== undefined || h.iommus?.length) {

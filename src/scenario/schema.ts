@@ -175,6 +175,10 @@ export const scenarioSchema = z.strictObject({
       profile: z.enum(['upstream-6.18', 'pvm-6.18']).optional(),
       /** the kernel whose behaviour is modelled where versions differ (a YAML 6.12 is read as "6.12") */
       kernel: kernelVersion.optional(),
+      /** tdp_enabled: EPT on (false = shadow paging) */
+      tdp: z.boolean().optional(),
+      /** kvm.tdp_mmu: false on an EPT host builds EPT with the shadow MMU's direct pages (the pre-5.10 MMU) */
+      tdpMmu: z.boolean().optional(),
       /** the v5.x–6.10 VMX memtype code: guest MTRRs and CR0.CD honoured with non-coherent DMA */
       honorGuestMtrrs: z.boolean().optional(),
       /** with honorGuestMtrrs: Yan Zhao's Nov 2024 fix, zap EPT on every CR0.CD toggle */

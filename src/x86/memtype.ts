@@ -69,7 +69,7 @@ export function kvmPostSetCr0(vcpu: Vcpu, oldCr0: number, cr0: number): void {
   if (!((cr0 ^ oldCr0) & X86_CR0_CD)) return;
   const vm = vcpu.vm;
   // 6.11+ (e1548088ff54): CR0.CD no longer feeds vmx_get_mt_mask, so nothing can go stale.
-  if (!vm.cfg.honorGuestMtrrs || !vm.cfg.tdpMmu || !kvmArchHasNoncoherentDma(vm)) return;
+  if (!vm.cfg.honorGuestMtrrs || !vm.cfg.tdp || !kvmArchHasNoncoherentDma(vm)) return;
   // BUG vfio-2019-memtype: as v5.3 shipped with the quirk enabled by default, no zap on the toggle.
   if (hasBug(vm.cfg, 'vfio-2019-memtype')) return;
   if (vm.cfg.cdToggleZap || !kvmCheckHasQuirk(vm.arch, KVM_X86_QUIRK_CD_NW_CLEARED))
@@ -86,7 +86,7 @@ function kvmNoncoherentDmaAssignmentStartOrStop(vm: VmState): void {
   // assignment starts/stops").
   if (vm.cfg.honorGuestMtrrs) return;
   const mayIgnoreGuestPat =
-    vm.cfg.kernel < '6.15' ? vm.cfg.tdpMmu : kvmCheckHasQuirk(vm.arch, KVM_X86_QUIRK_IGNORE_GUEST_PAT);
+    vm.cfg.kernel < '6.15' ? vm.cfg.tdp : kvmCheckHasQuirk(vm.arch, KVM_X86_QUIRK_IGNORE_GUEST_PAT);
   if (mayIgnoreGuestPat) kvmZapGfnRange(vm, 0, GFN_ALL_END);
 }
 

@@ -215,7 +215,7 @@ function varRange(vcpu: Vcpu, i: number): [number, number] {
  */
 function updateMtrr(vcpu: Vcpu, msr: number): void {
   const vm = vcpu.vm;
-  if (msr === MSR_IA32_CR_PAT || !vm.cfg.honorGuestMtrrs || !vm.cfg.tdpMmu || !kvmArchHasNoncoherentDma(vm))
+  if (msr === MSR_IA32_CR_PAT || !vm.cfg.honorGuestMtrrs || !vm.cfg.tdp || !kvmArchHasNoncoherentDma(vm))
     return;
   const s = vcpu.memtype;
   if (!(s.deftype & MTRR_DEF_TYPE_E) && msr !== MSR_MTRRdefType) return;

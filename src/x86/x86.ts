@@ -70,7 +70,7 @@ export function kvmCheckHasQuirk(arch: KvmArch, quirk: number): boolean {
 
 /** @kernel arch/x86/kvm/mmu.h#kvm_mmu_max_gfn */
 export function kvmMmuMaxGfn(cfg: HostConfig): number {
-  const bits = cfg.tdpMmu ? cfg.maxPhyAddr : 52;
+  const bits = cfg.tdp ? cfg.maxPhyAddr : 52;
   return 2 ** (bits - 12) - 1;
 }
 

@@ -91,7 +91,7 @@ export function checkExtension(cfg: HostConfig, vm: CapVm | null, cap: number): 
     case C.KVM_CAP_VM_TYPES:
       return supportedVmTypes(cfg);
     case C.KVM_CAP_PRE_FAULT_MEMORY:
-      return cfg.tdpMmu ? 1 : 0;
+      return cfg.tdp ? 1 : 0; // tdp_enabled
     default:
       return 0;
   }

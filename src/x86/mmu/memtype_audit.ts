@@ -1,7 +1,7 @@
 /**
- * Inspection (not a kernel function): walk every direct TDP root of a VM and compare each present leaf
- * SPTE's memory-type bits (EPT memtype 5:3 and IPAT 6) with what vmx_get_mt_mask would compute for it
- * now. A leaf that differs is a stale memtype: the guest keeps using the old cacheability until
+ * Inspection (not a kernel function): walk every direct TDP root of a VM — or, with the shadow MMU on an
+ * EPT host, every direct shadow page — and compare each present leaf SPTE's memory-type bits (EPT memtype
+ * 5:3 and IPAT 6) with what vmx_get_mt_mask would compute for it now. A leaf that differs is a stale memtype: the guest keeps using the old cacheability until
  * something zaps it — the failure mode behind the 2019 VFIO regression (mmu-zap.md §6.7).
  *
  * Kernel counterpart: none; it reads what arch/x86/kvm/mmu/spte.c#make_spte put into SPTEs.
@@ -16,11 +16,16 @@ import { TdpIter, tdpIterNext, tdpIterStart } from './tdp_iter.ts';
 import { isLastSpte, isShadowPresentPte, spteToPfn, VMX_EPT_IPAT_BIT, VMX_EPT_MT_MASK } from './spte.ts';
 import { ROLE_INVALID, ROLE_IS_MIRROR } from './mmu_internal.ts';
 import { kvmMmuGetMtMask } from '../mtrr.ts';
+import { shadowMmuOf, type ShadowMmu } from './shadow_mmu.ts';
+import { SPTE_MT_BITS, type ShadowPage } from './shadow_rmap.ts';
 
 const MT_BITS = VMX_EPT_MT_MASK | VMX_EPT_IPAT_BIT;
 
 export interface StaleMemtypeSpte {
+  /** the TDP root, or the shadow page's id */
   root: number;
+  /** with the shadow MMU: the page holding the leaf, and whether a vCPU's root reaches it */
+  sp?: { gfn: number; level: number; linked: boolean };
   gfn: number;
   level: number;
   pfn: number;
@@ -49,6 +54,11 @@ export function decodeMtMask(mask: number): { memtype: number; ipat: boolean } {
 /** Compare every leaf's memory type with kvmMmuGetMtMask(vcpu, gfn) now. */
 export function auditSpteMemtypes(vm: VmState, vcpu: Vcpu | undefined = vm.vcpus[0]): MemtypeAudit {
   const out: MemtypeAudit = { leafs: 0, stale: 0, staleType: 0, staleInValidRoots: 0, entries: [] };
+  const shadow = shadowMmuOf(vm);
+  if (shadow !== null) {
+    if (shadow.tdpEnabled && vcpu !== undefined) auditShadowMemtypes(shadow, vcpu, out);
+    return out;
+  }
   const mmu = vm.mmu as Partial<X86Mmu>;
   if (mmu.tdp === undefined || vcpu === undefined) return out;
   const pool = mmu.tdp.pool;
@@ -72,4 +82,46 @@ export function auditSpteMemtypes(vm: VmState, vcpu: Vcpu | undefined = vm.vcpus
     }
   }
   return out;
+}
+
+/** Shadow pages a vCPU's root reaches (the rest sit in the hash until a fault re-links or a zap frees them). */
+export function linkedShadowPages(mmu: ShadowMmu): Set<ShadowPage> {
+  const seen = new Set<ShadowPage>();
+  const stack = [...mmu.roots.values()];
+  while (stack.length > 0) {
+    const sp = stack.pop()!;
+    if (seen.has(sp)) continue;
+    seen.add(sp);
+    for (const c of sp.child ?? []) if (c !== null) stack.push(c);
+  }
+  return seen;
+}
+
+/** The direct-page half of auditSpteMemtypes: 'valid roots' here means pages a vCPU's root reaches. */
+function auditShadowMemtypes(mmu: ShadowMmu, vcpu: Vcpu, out: MemtypeAudit): void {
+  const linked = linkedShadowPages(mmu);
+  for (const sp of mmu.shadowPages()) {
+    if (!sp.direct || sp.pfn === null) continue;
+    for (let i = 0; i < 512; i++) {
+      if (!sp.isLeaf(i)) continue;
+      out.leafs++;
+      const gfn = sp.gfns![i]!;
+      const have = sp.bits![i]! & SPTE_MT_BITS;
+      const want = kvmMmuGetMtMask(vcpu, gfn, false);
+      if (have === want) continue;
+      out.stale++;
+      if ((have & VMX_EPT_MT_MASK) !== (want & VMX_EPT_MT_MASK)) out.staleType++;
+      const isLinked = linked.has(sp);
+      if (isLinked) out.staleInValidRoots++;
+      out.entries.push({
+        root: sp.id,
+        sp: { gfn: sp.gfn, level: sp.level, linked: isLinked },
+        gfn,
+        level: sp.level,
+        pfn: sp.pfn[i]!,
+        have,
+        want,
+      });
+    }
+  }
 }

@@ -21,7 +21,14 @@ import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
 import { KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_MEMSLOT_INVALID } from '../../uapi/kvm.ts';
 import { markPageDirtyInSlot } from '../../kvm/dirty_log.ts';
 import { kvmGfnIsWriteTracked } from './page_track.ts';
-import { rmapAdd, makeRole, SPTE_MMU_WRITABLE, SPTE_USER, SPTE_WRITABLE, type ShadowPage } from './shadow_rmap.ts';
+import {
+  rmapAdd,
+  makeRole,
+  SPTE_MMU_WRITABLE,
+  SPTE_USER,
+  SPTE_WRITABLE,
+  type ShadowPage,
+} from './shadow_rmap.ts';
 import {
   ACC_USER_MASK,
   ACC_WRITE_MASK,
@@ -35,16 +42,17 @@ import {
   type GuestWalker,
 } from './guest_paging.ts';
 import type { ShadowMmu } from './shadow_mmu.ts';
+import { kvmMmuGetMtMask } from '../mtrr.ts';
 
 /** PTE_PREFETCH_NUM */
 export const PTE_PREFETCH_NUM = 8;
-const RET_PF_RETRY = 1;
-const RET_PF_EMULATE = 2;
-const RET_PF_FIXED = 5;
-const RET_PF_SPURIOUS = 6;
-const RET_PF_WRITE_PROTECTED = 7;
+export const RET_PF_RETRY = 1;
+export const RET_PF_EMULATE = 2;
+export const RET_PF_FIXED = 5;
+export const RET_PF_SPURIOUS = 6;
+export const RET_PF_WRITE_PROTECTED = 7;
 const RET_PF_GUEST = 100; // model: the walk failed, the #PF goes to the guest
-const RET_PF_MEMORY_FAULT = -14;
+export const RET_PF_MEMORY_FAULT = -14;
 const MAX_REFAULTS = 8;
 const PAGE = 4096;
 
@@ -92,7 +100,8 @@ export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: 
     const r = shadowPageFault(mmu, vcpu, gva, write);
     if (r === RET_PF_FIXED || r === RET_PF_SPURIOUS || r === RET_PF_RETRY) continue;
     if (r === RET_PF_GUEST) return { exit: 'retry', gpa: gva, reason: `guest #PF: ${walker.fault}` };
-    if (r === RET_PF_MEMORY_FAULT) return { exit: 'memory_fault', gpa: walker.gfn * PAGE, size: PAGE, private: false };
+    if (r === RET_PF_MEMORY_FAULT)
+      return { exit: 'memory_fault', gpa: walker.gfn * PAGE, size: PAGE, private: false };
     if (r === RET_PF_WRITE_PROTECTED) {
       // The write hit a shadowed guest table: the emulator performs it and tells page tracking.
       kvmMmuTrackWrite(mmu, walker.gfn);
@@ -120,8 +129,10 @@ export function shadowPageFault(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: 
   if (p === null) return RET_PF_MEMORY_FAULT;
   const writable = p.writable && !(slot.flags & KVM_MEM_READONLY);
   const r = fetch(mmu, vcpu, w, gva, slot, p.pfn, writable, write);
-  if (r === RET_PF_FIXED) vcpu.stats.pf_fixed++;
-  else if (r === RET_PF_SPURIOUS) vcpu.stats.pf_spurious++;
+  if (r === RET_PF_FIXED) {
+    vcpu.stats.pf_fixed++;
+    mmu.noteFixed(w.gfn);
+  } else if (r === RET_PF_SPURIOUS) vcpu.stats.pf_spurious++;
   else if (r === RET_PF_WRITE_PROTECTED) vcpu.stats.pf_emulate++;
   return r;
 }
@@ -167,18 +178,32 @@ function fetch(
     sp = child;
   }
   const i = index(gva, 1);
-  const r = mmuSetSpte(mmu, sp, i, w.pteAccess, w.ptes[w.level - 1]!, w.gfn, slot, pfn, hostWritable, write, false);
+  const r = mmuSetSpte(
+    mmu,
+    sp,
+    i,
+    w.pteAccess,
+    w.ptes[w.level - 1]!,
+    w.gfn,
+    slot,
+    pfn,
+    hostWritable,
+    write,
+    false,
+    0,
+  );
   if (r === RET_PF_SPURIOUS) return r;
-  ptePrefetch(mmu, sp, i);
+  ptePrefetch(mmu, vcpu, sp, i);
   return r;
 }
 
 /**
- * Install (or upgrade) a leaf SPTE. Write access needs a dirty gPTE (protect_clean_gpte) and a gfn that
- * is not a shadowed guest table (mmu_try_to_unsync_pages; no unsync in the model).
+ * Install (or upgrade) leaf i of sp (4K, or 2M in a level-2 direct page). Write access needs a dirty gPTE
+ * (protect_clean_gpte; direct pages pass a dirty one) and a gfn that is not a shadowed guest table
+ * (mmu_try_to_unsync_pages; no unsync in the model). `mt` is the EPT memtype|IPAT (0 without EPT).
  * @kernel arch/x86/kvm/mmu/mmu.c#mmu_set_spte
  */
-function mmuSetSpte(
+export function mmuSetSpte(
   mmu: ShadowMmu,
   sp: ShadowPage,
   i: number,
@@ -190,13 +215,14 @@ function mmuSetSpte(
   hostWritable: boolean,
   write: boolean,
   prefetch: boolean,
+  mt: number,
 ): number {
   let access = pteAccess;
   if (!(gpte & PT_DIRTY_MASK)) access &= ~ACC_WRITE_MASK; // FNAME(protect_clean_gpte)
   if (!hostWritable) access &= ~ACC_WRITE_MASK;
   // A read fault in a dirty-logged slot maps read-only, so the first write is seen and logged.
   if (!write && !prefetch && slot.flags & KVM_MEM_LOG_DIRTY_PAGES) access &= ~ACC_WRITE_MASK;
-  let bits = access & ACC_USER_MASK ? SPTE_USER : 0;
+  let bits = (access & ACC_USER_MASK ? SPTE_USER : 0) | mt;
   let wrprot = false;
   const old = sp.pfn![i]!;
   const oldBits = sp.bits![i]!;
@@ -222,7 +248,8 @@ function mmuSetSpte(
   } else {
     sp.gfns![i] = gfn;
     rmapAdd(mmu.vm.stats, slot, sp, i, gfn);
-    mmu.vm.stats.pages_4k++;
+    if (sp.level === 1) mmu.vm.stats.pages_4k++;
+    else mmu.vm.stats.pages_2m++;
   }
   sp.pfn![i] = pfn;
   sp.bits![i] = bits;
@@ -239,7 +266,7 @@ function gfnIsShadowedTable(mmu: ShadowMmu, slot: KvmMemorySlot, gfn: number): b
  * present+Accessed (or whose page cannot be mapped without a fault).
  * @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(pte_prefetch)
  */
-function ptePrefetch(mmu: ShadowMmu, sp: ShadowPage, at: number): void {
+export function ptePrefetch(mmu: ShadowMmu, vcpu: Vcpu, sp: ShadowPage, at: number): void {
   if (sp.level > 1 || mmu.vm.mmuInvalidateInProgress > 0) return;
   const first = at & ~(PTE_PREFETCH_NUM - 1);
   for (let i = first; i < first + PTE_PREFETCH_NUM; i++) {
@@ -257,15 +284,34 @@ function ptePrefetch(mmu: ShadowMmu, sp: ShadowPage, at: number): void {
       // FNAME(prefetch_invalid_gpte): not present or not Accessed ends the prefetch.
       if (!(gpte & PT_PRESENT_MASK) || !(gpte & PT_ACCESSED_MASK)) break;
       gfn = gpteToGfn(gpte);
-      access = ((sp.role >> 5) & 7) & gpteAccess(gpte);
+      access = (sp.role >> 5) & 7 & gpteAccess(gpte);
     }
     const slot = mmu.slotForGfn(gfn);
     const writable = access & ACC_WRITE_MASK && gpte & PT_DIRTY_MASK;
     // gfn_to_memslot_dirty_bitmap: no prefetching writable SPTEs into a dirty-logged slot.
-    if (slot === null || slot.flags & KVM_MEMSLOT_INVALID || (writable && slot.flags & KVM_MEM_LOG_DIRTY_PAGES)) break;
+    if (
+      slot === null ||
+      slot.flags & KVM_MEMSLOT_INVALID ||
+      (writable && slot.flags & KVM_MEM_LOG_DIRTY_PAGES)
+    )
+      break;
     const p = mmu.vm.kvm.host.hvaToPfn(slot.userspaceAddr + (gfn - slot.baseGfn) * PAGE, false);
     if (p === null) break;
-    mmuSetSpte(mmu, sp, i, access, gpte, gfn, slot, p.pfn, p.writable && !(slot.flags & KVM_MEM_READONLY), false, true);
+    const mt = mmu.tdpEnabled ? kvmMmuGetMtMask(vcpu, gfn, false) : 0;
+    mmuSetSpte(
+      mmu,
+      sp,
+      i,
+      access,
+      gpte,
+      gfn,
+      slot,
+      p.pfn,
+      p.writable && !(slot.flags & KVM_MEM_READONLY),
+      false,
+      true,
+      mt,
+    );
   }
 }
 
@@ -281,22 +327,14 @@ export function kvmMmuTrackWrite(mmu: ShadowMmu, gfn: number, index?: number): v
   for (const sp of mmu.validSpsForGfn(gfn)) {
     if (!sp.hasGptes) continue;
     for (let i = index ?? 0; i < (index === undefined ? 512 : index + 1); i++) {
-      if (sp.pfn !== null ? sp.pfn[i]! >= 0 : sp.child![i] != null) {
+      if (sp.isLeaf(i) || (sp.child?.[i] ?? null) !== null) {
         if (sp.level > 1) mmu.vm.stats.mmu_pde_zapped++;
-        zapOne(mmu, sp, i);
+        mmu.mmuPageZapPte(sp, i);
         flush = true;
       }
     }
   }
   if (flush) mmu.vm.flushRemoteTlbs();
-}
-
-function zapOne(mmu: ShadowMmu, sp: ShadowPage, i: number): void {
-  if (sp.pfn !== null) return mmu.dropSpte(sp, i);
-  const child = sp.child![i]!;
-  sp.child![i] = null;
-  const k = child.parents.findIndex((p) => p.sp === sp && p.i === i);
-  if (k >= 0) child.parents.splice(k, 1);
 }
 
 /**

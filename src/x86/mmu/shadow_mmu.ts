@@ -1,33 +1,74 @@
 /**
- * The shadow MMU (kvm.tdp_mmu=N, no TDP): shadow pages keyed by (gfn, role) in a 4096-bucket hash,
+ * The shadow MMU (kvm.tdp_mmu=N): shadow pages keyed by (gfn, role) in a 4096-bucket hash,
  * active_mmu_pages in FIFO order, per-slot rmaps, write tracking of shadowed guest tables, and the zap
  * machinery — prepare/commit, obsolete pages by mmu_valid_gen (zap-all-fast), the precise memslot zap
- * of 6.12+ and, behind a bug switch, the 2019 precise zap's sp->gfn filter. The fault path and the guest
- * access are in paging_tmpl.ts.
+ * of 6.12+ and, behind a bug switch, the 2019 precise zap's sp->gfn filter. Without TDP it shadows the
+ * guest's page tables (fault path and access in paging_tmpl.ts); on an EPT host it builds EPT out of
+ * direct pages (shadow_direct.ts), which is how every KVM before 5.10 ran EPT.
  *
  * Kernel counterpart: arch/x86/kvm/mmu/mmu.c (kvm_mmu_find_shadow_page, kvm_mmu_alloc_shadow_page,
  * account_shadowed, __kvm_mmu_prepare_zap_page, kvm_mmu_commit_zap_page, kvm_zap_obsolete_pages,
  * kvm_mmu_zap_all_fast, kvm_mmu_zap_memslot, kvm_mmu_zap_memslot_pages_and_flush, kvm_unmap_gfn_range,
  * kvm_mmu_load / kvm_mmu_free_roots / kvm_mmu_free_obsolete_roots, kvm_mmu_track_write).
  * Simplifications: no unsync pages (guest writes to shadowed tables always trap), no nested TDP, no
- * mmu page budget/recycling, one address space; the hash function is not hash_64 (bucket choice only
- * moves max_mmu_page_hash_collisions); see also shadow_rmap.ts and guest_paging.ts.
+ * mmu page budget/recycling, one address space; see also shadow_rmap.ts, shadow_direct.ts and
+ * guest_paging.ts.
  */
 import type { KvmGfnRange, KvmMemorySlot } from '../../kvm/kvm_host.ts';
 import type { VmState } from '../../kvm/vm_state.ts';
 import type { Vcpu } from '../../kvm/vcpu.ts';
 import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS } from '../../kvm/vcpu.ts';
-import { KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_DIRTY_LOG_INITIALLY_SET, type KvmMrChange } from '../../uapi/kvm.ts';
+import {
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEM_READONLY,
+  KVM_DIRTY_LOG_INITIALLY_SET,
+  type KvmMrChange,
+} from '../../uapi/kvm.ts';
 import type { KvmMmuOps } from '../mmu_ops.ts';
 import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
 import { MMIO_SPTE_GEN_MASK } from './spte.ts';
-import { ShadowPage, makeRole, rmapRemove, ROLE_INVALID, SPTE_WRITABLE, type SlotRmap } from './shadow_rmap.ts';
-import { kvmWriteTrackAddGfn, kvmWriteTrackRemoveGfn, kvmMmuGfnDisallowLpage, kvmMmuGfnAllowLpage } from './page_track.ts';
+import {
+  ShadowPage,
+  makeRole,
+  rmapIndex,
+  rmapRemove,
+  ROLE_INVALID,
+  SPTE_WRITABLE,
+  type SlotRmap,
+} from './shadow_rmap.ts';
+import {
+  kvmWriteTrackAddGfn,
+  kvmWriteTrackRemoveGfn,
+  kvmMmuGfnDisallowLpage,
+  kvmMmuGfnAllowLpage,
+} from './page_track.ts';
 import { GuestPageTables, ACC_ALL } from './guest_paging.ts';
 import { shadowVcpuAccess } from './paging_tmpl.ts';
+import { directVcpuAccess } from './shadow_direct.ts';
 
 /** KVM_MMU_HASH_SHIFT */
 const HASH_BUCKETS = 1 << 12;
+
+/**
+ * hash_64(gfn, KVM_MMU_HASH_SHIFT): the top 12 bits of gfn * GOLDEN_RATIO_64 mod 2^64, computed in
+ * 16-bit pieces (gfn < 2^52) so that bucket mates — and max_mmu_page_hash_collisions — are the kernel's.
+ * @kernel include/linux/hash.h#hash_64_generic
+ */
+export function kvmPageTableHashfn(gfn: number): number {
+  const v0 = gfn >>> 0;
+  const v1 = Math.floor(gfn / 2 ** 32) >>> 0;
+  const g0 = 0x80b583eb;
+  const g1 = 0x61c88646;
+  // high 32 bits of v0 * g0
+  const al = v0 & 0xffff;
+  const ah = v0 >>> 16;
+  const bl = g0 & 0xffff;
+  const bh = g0 >>> 16;
+  const mid = ah * bl + al * bh + ((al * bl) >>> 16);
+  const mulhi = ah * bh + Math.floor(mid / 65536);
+  const hi = (mulhi + Math.imul(v0, g1) + Math.imul(v1, g0)) >>> 0;
+  return hi >>> 20;
+}
 
 export class ShadowMmu implements KvmMmuOps {
   /** kvm->arch.mmu_valid_gen */
@@ -47,15 +88,20 @@ export class ShadowMmu implements KvmMmuOps {
    * of any kind whose base gfn equals a gfn of the slot (mmu-zap.md §4.3), instead of 6.12+'s rule.
    */
   bug2019PreciseZap = false;
+  /** tdp_enabled: EPT out of direct pages (shadow_direct.ts) instead of shadowing guest page tables. */
+  readonly tdpEnabled: boolean;
+  /** gfns a fault has ever mapped (model counter 'refaults': faults on gfns mapped before) */
+  private readonly everMapped = new Set<number>();
 
   constructor(readonly vm: VmState) {
+    this.tdpEnabled = vm.cfg.tdp;
     // The host profile's historical-bug list, where it exists (host_profile.ts `bugs`).
     const bugs = (vm.cfg as { bugs?: readonly string[] }).bugs;
     this.bug2019PreciseZap = Array.isArray(bugs) && bugs.includes('shadow-2019-precise-zap');
   }
 
   private bucket(gfn: number): ShadowPage[] {
-    const h = (Math.imul(gfn | 0, 0x61c88647) ^ Math.imul((gfn / 2 ** 32) | 0, 0x9e3779b9)) >>> 20;
+    const h = kvmPageTableHashfn(gfn);
     let b = this.hash[h];
     if (b === undefined) this.hash[h] = b = [];
     return b;
@@ -127,47 +173,72 @@ export class ShadowMmu implements KvmMmuOps {
   private unaccountShadowed(sp: ShadowPage): void {
     this.indirectShadowPages--;
     const slot = this.slotForGfn(sp.gfn);
-    if (this.vm.warnOnce(slot === null, 'INV-SHADOW-UNACCOUNT', `unaccount_shadowed: no slot for gfn 0x${sp.gfn.toString(16)}`))
+    if (
+      this.vm.warnOnce(
+        slot === null,
+        'INV-SHADOW-UNACCOUNT',
+        `unaccount_shadowed: no slot for gfn 0x${sp.gfn.toString(16)}`,
+      )
+    )
       return;
     if (sp.level > 1) kvmWriteTrackRemoveGfn(slot!, sp.gfn);
     else kvmMmuGfnAllowLpage(slot!, sp.gfn);
   }
 
-  /** Clear W on every SPTE mapping gfn; true if one was writable. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_slot_gfn_write_protect */
+  /** Clear W on every SPTE mapping gfn, at every level; true if one was writable. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_slot_gfn_write_protect */
   writeProtectGfn(slot: KvmMemorySlot, gfn: number): boolean {
-    const list = (slot.arch.rmap as SlotRmap | null)?.get(gfn - slot.baseGfn);
+    const r = slot.arch.rmap as SlotRmap | null;
+    if (r === null || r === undefined) return false;
     let flush = false;
-    for (const e of list ?? []) {
-      if (e.sp.bits![e.i]! & SPTE_WRITABLE) {
-        e.sp.bits![e.i]! &= ~SPTE_WRITABLE;
-        flush = true;
+    for (let level = 1; level <= 2; level++) {
+      for (const e of r[level - 1]!.get(rmapIndex(slot, gfn, level)) ?? []) {
+        if (e.sp.bits![e.i]! & SPTE_WRITABLE) {
+          e.sp.bits![e.i]! &= ~SPTE_WRITABLE;
+          flush = true;
+        }
       }
     }
     return flush;
   }
 
-  /** Zap a leaf SPTE: clear it, remove it from its rmap, pages_4k--. @kernel arch/x86/kvm/mmu/mmu.c#drop_spte */
+  /** Zap a leaf SPTE: clear it, remove it from its rmap, pages_4k/pages_2m--. @kernel arch/x86/kvm/mmu/mmu.c#drop_spte */
   dropSpte(sp: ShadowPage, i: number): void {
     const gfn = sp.gfns![i]!;
     const slot = this.slotForGfn(gfn);
     if (slot !== null) rmapRemove(slot, sp, i, gfn);
     sp.pfn![i] = -1;
     sp.bits![i] = 0;
-    this.vm.stats.pages_4k--;
+    if (sp.level === 1) {
+      this.vm.stats.pages_4k--;
+      this.vm.countModel('sptes_zapped_4k');
+    } else {
+      this.vm.stats.pages_2m--;
+      this.vm.countModel('sptes_zapped_2m');
+    }
   }
 
-  /** @kernel arch/x86/kvm/mmu/mmu.c#mmu_page_zap_pte ; true if a present SPTE was zapped */
-  private mmuPageZapPte(sp: ShadowPage, i: number): boolean {
-    if (sp.pfn !== null) {
-      if (sp.pfn[i]! < 0) return false;
-      this.dropSpte(sp, i);
+  /** A fault mapped gfn: count it as a refault if gfn was mapped before. */
+  noteFixed(gfn: number): void {
+    if (this.everMapped.has(gfn)) this.vm.countModel('refaults');
+    else this.everMapped.add(gfn);
+  }
+
+  /**
+   * Clear entry i of sp: a leaf is dropped; a link to a child page is cut (the child keeps its SPTEs and
+   * stays in the hash, where the next fault below this entry finds and re-links it).
+   * @kernel arch/x86/kvm/mmu/mmu.c#mmu_page_zap_pte ; true if a present SPTE was zapped
+   */
+  mmuPageZapPte(sp: ShadowPage, i: number): boolean {
+    const child = sp.child?.[i];
+    if (child !== null && child !== undefined) {
+      sp.child![i] = null;
+      const k = child.parents.findIndex((p) => p.sp === sp && p.i === i);
+      if (k >= 0) child.parents.splice(k, 1); // drop_parent_pte
+      this.vm.countModel('sptes_zapped_nonleaf');
       return true;
     }
-    const child = sp.child![i];
-    if (child === null || child === undefined) return false;
-    sp.child![i] = null;
-    const k = child.parents.findIndex((p) => p.sp === sp && p.i === i);
-    if (k >= 0) child.parents.splice(k, 1); // drop_parent_pte
+    if (!sp.isLeaf(i)) return false;
+    this.dropSpte(sp, i);
     return true;
   }
 
@@ -266,18 +337,45 @@ export class ShadowMmu implements KvmMmuOps {
     this.kvmMmuZapMemslot(slot);
   }
 
-  /** Drop every leaf SPTE of [start, end) found through the slot's rmaps. @kernel arch/x86/kvm/mmu/mmu.c#kvm_unmap_gfn_range */
+  /** Drop every leaf SPTE of [start, end) found through the slot's rmaps, at every level. @kernel arch/x86/kvm/mmu/mmu.c#kvm_unmap_gfn_range */
   kvmUnmapGfnRange(range: KvmGfnRange): boolean {
     const slot = range.slot;
     const r = slot.arch.rmap as SlotRmap | null;
-    if (r === null || r === undefined) return false;
+    if (r === null || r === undefined || range.end <= range.start) return false;
     let flush = false;
-    const lo = range.start - slot.baseGfn;
-    const hi = range.end - slot.baseGfn;
-    for (const [off, list] of [...r]) {
-      if (off < lo || off >= hi) continue;
-      for (const e of [...list]) this.dropSpte(e.sp, e.i); // kvm_zap_rmap
-      flush = true;
+    for (let level = 1; level <= 2; level++) {
+      // A huge leaf is hit if any of its gfns is in the range (gfn_to_index of the first and the last).
+      const lo = rmapIndex(slot, range.start, level);
+      const hi = rmapIndex(slot, range.end - 1, level);
+      for (const [k, list] of [...r[level - 1]!]) {
+        if (k < lo || k > hi) continue;
+        for (const e of [...list]) this.dropSpte(e.sp, e.i); // kvm_zap_rmap
+        flush = true;
+      }
+    }
+    return flush;
+  }
+
+  /**
+   * kvm_zap_gfn_range's rmap half: drop the leafs of [start, end) in every memslot that intersects it;
+   * true if something was dropped (the caller flushes).
+   * @kernel arch/x86/kvm/mmu/mmu.c#kvm_rmap_zap_gfn_range
+   */
+  kvmRmapZapGfnRange(start: number, end: number): boolean {
+    let flush = false;
+    for (const slot of [...this.vm.activeMemslots(0).inGfnRange(start, end)]) {
+      const s = Math.max(start, slot.baseGfn);
+      const e = Math.min(end, slot.baseGfn + slot.npages);
+      if (
+        this.kvmUnmapGfnRange({
+          slot,
+          start: s as typeof slot.baseGfn,
+          end: e as typeof slot.baseGfn,
+          attrFilter: 3,
+          mayBlock: true,
+        })
+      )
+        flush = true;
     }
     return flush;
   }
@@ -289,10 +387,10 @@ export class ShadowMmu implements KvmMmuOps {
     const now = (nu.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
     if (was === now || !now) return;
     if (this.vm.manualDirtyLogProtect & KVM_DIRTY_LOG_INITIALLY_SET) return;
-    // kvm_mmu_slot_remove_write_access at 4K through the rmaps, then an unconditional flush ("a flush is
-    // almost always going to be necessary", and it lets the helpers skip the subtle checks).
-    for (const list of ((nu.arch.rmap as SlotRmap | null) ?? new Map()).values())
-      for (const e of list) e.sp.bits![e.i]! &= ~SPTE_WRITABLE;
+    // kvm_mmu_slot_remove_write_access from 4K up through the rmaps, then an unconditional flush ("a
+    // flush is almost always going to be necessary", and it lets the helpers skip the subtle checks).
+    for (const r of (nu.arch.rmap as SlotRmap | null) ?? [])
+      for (const list of r.values()) for (const e of list) e.sp.bits![e.i]! &= ~SPTE_WRITABLE;
     this.vm.flushRemoteTlbs();
   }
 
@@ -304,7 +402,8 @@ export class ShadowMmu implements KvmMmuOps {
 
   /** Write-protect the logged pages again. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_write_protect_pt_masked */
   kvmArchMmuEnableLogDirtyPtMasked(slot: KvmMemorySlot, gfnOffset: number, mask: number): void {
-    for (let b = 0; b < 32; b++) if ((mask >>> b) & 1) this.writeProtectGfn(slot, slot.baseGfn + gfnOffset + b);
+    for (let b = 0; b < 32; b++)
+      if ((mask >>> b) & 1) this.writeProtectGfn(slot, slot.baseGfn + gfnOffset + b);
   }
 
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_all */
@@ -319,9 +418,15 @@ export class ShadowMmu implements KvmMmuOps {
     slot.arch.rmap = null;
   }
 
-  /** The root for the vCPU's CR3. @kernel arch/x86/kvm/mmu/mmu.c#mmu_alloc_shadow_roots */
+  /**
+   * The vCPU's root: the page shadowing its CR3, or on an EPT host the direct root for gfn 0 (every vCPU
+   * finds the same one in the hash).
+   * @kernel arch/x86/kvm/mmu/mmu.c#mmu_alloc_shadow_roots (mmu_alloc_direct_roots with TDP)
+   */
   kvmMmuLoad(vcpu: Vcpu): void {
-    const root = this.getShadowPage(Math.floor(vcpu.cr3 / 4096), makeRole(4, false, ACC_ALL));
+    const root = this.tdpEnabled
+      ? this.getShadowPage(0, makeRole(4, true, ACC_ALL))
+      : this.getShadowPage(Math.floor(vcpu.cr3 / 4096), makeRole(4, false, ACC_ALL));
     root.rootCount++;
     this.roots.set(vcpu, root);
     vcpu.tlb.flushAll(); // kvm_mmu_flush_tlb_current
@@ -345,13 +450,19 @@ export class ShadowMmu implements KvmMmuOps {
 
   /** CR3 changed: drop the current root (no prev_roots cache). @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_new_pgd */
   kvmMmuNewPgd(vcpu: Vcpu): void {
+    if (this.tdpEnabled) return; // the guest's CR3 is not KVM's business under EPT
     const root = this.roots.get(vcpu);
     if (root !== undefined && root.gfn !== Math.floor(vcpu.cr3 / 4096)) this.kvmMmuFreeRoots(vcpu);
   }
 
-  /** With shadow paging the guest runs on its own page tables: `gva` is a guest *virtual* address. */
-  vcpuAccess(vcpu: Vcpu, gva: number, kind: AccessKind, _opts: { private?: boolean }): AccessResult {
-    return shadowVcpuAccess(this, vcpu, gva, kind);
+  /**
+   * With shadow paging the guest runs on its own page tables and `addr` is a guest *virtual* address; on
+   * an EPT host it is a guest physical address, as with the TDP MMU.
+   */
+  vcpuAccess(vcpu: Vcpu, addr: number, kind: AccessKind, _opts: { private?: boolean }): AccessResult {
+    return this.tdpEnabled
+      ? directVcpuAccess(this, vcpu, addr, kind)
+      : shadowVcpuAccess(this, vcpu, addr, kind);
   }
 
   /** Every valid shadow page (inspection and checks). */

@@ -1,13 +1,16 @@
 /**
  * Shadow pages and reverse maps: struct kvm_mmu_page for the shadow MMU, and the per-slot rmaps that
- * find every leaf SPTE mapping a gfn (slot->arch.rmap, allocated lazily), with the pages_4k accounting.
+ * find every leaf SPTE mapping a gfn (slot->arch.rmap[level - 1], allocated lazily), with the
+ * pages_4k/pages_2m accounting.
  *
  * Kernel counterpart: arch/x86/kvm/mmu/mmu_internal.h (struct kvm_mmu_page, union kvm_mmu_page_role),
  * arch/x86/kvm/mmu/mmu.c (rmap_add, rmap_remove, pte_list_add/remove, drop_spte, mmu_spte_clear_track_bits,
  * kvm_update_page_stats, kvm_zap_rmap).
- * Simplifications: leaf SPTEs are 4K only (host huge pages are not used by the shadow MMU model), so
- * rmaps exist for level 1 only and pages_2m/pages_1g stay 0; an SPTE is a (pfn, bits) pair in typed
- * arrays rather than a 64-bit word; rmap chains are JS arrays, not pte_list_desc blocks of 14.
+ * Simplifications: leaf SPTEs are 4K, plus 2M in direct pages on an EPT host (shadow paging maps guest
+ * huge pages with 4K SPTEs in the model; nothing maps 1G), so rmaps exist for levels 1 and 2 and
+ * pages_1g stays 0; an SPTE is a (pfn, bits) pair in typed arrays rather than a 64-bit word (on an EPT
+ * host `bits` also carries the EPT memtype and IPAT bits, at their SPTE positions 5:3 and 6); rmap chains
+ * are JS arrays, not pte_list_desc blocks of 14.
  */
 import type { KvmMemorySlot } from '../../kvm/kvm_host.ts';
 
@@ -21,6 +24,8 @@ export const ROLE_INVALID = 0x100;
 export const SPTE_WRITABLE = 1;
 export const SPTE_MMU_WRITABLE = 2;
 export const SPTE_USER = 4;
+/** VMX_EPT_MT_MASK | VMX_EPT_IPAT_BIT: where an EPT leaf keeps its memory type (vmx_get_mt_mask). */
+export const SPTE_MT_BITS = 0x78;
 
 export function makeRole(level: number, direct: boolean, access: number): number {
   return level | (direct ? ROLE_DIRECT : 0) | (access << ROLE_ACCESS_SHIFT);
@@ -37,13 +42,13 @@ export class ShadowPage {
   /** kvm_mmu_page->mmu_valid_gen */
   readonly mmuValidGen: number;
   rootCount = 0;
-  /** non-leaf SPTEs: the child shadow page, or null */
+  /** non-leaf SPTEs: the child shadow page, or null (levels above 1) */
   readonly child: (ShadowPage | null)[] | null;
-  /** leaf SPTEs (level 1): pfn, or -1 when not present */
-  readonly pfn: Float64Array | null;
-  readonly bits: Uint8Array | null;
-  /** kvm_mmu_page_get_gfn for each leaf */
-  readonly gfns: Float64Array | null;
+  /** leaf SPTEs: pfn (the first of a huge leaf), or -1 when not present; level 1 always, level 2 once a 2M leaf is installed */
+  pfn: Float64Array | null;
+  bits: Uint8Array | null;
+  /** kvm_mmu_page_get_gfn for each leaf (a huge leaf's first gfn) */
+  gfns: Float64Array | null;
   /** parent_ptes: (parent, index) pairs */
   readonly parents: { sp: ShadowPage; i: number }[] = [];
   /** whether the page is on active_mmu_pages */
@@ -82,19 +87,36 @@ export class ShadowPage {
   get entrySpan(): number {
     return 512 ** (this.level - 1);
   }
+  /** Is entry i a present leaf SPTE? */
+  isLeaf(i: number): boolean {
+    return this.pfn !== null && this.pfn[i]! >= 0;
+  }
+  /** Room for huge leafs in a level-2 page (allocated on the first one). */
+  allocLeafs(): void {
+    if (this.pfn !== null) return;
+    this.pfn = new Float64Array(512).fill(-1);
+    this.bits = new Uint8Array(512);
+    this.gfns = new Float64Array(512);
+  }
 }
 
 export interface RmapEntry {
   sp: ShadowPage;
   i: number;
 }
-/** slot->arch.rmap[0] (4K): gfn offset in the slot → the SPTEs mapping it */
-export type SlotRmap = Map<number, RmapEntry[]>;
+/** slot->arch.rmap: [4K rmaps by gfn offset in the slot, 2M rmaps by gfn_to_index at 2M] */
+export type SlotRmap = [Map<number, RmapEntry[]>, Map<number, RmapEntry[]>];
 
+/** The slot's rmaps, allocated on first use. */
 export function slotRmap(slot: KvmMemorySlot): SlotRmap {
   let r = slot.arch.rmap as SlotRmap | null | undefined;
-  if (r === null || r === undefined) slot.arch.rmap = r = new Map();
+  if (r === null || r === undefined) slot.arch.rmap = r = [new Map(), new Map()];
   return r;
+}
+
+/** The rmap index of gfn at level 1 or 2. @kernel arch/x86/kvm/mmu/mmu.c#gfn_to_rmap (gfn_to_index) */
+export function rmapIndex(slot: KvmMemorySlot, gfn: number, level: number): number {
+  return level === 1 ? gfn - slot.baseGfn : Math.floor(gfn / 512) - Math.floor(slot.baseGfn / 512);
 }
 
 /** What rmap/SPTE code needs of the VM: the pages_4k stat and the longest chain. */
@@ -105,20 +127,21 @@ export interface RmapStats {
 
 /** @kernel arch/x86/kvm/mmu/mmu.c#rmap_add */
 export function rmapAdd(stats: RmapStats, slot: KvmMemorySlot, sp: ShadowPage, i: number, gfn: number): void {
-  const r = slotRmap(slot);
-  const off = gfn - slot.baseGfn;
-  let list = r.get(off);
-  if (list === undefined) r.set(off, (list = []));
+  const r = slotRmap(slot)[sp.level - 1]!;
+  const k = rmapIndex(slot, gfn, sp.level);
+  let list = r.get(k);
+  if (list === undefined) r.set(k, (list = []));
   list.push({ sp, i });
   if (list.length > stats.max_mmu_rmap_size) stats.max_mmu_rmap_size = list.length;
 }
 
 /** @kernel arch/x86/kvm/mmu/mmu.c#rmap_remove */
 export function rmapRemove(slot: KvmMemorySlot, sp: ShadowPage, i: number, gfn: number): void {
-  const r = slot.arch.rmap as SlotRmap | null;
-  const list = r?.get(gfn - slot.baseGfn);
+  const r = (slot.arch.rmap as SlotRmap | null)?.[sp.level - 1];
+  const k = rmapIndex(slot, gfn, sp.level);
+  const list = r?.get(k);
   if (list === undefined) return;
-  const k = list.findIndex((e) => e.sp === sp && e.i === i);
-  if (k >= 0) list.splice(k, 1);
-  if (list.length === 0) r!.delete(gfn - slot.baseGfn);
+  const at = list.findIndex((e) => e.sp === sp && e.i === i);
+  if (at >= 0) list.splice(at, 1);
+  if (list.length === 0) r!.delete(k);
 }

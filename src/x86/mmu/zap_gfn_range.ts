@@ -5,9 +5,9 @@
  * (non-coherent DMA appearing or going, a guest CR0.CD toggle or MTRR write on kernels that virtualized
  * MTRRs), APICv inhibits, SEV's memory-encryption changes.
  *
- * Kernel counterpart: arch/x86/kvm/mmu/mmu.c#kvm_zap_gfn_range (TDP MMU half: kvm_tdp_mmu_zap_leafs).
- * Simplifications: no shadow-MMU rmap walk (kvm_rmap_zap_gfn_range finds nothing on a TDP-only VM);
- * kvm_flush_remote_tlbs_range is a full remote flush.
+ * Kernel counterpart: arch/x86/kvm/mmu/mmu.c#kvm_zap_gfn_range (rmap half: kvm_rmap_zap_gfn_range, for
+ * the shadow MMU; TDP MMU half: kvm_tdp_mmu_zap_leafs).
+ * Simplifications: kvm_flush_remote_tlbs_range is a full remote flush.
  */
 import type { VmState } from '../../kvm/vm_state.ts';
 import type { X86Mmu } from './mmu.ts';
@@ -26,14 +26,17 @@ export function kvmZapGfnRange(vm: VmState, gfnStart: number, gfnEnd: number): v
     )
   )
     return;
-  // Duck-typed so this module needs no value import of mmu.ts; a VM without a TDP MMU has no SPTEs here.
-  const mmu = vm.mmu as Partial<X86Mmu>;
-  if (mmu.tdp === undefined) return;
+  // Duck-typed so this module needs no value import of the MMUs.
+  const mmu = vm.mmu as Partial<X86Mmu> & { kvmRmapZapGfnRange?: (start: number, end: number) => boolean };
+  if (mmu.tdp === undefined && mmu.kvmRmapZapGfnRange === undefined) return;
   // The invalidation window makes a fault that already has a pfn for a gfn in the range retry, instead
   // of installing an SPTE computed from the old inputs after the zap has passed it.
   vm.mmuInvalidateBegin();
   vm.mmuInvalidateRangeAdd(gfnStart, gfnEnd);
-  const flush = kvmTdpMmuZapLeafs(mmu.tdp, gfnStart, gfnEnd, false);
+  const flush =
+    mmu.tdp !== undefined
+      ? kvmTdpMmuZapLeafs(mmu.tdp, gfnStart, gfnEnd, false)
+      : mmu.kvmRmapZapGfnRange!(gfnStart, gfnEnd);
   // Zapped leafs of valid roots may still be cached in TLBs: flush before the window closes.
   if (flush) vm.flushRemoteTlbs();
   vm.mmuInvalidateEnd();
