@@ -64,7 +64,7 @@ export function auditShadow(vm: VmState, report: Report): void {
       const pfn = sp.pfn[i]!;
       const span = sp.entrySpan;
       const slot = liveSlot(vm, gfn);
-      const where = `${name} leaf ${i} (level ${sp.level})`;
+      const where = `${name} leaf ${i}`;
       if (slot === null) {
         report(
           'INV-ZAP-001',

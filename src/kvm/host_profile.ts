@@ -20,6 +20,8 @@ export type KernelVersion = '6.12' | '6.15' | '6.17' | '6.18' | '6.19';
  *   'fault-no-seq-recheck'       is_page_fault_stale skips mmu_invalidate_retry_gfn (mmu.c)
  *   'fault-ignores-invalid-slot' the fault maps gfns of a KVM_MEMSLOT_INVALID slot (mmu.c#kvm_mmu_faultin_pfn)
  *   'gmem-flag-clear-uaf'        6.12–6.18 accept clearing KVM_MEM_GUEST_MEMFD (kvm_main.c#kvm_set_memory_region)
+ *   'shadow-2019-precise-zap'    v5.1's precise memslot zap: every valid page whose base gfn is in the slot (mmu.c)
+ *   'shadow-leafs-only-zap'      6.12-rc1: the precise memslot zap drops leafs only, shadow pages stay (mmu.c)
  */
 export const BUG_NAMES = [
   'vfio-2019-memtype',
@@ -29,6 +31,11 @@ export const BUG_NAMES = [
   'gmem-flag-clear-uaf',
   /** The v5.1 precise memslot zap of the shadow MMU (the sp->gfn filter, 4e103134b862; reverted in 5.3). */
   'shadow-2019-precise-zap',
+  /**
+   * 6.12-rc1's quirk-off path (aa8d1f48d353) zapped only leaf SPTEs, on the shadow MMU too: pages that
+   * shadow guest tables outlive their slot (fixed in 6.12-rc2 by fcd1ec9cb59c).
+   */
+  'shadow-leafs-only-zap',
 ] as const;
 export type BugName = (typeof BUG_NAMES)[number];
 

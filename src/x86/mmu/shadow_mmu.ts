@@ -88,6 +88,8 @@ export class ShadowMmu implements KvmMmuOps {
    * of any kind whose base gfn equals a gfn of the slot (mmu-zap.md §4.3), instead of 6.12+'s rule.
    */
   bug2019PreciseZap = false;
+  /** Bug switch 'shadow-leafs-only-zap': 6.12-rc1's leaf-only precise zap (aa8d1f48d353). */
+  bugLeafsOnlyZap = false;
   /** tdp_enabled: EPT out of direct pages (shadow_direct.ts) instead of shadowing guest page tables. */
   readonly tdpEnabled: boolean;
   /** gfns a fault has ever mapped (model counter 'refaults': faults on gfns mapped before) */
@@ -98,6 +100,7 @@ export class ShadowMmu implements KvmMmuOps {
     // The host profile's historical-bug list, where it exists (host_profile.ts `bugs`).
     const bugs = (vm.cfg as { bugs?: readonly string[] }).bugs;
     this.bug2019PreciseZap = Array.isArray(bugs) && bugs.includes('shadow-2019-precise-zap');
+    this.bugLeafsOnlyZap = Array.isArray(bugs) && bugs.includes('shadow-leafs-only-zap');
   }
 
   private bucket(gfn: number): ShadowPage[] {
@@ -319,6 +322,11 @@ export class ShadowMmu implements KvmMmuOps {
    */
   private kvmMmuZapMemslotPagesAndFlush(slot: KvmMemorySlot, flush: boolean): void {
     if (this.active.size === 0) {
+      if (flush) this.vm.flushRemoteTlbs();
+      return;
+    }
+    // BUG shadow-leafs-only-zap: 6.12-rc1 stopped after the leafs, so pages with gPTEs outlive the slot.
+    if (this.bugLeafsOnlyZap) {
       if (flush) this.vm.flushRemoteTlbs();
       return;
     }
