@@ -36,21 +36,39 @@ function legacy(bugs: BugName[]): Legacy {
   const kvm = new Kvm({ tdpMmu: false, bugs });
   const vm = kvm.createVm(0);
   vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
-  vm.setUserMemoryRegion({ slot: 0, flags: KVM_MEM_READONLY, guestPhysAddr: FLASH, memorySize: 2 << 20, userspaceAddr: kvm.host.mmap(2 << 20) });
-  const bar = { slot: 1, flags: 0, guestPhysAddr: BAR, memorySize: 2 << 20, userspaceAddr: kvm.host.mmap(2 << 20) };
+  vm.setUserMemoryRegion({
+    slot: 0,
+    flags: KVM_MEM_READONLY,
+    guestPhysAddr: FLASH,
+    memorySize: 2 << 20,
+    userspaceAddr: kvm.host.mmap(2 << 20),
+  });
+  const bar = {
+    slot: 1,
+    flags: 0,
+    guestPhysAddr: BAR,
+    memorySize: 2 << 20,
+    userspaceAddr: kvm.host.mmap(2 << 20),
+  };
   vm.setUserMemoryRegion(bar);
   const v = vm.createVcpu(0);
   return { kvm, vm, v, mmu: shadowMmuOf(vm)!, bar };
 }
 
 const pages = (m: ShadowMmu): string[] =>
-  m.shadowPages().map((sp) => `${sp.direct ? 'd' : 'i'}L${sp.level}@0x${sp.gfn.toString(16)}${sp.parents.length === 0 && sp.rootCount === 0 ? ' unlinked' : ''}`);
+  m
+    .shadowPages()
+    .map(
+      (sp) =>
+        `${sp.direct ? 'd' : 'i'}L${sp.level}@0x${sp.gfn.toString(16)}${sp.parents.length === 0 && sp.rootCount === 0 ? ' unlinked' : ''}`,
+    );
 const leafs = (sp: ShadowPage): number => {
   let n = 0;
   for (let i = 0; i < 512; i++) if (sp.isLeaf(i)) n++;
   return n;
 };
-const find = (m: ShadowMmu, gfn: number, level: number): ShadowPage => m.shadowPages().find((sp) => sp.gfn === gfn && sp.level === level)!;
+const find = (m: ShadowMmu, gfn: number, level: number): ShadowPage =>
+  m.shadowPages().find((sp) => sp.gfn === gfn && sp.level === level)!;
 
 describe('shadow MMU on an EPT host (tdp: true, tdpMmu: false)', () => {
   it('builds direct pages by gfn rounded to their span; one root for every vCPU; 4K and 2M leafs with memtypes', () => {
@@ -59,7 +77,13 @@ describe('shadow MMU on an EPT host (tdp: true, tdpMmu: false)', () => {
     expect(kvm.cfg.tdpMmu).toBe(false);
     expect(mmu.tdpEnabled).toBe(true);
     const ram = kvm.host.mmap(4 << 20, { backing: '2m' });
-    vm.setUserMemoryRegion({ slot: 2, flags: 0, guestPhysAddr: 0x4000_0000, memorySize: 4 << 20, userspaceAddr: ram });
+    vm.setUserMemoryRegion({
+      slot: 2,
+      flags: 0,
+      guestPhysAddr: 0x4000_0000,
+      memorySize: 4 << 20,
+      userspaceAddr: ram,
+    });
     expect(v.access(FLASH + 3 * PAGE, 'read')).toMatchObject({ exit: 'none', level: 1, memtype: 6 });
     expect(v.access(0x4020_1000, 'write')).toMatchObject({ exit: 'none', level: 2, memtype: 6 });
     const v1 = vm.createVcpu(1);
@@ -78,7 +102,9 @@ describe('shadow MMU on an EPT host (tdp: true, tdpMmu: false)', () => {
     const { kvmPageTableHashfn } = await import('../../src/x86/mmu/shadow_mmu.ts');
     const G = 0x61c8864680b583ebn;
     for (const gfn of [0, 1, 0x200, 0xc0000, 0xffe00, 0x100000, 0x80a000, 2 ** 40 - 1, 2 ** 52 - 1])
-      expect(kvmPageTableHashfn(gfn), `gfn ${gfn}`).toBe(Number(((BigInt(gfn) * G) & 0xffffffffffffffffn) >> 52n));
+      expect(kvmPageTableHashfn(gfn), `gfn ${gfn}`).toBe(
+        Number(((BigInt(gfn) * G) & 0xffffffffffffffffn) >> 52n),
+      );
   });
 
   for (const bug of [true, false]) {
@@ -92,7 +118,9 @@ describe('shadow MMU on an EPT host (tdp: true, tdpMmu: false)', () => {
       vm.setUserMemoryRegion({ ...bar, memorySize: 0 });
       expect(vm.getStats().mmu_shadow_zapped! - z0).toBe(bug ? 2 : 0);
       expect(pages(mmu)).toEqual(
-        bug ? ['dL4@0x0', 'dL3@0x0', 'dL1@0xffe00 unlinked'] : ['dL4@0x0', 'dL3@0x0', 'dL2@0xc0000', 'dL1@0xffe00', 'dL1@0xc0000'],
+        bug
+          ? ['dL4@0x0', 'dL3@0x0', 'dL1@0xffe00 unlinked']
+          : ['dL4@0x0', 'dL3@0x0', 'dL2@0xc0000', 'dL1@0xffe00', 'dL1@0xc0000'],
       );
       expect(leafs(flash)).toBe(8);
       expect(vm.getStats().pages_4k).toBe(8); // the BAR's 8 leafs went through the rmaps in both versions
@@ -102,13 +130,15 @@ describe('shadow MMU on an EPT host (tdp: true, tdpMmu: false)', () => {
       // flash page in the hash: same object, same 8 SPTEs, the faulting one unchanged (spurious).
       expect(v.getStats().pf_taken! - t0).toBe(bug ? 1 : 0);
       expect(find(mmu, 0xffe00, 1)).toBe(flash);
-      expect(flash.parents.map((p) => `L${p.sp.level}@0x${p.sp.gfn.toString(16)}[${p.i}]`)).toEqual(['L2@0xc0000[511]']);
+      expect(flash.parents.map((p) => `L${p.sp.level}@0x${p.sp.gfn.toString(16)}[${p.i}]`)).toEqual([
+        'L2@0xc0000[511]',
+      ]);
       expect(v.getStats().pf_spurious).toBe(bug ? 1 : 0);
     });
   }
 });
 
-describe("checker: shadow-page audits", () => {
+describe('checker: shadow-page audits', () => {
   it("'shadow-leafs-only-zap' (6.12-rc1): a page shadowing a guest table outlives its slot — INV-SHADOW-001, then unaccount_shadowed finds no slot", () => {
     for (const bug of [true, false]) {
       const { kvm, vm, h } = pvmVm();
@@ -120,12 +150,27 @@ describe("checker: shadow-page audits", () => {
       h.runAccesses([{ gpa: 0xf_c000_0000 + 20 * PAGE, kind: 'write' }]);
       const indirect = h.mmu.shadowPages().filter((sp) => !sp.direct).length;
       expect(indirect).toBe(4);
-      vm.setUserMemoryRegion({ slot: 32763, flags: 0, guestPhysAddr: 0xf_c000_0000, memorySize: 0, userspaceAddr: 0 });
+      vm.setUserMemoryRegion({
+        slot: 32763,
+        flags: 0,
+        guestPhysAddr: 0xf_c000_0000,
+        memorySize: 0,
+        userspaceAddr: 0,
+      });
       ch.setStep('delete the slot holding the guest page tables');
       ch.auditPoint('postMemslotUpdate');
       const found = ch.violations.map((x) => `${x.id} ${x.gfn?.toString(16)}`);
       // The root (CR3: the pool's first table page, after the code and the 16 list pages) and the 3 below.
-      expect(found).toEqual(bug ? ['INV-SHADOW-001 fc0019', 'INV-SHADOW-001 fc001a', 'INV-SHADOW-001 fc001b', 'INV-SHADOW-001 fc001c'] : []);
+      expect(found).toEqual(
+        bug
+          ? [
+              'INV-SHADOW-001 fc0019',
+              'INV-SHADOW-001 fc001a',
+              'INV-SHADOW-001 fc001b',
+              'INV-SHADOW-001 fc001c',
+            ]
+          : [],
+      );
       kvm.host.exitMm(); // VM teardown: kvm_mmu_zap_all
       expect(vm.warnings.map((w) => w.id)).toEqual(bug ? ['INV-SHADOW-UNACCOUNT'] : []);
     }
@@ -140,7 +185,9 @@ describe("checker: shadow-page audits", () => {
     flash.pfn![2] = -1; // lost SPTE, rmap entry stays
     ch.auditPoint('broken');
     expect(ch.violations.map((x) => x.id)).toEqual(['INV-RMAP-001']);
-    expect(ch.violations[0]!.message).toContain('rmap entry 2 points at entry 2 of direct shadow page gfn 0xffe00 level 1');
+    expect(ch.violations[0]!.message).toContain(
+      'rmap entry 2 points at entry 2 of direct shadow page gfn 0xffe00 level 1',
+    );
   });
 });
 
@@ -161,7 +208,10 @@ async function runWith(bugs: BugName[]): Promise<Record<string, string[]>> {
 }
 
 describe("vfio-2019-shadow: Alex Williamson's report on the shadow MMU's EPT", () => {
-  const CD = ['INV-MEMTYPE-001@boot[0] BSP clears CR0.CD ×304', 'INV-MEMTYPE-001@boot[0] APs touch RAM above 4G with CD=1 ×128'];
+  const CD = [
+    'INV-MEMTYPE-001@boot[0] BSP clears CR0.CD ×304',
+    'INV-MEMTYPE-001@boot[0] APs touch RAM above 4G with CD=1 ×128',
+  ];
   it('2019 code: the precise zap leaves the flash page cut loose with 304 stale SPTEs, the checker flags it, and its re-link serves 63 reads with WB instead of UC; zap-all hides it after the remap', async () => {
     const r = await runWith(['shadow-2019-precise-zap', 'vfio-2019-memtype']);
     expect(r['quirk-off']).toEqual([
@@ -180,7 +230,10 @@ describe("vfio-2019-shadow: Alex Williamson's report on the shadow MMU's EPT", (
 
   it('finding: the sp->gfn filter is not needed — v5.3 memtypes with the 6.18 zap fail the same reads (all 64: nothing re-faults)', async () => {
     const r = await runWith(['vfio-2019-memtype']);
-    expect(r['quirk-off']).toEqual([...CD, 'INV-ACCESS-005@boot[0] runtime services read the flash again ×64']);
+    expect(r['quirk-off']).toEqual([
+      ...CD,
+      'INV-ACCESS-005@boot[0] runtime services read the flash again ×64',
+    ]);
     const only2019Zap = await runWith(['shadow-2019-precise-zap']);
     for (const d of Object.keys(only2019Zap)) expect(only2019Zap[d], d).toEqual([]);
   });
