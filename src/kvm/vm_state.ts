@@ -98,6 +98,11 @@ export class VmState implements KvmArchMemslotHooks {
   readonly mmu: KvmMmuOps;
   /** Model hook: runs while a DELETE/MOVE has its INVALID slot published (a concurrent vCPU's view). */
   onInvalidWindow: ((slot: KvmMemorySlot) => void) | undefined = undefined;
+  /**
+   * Model hook: runs once, at the first point where a memslot flush drops mmu_lock to reschedule (a
+   * concurrent vCPU's or notifier's view of the half-done zap). Unset, the model never yields there.
+   */
+  onMmuLockDrop: (() => void) | undefined = undefined;
   get hooks(): KvmArchMemslotHooks {
     return this;
   }
@@ -238,6 +243,24 @@ export class VmState implements KvmArchMemslotHooks {
   }
 
   /** @kernel virt/kvm/kvm_main.c#kvm_flush_remote_tlbs */
+  /**
+   * A zap loop reaches a resched point holding `flush` (zapped SPTEs not yet flushed). If a concurrent
+   * party waits (onMmuLockDrop is set), the loop flushes first when it is written to (flush_on_yield),
+   * drops mmu_lock and lets the party run. Returns what the loop still owes.
+   * @kernel arch/x86/kvm/mmu/mmu.c#__walk_slot_rmaps (cond_resched_rwlock_write; tdp_mmu_iter_cond_resched)
+   */
+  mmuLockYield(flush: boolean, flushOnYield: boolean): boolean {
+    const party = this.onMmuLockDrop;
+    if (party === undefined) return flush;
+    this.onMmuLockDrop = undefined;
+    if (flush && flushOnYield) {
+      this.flushRemoteTlbs();
+      flush = false;
+    }
+    party();
+    return flush;
+  }
+
   flushRemoteTlbs(): void {
     this.stats.remote_tlb_flush_requests++;
     // kvm_make_all_cpus_request(KVM_REQ_TLB_FLUSH): every vCPU flushes before it runs the guest again.

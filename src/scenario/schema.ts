@@ -77,6 +77,8 @@ export const STEP_SCHEMAS = {
     delete: z.string(),
     /** guest accesses made while the DELETE's KVM_MEMSLOT_INVALID copy is published (vm.onInvalidWindow) */
     whileInvalid: z.strictObject(pattern).optional(),
+    /** guest accesses made where the memslot flush first drops mmu_lock (vm.onMmuLockDrop), after an audit */
+    whileLockDropped: z.strictObject(pattern).optional(),
   }),
   move: z.strictObject({ ...common, move: z.string(), to: num }),
   flags: z.strictObject({

@@ -142,11 +142,29 @@ export function execStep(x: ExecCtx, c: VmCtx, s: Exclude<Step, { repeat: unknow
         x.checker.setStep(label);
       };
     }
+    const dropped = s.whileLockDropped;
+    let droppedRan = false;
+    if (dropped) {
+      // A vCPU that runs while the zap has mmu_lock dropped: audits first (what can it still reach?).
+      const label = x.label;
+      c.vm.onMmuLockDrop = () => {
+        droppedRan = true;
+        x.label = `${label} (mmu_lock dropped)`;
+        x.checker.setStep(x.label);
+        x.checker.auditPoint('mmu-lock-drop');
+        accessPattern(x, c, dropped);
+        x.label = label;
+        x.checker.setStep(label);
+      };
+    }
     try {
       memslotCall(x, c, 'delete', slotArg(r, x.design, 0), r.decl.size / PAGE);
     } finally {
       c.vm.onInvalidWindow = undefined;
+      c.vm.onMmuLockDrop = undefined;
     }
+    if (dropped && !droppedRan)
+      x.errors.push(`${x.label}: whileLockDropped did not run: the DELETE never dropped mmu_lock`);
     r.present = false;
     return;
   }

@@ -59,6 +59,19 @@ const CASES: [string, (design: string) => string[]][] = [
       ...(PRECISE.includes(d) ? ['INV-ACCESS-005@BAR access ×1'] : []),
     ],
   ],
+  [
+    // v5.1's rmap walk dropped mmu_lock without flushing: both vCPUs' 4 BAR translations are still usable
+    // at the drop (the slot is INVALID, its SPTEs gone), and vCPU 1's access goes through one of them.
+    // Only the precise path has the bug; zap-all and 6.18 flush before they yield.
+    'shadow-2019-precise-zap',
+    (d) =>
+      d === 'quirk-off'
+        ? [
+            'INV-ZAP-002@delete the BAR (mmu_lock dropped) ×8',
+            'INV-ACCESS-003@delete the BAR (mmu_lock dropped) ×1',
+          ]
+        : [],
+  ],
 ];
 
 describe('historical bugs as scenarios', () => {

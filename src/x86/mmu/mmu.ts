@@ -138,6 +138,9 @@ export class X86Mmu implements KvmMmuOps {
       v.makeRequest(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS);
       v.kick();
     }
+    // The invalidated roots are zapped under the read lock, yielding as they go; every vCPU already has
+    // the request to drop its root.
+    this.vm.mmuLockYield(false, true);
     kvmTdpMmuZapInvalidatedRoots(this.tdp, true);
     this.syncCounters();
   }
@@ -148,13 +151,15 @@ export class X86Mmu implements KvmMmuOps {
    * @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_memslot
    */
   kvmMmuZapMemslot(slot: KvmMemorySlot): void {
-    const flush = this.kvmUnmapGfnRange({
+    let flush = this.kvmUnmapGfnRange({
       slot,
       start: slot.baseGfn,
       end: (slot.baseGfn + slot.npages) as typeof slot.baseGfn,
       attrFilter: KVM_FILTER_PRIVATE | KVM_FILTER_SHARED,
       mayBlock: true,
     });
+    // tdp_mmu_iter_cond_resched flushes what it zapped before it yields.
+    flush = this.vm.mmuLockYield(flush, true);
     // kvm_mmu_zap_memslot_pages_and_flush: no shadow pages exist on a TDP-only VM, so only the flush.
     // BUG precise-zap-no-flush: the zap forgets the flush, so vCPU TLBs keep the slot's translations.
     if (hasBug(this.vm.cfg, 'precise-zap-no-flush')) return;

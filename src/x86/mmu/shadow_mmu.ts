@@ -289,6 +289,11 @@ export class ShadowMmu implements KvmMmuOps {
       if (!this.isObsoleteSp(sp)) break;
       this.prepareZapPage(sp, list);
     }
+    // A resched point: the batch is committed (zapped and flushed) before mmu_lock is dropped.
+    if (this.vm.onMmuLockDrop !== undefined) {
+      this.commitZapPage(list.splice(0));
+      this.vm.mmuLockYield(false, true);
+    }
     this.commitZapPage(list);
   }
 
@@ -304,13 +309,17 @@ export class ShadowMmu implements KvmMmuOps {
 
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_memslot */
   kvmMmuZapMemslot(slot: KvmMemorySlot): void {
-    const flush = this.kvmUnmapGfnRange({
+    let flush = this.kvmUnmapGfnRange({
       slot,
       start: slot.baseGfn,
       end: (slot.baseGfn + slot.npages) as typeof slot.baseGfn,
       attrFilter: 3,
       mayBlock: true,
     });
+    // A resched in the rmap walk flushes before it drops mmu_lock (flush_on_yield).
+    // BUG shadow-2019-precise-zap: v5.1 walked with lock_flush_tlb=false, so vCPUs kept translating the
+    // zapped SPTEs while the lock was dropped ("definitely a bug", Sean, Jul 2020).
+    flush = this.vm.mmuLockYield(flush, !this.bug2019PreciseZap);
     this.kvmMmuZapMemslotPagesAndFlush(slot, flush);
   }
 
