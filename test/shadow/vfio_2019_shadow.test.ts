@@ -176,6 +176,33 @@ describe('checker: shadow-page audits', () => {
     }
   });
 
+  it('INV-RMAP-001 (a leaf missing from its rmap) and INV-SHADOW-002 (an obsolete root with no request to drop it)', () => {
+    const { kvm, vm, v, mmu } = legacy([]);
+    const ch = new Checker(kvm, { audit: 'points' });
+    ch.watch(vm);
+    v.access(FLASH + 4 * PAGE, 'read');
+    const slot = vm.activeMemslots(0).idToMemslot(0)!;
+    (slot.arch.rmap as [Map<number, unknown[]>, Map<number, unknown[]>])[0].delete(4);
+    mmu.mmuValidGen ^= 1; // roots become obsolete behind the vCPUs' backs
+    ch.auditPoint('broken');
+    expect(ch.violations.map((x) => `${x.id} ${x.gfn?.toString(16) ?? ''}`)).toEqual([
+      'INV-RMAP-001 ffe04',
+      'INV-SHADOW-002 ',
+    ]);
+  });
+
+  it('kvm_zap_gfn_range reaches direct pages through the rmaps (kvm_rmap_zap_gfn_range) and flushes', async () => {
+    const { kvmZapGfnRange, GFN_ALL_END } = await import('../../src/x86/mmu/zap_gfn_range.ts');
+    const { vm, v } = legacy([]);
+    v.access(FLASH, 'read');
+    v.access(BAR, 'write');
+    const f0 = vm.getStats().remote_tlb_flush!;
+    kvmZapGfnRange(vm, 0xc0000, 0xc0004);
+    expect([vm.getStats().pages_4k, vm.getStats().remote_tlb_flush! - f0]).toEqual([12, 1]);
+    kvmZapGfnRange(vm, 0, GFN_ALL_END);
+    expect(vm.getStats().pages_4k).toBe(0);
+  });
+
   it('INV-RMAP-001: a leaf dropped without its rmap entry, and an rmap entry left behind', () => {
     const { kvm, vm, v, mmu } = legacy([]);
     const ch = new Checker(kvm, { audit: 'points' });
