@@ -19,7 +19,8 @@ import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
 import { KVM_MEM_READONLY, KVM_MEMSLOT_INVALID } from '../../uapi/kvm.ts';
 import { kvmMmuGetMtMask, kvmTdpMtrrMaxLevel } from '../mtrr.ts';
 import { kvmMmuHugepageAdjust, newPageFault } from './page_fault.ts';
-import { makeRole, SPTE_MT_BITS, SPTE_WRITABLE, type ShadowPage } from './shadow_rmap.ts';
+import { makeRole, SPTE_WRITABLE, type ShadowPage } from './shadow_rmap.ts';
+import { VMX_EPT_MT_MASK } from './spte.ts';
 import { ACC_ALL, PT_DIRTY_MASK } from './guest_paging.ts';
 import {
   mmuSetSpte,
@@ -77,7 +78,7 @@ export function directVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gpa: number, kind: 
         const level = leaf.sp.level as 1 | 2;
         const base = leaf.sp.gfns![leaf.i]!;
         const basePfn = leaf.sp.pfn![leaf.i]!;
-        const memtype = (b & SPTE_MT_BITS & 0x38) >>> 3;
+        const memtype = (b & VMX_EPT_MT_MASK) >>> 3;
         vcpu.tlb.fill(gfn, basePfn, level, (b & SPTE_WRITABLE) !== 0, memtype);
         return { exit: 'none', pfn: basePfn + (gfn - base), level, memtype };
       }
