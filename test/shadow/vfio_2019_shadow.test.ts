@@ -99,7 +99,7 @@ describe('shadow MMU on an EPT host (tdp: true, tdpMmu: false)', () => {
   });
 
   it('the kernel hash_64 picks the buckets (KVM_MMU_HASH_SHIFT 12)', async () => {
-    const { kvmPageTableHashfn } = await import('../../src/x86/mmu/shadow_mmu.ts');
+    const { kvmPageTableHashfn } = await import('../../src/x86/mmu/shadow_hash.ts');
     const G = 0x61c8864680b583ebn;
     for (const gfn of [0, 1, 0x200, 0xc0000, 0xffe00, 0x100000, 0x80a000, 2 ** 40 - 1, 2 ** 52 - 1])
       expect(kvmPageTableHashfn(gfn), `gfn ${gfn}`).toBe(

@@ -258,7 +258,9 @@ export function mmuSetSpte(
 }
 
 function gfnIsShadowedTable(mmu: ShadowMmu, slot: KvmMemorySlot, gfn: number): boolean {
-  return kvmGfnIsWriteTracked(slot, gfn) || mmu.validSpsForGfn(gfn).some((s) => s.hasGptes);
+  // Without pages that shadow guest tables (always, with EPT) nothing can be: skip the hash walk.
+  if (mmu.indirectShadowPages === 0) return false;
+  return kvmGfnIsWriteTracked(slot, gfn) || mmu.hash.validForGfn(gfn).some((s) => s.hasGptes);
 }
 
 /**
@@ -324,7 +326,7 @@ export function kvmMmuTrackWrite(mmu: ShadowMmu, gfn: number, index?: number): v
   if (mmu.indirectShadowPages === 0) return;
   mmu.vm.stats.mmu_pte_write++;
   let flush = false;
-  for (const sp of mmu.validSpsForGfn(gfn)) {
+  for (const sp of mmu.hash.validForGfn(gfn)) {
     if (!sp.hasGptes) continue;
     for (let i = index ?? 0; i < (index === undefined ? 512 : index + 1); i++) {
       if (sp.isLeaf(i) || (sp.child?.[i] ?? null) !== null) {

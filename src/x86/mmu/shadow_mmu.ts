@@ -4,7 +4,8 @@
  * machinery — prepare/commit, obsolete pages by mmu_valid_gen (zap-all-fast), the precise memslot zap
  * of 6.12+ and, behind a bug switch, the 2019 precise zap's sp->gfn filter. Without TDP it shadows the
  * guest's page tables (fault path and access in paging_tmpl.ts); on an EPT host it builds EPT out of
- * direct pages (shadow_direct.ts), which is how every KVM before 5.10 ran EPT.
+ * direct pages (shadow_direct.ts), which is how every KVM before 5.10 ran EPT. The page hash is in
+ * shadow_hash.ts, the rmaps and their walks in shadow_rmap.ts.
  *
  * Kernel counterpart: arch/x86/kvm/mmu/mmu.c (kvm_mmu_find_shadow_page, kvm_mmu_alloc_shadow_page,
  * account_shadowed, __kvm_mmu_prepare_zap_page, kvm_mmu_commit_zap_page, kvm_zap_obsolete_pages,
@@ -30,11 +31,11 @@ import { MMIO_SPTE_GEN_MASK } from './spte.ts';
 import {
   ShadowPage,
   makeRole,
-  rmapIndex,
+  rmapChainsInRange,
   rmapRemove,
+  rmapRemoveWriteAccess,
+  rmapWriteProtectGfn,
   ROLE_INVALID,
-  SPTE_WRITABLE,
-  type SlotRmap,
 } from './shadow_rmap.ts';
 import {
   kvmWriteTrackAddGfn,
@@ -45,36 +46,14 @@ import {
 import { GuestPageTables, ACC_ALL } from './guest_paging.ts';
 import { shadowVcpuAccess } from './paging_tmpl.ts';
 import { directVcpuAccess } from './shadow_direct.ts';
-
-/** KVM_MMU_HASH_SHIFT */
-const HASH_BUCKETS = 1 << 12;
-
-/**
- * hash_64(gfn, KVM_MMU_HASH_SHIFT): the top 12 bits of gfn * GOLDEN_RATIO_64 mod 2^64, computed in
- * 16-bit pieces (gfn < 2^52) so that bucket mates — and max_mmu_page_hash_collisions — are the kernel's.
- * @kernel include/linux/hash.h#hash_64_generic
- */
-export function kvmPageTableHashfn(gfn: number): number {
-  const v0 = gfn >>> 0;
-  const v1 = Math.floor(gfn / 2 ** 32) >>> 0;
-  const g0 = 0x80b583eb;
-  const g1 = 0x61c88646;
-  // high 32 bits of v0 * g0
-  const al = v0 & 0xffff;
-  const ah = v0 >>> 16;
-  const bl = g0 & 0xffff;
-  const bh = g0 >>> 16;
-  const mid = ah * bl + al * bh + ((al * bl) >>> 16);
-  const mulhi = ah * bh + Math.floor(mid / 65536);
-  const hi = (mulhi + Math.imul(v0, g1) + Math.imul(v1, g0)) >>> 0;
-  return hi >>> 20;
-}
+import { MmuPageHash } from './shadow_hash.ts';
+import { hasBug } from '../../kvm/host_profile.ts';
 
 export class ShadowMmu implements KvmMmuOps {
   /** kvm->arch.mmu_valid_gen */
   mmuValidGen = 0;
   /** kvm->arch.mmu_page_hash */
-  private readonly hash: (ShadowPage[] | undefined)[] = new Array(HASH_BUCKETS);
+  readonly hash: MmuPageHash;
   /** kvm->arch.active_mmu_pages: insertion order = oldest first (the kernel's list tail first) */
   readonly active = new Set<ShadowPage>();
   /** kvm->arch.indirect_shadow_pages */
@@ -97,17 +76,9 @@ export class ShadowMmu implements KvmMmuOps {
 
   constructor(readonly vm: VmState) {
     this.tdpEnabled = vm.cfg.tdp;
-    // The host profile's historical-bug list, where it exists (host_profile.ts `bugs`).
-    const bugs = (vm.cfg as { bugs?: readonly string[] }).bugs;
-    this.bug2019PreciseZap = Array.isArray(bugs) && bugs.includes('shadow-2019-precise-zap');
-    this.bugLeafsOnlyZap = Array.isArray(bugs) && bugs.includes('shadow-leafs-only-zap');
-  }
-
-  private bucket(gfn: number): ShadowPage[] {
-    const h = kvmPageTableHashfn(gfn);
-    let b = this.hash[h];
-    if (b === undefined) this.hash[h] = b = [];
-    return b;
+    this.hash = new MmuPageHash(vm.stats, (sp) => this.isObsoleteSp(sp));
+    this.bug2019PreciseZap = hasBug(vm.cfg, 'shadow-2019-precise-zap');
+    this.bugLeafsOnlyZap = hasBug(vm.cfg, 'shadow-leafs-only-zap');
   }
 
   /** @kernel arch/x86/kvm/mmu/mmu.c#is_obsolete_sp */
@@ -115,43 +86,16 @@ export class ShadowMmu implements KvmMmuOps {
     return sp.invalid || sp.mmuValidGen !== this.mmuValidGen;
   }
 
-  /** Valid shadow pages whose base gfn is gfn (for_each_valid_sp + the gfn check). */
-  validSpsForGfn(gfn: number): ShadowPage[] {
-    return this.bucket(gfn).filter((sp) => sp.gfn === gfn && !this.isObsoleteSp(sp));
-  }
-
   slotForGfn(gfn: number): KvmMemorySlot | null {
     return this.vm.activeMemslots(0).searchMemslots(gfn);
   }
 
-  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_find_shadow_page */
-  private findShadowPage(gfn: number, role: number): ShadowPage | null {
-    let collisions = 0;
-    for (const sp of this.bucket(gfn)) {
-      if (this.isObsoleteSp(sp)) continue;
-      if (sp.gfn !== gfn) {
-        collisions++;
-        continue;
-      }
-      if (sp.role !== role) continue;
-      this.noteCollisions(collisions);
-      return sp;
-    }
-    this.vm.stats.mmu_cache_miss++;
-    this.noteCollisions(collisions);
-    return null;
-  }
-
-  private noteCollisions(n: number): void {
-    if (n > this.vm.stats.max_mmu_page_hash_collisions) this.vm.stats.max_mmu_page_hash_collisions = n;
-  }
-
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_get_shadow_page (find, else kvm_mmu_alloc_shadow_page) */
   getShadowPage(gfn: number, role: number): ShadowPage {
-    const found = this.findShadowPage(gfn, role);
+    const found = this.hash.find(gfn, role);
     if (found !== null) return found;
     const sp = new ShadowPage(gfn, role, this.mmuValidGen);
-    this.bucket(gfn).push(sp);
+    this.hash.add(sp);
     // list_add at the head of active_mmu_pages: zap-all walks from the tail, i.e. oldest first.
     this.active.add(sp);
     if (sp.hasGptes) this.accountShadowed(sp);
@@ -169,7 +113,7 @@ export class ShadowMmu implements KvmMmuOps {
     if (slot === null) return;
     if (sp.level > 1) return kvmWriteTrackAddGfn(slot, sp.gfn);
     kvmMmuGfnDisallowLpage(slot, sp.gfn);
-    if (this.writeProtectGfn(slot, sp.gfn)) this.vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_gfn
+    if (rmapWriteProtectGfn(slot, sp.gfn)) this.vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_gfn
   }
 
   /** Undo account_shadowed; looks the slot up again, so it must run while the slot exists. @kernel arch/x86/kvm/mmu/mmu.c#unaccount_shadowed */
@@ -186,22 +130,6 @@ export class ShadowMmu implements KvmMmuOps {
       return;
     if (sp.level > 1) kvmWriteTrackRemoveGfn(slot!, sp.gfn);
     else kvmMmuGfnAllowLpage(slot!, sp.gfn);
-  }
-
-  /** Clear W on every SPTE mapping gfn, at every level; true if one was writable. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_slot_gfn_write_protect */
-  writeProtectGfn(slot: KvmMemorySlot, gfn: number): boolean {
-    const r = slot.arch.rmap as SlotRmap | null;
-    if (r === null || r === undefined) return false;
-    let flush = false;
-    for (let level = 1; level <= 2; level++) {
-      for (const e of r[level - 1]!.get(rmapIndex(slot, gfn, level)) ?? []) {
-        if (e.sp.bits![e.i]! & SPTE_WRITABLE) {
-          e.sp.bits![e.i]! &= ~SPTE_WRITABLE;
-          flush = true;
-        }
-      }
-    }
-    return flush;
   }
 
   /** Zap a leaf SPTE: clear it, remove it from its rmap, pages_4k/pages_2m--. @kernel arch/x86/kvm/mmu/mmu.c#drop_spte */
@@ -270,10 +198,7 @@ export class ShadowMmu implements KvmMmuOps {
   commitZapPage(invalidList: ShadowPage[]): void {
     if (invalidList.length === 0) return;
     this.vm.flushRemoteTlbs();
-    for (const sp of invalidList) {
-      const b = this.bucket(sp.gfn);
-      b.splice(b.indexOf(sp), 1); // kvm_mmu_free_shadow_page: hlist_del
-    }
+    for (const sp of invalidList) this.hash.remove(sp); // kvm_mmu_free_shadow_page
   }
 
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_remote_flush_or_zap */
@@ -356,43 +281,25 @@ export class ShadowMmu implements KvmMmuOps {
 
   /** Drop every leaf SPTE of [start, end) found through the slot's rmaps, at every level. @kernel arch/x86/kvm/mmu/mmu.c#kvm_unmap_gfn_range */
   kvmUnmapGfnRange(range: KvmGfnRange): boolean {
-    const slot = range.slot;
-    const r = slot.arch.rmap as SlotRmap | null;
-    if (r === null || r === undefined || range.end <= range.start) return false;
     let flush = false;
-    for (let level = 1; level <= 2; level++) {
-      // A huge leaf is hit if any of its gfns is in the range (gfn_to_index of the first and the last).
-      const lo = rmapIndex(slot, range.start, level);
-      const hi = rmapIndex(slot, range.end - 1, level);
-      for (const [k, list] of [...r[level - 1]!]) {
-        if (k < lo || k > hi) continue;
-        for (const e of [...list]) this.dropSpte(e.sp, e.i); // kvm_zap_rmap
-        flush = true;
-      }
+    for (const list of rmapChainsInRange(range.slot, range.start, range.end)) {
+      for (const e of list) this.dropSpte(e.sp, e.i); // kvm_zap_rmap
+      flush = true;
     }
     return flush;
   }
 
   /**
-   * kvm_zap_gfn_range's rmap half: drop the leafs of [start, end) in every memslot that intersects it;
-   * true if something was dropped (the caller flushes).
+   * kvm_zap_gfn_range's rmap half: the same drop in every memslot that intersects [start, end); true if
+   * something was dropped (the caller flushes).
    * @kernel arch/x86/kvm/mmu/mmu.c#kvm_rmap_zap_gfn_range
    */
   kvmRmapZapGfnRange(start: number, end: number): boolean {
     let flush = false;
     for (const slot of [...this.vm.activeMemslots(0).inGfnRange(start, end)]) {
-      const s = Math.max(start, slot.baseGfn);
-      const e = Math.min(end, slot.baseGfn + slot.npages);
-      if (
-        this.kvmUnmapGfnRange({
-          slot,
-          start: s as typeof slot.baseGfn,
-          end: e as typeof slot.baseGfn,
-          attrFilter: 3,
-          mayBlock: true,
-        })
-      )
-        flush = true;
+      const lo = Math.max(start, slot.baseGfn) as typeof slot.baseGfn;
+      const hi = Math.min(end, slot.baseGfn + slot.npages) as typeof slot.baseGfn;
+      if (this.kvmUnmapGfnRange({ slot, start: lo, end: hi, attrFilter: 3, mayBlock: true })) flush = true;
     }
     return flush;
   }
@@ -406,8 +313,7 @@ export class ShadowMmu implements KvmMmuOps {
     if (this.vm.manualDirtyLogProtect & KVM_DIRTY_LOG_INITIALLY_SET) return;
     // kvm_mmu_slot_remove_write_access from 4K up through the rmaps, then an unconditional flush ("a
     // flush is almost always going to be necessary", and it lets the helpers skip the subtle checks).
-    for (const r of (nu.arch.rmap as SlotRmap | null) ?? [])
-      for (const list of r.values()) for (const e of list) e.sp.bits![e.i]! &= ~SPTE_WRITABLE;
+    rmapRemoveWriteAccess(nu);
     this.vm.flushRemoteTlbs();
   }
 
@@ -420,7 +326,7 @@ export class ShadowMmu implements KvmMmuOps {
   /** Write-protect the logged pages again. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_write_protect_pt_masked */
   kvmArchMmuEnableLogDirtyPtMasked(slot: KvmMemorySlot, gfnOffset: number, mask: number): void {
     for (let b = 0; b < 32; b++)
-      if ((mask >>> b) & 1) this.writeProtectGfn(slot, slot.baseGfn + gfnOffset + b);
+      if ((mask >>> b) & 1) rmapWriteProtectGfn(slot, slot.baseGfn + gfnOffset + b);
   }
 
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_all */

@@ -145,3 +145,48 @@ export function rmapRemove(slot: KvmMemorySlot, sp: ShadowPage, i: number, gfn: 
   if (at >= 0) list.splice(at, 1);
   if (list.length === 0) r!.delete(k);
 }
+
+/**
+ * Copies of the non-empty rmap chains of [start, end) at every level: a huge leaf counts if any of its
+ * gfns is in the range. Walks the indices when the range is smaller than the map, else the map.
+ * @kernel arch/x86/kvm/mmu/mmu.c#__walk_slot_rmaps (the rmap iteration, without the resched points)
+ */
+export function rmapChainsInRange(slot: KvmMemorySlot, start: number, end: number): RmapEntry[][] {
+  const r = slot.arch.rmap as SlotRmap | null;
+  const out: RmapEntry[][] = [];
+  if (r === null || r === undefined || end <= start) return out;
+  for (let level = 1; level <= 2; level++) {
+    const map = r[level - 1]!;
+    const lo = rmapIndex(slot, start, level);
+    const hi = rmapIndex(slot, end - 1, level);
+    if (hi - lo < map.size) {
+      for (let k = lo; k <= hi; k++) {
+        const list = map.get(k);
+        if (list !== undefined) out.push([...list]);
+      }
+    } else {
+      for (const [k, list] of map) if (k >= lo && k <= hi) out.push([...list]);
+    }
+  }
+  return out;
+}
+
+/** Clear W on every leaf mapping gfn, at every level; true if one was writable. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_slot_gfn_write_protect */
+export function rmapWriteProtectGfn(slot: KvmMemorySlot, gfn: number): boolean {
+  let flush = false;
+  for (const list of rmapChainsInRange(slot, gfn, gfn + 1)) {
+    for (const e of list) {
+      if (e.sp.bits![e.i]! & SPTE_WRITABLE) {
+        e.sp.bits![e.i]! &= ~SPTE_WRITABLE;
+        flush = true;
+      }
+    }
+  }
+  return flush;
+}
+
+/** Clear W on every leaf of the slot, 4K and up (the caller flushes). @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_slot_remove_write_access */
+export function rmapRemoveWriteAccess(slot: KvmMemorySlot): void {
+  for (const r of (slot.arch.rmap as SlotRmap | null) ?? [])
+    for (const list of r.values()) for (const e of list) e.sp.bits![e.i]! &= ~SPTE_WRITABLE;
+}

@@ -1,0 +1,92 @@
+/**
+ * kvm->arch.mmu_page_hash: the shadow MMU's pages in 4096 buckets chosen by hash_64(gfn), searched by
+ * (gfn, role); a lookup counts the bucket mates it skips (max_mmu_page_hash_collisions) and its misses
+ * (mmu_cache_miss). Obsolete and invalid pages stay in their bucket until they are freed, but lookups
+ * pass over them (for_each_valid_sp).
+ *
+ * Kernel counterpart: arch/x86/kvm/mmu/mmu.c (kvm_page_table_hashfn, for_each_valid_sp,
+ * kvm_mmu_find_shadow_page, kvm_mmu_alloc_shadow_page's hlist_add_head, kvm_mmu_free_shadow_page's
+ * hlist_del), include/linux/hash.h#hash_64_generic.
+ */
+import type { ShadowPage } from './shadow_rmap.ts';
+
+/** KVM_MMU_HASH_SHIFT */
+const HASH_BUCKETS = 1 << 12;
+
+/**
+ * hash_64(gfn, KVM_MMU_HASH_SHIFT): the top 12 bits of gfn * GOLDEN_RATIO_64 mod 2^64, computed in
+ * 16-bit pieces (gfn < 2^52) so that bucket mates — and max_mmu_page_hash_collisions — are the kernel's.
+ * @kernel arch/x86/kvm/mmu/mmu.c#kvm_page_table_hashfn
+ */
+export function kvmPageTableHashfn(gfn: number): number {
+  const v0 = gfn >>> 0;
+  const v1 = Math.floor(gfn / 2 ** 32) >>> 0;
+  const g0 = 0x80b583eb;
+  const g1 = 0x61c88646;
+  // high 32 bits of v0 * g0
+  const al = v0 & 0xffff;
+  const ah = v0 >>> 16;
+  const bl = g0 & 0xffff;
+  const bh = g0 >>> 16;
+  const mid = ah * bl + al * bh + ((al * bl) >>> 16);
+  const mulhi = ah * bh + Math.floor(mid / 65536);
+  const hi = (mulhi + Math.imul(v0, g1) + Math.imul(v1, g0)) >>> 0;
+  return hi >>> 20;
+}
+
+/** What a lookup counts into. */
+export interface HashStats {
+  mmu_cache_miss: number;
+  max_mmu_page_hash_collisions: number;
+}
+
+export class MmuPageHash {
+  private readonly buckets: (ShadowPage[] | undefined)[] = new Array(HASH_BUCKETS);
+
+  constructor(
+    private readonly stats: HashStats,
+    /** is_obsolete_sp, which depends on the MMU's current generation */
+    private readonly isObsolete: (sp: ShadowPage) => boolean,
+  ) {}
+
+  private bucket(gfn: number): ShadowPage[] {
+    const h = kvmPageTableHashfn(gfn);
+    let b = this.buckets[h];
+    if (b === undefined) this.buckets[h] = b = [];
+    return b;
+  }
+
+  add(sp: ShadowPage): void {
+    this.bucket(sp.gfn).push(sp);
+  }
+
+  remove(sp: ShadowPage): void {
+    const b = this.bucket(sp.gfn);
+    b.splice(b.indexOf(sp), 1);
+  }
+
+  /** Valid pages whose base gfn is gfn (for_each_valid_sp + the gfn check). */
+  validForGfn(gfn: number): ShadowPage[] {
+    return this.bucket(gfn).filter((sp) => sp.gfn === gfn && !this.isObsolete(sp));
+  }
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_find_shadow_page */
+  find(gfn: number, role: number): ShadowPage | null {
+    let collisions = 0;
+    let found: ShadowPage | null = null;
+    for (const sp of this.bucket(gfn)) {
+      if (this.isObsolete(sp)) continue;
+      if (sp.gfn !== gfn) {
+        collisions++;
+        continue;
+      }
+      if (sp.role !== role) continue;
+      found = sp;
+      break;
+    }
+    if (found === null) this.stats.mmu_cache_miss++;
+    if (collisions > this.stats.max_mmu_page_hash_collisions)
+      this.stats.max_mmu_page_hash_collisions = collisions;
+    return found;
+  }
+}
