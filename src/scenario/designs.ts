@@ -4,7 +4,8 @@
  * variants userspace controls (the quirk on or off; the RFC flag set or not). See mmu-zap.md §1.2, §6.6.
  * Model-only file (no kernel counterpart).
  */
-import type { ZapDesign } from '../index.ts';
+import type { KvmOptions, ZapDesign } from '../index.ts';
+import { resolveHostConfig } from '../kvm/host_profile.ts';
 import type { Scenario } from './schema.ts';
 import { VM_TYPE_NAMES } from '../uapi/kvm_x86.ts';
 
@@ -38,11 +39,24 @@ export function vmTypeNumber(t: string | number | undefined): number {
  * flag mandatory on TDX guest_memfd slots, so 'slot-flag' without it cannot build a TD; the flag only
  * exists with the TDP MMU.
  */
+/** The scenario's host section as Kvm options: overrides, then the named keys, then bug switches. */
+export function kvmOptionsFor(sc: Scenario): KvmOptions {
+  const h = sc.host ?? {};
+  const opts: Record<string, unknown> = { ...(h.overrides ?? {}) };
+  for (const k of ['profile', 'kernel', 'tdp', 'tdpMmu', 'honorGuestMtrrs', 'cdToggleZap'] as const)
+    if (h[k] !== undefined) opts[k] = h[k];
+  if (h.bugs?.length) opts['bugs'] = h.bugs;
+  return opts as KvmOptions;
+}
+
 export function designsFor(sc: Scenario): { allowed: DesignSpec[]; skipped: { id: string; why: string }[] } {
   const types = sc.vms.map((v) => vmTypeNumber(v.type));
-  const o = sc.host?.overrides;
-  const tdp = sc.host?.tdp ?? (o?.['tdp'] as boolean | undefined) ?? sc.host?.profile !== 'pvm-6.18';
-  const tdpMmu = tdp && (sc.host?.tdpMmu ?? (o?.['tdpMmu'] as boolean | undefined) ?? sc.host?.profile !== 'pvm-6.18');
+  let tdpMmu = true; // options the host rejects are reported when the run builds it
+  try {
+    tdpMmu = resolveHostConfig(kvmOptionsFor(sc)).tdpMmu;
+  } catch {
+    /* the runner reports the bad option */
+  }
   const tdxPrivate = sc.vms.some((v) => vmTypeNumber(v.type) === 5 && v.regions.some((r) => r.private));
   const allowed: DesignSpec[] = [];
   const skipped: { id: string; why: string }[] = [];

@@ -7,9 +7,9 @@
  * public API; the trace sink is an observer. Model-only file.
  */
 import * as zaplab from '../index.ts';
-import { Kvm, KvmError, uapi, auditSpteMemtypes, type KvmOptions, type Vcpu } from '../index.ts';
+import { Kvm, KvmError, uapi, auditSpteMemtypes, type Vcpu } from '../index.ts';
 import type { Scenario, Step } from './schema.ts';
-import { designsFor, vmTypeNumber, type DesignSpec } from './designs.ts';
+import { designsFor, kvmOptionsFor, vmTypeNumber, type DesignSpec } from './designs.ts';
 import { loadChecker, NoChecker, type AuditLevel, type CheckerLike, type Violation } from './checker_glue.ts';
 import { createRegion, execStep, type Derived, type ExecCtx, type RegionState, type VmCtx } from './steps.ts';
 import { newVfioCtx } from './steps_vfio.ts';
@@ -104,10 +104,7 @@ function hash(s: string): number {
 /** The host: profile, kernel and memtype options, bug switches; IOMMU units and snoop scope for VFIO. */
 function buildKvm(sc: Scenario, units: Map<string, zaplab.IommuUnit>): Kvm {
   const h = sc.host ?? {};
-  const opts: Record<string, unknown> = { ...(h.overrides ?? {}) };
-  for (const k of ['profile', 'kernel', 'tdp', 'tdpMmu', 'honorGuestMtrrs', 'cdToggleZap'] as const) if (h[k] !== undefined) opts[k] = h[k];
-  if (h.bugs?.length) opts['bugs'] = h.bugs;
-  const kvm = new Kvm(opts as KvmOptions);
+  const kvm = new Kvm(kvmOptionsFor(sc));
   if (h.snoopScope !== undefined || h.iommus?.length) {
     if (h.snoopScope !== undefined) kvm.vfio.snoopScope = h.snoopScope;
     units.set('default', kvm.vfio.units[0]!);
