@@ -1,7 +1,7 @@
 /**
  * MMU differential scenarios: small guest workloads whose per-step shadow-MMU stat deltas are recorded
- * from the real kernel (test/recorded/mmu-pvm-6.18.json), so the model's shadow-MMU work can later be
- * held to them. The model's TDP MMU is not compared with them (different MMU); see mmu_runner.ts.
+ * from the real kernel (test/recorded/mmu-pvm-6.18.json); the model's shadow MMU is held to them step by
+ * step (test/shadow/recorded.test.ts). The TDP MMU is not compared with them (different MMU).
  *
  * Geometry (as in test/real-kvm/guest_access.test.ts): slot A = id 1, 256 pages at 2 GiB, the slot the
  * guest keeps using; slot V = id 2, 64 pages at 1 GiB, the victim; PT = the access harness's own slot
@@ -9,6 +9,7 @@
  * DEFAULT VM with one vCPU, with KVM_X86_QUIRK_SLOT_ZAP_ALL left on ('zap-all') or disabled first
  * ('precise').
  */
+import type { AccessResult } from '../kvm/api_types.ts';
 
 export type SlotName = 'A' | 'V' | 'PT';
 export type MmuStep =
@@ -134,3 +135,13 @@ export function describeMmuStep(s: MmuStep): string {
 }
 
 export const PAGE = P;
+
+/** A step's exits by kind (with the gpa of each non-`none` exit if asked), as recordings store them. */
+export function exitsOf(results: readonly AccessResult[], withGpa = false): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const r of results) {
+    const k = withGpa && r.exit !== 'none' ? `${r.exit}@0x${r.gpa.toString(16)}` : r.exit;
+    out[k] = (out[k] ?? 0) + 1;
+  }
+  return out;
+}

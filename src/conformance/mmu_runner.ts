@@ -7,11 +7,10 @@
 import type { RealKvm } from '../backends/kvm/real_kvm.ts';
 import type { RealVm } from '../backends/kvm/real_vm.ts';
 import type { RealVcpu } from '../backends/kvm/real_vcpu.ts';
-import type { AccessResult } from '../kvm/api_types.ts';
 import { KVM_CAP } from '../uapi/kvm.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../uapi/kvm_x86.ts';
 import { describeBitmap } from './abi_runner.ts';
-import { describeMmuStep, MMU_CASES, MMU_STATS, type MmuCase, type MmuStep, PAGE, SLOT_GEOMETRY, type SlotName } from './mmu_cases.ts';
+import { describeMmuStep, exitsOf, MMU_CASES, MMU_STATS, type MmuCase, type MmuStep, PAGE, SLOT_GEOMETRY, type SlotName } from './mmu_cases.ts';
 import type { RecordedHost } from './recording.ts';
 import { recordedHost } from './live.ts';
 
@@ -53,15 +52,6 @@ function region(l: Live, name: SlotName) {
   }
   const s = l.vm.slots().get(SLOT_GEOMETRY[name].slot)!;
   return { slot: s.slot, guestPhysAddr: s.guestPhysAddr, memorySize: s.memorySize, userspaceAddr: s.userspaceAddr, flags: s.flags };
-}
-
-function exitsOf(results: readonly AccessResult[], withGpa = false): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const r of results) {
-    const k = withGpa && r.exit !== 'none' ? `${r.exit}@0x${r.gpa.toString(16)}` : r.exit;
-    out[k] = (out[k] ?? 0) + 1;
-  }
-  return out;
 }
 
 /** Perform one step; returns what it observed besides the stats. */

@@ -3,21 +3,11 @@
  * model harness, producing the same per-step records as the real recording (mmu_runner.ts).
  */
 import { Kvm } from '../../src/kvm/kvm_main.ts';
-import type { AccessResult } from '../../src/kvm/api_types.ts';
 import { KVM_CAP } from '../../src/uapi/kvm.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../../src/uapi/kvm_x86.ts';
-import { describeMmuStep, MMU_STATS, PAGE, SLOT_GEOMETRY, type MmuCase, type MmuStep, type SlotName } from '../../src/conformance/mmu_cases.ts';
+import { describeMmuStep, exitsOf, MMU_STATS, PAGE, SLOT_GEOMETRY, type MmuCase, type MmuStep, type SlotName } from '../../src/conformance/mmu_cases.ts';
 import type { MmuStepRecord } from '../../src/conformance/mmu_runner.ts';
 import { HARNESS, ModelHarness } from './harness.ts';
-
-function exitsOf(results: readonly AccessResult[], withGpa = false): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const r of results) {
-    const k = withGpa && r.exit !== 'none' ? `${r.exit}@0x${r.gpa.toString(16)}` : r.exit;
-    out[k] = (out[k] ?? 0) + 1;
-  }
-  return out;
-}
 
 export function runModelMmuCase(c: MmuCase): MmuStepRecord[] {
   const kvm = new Kvm({ profile: 'pvm-6.18' });
