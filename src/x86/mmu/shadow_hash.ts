@@ -45,9 +45,14 @@ export class MmuPageHash {
 
   constructor(
     private readonly stats: HashStats,
-    /** is_obsolete_sp, which depends on the MMU's current generation */
-    private readonly isObsolete: (sp: ShadowPage) => boolean,
+    /** the MMU whose mmu_valid_gen decides is_obsolete_sp */
+    private readonly mmu: { readonly mmuValidGen: number },
   ) {}
+
+  /** @kernel arch/x86/kvm/mmu/mmu.c#is_obsolete_sp (inline here: lookups run on every fault) */
+  private isObsolete(sp: ShadowPage): boolean {
+    return sp.invalid || sp.mmuValidGen !== this.mmu.mmuValidGen;
+  }
 
   private bucket(gfn: number): ShadowPage[] {
     const h = kvmPageTableHashfn(gfn);

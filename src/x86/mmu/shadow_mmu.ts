@@ -76,7 +76,7 @@ export class ShadowMmu implements KvmMmuOps {
 
   constructor(readonly vm: VmState) {
     this.tdpEnabled = vm.cfg.tdp;
-    this.hash = new MmuPageHash(vm.stats, (sp) => this.isObsoleteSp(sp));
+    this.hash = new MmuPageHash(vm.stats, this);
     this.bug2019PreciseZap = hasBug(vm.cfg, 'shadow-2019-precise-zap');
     this.bugLeafsOnlyZap = hasBug(vm.cfg, 'shadow-leafs-only-zap');
   }
