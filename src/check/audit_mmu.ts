@@ -253,7 +253,7 @@ function checkLeaf(
     return;
   }
   if (mirror) ctx.mirrorLeafs?.push({ gfn, pfn: basePfn });
-  if (level > 1) auditHugeLeaf(report, where, slot, gfn, level, basePfn);
+  if (level > 1) auditHugeLeaf(vm, report, where, slot, gfn, level, basePfn);
   checkMappedPfns(vm, report, where, slot, gfn, span, basePfn, isPrivate, ctx.memo);
   if (!mirror && ctx.vcpu0 !== undefined) {
     const want = kvmMmuGetMtMask(ctx.vcpu0, gfn, false);
@@ -267,8 +267,13 @@ function checkLeaf(
   }
 }
 
-/** INV-HUGE-001 (inside the slot) and INV-HUGE-002 (lpage_info allows it). @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_hugepage_adjust */
+/**
+ * INV-HUGE-001 (inside the slot), INV-HUGE-002 (lpage_info allows it) and INV-HUGE-003 (uniform memory
+ * attributes, read from the attribute array itself, so a missing KVM_LPAGE_MIXED_FLAG is caught too).
+ * @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_hugepage_adjust
+ */
 function auditHugeLeaf(
+  vm: VmState,
   report: Report,
   where: string,
   slot: KvmMemorySlot,
@@ -286,6 +291,13 @@ function auditHugeLeaf(
     );
     return;
   }
+  if (vm.info.hasPrivateMem && !vm.memAttrs.rangeIs(gfn, gfn + span, vm.memAttrs.get(gfn)))
+    report(
+      'INV-HUGE-003',
+      `${where} [${hex(gfn)}, ${hex(gfn + span)}) spans gfns with different memory attributes`,
+      gfn,
+      pfn,
+    );
   const arr = slot.arch.lpageInfo?.[level - 2];
   const disallow = arr?.[gfnToIndex(gfn, slot.baseGfn, level as PgLevel)] ?? 0;
   if (disallow !== 0)

@@ -22,6 +22,7 @@ export type KernelVersion = '6.12' | '6.15' | '6.17' | '6.18' | '6.19';
  *   'gmem-flag-clear-uaf'        6.12–6.18 accept clearing KVM_MEM_GUEST_MEMFD (kvm_main.c#kvm_set_memory_region)
  *   'shadow-2019-precise-zap'    v5.1's precise memslot zap: every valid page whose base gfn is in the slot (mmu.c)
  *   'shadow-leafs-only-zap'      6.12-rc1: the precise memslot zap drops leafs only, shadow pages stay (mmu.c)
+ *   'no-lpage-mixed'             KVM_LPAGE_MIXED_FLAG never set: huge leafs over mixed attributes (mmu.c)
  */
 export const BUG_NAMES = [
   'vfio-2019-memtype',
@@ -36,6 +37,11 @@ export const BUG_NAMES = [
    * shadow guest tables outlive their slot (fixed in 6.12-rc2 by fcd1ec9cb59c).
    */
   'shadow-leafs-only-zap',
+  /**
+   * The model before issue #12 (not a shipped kernel): hugepage_set_mixed never runs, so a shared huge
+   * leaf can cover a PRIVATE gfn (mmu.c#kvm_arch_post_set_memory_attributes does it since 6.8).
+   */
+  'no-lpage-mixed',
 ] as const;
 export type BugName = (typeof BUG_NAMES)[number];
 

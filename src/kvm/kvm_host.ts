@@ -74,4 +74,6 @@ export interface KvmArchMemslotHooks {
   kvmArchCommitMemoryRegion(old: KvmMemorySlot | null, nu: KvmMemorySlot | null, change: KvmMrChange): void;
   /** @kernel arch/x86/kvm/x86.c#kvm_arch_memslots_updated */
   kvmArchMemslotsUpdated(asId: number, gen: number): void;
+  /** @kernel arch/x86/kvm/x86.c#kvm_arch_guest_memory_reclaimed */
+  kvmArchGuestMemoryReclaimed(): void;
 }

@@ -96,6 +96,8 @@ export const MODEL_VM_COUNTER_NAMES = [
   'seamcalls',
   'tdx_private_pages_removed',
   'tdx_unaccepted_accesses',
+  /** sev_writeback_caches from kvm_arch_guest_memory_reclaimed (SEV and SEV-ES only; x86/sev.ts) */
+  'sev_cache_writebacks',
 ] as const;
 export type ModelVmCounterName = (typeof MODEL_VM_COUNTER_NAMES)[number];
 export type ModelVmCounters = Record<ModelVmCounterName, number>;

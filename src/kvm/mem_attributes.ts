@@ -10,7 +10,9 @@ import type { KvmMemoryAttributes } from './api_types.ts';
 import { KvmError, hex } from './kvm_error.ts';
 import { addWrapsU64, copyIn, isUnaligned, num } from './args.ts';
 import type { VmState } from './vm_state.ts';
-import { KVM_FILTER_PRIVATE, KVM_FILTER_SHARED } from './kvm_host.ts';
+import { KVM_FILTER_PRIVATE, KVM_FILTER_SHARED, type KvmMemorySlot } from './kvm_host.ts';
+import { asGfn } from '../types/addr.ts';
+import { kvmArchPostSetMemoryAttributes, preSetWidening } from '../x86/mmu/mixed_attrs.ts';
 
 /** @kernel virt/kvm/kvm_main.c#kvm_supported_mem_attributes */
 export function kvmSupportedMemAttributes(vm: VmState): number {
@@ -53,21 +55,90 @@ export function kvmVmIoctlSetMemAttributes(vm: VmState, arg: KvmMemoryAttributes
   kvmVmSetMemAttributes(vm, start, end, a.attributes);
 }
 
-/** @kernel virt/kvm/kvm_main.c#kvm_vm_set_mem_attributes */
+/**
+ * Store the new attributes between two passes over the overlapping memslots: the first (under mmu_lock)
+ * begins an invalidation, widens it and zaps the mappings of the old attribute; the second recomputes
+ * the huge-page mixed flags and ends the invalidation. mmu_lock is dropped in between (the xarray
+ * stores), which is where a concurrent party (`vm.onMmuLockDrop`) runs.
+ * @kernel virt/kvm/kvm_main.c#kvm_vm_set_mem_attributes
+ */
 export function kvmVmSetMemAttributes(vm: VmState, start: number, end: number, attrs: number): void {
   if (vm.memAttrs.rangeIs(start, end, attrs)) return; // nothing changes: no zap, no notifier
-  // Zap the mappings of the old attribute: converting to private drops shared mappings and vice versa.
-  const filter = attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE ? KVM_FILTER_SHARED : KVM_FILTER_PRIVATE;
+  const pre = (slot: KvmMemorySlot, s: number, e: number): boolean =>
+    kvmPreSetMemoryAttributes(vm, slot, s, e, attrs);
+  const begun = kvmHandleGfnRange(vm, start, end, () => vm.mmuInvalidateBegin(), pre);
+  // mmu_lock is not held while the xarray is written: others may fault (and must retry) meanwhile.
+  if (begun) vm.mmuLockYield(false, false);
+  vm.memAttrs.set(start, end, attrs);
+  const post = (slot: KvmMemorySlot, s: number, e: number): boolean => {
+    kvmArchPostSetMemoryAttributes(vm, slot, s, e, attrs);
+    return false;
+  };
+  kvmHandleGfnRange(vm, start, end, () => vm.mmuInvalidateEnd(), post);
+}
+
+/**
+ * Run handler on [start, end) ∩ each memslot of every address space. Only if some slot overlaps is
+ * mmu_lock taken and onLock run, once (kvm_mmu_invalidate_begin for the pre pass, _end for the post
+ * pass: slots_lock is held throughout, so both passes see the same slots); a flush owed by the
+ * handlers (flush_on_ret) is done before returning. Returns whether a memslot was found.
+ * @kernel virt/kvm/kvm_main.c#kvm_handle_gfn_range
+ */
+function kvmHandleGfnRange(
+  vm: VmState,
+  start: number,
+  end: number,
+  onLock: () => void,
+  handler: (slot: KvmMemorySlot, s: number, e: number) => boolean,
+): boolean {
+  let found = false;
   let flush = false;
-  vm.mmuInvalidateBegin();
   for (let as = 0; as < vm.nrAs; as++) {
     for (const slot of vm.activeMemslots(as).inGfnRange(start, end)) {
       const s = Math.max(start, slot.baseGfn);
       const e = Math.min(end, slot.baseGfn + slot.npages);
-      flush = vm.kvmMmuUnmapGfnRange(slot, s, e, filter) || flush;
+      if (s >= e) continue;
+      if (!found) onLock();
+      found = true;
+      flush = handler(slot, s, e) || flush;
     }
   }
   if (flush) vm.flushRemoteTlbs();
-  vm.memAttrs.set(start, end, attrs);
-  vm.mmuInvalidateEnd();
+  return found;
+}
+
+/**
+ * The pre pass for one slot: add its range to the invalidation (unconditionally, so every begin has a
+ * range), then the arch widens it to the huge ranges around the head and tail and zaps.
+ * @kernel virt/kvm/kvm_main.c#kvm_pre_set_memory_attributes
+ */
+function kvmPreSetMemoryAttributes(
+  vm: VmState,
+  slot: KvmMemorySlot,
+  start: number,
+  end: number,
+  attrs: number,
+): boolean {
+  vm.mmuInvalidateRangeAdd(start, end);
+  return kvmArchPreSetMemoryAttributes(vm, slot, start, end, attrs);
+}
+
+/** @kernel arch/x86/kvm/mmu/mmu.c#kvm_arch_pre_set_memory_attributes */
+function kvmArchPreSetMemoryAttributes(
+  vm: VmState,
+  slot: KvmMemorySlot,
+  start: number,
+  end: number,
+  attrs: number,
+): boolean {
+  for (const [s, e] of preSetWidening(slot, start, end)) vm.mmuInvalidateRangeAdd(s, e);
+  // Unmap the old attribute: converting to private drops shared mappings and vice versa.
+  const filter = attrs & KVM_MEMORY_ATTRIBUTE_PRIVATE ? KVM_FILTER_SHARED : KVM_FILTER_PRIVATE;
+  return vm.mmu.kvmUnmapGfnRange({
+    slot,
+    start: asGfn(start),
+    end: asGfn(end),
+    attrFilter: filter,
+    mayBlock: true,
+  });
 }

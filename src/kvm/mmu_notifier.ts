@@ -42,6 +42,8 @@ export class KvmMmuNotifier implements MmuNotifier {
     }
     if (begun) this.begun.push(`${start}:${end}`);
     if (flush) vm.flushRemoteTlbs();
+    // Found a memslot, so guest memory was reclaimed (after mmu_lock is dropped: it is slow on SEV).
+    if (begun) vm.kvmArchGuestMemoryReclaimed();
   }
 
   /** @kernel virt/kvm/kvm_main.c#kvm_mmu_notifier_invalidate_range_end */
@@ -56,8 +58,9 @@ export class KvmMmuNotifier implements MmuNotifier {
     this.vm.mnActiveInvalidateCount--;
   }
 
-  /** @kernel virt/kvm/kvm_main.c#kvm_mmu_notifier_release */
+  /** @kernel virt/kvm/kvm_main.c#kvm_mmu_notifier_release (kvm_flush_shadow_all) */
   release(): void {
     this.vm.mmu.kvmArchFlushShadowAll();
+    this.vm.kvmArchGuestMemoryReclaimed();
   }
 }

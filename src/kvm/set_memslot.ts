@@ -75,6 +75,7 @@ function kvmInvalidateMemslot(vm: SetMemslotVm, old: KvmMemorySlot, invalid: Kvm
   // vCPUs now see the INVALID copy and retry faults on it, so no new SPTE can appear for the slot
   // while the arch code zaps what exists.
   vm.hooks.kvmArchFlushShadowMemslot(old);
+  vm.hooks.kvmArchGuestMemoryReclaimed();
   // A vCPU running concurrently with the update sees the INVALID slot here (scenarios and tests use
   // this hook to model that access; it is not a kernel interface).
   vm.onInvalidWindow?.(old);

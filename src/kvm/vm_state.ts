@@ -32,6 +32,7 @@ import {
 import type { KvmMmuOps } from '../x86/mmu_ops.ts';
 import { createMmu } from '../x86/mmu/mmu_create.ts';
 import { KvmMmuNotifier } from './mmu_notifier.ts';
+import { sevGuestMemoryReclaimed } from '../x86/sev.ts';
 
 export interface VmOptions {
   /** How DELETE/MOVE choose between zap-all and precise zap: the 6.12+ quirk (default), the VM type, or the RFC slot flag. */
@@ -291,6 +292,10 @@ export class VmState implements KvmArchMemslotHooks {
   }
   kvmArchCommitMemoryRegion(old: KvmMemorySlot | null, nu: KvmMemorySlot | null, change: KvmMrChange): void {
     kvmArchCommitMemoryRegion(this, old, nu, change);
+  }
+  /** @kernel arch/x86/kvm/x86.c#kvm_arch_guest_memory_reclaimed */
+  kvmArchGuestMemoryReclaimed(): void {
+    sevGuestMemoryReclaimed(this);
   }
   /** @kernel arch/x86/kvm/x86.c#kvm_arch_memslots_updated */
   kvmArchMemslotsUpdated(_asId: number, gen: number): void {

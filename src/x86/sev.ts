@@ -108,6 +108,22 @@ export function kvmArchGmemInvalidate(arch: SnpArch, pfn: number): void {
   arch.snp?.rmpMakeShared(pfn);
 }
 
+/**
+ * Guest memory was unmapped from KVM's MMU (a memslot DELETE/MOVE flush, an MMU-notifier invalidation
+ * that found a memslot, a flush of everything): a SEV or SEV-ES guest's dirty cache lines tagged with
+ * its key must be written back before the host reuses the pages (WBNOINVD on the CPUs that ran it; 6.14
+ * and older WBINVD everywhere). SNP is exempt: its private memory is in guest_memfd, which these events
+ * never reach, and shared pages need no flush. The model counts the writebacks.
+ * @kernel arch/x86/kvm/svm/sev.c#sev_guest_memory_reclaimed
+ */
+export function sevGuestMemoryReclaimed(vm: {
+  readonly info: { readonly name: string };
+  countModel(name: 'sev_cache_writebacks'): void;
+}): void {
+  if (vm.info.name !== 'SEV' && vm.info.name !== 'SEV_ES') return;
+  vm.countModel('sev_cache_writebacks'); // sev_writeback_caches
+}
+
 export type PvalidateResult =
   | { exit: 'none'; status: 'success' | 'noupdate' | 'fail_input'; pfn: number }
   | Exclude<AccessResult, { exit: 'none' }>;

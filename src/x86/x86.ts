@@ -20,6 +20,7 @@ import type { VmTypeInfo } from './vm_types.ts';
 import type { KvmMmuOps } from './mmu_ops.ts';
 import type { KvmTdx } from './tdx.ts';
 import type { SevSnp } from './sev.ts';
+import { kvmMmuInitMemslotMemoryAttributes, type AttrVm } from './mmu/mixed_attrs.ts';
 
 /** How KVM chooses between zap-all and a precise zap on DELETE/MOVE (the three ABIs of May 2024). */
 export type ZapDesign = 'quirk' | 'vm-type' | 'slot-flag';
@@ -48,7 +49,7 @@ export interface KvmArch {
 }
 
 /** What the x86 hooks read of the generic VM. */
-export interface X86Vm {
+export interface X86Vm extends AttrVm {
   readonly arch: KvmArch;
   readonly nrMemslotPages: number;
   readonly mmu: KvmMmuOps;
@@ -132,6 +133,8 @@ export function kvmArchPrepareMemoryRegion(
     if (last > kvmMmuMaxGfn(vm.arch.cfg)) return 'EINVAL';
     if (kvmIsGfnAlias(vm.arch, last)) return 'EINVAL';
     s.arch = { lpageInfo: kvmAllocLpageInfo(s), rmap: null, gfnWriteTrack: null };
+    // kvm_alloc_memslot_metadata: attributes may already be mixed in the new slot's huge ranges.
+    kvmMmuInitMemslotMemoryAttributes(vm, s);
     return null;
   }
   if (change === 'FLAGS_ONLY') nu!.arch = old!.arch;

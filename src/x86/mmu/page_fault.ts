@@ -1,8 +1,9 @@
 /**
  * The TDP page fault, written as the kernel's phases so a scheduler can interleave them with other work:
  *   1. snapshot   mmu_invalidate_seq is read before anything that can sleep (kvm_mmu_faultin_pfn)
- *   2. get pfn    memslot lookup (INVALID → retry, none → MMIO), private/shared check, host pfn (GUP or
- *                 guest_memfd), early retry if an invalidation already covers the gfn
+ *   2. get pfn    memslot lookup (INVALID → retry, none → MMIO or, if private, a memory-fault exit),
+ *                 private/shared check, early retry if an invalidation covers the gfn or ran since the
+ *                 snapshot, host pfn (GUP or guest_memfd), the same early check again
  *   3. lock       take mmu_lock (read) and recheck: root obsolete, or the invalidation seq moved / range
  *                 covers the gfn → retry (is_page_fault_stale)
  *   4. install    huge-page level, make the SPTE, kvm_tdp_mmu_map.
@@ -28,7 +29,7 @@ import { markPageDirtyInSlot } from '../../kvm/dirty_log.ts';
 import { kvmGmemGetPfn } from '../../kvm/guest_memfd.ts';
 import { hasBug } from '../../kvm/host_profile.ts';
 import { asPfn, pagesPerHpage, type PgLevel } from '../../types/addr.ts';
-import { gfnToIndex } from '../x86.ts';
+import { gfnToIndex, kvmMmuMaxGfn } from '../x86.ts';
 import {
   kvmTdpMmuMap,
   TDP_MAP_FLUSH,
@@ -125,12 +126,16 @@ export function tdpMmuGetRootForFault(mmu: X86Mmu, vcpu: Vcpu, isPrivate: boolea
   return isPrivate && mmu.vm.arch.gfnDirectBits !== 0 ? vcpu.mmu.mirrorRoot : vcpu.mmu.root;
 }
 
-/** @kernel virt/kvm/kvm_main.c#mmu_invalidate_retry_gfn_unsafe (no seq check: that needs mmu_lock) */
-function invalidateCoversGfn(mmu: X86Mmu, gfn: number): boolean {
+/**
+ * An invalidation in progress covers the gfn, or one ran since the fault's snapshot. Read without
+ * mmu_lock, so a stale range only costs a spurious retry; what matters is seeing the count move.
+ * @kernel include/linux/kvm_host.h#mmu_invalidate_retry_gfn_unsafe
+ */
+function mmuInvalidateRetryGfnUnsafe(mmu: X86Mmu, mmuSeq: number, gfn: number): boolean {
   const vm = mmu.vm;
-  return (
-    vm.mmuInvalidateInProgress > 0 && gfn >= vm.mmuInvalidateRangeStart && gfn < vm.mmuInvalidateRangeEnd
-  );
+  if (vm.mmuInvalidateInProgress > 0 && gfn >= vm.mmuInvalidateRangeStart && gfn < vm.mmuInvalidateRangeEnd)
+    return true;
+  return vm.mmuInvalidateSeq !== mmuSeq;
 }
 
 /**
@@ -158,11 +163,20 @@ export function kvmMmuFaultinPfn(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): 
     fault.retryReason = 'memslot is INVALID (being deleted or moved)';
     return RET_PF_RETRY;
   }
-  if (invalidateCoversGfn(mmu, fault.gfn)) {
+  // Checked before the pfn lookup (which may sleep, and would only make a running invalidation slower)…
+  if (mmuInvalidateRetryGfnUnsafe(mmu, fault.mmuSeq, fault.gfn)) {
     fault.retryReason = 'an MMU-notifier invalidation covers the gfn';
     return RET_PF_RETRY;
   }
-  return faultinPfnFromSlot(mmu, fault, slot);
+  const r = faultinPfnFromSlot(mmu, fault, slot);
+  if (r !== RET_PF_CONTINUE) return r;
+  // …and again after it, purely to avoid taking mmu_lock for a fault that must retry anyway (e.g. the
+  // lookup broke COW, which ran a whole invalidation on this gfn).
+  if (mmuInvalidateRetryGfnUnsafe(mmu, fault.mmuSeq, fault.gfn)) {
+    fault.retryReason = 'an invalidation ran while the pfn was looked up (before mmu_lock)';
+    return RET_PF_RETRY;
+  }
+  return RET_PF_CONTINUE;
 }
 
 function faultinPfnFromSlot(mmu: X86Mmu, fault: KvmPageFault, slot: KvmMemorySlot): number {
@@ -200,12 +214,17 @@ function faultinPfnFromSlot(mmu: X86Mmu, fault: KvmPageFault, slot: KvmMemorySlo
 }
 
 /**
- * No memslot: cache an MMIO SPTE carrying the memslot generation (unless the gfn is beyond what the MMU
- * maps) and let the access be emulated, i.e. exit to userspace as MMIO.
+ * No memslot. A private fault cannot be MMIO: it exits to userspace as KVM_EXIT_MEMORY_FAULT (6.10+,
+ * before any MMIO bookkeeping). Otherwise cache an MMIO SPTE carrying the memslot generation (unless
+ * the gfn is beyond kvm_mmu_max_gfn) and let the access be emulated, i.e. exit to userspace as MMIO.
  * @kernel arch/x86/kvm/mmu/mmu.c#kvm_handle_noslot_fault
  */
 function kvmHandleNoslotFault(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): number {
-  if (fault.gfn >= mmu.tdp.maxGfnExclusive || fault.isPrivate) return RET_PF_EMULATE;
+  if (fault.isPrivate) {
+    fault.retryReason = 'private access with no memslot';
+    return RET_PF_MEMORY_FAULT; // kvm_mmu_prepare_memory_fault_exit, -EFAULT
+  }
+  if (fault.gfn > kvmMmuMaxGfn(mmu.vm.cfg)) return RET_PF_EMULATE;
   fault.pfn = -1; // KVM_PFN_NOSLOT: kvm_tdp_mmu_map installs an MMIO SPTE
   fault.maxLevel = 1;
   void vcpu;
@@ -217,7 +236,9 @@ function kvmHandleNoslotFault(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): num
  * @kernel arch/x86/kvm/mmu/mmu.c#is_page_fault_stale
  */
 export function isPageFaultStale(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): boolean {
-  const root = tdpMmuGetRootForFault(mmu, vcpu, fault.isPrivate);
+  // vcpu->arch.mmu->root: the direct root, even for a TD's private fault that maps in the mirror root
+  // (is_obsolete_sp; TDP MMU pages carry no mmu_valid_gen, so only role.invalid counts).
+  const root = vcpu.mmu.root;
   if (root < 0 || (mmu.tdp.pool.role[root]! & ROLE_INVALID) !== 0) {
     fault.retryReason = 'the root was invalidated (zap-all) during the fault';
     return true;
@@ -227,7 +248,7 @@ export function isPageFaultStale(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): 
   // mmu_invalidate_retry_gfn: an invalidation in progress over the gfn, or one that completed since the snapshot.
   // BUG fault-no-seq-recheck: the recheck is skipped, so a pfn from before an invalidation gets mapped.
   if (hasBug(vm.cfg, 'fault-no-seq-recheck')) return false;
-  if (invalidateCoversGfn(mmu, fault.gfn) || vm.mmuInvalidateSeq !== fault.mmuSeq) {
+  if (mmuInvalidateRetryGfnUnsafe(mmu, fault.mmuSeq, fault.gfn)) {
     fault.retryReason = 'mmu_invalidate_seq moved since the snapshot (the pfn may be stale)';
     return true;
   }
