@@ -9,8 +9,8 @@
  */
 import type { Command } from 'commander';
 import { ABI_CASES } from '../conformance/cases.ts';
-import { compareRuns } from '../conformance/abi_runner.ts';
-import { compareLive, formatDisagreements, recordedHost, runModel } from '../conformance/live.ts';
+import { compareRuns, type CaseVerdict } from '../conformance/abi_runner.ts';
+import { compareLive, formatCaseVerdicts, formatDisagreements, recordedHost, runModel } from '../conformance/live.ts';
 import { loadAbiRecording, makeAbiRecording, recordingRuns, writeJson } from '../conformance/recording.ts';
 
 interface Opts {
@@ -36,8 +36,8 @@ export function registerConformance(program: Command): void {
 function againstRecording(opts: Opts): number {
   const rec = loadAbiRecording(opts.against!);
   const model = runModel(rec.host.modelOptions, ABI_CASES);
-  const { compared, diffs } = compareRuns(model, recordingRuns(rec));
-  report(opts, compared, diffs, `recording ${opts.against} (kernel ${rec.host.kernel})`);
+  const { compared, diffs, cases } = compareRuns(model, recordingRuns(rec));
+  report(opts, compared, diffs, cases, `recording ${opts.against} (kernel ${rec.host.kernel})`);
   return diffs.length ? 1 : 0;
 }
 
@@ -50,6 +50,10 @@ async function live(opts: Opts): Promise<number> {
     return 2;
   }
   using real = new RealKvm();
+  if (!opts.json) {
+    const { formatProbe } = await import('../backends/kvm/index.ts');
+    process.stdout.write(formatProbe(real.hostProfile()) + '\n');
+  }
   const r = compareLive(real, ABI_CASES);
   if (opts.record) writeJson(opts.record, makeAbiRecording(recordedHost(real), r.kernel));
   if (opts.mmu) {
@@ -60,17 +64,47 @@ async function live(opts: Opts): Promise<number> {
   const cost =
     `one call (median): kernel ${us(r.nsMedianCall.kernel)}, model ${us(r.nsMedianCall.model)}; ` +
     `mean incl. 2×32764-slot SMR-4: kernel ${us(r.nsPerCall.kernel)}, model ${us(r.nsPerCall.model)}`;
-  report(opts, r.compared, r.diffs, `kernel ${real.hostProfile().kernel}; ${cost}`);
+  report(opts, r.compared, r.diffs, r.cases, `kernel ${real.hostProfile().kernel}; ${cost}`);
   return r.diffs.length ? 1 : 0;
 }
 
-function report(opts: Opts, compared: number, diffs: ReturnType<typeof compareRuns>['diffs'], what: string): void {
+function report(
+  opts: Opts,
+  compared: number,
+  diffs: ReturnType<typeof compareRuns>['diffs'],
+  cases: readonly CaseVerdict[],
+  what: string,
+): void {
+  const na = cases.filter((c) => c.status === 'n/a');
   if (opts.json) {
-    process.stdout.write(JSON.stringify({ cases: ABI_CASES.length, compared, disagreements: diffs }, null, 2) + '\n');
+    const out = { cases: ABI_CASES.length, compared, notApplicable: na.length, verdicts: cases, disagreements: diffs };
+    process.stdout.write(JSON.stringify(out, null, 2) + '\n');
     return;
   }
+  process.stdout.write(formatCaseVerdicts(cases) + '\n');
   process.stdout.write(formatDisagreements(diffs));
   process.stdout.write(
-    `${ABI_CASES.length} cases, ${compared} calls compared with ${what}: ${diffs.length} disagreement${diffs.length === 1 ? '' : 's'}\n`,
+    `${ABI_CASES.length} cases (${na.length} not applicable on this host), ${compared} calls compared with ${what}: ` +
+      `${diffs.length} disagreement${diffs.length === 1 ? '' : 's'}\n`,
   );
+}
+
+/** `zaplab host`: what the probe reads from /dev/kvm and the model options it implies. */
+export function registerHost(program: Command): void {
+  program
+    .command('host')
+    .description('probe the real /dev/kvm: what it reports, the model options that follow, and what the model cannot express')
+    .option('--json', 'print the probe as JSON')
+    .action(async (opts: { json?: boolean }) => {
+      const { RealKvm, realKvmAvailability, formatProbe } = await import('../backends/kvm/index.ts');
+      const avail = realKvmAvailability();
+      if (!avail.ok) {
+        process.stderr.write(`zaplab host: real /dev/kvm not usable (${avail.reason})\n`);
+        process.exitCode = 2;
+        return;
+      }
+      using real = new RealKvm();
+      const p = real.hostProfile();
+      process.stdout.write(opts.json ? JSON.stringify(p, null, 2) + '\n' : formatProbe(p));
+    });
 }

@@ -19,7 +19,7 @@ import { designById, designsFor, DESIGNS } from '../scenario/designs.ts';
 import { formatCompare, formatRun, formatViolations, type Style } from '../report/text.ts';
 import { TraceRecorder } from '../report/chrome_trace.ts';
 import type { Scenario } from '../scenario/schema.ts';
-import { registerConformance } from './conformance_cmd.ts';
+import { registerConformance, registerHost } from './conformance_cmd.ts';
 
 const tty = process.stdout.isTTY === true;
 const style: Style = { color: tty && !process.env['NO_COLOR'] };
@@ -217,5 +217,6 @@ program
   });
 
 registerConformance(program);
+registerHost(program);
 
 program.parseAsync().catch((e: unknown) => die(`zaplab: ${e instanceof Error ? e.message : String(e)}`));

@@ -6,7 +6,7 @@
  * recording. Only KvmError counts as an outcome; anything else is a harness bug and propagates.
  */
 import { KvmError } from '../kvm/kvm_error.ts';
-import { type AbiCase, type Call, describeCall, type FdRef, type HvaRef } from './case_types.ts';
+import { type AbiCase, type Call, describeCall, type FdRef, type HostFacts, type HvaRef, notApplicable } from './case_types.ts';
 
 type U64 = number | bigint;
 /** The VM-fd surface both backends share (kvm_main.ts Vm, backends/kvm/real_vm.ts RealVm). */
@@ -43,6 +43,8 @@ export interface CallResult {
 }
 export interface CaseRun {
   id: string;
+  /** why the case did not run on this host (its needs), or absent when it ran */
+  na?: string;
   results: CallResult[];
   /** wall time of the calls themselves (setup excluded), ns */
   ns: number;
@@ -50,12 +52,20 @@ export interface CaseRun {
   ioctls: number;
 }
 
-/** The outcome of one call: 'OK', the errno name, or OK plus its data. */
+/** A case that cannot be carried out as written (e.g. it names an fd no earlier call made). */
+export class CaseHarnessError extends Error {}
+
+/**
+ * The outcome of one call: 'OK', the errno name, or OK plus its data. A harness problem becomes an
+ * outcome too ('harness error: …'), so one broken case is a disagreement row, never an aborted run;
+ * anything else (a model crash) propagates.
+ */
 export function outcomeOf(f: () => string | void): string {
   try {
     return f() ?? 'OK';
   } catch (e) {
     if (e instanceof KvmError) return e.code;
+    if (e instanceof CaseHarnessError) return `harness error: ${e.message}`;
     throw e;
   }
 }
@@ -94,7 +104,7 @@ function fdOf(ctx: Ctx, r: FdRef): number {
   if (r === 'kvm') return ctx.kvm.fd;
   if (r === 'vm') return ctx.vm.fd;
   const fd = ctx.fds.get(r);
-  if (fd === undefined) throw new Error(`case uses fd '${r}' before a call created it`);
+  if (fd === undefined) throw new CaseHarnessError(`fd '${r}' was never created (the call that makes it failed or did not run)`);
   return fd;
 }
 function otherVm(ctx: Ctx): AbiVm {
@@ -131,6 +141,12 @@ function perform(ctx: Ctx, c: Call): string | void {
     case 'gmem': {
       const fd = vm.createGuestMemfd({ size: c.size, flags: c.flags });
       if (c.as) ctx.fds.set(c.as, fd);
+      return;
+    }
+    case 'gmemNone': {
+      // Should the kernel make one after all, close it: the case's expectation already says it should not.
+      const fd = vm.createGuestMemfd({ size: c.size, flags: c.flags });
+      ctx.kvm.close(fd);
       return;
     }
     case 'gmemOther':
@@ -226,13 +242,18 @@ export function runCase(
   return { id: c.id, results, ns: Number(ns), ioctls };
 }
 
+/** Run each case that applies to a host with `facts`; the others come back with `na` and no results. */
 export function runCases(
   kvm: AbiKvm,
   base: number,
   cases: readonly AbiCase[],
+  facts: HostFacts,
   hooks: Parameters<typeof runCase>[3] = {},
 ): CaseRun[] {
-  return cases.map((c) => runCase(kvm, base, c, hooks));
+  return cases.map((c) => {
+    const na = notApplicable(c, facts);
+    return na === null ? runCase(kvm, base, c, hooks) : { id: c.id, na, results: [], ns: 0, ioctls: 0 };
+  });
 }
 
 export interface Disagreement {
@@ -243,17 +264,45 @@ export interface Disagreement {
   kernel: string;
 }
 
-/** Every call whose outcome differs between two runs of the same cases (matched by case id and index). */
-export function compareRuns(model: readonly CaseRun[], kernel: readonly CaseRun[]): { compared: number; diffs: Disagreement[] } {
+/** One row per case: how the two sides compared. */
+export interface CaseVerdict {
+  case: string;
+  status: 'agree' | 'disagree' | 'n/a';
+  /** calls compared (0 when n/a) */
+  calls: number;
+  /** for n/a: why */
+  reason?: string;
+}
+
+/**
+ * Every call whose outcome differs between two runs of the same cases (matched by case id and index),
+ * and a verdict per case. A case not applicable on either side is not compared; applicable on one side
+ * only (the two hosts disagree about a feature) is a disagreement.
+ */
+export function compareRuns(
+  model: readonly CaseRun[],
+  kernel: readonly CaseRun[],
+): { compared: number; diffs: Disagreement[]; cases: CaseVerdict[] } {
   const byId = new Map(kernel.map((r) => [r.id, r]));
   const diffs: Disagreement[] = [];
+  const cases: CaseVerdict[] = [];
   let compared = 0;
   for (const m of model) {
     const k = byId.get(m.id);
     if (!k) {
-      diffs.push({ case: m.id, index: -1, call: '(case)', model: 'ran', kernel: 'not recorded' });
+      diffs.push({ case: m.id, index: -1, call: '(case)', model: m.na ? 'n/a' : 'ran', kernel: 'not recorded' });
+      cases.push({ case: m.id, status: 'disagree', calls: 0 });
       continue;
     }
+    if (m.na !== undefined || k.na !== undefined) {
+      if (m.na !== undefined && k.na !== undefined) cases.push({ case: m.id, status: 'n/a', calls: 0, reason: k.na });
+      else {
+        diffs.push({ case: m.id, index: -1, call: '(case)', model: m.na ? `n/a: ${m.na}` : 'ran', kernel: k.na ? `n/a: ${k.na}` : 'ran' });
+        cases.push({ case: m.id, status: 'disagree', calls: 0 });
+      }
+      continue;
+    }
+    const before = diffs.length;
     const n = Math.max(m.results.length, k.results.length);
     for (let i = 0; i < n; i++) {
       const a = m.results[i];
@@ -263,6 +312,7 @@ export function compareRuns(model: readonly CaseRun[], kernel: readonly CaseRun[
         diffs.push({ case: m.id, index: i, call: a?.call ?? b?.call ?? '?', model: a?.result ?? '—', kernel: b?.result ?? '—' });
       }
     }
+    cases.push({ case: m.id, status: diffs.length > before ? 'disagree' : 'agree', calls: n });
   }
-  return { compared, diffs };
+  return { compared, diffs, cases };
 }

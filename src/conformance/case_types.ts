@@ -30,6 +30,8 @@ export type Call =
   /** `count` V1 creates (or deletes, size 0) of ids first.. at gpa (id-first)*gpaStep: one result */
   | { op: 'R1many'; first: number; count: number; size: number; gpaBase?: number; gpaStep: number; hva: HvaRef }
   | { op: 'gmem'; size: U64; flags: U64; as?: string }
+  /** KVM_CREATE_GUEST_MEMFD where the case expects no fd (a kernel without guest_memfd): binds nothing */
+  | { op: 'gmemNone'; size: U64; flags: U64 }
   /** a guest_memfd created on a second VM of the same /dev/kvm */
   | { op: 'gmemOther'; size: number; as: string }
   /** KVM_SET_USER_MEMORY_REGION2 on that second VM */
@@ -49,12 +51,43 @@ export interface CallStep {
   expect: string;
 }
 
+/**
+ * A host feature a case depends on. A case that creates a guest_memfd needs 'guestMemfd' implicitly
+ * (caseNeeds); 'noGuestMemfd' marks cases about a kernel built without it.
+ */
+export type HostNeed = 'guestMemfd' | 'noGuestMemfd';
+
+/** The host facts `needs` are judged against (a resolved model HostConfig has them). */
+export interface HostFacts {
+  readonly guestMemfd: boolean;
+}
+
 export interface AbiCase {
   /** stable id: the reference section and a short name, e.g. '§8.13 adjacent' */
   id: string;
   /** what the case checks, in a line */
   title: string;
   steps: CallStep[];
+  /** features beyond those its calls imply (see caseNeeds) */
+  needs?: HostNeed[];
+}
+
+/** Every feature a case depends on: its declared needs plus guest_memfd if any call creates one. */
+export function caseNeeds(c: AbiCase): HostNeed[] {
+  const n = new Set(c.needs ?? []);
+  if (c.steps.some((s) => s.call.op === 'gmem' || s.call.op === 'gmemOther')) n.add('guestMemfd');
+  return [...n];
+}
+
+/** Why `c` cannot run on a host with `facts`, or null when it applies. */
+export function notApplicable(c: AbiCase, facts: HostFacts): string | null {
+  for (const need of caseNeeds(c)) {
+    if (need === 'guestMemfd' && !facts.guestMemfd)
+      return 'needs guest_memfd: this kernel reports KVM_CAP_GUEST_MEMFD = 0 (built without CONFIG_KVM_GUEST_MEMFD)';
+    if (need === 'noGuestMemfd' && facts.guestMemfd)
+      return 'about kernels without guest_memfd: this one reports KVM_CAP_GUEST_MEMFD = 1';
+  }
+  return null;
 }
 
 /** Shorthand constructors, so a case reads like memslot-abi.md's R1/R2 notation. */
@@ -87,6 +120,8 @@ export function describeCall(c: Call): string {
       return `R1 ×${c.count} ids ${c.first}.. size ${h(c.size)} gpa ${h(c.gpaBase ?? 0)} step ${h(c.gpaStep)}`;
     case 'gmem':
       return `CREATE_GUEST_MEMFD(size ${h(c.size)}, flags ${h(c.flags)})${c.as ? ` → ${c.as}` : ''}`;
+    case 'gmemNone':
+      return `CREATE_GUEST_MEMFD(size ${h(c.size)}, flags ${h(c.flags)})`;
     case 'gmemOther':
       return `other VM: CREATE_GUEST_MEMFD(size ${h(c.size)}) → ${c.as}`;
     case 'R2other':

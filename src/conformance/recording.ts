@@ -23,7 +23,8 @@ export interface AbiRecording {
   format: typeof ABI_RECORDING_FORMAT;
   recordedAt: string;
   host: RecordedHost;
-  cases: { id: string; calls: { call: string; result: string }[] }[];
+  /** per case: its calls, or `na` (why it did not apply to this host) and no calls */
+  cases: { id: string; na?: string; calls: { call: string; result: string }[] }[];
 }
 
 export function makeAbiRecording(host: RecordedHost, runs: readonly CaseRun[]): AbiRecording {
@@ -31,13 +32,17 @@ export function makeAbiRecording(host: RecordedHost, runs: readonly CaseRun[]): 
     format: ABI_RECORDING_FORMAT,
     recordedAt: new Date().toISOString(),
     host,
-    cases: runs.map((r) => ({ id: r.id, calls: r.results.map(({ call, result }) => ({ call, result })) })),
+    cases: runs.map((r) => ({
+      id: r.id,
+      ...(r.na !== undefined ? { na: r.na } : {}),
+      calls: r.results.map(({ call, result }) => ({ call, result })),
+    })),
   };
 }
 
 /** The kernel side of a comparison, rebuilt from a recording. */
 export function recordingRuns(rec: AbiRecording): CaseRun[] {
-  return rec.cases.map((c) => ({ id: c.id, results: c.calls, ns: 0, ioctls: 0 }));
+  return rec.cases.map((c) => ({ id: c.id, ...(c.na !== undefined ? { na: c.na } : {}), results: c.calls, ns: 0, ioctls: 0 }));
 }
 
 /** Read and shape-check an ABI recording (a malformed file is an Error naming what is wrong). */
@@ -48,6 +53,7 @@ export function loadAbiRecording(path: string): AbiRecording {
   if (!Array.isArray(j.cases)) throw new Error(`${path}: no cases`);
   for (const c of j.cases) {
     if (typeof c.id !== 'string' || !Array.isArray(c.calls)) throw new Error(`${path}: malformed case`);
+    if (c.na !== undefined && typeof c.na !== 'string') throw new Error(`${path}: ${c.id}: na must be a string`);
     for (const k of c.calls) {
       if (typeof k.call !== 'string' || typeof k.result !== 'string') throw new Error(`${path}: ${c.id}: malformed call`);
     }

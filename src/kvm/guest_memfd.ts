@@ -62,21 +62,27 @@ export interface GmemVm {
   readonly id: number;
   readonly hasPrivateMem: boolean;
   readonly kernel: string;
+  /** the host's guest_memfd build: CONFIG_KVM_GUEST_MEMFD and the flags it supports */
+  readonly cfg: { readonly guestMemfd: boolean; readonly guestMemfdFlags: number };
 }
 
-/** @kernel virt/kvm/guest_memfd.c#kvm_gmem_get_supported_flags */
-export function kvmGmemGetSupportedFlags(vmHasPrivateMem: boolean | null, kernel: string): number {
-  if (kernel < '6.18') return 0;
-  let flags = GUEST_MEMFD_FLAG_MMAP;
+/**
+ * `hostFlags` is what the build supports for /dev/kvm (HostConfig.guestMemfdFlags).
+ * @kernel virt/kvm/guest_memfd.c#kvm_gmem_get_supported_flags
+ */
+export function kvmGmemGetSupportedFlags(vmHasPrivateMem: boolean | null, hostFlags: number): number {
+  let flags = hostFlags & GUEST_MEMFD_FLAG_MMAP;
   // x86 kvm_arch_supports_gmem_init_shared(): only VMs without private memory (or /dev/kvm itself).
-  if (vmHasPrivateMem !== true) flags |= GUEST_MEMFD_FLAG_INIT_SHARED;
+  if (vmHasPrivateMem !== true) flags |= hostFlags & GUEST_MEMFD_FLAG_INIT_SHARED;
   return flags;
 }
 
 /** Validate KVM_CREATE_GUEST_MEMFD arguments. @kernel virt/kvm/guest_memfd.c#kvm_gmem_create */
 export function kvmGmemCreateCheck(vm: GmemVm, size: U64, flags: U64): { size: number; flags: number } {
   const syscall = 'KVM_CREATE_GUEST_MEMFD';
-  const supported = kvmGmemGetSupportedFlags(vm.hasPrivateMem, vm.kernel);
+  // Without CONFIG_KVM_GUEST_MEMFD the ioctl is not compiled into kvm_vm_ioctl: the arch handler's default.
+  if (!vm.cfg.guestMemfd) throw new KvmError('ENOTTY', syscall, 'this kernel has no CONFIG_KVM_GUEST_MEMFD');
+  const supported = kvmGmemGetSupportedFlags(vm.hasPrivateMem, vm.cfg.guestMemfdFlags);
   if (typeof flags === 'bigint' || flags & ~supported || flags > 0xffffffff) {
     throw new KvmError('EINVAL', syscall, `flags ${hex(flags)} not in the supported set ${hex(supported)}`);
   }

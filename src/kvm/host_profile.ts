@@ -8,9 +8,17 @@
  * 'pvm-6.18': the development machines' real /dev/kvm (shared/reference/real-kvm-host.md): shadow MMU,
  *   DEFAULT VM only, no SMM, quirks 0x5ff, no memory attributes, and the 6.19 guest_memfd fix backported.
  */
+import { GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP } from '../uapi/kvm.ts';
 import { KVM_X86_VALID_QUIRKS } from '../uapi/kvm_x86.ts';
 
+/** The guest_memfd creation flags 6.18 knows (MMAP, INIT_SHARED); earlier kernels took none. */
+const GMEM_FLAGS_6_18 = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
+/** VM types whose Kconfig selects KVM_GUEST_MEMFD: SW_PROTECTED (1), SNP (4), TDX (5). */
+const PRIVATE_MEM_VM_TYPES = (1 << 1) | (1 << 4) | (1 << 5);
+
 export type KernelVersion = '6.12' | '6.15' | '6.17' | '6.18' | '6.19';
+/** The versions whose differences the model follows, oldest first. */
+export const KERNEL_VERSIONS: readonly KernelVersion[] = ['6.12', '6.15', '6.17', '6.18', '6.19'];
 
 /**
  * Known historical KVM bugs the model can switch back on, each a small marked branch at the place the
@@ -70,10 +78,25 @@ export interface KvmOptions {
   userAddrLimit?: number;
   /** CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES */
   memoryAttributes?: boolean;
+  /**
+   * CONFIG_KVM_GUEST_MEMFD. false = a kernel built without guest_memfd (the development machines' build
+   * v1272): KVM_CAP_GUEST_MEMFD(_FLAGS) are 0, KVM_CREATE_GUEST_MEMFD is ENOTTY, KVM_MEM_GUEST_MEMFD fails
+   * check_memory_region_flags (EINVAL), and the VM types that need private memory (SW_PROTECTED, SNP,
+   * TDX all select it) are not offered.
+   */
+  guestMemfd?: boolean;
+  /**
+   * KVM_CAP_GUEST_MEMFD_FLAGS on /dev/kvm (kvm_gmem_get_supported_flags(NULL)): GUEST_MEMFD_FLAG_MMAP (1)
+   * | GUEST_MEMFD_FLAG_INIT_SHARED (2). Default: both on 6.18+, none before; 0 without guestMemfd. A VM
+   * with private memory never offers INIT_SHARED.
+   */
+  guestMemfdFlags?: number;
   /** PML available (dirty logging clears D-bits rather than write-protecting at 4K). */
   pml?: boolean;
   /** kvm.eager_page_split module parameter */
   eagerPageSplit?: boolean;
+  /** num_online_cpus(): KVM_CAP_NR_VCPUS answers min(onlineCpus, maxVcpus) */
+  onlineCpus?: number;
   /** KVM_CAP_MAX_VCPUS / KVM_CAP_MAX_VCPU_ID */
   maxVcpus?: number;
   maxVcpuId?: number;
@@ -106,8 +129,11 @@ export interface HostConfig {
   readonly maxPhyAddr: number;
   readonly userAddrLimit: number;
   readonly memoryAttributes: boolean;
+  readonly guestMemfd: boolean;
+  readonly guestMemfdFlags: number;
   readonly pml: boolean;
   readonly eagerPageSplit: boolean;
+  readonly onlineCpus: number;
   readonly maxVcpus: number;
   readonly maxVcpuId: number;
   readonly honorGuestMtrrs: boolean;
@@ -132,8 +158,11 @@ const PROFILES: Record<HostConfig['profile'], Omit<HostConfig, 'profile'>> = {
     maxPhyAddr: 46,
     userAddrLimit: 0x7ffffffff000,
     memoryAttributes: true,
+    guestMemfd: true,
+    guestMemfdFlags: GMEM_FLAGS_6_18,
     pml: true,
     eagerPageSplit: true,
+    onlineCpus: 2,
     maxVcpus: 1024,
     maxVcpuId: 4096,
     honorGuestMtrrs: false,
@@ -151,8 +180,11 @@ const PROFILES: Record<HostConfig['profile'], Omit<HostConfig, 'profile'>> = {
     maxPhyAddr: 52,
     userAddrLimit: 0x7ffffffff000,
     memoryAttributes: false,
+    guestMemfd: true,
+    guestMemfdFlags: GMEM_FLAGS_6_18,
     pml: false,
     eagerPageSplit: true,
+    onlineCpus: 2,
     maxVcpus: 1024,
     maxVcpuId: 4096,
     honorGuestMtrrs: false,
@@ -177,6 +209,7 @@ export function resolveHostConfig(opts: KvmOptions = {}): HostConfig {
     (cfg as { gmemFlagsFix: boolean }).gmemFlagsFix = opts.kernel === '6.19';
   }
   (cfg as { bugs: readonly BugName[] }).bugs = resolveBugs(opts.bugs);
+  resolveGuestMemfd(cfg as { -readonly [K in keyof HostConfig]: HostConfig[K] }, opts);
   // tdp_mmu_enabled = tdp_mmu_allowed && tdp_enabled: without TDP the module parameter does nothing, but
   // asking for both at once is a contradiction worth naming.
   if (opts.tdp === false && opts.tdpMmu === true) throw new TypeError('tdpMmu: true needs tdp (EPT/NPT)');
@@ -189,6 +222,24 @@ export function resolveHostConfig(opts: KvmOptions = {}): HostConfig {
     throw new TypeError(`maxPhyAddr must be an integer in [36, 52], got ${cfg.maxPhyAddr}`);
   }
   return Object.freeze(cfg);
+}
+
+/**
+ * guest_memfd follows the kernel build: without CONFIG_KVM_GUEST_MEMFD there are no creation flags and no
+ * private-memory VM types (their Kconfig entries select it), so those defaults are dropped and an explicit
+ * request for them is a contradiction.
+ */
+function resolveGuestMemfd(cfg: { -readonly [K in keyof HostConfig]: HostConfig[K] }, opts: KvmOptions): void {
+  if (typeof cfg.guestMemfd !== 'boolean') throw new TypeError(`guestMemfd must be a boolean, got ${typeof cfg.guestMemfd}`);
+  if (opts.guestMemfdFlags === undefined) cfg.guestMemfdFlags = cfg.guestMemfd && cfg.kernel >= '6.18' ? GMEM_FLAGS_6_18 : 0;
+  const f = cfg.guestMemfdFlags;
+  if (!Number.isInteger(f) || f < 0 || (f & ~GMEM_FLAGS_6_18) !== 0)
+    throw new TypeError(`guestMemfdFlags must be a subset of 0x${GMEM_FLAGS_6_18.toString(16)} (MMAP | INIT_SHARED), got ${String(f)}`);
+  if (cfg.guestMemfd) return;
+  if (f !== 0) throw new TypeError('guestMemfdFlags needs guestMemfd: a kernel without guest_memfd reports no flags');
+  if (opts.vmTypes === undefined) cfg.vmTypes &= ~PRIVATE_MEM_VM_TYPES;
+  else if (cfg.vmTypes & PRIVATE_MEM_VM_TYPES)
+    throw new TypeError('vmTypes SW_PROTECTED, SNP and TDX need guestMemfd (their Kconfig selects KVM_GUEST_MEMFD)');
 }
 
 function resolveBugs(bugs: unknown): readonly BugName[] {

@@ -81,8 +81,10 @@ export function copyInRegion(syscall: string, arg: unknown, v2: boolean): Region
 /** @kernel virt/kvm/kvm_main.c#check_memory_region_flags */
 export function checkMemoryRegionFlags(vm: SetRegionVm, flags: number): boolean {
   let valid = KVM_MEM_LOG_DIRTY_PAGES;
-  // 6.18 builds CONFIG_KVM_GUEST_MEMFD for every VM type; before, only private-memory VMs took it.
-  if (vm.cfg.kernel >= '6.18' || vm.info.hasPrivateMem) valid |= KVM_MEM_GUEST_MEMFD;
+  // 6.18 accepts the flag on every VM type when built with CONFIG_KVM_GUEST_MEMFD
+  // (IS_ENABLED(CONFIG_KVM_GUEST_MEMFD)); before, only private-memory VMs took it. Without guest_memfd the
+  // flag is simply not valid: EINVAL here, before the fd is looked at.
+  if (vm.cfg.guestMemfd && (vm.cfg.kernel >= '6.18' || vm.info.hasPrivateMem)) valid |= KVM_MEM_GUEST_MEMFD;
   // The May 2024 RFC's flag exists only in the slot-flag design, and only with the TDP MMU.
   if (vm.zapDesign === 'slot-flag' && vm.cfg.tdpMmu) valid |= KVM_MEM_ZAP_LEAFS_ONLY;
   // Dirty logging of guest_memfd slots is not supported.

@@ -17,6 +17,7 @@ import { modelCost, type Modelled } from '../metrics/cost.ts';
 import type { TraceRecorder } from '../report/chrome_trace.ts';
 import type { KvmTraceSink } from '../kvm/kvm_trace.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../uapi/kvm_x86.ts';
+import { resolveHostConfig } from '../kvm/host_profile.ts';
 
 export type Counts = Record<string, number>;
 export type Verdict = 'ok' | 'violations' | 'unchecked' | 'missing-features' | 'error';
@@ -79,8 +80,24 @@ function vmTypeWorks(type: number, stat?: string): boolean {
   }
 }
 
+/**
+ * What the scenario needs that this build, or the host the scenario describes, lacks: its `requires`
+ * probed on the public API, plus 'guest-memfd' when a region is private but the host is a kernel built
+ * without guest_memfd (`guestMemfd: false` in host.overrides).
+ */
 export function missingFeatures(sc: Scenario): string[] {
-  return (sc.requires ?? []).filter((f) => !(FEATURES[f]?.() ?? false));
+  const missing = (sc.requires ?? []).filter((f) => !(FEATURES[f]?.() ?? false));
+  const needsGmem = sc.vms.some((v) => v.regions.some((r) => r.private === true));
+  if (needsGmem && !missing.includes('guest-memfd') && !hostHasGuestMemfd(sc)) missing.push('guest-memfd');
+  return missing;
+}
+
+function hostHasGuestMemfd(sc: Scenario): boolean {
+  try {
+    return resolveHostConfig(kvmOptionsFor(sc)).guestMemfd;
+  } catch {
+    return true; // a bad host option is reported when the run builds the host
+  }
 }
 
 /** mulberry32: a tiny seeded PRNG, so working sets are identical across designs and runs. */

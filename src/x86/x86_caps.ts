@@ -62,7 +62,7 @@ export function checkExtension(cfg: HostConfig, vm: CapVm | null, cap: number): 
     case C.KVM_CAP_NR_MEMSLOTS:
       return KVM_USER_MEM_SLOTS;
     case C.KVM_CAP_NR_VCPUS:
-      return 2;
+      return Math.min(cfg.onlineCpus, cfg.maxVcpus);
     case C.KVM_CAP_MAX_VCPUS:
       return cfg.maxVcpus;
     case C.KVM_CAP_MAX_VCPU_ID:
@@ -84,10 +84,13 @@ export function checkExtension(cfg: HostConfig, vm: CapVm | null, cap: number): 
     case C.KVM_CAP_MEMORY_ATTRIBUTES:
       if (!cfg.memoryAttributes) return 0;
       return vm === null || vm.info.hasPrivateMem ? 8 : 0;
+    // Both are compiled only with CONFIG_KVM_GUEST_MEMFD (kvm_vm_ioctl_check_extension_generic).
     case C.KVM_CAP_GUEST_MEMFD:
+      if (!cfg.guestMemfd) return 0;
       return cfg.kernel >= '6.18' || vm === null || vm.info.hasPrivateMem ? 1 : 0;
     case C.KVM_CAP_GUEST_MEMFD_FLAGS:
-      return kvmGmemGetSupportedFlags(vm === null ? null : vm.info.hasPrivateMem, cfg.kernel);
+      if (!cfg.guestMemfd) return 0;
+      return kvmGmemGetSupportedFlags(vm === null ? null : vm.info.hasPrivateMem, cfg.guestMemfdFlags);
     case C.KVM_CAP_VM_TYPES:
       return supportedVmTypes(cfg);
     case C.KVM_CAP_PRE_FAULT_MEMORY:

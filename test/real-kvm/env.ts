@@ -4,6 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import { realKvmAvailability } from '../../src/backends/kvm/libc.ts';
+import type { RealHostProfile } from '../../src/backends/kvm/host_probe.ts';
 import { KvmError } from '../../src/kvm/kvm_error.ts';
 
 /** ZAPLAB_SKIP_REAL_KVM=1 forces the skip path (to check it, or to keep a CI run model-only). */
@@ -13,11 +14,35 @@ export const REAL_KVM: { ok: true } | { ok: false; reason: string } = process.en
 export const SKIP_REASON = REAL_KVM.ok ? '' : REAL_KVM.reason;
 
 /**
- * The exact capability values, errnos and stat deltas asserted by the host-specific suites are those of
- * the development machines' host (kvm_pvm, shadow MMU, DEFAULT VM only; real-kvm-host.md). On any
- * other /dev/kvm those suites skip; the generic ones (leaks, host memory, model-vs-kernel) still run.
+ * kvm_pvm is the vendor module (a nested PVM host, real-kvm-host.md): guest code at CPL0 is emulated, so
+ * the suites that drive the guest (CPL3 harness) and read vendor-specific stat names need it. It says
+ * nothing about the kernel build: what the build offers comes from HOST (the probe).
  */
 export const PVM_HOST = REAL_KVM.ok && existsSync('/sys/module/kvm_pvm');
+
+/**
+ * What this /dev/kvm reports (src/backends/kvm/host_probe.ts), probed once per test file, or null
+ * without a usable /dev/kvm. Tests configure the model from HOST.modelOptions and guard build-dependent
+ * cases on its fields (HOST.guestMemfd, …), never on which build it is.
+ */
+export const HOST: RealHostProfile | null = REAL_KVM.ok ? await probe() : null;
+
+async function probe(): Promise<RealHostProfile> {
+  const { RealKvm } = await import('../../src/backends/kvm/real_kvm.ts');
+  const kvm = new RealKvm();
+  try {
+    return kvm.hostProfile();
+  } finally {
+    kvm.close();
+  }
+}
+
+/** Print, once per suite, why a build-dependent test does not run here. */
+export function skipUnless(cond: boolean, suite: string, why: string): boolean {
+  if (!cond && REAL_KVM.ok) console.warn(`[${suite}] not applicable on this host: ${why}`);
+  return !cond;
+}
+export const NO_GMEM_WHY = 'needs guest_memfd (KVM_CAP_GUEST_MEMFD = 0: kernel built without CONFIG_KVM_GUEST_MEMFD)';
 
 /** Print why a suite is skipped (once, at import). `pvmOnly` suites also need the kvm_pvm host. */
 export function announceSkip(suite: string, pvmOnly = false): void {

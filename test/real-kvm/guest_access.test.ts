@@ -13,7 +13,7 @@ import type { RealVm } from '../../src/backends/kvm/real_vm.ts';
 import type { GuestAccess } from '../../src/backends/kvm/real_vcpu.ts';
 import { KVM_CAP, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY } from '../../src/uapi/kvm.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../../src/uapi/kvm_x86.ts';
-import { PVM_HOST, announceSkip, nonzero, statDelta } from './env.ts';
+import { HOST, NO_GMEM_WHY, PVM_HOST, announceSkip, nonzero, skipUnless, statDelta } from './env.ts';
 
 announceSkip('guest_access', true);
 
@@ -170,7 +170,7 @@ describe.skipIf(!PVM_HOST)('real /dev/kvm: CPL3 guest accesses', () => {
     expect(w.exit === 'none' && r1!.exit === 'none' && w.pfn !== r1!.pfn).toBe(true); // COW broke it
   });
 
-  it('guest_memfd slots (§7.5): MMAP|INIT_SHARED data flows both ways; a non-MMAP one with hva 0 faults', () => {
+  it.skipIf(skipUnless(HOST?.guestMemfd === true, 'guest_access', NO_GMEM_WHY))('guest_memfd slots (§7.5): MMAP|INIT_SHARED data flows both ways; a non-MMAP one with hva 0 faults', () => {
     using vm = kvm.createVm(0);
     const g = vm.createGuestMemfd({ size: 16 * P, flags: 3 });
     vm.setUserMemoryRegion2({ slot: 1, flags: 4, guestPhysAddr: A, memorySize: 16 * P, guestMemfd: g });

@@ -3,14 +3,16 @@
  * model harness, producing the same per-step records as the real recording (mmu_runner.ts).
  */
 import { Kvm } from '../../src/kvm/kvm_main.ts';
+import type { KvmOptions } from '../../src/kvm/host_profile.ts';
 import { KVM_CAP } from '../../src/uapi/kvm.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../../src/uapi/kvm_x86.ts';
 import { describeMmuStep, exitsOf, MMU_STATS, PAGE, SLOT_GEOMETRY, type MmuCase, type MmuStep, type SlotName } from '../../src/conformance/mmu_cases.ts';
 import type { MmuStepRecord } from '../../src/conformance/mmu_runner.ts';
 import { HARNESS, ModelHarness } from './harness.ts';
 
-export function runModelMmuCase(c: MmuCase): MmuStepRecord[] {
-  const kvm = new Kvm({ profile: 'pvm-6.18' });
+/** `opts`: the model host (a recording's or the live probe's modelOptions; default the pvm-6.18 profile). */
+export function runModelMmuCase(c: MmuCase, opts: KvmOptions = { profile: 'pvm-6.18' }): MmuStepRecord[] {
+  const kvm = new Kvm(opts);
   const vm = kvm.createVm(0);
   if (c.quirkDisabled) vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
   const regions = new Map<SlotName, { slot: number; flags: number; guestPhysAddr: number; memorySize: number; userspaceAddr: number }>();

@@ -1,23 +1,37 @@
 /**
- * The model's shadow MMU held to every step of the real kernel's recording (test/recorded/mmu-pvm-6.18.json,
- * kvm_pvm 6.18, shadow MMU): the five deterministic stats and the guest's exits, quirk on and off.
+ * The model's shadow MMU held to every step of each real kernel's recording (test/recorded/mmu-*.json,
+ * kvm_pvm 6.18 builds v595 and v1272, shadow MMU): the five deterministic stats and the guest's exits,
+ * quirk on and off, with the model configured from the recording's own probe.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { MMU_CASES } from '../../src/conformance/mmu_cases.ts';
 import type { MmuRecording } from '../../src/conformance/mmu_runner.ts';
 import { runModelMmuCase } from './model_runner.ts';
+import type { KvmOptions } from '../../src/kvm/host_profile.ts';
 
-const rec = JSON.parse(
-  readFileSync(fileURLToPath(new URL('../recorded/mmu-pvm-6.18.json', import.meta.url)), 'utf8'),
-) as MmuRecording;
+const DIR = fileURLToPath(new URL('../recorded/', import.meta.url));
+const recordings = readdirSync(DIR)
+  .filter((f) => /^mmu-.*\.json$/.test(f))
+  .sort()
+  .map((file) => ({ file, rec: JSON.parse(readFileSync(DIR + file, 'utf8')) as MmuRecording }));
 
-describe('shadow MMU vs the recorded real kernel (pvm-6.18)', () => {
+describe('the recorded MMU runs', () => {
+  it('are the two 6.18.44 builds (v595 with guest_memfd, v1272 without), and the shadow MMU counted the same on both', () => {
+    expect(recordings.map(({ file, rec }) => [file, rec.host.kernel])).toEqual([
+      ['mmu-pvm-6.18-v1272.json', '6.18.44-fc-v1272'],
+      ['mmu-pvm-6.18.json', '6.18.44-fc-v595'],
+    ]);
+    expect(recordings[0]!.rec.scenarios).toEqual(recordings[1]!.rec.scenarios);
+  });
+});
+
+describe.each(recordings)('shadow MMU vs the recorded real kernel ($file), model configured from its probe', ({ rec }) => {
   for (const c of MMU_CASES) {
     it(c.id, () => {
       const real = rec.scenarios.find((s) => s.id === c.id)!;
-      const model = runModelMmuCase(c);
+      const model = runModelMmuCase(c, rec.host.modelOptions as KvmOptions);
       expect(model.map((s) => ({ step: s.step, stats: s.stats, exits: s.exits }))).toEqual(
         real.steps.map((s) => ({ step: s.step, stats: s.stats, exits: s.exits })),
       );

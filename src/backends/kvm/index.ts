@@ -17,4 +17,5 @@ export { RealHost, type Backing } from './real_host.ts';
 export { BinaryStatsFd, type KvmStatsDesc, type KvmStatsHeader } from './binary_stats.ts';
 export { DEFAULT_HARNESS, type HarnessConfig } from './guest_harness.ts';
 export { realKvmAvailability } from './libc.ts';
+export { probeHost, deriveModel, formatProbe, modelKernelFor, type Derivation } from './host_probe.ts';
 export { liveResourceCount } from './resources.ts';

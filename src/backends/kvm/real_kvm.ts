@@ -8,11 +8,10 @@
  * it opens is released by close() / [Symbol.dispose] (VMs first, then host mappings and fds), and, for
  * anything a caller forgot, at process exit (resources.ts).
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { release as osRelease } from 'node:os';
 import { readU32, readU64 } from '../../kvm/args.ts';
 import { KvmError, hex } from '../../kvm/kvm_error.ts';
 import { KVM_CAP, KVM_IOCTL } from '../../uapi/kvm.ts';
+import { probeHost, type RealHostProfile } from './host_probe.ts';
 import { check, getLibc, O_CLOEXEC, O_RDWR } from './libc.ts';
 import { RealHost } from './real_host.ts';
 import { RealVm, type RealVmOptions } from './real_vm.ts';
@@ -23,53 +22,7 @@ export interface RealKvmOptions extends RealVmOptions {
   path?: string;
 }
 
-/** What /dev/kvm reports, and the model options that describe it. */
-export interface RealHostProfile {
-  kernel: string;
-  apiVersion: number;
-  /** kvm_pvm is the vendor module (nested PVM host) */
-  pvm: boolean;
-  /** /sys/module/kvm/parameters/tdp_mmu */
-  tdpMmu: boolean;
-  /** tdp_enabled, as KVM_CAP_PRE_FAULT_MEMORY exposes it (x86 returns tdp_enabled) */
-  tdpEnabled: boolean;
-  /** KVM_CAP_VM_TYPES bitmask and the types it names */
-  vmTypes: number;
-  vmTypeList: number[];
-  /** KVM_CAP_DISABLE_QUIRKS2: kvm_caps.supported_quirks */
-  supportedQuirks: number;
-  /** KVM_CAP_MULTI_ADDRESS_SPACE on /dev/kvm (0 is reported as 1) */
-  addressSpaces: number;
-  /** KVM_CAP_X86_SMM */
-  smm: boolean;
-  /** KVM_CAP_MEMORY_ATTRIBUTES (supported attribute bits) */
-  memoryAttributes: number;
-  guestMemfd: boolean;
-  /** KVM_CAP_GUEST_MEMFD_FLAGS */
-  guestMemfdFlags: number;
-  /** KVM_CAP_NR_MEMSLOTS (user slot ids are 0 .. nrMemslots-1) */
-  nrMemslots: number;
-  readonlyMem: boolean;
-  userMemory2: boolean;
-  manualDirtyLogProtect: number;
-  dirtyLogRing: number;
-  memoryFaultInfo: boolean;
-  nrVcpus: number;
-  maxVcpus: number;
-  maxVcpuId: number;
-  vcpuMmapSize: number;
-  /** Options for the model's `new Kvm(opts)` that reproduce this host. */
-  modelOptions: {
-    profile: 'upstream-6.18' | 'pvm-6.18';
-    tdpMmu: boolean;
-    vmTypes: number;
-    smm: boolean;
-    supportedQuirks: number;
-    memoryAttributes: boolean;
-    maxVcpus: number;
-    maxVcpuId: number;
-  };
-}
+export type { RealHostProfile } from './host_probe.ts';
 
 export class RealKvm {
   readonly fd: number;
@@ -78,6 +31,7 @@ export class RealKvm {
   private readonly vms = new Set<RealVm>();
   private closed = false;
   private mmapSize = -1;
+  private profile: RealHostProfile | undefined;
 
   constructor(readonly opts: RealKvmOptions = {}) {
     const path = opts.path ?? '/dev/kvm';
@@ -148,55 +102,14 @@ export class RealKvm {
     return vm;
   }
 
-  /** Derive a model configuration from what /dev/kvm reports (capabilities + module parameters). */
+  /**
+   * What this /dev/kvm is and the model options that describe it, probed from the kernel (host_probe.ts);
+   * computed once per RealKvm (the probe creates a scratch VM).
+   */
   hostProfile(): RealHostProfile {
-    const cap = (n: number) => this.checkExtension(n);
-    const C = KVM_CAP;
-    const vmTypes = cap(C.KVM_CAP_VM_TYPES);
-    const as = cap(C.KVM_CAP_MULTI_ADDRESS_SPACE);
-    const pvm = existsSync('/sys/module/kvm_pvm');
-    const tdpMmu = readParam('/sys/module/kvm/parameters/tdp_mmu') === 'Y';
-    const p: Omit<RealHostProfile, 'modelOptions'> = {
-      kernel: osRelease(),
-      apiVersion: this.apiVersion(),
-      pvm,
-      tdpMmu,
-      tdpEnabled: cap(C.KVM_CAP_PRE_FAULT_MEMORY) !== 0,
-      vmTypes,
-      vmTypeList: [...Array(32).keys()].filter((i) => (vmTypes >>> i) & 1),
-      supportedQuirks: cap(C.KVM_CAP_DISABLE_QUIRKS2),
-      addressSpaces: as === 0 ? 1 : as,
-      smm: cap(C.KVM_CAP_X86_SMM) !== 0,
-      memoryAttributes: cap(C.KVM_CAP_MEMORY_ATTRIBUTES),
-      guestMemfd: cap(C.KVM_CAP_GUEST_MEMFD) !== 0,
-      guestMemfdFlags: cap(C.KVM_CAP_GUEST_MEMFD_FLAGS),
-      nrMemslots: cap(C.KVM_CAP_NR_MEMSLOTS),
-      readonlyMem: cap(C.KVM_CAP_READONLY_MEM) !== 0,
-      userMemory2: cap(C.KVM_CAP_USER_MEMORY2) !== 0,
-      manualDirtyLogProtect: cap(C.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2),
-      dirtyLogRing: cap(C.KVM_CAP_DIRTY_LOG_RING),
-      memoryFaultInfo: cap(C.KVM_CAP_MEMORY_FAULT_INFO) !== 0,
-      nrVcpus: cap(C.KVM_CAP_NR_VCPUS),
-      maxVcpus: cap(C.KVM_CAP_MAX_VCPUS),
-      maxVcpuId: cap(C.KVM_CAP_MAX_VCPU_ID),
-      vcpuMmapSize: this.vcpuMmapSize(),
-    };
-    // 'pvm-6.18' is the profile written for exactly this kind of host (shadow MMU, DEFAULT only, no SMM);
-    // the explicit fields below override it either way, so a different host is still described exactly.
-    const profile = !tdpMmu && vmTypes === 1 && !p.smm ? 'pvm-6.18' : 'upstream-6.18';
-    return {
-      ...p,
-      modelOptions: {
-        profile,
-        tdpMmu,
-        vmTypes,
-        smm: p.smm && p.addressSpaces > 1,
-        supportedQuirks: p.supportedQuirks,
-        memoryAttributes: p.memoryAttributes !== 0,
-        maxVcpus: p.maxVcpus,
-        maxVcpuId: p.maxVcpuId,
-      },
-    };
+    this.live('hostProfile');
+    this.profile ??= probeHost(this);
+    return this.profile;
   }
 
   /** memfd_create: a regular file that is not a guest_memfd (as the model's kvm.memfdCreate). */
@@ -225,13 +138,5 @@ export class RealKvm {
   }
   [Symbol.dispose](): void {
     this.close();
-  }
-}
-
-function readParam(path: string): string | null {
-  try {
-    return readFileSync(path, 'utf8').trim();
-  } catch {
-    return null;
   }
 }
