@@ -125,6 +125,17 @@ export class HostMm {
     return { pfn: asPfn(p.pfn), level: p.level, writable: v.writable && !v.cow.has(i) };
   }
 
+  /**
+   * The level the host page tables map hva at now (1 = 4K, 2 = 2M PMD, 3 = 1G PUD); 1 when nothing is
+   * mapped there. No fault. (What host_pfn_mapping_level reads for KVM.)
+   */
+  mappingLevelAt(addr: number): 1 | 2 | 3 {
+    const v = this.findVma(addr);
+    if (v === null) return 1;
+    const p = pageAt(v, addr);
+    return p.pfn === 0 ? 1 : p.level;
+  }
+
   /** Peek without faulting: the pfn mapped at hva now, or 0. */
   pfnAt(addr: number): number {
     const v = this.findVma(addr);

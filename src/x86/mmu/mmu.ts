@@ -37,7 +37,10 @@ import {
   kvmTdpMmuClearDirtyPtMasked,
   kvmTdpMmuClearDirtySlot,
   kvmTdpMmuWrprotSlot,
+  kvmTdpMmuRecoverHugePages,
+  kvmTdpMmuZapCollapsibleSptes,
 } from './tdp_mmu_dirty.ts';
+import { kvmMmuMaxMappingLevel } from './page_fault.ts';
 import { tdpRootRole, ROLE_INVALID } from './mmu_internal.ts';
 import { MMIO_SPTE_GEN_MASK } from './spte.ts';
 import type { KvmTraceSink } from '../../kvm/kvm_trace.ts';
@@ -210,7 +213,10 @@ export class X86Mmu implements KvmMmuOps {
     const was = (old!.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
     const now = (nu.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
     if (was === now) return;
-    if (!now) return; // kvm_mmu_recover_huge_pages: mappings stay 4K until refaulted; see simplifications
+    if (!now) {
+      this.kvmMmuRecoverHugePages(nu);
+      return;
+    }
     // With INITIALLY_SET userspace re-arms logging through CLEAR_DIRTY_LOG; nothing to protect now.
     if (this.vm.manualDirtyLogProtect & KVM_DIRTY_LOG_INITIALLY_SET) return;
     let flush: boolean;
@@ -222,6 +228,25 @@ export class X86Mmu implements KvmMmuOps {
       flush = kvmTdpMmuWrprotSlot(this.tdp, nu.asId, nu.baseGfn, nu.npages, 1);
     }
     if (flush) this.vm.flushRemoteTlbs();
+  }
+
+  /**
+   * Dirty logging stopped: 4K mappings no longer need to be 4K. From 6.13 the TDP MMU replaces each page
+   * table that could be a huge leaf with the leaf in place and flushes the slot once; 6.12 zapped those
+   * tables instead (one flush per zap), leaving the huge mapping to the next fault.
+   * @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_recover_huge_pages
+   */
+  kvmMmuRecoverHugePages(slot: KvmMemorySlot): void {
+    const vm = this.vm;
+    const maxLevel = (gfn: number): number => kvmMmuMaxMappingLevel(vm, slot, gfn);
+    const end = slot.baseGfn + slot.npages;
+    if (vm.cfg.kernel < '6.13') {
+      // kvm_mmu_zap_collapsible_sptes → kvm_tdp_mmu_zap_collapsible_sptes (v6.12)
+      kvmTdpMmuZapCollapsibleSptes(this.tdp, slot.asId, slot.baseGfn, end, maxLevel);
+    } else if (kvmTdpMmuRecoverHugePages(this.tdp, slot.asId, slot.baseGfn, end, maxLevel)) {
+      vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_memslot (no ranged flush on this host)
+    }
+    this.syncCounters();
   }
 
   /**

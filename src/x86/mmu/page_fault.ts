@@ -276,6 +276,24 @@ export function kvmMmuHugepageAdjust(fault: KvmPageFault): void {
   fault.goalLevel = Math.min(level, fault.hostLevel);
 }
 
+/**
+ * The largest level gfn could be mapped at with no fault in hand (huge-page recovery): lpage_info, then
+ * the host's own mapping level for shared memory; private memory maps at 4K in this model.
+ * @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_max_mapping_level
+ */
+export function kvmMmuMaxMappingLevel(vm: X86Mmu['vm'], slot: KvmMemorySlot, gfn: number): number {
+  let level = KVM_MAX_HUGEPAGE_LEVEL;
+  const linfo = slot.arch.lpageInfo;
+  for (; level > 1; level--) {
+    const arr = linfo?.[level - 2];
+    if (arr !== undefined && arr[gfnToIndex(gfn, slot.baseGfn, level as PgLevel)] === 0) break;
+  }
+  if (level === 1) return 1;
+  if (vm.info.hasPrivateMem && (vm.memAttrs.get(gfn) & KVM_MEMORY_ATTRIBUTE_PRIVATE) !== 0) return 1;
+  // host_pfn_mapping_level: how the primary MMU maps the slot's hva now (no fault).
+  return Math.min(level, vm.kvm.host.mappingLevelAt(slot.userspaceAddr + (gfn - slot.baseGfn) * 4096));
+}
+
 const scratch = newSptePair();
 /** make_spte's arguments for a TDP fault; only the per-fault fields change. */
 const spteParams: MakeSpteParams = tdpLeafParams(1, asPfn(0), 0, false);

@@ -48,6 +48,7 @@ import { shadowVcpuAccess } from './paging_tmpl.ts';
 import { directVcpuAccess } from './shadow_direct.ts';
 import { MmuPageHash } from './shadow_hash.ts';
 import { hasBug } from '../../kvm/host_profile.ts';
+import { kvmMmuMaxMappingLevel } from './page_fault.ts';
 
 export class ShadowMmu implements KvmMmuOps {
   /** kvm->arch.mmu_valid_gen */
@@ -309,12 +310,34 @@ export class ShadowMmu implements KvmMmuOps {
     if (change !== 'FLAGS_ONLY' || nu === null || nu.flags & KVM_MEM_READONLY) return;
     const was = (old!.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
     const now = (nu.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
-    if (was === now || !now) return;
+    if (was === now) return;
+    if (!now) {
+      this.kvmRmapZapCollapsibleSptes(nu); // kvm_mmu_recover_huge_pages' rmap half (all versions)
+      return;
+    }
     if (this.vm.manualDirtyLogProtect & KVM_DIRTY_LOG_INITIALLY_SET) return;
     // kvm_mmu_slot_remove_write_access from 4K up through the rmaps, then an unconditional flush ("a
     // flush is almost always going to be necessary", and it lets the helpers skip the subtle checks).
     rmapRemoveWriteAccess(nu);
     this.vm.flushRemoteTlbs();
+  }
+
+  /**
+   * Dirty logging stopped: drop every leaf of a direct page that could now be mapped at the page's own
+   * level or higher, so the next fault maps it huge; one flush for the slot. Indirect pages follow the
+   * guest's own 4K mappings and stay. Rmaps at 4K and 2M (KVM_MAX_HUGEPAGE_LEVEL - 1) are walked.
+   * @kernel arch/x86/kvm/mmu/mmu.c#kvm_rmap_zap_collapsible_sptes (kvm_mmu_zap_collapsible_spte)
+   */
+  kvmRmapZapCollapsibleSptes(slot: KvmMemorySlot): void {
+    let flush = false;
+    for (const list of rmapChainsInRange(slot, slot.baseGfn, slot.baseGfn + slot.npages)) {
+      for (const e of list) {
+        if (!e.sp.direct || e.sp.level >= kvmMmuMaxMappingLevel(this.vm, slot, e.sp.gfn)) continue;
+        this.dropSpte(e.sp, e.i); // kvm_zap_one_rmap_spte
+        flush = true; // no ranged flush on this host: need_tlb_flush, one flush at the end
+      }
+    }
+    if (flush) this.vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_memslot
   }
 
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_invalidate_mmio_sptes */
