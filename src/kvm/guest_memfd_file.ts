@@ -161,6 +161,24 @@ export function kvmGmemPunchHole(file: KvmGmemFile, start: number, end: number):
 }
 
 /**
+ * The VMM closed the last reference to the file: detach every bound memslot (slot->gmem.file = NULL, so a
+ * later fault there gets -EFAULT from kvm_gmem_get_pfn, i.e. KVM_EXIT_MEMORY_FAULT) and zap what the file
+ * backs, inside an invalidation window; the bindings die with the file. The inode goes with its last
+ * file, and with it the pages (truncate_inode_pages_final → kvm_gmem_free_folio: SNP pages leave the RMP).
+ * The memslots themselves stay, still flagged KVM_MEM_GUEST_MEMFD.
+ * @kernel virt/kvm/guest_memfd.c#kvm_gmem_release
+ */
+export function kvmGmemRelease(file: KvmGmemFile): void {
+  const end = Number.MAX_SAFE_INTEGER;
+  const slots = file.bindings.map((b) => b.slot);
+  for (const slot of slots) slot.gmem = null;
+  kvmGmemInvalidateBegin(file, 0, end, kvmGmemGetInvalidateFilter(file));
+  kvmGmemInvalidateEnd(file, 0, end);
+  file.bindings = [];
+  kvmGmemTruncateRange(file, 0, end); // the inode's eviction
+}
+
+/**
  * truncate_inode_pages_range: drop the page-cache pages of [start, end); each folio freed goes through
  * kvm_gmem_free_folio, which returns an SNP page to the hypervisor before the host reuses it.
  * @kernel virt/kvm/guest_memfd.c#kvm_gmem_free_folio

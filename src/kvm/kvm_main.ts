@@ -32,7 +32,7 @@ import { Vcpu } from './vcpu.ts';
 import { exportStats, VM_STAT_NAMES, VM_STAT_NAMES_PVM } from './kvm_stats.ts';
 import { Vfio } from '../iommu/vfio.ts';
 import { kvmIoctlCreateDevice, type KvmCreateDevice, type KvmVfioDevice } from './kvm_vfio.ts';
-import { vfsFallocate } from './guest_memfd_file.ts';
+import { kvmGmemRelease, vfsFallocate } from './guest_memfd_file.ts';
 import { tdxVcpuInitMemRegion } from '../x86/tdx_mem.ts';
 import type { RmpEntry } from '../x86/sev.ts';
 
@@ -103,9 +103,15 @@ export class Kvm {
     vfsFallocate(file, mode, offset, len);
   }
 
-  /** close(fd). Closing a guest_memfd leaves its bindings to the slots that use it, as the kernel does. */
+  /**
+   * close(fd). The model holds one reference per file, so this is the last one: a guest_memfd is released
+   * (its bound memslots stay, but lose their backing: guest_memfd_file.ts#kvmGmemRelease).
+   */
   close(fd: number): void {
-    if (!this.files.delete(fd)) throw new KvmError('EBADF', 'close', `fd ${fd} is not open`);
+    const file = this.files.get(fd);
+    if (file === undefined || !this.files.delete(fd))
+      throw new KvmError('EBADF', 'close', `fd ${fd} is not open`);
+    if (file.kind === 'guest_memfd') kvmGmemRelease(file);
   }
 
   lookupFd(fd: number): ModelFile | undefined {
