@@ -8,10 +8,22 @@
  * A separate module (registered from main.ts) so the command can evolve without touching main.ts.
  */
 import type { Command } from 'commander';
-import { ABI_CASES } from '../conformance/cases.ts';
-import { compareRuns, type CaseVerdict } from '../conformance/abi_runner.ts';
-import { compareLive, formatCaseVerdicts, formatDisagreements, recordedHost, runModel } from '../conformance/live.ts';
-import { loadAbiRecording, makeAbiRecording, recordingRuns, writeJson } from '../conformance/recording.ts';
+import type { compareRuns, CaseVerdict } from '../conformance/abi_runner.ts';
+
+// The cases and runners load when the command runs, not when the CLI starts (`zaplab list` stays quick).
+const loadConformance = async () => ({
+  ...(await import('../conformance/cases.ts')),
+  ...(await import('../conformance/abi_runner.ts')),
+  ...(await import('../conformance/live.ts')),
+  ...(await import('../conformance/recording.ts')),
+});
+type Conformance = Awaited<ReturnType<typeof loadConformance>>;
+
+// The backend pulls in koffi, which a model-only machine may not have: loaded only when used. These
+// loaders stay outside the functions that hold a `using` resource: tsc 6.0 leaves the '.ts' of a dynamic
+// import inside a downlevelled `using` function unrewritten, and dist/ could not load it.
+const loadBackend = () => import('../backends/kvm/index.ts');
+const loadMmuRunner = () => import('../conformance/mmu_runner.ts');
 
 interface Opts {
   record?: string;
@@ -29,46 +41,46 @@ export function registerConformance(program: Command): void {
     .option('--mmu <file>', 'also record the MMU differential scenarios (stat deltas per step) to this file')
     .option('--json', 'print the comparison as JSON')
     .action(async (opts: Opts) => {
-      process.exitCode = opts.against ? againstRecording(opts) : await live(opts);
+      const c = await loadConformance();
+      process.exitCode = opts.against ? againstRecording(c, opts) : await live(c, opts);
     });
 }
 
-function againstRecording(opts: Opts): number {
+function againstRecording(c: Conformance, opts: Opts): number {
+  const { ABI_CASES, compareRuns, loadAbiRecording, recordingRuns, runModel } = c;
   const rec = loadAbiRecording(opts.against!);
   const model = runModel(rec.host.modelOptions, ABI_CASES);
   const { compared, diffs, cases } = compareRuns(model, recordingRuns(rec));
-  report(opts, compared, diffs, cases, `recording ${opts.against} (kernel ${rec.host.kernel})`);
+  report(c, opts, compared, diffs, cases, `recording ${opts.against} (kernel ${rec.host.kernel})`);
   return diffs.length ? 1 : 0;
 }
 
-async function live(opts: Opts): Promise<number> {
-  // Loaded only here: the backend pulls in koffi, which a model-only machine may not have.
-  const { RealKvm, realKvmAvailability } = await import('../backends/kvm/index.ts');
+async function live(c: Conformance, opts: Opts): Promise<number> {
+  const { ABI_CASES, compareLive, makeAbiRecording, recordedHost, writeJson } = c;
+  const { RealKvm, realKvmAvailability, formatProbe } = await loadBackend();
   const avail = realKvmAvailability();
   if (!avail.ok) {
     process.stderr.write(`zaplab conformance: real /dev/kvm not usable (${avail.reason}); use --against <recording>\n`);
     return 2;
   }
   using real = new RealKvm();
-  if (!opts.json) {
-    const { formatProbe } = await import('../backends/kvm/index.ts');
-    process.stdout.write(formatProbe(real.hostProfile()) + '\n');
-  }
+  if (!opts.json) process.stdout.write(formatProbe(real.hostProfile()) + '\n');
   const r = compareLive(real, ABI_CASES);
   if (opts.record) writeJson(opts.record, makeAbiRecording(recordedHost(real), r.kernel));
   if (opts.mmu) {
-    const { recordMmu } = await import('../conformance/mmu_runner.ts');
+    const { recordMmu } = await loadMmuRunner();
     writeJson(opts.mmu, recordMmu(real));
   }
   const us = (ns: number) => `${(ns / 1000).toFixed(2)} µs`;
   const cost =
     `one call (median): kernel ${us(r.nsMedianCall.kernel)}, model ${us(r.nsMedianCall.model)}; ` +
     `mean incl. 2×32764-slot SMR-4: kernel ${us(r.nsPerCall.kernel)}, model ${us(r.nsPerCall.model)}`;
-  report(opts, r.compared, r.diffs, r.cases, `kernel ${real.hostProfile().kernel}; ${cost}`);
+  report(c, opts, r.compared, r.diffs, r.cases, `kernel ${real.hostProfile().kernel}; ${cost}`);
   return r.diffs.length ? 1 : 0;
 }
 
 function report(
+  { ABI_CASES, formatCaseVerdicts, formatDisagreements }: Conformance,
   opts: Opts,
   compared: number,
   diffs: ReturnType<typeof compareRuns>['diffs'],
@@ -96,7 +108,7 @@ export function registerHost(program: Command): void {
     .description('probe the real /dev/kvm: what it reports, the model options that follow, and what the model cannot express')
     .option('--json', 'print the probe as JSON')
     .action(async (opts: { json?: boolean }) => {
-      const { RealKvm, realKvmAvailability, formatProbe } = await import('../backends/kvm/index.ts');
+      const { RealKvm, realKvmAvailability, formatProbe } = await loadBackend();
       const avail = realKvmAvailability();
       if (!avail.ok) {
         process.stderr.write(`zaplab host: real /dev/kvm not usable (${avail.reason})\n`);

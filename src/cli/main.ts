@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 /**
  * The zaplab command line (commander).
  *   run <scenario>      one design (default: quirk), per-step counts and the modelled cost breakdown
@@ -11,15 +12,17 @@
  */
 import { Command, Option } from 'commander';
 import { readFileSync, writeFileSync } from 'node:fs';
-import cliProgress from 'cli-progress';
-import { replayMemslotScript, DEMO_SCRIPT, formatReplay } from './memslot_script.ts';
-import { describeFile, libraryNames, loadScenario, resolveScenario } from '../scenario/library.ts';
-import { compareScenario, runScenario, type RunAudit, type RunResult } from '../scenario/runner.ts';
-import { designById, designsFor, DESIGNS } from '../scenario/designs.ts';
-import { formatCompare, formatRun, formatViolations, type Style } from '../report/text.ts';
-import { TraceRecorder } from '../report/chrome_trace.ts';
+import type { SingleBar } from 'cli-progress';
+import { describeFile, libraryNames, resolveScenario } from '../scenario/library_files.ts';
+import type { RunAudit, RunResult } from '../scenario/runner.ts';
+import { designById, DESIGNS } from '../scenario/designs.ts';
+import type { Style } from '../report/text.ts';
+import type { TraceRecorder } from '../report/chrome_trace.ts';
 import type { Scenario } from '../scenario/schema.ts';
 import { registerConformance, registerHost } from './conformance_cmd.ts';
+
+// Each command loads what it needs when it runs (the model, the parser, the report code): `list`, `show`
+// and `--help` start without compiling or loading any of it.
 
 const tty = process.stdout.isTTY === true;
 const style: Style = { color: tty && !process.env['NO_COLOR'] };
@@ -35,20 +38,22 @@ function die(msg: string): never {
   process.exit(2);
 }
 
-function load(name: string, opts: Common): Scenario {
+async function load(name: string, opts: Common): Promise<Scenario> {
   const params: Record<string, string> = {};
   for (const p of opts.param ?? []) {
     const m = /^([A-Za-z_][\w-]*)=(.+)$/.exec(p);
     if (!m) die(`--param ${p}: expected name=value`);
     params[m[1]!] = m[2]!;
   }
+  const { loadScenario } = await import('../scenario/library.ts');
   const r = loadScenario(name, params);
   if (!r.ok) die(r.error);
   return r.scenario;
 }
 
-function bar(total: number, what: string): cliProgress.SingleBar | null {
+async function bar(total: number, what: string): Promise<SingleBar | null> {
   if (!process.stderr.isTTY) return null;
+  const { default: cliProgress } = await import('cli-progress');
   const b = new cliProgress.SingleBar(
     {
       format: `${what} [{bar}] {value}/{total} {design}`,
@@ -75,11 +80,19 @@ const jsonRun = (r: RunResult): object => ({
   modelled: { ...r.modelled, label: 'modelled, not measured' },
 });
 
+const newTrace = async (file: string | undefined): Promise<TraceRecorder | undefined> =>
+  file ? new (await import('../report/chrome_trace.ts')).TraceRecorder() : undefined;
+
 async function compareCmd(name: string, opts: Common & { audit?: string }, check: boolean): Promise<void> {
-  const sc = load(name, opts);
-  const trace = opts.trace ? new TraceRecorder() : undefined;
+  const sc = await load(name, opts);
+  const [{ compareScenario }, { designsFor }, { formatCompare, formatViolations }] = await Promise.all([
+    import('../scenario/runner.ts'),
+    import('../scenario/designs.ts'),
+    import('../report/text.ts'),
+  ]);
+  const trace = await newTrace(opts.trace);
   const n = designsFor(sc).allowed.length;
-  const b = bar(n, check ? 'check' : 'compare');
+  const b = await bar(n, check ? 'check' : 'compare');
   const audit = (opts.audit ?? (check ? 'steps' : 'points')) as RunAudit;
   const { runs, skipped } = await compareScenario(sc, {
     audit,
@@ -126,10 +139,14 @@ withCommon(
   .addOption(new Option('-d, --design <id>', 'design').choices(DESIGNS.map((d) => d.id)).default('quirk'))
   .addOption(new Option('--audit <level>', 'checker audit level').choices(AUDITS).default('points'))
   .action(async (name: string, opts: Common & { design: string; audit: RunAudit }) => {
-    const sc = load(name, opts);
+    const sc = await load(name, opts);
     const d = designById(opts.design)!;
-    const trace = opts.trace ? new TraceRecorder() : undefined;
-    const b = bar(sc.timeline.length, 'run');
+    const [{ runScenario }, { formatRun, formatViolations }] = await Promise.all([
+      import('../scenario/runner.ts'),
+      import('../report/text.ts'),
+    ]);
+    const trace = await newTrace(opts.trace);
+    const b = await bar(sc.timeline.length, 'run');
     const r = await runScenario(sc, d, {
       audit: opts.audit,
       ...(trace ? { trace } : {}),
@@ -192,7 +209,8 @@ program
   .description('replay a memslot script (YAML/JSON) and print the slot table and generations')
   .argument('[script]', 'path to the script; the built-in demo if omitted')
   .option('--json', 'machine-readable output')
-  .action((file: string | undefined, opts: { json?: boolean }) => {
+  .action(async (file: string | undefined, opts: { json?: boolean }) => {
+    const { replayMemslotScript, DEMO_SCRIPT, formatReplay } = await import('./memslot_script.ts');
     let text = DEMO_SCRIPT;
     if (file !== undefined) {
       try {
@@ -211,7 +229,8 @@ program
 program
   .command('demo')
   .description('replay the built-in memslot demo')
-  .action(() => {
+  .action(async () => {
+    const { replayMemslotScript, DEMO_SCRIPT, formatReplay } = await import('./memslot_script.ts');
     const result = replayMemslotScript(DEMO_SCRIPT, '<demo>');
     if (result.ok) process.stdout.write(formatReplay(result.replay));
   });
