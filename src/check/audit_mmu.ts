@@ -8,7 +8,8 @@
  * arch/x86/kvm/mmu/spte.h (SHADOW_NONPRESENT_VALUE, FROZEN_SPTE), tdp_mmu.c (kvm_tdp_mmu_put_root,
  * kvm_tdp_mmu_alloc_root), mmu.c (kvm_arch_flush_shadow_memslot, kvm_mmu_zap_all_fast,
  * kvm_mmu_hugepage_adjust, kvm_mmu_notifier_invalidate_range_start's contract), vmx.c#vmx_get_mt_mask.
- * Uses its own TdpIter: the engine's iterator is not re-entrant.
+ * Walks the tables itself (a pre-order scan of the typed arrays, the order TdpIter visits, so findings
+ * come out in the same order); messages are built only for what is reported.
  */
 import type { VmState } from '../kvm/vm_state.ts';
 import type { Vcpu } from '../kvm/vcpu.ts';
@@ -16,21 +17,24 @@ import type { KvmMemorySlot } from '../kvm/kvm_host.ts';
 import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH } from '../kvm/vcpu.ts';
 import { KVM_MEMSLOT_INVALID } from '../uapi/kvm.ts';
 import type { X86Mmu } from '../x86/mmu/mmu.ts';
+import { PAGES_PER_LEVEL, roundGfnForLevel, spteIndex } from '../x86/mmu/tdp_iter.ts';
 import {
-  TdpIter,
-  tdpIterNext,
-  tdpIterStart,
-  PAGES_PER_LEVEL,
-  roundGfnForLevel,
-  spteIndex,
-} from '../x86/mmu/tdp_iter.ts';
-import { childTableOf, type SpPool } from '../x86/mmu/sp_pool.ts';
+  CHUNK_MASK,
+  CHUNK_SHIFT,
+  HI_OFFSET,
+  SPTE_ENT_PER_PAGE,
+  TABLE_WORDS,
+  childTableOf,
+  type SpPool,
+} from '../x86/mmu/sp_pool.ts';
 import {
   isFrozenSpte,
   isLastSpte,
   isMmioSpte,
   isShadowPresentPte,
   spteToPfn,
+  SHADOW_NONPRESENT_HI,
+  SHADOW_NONPRESENT_LO,
   VMX_EPT_IPAT_BIT,
   VMX_EPT_MT_MASK,
 } from '../x86/mmu/spte.ts';
@@ -67,7 +71,7 @@ function* samplePages(span: number): Generator<number> {
 export function checkMappedPfns(
   vm: VmState,
   report: Report,
-  what: string,
+  what: string | (() => string),
   slot: KvmMemorySlot | null,
   gfn: number,
   span: number,
@@ -77,9 +81,7 @@ export function checkMappedPfns(
 ): void {
   // One check per distinct mapping per audit (64 vCPUs' TLBs mostly hold the same 2M translations).
   if (memo !== undefined) {
-    const key = `${slot?.id ?? -1}:${gfn}:${basePfn}:${span}:${isPrivate ? 1 : 0}`;
-    if (memo.seen.has(key)) return;
-    memo.seen.add(key);
+    if (memoSeen(memo, slot === null ? -1 : slot.id, gfn, basePfn, span, isPrivate)) return;
     if (memo.only >= 0) {
       // A targeted audit looks at one page of the mapping only.
       if (memo.only < gfn || memo.only >= gfn + span) return;
@@ -96,7 +98,7 @@ export function checkMappedPfns(
     if (pfns.isFree(pfn)) {
       report(
         'INV-PFN-001',
-        `${what} maps gfn ${hex(gfn + k)} to pfn ${hex(pfn)}, which the host freed`,
+        `${text(what)} maps gfn ${hex(gfn + k)} to pfn ${hex(pfn)}, which the host freed`,
         gfn + k,
         pfn,
       );
@@ -107,7 +109,7 @@ export function checkMappedPfns(
     if (want !== pfn) {
       report(
         'INV-PFN-002',
-        `${what} maps gfn ${hex(gfn + k)} to pfn ${hex(pfn)}, but the ${isPrivate ? 'guest_memfd' : 'host'} page there is ${want ? hex(want) : 'none'}`,
+        `${text(what)} maps gfn ${hex(gfn + k)} to pfn ${hex(pfn)}, but the ${isPrivate ? 'guest_memfd' : 'host'} page there is ${want ? hex(want) : 'none'}`,
         gfn + k,
         pfn,
       );
@@ -116,10 +118,31 @@ export function checkMappedPfns(
   }
 }
 
-/** Per-audit memo of mappings already checked; `only` ≥ 0 restricts the checks to that one gfn. */
+const text = (what: string | (() => string)): string => (typeof what === 'string' ? what : what());
+
+/**
+ * Per-audit memo of mappings already checked, keyed by gfn (then slot id, base pfn, span, private) with
+ * no string built per mapping; `only` ≥ 0 restricts the checks to that one gfn.
+ */
 export interface PfnMemo {
-  seen: Set<string>;
+  seen: Map<number, number[]>;
   only: number;
+}
+
+export const newPfnMemo = (only = -1): PfnMemo => ({ seen: new Map(), only });
+
+/** Was this mapping seen in this audit? Records it if not. */
+function memoSeen(memo: PfnMemo, slotId: number, gfn: number, basePfn: number, span: number, isPrivate: boolean): boolean {
+  const priv = isPrivate ? 1 : 0;
+  const list = memo.seen.get(gfn);
+  if (list === undefined) {
+    memo.seen.set(gfn, [slotId, basePfn, span, priv]);
+    return false;
+  }
+  for (let i = 0; i < list.length; i += 4)
+    if (list[i] === slotId && list[i + 1] === basePfn && list[i + 2] === span && list[i + 3] === priv) return true;
+  list.push(slotId, basePfn, span, priv);
+  return false;
 }
 
 export interface MirrorLeaf {
@@ -143,40 +166,55 @@ const leafCtx = (vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf[], only =
   bits: vm.arch.gfnDirectBits,
   vcpu0: vm.vcpus[0],
   mirrorLeafs,
-  memo: { seen: new Set(), only },
+  memo: newPfnMemo(only),
 });
 
 /** Walk every root: encodings (INV-SPTE-*), leafs (INV-ZAP-001/003, INV-HUGE-*, INV-PFN-*, INV-MEMTYPE-001). */
 export function auditSptes(vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf[]): void {
   const tdp = (vm.mmu as Partial<X86Mmu>).tdp;
   if (tdp === undefined) return;
-  const pool = tdp.pool;
-  const iter = new TdpIter(pool);
   const ctx = leafCtx(vm, report, mirrorLeafs);
   for (const root of tdp.roots) {
-    const role = pool.role[root]!;
-    for (tdpIterStart(iter, root, 1, 0); iter.valid; tdpIterNext(iter)) {
-      const lo = iter.oldLo;
-      const hi = iter.oldHi;
-      if (isFrozenSpte(lo, hi)) {
-        report(
-          'INV-SPTE-002',
-          `frozen SPTE at gfn ${hex(iter.gfn)} level ${iter.level} outside mmu_lock`,
-          iter.gfn,
-        );
-        continue;
-      }
-      if (!isShadowPresentPte(lo)) {
-        if (!isMmioSpte(lo, hi, tdp.mmioValue) && (hi & 0x80000000) === 0)
-          report(
-            'INV-SPTE-001',
-            `non-present SPTE at gfn ${hex(iter.gfn)} level ${iter.level} lacks bit 63 (SUPPRESS_VE)`,
-            iter.gfn,
-          );
-        continue;
-      }
-      if (isLastSpte(lo, iter.level)) checkLeaf(ctx, root, role, iter.gfn, iter.level, lo, hi);
+    const role = tdp.pool.role[root]!;
+    auditTable(ctx, tdp.pool, tdp.mmioValue, root, role, root, role & 0xf, 0);
+  }
+}
+
+/** One table's entries in order, descending into present non-leaf entries (pre-order, as TdpIter). */
+function auditTable(
+  ctx: LeafCtx,
+  pool: SpPool,
+  mmioValue: number,
+  root: number,
+  role: number,
+  table: number,
+  level: number,
+  baseGfn: number,
+): void {
+  const arr = pool.chunks[table >>> CHUNK_SHIFT]!;
+  const base = (table & CHUNK_MASK) * TABLE_WORDS;
+  const step = PAGES_PER_LEVEL[level]!;
+  for (let i = 0; i < SPTE_ENT_PER_PAGE; i++) {
+    const lo = arr[base + i]!;
+    const hi = arr[base + HI_OFFSET + i]!;
+    // The common case first: an empty entry (SHADOW_NONPRESENT_VALUE) has nothing to check.
+    if (lo === SHADOW_NONPRESENT_LO && hi === SHADOW_NONPRESENT_HI) continue;
+    const gfn = baseGfn + i * step;
+    if (isFrozenSpte(lo, hi)) {
+      ctx.report('INV-SPTE-002', `frozen SPTE at gfn ${hex(gfn)} level ${level} outside mmu_lock`, gfn);
+      continue;
     }
+    if (!isShadowPresentPte(lo)) {
+      if (!isMmioSpte(lo, hi, mmioValue) && (hi & 0x80000000) === 0)
+        ctx.report(
+          'INV-SPTE-001',
+          `non-present SPTE at gfn ${hex(gfn)} level ${level} lacks bit 63 (SUPPRESS_VE)`,
+          gfn,
+        );
+      continue;
+    }
+    if (isLastSpte(lo, level)) checkLeaf(ctx, root, role, gfn, level, lo, hi);
+    else if (level > 1) auditTable(ctx, pool, mmioValue, root, role, childTableOf(lo, hi), level - 1, gfn);
   }
 }
 
@@ -233,10 +271,11 @@ function checkLeaf(
   const gfn = bits !== 0 && !mirror && hwGfn >= bits ? hwGfn - bits : hwGfn;
   const span = PAGES_PER_LEVEL[level]!;
   const basePfn = spteToPfn(lo, hi);
-  const where = `${invalid ? 'invalid ' : ''}${mirror ? 'mirror ' : ''}root ${root} leaf (level ${level})`;
+  // Built only when something is reported.
+  const where = (): string => `${invalid ? 'invalid ' : ''}${mirror ? 'mirror ' : ''}root ${root} leaf (level ${level})`;
   if (invalid) {
     // kvm_mmu_zap_all_fast zaps the roots it invalidated before it returns.
-    report('INV-ZAP-003', `${where} still maps gfn ${hex(gfn)} → pfn ${hex(basePfn)}`, gfn, basePfn);
+    report('INV-ZAP-003', `${where()} still maps gfn ${hex(gfn)} → pfn ${hex(basePfn)}`, gfn, basePfn);
     checkMappedPfns(vm, report, where, null, gfn, span, basePfn, mirror, ctx.memo);
     return;
   }
@@ -245,7 +284,7 @@ function checkLeaf(
   if (slot === null || (mirror && slot.gmem === null)) {
     report(
       'INV-ZAP-001',
-      `${where} maps gfn ${hex(gfn)} → pfn ${hex(basePfn)}, but no live ${mirror ? 'guest_memfd ' : ''}memslot of address space ${asId} holds it`,
+      `${where()} maps gfn ${hex(gfn)} → pfn ${hex(basePfn)}, but no live ${mirror ? 'guest_memfd ' : ''}memslot of address space ${asId} holds it`,
       gfn,
       basePfn,
     );
@@ -260,7 +299,7 @@ function checkLeaf(
     if ((lo & MT_BITS) !== want)
       report(
         'INV-MEMTYPE-001',
-        `${where} at gfn ${hex(gfn)} has memtype bits ${hex(lo & MT_BITS)}, KVM now computes ${hex(want)}`,
+        `${where()} at gfn ${hex(gfn)} has memtype bits ${hex(lo & MT_BITS)}, KVM now computes ${hex(want)}`,
         gfn,
         basePfn,
       );
@@ -275,7 +314,7 @@ function checkLeaf(
 function auditHugeLeaf(
   vm: VmState,
   report: Report,
-  where: string,
+  where: () => string,
   slot: KvmMemorySlot,
   gfn: number,
   level: number,
@@ -285,7 +324,7 @@ function auditHugeLeaf(
   if (gfn < slot.baseGfn || gfn + span > slot.baseGfn + slot.npages) {
     report(
       'INV-HUGE-001',
-      `${where} [${hex(gfn)}, ${hex(gfn + span)}) spans the edge of memslot ${slot.id} [${hex(slot.baseGfn)}, ${hex(slot.baseGfn + slot.npages)})`,
+      `${where()} [${hex(gfn)}, ${hex(gfn + span)}) spans the edge of memslot ${slot.id} [${hex(slot.baseGfn)}, ${hex(slot.baseGfn + slot.npages)})`,
       gfn,
       pfn,
     );
@@ -303,7 +342,7 @@ function auditHugeLeaf(
   if (disallow !== 0)
     report(
       'INV-HUGE-002',
-      `${where} at gfn ${hex(gfn)}: lpage_info disallow_lpage is ${hex(disallow >>> 0)}`,
+      `${where()} at gfn ${hex(gfn)}: lpage_info disallow_lpage is ${hex(disallow >>> 0)}`,
       gfn,
       pfn,
     );
@@ -343,7 +382,7 @@ function tlbGoesAway(v: Vcpu): boolean {
 
 /** TLB entries a vCPU can still use: INV-ZAP-002 (a live slot), INV-PFN-001/002 (the right page). */
 export function auditTlbs(vm: VmState, report: Report): void {
-  const memo: PfnMemo = { seen: new Set(), only: -1 };
+  const memo = newPfnMemo();
   for (const v of vm.vcpus) {
     if (tlbGoesAway(v)) continue;
     v.tlb.forEachEntry((hwGfn, basePfn, level) => checkTlbEntry(vm, report, v, hwGfn, basePfn, level, memo));
@@ -364,12 +403,12 @@ function checkTlbEntry(
   const gfn = shared ? hwGfn - bits : hwGfn;
   const isPrivate = bits !== 0 ? !shared : vm.info.hasPrivateMem && isPrivateGfn(vm, gfn);
   const span = PAGES_PER_LEVEL[level]!;
-  const where = `vCPU ${v.vcpuId} TLB entry (level ${level})`;
+  const where = (): string => `vCPU ${v.vcpuId} TLB entry (level ${level})`;
   const slot = liveSlot(vm, v.asId(), gfn);
   if (slot === null)
     report(
       'INV-ZAP-002',
-      `${where} still translates gfn ${hex(gfn)} → pfn ${hex(basePfn)} with no live memslot there, and no flush is pending`,
+      `${where()} still translates gfn ${hex(gfn)} → pfn ${hex(basePfn)} with no live memslot there, and no flush is pending`,
       gfn,
       basePfn,
     );

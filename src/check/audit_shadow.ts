@@ -24,7 +24,7 @@ import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
 import { rmapIndex, SPTE_MT_BITS, type ShadowPage, type SlotRmap } from '../x86/mmu/shadow_rmap.ts';
 import { linkedShadowPages } from '../x86/mmu/memtype_audit.ts';
 import { kvmMmuGetMtMask } from '../x86/mtrr.ts';
-import { checkMappedPfns, type PfnMemo, type Report } from './audit_mmu.ts';
+import { checkMappedPfns, newPfnMemo, type Report } from './audit_mmu.ts';
 
 const hex = (n: number): string => '0x' + n.toString(16);
 
@@ -46,7 +46,7 @@ export function auditShadow(vm: VmState, report: Report): void {
   const pages = new Set<ShadowPage>(mmu.shadowPages());
   for (const r of mmu.roots.values()) pages.add(r);
   const linked = linkedShadowPages(mmu);
-  const memo: PfnMemo = { seen: new Set(), only: -1 };
+  const memo = newPfnMemo();
   const vcpu0 = vm.vcpus[0];
   for (const sp of pages) {
     if (sp.invalid) continue;
@@ -64,11 +64,11 @@ export function auditShadow(vm: VmState, report: Report): void {
       const pfn = sp.pfn[i]!;
       const span = sp.entrySpan;
       const slot = liveSlot(vm, gfn);
-      const where = `${name} leaf ${i}`;
+      const where = (): string => `${name} leaf ${i}`; // built only when reported
       if (slot === null) {
         report(
           'INV-ZAP-001',
-          `${where} maps gfn ${hex(gfn)} → pfn ${hex(pfn)}, but no live memslot holds it`,
+          `${where()} maps gfn ${hex(gfn)} → pfn ${hex(pfn)}, but no live memslot holds it`,
           gfn,
           pfn,
         );
@@ -83,7 +83,7 @@ export function auditShadow(vm: VmState, report: Report): void {
         if (have !== want)
           report(
             'INV-MEMTYPE-001',
-            `${where} at gfn ${hex(gfn)} has memtype bits ${hex(have)}, KVM now computes ${hex(want)}`,
+            `${where()} at gfn ${hex(gfn)} has memtype bits ${hex(have)}, KVM now computes ${hex(want)}`,
             gfn,
             pfn,
           );
@@ -102,7 +102,7 @@ export function auditShadow(vm: VmState, report: Report): void {
 
 function checkRmapHasLeaf(
   report: Report,
-  where: string,
+  where: () => string,
   slot: KvmMemorySlot,
   sp: ShadowPage,
   i: number,
@@ -110,7 +110,7 @@ function checkRmapHasLeaf(
 ): void {
   const list = (slot.arch.rmap as SlotRmap | null)?.[sp.level - 1]!.get(rmapIndex(slot, gfn, sp.level));
   if (list === undefined || !list.some((e) => e.sp === sp && e.i === i))
-    report('INV-RMAP-001', `${where} maps gfn ${hex(gfn)} but is not on memslot ${slot.id}'s rmap`, gfn);
+    report('INV-RMAP-001', `${where()} maps gfn ${hex(gfn)} but is not on memslot ${slot.id}'s rmap`, gfn);
 }
 
 /** Every rmap entry must be a present leaf of a live page, for the gfn the rmap slot stands for. */

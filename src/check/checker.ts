@@ -14,6 +14,8 @@ import type { Vcpu } from '../kvm/vcpu.ts';
 import type { VmState } from '../kvm/vm_state.ts';
 import type { AccessKind, AccessResult } from '../kvm/api_types.ts';
 import type { X86Mmu } from '../x86/mmu/mmu.ts';
+import type { MmuTraceEvent, TdpTraceRecorder } from '../x86/mmu/mmu_trace.ts';
+import { spteValue } from '../x86/mmu/spte.ts';
 import { auditGfn, auditRoots, auditSptes, auditTlbs, type MirrorLeaf, type Report } from './audit_mmu.ts';
 import { checkAccess, GmemFiles, TdxTracker } from './audit_vm.ts';
 import { auditShadow } from './audit_shadow.ts';
@@ -71,6 +73,31 @@ function tapTrace(obj: object, mine: Sink): void {
   });
 }
 
+/** Add our recorder to the TDP engine's, keeping any that is already there. */
+function addRecorder(tdp: { recorder: TdpTraceRecorder | undefined }, mine: TdpTraceRecorder): void {
+  const other = tdp.recorder;
+  tdp.recorder =
+    other === undefined
+      ? mine
+      : {
+          spteChanged: (...a) => {
+            mine.spteChanged(...a);
+            other.spteChanged(...a);
+          },
+          event: (ev) => {
+            mine.event(ev);
+            other.event(ev);
+          },
+        };
+}
+
+/** Kinds of ring entries: a string or event object, an SPTE change kept as numbers, a guest access. */
+const ENTRY_OBJECT = 0;
+const ENTRY_SPTE = 1;
+const ENTRY_ACCESS = 2;
+/** numbers per ring entry */
+const NUMS = 7;
+
 const hexKey = /gfn|pfn|gpa|spte|addr|start|end/i;
 
 function formatEvent(ev: Record<string, unknown>): string {
@@ -94,8 +121,15 @@ export class Checker {
   private readonly traceDepth: number;
   private readonly maxViolations: number;
   private step = 'setup';
-  /** ring buffer of recent trace entries (events are formatted only when a violation copies them) */
-  private readonly ring: unknown[];
+  /**
+   * Ring buffer of recent trace entries, kept as numbers where the entry is hot (SPTE changes, accesses)
+   * and formatted only when a violation copies them: `kinds` says how to read slot i, `nums` holds its
+   * numbers, `objs`/`strs` its object or strings.
+   */
+  private readonly kinds: Uint8Array;
+  private readonly nums: Float64Array;
+  private readonly objs: unknown[];
+  private readonly strs: string[];
   private ringPos = 0;
   private ringLen = 0;
   private readonly watched: Watched[] = [];
@@ -113,7 +147,10 @@ export class Checker {
     this.audit = audit;
     this.traceDepth = Math.max(0, Math.floor(opts.traceDepth ?? 64));
     this.maxViolations = opts.maxViolations ?? 1000;
-    this.ring = new Array<unknown>(this.traceDepth);
+    this.kinds = new Uint8Array(this.traceDepth);
+    this.nums = new Float64Array(this.traceDepth * NUMS);
+    this.objs = new Array<unknown>(this.traceDepth).fill(null);
+    this.strs = new Array<string>(this.traceDepth).fill('');
   }
 
   /** Start checking this VM (idempotent). */
@@ -124,7 +161,7 @@ export class Checker {
     const mmu = vm.mmu as Partial<X86Mmu>;
     const sink: Sink = (ev) => this.traceLine(ev);
     tapTrace(mmu, sink);
-    if (mmu.tdp !== undefined) tapTrace(mmu.tdp, sink);
+    if (mmu.tdp !== undefined) addRecorder(mmu.tdp, this.recorder);
     // Learn the VM's current guest_memfd bindings now, so a later use-after-free is recognised.
     this.watched[this.watched.length - 1]!.gmem.refresh(vm);
   }
@@ -145,8 +182,20 @@ export class Checker {
     opts?: { private?: boolean },
   ): void {
     if (this.audit === 'off') return;
-    const r = result.exit === 'none' ? `none pfn=0x${result.pfn.toString(16)} level=${result.level} mt=${result.memtype}` : result.exit;
-    this.traceLine(`access vcpu${vcpu.vcpuId} ${kind} gpa=0x${gpa.toString(16)} → ${r}`);
+    const i = this.nextSlot(ENTRY_ACCESS);
+    if (i >= 0) {
+      const n = this.nums;
+      const o = i * NUMS;
+      n[o] = vcpu.vcpuId;
+      n[o + 1] = gpa;
+      this.objs[i] = kind;
+      this.strs[i] = result.exit;
+      if (result.exit === 'none') {
+        n[o + 2] = result.pfn;
+        n[o + 3] = result.level;
+        n[o + 4] = result.memtype;
+      }
+    }
     checkAccess(vcpu.vm, vcpu, gpa, kind, result, opts, this.reporter(vcpu.vm, false));
     // 'full': the access can only have changed the translations of its own gfn, so audit those now
     // (the whole-VM audit follows at the end of the step).
@@ -201,22 +250,71 @@ export class Checker {
     };
   }
 
-  private traceLine(entry: unknown): void {
-    if (this.traceDepth === 0) return;
-    // A copy: tracepoint objects may be reused by the emitter.
-    this.ring[this.ringPos] = typeof entry === 'object' && entry !== null ? { ...entry } : entry;
-    this.ringPos = (this.ringPos + 1) % this.traceDepth;
+  /** Claim the next ring slot for an entry of `kind`; -1 when the ring is disabled (traceDepth 0). */
+  private nextSlot(kind: number): number {
+    if (this.traceDepth === 0) return -1;
+    const i = this.ringPos;
+    this.kinds[i] = kind;
+    this.ringPos = i + 1 === this.traceDepth ? 0 : i + 1;
     if (this.ringLen < this.traceDepth) this.ringLen++;
+    return i;
+  }
+
+  private traceLine(entry: unknown): void {
+    const i = this.nextSlot(ENTRY_OBJECT);
+    // A copy: tracepoint objects may be reused by the emitter.
+    if (i >= 0) this.objs[i] = typeof entry === 'object' && entry !== null ? { ...entry } : entry;
+  }
+
+  /** The TDP engine's tracepoints: SPTE changes stored as numbers, the rest as (rare) event objects. */
+  private readonly recorder: TdpTraceRecorder = {
+    spteChanged: (asId, gfn, level, oldLo, oldHi, newLo, newHi) => {
+      const i = this.nextSlot(ENTRY_SPTE);
+      if (i < 0) return;
+      const n = this.nums;
+      const o = i * NUMS;
+      n[o] = asId;
+      n[o + 1] = gfn;
+      n[o + 2] = level;
+      n[o + 3] = oldLo;
+      n[o + 4] = oldHi;
+      n[o + 5] = newLo;
+      n[o + 6] = newHi;
+    },
+    event: (ev: MmuTraceEvent) => this.traceLine(ev),
+  };
+
+  /** Ring slot i as the line it stands for. */
+  private formatEntry(i: number): string {
+    const n = this.nums;
+    const o = i * NUMS;
+    switch (this.kinds[i]) {
+      case ENTRY_SPTE:
+        return formatEvent({
+          name: 'kvm_tdp_mmu_spte_changed',
+          asId: n[o],
+          gfn: n[o + 1],
+          level: n[o + 2],
+          oldSpte: spteValue(n[o + 3]!, n[o + 4]!),
+          newSpte: spteValue(n[o + 5]!, n[o + 6]!),
+        });
+      case ENTRY_ACCESS: {
+        const exit = this.strs[i]!;
+        const r = exit === 'none' ? `none pfn=0x${n[o + 2]!.toString(16)} level=${n[o + 3]} mt=${n[o + 4]}` : exit;
+        return `access vcpu${n[o]} ${String(this.objs[i])} gpa=0x${n[o + 1]!.toString(16)} → ${r}`;
+      }
+      default: {
+        const e = this.objs[i];
+        return typeof e === 'string' ? e : formatEvent(e as Record<string, unknown>);
+      }
+    }
   }
 
   /** The ring buffer, oldest first, formatted. */
   recentTrace(): string[] {
     const out: string[] = [];
     const n = this.ringLen;
-    for (let i = 0; i < n; i++) {
-      const e = this.ring[(this.ringPos - n + i + this.traceDepth) % this.traceDepth];
-      out.push(typeof e === 'string' ? e : formatEvent(e as Record<string, unknown>));
-    }
+    for (let i = 0; i < n; i++) out.push(this.formatEntry((this.ringPos - n + i + this.traceDepth) % this.traceDepth));
     return out;
   }
 }

@@ -247,24 +247,40 @@ function dirtyLog(x: ExecCtx, c: VmCtx, r: RegionState, clear: boolean): void {
   });
 }
 
-/** The addresses a pattern touches, in order: every stride, or a seeded random working set. */
-function patternOffsets(x: ExecCtx, r: RegionState, p: AccessPattern): number[] {
+/**
+ * The addresses a pattern touches, in order: every stride from `start`, or (picked) a seeded random
+ * working set. No array per page: a plain range is arithmetic, a working set holds only its own offsets.
+ */
+interface PatternOffsets {
+  n: number;
+  start: number;
+  stride: number;
+  /** the working set's offsets, or null for the plain range */
+  picked: Float64Array | null;
+}
+
+const offsetAt = (o: PatternOffsets, i: number): number => (o.picked !== null ? o.picked[i]! : o.start + i * o.stride);
+
+function patternOffsets(x: ExecCtx, r: RegionState, p: AccessPattern): PatternOffsets {
   const start = (p.offset ?? 0) + (p.eachOffset ?? 0) * x.iter;
   const len = p.length ?? r.decl.size - start;
   const stride = p.stride ?? PAGE;
   const n = Math.max(0, Math.ceil(len / stride));
-  const idx = Array.from({ length: n }, (_, i) => i);
-  if (p.workingSet !== undefined && p.workingSet < n) {
-    // partial Fisher–Yates, seeded by the scenario seed and the pattern itself: the same pattern touches
-    // the same pages every time (that is what a working set is), identically in every design
-    const rand = x.seeded(`${p.region}:${start}:${len}:${stride}:${p.workingSet}`);
-    for (let i = 0; i < p.workingSet; i++) {
-      const j = i + Math.floor(rand() * (n - i));
-      [idx[i], idx[j]] = [idx[j]!, idx[i]!];
-    }
-    idx.length = p.workingSet;
+  if (p.workingSet === undefined || p.workingSet >= n) return { n, start, stride, picked: null };
+  // partial Fisher–Yates, seeded by the scenario seed and the pattern itself: the same pattern touches
+  // the same pages every time (that is what a working set is), identically in every design. Sparse: only
+  // the positions a swap moved are stored (idx[k] = k otherwise), so it costs the working set, not n.
+  const rand = x.seeded(`${p.region}:${start}:${len}:${stride}:${p.workingSet}`);
+  const moved = new Map<number, number>();
+  const picked = new Float64Array(p.workingSet);
+  for (let i = 0; i < p.workingSet; i++) {
+    const j = i + Math.floor(rand() * (n - i));
+    const vi = moved.get(i) ?? i;
+    const vj = moved.get(j) ?? j;
+    moved.set(j, vi);
+    picked[i] = start + vj * stride;
   }
-  return idx.map((i) => start + i * stride);
+  return { n: p.workingSet, start, stride, picked };
 }
 
 type AcceptPattern = Extract<Step, { accept: unknown }>['accept'];
@@ -275,12 +291,19 @@ function acceptPattern(x: ExecCtx, c: VmCtx, p: AcceptPattern): void {
   const offs = patternOffsets(x, r, { ...p, kind: 'write' } as AccessPattern);
   const vcpus = p.vcpus === undefined || p.vcpus === 'all' ? c.vcpus : p.vcpus.map((i) => c.vcpus[i]!);
   for (const v of vcpus) {
-    for (const off of offs) {
-      const res = v.tdxAccept(r.gpa + off) as { status?: string; exit?: string };
+    for (let i = 0; i < offs.n; i++) {
+      const res = v.tdxAccept(r.gpa + offsetAt(offs, i)) as { status?: string; exit?: string };
       bump(x.derived, `tdx_accept_${String(res.status ?? res.exit ?? 'done')}`);
     }
   }
 }
+
+// Counter names by leaf level and exit kind, built once (no string building per access).
+const FIRST_FAULT_KEYS = ['', 'first_faults_4k', 'first_faults_2m', 'first_faults_1g'];
+const REFAULT_KEYS = ['', 'refaults_4k', 'refaults_2m', 'refaults_1g'];
+const EXIT_KEYS: Record<string, string> = Object.fromEntries(
+  ['mmio', 'memory_fault', 'retry', 'internal_error', 'vm_dead'].map((e) => [e, `exits_${e}`]),
+);
 
 function accessPattern(x: ExecCtx, c: VmCtx, p: AccessPattern): void {
   const r = c.regions.get(p.region)!;
@@ -292,20 +315,19 @@ function accessPattern(x: ExecCtx, c: VmCtx, p: AccessPattern): void {
   const d = x.derived;
   for (let pass = 0; pass < (p.passes ?? 1); pass++) {
     for (const v of vcpus) {
-      for (const off of offs) {
-        const gpa = r.gpa + off;
+      for (let i = 0; i < offs.n; i++) {
+        const gpa = r.gpa + offsetAt(offs, i);
         const fixed0 = v.stats.pf_fixed;
         const refault0 = m.refaults;
         const res: AccessResult = v.access(gpa, kind, opts);
         x.checker.onAccess(v, gpa, kind, res, opts);
         d['accesses'] = (d['accesses'] ?? 0) + 1;
         if (res.exit !== 'none') {
-          bump(d, `exits_${res.exit}`);
+          bump(d, EXIT_KEYS[res.exit] ?? `exits_${res.exit}`);
           continue;
         }
         if (v.stats.pf_fixed === fixed0) continue;
-        const lvl = res.level === 1 ? '4k' : res.level === 2 ? '2m' : '1g';
-        bump(d, m.refaults > refault0 ? `refaults_${lvl}` : `first_faults_${lvl}`);
+        bump(d, (m.refaults > refault0 ? REFAULT_KEYS : FIRST_FAULT_KEYS)[res.level]!);
       }
     }
   }

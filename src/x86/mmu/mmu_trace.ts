@@ -36,3 +36,15 @@ export type MmuTraceEventName = MmuTraceEvent['name'];
 
 /** Receives every event while installed. */
 export type TraceSink = (ev: MmuTraceEvent) => void;
+
+/**
+ * A listener that takes the TDP engine's tracepoints with kvm_tdp_mmu_spte_changed as plain numbers: no
+ * event object, no bigint SPTE values, nothing formatted, so a recorder (the invariant checker's ring of
+ * recent events) can watch a zap of millions of SPTEs at the cost of a few stores each. Independent of
+ * the object sink `trace`; both may be installed.
+ */
+export interface TdpTraceRecorder {
+  spteChanged(asId: number, gfn: number, level: number, oldLo: number, oldHi: number, newLo: number, newHi: number): void;
+  /** every other TDP engine tracepoint (kvm_mmu_get_page, kvm_mmu_prepare_zap_page, kvm_mmu_split_huge_page) */
+  event(ev: MmuTraceEvent): void;
+}

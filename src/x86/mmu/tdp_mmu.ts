@@ -123,9 +123,14 @@ export function tdpMmuZapLeafs(
   return flush;
 }
 
-/** Nothing can observe individual 4K leaf zaps: no trace sink, no yield hook, not a mirror root. */
+/** Nothing can observe individual 4K leaf zaps: no trace sink or recorder, no yield hook, not a mirror root. */
 function canBatchLeafZaps(mmu: TdpMmu, root: number): boolean {
-  return mmu.trace === undefined && mmu.env.needResched === undefined && !isMirrorSp(mmu.pool, root);
+  return (
+    mmu.trace === undefined &&
+    mmu.recorder === undefined &&
+    mmu.env.needResched === undefined &&
+    !isMirrorSp(mmu.pool, root)
+  );
 }
 
 /**
@@ -274,14 +279,17 @@ function tdpMmuSplitHugePage(mmu: TdpMmu, iter: TdpIter, sp: number, shared: boo
     mmu.pages[level - 2]! += SPTE_ENT_PER_PAGE;
     mmu.hugePagesSplit++;
   }
-  if (mmu.trace)
-    mmu.trace({
-      name: 'kvm_mmu_split_huge_page',
+  if (mmu.trace || mmu.recorder) {
+    const ev = {
+      name: 'kvm_mmu_split_huge_page' as const,
       gfn: iter.gfn,
       spte: spteValue(hugeLo, hugeHi),
       level,
       errno: ret,
-    });
+    };
+    mmu.trace?.(ev);
+    mmu.recorder?.event(ev);
+  }
   return ret;
 }
 

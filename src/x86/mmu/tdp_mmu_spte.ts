@@ -63,7 +63,8 @@ export function traceSp(
     name === 'kvm_mmu_get_page'
       ? { name, created: true, ...spTraceFields(mmu, sp) }
       : { name, ...spTraceFields(mmu, sp) };
-  mmu.trace!(ev);
+  mmu.trace?.(ev);
+  mmu.recorder?.event(ev);
 }
 
 /**
@@ -84,7 +85,7 @@ export function tdpMmuAllocSp(
   pool.parent[sp] = parent;
   pool.parentIndex[sp] = parentIndex;
   mmu.spAllocated++;
-  if (mmu.trace) traceSp(mmu, 'kvm_mmu_get_page', sp);
+  if (mmu.trace || mmu.recorder) traceSp(mmu, 'kvm_mmu_get_page', sp);
   return sp;
 }
 
@@ -93,7 +94,7 @@ function removeExternalSpte(mmu: TdpMmu, gfn: number, oldLo: number, oldHi: numb
   // External page tables are torn down by free_external_spt, in order; only leafs are removed here.
   if (!isLastSpte(oldLo, level) || mmu.external === undefined) return;
   const ret = mmu.external.removeExternalSpte(gfn, level, spteToPfn(oldLo, oldHi));
-  kvmBugOn(mmu, ret !== 0, `remove_external_spte(gfn ${gfn.toString(16)}, level ${level}) failed: ${ret}`);
+  if (ret !== 0) kvmBugOn(mmu, true, `remove_external_spte(gfn ${gfn.toString(16)}, level ${level}) failed: ${ret}`);
 }
 
 /**
@@ -109,7 +110,7 @@ export function handleRemovedPt(mmu: TdpMmu, sp: number, shared: boolean): void 
   const asId = (pool.role[sp]! >>> 24) & 0xff ? 1 : 0;
   const mirror = isMirrorSp(pool, sp);
   const step = PAGES_PER_LEVEL[level]!;
-  if (mmu.trace) traceSp(mmu, 'kvm_mmu_prepare_zap_page', sp);
+  if (mmu.trace || mmu.recorder) traceSp(mmu, 'kvm_mmu_prepare_zap_page', sp);
   mmu.tdpMmuPages--; // tdp_mmu_unlink_sp -> tdp_unaccount_mmu_page
   // Teardown of external (S-EPT) tables needs mmu_lock for write.
   if (mirror) kvmBugOn(mmu, shared, 'handle_removed_pt: mirror table removed under shared mmu_lock');
@@ -168,6 +169,7 @@ export function handleChangedSpte(
     );
   }
   if (oldLo === newLo && oldHi === newHi) return;
+  if (mmu.recorder !== undefined) mmu.recorder.spteChanged(asId, gfn, level, oldLo, oldHi, newLo, newHi);
   if (mmu.trace) {
     mmu.trace({
       name: 'kvm_tdp_mmu_spte_changed',
@@ -180,14 +182,18 @@ export function handleChangedSpte(
   }
   if (isLeaf) checkSpteWritableInvariants(mmu, newLo, newHi);
   if (!wasPresent && !isPresent) {
-    // Only MMIO SPTEs and the frozen value may replace one non-present value with another.
-    warnOnce(
-      mmu,
+    // Only MMIO SPTEs and the frozen value may replace one non-present value with another. (The message
+    // is built only when it fires: this runs for every entry of every table a shared zap tears down.)
+    if (
       !isMmioSpte(oldLo, oldHi, mmu.mmioValue) &&
-        !isMmioSpte(newLo, newHi, mmu.mmioValue) &&
-        !isFrozenSpte(newLo, newHi),
-      `Unexpected SPTE change! Nonpresent SPTEs should not be replaced with another, different nonpresent SPTE (gfn ${gfn.toString(16)})`,
-    );
+      !isMmioSpte(newLo, newHi, mmu.mmioValue) &&
+      !isFrozenSpte(newLo, newHi)
+    )
+      warnOnce(
+        mmu,
+        true,
+        `Unexpected SPTE change! Nonpresent SPTEs should not be replaced with another, different nonpresent SPTE (gfn ${gfn.toString(16)})`,
+      );
     return;
   }
   if (isLeaf !== wasLeaf) mmu.pages[level - 1]! += isLeaf ? 1 : -1; // kvm_update_page_stats

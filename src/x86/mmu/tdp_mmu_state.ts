@@ -14,7 +14,7 @@
 import { SpPool } from './sp_pool.ts';
 import { newSptePair, VMX_EPT_MISCONFIG_WX_VALUE, type SptePair } from './spte.ts';
 import { PT64_ROOT_MAX_LEVEL, TdpIter } from './tdp_iter.ts';
-import type { TraceSink } from './mmu_trace.ts';
+import type { TdpTraceRecorder, TraceSink } from './mmu_trace.ts';
 
 /** enum kvm_tdp_mmu_root_types (tdp_mmu.h) */
 export const KVM_INVALID_ROOTS = 1 << 0;
@@ -93,6 +93,8 @@ export class TdpMmu {
   bugged = false;
 
   trace: TraceSink | undefined;
+  /** The numeric tracepoint listener (mmu_trace.ts#TdpTraceRecorder); undefined = off, one branch. */
+  recorder: TdpTraceRecorder | undefined = undefined;
   external: TdpExternalHooks | undefined;
   readonly env: TdpMmuEnv;
   readonly maxGfnExclusive: number;
