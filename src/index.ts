@@ -9,6 +9,9 @@ export { BUG_NAMES } from './kvm/host_profile.ts';
 export type { VmOptions, KvmWarning } from './kvm/vm_state.ts';
 export type { ZapDesign } from './x86/x86.ts';
 export type {
+  AccessBatchOptions,
+  AccessBatchOut,
+  AccessBatchResult,
   AccessKind,
   AccessResult,
   KvmClearDirtyLog,
@@ -19,6 +22,7 @@ export type {
   KvmUserspaceMemoryRegion2,
 } from './kvm/api_types.ts';
 export type { KvmMemorySlot } from './kvm/kvm_host.ts';
+export { ACCESS_EXITS } from './kvm/api_types.ts';
 export * as uapi from './uapi/kvm.ts';
 export * as uapiX86 from './uapi/kvm_x86.ts';
 export { ERRNO } from './uapi/errno.ts';

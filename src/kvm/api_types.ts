@@ -64,6 +64,57 @@ export type AccessResult =
   | { exit: 'internal_error'; gpa: number; reason: string }
   | { exit: 'vm_dead'; gpa: number; reason: string };
 
+/** What a completed access reached (AccessResult's 'none' case without the object). */
+export interface AccessHit {
+  pfn: number;
+  level: 1 | 2 | 3;
+  memtype: number;
+}
+
+/**
+ * The batched calls' exit codes, one per access in `AccessBatchOptions.out.exit` (0 = reached a page;
+ * the others name AccessResult's exits).
+ */
+export const ACCESS_EXITS = ['none', 'mmio', 'memory_fault', 'retry', 'internal_error', 'vm_dead'] as const;
+
+/** Per-access outputs a batched call fills (each optional; each at least as long as the batch). */
+export interface AccessBatchOut {
+  /** index into ACCESS_EXITS */
+  exit?: Uint8Array;
+  /** the host page reached (0 for an exit) */
+  pfn?: Float64Array;
+  /** the leaf level (0 for an exit) */
+  level?: Uint8Array;
+  /** the EPT memory type (0 for an exit) */
+  memtype?: Uint8Array;
+}
+
+export interface AccessBatchOptions {
+  /** as vcpu.access's `private` */
+  private?: boolean;
+  /** accessRange: bytes from one access to the next (default 4096) */
+  stride?: number;
+  out?: AccessBatchOut;
+  /**
+   * Called after each access, before the next, with its index and result. A completed access's result
+   * object is reused from call to call: read it inside the callback, do not keep it.
+   */
+  onResult?: (i: number, result: AccessResult) => void;
+}
+
+/** What a batched call did, in total. */
+export interface AccessBatchResult {
+  /** accesses made (all of them: an exit does not stop the batch, as it would not stop a loop) */
+  count: number;
+  /** accesses that reached a page */
+  none: number;
+  /** accesses that exited */
+  exits: number;
+  /** the first exit and its index (null / -1 if none) */
+  firstExit: AccessResult | null;
+  firstExitIndex: number;
+}
+
 /** Stats as { name: value } with the kernel's binary-stats names. */
 export type KvmStats = Record<string, number>;
 

@@ -6,7 +6,8 @@
  */
 import type { VmState } from './vm_state.ts';
 import { Tlb } from '../host/tlb.ts';
-import type { AccessKind, AccessResult } from './api_types.ts';
+import type { AccessBatchOptions, AccessBatchResult, AccessKind, AccessResult } from './api_types.ts';
+import { accessList, accessRange } from './access_batch.ts';
 import { exportStats, newVcpuStats, VCPU_STAT_NAMES, VCPU_STAT_NAMES_PVM } from './kvm_stats.ts';
 import {
   kvmMtrrGetMsr,
@@ -64,6 +65,20 @@ export class Vcpu {
    */
   access(gpa: number, kind: AccessKind, opts: { private?: boolean } = {}): AccessResult {
     return this.vm.mmu.vcpuAccess(this, gpa, kind, opts);
+  }
+
+  /**
+   * `count` accesses at gpa, gpa + stride, … (stride 4096 unless given) in one call: the same results and
+   * stats as calling access() for each in order, without an object per access. Totals come back; each
+   * access's exit/pfn/level/memtype go to `opts.out` typed arrays and `opts.onResult` if given.
+   */
+  accessRange(gpa: number, count: number, kind: AccessKind, opts?: AccessBatchOptions): AccessBatchResult {
+    return accessRange(this, gpa, count, kind, opts);
+  }
+
+  /** One access per entry of gpas, in order, in one call: as accessRange. */
+  accessList(gpas: ArrayLike<number>, kind: AccessKind, opts?: AccessBatchOptions): AccessBatchResult {
+    return accessList(this, gpas, kind, opts);
   }
 
   /**

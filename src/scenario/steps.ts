@@ -313,22 +313,26 @@ function accessPattern(x: ExecCtx, c: VmCtx, p: AccessPattern): void {
   const opts = p.private === undefined ? {} : { private: p.private };
   const m = c.vm.model;
   const d = x.derived;
+  // One batched call per vCPU and pass (the same accesses, in order, as a loop of vcpu.access); the
+  // callback runs after each access, before the next, so the checker sees the state each access left.
+  const gpas = offs.picked === null ? null : offs.picked.map((o) => r.gpa + o);
+  const base = r.gpa + offs.start;
   for (let pass = 0; pass < (p.passes ?? 1); pass++) {
     for (const v of vcpus) {
-      for (let i = 0; i < offs.n; i++) {
-        const gpa = r.gpa + offsetAt(offs, i);
-        const fixed0 = v.stats.pf_fixed;
-        const refault0 = m.refaults;
-        const res: AccessResult = v.access(gpa, kind, opts);
-        x.checker.onAccess(v, gpa, kind, res, opts);
+      let fixed0 = v.stats.pf_fixed;
+      let refault0 = m.refaults;
+      const onResult = (i: number, res: AccessResult): void => {
+        x.checker.onAccess(v, gpas === null ? base + i * offs.stride : gpas[i]!, kind, res, opts);
         d['accesses'] = (d['accesses'] ?? 0) + 1;
-        if (res.exit !== 'none') {
-          bump(d, EXIT_KEYS[res.exit] ?? `exits_${res.exit}`);
-          continue;
-        }
-        if (v.stats.pf_fixed === fixed0) continue;
-        bump(d, (m.refaults > refault0 ? REFAULT_KEYS : FIRST_FAULT_KEYS)[res.level]!);
-      }
+        if (res.exit !== 'none') bump(d, EXIT_KEYS[res.exit] ?? `exits_${res.exit}`);
+        else if (v.stats.pf_fixed !== fixed0)
+          bump(d, (m.refaults > refault0 ? REFAULT_KEYS : FIRST_FAULT_KEYS)[res.level]!);
+        fixed0 = v.stats.pf_fixed;
+        refault0 = m.refaults;
+      };
+      const batch = { ...opts, onResult };
+      if (gpas === null) v.accessRange(base, offs.n, kind, { ...batch, stride: offs.stride });
+      else v.accessList(gpas, kind, batch);
     }
   }
 }

@@ -6,11 +6,23 @@
 import type { KvmGfnRange, KvmMemorySlot } from '../kvm/kvm_host.ts';
 import type { KvmMrChange } from '../uapi/kvm.ts';
 import type { Vcpu } from '../kvm/vcpu.ts';
-import type { AccessKind, AccessResult } from '../kvm/api_types.ts';
+import type { AccessHit, AccessKind, AccessResult } from '../kvm/api_types.ts';
 
 export interface KvmMmuOps {
   /** A guest access by vcpu (the CPU's translation, then EPT violations/misconfigs into the fault path). */
   vcpuAccess(vcpu: Vcpu, gpa: number, kind: AccessKind, opts: { private?: boolean }): AccessResult;
+  /**
+   * The same access for the batched calls, with validated arguments and nothing allocated when it
+   * completes: null, with what it reached written to `hit`; else the exit. Absent: the batch loops over
+   * vcpuAccess.
+   */
+  vcpuAccessInto?(
+    vcpu: Vcpu,
+    gpa: number,
+    kind: AccessKind,
+    opts: { private?: boolean } | undefined,
+    hit: AccessHit,
+  ): AccessResult | null;
   /** A fault stopped after it got its pfn, before mmu_lock (for races); absent where not modelled. */
   vcpuBeginAccess?(vcpu: Vcpu, gpa: number, kind: AccessKind): { finish(): AccessResult };
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_all_fast */

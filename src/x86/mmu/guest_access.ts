@@ -98,6 +98,12 @@ function classify(mmu: X86Mmu, gpa: number, opts: AccessOptions | undefined): Cl
   return out;
 }
 
+/**
+ * Where a completed access leaves what it reached (read right after the call that filled it): the hot
+ * path allocates nothing, and vcpu.access builds its result object from it.
+ */
+export const accessHit = { pfn: 0, level: 1 as 1 | 2 | 3, memtype: 0 };
+
 /** vcpu.access(): one guest access, start to finish. */
 export function vcpuAccess(
   mmu: X86Mmu,
@@ -106,11 +112,30 @@ export function vcpuAccess(
   kind: AccessKind,
   opts?: AccessOptions,
 ): AccessResult {
-  const vm = mmu.vm;
   if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa >= 2 ** 52)
     throw new RangeError(`gpa ${String(gpa)} is not a guest physical address`);
+  checkAccessKind(kind);
+  const r = vcpuAccessCore(mmu, vcpu, gpa, kind, opts);
+  return r !== null ? r : { exit: 'none', pfn: accessHit.pfn, level: accessHit.level, memtype: accessHit.memtype };
+}
+
+export function checkAccessKind(kind: unknown): asserts kind is AccessKind {
   if (kind !== 'read' && kind !== 'write' && kind !== 'exec')
     throw new TypeError(`access kind must be read, write or exec (got ${String(kind)})`);
+}
+
+/**
+ * One validated access: null when it completed (what it reached is in `accessHit`), else the exit. The one
+ * copy of the access path: vcpu.access and the batched calls (access_batch.ts) both run it.
+ */
+export function vcpuAccessCore(
+  mmu: X86Mmu,
+  vcpu: Vcpu,
+  gpa: number,
+  kind: AccessKind,
+  opts: AccessOptions | undefined,
+): AccessResult | null {
+  const vm = mmu.vm;
   if (vm.dead) return { exit: 'vm_dead', gpa, reason: 'the VM is dead (KVM_BUG_ON or a fatal TDX error)' };
   const c = classify(mmu, gpa, opts);
   const write = kind === 'write';
@@ -120,7 +145,7 @@ export function vcpuAccess(
   for (let tries = 0; tries < MAX_REFAULTS; tries++) {
     vcpuEnterGuest(mmu, vcpu);
     const hit = translate(mmu, vcpu, c, write);
-    if (hit !== null) return hit;
+    if (hit !== MISS) return hit;
     const mmio = handleEptMisconfig(mmu, vcpu, c, gpa, write);
     if (mmio !== null) return mmio;
     // EPT violation
@@ -183,19 +208,29 @@ export function finishFault(
   throw new Error(`unexpected fault result ${r}`);
 }
 
-/** The CPU's translation: TLB, then the EPT walk. Null if the access must exit. */
-function translate(mmu: X86Mmu, vcpu: Vcpu, c: Classified, write: boolean): AccessResult | null {
+/** translate(): the access must exit to KVM (EPT violation or misconfiguration). */
+const MISS = 0;
+
+/**
+ * The CPU's translation: TLB, then the EPT walk. null when the access completed (what it reached is in
+ * accessHit), MISS if it must exit to KVM, or the exit itself.
+ */
+function translate(mmu: X86Mmu, vcpu: Vcpu, c: Classified, write: boolean): AccessResult | null | typeof MISS {
   const t = vcpu.tlb.lookup(c.hwGfn);
-  if (t !== null && (!write || t.writable))
-    return { exit: 'none', pfn: t.pfn, level: t.level, memtype: t.memtype };
+  if (t !== null && (!write || t.writable)) {
+    accessHit.pfn = t.pfn;
+    accessHit.level = t.level as 1 | 2 | 3;
+    accessHit.memtype = t.memtype;
+    return null;
+  }
   const root = tdpMmuGetRootForFault(mmu, vcpu, c.isPrivate);
   walk.level = 0;
-  if (root < 0 || !kvmTdpMmuGetWalk(mmu.tdp, root, c.hwGfn, walk)) return null;
+  if (root < 0 || !kvmTdpMmuGetWalk(mmu.tdp, root, c.hwGfn, walk)) return MISS;
   // TDX: an S-EPT leaf the guest has not accepted is a pending EPT violation, which kills the TD.
   if (c.isPrivate && mmu.vm.arch.tdx !== undefined && !mmu.vm.arch.tdx.isAccepted(c.gfn))
     return mmu.vm.arch.tdx.pendingEptViolation(c.hwGfn * 4096);
   let lo = walk.lo;
-  if (write && (lo & PT_WRITABLE_MASK) === 0) return null; // write-protected: EPT violation
+  if (write && (lo & PT_WRITABLE_MASK) === 0) return MISS; // write-protected: EPT violation
   const level = walk.level as 1 | 2 | 3;
   // The CPU sets A (and D on a write) itself; with PML the D transition also logs the gfn.
   const want = VMX_EPT_ACCESS_BIT | (write ? VMX_EPT_DIRTY_BIT : 0);
@@ -218,7 +253,10 @@ function translate(mmu: X86Mmu, vcpu: Vcpu, c: Classified, write: boolean): Acce
     (lo & PT_WRITABLE_MASK) !== 0 && (lo & VMX_EPT_DIRTY_BIT) !== 0,
     memtype,
   );
-  return { exit: 'none', pfn, level, memtype };
+  accessHit.pfn = pfn;
+  accessHit.level = level;
+  accessHit.memtype = memtype;
+  return null;
 }
 
 /**

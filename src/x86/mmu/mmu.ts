@@ -44,10 +44,10 @@ import { kvmMmuMaxMappingLevel } from './page_fault.ts';
 import { tdpRootRole, ROLE_INVALID } from './mmu_internal.ts';
 import { MMIO_SPTE_GEN_MASK } from './spte.ts';
 import type { KvmTraceSink } from '../../kvm/kvm_trace.ts';
-import { beginFault, vcpuAccess, type AccessOptions } from './guest_access.ts';
+import { accessHit, beginFault, vcpuAccess, vcpuAccessCore, type AccessOptions } from './guest_access.ts';
 import { tdxVmInit } from '../tdx.ts';
 import { snpVmInit } from '../sev.ts';
-import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
+import type { AccessHit, AccessKind, AccessResult } from '../../kvm/api_types.ts';
 
 /** Per-vCPU MMU state (struct kvm_mmu's roots). */
 export interface VcpuMmu {
@@ -124,6 +124,17 @@ export class X86Mmu implements KvmMmuOps {
   /** The guest touches gpa: see guest_access.ts. */
   vcpuAccess(vcpu: Vcpu, gpa: number, kind: AccessKind, opts?: AccessOptions): AccessResult {
     return vcpuAccess(this, vcpu, gpa, kind, opts);
+  }
+
+  /** A validated access for the batched calls (kvm/access_batch.ts): nothing allocated when it completes. */
+  vcpuAccessInto(vcpu: Vcpu, gpa: number, kind: AccessKind, opts: AccessOptions | undefined, hit: AccessHit): AccessResult | null {
+    const r = vcpuAccessCore(this, vcpu, gpa, kind, opts);
+    if (r === null) {
+      hit.pfn = accessHit.pfn;
+      hit.level = accessHit.level;
+      hit.memtype = accessHit.memtype;
+    }
+    return r;
   }
 
   /**
