@@ -63,7 +63,14 @@ export async function run(): Promise<BenchLine[]> {
       unit: 'ops/s',
     },
     { name: 'EPT on the shadow MMU: guest pages mapped', value: (n / msL) * 1000, unit: 'ops/s' },
-    { name: 'shadow first-touch 4K faults (vcpu.access)', value: first, unit: 'ops/s' },
+    {
+      name: 'shadow first-touch 4K faults (vcpu.access)',
+      value: first,
+      unit: 'ops/s',
+      target: { atLeast: 1e6 },
+      // the real host runs the shadow MMU too: its CPL3 guest's first touch is the same work
+      kernel: 'first-touch fault, CPL3 guest (1024 pages, per fault)',
+    },
     {
       name: 'shadow refault after zap-all (8-page prefetch groups)',
       value: (faults / ms) * 1000,

@@ -1,0 +1,41 @@
+/**
+ * The CLI as a user feels it: wall time of the compiled CLI (dist/, what `npx zaplab` runs) for `list`,
+ * `show`, and every library scenario's `compare` (default audits) and `check`. Targets (issue 15): list and
+ * show ≤ 0.3 s, compare ≤ 2 s, check ≤ 5 s. Best of 3 for startup, one run per scenario command.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { libraryNames } from '../src/scenario/library_files.ts';
+import type { BenchLine } from './report.ts';
+import { report } from './report.ts';
+
+const main = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+
+function wall(args: string[]): number {
+  const t0 = performance.now();
+  const r = spawnSync(process.execPath, [main, ...args], { stdio: 'ignore' });
+  const s = (performance.now() - t0) / 1000;
+  // check exits 1 when a scenario (a bug reproducer) finds violations; anything else is a broken run
+  if (r.status !== 0 && !(args[0] === 'check' && r.status === 1)) throw new Error(`zaplab ${args.join(' ')}: exit ${r.status}`);
+  return s;
+}
+
+export async function run(): Promise<BenchLine[]> {
+  if (!existsSync(main)) {
+    console.log('cli: skipped (no dist/: run `npm run build`)');
+    return [];
+  }
+  const bestOf = (args: string[]): number => Math.min(wall(args), wall(args), wall(args));
+  const lines: BenchLine[] = [
+    { name: 'zaplab list', value: bestOf(['list']), unit: 's', target: { atMost: 0.3 } },
+    { name: 'zaplab show firmware-boot', value: bestOf(['show', 'firmware-boot']), unit: 's', target: { atMost: 0.3 } },
+  ];
+  for (const n of libraryNames())
+    lines.push({ name: `zaplab compare ${n}`, value: wall(['compare', n]), unit: 's', target: { atMost: 2 } });
+  for (const n of libraryNames())
+    lines.push({ name: `zaplab check ${n}`, value: wall(['check', n]), unit: 's', target: { atMost: 5 } });
+  return lines;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) report('cli', await run());
