@@ -194,10 +194,26 @@ function auditTable(
   const arr = pool.chunks[table >>> CHUNK_SHIFT]!;
   const base = (table & CHUNK_MASK) * TABLE_WORDS;
   const step = PAGES_PER_LEVEL[level]!;
+  const hiBase = base + HI_OFFSET;
   for (let i = 0; i < SPTE_ENT_PER_PAGE; i++) {
+    // The common case first: empty entries (SHADOW_NONPRESENT_VALUE) have nothing to check; skip them
+    // four at a time (SHADOW_NONPRESENT_LO is 0, so an OR of the low words finds any other value).
+    if ((i & 3) === 0) {
+      const j = base + i;
+      const h = hiBase + i;
+      if (
+        (arr[j]! | arr[j + 1]! | arr[j + 2]! | arr[j + 3]!) === SHADOW_NONPRESENT_LO &&
+        arr[h] === SHADOW_NONPRESENT_HI &&
+        arr[h + 1] === SHADOW_NONPRESENT_HI &&
+        arr[h + 2] === SHADOW_NONPRESENT_HI &&
+        arr[h + 3] === SHADOW_NONPRESENT_HI
+      ) {
+        i += 3;
+        continue;
+      }
+    }
     const lo = arr[base + i]!;
-    const hi = arr[base + HI_OFFSET + i]!;
-    // The common case first: an empty entry (SHADOW_NONPRESENT_VALUE) has nothing to check.
+    const hi = arr[hiBase + i]!;
     if (lo === SHADOW_NONPRESENT_LO && hi === SHADOW_NONPRESENT_HI) continue;
     const gfn = baseGfn + i * step;
     if (isFrozenSpte(lo, hi)) {

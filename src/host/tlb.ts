@@ -27,23 +27,34 @@ export class Tlb {
   /** flushes that reached this TLB (model counter) */
   flushes = 0;
 
+  /** Where probe() leaves a hit (read right after the call). */
+  readonly hit: TlbHit = { pfn: 0, level: 1, writable: false, memtype: 0 };
+
   /** Look gfn up at 1G, 2M, then 4K granularity. */
   lookup(gfn: number): TlbHit | null {
+    if (!this.probe(gfn)) return null;
+    const h = this.hit;
+    return { pfn: h.pfn, level: h.level, writable: h.writable, memtype: h.memtype };
+  }
+
+  /** lookup() without an object per hit: true on a hit, with the translation in `this.hit`. */
+  probe(gfn: number): boolean {
     for (let l = 2; l >= 0; l--) {
       const span = l === 0 ? 1 : l === 1 ? 512 : 262144;
-      const base = gfn - (gfn % span);
-      const i = (base / span) % SIZES[l]!;
+      const index = Math.floor(gfn / span);
+      const base = index * span;
+      const i = index % SIZES[l]!;
       if (this.tag[l]![i] === base) {
         const m = this.meta[l]![i]!;
-        return {
-          pfn: this.pfn[l]![i]! + (gfn - base),
-          level: (l + 1) as 1 | 2 | 3,
-          writable: (m & 1) === 1,
-          memtype: m >> 1,
-        };
+        const h = this.hit;
+        h.pfn = this.pfn[l]![i]! + (gfn - base);
+        h.level = (l + 1) as 1 | 2 | 3;
+        h.writable = (m & 1) === 1;
+        h.memtype = m >> 1;
+        return true;
       }
     }
-    return null;
+    return false;
   }
 
   /** Cache the translation of a leaf at `level` (pfn is the leaf's base pfn, gfn any gfn inside it). */

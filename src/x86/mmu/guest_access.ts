@@ -216,10 +216,11 @@ const MISS = 0;
  * accessHit), MISS if it must exit to KVM, or the exit itself.
  */
 function translate(mmu: X86Mmu, vcpu: Vcpu, c: Classified, write: boolean): AccessResult | null | typeof MISS {
-  const t = vcpu.tlb.lookup(c.hwGfn);
-  if (t !== null && (!write || t.writable)) {
+  const tlb = vcpu.tlb;
+  if (tlb.probe(c.hwGfn) && (!write || tlb.hit.writable)) {
+    const t = tlb.hit;
     accessHit.pfn = t.pfn;
-    accessHit.level = t.level as 1 | 2 | 3;
+    accessHit.level = t.level;
     accessHit.memtype = t.memtype;
     return null;
   }

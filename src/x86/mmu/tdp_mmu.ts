@@ -123,14 +123,12 @@ export function tdpMmuZapLeafs(
   return flush;
 }
 
-/** Nothing can observe individual 4K leaf zaps: no trace sink or recorder, no yield hook, not a mirror root. */
+/**
+ * Nothing can observe individual 4K leaf zaps but the numeric recorder (which the batched run feeds
+ * leaf by leaf): no trace sink, no yield hook, not a mirror root.
+ */
 function canBatchLeafZaps(mmu: TdpMmu, root: number): boolean {
-  return (
-    mmu.trace === undefined &&
-    mmu.recorder === undefined &&
-    mmu.env.needResched === undefined &&
-    !isMirrorSp(mmu.pool, root)
-  );
+  return mmu.trace === undefined && mmu.env.needResched === undefined && !isMirrorSp(mmu.pool, root);
 }
 
 /**
@@ -148,8 +146,12 @@ function tdpMmuZapLeafTableRun(mmu: TdpMmu, iter: TdpIter, end: number): number 
   const lastHi = arr[base + HI_OFFSET + last]!;
   const hiBase = base + HI_OFFSET;
   let zapped = 0;
+  const rec = mmu.recorder;
   for (let i = first; i <= last; i++) {
     if ((arr[base + i]! & SPTE_MMU_PRESENT_MASK) !== 0) {
+      // kvm_tdp_mmu_spte_changed, in the order the per-entry path would record it
+      if (rec !== undefined)
+        rec.spteChanged(iter.asId, iter.gfn + (i - first), 1, arr[base + i]!, arr[hiBase + i]!, SHADOW_NONPRESENT_LO, SHADOW_NONPRESENT_HI);
       arr[base + i] = SHADOW_NONPRESENT_LO;
       arr[hiBase + i] = SHADOW_NONPRESENT_HI;
       zapped++;
