@@ -1,7 +1,7 @@
 /**
  * The package as a user gets it: `npm pack` (which runs `prepare`, the tsc build to dist/), the tarball
  * installed into a fresh project, then the public API from plain Node ESM and from CommonJS `require`
- * (require(esm): Node ≥ 20.19 and ≥ 22.12; `process.features.require_module`), the CLI through `npx`, the
+ * (the bundled dist/zaplab.cjs, so any Node ≥ 20, with or without require(esm)), the CLI through `npx`, the
  * shipped .d.ts through a consumer's tsc, and the tarball's file list (dist, docs, recordings; no src,
  * no tests). Slow-ish (a build and an install): one file, one fresh project for every check.
  */
@@ -58,6 +58,7 @@ describe('the packed tarball', () => {
     expect(files).toContain('dist/index.d.ts');
     expect(files).toContain('dist/index.js.map');
     expect(files).toContain('dist/cli/main.js');
+    expect(files).toContain('dist/zaplab.cjs');
     for (const n of libraryNames()) expect(files).toContain(`dist/scenario/library/${n}.yaml`);
     expect(files).toContain('docs/invariants.md');
     expect(files).toContain('test/recorded/abi-pvm-6.18.json');
@@ -77,12 +78,12 @@ describe('the packed tarball', () => {
     expect(JSON.parse(out)).toEqual(EXPECTED);
   });
 
-  it.runIf(process.features.require_module === true)("require('zaplab') works from CommonJS (require(esm))", () => {
+  it("require('zaplab') works from CommonJS, through the bundled dist/zaplab.cjs", () => {
     writeFileSync(join(dir, 'use.cjs'), `const { Kvm, KvmError } = require('zaplab');${WORKLOAD}`);
     expect(JSON.parse(run(process.execPath, ['use.cjs']))).toEqual(EXPECTED);
+    const resolved = run(process.execPath, ['-p', "require.resolve('zaplab')"]).trim();
+    expect(resolved).toBe(join(dir, 'node_modules/zaplab/dist/zaplab.cjs'));
   });
-  if (process.features.require_module !== true)
-    console.log(`skipped require('zaplab'): Node ${process.version} has no require(esm) (needs ≥ 20.19 or ≥ 22.12)`);
 
   it('npx zaplab: --help, list (every library scenario) and show run the compiled CLI', () => {
     expect(run('npx', ['--no-install', 'zaplab', '--help'])).toMatch(/Usage: zaplab[\s\S]*compare[\s\S]*check/);
