@@ -1,0 +1,91 @@
+/**
+ * Loading replay inputs: trace files (plain or .gz) with their format detected from the first lines or
+ * given (`qemu`, `strace`, `ftrace`), or a bundle directory written by `zaplab record` (bundle.json names
+ * its files, the traced host profile and the VMM's pids). Files are only read, never written.
+ * Model-only file.
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
+import { basename, join } from 'node:path';
+import { looksLikeQemuTrace, readQemuTrace } from './qemu_trace.ts';
+import { looksLikeStrace, readStrace } from './strace.ts';
+import { looksLikeFtrace, readFtrace } from './ftrace.ts';
+import type { Parsed, ReadOptions } from './events.ts';
+import type { Scenario } from '../scenario/schema.ts';
+
+export type Format = 'qemu' | 'strace' | 'ftrace';
+export const FORMATS: readonly Format[] = ['qemu', 'strace', 'ftrace'];
+
+/** What `zaplab record` writes as bundle.json. */
+export interface BundleMeta {
+  zaplabBundle: 1;
+  command: string[];
+  kernel: string;
+  host: NonNullable<Scenario['host']>;
+  pids: number[];
+  files: { file: string; format: Format }[];
+  started: string;
+}
+
+export function readText(path: string): string {
+  const buf = readFileSync(path);
+  return path.endsWith('.gz') ? gunzipSync(buf).toString('utf8') : buf.toString('utf8');
+}
+
+export function detectFormat(text: string): Format | null {
+  const head = text.slice(0, 65536);
+  if (looksLikeFtrace(head)) return 'ftrace';
+  if (looksLikeStrace(head)) return 'strace';
+  if (looksLikeQemuTrace(head)) return 'qemu';
+  return null;
+}
+
+export function parseText(text: string, name: string, format: Format, opts: ReadOptions): Parsed {
+  switch (format) {
+    case 'qemu':
+      return readQemuTrace(text, name, opts);
+    case 'strace':
+      return readStrace(text, name, opts);
+    case 'ftrace':
+      return readFtrace(text, name, opts);
+  }
+}
+
+export interface Loaded {
+  streams: Parsed[];
+  bundle?: BundleMeta;
+}
+
+/** Read inputs: files (format per file from `formats`, else detected) or one bundle directory. */
+export function loadInputs(paths: string[], formats: (Format | undefined)[], opts: ReadOptions): Loaded {
+  if (paths.length === 1 && existsSync(paths[0]!) && statSync(paths[0]!).isDirectory()) return loadBundle(paths[0]!, opts);
+  const streams = paths.map((p, i) => {
+    let text: string;
+    try {
+      text = readText(p);
+    } catch (e) {
+      throw new Error(`${p}: cannot read (${e instanceof Error ? e.message : String(e)})`);
+    }
+    const f = formats[i] ?? detectFormat(text);
+    if (f === null)
+      throw new Error(`${p}: not a QEMU trace, strace -ttt output or kernel trace text (give --format ${FORMATS.join('|')})`);
+    return parseText(text, basename(p), f, opts);
+  });
+  return { streams };
+}
+
+function loadBundle(dir: string, opts: ReadOptions): Loaded {
+  const metaPath = join(dir, 'bundle.json');
+  let meta: BundleMeta;
+  try {
+    meta = JSON.parse(readFileSync(metaPath, 'utf8')) as BundleMeta;
+  } catch (e) {
+    throw new Error(`${metaPath}: not a zaplab bundle (${e instanceof Error ? e.message : String(e)})`);
+  }
+  if (meta.zaplabBundle !== 1 || !Array.isArray(meta.files)) throw new Error(`${metaPath}: not a zaplab bundle (zaplabBundle: 1, files: […])`);
+  const pids = opts.pids ?? (meta.pids?.length ? new Set(meta.pids) : undefined);
+  const streams = meta.files.map((f) =>
+    parseText(readText(join(dir, f.file)), f.file, f.format, { ...opts, ...(pids ? { pids } : {}) }),
+  );
+  return { streams, bundle: meta };
+}
