@@ -155,21 +155,9 @@ export function readStrace(text: string, file: string, opts: ReadOptions = {}): 
       return countIn(report.unknown, name);
     }
     if (name === 'KVM_SET_USER_MEMORY_REGION' || name === 'KVM_SET_USER_MEMORY_REGION2') {
-      const f = structFields(arg);
-      if (f.size === 0) {
-        undecoded.add(name);
-        events.push({ ...base, kind: 'vmCall', vm, name: `${name} (not decoded)`, ret });
-        return;
-      }
-      const v2 = name.endsWith('2');
-      const val = {
-        slot: parseInteger(f.get('slot')), flags: flagsValue(f.get('flags')), gpa: parseInteger(f.get('guest_phys_addr')),
-        size: parseInteger(f.get('memory_size')), ua: parseInteger(f.get('userspace_addr')),
-      };
-      const bad = Object.entries(val).find(([, v]) => Number.isNaN(v));
-      if (bad) return malformed(report, line, `${name}: expected a number for ${bad[0]}`, opts.strict);
-      const ev = { ...base, kind: 'memslot' as const, vm, ...val, v2, ret };
-      if (v2) Object.assign(ev, { guestMemfd: parseInteger(f.get('guest_memfd') ?? '0'), guestMemfdOffset: parseInteger(f.get('guest_memfd_offset') ?? '0') });
+      const ev = memslotCall(name, arg, vm, ret, base);
+      if (typeof ev === 'string') return malformed(report, line, ev, opts.strict);
+      if (ev.kind === 'vmCall') undecoded.add(name);
       events.push(ev);
       return;
     }
@@ -197,4 +185,22 @@ export function readStrace(text: string, file: string, opts: ReadOptions = {}): 
   for (const u of undecoded)
     report.notes.push(`${u}: this strace prints the argument as a pointer (not decoded); the call is counted, its contents unknown`);
   return { events, report };
+}
+
+/** A decoded KVM_SET_USER_MEMORY_REGION(2); a vmCall when strace printed only a pointer; else what was expected. */
+function memslotCall(
+  name: string, arg: string, vm: number, ret: number, base: { t: number; tid: number; src: 'strace'; line: number },
+): TraceEvent | string {
+  const f = structFields(arg);
+  if (f.size === 0) return { ...base, kind: 'vmCall', vm, name: `${name} (not decoded)`, ret };
+  const v2 = name.endsWith('2');
+  const val = {
+    slot: parseInteger(f.get('slot')), flags: flagsValue(f.get('flags')), gpa: parseInteger(f.get('guest_phys_addr')),
+    size: parseInteger(f.get('memory_size')), ua: parseInteger(f.get('userspace_addr')),
+  };
+  const bad = Object.entries(val).find(([, v]) => Number.isNaN(v));
+  if (bad) return `${name}: expected a number for ${bad[0]}`;
+  const ev = { ...base, kind: 'memslot' as const, vm, ...val, v2, ret };
+  if (v2) Object.assign(ev, { guestMemfd: parseInteger(f.get('guest_memfd') ?? '0'), guestMemfdOffset: parseInteger(f.get('guest_memfd_offset') ?? '0') });
+  return ev;
 }

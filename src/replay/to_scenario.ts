@@ -19,7 +19,7 @@
 import type { Scenario, Step } from '../scenario/schema.ts';
 import { uapi } from '../index.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../uapi/kvm_x86.ts';
-import type { FaultEvent, MemslotEvent, TraceEvent } from './events.ts';
+import type { EnableCapEvent, FaultEvent, MemslotEvent, TraceEvent } from './events.ts';
 
 const PAGE = 4096;
 export const FAULT_SOURCES = ['kvm_mmu_set_spte', 'kvm_tdp_mmu_spte_changed', 'kvm_mmu_spte_requested', 'kvm_page_fault'] as const;
@@ -92,140 +92,198 @@ function faultSourceOf(ev: TraceEvent[], tdp: boolean): string | null {
   return null;
 }
 
-export function toScenario(
-  ev: TraceEvent[],
-  opts: { name: string; host: Scenario['host']; tdp: boolean; touch?: TouchModel; backing?: '4k' | 'thp' },
-): Conversion {
-  const ext = extents(ev);
-  const regionOf = (ua: number): { name: string; offset: number } | undefined => {
-    const x = ext.find((x) => ua >= x.start && ua < x.end);
-    return x && { name: x.name, offset: ua - x.start };
-  };
-  const vmCount = Math.max(1, ev.filter((e) => e.kind === 'createVm' && e.ret === 0).length);
-  const vcpus = Array.from({ length: vmCount }, (_, v) => Math.max(1, ev.filter((e) => e.kind === 'createVcpu' && e.ret === 0 && e.vm === v).length));
-  const regions = [...ext.map((x) => ({ name: x.name, gpa: 0, size: x.end - x.start, present: false, backing: opts.backing ?? '4k' })),
+export interface ConvertOptions {
+  name: string;
+  host: Scenario['host'];
+  /** the traced host has TDP (guest accesses are gpas) */
+  tdp: boolean;
+  touch?: TouchModel;
+  backing?: '4k' | 'thp';
+}
+
+export function toScenario(ev: TraceEvent[], opts: ConvertOptions): Conversion {
+  return new Converter(ev, opts).run();
+}
+
+/** The scenario: one VM per traced KVM_CREATE_VM (at least one), every VM declaring the host regions. */
+function scenarioOf(ev: TraceEvent[], ext: Extent[], opts: ConvertOptions): Scenario {
+  const created = ev.filter((e) => e.kind === 'createVm' && e.ret === 0);
+  const vmCount = Math.max(1, created.length);
+  const regions = [
+    ...ext.map((x) => ({ name: x.name, gpa: 0, size: x.end - x.start, present: false, backing: opts.backing ?? '4k' })),
     // guest accesses are addressed as offset = gpa from a region declared at gpa 0
-    { name: 'gpa', gpa: 0, size: PAGE, present: false }];
-  const types = Array.from({ length: vmCount }, (_, v) => ev.find((e) => e.kind === 'createVm' && e.vm === v && e.ret === 0));
-  const sc: Scenario = {
-    name: opts.name,
-    description: 'replayed from a trace',
-    ...(opts.host ? { host: opts.host } : {}),
-    vms: types.map((c, v) => ({ name: `vm${v}`, type: c && c.kind === 'createVm' ? c.type : 0, vcpus: vcpus[v]!, regions })),
-    timeline: [],
+    { name: 'gpa', gpa: 0, size: PAGE, present: false },
+  ];
+  const vms = Array.from({ length: vmCount }, (_, v) => {
+    const c = created.find((e) => e.kind === 'createVm' && e.vm === v);
+    const vcpus = ev.filter((e) => e.kind === 'createVcpu' && e.ret === 0 && e.vm === v).length;
+    return { name: `vm${v}`, type: c?.kind === 'createVm' ? c.type : 0, vcpus: Math.max(1, vcpus), regions };
+  });
+  return {
+    name: opts.name, description: 'replayed from a trace', ...(opts.host ? { host: opts.host } : {}), vms, timeline: [],
   } as Scenario;
-  // On a shadow-paging host a guest access is a virtual address walked through the guest's own page
-  // tables, which no trace carries: faults are counted as observed but not replayed there.
-  const fs = faultSourceOf(ev, opts.tdp);
-  const drive = opts.tdp;
-  const out: Conversion = {
-    scenario: sc, segments: [], calls: new Map(), tracedDesign: 'quirk', impossible: [], notes: [],
-    faultSource: fs ?? (opts.touch ? `assumed (--touch ${opts.touch.pages}: a seeded working set of ${opts.touch.pages} pages written in every writable slot before each memslot call and at the end)` : 'none in the trace'),
-    t0: ev.find((e) => !Number.isNaN(e.t))?.t ?? 0,
-  };
-  const live: Map<number, Live>[] = Array.from({ length: vmCount }, () => new Map());
-  const vcpuOfTid = new Map<number, number>();
-  let undecodedCaps = 0;
-  let seg: Segment = { at: -1, t: out.t0, label: 'before the first memslot call', observed: zero() };
-  let steps: Step[] = [];
-  const close = (): void => {
-    if (steps.length === 0 && seg.at === -1) return;
-    sc.timeline.push({ label: seg.label, repeat: 1, steps } as Step);
-    out.segments.push(seg);
-  };
-  const touch = (): void => {
-    if (!opts.touch || fs || !drive) return;
-    for (const s of live[0]!.values()) {
-      if (s.flags & uapi.KVM_MEM_READONLY) continue;
-      steps.push({ access: { region: 'gpa', offset: s.gpa, length: s.size, workingSet: opts.touch.pages, kind: 'write', vcpus: [0] } } as Step);
-    }
-  };
-  const where = (e: TraceEvent): string => `${e.src}:${e.line} t+${((e.t - out.t0) / 1e6).toFixed(6)}s`;
-  for (let i = 0; i < ev.length; i++) {
-    const e = ev[i]!;
-    const vm = 'vm' in e ? e.vm : 0;
-    const slots = live[vm] ?? live[0]!;
+}
+
+class Converter {
+  private readonly ext: Extent[];
+  private readonly out: Conversion;
+  private readonly fs: string | null;
+  /** On a shadow-paging host a guest access is a virtual address walked through the guest's own page
+   * tables, which no trace carries: faults are counted as observed but not replayed there. */
+  private readonly drive: boolean;
+  private readonly live: Map<number, Live>[];
+  private readonly vcpuOfTid = new Map<number, number>();
+  private undecodedCaps = 0;
+  private seg: Segment;
+  private steps: Step[] = [];
+
+  constructor(
+    private readonly ev: TraceEvent[],
+    private readonly opts: ConvertOptions,
+  ) {
+    this.ext = extents(ev);
+    const sc = scenarioOf(ev, this.ext, opts);
+    this.fs = faultSourceOf(ev, opts.tdp);
+    this.drive = opts.tdp;
+    const t0 = ev.find((e) => !Number.isNaN(e.t))?.t ?? 0;
+    const touch = opts.touch
+      ? `assumed (--touch ${opts.touch.pages}: a seeded working set of ${opts.touch.pages} pages written in every writable slot before each memslot call and at the end)`
+      : 'none in the trace';
+    this.out = { scenario: sc, segments: [], calls: new Map(), tracedDesign: 'quirk', impossible: [], notes: [], faultSource: this.fs ?? touch, t0 };
+    this.live = sc.vms.map(() => new Map());
+    this.seg = { at: -1, t: t0, label: 'before the first memslot call', observed: zero() };
+  }
+
+  run(): Conversion {
+    for (let i = 0; i < this.ev.length; i++) this.event(this.ev[i]!, i);
+    this.touch();
+    this.close();
+    const { out, opts } = this;
+    if (this.undecodedCaps)
+      out.notes.push(`${this.undecodedCaps} KVM_ENABLE_CAP calls not decoded by the tracer: assumed not to disable KVM_X86_QUIRK_SLOT_ZAP_ALL (the zap-all-fast count checks it)`);
+    if (!this.drive && (this.fs || opts.touch))
+      out.notes.push('shadow-paging host (tdp off): guest accesses need the guest page tables, which traces do not carry; faults are counted, not replayed');
+    if (this.live.length > 1) out.notes.push('kernel tracepoints carry no VM id: faults and unmaps are replayed on vm0');
+    return out;
+  }
+
+  private event(e: TraceEvent, i: number): void {
+    const o = this.seg.observed;
     switch (e.kind) {
-      case 'memslot': {
-        touch();
-        close();
-        seg = { at: i, t: e.t, label: `t+${((e.t - out.t0) / 1e6).toFixed(6)}s ${callText(e)}`, observed: zero() };
-        steps = [];
-        if (e.size === 0 && !slots.has(e.slot))
-          out.impossible.push(`${where(e)}: DELETE of slot ${e.slot}, which no traced call created (replayed: the model answers it)`);
-        const r = e.size > 0 && e.ua > 0 ? regionOf(e.ua) : undefined;
-        steps.push({
-          label: `@${i}`, vm: `vm${vm}`,
-          memslot: { slot: e.slot & 0xffff, as: e.slot >>> 16, gpa: e.gpa, size: e.size, flags: e.flags, ...(r ? { region: r.name, offset: r.offset } : {}) },
-        } as Step);
-        out.calls.set(i, e);
-        if (e.ret === 0) {
-          if (e.size === 0) slots.delete(e.slot);
-          else slots.set(e.slot, { gpa: e.gpa, size: e.size, ua: e.ua, flags: e.flags });
-        }
-        break;
-      }
-      case 'enableCap': {
-        if (e.cap === uapi.KVM_CAP.KVM_CAP_DISABLE_QUIRKS2 && e.args && e.ret === 0) {
-          const a0 = e.args[0] ?? 0;
-          if (a0 & KVM_X86_QUIRK_SLOT_ZAP_ALL) out.tracedDesign = 'quirk-off';
-          const rest = a0 & ~KVM_X86_QUIRK_SLOT_ZAP_ALL;
-          if (rest) steps.push({ vm: `vm${vm}`, enableCap: e.cap, args: [rest] } as Step);
-        } else if (e.cap === undefined) undecodedCaps++;
-        break;
-      }
-      case 'fault': {
-        if (e.tp !== fs) break;
-        seg.observed.faults++;
-        const gpa = e.gfn * PAGE;
-        const covered = [...live[0]!.values()].some((s) => gpa >= s.gpa && gpa < s.gpa + s.size);
-        if (!covered) {
-          out.impossible.push(`${where(e)}: ${e.tp} on gfn ${hex(e.gfn)}, which no memslot covers (not replayed)`);
-          break;
-        }
-        if (!drive) break;
-        let v = vcpuOfTid.get(e.tid);
-        if (v === undefined) vcpuOfTid.set(e.tid, (v = vcpuOfTid.size % vcpus[0]!));
-        steps.push({ access: { region: 'gpa', offset: gpa, length: PAGE, kind: e.write ? 'write' : 'read', vcpus: [v] } } as Step);
-        break;
-      }
-      case 'unmap': {
-        let hit = false;
-        for (const s of live[0]!.values()) {
-          const a = Math.max(e.start, s.ua);
-          const b = Math.min(e.end, s.ua + s.size);
-          if (a >= b) continue;
-          const r = regionOf(a)!;
-          steps.push({ host: { event: 'swapOut', region: r.name, offset: r.offset, length: b - a } } as Step);
-          hit = true;
-        }
-        if (hit) seg.observed.unmaps++;
-        break;
-      }
+      case 'memslot':
+        return this.memslot(e, i);
+      case 'enableCap':
+        return this.enableCap(e);
+      case 'fault':
+        return this.fault(e);
+      case 'unmap':
+        return this.unmap(e.start, e.end);
       case 'zapAllFast':
-        seg.observed.zapAllFast++;
-        break;
+        o.zapAllFast++;
+        return;
       case 'prepareZapPage':
-        seg.observed.shadowZapped++;
-        break;
+        o.shadowZapped++;
+        return;
       case 'getPage':
-        if (e.created) seg.observed.shadowCreated++;
-        break;
+        if (e.created) o.shadowCreated++;
+        return;
       case 'leafZap':
-        seg.observed.leafZapped++;
-        break;
+        o.leafZapped++;
+        return;
       default:
-        break;
+        return;
     }
   }
-  touch();
-  close();
-  if (undecodedCaps)
-    out.notes.push(`${undecodedCaps} KVM_ENABLE_CAP calls not decoded by the tracer: assumed not to disable KVM_X86_QUIRK_SLOT_ZAP_ALL (the zap-all-fast count checks it)`);
-  if (!drive && (fs || opts.touch))
-    out.notes.push('shadow-paging host (tdp off): guest accesses need the guest page tables, which traces do not carry; faults are counted, not replayed');
-  if (vmCount > 1) out.notes.push('kernel tracepoints carry no VM id: faults and unmaps are replayed on vm0');
-  return out;
+
+  private rel(t: number): string {
+    return `t+${((t - this.out.t0) / 1e6).toFixed(6)}s`;
+  }
+
+  private where(e: TraceEvent): string {
+    return `${e.src}:${e.line} ${this.rel(e.t)}`;
+  }
+
+  private regionOf(ua: number): { name: string; offset: number } | undefined {
+    const x = this.ext.find((x) => ua >= x.start && ua < x.end);
+    return x && { name: x.name, offset: ua - x.start };
+  }
+
+  /** Close the open segment as one top-level step. */
+  private close(): void {
+    if (this.steps.length === 0 && this.seg.at === -1) return;
+    this.out.scenario.timeline.push({ label: this.seg.label, repeat: 1, steps: this.steps } as Step);
+    this.out.segments.push(this.seg);
+  }
+
+  /** The --touch working set, written in every writable slot of vm0 (only when the trace has no faults). */
+  private touch(): void {
+    const t = this.opts.touch;
+    if (!t || this.fs || !this.drive) return;
+    for (const s of this.live[0]!.values()) {
+      if (s.flags & uapi.KVM_MEM_READONLY) continue;
+      this.steps.push({ access: { region: 'gpa', offset: s.gpa, length: s.size, workingSet: t.pages, kind: 'write', vcpus: [0] } } as Step);
+    }
+  }
+
+  private memslot(e: MemslotEvent, i: number): void {
+    const slots = this.live[e.vm] ?? this.live[0]!;
+    this.touch();
+    this.close();
+    this.seg = { at: i, t: e.t, label: `${this.rel(e.t)} ${callText(e)}`, observed: zero() };
+    this.steps = [];
+    if (e.size === 0 && !slots.has(e.slot))
+      this.out.impossible.push(`${this.where(e)}: DELETE of slot ${e.slot}, which no traced call created (replayed: the model answers it)`);
+    const r = e.size > 0 && e.ua > 0 ? this.regionOf(e.ua) : undefined;
+    const memslot = { slot: e.slot & 0xffff, as: e.slot >>> 16, gpa: e.gpa, size: e.size, flags: e.flags, ...(r ? { region: r.name, offset: r.offset } : {}) };
+    this.steps.push({ label: `@${i}`, vm: `vm${e.vm}`, memslot } as Step);
+    this.out.calls.set(i, e);
+    if (e.ret !== 0) return;
+    if (e.size === 0) slots.delete(e.slot);
+    else slots.set(e.slot, { gpa: e.gpa, size: e.size, ua: e.ua, flags: e.flags });
+  }
+
+  /** DISABLE_QUIRKS2 keeps its bits but SLOT_ZAP_ALL, which only tells the design the kernel ran. */
+  private enableCap(e: EnableCapEvent): void {
+    if (e.cap === undefined) {
+      this.undecodedCaps++;
+      return;
+    }
+    if (e.cap !== uapi.KVM_CAP.KVM_CAP_DISABLE_QUIRKS2 || !e.args || e.ret !== 0) return;
+    const a0 = e.args[0] ?? 0;
+    if (a0 & KVM_X86_QUIRK_SLOT_ZAP_ALL) this.out.tracedDesign = 'quirk-off';
+    const rest = a0 & ~KVM_X86_QUIRK_SLOT_ZAP_ALL;
+    if (rest) this.steps.push({ vm: `vm${e.vm}`, enableCap: e.cap, args: [rest] } as Step);
+  }
+
+  private fault(e: FaultEvent): void {
+    if (e.tp !== this.fs) return;
+    this.seg.observed.faults++;
+    const gpa = e.gfn * PAGE;
+    let covered = false;
+    for (const s of this.live[0]!.values()) if (gpa >= s.gpa && gpa < s.gpa + s.size) covered = true;
+    if (!covered) {
+      this.out.impossible.push(`${this.where(e)}: ${e.tp} on gfn ${hex(e.gfn)}, which no memslot covers (not replayed)`);
+      return;
+    }
+    if (!this.drive) return;
+    let v = this.vcpuOfTid.get(e.tid);
+    if (v === undefined) this.vcpuOfTid.set(e.tid, (v = this.vcpuOfTid.size % this.out.scenario.vms[0]!.vcpus!));
+    this.steps.push({ access: { region: 'gpa', offset: gpa, length: PAGE, kind: e.write ? 'write' : 'read', vcpus: [v] } } as Step);
+  }
+
+  /** The pieces of [start, end) that back a present slot of vm0 become host swapOut steps. */
+  private unmap(start: number, end: number): void {
+    let hit = false;
+    for (const s of this.live[0]!.values()) {
+      const a = Math.max(start, s.ua);
+      const b = Math.min(end, s.ua + s.size);
+      if (a >= b) continue;
+      const r = this.regionOf(a)!;
+      this.steps.push({ host: { event: 'swapOut', region: r.name, offset: r.offset, length: b - a } } as Step);
+      hit = true;
+    }
+    if (hit) this.seg.observed.unmaps++;
+  }
 }
 
 function zero(): Record<ObservedKey, number> {
