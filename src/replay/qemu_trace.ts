@@ -3,8 +3,9 @@
  * `tid@sec.usec:` prefix the log backend prints). Formats, from QEMU's accel/kvm/trace-events:
  *   7.2:  kvm_set_user_memory Slot#%d flags=0x%x gpa=0x%… size=0x%… ua=0x%… ret=%d
  *         (Slot# carries the address space in bits 16+, as the ioctl does)
- *   8.2+: kvm_set_user_memory AddrSpace#%d Slot#%d flags=0x%x gpa=… size=… ua=… guest_memfd=%d
- *         guest_memfd_offset=0x… ret=%d
+ *   8.x:  kvm_set_user_memory AddrSpace#%d Slot#%d flags=0x%x gpa=0x%… size=0x%… ua=0x%… ret=%d
+ *   9.x:  kvm_set_user_memory AddrSpace#%d Slot#%d flags=0x%x gpa=… size=… ua=… guest_memfd=%d
+ *         guest_memfd_offset=0x… ret=%d   (the guest_memfd series, QEMU 9.1)
  *   9.x:  kvm_convert_memory start 0x… size 0x… <to_private|shared_to…>, kvm_memory_fault start … size …
  *         flags …, kvm_clear_dirty_log slot#%d start 0x… size 0x…
  * Fields are read by name, so both formats (and a reordering) parse. QEMU traces the call after the

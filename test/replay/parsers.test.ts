@@ -32,6 +32,11 @@ describe('QEMU trace', () => {
     expect([e.slot, e.flags, e.guestMemfd, e.guestMemfdOffset, e.v2, Number.isNaN(e.t), e.tid]).toEqual([(1 << 16) | 3, 4, 12, 0x1000, true, true, -1]);
   });
 
+  it('reads the AddrSpace# format without guest_memfd fields (QEMU 8.x)', () => {
+    const p = readQemuTrace('9@2.5:kvm_set_user_memory AddrSpace#0 Slot#2 flags=0x1 gpa=0xfd000000 size=0x1000000 ua=0x7f8842a00000 ret=0\n', 'q');
+    expect(p.events[0]).toMatchObject({ slot: 2, flags: 1, gpa: 0xfd000000, size: 0x1000000, v2: false, t: 2500000, tid: 9 });
+  });
+
   it('adds the untraced size-0 call QEMU makes before a READONLY flip', () => {
     const p = readQemuTrace(
       [
