@@ -22,6 +22,8 @@ import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../uapi/kvm_x86.ts';
 import type { EnableCapEvent, FaultEvent, MemslotEvent, TraceEvent } from './events.ts';
 
 const PAGE = 4096;
+/** Hva is 47 bits (4-level host paging, types/addr.ts): a traced range past it has no host mapping to give */
+const HVA_LIMIT = 2 ** 47;
 export const FAULT_SOURCES = ['kvm_mmu_set_spte', 'kvm_tdp_mmu_spte_changed', 'kvm_mmu_spte_requested', 'kvm_page_fault'] as const;
 
 export interface TouchModel {
@@ -59,7 +61,7 @@ interface Extent {
 
 function extents(ev: TraceEvent[]): Extent[] {
   const r = ev
-    .filter((e): e is MemslotEvent => e.kind === 'memslot' && e.size > 0 && e.ua > 0)
+    .filter((e): e is MemslotEvent => e.kind === 'memslot' && e.size > 0 && e.ua > 0 && e.ua + e.size <= HVA_LIMIT)
     .map((e) => [Math.floor(e.ua / PAGE) * PAGE, Math.ceil((e.ua + e.size) / PAGE) * PAGE] as [number, number])
     .sort((a, b) => a[0] - b[0]);
   const out: Extent[] = [];
@@ -234,6 +236,7 @@ class Converter {
     if (e.size === 0 && !slots.has(e.slot))
       this.out.impossible.push(`${this.where(e)}: DELETE of slot ${e.slot}, which no traced call created (replayed: the model answers it)`);
     const r = e.size > 0 && e.ua > 0 ? this.regionOf(e.ua) : undefined;
+    if (e.size > 0 && e.ua > 0 && !r) this.out.notes.push(`${this.where(e)}: hva range 0x${e.ua.toString(16)}+0x${e.size.toString(16)} is past the 47-bit host; replayed with hva 0`);
     const memslot = { slot: e.slot & 0xffff, as: e.slot >>> 16, gpa: e.gpa, size: e.size, flags: e.flags, ...(r ? { region: r.name, offset: r.offset } : {}) };
     this.steps.push({ label: `@${i}`, vm: `vm${e.vm}`, memslot } as Step);
     this.out.calls.set(i, e);

@@ -149,6 +149,14 @@ describe('bad and impossible traces', () => {
     expect(s.notes).toContain('shadow-paging host (tdp off): guest accesses need the guest page tables, which traces do not carry; faults are counted, not replayed');
   });
 
+  it('a memslot range past the 47-bit host is replayed with hva 0 and noted, not thrown on', async () => {
+    const q = readQemuTrace('1@1.000001:kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0xfffffffffff000 ua=0x7f0000000000 ret=-22\n', 'q');
+    const m = mergeStreams([q]);
+    const r = await replayEvents(m.events, m.reports);
+    expect(r.answers).toEqual({ compared: 1, disagreements: [] });
+    expect(r.notes).toEqual(['qemu:1 t+0.000000s: hva range 0x7f0000000000+0xfffffffffff000 is past the 47-bit host; replayed with hva 0']);
+  });
+
   it('--touch: with no fault events, an assumed working set is written and labelled', async () => {
     const q = readQemuTrace(
       [
