@@ -69,7 +69,7 @@ const MODELLED: { key: ObservedKey; what: string; from: (c: Record<string, numbe
   { key: 'shadowCreated', what: 'shadow pages created (kvm_mmu_get_page new)', from: (c) => c['mmu_cache_miss'] ?? 0 },
   { key: 'leafZapped', what: 'leaf SPTEs zapped (kvm_tdp_mmu_spte_changed)', from: (c) => (c['sptes_zapped_4k'] ?? 0) + (c['sptes_zapped_2m'] ?? 0) + (c['sptes_zapped_1g'] ?? 0) },
   { key: 'faults', what: 'faults (fault source events)', from: (c) => c['vcpu.pf_fixed'] ?? 0 },
-  { key: 'unmaps', what: 'unmaps of memslot memory (kvm_unmap_hva_range)', from: (c) => c['host_swapOut'] ?? 0 },
+  { key: 'unmaps', what: 'unmaps of slot memory (kvm_unmap_hva_range, per slot)', from: (c) => c['host_swapOut'] ?? 0 },
 ];
 
 const errnoName = (n: number): string =>

@@ -274,18 +274,16 @@ class Converter {
     this.steps.push({ access: { region: 'gpa', offset: gpa, length: PAGE, kind: e.write ? 'write' : 'read', vcpus: [v] } } as Step);
   }
 
-  /** The pieces of [start, end) that back a present slot of vm0 become host swapOut steps. */
+  /** The pieces of [start, end) that back a present slot of vm0 become host swapOut steps (counted per piece). */
   private unmap(start: number, end: number): void {
-    let hit = false;
     for (const s of this.live[0]!.values()) {
       const a = Math.max(start, s.ua);
       const b = Math.min(end, s.ua + s.size);
-      if (a >= b) continue;
-      const r = this.regionOf(a)!;
+      const r = a < b ? this.regionOf(a) : undefined;
+      if (!r) continue;
       this.steps.push({ host: { event: 'swapOut', region: r.name, offset: r.offset, length: b - a } } as Step);
-      hit = true;
+      this.seg.observed.unmaps++;
     }
-    if (hit) this.seg.observed.unmaps++;
   }
 }
 
