@@ -167,12 +167,14 @@ export function countIn(m: Record<string, number>, k: string): void {
 /** "1796562681.851642" → microseconds, without float rounding of the fraction; NaN if not a time. */
 export function parseSecondsUs(s: string): number {
   const dot = s.indexOf('.');
-  if (dot <= 0) return NaN;
-  const sec = Number(s.slice(0, dot));
-  let frac = s.slice(dot + 1);
-  if (!/^\d{1,9}$/.test(frac) || !/^\d+$/.test(s.slice(0, dot))) return NaN;
-  frac = (frac + '000000').slice(0, 6);
-  return sec * 1e6 + Number(frac);
+  const fl = s.length - dot - 1;
+  if (dot <= 0 || fl < 1 || fl > 9) return NaN;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (i !== dot && (c < 48 || c > 57)) return NaN;
+  }
+  const us = fl >= 6 ? Number(s.slice(dot + 1, dot + 7)) : Number(s.slice(dot + 1)) * 10 ** (6 - fl);
+  return Number(s.slice(0, dot)) * 1e6 + us;
 }
 
 /** Hex with or without 0x (kernel %llx prints none); NaN if not hex. */

@@ -20,8 +20,52 @@ import {
   type KernelEvent, type ParseReport, type Parsed, type ReadOptions,
 } from './events.ts';
 
-/** comm-pid [(tgid)] [cpu] [flags] secs.usecs: event: text */
-const RECORD = /^\s*(.*)-(\d+)\s+(?:\(\s*(\d+|-+)\)\s+)?\[(\d+)\]\s+(?:[^\s:]+\s+)?(\d+\.\d+):\s+([a-z0-9_]+):\s?(.*)$/;
+interface Rec {
+  pid: number;
+  /** -1 when the trace has no tgid column (or prints "-----") */
+  tgid: number;
+  time: string;
+  name: string;
+  text: string;
+}
+
+const isDigits = (s: string): boolean => s.length > 0 && /^\d+$/.test(s);
+
+/**
+ * Split `comm-pid [(tgid)] [cpu] [flags] secs.usecs: event: text` with indexOf (a regex with a free-form
+ * comm backtracks badly on long lines); null if the line is not such a record.
+ */
+function splitRecord(raw: string): Rec | null {
+  const lb = raw.indexOf(' [');
+  if (lb === -1) return null;
+  const rb = raw.indexOf('] ', lb);
+  if (rb === -1 || !isDigits(raw.slice(lb + 2, rb))) return null;
+  let task = raw.slice(0, lb).trim();
+  let tgid = -1;
+  if (task.endsWith(')')) {
+    const open = task.lastIndexOf('(');
+    if (open === -1) return null;
+    const g = task.slice(open + 1, -1).trim();
+    tgid = isDigits(g) ? Number(g) : -1;
+    task = task.slice(0, open).trimEnd();
+  }
+  const dash = task.lastIndexOf('-');
+  if (dash === -1 || !isDigits(task.slice(dash + 1))) return null;
+  let i = rb + 2;
+  while (raw.charCodeAt(i) === 32) i++;
+  let colon = raw.indexOf(': ', i);
+  if (colon === -1) return null;
+  let time = raw.slice(i, colon);
+  const sp = time.lastIndexOf(' ');
+  if (sp !== -1) time = time.slice(sp + 1); // latency flags (d..1.) before the time
+  const nameStart = colon + 2;
+  colon = raw.indexOf(':', nameStart);
+  if (colon === -1) return null;
+  const name = raw.slice(nameStart, colon);
+  let t0 = colon + 1;
+  while (raw.charCodeAt(t0) === 32) t0++;
+  return { pid: Number(task.slice(dash + 1)), tgid, time, name, text: raw.slice(t0) };
+}
 
 /** Does this text look like tracefs or trace-cmd report output? */
 export function looksLikeFtrace(head: string): boolean {
@@ -139,24 +183,24 @@ export function readFtrace(text: string, file: string, opts: ReadOptions = {}): 
       report.other++;
       continue;
     }
-    const m = RECORD.exec(raw);
-    if (!m) {
+    const m = splitRecord(raw);
+    if (!m || Number.isNaN(parseSecondsUs(m.time)) || !/^[a-z0-9_]+$/.test(m.name)) {
       malformed(report, n, 'expected "comm-pid [cpu] seconds.microseconds: event: fields" (tracefs or trace-cmd report)', opts.strict);
       continue;
     }
-    const tid = Number(m[2]);
-    if (opts.pids && !opts.pids.has(tid) && !(m[3] && opts.pids.has(Number(m[3])))) {
+    const tid = m.pid;
+    if (opts.pids && !opts.pids.has(tid) && !opts.pids.has(m.tgid)) {
       report.filtered++;
       continue;
     }
-    const name = m[6]!;
+    const name = m.name;
     const build = BUILD[name];
     if (!build) {
       countIn(report.unknown, name);
       continue;
     }
-    const t = parseSecondsUs(m[5]!);
-    const ev = build(m[7]!, { t, tid, line: n, r: report });
+    const t = parseSecondsUs(m.time);
+    const ev = build(m.text, { t, tid, line: n, r: report });
     if (typeof ev === 'string') malformed(report, n, ev, opts.strict);
     else if (ev) events.push(ev);
   }

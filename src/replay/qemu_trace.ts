@@ -35,7 +35,20 @@ function tokens(args: string): Map<string, string> {
 }
 
 function isName(s: string): boolean {
-  return /^[a-z][a-z0-9_]*$/.test(s);
+  if (s.length === 0) return false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 97 && c <= 122) || c === 95 || (i > 0 && c >= 48 && c <= 57))) return false;
+  }
+  return true;
+}
+
+function allDigits(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 48 || c > 57) return false;
+  }
+  return s.length > 0;
 }
 
 /** Does this text look like a QEMU trace file (some line is a kvm_set_user_memory record)? */
@@ -57,7 +70,7 @@ export function readQemuTrace(text: string, file: string, opts: ReadOptions = {}
     let body = raw;
     const at = raw.indexOf('@');
     const colon = raw.indexOf(':');
-    if (at > 0 && colon > at && /^\d+$/.test(raw.slice(0, at))) {
+    if (at > 0 && colon > at && allDigits(raw.slice(0, at))) {
       t = parseSecondsUs(raw.slice(at + 1, colon));
       if (Number.isNaN(t)) {
         malformed(report, n + 1, `expected tid@seconds.microseconds: before the event, got "${raw.slice(0, colon + 1)}"`, opts.strict);
@@ -115,8 +128,10 @@ function memslotRecord(f: Map<string, string>, t: number, tid: number, line: num
   const size = parseHex(f.get('size'));
   const ua = parseHex(f.get('ua'));
   const ret = parseInteger(f.get('ret'));
-  const bad = Object.entries({ AddrSpace: as, Slot: slot, flags, gpa, size, ua, ret }).find(([, v]) => Number.isNaN(v));
-  if (bad) return `kvm_set_user_memory: expected a number for ${bad[0]}, got "${f.get(bad[0]) ?? ''}"`;
+  if (Number.isNaN(as + slot + flags + gpa + size + ua + ret)) {
+    const bad = Object.entries({ AddrSpace: as, Slot: slot, flags, gpa, size, ua, ret }).find(([, v]) => Number.isNaN(v))!;
+    return `kvm_set_user_memory: expected a number for ${bad[0]}, got "${f.get(bad[0]) ?? ''}"`;
+  }
   const ev: MemslotEvent = {
     kind: 'memslot', t, tid, src: 'qemu', line, vm: 0,
     slot: f.has('AddrSpace') ? (as << 16) | slot : slot,

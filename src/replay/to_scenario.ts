@@ -271,7 +271,16 @@ class Converter {
     if (!this.drive) return;
     let v = this.vcpuOfTid.get(e.tid);
     if (v === undefined) this.vcpuOfTid.set(e.tid, (v = this.vcpuOfTid.size % this.out.scenario.vms[0]!.vcpus!));
-    this.steps.push({ access: { region: 'gpa', offset: gpa, length: PAGE, kind: e.write ? 'write' : 'read', vcpus: [v] } } as Step);
+    const kind = e.write ? 'write' : 'read';
+    // Consecutive faults on consecutive pages by one vCPU are one range pattern: the same accesses in the
+    // same order, one step instead of many (guests touch memory linearly far more often than not).
+    const last = this.steps.at(-1) as { access?: { offset: number; length: number; kind: string; vcpus: number[]; workingSet?: number } } | undefined;
+    const a = last?.access;
+    if (a && a.workingSet === undefined && a.kind === kind && a.vcpus[0] === v && a.offset + a.length === gpa) {
+      a.length += PAGE;
+      return;
+    }
+    this.steps.push({ access: { region: 'gpa', offset: gpa, length: PAGE, kind, vcpus: [v] } } as Step);
   }
 
   /** The pieces of [start, end) that back a present slot of vm0 become host swapOut steps (counted per piece). */
