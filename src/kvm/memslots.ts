@@ -7,8 +7,8 @@
  * Kernel counterpart: include/linux/kvm_host.h (struct kvm_memslots, id_to_memslot,
  * search_memslots, kvm_for_each_memslot_in_gfn_range), virt/kvm/kvm_main.c (kvm_replace_memslot).
  *
- * Simplifications: the rb-tree is a sorted array with a parallel Float64Array of base gfns (binary search,
- * O(log n) lookup, memmove insert); the hva interval tree is built lazily on the first hva query after a
+ * Simplifications: the rb-tree is a sorted array with parallel Float64Arrays of base and end gfns (binary
+ * search, O(log n) lookup, memmove insert); the hva interval tree is built lazily on the first hva query after a
  * change (sorted by start with a running max of ends). Lookup cost and results are those of the kernel's.
  */
 import type { Gfn, Hva } from '../types/addr.ts';
@@ -24,7 +24,16 @@ export class KvmMemslots {
   private readonly byId = new Map<number, KvmMemorySlot>();
   private sorted: KvmMemorySlot[] = [];
   private bases = new Float64Array(16);
+  /**
+   * base_gfn + npages of sorted[i]. With `bases` and the last-used bounds below, a lookup reads no slot
+   * object: 32764 slot objects lie scattered over the heap (a cache miss each) and take more than one
+   * shape (a polymorphic load at one site); either costs more than the whole search over these arrays.
+   */
+  private ends = new Float64Array(16);
   private lastUsed: KvmMemorySlot | null = null;
+  /** lastUsed's [base_gfn, base_gfn + npages) (an empty range while there is none) */
+  private lastBase = 0;
+  private lastEnd = 0;
   private hvaIndex: { slots: KvmMemorySlot[]; maxEnd: Float64Array } | null = null;
 
   constructor(nodeIdx: 0 | 1, generation: number) {
@@ -47,14 +56,21 @@ export class KvmMemslots {
    * @kernel include/linux/kvm_host.h#search_memslots
    */
   searchMemslots(gfn: number): KvmMemorySlot | null {
-    const c = this.lastUsed;
-    if (c !== null && gfn >= c.baseGfn && gfn < c.baseGfn + c.npages) return c;
+    if (gfn >= this.lastBase && gfn < this.lastEnd) return this.lastUsed;
     const i = this.floorIndex(gfn);
-    if (i < 0) return null;
+    if (i < 0 || gfn >= this.ends[i]!) return null;
     const s = this.sorted[i]!;
-    if (gfn >= s.baseGfn + s.npages) return null;
     this.lastUsed = s;
+    this.lastBase = this.bases[i]!;
+    this.lastEnd = this.ends[i]!;
     return s;
+  }
+
+  /** Point the last-used cache at s (or clear it), keeping its bounds in step. */
+  private setLastUsed(s: KvmMemorySlot | null): void {
+    this.lastUsed = s;
+    this.lastBase = s === null ? 0 : s.baseGfn;
+    this.lastEnd = s === null ? 0 : s.baseGfn + s.npages;
   }
 
   /** Index of the last slot whose base_gfn <= gfn, or -1. */
@@ -138,12 +154,13 @@ export class KvmMemslots {
   replace(old: KvmMemorySlot | null, nu: KvmMemorySlot | null): void {
     this.hvaIndex = null;
     if (old !== null) {
-      if (this.lastUsed === old) this.lastUsed = nu;
+      if (this.lastUsed === old) this.setLastUsed(nu);
       if (nu !== null && nu.baseGfn === old.baseGfn) {
         // Same key in the gfn tree: the kernel replaces the node in place.
         const i = this.floorIndex(old.baseGfn);
         if (this.sorted[i] !== old) throw new ModelCorruption(`memslot ${old.id} missing from its gfn tree`);
         this.sorted[i] = nu;
+        this.ends[i] = nu.baseGfn + nu.npages;
         this.byId.delete(old.id);
         this.byId.set(nu.id, nu);
         return;
@@ -167,11 +184,16 @@ export class KvmMemslots {
       const nb = new Float64Array(n * 2);
       nb.set(this.bases);
       this.bases = nb;
+      const ne = new Float64Array(n * 2);
+      ne.set(this.ends);
+      this.ends = ne;
     }
     if (i === n) this.sorted.push(s);
     else this.sorted.splice(i, 0, s);
     this.bases.copyWithin(i + 1, i, n);
     this.bases[i] = s.baseGfn;
+    this.ends.copyWithin(i + 1, i, n);
+    this.ends[i] = s.baseGfn + s.npages;
   }
 
   private removeSorted(s: KvmMemorySlot): void {
@@ -181,6 +203,7 @@ export class KvmMemslots {
     if (i === n - 1) this.sorted.pop();
     else this.sorted.splice(i, 1);
     this.bases.copyWithin(i, i + 1, n);
+    this.ends.copyWithin(i, i + 1, n);
   }
 }
 
