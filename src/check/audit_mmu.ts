@@ -158,16 +158,25 @@ interface LeafCtx {
   vcpu0: Vcpu | undefined;
   mirrorLeafs: MirrorLeaf[] | undefined;
   memo: PfnMemo;
+  /** The leaf being checked, for `where` (one closure per audit, not one per leaf). */
+  leaf: { root: number; level: number; invalid: boolean; mirror: boolean };
+  /** The leaf's description, built only when something is reported. */
+  where: () => string;
 }
 
-const leafCtx = (vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf[], only = -1): LeafCtx => ({
-  vm,
-  report,
-  bits: vm.arch.gfnDirectBits,
-  vcpu0: vm.vcpus[0],
-  mirrorLeafs,
-  memo: newPfnMemo(only),
-});
+function leafCtx(vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf[], only = -1): LeafCtx {
+  const leaf = { root: 0, level: 0, invalid: false, mirror: false };
+  return {
+    vm,
+    report,
+    bits: vm.arch.gfnDirectBits,
+    vcpu0: vm.vcpus[0],
+    mirrorLeafs,
+    memo: newPfnMemo(only),
+    leaf,
+    where: () => `${leaf.invalid ? 'invalid ' : ''}${leaf.mirror ? 'mirror ' : ''}root ${leaf.root} leaf (level ${leaf.level})`,
+  };
+}
 
 /** Walk every root: encodings (INV-SPTE-*), leafs (INV-ZAP-001/003, INV-HUGE-*, INV-PFN-*, INV-MEMTYPE-001). */
 export function auditSptes(vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf[]): void {
@@ -266,7 +275,7 @@ export function auditGfn(vm: VmState, report: Report, hwGfn: number): void {
     const t = v.tlb.lookup(hwGfn);
     if (t === null) continue;
     const base = roundGfnForLevel(hwGfn, t.level);
-    checkTlbEntry(vm, report, v, base, t.pfn - (hwGfn - base), t.level, ctx.memo);
+    checkTlbEntry(vm, report, v, base, t.pfn - (hwGfn - base), t.level, ctx.memo, newTlbWhere());
   }
 }
 
@@ -287,8 +296,12 @@ function checkLeaf(
   const gfn = bits !== 0 && !mirror && hwGfn >= bits ? hwGfn - bits : hwGfn;
   const span = PAGES_PER_LEVEL[level]!;
   const basePfn = spteToPfn(lo, hi);
-  // Built only when something is reported.
-  const where = (): string => `${invalid ? 'invalid ' : ''}${mirror ? 'mirror ' : ''}root ${root} leaf (level ${level})`;
+  const leaf = ctx.leaf;
+  leaf.root = root;
+  leaf.level = level;
+  leaf.invalid = invalid;
+  leaf.mirror = mirror;
+  const where = ctx.where;
   if (invalid) {
     // kvm_mmu_zap_all_fast zaps the roots it invalidated before it returns.
     report('INV-ZAP-003', `${where()} still maps gfn ${hex(gfn)} → pfn ${hex(basePfn)}`, gfn, basePfn);
@@ -399,10 +412,22 @@ function tlbGoesAway(v: Vcpu): boolean {
 /** TLB entries a vCPU can still use: INV-ZAP-002 (a live slot), INV-PFN-001/002 (the right page). */
 export function auditTlbs(vm: VmState, report: Report): void {
   const memo = newPfnMemo();
+  const tlbWhere = newTlbWhere();
   for (const v of vm.vcpus) {
     if (tlbGoesAway(v)) continue;
-    v.tlb.forEachEntry((hwGfn, basePfn, level) => checkTlbEntry(vm, report, v, hwGfn, basePfn, level, memo));
+    v.tlb.forEachEntry((hwGfn, basePfn, level) => checkTlbEntry(vm, report, v, hwGfn, basePfn, level, memo, tlbWhere));
   }
+}
+
+/** A TLB entry's description for reports: one closure per audit, filled in per entry. */
+interface TlbWhere {
+  vcpuId: number;
+  level: number;
+  text: () => string;
+}
+function newTlbWhere(): TlbWhere {
+  const w: TlbWhere = { vcpuId: 0, level: 0, text: () => `vCPU ${w.vcpuId} TLB entry (level ${w.level})` };
+  return w;
 }
 
 function checkTlbEntry(
@@ -413,13 +438,16 @@ function checkTlbEntry(
   basePfn: number,
   level: number,
   memo: PfnMemo,
+  tlbWhere: TlbWhere,
 ): void {
   const bits = vm.arch.gfnDirectBits;
   const shared = bits !== 0 && Math.floor(hwGfn / bits) % 2 === 1;
   const gfn = shared ? hwGfn - bits : hwGfn;
   const isPrivate = bits !== 0 ? !shared : vm.info.hasPrivateMem && isPrivateGfn(vm, gfn);
   const span = PAGES_PER_LEVEL[level]!;
-  const where = (): string => `vCPU ${v.vcpuId} TLB entry (level ${level})`;
+  tlbWhere.vcpuId = v.vcpuId;
+  tlbWhere.level = level;
+  const where = tlbWhere.text;
   const slot = liveSlot(vm, v.asId(), gfn);
   if (slot === null)
     report(

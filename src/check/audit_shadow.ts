@@ -48,13 +48,17 @@ export function auditShadow(vm: VmState, report: Report): void {
   const linked = linkedShadowPages(mmu);
   const memo = newPfnMemo();
   const vcpu0 = vm.vcpus[0];
+  // The leaf being checked, described only when something is reported (one closure per audit).
+  const leafAt = { sp: null as ShadowPage | null, i: 0 };
+  const name = (): string => describeSp(leafAt.sp!, linked.has(leafAt.sp!));
+  const where = (): string => `${name()} leaf ${leafAt.i}`;
   for (const sp of pages) {
     if (sp.invalid) continue;
-    const name = describeSp(sp, linked.has(sp));
+    leafAt.sp = sp;
     if (sp.hasGptes && liveSlot(vm, sp.gfn) === null)
       report(
         'INV-SHADOW-001',
-        `${name} shadows a guest table in no live memslot: unaccount_shadowed will find no slot when it is zapped`,
+        `${name()} shadows a guest table in no live memslot: unaccount_shadowed will find no slot when it is zapped`,
         sp.gfn,
       );
     if (sp.pfn === null) continue;
@@ -64,7 +68,7 @@ export function auditShadow(vm: VmState, report: Report): void {
       const pfn = sp.pfn[i]!;
       const span = sp.entrySpan;
       const slot = liveSlot(vm, gfn);
-      const where = (): string => `${name} leaf ${i}`; // built only when reported
+      leafAt.i = i;
       if (slot === null) {
         report(
           'INV-ZAP-001',

@@ -27,6 +27,9 @@ import {
 
 const hex = (n: number): string => '0x' + n.toString(16);
 
+const describeAccess = (kind: AccessKind, gpa: number, vcpu: Vcpu): string =>
+  `${kind} of gpa ${hex(gpa)} by vCPU ${vcpu.vcpuId}`;
+
 /** INV-ACCESS-*: compare what the access did with what KVM should have done. */
 export function checkAccess(
   vm: VmState,
@@ -43,42 +46,41 @@ export function checkAccess(
   const exp = referenceAccess(vm, vcpu, gpa, kind, opts);
   const c = classifyGpa(vm, gpa, opts);
   const gfn = c.gfn;
-  // Built only when something is reported: this runs for every guest access.
-  const what = (): string => `${kind} of gpa ${hex(gpa)} by vCPU ${vcpu.vcpuId}`;
+  // Described only when something is reported (this runs for every guest access): describeAccess().
   if (result.exit === 'retry') {
     if (!retryAcceptable(vm, vcpu, gfn))
-      report('INV-ACCESS-004', `${what()} ended in 'retry' (${result.reason}) with no INVALID slot and no invalidation in progress`, gfn);
+      report('INV-ACCESS-004', `${describeAccess(kind, gpa, vcpu)} ended in 'retry' (${result.reason}) with no INVALID slot and no invalidation in progress`, gfn);
     return;
   }
   if (exp.kind === 'retry') {
     // The only acceptable outcome while the slot is INVALID is to wait (or, for a race, an exit that
     // does not reach memory); reaching a page means a translation of the slot outlived the flush.
     if (result.exit === 'none')
-      report('INV-ACCESS-003', `${what()} reached pfn ${hex(result.pfn)} through ${exp.why}`, gfn, result.pfn);
+      report('INV-ACCESS-003', `${describeAccess(kind, gpa, vcpu)} reached pfn ${hex(result.pfn)} through ${exp.why}`, gfn, result.pfn);
     return;
   }
   if (exp.kind === 'page') {
     if (result.exit !== 'none') {
       if (vm.mmuInvalidateInProgress > 0) return;
-      report('INV-ACCESS-002', `${what()} exited '${result.exit}', expected the page ${hex(exp.pfn)}`, gfn, exp.pfn);
+      report('INV-ACCESS-002', `${describeAccess(kind, gpa, vcpu)} exited '${result.exit}', expected the page ${hex(exp.pfn)}`, gfn, exp.pfn);
       return;
     }
     if (result.pfn !== exp.pfn) {
-      report('INV-ACCESS-001', `${what()} reached pfn ${hex(result.pfn)}, but memslot ${exp.slot.id} and the ${exp.isPrivate ? 'guest_memfd' : 'host mapping'} say pfn ${hex(exp.pfn)}`, gfn, result.pfn);
+      report('INV-ACCESS-001', `${describeAccess(kind, gpa, vcpu)} reached pfn ${hex(result.pfn)}, but memslot ${exp.slot.id} and the ${exp.isPrivate ? 'guest_memfd' : 'host mapping'} say pfn ${hex(exp.pfn)}`, gfn, result.pfn);
       return;
     }
     if (!exp.isPrivate) {
       const span = result.level === 1 ? 1 : result.level === 2 ? 512 : 262144;
       const want = expectedMemtype(vcpu, c.hwGfn - (c.hwGfn % span));
       if (result.memtype !== want)
-        report('INV-ACCESS-005', `${what()} used memtype ${result.memtype}, KVM now computes ${want}`, gfn, result.pfn);
+        report('INV-ACCESS-005', `${describeAccess(kind, gpa, vcpu)} used memtype ${result.memtype}, KVM now computes ${want}`, gfn, result.pfn);
     }
     return;
   }
   if (result.exit !== exp.kind) {
     const got = result.exit === 'none' ? `reached pfn ${hex(result.pfn)}` : `exited '${result.exit}'`;
     const want = exp.kind === 'memory_fault' ? `a memory fault (${exp.why})` : exp.kind === 'mmio' ? 'an MMIO exit' : 'vm_dead';
-    report(result.exit === 'none' ? 'INV-ACCESS-001' : 'INV-ACCESS-002', `${what()} ${got}, expected ${want}`, gfn, result.exit === 'none' ? result.pfn : undefined);
+    report(result.exit === 'none' ? 'INV-ACCESS-001' : 'INV-ACCESS-002', `${describeAccess(kind, gpa, vcpu)} ${got}, expected ${want}`, gfn, result.exit === 'none' ? result.pfn : undefined);
   }
 }
 

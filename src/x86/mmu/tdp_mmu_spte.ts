@@ -123,6 +123,14 @@ export function handleRemovedPt(mmu: TdpMmu, sp: number, shared: boolean): void 
     if (!shared && (lo & SPTE_MMU_PRESENT_MASK) === 0) continue;
     arr[base + i] = FROZEN_SPTE_LO;
     arr[base + HI_OFFSET + i] = FROZEN_SPTE_HI;
+    if ((lo & SPTE_MMU_PRESENT_MASK) === 0 && !mirror && mmu.trace === undefined) {
+      // What handleChangedSpte does for a non-present entry becoming FROZEN_SPTE, inline (a shared
+      // teardown freezes all 512 entries of every table, most of them empty): no stats, no warning (the
+      // new value is the frozen one), only the tracepoint for a recorder.
+      if ((lo !== FROZEN_SPTE_LO || hi !== FROZEN_SPTE_HI) && mmu.recorder !== undefined)
+        mmu.recorder.spteChanged(asId, baseGfn + i * step, level, lo, hi, FROZEN_SPTE_LO, FROZEN_SPTE_HI);
+      continue;
+    }
     handleChangedSpte(mmu, asId, baseGfn + i * step, lo, hi, FROZEN_SPTE_LO, FROZEN_SPTE_HI, level, shared);
     if (mirror) removeExternalSpte(mmu, baseGfn + i * step, lo, hi, level);
   }
