@@ -1,0 +1,131 @@
+/**
+ * One worker pool for the tools that run many independent model instances (sweep points, explorer
+ * schedules): a task module runs on N worker threads, results stream back as they finish. Model-only
+ * file (no kernel counterpart); tools never share model state across threads, each task builds its own.
+ *
+ * The threads come from piscina (pinned 5.x, the pool DESIGN.md names): it queues, load-balances,
+ * propagates task errors with their message, and tears threads down on close/abort, which is what a
+ * hand-written Worker pool gets wrong. A task module's default export is `(input) => output | Promise`;
+ * inputs and outputs must survive structured clone (plain data: no class instances, no functions).
+ *
+ * Determinism: a task's output depends only on its input (seeds travel in the input), so the pool can
+ * finish items in any order; each result carries the item's index, and `runPoolOrdered` puts them back.
+ *
+ * Loading: from sources (tsx, vitest) the task module is a `.ts` file, which a bare worker thread cannot
+ * import, so the workers get `--import tsx` when the resolved file ends in `.ts`; from the compiled dist/
+ * build it is `.js` and needs nothing. Callers pass the module as a URL resolved against their own
+ * `import.meta.url` (e.g. `new URL('./point_task.ts', import.meta.url)`; the dist build rewrites the
+ * extension), so both layouts work.
+ */
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { availableParallelism } from 'node:os';
+import { createRequire } from 'node:module';
+import { Piscina } from 'piscina';
+
+export interface PoolOptions {
+  /** worker threads; 0 runs every task in this thread, one at a time (same results, no threads) */
+  workers: number;
+  /** stop early: pending tasks are cancelled, the generator ends after the results already yielded */
+  signal?: AbortSignal;
+}
+
+export type PoolResult<I, O> =
+  | { index: number; input: I; ok: true; output: O }
+  | { index: number; input: I; ok: false; error: string };
+
+/** The default worker count: the machine's parallelism, at least 1. */
+export function defaultWorkers(): number {
+  return Math.max(1, availableParallelism());
+}
+
+/** Checks a --workers value; returns an error naming the flag, or null. */
+export function checkWorkers(n: number, flag = '--workers'): string | null {
+  return Number.isSafeInteger(n) && n >= 0 && n <= 256 ? null : `${flag} ${n}: expected an integer from 0 to 256`;
+}
+
+/**
+ * Worker execArgv for a task file: the tsx loader for TypeScript sources, nothing for compiled JS. The
+ * loader is resolved from this package, not from the working directory, so `zaplab` run from anywhere
+ * finds it.
+ */
+export function workerExecArgv(file: string): string[] {
+  if (!/\.[cm]?ts$/.test(file)) return [];
+  return ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href];
+}
+
+const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+/**
+ * Runs `module`'s default export once per item on `opts.workers` threads and yields each result as it
+ * finishes (completion order; `index` is the item's position). A task that throws yields `ok: false`
+ * with the message; the others still run. Breaking out of the loop destroys the pool.
+ */
+export async function* runPool<I, O>(module: URL, items: readonly I[], opts: PoolOptions): AsyncGenerator<PoolResult<I, O>> {
+  const bad = checkWorkers(opts.workers);
+  if (bad) throw new RangeError(bad);
+  if (opts.workers === 0) {
+    yield* runInline<I, O>(module, items, opts.signal);
+    return;
+  }
+  if (items.length === 0) return;
+  const file = fileURLToPath(module);
+  const pool = new Piscina<I, O>({
+    filename: pathToFileURL(file).href,
+    minThreads: Math.min(opts.workers, items.length),
+    maxThreads: Math.min(opts.workers, items.length),
+    execArgv: workerExecArgv(file),
+    idleTimeout: 1000,
+  });
+  const abort = new AbortController();
+  const onAbort = (): void => abort.abort();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  // A queue of settled results: tasks settle in any order, the generator drains them as they come.
+  const settled: PoolResult<I, O>[] = [];
+  let wake: (() => void) | null = null;
+  const push = (r: PoolResult<I, O>): void => {
+    settled.push(r);
+    wake?.();
+  };
+  items.forEach((input, index) => {
+    pool.run(input, { signal: abort.signal }).then(
+      (output) => push({ index, input, ok: true, output }),
+      (e: unknown) => push({ index, input, ok: false, error: message(e) }),
+    );
+  });
+  try {
+    for (let done = 0; done < items.length; done++) {
+      while (settled.length === 0) await new Promise<void>((r) => (wake = r));
+      wake = null;
+      const r = settled.shift()!;
+      if (abort.signal.aborted) return;
+      yield r;
+    }
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+    abort.abort();
+    await pool.destroy();
+  }
+}
+
+/** workers = 0: the same task module in this thread, sequentially (debugging, profiling, tiny grids). */
+async function* runInline<I, O>(module: URL, items: readonly I[], signal?: AbortSignal): AsyncGenerator<PoolResult<I, O>> {
+  const mod = (await import(module.href)) as { default?: (input: I) => O | Promise<O> };
+  const fn = mod.default;
+  if (typeof fn !== 'function') throw new TypeError(`${module.href}: a pool task module must export a default function`);
+  for (const [index, input] of items.entries()) {
+    if (signal?.aborted) return;
+    try {
+      // structuredClone: the same copy semantics as a worker thread, so 0 and N workers agree
+      yield { index, input, ok: true, output: structuredClone(await fn(structuredClone(input))) };
+    } catch (e) {
+      yield { index, input, ok: false, error: message(e) };
+    }
+  }
+}
+
+/** All results in item order (for callers that do not stream). */
+export async function runPoolOrdered<I, O>(module: URL, items: readonly I[], opts: PoolOptions): Promise<PoolResult<I, O>[]> {
+  const out: PoolResult<I, O>[] = new Array(items.length);
+  for await (const r of runPool<I, O>(module, items, opts)) out[r.index] = r;
+  return out;
+}
