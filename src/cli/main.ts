@@ -21,6 +21,7 @@ import type { TraceRecorder } from '../report/chrome_trace.ts';
 import type { Scenario } from '../scenario/schema.ts';
 import { registerConformance, registerHost } from './conformance_cmd.ts';
 import { registerRecord, registerReplay } from './replay_cmd.ts';
+import { registerSweep } from './sweep_cmd.ts';
 
 // Each command loads what it needs when it runs (the model, the parser, the report code): `list`, `show`
 // and `--help` start without compiling or loading any of it.
@@ -240,5 +241,6 @@ registerConformance(program);
 registerHost(program);
 registerReplay(program);
 registerRecord(program);
+registerSweep(program, style, die);
 
 program.parseAsync().catch((e: unknown) => die(`zaplab: ${e instanceof Error ? e.message : String(e)}`));
