@@ -22,6 +22,7 @@ import type { Scenario } from '../scenario/schema.ts';
 import { registerConformance, registerHost } from './conformance_cmd.ts';
 import { registerRecord, registerReplay } from './replay_cmd.ts';
 import { registerSweep } from './sweep_cmd.ts';
+import { registerReport } from './report_cmd.ts';
 
 // Each command loads what it needs when it runs (the model, the parser, the report code): `list`, `show`
 // and `--help` start without compiling or loading any of it.
@@ -242,5 +243,6 @@ registerHost(program);
 registerReplay(program);
 registerRecord(program);
 registerSweep(program, style, die);
+registerReport(program, die);
 
 program.parseAsync().catch((e: unknown) => die(`zaplab: ${e instanceof Error ? e.message : String(e)}`));

@@ -15,6 +15,8 @@ import { DESIGNS } from '../scenario/designs.ts';
 import { formatSweep, formatSweepCsv, progressLine } from '../report/sweep_text.ts';
 import type { SweepResult } from '../sweep/schema.ts';
 import type { RunAudit } from '../scenario/runner.ts';
+import { buildReport, writeBuilt } from './report_cmd.ts';
+import { readDoc } from '../report/report_data.ts';
 
 interface SweepOpts {
   param?: string[];
@@ -24,6 +26,8 @@ interface SweepOpts {
   seed?: string;
   json?: boolean;
   csv?: boolean;
+  html?: string;
+  svg?: string;
 }
 
 export class CliError extends Error {}
@@ -70,6 +74,8 @@ export async function sweepAction(name: string, opts: SweepOpts, style: { color:
   if (opts.json) process.stdout.write(JSON.stringify(res, null, 2) + '\n');
   else if (opts.csv) process.stdout.write(formatSweepCsv(res));
   else process.stdout.write(formatSweep(res, style));
+  if (opts.html || opts.svg)
+    for (const line of await writeBuilt(buildReport([readDoc(res, 'sweep')]), opts.html, opts.svg)) process.stderr.write(line + '\n');
   process.stderr.write(`sweep: ${plan.tasks.length} runs on ${res.run.workers} worker${res.run.workers === 1 ? '' : 's'} in ${(res.run.elapsedMs / 1000).toFixed(1)} s (wall)\n`);
   if (res.failures.length) process.exitCode = 1;
 }
@@ -86,6 +92,8 @@ export function registerSweep(program: Command, style: { color: boolean }, die: 
     .option('--seed <n>', "override the scenario's seed (every point uses it)")
     .option('--json', 'print the sweep document (schema zaplab-sweep/1, docs/sweep.md)')
     .option('--csv', 'print CSV (one row per point and design)')
+    .option('--html <file>', 'write the self-contained HTML report')
+    .option('--svg <dir>', 'write each chart as an SVG file into this directory')
     .action(async (name: string, opts: SweepOpts) => {
       try {
         await sweepAction(name, opts, style);
