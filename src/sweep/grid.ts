@@ -19,6 +19,9 @@ export interface ParamAxis {
   /** the spec as typed, for reports */
   spec: string;
   values: ParamValue[];
+  /** each value as the scenario loader gets it: the typed text for list items ("1g" stays a word for a
+   * string parameter, "1G" a size for a number), the decimal number for values a range generated */
+  texts: string[];
   /** every value is a number (so the axis can be drawn on a numeric scale) */
   numeric: boolean;
 }
@@ -59,23 +62,25 @@ export function parseParamSpec(arg: string, flag = '-p'): ParamAxis {
   if (eq < 0 || !NAME.test(name)) fail('expected name=values (e.g. unplug=1..256*2, ram=1G,4G,16G)');
   if (spec === '') fail('no values after "="');
   const values: ParamValue[] = [];
+  const texts: string[] = [];
   const seen = new Set<ParamValue>();
-  const add = (v: ParamValue): void => {
+  const add = (v: ParamValue, text = String(v)): void => {
     if (seen.has(v)) return;
     seen.add(v);
     values.push(v);
+    texts.push(text);
     if (values.length > MAX_AXIS_VALUES) fail(`more than ${MAX_AXIS_VALUES} values`);
   };
   for (const item of spec.split(',')) {
     if (item.includes('..')) for (const v of expandRange(item, fail)) add(v);
     else {
       const n = parseSize(item);
-      if (n !== null) add(n);
+      if (n !== null) add(n, item);
       else if (WORD.test(item)) add(item);
       else fail(`"${item}" is not a number, a size (64K, 2M, 1G), a range (1..8, 1G..64G*2, 8..256+8) or a word`);
     }
   }
-  return { name, spec, values, numeric: values.every((v) => typeof v === 'number') };
+  return { name, spec, values, texts, numeric: values.every((v) => typeof v === 'number') };
 }
 
 /** `lo..hi`, `lo..hi+step`, `lo..hi*factor` → the values, lo first, none past hi. */
@@ -121,9 +126,11 @@ export function gridPoints(axes: readonly ParamAxis[]): GridPoint[] {
   return points;
 }
 
-/** A point's parameters as the scenario loader takes them (strings; numbers in decimal). */
-export function pointParams(p: GridPoint): Record<string, string> {
-  return Object.fromEntries(Object.entries(p).map(([k, v]) => [k, String(v)]));
+/** A point's parameters as the scenario loader takes them: each value's text (see ParamAxis.texts). */
+export function pointParams(axes: readonly ParamAxis[], p: GridPoint): Record<string, string> {
+  return Object.fromEntries(
+    axes.filter((a) => a.name in p).map((a) => [a.name, a.texts[a.values.indexOf(p[a.name]!)] ?? String(p[a.name])]),
+  );
 }
 
 /** Does the axis span at least two decades (so a chart should use a log scale)? */

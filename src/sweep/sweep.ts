@@ -57,7 +57,7 @@ export function planSweep(opts: SweepOptions): SweepPlan {
   const tasks: PointInput[] = [];
   const skipped: SweepResult['skipped'] = [];
   points.forEach((params, point) => {
-    const rawParams = pointParams(params);
+    const rawParams = pointParams(axes, params);
     const r = loadScenario(file, rawParams);
     if (!r.ok) throw new GridError(`-p ${Object.entries(rawParams).map(([k, v]) => `${k}=${v}`).join(' ')}: ${r.error}`);
     const { allowed, skipped: ruled } = designsFor(r.scenario);

@@ -31,7 +31,9 @@ describe('parseSize', () => {
 
 describe('parseParamSpec', () => {
   it('expands lists, factor ranges and step ranges', () => {
-    expect(parseParamSpec('ram=1G,4G,16G')).toEqual({ name: 'ram', spec: '1G,4G,16G', values: [G, 4 * G, 16 * G], numeric: true });
+    expect(parseParamSpec('ram=1G,4G,16G')).toEqual({ name: 'ram', spec: '1G,4G,16G', values: [G, 4 * G, 16 * G], texts: ['1G', '4G', '16G'], numeric: true });
+    expect(parseParamSpec('backing=4k,1g,thp').texts).toEqual(['4k', '1g', 'thp']);
+    expect(parseParamSpec('n=1..4*2,0x10').texts).toEqual(['1', '2', '4', '0x10']);
     expect(parseParamSpec('unplug=1..256*2').values).toEqual([1, 2, 4, 8, 16, 32, 64, 128, 256]);
     expect(parseParamSpec('ram=1G..256G*4').values).toEqual([G, 4 * G, 16 * G, 64 * G, 256 * G]);
     expect(parseParamSpec('n=8..40+8').values).toEqual([8, 16, 24, 32, 40]);
@@ -39,7 +41,7 @@ describe('parseParamSpec', () => {
     expect(parseParamSpec('v=1..4').values).toEqual([1, 2, 3, 4]);
     expect(parseParamSpec('v=1..3,16,2,64').values).toEqual([1, 2, 3, 16, 64]); // mixed, duplicate dropped
     expect(parseParamSpec('v=5').values).toEqual([5]);
-    expect(parseParamSpec('snoopScope=attached,none')).toEqual({ name: 'snoopScope', spec: 'attached,none', values: ['attached', 'none'], numeric: false });
+    expect(parseParamSpec('snoopScope=attached,none')).toEqual({ name: 'snoopScope', spec: 'attached,none', values: ['attached', 'none'], texts: ['attached', 'none'], numeric: false });
   });
 
   it('names the flag and the problem on bad specs', () => {
@@ -66,7 +68,8 @@ describe('gridPoints', () => {
       { a: 2, b: 'x' }, { a: 2, b: 'y' }, { a: 2, b: 'z' },
     ]);
     expect(gridPoints([])).toEqual([{}]);
-    expect(pointParams({ ram: 4 * G, s: 'none' })).toEqual({ ram: '4294967296', s: 'none' });
+    const axes = [parseParamSpec('ram=1G..4G*4'), parseParamSpec('b=2m,1g')];
+    expect(pointParams(axes, { ram: 4 * G, b: G })).toEqual({ ram: '4294967296', b: '1g' });
   });
 
   it('refuses a parameter given twice and grids past the limit', () => {
