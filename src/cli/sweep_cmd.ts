@@ -7,16 +7,10 @@
  */
 import type { Command } from 'commander';
 import { Option } from 'commander';
-import cliProgress from 'cli-progress';
-import { planSweep, runSweep } from '../sweep/sweep.ts';
-import { GridError } from '../sweep/grid.ts';
-import { checkWorkers, defaultWorkers } from '../sweep/pool.ts';
+import type { SingleBar } from 'cli-progress';
 import { DESIGNS } from '../scenario/designs.ts';
-import { formatSweep, formatSweepCsv, progressLine } from '../report/sweep_text.ts';
 import type { SweepResult } from '../sweep/schema.ts';
 import type { RunAudit } from '../scenario/runner.ts';
-import { buildReport, writeBuilt } from './report_cmd.ts';
-import { readDoc } from '../report/report_data.ts';
 
 interface SweepOpts {
   param?: string[];
@@ -32,6 +26,17 @@ interface SweepOpts {
 
 export class CliError extends Error {}
 
+// The sweep code, the model and the report libraries load only when `sweep` runs (main.ts keeps
+// `list`, `show` and `--help` free of them).
+const loadSweep = async () => ({
+  ...(await import('../sweep/sweep.ts')),
+  ...(await import('../sweep/pool.ts')),
+  ...(await import('../report/sweep_text.ts')),
+  ...(await import('../report/report_data.ts')),
+  ...(await import('../report/build.ts')),
+  cliProgress: (await import('cli-progress')).default,
+});
+
 function intOpt(flag: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
   if (!/^\d+$/.test(v)) throw new CliError(`${flag} ${v}: expected a non-negative integer`);
@@ -39,7 +44,7 @@ function intOpt(flag: string, v: string | undefined): number | undefined {
 }
 
 /** A progress bar on a TTY stderr; null otherwise (then one plain line per finished run). */
-function progressBar(total: number): cliProgress.SingleBar | null {
+function progressBar(cliProgress: typeof import('cli-progress'), total: number): SingleBar | null {
   if (process.stderr.isTTY !== true) return null;
   const bar = new cliProgress.SingleBar(
     { format: 'sweep [{bar}] {value}/{total} eta {eta_formatted} {last}', stream: process.stderr, clearOnComplete: true, hideCursor: true },
@@ -50,6 +55,7 @@ function progressBar(total: number): cliProgress.SingleBar | null {
 }
 
 export async function sweepAction(name: string, opts: SweepOpts, style: { color: boolean }): Promise<void> {
+  const { planSweep, runSweep, checkWorkers, defaultWorkers, formatSweep, formatSweepCsv, progressLine, readDoc, buildReport, writeBuilt, cliProgress } = await loadSweep();
   if (opts.json && opts.csv) throw new CliError('--json and --csv: choose one');
   const workers = intOpt('--workers', opts.workers);
   const bad = workers === undefined ? null : checkWorkers(workers);
@@ -58,7 +64,7 @@ export async function sweepAction(name: string, opts: SweepOpts, style: { color:
   const designs = opts.design?.flatMap((d) => d.split(',')).filter((d) => d !== '');
   const plan = planSweep({ scenario: name, params: opts.param ?? [], audit: opts.audit, ...(designs ? { designs } : {}), ...(seed !== undefined ? { seed } : {}) });
   if (plan.tasks.length === 0) throw new CliError(`${name}: no (point, design) to run: every requested design is ruled out by the VM types`);
-  const bar = progressBar(plan.tasks.length);
+  const bar = progressBar(cliProgress, plan.tasks.length);
   let res: SweepResult;
   try {
     res = await runSweep(plan, {
@@ -98,7 +104,7 @@ export function registerSweep(program: Command, style: { color: boolean }, die: 
       try {
         await sweepAction(name, opts, style);
       } catch (e) {
-        if (e instanceof GridError || e instanceof CliError) die(e.message);
+        if (e instanceof CliError || (e instanceof Error && e.name === 'GridError')) die(e.message);
         throw e;
       }
     });

@@ -34,7 +34,9 @@ export const MAX_GRID_POINTS = 65536;
 
 const SUFFIX: Record<string, number> = { K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
 
-export class GridError extends Error {}
+export class GridError extends Error {
+  override name = 'GridError';
+}
 
 /** "64K" → 65536, "0x10" → 16, "12" → 12; null when the text is not a number of those forms. */
 export function parseSize(text: string): number | null {

@@ -19,6 +19,7 @@
  */
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { availableParallelism } from 'node:os';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Piscina } from 'piscina';
 
@@ -53,6 +54,18 @@ export function workerExecArgv(file: string): string[] {
   return ['--import', pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href];
 }
 
+/**
+ * The task module's file: the URL as given, or, in the compiled dist/ build where callers' `.ts` URLs
+ * name files that tsc emitted as `.js` (it rewrites import specifiers, not URL strings), the `.js` twin.
+ */
+export function resolveTaskFile(module: URL): string {
+  const file = fileURLToPath(module);
+  if (existsSync(file)) return file;
+  const js = file.replace(/\.([cm]?)ts$/, '.$1js');
+  if (js !== file && existsSync(js)) return js;
+  throw new Error(`${file}: pool task module not found`);
+}
+
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 /**
@@ -68,7 +81,7 @@ export async function* runPool<I, O>(module: URL, items: readonly I[], opts: Poo
     return;
   }
   if (items.length === 0) return;
-  const file = fileURLToPath(module);
+  const file = resolveTaskFile(module);
   const pool = new Piscina<I, O>({
     filename: pathToFileURL(file).href,
     minThreads: Math.min(opts.workers, items.length),
@@ -109,7 +122,7 @@ export async function* runPool<I, O>(module: URL, items: readonly I[], opts: Poo
 
 /** workers = 0: the same task module in this thread, sequentially (debugging, profiling, tiny grids). */
 async function* runInline<I, O>(module: URL, items: readonly I[], signal?: AbortSignal): AsyncGenerator<PoolResult<I, O>> {
-  const mod = (await import(module.href)) as { default?: (input: I) => O | Promise<O> };
+  const mod = (await import(pathToFileURL(resolveTaskFile(module)).href)) as { default?: (input: I) => O | Promise<O> };
   const fn = mod.default;
   if (typeof fn !== 'function') throw new TypeError(`${module.href}: a pool task module must export a default function`);
   for (const [index, input] of items.entries()) {

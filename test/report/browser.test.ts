@@ -12,7 +12,7 @@ import { pathToFileURL } from 'node:url';
 import { chromium, type Browser } from 'playwright-core';
 import { planSweep, runSweep } from '../../src/sweep/sweep.ts';
 import { readDoc } from '../../src/report/report_data.ts';
-import { buildReport } from '../../src/cli/report_cmd.ts';
+import { buildReport } from '../../src/report/build.ts';
 import { renderHtml } from '../../src/report/html.ts';
 import { compareScenario } from '../../src/scenario/runner.ts';
 import { loadScenario } from '../../src/scenario/library.ts';

@@ -4,7 +4,11 @@
  * and task errors come back as results without stopping the others.
  */
 import { describe, expect, it } from 'vitest';
-import { checkWorkers, runPool, runPoolOrdered, workerExecArgv, type PoolResult } from '../../src/sweep/pool.ts';
+import { checkWorkers, resolveTaskFile, runPool, runPoolOrdered, workerExecArgv, type PoolResult } from '../../src/sweep/pool.ts';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { FixtureInput, FixtureOutput } from './pool_task_fixture.ts';
 
 const TASK = new URL('./pool_task_fixture.ts', import.meta.url);
@@ -66,5 +70,14 @@ describe('runPool', () => {
     expect(ts[0]).toBe('--import');
     expect(ts[1]).toMatch(/^file:\/\/.*\/node_modules\/tsx\/dist\/loader\.mjs$/);
     expect(workerExecArgv('/x/dist/sweep/point_task.js')).toEqual([]);
+  });
+
+  it('finds the compiled .js twin of a .ts task URL (dist/), and names a missing module', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'zaplab-pool-'));
+    writeFileSync(join(dir, 'task.js'), 'export default (x) => ({ doubled: x.n * 2 });\n');
+    const url = pathToFileURL(join(dir, 'task.ts'));
+    expect(resolveTaskFile(url)).toBe(join(dir, 'task.js'));
+    expect((await runPoolOrdered<{ n: number }, { doubled: number }>(url, [{ n: 4 }, { n: 5 }], { workers: 1 })).map((r) => (r.ok ? r.output.doubled : r.error))).toEqual([8, 10]);
+    expect(() => resolveTaskFile(pathToFileURL(join(dir, 'gone.ts')))).toThrow(`${join(dir, 'gone.ts')}: pool task module not found`);
   });
 });
