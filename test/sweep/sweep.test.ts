@@ -16,7 +16,7 @@ describe('sweep', () => {
     expect(plan.tasks.length).toBe(3 * 5);
     expect(plan.tasks.slice(0, 5).map((t) => t.design)).toEqual(['quirk', 'quirk-off', 'vm-type', 'slot-flag', 'slot-flag+leafs']);
     expect(planSweep({ ...opts, designs: ['quirk', 'quirk-off'] }).tasks.map((t) => `${t.point}:${t.design}`)).toEqual(['0:quirk', '0:quirk-off', '1:quirk', '1:quirk-off', '2:quirk', '2:quirk-off']);
-    expect(() => planSweep({ ...opts, params: ['nosuch=1,2'] })).toThrow(/^-p nosuch=1: .*memory-hotplug\.yaml:\d+:\d+: params: unknown parameter 'nosuch' \(has: dimms, unplug, ramSet\)$/);
+    expect(() => planSweep({ ...opts, params: ['nosuch=1,2'] })).toThrow(/^-p nosuch=1: .*memory-hotplug\.yaml:\d+:\d+: params: unknown parameter 'nosuch' \(has: dimmSize, dimms, unplug, ramSet\)$/);
     expect(() => planSweep({ ...opts, designs: ['nuke'] })).toThrow('--design nuke: unknown design (quirk, quirk-off, vm-type, slot-flag, slot-flag+leafs)');
     expect(() => planSweep({ ...opts, scenario: 'no-such' })).toThrow(/^no-such: no such scenario file or library name/);
   });
