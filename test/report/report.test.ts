@@ -107,6 +107,25 @@ describe('sweep JSON → zaplab report (CLI)', () => {
   });
 });
 
+describe('replay --json → report', () => {
+  it('a replay document gets the per-design charts and observed vs modelled, one bar per side and count', () => {
+    const r = cli('replay', 'test/recorded/replay/handmade-tdp', '--json');
+    expect(r.status).toBe(0);
+    const json = JSON.parse(r.stdout) as { runs: unknown[]; replay: { observed: { rows: { what: string; observed: number; modelled: number }[] } } };
+    const doc = readDoc(json, 'replay.json');
+    if (doc.kind !== 'replay') throw new Error(`read as ${doc.kind}`);
+    const charts = chartsFor(doc);
+    expect(charts.map((c) => c.id)).toEqual(['modelled-by-design', 'zapped-by-design', 'refaults-by-design', 'ipis-by-design', 'observed-vs-modelled']);
+    const obs = charts[4]!;
+    const rows = json.replay.observed.rows;
+    expect(obs.expectedMarks).toBe(2 * rows.length);
+    const values = (obs.spec['data'] as { values: { what: string; source: string; count: number }[] }).values;
+    expect(values.filter((v) => v.source.startsWith('observed')).map((v) => [v.what, v.count])).toEqual(rows.map((x) => [x.what, x.observed]));
+    expect(values.filter((v) => v.source.startsWith('modelled')).map((v) => [v.what, v.count])).toEqual(rows.map((x) => [x.what, x.modelled]));
+    expect(charts[1]!.expectedMarks).toBe(json.runs.length);
+  });
+});
+
 describe('series', () => {
   it('designs with identical results share one series', () => {
     const p = (point: number, design: string, modelledNs: number) =>
