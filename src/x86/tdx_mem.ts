@@ -18,7 +18,8 @@ import type { AccessResult } from '../kvm/api_types.ts';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../uapi/kvm.ts';
 import { KvmError, hex } from '../kvm/kvm_error.ts';
 import { readU64 } from '../kvm/args.ts';
-import { kvmGmemIsPrepared } from '../kvm/guest_memfd_file.ts';
+import { kvmGmemAllocate, kvmGmemIsPrepared } from '../kvm/guest_memfd_file.ts';
+import type { KvmGmemFile } from '../kvm/guest_memfd.ts';
 import type { X86Mmu } from './mmu/mmu.ts';
 import { kvmTdpMmuGetWalk, type TdpWalkResult } from './mmu/tdp_mmu.ts';
 import { spteToPfn } from './mmu/spte.ts';
@@ -83,7 +84,11 @@ function tdxGmemPopulateOne(vcpu: Vcpu, mmu: X86Mmu, tdx: KvmTdx, gfn: number, s
   const slot = vm.activeMemslots(0).searchMemslots(gfn);
   if (slot === null || slot.gmem === null)
     throw new KvmError('EINVAL', sc, `gfn ${hex(gfn)} is not in a guest_memfd memslot`);
-  // A prepared page already holds guest data (or was faulted in): populate would overwrite it.
+  // __kvm_gmem_get_pfn gets the folio first (allocating it), so a page refused below stays in the file,
+  // unprepared. A prepared page already holds guest data (or was faulted in): populate would overwrite it.
+  const b = slot.gmem;
+  const index = b.pgoff + (gfn - slot.baseGfn);
+  kvmGmemAllocate(b.file as KvmGmemFile, index, index + 1);
   if (kvmGmemIsPrepared(slot, gfn)) throw new KvmError('EEXIST', sc, `gfn ${hex(gfn)} is already populated`);
   if ((vm.memAttrs.get(gfn) & KVM_MEMORY_ATTRIBUTE_PRIVATE) === 0)
     throw new KvmError('EINVAL', sc, `gfn ${hex(gfn)} does not have the PRIVATE attribute`);

@@ -50,3 +50,20 @@ describe('close(guest_memfd) → kvm_gmem_release', () => {
     expect(g.vm.dead).toBe(false);
   });
 });
+
+describe('kvm_gmem_populate (guest_memfd.c, 6.19-rc5): the folio is taken before the checks', () => {
+  it('INIT_MEM_REGION on a gfn that is not PRIVATE: EINVAL, and the page stays in the file, unprepared', () => {
+    const g = privateGuest(VM.TDX, [{ slot: 0, gpa: 0, pages: 16 }], { vcpus: 1 });
+    const fd = g.gmem.get(0)!;
+    const file = g.kvm.lookupFd(fd) as { pages: Map<number, number>; unprepared: Set<number> };
+    g.vm.setMemoryAttributes({ address: 3 * PAGE, size: PAGE, attributes: 0 });
+    expect(() => g.vm.tdxInitMemRegion(3 * PAGE, 1)).toThrow(/EINVAL|PRIVATE/);
+    expect([...file.pages.keys()]).toEqual([3]);
+    expect([...file.unprepared]).toEqual([3]);
+    // A populate of a PRIVATE gfn uses (and prepares) the page it allocates.
+    g.vm.tdxInitMemRegion(4 * PAGE, 1);
+    expect(file.pages.size).toBe(2);
+    expect([...file.unprepared]).toEqual([3]);
+    expect(() => g.vm.tdxInitMemRegion(4 * PAGE, 1)).toThrow(/EEXIST|already/);
+  });
+});
