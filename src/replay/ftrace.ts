@@ -31,6 +31,14 @@ interface Rec {
 
 const isDigits = (s: string): boolean => s.length > 0 && /^\d+$/.test(s);
 
+function isEventName(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 95)) return false;
+  }
+  return s.length > 0;
+}
+
 /**
  * Split `comm-pid [(tgid)] [cpu] [flags] secs.usecs: event: text` with indexOf (a regex with a free-form
  * comm backtracks badly on long lines); null if the line is not such a record.
@@ -74,8 +82,7 @@ export function looksLikeFtrace(head: string): boolean {
 
 /** SPTE_MMU_PRESENT_MASK (bit 11, 6.x spte.h) and PT_PAGE_SIZE_MASK (bit 7), from the low 12 bits. */
 function low12(hex: string): number {
-  const h = hex.startsWith('0x') ? hex.slice(2) : hex;
-  return parseInt(h.slice(-3), 16);
+  return parseInt(hex.length > 3 ? hex.slice(-3) : hex, 16);
 }
 const present = (lo: number): boolean => (lo & 0x800) !== 0;
 const isLeaf = (lo: number, level: number): boolean => level === 1 || (lo & 0x80) !== 0;
@@ -83,16 +90,14 @@ const isLeaf = (lo: number, level: number): boolean => level === 1 || (lo & 0x80
 type Build = (text: string, ctx: { t: number; tid: number; line: number; r: ParseReport }) => KernelEvent | null | string;
 
 function need(r: ParseReport, ev: string, fields: Record<string, string | undefined>): Record<string, string> | null {
-  for (const [k, v] of Object.entries(fields)) {
-    if (v === undefined) {
+  for (const k in fields) {
+    if (fields[k] === undefined) {
       countIn(r.missingFields, `${ev}.${k}`);
       return null;
     }
   }
   return fields as Record<string, string>;
 }
-
-const base = (c: { t: number; tid: number; line: number }) => ({ t: c.t, tid: c.tid, line: c.line, src: 'kernel' as const });
 
 const BUILD: Record<string, Build> = {
   kvm_page_fault(s, c) {
@@ -101,7 +106,7 @@ const BUILD: Record<string, Build> = {
     const addr = parseHex(f['address']);
     const ec = parseHex(f['error_code']);
     if (Number.isNaN(addr) || Number.isNaN(ec)) return 'kvm_page_fault: expected hex address and error_code';
-    return { ...base(c), kind: 'fault', tp: 'kvm_page_fault', gfn: Math.floor(addr / 4096), level: 0, write: (ec & 2) !== 0 };
+    return { t: c.t, tid: c.tid, line: c.line, src: 'kernel', kind: 'fault', tp: 'kvm_page_fault', gfn: Math.floor(addr / 4096), level: 0, write: (ec & 2) !== 0 };
   },
   kvm_mmu_set_spte(s, c) {
     const f = need(c.r, 'kvm_mmu_set_spte', { gfn: fieldAfter(s, 'gfn'), level: fieldAfter(s, 'level') });
@@ -110,7 +115,7 @@ const BUILD: Record<string, Build> = {
     const level = parseInteger(f['level']);
     if (Number.isNaN(gfn) || Number.isNaN(level)) return 'kvm_mmu_set_spte: expected hex gfn and a decimal level';
     const perm = /\(([r-])([w-])/.exec(s);
-    return { ...base(c), kind: 'fault', tp: 'kvm_mmu_set_spte', gfn, level, write: perm?.[2] === 'w' };
+    return { t: c.t, tid: c.tid, line: c.line, src: 'kernel', kind: 'fault', tp: 'kvm_mmu_set_spte', gfn, level, write: perm?.[2] === 'w' };
   },
   kvm_tdp_mmu_spte_changed(s, c) {
     const f = need(c.r, 'kvm_tdp_mmu_spte_changed', {
@@ -124,8 +129,8 @@ const BUILD: Record<string, Build> = {
     const o = low12(f['old_spte']!);
     const n = low12(f['new_spte']!);
     if (!present(o) && present(n) && isLeaf(n, level))
-      return { ...base(c), kind: 'fault', tp: 'kvm_tdp_mmu_spte_changed', gfn, level, write: (n & 2) !== 0 };
-    if (present(o) && isLeaf(o, level) && !present(n)) return { ...base(c), kind: 'leafZap', gfn, level };
+      return { t: c.t, tid: c.tid, line: c.line, src: 'kernel', kind: 'fault', tp: 'kvm_tdp_mmu_spte_changed', gfn, level, write: (n & 2) !== 0 };
+    if (present(o) && isLeaf(o, level) && !present(n)) return { t: c.t, tid: c.tid, line: c.line, src: 'kernel', kind: 'leafZap', gfn, level };
     countIn(c.r.unknown, 'kvm_tdp_mmu_spte_changed (non-leaf or leaf-to-leaf)');
     return null;
   },
@@ -135,7 +140,7 @@ const BUILD: Record<string, Build> = {
     const gfn = parseHex(f['gfn']);
     const level = parseInteger(f['level']);
     if (Number.isNaN(gfn) || Number.isNaN(level)) return 'kvm_mmu_spte_requested: expected hex gfn and a decimal level';
-    return { ...base(c), kind: 'fault', tp: 'kvm_mmu_spte_requested', gfn, level, write: false };
+    return { t: c.t, tid: c.tid, line: c.line, src: 'kernel', kind: 'fault', tp: 'kvm_mmu_spte_requested', gfn, level, write: false };
   },
   kvm_mmu_get_page: (s, c) => shadowPage(s, c, 'getPage'),
   kvm_mmu_prepare_zap_page: (s, c) => shadowPage(s, c, 'prepareZapPage'),
@@ -144,7 +149,7 @@ const BUILD: Record<string, Build> = {
     if (!f) return null;
     const gen = parseInteger(f['kvm-mmu-valid-gen']);
     if (Number.isNaN(gen)) return 'kvm_mmu_zap_all_fast: expected a decimal kvm-mmu-valid-gen';
-    return { ...base(c), kind: 'zapAllFast', gen };
+    return { t: c.t, tid: c.tid, line: c.line, src: 'kernel', kind: 'zapAllFast', gen };
   },
   kvm_unmap_hva_range(s, c) {
     const m = /range: (0x[0-9a-f]+|[0-9a-f]+) -- (0x[0-9a-f]+|[0-9a-f]+)/.exec(s);
@@ -152,7 +157,7 @@ const BUILD: Record<string, Build> = {
       countIn(c.r.missingFields, 'kvm_unmap_hva_range.range');
       return null;
     }
-    return { ...base(c), kind: 'unmap', start: parseHex(m[1]), end: parseHex(m[2]) };
+    return { t: c.t, tid: c.tid, line: c.line, src: 'kernel', kind: 'unmap', start: parseHex(m[1]), end: parseHex(m[2]) };
   },
 };
 
@@ -164,7 +169,7 @@ function shadowPage(s: string, c: { t: number; tid: number; line: number; r: Par
   const lv = / l(\d) /.exec(s);
   if (Number.isNaN(gfn)) return `${ev}: expected a hex gfn`;
   if (!lv) countIn(c.r.missingFields, `${ev}.level`);
-  return { ...base(c), kind, gfn, level: lv ? Number(lv[1]) : 0, created: / new$/.test(s) };
+  return { t: c.t, tid: c.tid, line: c.line, src: 'kernel', kind, gfn, level: lv ? Number(lv[1]) : 0, created: / new$/.test(s) };
 }
 
 export function readFtrace(text: string, file: string, opts: ReadOptions = {}): Parsed<KernelEvent> {
@@ -184,7 +189,8 @@ export function readFtrace(text: string, file: string, opts: ReadOptions = {}): 
       continue;
     }
     const m = splitRecord(raw);
-    if (!m || Number.isNaN(parseSecondsUs(m.time)) || !/^[a-z0-9_]+$/.test(m.name)) {
+    const t = m ? parseSecondsUs(m.time) : NaN;
+    if (!m || Number.isNaN(t) || !isEventName(m.name)) {
       malformed(report, n, 'expected "comm-pid [cpu] seconds.microseconds: event: fields" (tracefs or trace-cmd report)', opts.strict);
       continue;
     }
@@ -199,7 +205,6 @@ export function readFtrace(text: string, file: string, opts: ReadOptions = {}): 
       countIn(report.unknown, name);
       continue;
     }
-    const t = parseSecondsUs(m.time);
     const ev = build(m.text, { t, tid, line: n, r: report });
     if (typeof ev === 'string') malformed(report, n, ev, opts.strict);
     else if (ev) events.push(ev);

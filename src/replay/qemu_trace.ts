@@ -25,11 +25,14 @@ const USED = new Set(['kvm_set_user_memory', 'kvm_convert_memory', 'kvm_memory_f
 /** `key=value` and `Key#value` tokens of one record's argument text. */
 function tokens(args: string): Map<string, string> {
   const m = new Map<string, string>();
-  for (const tok of args.split(' ')) {
-    if (tok.length === 0) continue;
-    let i = tok.indexOf('=');
-    if (i === -1) i = tok.indexOf('#');
-    if (i > 0) m.set(tok.slice(0, i), tok.slice(i + 1));
+  let i = 0;
+  while (i < args.length) {
+    let j = args.indexOf(' ', i);
+    if (j === -1) j = args.length;
+    let k = i;
+    while (k < j && args.charCodeAt(k) !== 61 /* = */ && args.charCodeAt(k) !== 35 /* # */) k++;
+    if (k > i && k < j) m.set(args.slice(i, k), args.slice(k + 1, j));
+    i = j + 1;
   }
   return m;
 }
