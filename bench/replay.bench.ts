@@ -75,7 +75,7 @@ function replayInputs(events: number): { qemu: string; kernel: string } {
 export async function run(): Promise<BenchLine[]> {
   const N = 400_000;
   const lines: BenchLine[] = [
-    linesPerSec('tracefs kvmmmu', kernelText(N), N, (t) => readFtrace(t, 'k')),
+    linesPerSec('tracefs kvmmmu (target ≥ 1 M/s)', kernelText(N), N, (t) => readFtrace(t, 'k')),
     linesPerSec('strace ioctl log', straceText(N), N, (t) => readStrace(t, 's')),
     linesPerSec('QEMU kvm_set_user_memory', qemuText(N), N, (t) => readQemuTrace(t, 'q')),
   ];
@@ -84,9 +84,11 @@ export async function run(): Promise<BenchLine[]> {
   const q = readQemuTrace(inp.qemu, 'q');
   const k = readFtrace(inp.kernel, 'k');
   const m = mergeStreams([q, k]);
+  const read = (performance.now() - t0) / 1000;
   const r = await replayEvents(m.events, m.reports, { audit: 'off' });
   const s = (performance.now() - t0) / 1000;
   if (r.answers.disagreements.length) throw new Error('bench replay disagreed with its own trace');
-  lines.push({ name: `1 M-event replay end to end (${r.runs.length} designs)`, value: s, unit: 's' });
+  lines.push({ name: '1 M-event replay: read + merge', value: read, unit: 's' });
+  lines.push({ name: `1 M-event replay end to end (${r.runs.length} designs, target < 10 s)`, value: s, unit: 's' });
   return lines;
 }
