@@ -5,6 +5,9 @@
  * merge (QEMU's after-the-call records moved before their ioctl's zap events; clocks; untimed streams).
  */
 import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { readQemuTrace } from '../../src/replay/qemu_trace.ts';
 import { readStrace } from '../../src/replay/strace.ts';
 import { readFtrace } from '../../src/replay/ftrace.ts';
@@ -162,6 +165,22 @@ describe('kernel tracepoints', () => {
     ]);
     expect(p.report.unknown).toEqual({ 'kvm_tdp_mmu_spte_changed (non-leaf or leaf-to-leaf)': 1 });
     expect(detectFormat(report)).toBe('ftrace');
+  });
+
+  it('reads real trace-cmd report output (instance-name prefix, libtraceevent kvm plugin formats)', () => {
+    // trace-cmd 3.1 `extract -B <instance>` + `report` of a QEMU 7.2 boot on the 6.18.44 shadow-MMU host
+    const text = gunzipSync(readFileSync(join(import.meta.dirname, '..', 'recorded', 'replay', 'trace-cmd', 'report.txt.gz'))).toString();
+    const p = readFtrace(text, 'report.txt');
+    const count: Record<string, number> = {};
+    for (const e of p.events) count[e.kind] = (count[e.kind] ?? 0) + 1;
+    expect(count).toEqual({ unmap: 514, zapAllFast: 12, getPage: 20, prepareZapPage: 40 });
+    expect(p.events.filter((e) => e.kind === 'getPage' && e.created)).toHaveLength(20);
+    expect(new Set(p.events.map((e) => ('level' in e ? e.level : -1)).filter((l) => l !== -1))).toEqual(new Set([2]));
+    // the plugin prints kvm_mmu_prepare_zap_page without its gfn: counted, the events kept
+    expect(p.report.missingFields).toEqual({ 'kvm_mmu_prepare_zap_page.gfn': 40 });
+    expect([p.report.lines, p.report.other, p.report.malformed]).toEqual([587, 1, []]);
+    expect(p.events[0]).toEqual({ t: 1796567600449025, tid: 16224, line: 2, src: 'kernel', kind: 'unmap', start: 0x7f9c5fe00000, end: 0x7f9c63e00000 });
+    expect(detectFormat(text)).toBe('ftrace');
   });
 
   it('reports a line that is not a record as file:line', () => {
