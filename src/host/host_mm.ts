@@ -16,11 +16,18 @@
 import { asHva, asPfn, HVA_LIMIT, type Hva, type Pfn } from '../types/addr.ts';
 import { PfnPool } from './pfn_pool.ts';
 import { frameIndex, pageAt, setPage, sliceVma, splitFrame, type Backing, type Vma } from './vma.ts';
+import { argBool, argOneOf, argOpts, readHostNumber } from '../kvm/args.ts';
 
 export type { Backing, Vma } from './vma.ts';
 
 const FRAME_PAGES: Record<Backing, number> = { '4k': 1, '2m': 512, '1g': 262144, thp: 512 };
+const BACKINGS: readonly Backing[] = ['4k', '2m', '1g', 'thp'];
 const PAGE = 4096;
+/**
+ * The most frames one mapping may have: its frame table is a Float64Array, so 4K-backed mappings stop
+ * at 256 GiB (hugetlb and THP backings reach the 128 TiB address space). A model limit, not mm's.
+ */
+export const MAX_FRAMES_PER_MAPPING = 2 ** 26;
 
 export type MmuNotifierEvent =
   'unmap' | 'protection' | 'migrate' | 'thp_split' | 'thp_collapse' | 'swap' | 'ksm' | 'clear';
@@ -59,20 +66,24 @@ export class HostMm {
 
   /** mmap(NULL, length, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS[|MAP_HUGETLB]) */
   mmap(length: number, opts: { backing?: Backing } = {}): Hva {
-    const backing = opts.backing ?? '4k';
-    if (!(backing in FRAME_PAGES))
-      throw new TypeError(`unknown backing '${String(backing)}' (4k, 2m, 1g, thp)`);
+    const o = argOpts('mmap', opts, ['backing']);
+    const backing = o['backing'] === undefined ? '4k' : argOneOf('mmap', 'backing', o['backing'], BACKINGS);
     const frame = FRAME_PAGES[backing] * PAGE;
-    if (!Number.isSafeInteger(length) || length <= 0)
-      throw new RangeError(`mmap length ${length} must be a positive integer`);
+    readHostNumber('mmap', 'length', length);
+    if (length === 0) throw new RangeError('mmap: length must be positive (got 0)');
     if ((backing === '2m' || backing === '1g') && length % frame !== 0) {
       throw new RangeError(
-        `hugetlb mapping length 0x${length.toString(16)} must be a multiple of 0x${frame.toString(16)}`,
+        `mmap: hugetlb mapping length 0x${length.toString(16)} must be a multiple of 0x${frame.toString(16)}`,
       );
     }
     const len = Math.ceil(length / PAGE) * PAGE;
     const start = Math.ceil(this.nextHva / frame) * frame;
-    if (start + len > HVA_LIMIT) throw new RangeError('host address space exhausted');
+    if (start + len > HVA_LIMIT)
+      throw new RangeError(`mmap: length 0x${len.toString(16)} does not fit in the host address space left`);
+    if (Math.ceil(len / frame) > MAX_FRAMES_PER_MAPPING)
+      throw new RangeError(
+        `mmap: length 0x${len.toString(16)} at ${backing} backing is more than ${MAX_FRAMES_PER_MAPPING} frames (the model's limit per mapping; use a 2m, 1g or thp backing)`,
+      );
     this.nextHva = start + len + frame; // a guard gap, so adjacent mappings never merge by accident
     const fp = FRAME_PAGES[backing];
     this.vmas.push({
@@ -206,22 +217,44 @@ export class HostMm {
     return this.pending.length;
   }
 
-  /** Visit every page address of [start, start+len) that lies in a mapping. */
+  /**
+   * Visit every present page of [start, start+len): only the mappings that overlap the range, and in
+   * each only its present frames, so an event costs what is mapped there, not the range's length (a
+   * munmap of the whole 128 TiB address space returns at once, as mm's VMA walk does).
+   */
   private forPages(start: number, len: number, f: (v: Vma, addr: number) => void): void {
-    for (let a = start; a < start + len;) {
-      const v = this.findVma(a);
-      if (v === null) {
-        a += PAGE;
-        continue;
+    const end = start + len;
+    for (const v of this.vmasIn(start, end)) {
+      const s = Math.max(start, v.start);
+      const e = Math.min(end, v.start + v.length);
+      const fbytes = v.framePages * PAGE;
+      for (let fi = frameIndex(v, s), fl = frameIndex(v, e - 1); fi <= fl; fi++) {
+        if (v.frames[fi] === 0 && !v.split.has(fi)) continue; // nothing mapped in this frame
+        const fs = Math.max(s, v.frameBase + fi * fbytes);
+        const fe = Math.min(e, v.frameBase + (fi + 1) * fbytes);
+        for (let a = fs; a < fe; a += PAGE) if (pageAt(v, a).pfn !== 0) f(v, a);
       }
-      const end = Math.min(start + len, v.start + v.length);
-      for (; a < end; a += PAGE) f(v, a);
     }
+  }
+
+  /** The mappings overlapping [start, end), in address order (a binary search, then a scan). */
+  private vmasIn(start: number, end: number): Vma[] {
+    let lo = 0;
+    let hi = this.vmas.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.vmas[mid]!.start + this.vmas[mid]!.length <= start) lo = mid + 1;
+      else hi = mid;
+    }
+    const out: Vma[] = [];
+    for (let i = lo; i < this.vmas.length && this.vmas[i]!.start < end; i++) out.push(this.vmas[i]!);
+    return out;
   }
 
   /** munmap(addr, length): pages are freed and may be reused by the next allocation. */
   munmap(addr: number, length: number, opts: { stepwise?: boolean } = {}): () => void {
-    checkRange(addr, length);
+    checkRange('munmap', addr, length);
+    const stepwise = readStepwise('munmap', opts);
     return this.changePages(
       addr,
       length,
@@ -236,23 +269,25 @@ export class HostMm {
         });
         this.vmas = this.vmas.filter((v) => !(v.start >= addr && v.start + v.length <= addr + length));
       },
-      opts.stepwise,
+      stepwise,
     );
   }
 
   /** mprotect(addr, length, PROT_READ[|PROT_WRITE]). */
   mprotect(addr: number, length: number, writable: boolean): void {
-    checkRange(addr, length);
+    checkRange('mprotect', addr, length);
+    if (typeof writable !== 'boolean') argBool('mprotect', 'writable', writable, false);
     this.changePages(addr, length, 'protection', () => {
       this.splitVmasAround(addr, length);
-      for (const v of this.vmas)
+      for (const v of this.vmasIn(addr, addr + length))
         if (v.start >= addr && v.start + v.length <= addr + length) v.writable = writable;
     });
   }
 
   /** Page migration / compaction: each present page under [addr, addr+len) moves to a new pfn (a THP is split first). */
   migrate(addr: number, length: number, opts: { stepwise?: boolean } = {}): () => void {
-    checkRange(addr, length);
+    checkRange('migrate', addr, length);
+    const stepwise = readStepwise('migrate', opts);
     return this.changePages(
       addr,
       length,
@@ -269,12 +304,13 @@ export class HostMm {
           this.pfns.put(old);
         });
       },
-      opts.stepwise,
+      stepwise,
     );
   }
 
   /** split_huge_pmd: a 2M THP becomes 512 4K ptes on the same pfns. */
   thpSplit(addr: number): void {
+    readHostNumber('thpSplit', 'addr', addr);
     const f0 = Math.floor(addr / 0x200000) * 0x200000;
     this.changePages(f0, 0x200000, 'thp_split', () => {
       const v = this.findVma(f0);
@@ -284,10 +320,11 @@ export class HostMm {
 
   /** khugepaged collapse: the 512 pages of a 2M frame are copied into a fresh huge page. */
   thpCollapse(addr: number): void {
+    readHostNumber('thpCollapse', 'addr', addr);
     const f0 = Math.floor(addr / 0x200000) * 0x200000;
     const v = this.findVma(f0);
     if (v === null || v.backing !== 'thp' || f0 < v.start || f0 + 0x200000 > v.start + v.length) {
-      throw new RangeError('thpCollapse needs a whole 2M frame of a THP mapping');
+      throw new RangeError(`thpCollapse: 0x${addr.toString(16)} is not in a whole 2M frame of a THP mapping`);
     }
     // khugepaged's scan finds a long-term pinned page's extra references and gives up on the frame
     // before any invalidation (SCAN_PAGE_COUNT).
@@ -309,7 +346,7 @@ export class HostMm {
 
   /** Reclaim: pages are written to swap and freed; the next touch faults in a new page with the same content. */
   swapOut(addr: number, length: number): void {
-    checkRange(addr, length);
+    checkRange('swapOut', addr, length);
     this.changePages(addr, length, 'swap', () => {
       this.forPages(addr, length, (v, a) => {
         const old = pageAt(v, a).pfn;
@@ -324,9 +361,11 @@ export class HostMm {
 
   /** KSM: the page at b becomes a read-only share of the page at a (same content assumed). */
   ksmMerge(a: number, b: number): void {
+    readHostNumber('ksmMerge', 'a', a);
+    readHostNumber('ksmMerge', 'b', b);
     const va = this.findVma(a);
     const vb = this.findVma(b);
-    if (va === null || vb === null) throw new RangeError('ksmMerge needs two mapped pages');
+    if (va === null || vb === null) throw new RangeError('ksmMerge: a and b must both be mapped');
     this.hvaToPfn(a);
     this.hvaToPfn(b);
     const pb = Math.floor(b / PAGE) * PAGE;
@@ -365,16 +404,16 @@ export class HostMm {
   }
 }
 
-function checkRange(addr: number, length: number): void {
-  if (
-    !Number.isSafeInteger(addr) ||
-    addr % PAGE ||
-    !Number.isSafeInteger(length) ||
-    length <= 0 ||
-    length % PAGE
-  ) {
+function checkRange(fn: string, addr: number, length: number): void {
+  readHostNumber(fn, 'addr', addr);
+  readHostNumber(fn, 'length', length);
+  if (addr % PAGE || length <= 0 || length % PAGE) {
     throw new RangeError(
-      `range 0x${addr.toString(16)}+0x${length.toString(16)} must be page aligned and non-empty`,
+      `${fn}: range 0x${addr.toString(16)}+0x${length.toString(16)} must be page aligned and non-empty`,
     );
   }
+}
+
+function readStepwise(fn: string, opts: unknown): boolean {
+  return argBool(fn, 'stepwise', argOpts(fn, opts, ['stepwise'])['stepwise'], false);
 }

@@ -20,6 +20,9 @@
 import type { HostMm } from '../host/host_mm.ts';
 import type { ModelFile } from '../kvm/guest_memfd.ts';
 import { KvmError, hex } from '../kvm/kvm_error.ts';
+import { argBool, argInt, argOneOf, argOpts, formatValue } from '../kvm/args.ts';
+
+const DMA_KINDS: readonly DmaKind[] = ['read', 'write'];
 import type { DmaKind, DmaResult, IommuUnit, SnoopScope } from './iommu.ts';
 import type { IommuDomain } from './iommu.ts';
 import { VfioIommuType1, type VfioDmaMap, type VfioDmaUnmap } from './vfio_iommu_type1.ts';
@@ -47,10 +50,8 @@ export class VfioDevice {
    * A write bumps the target page's content version.
    */
   dma(iova: number, kind: DmaKind): DmaResult {
-    if (!Number.isSafeInteger(iova) || iova < 0)
-      throw new RangeError(`iova ${String(iova)} is not an I/O address`);
-    if (kind !== 'read' && kind !== 'write')
-      throw new TypeError(`DMA kind must be read or write (got ${String(kind)})`);
+    argInt('dma', 'iova', iova);
+    argOneOf('dma', 'kind', kind, DMA_KINDS);
     const d = this.group.domain;
     if (d === null) return { ok: false, fault: 'no-domain', iova };
     const r = d.translate(iova, kind);
@@ -77,7 +78,7 @@ export class VfioGroup {
     const sc = 'VFIO_GROUP_SET_CONTAINER';
     const c = this.vfio.lookupFile(containerFd, sc);
     if (!(c instanceof VfioContainer))
-      throw new KvmError('EINVAL', sc, `fd ${containerFd} is not a VFIO container`);
+      throw new KvmError('EINVAL', sc, `fd ${hex(containerFd)} is not a VFIO container`);
     if (this.container !== null)
       throw new KvmError('EINVAL', sc, `group ${this.id} is already in a container`);
     this.container = c;
@@ -176,16 +177,22 @@ export class Vfio {
 
   /** A further DMA-remapping unit (e.g. the one dedicated to an integrated GPU, often without snoop control). */
   addIommu(opts: { snoopControl?: boolean } = {}): IommuUnit {
-    const u: IommuUnit = { id: this.units.length, snoopControl: opts.snoopControl ?? true };
+    const o = argOpts('addIommu', opts, ['snoopControl']);
+    const u: IommuUnit = { id: this.units.length, snoopControl: argBool('addIommu', 'snoopControl', o['snoopControl'], true) };
     this.units.push(u);
     return u;
   }
 
   /** A device bound to vfio-pci, behind `iommu` (default unit 0), in a new IOMMU group unless `group` is given. */
   addDevice(opts: { name?: string; iommu?: IommuUnit; group?: VfioGroup } = {}): VfioDevice {
-    const unit = opts.iommu ?? this.units[0]!;
+    const o = argOpts('addDevice', opts, ['name', 'iommu', 'group']) as typeof opts;
+    if (o.name !== undefined && typeof o.name !== 'string')
+      throw new TypeError(`addDevice: name must be a string (got ${formatValue(o.name)})`);
+    const unit = o.iommu ?? this.units[0]!;
     if (!this.units.includes(unit)) throw new TypeError('addDevice: iommu is not a unit of this host');
-    let g = opts.group;
+    if (o.group !== undefined && !this.groups.includes(o.group))
+      throw new TypeError(`addDevice: group must be a VFIO group of this host (got ${formatValue(o.group)})`);
+    let g = o.group;
     if (g === undefined) {
       const fd = this.proc.installFd((id) => ({ kind: 'vfio', id }));
       g = new VfioGroup(this.groups.length, fd, this);
@@ -193,7 +200,7 @@ export class Vfio {
       this.files.set(fd, g);
     } else if (g.container?.iommu)
       throw new TypeError('addDevice: the group is already attached to an IOMMU domain');
-    const dev = new VfioDevice(opts.name ?? `vfio${g.id}.${g.devices.length}`, unit, g, this.proc.host);
+    const dev = new VfioDevice(o.name ?? `vfio${g.id}.${g.devices.length}`, unit, g, this.proc.host);
     g.devices.push(dev);
     return dev;
   }

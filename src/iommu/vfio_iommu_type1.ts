@@ -15,6 +15,7 @@
  * mdev page pinning; the only reserved IOVA region is the x86 MSI window.
  */
 import { KvmError, hex } from '../kvm/kvm_error.ts';
+import { copyIn, type FieldKind, type StructSpec, type U64 } from '../kvm/args.ts';
 import type { HostMm } from '../host/host_mm.ts';
 import {
   IOMMU_APERTURE_END,
@@ -97,9 +98,10 @@ export class VfioIommuType1 {
   }
 
   /** VFIO_IOMMU_MAP_DMA. @kernel drivers/vfio/vfio_iommu_type1.c#vfio_dma_do_map */
-  mapDma(map: VfioDmaMap): void {
+  mapDma(arg: VfioDmaMap): void {
     const sc = 'VFIO_IOMMU_MAP_DMA';
-    const flags = map.flags ?? 0;
+    const map = copyInDma(sc, arg, { argsz: 'u32', flags: 'u32', vaddr: 'u64', iova: 'u64', size: 'u64' });
+    const flags = map.flags;
     if (flags & ~(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE | VFIO_DMA_MAP_FLAG_VADDR))
       throw new KvmError('EINVAL', sc, `unknown flags ${hex(flags)}`);
     if (flags & VFIO_DMA_MAP_FLAG_VADDR)
@@ -167,11 +169,9 @@ export class VfioIommuType1 {
   }
 
   /** VFIO_IOMMU_UNMAP_DMA → bytes unmapped. @kernel drivers/vfio/vfio_iommu_type1.c#vfio_dma_do_unmap */
-  unmapDma(unmap: VfioDmaUnmap): number {
+  unmapDma(arg: VfioDmaUnmap): number {
     const sc = 'VFIO_IOMMU_UNMAP_DMA';
-    const flags = unmap.flags ?? 0;
-    const iova = unmap.iova ?? 0;
-    const size = unmap.size ?? 0;
+    const { flags, iova, size } = copyInDma(sc, arg, { argsz: 'u32', flags: 'u32', iova: 'u64', size: 'u64' });
     const known = VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP | VFIO_DMA_UNMAP_FLAG_ALL | VFIO_DMA_UNMAP_FLAG_VADDR;
     if (flags & ~known) throw new KvmError('EINVAL', sc, `unknown flags ${hex(flags)}`);
     if (flags & (VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP | VFIO_DMA_UNMAP_FLAG_VADDR))
@@ -266,4 +266,19 @@ export class VfioIommuType1 {
   haveEnforceCacheCoherency(): boolean {
     return this.domains.every((d) => d.enforceCacheCoherency);
   }
+}
+
+/**
+ * Copy a VFIO struct in (copyIn: EFAULT for a non-object, EINVAL for a bad field). The model keeps I/O
+ * addresses below 2^53, which the aperture (IOMMU_APERTURE_END) is anyway: a larger one is EINVAL.
+ */
+function copyInDma<K extends string>(sc: string, arg: unknown, spec: Record<K, FieldKind>): Record<K, number> {
+  const r = copyIn(sc, arg, spec as StructSpec) as Record<string, U64>;
+  const out = {} as Record<string, number>;
+  for (const k in r) {
+    const v = r[k]!;
+    if (typeof v === 'bigint') throw new KvmError('EINVAL', sc, `${k} ${hex(v)} is outside the IOMMU aperture`);
+    out[k] = v;
+  }
+  return out;
 }

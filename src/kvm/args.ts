@@ -21,25 +21,53 @@ function bad(syscall: string, field: string, what: string): never {
   throw new KvmError('EINVAL', syscall, `field '${field}' ${what}`);
 }
 
+/**
+ * Describe any value for an error message without calling into it: no toString/valueOf, no getters,
+ * no Symbol.toPrimitive (a null-prototype object, a Symbol or a boxed bigint must not throw here).
+ */
+export function formatValue(v: unknown): string {
+  switch (typeof v) {
+    case 'number':
+    case 'boolean':
+    case 'undefined':
+      return String(v);
+    case 'bigint':
+      return `${v.toString()}n`;
+    case 'string':
+      return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
+    case 'symbol':
+      return 'a symbol';
+    case 'function':
+      return 'a function';
+    default:
+      if (v === null) return 'null';
+      try {
+        return Array.isArray(v) ? 'an array' : 'an object';
+      } catch {
+        return 'a revoked proxy';
+      }
+  }
+}
+
 export function readU64(syscall: string, field: string, v: unknown): U64 {
   if (v === undefined) return 0;
   if (typeof v === 'number') {
     if (!Number.isSafeInteger(v) || v < 0)
-      bad(syscall, field, `must be a u64 (got ${String(v)}); use a bigint past 2^53`);
+      bad(syscall, field, `must be a u64 (got ${formatValue(v)}); use a bigint past 2^53`);
     return v;
   }
   if (typeof v === 'bigint') {
     if (v < 0n || v > U64_MAX) bad(syscall, field, `does not fit in a u64 (got ${v})`);
     return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
   }
-  return bad(syscall, field, `must be a number or bigint (got ${typeof v})`);
+  return bad(syscall, field, `must be a number or bigint (got ${formatValue(v)})`);
 }
 
 export function readU32(syscall: string, field: string, v: unknown): number {
   if (v === undefined) return 0;
   if (typeof v === 'bigint') v = v <= 0xffffffffn && v >= 0n ? Number(v) : -1;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) {
-    bad(syscall, field, `must be a u32 (got ${String(v)})`);
+    bad(syscall, field, `must be a u32 (got ${formatValue(v)})`);
   }
   return v;
 }
@@ -91,9 +119,8 @@ export function isPlainObject(v: unknown): v is Record<string, unknown> {
 }
 
 function describe(v: unknown): string {
-  if (v === null) return 'null';
-  if (typeof v !== 'object') return typeof v;
-  return Array.isArray(v) ? 'an array' : `a ${(v as object).constructor?.name ?? 'non-plain'} object`;
+  if (typeof v !== 'object' || v === null) return formatValue(v);
+  return Array.isArray(v) ? 'an array' : 'a non-plain object';
 }
 
 // ---- exact u64 arithmetic on U64 values -------------------------------------------------------
@@ -121,4 +148,89 @@ export function sumExceeds(a: U64, b: U64, limit: number): boolean {
 /** The value as a number, for values already proven < 2^53. */
 export function num(v: U64): number {
   return typeof v === 'bigint' ? Number(v) : v;
+}
+
+// ---- arguments of the model's non-ioctl entry points (guest actions, host mm, VFIO helpers) -------
+// These are not C structs: a value of the wrong type is a TypeError and a value out of range a
+// RangeError, each naming the entry point and the argument. They are cheap (typeof first) so the
+// guest-access hot path can use them.
+
+function typeErr(fn: string, name: string, want: string, v: unknown): never {
+  throw new TypeError(`${fn}: ${name} must be ${want} (got ${formatValue(v)})`);
+}
+function rangeErr(fn: string, name: string, want: string, v: unknown): never {
+  throw new RangeError(`${fn}: ${name} must be ${want} (got ${formatValue(v)})`);
+}
+
+/** An integer argument in [min, max] (a number; bigints are accepted when `bigints` and in range). */
+export function argInt(fn: string, name: string, v: unknown, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof v === 'number') {
+    if (Number.isInteger(v) && v >= min && v <= max) return v;
+  } else typeErr(fn, name, `an integer in [${min}, ${max}]`, v);
+  return rangeErr(fn, name, `an integer in [${min}, ${max}]`, v);
+}
+
+/** A u64 argument as a bigint: a non-negative safe-integer number or a bigint below 2^64. */
+export function argU64Big(fn: string, name: string, v: unknown): bigint {
+  if (typeof v === 'bigint') {
+    if (v >= 0n && v <= U64_MAX) return v;
+  } else if (typeof v === 'number') {
+    if (Number.isSafeInteger(v) && v >= 0) return BigInt(v);
+  } else typeErr(fn, name, 'a u64 (a number or a bigint)', v);
+  return rangeErr(fn, name, 'a u64 (a safe integer ≥ 0, or a bigint below 2^64)', v);
+}
+
+/** A guest physical address: a safe integer in [0, 2^52). */
+export function readGpa(fn: string, v: unknown, name = 'gpa'): number {
+  if (typeof v === 'number' && v >= 0 && v < 2 ** 52 && Number.isInteger(v)) return v;
+  if (typeof v !== 'number') typeErr(fn, name, 'a guest physical address (a number below 2^52)', v);
+  return rangeErr(fn, name, 'a guest physical address (an integer in [0, 2^52))', v);
+}
+
+/** A host virtual address or length: a safe integer in [0, 2^47] (4-level host paging). */
+export function readHostNumber(fn: string, name: string, v: unknown): number {
+  if (typeof v === 'number' && v >= 0 && v <= 2 ** 47 && Number.isInteger(v)) return v;
+  if (typeof v !== 'number') typeErr(fn, name, 'a number', v);
+  return rangeErr(fn, name, 'an integer in [0, 2^47]', v);
+}
+
+/** A boolean argument; `undefined` gives the default. */
+export function argBool(fn: string, name: string, v: unknown, dflt: boolean): boolean {
+  if (v === undefined) return dflt;
+  if (typeof v === 'boolean') return v;
+  return typeErr(fn, name, 'a boolean', v);
+}
+
+/** One of a fixed set of strings. */
+export function argOneOf<T extends string>(fn: string, name: string, v: unknown, allowed: readonly T[]): T {
+  if (allowed.includes(v as T)) return v as T;
+  return typeErr(fn, name, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`, v);
+}
+
+/**
+ * An options bag: undefined (no options) or a plain object whose keys are all in `keys`. Returns it
+ * (or an empty object) so the caller reads the fields it validated.
+ */
+export function argOpts(fn: string, v: unknown, keys: readonly string[]): Record<string, unknown> {
+  if (v === undefined) return EMPTY;
+  if (!isPlainObject(v)) return typeErr(fn, 'options', `an object with keys ${keys.join(', ')}`, v);
+  for (const k in v)
+    if (!keys.includes(k)) throw new TypeError(`${fn}: unknown option '${k}' (options: ${keys.join(', ')})`);
+  return v;
+}
+const EMPTY: Record<string, unknown> = Object.freeze({});
+
+/** The access kind of a guest access. */
+export function readAccessKind(fn: string, v: unknown): 'read' | 'write' | 'exec' {
+  if (v === 'read' || v === 'write' || v === 'exec') return v;
+  return typeErr(fn, 'kind', "'read', 'write' or 'exec'", v);
+}
+
+/** vcpu.access's options: undefined, or `{ private?: boolean }`. */
+export function readAccessOpts(fn: string, v: unknown): { private?: boolean } | undefined {
+  if (v === undefined) return undefined;
+  const o = argOpts(fn, v, ['private']);
+  const p = o['private'];
+  if (p !== undefined && typeof p !== 'boolean') typeErr(fn, 'private', 'a boolean', p);
+  return o as { private?: boolean };
 }

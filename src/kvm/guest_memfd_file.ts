@@ -19,6 +19,7 @@ import type { KvmMemorySlot } from './kvm_host.ts';
 import { KVM_FILTER_PRIVATE, KVM_FILTER_SHARED } from './kvm_host.ts';
 import type { KvmGmemFile, ModelFile } from './guest_memfd.ts';
 import { KvmError, hex } from './kvm_error.ts';
+import { formatValue } from './args.ts';
 import { kvmArchGmemInvalidate } from '../x86/sev.ts';
 
 const SC = 'fallocate';
@@ -35,8 +36,8 @@ export function kvmGmemIsPrepared(slot: KvmMemorySlot, gfn: number): boolean {
 }
 
 function toLoff(v: number | bigint, what: string): bigint {
-  if (typeof v === 'number' && !Number.isSafeInteger(v))
-    throw new KvmError('EINVAL', SC, `${what} ${String(v)} is not an integer (use a bigint past 2^53)`);
+  if (typeof v !== 'bigint' && (typeof v !== 'number' || !Number.isSafeInteger(v)))
+    throw new KvmError('EINVAL', SC, `${what} ${formatValue(v)} is not an integer (use a bigint past 2^53)`);
   const b = BigInt(v);
   if (b >= 1n << 63n || b < -(1n << 63n))
     throw new KvmError('EINVAL', SC, `${what} ${b} does not fit a loff_t`);
@@ -53,8 +54,8 @@ export function vfsFallocate(
   offsetIn: number | bigint,
   lenIn: number | bigint,
 ): void {
-  if (!Number.isInteger(mode) || mode < 0 || mode > 0xffffffff)
-    throw new KvmError('EINVAL', SC, `mode ${String(mode)} is not an int`);
+  if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0xffffffff)
+    throw new KvmError('EINVAL', SC, `mode ${formatValue(mode)} is not an int`);
   const offset = toLoff(offsetIn, 'offset');
   const len = toLoff(lenIn, 'len');
   if (offset < 0n || len <= 0n) throw new KvmError('EINVAL', SC, `offset ${offset} < 0 or len ${len} <= 0`);

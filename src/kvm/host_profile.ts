@@ -10,6 +10,7 @@
  */
 import { GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP } from '../uapi/kvm.ts';
 import { KVM_X86_VALID_QUIRKS } from '../uapi/kvm_x86.ts';
+import { formatValue } from './args.ts';
 
 /** The guest_memfd creation flags 6.18 knows (MMAP, INIT_SHARED); earlier kernels took none. */
 const GMEM_FLAGS_6_18 = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
@@ -197,13 +198,13 @@ const KEYS = new Set<string>(['profile', ...Object.keys(PROFILES['upstream-6.18'
 
 /** Resolve options into a complete, validated host configuration. Throws TypeError on bad options. */
 export function resolveHostConfig(opts: KvmOptions = {}): HostConfig {
-  if (typeof opts !== 'object' || opts === null) throw new TypeError('Kvm options must be an object');
+  if (typeof opts !== 'object' || opts === null) throw new TypeError('Kvm: options must be an object');
   for (const k of Object.keys(opts)) {
-    if (!KEYS.has(k)) throw new TypeError(`unknown Kvm option '${k}' (known: ${[...KEYS].join(', ')})`);
+    if (!KEYS.has(k)) throw new TypeError(`Kvm: unknown option '${k}' (known: ${[...KEYS].join(', ')})`);
   }
   const profile = opts.profile ?? 'upstream-6.18';
-  const base = PROFILES[profile];
-  if (!base) throw new TypeError(`unknown profile '${String(profile)}'`);
+  const base = typeof profile === 'string' && Object.hasOwn(PROFILES, profile) ? PROFILES[profile] : undefined;
+  if (!base) throw new TypeError(`Kvm: unknown profile ${formatValue(profile)} (known: ${Object.keys(PROFILES).join(', ')})`);
   const cfg: HostConfig = { profile, ...base, ...stripUndefined(opts) } as HostConfig;
   if (opts.kernel !== undefined && opts.gmemFlagsFix === undefined) {
     (cfg as { gmemFlagsFix: boolean }).gmemFlagsFix = opts.kernel === '6.19';
@@ -212,14 +213,14 @@ export function resolveHostConfig(opts: KvmOptions = {}): HostConfig {
   resolveGuestMemfd(cfg as { -readonly [K in keyof HostConfig]: HostConfig[K] }, opts);
   // tdp_mmu_enabled = tdp_mmu_allowed && tdp_enabled: without TDP the module parameter does nothing, but
   // asking for both at once is a contradiction worth naming.
-  if (opts.tdp === false && opts.tdpMmu === true) throw new TypeError('tdpMmu: true needs tdp (EPT/NPT)');
+  if (opts.tdp === false && opts.tdpMmu === true) throw new TypeError('Kvm: tdpMmu: true needs tdp (EPT/NPT)');
   if (!cfg.tdp) (cfg as { tdpMmu: boolean }).tdpMmu = false;
   applyBugSwitches(cfg as { -readonly [K in keyof HostConfig]: HostConfig[K] }, opts);
-  if (!(cfg.vmTypes & 1)) throw new TypeError('vmTypes must include KVM_X86_DEFAULT_VM (bit 0)');
+  if (!(cfg.vmTypes & 1)) throw new TypeError('Kvm: vmTypes must include KVM_X86_DEFAULT_VM (bit 0)');
   if (cfg.cdToggleZap && !cfg.honorGuestMtrrs)
-    throw new TypeError('cdToggleZap needs honorGuestMtrrs: CR0.CD reaches EPT memtypes only with it');
+    throw new TypeError('Kvm: cdToggleZap needs honorGuestMtrrs: CR0.CD reaches EPT memtypes only with it');
   if (!Number.isInteger(cfg.maxPhyAddr) || cfg.maxPhyAddr < 36 || cfg.maxPhyAddr > 52) {
-    throw new TypeError(`maxPhyAddr must be an integer in [36, 52], got ${cfg.maxPhyAddr}`);
+    throw new TypeError(`Kvm: maxPhyAddr must be an integer in [36, 52] (got ${formatValue(cfg.maxPhyAddr)})`);
   }
   return Object.freeze(cfg);
 }
@@ -244,10 +245,10 @@ function resolveGuestMemfd(cfg: { -readonly [K in keyof HostConfig]: HostConfig[
 
 function resolveBugs(bugs: unknown): readonly BugName[] {
   if (bugs === undefined) return Object.freeze([]);
-  if (!Array.isArray(bugs)) throw new TypeError('bugs must be an array of bug names');
+  if (!Array.isArray(bugs)) throw new TypeError('Kvm: bugs must be an array of bug names');
   for (const b of bugs)
     if (!(BUG_NAMES as readonly unknown[]).includes(b))
-      throw new TypeError(`unknown bug '${String(b)}' (known: ${BUG_NAMES.join(', ')})`);
+      throw new TypeError(`Kvm: unknown bug ${formatValue(b)} (known: ${BUG_NAMES.join(', ')})`);
   return Object.freeze([...new Set(bugs as BugName[])]);
 }
 
@@ -256,14 +257,14 @@ function applyBugSwitches(cfg: { -readonly [K in keyof HostConfig]: HostConfig[K
   // BUG gmem-flag-clear-uaf: the 6.12–6.18 B14(b) check, which compares only READONLY.
   if (cfg.bugs.includes('gmem-flag-clear-uaf')) {
     if (opts.gmemFlagsFix === true)
-      throw new TypeError("bug 'gmem-flag-clear-uaf' contradicts gmemFlagsFix: true");
+      throw new TypeError("Kvm: bug 'gmem-flag-clear-uaf' contradicts gmemFlagsFix: true");
     cfg.gmemFlagsFix = false;
   }
   // BUG vfio-2019-memtype: v5.3's memtypes (guest MTRRs and CR0.CD honoured with non-coherent DMA) and
   // no zap on the CD toggle (memtype.ts#kvmPostSetCr0 carries the branch).
   if (cfg.bugs.includes('vfio-2019-memtype')) {
     if (opts.honorGuestMtrrs === false || opts.cdToggleZap === true)
-      throw new TypeError("bug 'vfio-2019-memtype' needs honorGuestMtrrs and no cdToggleZap");
+      throw new TypeError("Kvm: bug 'vfio-2019-memtype' needs honorGuestMtrrs and no cdToggleZap");
     cfg.honorGuestMtrrs = true;
     cfg.cdToggleZap = false;
   }

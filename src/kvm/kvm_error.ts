@@ -4,6 +4,7 @@
  * the failed check and its values in hex.
  */
 import { ERRNO, errnoName, type ErrnoName } from '../uapi/errno.ts';
+import { formatValue } from './args.ts';
 
 export class KvmError extends Error {
   override readonly name = 'KvmError';
@@ -26,9 +27,14 @@ export class KvmError extends Error {
   }
 }
 
-/** Format a u64-ish value as the kernel's printk %llx would, for messages. */
+/**
+ * Format a u64-ish value as the kernel's printk %llx would, for messages. Safe on any value: a caller's
+ * bad argument (a Symbol, a null-prototype object) is described, never converted.
+ */
 export function hex(v: number | bigint): string {
-  return '0x' + v.toString(16);
+  if (typeof v === 'bigint' || (typeof v === 'number' && Number.isInteger(v)))
+    return v < 0 ? `-0x${(-v).toString(16)}` : `0x${v.toString(16)}`;
+  return formatValue(v);
 }
 
 /**

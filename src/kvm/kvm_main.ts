@@ -21,7 +21,7 @@ import type {
 import { resolveHostConfig, type HostConfig, type KvmOptions } from './host_profile.ts';
 import { HostMm } from '../host/host_mm.ts';
 import { KvmError, hex, rawIoctl, type Reject } from './kvm_error.ts';
-import { copyIn, isPlainObject, readU32, readU64 } from './args.ts';
+import { argBool, argInt, argOpts, copyIn, formatValue, readU32, readU64 } from './args.ts';
 import { checkExtension, enableCap, supportedVmTypes } from '../x86/x86_caps.ts';
 import { VmState, validateVmOptions, type VmOptions } from './vm_state.ts';
 import { kvmVmIoctlSetMemoryRegion } from './set_memory_region.ts';
@@ -43,6 +43,8 @@ export class Kvm {
   /** The process's fd table: /dev/kvm, VM and vCPU fds, guest_memfds, plain memfds. */
   private readonly files = new Map<number, ModelFile>();
   private nextFd = 3;
+  /** What closing an fd does to the object behind it (a VM or vCPU fd: its ioctls become EBADF). */
+  private readonly closeHooks = new Map<number, () => void>();
   private nextVmId = 1;
   readonly fd: number;
 
@@ -59,11 +61,13 @@ export class Kvm {
 
   /** @kernel virt/kvm/kvm_main.c#kvm_dev_ioctl (KVM_GET_API_VERSION) */
   apiVersion(): number {
+    this.checkOpen('KVM_GET_API_VERSION');
     return KVM_API_VERSION;
   }
 
   /** KVM_CHECK_EXTENSION on /dev/kvm. */
   checkExtension(cap: number): number {
+    this.checkOpen('KVM_CHECK_EXTENSION');
     return checkExtension(this.cfg, null, readU32('KVM_CHECK_EXTENSION', 'cap', cap));
   }
 
@@ -72,6 +76,7 @@ export class Kvm {
    * @kernel virt/kvm/kvm_main.c#kvm_create_vm
    */
   createVm(type: number = 0, opts: VmOptions = {}): Vm {
+    this.checkOpen('KVM_CREATE_VM');
     const t = readU64('KVM_CREATE_VM', 'type', type);
     const supported = supportedVmTypes(this.cfg);
     if (typeof t === 'bigint' || t >= 32 || !(supported & (1 << t))) {
@@ -84,12 +89,20 @@ export class Kvm {
     validateVmOptions(opts); // before any fd exists, so a bad option leaks nothing
     const vmId = this.nextVmId++;
     const fd = this.installFd((id) => ({ kind: 'vm', id, vmId }));
-    return new Vm(this, vmId, fd, t as VmType, opts);
+    const vm = new Vm(this, vmId, fd, t as VmType, opts);
+    this.onClose(fd, () => (vm.fdClosed = true));
+    return vm;
   }
 
-  /** A regular memfd (memfd_create): a file that is not a guest_memfd. */
+  /** A regular memfd (memfd_create) of `size` bytes (its ftruncate): a file that is not a guest_memfd. */
   memfdCreate(size = 0): number {
-    return this.installFd((id) => ({ kind: 'memfd', id, size }));
+    const n = argInt('memfdCreate', 'size', size);
+    return this.installFd((id) => ({ kind: 'memfd', id, size: n }));
+  }
+
+  /** /dev/kvm itself was closed: its ioctls are EBADF (VMs created before live on). */
+  private checkOpen(syscall: string): void {
+    if (!this.files.has(this.fd)) throw new KvmError('EBADF', syscall, `/dev/kvm fd ${this.fd} is closed`);
   }
 
   /**
@@ -99,7 +112,7 @@ export class Kvm {
    */
   fallocate(fd: number, mode: number, offset: number | bigint, len: number | bigint): void {
     const file = this.files.get(fd);
-    if (file === undefined) throw new KvmError('EBADF', 'fallocate', `fd ${fd} is not open`);
+    if (file === undefined) throw new KvmError('EBADF', 'fallocate', `fd ${formatValue(fd)} is not open`);
     vfsFallocate(file, mode, offset, len);
   }
 
@@ -110,8 +123,18 @@ export class Kvm {
   close(fd: number): void {
     const file = this.files.get(fd);
     if (file === undefined || !this.files.delete(fd))
-      throw new KvmError('EBADF', 'close', `fd ${fd} is not open`);
+      throw new KvmError('EBADF', 'close', `fd ${formatValue(fd)} is not open`);
     if (file.kind === 'guest_memfd') kvmGmemRelease(file);
+    const hook = this.closeHooks.get(fd);
+    if (hook !== undefined) {
+      this.closeHooks.delete(fd);
+      hook();
+    }
+  }
+
+  /** Run `hook` when fd is closed (the model's file release). */
+  onClose(fd: number, hook: () => void): void {
+    this.closeHooks.set(fd, hook);
   }
 
   lookupFd(fd: number): ModelFile | undefined {
@@ -133,6 +156,7 @@ function throwIf(r: Reject | null, syscall: string): void {
 export class Vm extends VmState {
   /** KVM_CHECK_EXTENSION on the VM fd. */
   checkExtension(cap: number): number {
+    this.checkAlive('KVM_CHECK_EXTENSION');
     return checkExtension(this.cfg, this, readU32('KVM_CHECK_EXTENSION', 'cap', cap));
   }
 
@@ -184,10 +208,16 @@ export class Vm extends VmState {
     nrPages: number | bigint,
     opts: { measure?: boolean; vcpu?: Vcpu } = {},
   ): void {
-    const vcpu = opts.vcpu ?? this.vcpus[0];
+    const sc = 'KVM_TDX_INIT_MEM_REGION';
+    this.checkAlive(sc);
+    const o = argOpts('tdxInitMemRegion', opts, ['measure', 'vcpu']);
+    const measure = argBool('tdxInitMemRegion', 'measure', o['measure'], false);
+    if (o['vcpu'] !== undefined && !this.vcpus.includes(o['vcpu'] as Vcpu))
+      throw new TypeError(`tdxInitMemRegion: vcpu must be a vCPU of this VM (got ${formatValue(o['vcpu'])})`);
+    const vcpu = (o['vcpu'] as Vcpu | undefined) ?? this.vcpus[0];
     if (vcpu === undefined)
       throw new KvmError('EINVAL', 'KVM_TDX_INIT_MEM_REGION', 'a vCPU ioctl: create a vCPU first');
-    tdxVcpuInitMemRegion(vcpu, gpa, nrPages, { measure: opts.measure ?? false });
+    tdxVcpuInitMemRegion(vcpu, gpa, nrPages, { measure });
   }
 
   /**
@@ -209,6 +239,7 @@ export class Vm extends VmState {
 
   /** The SNP RMP entry of host page pfn for this guest (unassigned on other VM types). */
   snpRmpEntry(pfn: number): RmpEntry {
+    argInt('snpRmpEntry', 'pfn', pfn);
     return this.arch.snp?.entry(pfn) ?? { assigned: false, validated: false, gpa: 0, asid: 0 };
   }
 
@@ -274,6 +305,7 @@ export class Vm extends VmState {
       throw new KvmError('EEXIST', syscall, `vcpu ${vid} already exists`);
     const fd = this.kvm.installFd((fid) => ({ kind: 'vcpu', id: fid, vmId: this.id }));
     const v = new Vcpu(this, vid, fd);
+    this.kvm.onClose(fd, () => (v.fdClosed = true));
     this.vcpus.push(v);
     this.createdVcpus++;
     return v;

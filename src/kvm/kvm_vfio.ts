@@ -10,6 +10,7 @@
  * release() (closing its fd) rather than at VM destruction.
  */
 import { KvmError, hex } from './kvm_error.ts';
+import { copyIn } from './args.ts';
 import type { VmState } from './vm_state.ts';
 import {
   KVM_DEV_TYPE_VFIO,
@@ -47,9 +48,10 @@ export class KvmVfioDevice {
   ) {}
 
   /** KVM_SET_DEVICE_ATTR. @kernel virt/kvm/vfio.c#kvm_vfio_set_attr */
-  setAttr(a: KvmDeviceAttr): void {
+  setAttr(arg: KvmDeviceAttr): void {
     const sc = 'KVM_SET_DEVICE_ATTR';
     if (this.released) throw new KvmError('EBADF', sc, 'the kvm-vfio device was released');
+    const a = copyIn(sc, arg, { flags: 'u32', group: 'u32', attr: 'u64', fd: 'fd' });
     if (a.group !== KVM_DEV_VFIO_FILE) throw new KvmError('ENXIO', sc, `attribute group ${hex(a.group)}`);
     if (a.attr === KVM_DEV_VFIO_FILE_ADD) return this.fileAdd(a.fd);
     if (a.attr === KVM_DEV_VFIO_FILE_DEL) return this.fileDel(a.fd);
@@ -59,9 +61,10 @@ export class KvmVfioDevice {
   /** KVM_DEV_VFIO_FILE_ADD. @kernel virt/kvm/vfio.c#kvm_vfio_file_add */
   fileAdd(fd: number): void {
     const sc = 'KVM_SET_DEVICE_ATTR';
+    if (this.released) throw new KvmError('EBADF', sc, 'the kvm-vfio device was released');
     const f = this.vm.kvm.vfio.lookupFile(fd, sc); // EBADF if not open
-    if (f === undefined) throw new KvmError('EINVAL', sc, `fd ${fd} is not a VFIO file`);
-    if (this.files.includes(fd)) throw new KvmError('EEXIST', sc, `fd ${fd} was already added`);
+    if (f === undefined) throw new KvmError('EINVAL', sc, `fd ${hex(fd)} is not a VFIO file`);
+    if (this.files.includes(fd)) throw new KvmError('EEXIST', sc, `fd ${hex(fd)} was already added`);
     this.files.push(fd);
     this.updateCoherency();
   }
@@ -69,12 +72,13 @@ export class KvmVfioDevice {
   /** KVM_DEV_VFIO_FILE_DEL. @kernel virt/kvm/vfio.c#kvm_vfio_file_del */
   fileDel(fd: number): void {
     const sc = 'KVM_SET_DEVICE_ATTR';
+    if (this.released) throw new KvmError('EBADF', sc, 'the kvm-vfio device was released');
     this.vm.kvm.vfio.lookupFile(fd, sc);
     const i = this.files.indexOf(fd);
     // Coherency is re-evaluated even when the file was not found, as the kernel does.
     if (i >= 0) this.files.splice(i, 1);
     this.updateCoherency();
-    if (i < 0) throw new KvmError('ENOENT', sc, `fd ${fd} was not added`);
+    if (i < 0) throw new KvmError('ENOENT', sc, `fd ${hex(fd)} was not added`);
   }
 
   /** close() of the device fd. @kernel virt/kvm/vfio.c#kvm_vfio_release */
@@ -106,10 +110,8 @@ export class KvmVfioDevice {
 export function kvmIoctlCreateDevice(vm: VmState, cd: KvmCreateDevice): KvmVfioDevice {
   const sc = 'KVM_CREATE_DEVICE';
   vm.checkAlive(sc);
-  if (typeof cd !== 'object' || cd === null || !Number.isInteger(cd.type))
-    throw new KvmError('EFAULT', sc, 'argument must be a struct kvm_create_device');
-  if (cd.type !== KVM_DEV_TYPE_VFIO)
-    throw new KvmError('ENODEV', sc, `device type ${cd.type} is not modelled`);
+  const c = copyIn(sc, cd, { type: 'u32', fd: 'u32', flags: 'u32' });
+  if (c.type !== KVM_DEV_TYPE_VFIO) throw new KvmError('ENODEV', sc, `device type ${c.type} is not modelled`);
   // kvm_vfio_create: only one VFIO device per VM.
   if (vm.devices.some((d) => d.name === 'kvm-vfio'))
     throw new KvmError('EBUSY', sc, 'the VM already has a kvm-vfio device');

@@ -61,6 +61,8 @@ export interface SetRegionVm extends SetMemslotVm, GmemVm {
   readonly zapDesign: ZapDesign;
   /** kvm->vm_dead or a KVM_BUG_ON: every VM ioctl fails with EIO */
   readonly dead: boolean;
+  /** the VM fd was closed: EBADF before anything else */
+  readonly fdClosed: boolean;
   lookupFd(fd: number): ModelFile | undefined;
 }
 
@@ -104,6 +106,7 @@ function einval(syscall: string, msg: string): never {
  */
 export function kvmVmIoctlSetMemoryRegion(vm: SetRegionVm, arg: unknown, v2: boolean): Reject | null {
   const syscall = v2 ? 'KVM_SET_USER_MEMORY_REGION2' : 'KVM_SET_USER_MEMORY_REGION';
+  if (vm.fdClosed) return reject('EBADF', () => 'the VM fd is closed');
   if (vm.dead) return reject('EIO', () => 'the VM is dead (bugged or killed)');
   const mem = copyInRegion(syscall, arg, v2);
   if (!v2 && mem.flags & ~KVM_SET_USER_MEMORY_REGION_V1_FLAGS) {

@@ -21,6 +21,18 @@ import {
 import { cr0FromArg, kvmSetCr0, type Cr0Arg } from '../x86/memtype.ts';
 import { tdgMemPageAccept, type TdxAcceptResult } from '../x86/tdx_mem.ts';
 import { snpPvalidate, type PvalidateResult } from '../x86/sev.ts';
+import { KvmError } from './kvm_error.ts';
+import {
+  argBool,
+  argInt,
+  argOpts,
+  argU64Big,
+  formatValue,
+  isPlainObject,
+  readAccessKind,
+  readAccessOpts,
+  readGpa,
+} from './args.ts';
 
 /** KVM_REQ_* bits the model uses (arch/x86/include/asm/kvm_host.h). */
 export const KVM_REQ_TLB_FLUSH = 1 << 0;
@@ -45,6 +57,8 @@ export class Vcpu {
   cr3 = 0;
   /** Memory-type inputs: guest CR0 (reset: CD=NW=1), MTRRs and PAT (vcpu->arch.cr0, mtrr_state, pat). */
   readonly memtype = newVcpuMemtypeState();
+  /** The vCPU fd was closed: KVM_RUN and the register ioctls are EBADF. */
+  fdClosed = false;
 
   constructor(vm: VmState, vcpuId: number, fd: number) {
     this.vm = vm;
@@ -63,8 +77,13 @@ export class Vcpu {
    * C-bit); by default SW_PROTECTED/SNP accesses follow the gfn's attribute and TDX accesses the GPA's
    * shared bit.
    */
-  access(gpa: number, kind: AccessKind, opts: { private?: boolean } = {}): AccessResult {
-    return this.vm.mmu.vcpuAccess(this, gpa, kind, opts);
+  access(gpa: number, kind: AccessKind, opts?: { private?: boolean }): AccessResult {
+    if (this.fdClosed) closedFd('KVM_RUN', this.fd);
+    // Cheap checks first: the hot path pays two typeofs and a compare.
+    if (typeof gpa !== 'number' || !(gpa >= 0 && gpa < 2 ** 52) || !Number.isInteger(gpa))
+      readGpa('access', gpa);
+    if (kind !== 'read' && kind !== 'write' && kind !== 'exec') readAccessKind('access', kind);
+    return this.vm.mmu.vcpuAccess(this, gpa, kind, opts === undefined ? undefined : readAccessOpts('access', opts));
   }
 
   /**
@@ -87,14 +106,20 @@ export class Vcpu {
    * before the accept kills the TD. See x86/tdx_mem.ts.
    */
   tdxAccept(gpa: number): TdxAcceptResult {
-    return tdgMemPageAccept(this, gpa);
+    if (this.fdClosed) closedFd('KVM_RUN', this.fd);
+    if (this.vm.arch.tdx === undefined)
+      throw new TypeError(`tdxAccept: TDG.MEM.PAGE.ACCEPT needs a TD (VM type ${this.vm.info.name})`);
+    return tdgMemPageAccept(this, readGpa('tdxAccept', gpa));
   }
 
   /** SNP guest: PVALIDATE of the private page at gpa (faulted in if needed); sets the RMP validated bit. */
   snpPvalidate(gpa: number, validate = true): PvalidateResult {
+    if (this.fdClosed) closedFd('KVM_RUN', this.fd);
     const snp = this.vm.arch.snp;
-    if (snp === undefined) throw new TypeError(`PVALIDATE needs an SNP guest (VM type ${this.vm.info.name})`);
-    return snpPvalidate(this, snp, gpa, validate);
+    if (snp === undefined)
+      throw new TypeError(`snpPvalidate: PVALIDATE needs an SNP guest (VM type ${this.vm.info.name})`);
+    const g = readGpa('snpPvalidate', gpa);
+    return snpPvalidate(this, snp, g, argBool('snpPvalidate', 'validate', validate, true));
   }
 
   /**
@@ -102,26 +127,41 @@ export class Vcpu {
    * when the write #GPs. @kernel arch/x86/kvm/x86.c#kvm_set_cr0
    */
   setCr0(cr0: Cr0Arg): number {
-    return kvmSetCr0(this, cr0FromArg(this, cr0));
+    if (this.fdClosed) closedFd('KVM_SET_SREGS', this.fd);
+    return kvmSetCr0(this, cr0FromArg(this, readCr0Arg(cr0)));
   }
 
   /** WRMSR of an MTRR or PAT MSR; 0, or 1 when it #GPs. @kernel arch/x86/kvm/mtrr.c#kvm_mtrr_set_msr */
   setMsr(index: number, data: number | bigint): number {
-    return kvmMtrrSetMsr(this, index, data);
+    if (this.fdClosed) closedFd('KVM_SET_MSRS', this.fd);
+    const i = argInt('setMsr', 'index', index, 0, 0xffffffff);
+    return kvmMtrrSetMsr(this, i, argU64Big('setMsr', 'data', data));
   }
 
   /** RDMSR of an MTRR or PAT MSR. @kernel arch/x86/kvm/mtrr.c#kvm_mtrr_get_msr */
   getMsr(index: number): bigint {
-    return kvmMtrrGetMsr(this, index);
+    if (this.fdClosed) closedFd('KVM_GET_MSRS', this.fd);
+    return kvmMtrrGetMsr(this, argInt('getMsr', 'index', index, 0, 0xffffffff));
   }
 
   /** WRMSR(MTRRdefType): the default type, MTRRs enabled unless `enabled: false`, fixed ranges if `fixed`. */
   setMtrrDefType(type: number, opts: { enabled?: boolean; fixed?: boolean } = {}): number {
-    return this.setMsr(MSR_MTRRdefType, mtrrDefTypeValue(type, opts));
+    const t = argInt('setMtrrDefType', 'type', type, 0, 0xff);
+    const o = argOpts('setMtrrDefType', opts, ['enabled', 'fixed']);
+    const enabled = argBool('setMtrrDefType', 'enabled', o['enabled'], true);
+    const fixed = argBool('setMtrrDefType', 'fixed', o['fixed'], false);
+    return this.setMsr(MSR_MTRRdefType, mtrrDefTypeValue(t, { enabled, fixed }));
   }
 
   /** WRMSR of variable MTRR i (PhysBase, then PhysMask): [base, base + size) as `type`, or null to disable. */
   setMtrrVar(i: number, range: { base: number; size: number; type: number } | null): number {
+    argInt('setMtrrVar', 'i', i, 0, 7);
+    if (range !== null) {
+      const r = argOpts('setMtrrVar', range, ['base', 'size', 'type']);
+      argInt('setMtrrVar', 'base', r['base']);
+      argInt('setMtrrVar', 'size', r['size']);
+      argInt('setMtrrVar', 'type', r['type'], 0, 0xff);
+    }
     const [base, mask] = mtrrVarValues(this, range);
     return this.setMsr(MSR_MTRRphysBase0 + 2 * i, base) || this.setMsr(MSR_MTRRphysBase0 + 2 * i + 1, mask);
   }
@@ -131,8 +171,9 @@ export class Vcpu {
    * vcpu.access takes guest virtual addresses. @kernel arch/x86/kvm/x86.c#kvm_set_cr3
    */
   setCr3(gpa: number): void {
-    if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa % 4096)
-      throw new RangeError(`CR3 0x${gpa.toString(16)} is not a page-aligned gpa`);
+    if (this.fdClosed) closedFd('KVM_SET_SREGS', this.fd);
+    if (readGpa('setCr3', gpa) % 4096)
+      throw new RangeError(`setCr3: CR3 0x${gpa.toString(16)} is not a page-aligned gpa`);
     this.cr3 = gpa;
     (this.vm.mmu as { kvmMmuNewPgd?(v: Vcpu): void }).kvmMmuNewPgd?.(this);
   }
@@ -144,9 +185,12 @@ export class Vcpu {
    * thread would (host mm events, memslot updates): the race is_page_fault_stale exists for.
    */
   beginAccess(gpa: number, kind: AccessKind): { finish(): AccessResult } {
+    if (this.fdClosed) closedFd('KVM_RUN', this.fd);
+    const g = readGpa('beginAccess', gpa);
+    const k = readAccessKind('beginAccess', kind);
     const begin = this.vm.mmu.vcpuBeginAccess;
-    if (begin === undefined) throw new TypeError('stepwise faults are modelled for the TDP MMU only');
-    return begin.call(this.vm.mmu, this, gpa, kind);
+    if (begin === undefined) throw new TypeError('beginAccess: stepwise faults are modelled for the TDP MMU only');
+    return begin.call(this.vm.mmu, this, g, k);
   }
 
   /** kvm_make_request(KVM_REQ_TLB_FLUSH, vcpu) */
@@ -172,4 +216,19 @@ export class Vcpu {
       this.vm.cfg.profile === 'pvm-6.18' ? VCPU_STAT_NAMES_PVM : [],
     );
   }
+}
+
+function closedFd(syscall: string, fd: number): never {
+  throw new KvmError('EBADF', syscall, `vCPU fd ${fd} is closed`);
+}
+
+/** setCr0's argument: a u64 CR0 value, or `{ cd: boolean, nw?: boolean }`. */
+function readCr0Arg(v: unknown): Cr0Arg {
+  if (typeof v === 'number') return argInt('setCr0', 'cr0', v);
+  if (!isPlainObject(v))
+    throw new TypeError(`setCr0: cr0 must be a number or { cd, nw? } (got ${formatValue(v)})`);
+  const o = argOpts('setCr0', v, ['cd', 'nw']);
+  if (typeof o['cd'] !== 'boolean') throw new TypeError(`setCr0: cd must be a boolean (got ${formatValue(o['cd'])})`);
+  const nw = o['nw'] === undefined ? undefined : argBool('setCr0', 'nw', o['nw'], false);
+  return nw === undefined ? { cd: o['cd'] } : { cd: o['cd'], nw };
 }

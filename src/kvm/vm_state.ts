@@ -17,6 +17,7 @@ import type { Vcpu } from './vcpu.ts';
 import { KvmMemslots } from './memslots.ts';
 import { asGfn } from '../types/addr.ts';
 import { KvmError } from './kvm_error.ts';
+import { argInt, argOneOf, argOpts, formatValue } from './args.ts';
 import { RangeMap } from './range_map.ts';
 import { newModelVmCounters, newVmStats, type ModelVmCounterName } from './kvm_stats.ts';
 import { vmTypeInfo, type VmTypeInfo } from '../x86/vm_types.ts';
@@ -41,14 +42,10 @@ export interface VmOptions {
 
 /** Check createVm's model options (not a kernel argument: a bad one is a TypeError). */
 export function validateVmOptions(opts: unknown): asserts opts is VmOptions {
-  if (typeof opts !== 'object' || opts === null) throw new TypeError('createVm options must be an object');
-  for (const k of Object.keys(opts))
-    if (k !== 'zapDesign') throw new TypeError(`unknown createVm option '${k}' (known: zapDesign)`);
-  const d = (opts as VmOptions).zapDesign;
-  if (d !== undefined && d !== 'quirk' && d !== 'vm-type' && d !== 'slot-flag') {
-    throw new TypeError(`zapDesign must be 'quirk', 'vm-type' or 'slot-flag' (got '${String(d)}')`);
-  }
+  const o = argOpts('createVm', opts, ['zapDesign']);
+  if (o['zapDesign'] !== undefined) argOneOf('createVm', 'zapDesign', o['zapDesign'], ZAP_DESIGNS);
 }
+const ZAP_DESIGNS = ['quirk', 'vm-type', 'slot-flag'] as const;
 
 /** A recorded WARN_ON_ONCE / KVM_BUG_ON. */
 export interface KvmWarning {
@@ -95,6 +92,8 @@ export class VmState implements KvmArchMemslotHooks {
   readonly warnings: KvmWarning[] = [];
   /** kvm->vm_dead (set by KVM_BUG_ON or a TDX fatal error): every ioctl then fails with EIO. */
   dead = false;
+  /** The VM fd was closed: every ioctl on it is EBADF (the struct kvm lives on while vCPU fds hold it). */
+  fdClosed = false;
   bugged = false;
   readonly mmu: KvmMmuOps;
   /** Model hook: runs while a DELETE/MOVE has its INVALID slot published (a concurrent vCPU's view). */
@@ -145,7 +144,8 @@ export class VmState implements KvmArchMemslotHooks {
 
   activeMemslots(asId: number): KvmMemslots {
     const s = this.sets[asId];
-    if (s === undefined) throw new RangeError(`address space ${asId} does not exist (VM has ${this.nrAs})`);
+    if (s === undefined)
+      throw new RangeError(`memslots: address space ${formatValue(asId)} does not exist (VM has ${this.nrAs})`);
     return s[this.activeIdx[asId]!];
   }
   inactiveMemslots(asId: number): KvmMemslots {
@@ -157,12 +157,12 @@ export class VmState implements KvmArchMemslotHooks {
 
   /** Current generation of an address space's active memslot set. */
   memslotsGeneration(asId = 0): number {
-    return this.activeMemslots(asId).generation;
+    return this.activeMemslots(argInt('memslotsGeneration', 'asId', asId, 0, this.nrAs - 1)).generation;
   }
 
   /** The active slots of an address space in gfn order (inspection; not a kernel interface). */
   memslots(asId = 0): KvmMemorySlot[] {
-    return this.activeMemslots(asId).all();
+    return this.activeMemslots(argInt('memslots', 'asId', asId, 0, this.nrAs - 1)).all();
   }
 
   lookupFd(fd: number): ModelFile | undefined {
@@ -170,6 +170,7 @@ export class VmState implements KvmArchMemslotHooks {
   }
 
   checkAlive(syscall: string): void {
+    if (this.fdClosed) throw new KvmError('EBADF', syscall, `VM fd ${this.fd} is closed`);
     if (this.dead) throw new KvmError('EIO', syscall, 'the VM is dead (bugged or killed)');
   }
 

@@ -14,7 +14,8 @@
  * Simplifications: only CR0.CD/NW/PG/PE are checked; the rest of CR0 (and its MMU-role effects) is not
  * modelled.
  */
-import type { Vcpu } from '../kvm/vcpu.ts';
+import { Vcpu } from '../kvm/vcpu.ts';
+import { argBool, argInt, formatValue } from '../kvm/args.ts';
 import type { VmState } from '../kvm/vm_state.ts';
 import { kvmCheckHasQuirk } from './x86.ts';
 import { hasBug } from '../kvm/host_profile.ts';
@@ -102,7 +103,8 @@ export function kvmArchUnregisterNoncoherentDma(vm: VmState): void {
 
 /** The PAT type of entry `index` (0–7, selected by a guest PTE's PAT/PCD/PWT bits). */
 export function guestPatType(vcpu: Vcpu, index: number): number {
-  if (!Number.isInteger(index) || index < 0 || index > 7) throw new RangeError(`PAT index ${index}`);
+  if (!(vcpu instanceof Vcpu)) throw new TypeError(`guestPatType: vcpu must be a Vcpu (got ${formatValue(vcpu)})`);
+  argInt('guestPatType', 'index', index, 0, 7);
   return Number((vcpu.memtype.pat >> BigInt(index * 8)) & 7n);
 }
 
@@ -121,9 +123,13 @@ const EFFECTIVE: Record<number, readonly number[]> = {
  * with the guest PAT type (guest MTRRs play no part under EPT).
  */
 export function effectiveMemtype(eptType: number, ipat: boolean, patType: number): number {
+  argInt('effectiveMemtype', 'eptType', eptType, 0, 7);
+  if (typeof ipat !== 'boolean') argBool('effectiveMemtype', 'ipat', ipat, false);
+  argInt('effectiveMemtype', 'patType', patType, 0, 7);
   if (ipat) return eptType;
   const row = EFFECTIVE[eptType];
   const t = row?.[patType];
-  if (t === undefined || t < 0) throw new RangeError(`memory types EPT ${eptType} / PAT ${patType}`);
+  if (t === undefined || t < 0)
+    throw new RangeError(`effectiveMemtype: EPT type ${eptType} with PAT type ${patType} is a reserved combination`);
   return t;
 }

@@ -10,7 +10,7 @@ import type { AccessHit, AccessKind, AccessResult } from '../kvm/api_types.ts';
 
 export interface KvmMmuOps {
   /** A guest access by vcpu (the CPU's translation, then EPT violations/misconfigs into the fault path). */
-  vcpuAccess(vcpu: Vcpu, gpa: number, kind: AccessKind, opts: { private?: boolean }): AccessResult;
+  vcpuAccess(vcpu: Vcpu, gpa: number, kind: AccessKind, opts: { private?: boolean } | undefined): AccessResult;
   /**
    * The same access for the batched calls, with validated arguments and nothing allocated when it
    * completes: null, with what it reached written to `hit`; else the exit. Absent: the batch loops over

@@ -127,10 +127,11 @@ function kvmMtrrValid(vcpu: Vcpu, msr: number, d: bigint): boolean {
  * @kernel arch/x86/kvm/mtrr.c#kvm_mtrr_set_msr
  */
 export function kvmMtrrSetMsr(vcpu: Vcpu, msr: number, data: number | bigint): number {
+  const fn = 'setMsr';
   const d = BigInt(data);
-  if (d < 0n || d >= 1n << 64n) throw new RangeError(`MSR value ${String(data)} is not a u64`);
+  if (d < 0n || d >= 1n << 64n) throw new RangeError(`setMsr: MSR value ${String(data)} is not a u64`);
   if (msr !== MSR_IA32_CR_PAT && msr !== MSR_MTRRdefType && !isFixedMsr(msr) && !isVarMsr(msr))
-    throw new TypeError(`MSR 0x${msr.toString(16)} is not modelled (MTRRs and PAT only)`);
+    throw new TypeError(`${fn}: MSR 0x${msr.toString(16)} is not modelled (MTRRs and PAT only)`);
   if (!kvmMtrrValid(vcpu, msr, d)) return 1;
   const s = vcpu.memtype;
   if (msr === MSR_IA32_CR_PAT) s.pat = d;
@@ -149,6 +150,7 @@ export function kvmMtrrSetMsr(vcpu: Vcpu, msr: number, data: number | bigint): n
 
 /** RDMSR of an MTRR or PAT MSR (MTRRcap: 8 variable ranges, fixed ranges, WC). @kernel arch/x86/kvm/mtrr.c#kvm_mtrr_get_msr */
 export function kvmMtrrGetMsr(vcpu: Vcpu, msr: number): bigint {
+  const fn = 'getMsr';
   const s = vcpu.memtype;
   if (msr === MSR_MTRRcap) return BigInt(0x500 | KVM_NR_VAR_MTRR);
   if (msr === MSR_IA32_CR_PAT) return s.pat;
@@ -163,7 +165,7 @@ export function kvmMtrrGetMsr(vcpu: Vcpu, msr: number): bigint {
     const i = (msr - MSR_MTRRphysBase0) >> 1;
     return BigInt(msr & 1 ? s.varMask[i]! : s.varBase[i]!);
   }
-  throw new TypeError(`MSR 0x${msr.toString(16)} is not modelled (MTRRs and PAT only)`);
+  throw new TypeError(`${fn}: MSR 0x${msr.toString(16)} is not modelled (MTRRs and PAT only)`);
 }
 
 /** MTRRdefType for a default type, with MTRRs enabled (E) and optionally the fixed ranges (FE). */
@@ -188,9 +190,9 @@ export function mtrrVarValues(
     2 ** Math.round(Math.log2(size)) !== size ||
     size > 2 ** phys
   )
-    throw new RangeError(`MTRR size 0x${size.toString(16)} must be a power of two from 4 KiB`);
+    throw new RangeError(`setMtrrVar: size 0x${size.toString(16)} must be a power of two from 4 KiB`);
   if (!Number.isSafeInteger(base) || base < 0 || base % size !== 0 || base >= 2 ** phys)
-    throw new RangeError(`MTRR base 0x${base.toString(16)} must be aligned to its size`);
+    throw new RangeError(`setMtrrVar: base 0x${base.toString(16)} must be aligned to its size`);
   return [base + (type & 0xff), 2 ** phys - size + MTRR_PHYS_MASK_VALID];
 }
 

@@ -9,8 +9,9 @@
  * (KVM treats memory types as per-VM and uses the faulting vCPU's state); mirror (TDX private) roots
  * are skipped, their memory type is the TDX module's.
  */
-import type { VmState } from '../../kvm/vm_state.ts';
-import type { Vcpu } from '../../kvm/vcpu.ts';
+import { VmState } from '../../kvm/vm_state.ts';
+import { Vcpu } from '../../kvm/vcpu.ts';
+import { argInt, formatValue } from '../../kvm/args.ts';
 import type { X86Mmu } from './mmu.ts';
 import { TdpIter, tdpIterNext, tdpIterStart } from './tdp_iter.ts';
 import { isLastSpte, isShadowPresentPte, spteToPfn, VMX_EPT_IPAT_BIT, VMX_EPT_MT_MASK } from './spte.ts';
@@ -48,11 +49,16 @@ export interface MemtypeAudit {
 
 /** Decode an SPTE's memory-type bits. */
 export function decodeMtMask(mask: number): { memtype: number; ipat: boolean } {
+  argInt('decodeMtMask', 'mask', mask);
   return { memtype: (mask & VMX_EPT_MT_MASK) >>> 3, ipat: (mask & VMX_EPT_IPAT_BIT) !== 0 };
 }
 
 /** Compare every leaf's memory type with kvmMmuGetMtMask(vcpu, gfn) now. */
-export function auditSpteMemtypes(vm: VmState, vcpu: Vcpu | undefined = vm.vcpus[0]): MemtypeAudit {
+export function auditSpteMemtypes(vm: VmState, vcpuIn?: Vcpu): MemtypeAudit {
+  if (!(vm instanceof VmState)) throw new TypeError(`auditSpteMemtypes: vm must be a Vm (got ${formatValue(vm)})`);
+  if (vcpuIn !== undefined && !(vcpuIn instanceof Vcpu && vcpuIn.vm === vm))
+    throw new TypeError(`auditSpteMemtypes: vcpu must be a vCPU of vm (got ${formatValue(vcpuIn)})`);
+  const vcpu = vcpuIn ?? vm.vcpus[0];
   const out: MemtypeAudit = { leafs: 0, stale: 0, staleType: 0, staleInValidRoots: 0, entries: [] };
   const shadow = shadowMmuOf(vm);
   if (shadow !== null) {

@@ -405,7 +405,7 @@ export class ShadowMmu implements KvmMmuOps {
    * With shadow paging the guest runs on its own page tables and `addr` is a guest *virtual* address; on
    * an EPT host it is a guest physical address, as with the TDP MMU.
    */
-  vcpuAccess(vcpu: Vcpu, addr: number, kind: AccessKind, _opts: { private?: boolean }): AccessResult {
+  vcpuAccess(vcpu: Vcpu, addr: number, kind: AccessKind, _opts: { private?: boolean } | undefined): AccessResult {
     return this.tdpEnabled
       ? directVcpuAccess(this, vcpu, addr, kind)
       : shadowVcpuAccess(this, vcpu, addr, kind);
