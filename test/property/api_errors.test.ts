@@ -166,7 +166,7 @@ describe('closed fds are EBADF', () => {
     expect(kvmError(() => vm.createVcpu(1)).message).toBe('KVM_CREATE_VCPU: EBADF: VM fd 4 is closed');
     expect(kvmError(() => vm.createGuestMemfd({ size: 4096 })).code).toBe('EBADF');
     expect(kvmError(() => vm.enableCap({ cap: 213, args: [0x80] })).code).toBe('EBADF');
-    expect(kvmError(() => vm.checkExtension(uapi.KVM_CAP_USER_MEMORY)).code).toBe('EBADF');
+    expect(kvmError(() => vm.checkExtension(uapi.KVM_CAP.KVM_CAP_USER_MEMORY)).code).toBe('EBADF');
     expect(kvmError(() => vm.getDirtyLog(0)).code).toBe('EBADF');
     expect(vm.memslotsGeneration(0)).toBe(gen);
     expect(vm.memslots(0).length).toBe(1);
