@@ -23,51 +23,55 @@ import { registerConformance, registerHost } from './conformance_cmd.ts';
 import { registerRecord, registerReplay } from './replay_cmd.ts';
 import { registerSweep } from './sweep_cmd.ts';
 import { registerReport } from './report_cmd.ts';
+import { registerSchema } from './schema_cmd.ts';
+import { progress } from './progress.ts';
+import { EXIT, EXIT_HELP, exitCodeFor } from './exit_codes.ts';
+import { DEFAULT_MAX_STEPS } from '../scenario/limits.ts';
 
 // Each command loads what it needs when it runs (the model, the parser, the report code): `list`, `show`
 // and `--help` start without compiling or loading any of it.
 
 const tty = process.stdout.isTTY === true;
+// `zaplab schema | head`: a closed pipe ends the output, not the process with a stack trace.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
 const style: Style = { color: tty && !process.env['NO_COLOR'] };
 
 interface Common {
   json?: boolean;
   trace?: string;
   param?: string[];
+  maxSteps?: string;
 }
 
-function die(msg: string): never {
+function die(msg: string, code: number = EXIT.input): never {
   process.stderr.write(msg + '\n');
-  process.exit(2);
+  process.exit(code);
 }
 
 async function load(name: string, opts: Common): Promise<Scenario> {
   const params: Record<string, string> = {};
   for (const p of opts.param ?? []) {
     const m = /^([A-Za-z_][\w-]*)=(.+)$/.exec(p);
-    if (!m) die(`--param ${p}: expected name=value`);
+    if (!m) die(`-p ${p}: expected name=value`, EXIT.usage);
     params[m[1]!] = m[2]!;
   }
+  const maxSteps = opts.maxSteps === undefined ? DEFAULT_MAX_STEPS : Number(opts.maxSteps);
+  if (!Number.isSafeInteger(maxSteps) || maxSteps < 1)
+    die(`--max-steps ${opts.maxSteps}: expected a positive integer`, EXIT.usage);
   const { loadScenario } = await import('../scenario/library.ts');
-  const r = loadScenario(name, params);
+  const r = loadScenario(name, params, { maxSteps });
   if (!r.ok) die(r.error);
   return r.scenario;
 }
 
-async function bar(total: number, what: string): Promise<SingleBar | null> {
-  if (!process.stderr.isTTY) return null;
-  const { default: cliProgress } = await import('cli-progress');
-  const b = new cliProgress.SingleBar(
-    {
-      format: `${what} [{bar}] {value}/{total} {design}`,
-      stream: process.stderr,
-      clearOnComplete: true,
-      hideCursor: true,
-    },
-    cliProgress.Presets.shades_classic,
-  );
-  b.start(total, 0, { design: '' });
-  return b;
+/** Exit code of finished runs: 'error' verdicts are input errors; violations fail `check`. */
+function runsExitCode(runs: RunResult[], check: boolean): number {
+  if (runs.some((r) => r.verdict === 'error')) return EXIT.input;
+  if (check && runs.some((r) => r.verdict === 'violations')) return EXIT.violations;
+  return EXIT.ok;
 }
 
 function writeTrace(rec: TraceRecorder | undefined, file: string | undefined): void {
@@ -88,22 +92,20 @@ const newTrace = async (file: string | undefined): Promise<TraceRecorder | undef
 
 async function compareCmd(name: string, opts: Common & { audit?: string }, check: boolean): Promise<void> {
   const sc = await load(name, opts);
-  const [{ compareScenario }, { designsFor }, { formatCompare, formatViolations }] = await Promise.all([
+  const [{ compareScenario }, { formatCompare, formatViolations }] = await Promise.all([
     import('../scenario/runner.ts'),
-    import('../scenario/designs.ts'),
     import('../report/text.ts'),
   ]);
   const trace = await newTrace(opts.trace);
-  const n = designsFor(sc).allowed.length;
-  const b = await bar(n, check ? 'check' : 'compare');
+  const b = await progress(`${check ? 'check' : 'compare'} ${sc.name}`);
   const audit = (opts.audit ?? (check ? 'steps' : 'points')) as RunAudit;
   const { runs, skipped } = await compareScenario(sc, {
     audit,
     ...(trace ? { trace } : {}),
-    onDesign: (i, _n, id) => b?.update(i, { design: id }),
+    onDesign: (i, n, id) => b.design(i, n, id),
+    onStep: (done, total) => b.step(done, total),
   });
-  b?.update(n, { design: '' });
-  b?.stop();
+  b.stop();
   writeTrace(trace, opts.trace);
   if (opts.json)
     process.stdout.write(
@@ -113,16 +115,17 @@ async function compareCmd(name: string, opts: Common & { audit?: string }, check
     process.stdout.write(`${sc.name}: ${sc.description ?? ''}`.slice(0, 100) + '\n');
     process.stdout.write(formatCompare(runs, skipped, style));
   }
-  if (check) {
-    const bad = runs.filter((r) => r.verdict === 'violations');
-    if (!opts.json) for (const r of bad) process.stdout.write(formatViolations(r, style));
-    if (bad.length) process.exitCode = 1;
-  }
+  if (check && !opts.json)
+    for (const r of runs.filter((x) => x.verdict === 'violations')) process.stdout.write(formatViolations(r, style));
+  process.exitCode = runsExitCode(runs, check);
 }
 
 const program = new Command();
 program.name('zaplab').description('An executable model of the KVM x86 MMU memslot machinery');
 program.configureOutput({ outputError: (s, write) => write(s) });
+// Usage errors become EXIT.usage below (commander would exit 1, the code of "violations found").
+program.exitOverride();
+program.addHelpText('after', EXIT_HELP);
 
 /** off | points (named audit points) | steps (+ after every step) | full (+ after every access) */
 const AUDITS = ['off', 'points', 'steps', 'full'];
@@ -131,7 +134,11 @@ const withCommon = (c: Command): Command =>
   c
     .option('--json', 'machine-readable output')
     .option('--trace <file>', 'write a Chrome trace-event JSON (faults, zaps, flushes per vCPU; Perfetto)')
-    .option('-p, --param <name=value...>', 'override a scenario parameter');
+    .option('-p, --param <name=value...>', 'override a scenario parameter')
+    .option(
+      '--max-steps <n>',
+      `refuse a timeline that unrolls (repeats multiplied out) to more steps than this (default ${DEFAULT_MAX_STEPS.toLocaleString('en-US')})`,
+    );
 
 withCommon(
   program
@@ -149,19 +156,21 @@ withCommon(
       import('../report/text.ts'),
     ]);
     const trace = await newTrace(opts.trace);
-    const b = await bar(sc.timeline.length, 'run');
+    const b = await progress(`run ${sc.name}`);
+    b.design(0, 1, d.id);
     const r = await runScenario(sc, d, {
       audit: opts.audit,
       ...(trace ? { trace } : {}),
-      onProgress: (i) => b?.update(i),
+      onStep: (done, total) => b.step(done, total),
     });
-    b?.stop();
+    b.stop();
     writeTrace(trace, opts.trace);
     process.stdout.write(
       opts.json
         ? JSON.stringify(jsonRun(r), null, 2) + '\n'
         : formatRun(r, style) + formatViolations(r, style),
     );
+    process.exitCode = runsExitCode([r], false);
   });
 
 withCommon(
@@ -194,8 +203,16 @@ program
     const rows = libraryNames().map((n) => ({ name: n, description: describeFile(resolveScenario(n)!) }));
     if (opts.json) return void process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
     const w = Math.max(...rows.map((r) => r.name.length));
-    for (const r of rows) process.stdout.write(`${r.name.padEnd(w)}  ${r.description.slice(0, 98 - w)}\n`);
+    for (const r of rows) process.stdout.write(`${r.name.padEnd(w)}  ${wordCut(r.description, 98 - w)}\n`);
   });
+
+/** Cut a description at the last word boundary that fits `width` columns, marking the cut with '…'. */
+function wordCut(text: string, width: number): string {
+  if (text.length <= width) return text;
+  const cut = text.slice(0, width - 1);
+  const sp = cut.lastIndexOf(' ');
+  return (sp > width / 2 ? cut.slice(0, sp) : cut).replace(/[\s,;:(—-]+$/, '') + '…';
+}
 
 program
   .command('show')
@@ -244,5 +261,11 @@ registerReplay(program);
 registerRecord(program);
 registerSweep(program, style, die);
 registerReport(program, die);
+registerSchema(program);
 
-program.parseAsync().catch((e: unknown) => die(`zaplab: ${e instanceof Error ? e.message : String(e)}`));
+program.parseAsync().catch((e: unknown) => {
+  const code = exitCodeFor(e);
+  if (code !== EXIT.internal) process.exit(code);
+  const msg = e instanceof Error ? (e.stack ?? e.message) : String(e);
+  die(`zaplab: internal error (please report it with the command line): ${msg}`, code);
+});

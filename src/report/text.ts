@@ -36,7 +36,7 @@ function verdictText(st: Style, v: Verdict, violations: number): string {
 function table(head: string[], st: Style): Table.Table {
   return new Table({
     head: head.map((h) => paint(st, 'bold', h)),
-    style: { head: [], border: [], compact: true, 'padding-left': 1, 'padding-right': 0 },
+    style: { head: [], border: [], compact: true, 'padding-left': 1, 'padding-right': 1 },
     chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
   });
 }
@@ -102,14 +102,18 @@ export function formatCompare(runs: RunResult[], skipped: { id: string; why: str
   }
   const lines = [t.toString()];
   lines.push('modelled = counts × per-event costs (docs/cost-model.md), not a measurement');
+  const audits = [...new Set(runs.map((r) => r.audit))];
+  if (audits.length) lines.push(`verdict = invariant checks at audit level ${audits.map((a) => `'${a}'`).join(', ')} (${audits.map(auditMeaning).join('; ')})`);
   if (runs.some((r) => r.verdict === 'violations')) {
     lines.push('✗ N = N invariant violations (zaplab check <scenario> prints them with their steps)');
   }
   for (const s of skipped) lines.push(paint(st, 'dim', `not run: ${s.id} — ${s.why}`));
   const miss = runs[0]?.missing ?? [];
   if (miss.length) lines.push(paint(st, 'yellow', `model features not available yet: ${miss.join(', ')}`));
-  const errs = new Set(runs.flatMap((r) => r.errors.map((e) => `${r.design}: ${e}`)));
-  for (const e of [...errs].slice(0, 5)) lines.push(paint(st, 'yellow', `rejected ioctl: ${e}`));
+  const errs = [...new Set(runs.flatMap((r) => r.errors.map((e) => `${r.design}: ${e}`)))];
+  for (const e of errs.slice(0, 5)) lines.push(paint(st, 'red', `failed call: ${e}`));
+  if (errs.length > 5)
+    lines.push(paint(st, 'red', `… and ${errs.length - 5} more failed calls (zaplab run <scenario> -d <design> lists them)`));
   if (runs.every((r) => r.verdict === 'unchecked'))
     lines.push(
       paint(
@@ -119,6 +123,20 @@ export function formatCompare(runs: RunResult[], skipped: { id: string; why: str
       ),
     );
   return lines.join('\n') + '\n';
+}
+
+/** What an audit level checks, for the verdict legend. */
+function auditMeaning(a: string): string {
+  switch (a) {
+    case 'off':
+      return 'no checks';
+    case 'points':
+      return 'at named audit points and every access';
+    case 'steps':
+      return 'points, plus after every step';
+    default:
+      return 'steps, plus after every access';
+  }
 }
 
 /** One design's run: per-step counts, then the modelled cost breakdown with its sources. */
@@ -144,9 +162,10 @@ export function formatRun(r: RunResult, st: Style): string {
   const head = `${paint(st, 'bold', r.scenario)} under ${paint(st, 'bold', r.design)} (${r.describe})`;
   const out = [head, t.toString(), cost.toString()];
   out.push(
-    `total: ${fmtModelled(r.modelled.totalNs)} (modelled); verdict: ${verdictText(st, r.verdict, r.violations.length)}`,
+    `total: ${fmtModelled(r.modelled.totalNs)} (modelled); verdict: ${verdictText(st, r.verdict, r.violations.length)} (audit level '${r.audit}')`,
   );
-  for (const e of r.errors.slice(0, 10)) out.push(paint(st, 'yellow', `rejected ioctl: ${e}`));
+  for (const e of r.errors.slice(0, 10)) out.push(paint(st, 'red', `failed call: ${e}`));
+  if (r.errors.length > 10) out.push(paint(st, 'red', `… and ${r.errors.length - 10} more failed calls (--json lists them all)`));
   if (r.missing.length)
     out.push(paint(st, 'yellow', `model features not available yet: ${r.missing.join(', ')}`));
   return out.join('\n') + '\n';

@@ -3,15 +3,26 @@
  * Each file's header comment documents where its numbers come from. Model-only file.
  */
 import { readFileSync } from 'node:fs';
-import { parseScenario, type ParseResult } from './parse.ts';
+import { parseScenario, type ParseOptions, type ParseResult } from './parse.ts';
 import { libraryNames, resolveScenario } from './library_files.ts';
 
 export { LIBRARY_DIR, describeFile, libraryNames, resolveScenario } from './library_files.ts';
 
-export function loadScenario(nameOrPath: string, params: Record<string, string> = {}): ParseResult & { file?: string } {
+export function loadScenario(
+  nameOrPath: string,
+  params: Record<string, string> = {},
+  opts: ParseOptions = {},
+): ParseResult & { file?: string } {
   const file = resolveScenario(nameOrPath);
   if (file === null) {
     return { ok: false, error: `${nameOrPath}: no such scenario file or library name (library: ${libraryNames().join(', ')})` };
   }
-  return { ...parseScenario(readFileSync(file, 'utf8'), file, params), file };
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code === 'EISDIR' ? 'is a directory, not a scenario file' : `cannot be read (${(e as NodeJS.ErrnoException).code ?? 'error'})`;
+    return { ok: false, error: `${file}:1:1: ${why}` };
+  }
+  return { ...parseScenario(text, file, params, opts), file };
 }

@@ -3,6 +3,7 @@
  * Its own module so every schema file can use it without an import cycle. Model-only file.
  */
 import { z } from 'zod';
+import { ERRNO } from '../uapi/errno.ts';
 
 const SUFFIX: Record<string, number> = { K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
 
@@ -24,3 +25,12 @@ export const num = z.union([z.number(), z.string()]).transform((v, ctx): number 
   }
   return n;
 });
+
+/**
+ * A step's expected failure: the errno name its call must fail with (e.g. EEXIST). Without it, a call
+ * that fails makes the run's verdict 'error'.
+ */
+export const expectErrno = z
+  .enum(Object.keys(ERRNO) as [keyof typeof ERRNO])
+  .optional()
+  .describe("the errno the step's call must fail with (e.g. EEXIST); without it a failing call makes the run's verdict 'error'");

@@ -8,8 +8,14 @@
  * regions of one address space may overlap; duplicate slot ids).
  */
 import { LineCounter, parseDocument, isMap, isSeq, isPair, isScalar, type Node } from 'yaml';
-import type { z } from 'zod';
+import { toJSONSchema, type z } from 'zod';
+import { typeOf, type Json } from './json_schema.ts';
 import { scenarioSchema, STEP_SCHEMAS, STEP_KINDS, type Scenario, type Step, type StepKind } from './schema.ts';
+import { MAX_FRAMES_PER_MAPPING } from '../host/host_mm.ts';
+
+/** Bytes per frame of each backing, and the most one region may have (the host mappings start at 1 TiB and end at 2^47). */
+const FRAME_BYTES = { '4k': 4096, '2m': 2 ** 21, '1g': 2 ** 30, thp: 2 ** 21 } as const;
+const MAX_REGION_BYTES = 2 ** 47 - 2 ** 40;
 
 export type ParseResult = { ok: true; scenario: Scenario } | { ok: false; error: string };
 type Path = (string | number)[];
@@ -25,8 +31,21 @@ class ScenarioError extends Error {
   }
 }
 
+import { DEFAULT_MAX_STEPS } from './limits.ts';
+export { DEFAULT_MAX_STEPS };
+
+export interface ParseOptions {
+  /** refuse a timeline that unrolls to more leaf steps than this (default DEFAULT_MAX_STEPS) */
+  maxSteps?: number;
+}
+
 /** Parse and validate; `params` override the scenario's own `params` defaults. */
-export function parseScenario(text: string, file: string, params: Record<string, string> = {}): ParseResult {
+export function parseScenario(
+  text: string,
+  file: string,
+  params: Record<string, string> = {},
+  opts: ParseOptions = {},
+): ParseResult {
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   const where = (offset: number): string => {
@@ -37,17 +56,27 @@ export function parseScenario(text: string, file: string, params: Record<string,
     const e = doc.errors[0]!;
     return { ok: false, error: `${where(e.pos[0])}: YAML syntax: ${e.message.split('\n')[0]}` };
   }
+  const fromFlag = new Map<string, string>();
   try {
-    return { ok: true, scenario: validate(doc.toJS(), params) };
+    return { ok: true, scenario: validate(doc.toJS(), params, opts.maxSteps ?? DEFAULT_MAX_STEPS, fromFlag) };
   } catch (e) {
     if (!(e instanceof ScenarioError)) throw e;
     const node = nodeAt(doc.contents, e.path, e.atKey);
     const at = e.path.length ? e.path.join('.') : '(top level)';
-    return { ok: false, error: `${where(node?.range?.[0] ?? 0)}: ${at}: ${e.message}` };
+    const pos = `${where(node?.range?.[0] ?? 0)}: ${at}`;
+    // A value that came from --param: the flag is what to fix, the file only says where it was used.
+    const flag = [...fromFlag].find(([p]) => at === p || at.startsWith(`${p}.`));
+    if (flag) return { ok: false, error: `-p ${flag[1]}=${params[flag[1]]}: ${e.message} (used at ${pos})` };
+    return { ok: false, error: `${pos}: ${e.message}` };
   }
 }
 
-function validate(raw: unknown, overrides: Record<string, string>): Scenario {
+function validate(
+  raw: unknown,
+  overrides: Record<string, string>,
+  maxSteps: number,
+  fromFlag: Map<string, string>,
+): Scenario {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
     throw new ScenarioError([], 'expected a mapping with name, vms and timeline');
   const params: Record<string, Param> = {
@@ -57,25 +86,38 @@ function validate(raw: unknown, overrides: Record<string, string>): Scenario {
     if (!(k in params)) throw new ScenarioError(['params'], `unknown parameter '${k}' (has: ${Object.keys(params).join(', ') || 'none'})`);
     params[k] = /^\d+$/.test(v) ? Number(v) : v === 'true' ? true : v === 'false' ? false : v;
   }
-  const data = substitute(raw, params, []);
+  const data = substitute(raw, params, [], (path, name) => {
+    if (name in overrides) fromFlag.set(path.join('.'), name);
+  });
   const top = zodParse(scenarioSchema, data, []);
   const scenario = { ...top, timeline: steps(top.timeline, ['timeline']) } as Scenario;
+  checkStepCount(scenario.timeline, maxSteps);
   checkLayout(scenario);
   checkRefs(scenario, scenario.timeline, ['timeline'], declaredNames(scenario));
   return scenario;
 }
 
 /** Replace "$name" strings by parameter values (params itself is left alone). */
-function substitute(v: unknown, params: Record<string, Param>, path: Path): unknown {
+function substitute(
+  v: unknown,
+  params: Record<string, Param>,
+  path: Path,
+  used: (path: Path, name: string) => void,
+): unknown {
   if (typeof v === 'string' && v.startsWith('$')) {
     const p = params[v.slice(1)];
-    if (p === undefined) throw new ScenarioError(path, `unknown parameter ${v} (declare it under params)`);
+    if (p === undefined)
+      throw new ScenarioError(path, `unknown parameter ${v} (declared: ${Object.keys(params).join(', ') || 'none'})`);
+    used(path, v.slice(1));
     return p;
   }
-  if (Array.isArray(v)) return v.map((x, i) => substitute(x, params, [...path, i]));
+  if (Array.isArray(v)) return v.map((x, i) => substitute(x, params, [...path, i], used));
   if (typeof v === 'object' && v !== null) {
     return Object.fromEntries(
-      Object.entries(v).map(([k, x]) => [k, path.length === 0 && k === 'params' ? x : substitute(x, params, [...path, k])]),
+      Object.entries(v).map(([k, x]) => [
+        k,
+        path.length === 0 && k === 'params' ? x : substitute(x, params, [...path, k], used),
+      ]),
     );
   }
   return v;
@@ -86,14 +128,49 @@ function zodParse<T extends z.ZodType>(schema: T, data: unknown, base: Path): z.
   if (r.success) return r.data;
   const issue = r.error.issues[0]!;
   const path = [...base, ...(issue.path as Path)];
+  const json = jsonOf(schema);
   if (issue.code === 'unrecognized_keys') {
     const keys = issue.keys;
-    return fail([...path, keys[0]!], `unknown key '${keys[0]}'`, true);
+    const allowed = Object.keys((jsonAt(json, issue.path as Path)?.['properties'] ?? {}) as object);
+    return fail([...path, keys[0]!], `unknown key '${keys[0]}' (allowed: ${allowed.join(', ')})`, true);
   }
   const value = (issue.path as Path).reduce<unknown>((o, k) => (o as Record<string | number, unknown> | undefined)?.[k], data);
-  if (issue.code === 'invalid_type' && value === undefined)
-    return fail(path, `missing required field '${String(path.at(-1))}'`);
-  return fail(path, issue.message);
+  const field = jsonAt(json, issue.path as Path);
+  if ((issue.code === 'invalid_type' || issue.code === 'invalid_union') && value === undefined)
+    return fail(path, `missing required field '${String(path.at(-1))}' (${typeOf(field)})`);
+  // The schema's own message when it names what it wants (numbers, u64s); otherwise the expected type.
+  if (issue.code === 'custom' || field === undefined) return fail(path, issue.message);
+  return fail(path, `expected ${typeOf(field)}; got ${shortJson(value)}`);
+}
+
+const shortJson = (v: unknown): string => {
+  const t = JSON.stringify(v) ?? String(v);
+  return t.length > 60 ? `${t.slice(0, 59)}…` : t;
+};
+
+const jsonCache = new WeakMap<z.ZodType, Json>();
+function jsonOf(schema: z.ZodType): Json {
+  let j = jsonCache.get(schema);
+  if (j === undefined) jsonCache.set(schema, (j = toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as Json));
+  return j;
+}
+
+/** The JSON Schema node at a data path (through properties, items and union branches). */
+function jsonAt(node: Json | undefined, path: Path): Json | undefined {
+  for (const k of path) {
+    if (node === undefined) return undefined;
+    const branches = (node['anyOf'] as Json[] | undefined) ?? [node];
+    node = undefined;
+    for (const b of branches) {
+      const next =
+        typeof k === 'number' ? (b['items'] as Json | undefined) : ((b['properties'] as Record<string, Json> | undefined)?.[k] ?? (b['additionalProperties'] as Json | undefined));
+      if (next !== undefined && typeof next === 'object') {
+        node = next;
+        break;
+      }
+    }
+  }
+  return node;
 }
 
 function fail(path: Path, message: string, atKey = false): never {
@@ -118,6 +195,30 @@ function step(s: unknown, path: Path): Step {
   return parsed;
 }
 
+/** Leaf steps a list unrolls to (repeats multiplied out; Infinity past 2^53). */
+export function countSteps(list: Step[]): number {
+  let n = 0;
+  for (const s of list) n += 'repeat' in s ? s.repeat * countSteps(s.steps) : 1;
+  return n;
+}
+
+/** Refuse a timeline past the limit, pointing at the top-level step that contributes most. */
+function checkStepCount(timeline: Step[], maxSteps: number): void {
+  const total = countSteps(timeline);
+  if (total <= maxSteps) return;
+  let worst = 0;
+  timeline.forEach((s, i) => {
+    if (countSteps([s]) > countSteps([timeline[worst]!])) worst = i;
+  });
+  const n = countSteps([timeline[worst]!]);
+  fail(
+    ['timeline', worst],
+    `the timeline unrolls to ${fmtCount(total)} steps (this step: ${fmtCount(n)}), more than the limit of ${fmtCount(maxSteps)}; raise it with --max-steps if you mean it`,
+  );
+}
+
+const fmtCount = (n: number): string => (Number.isFinite(n) && n < 1e15 ? n.toLocaleString('en-US') : n.toExponential(2));
+
 /** Duplicate names and slot ids, and overlapping initially-present regions, are layout errors. */
 function checkLayout(sc: Scenario): void {
   sc.vms.forEach((vm, v) => {
@@ -129,6 +230,9 @@ function checkLayout(sc: Scenario): void {
       seen.set(r.name, i);
       if (r.size === 0 || r.size % 4096 !== 0) fail([...at, 'size'], `size must be a non-zero multiple of 4K (got 0x${r.size.toString(16)})`);
       if (r.gpa % 4096 !== 0) fail([...at, 'gpa'], `gpa must be 4K-aligned (got 0x${r.gpa.toString(16)})`);
+      const frames = r.size / FRAME_BYTES[r.backing ?? '4k'];
+      if (r.size > MAX_REGION_BYTES || frames > MAX_FRAMES_PER_MAPPING)
+        fail([...at, 'size'], `size 0x${r.size.toString(16)} is more than the model's host can map at ${r.backing ?? '4k'} backing (at most 0x${Math.min(MAX_REGION_BYTES, MAX_FRAMES_PER_MAPPING * FRAME_BYTES[r.backing ?? '4k']).toString(16)} bytes; a 2m, 1g or thp backing maps more)`);
       if (r.slot !== undefined) {
         const key = `${r.as ?? 0}:${r.slot}`;
         if (slots.has(key)) fail([...at, 'slot'], `slot ${r.slot} already used by region '${slots.get(key)}'`);

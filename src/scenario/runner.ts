@@ -8,11 +8,12 @@
  */
 import * as zaplab from '../index.ts';
 import { Kvm, KvmError, uapi, auditSpteMemtypes, type Vcpu } from '../index.ts';
-import type { Scenario, Step } from './schema.ts';
+import { STEP_KINDS, type Scenario, type Step } from './schema.ts';
 import { designsFor, kvmOptionsFor, vmTypeNumber, type DesignSpec } from './designs.ts';
 import { loadChecker, NoChecker, type AuditLevel, type CheckerLike, type Violation } from './checker_glue.ts';
 import { createRegion, execStep, type Derived, type ExecCtx, type RegionState, type VmCtx } from './steps.ts';
 import { newVfioCtx } from './steps_vfio.ts';
+import { countSteps } from './parse.ts';
 import { modelCost, type Modelled } from '../metrics/cost.ts';
 import type { TraceRecorder } from '../report/chrome_trace.ts';
 import type { KvmTraceSink } from '../kvm/kvm_trace.ts';
@@ -32,6 +33,8 @@ export interface StepResult {
 export interface RunResult {
   scenario: string;
   design: string;
+  /** the audit level the verdict was reached at */
+  audit: RunAudit;
   describe: string;
   verdict: Verdict;
   violations: Violation[];
@@ -50,6 +53,8 @@ export interface RunOptions {
   trace?: TraceRecorder;
   /** called after each top-level step with (done, total) */
   onProgress?: (done: number, total: number) => void;
+  /** called after each leaf step (repeats unrolled) with (done, total): progress inside a design */
+  onStep?: (done: number, total: number) => void;
 }
 
 /**
@@ -192,7 +197,7 @@ function diff(a: Counts, b: Counts): Counts {
 
 function stepLabel(s: Step, i: number): string {
   if (s.label) return s.label;
-  const kind = Object.keys(s).find((k) => k !== 'label' && k !== 'vm')!;
+  const kind = Object.keys(s).find((k) => (STEP_KINDS as string[]).includes(k))!;
   const v = (s as Record<string, unknown>)[kind];
   return `#${i + 1} ${kind}${typeof v === 'string' || typeof v === 'number' ? ' ' + String(v) : ''}`;
 }
@@ -205,7 +210,7 @@ export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOpt
   const vfio = newVfioCtx();
   const vcpus = sc.vms.reduce((n, v) => n + (v.vcpus ?? 1), 0);
   const failed = (why: string): RunResult => ({
-    scenario: sc.name, design: design.id, describe: design.describe, missing, errors: [why],
+    scenario: sc.name, design: design.id, audit, describe: design.describe, missing, errors: [why],
     verdict: missing.length ? 'missing-features' : 'error', violations: [], vcpus, steps: [], totals: {}, modelled: { totalNs: 0, rows: [] },
   });
   let kvm: Kvm;
@@ -228,15 +233,18 @@ export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOpt
     label: 'setup',
     iter: 0,
     vfio,
+    expectedSeen: 0,
   };
-  const base = { scenario: sc.name, design: design.id, describe: design.describe, missing, errors: x.errors };
+  const base = { scenario: sc.name, design: design.id, audit, describe: design.describe, missing, errors: x.errors };
   checker.setStep('setup');
   let vms: VmCtx[];
   try {
     vms = sc.vms.map((_, i) => buildVm(x, sc, i));
   } catch (e) {
-    if (!(e instanceof KvmError)) throw e;
-    return failed(`setup: ${e.code} ${e.message}`);
+    // a call the model rejects (KvmError) or a layout its host cannot map (mmap's RangeError)
+    if (e instanceof KvmError) return failed(`setup: ${e.code} ${e.message}`);
+    if (e instanceof RangeError || e instanceof TypeError) return failed(`setup: ${e.message}`);
+    throw e;
   }
   const marks = vms.map((c) => {
     if (!opts.trace) return () => {};
@@ -246,6 +254,8 @@ export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOpt
     return lane.mark;
   });
   const steps: StepResult[] = [];
+  const leafTotal = opts.onStep ? countSteps(sc.timeline) : 0;
+  let leafDone = 0;
   let before = snapshot(vms, x.derived);
   const setup = before;
   const run = (s: Step, label: string): void => {
@@ -261,8 +271,14 @@ export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOpt
     const c = s.vm === undefined ? vms[0]! : vms.find((v) => v.name === s.vm)!;
     x.label = label;
     checker.setStep(label);
+    x.expect = s.expect;
+    x.expectedSeen = 0;
     execStep(x, c, s);
+    if (s.expect !== undefined && x.expectedSeen === 0)
+      x.errors.push(`${label}: expected ${s.expect}, but no call of the step failed with it`);
+    x.expect = undefined;
     if (audit === 'steps') checker.auditPoint('postStep');
+    opts.onStep?.(++leafDone, leafTotal);
   };
   sc.timeline.forEach((s, i) => {
     const label = stepLabel(s, i);
@@ -278,7 +294,16 @@ export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOpt
   const totals = snapshot(vms, x.derived);
   if (usesMemtypes(sc)) Object.assign(totals, memtypeTotals(vms));
   steps.unshift({ label: 'setup', counts: diff({}, setup) });
-  const verdict: Verdict = missing.length ? 'missing-features' : checker.violations.length ? 'violations' : Checker ? 'ok' : 'unchecked';
+  // A call that failed without the step expecting it fails the run: the scenario did not do what it says.
+  const verdict: Verdict = missing.length
+    ? 'missing-features'
+    : checker.violations.length
+      ? 'violations'
+      : x.errors.length
+        ? 'error'
+        : Checker
+          ? 'ok'
+          : 'unchecked';
   return { ...base, verdict, violations: [...checker.violations], vcpus, steps, totals, modelled: modelCost(totals, vcpus) };
 }
 

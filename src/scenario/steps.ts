@@ -51,6 +51,24 @@ export interface ExecCtx {
   iter: number;
   /** VFIO devices, containers and IOMMU units by scenario name */
   vfio: VfioCtx;
+  /** the current step's `expect`: the errno its call is expected to fail with */
+  expect?: string | undefined;
+  /** calls of the current step that failed with the expected errno */
+  expectedSeen: number;
+}
+
+/**
+ * A call of the current step failed. With the errno the step `expect`s, that is the step's result;
+ * otherwise it is a run error (the run's verdict becomes 'error').
+ */
+export function callFailed(x: ExecCtx, e: KvmError): void {
+  if (x.expect === e.code) {
+    x.expectedSeen++;
+    bump(x.derived, 'ioctl_expected_errors');
+    return;
+  }
+  bump(x.derived, 'ioctl_errors');
+  x.errors.push(`${x.label}: ${e.code} ${e.message}${x.expect ? ` (the step expects ${x.expect})` : ''}`);
 }
 
 const bump = (d: Derived, k: string, n = 1): void => {
@@ -76,7 +94,7 @@ function memslotCall(
   change: string,
   arg: Parameters<Vm['setUserMemoryRegion2']>[0],
   npages: number,
-): void {
+): boolean {
   const m = c.vm.model;
   const zapped0 = m.sptes_zapped_4k + m.sptes_zapped_2m + m.sptes_zapped_1g + m.sptes_zapped_nonleaf;
   const all0 = m.memslot_zap_all_fast;
@@ -86,9 +104,8 @@ function memslotCall(
     bump(x.derived, `ioctl_${change}`);
   } catch (e) {
     if (!(e instanceof KvmError)) throw e;
-    bump(x.derived, 'ioctl_errors');
-    x.errors.push(`${x.label}: ${e.code} ${e.message}`);
-    return;
+    callFailed(x, e);
+    return false;
   }
   const zapped = m.sptes_zapped_4k + m.sptes_zapped_2m + m.sptes_zapped_1g + m.sptes_zapped_nonleaf - zapped0;
   bump(
@@ -99,6 +116,7 @@ function memslotCall(
   // Without the TDP MMU, the precise path looks every gfn of the slot up in the shadow-page hash.
   if (m.memslot_zap_precise > precise0 && !x.tdpMmu) bump(x.derived, 'hash_walk_gfns', npages);
   x.checker.auditPoint('memslot');
+  return true;
 }
 
 function slotArg(
@@ -119,8 +137,7 @@ function slotArg(
 }
 
 export function createRegion(x: ExecCtx, c: VmCtx, r: RegionState): void {
-  memslotCall(x, c, 'create', slotArg(r, x.design, r.decl.size), r.decl.size / PAGE);
-  r.present = true;
+  if (memslotCall(x, c, 'create', slotArg(r, x.design, r.decl.size), r.decl.size / PAGE)) r.present = true;
 }
 
 /** Execute one leaf step (repeats are unrolled by the runner). */
@@ -172,8 +189,7 @@ export function execStep(x: ExecCtx, c: VmCtx, s: Exclude<Step, { repeat: unknow
     const r = reg(s.move);
     const from = r.gpa;
     r.gpa = s.to;
-    memslotCall(x, c, 'move', slotArg(r, x.design, r.decl.size), r.decl.size / PAGE);
-    if (x.errors.length && x.errors.at(-1)!.startsWith(x.label)) r.gpa = from;
+    if (!memslotCall(x, c, 'move', slotArg(r, x.design, r.decl.size), r.decl.size / PAGE)) r.gpa = from;
     return;
   }
   if ('flags' in s) {
@@ -181,7 +197,8 @@ export function execStep(x: ExecCtx, c: VmCtx, s: Exclude<Step, { repeat: unknow
     if (s.logDirty !== undefined) r.logDirty = s.logDirty;
     if (s.readonly !== undefined) r.readonly = s.readonly;
     if (s.guestMemfd !== undefined) r.gmemFlag = s.guestMemfd;
-    return memslotCall(x, c, 'flags', slotArg(r, x.design, r.decl.size), r.decl.size / PAGE);
+    memslotCall(x, c, 'flags', slotArg(r, x.design, r.decl.size), r.decl.size / PAGE);
+    return;
   }
   if ('memslot' in s) {
     const m = s.memslot;
@@ -193,7 +210,8 @@ export function execStep(x: ExecCtx, c: VmCtx, s: Exclude<Step, { repeat: unknow
     const slot = ((m.as ?? 0) << 16) | (m.slot + (m.each?.slot ?? 0) * k);
     const gpa = m.gpa + (m.each?.gpa ?? 0) * k;
     const arg = { slot, flags, guestPhysAddr: gpa, memorySize: m.size, userspaceAddr: m.size ? base : 0 };
-    return memslotCall(x, c, m.size === 0 ? 'delete' : 'create', arg, m.size / PAGE);
+    memslotCall(x, c, m.size === 0 ? 'delete' : 'create', arg, m.size / PAGE);
+    return;
   }
   if ('access' in s) return accessPattern(x, c, s.access);
   if ('host' in s) return hostEvent(x, c, s.host, s.racingFault);
@@ -231,8 +249,7 @@ function guard(x: ExecCtx, f: () => void): void {
     f();
   } catch (e) {
     if (!(e instanceof KvmError)) throw e;
-    bump(x.derived, 'ioctl_errors');
-    x.errors.push(`${x.label}: ${e.code} ${e.message}`);
+    callFailed(x, e);
   }
 }
 

@@ -8,7 +8,7 @@
  */
 import { KvmError, auditSpteMemtypes, uapiVfio, type Vcpu, type VfioContainer, type VfioDevice, type IommuUnit, type KvmVfioDevice } from '../index.ts';
 import type { Step } from './schema.ts';
-import type { ExecCtx, RegionState, VmCtx } from './steps.ts';
+import { callFailed, type ExecCtx, type RegionState, type VmCtx } from './steps.ts';
 
 const PAGE = 4096;
 const MSR_IA32_CR_PAT = 0x277;
@@ -48,8 +48,7 @@ function call(x: ExecCtx, what: string, f: () => void): boolean {
     return true;
   } catch (e) {
     if (!(e instanceof KvmError)) throw e;
-    bump(x, 'ioctl_errors');
-    x.errors.push(`${x.label}: ${e.code} ${e.message}`);
+    callFailed(x, e);
     return false;
   }
 }

@@ -25,11 +25,13 @@ describe('scenario format errors', () => {
   });
   it('wrong type, at the value', () => {
     expect(err(base('timeline:\n  - create: 5\n'))).toBe(
-      'bad.yaml:7:13: timeline.0.create: Invalid input: expected string, received number',
+      'bad.yaml:7:13: timeline.0.create: expected string; got 5',
     );
   });
   it('unknown key, at the key', () => {
-    expect(err(base('timeline:\n  - delete: ram\n    colour: red\n'))).toBe("bad.yaml:8:5: timeline.0.colour: unknown key 'colour'");
+    expect(err(base('timeline:\n  - delete: ram\n    colour: red\n'))).toBe(
+      "bad.yaml:8:5: timeline.0.colour: unknown key 'colour' (allowed: label, vm, expect, delete, whileInvalid, whileLockDropped)",
+    );
   });
   it('unknown step kind lists the kinds', () => {
     expect(err(base('timeline:\n  - explode: ram\n'))).toMatch(/^bad\.yaml:7:5: timeline\.0: unknown step \(keys: explode\); expected exactly one of: create, delete/);
