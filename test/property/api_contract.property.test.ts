@@ -385,6 +385,7 @@ const INTERNAL = new Set([
   'HostMm.findVma',
   'HostMm.hvaToPfn',
   'HostMm.pfnAt',
+  'HostMm.mappingLevelAt',
   'HostMm.changePages',
   'Vcpu.asId',
   'Vcpu.requestTlbFlush',
