@@ -10,7 +10,8 @@
  */
 import { GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP } from '../uapi/kvm.ts';
 import { KVM_X86_VALID_QUIRKS } from '../uapi/kvm_x86.ts';
-import { formatValue } from './args.ts';
+import { formatValue, isPlainObject } from './args.ts';
+import { kvmOptionChecks, validateKvmOptions } from './kvm_options.ts';
 
 /** The guest_memfd creation flags 6.18 knows (MMAP, INIT_SHARED); earlier kernels took none. */
 const GMEM_FLAGS_6_18 = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
@@ -194,14 +195,13 @@ const PROFILES: Record<HostConfig['profile'], Omit<HostConfig, 'profile'>> = {
   },
 };
 
-const KEYS = new Set<string>(['profile', ...Object.keys(PROFILES['upstream-6.18'])]);
+const OPTION_CHECKS = kvmOptionChecks(Object.keys(PROFILES), KERNEL_VERSIONS);
 
 /** Resolve options into a complete, validated host configuration. Throws TypeError on bad options. */
 export function resolveHostConfig(opts: KvmOptions = {}): HostConfig {
-  if (typeof opts !== 'object' || opts === null) throw new TypeError('Kvm: options must be an object');
-  for (const k of Object.keys(opts)) {
-    if (!KEYS.has(k)) throw new TypeError(`Kvm: unknown option '${k}' (known: ${[...KEYS].join(', ')})`);
-  }
+  const raw: unknown = opts;
+  if (!isPlainObject(raw)) throw new TypeError(`Kvm: options must be an object (got ${formatValue(raw)})`);
+  validateKvmOptions(raw, OPTION_CHECKS);
   const profile = opts.profile ?? 'upstream-6.18';
   const base = typeof profile === 'string' && Object.hasOwn(PROFILES, profile) ? PROFILES[profile] : undefined;
   if (!base) throw new TypeError(`Kvm: unknown profile ${formatValue(profile)} (known: ${Object.keys(PROFILES).join(', ')})`);
@@ -231,16 +231,16 @@ export function resolveHostConfig(opts: KvmOptions = {}): HostConfig {
  * request for them is a contradiction.
  */
 function resolveGuestMemfd(cfg: { -readonly [K in keyof HostConfig]: HostConfig[K] }, opts: KvmOptions): void {
-  if (typeof cfg.guestMemfd !== 'boolean') throw new TypeError(`guestMemfd must be a boolean, got ${typeof cfg.guestMemfd}`);
+  if (typeof cfg.guestMemfd !== 'boolean') throw new TypeError(`Kvm: guestMemfd must be a boolean, got ${typeof cfg.guestMemfd}`);
   if (opts.guestMemfdFlags === undefined) cfg.guestMemfdFlags = cfg.guestMemfd && cfg.kernel >= '6.18' ? GMEM_FLAGS_6_18 : 0;
   const f = cfg.guestMemfdFlags;
   if (!Number.isInteger(f) || f < 0 || (f & ~GMEM_FLAGS_6_18) !== 0)
-    throw new TypeError(`guestMemfdFlags must be a subset of 0x${GMEM_FLAGS_6_18.toString(16)} (MMAP | INIT_SHARED), got ${String(f)}`);
+    throw new TypeError(`Kvm: guestMemfdFlags must be a subset of 0x${GMEM_FLAGS_6_18.toString(16)} (MMAP | INIT_SHARED), got ${String(f)}`);
   if (cfg.guestMemfd) return;
-  if (f !== 0) throw new TypeError('guestMemfdFlags needs guestMemfd: a kernel without guest_memfd reports no flags');
+  if (f !== 0) throw new TypeError('Kvm: guestMemfdFlags needs guestMemfd: a kernel without guest_memfd reports no flags');
   if (opts.vmTypes === undefined) cfg.vmTypes &= ~PRIVATE_MEM_VM_TYPES;
   else if (cfg.vmTypes & PRIVATE_MEM_VM_TYPES)
-    throw new TypeError('vmTypes SW_PROTECTED, SNP and TDX need guestMemfd (their Kconfig selects KVM_GUEST_MEMFD)');
+    throw new TypeError('Kvm: vmTypes SW_PROTECTED, SNP and TDX need guestMemfd (their Kconfig selects KVM_GUEST_MEMFD)');
 }
 
 function resolveBugs(bugs: unknown): readonly BugName[] {

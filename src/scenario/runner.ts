@@ -218,7 +218,7 @@ export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOpt
     kvm = buildKvm(sc, vfio.units);
   } catch (e) {
     // a host configuration the model refuses (e.g. cdToggleZap without honorGuestMtrrs, an unknown bug)
-    if (!(e instanceof TypeError || e instanceof KvmError)) throw e;
+    if (!(e instanceof TypeError || e instanceof RangeError || e instanceof KvmError)) throw e;
     return failed(`host: ${e.message}`);
   }
   const checker: CheckerLike = Checker ? new Checker(kvm, { audit: audit === 'steps' ? 'points' : audit }) : new NoChecker();

@@ -5,6 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Kvm, KvmError, uapi } from '../../src/index.ts';
+import { resolveHostConfig, KERNEL_VERSIONS } from '../../src/kvm/host_profile.ts';
+import { kvmOptionChecks } from '../../src/kvm/kvm_options.ts';
 
 const MiB = 1 << 20;
 
@@ -189,5 +191,32 @@ describe('closed fds are EBADF', () => {
     expect(kvmError(() => kvm.createVm(0)).message).toBe('KVM_CREATE_VM: EBADF: /dev/kvm fd 3 is closed');
     expect(kvmError(() => kvm.checkExtension(1)).code).toBe('EBADF');
     expect(vcpu.access(0x1000, 'read').exit).toBe('none');
+  });
+});
+
+describe('new Kvm(options) validates every option', () => {
+  const msg = (o: unknown) => {
+    const e = thrown(() => new Kvm(o as never)) as Error;
+    return `${e.constructor.name}: ${e.message}`;
+  };
+  it('the issue-17 reproducers', () => {
+    expect(msg({ kernel: '5.4' })).toBe(`TypeError: Kvm: kernel must be one of '6.12', '6.15', '6.17', '6.18', '6.19' (got "5.4")`);
+    expect(msg({ maxVcpus: NaN })).toBe('RangeError: Kvm: maxVcpus must be an integer in [1, 65536] (got NaN)');
+    expect(msg({ supportedQuirks: 'x' })).toBe('TypeError: Kvm: supportedQuirks must be an integer in [0, 4294967295] (got "x")');
+    expect(msg({ tdp: 'no' })).toBe('TypeError: Kvm: tdp must be a boolean (got "no")');
+    expect(msg({ userAddrLimit: -1 })).toBe('RangeError: Kvm: userAddrLimit must be an integer in [4096, 140737488355328] (got -1)');
+    expect(msg({ userAddrLimit: 0x7ffffffff001 })).toBe('RangeError: Kvm: userAddrLimit must be page aligned (got 140737488351233)');
+    expect(msg({ vmTypes: 1n })).toBe('TypeError: Kvm: vmTypes must be an integer in [0, 63] (got 1n)');
+    expect(msg({ profile: Object.create(null) })).toBe("TypeError: Kvm: profile must be one of 'upstream-6.18', 'pvm-6.18' (got an object)");
+    expect(msg({ speed: 1 })).toMatch(/^TypeError: Kvm: unknown option 'speed' \(known: profile, kernel, /);
+    expect(msg(null)).toBe('TypeError: Kvm: options must be an object (got null)');
+  });
+  it('every option of the resolved configuration has a check (a new option must get one)', () => {
+    const keys = Object.keys(resolveHostConfig({})).sort();
+    expect(Object.keys(kvmOptionChecks(['upstream-6.18', 'pvm-6.18'], KERNEL_VERSIONS)).sort()).toEqual(keys);
+  });
+  it('valid options still resolve: the pvm profile and explicit values', () => {
+    const k = new Kvm({ profile: 'pvm-6.18', kernel: '6.19', maxVcpus: 8, userAddrLimit: 0x7ffffffff000 });
+    expect([k.cfg.tdp, k.cfg.kernel, k.cfg.maxVcpus, k.cfg.gmemFlagsFix]).toEqual([false, '6.19', 8, true]);
   });
 });
