@@ -18,19 +18,19 @@ import {
   type AccessKind,
   type AccessResult,
 } from './api_types.ts';
+import { argOpts, formatValue, readAccessKind } from './args.ts';
 
 const GPA_LIMIT = 2 ** 52;
 const EXIT_CODE: Record<string, number> = Object.fromEntries(ACCESS_EXITS.map((e, i) => [e, i]));
 
-function checkKind(kind: unknown): asserts kind is AccessKind {
-  if (kind !== 'read' && kind !== 'write' && kind !== 'exec')
-    throw new TypeError(`access kind must be read, write or exec (got ${String(kind)})`);
+function checkKind(kind: unknown, what: string): asserts kind is AccessKind {
+  readAccessKind(what, kind);
 }
 
 function checkOptions(opts: AccessBatchOptions, n: number, what: string): void {
-  if (typeof opts !== 'object' || opts === null) throw new TypeError(`${what}: options must be an object`);
+  argOpts(what, opts, ['private', 'stride', 'onResult', 'out']);
   if (opts.private !== undefined && typeof opts.private !== 'boolean')
-    throw new TypeError(`${what}: private must be a boolean (got ${String(opts.private)})`);
+    throw new TypeError(`${what}: private must be a boolean (got ${formatValue(opts.private)})`);
   if (opts.onResult !== undefined && typeof opts.onResult !== 'function')
     throw new TypeError(`${what}: onResult must be a function`);
   const out = opts.out;
@@ -55,16 +55,16 @@ export function accessRange(
   kind: AccessKind,
   opts: AccessBatchOptions = {},
 ): AccessBatchResult {
-  checkKind(kind);
+  checkKind(kind, 'accessRange');
   if (!Number.isSafeInteger(count) || count < 0)
-    throw new RangeError(`accessRange: count must be a non-negative integer (got ${String(count)})`);
+    throw new RangeError(`accessRange: count must be a non-negative integer (got ${formatValue(count)})`);
   checkOptions(opts, count, 'accessRange');
   const stride = opts.stride ?? 4096;
   if (!Number.isSafeInteger(stride) || stride <= 0)
-    throw new RangeError(`accessRange: stride must be a positive integer (got ${String(stride)})`);
+    throw new RangeError(`accessRange: stride must be a positive integer (got ${formatValue(stride)})`);
   if (!isGpa(gpa) || (count > 0 && !isGpa(gpa + (count - 1) * stride)))
     throw new RangeError(
-      `accessRange: [${String(gpa)}, +${String(count)} × ${stride}) is not a range of guest physical addresses`,
+      `accessRange: [${formatValue(gpa)}, +${count} × ${stride}) is not a range of guest physical addresses`,
     );
   return run(vcpu, null, gpa, stride, count, kind, opts);
 }
@@ -76,12 +76,12 @@ export function accessList(
   kind: AccessKind,
   opts: AccessBatchOptions = {},
 ): AccessBatchResult {
-  checkKind(kind);
+  checkKind(kind, 'accessList');
   if (typeof gpas !== 'object' || gpas === null || !Number.isSafeInteger(gpas.length))
     throw new TypeError('accessList: gpas must be an array or typed array of guest physical addresses');
   const n = gpas.length;
   for (let i = 0; i < n; i++)
-    if (!isGpa(gpas[i])) throw new RangeError(`accessList: gpas[${i}] = ${String(gpas[i])} is not a guest physical address`);
+    if (!isGpa(gpas[i])) throw new RangeError(`accessList: gpas[${i}] = ${formatValue(gpas[i])} is not a guest physical address`);
   checkOptions(opts, n, 'accessList');
   return run(vcpu, gpas, 0, 0, n, kind, opts);
 }

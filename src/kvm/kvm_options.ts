@@ -56,7 +56,7 @@ export function kvmOptionChecks(profiles: readonly string[], kernels: readonly s
 /** Check each given option (undefined = not given) against its check. */
 export function validateKvmOptions(opts: Record<string, unknown>, checks: Record<string, Check>): void {
   for (const k of Object.keys(opts)) {
-    const check = checks[k];
+    const check = Object.hasOwn(checks, k) ? checks[k] : undefined;
     if (check === undefined)
       throw new TypeError(`Kvm: unknown option '${k}' (known: ${Object.keys(checks).join(', ')})`);
     if (opts[k] !== undefined) check(k, opts[k]);

@@ -92,11 +92,13 @@ export class Vcpu {
    * access's exit/pfn/level/memtype go to `opts.out` typed arrays and `opts.onResult` if given.
    */
   accessRange(gpa: number, count: number, kind: AccessKind, opts?: AccessBatchOptions): AccessBatchResult {
+    if (this.fdClosed) closedFd('KVM_RUN', this.fd);
     return accessRange(this, gpa, count, kind, opts);
   }
 
   /** One access per entry of gpas, in order, in one call: as accessRange. */
   accessList(gpas: ArrayLike<number>, kind: AccessKind, opts?: AccessBatchOptions): AccessBatchResult {
+    if (this.fdClosed) closedFd('KVM_RUN', this.fd);
     return accessList(this, gpas, kind, opts);
   }
 

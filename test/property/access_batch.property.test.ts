@@ -149,7 +149,7 @@ describe('batched access: argument checks (nothing runs on a bad call)', () => {
   it('rejects a bad kind, count, stride, gpa, list entry or output array, before any access', () => {
     const { m, v } = setup();
     const bad: [() => unknown, RegExp][] = [
-      [() => v.accessRange(0, 4, 'fetch' as AccessKind), /access kind must be read, write or exec \(got fetch\)/],
+      [() => v.accessRange(0, 4, 'fetch' as AccessKind), /accessRange: kind must be 'read', 'write' or 'exec' \(got "fetch"\)/],
       [() => v.accessRange(0, -1, 'read'), /count must be a non-negative integer \(got -1\)/],
       [() => v.accessRange(0, 1.5, 'read'), /count must be a non-negative integer \(got 1.5\)/],
       [() => v.accessRange(0, 4, 'read', { stride: 0 }), /stride must be a positive integer \(got 0\)/],

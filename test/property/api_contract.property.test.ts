@@ -281,6 +281,16 @@ const ENTRY_POINTS: Record<string, EntryPoint> = {
     call: (f, a) => f.vcpu.access(a[0] as never, a[1] as never, a[2] as never),
     valid: () => [0x2000, 'write', { private: false }],
   },
+  'Vcpu.accessRange': {
+    fn: 'accessRange',
+    call: (f, a) => f.vcpu.accessRange(a[0] as never, a[1] as never, a[2] as never, a[3] as never),
+    valid: () => [0x2000, 4, 'write', { stride: 4096, private: false }],
+  },
+  'Vcpu.accessList': {
+    fn: 'accessList',
+    call: (f, a) => f.vcpu.accessList(a[0] as never, a[1] as never, a[2] as never),
+    valid: () => [[0x2000, 0x5000], 'read', { out: { exit: new Uint8Array(2) } }],
+  },
   'Vcpu.beginAccess': {
     fn: 'beginAccess',
     call: (f, a) => f.vcpu.beginAccess(a[0] as never, a[1] as never).finish(),
