@@ -182,6 +182,26 @@ describe('CLI', () => {
     expect(huge.stdout).toContain("verdict: error (audit level 'points')");
     expect(huge.stdout).toContain('failed call: setup: EINVAL KVM_CREATE_VCPU: EINVAL: already 1024 vCPUs (KVM_MAX_VCPUS)');
   }, 60000);
+  it('compare --audit steps and check agree verdict by verdict, and both name the level', () => {
+    const f = 'test/scenarios/fixtures/bugs/precise-zap-no-flush.yaml';
+    const verdicts = (out: string) =>
+      (JSON.parse(out) as { runs: { design: string; verdict: string; audit: string }[] }).runs.map(
+        (r) => `${r.design}:${r.verdict}@${r.audit}`,
+      );
+    const cmp = cli('compare', f, '--audit', 'steps', '--json');
+    const chk = cli('check', f, '--json');
+    expect(cmp.status).toBe(EXIT.ok);
+    expect(chk.status).toBe(EXIT.violations);
+    expect(verdicts(chk.stdout)).toEqual(verdicts(cmp.stdout));
+    expect(verdicts(chk.stdout)).toEqual([
+      'quirk:ok@steps',
+      'quirk-off:violations@steps',
+      'vm-type:ok@steps',
+      'slot-flag:ok@steps',
+      'slot-flag+leafs:violations@steps',
+    ]);
+    expect(cli('compare', f).stdout).toContain("verdict = invariant checks at audit level 'points'");
+  }, 120000);
   it('internal errors are 70, usage errors 64, help 0', () => {
     expect(exitCodeFor(new CommanderError(1, 'commander.unknownOption', 'x'))).toBe(64);
     expect(exitCodeFor(new CommanderError(0, 'commander.helpDisplayed', 'x'))).toBe(0);
