@@ -80,7 +80,7 @@ export function shadowEnterGuest(mmu: ShadowMmu, vcpu: Vcpu): ShadowPage {
 /** The guest's access at CPL3 to gva. */
 export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: AccessKind): AccessResult {
   if (!Number.isSafeInteger(gva) || gva < 0 || gva >= 2 ** 48)
-    throw new RangeError(`gva ${String(gva)} is not a 48-bit guest virtual address`);
+    throw new RangeError(`access: gva ${String(gva)} is not a 48-bit guest virtual address (shadow paging: the guest runs on its own page tables)`);
   if (kind !== 'read' && kind !== 'write' && kind !== 'exec')
     throw new TypeError(`access kind must be read, write or exec (got ${String(kind)})`);
   const vm = mmu.vm;
