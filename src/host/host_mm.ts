@@ -24,10 +24,11 @@ const FRAME_PAGES: Record<Backing, number> = { '4k': 1, '2m': 512, '1g': 262144,
 const BACKINGS: readonly Backing[] = ['4k', '2m', '1g', 'thp'];
 const PAGE = 4096;
 /**
- * The most frames one mapping may have: its frame table is a Float64Array, so 4K-backed mappings stop
- * at 256 GiB (hugetlb and THP backings reach the 128 TiB address space). A model limit, not mm's.
+ * The most frames one mapping may have: its frame table is a Float64Array (8 bytes a frame), so 4K-backed
+ * mappings stop at 1 TiB, a 2 GiB table (hugetlb and THP backings reach the 128 TiB address space). A
+ * model limit, not mm's.
  */
-export const MAX_FRAMES_PER_MAPPING = 2 ** 26;
+export const MAX_FRAMES_PER_MAPPING = 2 ** 28;
 
 export type MmuNotifierEvent =
   'unmap' | 'protection' | 'migrate' | 'thp_split' | 'thp_collapse' | 'swap' | 'ksm' | 'clear';

@@ -114,8 +114,8 @@ describe('a bad value is reported, never converted (issue 17 reproducers)', () =
     expect(t(() => kvm.host.mmap(4096, { backing: '3m' as never }))).toBe(
       "TypeError: mmap: backing must be one of '4k', '2m', '1g', 'thp' (got \"3m\")",
     );
-    expect(t(() => kvm.host.mmap(2 ** 40))).toBe(
-      "RangeError: mmap: length 0x10000000000 at 4k backing is more than 67108864 frames (the model's limit per mapping; use a 2m, 1g or thp backing)",
+    expect(t(() => kvm.host.mmap(2 ** 41))).toBe(
+      "RangeError: mmap: length 0x20000000000 at 4k backing is more than 268435456 frames (the model's limit per mapping; use a 2m, 1g or thp backing)",
     );
   });
 });

@@ -106,7 +106,7 @@ describe('errors name what is allowed', () => {
       '-p ws=abc: expected a non-negative integer, hex ("0x…") or size ("64K", "2M", "4G"); got "abc" (used at s.yaml:7:40: timeline.0.access.workingSet)',
     );
     expect(err(doc('  - audit: x\n', '  - regions:\n      - { name: ram, gpa: 0, size: 0x4000000000000 }\n'))).toBe(
-      "s.yaml:4:36: vms.0.regions.0.size: size 0x4000000000000 is more than the model's host can map at 4k backing (at most 0x4000000000 bytes; a 2m, 1g or thp backing maps more)",
+      "s.yaml:4:36: vms.0.regions.0.size: size 0x4000000000000 is more than the model's host can map at 4k backing (at most 0x10000000000 bytes; a 2m, 1g or thp backing maps more)",
     );
     const r = loadScenario(ROOT + 'docs');
     expect(r).toEqual({ ok: false, error: `${ROOT}docs:1:1: is a directory, not a scenario file` });
