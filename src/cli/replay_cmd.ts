@@ -7,14 +7,19 @@
  */
 import { Option, type Command } from 'commander';
 import { FORMATS, loadInputs, type Format } from '../replay/load.ts';
-import { mergeStreams } from '../replay/merge.ts';
-import { replayEvents } from '../replay/replay.ts';
-import { formatReplay, replayJson } from '../replay/format.ts';
 import { TraceFormatError, type Source } from '../replay/events.ts';
-import { record } from '../replay/record.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Scenario } from '../scenario/schema.ts';
+
+// The replay engine (the model, the runner, the report) and the recorder load when their command runs,
+// not when the CLI starts: `zaplab list` stays quick.
+const loadReplay = async () => ({
+  ...(await import('../replay/merge.ts')),
+  ...(await import('../replay/replay.ts')),
+  ...(await import('../replay/format.ts')),
+});
+const loadRecord = () => import('../replay/record.ts');
 
 interface Opts {
   format?: string;
@@ -83,6 +88,7 @@ export function registerReplay(program: Command): void {
       if (opts.profile) host.profile = opts.profile;
       if (opts.kernel) host.kernel = opts.kernel as NonNullable<Scenario['host']>['kernel'];
       if (opts.tdpMmu === false) host.tdpMmu = false;
+      const { mergeStreams, replayEvents, formatReplay, replayJson } = await loadReplay();
       let merged;
       try {
         merged = mergeStreams(loaded.streams, { offsetUs: offsets(opts.offset) });
@@ -113,6 +119,7 @@ export function registerRecord(program: Command): void {
     .option('-t, --seconds <n>', 'stop the VMM after this many seconds', '10')
     .action(async (argv: string[], opts: { out: string; seconds: string }) => {
       if (existsSync(join(opts.out, 'bundle.json'))) fail(`${opts.out}: already holds a bundle (bundle.json); choose another --out`);
+      const { record } = await loadRecord();
       try {
         const meta = await record({ argv, out: opts.out, seconds: int(opts.seconds, '--seconds'), log: (s) => process.stderr.write(s + '\n') });
         process.stdout.write(`${opts.out}: ${meta.files.map((f) => f.file).join(', ')}, bundle.json (host ${meta.host.profile ?? 'unprobed'})\nreplay: zaplab replay ${opts.out}\n`);

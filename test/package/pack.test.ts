@@ -96,6 +96,34 @@ describe('the packed tarball', () => {
     expect(shown).toBe(readFileSync(resolveScenario('firmware-boot')!, 'utf8'));
   });
 
+  it('zaplab list and show load no model code (each command imports what it needs when it runs)', () => {
+    // A resolve hook logs every module the CLI loads; `list` and `show` must not reach the model, the
+    // scenario runner or parser, the checker, the report code, the conformance cases or the replay engine.
+    writeFileSync(
+      join(dir, 'hooks.mjs'),
+      `import { appendFileSync } from 'node:fs';
+export async function resolve(s, c, next) {
+  const r = await next(s, c);
+  if (r.url.startsWith('file:')) appendFileSync(process.env.ZAPLAB_LOADLOG, r.url + '\\n');
+  return r;
+}`,
+    );
+    writeFileSync(join(dir, 'register.mjs'), `import { register } from 'node:module'; register('./hooks.mjs', import.meta.url);`);
+    const heavy = /\/dist\/(kvm|x86|host|iommu|check|report|conformance|backends|replay\/replay|sweep|explore)\/|\/dist\/scenario\/(runner|parse|steps)|\/node_modules\/(yaml|zod|cli-table3|cli-progress)\//;
+    for (const args of [['list'], ['show', 'tdx-boot'], ['--help']]) {
+      const log = join(dir, `load-${args[0]}.log`);
+      execFileSync(process.execPath, ['--import', './register.mjs', 'node_modules/zaplab/dist/cli/main.js', ...args], {
+        cwd: dir,
+        env: { ...process.env, ZAPLAB_LOADLOG: log },
+        stdio: 'ignore',
+      });
+      const loaded = readFileSync(log, 'utf8').trim().split('\n');
+      expect(loaded.some((u) => u.endsWith('/dist/cli/main.js'))).toBe(true);
+      // (the design table behind --design's choices reads the host profiles: data, no model code)
+      expect(loaded.filter((u) => heavy.test(u) && !u.endsWith('/dist/kvm/host_profile.js'))).toEqual([]);
+    }
+  });
+
   it("the shipped .d.ts types a consumer's TypeScript (nodenext)", () => {
     writeFileSync(
       join(dir, 'consumer.mts'),
