@@ -27,6 +27,7 @@ import { registerSchema } from './schema_cmd.ts';
 import { progress } from './progress.ts';
 import { EXIT, EXIT_HELP, exitCodeFor } from './exit_codes.ts';
 import { DEFAULT_MAX_STEPS } from '../scenario/limits.ts';
+import { registerExplore } from './explore_cmd.ts';
 
 // Each command loads what it needs when it runs (the model, the parser, the report code): `list`, `show`
 // and `--help` start without compiling or loading any of it.
@@ -262,6 +263,7 @@ registerRecord(program);
 registerSweep(program, style, die);
 registerReport(program, die);
 registerSchema(program);
+registerExplore(program);
 
 program.parseAsync().catch((e: unknown) => {
   const code = exitCodeFor(e);

@@ -31,6 +31,8 @@ export interface SetMemslotVm extends DirtyLogVm {
   kvmArchFreeMemslot(slot: KvmMemorySlot): void;
   /** Called while the INVALID copy of a slot being deleted/moved is published (after the flush). */
   onInvalidWindow?: ((slot: KvmMemorySlot) => void) | undefined;
+  /** Stepping hook: the waits of kvm_swap_active_memslots (see VmState.onMemslotsWait). */
+  onMemslotsWait?: ((what: 'mn-invalidate' | 'srcu') => void) | undefined;
 }
 
 /** @kernel virt/kvm/kvm_main.c#kvm_swap_active_memslots */
@@ -39,7 +41,9 @@ export function kvmSwapActiveMemslots(vm: SetMemslotVm, asId: number): void {
   const gen = vm.activeMemslots(asId).generation;
   slots.generation = gen;
   slots.updateInProgress = true;
-  // The kernel waits here for in-flight MMU-notifier invalidations; a sequential model cannot wait.
+  // The kernel waits here for in-flight MMU-notifier invalidations (a scheduler runs them to their end
+  // in the stepping hook); a sequential model cannot wait.
+  vm.onMemslotsWait?.('mn-invalidate');
   if (vm.mnActiveInvalidateCount !== 0) {
     throw new KvmError(
       'EBUSY',
@@ -48,6 +52,9 @@ export function kvmSwapActiveMemslots(vm: SetMemslotVm, asId: number): void {
     );
   }
   vm.flipActive(asId);
+  // synchronize_srcu_expedited(&kvm->srcu): vCPUs still inside a read section that began before the
+  // new set was published finish with the old one first.
+  vm.onMemslotsWait?.('srcu');
   // Generations of one address space step by the number of address spaces, so they stay unique.
   const newGen = gen + vm.nrAs;
   vm.hooks.kvmArchMemslotsUpdated(asId, newGen);

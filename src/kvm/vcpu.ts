@@ -195,6 +195,17 @@ export class Vcpu {
     return begin.call(this.vm.mmu, this, g, k);
   }
 
+  /**
+   * The explorer's stepping hook: one attempt at an access, stopped where the kernel lets other threads
+   * in. `result` is set when no fault was needed; otherwise `finish()` runs the locked half of the fault
+   * and returns the exit, or null when the guest re-executes the instruction (then call again). Null
+   * where the MMU does not model it (the shadow MMU: use access()).
+   */
+  accessStep(gpa: number, kind: AccessKind): { result: AccessResult | null; finish(): AccessResult | null } | null {
+    const step = this.vm.mmu.vcpuAccessStep;
+    return step === undefined ? null : step.call(this.vm.mmu, this, gpa, kind);
+  }
+
   /** kvm_make_request(KVM_REQ_TLB_FLUSH, vcpu) */
   requestTlbFlush(): void {
     this.requests |= KVM_REQ_TLB_FLUSH;

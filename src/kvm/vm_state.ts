@@ -103,6 +103,19 @@ export class VmState implements KvmArchMemslotHooks {
    * concurrent vCPU's or notifier's view of the half-done zap). Unset, the model never yields there.
    */
   onMmuLockDrop: (() => void) | undefined = undefined;
+  /**
+   * Stepping hook (explore/): asked at each resched point of a memslot flush while onMmuLockDrop is set,
+   * "does anyone contend for mmu_lock here?" (need_resched / rwlock_needbreak). false = the loop goes on
+   * without dropping the lock (and without the flush that only a yield forces). Unset = always yield.
+   */
+  mmuLockContended: (() => boolean) | undefined = undefined;
+  /**
+   * Stepping hook (explore/): the two waits in kvm_swap_active_memslots — 'mn-invalidate' before the
+   * swap (for mn_active_invalidate_count to drop) and 'srcu' after publishing the new set
+   * (synchronize_srcu: vCPUs that may still use the old set finish first). A scheduler runs other
+   * threads there. Unset = no wait (the sequential model has no other thread).
+   */
+  onMemslotsWait: ((what: 'mn-invalidate' | 'srcu') => void) | undefined = undefined;
   get hooks(): KvmArchMemslotHooks {
     return this;
   }
@@ -254,6 +267,7 @@ export class VmState implements KvmArchMemslotHooks {
   mmuLockYield(flush: boolean, flushOnYield: boolean): boolean {
     const party = this.onMmuLockDrop;
     if (party === undefined) return flush;
+    if (this.mmuLockContended !== undefined && !this.mmuLockContended()) return flush;
     this.onMmuLockDrop = undefined;
     if (flush && flushOnYield) {
       this.flushRemoteTlbs();

@@ -124,7 +124,7 @@ function hash(s: string): number {
 }
 
 /** The host: profile, kernel and memtype options, bug switches; IOMMU units and snoop scope for VFIO. */
-function buildKvm(sc: Scenario, units: Map<string, zaplab.IommuUnit>): Kvm {
+export function buildKvm(sc: Scenario, units: Map<string, zaplab.IommuUnit>): Kvm {
   const h = sc.host ?? {};
   const kvm = new Kvm(kvmOptionsFor(sc));
   if (h.snoopScope !== undefined || h.iommus?.length) {
@@ -141,7 +141,7 @@ function usesMemtypes(sc: Scenario): boolean {
   return sc.host?.honorGuestMtrrs === true || has(sc.timeline);
 }
 
-function buildVm(x: ExecCtx, sc: Scenario, i: number): VmCtx {
+export function buildVm(x: ExecCtx, sc: Scenario, i: number): VmCtx {
   const decl = sc.vms[i]!;
   const vm = x.kvm.createVm(vmTypeNumber(decl.type), { zapDesign: x.design.zapDesign });
   if (x.design.disableSlotZapAll) {

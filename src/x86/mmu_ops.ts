@@ -25,6 +25,12 @@ export interface KvmMmuOps {
   ): AccessResult | null;
   /** A fault stopped after it got its pfn, before mmu_lock (for races); absent where not modelled. */
   vcpuBeginAccess?(vcpu: Vcpu, gpa: number, kind: AccessKind): { finish(): AccessResult };
+  /** An access stopped where the kernel lets others in (explore/); absent where not modelled. */
+  vcpuAccessStep?(
+    vcpu: Vcpu,
+    gpa: number,
+    kind: AccessKind,
+  ): { result: AccessResult | null; finish(): AccessResult | null };
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_all_fast */
   kvmMmuZapAllFast(): void;
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_memslot */

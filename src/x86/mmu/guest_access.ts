@@ -332,3 +332,49 @@ export function beginFault(
   };
   return { fault, r, finish };
 }
+
+/** One guest access driven step by step (see beginAccessStep). */
+export interface AccessStep {
+  /** the access's result when it needed no fault (TLB or EPT hit, emulated MMIO, dead VM) */
+  result: AccessResult | null;
+  /** phases 3–4 of the fault: the exit, or null when the guest simply re-executes the instruction */
+  finish(): AccessResult | null;
+}
+
+/**
+ * The explorer's stepping hook for a guest access: VM entry and the CPU's translation; on an EPT
+ * violation, the fault (fast_page_fault, else phases 1–2: pfn obtained, mmu_lock not yet taken). The
+ * same functions as vcpuAccess, stopped where the kernel lets other threads in; the retry loop is the
+ * caller's (each re-execution is a new AccessStep).
+ */
+export function beginAccessStep(mmu: X86Mmu, vcpu: Vcpu, gpa: number, kind: AccessKind): AccessStep {
+  if (mmu.vm.dead) {
+    const dead: AccessResult = { exit: 'vm_dead', gpa, reason: 'the VM is dead (KVM_BUG_ON or a fatal TDX error)' };
+    return { result: dead, finish: () => dead };
+  }
+  const c = { ...classify(mmu, gpa, undefined) };
+  const write = kind === 'write';
+  vcpuEnterGuest(mmu, vcpu);
+  const t = translate(mmu, vcpu, c, write);
+  const hit: AccessResult | null =
+    t === null
+      ? { exit: 'none', pfn: accessHit.pfn, level: accessHit.level, memtype: accessHit.memtype }
+      : t !== MISS
+        ? t
+        : handleEptMisconfig(mmu, vcpu, c, gpa, write);
+  if (hit !== null) return { result: hit, finish: () => hit };
+  vcpu.stats.exits++;
+  vcpu.stats.pf_taken++;
+  if (mmu.trace)
+    mmu.trace({ name: 'kvm_page_fault', vcpuId: vcpu.vcpuId, gpa, errorCode: write ? 2 : kind === 'exec' ? 4 : 1 });
+  const fault = newPageFault(gpa, c.gfn, write, kind === 'exec', c.isPrivate);
+  const fast = fastPageFault(mmu, vcpu, c, fault);
+  const r = fast ?? kvmMmuFaultinPfn(mmu, vcpu, fault);
+  return {
+    result: null,
+    finish: () => {
+      const r2 = fast === null && r === RET_PF_CONTINUE ? kvmTdpMmuPageFaultLocked(mmu, vcpu, fault) : r;
+      return finishFault(mmu, vcpu, fault, r2, gpa, c);
+    },
+  };
+}

@@ -44,7 +44,7 @@ import { kvmMmuMaxMappingLevel } from './page_fault.ts';
 import { tdpRootRole, ROLE_INVALID } from './mmu_internal.ts';
 import { MMIO_SPTE_GEN_MASK } from './spte.ts';
 import type { KvmTraceSink } from '../../kvm/kvm_trace.ts';
-import { accessHit, beginFault, vcpuAccess, vcpuAccessCore, type AccessOptions } from './guest_access.ts';
+import { accessHit, beginAccessStep, beginFault, vcpuAccess, vcpuAccessCore, type AccessOptions, type AccessStep } from './guest_access.ts';
 import { tdxVmInit } from '../tdx.ts';
 import { snpVmInit } from '../sev.ts';
 import type { AccessHit, AccessKind, AccessResult } from '../../kvm/api_types.ts';
@@ -119,6 +119,11 @@ export class X86Mmu implements KvmMmuOps {
   /** A fault that has its pfn and has not yet taken mmu_lock: see guest_access.ts#beginFault. */
   vcpuBeginAccess(vcpu: Vcpu, gpa: number, kind: AccessKind): { finish(): AccessResult } {
     return beginFault(this, vcpu, gpa, kind);
+  }
+
+  /** A guest access driven step by step: see guest_access.ts#beginAccessStep. */
+  vcpuAccessStep(vcpu: Vcpu, gpa: number, kind: AccessKind): AccessStep {
+    return beginAccessStep(this, vcpu, gpa, kind);
   }
 
   /** The guest touches gpa: see guest_access.ts. */
