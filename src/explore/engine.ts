@@ -174,7 +174,7 @@ export class Execution {
     this.checker = new Checker(this.kvm, { audit: 'points', traceDepth: opts.traceSteps ? 4096 : 24, maxViolations: Infinity });
     this.x = {
       kvm: this.kvm, design, checker: this.checker, derived: {}, seeded: () => Math.random,
-      tdpMmu: this.kvm.cfg.tdpMmu, errors: [], label: 'setup', iter: 0, vfio,
+      tdpMmu: this.kvm.cfg.tdpMmu, errors: [], label: 'setup', iter: 0, vfio, expectedSeen: 0,
     };
     this.c = buildVm(this.x, sc, 0);
     this.vm = this.c.vm;
