@@ -251,7 +251,9 @@ function installHooks(ex: Execution, op: { kind: string; lo: number; hi: number;
       return;
     }
     op.swaps++;
-    if (op.swaps === 1 && (op.kind === 'DELETE' || op.kind === 'MOVE')) ex.window = { lo: op.lo, hi: op.hi, phase: 'unflushed' };
+    const invalid = op.kind === 'DELETE' || op.kind === 'MOVE';
+    if (op.swaps === 1 && invalid) ex.window = { lo: op.lo, hi: op.hi, phase: 'unflushed' };
+    else ex.window = { lo: op.lo, hi: op.hi, phase: 'committing' };
     const readers = ex.actors.filter((a) => a.srcu !== 0).map((a) => [a, a.srcu] as const);
     ex.suspend({
       fn: 'synchronize_srcu_expedited',
@@ -261,8 +263,9 @@ function installHooks(ex: Execution, op: { kind: string; lo: number; hi: number;
     });
   };
   vm.mmuLockContended = () => ex.contended('memslot flush');
+  const zapAll0 = ex.vm.model.memslot_zap_all_fast;
   const party = (): void => {
-    if (ex.window !== null) ex.window.phase = 'dropped';
+    if (ex.window !== null) ex.window.phase = ex.vm.model.memslot_zap_all_fast > zapAll0 ? 'zapping-all' : 'dropped';
     ex.suspend({ fn: 'cond_resched_rwlock_write', what: 'retakes mmu_lock, continues the zap', fp: () => GLOBAL });
     vm.onMmuLockDrop = party;
   };
