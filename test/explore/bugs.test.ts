@@ -61,4 +61,18 @@ describe('explore finds the historical bugs on library configurations', () => {
     ]);
     expect([v.gfn, v.step]).toEqual([5, 3]);
   });
+
+  it('PCT (random mode) finds it too, reproducibly from its seed; without the bug every run is clean', () => {
+    const pct = { runs: 40, depth: 2, seed: 3 };
+    const a = exploreConfig(withBug('notifier-vs-fault', 'fault-no-seq-recheck'), { designs: ['quirk'], pct }).designs[0]!;
+    const b = exploreConfig(withBug('notifier-vs-fault', 'fault-no-seq-recheck'), { designs: ['quirk'], pct }).designs[0]!;
+    expect(a.violation?.invariant).toBe('INV-PFN-001');
+    expect([a.stats.violating, a.stats.complete]).toEqual([b.stats.violating, b.stats.complete]);
+    // seed 3: 2 of the 40 runs hit the race (a depth-2 bug: one priority change at the right step)
+    expect([a.stats.violating, a.stats.complete]).toEqual([2, 38]);
+    const clean = loadExploreConfig('notifier-vs-fault');
+    if (!clean.ok) throw new Error(clean.error);
+    const c = exploreConfig(clean.config, { designs: ['quirk'], pct }).designs[0]!;
+    expect([c.stats.complete, c.stats.violating, c.violation]).toEqual([40, 0, null]);
+  });
 });
