@@ -176,8 +176,10 @@ export class Execution {
     const sc = cfg.scenario;
     const vfio = newVfioCtx();
     this.kvm = buildKvm(sc, vfio.units);
-    // audits at the points the engine names (every step); the trace ring feeds violation reports
-    this.checker = new Checker(this.kvm, { audit: 'points', traceDepth: opts.traceSteps ? 4096 : 24, maxViolations: Infinity });
+    // audits at the points the engine names (every step); the trace ring feeds violation reports, so
+    // only recorded runs (replays of a violating schedule) keep one
+    const traceDepth = opts.traceSteps ? 4096 : opts.record ? 24 : 0;
+    this.checker = new Checker(this.kvm, { audit: 'points', traceDepth, maxViolations: Infinity });
     this.x = {
       kvm: this.kvm, design, checker: this.checker, derived: {}, seeded: () => Math.random,
       tdpMmu: this.kvm.cfg.tdpMmu, errors: [], label: 'setup', iter: 0, vfio, expectedSeen: 0,

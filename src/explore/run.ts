@@ -111,7 +111,7 @@ function describeViolation(cfg: ExploreConfig, id: string, schedule: number[], v
     step: v.step,
     schedule,
     steps: again.records,
-    trace: v.trace,
+    trace: again.violation!.trace,
   };
   if (v.gfn !== undefined) out.gfn = v.gfn;
   if (v.pfn !== undefined) out.pfn = v.pfn;
