@@ -75,6 +75,8 @@ describe('sweep JSON → zaplab report (CLI)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'zaplab-report-'));
     const s = cli('sweep', 'memory-hotplug', '-p', 'ramSet=1..256*4', '-p', 'dimms=4', '-p', 'unplug=2', '--design', 'quirk,quirk-off', '--workers', '2', '--json');
     expect(s.stderr).toContain('sweep: 10 runs on 2 workers');
+    // no TTY: one plain line per finished run, in completion order
+    expect(s.stderr.split('\n').filter((l) => /^\[\d+\/10\] ramSet=\d+ dimms=4 unplug=2 quirk(-off)?: ok, [\d,]+ zapped, [\d,]+ refaults, .* modelled$/.test(l)).length).toBe(10);
     expect(s.status).toBe(0);
     const json = join(dir, 'sweep.json');
     writeFileSync(json, s.stdout);
