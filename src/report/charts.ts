@@ -51,6 +51,11 @@ export function scaleFor(values: readonly number[]): 'linear' | 'log' | 'symlog'
   return pos.length === values.length ? 'log' : 'symlog';
 }
 
+/** A Vega expression: 1073741824 → "1G" (binary suffixes, as the -p spec was typed). */
+export const SIZE_LABEL = ['T', 'G', 'M', 'K']
+  .map((u, i) => `datum.value >= ${2 ** (40 - 10 * i)} ? format(datum.value / ${2 ** (40 - 10 * i)}, '~g') + '${u}' : `)
+  .join('') + "format(datum.value, '~g')";
+
 const safeId = (s: string): string => s.replace(/[^A-Za-z0-9_-]+/g, '_');
 
 function row(p: SweepPoint, axes: ParamAxis[]): Record<string, unknown> {
@@ -100,8 +105,10 @@ function sweepChart(doc: ReportDoc, axis: ParamAxis, m: Metric): Chart {
     r['others'] = others.map((a) => `${a.name}=${String(p.params[a.name])}`).join(' ');
     return r;
   });
+  // ticks at the swept values; sizes typed with a suffix (1G..1T) labelled as sizes, not byte counts
+  const ticks = { values: axis.values, ...(/\d[KMGT]/i.test(axis.spec) ? { labelExpr: SIZE_LABEL } : {}) };
   const x = axis.numeric
-    ? { field: axis.name, type: 'quantitative', scale: { type: scaleFor(axis.values as number[]) === 'linear' ? 'linear' : 'log', base: 2 }, title: axis.name }
+    ? { field: axis.name, type: 'quantitative', scale: { type: scaleFor(axis.values as number[]) === 'linear' ? 'linear' : 'log', base: 2 }, axis: ticks, title: axis.name }
     : { field: axis.name, type: 'ordinal', sort: axis.values, title: axis.name };
   if (axis.numeric && scaleFor(axis.values as number[]) === 'linear') delete (x.scale as Record<string, unknown>)['base'];
   const y = { field: m.key, type: 'quantitative', title: m.axis, scale: { type: scaleFor(values.map((v) => v[m.key] as number)) } };

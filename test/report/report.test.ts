@@ -128,6 +128,20 @@ describe('replay --json → report', () => {
   });
 });
 
+describe('size axes', () => {
+  it('ticks sit at the swept values and sizes read as 1G … 1T in the rendered SVG', async () => {
+    const G = 2 ** 30;
+    const values = [G, 4 * G, 16 * G, 64 * G, 256 * G, 1024 * G];
+    const points = values.map((v, i) => ({ point: i, params: { touched: v }, design: 'quirk', verdict: 'ok', violations: 0, modelledNs: 1e6 * (i + 1), sptesZapped: i, refaults: i, tlbFlushIpis: 0 }));
+    const doc = { kind: 'sweep', scenario: 'x', axes: [{ name: 'touched', spec: '1G..1T*4', values, texts: [], numeric: true }], points, costRows: [], costs: {}, meta: [] };
+    const chart = chartsFor(doc as unknown as Parameters<typeof chartsFor>[0])[0]!;
+    const svg = await chartToSvg(chart);
+    const labels = [...svg.matchAll(/<text[^>]*>([^<]*)<\/text>/g)].map((m) => m[1]);
+    for (const l of ['1G', '4G', '16G', '64G', '256G', '1T']) expect(labels).toContain(l);
+    expect(labels.filter((l) => /\d,\d{3},\d{3}/.test(l!))).toEqual([]); // no byte counts as tick labels
+  });
+});
+
 describe('series', () => {
   it('designs with identical results share one series', () => {
     const p = (point: number, design: string, modelledNs: number) =>
