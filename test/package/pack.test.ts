@@ -119,8 +119,10 @@ export async function resolve(s, c, next) {
       });
       const loaded = readFileSync(log, 'utf8').trim().split('\n');
       expect(loaded.some((u) => u.endsWith('/dist/cli/main.js'))).toBe(true);
-      // (the design table behind --design's choices reads the host profiles: data, no model code)
-      expect(loaded.filter((u) => heavy.test(u) && !u.endsWith('/dist/kvm/host_profile.js'))).toEqual([]);
+      // (the design table behind --design's choices reads the host profiles: data plus the option
+      // validators they are checked with, no model code)
+      const profileData = /\/dist\/kvm\/(host_profile|kvm_options|args|kvm_error)\.js$/;
+      expect(loaded.filter((u) => heavy.test(u) && !profileData.test(u))).toEqual([]);
     }
   });
 
