@@ -202,8 +202,11 @@ export class Vcpu {
    * where the MMU does not model it (the shadow MMU: use access()).
    */
   accessStep(gpa: number, kind: AccessKind): { result: AccessResult | null; finish(): AccessResult | null } | null {
+    if (this.fdClosed) closedFd('KVM_RUN', this.fd);
+    const g = readGpa('accessStep', gpa);
+    const k = readAccessKind('accessStep', kind);
     const step = this.vm.mmu.vcpuAccessStep;
-    return step === undefined ? null : step.call(this.vm.mmu, this, gpa, kind);
+    return step === undefined ? null : step.call(this.vm.mmu, this, g, k);
   }
 
   /** kvm_make_request(KVM_REQ_TLB_FLUSH, vcpu) */

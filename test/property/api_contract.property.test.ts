@@ -296,6 +296,14 @@ const ENTRY_POINTS: Record<string, EntryPoint> = {
     call: (f, a) => f.vcpu.beginAccess(a[0] as never, a[1] as never).finish(),
     valid: () => [0x2000, 'write'],
   },
+  'Vcpu.accessStep': {
+    fn: 'accessStep',
+    call: (f, a) => {
+      const st = f.vcpu.accessStep(a[0] as never, a[1] as never);
+      return st === null || st.result !== null ? st : st.finish();
+    },
+    valid: () => [0x2000, 'write'],
+  },
   'Vcpu.tdxAccept': { fn: 'tdxAccept', call: (f, a) => f.tdVcpu.tdxAccept(a[0] as never), valid: () => [0x3000] },
   'Vcpu.snpPvalidate': {
     fn: 'snpPvalidate',
