@@ -19,9 +19,15 @@ const onTty = (env: Record<string, string>) =>
     env: { ...withoutNoColor(), ...env },
   });
 
+/**
+ * A user's terminal: no NO_COLOR, and no CI variable (Node's colour detection, used by styleText, turns
+ * colours off under an unknown CI), with a TERM that has colours (a CI runner may have none).
+ */
 function withoutNoColor(): NodeJS.ProcessEnv {
-  const e = { ...process.env };
+  const e = { ...process.env, TERM: 'xterm-256color' };
   delete e['NO_COLOR'];
+  delete e['CI'];
+  delete e['FORCE_COLOR'];
   return e;
 }
 
