@@ -24,7 +24,7 @@ const onTty = (env: Record<string, string>) =>
  * colours off under an unknown CI), with a TERM that has colours (a CI runner may have none).
  */
 function withoutNoColor(): NodeJS.ProcessEnv {
-  const e = { ...process.env, TERM: 'xterm-256color' };
+  const e: NodeJS.ProcessEnv = { ...process.env, TERM: 'xterm-256color' };
   delete e['NO_COLOR'];
   delete e['CI'];
   delete e['FORCE_COLOR'];
