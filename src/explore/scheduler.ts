@@ -15,6 +15,9 @@
  *
  * Model-only file (no kernel counterpart).
  */
+import { prng } from '../scenario/prng.ts';
+
+export { prng };
 
 /** What a step reads and writes. Bits name resources; `lo..hi` is the range of the ranged ones. */
 export interface Footprint {
@@ -257,17 +260,6 @@ function advance(stack: Node[], allowed: (n: Node, i: number) => boolean, opts: 
   return false;
 }
 
-/** A seeded PRNG (mulberry32), so random runs are reproducible. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export interface PctOptions {
   /** executions to run */

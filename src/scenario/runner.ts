@@ -19,6 +19,7 @@ import type { TraceRecorder } from '../report/chrome_trace.ts';
 import type { KvmTraceSink } from '../kvm/kvm_trace.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../uapi/kvm_x86.ts';
 import { resolveHostConfig } from '../kvm/host_profile.ts';
+import { prng } from './prng.ts';
 
 export type Counts = Record<string, number>;
 export type Verdict = 'ok' | 'violations' | 'unchecked' | 'missing-features' | 'error';
@@ -105,17 +106,6 @@ function hostHasGuestMemfd(sc: Scenario): boolean {
   }
 }
 
-/** mulberry32: a tiny seeded PRNG, so working sets are identical across designs and runs. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function hash(s: string): number {
   let h = 2166136261;
