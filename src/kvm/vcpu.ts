@@ -75,7 +75,8 @@ export class Vcpu {
    * The guest touches gpa. Returns the host page it reached (pfn, leaf level, EPT memtype) or the exit
    * KVM would produce. `private` overrides how the access is classified on private-memory VMs (SNP's
    * C-bit); by default SW_PROTECTED/SNP accesses follow the gfn's attribute and TDX accesses the GPA's
-   * shared bit.
+   * shared bit. On a VM without private memory (DEFAULT) `private` changes nothing: KVM never sees a
+   * private fault there (only SNP, TDX and SW_PROTECTED set PFERR_PRIVATE_ACCESS), on either MMU.
    */
   access(gpa: number, kind: AccessKind, opts?: { private?: boolean }): AccessResult {
     if (this.fdClosed) closedFd('KVM_RUN', this.fd);

@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { Kvm } from '../../src/index.ts';
 import { KVM_MEM_READONLY } from '../../src/uapi/kvm.ts';
+import { Checker } from '../../src/check/checker.ts';
 import { PAGE, TDX_SHARED, VM, privateGuest } from './fixture.ts';
 
 describe('a private/shared mismatch exits with KVM_EXIT_MEMORY_FAULT', () => {
@@ -75,5 +76,37 @@ describe('READONLY memslots and protected state', () => {
       });
     if (ok) expect(set).not.toThrow();
     else expect(set).toThrow(/EINVAL/);
+  });
+});
+
+describe('a DEFAULT VM has no private faults (issue #17): `private` changes nothing, on either MMU', () => {
+  // Only SNP (npf_interception: the C-bit), TDX (vt_is_tdx_private_gpa) and SW_PROTECTED
+  // (kvm_mmu_page_fault: the attribute) set PFERR_PRIVATE_ACCESS; a DEFAULT VM's fault is always shared.
+  function run(tdpMmu: boolean, opts: { private?: boolean } | undefined) {
+    const kvm = new Kvm({ tdpMmu });
+    const vm = kvm.createVm(0);
+    const hva = kvm.host.mmap(16 * PAGE);
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 16 * PAGE, userspaceAddr: hva });
+    const v = vm.createVcpu(0);
+    const checker = new Checker(kvm, { audit: 'points' });
+    checker.watch(vm);
+    const first = v.access(3 * PAGE, 'write', opts);
+    const again = v.access(3 * PAGE, 'write', opts);
+    const batch = v.accessRange(4 * PAGE, 4, 'read', opts);
+    checker.auditPoint('end');
+    const pfn = kvm.host.hvaToPfn(hva + 3 * PAGE, false)!.pfn;
+    return { first, again, batch, pfn, stats: v.getStats(), vmStats: vm.getStats(), violations: checker.violations };
+  }
+  it.each([
+    ['TDP MMU', true],
+    ['shadow MMU', false],
+  ])('%s: the private access maps the host page the shared one does, with the same stats, checker clean', (_n, tdpMmu) => {
+    const priv = run(tdpMmu, { private: true });
+    expect(priv.first).toMatchObject({ exit: 'none', pfn: priv.pfn, level: 1 });
+    expect(priv.again).toEqual(priv.first);
+    expect(priv.batch).toMatchObject({ count: 4, none: 4, exits: 0 });
+    expect(priv.violations).toEqual([]);
+    const shared = run(tdpMmu, undefined);
+    expect(priv).toEqual(shared);
   });
 });

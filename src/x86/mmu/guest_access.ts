@@ -92,9 +92,15 @@ function classify(mmu: X86Mmu, gpa: number, opts: AccessOptions | undefined): Cl
     out.isPrivate = !shared;
     return out;
   }
-  const attrPrivate = vm.info.hasPrivateMem && (vm.memAttrs.get(hwGfn) & KVM_MEMORY_ATTRIBUTE_PRIVATE) !== 0;
   out.gfn = hwGfn;
-  out.isPrivate = opts?.private ?? attrPrivate;
+  // A VM without private memory never sees a private fault, whatever the guest claims: the kernel sets
+  // PFERR_PRIVATE_ACCESS only for SNP (the C-bit, npf_interception), TDX (the shared bit) and
+  // SW_PROTECTED (the attribute, kvm_mmu_page_fault). So `private` is ignored there, on both MMUs.
+  if (!vm.info.hasPrivateMem) {
+    out.isPrivate = false;
+    return out;
+  }
+  out.isPrivate = opts?.private ?? (vm.memAttrs.get(hwGfn) & KVM_MEMORY_ATTRIBUTE_PRIVATE) !== 0;
   return out;
 }
 
