@@ -82,7 +82,7 @@ const pattern = {
   private: z
     .boolean()
     .optional()
-    .describe("classify the access as private (SNP's C-bit); default: the gfn's attribute (TDX: the gpa's shared bit)"),
+    .describe("classify the access as private (SNP's C-bit); default: the gfn's attribute (TDX: the gpa's shared bit); no effect on a VM without private memory"),
   passes: num.optional().describe('repeat the whole pattern this many times (default 1)'),
   eachOffset: num.optional().describe("added to offset × the enclosing repeat's iteration index"),
 };
