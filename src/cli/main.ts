@@ -113,7 +113,7 @@ async function compareCmd(name: string, opts: Common & { audit?: string }, check
       JSON.stringify({ scenario: sc.name, runs: runs.map(jsonRun), skipped }, null, 2) + '\n',
     );
   else {
-    process.stdout.write(`${sc.name}: ${sc.description ?? ''}`.slice(0, 100) + '\n');
+    process.stdout.write(sc.description ? `${sc.name}: ${wordCut(sc.description, 98 - sc.name.length)}\n` : `${sc.name}\n`);
     process.stdout.write(formatCompare(runs, skipped, style));
   }
   if (check && !opts.json)

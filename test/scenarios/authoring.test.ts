@@ -5,7 +5,9 @@
  * the run unless the step `expect`s them; the step limit; the CLI's exit codes and messages.
  */
 import { describe, expect, it, vi } from 'vitest';
-import { readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { CommanderError } from 'commander';
 import { parseScenario } from '../../src/scenario/parse.ts';
@@ -207,6 +209,16 @@ describe('CLI', () => {
     expect(exitCodeFor(new CommanderError(0, 'commander.helpDisplayed', 'x'))).toBe(0);
     expect(exitCodeFor(new TypeError('boom'))).toBe(70);
   });
+  it('compare prints the scenario line with its description cut at a word boundary, never mid-word', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'zaplab-desc-'));
+    const desc = 'dirty-log a guest through two migration rounds while the host migrates pages under a racing fault';
+    const f = join(dir, 'long-desc.yaml');
+    writeFileSync(f, `name: long-desc\ndescription: ${desc}\n` + doc('  - access: { region: ram }\n').slice('name: s\n'.length));
+    const r = cli('compare', f);
+    rmSync(dir, { recursive: true });
+    expect(r.status).toBe(0);
+    expect(r.stdout.split('\n')[0]).toBe('long-desc: dirty-log a guest through two migration rounds while the host migrates pages under a…');
+  }, 30000);
   it('list cuts descriptions at a word boundary', () => {
     const out = cli('list').stdout.trim().split('\n');
     expect(out.length).toBe(libraryNames().length);
