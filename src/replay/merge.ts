@@ -74,8 +74,10 @@ function attributeQemuWindows(ev: TraceEvent[]): number {
       first = j;
     }
     if (first === -1) continue;
-    ev.splice(i, 1);
-    ev.splice(first, 0, { ...e, t: ev[first]!.t });
+    // rotate ev[first..i] right by one in place (two splices would move the whole tail of a long trace)
+    const call = { ...e, t: ev[first]!.t };
+    for (let j = i; j > first; j--) ev[j] = ev[j - 1]!;
+    ev[first] = call;
     moved++;
   }
   return moved;

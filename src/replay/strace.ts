@@ -5,14 +5,17 @@
  * decorations (`9<anon_inode:kvm-vm>`), and ioctls an older strace cannot name, printed as
  * `_IOC(dir, 0xae, nr, size)`: strace 6.1 (Debian 12) decodes KVM_SET_USER_MEMORY_REGION but not
  * …REGION2, KVM_CREATE_GUEST_MEMFD or KVM_SET_MEMORY_ATTRIBUTES, and prints KVM_ENABLE_CAP's struct as a
- * pointer; such calls are kept with what could be read and the gap is reported. Model-only file.
+ * pointer; such calls are kept with what could be read and the gap is reported. Lines are scanned in
+ * place (scan.ts) and an unused ioctl (KVM_RUN, most of a log) is counted without a substring or regex.
+ * Model-only file.
  */
 import { ERRNO } from '../uapi/errno.ts';
 import { KVM_CAP } from '../uapi/kvm.ts';
 import {
-  countIn, malformed, newReport, parseInteger, parseSecondsUs,
+  countIn, malformed, newReport, parseInteger,
   type Parsed, type ReadOptions, type TraceEvent,
 } from './events.ts';
+import { Needle, digitsValue, isTrimSpace, secondsUsAt } from './scan.ts';
 
 /** KVMIO (0xae) ioctl numbers, for `_IOC(…, 0xae, nr, size)` names (include/uapi/linux/kvm.h). */
 const KVM_NR: Record<number, string> = {
@@ -89,56 +92,120 @@ interface Call {
   text: string;
 }
 
+/** Where `[pid] seconds.microseconds rest` is in a line (the regex /^(?:(\d+) +)?(\d+\.\d+) (.*)$/, by hand). */
+interface LineHead {
+  tid: number;
+  t: number;
+  rest: number;
+}
+
+/** Scan s[ls, le) as `[pid ]secs.frac rest`; false if it is not one (as the regex would fail). */
+function scanHead(s: string, ls: number, le: number, h: LineHead, lineBreaks: readonly Needle[]): boolean {
+  let i = ls;
+  while (i < le && isDigit(s.charCodeAt(i))) i++;
+  if (i === ls) return false;
+  let ts = ls;
+  h.tid = -1;
+  if (s.charCodeAt(i) === 32) {
+    h.tid = digitsValue(s, ls, i);
+    while (i < le && s.charCodeAt(i) === 32) i++;
+    ts = i;
+    while (i < le && isDigit(s.charCodeAt(i))) i++;
+    if (i === ts) return false;
+  }
+  if (s.charCodeAt(i) !== 46 /* . */ || i >= le) return false;
+  const dot = i++;
+  while (i < le && isDigit(s.charCodeAt(i))) i++;
+  if (i === dot + 1 || i >= le || s.charCodeAt(i) !== 32) return false;
+  // the regex's (.*)$ stops at a line terminator
+  for (const lt of lineBreaks) if (lt.within(s, i + 1, le) !== -1) return false;
+  h.t = secondsUsAt(s, ts, i);
+  h.rest = i + 1;
+  return true;
+}
+
+const isDigit = (c: number): boolean => c >= 48 && c <= 57;
+
+function isBlank(s: string, a: number, b: number): boolean {
+  for (let i = a; i < b; i++) if (!isTrimSpace(s.charCodeAt(i))) return false;
+  return true;
+}
+
+const RESUMED = '<... ioctl resumed>';
+const UNFINISHED = '<unfinished ...>';
+
 export function readStrace(text: string, file: string, opts: ReadOptions = {}): Parsed {
   const report = newReport(file);
   const events: TraceEvent[] = [];
   const vmOfFd = new Map<number, number>();
   const pending = new Map<number, Call>();
   const undecoded = new Set<string>();
-  const lines = text.split('\n');
-  if (lines.at(-1) === '') lines.pop();
-  report.lines = lines.length;
-  for (let n = 0; n < lines.length; n++) {
-    const raw = lines[n]!;
-    const m = /^(?:(\d+) +)?(\d+\.\d+) (.*)$/.exec(raw);
-    if (!m) {
-      if (raw.trim() !== '') malformed(report, n + 1, 'expected "[pid] seconds.microseconds syscall(…)" (strace -f -ttt)', opts.strict);
+  const h: LineHead = { tid: -1, t: NaN, rest: 0 };
+  const lineBreaks = ['\r', '\u2028', '\u2029'].map((c) => new Needle(c));
+  let lastUnknown = '';
+  const s0 = text;
+  let ls = 0;
+  let n = 0;
+  while (ls < s0.length) {
+    let le = s0.indexOf('\n', ls);
+    if (le === -1) le = s0.length;
+    const from = ls;
+    ls = le + 1;
+    n++;
+    if (!scanHead(s0, from, le, h, lineBreaks)) {
+      if (!isBlank(s0, from, le)) malformed(report, n, 'expected "[pid] seconds.microseconds syscall(…)" (strace -f -ttt)', opts.strict);
       continue;
     }
-    const tid = m[1] === undefined ? -1 : Number(m[1]);
-    const t = parseSecondsUs(m[2]!);
-    let rest = m[3]!;
-    if (rest.startsWith('<... ioctl resumed>')) {
+    const { tid, t, rest } = h;
+    if (s0.startsWith(RESUMED, rest) && rest + RESUMED.length <= le) {
       const head = pending.get(tid);
       if (!head) {
-        malformed(report, n + 1, 'ioctl resumed without its <unfinished ...> line', opts.strict);
+        malformed(report, n, 'ioctl resumed without its <unfinished ...> line', opts.strict);
         continue;
       }
       pending.delete(tid);
-      rest = head.text + rest.slice('<... ioctl resumed>'.length);
-      call(head.t, head.tid, head.line, rest);
+      const joined = head.text + s0.slice(rest + RESUMED.length, le);
+      call(head.t, head.tid, head.line, joined, 0, joined.length);
       continue;
     }
-    if (!rest.startsWith('ioctl(')) {
+    if (!(s0.startsWith('ioctl(', rest) && rest + 6 <= le)) {
       report.other++;
       continue;
     }
-    if (rest.endsWith('<unfinished ...>')) {
-      pending.set(tid, { t, tid, line: n + 1, text: rest.slice(0, -'<unfinished ...>'.length).trimEnd() });
+    if (le - rest >= UNFINISHED.length && s0.startsWith(UNFINISHED, le - UNFINISHED.length)) {
+      pending.set(tid, { t, tid, line: n, text: s0.slice(rest, le - UNFINISHED.length).trimEnd() });
       continue;
     }
-    call(t, tid, n + 1, rest);
+    call(t, tid, n, s0, rest, le);
+  }
+  report.lines = n;
+
+  /** The request name of `ioctl(fd, REQUEST…` in str[a, b) when it is an unused, plainly named one (KVM_RUN…). */
+  function unusedRequest(str: string, a: number, b: number): boolean {
+    let comma = a;
+    while (comma + 1 < b && !(str.charCodeAt(comma) === 44 && str.charCodeAt(comma + 1) === 32)) comma++;
+    if (comma + 1 >= b) return false;
+    const r0 = comma + 2;
+    let e = r0;
+    for (let c = str.charCodeAt(e); e < b && c !== 44 && c !== 41 && c !== 32; c = str.charCodeAt(++e));
+    if (e === r0 || str.startsWith('_IOC', r0)) return false;
+    for (let i = r0; i < e; i++) {
+      const c = str.charCodeAt(i);
+      if (!((c >= 65 && c <= 90) || isDigit(c) || c === 95)) return false;
+    }
+    if (lastUnknown.length !== e - r0 || !str.startsWith(lastUnknown, r0)) {
+      const req = str.slice(r0, e);
+      if (USED.has(req)) return false;
+      lastUnknown = req;
+    }
+    countIn(report.unknown, lastUnknown);
+    return true;
   }
 
-  function call(t: number, tid: number, line: number, s: string): void {
+  function call(t: number, tid: number, line: number, str: string, a: number, b: number): void {
     // fast path: most of a VMM's ioctls (KVM_RUN above all) are not used; skip them before the regex
-    const comma = s.indexOf(', ');
-    if (comma !== -1) {
-      let e = comma + 2;
-      while (e < s.length && s.charCodeAt(e) !== 44 && s.charCodeAt(e) !== 41 && s.charCodeAt(e) !== 32) e++;
-      const req = s.slice(comma + 2, e);
-      if (!req.startsWith('_IOC') && !USED.has(req) && /^[A-Z0-9_]+$/.test(req)) return countIn(report.unknown, req);
-    }
+    if (unusedRequest(str, a, b)) return;
+    const s = str.slice(a, b);
     const m = /^ioctl\((\d+)(?:<[^>]*>)?, ([^,{(]+(?:\([^)]*\))?)(?:, (.*))?\) += (.*)$/.exec(s);
     if (!m) return malformed(report, line, 'expected "ioctl(fd, REQUEST, arg) = result"', opts.strict);
     const fd = Number(m[1]);

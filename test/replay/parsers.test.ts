@@ -183,6 +183,17 @@ describe('kernel tracepoints', () => {
     expect(detectFormat(text)).toBe('ftrace');
   });
 
+  it('an event named like an Object member is an unknown event like any other', () => {
+    const p = readFtrace(
+      [' qemu-1 [000] ..... 1.000001: constructor: x', ' qemu-1 [000] ..... 1.000002: __proto__: x', ' qemu-1 [000] ..... 1.000003: __proto__: x'].join('\n'),
+      'k',
+    );
+    expect(p.events).toEqual([]);
+    expect(Object.entries(p.report.unknown)).toEqual([['constructor', 1], ['__proto__', 2]]);
+    const q = readQemuTrace('1@1.5:constructor x\n1@1.6:__proto__ y\n', 'q');
+    expect(Object.entries(q.report.unknown)).toEqual([['constructor', 1], ['__proto__', 1]]);
+  });
+
   it('reports a line that is not a record as file:line', () => {
     const p = readFtrace('nonsense here\n', 'k.txt');
     expect(p.report.malformed).toEqual(['k.txt:1: expected "comm-pid [cpu] seconds.microseconds: event: fields" (tracefs or trace-cmd report)']);
