@@ -1,6 +1,7 @@
 /**
  * Replays of real recordings made on the development host (QEMU 7.2 SeaBIOS boots of pc and q35, and a
- * pc-dimm hotplug driven over QMP; strace 6.1; tracefs of kernel 6.18.44-fc-v1272, shadow MMU, tai clock)
+ * pc-dimm hotplug driven over QMP, and a hotplug
+ * and unplug whose eject a boot-sector guest performs (pc-dimm-unplug/README.md); strace 6.1; tracefs of kernel 6.18.44-fc-v1272, shadow MMU, tai clock)
  * and of a hand-made TDP-MMU trace. Each recorded replay must get every memslot answer right and make as
  * many zap-all-fasts as the kernel did (both numbers asserted), and the QEMU-trace and strace views of the
  * same boot must give the same replay.
@@ -31,6 +32,7 @@ describe('recorded QEMU 7.2 runs on the shadow-MMU host', () => {
     { name: 'pc-boot', calls: 20, zapAll: 9, shadowZapped: 24 },
     { name: 'q35-boot', calls: 22, zapAll: 10, shadowZapped: 24 },
     { name: 'pc-dimm-hotplug', calls: 21, zapAll: 9, shadowZapped: 24 },
+    { name: 'pc-dimm-unplug', calls: 32, zapAll: 13, shadowZapped: 48 },
   ];
   for (const c of cases) {
     it(`${c.name}: ${c.calls} memslot calls answered as the kernel did; ${c.zapAll} zap-all-fasts, as the kernel`, async () => {
@@ -56,7 +58,7 @@ describe('recorded QEMU 7.2 runs on the shadow-MMU host', () => {
   }
 
   it('the QEMU trace and strace views of the same boot give the same replay', async () => {
-    for (const name of ['pc-boot', 'q35-boot', 'pc-dimm-hotplug']) {
+    for (const name of ['pc-boot', 'q35-boot', 'pc-dimm-hotplug', 'pc-dimm-unplug']) {
       const q = await replayBundle(name, 'qemu');
       const s = await replayBundle(name, 'strace');
       expect(q.answers.compared).toBe(s.answers.compared);
@@ -73,6 +75,22 @@ describe('recorded QEMU 7.2 runs on the shadow-MMU host', () => {
     const q = streams.find((s) => s.report.file.startsWith('qemu'))!;
     const last = q.events.at(-1)!;
     expect(last).toMatchObject({ kind: 'memslot', slot: 2, gpa: 0x100000000, size: 0x8000000, ret: 0 });
+  });
+
+  it('the unplugged DIMM: its slot at 4 GiB created, then DELETEd with one kvm_mmu_zap_all_fast, as the model', async () => {
+    const { streams, bundle } = loadInputs([join(DIR, 'pc-dimm-unplug')], [], {});
+    const m = mergeStreams(streams);
+    const slots = m.events.filter((e) => e.kind === 'memslot');
+    expect(slots.slice(-2).map((e) => e.kind === 'memslot' && [e.slot, e.gpa, e.size, e.ret])).toEqual([
+      [6, 0x100000000, 0x8000000, 0],
+      [6, 0x100000000, 0, 0],
+    ]);
+    const del = m.events.lastIndexOf(slots.at(-1)!);
+    expect(m.events.slice(del).filter((e) => e.kind === 'zapAllFast').length).toBe(1);
+    const r = await replayEvents(m.events, m.reports, { host: bundle!.host });
+    const quirk = r.runs.find((x) => x.design === 'quirk')!;
+    expect(quirk.steps.at(-1)!.counts['memslot_zap_all_fast']).toBe(1);
+    expect(r.runs.find((x) => x.design === 'quirk-off')!.steps.at(-1)!.counts['memslot_zap_precise']).toBe(1);
   });
 });
 
