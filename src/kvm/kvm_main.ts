@@ -21,7 +21,9 @@ import type {
 import { resolveHostConfig, type HostConfig, type KvmOptions } from './host_profile.ts';
 import { HostMm } from '../host/host_mm.ts';
 import { KvmError, hex, rawIoctl, type Reject } from './kvm_error.ts';
-import { argBool, argInt, argOpts, copyIn, formatValue, readU32, readU64 } from './args.ts';
+import { argBool, argInt, argOpts, copyIn, formatValue, readGpa, readU32, readU64 } from './args.ts';
+import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
+import type { GuestPageTables } from '../x86/mmu/guest_paging.ts';
 import { checkExtension, enableCap, supportedVmTypes } from '../x86/x86_caps.ts';
 import { VmState, validateVmOptions, type VmOptions } from './vm_state.ts';
 import { kvmVmIoctlSetMemoryRegion } from './set_memory_region.ts';
@@ -287,6 +289,24 @@ export class Vm extends VmState {
     return { ...this.model };
   }
 
+  /**
+   * The VMM stores gPTE `gpte` (a 53-bit value: address bits and flags, no NX) as entry `index` of the
+   * guest page table at `tableGpa`, through its own mapping of guest memory: KVM is not told (no write
+   * tracking, no emulation), as with any VMM write. Shadow-paging hosts only (host tdp: false), where
+   * the model keeps gPTEs (docs/simplifications.md: guest page tables).
+   */
+  writeGuestPte(tableGpa: number, index: number, gpte: number): void {
+    const t = guestTables(this, 'writeGuestPte', tableGpa, index);
+    if (typeof gpte !== 'number' || !Number.isSafeInteger(gpte) || gpte < 0)
+      throw new (typeof gpte === 'number' ? RangeError : TypeError)(`writeGuestPte: gpte must be an integer in [0, 2^53) (got ${formatValue(gpte)})`);
+    t.write(Math.floor(tableGpa / 4096), index, gpte);
+  }
+
+  /** The gPTE at entry `index` of the guest page table at `tableGpa` (shadow-paging hosts only). */
+  readGuestPte(tableGpa: number, index: number): number {
+    return guestTables(this, 'readGuestPte', tableGpa, index).read(Math.floor(tableGpa / 4096), index);
+  }
+
   /** KVM_CREATE_DEVICE; only KVM_DEV_TYPE_VFIO (the kvm-vfio device) is modelled. */
   createDevice(cd: KvmCreateDevice): KvmVfioDevice {
     return kvmIoctlCreateDevice(this, cd);
@@ -310,4 +330,15 @@ export class Vm extends VmState {
     this.createdVcpus++;
     return v;
   }
+}
+
+/** The guest page tables a VMM write reaches, after checking the arguments and the host. */
+function guestTables(vm: Vm, fn: string, tableGpa: number, index: number): GuestPageTables {
+  const gpa = readGpa(fn, tableGpa, 'tableGpa');
+  if (gpa % 4096) throw new RangeError(`${fn}: tableGpa 0x${gpa.toString(16)} is not page-aligned`);
+  argInt(fn, 'index', index, 0, 511);
+  const mmu = shadowMmuOf(vm);
+  if (mmu === null || mmu.tdpEnabled)
+    throw new TypeError(`${fn}: guest page tables are modelled under shadow paging only (host tdp: false)`);
+  return mmu.gpt;
 }

@@ -328,6 +328,14 @@ function checkRefs(sc: Scenario, list: Step[], base: Path, names: Names): void {
           fail(p, "a variable MTRR needs 'type' and either 'region' or 'base' and 'size' (or 'off: true')");
       });
     }
+    if ('guestPaging' in s) {
+      const g = s.guestPaging;
+      region(g.tables, [...at, 'guestPaging', 'tables']);
+      g.map.forEach((r, k) => region(r, [...at, 'guestPaging', 'map', k]));
+      vcpuIds(g.vcpus, [...at, 'guestPaging', 'vcpus']);
+      const shadowPaging = sc.host?.tdp === false || (sc.host?.profile === 'pvm-6.18' && sc.host.tdp !== true);
+      if (!shadowPaging) fail([...at, 'guestPaging'], 'guest page tables need shadow paging (host: { tdp: false } or profile pvm-6.18)');
+    }
     if ('create' in s) region(s.create, [...at, 'create']);
     if ('delete' in s) region(s.delete, [...at, 'delete']);
     if ('delete' in s && s.whileInvalid) region(s.whileInvalid.region, [...at, 'whileInvalid', 'region']);

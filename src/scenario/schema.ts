@@ -236,6 +236,20 @@ export const STEP_SCHEMAS = {
       args: z.array(num).max(4).optional().describe('up to 4 u64 arguments'),
     })
     .describe('KVM_ENABLE_CAP on the VM'),
+  guestPaging: z
+    .strictObject({
+      ...common,
+      guestPaging: z
+        .strictObject({
+          tables: z.string().describe('the region whose pages hold the page tables (allocated from its first page)'),
+          map: z.array(z.string()).min(1).describe('regions to map, every page, gva = gpa (user, writable)'),
+          vcpus: z.union([z.literal('all'), z.array(num)]).optional().describe('vCPUs that load the new CR3 (default all)'),
+        })
+        .describe('what to map and where the tables live'),
+    })
+    .describe(
+      'shadow paging (host tdp: false): the VMM writes identity-mapped 4-level guest page tables into a region, then the vCPUs load CR3; accesses then name guest virtual addresses (= gpa)',
+    ),
   audit: z
     .strictObject({ ...common, audit: z.string().describe('the audit point name shown with violations') })
     .describe('run the invariant checker here (a named audit point)'),

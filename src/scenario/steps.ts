@@ -11,6 +11,7 @@ import type { CheckerLike } from './checker_glue.ts';
 import type { DesignSpec } from './designs.ts';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE } from '../uapi/falloc.ts';
 import { execVfioStep, isVfioStep, type VfioCtx } from './steps_vfio.ts';
+import { execGuestPaging } from './steps_paging.ts';
 
 const PAGE = 4096;
 
@@ -241,6 +242,7 @@ export function execStep(x: ExecCtx, c: VmCtx, s: Exclude<Step, { repeat: unknow
   }
   if ('enableCap' in s) return guard(x, () => c.vm.enableCap({ cap: s.enableCap, args: s.args ?? [] }));
   if ('audit' in s) return x.checker.auditPoint(s.audit);
+  if ('guestPaging' in s) return execGuestPaging(x, c, s);
   if (isVfioStep(s)) return execVfioStep(x, c, s);
 }
 

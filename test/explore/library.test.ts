@@ -20,6 +20,7 @@ const COUNTS: Record<string, Record<string, number>> = {
   'move-vs-fault': { quirk: 91, 'quirk-off': 80, 'vm-type': 91, 'slot-flag': 91, 'slot-flag+leafs': 80 },
   'notifier-vs-fault': Object.fromEntries(ALL5.map((d) => [d, 10])),
   'shadow-delete-vs-access': { quirk: 9, 'quirk-off': 9, 'vm-type': 9, 'slot-flag': 9 },
+  'shadow-paging-unplug-vs-access': { quirk: 25, 'quirk-off': 25, 'vm-type': 25, 'slot-flag': 25 },
   'tdx-delete-vs-accept': { quirk: 25, 'vm-type': 25, 'slot-flag+leafs': 25 },
   'two-vcpus': Object.fromEntries(ALL5.map((d) => [d, 1])),
   'vfio-memtype': { quirk: 127, 'quirk-off': 96, 'vm-type': 127, 'slot-flag': 127, 'slot-flag+leafs': 96 },

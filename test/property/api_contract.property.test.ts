@@ -311,6 +311,13 @@ const ENTRY_POINTS: Record<string, EntryPoint> = {
     valid: () => [0x3000, true],
   },
   'Vcpu.setCr0': { fn: 'setCr0', call: (f, a) => f.vcpu.setCr0(a[0] as never), valid: () => [{ cd: false }] },
+  // the fixture's VM is on a TDP host: the calls must fail cleanly (writeGuestPte: TypeError, no change)
+  'Vm.writeGuestPte': {
+    fn: 'writeGuestPte',
+    call: (f, a) => f.vm.writeGuestPte(a[0] as never, a[1] as never, a[2] as never),
+    valid: () => [0x1000, 0, 0x2007],
+  },
+  'Vm.readGuestPte': { fn: 'readGuestPte', call: (f, a) => f.vm.readGuestPte(a[0] as never, a[1] as never), valid: () => [0x1000, 0] },
   'Vcpu.setCr3': { fn: 'setCr3', call: (f, a) => f.vcpu.setCr3(a[0] as never), valid: () => [0x1000] },
   'Vcpu.setMsr': {
     fn: 'setMsr',

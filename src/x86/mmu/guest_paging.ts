@@ -78,6 +78,7 @@ export function newGuestWalker(): GuestWalker {
  * Walk gva through the guest tables rooted at cr3 for a user-mode (CPL3) or supervisor access: every
  * level must be present and allow the access; then set A on each level and D on the leaf of a write
  * (the guest's hardware would; KVM's walker does it for the guest). Returns false on a guest #PF.
+ * `visible` is KVM's check that each table's gfn is in a visible memslot (omitted: every gfn is).
  * @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(walk_addr_generic)
  */
 export function walkAddrGeneric(
@@ -88,6 +89,7 @@ export function walkAddrGeneric(
   write: boolean,
   user: boolean,
   setAccessedDirty = true,
+  visible?: (gfn: number) => boolean,
 ): boolean {
   w.fault = '';
   let tableGfn = Math.floor(cr3 / PAGE);
@@ -96,6 +98,12 @@ export function walkAddrGeneric(
     const index = Math.floor(gva / 2 ** (12 + 9 * (level - 1))) % 512;
     w.tableGfn[level - 1] = tableGfn;
     w.ptAccess[level - 1] = access;
+    // A table in no visible memslot (none, or INVALID during a DELETE/MOVE) cannot be read: the walk
+    // fails and the guest gets a #PF (kvm_is_visible_memslot; gfn_to_hva_memslot_prot).
+    if (visible !== undefined && !visible(tableGfn)) {
+      w.fault = `level-${level} table gfn 0x${tableGfn.toString(16)} is in no visible memslot`;
+      return false;
+    }
     const gpte = gpt.read(tableGfn, index);
     if (!(gpte & PT_PRESENT_MASK)) {
       w.fault = `gPTE not present at level ${level}`;
@@ -143,7 +151,8 @@ export class IdentityMapBuilder {
   private readonly mapped = new Set<number>();
 
   constructor(
-    private readonly gpt: GuestPageTables,
+    /** the tables' storage: the model's (tests) or a VM's through vm.readGuestPte/writeGuestPte */
+    private readonly gpt: Pick<GuestPageTables, 'read' | 'write'>,
     /** gpa of the first page the builder may use for tables, and the end of its pool */
     poolGpa: number,
     private readonly poolEnd: number,

@@ -62,8 +62,11 @@ function index(gva: number, level: number): number {
   return Math.floor(gva / 2 ** (12 + 9 * (level - 1))) % 512;
 }
 
-/** VM entry: free obsolete roots, flush if asked, make sure a root is loaded. @kernel arch/x86/kvm/x86.c#vcpu_enter_guest */
-export function shadowEnterGuest(mmu: ShadowMmu, vcpu: Vcpu): ShadowPage {
+/**
+ * VM entry: free obsolete roots, flush if asked, make sure a root is loaded; null = the dummy root.
+ * @kernel arch/x86/kvm/x86.c#vcpu_enter_guest
+ */
+export function shadowEnterGuest(mmu: ShadowMmu, vcpu: Vcpu): ShadowPage | null {
   if (vcpu.requests & KVM_REQ_MMU_FREE_OBSOLETE_ROOTS) {
     vcpu.requests &= ~KVM_REQ_MMU_FREE_OBSOLETE_ROOTS;
     mmu.kvmMmuFreeObsoleteRoots(vcpu);
@@ -73,8 +76,8 @@ export function shadowEnterGuest(mmu: ShadowMmu, vcpu: Vcpu): ShadowPage {
     vcpu.tlb.flushAll();
     vcpu.stats.tlb_flush++;
   }
-  if (!mmu.roots.has(vcpu)) mmu.kvmMmuLoad(vcpu);
-  return mmu.roots.get(vcpu)!;
+  if (!mmu.roots.has(vcpu) && !mmu.dummyRoots.has(vcpu)) mmu.kvmMmuLoad(vcpu); // kvm_mmu_reload
+  return mmu.roots.get(vcpu) ?? null;
 }
 
 /** The guest's access at CPL3 to gva. */
@@ -116,7 +119,7 @@ export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: 
 export function shadowPageFault(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: boolean): number {
   vcpu.stats.pf_taken++;
   const w = walker;
-  if (!walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true)) {
+  if (!walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, (g) => mmu.kvmIsVisibleGfn(g))) {
     vcpu.stats.pf_guest++; // kvm_inject_emulated_page_fault → kvm_inject_page_fault
     return RET_PF_GUEST;
   }
@@ -163,7 +166,13 @@ function fetch(
   hostWritable: boolean,
   write: boolean,
 ): number {
-  let sp = mmu.roots.get(vcpu)!;
+  const root = mmu.roots.get(vcpu);
+  // The walk succeeded on a dummy root: a memslot made CR3 visible since; load a real root and retry.
+  if (root === undefined) {
+    vcpu.makeRequest(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS);
+    return RET_PF_RETRY;
+  }
+  let sp = root;
   for (let level = 4; level > 1; level--) {
     const i = index(gva, level);
     let child = sp.child![i] ?? null;
@@ -353,5 +362,6 @@ export function guestWritePte(mmu: ShadowMmu, tableGpa: number, index: number, g
 /** KVM's own software walk (the emulator reading guest memory by gva): sets A/D, creates no SPTE. @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(gva_to_gpa) */
 export function kvmMmuGvaToGpa(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: boolean): number | null {
   const w = newGuestWalker();
-  return walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, false) ? w.gfn * PAGE + (gva % PAGE) : null;
+  const visible = (g: number): boolean => mmu.kvmIsVisibleGfn(g);
+  return walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, false, true, visible) ? w.gfn * PAGE + (gva % PAGE) : null;
 }

@@ -67,7 +67,7 @@ export function directVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gpa: number, kind: 
   const write = kind === 'write';
   const gfn = Math.floor(gpa / PAGE);
   for (let tries = 0; tries < MAX_REFAULTS; tries++) {
-    const root = shadowEnterGuest(mmu, vcpu);
+    const root = shadowEnterGuest(mmu, vcpu)!; // never the dummy root: EPT roots are direct
     const t = vcpu.tlb.lookup(gfn);
     if (t !== null && (!write || t.writable))
       return { exit: 'none', pfn: t.pfn, level: t.level, memtype: t.memtype };

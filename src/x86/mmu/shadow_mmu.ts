@@ -22,6 +22,8 @@ import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS } from '../../kvm/vcpu.ts';
 import {
   KVM_MEM_LOG_DIRTY_PAGES,
   KVM_MEM_READONLY,
+  KVM_MEMSLOT_INVALID,
+  KVM_USER_MEM_SLOTS,
   KVM_DIRTY_LOG_INITIALLY_SET,
   type KvmMrChange,
 } from '../../uapi/kvm.ts';
@@ -63,6 +65,8 @@ export class ShadowMmu implements KvmMmuOps {
   readonly gpt = new GuestPageTables();
   /** Each vCPU's root (mmu->root.hpa). */
   readonly roots = new Map<Vcpu, ShadowPage>();
+  /** vCPUs running on the dummy root (kvm_mmu_get_dummy_root): their CR3 is in no visible memslot. */
+  readonly dummyRoots = new Set<Vcpu>();
   /**
    * Bug switch 'shadow-2019-precise-zap': the v5.1 precise zap (4e103134b862), which zapped shadow pages
    * of any kind whose base gfn equals a gfn of the slot (mmu-zap.md §4.3), instead of 6.12+'s rule.
@@ -89,6 +93,15 @@ export class ShadowMmu implements KvmMmuOps {
 
   slotForGfn(gfn: number): KvmMemorySlot | null {
     return this.vm.activeMemslots(0).searchMemslots(gfn);
+  }
+
+  /**
+   * A user memslot that is not INVALID holds gfn: the guest's page tables can be read there.
+   * @kernel virt/kvm/kvm_main.c#kvm_is_visible_gfn (kvm_is_visible_memslot)
+   */
+  kvmIsVisibleGfn(gfn: number): boolean {
+    const slot = this.slotForGfn(gfn);
+    return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) === 0 && slot.id < KVM_USER_MEM_SLOTS;
   }
 
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_get_shadow_page (find, else kvm_mmu_alloc_shadow_page) */
@@ -370,9 +383,17 @@ export class ShadowMmu implements KvmMmuOps {
    * @kernel arch/x86/kvm/mmu/mmu.c#mmu_alloc_shadow_roots (mmu_alloc_direct_roots with TDP)
    */
   kvmMmuLoad(vcpu: Vcpu): void {
+    const rootGfn = Math.floor(vcpu.cr3 / 4096);
+    // A CR3 outside visible memory gets the dummy root (6.6+, mmu_alloc_shadow_roots): every access
+    // faults, and the walk then injects #PF — no shadow page for a table KVM cannot account.
+    if (!this.tdpEnabled && !this.kvmIsVisibleGfn(rootGfn)) {
+      this.dummyRoots.add(vcpu);
+      vcpu.tlb.flushAll();
+      return;
+    }
     const root = this.tdpEnabled
       ? this.getShadowPage(0, makeRole(4, true, ACC_ALL))
-      : this.getShadowPage(Math.floor(vcpu.cr3 / 4096), makeRole(4, false, ACC_ALL));
+      : this.getShadowPage(rootGfn, makeRole(4, false, ACC_ALL));
     root.rootCount++;
     this.roots.set(vcpu, root);
     vcpu.tlb.flushAll(); // kvm_mmu_flush_tlb_current
@@ -380,6 +401,7 @@ export class ShadowMmu implements KvmMmuOps {
 
   /** Drop the vCPU's root; the last user of a zapped root zaps (and counts) it again, then frees it. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_free_roots */
   kvmMmuFreeRoots(vcpu: Vcpu): void {
+    if (this.dummyRoots.delete(vcpu)) return; // nothing to clean up for dummy roots
     const root = this.roots.get(vcpu);
     if (root === undefined) return;
     this.roots.delete(vcpu);
@@ -391,12 +413,14 @@ export class ShadowMmu implements KvmMmuOps {
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_free_obsolete_roots */
   kvmMmuFreeObsoleteRoots(vcpu: Vcpu): void {
     const root = this.roots.get(vcpu);
-    if (root !== undefined && this.isObsoleteSp(root)) this.kvmMmuFreeRoots(vcpu);
+    // is_obsolete_root: a root without a shadow page (the dummy root) counts as obsolete.
+    if (this.dummyRoots.has(vcpu) || (root !== undefined && this.isObsoleteSp(root))) this.kvmMmuFreeRoots(vcpu);
   }
 
   /** CR3 changed: drop the current root (no prev_roots cache). @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_new_pgd */
   kvmMmuNewPgd(vcpu: Vcpu): void {
     if (this.tdpEnabled) return; // the guest's CR3 is not KVM's business under EPT
+    if (this.dummyRoots.has(vcpu)) return this.kvmMmuFreeRoots(vcpu); // fast_pgd_switch: no sp, free it
     const root = this.roots.get(vcpu);
     if (root !== undefined && root.gfn !== Math.floor(vcpu.cr3 / 4096)) this.kvmMmuFreeRoots(vcpu);
   }
