@@ -32,6 +32,7 @@ import type { Step } from '../scenario/schema.ts';
 import type { Choice, Controller, Ending, Footprint, Program } from './scheduler.ts';
 import type { ExploreConfig } from './config.ts';
 import { makeActor, GLOBAL, type ActorBody, type Pending } from './actors.ts';
+import { snapshot, type Snapshot } from '../kvm/snapshot.ts';
 
 /** One executed step, for race diagrams and replays. */
 export interface StepRecord {
@@ -137,11 +138,30 @@ export class ModelProgram implements Program<ExploreViolation> {
     this.design = d;
   }
 
+  /** the execution state after setup, built once and restored from `base` before every later run */
+  private ex: Execution | null = null;
+  private base: Snapshot | null = null;
+
   run(ctl: Controller): { ending: Ending; violation?: ExploreViolation; steps: number } {
-    const ex = new Execution(this.cfg, this.design, ctl, this.opts);
+    let ex = this.ex;
+    if (ex === null || this.base === null) {
+      ex = new Execution(this.cfg, this.design, ctl, this.opts);
+      // Everything the execution reaches (the Kvm, the checker, the runner's contexts, the engine's own
+      // fields) except the constant configuration and the scheduler's controller.
+      this.base = snapshot([ex], { opaque: [this.cfg, this.design, this.opts, ctl] });
+      this.ex = ex;
+    } else {
+      this.base.restore();
+      ex.ctl = ctl;
+    }
     const out = ex.run();
     this.last = out;
     return out;
+  }
+
+  /** What one restore copies (the bench reports it). */
+  snapshotSize(): ReturnType<Snapshot['size']> | null {
+    return this.base?.size() ?? null;
   }
 }
 
@@ -170,7 +190,8 @@ export class Execution {
   constructor(
     readonly cfg: ExploreConfig,
     readonly design: DesignSpec,
-    readonly ctl: Controller,
+    /** the scheduler of the current run (a restored execution gets the next run's) */
+    public ctl: Controller,
     readonly opts: RunOptions,
   ) {
     const sc = cfg.scenario;
@@ -193,7 +214,11 @@ export class Execution {
       throw new TypeError(`setup already violates ${v.id}: ${v.message}`);
     }
     this.traceSeen = this.checker.recentTrace().length;
-    cfg.actors.forEach((a, i) => {
+  }
+
+  /** The actors, each at its first step (generators are not part of a snapshot: made anew per run). */
+  private startActors(): void {
+    this.cfg.actors.forEach((a, i) => {
       const body: ActorBody = makeActor(this, a);
       const rt: ActorRt = { idx: i, name: a.name, vcpu: a.vcpu, gen: body, pending: null, inHook: false, srcu: 0 };
       this.actors.push(rt);
@@ -212,6 +237,7 @@ export class Execution {
   }
 
   run(): RunOutcome {
+    this.startActors();
     try {
       for (const a of this.actors) this.advance(a);
       this.loop(null);
@@ -220,10 +246,10 @@ export class Execution {
       this.checker.setStep('end');
       this.checker.auditPoint('end');
       this.oracle(-1);
-      return { ending: 'complete', steps: this.steps, records: this.records };
+      return { ending: 'complete', steps: this.steps, records: [...this.records] };
     } catch (e) {
-      if (e instanceof Cut) return { ending: 'cut', steps: this.steps, records: this.records };
-      if (e instanceof Found) return { ending: 'violation', violation: e.v, steps: this.steps, records: this.records };
+      if (e instanceof Cut) return { ending: 'cut', steps: this.steps, records: [...this.records] };
+      if (e instanceof Found) return { ending: 'violation', violation: e.v, steps: this.steps, records: [...this.records] };
       throw e;
     }
   }

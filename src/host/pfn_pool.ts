@@ -7,10 +7,12 @@
  * compound page, a huge allocation keeps its refcount and content version in its head page until it is
  * split; that keeps a 1 TiB guest backed by 2M pages at a few MB of bookkeeping.
  */
+import { SNAPSHOT_EXTENTS, type SnapshotExtents } from '../kvm/snapshot.ts';
+
 const CHUNK_SHIFT = 16;
 const CHUNK = 1 << CHUNK_SHIFT;
 
-export class PfnPool {
+export class PfnPool implements SnapshotExtents {
   /** next never-used pfn; pfn 0 is never handed out so typed arrays can use 0 for "none" */
   private next = 1;
   private readonly refChunks = new Map<number, Int32Array>();
@@ -44,6 +46,12 @@ export class PfnPool {
     this.lastVerKey = k;
     this.lastVer = c;
     return c;
+  }
+
+  /** Snapshots copy a chunk only up to the pfns ever handed out: nothing writes past `next`. */
+  *[SNAPSHOT_EXTENTS](): Generator<[Int32Array | Uint32Array, number]> {
+    for (const m of [this.refChunks, this.verChunks])
+      for (const [k, c] of m) yield [c, Math.max(0, Math.min(CHUNK, this.next - k * CHUNK))];
   }
 
   /** The pfn that holds this page's refcount/version: its compound head, or itself. */

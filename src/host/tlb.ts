@@ -24,6 +24,11 @@ export class Tlb {
   private readonly pfn = SIZES.map((n) => new Float64Array(n));
   /** bit 0 writable, bits 1..3 memtype */
   private readonly meta = SIZES.map((n) => new Uint8Array(n));
+  /**
+   * The valid entries as level * 4096 + index (entries leave only by a flush of all of them), so a
+   * flush and an audit cost what is cached, not the TLB's size.
+   */
+  private readonly used: number[] = [];
   /** flushes that reached this TLB (model counter) */
   flushes = 0;
 
@@ -63,6 +68,7 @@ export class Tlb {
     const span = l === 0 ? 1 : l === 1 ? 512 : 262144;
     const base = gfn - (gfn % span);
     const i = (base / span) % SIZES[l]!;
+    if (this.tag[l]![i] === -1) this.used.push(l * 4096 + i);
     this.tag[l]![i] = base;
     this.pfn[l]![i] = basePfn;
     this.meta[l]![i] = (writable ? 1 : 0) | (memtype << 1);
@@ -70,26 +76,26 @@ export class Tlb {
 
   /** Everything goes (INVEPT single-context / root load). */
   flushAll(): void {
-    for (const t of this.tag) t.fill(-1);
+    const u = this.used;
+    for (let k = 0; k < u.length; k++) this.tag[u[k]! >> 12]![u[k]! & 4095] = -1;
+    u.length = 0;
     this.flushes++;
   }
 
   /** Visit every valid entry (inspection, read-only): the leaf's base gfn and pfn, level, writable, memtype. */
   forEachEntry(f: (gfn: number, pfn: number, level: 1 | 2 | 3, writable: boolean, memtype: number) => void): void {
-    for (let l = 0; l < 3; l++) {
-      const tags = this.tag[l]!;
-      for (let i = 0; i < tags.length; i++) {
-        if (tags[i] === -1) continue;
-        const m = this.meta[l]![i]!;
-        f(tags[i]!, this.pfn[l]![i]!, (l + 1) as 1 | 2 | 3, (m & 1) === 1, m >> 1);
-      }
+    // in level then index order, as a scan of the arrays would visit them
+    const u = this.used.sort((a, b) => a - b);
+    for (let k = 0; k < u.length; k++) {
+      const l = u[k]! >> 12;
+      const i = u[k]! & 4095;
+      const m = this.meta[l]![i]!;
+      f(this.tag[l]![i]!, this.pfn[l]![i]!, (l + 1) as 1 | 2 | 3, (m & 1) === 1, m >> 1);
     }
   }
 
   /** Number of valid entries (inspection). */
   size(): number {
-    let n = 0;
-    for (const t of this.tag) for (const x of t) if (x !== -1) n++;
-    return n;
+    return this.used.length;
   }
 }

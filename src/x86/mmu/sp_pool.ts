@@ -14,6 +14,7 @@
  * Memory: 4096 B of SPTEs per table, the same as hardware, plus 19 B of metadata and 4 B of free list:
  * ~8.05 B per mapped 4K page when dense.
  */
+import { SNAPSHOT_EXTENTS, type SnapshotExtents } from '../../kvm/snapshot.ts';
 
 export const SPTE_ENT_PER_PAGE = 512;
 /** int32 words per table: 512 low halves then 512 high halves. */
@@ -41,7 +42,7 @@ export const SP_RCU_PENDING = 8;
 
 const INITIAL_META = 64;
 
-export class SpPool {
+export class SpPool implements SnapshotExtents {
   /** SPTE storage; a chunk never moves once created, so cached references stay valid. */
   readonly chunks: Int32Array[] = [];
   /** union kvm_mmu_page_role word. */
@@ -134,6 +135,11 @@ export class SpPool {
     const base = (t & CHUNK_MASK) * TABLE_WORDS + i;
     arr[base] = lo;
     arr[base + HI_OFFSET] = hi;
+  }
+
+  /** Snapshots copy a chunk only up to the tables ever created: nothing writes past them. */
+  [SNAPSHOT_EXTENTS](): [Int32Array, number][] {
+    return this.chunks.map((c, k) => [c, Math.max(0, Math.min(CHUNK_TABLES, this.top - k * CHUNK_TABLES)) * TABLE_WORDS]);
   }
 
   /** Typed-array bytes the pool holds (SPTE chunks + metadata + free list). */

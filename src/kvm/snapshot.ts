@@ -1,0 +1,236 @@
+/**
+ * Snapshots of model state: capture everything reachable from a set of roots (a Kvm, and the tool
+ * objects that drive it) and later put it back in place, so a tool can run many executions from one
+ * built-and-set-up state instead of rebuilding the VM each time (the explorer's schedules). A restore
+ * keeps every object's identity (references held anywhere in the graph stay valid) and rewrites:
+ *   - the data properties of plain and class objects (properties added since are deleted),
+ *   - array elements and lengths, Map and Set contents (in their insertion order),
+ *   - typed-array contents.
+ * Objects created after the snapshot simply become unreachable.
+ *
+ * Large typed arrays whose owner knows how much of them is in use (the SPTE pool's chunks, the host
+ * page pool's refcount/version chunks) are copied back only up to the larger of the extent in use at
+ * the snapshot and at the restore: beyond that neither the snapshot nor anything since has written,
+ * so the bytes there are already the snapshot's. An owner declares this with SNAPSHOT_EXTENTS.
+ *
+ * The rule that makes this complete: model state lives in object fields, never in closure variables or
+ * module variables. What a snapshot cannot see is refused, not skipped: a WeakMap/WeakSet/WeakRef, a
+ * generator, a promise or a SharedArrayBuffer in the graph throws. Accessor properties are left alone
+ * (their state is in closures set up once: the checker's trace taps). Functions are kept by reference.
+ * Non-writable properties are not restored (nothing could have changed them), but what they point to is.
+ *
+ * stateHash() walks the same graph and hashes it (structure, sharing and values), for the explorer's
+ * state hashing: two graphs with equal hashes are equal but for a 2^-64-ish chance of collision.
+ *
+ * Model-only file (no kernel counterpart).
+ */
+
+/** The method an owner of large typed arrays implements: each array with the elements in use (a prefix). */
+export const SNAPSHOT_EXTENTS: unique symbol = Symbol('zaplab.snapshotExtents');
+
+export interface SnapshotExtents {
+  [SNAPSHOT_EXTENTS](): Iterable<readonly [ArrayBufferView, number]>;
+}
+
+type Typed = ArrayBufferView & { length: number; set(a: Typed): void; subarray(a: number, b: number): Typed; slice(): Typed };
+
+interface ObjRec {
+  o: Record<PropertyKey, unknown>;
+  keys: PropertyKey[];
+  vals: unknown[];
+  /** own keys at the snapshot (data, accessor and non-writable alike) of a plain object; -1 = a class instance */
+  own: number;
+}
+interface TypedRec {
+  o: Typed;
+  saved: Typed;
+  /** elements in use at the snapshot; -1 = no owner declared an extent (copied whole) */
+  ext: number;
+  /** elements to copy back at the coming restore (set while collecting the owners' extents) */
+  cur: number;
+  epoch: number;
+}
+
+export interface SnapshotOptions {
+  /** objects kept by reference and not walked (a tool's constant configuration, a controller) */
+  opaque?: Iterable<object>;
+}
+
+const hasExtents = (o: object): o is SnapshotExtents => typeof (o as Partial<SnapshotExtents>)[SNAPSHOT_EXTENTS] === 'function';
+
+/** The typed view a saved copy is made through (a DataView's bytes, a typed array as itself). */
+function typedOf(v: ArrayBufferView): Typed {
+  if (v instanceof DataView) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength) as unknown as Typed;
+  return v as Typed;
+}
+
+/** What a snapshot refuses: state it cannot see into. */
+function refuse(o: object, path: string): void {
+  const what =
+    o instanceof WeakMap ? 'a WeakMap' : o instanceof WeakSet ? 'a WeakSet' : o instanceof WeakRef ? 'a WeakRef'
+    : o instanceof Promise ? 'a promise' : typeof SharedArrayBuffer !== 'undefined' && o instanceof SharedArrayBuffer ? 'a SharedArrayBuffer'
+    : Object.prototype.toString.call(o) === '[object Generator]' ? 'a generator' : null;
+  if (what !== null) throw new TypeError(`snapshot: ${path} is ${what}, whose state a snapshot cannot capture`);
+}
+
+/** A captured state; `restore()` puts it back (any number of times). */
+export class Snapshot {
+  private readonly objs: ObjRec[] = [];
+  private readonly arrays: { o: unknown[]; vals: unknown[]; at: number[] | null; length: number }[] = [];
+  private readonly maps: { o: Map<unknown, unknown>; keys: unknown[]; vals: unknown[] }[] = [];
+  private readonly sets: { o: Set<unknown>; vals: unknown[] }[] = [];
+  private readonly typed: TypedRec[] = [];
+  private readonly byView = new Map<ArrayBufferView, TypedRec>();
+  private readonly owners: SnapshotExtents[] = [];
+  private epoch = 0;
+
+  constructor(roots: readonly object[], opts: SnapshotOptions = {}) {
+    const opaque = new Set(opts.opaque ?? []);
+    const seen = new Set<unknown>();
+    const stack: [unknown, string][] = roots.map((r, i) => [r, `root ${i}`]);
+    while (stack.length > 0) {
+      const [v, path] = stack.pop()!;
+      if (typeof v !== 'object' || v === null || seen.has(v) || opaque.has(v)) continue;
+      seen.add(v);
+      this.capture(v, path, (c, p) => {
+        if (typeof c === 'object' && c !== null && !seen.has(c)) stack.push([c, p]);
+      });
+    }
+    for (const ow of this.owners)
+      for (const [a, n] of ow[SNAPSHOT_EXTENTS]()) {
+        const r = this.byView.get(a);
+        if (r !== undefined) r.ext = Math.max(r.ext, Math.min(n, r.o.length));
+      }
+  }
+
+  private capture(o: object, path: string, visit: (child: unknown, path: string) => void): void {
+    if (ArrayBuffer.isView(o)) {
+      const t = typedOf(o);
+      const r: TypedRec = { o: t, saved: t.slice(), ext: -1, cur: 0, epoch: 0 };
+      this.typed.push(r);
+      this.byView.set(o, r);
+      return;
+    }
+    if (o instanceof ArrayBuffer) {
+      const t = new Uint8Array(o) as unknown as Typed;
+      this.typed.push({ o: t, saved: t.slice(), ext: -1, cur: 0, epoch: 0 });
+      return;
+    }
+    refuse(o, path);
+    if (Array.isArray(o)) {
+      // a sparse array keeps its holes: it is saved as its present indices
+      let holes = 0;
+      for (let i = 0; i < o.length; i++) if (!(i in o)) holes++;
+      const at = holes === 0 ? null : Object.keys(o).filter((k) => /^\d+$/.test(k)).map(Number);
+      const vals = at === null ? o.slice() : at.map((i) => o[i] as unknown);
+      // a frozen array (a constant table) cannot have changed; what it holds may have
+      if (!Object.isFrozen(o)) this.arrays.push({ o, vals, at, length: o.length });
+      vals.forEach((c, i) => visit(c, `${path}[${at === null ? i : at[i]}]`));
+      return;
+    }
+    if (o instanceof Map) {
+      const keys = [...o.keys()];
+      const vals = [...o.values()];
+      this.maps.push({ o, keys, vals });
+      keys.forEach((k, i) => {
+        visit(k, `${path}.key`);
+        visit(vals[i], `${path}.get(${String(k)})`);
+      });
+      return;
+    }
+    if (o instanceof Set) {
+      const vals = [...o];
+      this.sets.push({ o, vals });
+      vals.forEach((c) => visit(c, `${path}.member`));
+      return;
+    }
+    if (typeof o === 'function') return;
+    if (hasExtents(o)) this.owners.push(o);
+    const rec: ObjRec = { o: o as Record<PropertyKey, unknown>, keys: [], vals: [], own: -1 };
+    const descs = Object.getOwnPropertyDescriptors(o);
+    const keys = Reflect.ownKeys(descs);
+    // Only plain objects (records keyed by data) get properties added at run time; a class instance
+    // has the fields its class declares. Counting keys costs more than the rest of a restore, so only
+    // plain objects are checked for additions (the snapshot test checks that no class grows any).
+    const proto = Object.getPrototypeOf(o) as unknown;
+    if (proto === Object.prototype || proto === null) rec.own = keys.length;
+    for (const k of keys) {
+      const d = descs[k as keyof typeof descs]!;
+      if (!('value' in d)) continue; // an accessor: its state is in its closures
+      if (d.writable === true) {
+        rec.keys.push(k);
+        rec.vals.push(d.value);
+      }
+      visit(d.value, `${path}.${String(k)}`);
+    }
+    if (rec.keys.length > 0 || rec.own >= 0) this.objs.push(rec);
+  }
+
+  /** Put the captured state back. */
+  restore(): void {
+    const epoch = ++this.epoch;
+    // Owners' extents now (before their own fields are restored): what the run may have written.
+    for (const ow of this.owners)
+      for (const [a, n] of ow[SNAPSHOT_EXTENTS]()) {
+        const r = this.byView.get(a);
+        if (r === undefined || r.ext < 0) continue;
+        r.cur = Math.min(r.o.length, Math.max(r.ext, n));
+        r.epoch = epoch;
+      }
+    for (const r of this.typed) {
+      const n = r.ext >= 0 && r.epoch === epoch ? r.cur : r.o.length;
+      if (n === r.o.length) r.o.set(r.saved);
+      else if (n > 0) r.o.set(r.saved.subarray(0, n));
+    }
+    for (const r of this.objs) {
+      const o = r.o;
+      for (let i = 0; i < r.keys.length; i++) o[r.keys[i]!] = r.vals[i];
+      if (r.own >= 0 && Reflect.ownKeys(o).length !== r.own) this.dropAdded(r);
+    }
+    for (const r of this.arrays) {
+      const o = r.o;
+      const at = r.at;
+      if (at === null) {
+        o.length = r.vals.length;
+        for (let i = 0; i < r.vals.length; i++) o[i] = r.vals[i];
+      } else {
+        o.length = 0;
+        o.length = r.length;
+        for (let i = 0; i < at.length; i++) o[at[i]!] = r.vals[i];
+      }
+    }
+    for (const r of this.maps) {
+      r.o.clear();
+      for (let i = 0; i < r.keys.length; i++) r.o.set(r.keys[i], r.vals[i]);
+    }
+    for (const r of this.sets) {
+      r.o.clear();
+      for (const v of r.vals) r.o.add(v);
+    }
+  }
+
+  private dropAdded(r: ObjRec): void {
+    const had = new Set<PropertyKey>(r.keys);
+    for (const k of Reflect.ownKeys(r.o)) {
+      if (had.has(k)) continue;
+      const d = Object.getOwnPropertyDescriptor(r.o, k);
+      if (d !== undefined && 'value' in d && d.writable !== true) continue; // was there, read-only
+      if (d !== undefined && !('value' in d)) continue; // an accessor that was there
+      delete r.o[k];
+    }
+  }
+
+  /** What the snapshot holds (for tests and the bench). */
+  size(): { objects: number; typedArrays: number; typedBytes: number } {
+    return {
+      objects: this.objs.length + this.arrays.length + this.maps.length + this.sets.length,
+      typedArrays: this.typed.length,
+      typedBytes: this.typed.reduce((s, r) => s + r.o.byteLength, 0),
+    };
+  }
+}
+
+/** Capture the state reachable from `roots`. */
+export function snapshot(roots: readonly object[], opts: SnapshotOptions = {}): Snapshot {
+  return new Snapshot(roots, opts);
+}
