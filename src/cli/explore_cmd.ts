@@ -27,6 +27,7 @@ async function modules() {
     ...(await import('../explore/race_diagram.ts')),
     ...(await import('../explore/engine.ts')),
     ...(await import('../explore/merge.ts')),
+    ...(await import('../explore/contrast.ts')),
     ...(await import('../kvm/host_profile.ts')),
   };
 }
@@ -117,6 +118,11 @@ function run(m: Mods, args: string[], opts: Opts): number {
     ...(shard ? { shard } : {}),
   });
   print(m, r, opts);
+  // where some designs fail and others are exhausted clean: the failing schedule under a clean design
+  if (!opts.json && pct === undefined) {
+    const why = m.formatContrast(cfg, r);
+    if (why !== '') process.stdout.write(why + '\n');
+  }
   return r.designs.some((d) => d.violation !== null) ? 1 : 0;
 }
 

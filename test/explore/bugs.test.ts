@@ -31,7 +31,9 @@ const CASES: [BugName, string, (d: string) => [string, number] | null][] = [
   // shadow paging: the DIMM holds the guest's page tables; 6.12-rc1's leaf-only zap leaves the pages
   // shadowing them behind once the new memslots are published (the only precise design on this MMU)
   ['shadow-leafs-only-zap', 'shadow-paging-unplug-vs-access', (d) => (d === 'quirk-off' ? ['INV-SHADOW-001', 4] : null)],
-  ['vfio-2019-memtype', 'vfio-memtype', () => ['INV-MEMTYPE-001', 1]],
+  // v5.3 memtypes, no EPT zap on the CR0.CD toggle: after the ROM DELETE the BAR access still uses the
+  // WB|IPAT SPTE from the CD=1 phase under the precise zap; zap-all took it (exhausted clean, below)
+  ['vfio-2019-memtype', 'vfio-memtype', (d) => (PRECISE.has(d) ? ['INV-ACCESS-005', 6] : null)],
 ];
 
 describe('explore finds the historical bugs on library configurations', () => {
@@ -76,4 +78,80 @@ describe('explore finds the historical bugs on library configurations', () => {
     const c = exploreConfig(clean.config, { designs: ['quirk'], pct }).designs[0]!;
     expect([c.stats.complete, c.stats.violating, c.violation]).toEqual([40, 0, null]);
   });
+});
+
+describe("vfio-2019-memtype: found under the precise zap, and why zap-all hid it", () => {
+  const base = (): ExploreConfig => {
+    const r = loadExploreConfig('vfio-memtype');
+    if (!r.ok) throw new Error(r.error);
+    return r.config;
+  };
+  const host = (c: ExploreConfig, h: Record<string, unknown>): ExploreConfig => ({
+    ...c,
+    scenario: { ...c.scenario, host: { ...c.scenario.host, ...h } },
+  });
+  /** design → "complete schedules" or "invariant@length" */
+  const verdicts = (c: ExploreConfig): Record<string, string> =>
+    Object.fromEntries(
+      exploreConfig(c).designs.map((d) => {
+        if (d.violation === null) {
+          expect([d.design, d.stats.exhausted, d.stats.violating]).toEqual([d.design, true, 0]);
+          return [d.design, `${d.stats.complete}`];
+        }
+        return [d.design, `${d.violation.invariant}@${d.violation.schedule.length}`];
+      }),
+    );
+
+  it('with the switch: precise designs fail at the BAR access (memtype WB from CD=1, KVM now says WC); zap-all designs are clean, every schedule', () => {
+    const cfg = withBug('vfio-memtype', 'vfio-2019-memtype');
+    expect(verdicts(cfg)).toEqual({
+      quirk: '81',
+      'quirk-off': 'INV-ACCESS-005@6',
+      'vm-type': '81',
+      'slot-flag': '81',
+      'slot-flag+leafs': 'INV-ACCESS-005@6',
+    });
+    const v = exploreConfig(cfg, { designs: ['quirk-off'] }).designs[0]!.violation!;
+    expect(v.steps.map((s) => `${s.actor}:${s.fn}`)).toEqual([
+      '0:kvm_set_cr0',
+      '0:kvm_set_memory_region',
+      '0:synchronize_srcu_expedited',
+      '0:cond_resched_rwlock_write',
+      '0:synchronize_srcu_expedited',
+      '0:guest access (TLB / EPT hit)',
+    ]);
+    expect([v.gfn, v.message]).toEqual([0xc0001, 'VM 1: read of gpa 0xc0001000 by vCPU 0 used memtype 6, KVM now computes 1']);
+  }, 120_000);
+
+  it('the same schedule under zap-all: the DELETE zapped every root, the access refaults with the memtype KVM computes now', () => {
+    const cfg = withBug('vfio-memtype', 'vfio-2019-memtype');
+    // the violating schedule's first five steps, then the access: an EPT violation, the install, the re-executed access
+    const r = replaySchedule(cfg, 'quirk', [0, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
+    expect([r.ending, r.violation]).toEqual(['complete', undefined]);
+    expect(r.records.slice(5, 8).map((x) => `${x.fn}: ${x.what}`)).toEqual([
+      'kvm_mmu_faultin_pfn: read 0xc0001000: EPT violation; seq snapshot, memslot, pfn',
+      'kvm_tdp_mmu_map: gfn 0xc0001: SPTE installed; the guest re-executes',
+      'guest access (TLB / EPT hit): read 0xc0001000 → pfn 0x4002 (level 1, memtype 1)',
+    ]);
+  });
+
+  it('zap-all only hid it: with the ROM DELETE on its own VMM thread, the BAR access can come first and every design fails in 2 steps', () => {
+    const c = base();
+    const vcpu = c.actors[0]!;
+    // the GPU left out: the two threads alone make the point
+    const unordered: ExploreConfig = {
+      ...c,
+      actors: [{ ...vcpu, steps: [vcpu.steps[0]!, vcpu.steps[2]!] }, { name: 'qemu', vcpu: 0, steps: [vcpu.steps[1]!] }],
+    };
+    const all = (x: string) => Object.fromEntries(['quirk', 'quirk-off', 'vm-type', 'slot-flag', 'slot-flag+leafs'].map((d) => [d, x]));
+    expect(verdicts(host(unordered, { bugs: ['vfio-2019-memtype'] }))).toEqual(all('INV-ACCESS-005@2'));
+    expect(verdicts(unordered)).toEqual({ quirk: '51', 'quirk-off': '25', 'vm-type': '51', 'slot-flag': '51', 'slot-flag+leafs': '25' });
+  }, 120_000);
+
+  it("without the switch both are clean: today's memtypes (library.test.ts), and v5.3's with Yan Zhao's CD-toggle zap", () => {
+    const all81 = Object.fromEntries(['quirk', 'quirk-off', 'vm-type', 'slot-flag', 'slot-flag+leafs'].map((d) => [d, '81']));
+    expect(verdicts(host(base(), { honorGuestMtrrs: true, cdToggleZap: true }))).toEqual(all81);
+    // v5.3's code itself (guest MTRRs honoured, no zap on the toggle with CD_NW_CLEARED on) is the bug
+    expect(verdicts(host(base(), { honorGuestMtrrs: true }))['quirk-off']).toBe('INV-ACCESS-005@6');
+  }, 120_000);
 });

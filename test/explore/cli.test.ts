@@ -114,3 +114,29 @@ describe('zaplab explore', () => {
     }
   }, 60_000);
 });
+
+describe('explore: the designs side by side, and why the clean ones are clean', () => {
+  it('vfio-memtype --bug vfio-2019-memtype: zap-all exhausted clean, precise fails; the failing schedule under zap-all, step by step', () => {
+    const r = zaplab('vfio-memtype', '--bug', 'vfio-2019-memtype');
+    expect(r.status).toBe(1);
+    expect(r.stdout).toMatch(/\n  quirk +81 +81 +0 +0 +\d+ +✓ exhausted\n/);
+    expect(r.stdout).toMatch(/\n  quirk-off +0 +17 +0 +16 +\d+ +✗ INV-ACCESS-005 in 6 steps\n/);
+    const why = r.stdout.slice(r.stdout.indexOf('\nwhy '));
+    expect(why.split('\n').slice(1, 15)).toEqual([
+      'why quirk, vm-type, slot-flag are clean: the schedule of [quirk-off] under quirk',
+      '    1 vcpu0: kvm_set_cr0: cr0 cd=false',
+      '    2 vcpu0: kvm_set_memory_region: DELETE rom ⟶ synchronize_srcu_expedited',
+      '    3 vcpu0: synchronize_srcu_expedited: INVALID slot published; waits for kvm->srcu readers',
+      '    4 vcpu0: cond_resched_rwlock_write: kvm_mmu_zap_all_fast: not contended, keeps mmu_lock ⟶ synchronize_srcu_expedited',
+      '    5 vcpu0: synchronize_srcu_expedited: new memslots published; waits for kvm->srcu readers',
+      '    6 vcpu0: kvm_mmu_faultin_pfn: read 0xc0001000: EPT violation; seq snapshot, memslot, pfn',
+      '    7 vcpu0: kvm_tdp_mmu_map: gfn 0xc0001: SPTE installed; the guest re-executes',
+      '    8 vcpu0: guest access (TLB / EPT hit): read 0xc0001000 → pfn 0x4002 (level 1, memtype 1)',
+      '    9 gpu: device DMA (IOMMU): dma device="gpu" region="ram" offset=0 length=0x1000 kind="write"',
+      '   10 gpu: device DMA (IOMMU): dma device="gpu" region="ram" offset=0x1000 length=0x1000 kind="write"',
+      '  complete: no violation',
+      '  [quirk-off] at step 6: guest access (TLB / EPT hit): read 0xc0001000 → pfn 0x4002 (level 1, memtype 6) (INV-ACCESS-005)',
+      '',
+    ]);
+  }, 120_000);
+});
