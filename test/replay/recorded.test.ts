@@ -14,6 +14,8 @@ import { replayEvents, type ReplayResult } from '../../src/replay/replay.ts';
 import { readQemuTrace } from '../../src/replay/qemu_trace.ts';
 import { readFtrace } from '../../src/replay/ftrace.ts';
 import type { Parsed } from '../../src/replay/events.ts';
+import { formatReplay } from '../../src/replay/format.ts';
+import { readFileSync } from 'node:fs';
 
 const DIR = join(import.meta.dirname, '..', 'recorded', 'replay');
 
@@ -91,6 +93,22 @@ describe('recorded QEMU 7.2 runs on the shadow-MMU host', () => {
     const quirk = r.runs.find((x) => x.design === 'quirk')!;
     expect(quirk.steps.at(-1)!.counts['memslot_zap_all_fast']).toBe(1);
     expect(r.runs.find((x) => x.design === 'quirk-off')!.steps.at(-1)!.counts['memslot_zap_precise']).toBe(1);
+  });
+});
+
+describe('the README', () => {
+  it("shows the q35 boot's replay exactly as the CLI prints it today", async () => {
+    const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8');
+    const at = readme.indexOf('as `zaplab replay test/recorded/replay/q35-boot` prints it');
+    expect(at).toBeGreaterThan(0);
+    const open = readme.indexOf('```\n', at) + 4;
+    const block = readme.slice(open, readme.indexOf('```\n', open));
+    // what replay_cmd.ts does: load the bundle, merge, replay with the bundle's host, merge notes first
+    const { streams, bundle } = loadInputs([join(DIR, 'q35-boot')], [], {});
+    const m = mergeStreams(streams);
+    const r = await replayEvents(m.events, m.reports, { host: bundle!.host });
+    r.notes.unshift(...m.notes);
+    expect(block).toBe(formatReplay(r, { color: false }));
   });
 });
 
