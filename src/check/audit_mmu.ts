@@ -58,11 +58,7 @@ function liveSlot(vm: VmState, asId: number, gfn: number): KvmMemorySlot | null 
 }
 
 /** Pages of a mapping to compare one by one: all of a 4K/2M one, every 512th of a 1G one (and the last). */
-function* samplePages(span: number): Generator<number> {
-  const step = span > 512 ? 512 : 1;
-  for (let k = 0; k < span; k += step) yield k;
-  if (step > 1) yield span - 1;
-}
+const sampleStep = (span: number): number => (span > 512 ? 512 : 1);
 
 /**
  * INV-PFN-001 / INV-PFN-002 for one mapping (an SPTE leaf or a TLB entry) of [gfn, gfn + span) → basePfn.
@@ -81,7 +77,7 @@ export function checkMappedPfns(
 ): void {
   // One check per distinct mapping per audit (64 vCPUs' TLBs mostly hold the same 2M translations).
   if (memo !== undefined) {
-    if (memoSeen(memo, slot === null ? -1 : slot.id, gfn, basePfn, span, isPrivate)) return;
+    if (memo.seen(slot === null ? -1 : slot.id, gfn, basePfn, span, isPrivate)) return;
     if (memo.only >= 0) {
       // A targeted audit looks at one page of the mapping only.
       if (memo.only < gfn || memo.only >= gfn + span) return;
@@ -93,7 +89,11 @@ export function checkMappedPfns(
   const pfns = vm.kvm.host.pfns;
   // While an invalidation runs the host may be between its start (mappings zapped) and its change.
   const settled = vm.mmuInvalidateInProgress === 0;
-  for (const k of samplePages(span)) {
+  // the sampled pages in order (no generator per mapping: this runs for every leaf at every audit point)
+  const step = sampleStep(span);
+  const samples = step > 1 ? Math.ceil(span / step) + 1 : span;
+  for (let i = 0; i < samples; i++) {
+    const k = step > 1 && i === samples - 1 ? span - 1 : i * step;
     const pfn = basePfn + k;
     if (pfns.isFree(pfn)) {
       report(
@@ -122,28 +122,49 @@ const text = (what: string | (() => string)): string => (typeof what === 'string
 
 /**
  * Per-audit memo of mappings already checked, keyed by gfn (then slot id, base pfn, span, private) with
- * no string built per mapping; `only` ≥ 0 restricts the checks to that one gfn.
+ * no string and no array built per mapping: the gfn maps to the first of its records, kept in columns that
+ * chain the others; `only` ≥ 0 restricts the checks to that one gfn.
  */
-export interface PfnMemo {
-  seen: Map<number, number[]>;
-  only: number;
-}
+export class PfnMemo {
+  private readonly head = new Map<number, number>();
+  private slot = new Int32Array(256);
+  private pfn = new Float64Array(256);
+  private span = new Int32Array(256);
+  private priv = new Uint8Array(256);
+  private next = new Int32Array(256);
+  private n = 0;
 
-export const newPfnMemo = (only = -1): PfnMemo => ({ seen: new Map(), only });
+  constructor(readonly only: number) {}
 
-/** Was this mapping seen in this audit? Records it if not. */
-function memoSeen(memo: PfnMemo, slotId: number, gfn: number, basePfn: number, span: number, isPrivate: boolean): boolean {
-  const priv = isPrivate ? 1 : 0;
-  const list = memo.seen.get(gfn);
-  if (list === undefined) {
-    memo.seen.set(gfn, [slotId, basePfn, span, priv]);
+  /** Was this mapping seen in this audit? Records it if not. */
+  seen(slotId: number, gfn: number, basePfn: number, span: number, isPrivate: boolean): boolean {
+    const priv = isPrivate ? 1 : 0;
+    const first = this.head.get(gfn);
+    for (let i = first ?? -1; i !== -1; i = this.next[i]!)
+      if (this.slot[i] === slotId && this.pfn[i] === basePfn && this.span[i] === span && this.priv[i] === priv) return true;
+    if (this.n === this.slot.length) this.grow();
+    const i = this.n++;
+    this.slot[i] = slotId;
+    this.pfn[i] = basePfn;
+    this.span[i] = span;
+    this.priv[i] = priv;
+    this.next[i] = first ?? -1;
+    this.head.set(gfn, i);
     return false;
   }
-  for (let i = 0; i < list.length; i += 4)
-    if (list[i] === slotId && list[i + 1] === basePfn && list[i + 2] === span && list[i + 3] === priv) return true;
-  list.push(slotId, basePfn, span, priv);
-  return false;
+
+  private grow(): void {
+    const cap = this.slot.length * 2;
+    const more = <T extends Int32Array | Float64Array | Uint8Array>(a: T, b: T): T => (b.set(a), b);
+    this.slot = more(this.slot, new Int32Array(cap));
+    this.pfn = more(this.pfn, new Float64Array(cap));
+    this.span = more(this.span, new Int32Array(cap));
+    this.priv = more(this.priv, new Uint8Array(cap));
+    this.next = more(this.next, new Int32Array(cap));
+  }
 }
+
+export const newPfnMemo = (only = -1): PfnMemo => new PfnMemo(only);
 
 export interface MirrorLeaf {
   gfn: number;
