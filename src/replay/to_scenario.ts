@@ -89,7 +89,8 @@ interface Live {
 
 /** Choose the fault source: the highest-priority event kind present in the trace. */
 function faultSourceOf(ev: TraceEvent[], tdp: boolean): string | null {
-  const seen = new Set(ev.filter((e): e is FaultEvent => e.kind === 'fault').map((e) => e.tp));
+  const seen = new Set<string>();
+  for (const e of ev) if (e.kind === 'fault') seen.add(e.tp);
   for (const s of FAULT_SOURCES) if (seen.has(s) && (s !== 'kvm_page_fault' || tdp)) return s;
   return null;
 }
