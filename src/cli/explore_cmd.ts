@@ -8,6 +8,7 @@
  *   --no-reduction      every interleaving, without sleep sets
  *   --pct <runs>        random mode (PCT) instead of the exhaustive search (--depth, --seed)
  *   --shard <i/N>       explore only the i-th of N deterministic parts of the space
+ *   --workers <n>       split the search into schedule prefixes run on n worker threads (same result)
  *   --merge <files...>  combine --json results of shards into one verdict
  *   --bug <names>       switch historical bugs on (BUG_NAMES), on top of the configuration's own
  *   --replay <schedule> re-run one schedule (actor indexes) under one --design, step by step (--trace)
@@ -24,6 +25,8 @@ async function modules() {
   return {
     ...(await import('../explore/config.ts')),
     ...(await import('../explore/run.ts')),
+    ...(await import('../explore/run_parallel.ts')),
+    ...(await import('../sweep/pool.ts')),
     ...(await import('../explore/race_diagram.ts')),
     ...(await import('../explore/engine.ts')),
     ...(await import('../explore/merge.ts')),
@@ -42,6 +45,7 @@ interface Opts {
   depth?: string;
   seed?: string;
   shard?: string;
+  workers?: string;
   merge?: boolean;
   replay?: string;
   trace?: boolean;
@@ -68,6 +72,7 @@ export function registerExplore(program: Command): void {
     .option('--depth <d>', 'PCT bug depth (default 2)')
     .option('--seed <n>', 'PCT seed (default 1)')
     .option('--shard <i/N>', 'explore the i-th of N parts (0-based)')
+    .option('--workers <n>', 'split the search across n worker threads (0: split, in this thread)')
     .option('--merge', 'combine the JSON results given as arguments')
     .option('--replay <schedule>', 'replay one schedule (comma-separated actor indexes) under one --design')
     .option('--trace', 'with --replay: the model trace of every step')
@@ -75,7 +80,7 @@ export function registerExplore(program: Command): void {
     .action(async (args: string[], opts: Opts) => {
       const m = await modules();
       try {
-        process.exitCode = run(m, args, opts);
+        process.exitCode = await run(m, args, opts);
       } catch (e) {
         if (!(e instanceof UsageError || e instanceof TypeError)) throw e;
         process.stderr.write(`zaplab explore: ${e.message}\n`);
@@ -84,7 +89,7 @@ export function registerExplore(program: Command): void {
     });
 }
 
-function run(m: Mods, args: string[], opts: Opts): number {
+async function run(m: Mods, args: string[], opts: Opts): Promise<number> {
   if (opts.merge) {
     if (args.length === 0) throw new UsageError('--merge needs the JSON result files');
     const merged = m.mergeResults(args.map((f) => ({ file: f, text: readFileSync(f, 'utf8') })));
@@ -110,13 +115,20 @@ function run(m: Mods, args: string[], opts: Opts): number {
     depth: opts.depth === undefined ? 2 : int(opts.depth, '--depth', 1),
     seed: opts.seed === undefined ? 1 : int(opts.seed, '--seed', 0),
   };
-  const r = m.exploreConfig(cfg, {
+  const ro = {
     ...(designs ? { designs } : {}),
     ...(opts.reduction === false ? { noReduction: true } : {}),
     ...(opts.first ? { first: true } : {}),
     ...(pct ? { pct } : {}),
     ...(shard ? { shard } : {}),
-  });
+  };
+  let workers: number | undefined;
+  if (opts.workers !== undefined) {
+    workers = int(opts.workers, '--workers', 0);
+    const bad = m.checkWorkers(workers);
+    if (bad !== null) throw new UsageError(bad);
+  }
+  const r = workers === undefined ? m.exploreConfig(cfg, ro) : await m.exploreConfigParallel(cfg, ro, workers);
   print(m, r, opts);
   // where some designs fail and others are exhausted clean: the failing schedule under a clean design
   if (!opts.json && pct === undefined) {

@@ -6,7 +6,7 @@
 import { designsFor } from '../scenario/designs.ts';
 import { EXPLORE_LIBRARY_DIR, type ExploreConfig } from './config.ts';
 import { ModelProgram, replaySchedule, type ExploreViolation, type StepRecord } from './engine.ts';
-import { explore, explorePct, type ExploreStats } from './scheduler.ts';
+import { explore, explorePct, type ExploreOptions, type ExploreResult, type ExploreStats } from './scheduler.ts';
 
 export interface ExploreRunOptions {
   /** design ids (default: every design the configuration allows) */
@@ -24,7 +24,10 @@ export interface DesignResult {
   design: string;
   stats: ExploreStats;
   executions: number;
+  /** time spent exploring, ms (with --workers: summed over the threads) */
   ms: number;
+  /** the worker threads the search was split across (absent: one thread, unsplit) */
+  workers?: number;
   mode: 'dfs' | 'pct';
   bounds: { steps: number | null; preemptions: number | null };
   shard?: { index: number; count: number };
@@ -56,8 +59,8 @@ export function executions(s: ExploreStats): number {
   return s.complete + s.sleepBlocked + s.statePruned + s.boundCut + s.violating;
 }
 
-/** Explore the configuration under each requested design. */
-export function exploreConfig(cfg: ExploreConfig, o: ExploreRunOptions = {}): ConfigResult {
+/** The designs to explore (default: every one the configuration allows); an impossible one is a TypeError. */
+export function designIds(cfg: ExploreConfig, o: ExploreRunOptions): { ids: string[]; skipped: { id: string; why: string }[] } {
   const { allowed, skipped } = designsFor(cfg.scenario);
   const ids = o.designs ?? allowed.map((d) => d.id);
   for (const id of ids)
@@ -65,10 +68,33 @@ export function exploreConfig(cfg: ExploreConfig, o: ExploreRunOptions = {}): Co
       const why = skipped.find((s) => s.id === id)?.why ?? 'no such design';
       throw new TypeError(`design '${id}' cannot run ${cfg.name}: ${why} (allowed: ${allowed.map((d) => d.id).join(', ')})`);
     }
-  const designs = ids.map((id) => exploreDesign(cfg, id, o));
+  return { ids, skipped };
+}
+
+/** The result's frame: the configuration as the replay command names it, its bug switches and actors. */
+export function configResult(cfg: ExploreConfig, skipped: ConfigResult['skipped'], designs: DesignResult[]): ConfigResult {
   const lib = cfg.file.startsWith(EXPLORE_LIBRARY_DIR) ? cfg.file.slice(EXPLORE_LIBRARY_DIR.length).replace(/\.yaml$/, '') : cfg.file;
   const bugs = [...(cfg.scenario.host?.bugs ?? [])];
   return { config: cfg.name, file: lib, bugs, actors: cfg.actors.map((a) => a.name), skipped, designs };
+}
+
+/** Explore the configuration under each requested design. */
+export function exploreConfig(cfg: ExploreConfig, o: ExploreRunOptions = {}): ConfigResult {
+  const { ids, skipped } = designIds(cfg, o);
+  return configResult(cfg, skipped, ids.map((id) => exploreDesign(cfg, id, o)));
+}
+
+/** The exhaustive search's options from the configuration's bounds and the run's options. */
+export function searchOptions(cfg: ExploreConfig, o: ExploreRunOptions): ExploreOptions {
+  const b = cfg.bounds;
+  return {
+    noReduction: o.noReduction === true,
+    shrink: o.first !== true,
+    ...(b.steps !== undefined ? { maxSteps: b.steps } : {}),
+    ...(b.preemptions !== undefined ? { maxPreemptions: b.preemptions } : {}),
+    ...(b.executions !== undefined ? { maxExecutions: b.executions } : {}),
+    ...(o.shard ? { shard: o.shard } : {}),
+  };
 }
 
 export function exploreDesign(cfg: ExploreConfig, id: string, o: ExploreRunOptions = {}): DesignResult {
@@ -77,15 +103,13 @@ export function exploreDesign(cfg: ExploreConfig, id: string, o: ExploreRunOptio
   const t0 = performance.now();
   const res = o.pct
     ? explorePct(prog, { runs: o.pct.runs, depth: o.pct.depth, seed: o.pct.seed, steps: 12, ...(b.steps !== undefined ? { maxSteps: b.steps } : {}) })
-    : explore(prog, {
-        noReduction: o.noReduction === true,
-        shrink: o.first !== true,
-        ...(b.steps !== undefined ? { maxSteps: b.steps } : {}),
-        ...(b.preemptions !== undefined ? { maxPreemptions: b.preemptions } : {}),
-        ...(b.executions !== undefined ? { maxExecutions: b.executions } : {}),
-        ...(o.shard ? { shard: o.shard } : {}),
-      });
-  const ms = performance.now() - t0;
+    : explore(prog, searchOptions(cfg, o));
+  return designResult(cfg, id, o, res, performance.now() - t0);
+}
+
+/** A design's result as plain data, the shortest violation replayed with its step records. */
+export function designResult(cfg: ExploreConfig, id: string, o: ExploreRunOptions, res: ExploreResult<ExploreViolation>, ms: number): DesignResult {
+  const b = cfg.bounds;
   const out: DesignResult = {
     design: id,
     stats: res.stats,

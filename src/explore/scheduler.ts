@@ -78,6 +78,18 @@ export interface ExploreOptions {
   shrink?: boolean;
   /** only explore executions whose first choice index ≡ shard (mod shards) (deterministic split) */
   shard?: { index: number; count: number };
+  /**
+   * Explore only the executions that start with these choice indexes, exactly as the whole search
+   * would explore them (the choices before each prefix choice count as explored, for the sleep sets).
+   * A worker's share of a partitioned search (see `split`).
+   */
+  prefix?: readonly number[];
+  /**
+   * Partition instead of explore: stop every execution at this depth and return its prefix (choice
+   * indexes) in `prefixes`; the stats count only the executions that ended above it. The prefixes,
+   * explored with `prefix`, add up to the whole search.
+   */
+  splitDepth?: number;
 }
 
 export interface ExploreStats {
@@ -103,12 +115,16 @@ export interface Found<V> {
   violation: V;
   /** the actor of every step, in order, up to and including the violating step */
   schedule: number[];
+  /** the choice index of every step (the search's order: a smaller path in lexicographic order came first) */
+  path: number[];
 }
 
 export interface ExploreResult<V> {
   stats: ExploreStats;
-  /** the shortest violating schedule found, if any */
+  /** the shortest violating schedule found, if any (of the shortest, the first in search order) */
   shortest: Found<V> | null;
+  /** with `splitDepth`: the prefixes below it, in search order */
+  prefixes?: number[][];
 }
 
 interface Node {
@@ -140,7 +156,9 @@ export function explore<V>(prog: Program<V>, opts: ExploreOptions = {}): Explore
    * explored at least everything this visit would).
    */
   const seen = new Map<string, { sleep: Choice[]; pre: number; d: number }[]>();
-  const cut: { why: 'bound' | 'sleep' | 'state' } = { why: 'bound' };
+  const cut: { why: 'bound' | 'sleep' | 'state' | 'split' } = { why: 'bound' };
+  const prefix = opts.prefix ?? [];
+  const prefixes: number[][] = [];
   let stack: Node[] = [];
   let shortest: Found<V> | null = null;
   let executions = 0;
@@ -155,6 +173,18 @@ export function explore<V>(prog: Program<V>, opts: ExploreOptions = {}): Explore
   const preempts = (n: Node, actor: number): number =>
     n.prev >= 0 && actor !== n.prev && n.enabled.some((e) => e.actor === n.prev) ? 1 : 0;
 
+  /** A prefix node: the choices the whole search takes before the prefix's are explored already. */
+  const enterPrefix = (n: Node, d: number): void => {
+    const want = prefix[d]!;
+    if (want >= n.enabled.length) throw new RangeError(`explore: prefix choice ${want} at depth ${d}, but only ${n.enabled.length} actors can run there`);
+    for (let i = 0; i < want; i++) {
+      if (d === 0 && opts.shard !== undefined && i % opts.shard.count !== opts.shard.index) continue;
+      if (allowed(n, i)) n.done.push(n.enabled[i]!);
+    }
+    if (!allowed(n, want)) throw new RangeError(`explore: prefix choice ${want} at depth ${d} is not one the search takes`);
+    n.cur = want;
+  };
+
   const ctl = (depth: { d: number }): Controller => ({
     choose(enabled, current, key) {
       const d = depth.d;
@@ -166,6 +196,11 @@ export function explore<V>(prog: Program<V>, opts: ExploreOptions = {}): Explore
       if (d < stack.length) {
         depth.d++;
         return stack[d]!.cur;
+      }
+      if (opts.splitDepth !== undefined && d >= opts.splitDepth) {
+        prefixes.push(stack.map((n) => n.cur));
+        cut.why = 'split';
+        return CUT;
       }
       const parent = stack[d - 1];
       let sleep: Choice[] = [];
@@ -192,13 +227,15 @@ export function explore<V>(prog: Program<V>, opts: ExploreOptions = {}): Explore
         } else prior.push({ sleep, pre, d });
       }
       const n: Node = { enabled: [...enabled], sleep, done: [], cur: -1, pre, prev: current };
-      for (let i = 0; i < enabled.length; i++) {
-        if (d === 0 && opts.shard !== undefined && i % opts.shard.count !== opts.shard.index) continue;
-        if (allowed(n, i)) {
-          n.cur = i;
-          break;
+      if (d < prefix.length) enterPrefix(n, d);
+      else
+        for (let i = 0; i < enabled.length; i++) {
+          if (d === 0 && opts.shard !== undefined && i % opts.shard.count !== opts.shard.index) continue;
+          if (allowed(n, i)) {
+            n.cur = i;
+            break;
+          }
         }
-      }
       if (n.cur < 0) {
         // Every enabled actor sleeps (an equivalent execution was explored), or the preemption bound
         // forbids the rest.
@@ -221,25 +258,29 @@ export function explore<V>(prog: Program<V>, opts: ExploreOptions = {}): Explore
     else if (out.ending === 'violation') {
       stats.violating++;
       const schedule = stack.slice(0, depth.d).map((n) => n.enabled[n.cur]!.actor);
-      if (shortest === null || schedule.length < shortest.schedule.length) shortest = { violation: out.violation as V, schedule };
+      const path = stack.slice(0, depth.d).map((n) => n.cur);
+      if (shortest === null || schedule.length < shortest.schedule.length) shortest = { violation: out.violation as V, schedule, path };
       if (opts.shrink === false) break;
       // Only shorter schedules are interesting now.
       maxSteps = Math.min(maxSteps, schedule.length - 1);
+    } else if (cut.why === 'split') {
+      // counted where the prefix is explored
     } else if (cut.why === 'sleep') stats.sleepBlocked++;
     else if (cut.why === 'state') stats.statePruned++;
     else stats.boundCut++;
     // Backtrack: drop the nodes below the cut, then find the deepest node with another choice.
     stack.length = Math.min(stack.length, depth.d);
-    if (!advance(stack, allowed, opts)) {
+    if (!advance(stack, allowed, opts, prefix.length)) {
       stats.exhausted = true;
       break;
     }
   }
-  return { stats, shortest };
+  return opts.splitDepth === undefined ? { stats, shortest } : { stats, shortest, prefixes };
 }
 
-function advance(stack: Node[], allowed: (n: Node, i: number) => boolean, opts: ExploreOptions): boolean {
-  while (stack.length > 0) {
+/** The next execution: the deepest node below `floor` (the prefix) with a choice left. */
+function advance(stack: Node[], allowed: (n: Node, i: number) => boolean, opts: ExploreOptions, floor: number): boolean {
+  while (stack.length > floor) {
     const n = stack[stack.length - 1]!;
     n.done.push(n.enabled[n.cur]!);
     const d = stack.length - 1;
@@ -287,6 +328,7 @@ export function explorePct<V>(prog: Program<V>, o: PctOptions): ExploreResult<V>
     const prio = new Map<number, number>();
     const changes = Array.from({ length: Math.max(0, o.depth - 1) }, () => 1 + Math.floor(rand() * Math.max(1, o.steps)));
     const schedule: number[] = [];
+    const path: number[] = [];
     let low = 0;
     const out = prog.run({
       choose(enabled) {
@@ -305,6 +347,7 @@ export function explorePct<V>(prog: Program<V>, o: PctOptions): ExploreResult<V>
             if (prio.get(enabled[i]!.actor)! > prio.get(enabled[best]!.actor)!) best = i;
         }
         schedule.push(enabled[best]!.actor);
+        path.push(best);
         return best;
       },
     });
@@ -313,7 +356,7 @@ export function explorePct<V>(prog: Program<V>, o: PctOptions): ExploreResult<V>
     else {
       stats.violating++;
       if (shortest === null || schedule.length < shortest.schedule.length)
-        shortest = { violation: out.violation as V, schedule: [...schedule] };
+        shortest = { violation: out.violation as V, schedule: [...schedule], path: [...path] };
     }
   }
   return { stats, shortest };

@@ -21,6 +21,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { availableParallelism } from 'node:os';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { setMaxListeners } from 'node:events';
 import { Piscina } from 'piscina';
 
 export interface PoolOptions {
@@ -90,6 +91,8 @@ export async function* runPool<I, O>(module: URL, items: readonly I[], opts: Poo
     idleTimeout: 1000,
   });
   const abort = new AbortController();
+  // every queued task listens on this one signal (more than the default 10 is not a leak)
+  setMaxListeners(0, abort.signal);
   const onAbort = (): void => abort.abort();
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   // A queue of settled results: tasks settle in any order, the generator drains them as they come.

@@ -1,6 +1,6 @@
 /**
  * `zaplab explore` end to end: configuration errors as file:line:col, exit statuses, the race diagram
- * and replay command of a violation, --json, --shard and --merge into one verdict, --replay.
+ * and replay command of a violation, --json, --shard and --merge into one verdict, --workers, --replay.
  */
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
@@ -100,12 +100,29 @@ describe('zaplab explore', () => {
     expect([one.stats.complete, one.stats.exhausted]).toEqual([36, false]);
   }, 90_000);
 
+  it('--workers 2: the one-thread counts as JSON, and a violation with its shortest schedule', () => {
+    const r = zaplab('delete-vs-fault', '--design', 'quirk,quirk-off', '--workers', '2', '--json');
+    expect([r.status, r.stderr]).toEqual([0, '']);
+    const ds = JSON.parse(r.stdout).designs as { design: string; stats: { complete: number; exhausted: boolean }; workers: number }[];
+    expect(ds.map((d) => [d.design, d.stats.complete, d.stats.exhausted, d.workers])).toEqual([
+      ['quirk', 81, true, 2],
+      ['quirk-off', 81, true, 2],
+    ]);
+    const v = zaplab('notifier-vs-fault', '--design', 'quirk', '--bug', 'fault-no-seq-recheck', '--workers', '2', '--json');
+    expect(v.status).toBe(1);
+    const d = JSON.parse(v.stdout).designs[0];
+    expect([d.violation.invariant, d.violation.schedule.length]).toEqual(['INV-PFN-001', 4]);
+  }, 90_000);
+
   it('bad input: exit 2 and one line', () => {
     for (const [args, msg] of [
       [['no-such-config'], /^zaplab explore: no-such-config: no such file or library configuration/],
       [['delete-vs-fault', '--design', 'nope'], /^zaplab explore: design 'nope' cannot run delete-vs-fault: no such design/],
       [['delete-vs-fault', '--bug', 'nope'], /^zaplab explore: --bug nope: unknown \(known: vfio-2019-memtype/],
       [['delete-vs-fault', '--shard', '2/2'], /^zaplab explore: --shard 2\/2: expected i\/N with 0 ≤ i < N/],
+      [['delete-vs-fault', '--workers', 'two'], /^zaplab explore: --workers: expected an integer ≥ 0 \(got 'two'\)/],
+      [['delete-vs-fault', '--workers', '300'], /^zaplab explore: --workers 300: expected an integer from 0 to 256/],
+      [['delete-vs-fault', '--workers', '2', '--pct', '5'], /^zaplab explore: --workers splits the exhaustive search; --pct runs in one thread/],
       [['delete-vs-fault', '--design', 'quirk', '--replay', '5,5'], /^zaplab explore: schedule step 1: actor 5 cannot run there/],
     ] as const) {
       const r = zaplab(...args);
