@@ -23,6 +23,9 @@ function linesPerSec(name: string, text: string, lines: number, parse: (t: strin
   return { name: `${name}: lines parsed/s`, value: (lines * reps) / s, unit: 'ops/s', target: { atLeast: 1e6 } };
 }
 
+/** Lines as one flat string with a final newline, as a file read from disk is (`a + b` would make a rope). */
+const text = (lines: string[]): string => [...lines, ''].join('\n');
+
 function kernelText(n: number): string {
   const out: string[] = [];
   for (let i = 0; i < n; i++) {
@@ -33,7 +36,7 @@ function kernelText(n: number): string {
         : ` qemu-system-x86-1001   [001] ...1. ${ts}: kvm_tdp_mmu_spte_changed: as id 0 gfn ${(i & 0x3fff).toString(16)} level 1 old_spte 8000000000000000 new_spte 600000${(0x10000 + (i & 0x3fff)).toString(16)}f77`,
     );
   }
-  return out.join('\n') + '\n';
+  return text(out);
 }
 
 function straceText(n: number): string {
@@ -44,14 +47,14 @@ function straceText(n: number): string {
       ? `1000 ${ts} ioctl(9, KVM_SET_USER_MEMORY_REGION, {slot=1, flags=0, guest_phys_addr=0xc0000000, memory_size=${i % 100 ? 0 : 2097152}, userspace_addr=0x7f0100000000}) = 0`
       : `1001 ${ts} ioctl(11, KVM_RUN, 0) = 0`);
   }
-  return out.join('\n') + '\n';
+  return text(out);
 }
 
 function qemuText(n: number): string {
   const out: string[] = [];
   for (let i = 0; i < n; i++)
     out.push(`1000@${(1796560000 + i / 1e6).toFixed(6)}:kvm_set_user_memory Slot#1 flags=0x0 gpa=0xc0000000 size=0x${(i & 1 ? 0 : 0x200000).toString(16)} ua=0x7f0100000000 ret=0`);
-  return out.join('\n') + '\n';
+  return text(out);
 }
 
 /** 1 M kernel events: faults (mostly on mapped pages), with 500 BAR create/delete pairs and their zaps. */
@@ -71,7 +74,7 @@ function replayInputs(events: number): { qemu: string; kernel: string } {
     k.push(` qemu-1000   [000] ..... ${ts()}: kvm_mmu_zap_all_fast: kvm-mmu-valid-gen ${p & 1} used_pages 40`);
     q.push(`1000@${ts()}:kvm_set_user_memory Slot#1 flags=0x0 gpa=0xc0000000 size=0x0 ua=0x7f0100000000 ret=0`);
   }
-  return { qemu: q.join('\n') + '\n', kernel: k.join('\n') + '\n' };
+  return { qemu: text(q), kernel: text(k) };
 }
 
 export async function run(): Promise<BenchLine[]> {
@@ -117,5 +120,5 @@ function scatteredInputs(events: number): { qemu: string; kernel: string } {
     const ts = (1796560000.000001 + i / 1e6).toFixed(6);
     k.push(` vcpu-1001   [001] ..... ${ts}: kvm_tdp_mmu_spte_changed: as id 0 gfn ${gfn.toString(16)} level 1 old_spte 8000000000000000 new_spte 6000${(0x10000 + gfn).toString(16).padStart(8, '0')}f77`);
   }
-  return { qemu, kernel: k.join('\n') + '\n' };
+  return { qemu, kernel: text(k) };
 }
