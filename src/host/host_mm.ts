@@ -15,7 +15,7 @@
  */
 import { asHva, asPfn, HVA_LIMIT, type Hva, type Pfn } from '../types/addr.ts';
 import { PfnPool } from './pfn_pool.ts';
-import { frameIndex, pageAt, setPage, sliceVma, splitFrame, type Backing, type Vma } from './vma.ts';
+import { frameIndex, pageAt, pageInto, setPage, sliceVma, splitFrame, type Backing, type PageAt, type Vma } from './vma.ts';
 import { argBool, argOneOf, argOpts, readHostNumber } from '../kvm/args.ts';
 
 export type { Backing, Vma } from './vma.ts';
@@ -102,7 +102,13 @@ export class HostMm {
     return asHva(start);
   }
 
+  /** Index in `vmas` of the last mapping findVma returned (a guest touches its memory in runs). */
+  private lastVma = 0;
+
   findVma(addr: number): Vma | null {
+    // vmas are sorted and disjoint, so the entry at lastVma is the answer whenever it contains addr.
+    const c = this.vmas[this.lastVma];
+    if (c !== undefined && addr >= c.start && addr < c.start + c.length) return c;
     let lo = 0;
     let hi = this.vmas.length - 1;
     while (lo <= hi) {
@@ -110,7 +116,10 @@ export class HostMm {
       const v = this.vmas[mid]!;
       if (addr < v.start) hi = mid - 1;
       else if (addr >= v.start + v.length) lo = mid + 1;
-      else return v;
+      else {
+        this.lastVma = mid;
+        return v;
+      }
     }
     return null;
   }
@@ -125,17 +134,29 @@ export class HostMm {
    * fails on a read-only mapping. Returns null if nothing usable is mapped (KVM reports -EFAULT).
    */
   hvaToPfn(addr: number, write = false): HvaPfn | null {
+    const out: HvaPfn = { pfn: asPfn(0), level: 1, writable: false };
+    return this.hvaToPfnInto(addr, write, out) ? out : null;
+  }
+
+  /** hvaToPfn into `out` (no object per call, for the fault and pin paths); false where it returns null. */
+  hvaToPfnInto(addr: number, write: boolean, out: HvaPfn): boolean {
     const v = this.findVma(addr);
-    if (v === null || (write && !v.writable)) return null;
-    const i = Math.floor((addr - v.start) / PAGE);
-    if (write && v.cow.has(i)) this.breakCow(v, i);
-    let p = pageAt(v, addr);
+    if (v === null || (write && !v.writable)) return false;
+    const cow = v.cow.size > 0;
+    const i = cow ? Math.floor((addr - v.start) / PAGE) : 0;
+    if (write && cow && v.cow.has(i)) this.breakCow(v, i);
+    const p = this.page;
+    pageInto(v, addr, p);
     if (p.pfn === 0) {
       this.faultIn(v, addr);
-      p = pageAt(v, addr);
+      pageInto(v, addr, p);
     }
-    return { pfn: asPfn(p.pfn), level: p.level, writable: v.writable && !v.cow.has(i) };
+    out.pfn = asPfn(p.pfn);
+    out.level = p.level;
+    out.writable = v.writable && !(cow && v.cow.has(i));
+    return true;
   }
+  private readonly page: PageAt = { pfn: 0, level: 1 };
 
   /**
    * The level the host page tables map hva at now (1 = 4K, 2 = 2M PMD, 3 = 1G PUD); 1 when nothing is
@@ -144,14 +165,17 @@ export class HostMm {
   mappingLevelAt(addr: number): 1 | 2 | 3 {
     const v = this.findVma(addr);
     if (v === null) return 1;
-    const p = pageAt(v, addr);
+    const p = this.page;
+    pageInto(v, addr, p);
     return p.pfn === 0 ? 1 : p.level;
   }
 
   /** Peek without faulting: the pfn mapped at hva now, or 0. */
   pfnAt(addr: number): number {
     const v = this.findVma(addr);
-    return v === null ? 0 : pageAt(v, addr).pfn;
+    if (v === null) return 0;
+    pageInto(v, addr, this.page);
+    return this.page.pfn;
   }
 
   private faultIn(v: Vma, addr: number): void {

@@ -50,17 +50,34 @@ export class PfnPool implements SnapshotExtents {
 
   /** Snapshots copy a chunk only up to the pfns ever handed out: nothing writes past `next`. */
   *[SNAPSHOT_EXTENTS](): Generator<[Int32Array | Uint32Array, number]> {
-    for (const m of [this.refChunks, this.verChunks])
+    for (const m of [this.refChunks, this.verChunks, this.pinChunks])
       for (const [k, c] of m) yield [c, Math.max(0, Math.min(CHUNK, this.next - k * CHUNK))];
   }
 
+  /** Unsplit 1G (262144-page) blocks in `compound`: head() skips their lookup while there are none. */
+  private giants = 0;
+
   /** The pfn that holds this page's refcount/version: its compound head, or itself. */
   head(pfn: number): number {
-    for (const n of [512, 262144]) {
-      const h = pfn - (pfn % n);
-      if (this.compound.get(h) === n) return h;
+    const c = this.compound;
+    if (c.size === 0) return pfn;
+    const h2 = pfn - (pfn % 512);
+    if (c.get(h2) === 512) return h2;
+    if (this.giants > 0) {
+      const h1 = pfn - (pfn % 262144);
+      if (c.get(h1) === 262144) return h1;
     }
     return pfn;
+  }
+
+  /**
+   * Do pfn … pfn + n - 1 all lie in one unsplit compound block? Then they share its refcount (and
+   * content version), so isFree/refs answer the same for each of them.
+   */
+  inOneBlock(pfn: number, n: number): boolean {
+    const h = this.head(pfn);
+    const size = this.compound.get(h);
+    return size !== undefined && pfn + n <= h + size;
   }
 
   /** Allocate `n` contiguous pages (n = 1, 512 or 262144, naturally aligned), refcount 1. */
@@ -71,10 +88,14 @@ export class PfnPool implements SnapshotExtents {
       base = Math.ceil(this.next / n) * n;
       this.next = base + n;
     }
-    if (n > 1) this.compound.set(base, n);
+    if (n > 1) {
+      this.compound.set(base, n);
+      if (n === 262144) this.giants++;
+    }
     const i = base & (CHUNK - 1);
     this.ref(base)[i] = 1;
-    this.ver(base)[i] = (this.ver(base)[i]! + 1) >>> 0; // new owner, new content
+    const ver = this.ver(base);
+    ver[i] = (ver[i]! + 1) >>> 0; // new owner, new content
     this.allocated += n;
     return base;
   }
@@ -91,9 +112,10 @@ export class PfnPool implements SnapshotExtents {
     const r = this.ref(headPfn)[headPfn & (CHUNK - 1)]! - pinned;
     const v = this.ver(headPfn)[headPfn & (CHUNK - 1)]!;
     this.compound.delete(headPfn);
+    if (n === 262144) this.giants--;
     this.headPins.delete(headPfn);
     for (let p = headPfn; p < headPfn + n; p++) {
-      this.ref(p)[p & (CHUNK - 1)] = r + (pinned === 0 ? 0 : (this.pins.get(p) ?? 0));
+      this.ref(p)[p & (CHUNK - 1)] = r + (pinned === 0 ? 0 : this.pinCount(p));
       this.ver(p)[p & (CHUNK - 1)] = v;
     }
   }
@@ -120,27 +142,69 @@ export class PfnPool implements SnapshotExtents {
     this.allocated -= n;
   }
 
-  /** Long-term pins (FOLL_LONGTERM, as VFIO takes them) per pinned page. */
-  private readonly pins = new Map<number, number>();
+  /**
+   * Long-term pins (FOLL_LONGTERM, as VFIO takes them) per pinned page, in chunks like the refcounts (a
+   * VFIO MAP_DMA of guest RAM pins every page of it).
+   */
+  private readonly pinChunks = new Map<number, Int32Array>();
+  private lastPinKey = -1;
+  private lastPin: Int32Array = new Int32Array(0);
+  private pinArr(pfn: number, create: boolean): Int32Array | undefined {
+    const k = pfn >>> CHUNK_SHIFT;
+    if (k === this.lastPinKey) return this.lastPin;
+    let c = this.pinChunks.get(k);
+    if (c === undefined) {
+      if (!create) return undefined;
+      this.pinChunks.set(k, (c = new Int32Array(CHUNK)));
+    }
+    this.lastPinKey = k;
+    this.lastPin = c;
+    return c;
+  }
+  private pinCount(pfn: number): number {
+    return this.pinArr(pfn, false)?.[pfn & (CHUNK - 1)] ?? 0;
+  }
   /** Pins inside each unsplit compound block, on its head (the folio's pincount). */
   private readonly headPins = new Map<number, number>();
 
   /** pin_user_pages(FOLL_LONGTERM): a reference that also makes the page (its whole folio) unmovable. */
   pin(pfn: number): void {
     const h = this.head(pfn);
-    this.get(h);
-    this.pins.set(pfn, (this.pins.get(pfn) ?? 0) + 1);
-    if (this.compound.has(h)) this.headPins.set(h, (this.headPins.get(h) ?? 0) + 1);
+    this.ref(h)[h & (CHUNK - 1)]!++; // get(h): h is its own head
+    this.pinArr(pfn, true)![pfn & (CHUNK - 1)]!++;
+    if (h !== pfn || this.compound.has(h)) this.headPins.set(h, (this.headPins.get(h) ?? 0) + 1);
+  }
+
+  /**
+   * pin() of pfns[0], …, pfns[n - 1] in one pass: a run of pages inside one compound block takes its
+   * references on the head at once (the same counts as pinning them one by one).
+   */
+  pinPages(pfns: Float64Array, n: number): void {
+    for (let i = 0; i < n; ) {
+      const pfn = pfns[i]!;
+      const h = this.head(pfn);
+      const size = h !== pfn || this.compound.has(h) ? this.compound.get(h)! : 0;
+      let j = i + 1;
+      if (size !== 0) while (j < n && pfns[j] === pfns[j - 1]! + 1 && pfns[j]! < h + size) j++;
+      this.ref(h)[h & (CHUNK - 1)]! += j - i;
+      for (let m = i; m < j; m++) {
+        const p = pfns[m]!;
+        this.pinArr(p, true)![p & (CHUNK - 1)]!++;
+      }
+      if (size !== 0) this.headPins.set(h, (this.headPins.get(h) ?? 0) + (j - i));
+      i = j;
+    }
   }
 
   /** unpin_user_page: the pin of exactly this page (it may have been split out of its block since). */
   unpin(pfn: number): void {
     const h = this.head(pfn);
-    const n = (this.pins.get(pfn) ?? 0) - 1;
-    if (n < 0) throw new RangeError(`unpin of pfn 0x${pfn.toString(16)}, which is not pinned`);
-    if (n === 0) this.pins.delete(pfn);
-    else this.pins.set(pfn, n);
-    if (this.compound.has(h)) {
+    const pins = this.pinArr(pfn, false);
+    const i = pfn & (CHUNK - 1);
+    if (pins === undefined || pins[i]! <= 0)
+      throw new RangeError(`unpin of pfn 0x${pfn.toString(16)}, which is not pinned`);
+    pins[i]!--;
+    if (h !== pfn || this.compound.has(h)) {
       const m = this.headPins.get(h)! - 1;
       if (m === 0) this.headPins.delete(h);
       else this.headPins.set(h, m);
@@ -150,12 +214,14 @@ export class PfnPool implements SnapshotExtents {
 
   /** folio_maybe_dma_pinned: this page, or any page of its unsplit block, is long-term pinned. */
   isPinned(pfn: number): boolean {
-    return this.pins.has(pfn) || (this.headPins.get(this.head(pfn)) ?? 0) > 0;
+    return this.pinCount(pfn) > 0 || (this.headPins.size > 0 && (this.headPins.get(this.head(pfn)) ?? 0) > 0);
   }
 
   refs(pfn: number): number {
     const h = this.head(pfn);
-    return this.refChunks.get(h >>> CHUNK_SHIFT)?.[h & (CHUNK - 1)] ?? 0;
+    const k = h >>> CHUNK_SHIFT;
+    if (k === this.lastRefKey) return this.lastRef[h & (CHUNK - 1)]!;
+    return this.refChunks.get(k)?.[h & (CHUNK - 1)] ?? 0;
   }
 
   isFree(pfn: number): boolean {

@@ -34,20 +34,52 @@ export function frameIndex(v: Vma, addr: number): number {
   return Math.floor((addr - v.frameBase) / (v.framePages * PAGE));
 }
 
+/** A page lookup's answer: the pfn at addr (0 if absent) and its mapping level. */
+export interface PageAt {
+  pfn: number;
+  level: 1 | 2 | 3;
+}
+
 /** The pfn at addr (0 if absent) and its mapping level. */
-export function pageAt(v: Vma, addr: number): { pfn: number; level: 1 | 2 | 3 } {
+export function pageAt(v: Vma, addr: number): PageAt {
+  const out: PageAt = { pfn: 0, level: 1 };
+  pageInto(v, addr, out);
+  return out;
+}
+
+/** pageAt into `out` (no object per lookup, for the fault and pin paths). */
+export function pageInto(v: Vma, addr: number, out: PageAt): void {
   const fp = v.framePages;
   const f = frameIndex(v, addr);
-  if (fp > 1) {
+  if (fp > 1 && v.split.size > 0) {
     const arr = v.split.get(f);
-    if (arr !== undefined) return { pfn: arr[Math.floor((addr - v.frameBase) / PAGE) % fp]!, level: 1 };
+    if (arr !== undefined) {
+      out.pfn = arr[Math.floor((addr - v.frameBase) / PAGE) % fp]!;
+      out.level = 1;
+      return;
+    }
   }
   const base = v.frames[f]!;
-  if (base === 0) return { pfn: 0, level: 1 };
-  return {
-    pfn: base + (Math.floor((addr - v.frameBase) / PAGE) % fp),
-    level: fp === 1 ? 1 : fp === 512 ? 2 : 3,
-  };
+  if (base === 0) {
+    out.pfn = 0;
+    out.level = 1;
+    return;
+  }
+  out.pfn = fp === 1 ? base : base + (Math.floor((addr - v.frameBase) / PAGE) % fp);
+  out.level = fp === 1 ? 1 : fp === 512 ? 2 : 3;
+}
+
+/**
+ * The pfn at addr when [addr, addr + pages × 4K) lies inside v in one present, unsplit frame, so the
+ * pages there map pfn, pfn + 1, …; else 0. (A bulk pageAt for the audits.)
+ */
+export function framePfnRun(v: Vma, addr: number, pages: number): number {
+  const fp = v.framePages;
+  if (fp < pages || addr < v.start || addr + pages * PAGE > v.start + v.length) return 0;
+  const f = frameIndex(v, addr);
+  if (frameIndex(v, addr + (pages - 1) * PAGE) !== f || v.split.has(f)) return 0;
+  const base = v.frames[f]!;
+  return base === 0 ? 0 : base + (Math.floor((addr - v.frameBase) / PAGE) % fp);
 }
 
 /** Map the 4K page at addr to pfn (0 = unmap), splitting its huge frame to 4K first. */

@@ -55,8 +55,8 @@ export class IommuDomain {
   readonly units = new Set<IommuUnit>();
   /** Whether the domain blocks no-snoop DMA (dmar_domain->force_snooping). */
   enforceCacheCoherency = false;
-  /** I/O page table: iova page → pfn * 4 + prot. */
-  private readonly pt = new Map<number, number>();
+  /** I/O page table: iova page → pfn * 4 + prot (a MAP_DMA of guest RAM maps every page of it). */
+  private readonly pt = new IoPageTable();
   /** IOTLB: iova page → cached pt entry. */
   private readonly iotlb = new Map<number, number>();
   iotlbHits = 0;
@@ -71,7 +71,7 @@ export class IommuDomain {
 
   /** Pages currently mapped. */
   get mappedPages(): number {
-    return this.pt.size;
+    return this.pt.count;
   }
 
   /**
@@ -86,6 +86,11 @@ export class IommuDomain {
   /** Map one 4 KiB I/O page. @kernel drivers/iommu/iommu.c#iommu_map */
   map(iovaPage: number, pfn: number, prot: number): void {
     this.pt.set(iovaPage, pfn * 4 + (prot & 3));
+  }
+
+  /** map() of pfns[i] at iovaPage + i for every i. */
+  mapPages(iovaPage: number, pfns: Float64Array, prot: number): void {
+    for (let i = 0; i < pfns.length; i++) this.pt.set(iovaPage + i, pfns[i]! * 4 + (prot & 3));
   }
 
   /**
@@ -113,7 +118,7 @@ export class IommuDomain {
   /** The pfn mapped at an iova page, or -1 (the page table, not the IOTLB). @kernel drivers/iommu/iommu.c#iommu_iova_to_phys */
   iovaToPfn(iovaPage: number): number {
     const e = this.pt.get(iovaPage);
-    return e === undefined ? -1 : Math.floor(e / 4);
+    return e < 0 ? -1 : Math.floor(e / 4);
   }
 
   /** A device DMA through this domain: the IOTLB first, then a page walk that fills it. */
@@ -125,7 +130,7 @@ export class IommuDomain {
       iotlb = 'miss';
       this.iotlbMisses++;
       e = this.pt.get(page);
-      if (e === undefined) {
+      if (e < 0) {
         this.dmaFaults++;
         return { ok: false, fault: 'not-present', iova };
       }
@@ -137,5 +142,55 @@ export class IommuDomain {
       return { ok: false, fault: 'permission', iova };
     }
     return { ok: true, pfn: Math.floor(e / 4), coherent: this.enforceCacheCoherency, iotlb };
+  }
+}
+
+const PT_CHUNK = 65536;
+
+/**
+ * The I/O page table's entries (iova page → pfn * 4 + prot) in chunks of 64 Ki pages, each a Float64Array
+ * holding entry + 1 (0 = not present): no hash-map entry per mapped page.
+ */
+class IoPageTable {
+  private readonly chunks = new Map<number, Float64Array>();
+  private lastKey = -1;
+  private last: Float64Array | undefined;
+  /** Entries present. */
+  count = 0;
+
+  private chunk(page: number, create: boolean): Float64Array | undefined {
+    const k = Math.floor(page / PT_CHUNK);
+    if (k === this.lastKey) return this.last;
+    let c = this.chunks.get(k);
+    if (c === undefined) {
+      if (!create) return undefined;
+      this.chunks.set(k, (c = new Float64Array(PT_CHUNK)));
+    }
+    this.lastKey = k;
+    this.last = c;
+    return c;
+  }
+
+  /** The entry at page, or -1. */
+  get(page: number): number {
+    const c = this.chunk(page, false);
+    return c === undefined ? -1 : c[page % PT_CHUNK]! - 1;
+  }
+
+  set(page: number, e: number): void {
+    const c = this.chunk(page, true)!;
+    const i = page % PT_CHUNK;
+    if (c[i] === 0) this.count++;
+    c[i] = e + 1;
+  }
+
+  /** Clear the entry at page; true if there was one. */
+  delete(page: number): boolean {
+    const c = this.chunk(page, false);
+    const i = page % PT_CHUNK;
+    if (c === undefined || c[i] === 0) return false;
+    c[i] = 0;
+    this.count--;
+    return true;
   }
 }

@@ -16,7 +16,8 @@
  */
 import { KvmError, hex } from '../kvm/kvm_error.ts';
 import { copyIn, type FieldKind, type StructSpec, type U64 } from '../kvm/args.ts';
-import type { HostMm } from '../host/host_mm.ts';
+import type { HostMm, HvaPfn } from '../host/host_mm.ts';
+import { asPfn } from '../types/addr.ts';
 import {
   IOMMU_APERTURE_END,
   IOMMU_READ,
@@ -145,27 +146,27 @@ export class VfioIommuType1 {
   private pinPagesRemote(vaddr: number, size: number, prot: number, sc: string): Float64Array {
     const n = size / PAGE;
     const pfns = new Float64Array(n);
-    const pool = this.env.host.pfns;
+    const host = this.env.host;
+    const p: HvaPfn = { pfn: asPfn(0), level: 1, writable: false };
+    const write = (prot & IOMMU_WRITE) !== 0;
+    // GUP every page first, then take the pins in one pass: pinning a page changes nothing that a later
+    // page's GUP reads, and a failed GUP drops every pin already taken, so no pin is ever left behind.
     for (let i = 0; i < n; i++) {
-      const p = this.env.host.hvaToPfn(vaddr + i * PAGE, (prot & IOMMU_WRITE) !== 0);
-      if (p === null) {
-        for (let k = 0; k < i; k++) pool.unpin(pfns[k]!);
+      if (!host.hvaToPfnInto(vaddr + i * PAGE, write, p))
         throw new KvmError(
           'EFAULT',
           sc,
           `cannot pin vaddr ${hex(vaddr + i * PAGE)} (not mapped or not writable)`,
         );
-      }
-      pool.pin(p.pfn);
       pfns[i] = p.pfn;
     }
+    host.pfns.pinPages(pfns, n);
     this.pagesPinned += n;
     return pfns;
   }
 
   private mapIntoDomain(d: IommuDomain, dma: VfioDma): void {
-    const first = dma.iova / PAGE;
-    for (let i = 0; i < dma.pfns.length; i++) d.map(first + i, dma.pfns[i]!, dma.prot);
+    d.mapPages(dma.iova / PAGE, dma.pfns, dma.prot);
   }
 
   /** VFIO_IOMMU_UNMAP_DMA → bytes unmapped. @kernel drivers/vfio/vfio_iommu_type1.c#vfio_dma_do_unmap */

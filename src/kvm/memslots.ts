@@ -15,6 +15,9 @@ import type { Gfn, Hva } from '../types/addr.ts';
 import type { KvmMemorySlot } from './kvm_host.ts';
 import { ModelCorruption } from './model_corruption.ts';
 
+/** Below this many slots the binary search is as quick as the directory. */
+const DIR_MIN_SLOTS = 64;
+
 export class KvmMemslots {
   /** Generation without the in-progress bit. */
   generation = 0;
@@ -57,7 +60,14 @@ export class KvmMemslots {
    */
   searchMemslots(gfn: number): KvmMemorySlot | null {
     if (gfn >= this.lastBase && gfn < this.lastEnd) return this.lastUsed;
-    const i = this.floorIndex(gfn);
+    let i: number;
+    if (this.dir !== null) i = this.dirFloorIndex(gfn);
+    else {
+      i = this.floorIndex(gfn);
+      // Enough lookups since the last change to pay for the directory (one pass over the slots).
+      if (++this.searchesSinceChange > DIR_MIN_SLOTS + (this.sorted.length >>> 2) && this.sorted.length >= DIR_MIN_SLOTS)
+        this.buildDir();
+    }
     if (i < 0 || gfn >= this.ends[i]!) return null;
     const s = this.sorted[i]!;
     this.lastUsed = s;
@@ -71,6 +81,62 @@ export class KvmMemslots {
     this.lastUsed = s;
     this.lastBase = s === null ? 0 : s.baseGfn;
     this.lastEnd = s === null ? 0 : s.baseGfn + s.npages;
+  }
+
+  /**
+   * A directory over the sorted bases, for lookups that miss the last-used cache: the gfn range from the
+   * first base to the last is cut into 2^k-gfn buckets (about two per slot), and dir[b] is the index of
+   * the last slot whose base is at or below bucket b's start. A gfn's slot index then lies between
+   * dir[b] and dir[b + 1], usually equal or one apart, instead of ~15 steps of binary search over 32764
+   * slots. Built lazily once lookups outnumber what the build costs; any change to the set drops it.
+   */
+  private dir: Int32Array | null = null;
+  private dirBase = 0;
+  /** 1 / bucket size (a power of two, so the product is exact) */
+  private dirInv = 0;
+  /** buckets; dir has dirLen + 1 entries */
+  private dirLen = 0;
+  private searchesSinceChange = 0;
+
+  private buildDir(): void {
+    const n = this.sorted.length;
+    const b = this.bases;
+    const span = b[n - 1]! - b[0]! + 1;
+    let size = 1;
+    while (size * 2 * n < span) size *= 2;
+    const len = Math.ceil(span / size);
+    const dir = new Int32Array(len + 1);
+    let i = 0;
+    for (let k = 0; k < len; k++) {
+      const start = b[0]! + k * size;
+      while (i + 1 < n && b[i + 1]! <= start) i++;
+      dir[k] = i;
+    }
+    dir[len] = n - 1;
+    this.dir = dir;
+    this.dirBase = b[0]!;
+    this.dirInv = 1 / size;
+    this.dirLen = len;
+  }
+
+  /** floorIndex through the directory. */
+  private dirFloorIndex(gfn: number): number {
+    const q = (gfn - this.dirBase) * this.dirInv;
+    if (q < 0) return -1;
+    if (q >= this.dirLen) return this.sorted.length - 1;
+    const k = q | 0; // q < dirLen < 2^31
+    const dir = this.dir!;
+    const b = this.bases;
+    let lo = dir[k]!;
+    let hi = dir[k + 1]!;
+    // the last index in [lo, hi] whose base is <= gfn (b[lo] <= gfn holds)
+    while (hi - lo > 4) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (b[mid]! <= gfn) lo = mid;
+      else hi = mid - 1;
+    }
+    while (lo < hi && b[lo + 1]! <= gfn) lo++;
+    return lo;
   }
 
   /** Index of the last slot whose base_gfn <= gfn, or -1. */
@@ -153,6 +219,8 @@ export class KvmMemslots {
    */
   replace(old: KvmMemorySlot | null, nu: KvmMemorySlot | null): void {
     this.hvaIndex = null;
+    this.dir = null;
+    this.searchesSinceChange = 0;
     if (old !== null) {
       if (this.lastUsed === old) this.setLastUsed(nu);
       if (nu !== null && nu.baseGfn === old.baseGfn) {

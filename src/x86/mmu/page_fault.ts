@@ -29,6 +29,7 @@ import { markPageDirtyInSlot } from '../../kvm/dirty_log.ts';
 import { kvmGmemGetPfn } from '../../kvm/guest_memfd.ts';
 import { hasBug } from '../../kvm/host_profile.ts';
 import { asPfn, pagesPerHpage, type PgLevel } from '../../types/addr.ts';
+import type { HvaPfn } from '../../host/host_mm.ts';
 import { gfnToIndex, kvmMmuMaxGfn } from '../x86.ts';
 import {
   kvmTdpMmuMap,
@@ -179,6 +180,9 @@ export function kvmMmuFaultinPfn(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): 
   return RET_PF_CONTINUE;
 }
 
+/** Where faultinPfnFromSlot's GUP leaves the host page (read at once; no object per fault). */
+const hostPage: HvaPfn = { pfn: asPfn(0), level: 1, writable: false };
+
 function faultinPfnFromSlot(mmu: X86Mmu, fault: KvmPageFault, slot: KvmMemorySlot): number {
   const vm = mmu.vm;
   const toGmem = fault.isPrivate || (slot.flags & KVM_MEMSLOT_GMEM_ONLY) !== 0;
@@ -202,8 +206,8 @@ function faultinPfnFromSlot(mmu: X86Mmu, fault: KvmPageFault, slot: KvmMemorySlo
   // A write to a read-only slot is emulated: userspace sees an MMIO write.
   if (fault.write && slot.flags & KVM_MEM_READONLY) return RET_PF_EMULATE;
   const hva = slot.userspaceAddr + (fault.gfn - slot.baseGfn) * 4096;
-  const p = vm.kvm.host.hvaToPfn(hva, fault.write);
-  if (p === null) {
+  const p = hostPage;
+  if (!vm.kvm.host.hvaToPfnInto(hva, fault.write, p)) {
     fault.retryReason = `no usable host page at hva 0x${hva.toString(16)}`;
     return RET_PF_MEMORY_FAULT; // kvm_handle_error_pfn → -EFAULT with memory-fault info
   }
