@@ -44,6 +44,7 @@ import { kvmMmuGetMtMask } from '../x86/mtrr.ts';
 import type { PgLevel } from '../types/addr.ts';
 import { expectedPfn, isPrivateGfn, usesGmem } from './reference.ts';
 import { framePfnRun } from '../host/vma.ts';
+import type { AuditFilter } from './audit_delta.ts';
 import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
 
 /** Where audits send what they find. */
@@ -196,11 +197,14 @@ interface LeafCtx {
   leaf: { root: number; level: number; invalid: boolean; mirror: boolean };
   /** The leaf's description, built only when something is reported. */
   where: () => string;
+  /** Which tables to walk (null: all); see audit_delta.ts. */
+  filter: AuditFilter | null;
 }
 
-function leafCtx(vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf[], only = -1): LeafCtx {
+function leafCtx(vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf[], only = -1, filter: AuditFilter | null = null): LeafCtx {
   const leaf = { root: 0, level: 0, invalid: false, mirror: false };
   return {
+    filter,
     vm,
     report,
     bits: vm.arch.gfnDirectBits,
@@ -213,10 +217,10 @@ function leafCtx(vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf[], only =
 }
 
 /** Walk every root: encodings (INV-SPTE-*), leafs (INV-ZAP-001/003, INV-HUGE-*, INV-PFN-*, INV-MEMTYPE-001). */
-export function auditSptes(vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf[]): void {
+export function auditSptes(vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf[], filter?: AuditFilter | null): void {
   const tdp = (vm.mmu as Partial<X86Mmu>).tdp;
   if (tdp === undefined) return;
-  const ctx = leafCtx(vm, report, mirrorLeafs);
+  const ctx = leafCtx(vm, report, mirrorLeafs, -1, filter ?? null);
   for (const root of tdp.roots) {
     const role = tdp.pool.role[root]!;
     auditTable(ctx, tdp.pool, tdp.mmioValue, root, role, root, role & 0xf, 0);
@@ -240,18 +244,18 @@ function auditTable(
   const hiBase = base + HI_OFFSET;
   for (let i = 0; i < SPTE_ENT_PER_PAGE; i++) {
     // The common case first: empty entries (SHADOW_NONPRESENT_VALUE) have nothing to check; skip them
-    // four at a time (SHADOW_NONPRESENT_LO is 0, so an OR of the low words finds any other value).
-    if ((i & 3) === 0) {
+    // eight at a time, with one branch: SHADOW_NONPRESENT_LO is 0, so an OR of the low words finds any
+    // other low word, and an OR of the high words XOR SHADOW_NONPRESENT_HI any other high word.
+    if ((i & 7) === 0) {
       const j = base + i;
       const h = hiBase + i;
-      if (
-        (arr[j]! | arr[j + 1]! | arr[j + 2]! | arr[j + 3]!) === SHADOW_NONPRESENT_LO &&
-        arr[h] === SHADOW_NONPRESENT_HI &&
-        arr[h + 1] === SHADOW_NONPRESENT_HI &&
-        arr[h + 2] === SHADOW_NONPRESENT_HI &&
-        arr[h + 3] === SHADOW_NONPRESENT_HI
-      ) {
-        i += 3;
+      const NP = SHADOW_NONPRESENT_HI;
+      const los = arr[j]! | arr[j + 1]! | arr[j + 2]! | arr[j + 3]! | arr[j + 4]! | arr[j + 5]! | arr[j + 6]! | arr[j + 7]!;
+      const his =
+        (arr[h]! ^ NP) | (arr[h + 1]! ^ NP) | (arr[h + 2]! ^ NP) | (arr[h + 3]! ^ NP) |
+        (arr[h + 4]! ^ NP) | (arr[h + 5]! ^ NP) | (arr[h + 6]! ^ NP) | (arr[h + 7]! ^ NP);
+      if ((los | his) === SHADOW_NONPRESENT_LO) {
+        i += 7;
         continue;
       }
     }
@@ -273,7 +277,8 @@ function auditTable(
       continue;
     }
     if (isLastSpte(lo, level)) checkLeaf(ctx, root, role, gfn, level, lo, hi);
-    else if (level > 1) auditTable(ctx, pool, mmioValue, root, role, childTableOf(lo, hi), level - 1, gfn);
+    else if (level > 1 && (ctx.filter === null || ctx.filter.scan(level - 1, gfn)))
+      auditTable(ctx, pool, mmioValue, root, role, childTableOf(lo, hi), level - 1, gfn);
   }
 }
 

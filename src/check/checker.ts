@@ -19,6 +19,7 @@ import { spteValue } from '../x86/mmu/spte.ts';
 import { auditGfn, auditRoots, auditSptes, auditTlbs, type MirrorLeaf, type Report } from './audit_mmu.ts';
 import { checkAccess, GmemFiles, TdxTracker } from './audit_vm.ts';
 import { auditShadow } from './audit_shadow.ts';
+import { AuditDelta } from './audit_delta.ts';
 
 /**
  * 'off': nothing. 'points': every access against the reference, whole-VM audits at the runner's audit
@@ -45,12 +46,19 @@ export interface CheckerOptions {
   traceDepth?: number;
   /** stop recording after this many violations (default 1000) */
   maxViolations?: number;
+  /**
+   * Whole-VM audits walk only the page tables whose findings can have changed since the last audit
+   * (audit_delta.ts; default true). The findings are the same either way: every finding is reported once.
+   */
+  incremental?: boolean;
 }
 
 interface Watched {
   vm: VmState;
   gmem: GmemFiles;
   tdx: TdxTracker;
+  /** what changed since the last whole-VM audit (audit_delta.ts) */
+  delta: AuditDelta;
 }
 
 type Sink = (ev: { name: string }) => void;
@@ -136,6 +144,9 @@ export class Checker {
   /** structural findings already reported (a stale SPTE would otherwise be reported at every point) */
   private readonly seen = new Set<string>();
   private auditing = false;
+  private readonly incremental: boolean;
+  /** Whole-VM audits whose SPTE walk skipped unchanged tables (the rest walked everything). */
+  incrementalAudits = 0;
 
   constructor(
     readonly kvm: Kvm,
@@ -147,6 +158,7 @@ export class Checker {
     this.audit = audit;
     this.traceDepth = Math.max(0, Math.floor(opts.traceDepth ?? 64));
     this.maxViolations = opts.maxViolations ?? 1000;
+    this.incremental = opts.incremental ?? true;
     this.kinds = new Uint8Array(this.traceDepth);
     this.nums = new Float64Array(this.traceDepth * NUMS);
     this.objs = new Array<unknown>(this.traceDepth).fill(null);
@@ -156,12 +168,13 @@ export class Checker {
   /** Start checking this VM (idempotent). */
   watch(vm: Vm): void {
     if (this.watched.some((w) => w.vm === vm)) return;
-    this.watched.push({ vm, gmem: new GmemFiles(), tdx: new TdxTracker() });
+    const delta = new AuditDelta();
+    this.watched.push({ vm, gmem: new GmemFiles(), tdx: new TdxTracker(), delta });
     if (this.audit === 'off') return;
     const mmu = vm.mmu as Partial<X86Mmu>;
     const sink: Sink = (ev) => this.traceLine(ev);
     tapTrace(mmu, sink);
-    if (mmu.tdp !== undefined) addRecorder(mmu.tdp, this.recorder);
+    if (mmu.tdp !== undefined) addRecorder(mmu.tdp, this.recorderFor(delta));
     // Learn the VM's current guest_memfd bindings now, so a later use-after-free is recognised.
     this.watched[this.watched.length - 1]!.gmem.refresh(vm);
   }
@@ -223,7 +236,9 @@ export class Checker {
     const report = this.reporter(w.vm, true, point);
     const mirror: MirrorLeaf[] = [];
     auditRoots(w.vm, report);
-    auditSptes(w.vm, report, mirror);
+    const filter = w.delta.begin(w.vm);
+    if (filter !== null && this.incremental) this.incrementalAudits++;
+    auditSptes(w.vm, report, mirror, this.incremental ? filter : null);
     auditShadow(w.vm, report);
     auditTlbs(w.vm, report);
     w.gmem.audit(w.vm, report);
@@ -266,23 +281,33 @@ export class Checker {
     if (i >= 0) this.objs[i] = typeof entry === 'object' && entry !== null ? { ...entry } : entry;
   }
 
-  /** The TDP engine's tracepoints: SPTE changes stored as numbers, the rest as (rare) event objects. */
-  private readonly recorder: TdpTraceRecorder = {
-    spteChanged: (asId, gfn, level, oldLo, oldHi, newLo, newHi) => {
-      const i = this.nextSlot(ENTRY_SPTE);
-      if (i < 0) return;
-      const n = this.nums;
-      const o = i * NUMS;
-      n[o] = asId;
-      n[o + 1] = gfn;
-      n[o + 2] = level;
-      n[o + 3] = oldLo;
-      n[o + 4] = oldHi;
-      n[o + 5] = newLo;
-      n[o + 6] = newHi;
-    },
-    event: (ev: MmuTraceEvent) => this.traceLine(ev),
-  };
+  /**
+   * The TDP engine's tracepoints for one VM: SPTE changes stored as numbers (and noted for the next
+   * incremental audit), the rest as (rare) event objects.
+   */
+  private recorderFor(delta: AuditDelta): TdpTraceRecorder {
+    return {
+      spteChanged: (asId, gfn, level, oldLo, oldHi, newLo, newHi) => {
+        delta.noteSpte(gfn, level);
+        this.spteChanged(asId, gfn, level, oldLo, oldHi, newLo, newHi);
+      },
+      event: (ev: MmuTraceEvent) => this.traceLine(ev),
+    };
+  }
+
+  private spteChanged(asId: number, gfn: number, level: number, oldLo: number, oldHi: number, newLo: number, newHi: number): void {
+    const i = this.nextSlot(ENTRY_SPTE);
+    if (i < 0) return;
+    const n = this.nums;
+    const o = i * NUMS;
+    n[o] = asId;
+    n[o + 1] = gfn;
+    n[o + 2] = level;
+    n[o + 3] = oldLo;
+    n[o + 4] = oldHi;
+    n[o + 5] = newLo;
+    n[o + 6] = newHi;
+  }
 
   /** Ring slot i as the line it stands for. */
   private formatEntry(i: number): string {

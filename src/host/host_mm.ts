@@ -85,6 +85,7 @@ export class HostMm {
       throw new RangeError(
         `mmap: length 0x${len.toString(16)} at ${backing} backing is more than ${MAX_FRAMES_PER_MAPPING} frames (the model's limit per mapping; use a 2m, 1g or thp backing)`,
       );
+    // (no mmEpoch move: a new mapping has no pages yet, so no hva's pfn changes until a fault-in)
     this.nextHva = start + len + frame; // a guard gap, so adjacent mappings never merge by accident
     const fp = FRAME_PAGES[backing];
     this.vmas.push({
@@ -178,10 +179,19 @@ export class HostMm {
     return this.page.pfn;
   }
 
+  /**
+   * Change counters for observers that cache conclusions drawn from host state (the checker's incremental
+   * audits): mmEpoch moves on every mapping change except a page fault-in, which faults records as the
+   * hva range whose pfns it set.
+   */
+  mmEpoch = 0;
+  readonly faults = new FaultLog();
+
   private faultIn(v: Vma, addr: number): void {
     const fp = v.framePages;
     const f = frameIndex(v, addr);
     const fStart = v.frameBase + f * fp * PAGE;
+    this.faults.record(fp === 1 ? addr - (addr % PAGE) : fStart, fp * PAGE);
     // A THP needs a whole frame inside the mapping, and a frame already mapped at 4K stays 4K until
     // khugepaged collapses it.
     const small =
@@ -223,8 +233,10 @@ export class HostMm {
     stepwise = false,
   ): () => void {
     const end = start + len;
+    this.mmEpoch++;
     for (const n of this.notifiers) n.invalidateRangeStart(start, end, event);
     const finish = () => {
+      this.mmEpoch++;
       change();
       this.pending = this.pending.filter((p) => p.finish !== finish);
       for (const n of this.notifiers) n.invalidateRangeEnd(start, end, event);
@@ -441,4 +453,27 @@ function checkRange(fn: string, addr: number, length: number): void {
 
 function readStepwise(fn: string, opts: unknown): boolean {
   return argBool(fn, 'stepwise', argOpts(fn, opts, ['stepwise'])['stepwise'], false);
+}
+
+/** The last FAULT_LOG_SIZE page fault-ins as hva ranges, numbered by `seq`. */
+const FAULT_LOG_SIZE = 4096;
+export class FaultLog {
+  /** fault-ins recorded so far */
+  seq = 0;
+  private readonly starts = new Float64Array(FAULT_LOG_SIZE);
+  private readonly lens = new Float64Array(FAULT_LOG_SIZE);
+
+  record(start: number, len: number): void {
+    const i = this.seq % FAULT_LOG_SIZE;
+    this.starts[i] = start;
+    this.lens[i] = len;
+    this.seq++;
+  }
+
+  /** Visit the fault-ins numbered [from, seq); false (nothing visited) when some are no longer kept. */
+  since(from: number, f: (start: number, len: number) => void): boolean {
+    if (this.seq - from > FAULT_LOG_SIZE) return false;
+    for (let k = from; k < this.seq; k++) f(this.starts[k % FAULT_LOG_SIZE]!, this.lens[k % FAULT_LOG_SIZE]!);
+    return true;
+  }
 }

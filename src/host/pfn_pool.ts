@@ -24,6 +24,11 @@ export class PfnPool implements SnapshotExtents {
   private readonly swap = new Map<number, number>();
   /** Pages currently allocated. */
   allocated = 0;
+  /**
+   * Moves whenever a pfn that was handed out before changes hands (freed, reused, split out of its
+   * block): what isFree/refs answer for existing pfns may have changed. Fresh allocations leave it.
+   */
+  epoch = 0;
 
   private lastRefKey = -1;
   private lastRef: Int32Array = new Int32Array(0);
@@ -83,7 +88,10 @@ export class PfnPool implements SnapshotExtents {
   /** Allocate `n` contiguous pages (n = 1, 512 or 262144, naturally aligned), refcount 1. */
   alloc(n: number): number {
     let base: number;
-    if (n === 1 && this.free.length > 0) base = this.free.pop()!;
+    if (n === 1 && this.free.length > 0) {
+      base = this.free.pop()!;
+      this.epoch++;
+    }
     else {
       base = Math.ceil(this.next / n) * n;
       this.next = base + n;
@@ -108,6 +116,7 @@ export class PfnPool implements SnapshotExtents {
   splitCompound(headPfn: number): void {
     const n = this.compound.get(headPfn);
     if (n === undefined) return;
+    this.epoch++;
     const pinned = this.headPins.get(headPfn) ?? 0;
     const r = this.ref(headPfn)[headPfn & (CHUNK - 1)]! - pinned;
     const v = this.ver(headPfn)[headPfn & (CHUNK - 1)]!;
@@ -122,7 +131,7 @@ export class PfnPool implements SnapshotExtents {
 
   get(pfn: number): void {
     const h = this.head(pfn);
-    this.ref(h)[h & (CHUNK - 1)]!++;
+    if (this.ref(h)[h & (CHUNK - 1)]!++ === 0) this.epoch++;
   }
 
   /** Drop a reference; at zero the page (or the whole compound block) is free and may be reused. */
@@ -130,6 +139,7 @@ export class PfnPool implements SnapshotExtents {
     const h = this.head(pfn);
     const r = --this.ref(h)[h & (CHUNK - 1)]!;
     if (r !== 0) return;
+    this.epoch++;
     const n = this.compound.get(h);
     if (n === undefined) {
       this.free.push(h);
@@ -170,7 +180,7 @@ export class PfnPool implements SnapshotExtents {
   /** pin_user_pages(FOLL_LONGTERM): a reference that also makes the page (its whole folio) unmovable. */
   pin(pfn: number): void {
     const h = this.head(pfn);
-    this.ref(h)[h & (CHUNK - 1)]!++; // get(h): h is its own head
+    if (this.ref(h)[h & (CHUNK - 1)]!++ === 0) this.epoch++; // get(h): h is its own head
     this.pinArr(pfn, true)![pfn & (CHUNK - 1)]!++;
     if (h !== pfn || this.compound.has(h)) this.headPins.set(h, (this.headPins.get(h) ?? 0) + 1);
   }
@@ -186,7 +196,9 @@ export class PfnPool implements SnapshotExtents {
       const size = h !== pfn || this.compound.has(h) ? this.compound.get(h)! : 0;
       let j = i + 1;
       if (size !== 0) while (j < n && pfns[j] === pfns[j - 1]! + 1 && pfns[j]! < h + size) j++;
-      this.ref(h)[h & (CHUNK - 1)]! += j - i;
+      const refs = this.ref(h);
+      if (refs[h & (CHUNK - 1)] === 0) this.epoch++;
+      refs[h & (CHUNK - 1)]! += j - i;
       for (let m = i; m < j; m++) {
         const p = pfns[m]!;
         this.pinArr(p, true)![p & (CHUNK - 1)]!++;

@@ -29,6 +29,8 @@ export class Tlb {
    * flush and an audit cost what is cached, not the TLB's size.
    */
   private readonly used: number[] = [];
+  /** Valid entries per page size: a probe skips the sizes that hold none. */
+  private readonly valid = new Int32Array(3);
   /** flushes that reached this TLB (model counter) */
   flushes = 0;
 
@@ -44,11 +46,14 @@ export class Tlb {
 
   /** lookup() without an object per hit: true on a hit, with the translation in `this.hit`. */
   probe(gfn: number): boolean {
+    const valid = this.valid;
     for (let l = 2; l >= 0; l--) {
+      if (valid[l] === 0) continue;
       const span = l === 0 ? 1 : l === 1 ? 512 : 262144;
       const index = Math.floor(gfn / span);
       const base = index * span;
-      const i = index % SIZES[l]!;
+      // index mod the size (a power of two): ToInt32 keeps the low bits of any safe integer
+      const i = index & (SIZES[l]! - 1);
       if (this.tag[l]![i] === base) {
         const m = this.meta[l]![i]!;
         const h = this.hit;
@@ -66,10 +71,13 @@ export class Tlb {
   fill(gfn: number, basePfn: number, level: 1 | 2 | 3, writable: boolean, memtype: number): void {
     const l = level - 1;
     const span = l === 0 ? 1 : l === 1 ? 512 : 262144;
-    const base = gfn - (gfn % span);
-    const i = (base / span) % SIZES[l]!;
-    if (this.tag[l]![i] === -1) this.used.push(l * 4096 + i);
-    this.tag[l]![i] = base;
+    const index = Math.floor(gfn / span);
+    const i = index & (SIZES[l]! - 1);
+    if (this.tag[l]![i] === -1) {
+      this.used.push(l * 4096 + i);
+      this.valid[l]!++;
+    }
+    this.tag[l]![i] = index * span;
     this.pfn[l]![i] = basePfn;
     this.meta[l]![i] = (writable ? 1 : 0) | (memtype << 1);
   }
@@ -79,6 +87,7 @@ export class Tlb {
     const u = this.used;
     for (let k = 0; k < u.length; k++) this.tag[u[k]! >> 12]![u[k]! & 4095] = -1;
     u.length = 0;
+    this.valid.fill(0);
     this.flushes++;
   }
 

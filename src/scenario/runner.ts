@@ -56,6 +56,8 @@ export interface RunOptions {
   onProgress?: (done: number, total: number) => void;
   /** called after each leaf step (repeats unrolled) with (done, total): progress inside a design */
   onStep?: (done: number, total: number) => void;
+  /** the checker's whole-VM audits walk only what changed since the last one (default true; same verdicts) */
+  incrementalAudits?: boolean;
 }
 
 /**
@@ -211,7 +213,7 @@ export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOpt
     if (!(e instanceof TypeError || e instanceof RangeError || e instanceof KvmError)) throw e;
     return failed(`host: ${e.message}`);
   }
-  const checker: CheckerLike = Checker ? new Checker(kvm, { audit: audit === 'steps' ? 'points' : audit }) : new NoChecker();
+  const checker: CheckerLike = Checker ? new Checker(kvm, { audit: audit === 'steps' ? 'points' : audit, incremental: opts.incrementalAudits ?? true }) : new NoChecker();
   const x: ExecCtx = {
     kvm,
     design,

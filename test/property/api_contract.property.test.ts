@@ -409,6 +409,7 @@ const INTERNAL = new Set([
   'HostMm.unregisterNotifier',
   'HostMm.findVma',
   'HostMm.hvaToPfn',
+  'HostMm.hvaToPfnInto',
   'HostMm.pfnAt',
   'HostMm.mappingLevelAt',
   'HostMm.changePages',
