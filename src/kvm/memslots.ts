@@ -7,9 +7,10 @@
  * Kernel counterpart: include/linux/kvm_host.h (struct kvm_memslots, id_to_memslot,
  * search_memslots, kvm_for_each_memslot_in_gfn_range), virt/kvm/kvm_main.c (kvm_replace_memslot).
  *
- * Simplifications: the rb-tree is a sorted array with parallel Float64Arrays of base and end gfns (binary
- * search, O(log n) lookup, memmove insert); the hva interval tree is built lazily on the first hva query after a
- * change (sorted by start with a running max of ends). Lookup cost and results are those of the kernel's.
+ * Simplifications: the rb-tree is a sorted array with one Float64Array of (base, end) gfn pairs (binary
+ * search, O(log n) lookup, memmove insert), plus a bucket directory over it for lookups once a set has
+ * stopped changing; the hva interval tree is built lazily on the first hva query after a change (sorted
+ * by start with a running max of ends). Lookup results are those of the kernel's.
  */
 import type { Gfn, Hva } from '../types/addr.ts';
 import type { KvmMemorySlot } from './kvm_host.ts';
@@ -26,13 +27,13 @@ export class KvmMemslots {
   readonly nodeIdx: 0 | 1;
   private readonly byId = new Map<number, KvmMemorySlot>();
   private sorted: KvmMemorySlot[] = [];
-  private bases = new Float64Array(16);
   /**
-   * base_gfn + npages of sorted[i]. With `bases` and the last-used bounds below, a lookup reads no slot
-   * object: 32764 slot objects lie scattered over the heap (a cache miss each) and take more than one
-   * shape (a polymorphic load at one site); either costs more than the whole search over these arrays.
+   * base_gfn and base_gfn + npages of sorted[i], at be[2i] and be[2i + 1]: one cache line holds both
+   * bounds a lookup compares. With them and the last-used bounds below, a lookup reads no slot object:
+   * 32764 slot objects lie scattered over the heap (a cache miss each) and take more than one shape (a
+   * polymorphic load at one site); either costs more than the whole search over this array.
    */
-  private ends = new Float64Array(16);
+  private be = new Float64Array(32);
   private lastUsed: KvmMemorySlot | null = null;
   /** lastUsed's [base_gfn, base_gfn + npages) (an empty range while there is none) */
   private lastBase = 0;
@@ -68,11 +69,11 @@ export class KvmMemslots {
       if (++this.searchesSinceChange > DIR_MIN_SLOTS + (this.sorted.length >>> 2) && this.sorted.length >= DIR_MIN_SLOTS)
         this.buildDir();
     }
-    if (i < 0 || gfn >= this.ends[i]!) return null;
+    if (i < 0 || gfn >= this.be[2 * i + 1]!) return null;
     const s = this.sorted[i]!;
     this.lastUsed = s;
-    this.lastBase = this.bases[i]!;
-    this.lastEnd = this.ends[i]!;
+    this.lastBase = this.be[2 * i]!;
+    this.lastEnd = this.be[2 * i + 1]!;
     return s;
   }
 
@@ -100,8 +101,8 @@ export class KvmMemslots {
 
   private buildDir(): void {
     const n = this.sorted.length;
-    const b = this.bases;
-    const span = b[n - 1]! - b[0]! + 1;
+    const b = this.be;
+    const span = b[2 * (n - 1)]! - b[0]! + 1;
     let size = 1;
     while (size * 2 * n < span) size *= 2;
     const len = Math.ceil(span / size);
@@ -109,7 +110,7 @@ export class KvmMemslots {
     let i = 0;
     for (let k = 0; k < len; k++) {
       const start = b[0]! + k * size;
-      while (i + 1 < n && b[i + 1]! <= start) i++;
+      while (i + 1 < n && b[2 * (i + 1)]! <= start) i++;
       dir[k] = i;
     }
     dir[len] = n - 1;
@@ -126,16 +127,16 @@ export class KvmMemslots {
     if (q >= this.dirLen) return this.sorted.length - 1;
     const k = q | 0; // q < dirLen < 2^31
     const dir = this.dir!;
-    const b = this.bases;
+    const b = this.be;
     let lo = dir[k]!;
     let hi = dir[k + 1]!;
-    // the last index in [lo, hi] whose base is <= gfn (b[lo] <= gfn holds)
+    // the last index in [lo, hi] whose base is <= gfn (b[2 lo] <= gfn holds)
     while (hi - lo > 4) {
       const mid = (lo + hi + 1) >>> 1;
-      if (b[mid]! <= gfn) lo = mid;
+      if (b[2 * mid]! <= gfn) lo = mid;
       else hi = mid - 1;
     }
-    while (lo < hi && b[lo + 1]! <= gfn) lo++;
+    while (lo < hi && b[2 * (lo + 1)]! <= gfn) lo++;
     return lo;
   }
 
@@ -143,13 +144,13 @@ export class KvmMemslots {
   private floorIndex(gfn: number): number {
     // Branch-free lower-bound search: the comparison result feeds arithmetic, not a branch, so random
     // lookups do not pay a misprediction per level.
-    const b = this.bases;
+    const b = this.be;
     let n = this.sorted.length;
     if (n === 0 || b[0]! > gfn) return -1;
     let base = 0;
     while (n > 1) {
       const half = n >>> 1;
-      base = b[base + half]! <= gfn ? base + half : base;
+      base = b[2 * (base + half)]! <= gfn ? base + half : base;
       n -= half;
     }
     return base;
@@ -228,7 +229,7 @@ export class KvmMemslots {
         const i = this.floorIndex(old.baseGfn);
         if (this.sorted[i] !== old) throw new ModelCorruption(`memslot ${old.id} missing from its gfn tree`);
         this.sorted[i] = nu;
-        this.ends[i] = nu.baseGfn + nu.npages;
+        this.be[2 * i + 1] = nu.baseGfn + nu.npages;
         this.byId.delete(old.id);
         this.byId.set(nu.id, nu);
         return;
@@ -245,23 +246,19 @@ export class KvmMemslots {
   private insertSorted(s: KvmMemorySlot): void {
     const n = this.sorted.length;
     const i = this.floorIndex(s.baseGfn) + 1;
-    if (i > 0 && this.bases[i - 1] === s.baseGfn) {
+    if (i > 0 && this.be[2 * (i - 1)] === s.baseGfn) {
       throw new ModelCorruption(`duplicate base_gfn 0x${s.baseGfn.toString(16)} in the gfn tree`);
     }
-    if (n === this.bases.length) {
-      const nb = new Float64Array(n * 2);
-      nb.set(this.bases);
-      this.bases = nb;
-      const ne = new Float64Array(n * 2);
-      ne.set(this.ends);
-      this.ends = ne;
+    if (2 * n === this.be.length) {
+      const nb = new Float64Array(4 * n);
+      nb.set(this.be);
+      this.be = nb;
     }
     if (i === n) this.sorted.push(s);
     else this.sorted.splice(i, 0, s);
-    this.bases.copyWithin(i + 1, i, n);
-    this.bases[i] = s.baseGfn;
-    this.ends.copyWithin(i + 1, i, n);
-    this.ends[i] = s.baseGfn + s.npages;
+    this.be.copyWithin(2 * (i + 1), 2 * i, 2 * n);
+    this.be[2 * i] = s.baseGfn;
+    this.be[2 * i + 1] = s.baseGfn + s.npages;
   }
 
   private removeSorted(s: KvmMemorySlot): void {
@@ -270,8 +267,7 @@ export class KvmMemslots {
     const n = this.sorted.length;
     if (i === n - 1) this.sorted.pop();
     else this.sorted.splice(i, 1);
-    this.bases.copyWithin(i, i + 1, n);
-    this.ends.copyWithin(i, i + 1, n);
+    this.be.copyWithin(2 * i, 2 * (i + 1), 2 * n);
   }
 }
 

@@ -312,7 +312,7 @@ export function kvmTdpMtrrMaxLevel(vcpu: Vcpu, gfn: number, maxLevel: number): n
 /** @kernel arch/x86/kvm/vmx/vmx.c#vmx_ignore_guest_pat */
 function vmxIgnoreGuestPat(vm: Vcpu['vm']): boolean {
   if (kvmArchHasNoncoherentDma(vm)) return false;
-  return vm.cfg.kernel < '6.15' || kvmCheckHasQuirk(vm.arch, KVM_X86_QUIRK_IGNORE_GUEST_PAT);
+  return kvmCheckHasQuirk(vm.arch, KVM_X86_QUIRK_IGNORE_GUEST_PAT) || vm.cfg.kernel < '6.15';
 }
 
 /** @kernel arch/x86/kvm/vmx/vmx.c#vmx_get_mt_mask */

@@ -63,6 +63,9 @@ export class X86Mmu implements KvmMmuOps {
   mmuValidGen = 0;
   /** gfns that have ever been mapped, 32768 per chunk: a fault on one of them is a refault. */
   private readonly everMapped = new Map<number, Uint8Array>();
+  /** the everMapped chunk noteMapped used last (faults come in runs) */
+  private lastMappedKey = -1;
+  private lastMapped: Uint8Array | undefined = undefined;
   /** Trace sink (null = off: one branch). */
   trace: KvmTraceSink | undefined;
 
@@ -293,9 +296,11 @@ export class X86Mmu implements KvmMmuOps {
   /** Record that gfn was mapped; true if it had been mapped before (so this fault is a refault). */
   noteMapped(gfn: number): boolean {
     const key = Math.floor(gfn / 32768);
-    let bits = this.everMapped.get(key);
+    let bits = key === this.lastMappedKey ? this.lastMapped : this.everMapped.get(key);
     if (bits === undefined) this.everMapped.set(key, (bits = new Uint8Array(4096)));
-    const i = gfn % 32768;
+    this.lastMappedKey = key;
+    this.lastMapped = bits;
+    const i = gfn - key * 32768;
     const was = (bits[i >>> 3]! >> (i & 7)) & 1;
     bits[i >>> 3]! |= 1 << (i & 7);
     return was === 1;
