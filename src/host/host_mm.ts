@@ -456,7 +456,7 @@ function readStepwise(fn: string, opts: unknown): boolean {
 }
 
 /** The last FAULT_LOG_SIZE page fault-ins as hva ranges, numbered by `seq`. */
-const FAULT_LOG_SIZE = 4096;
+const FAULT_LOG_SIZE = 1024;
 export class FaultLog {
   /** fault-ins recorded so far */
   seq = 0;
