@@ -58,7 +58,7 @@ export async function run(): Promise<BenchLine[]> {
   const directFaults = cl.getStats().pf_fixed!;
   return [
     {
-      name: 'delete of a slot with 1024 pages mapped (zap), per page',
+      name: 'shadow: DELETE of a slot with 1024 guest-touched pages, per page',
       value: zapPerPage(),
       unit: 'µs',
       // the real host does the same: its CPL3 guest's 1024 first-touched pages, then the slot's DELETE
