@@ -90,7 +90,7 @@ export class IommuDomain {
 
   /** map() of pfns[i] at iovaPage + i for every i. */
   mapPages(iovaPage: number, pfns: Float64Array, prot: number): void {
-    for (let i = 0; i < pfns.length; i++) this.pt.set(iovaPage + i, pfns[i]! * 4 + (prot & 3));
+    this.pt.setRun(iovaPage, pfns, prot & 3);
   }
 
   /**
@@ -182,6 +182,21 @@ class IoPageTable {
     const i = page % PT_CHUNK;
     if (c[i] === 0) this.count++;
     c[i] = e + 1;
+  }
+
+  /** set() of pfns[i] * 4 + prot at page + i for every i, a chunk at a time. */
+  setRun(page: number, pfns: Float64Array, prot: number): void {
+    const n = pfns.length;
+    for (let i = 0; i < n; ) {
+      const c = this.chunk(page + i, true)!;
+      const off = (page + i) % PT_CHUNK;
+      const m = Math.min(n - i, PT_CHUNK - off);
+      for (let k = 0; k < m; k++) {
+        if (c[off + k] === 0) this.count++;
+        c[off + k] = pfns[i + k]! * 4 + prot + 1;
+      }
+      i += m;
+    }
   }
 
   /** Clear the entry at page; true if there was one. */
