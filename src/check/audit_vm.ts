@@ -40,16 +40,24 @@ export function checkAccess(
   opts: { private?: boolean } | undefined,
   report: Report,
 ): void {
-  // Under shadow paging the access names a guest virtual address: the reference (memslots → host pages)
-  // has no guest page tables to translate it with, so only the structural audits apply.
-  if (!vm.cfg.tdp) return;
+  // Under shadow paging the access names a guest virtual address (the reference walks the guest's
+  // tables first); an emulated write to a shadowed guest table reaches no page of its own (pfn -1).
+  const shadowPaging = !vm.cfg.tdp;
+  if (shadowPaging && result.exit === 'none' && result.pfn < 0) return;
   const exp = referenceAccess(vm, vcpu, gpa, kind, opts);
   const c = classifyGpa(vm, gpa, opts);
   const gfn = c.gfn;
   // Described only when something is reported (this runs for every guest access): describeAccess().
   if (result.exit === 'retry') {
-    if (!retryAcceptable(vm, vcpu, gfn))
+    // shadow paging: a failed guest walk is a #PF for the guest, reported as 'retry'
+    if (shadowPaging ? exp.kind !== 'retry' && vm.mmuInvalidateInProgress === 0 : !retryAcceptable(vm, vcpu, gfn))
       report('INV-ACCESS-004', `${describeAccess(kind, gpa, vcpu)} ended in 'retry' (${result.reason}) with no INVALID slot and no invalidation in progress`, gfn);
+    return;
+  }
+  if (exp.kind === 'retry' && exp.walk !== undefined) {
+    // Through a table in no memslot nothing may be reached: the pages shadowing it must be gone.
+    if (result.exit === 'none' && exp.walk === 'failed')
+      report('INV-ACCESS-001', `${describeAccess(kind, gpa, vcpu)} (a guest virtual address) reached pfn ${hex(result.pfn)}, but KVM's walk of the guest's page tables fails: ${exp.why.slice(11)}`, gfn, result.pfn);
     return;
   }
   if (exp.kind === 'retry') {
@@ -69,7 +77,7 @@ export function checkAccess(
       report('INV-ACCESS-001', `${describeAccess(kind, gpa, vcpu)} reached pfn ${hex(result.pfn)}, but memslot ${exp.slot.id} and the ${exp.isPrivate ? 'guest_memfd' : 'host mapping'} say pfn ${hex(exp.pfn)}`, gfn, result.pfn);
       return;
     }
-    if (!exp.isPrivate) {
+    if (!exp.isPrivate && !shadowPaging) {
       const span = result.level === 1 ? 1 : result.level === 2 ? 512 : 262144;
       const want = expectedMemtype(vcpu, c.hwGfn - (c.hwGfn % span));
       if (result.memtype !== want)

@@ -9,6 +9,9 @@
  * (private/shared mismatch → KVM_EXIT_MEMORY_FAULT; no slot → kvm_handle_noslot_fault (MMIO); INVALID
  * slot → RET_PF_RETRY; write to a KVM_MEM_READONLY slot → emulated MMIO write; hva_to_pfn failure →
  * kvm_handle_error_pfn (-EFAULT); private → kvm_gmem_get_pfn) and of vmx_get_mt_mask for the memtype.
+ * Under shadow paging (no TDP) the access names a guest virtual address: it is first translated through
+ * the guest's page tables the way KVM's walker reads them (paging_tmpl.h FNAME(walk_addr_generic)); a
+ * walk that fails means the guest gets #PF and the access reaches nothing.
  * Simplifications: the expected pfn is the one mapped *after* the access (the access may have faulted
  * the page in, broken KSM sharing, or allocated a guest_memfd page); it is a pure read of that state.
  */
@@ -24,6 +27,8 @@ import {
   KVM_MEM_READONLY,
 } from '../uapi/kvm.ts';
 import { kvmMmuGetMtMask } from '../x86/mtrr.ts';
+import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
+import { newGuestWalker, walkAddrGeneric } from '../x86/mmu/guest_paging.ts';
 
 const PAGE = 4096;
 
@@ -32,7 +37,7 @@ export type Expected =
   | { kind: 'page'; pfn: number; isPrivate: boolean; slot: KvmMemorySlot }
   | { kind: 'mmio'; write: boolean }
   | { kind: 'memory_fault'; isPrivate: boolean; why: string }
-  | { kind: 'retry'; why: string }
+  | { kind: 'retry'; why: string; walk?: 'failed' | 'invalid-table' }
   | { kind: 'vm_dead' };
 
 /** gfn as memslots index it, and whether the access is private (TDX shared bit, SNP C-bit, attributes). */
@@ -86,6 +91,12 @@ export function referenceAccess(
 ): Expected {
   if (vm.dead) return { kind: 'vm_dead' };
   const write = kind === 'write';
+  if (!vm.cfg.tdp) {
+    // Shadow paging: the access names a guest virtual address, which KVM's walker translates first.
+    const t = guestTranslate(vm, vcpu, gpa, write);
+    if (typeof t !== 'number') return { kind: 'retry', why: `guest #PF: ${t.why}`, walk: t.walk };
+    gpa = t;
+  }
   const c = classifyGpa(vm, gpa, opts);
   // The attributes decide first: a private access to a shared gfn (or the reverse) exits to userspace.
   if (vm.info.hasPrivateMem && c.isPrivate !== isPrivateGfn(vm, c.gfn))
@@ -111,6 +122,31 @@ export function referenceAccess(
   const pfn = host.pfnAt(hva);
   if (pfn === 0) return { kind: 'memory_fault', isPrivate: false, why: 'no host page after the access' };
   return { kind: 'page', pfn, isPrivate: false, slot };
+}
+
+const walker = newGuestWalker();
+
+/**
+ * gva → gpa through the guest's page tables as KVM's walker reads them now (tables only from visible
+ * memslots; A/D bits untouched: a pure read), or why the walk fails (the guest gets #PF). All accesses
+ * are user-mode, as in the model's shadow fault path.
+ */
+function guestTranslate(
+  vm: VmState,
+  vcpu: Vcpu,
+  gva: number,
+  write: boolean,
+): number | { why: string; walk: 'failed' | 'invalid-table' } {
+  const mmu = shadowMmuOf(vm);
+  if (mmu === null) return gva;
+  let hidden = -1;
+  const visible = (g: number): boolean => mmu.kvmIsVisibleGfn(g) || ((hidden = g), false);
+  if (walkAddrGeneric(mmu.gpt, walker, vcpu.cr3, gva, write, true, false, visible)) return walker.gfn * PAGE + (gva % PAGE);
+  // A table in a DELETE/MOVE's INVALID slot: until that ioctl's flush zaps the pages shadowing it, the
+  // CPU may still translate through them (the access linearizes before the ioctl), or fault.
+  const slot = hidden < 0 ? null : mmu.slotForGfn(hidden);
+  const invalid = slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) !== 0;
+  return { why: walker.fault, walk: invalid ? 'invalid-table' : 'failed' };
 }
 
 /** The EPT memory type (bits 5:3) KVM computes now for a shared leaf starting at leafGfn. */

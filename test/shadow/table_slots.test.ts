@@ -67,6 +67,8 @@ describe('guest page tables in a memslot that goes away (shadow paging)', () => 
     const r = v.access(0x1000, 'read');
     expect(r).toEqual({ exit: 'retry', gpa: 0x1000, reason: `guest #PF: level-4 table gfn 0x${(DIMM / 4096).toString(16)} is in no visible memslot` });
     expect(v.getStats().pf_guest! - guestPf0).toBe(1);
+    ch.onAccess(v, 0x1000, 'read', r); // the reference walks the same tables: a #PF is right
+    expect(ch.violations).toEqual([]);
     expect([mmu.roots.has(v), mmu.dummyRoots.has(v)]).toEqual([false, true]);
     // The DIMM comes back (same tables in the model's guest memory): the walk succeeds on the dummy
     // root, FNAME(fetch) asks for KVM_REQ_MMU_FREE_OBSOLETE_ROOTS and retries; the next entry loads a
@@ -89,7 +91,13 @@ describe('guest page tables in a memslot that goes away (shadow paging)', () => 
       ['0', '1', '2', '3', '4', '5'].map((g) => `INV-SHADOW-001 ${g}`),
     );
     // the guest's tables are gone, yet the stale shadow path still reaches RAM (the kernel: no #PF)
-    expect(v.access(0x1000, 'read')).toEqual(before);
+    const after = v.access(0x1000, 'read');
+    expect(after).toEqual(before);
+    ch.onAccess(v, 0x1000, 'read', after);
+    expect(ch.violations.at(-1)!.message).toBe(
+      `VM ${vm.id}: read of gpa 0x1000 by vCPU 0 (a guest virtual address) reached pfn 0x${(after as { pfn: number }).pfn.toString(16)}, but KVM's walk of the guest's page tables fails: level-4 table gfn 0x40000 is in no visible memslot`,
+    );
+    expect(ch.violations.at(-1)!.id).toBe('INV-ACCESS-001');
     expect(mmu.dummyRoots.has(v)).toBe(false);
     kvm.host.exitMm(); // teardown: kvm_mmu_zap_all → unaccount_shadowed finds no slot
     expect(vm.warnings.map((w) => w.id)).toEqual(['INV-SHADOW-UNACCOUNT']);
