@@ -161,6 +161,11 @@ export class ModelProgram implements Program<ExploreViolation> {
     return out;
   }
 
+  /** Put the execution back in the state every run starts from (after setup); a no-op before the first run. */
+  reset(): void {
+    this.base?.restore();
+  }
+
   /** What one restore copies (the bench reports it). */
   snapshotSize(): ReturnType<Snapshot['size']> | null {
     return this.base?.size() ?? null;

@@ -44,7 +44,7 @@ import {
   spToPfn,
   childTableOf,
 } from './sp_pool.ts';
-import { INV_PAGES_PER_LEVEL, tdpIterNext, tdpIterStart, type TdpIter } from './tdp_iter.ts';
+import { INV_PAGES_PER_LEVEL, tdpIterNext, tdpIterSkipNonPresent, tdpIterStart, type TdpIter } from './tdp_iter.ts';
 import { tdpMmuAllocSp, tdpMmuIterSetSpte, tdpMmuSetSpte, tdpMmuSetSpteAtomic } from './tdp_mmu_spte.ts';
 import { EBUSY, kvmBugOn, warnOnce, type TdpMmu } from './tdp_mmu_state.ts';
 
@@ -173,6 +173,8 @@ function tdpMmuZapRootLevel(mmu: TdpMmu, root: number, shared: boolean, zapLevel
   const iter = mmu.iter;
   const end = mmu.maxGfnExclusive;
   const batch = zapLevel === 1 && canBatchLeafZaps(mmu, root);
+  // without resched points, runs of empty SPTEs are stepped over at once (same walk, same count)
+  const skip = mmu.env.needResched === undefined;
   let walked = 0;
   for (tdpIterStart(iter, root, zapLevel, 0); iter.valid && iter.gfn < end; tdpIterNext(iter)) {
     if (batch && iter.level === 1) {
@@ -183,7 +185,11 @@ function tdpMmuZapRootLevel(mmu: TdpMmu, root: number, shared: boolean, zapLevel
     }
     walked++;
     if (tdpMmuIterCondResched(mmu, iter, false)) continue;
-    if (!isShadowPresentPte(iter.oldLo) || iter.level > zapLevel) continue;
+    if (!isShadowPresentPte(iter.oldLo)) {
+      if (skip) walked += tdpIterSkipNonPresent(iter, end);
+      continue;
+    }
+    if (iter.level > zapLevel) continue;
     if (!shared) {
       tdpMmuIterSetSpte(mmu, iter, SHADOW_NONPRESENT_LO, SHADOW_NONPRESENT_HI);
       continue;
