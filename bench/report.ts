@@ -25,14 +25,17 @@ export function fmt(v: number, unit: string): string {
 function targetText(l: BenchLine): string {
   const t = l.target;
   if (t === undefined) return '';
-  if (t.atLeast !== undefined) return `target ≥ ${fmt(t.atLeast, l.unit)}  ${l.value >= t.atLeast ? 'met' : 'NOT met'}`;
-  if (t.atMost !== undefined) return `target ≤ ${fmt(t.atMost, l.unit)}  ${l.value <= t.atMost ? 'met' : 'NOT met'}`;
+  if (t.atLeast !== undefined)
+    return `target ≥ ${fmt(t.atLeast, l.unit)}  ${l.value >= t.atLeast ? 'met' : 'NOT met'}`;
+  if (t.atMost !== undefined)
+    return `target ≤ ${fmt(t.atMost, l.unit)}  ${l.value <= t.atMost ? 'met' : 'NOT met'}`;
   return '';
 }
 
 export function report(suite: string, lines: BenchLine[]): void {
   console.log(`\n${suite}`);
-  for (const l of lines) console.log(`  ${l.name.padEnd(58)} ${fmt(l.value, l.unit).padEnd(16)} ${targetText(l)}`);
+  for (const l of lines)
+    console.log(`  ${l.name.padEnd(58)} ${fmt(l.value, l.unit).padEnd(16)} ${targetText(l)}`);
 }
 
 /** µs per operation of a line (ops/s or a time per op), for comparing the model with the kernel. */
@@ -44,17 +47,25 @@ function usPerOp(l: BenchLine): number | null {
 }
 
 /** The model's figures next to the kernel's for the same work, from this run. */
-export function reportVersusKernel(all: BenchLine[]): void {
+export function reportVersusKernel(all: BenchLine[], realKvmRan = true): void {
   const kernel = new Map(all.filter((l) => l.kernel === undefined).map((l) => [l.name, l]));
   const pairs = all.filter((l) => l.kernel !== undefined);
   if (pairs.length === 0) return;
-  console.log('\nmodel vs the real kernel on this machine (same run; µs per operation; ratio = kernel / model)');
+  console.log(
+    '\nmodel vs the real kernel on this machine (same run; µs per operation; ratio = kernel / model)',
+  );
   for (const m of pairs) {
     const k = kernel.get(m.kernel!);
     const mu = usPerOp(m);
     const ku = k ? usPerOp(k) : null;
     const row = `  ${m.name.padEnd(58)} model ${mu === null ? '?' : mu.toFixed(3).padStart(9)} µs`;
-    if (ku === null || mu === null) console.log(`${row}   kernel: not measured (no usable /dev/kvm)`);
-    else console.log(`${row}   kernel ${ku.toFixed(3).padStart(9)} µs   model is ${(ku / mu).toFixed(1)}× the kernel's speed`);
+    if (ku === null || mu === null)
+      console.log(
+        `${row}   kernel: not measured (${realKvmRan ? 'no usable /dev/kvm: see real_kvm above' : 'the real_kvm suite was not selected'})`,
+      );
+    else
+      console.log(
+        `${row}   kernel ${ku.toFixed(3).padStart(9)} µs   model is ${(ku / mu).toFixed(1)}× the kernel's speed`,
+      );
   }
 }

@@ -23,4 +23,7 @@ for (const f of files) {
     all.push(...lines);
   }
 }
-reportVersusKernel(all);
+reportVersusKernel(
+  all,
+  files.some((f) => f.startsWith('real_kvm')),
+);
