@@ -47,10 +47,19 @@ const EVENTS = [
   'kvm_mmu_get_page', 'kvm_mmu_prepare_zap_page', 'kvm_mmu_zap_all_fast', 'kvm_unmap_hva_range',
 ] as const;
 
+/** Index in EVENTS of the name s[a, b), or -1: dispatched on length and one character, then one startsWith. */
 function eventIndex(s: string, a: number, b: number): number {
-  const n = b - a;
-  for (let k = 0; k < EVENTS.length; k++) if (EVENTS[k]!.length === n && s.startsWith(EVENTS[k]!, a)) return k;
-  return -1;
+  let k: number;
+  switch (b - a) {
+    case 14: k = 0; break;
+    case 16: k = s.charCodeAt(a + 8) === 115 /* kvm_mmu_s */ ? 1 : 4; break;
+    case 24: k = s.charCodeAt(a + 4) === 116 /* kvm_t */ ? 2 : 5; break;
+    case 22: k = 3; break;
+    case 20: k = 6; break;
+    case 19: k = 7; break;
+    default: return -1;
+  }
+  return s.startsWith(EVENTS[k]!, a) ? k : -1;
 }
 
 function isEventNameAt(s: string, a: number, b: number): boolean {
@@ -59,6 +68,11 @@ function isEventNameAt(s: string, a: number, b: number): boolean {
     if (!((c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 95)) return false;
   }
   return b > a;
+}
+
+/** trace-cmd report's header lines (`cpus=2`, `version = 7`, `CPU 0 is empty`). */
+function isHeaderAt(s: string, a: number): boolean {
+  return s.startsWith('cpus=', a) || s.startsWith('version =', a) || s.startsWith('CPU ', a);
 }
 
 /** SPTE_MMU_PRESENT_MASK (bit 11, 6.x spte.h) and PT_PAGE_SIZE_MASK (bit 7), from the low 12 bits. */
@@ -105,7 +119,8 @@ class FtraceReader {
       const from = ls;
       ls = le + 1;
       n++;
-      if (le === from || s.charCodeAt(from) === 35 /* # */ || s.startsWith('cpus=', from) || s.startsWith('version =', from) || s.startsWith('CPU ', from)) {
+      const c0 = s.charCodeAt(from);
+      if (le === from || c0 === 35 /* # */ || (((c0 | 0x20) === 99 /* c|C */ || c0 === 118 /* v */) && isHeaderAt(s, from))) {
         report.other++;
         continue;
       }

@@ -35,6 +35,22 @@ function indexIn(list: readonly string[], s: string, a: number, b: number): numb
   return -1;
 }
 
+/** indexIn(KEYS, …) dispatched on the key's length and first character (one startsWith per token). */
+function keyIndex(s: string, a: number, b: number): number {
+  let k: number;
+  switch (b - a) {
+    case 2: k = UA; break;
+    case 3: k = s.charCodeAt(a) === 103 /* g */ ? GPA : RET; break;
+    case 4: k = s.charCodeAt(a) === 83 /* S */ ? SLOT : SIZE; break;
+    case 5: k = FLAGS; break;
+    case 9: k = AS; break;
+    case 11: k = GMEM; break;
+    case 18: k = GMEM_OFF; break;
+    default: return -1;
+  }
+  return s.startsWith(KEYS[k]!, a) ? k : -1;
+}
+
 function isNameAt(s: string, a: number, b: number): boolean {
   if (a >= b) return false;
   for (let i = a; i < b; i++) {
@@ -58,7 +74,8 @@ class QemuReader {
   /** value start/end of each of KEYS in the current record (-1: absent; a repeated key: the last) */
   private readonly vs = new Int32Array(KEYS.length);
   private readonly ve = new Int32Array(KEYS.length);
-  private readonly present = new Map<number, { size: number; flags: number; gpa: number; ua: number }>();
+  /** each present slot's last successful call (the event itself: no copy per call) */
+  private readonly present = new Map<number, MemslotEvent>();
   private lastUnknown = '';
 
   constructor(
@@ -121,7 +138,7 @@ class QemuReader {
     }
     if (ev.ret === 0) {
       if (ev.size === 0) this.present.delete(ev.slot);
-      else this.present.set(ev.slot, { size: ev.size, flags: ev.flags, gpa: ev.gpa, ua: ev.ua });
+      else this.present.set(ev.slot, ev);
     }
     this.events.push(ev);
   }
@@ -143,7 +160,7 @@ class QemuReader {
       let k = i;
       while (k < j && s.charCodeAt(k) !== 61 /* = */ && s.charCodeAt(k) !== 35 /* # */) k++;
       if (k > i && k < j) {
-        const key = indexIn(KEYS, s, i, k);
+        const key = keyIndex(s, i, k);
         if (key !== -1) {
           vs[key] = k + 1;
           ve[key] = j;
@@ -160,9 +177,7 @@ class QemuReader {
   /** One kvm_set_user_memory record from the fields found, or what was expected. */
   private memslotRecord(t: number, tid: number, line: number): MemslotEvent | string {
     const { s, vs, ve } = this;
-    let all = true;
-    for (const k of NEED_AT) all &&= vs[k]! >= 0;
-    if (!all) {
+    if ((vs[SLOT]! | vs[FLAGS]! | vs[GPA]! | vs[SIZE]! | vs[UA]! | vs[RET]!) < 0) {
       const missing = NEED.filter((_, i) => vs[NEED_AT[i]!]! < 0);
       return `kvm_set_user_memory: expected fields ${NEED.join(', ')}; missing ${missing.join(', ')}`;
     }
