@@ -6,6 +6,7 @@
  *   --json              the results as JSON (what --merge reads)
  *   --first             stop at the first violation (no shrinking)
  *   --no-reduction      every interleaving, without sleep sets
+ *   --state-hashing     prune states seen before (where the whole state is in the model's objects)
  *   --pct <runs>        random mode (PCT) instead of the exhaustive search (--depth, --seed)
  *   --shard <i/N>       explore only the i-th of N deterministic parts of the space
  *   --workers <n>       split the search into schedule prefixes run on n worker threads (same result)
@@ -41,6 +42,7 @@ interface Opts {
   json?: boolean;
   first?: boolean;
   reduction?: boolean;
+  stateHashing?: boolean;
   pct?: string;
   depth?: string;
   seed?: string;
@@ -68,6 +70,7 @@ export function registerExplore(program: Command): void {
     .option('--json', 'print the results as JSON')
     .option('--first', 'stop at the first violation instead of shrinking to the shortest')
     .option('--no-reduction', 'explore without sleep-set reduction')
+    .option('--state-hashing', 'prune states seen before')
     .option('--pct <runs>', 'random PCT mode: this many executions')
     .option('--depth <d>', 'PCT bug depth (default 2)')
     .option('--seed <n>', 'PCT seed (default 1)')
@@ -118,6 +121,7 @@ async function run(m: Mods, args: string[], opts: Opts): Promise<number> {
   const ro = {
     ...(designs ? { designs } : {}),
     ...(opts.reduction === false ? { noReduction: true } : {}),
+    ...(opts.stateHashing ? { stateHashing: true } : {}),
     ...(opts.first ? { first: true } : {}),
     ...(pct ? { pct } : {}),
     ...(shard ? { shard } : {}),

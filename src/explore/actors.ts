@@ -59,22 +59,24 @@ const MAX_ATTEMPTS = 6;
 /** The actor's steps, one scenario step after another. */
 export function* makeActor(ex: Execution, decl: ActorDecl): ActorBody {
   const self = (): ActorRt => ex.actors.find((a) => a.name === decl.name)!;
-  for (const step of decl.steps) yield* stepOf(ex, self, decl, step);
+  for (let j = 0; j < decl.steps.length; j++) yield* stepOf(ex, self, decl, decl.steps[j]!, String(j));
 }
 
-function* stepOf(ex: Execution, self: () => ActorRt, decl: ActorDecl, s: Step): ActorBody {
+/** Each step's first pending is a position (`at`, for state keys); the ones after it are not. */
+function* stepOf(ex: Execution, self: () => ActorRt, decl: ActorDecl, s: Step, at: string): ActorBody {
   if ('access' in s) {
     const p = s.access;
     const r = ex.c.regions.get(p.region)!;
     const start = p.offset ?? 0;
     const len = p.length ?? PAGE;
     for (let off = start; off < start + len; off += p.stride ?? PAGE)
-      yield* access(ex, self, decl.vcpu, r.gpa + off, p.kind ?? 'read', r.decl.backing ?? '4k');
+      yield* access(ex, self, decl.vcpu, r.gpa + off, p.kind ?? 'read', r.decl.backing ?? '4k', `${at}:${off}`);
     return;
   }
+  self().at = at;
   if ('delete' in s || 'move' in s || 'flags' in s || 'create' in s) return yield* memslot(ex, self, s);
   if ('host' in s && (s.host.event === 'munmap' || s.host.event === 'migrate') && s.racingFault === undefined)
-    return yield* notifier(ex, s.host);
+    return yield* notifier(ex, self, s.host);
   // CR0/MTRR/PAT writes are the actor's vCPU's unless the step names others
   const t = withVcpu(s, decl.vcpu);
   const slots = 'dirtyLog' in t || 'attributes' in t;
@@ -84,6 +86,7 @@ function* stepOf(ex: Execution, self: () => ActorRt, decl: ActorDecl, s: Step): 
     fp: () => GLOBAL,
     enabled: slots ? () => ex.slotsHolder === null : undefined,
   };
+  self().at = null;
   const errors = ex.x.errors.length;
   execStep(ex.x, ex.c, t as Exclude<Step, { repeat: unknown }>);
   if (ex.x.errors.length > errors) ex.note(kernelFnOf(t), `${describe(t)} → ${ex.x.errors.at(-1)!.replace(/^[^:]*: /, '')}`);
@@ -134,11 +137,13 @@ function gfnFp(r: number, w: number, gfn: number, backing: string, all: boolean)
 }
 
 /** One guest access: attempts until it completes, each a translate step and, on a fault, a locked step. */
-function* access(ex: Execution, self: () => ActorRt, vcpuId: number, gpa: number, kind: AccessKind, backing: string): ActorBody {
+function* access(ex: Execution, self: () => ActorRt, vcpuId: number, gpa: number, kind: AccessKind, backing: string, at: string): ActorBody {
   const vcpu = ex.c.vcpus[vcpuId]!;
   const gfn = Math.floor(gpa / PAGE);
   let wait: (() => boolean) | undefined;
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+    // a re-execution carries its retry count and wait condition: not a position
+    self().at = attempt === 0 ? at : null;
     yield {
       fn: 'vcpu_enter_guest',
       what: `${kind} ${hex(gpa)}`,
@@ -147,6 +152,7 @@ function* access(ex: Execution, self: () => ActorRt, vcpuId: number, gpa: number
       fp: () => gfnFp(R_SLOTS | R_SEQ | R_HOST | R_ATTRS | R_GMEM | R_MEMTYPE | R_SRCU, R_MMU | R_DIRTY, gfn, backing, vcpu.requests !== 0),
       enabled: wait,
     };
+    self().at = null;
     const f = ex.accessBegin(vcpu, gpa, kind);
     const st = vcpu.accessStep(gpa, kind);
     if (st === null) {
@@ -199,11 +205,12 @@ function outcome(r: AccessResult): string {
 }
 
 /** Host munmap/migrate: the notifier's start, then the PTE change and its end. */
-function* notifier(ex: Execution, h: Extract<Step, { host: unknown }>['host']): ActorBody {
+function* notifier(ex: Execution, self: () => ActorRt, h: Extract<Step, { host: unknown }>['host']): ActorBody {
   const r = ex.c.regions.get(h.region)!;
   const addr = r.hva + (h.offset ?? 0);
   const len = h.length ?? r.decl.size - (h.offset ?? 0);
   yield { fn: 'mmu_notifier_invalidate_range_start', what: `${h.event} hva ${hex(addr)}+${hex(len)}: invalidate_begin, zap, flush`, fp: () => GLOBAL };
+  self().at = null;
   const finish = h.event === 'munmap' ? ex.kvm.host.munmap(addr, len, { stepwise: true }) : ex.kvm.host.migrate(addr, len, { stepwise: true });
   yield { fn: 'mmu_notifier_invalidate_range_end', what: `${h.event}: the PTE change, then invalidate_end`, fp: () => GLOBAL };
   finish();
@@ -214,6 +221,7 @@ function* memslot(ex: Execution, self: () => ActorRt, s: Step): ActorBody {
   const kind = 'delete' in s ? 'DELETE' : 'move' in s ? 'MOVE' : 'flags' in s ? 'FLAGS_ONLY' : 'CREATE';
   const name = 'delete' in s ? s.delete : 'move' in s ? s.move : 'flags' in s ? s.flags : (s as { create: string }).create;
   yield { fn: 'kvm_set_memory_region', what: `${kind} ${name}`, fp: () => GLOBAL, enabled: () => ex.slotsHolder === null };
+  self().at = null;
   const r = ex.c.regions.get(name)!;
   const lo = Math.floor(r.gpa / PAGE);
   const op = { kind, lo, hi: lo + r.decl.size / PAGE, swaps: 0 };

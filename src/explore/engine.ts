@@ -33,6 +33,10 @@ import type { Choice, Controller, Ending, Footprint, Program } from './scheduler
 import type { ExploreConfig } from './config.ts';
 import { makeActor, GLOBAL, type ActorBody, type Pending } from './actors.ts';
 import { snapshot, type Snapshot } from '../kvm/snapshot.ts';
+import { stateHash } from '../kvm/state_hash.ts';
+
+/** the checker's label of the step being run: names the last step, not the state */
+const STEP_LABEL: ReadonlySet<PropertyKey> = new Set(['step']);
 
 /** One executed step, for race diagrams and replays. */
 export interface StepRecord {
@@ -75,6 +79,12 @@ export interface ActorRt {
   inHook: boolean;
   /** SRCU read section id while inside one (kvm->srcu held across the fault path), 0 outside */
   srcu: number;
+  /**
+   * Where the actor stands when its pending step is the first of one of its steps (step index, and the
+   * page of a multi-page access): its local state is then that position and nothing else. null inside a
+   * step (a fault between its halves, a notifier between start and end): state hashing waits there.
+   */
+  at: string | null;
 }
 
 /** What an in-flight DELETE/MOVE is doing, for the oracle. */
@@ -114,6 +124,8 @@ function matches(e: Expected, r: AccessResult): boolean {
 export interface RunOptions {
   /** record every step (race diagrams, replays) */
   record?: boolean;
+  /** give the scheduler a state key where one is sound (state hashing) */
+  stateKeys?: boolean;
   /** also keep the checker's trace lines of every step (replay --trace) */
   traceSteps?: boolean;
 }
@@ -227,7 +239,7 @@ export class Execution {
   private startActors(): void {
     this.cfg.actors.forEach((a, i) => {
       const body: ActorBody = makeActor(this, a);
-      const rt: ActorRt = { idx: i, name: a.name, vcpu: a.vcpu, gen: body, pending: null, inHook: false, srcu: 0 };
+      const rt: ActorRt = { idx: i, name: a.name, vcpu: a.vcpu, gen: body, pending: null, inHook: false, srcu: 0, at: null };
       this.actors.push(rt);
     });
   }
@@ -308,7 +320,7 @@ export class Execution {
         if (until !== null) throw new Error(this.deadlock());
         return;
       }
-      const i = this.ctl.choose(enabled, this.current);
+      const i = this.ctl.choose(enabled, this.current, this.opts.stateKeys ? this.stateKey() : undefined);
       if (i < 0) throw new Cut();
       const a = this.actors[enabled[i]!.actor]!;
       this.record(a, a.pending!);
@@ -323,6 +335,24 @@ export class Execution {
     if (this.opts.record) this.records.push({ actor: a.idx, fn: p.fn, what: p.what });
     const label = `${a.name}: ${p.fn}`;
     this.checker.setStep(label);
+  }
+
+  /**
+   * The state key at a choice point, or undefined where the state is not all in the object graph: an
+   * actor suspended inside a model call (its JS stack), inside a step (a fault's pfn and sequence
+   * snapshot live in the step's closure), an access in flight or a memslot ioctl holding slots_lock.
+   * The key hashes the model and the checker (all but the label of the last step) with the oracle's
+   * state, and names each actor's position.
+   */
+  private stateKey(): string | undefined {
+    if (this.suspendedStack.length > 0 || this.slotsHolder !== null || this.inflight.size > 0 || this.window !== null) return undefined;
+    let pos = '';
+    for (const a of this.actors) {
+      if (a.pending !== null && a.at === null) return undefined;
+      pos += `${a.pending === null ? '-' : a.at}|`;
+    }
+    const skip = new Map<object, ReadonlySet<PropertyKey>>([[this.checker, STEP_LABEL]]);
+    return pos + stateHash([this.kvm, this.c, this.checker, this.completed], { skip });
   }
 
   /** Rename the step being executed once its outcome is known (e.g. a TLB hit rather than a fault). */

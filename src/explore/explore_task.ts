@@ -26,20 +26,20 @@ export interface ExploreTaskOutput {
 
 const programs = new Map<string, ModelProgram>();
 
-export function programFor(cfg: ExploreConfig, design: string): ModelProgram {
-  const key = `${design}\u0000${JSON.stringify(cfg)}`;
+export function programFor(cfg: ExploreConfig, design: string, stateKeys: boolean): ModelProgram {
+  const key = `${design}\u0000${stateKeys}\u0000${JSON.stringify(cfg)}`;
   let p = programs.get(key);
   if (p === undefined) {
     // one configuration at a time in practice; keep the last few
     if (programs.size >= 8) programs.delete(programs.keys().next().value!);
-    programs.set(key, (p = new ModelProgram(cfg, design)));
+    programs.set(key, (p = new ModelProgram(cfg, design, stateKeys ? { stateKeys: true } : {})));
   }
   return p;
 }
 
 export default function exploreTask(input: ExploreTaskInput): ExploreTaskOutput {
   const t0 = performance.now();
-  const prog = programFor(input.cfg, input.design);
+  const prog = programFor(input.cfg, input.design, input.opts.stateHashing === true);
   const parts = input.prefixes.map((p) => explore(prog, itemOptions(input.opts, p)));
   return { result: mergeParts(parts, input.opts.shrink === false), ms: performance.now() - t0 };
 }

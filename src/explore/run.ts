@@ -13,6 +13,8 @@ export interface ExploreRunOptions {
   designs?: string[];
   /** without sleep-set reduction */
   noReduction?: boolean;
+  /** prune states seen before (state hashing) */
+  stateHashing?: boolean;
   /** stop at the first violation instead of looking for the shortest */
   first?: boolean;
   /** PCT random mode: this many executions */
@@ -90,6 +92,7 @@ export function searchOptions(cfg: ExploreConfig, o: ExploreRunOptions): Explore
   return {
     noReduction: o.noReduction === true,
     shrink: o.first !== true,
+    ...(o.stateHashing ? { stateHashing: true } : {}),
     ...(b.steps !== undefined ? { maxSteps: b.steps } : {}),
     ...(b.preemptions !== undefined ? { maxPreemptions: b.preemptions } : {}),
     ...(b.executions !== undefined ? { maxExecutions: b.executions } : {}),
@@ -98,7 +101,7 @@ export function searchOptions(cfg: ExploreConfig, o: ExploreRunOptions): Explore
 }
 
 export function exploreDesign(cfg: ExploreConfig, id: string, o: ExploreRunOptions = {}): DesignResult {
-  const prog = new ModelProgram(cfg, id);
+  const prog = new ModelProgram(cfg, id, o.stateHashing ? { stateKeys: true } : {});
   const b = cfg.bounds;
   const t0 = performance.now();
   const res = o.pct

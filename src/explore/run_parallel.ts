@@ -40,7 +40,8 @@ export async function exploreConfigParallel(cfg: ExploreConfig, o: ExploreRunOpt
   const tasks: ExploreTaskInput[] = [];
   for (const id of ids) {
     const s0 = performance.now();
-    const split = splitSearch(new ModelProgram(cfg, id), opts, Math.max(1, workers) * ITEMS_PER_WORKER);
+    const prog = new ModelProgram(cfg, id, opts.stateHashing ? { stateKeys: true } : {});
+    const split = splitSearch(prog, opts, Math.max(1, workers) * ITEMS_PER_WORKER);
     heads.set(id, { head: split.head, ms: performance.now() - s0 });
     for (const prefixes of batches(split.prefixes, Math.max(1, workers) * BATCHES_PER_WORKER))
       tasks.push({ cfg, design: id, opts, prefixes });

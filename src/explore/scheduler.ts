@@ -212,6 +212,8 @@ export function explore<V>(prog: Program<V>, opts: ExploreOptions = {}): Explore
       }
       const pre = parent === undefined ? 0 : parent.pre + preempts(parent, parent.enabled[parent.cur]!.actor);
       if (opts.stateHashing && key !== undefined) {
+        // under a preemption bound, what follows depends on who ran last too
+        if (maxPre !== Infinity) key += `#${current}`;
         const prior = seen.get(key);
         const covers = (o: { sleep: Choice[]; pre: number; d: number }): boolean =>
           (maxPre === Infinity || o.pre <= pre) &&
