@@ -37,6 +37,18 @@ import {
 /** KVM_REQ_* bits the model uses (arch/x86/include/asm/kvm_host.h). */
 export const KVM_REQ_TLB_FLUSH = 1 << 0;
 export const KVM_REQ_MMU_FREE_OBSOLETE_ROOTS = 1 << 1;
+/**
+ * Request flags (include/linux/kvm_host.h): KVM_REQ_TLB_FLUSH and KVM_REQ_MMU_FREE_OBSOLETE_ROOTS are
+ * both KVM_REQUEST_WAIT | KVM_REQUEST_NO_WAKEUP, so the model keeps one answer for both.
+ */
+const MODEL_REQ_WAIT = KVM_REQ_TLB_FLUSH | KVM_REQ_MMU_FREE_OBSOLETE_ROOTS;
+
+/** vcpu->mode values (include/linux/kvm_host.h). */
+export const OUTSIDE_GUEST_MODE = 0;
+export const IN_GUEST_MODE = 1;
+export const EXITING_GUEST_MODE = 2;
+export const READING_SHADOW_PAGE_TABLES = 3;
+export type VcpuMode = 0 | 1 | 2 | 3;
 
 export class Vcpu {
   readonly vm: VmState;
@@ -47,6 +59,19 @@ export class Vcpu {
   requests = 0;
   /** kvm_vcpu_kick() count (model counter). */
   kicks = 0;
+  /**
+   * vcpu->mode: IN_GUEST_MODE while the guest executes (from VM entry to the next VM exit), OUTSIDE while
+   * KVM handles an exit or the vCPU thread is out of KVM_RUN. A remote flush IPIs only vCPUs that are not
+   * OUTSIDE (kvm_request_needs_ipi), and counts remote_tlb_flush only if it sent one.
+   */
+  mode: VcpuMode = OUTSIDE_GUEST_MODE;
+  /**
+   * Model knob: the vCPU thread stays in KVM_RUN between accesses (a guest that keeps executing while
+   * other threads change memslots or host mappings), so after an access that did not exit to userspace
+   * the vCPU is IN_GUEST_MODE. Off (the default), each access is one KVM_RUN that returns, as with the
+   * real-KVM harness: the vCPU is outside the guest between accesses. Scenarios turn it on.
+   */
+  running = false;
   /** struct kvm_mmu's roots (pool indexes, -1 = INVALID_PAGE) */
   readonly mmu = { root: -1, mirrorRoot: -1 };
   /** The vCPU's TLB: translations survive until a flush or a root load reaches it. */
@@ -84,7 +109,15 @@ export class Vcpu {
     if (typeof gpa !== 'number' || !(gpa >= 0 && gpa < 2 ** 52) || !Number.isInteger(gpa))
       readGpa('access', gpa);
     if (kind !== 'read' && kind !== 'write' && kind !== 'exec') readAccessKind('access', kind);
-    return this.vm.mmu.vcpuAccess(this, gpa, kind, opts === undefined ? undefined : readAccessOpts('access', opts));
+    return this.afterAccess(
+      this.vm.mmu.vcpuAccess(this, gpa, kind, opts === undefined ? undefined : readAccessOpts('access', opts)),
+    );
+  }
+
+  /** Where the vCPU is once an access is over: still in the guest (running, no exit) or out of KVM_RUN. */
+  private afterAccess(r: AccessResult): AccessResult {
+    this.mode = this.running && r.exit === 'none' ? IN_GUEST_MODE : OUTSIDE_GUEST_MODE;
+    return r;
   }
 
   /**
@@ -193,7 +226,8 @@ export class Vcpu {
     const k = readAccessKind('beginAccess', kind);
     const begin = this.vm.mmu.vcpuBeginAccess;
     if (begin === undefined) throw new TypeError('beginAccess: stepwise faults are modelled for the TDP MMU only');
-    return begin.call(this.vm.mmu, this, g, k);
+    const step = begin.call(this.vm.mmu, this, g, k);
+    return { finish: () => this.afterAccess(step.finish()) };
   }
 
   /**
@@ -218,6 +252,19 @@ export class Vcpu {
   /** kvm_make_request(req, vcpu) */
   makeRequest(req: number): void {
     this.requests |= req;
+  }
+
+  /**
+   * Whether a request must IPI this vCPU: a waiting request (TLB flush, free obsolete roots) must wait for
+   * any vCPU not OUTSIDE_GUEST_MODE (also one reading shadow page tables locklessly), others only kick
+   * one IN_GUEST_MODE. kvm_vcpu_exiting_guest_mode() moves IN_GUEST_MODE to EXITING_GUEST_MODE on the way.
+   * @kernel virt/kvm/kvm_main.c#kvm_request_needs_ipi
+   */
+  kvmRequestNeedsIpi(req: number): boolean {
+    const mode = this.mode;
+    if (mode === IN_GUEST_MODE) this.mode = EXITING_GUEST_MODE; // kvm_vcpu_exiting_guest_mode: cmpxchg
+    if (req & MODEL_REQ_WAIT) return mode !== OUTSIDE_GUEST_MODE;
+    return mode === IN_GUEST_MODE;
   }
 
   /** kvm_vcpu_kick(): the vCPU leaves guest mode and will service its requests before re-entry. */

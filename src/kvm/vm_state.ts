@@ -13,7 +13,7 @@ import type { KvmArchMemslotHooks, KvmMemorySlot } from './kvm_host.ts';
 import type { ErrnoName } from '../uapi/errno.ts';
 import type { KvmMrChange } from '../uapi/kvm.ts';
 import type { ModelFile } from './guest_memfd.ts';
-import type { Vcpu } from './vcpu.ts';
+import { KVM_REQ_TLB_FLUSH, type Vcpu } from './vcpu.ts';
 import { KvmMemslots } from './memslots.ts';
 import { asGfn } from '../types/addr.ts';
 import { KvmError } from './kvm_error.ts';
@@ -257,7 +257,6 @@ export class VmState implements KvmArchMemslotHooks {
     );
   }
 
-  /** @kernel virt/kvm/kvm_main.c#kvm_flush_remote_tlbs */
   /**
    * A zap loop reaches a resched point holding `flush` (zapped SPTEs not yet flushed). If a concurrent
    * party waits (onMmuLockDrop is set), the loop flushes first when it is written to (flush_on_yield),
@@ -277,12 +276,31 @@ export class VmState implements KvmArchMemslotHooks {
     return flush;
   }
 
+  /**
+   * Every vCPU flushes before it runs the guest again. remote_tlb_flush counts only a flush that reached a
+   * vCPU in the guest (an IPI went out): kvm_arch_flush_remote_tlbs has no hook on the modelled hosts
+   * (no Hyper-V enlightened flush), so kvm_make_all_cpus_request decides.
+   * @kernel virt/kvm/kvm_main.c#kvm_flush_remote_tlbs
+   */
   flushRemoteTlbs(): void {
     this.stats.remote_tlb_flush_requests++;
-    // kvm_make_all_cpus_request(KVM_REQ_TLB_FLUSH): every vCPU flushes before it runs the guest again.
-    for (const v of this.vcpus) v.requestTlbFlush();
-    this.model.tlb_flush_ipis += this.vcpus.length;
-    this.stats.remote_tlb_flush++;
+    if (this.kvmMakeAllCpusRequest(KVM_REQ_TLB_FLUSH)) this.stats.remote_tlb_flush++;
+  }
+
+  /**
+   * Set `req` on every vCPU and IPI those kvm_request_needs_ipi picks; true if any IPI was sent. Each
+   * vCPU is taken to run on its own pCPU, and the requester is never one of them (a vCPU handling its
+   * own exit is OUTSIDE_GUEST_MODE). TLB-flush IPIs are counted in tlb_flush_ipis.
+   * @kernel virt/kvm/kvm_main.c#kvm_make_all_cpus_request
+   */
+  kvmMakeAllCpusRequest(req: number): boolean {
+    let ipis = 0;
+    for (const v of this.vcpus) {
+      v.makeRequest(req);
+      if (v.kvmRequestNeedsIpi(req)) ipis++;
+    }
+    if (req & KVM_REQ_TLB_FLUSH) this.model.tlb_flush_ipis += ipis;
+    return ipis > 0;
   }
 
   enableLogDirtyPtMasked(slot: KvmMemorySlot, offset: number, mask: number): void {

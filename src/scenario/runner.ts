@@ -158,7 +158,8 @@ export function buildVm(x: ExecCtx, sc: Scenario, i: number): VmCtx {
     regions.set(r.name, { decl: r, slotId, hva, gmemFd, gpa: r.gpa, logDirty: r.logDirty ?? false, readonly: r.readonly ?? false, present: false });
   }
   const vcpus: Vcpu[] = [];
-  for (let v = 0; v < (decl.vcpus ?? 1); v++) vcpus.push(vm.createVcpu(v));
+  // A scenario's guest keeps executing between its steps: once a vCPU has run, remote flushes IPI it.
+  for (let v = 0; v < (decl.vcpus ?? 1); v++) vcpus.push(Object.assign(vm.createVcpu(v), { running: true }));
   const c: VmCtx = { name: decl.name ?? `vm${i}`, vm, vcpus, regions };
   for (const r of regions.values()) if (r.decl.present !== false) createRegion(x, c, r);
   return c;

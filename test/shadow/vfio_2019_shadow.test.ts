@@ -196,9 +196,9 @@ describe('checker: shadow-page audits', () => {
     const { vm, v } = legacy([]);
     v.access(FLASH, 'read');
     v.access(BAR, 'write');
-    const f0 = vm.getStats().remote_tlb_flush!;
+    const f0 = vm.getStats().remote_tlb_flush_requests!;
     kvmZapGfnRange(vm, 0xc0000, 0xc0004);
-    expect([vm.getStats().pages_4k, vm.getStats().remote_tlb_flush! - f0]).toEqual([12, 1]);
+    expect([vm.getStats().pages_4k, vm.getStats().remote_tlb_flush_requests! - f0]).toEqual([12, 1]);
     kvmZapGfnRange(vm, 0, GFN_ALL_END);
     expect(vm.getStats().pages_4k).toBe(0);
   });

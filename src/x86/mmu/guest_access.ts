@@ -12,7 +12,12 @@
  * Simplification: the walk reads the live SPTEs (no paging-structure caches beyond the TLB).
  */
 import type { Vcpu } from '../../kvm/vcpu.ts';
-import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH } from '../../kvm/vcpu.ts';
+import {
+  IN_GUEST_MODE,
+  KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
+  KVM_REQ_TLB_FLUSH,
+  OUTSIDE_GUEST_MODE,
+} from '../../kvm/vcpu.ts';
 import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
 import { KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEMSLOT_INVALID } from '../../uapi/kvm.ts';
 import { markPageDirtyInSlot } from '../../kvm/dirty_log.ts';
@@ -69,6 +74,8 @@ export function vcpuEnterGuest(mmu: X86Mmu, vcpu: Vcpu): void {
     vcpu.stats.tlb_flush++;
   }
   mmu.kvmMmuReload(vcpu);
+  // From here until the next VM exit a remote flush has to IPI this vCPU.
+  vcpu.mode = IN_GUEST_MODE;
 }
 
 export interface Classified {
@@ -152,6 +159,8 @@ export function vcpuAccessCore(
     vcpuEnterGuest(mmu, vcpu);
     const hit = translate(mmu, vcpu, c, write);
     if (hit !== MISS) return hit;
+    // Anything but a completed access is a VM exit: KVM handles it outside guest mode.
+    vcpu.mode = OUTSIDE_GUEST_MODE;
     const mmio = handleEptMisconfig(mmu, vcpu, c, gpa, write);
     if (mmio !== null) return mmio;
     // EPT violation
@@ -325,6 +334,7 @@ export function beginFault(
 ): { fault: KvmPageFault; r: number; finish: () => AccessResult } {
   vcpuEnterGuest(mmu, vcpu);
   const c = classify(mmu, gpa, undefined);
+  vcpu.mode = OUTSIDE_GUEST_MODE; // the EPT violation's VM exit
   vcpu.stats.exits++;
   vcpu.stats.pf_taken++;
   const fault = newPageFault(gpa, c.gfn, kind === 'write', kind === 'exec', c.isPrivate);

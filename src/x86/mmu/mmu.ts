@@ -238,15 +238,16 @@ export class X86Mmu implements KvmMmuOps {
     }
     // With INITIALLY_SET userspace re-arms logging through CLEAR_DIRTY_LOG; nothing to protect now.
     if (this.vm.manualDirtyLogProtect & KVM_DIRTY_LOG_INITIALLY_SET) return;
-    let flush: boolean;
     if (this.vm.cfg.pml) {
       // PML: clear D-bits at 4K (the CPU logs the next write) and write-protect huge leafs (split on write).
-      flush = kvmTdpMmuClearDirtySlot(this.tdp, nu.asId, nu.baseGfn, nu.npages);
-      flush = kvmTdpMmuWrprotSlot(this.tdp, nu.asId, nu.baseGfn, nu.npages, 2) || flush;
+      kvmTdpMmuClearDirtySlot(this.tdp, nu.asId, nu.baseGfn, nu.npages);
+      kvmTdpMmuWrprotSlot(this.tdp, nu.asId, nu.baseGfn, nu.npages, 2);
     } else {
-      flush = kvmTdpMmuWrprotSlot(this.tdp, nu.asId, nu.baseGfn, nu.npages, 1);
+      kvmTdpMmuWrprotSlot(this.tdp, nu.asId, nu.baseGfn, nu.npages, 1);
     }
-    if (flush) this.vm.flushRemoteTlbs();
+    // kvm_flush_remote_tlbs_memslot, unconditionally (6.18 and linux-next): "a flush is almost always
+    // going to be necessary", and flushing anyway lets the helpers skip the subtle MMU-writable checks.
+    this.vm.flushRemoteTlbs();
   }
 
   /**

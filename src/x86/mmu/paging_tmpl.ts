@@ -15,7 +15,12 @@
  * vcpu.guestWritePte to write a value); a guest #PF is reported as { exit: 'retry', reason: 'guest #PF…' }.
  */
 import type { Vcpu } from '../../kvm/vcpu.ts';
-import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH } from '../../kvm/vcpu.ts';
+import {
+  IN_GUEST_MODE,
+  KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
+  KVM_REQ_TLB_FLUSH,
+  OUTSIDE_GUEST_MODE,
+} from '../../kvm/vcpu.ts';
 import type { KvmMemorySlot } from '../../kvm/kvm_host.ts';
 import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
 import { KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_MEMSLOT_INVALID } from '../../uapi/kvm.ts';
@@ -77,6 +82,7 @@ export function shadowEnterGuest(mmu: ShadowMmu, vcpu: Vcpu): ShadowPage | null 
     vcpu.stats.tlb_flush++;
   }
   if (!mmu.roots.has(vcpu) && !mmu.dummyRoots.has(vcpu)) mmu.kvmMmuLoad(vcpu); // kvm_mmu_reload
+  vcpu.mode = IN_GUEST_MODE; // until the next VM exit, remote flushes IPI this vCPU
   return mmu.roots.get(vcpu) ?? null;
 }
 
@@ -100,6 +106,7 @@ export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: 
       if (sp.pfn![i]! >= 0 && b & SPTE_USER && (!write || b & SPTE_WRITABLE))
         return { exit: 'none', pfn: sp.pfn![i]!, level: 1, memtype: 6 };
     }
+    vcpu.mode = OUTSIDE_GUEST_MODE; // the #PF VM exit
     const r = shadowPageFault(mmu, vcpu, gva, write);
     if (r === RET_PF_FIXED || r === RET_PF_SPURIOUS || r === RET_PF_RETRY) continue;
     if (r === RET_PF_GUEST) return { exit: 'retry', gpa: gva, reason: `guest #PF: ${walker.fault}` };

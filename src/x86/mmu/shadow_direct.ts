@@ -13,7 +13,7 @@
  * with MMIO caching off; accesses are not raced against invalidations (no vcpuBeginAccess here);
  * dirty logging write-protects as a host without PML would (shadow_mmu.ts#kvmMmuSlotApplyFlags).
  */
-import type { Vcpu } from '../../kvm/vcpu.ts';
+import { OUTSIDE_GUEST_MODE, type Vcpu } from '../../kvm/vcpu.ts';
 import type { KvmMemorySlot } from '../../kvm/kvm_host.ts';
 import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
 import { KVM_MEM_READONLY, KVM_MEMSLOT_INVALID } from '../../uapi/kvm.ts';
@@ -84,6 +84,7 @@ export function directVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gpa: number, kind: 
       }
     }
     // EPT violation
+    vcpu.mode = OUTSIDE_GUEST_MODE;
     vcpu.stats.exits++;
     const r = directPageFault(mmu, vcpu, gfn, write);
     if (r === RET_PF_FIXED || r === RET_PF_SPURIOUS || r === RET_PF_RETRY) continue;
