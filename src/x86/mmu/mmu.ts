@@ -75,6 +75,15 @@ export class X86Mmu implements KvmMmuOps {
         kvmBugOn: (what) => vm.kvmBugOn(true, 'INV-TDP-BUG', what),
         warnOnce: (what) => vm.warnOnce(true, 'INV-TDP-WARN:' + what, what),
         flushRemoteTlbs: () => vm.flushRemoteTlbs(),
+        // A party waiting on mmu_lock (vm.onMmuLockDrop) makes the next resched point of a walk that may
+        // yield drop the lock; without one the model never yields (and leaf zaps may run batched).
+        get needResched() {
+          return vm.onMmuLockDrop === undefined ? undefined : () => true;
+        },
+        onYield: () => {
+          this.syncCounters(); // the party reads the stats of the half-done walk
+          vm.mmuLockYield(false, false);
+        },
       },
       // The kernel bounds walks by the natural gfn and ORs a TD's shared bit in (tdp_iter's gfn_bits);
       // this engine sees shared gfns with the bit set, so its bound covers the shared alias too.
@@ -180,8 +189,9 @@ export class X86Mmu implements KvmMmuOps {
       attrFilter: KVM_FILTER_PRIVATE | KVM_FILTER_SHARED,
       mayBlock: true,
     });
-    // tdp_mmu_iter_cond_resched flushes what it zapped before it yields.
-    flush = this.vm.mmuLockYield(flush, true);
+    // A waiting party (vm.onMmuLockDrop) ran inside the walk, at its first resched point
+    // (tdp_mmu_iter_cond_resched flushed what was zapped before it yielded); no resched point follows
+    // the walk's last SPTE.
     // kvm_mmu_zap_memslot_pages_and_flush: no shadow pages exist on a TDP-only VM, so only the flush.
     // BUG precise-zap-no-flush: the zap forgets the flush, so vCPU TLBs keep the slot's translations.
     if (hasBug(this.vm.cfg, 'precise-zap-no-flush')) return;

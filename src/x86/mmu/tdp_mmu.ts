@@ -79,8 +79,26 @@ export function tdpMmuIterCondResched(mmu: TdpMmu, iter: TdpIter, flush: boolean
   if (iter.nextLastLevelGfn === iter.yieldedGfn || !needResched()) return false;
   if (flush) mmu.env.flushRemoteTlbs?.();
   mmu.yields++;
+  const onYield = mmu.env.onYield;
+  if (onYield !== undefined) runWhileYielded(iter, onYield);
   iter.yielded = true;
   return true;
+}
+
+/**
+ * mmu_lock is dropped: run `party`, which may walk with the engine's (shared) iterator, then put back
+ * what tdp_iter_restart needs to resume this walk from its root at next_last_level_gfn.
+ */
+function runWhileYielded(iter: TdpIter, party: () => void): void {
+  const { nextLastLevelGfn, rootLevel, minLevel, asId } = iter;
+  const root = iter.ptPath[rootLevel - 1]!;
+  party();
+  iter.nextLastLevelGfn = nextLastLevelGfn;
+  iter.rootLevel = rootLevel;
+  iter.minLevel = minLevel;
+  iter.asId = asId;
+  iter.ptPath[rootLevel - 1] = root;
+  iter.table = -1;
 }
 
 /**

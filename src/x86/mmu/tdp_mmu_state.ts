@@ -47,10 +47,15 @@ export interface TdpMmuEnv {
   kvmBugOn?(what: string): void;
   /** WARN_ON_ONCE fired. */
   warnOnce?(what: string): void;
-  /** need_resched() || rwlock_needbreak(mmu_lock): lets a scenario make walks yield. */
-  needResched?(): boolean;
+  /** need_resched() || rwlock_needbreak(mmu_lock): lets a scenario make walks yield (undefined: never). */
+  readonly needResched?: (() => boolean) | undefined;
   /** kvm_flush_remote_tlbs, owed before a walk drops mmu_lock with zapped SPTEs. */
   flushRemoteTlbs?(): void;
+  /**
+   * A walk has dropped mmu_lock (cond_resched_rwlock_*): whoever waited for it runs now and may use the
+   * engine (fault in, zap). The yielding walk resumes from the root at its next gfn afterwards.
+   */
+  onYield?(): void;
 }
 
 export interface TdpMmuOptions {
