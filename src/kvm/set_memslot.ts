@@ -35,12 +35,32 @@ export interface SetMemslotVm extends DirtyLogVm {
   onMemslotsWait?: ((what: 'mn-invalidate' | 'srcu') => void) | undefined;
 }
 
-/** @kernel virt/kvm/kvm_main.c#kvm_swap_active_memslots */
-export function kvmSwapActiveMemslots(vm: SetMemslotVm, asId: number): void {
+/**
+ * The kernel waits in kvm_swap_active_memslots for in-flight MMU-notifier invalidations; a sequential
+ * model cannot wait, so the update fails with EBUSY instead (see simplifications.md), before it changes
+ * anything a vCPU could see.
+ */
+function throwIfInvalidationInFlight(vm: SetMemslotVm): void {
+  if (vm.mnActiveInvalidateCount === 0) return;
+  throw new KvmError(
+    'EBUSY',
+    'KVM_SET_USER_MEMORY_REGION',
+    'an MMU-notifier invalidation is in progress (the kernel would wait)',
+  );
+}
+
+/**
+ * `wait: false` only for the swap that puts the old slot back after an update gave up: it restores
+ * what readers saw before, so it need not wait for an invalidation that started meanwhile.
+ * @kernel virt/kvm/kvm_main.c#kvm_swap_active_memslots
+ */
+export function kvmSwapActiveMemslots(vm: SetMemslotVm, asId: number, wait = true): void {
+  if (wait) throwIfInvalidationInFlight(vm);
   const slots = vm.inactiveMemslots(asId);
   const gen = vm.activeMemslots(asId).generation;
   slots.generation = gen;
   slots.updateInProgress = true;
+<<<<<<< HEAD
   // The kernel waits here for in-flight MMU-notifier invalidations (a scheduler runs them to their end
   // in the stepping hook); a sequential model cannot wait.
   vm.onMemslotsWait?.('mn-invalidate');
@@ -51,6 +71,8 @@ export function kvmSwapActiveMemslots(vm: SetMemslotVm, asId: number): void {
       'an MMU-notifier invalidation is in progress (the kernel would wait)',
     );
   }
+=======
+>>>>>>> 3773b97 (fidelity (#12): a memslot update that cannot swap (an MMU-notifier invalidation in flight) fails with EBUSY before changing anything, or, if the invalidation started in a DELETE/MOVE's INVALID window, after putting the old slot back (kvm_set_memslot's kvm_activate_memslot(invalid, old)); it no longer leaves the INVALID copy or a half-made change in the memslot sets)
   vm.flipActive(asId);
   // synchronize_srcu_expedited(&kvm->srcu): vCPUs still inside a read section that began before the
   // new set was published finish with the old one first.
@@ -68,8 +90,9 @@ function kvmActivateMemslot(
   asId: number,
   old: KvmMemorySlot | null,
   nu: KvmMemorySlot | null,
+  wait = true,
 ): void {
-  kvmSwapActiveMemslots(vm, asId);
+  kvmSwapActiveMemslots(vm, asId, wait);
   // Propagate the change to the now-inactive set, so both sets hold the same slots again.
   vm.inactiveMemslots(asId).replace(old, nu);
 }
@@ -147,10 +170,18 @@ export function kvmSetMemslot(
   change: KvmMrChange,
 ): string | null {
   const asId = (old ?? nu)!.asId;
+  throwIfInvalidationInFlight(vm);
   let invalid: KvmMemorySlot | null = null;
   if (change === 'DELETE' || change === 'MOVE') {
     invalid = copyMemslot(old!);
     kvmInvalidateMemslot(vm, old!, invalid);
+    // Something that ran in the INVALID window (a concurrent party) started an invalidation: the next
+    // swap would have to wait. Put the old slot back, as a failed PREPARE does, rather than leave the
+    // INVALID copy published.
+    if (vm.mnActiveInvalidateCount !== 0) {
+      kvmActivateMemslot(vm, asId, invalid, old, false);
+      throwIfInvalidationInFlight(vm);
+    }
   }
   const r = kvmPrepareMemoryRegion(vm, old, nu, change);
   if (r !== null) {

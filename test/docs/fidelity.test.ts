@@ -17,7 +17,11 @@ function rows(text: string): Map<string, string[]> {
   const out = new Map<string, string[]>();
   for (const line of text.split('\n')) {
     const m = /^\| `([A-Za-z_]\w*)` \| ([\w./-]+) \|(.*)\|$/.exec(line);
-    if (m) out.set(`${m[2]}#${m[1]}`, m[3]!.split('|').map((c) => c.trim()));
+    if (m)
+      out.set(
+        `${m[2]}#${m[1]}`,
+        m[3]!.split('|').map((c) => c.trim()),
+      );
   }
   return out;
 }
