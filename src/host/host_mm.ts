@@ -35,7 +35,8 @@ export type MmuNotifierEvent =
 
 /** The mmu_notifier_ops KVM registers (virt/kvm/kvm_main.c#kvm_mmu_notifier_ops). */
 export interface MmuNotifier {
-  invalidateRangeStart(start: number, end: number, event: MmuNotifierEvent): void;
+  /** `blockable`: MMU_NOTIFIER_RANGE_BLOCKABLE (default true: every modelled host event may block). */
+  invalidateRangeStart(start: number, end: number, event: MmuNotifierEvent, blockable?: boolean): void;
   invalidateRangeEnd(start: number, end: number, event: MmuNotifierEvent): void;
   /** The mm is going away: KVM zaps everything (kvm_arch_flush_shadow_all). */
   release(): void;

@@ -18,8 +18,13 @@ export class KvmMmuNotifier implements MmuNotifier {
 
   constructor(private readonly vm: VmState) {}
 
-  /** @kernel virt/kvm/kvm_main.c#kvm_mmu_notifier_invalidate_range_start */
-  invalidateRangeStart(start: number, end: number, _event: MmuNotifierEvent): void {
+  /**
+   * `blockable` is mmu_notifier_range_blockable(range): the zap may drop mmu_lock to reschedule only in
+   * a blockable range (may_block). Every host event the model has is blockable; the one non-blocking
+   * caller, the OOM reaper, is not modelled.
+   * @kernel virt/kvm/kvm_main.c#kvm_mmu_notifier_invalidate_range_start
+   */
+  invalidateRangeStart(start: number, end: number, _event: MmuNotifierEvent, blockable = true): void {
     const vm = this.vm;
     // Memslot swaps wait for this count to drop, so no slot can change under the invalidation.
     vm.mnActiveInvalidateCount++;
@@ -37,7 +42,7 @@ export class KvmMmuNotifier implements MmuNotifier {
           begun = true;
         }
         // Host mm events only affect shared (hva-backed) mappings; guest_memfd pages are not in the mm.
-        flush = vm.kvmMmuUnmapGfnRange(slot, gs, ge, KVM_FILTER_SHARED) || flush;
+        flush = vm.kvmMmuUnmapGfnRange(slot, gs, ge, KVM_FILTER_SHARED, blockable) || flush;
       }
     }
     if (begun) this.begun.push(`${start}:${end}`);

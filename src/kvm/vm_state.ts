@@ -234,14 +234,20 @@ export class VmState implements KvmArchMemslotHooks {
    * punching share.
    * @kernel virt/kvm/kvm_main.c#kvm_mmu_unmap_gfn_range
    */
-  kvmMmuUnmapGfnRange(slot: KvmMemorySlot, start: number, end: number, attrFilter: number): boolean {
+  kvmMmuUnmapGfnRange(
+    slot: KvmMemorySlot,
+    start: number,
+    end: number,
+    attrFilter: number,
+    mayBlock = true,
+  ): boolean {
     this.mmuInvalidateRangeAdd(start, end);
     return this.mmu.kvmUnmapGfnRange({
       slot,
       start: asGfn(start),
       end: asGfn(end),
       attrFilter,
-      mayBlock: true,
+      mayBlock,
     });
   }
 
