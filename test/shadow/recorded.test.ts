@@ -1,7 +1,8 @@
 /**
  * The model's shadow MMU held to every step of each real kernel's recording (test/recorded/mmu-*.json,
- * kvm_pvm 6.18 builds v595 and v1272, shadow MMU): the deterministic stats each recording holds (v1272 adds
- * remote_tlb_flush and the 'dirty log off' scenarios) and the guest's exits, quirk on and off, with the model configured from the recording's own probe.
+ * kvm_pvm 6.18 builds v595 and v1272, shadow MMU): the deterministic stats each recording holds (v1272
+ * adds remote_tlb_flush and the 'dirty log off' scenarios) and the guest's exits, quirk on and off, with
+ * the model configured from the recording's own probe.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
