@@ -99,8 +99,10 @@ export class VmState implements KvmArchMemslotHooks {
   /** Model hook: runs while a DELETE/MOVE has its INVALID slot published (a concurrent vCPU's view). */
   onInvalidWindow: ((slot: KvmMemorySlot) => void) | undefined = undefined;
   /**
-   * Model hook: runs once, at the first point where a memslot flush drops mmu_lock to reschedule (a
-   * concurrent vCPU's or notifier's view of the half-done zap). Unset, the model never yields there.
+   * Model hook: runs once, at the first point where a zap that may block drops mmu_lock to reschedule (a
+   * memslot flush, or a blockable MMU-notifier zap): a concurrent vCPU's or notifier's view of the
+   * half-done zap. Unset, the model never yields there. docs/simplifications.md says which resched
+   * point each walk uses.
    */
   onMmuLockDrop: (() => void) | undefined = undefined;
   /**
