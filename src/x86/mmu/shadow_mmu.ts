@@ -52,6 +52,9 @@ import { MmuPageHash } from './shadow_hash.ts';
 import { hasBug } from '../../kvm/host_profile.ts';
 import { kvmMmuMaxMappingLevel } from './page_fault.ts';
 
+/** kvm_zap_obsolete_pages' lock-break batch. */
+const BATCH_ZAP_PAGES = 10;
+
 export class ShadowMmu implements KvmMmuOps {
   /** kvm->arch.mmu_valid_gen */
   mmuValidGen = 0;
@@ -221,17 +224,29 @@ export class ShadowMmu implements KvmMmuOps {
     else if (flush) this.vm.flushRemoteTlbs();
   }
 
-  /** Zap pages from the oldest while they are obsolete (FIFO order makes that all of them). @kernel arch/x86/kvm/mmu/mmu.c#kvm_zap_obsolete_pages */
+  /**
+   * Zap pages from the oldest while they are obsolete (FIFO order makes that all of them). After every
+   * BATCH_ZAP_PAGES zapped pages the walk may drop mmu_lock (to a waiting party) and restart; the prepared
+   * pages stay on the local invalid list across the drop, unflushed: every vCPU must load a new root, which
+   * flushes, before it runs again. One commit (one remote flush) at the end.
+   * @kernel arch/x86/kvm/mmu/mmu.c#kvm_zap_obsolete_pages
+   */
   private zapObsoletePages(): void {
     const list: ShadowPage[] = [];
-    for (const sp of [...this.active]) {
-      if (!this.isObsoleteSp(sp)) break;
-      this.prepareZapPage(sp, list);
-    }
-    // A resched point: the batch is committed (zapped and flushed) before mmu_lock is dropped.
-    if (this.vm.onMmuLockDrop !== undefined) {
-      this.commitZapPage(list.splice(0));
-      this.vm.mmuLockYield(false, true);
+    let batch = 0;
+    restart: for (;;) {
+      for (const sp of [...this.active]) {
+        if (!this.isObsoleteSp(sp)) break restart;
+        if (batch >= BATCH_ZAP_PAGES && this.vm.onMmuLockDrop !== undefined) {
+          this.vm.mmuLockYield(false, false); // cond_resched_rwlock_write
+          batch = 0;
+          continue restart;
+        }
+        // nr_zapped: the page itself unless it is an active root (no unsync or nested children here).
+        if (sp.rootCount === 0) batch++;
+        this.prepareZapPage(sp, list);
+      }
+      break;
     }
     this.commitZapPage(list);
   }
