@@ -117,6 +117,7 @@ function run(
         r = null;
       }
     }
+    vcpu.accessEnded(r === null);
     if (r === null) {
       res.none++;
       if (outExit !== undefined) outExit[i] = 0;

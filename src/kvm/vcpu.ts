@@ -114,10 +114,17 @@ export class Vcpu {
     );
   }
 
-  /** Where the vCPU is once an access is over: still in the guest (running, no exit) or out of KVM_RUN. */
   private afterAccess(r: AccessResult): AccessResult {
-    this.mode = this.running && r.exit === 'none' ? IN_GUEST_MODE : OUTSIDE_GUEST_MODE;
+    this.accessEnded(r.exit === 'none');
     return r;
+  }
+
+  /**
+   * Where the vCPU is once an access is over: still in the guest (running, and the access completed) or
+   * out of KVM_RUN. vcpu.access and the batched calls both end each access here.
+   */
+  accessEnded(completed: boolean): void {
+    this.mode = this.running && completed ? IN_GUEST_MODE : OUTSIDE_GUEST_MODE;
   }
 
   /**

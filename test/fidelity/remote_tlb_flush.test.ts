@@ -101,3 +101,19 @@ describe('kvm_flush_remote_tlbs: remote_tlb_flush only when an IPI went out', ()
     expect([rows['remote TLB flush'], rows['TLB flush IPI per vCPU']]).toEqual([1, 1]);
   });
 });
+
+describe('the batched accesses leave the vCPU where vcpu.access would', () => {
+  for (const running of [false, true]) {
+    it(`running = ${running}: accessRange / accessList end OUTSIDE unless running and completed`, () => {
+      const { v0, v1, barSlot, flushes } = twoVcpus();
+      v0.running = running;
+      v0.accessRange(0, 8, 'read');
+      expect(v0.mode).toBe(running ? IN_GUEST_MODE : OUTSIDE_GUEST_MODE);
+      v1.access(BAR, 'write');
+      barSlot(0); // precise zap of a touched slot: one flush request, an IPI only to a running v0
+      expect(flushes()).toEqual(running ? [1, 1, 1] : [1, 0, 0]);
+      v0.accessList([0, BAR], 'read'); // the last access exits (MMIO): out of KVM_RUN
+      expect(v0.mode).toBe(OUTSIDE_GUEST_MODE);
+    });
+  }
+});
