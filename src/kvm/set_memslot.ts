@@ -41,6 +41,8 @@ export interface SetMemslotVm extends DirtyLogVm {
  * anything a vCPU could see.
  */
 function throwIfInvalidationInFlight(vm: SetMemslotVm): void {
+  // A scheduler runs in-flight invalidations to their end in this stepping hook.
+  vm.onMemslotsWait?.('mn-invalidate');
   if (vm.mnActiveInvalidateCount === 0) return;
   throw new KvmError(
     'EBUSY',
@@ -60,19 +62,6 @@ export function kvmSwapActiveMemslots(vm: SetMemslotVm, asId: number, wait = tru
   const gen = vm.activeMemslots(asId).generation;
   slots.generation = gen;
   slots.updateInProgress = true;
-<<<<<<< HEAD
-  // The kernel waits here for in-flight MMU-notifier invalidations (a scheduler runs them to their end
-  // in the stepping hook); a sequential model cannot wait.
-  vm.onMemslotsWait?.('mn-invalidate');
-  if (vm.mnActiveInvalidateCount !== 0) {
-    throw new KvmError(
-      'EBUSY',
-      'KVM_SET_USER_MEMORY_REGION',
-      'an MMU-notifier invalidation is in progress (the kernel would wait)',
-    );
-  }
-=======
->>>>>>> 3773b97 (fidelity (#12): a memslot update that cannot swap (an MMU-notifier invalidation in flight) fails with EBUSY before changing anything, or, if the invalidation started in a DELETE/MOVE's INVALID window, after putting the old slot back (kvm_set_memslot's kvm_activate_memslot(invalid, old)); it no longer leaves the INVALID copy or a half-made change in the memslot sets)
   vm.flipActive(asId);
   // synchronize_srcu_expedited(&kvm->srcu): vCPUs still inside a read section that began before the
   // new set was published finish with the old one first.
