@@ -89,6 +89,11 @@ export class AuditDelta {
   private faultSeq = 0;
   private slots: KvmMemorySlot[][] = [];
 
+  /** The next audit walks everything (the last one set findings aside that it must see again). */
+  invalidate(): void {
+    this.valid = false;
+  }
+
   /** The TDP engine changed the SPTE of `level` at gfn (any root, any address space). */
   noteSpte(gfn: number, level: number): void {
     const d = this.pending;

@@ -147,6 +147,7 @@ export class Checker {
   private readonly incremental: boolean;
   /** Whole-VM audits whose SPTE walk skipped unchanged tables (the rest walked everything). */
   incrementalAudits = 0;
+  private exempt: ((id: string, gfn: number | undefined) => boolean) | undefined = undefined;
 
   constructor(
     readonly kvm: Kvm,
@@ -216,10 +217,21 @@ export class Checker {
       auditGfn(vcpu.vm, this.reporter(vcpu.vm, true, 'postAccess'), Math.floor(gpa / 4096));
   }
 
-  /** A named audit point: 'postMemslotUpdate', 'postNotifier', 'postStep', … */
-  auditPoint(name: string): void {
+  /**
+   * A named audit point: 'postMemslotUpdate', 'postNotifier', 'postStep', … `exempt` drops the findings
+   * a caller knows to be legitimate at this point (neither reported nor remembered as seen, so the same
+   * finding is reported where it is not exempt).
+   */
+  auditPoint(name: string, exempt?: (id: string, gfn: number | undefined) => boolean): void {
     if (this.audit === 'off') return;
-    this.runAudits(String(name));
+    this.exempt = exempt;
+    try {
+      this.runAudits(String(name));
+    } finally {
+      this.exempt = undefined;
+      // what was set aside must be looked at again: the next audit may not skip its tables
+      if (exempt !== undefined) for (const w of this.watched) w.delta.invalidate();
+    }
   }
 
   private runAudits(point: string): void {
@@ -248,6 +260,7 @@ export class Checker {
   private reporter(vm: VmState, dedupe: boolean, point?: string): Report {
     return (id, message, gfn, pfn) => {
       if (this.violations.length >= this.maxViolations) return;
+      if (this.exempt !== undefined && this.exempt(id, gfn)) return;
       if (dedupe) {
         const key = `${vm.id}|${id}|${gfn ?? ''}|${pfn ?? ''}|${message}`;
         if (this.seen.has(key)) return;

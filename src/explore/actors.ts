@@ -273,8 +273,11 @@ function installHooks(ex: Execution, op: { kind: string; lo: number; hi: number;
   const zapAll0 = ex.vm.model.memslot_zap_all_fast;
   // name the flush the design chose, so a diagram says which zap ran
   vm.mmuLockContended = () => ex.contended(ex.vm.model.memslot_zap_all_fast > zapAll0 ? 'kvm_mmu_zap_all_fast' : 'precise memslot zap');
-  const party = (): void => {
-    if (ex.window !== null) ex.window.phase = ex.vm.model.memslot_zap_all_fast > zapAll0 ? 'zapping-all' : 'dropped';
+  const party = (resumeGfn?: number): void => {
+    if (ex.window !== null) {
+      ex.window.phase = ex.vm.model.memslot_zap_all_fast > zapAll0 ? 'zapping-all' : 'dropped';
+      ex.window.resume = resumeGfn;
+    }
     ex.suspend({ fn: 'cond_resched_rwlock_write', what: 'retakes mmu_lock, continues the zap', fp: () => GLOBAL });
     vm.onMmuLockDrop = party;
   };

@@ -41,10 +41,18 @@ export interface SetMemslotVm extends DirtyLogVm {
  * anything a vCPU could see.
  */
 function throwIfInvalidationInFlight(vm: SetMemslotVm): void {
+  if (!invalidationsDone(vm)) throw busy();
+}
+
+/** Whether no MMU-notifier invalidation is in flight, once a scheduler had the chance to end them. */
+function invalidationsDone(vm: SetMemslotVm): boolean {
   // A scheduler runs in-flight invalidations to their end in this stepping hook.
   vm.onMemslotsWait?.('mn-invalidate');
-  if (vm.mnActiveInvalidateCount === 0) return;
-  throw new KvmError(
+  return vm.mnActiveInvalidateCount === 0;
+}
+
+function busy(): KvmError {
+  return new KvmError(
     'EBUSY',
     'KVM_SET_USER_MEMORY_REGION',
     'an MMU-notifier invalidation is in progress (the kernel would wait)',
@@ -165,11 +173,11 @@ export function kvmSetMemslot(
     invalid = copyMemslot(old!);
     kvmInvalidateMemslot(vm, old!, invalid);
     // Something that ran in the INVALID window (a concurrent party) started an invalidation: the next
-    // swap would have to wait. Put the old slot back, as a failed PREPARE does, rather than leave the
-    // INVALID copy published.
-    if (vm.mnActiveInvalidateCount !== 0) {
+    // swap has to wait for it. Where nothing can end it (no scheduler), put the old slot back, as a
+    // failed PREPARE does, rather than leave the INVALID copy published.
+    if (!invalidationsDone(vm)) {
       kvmActivateMemslot(vm, asId, invalid, old, false);
-      throwIfInvalidationInFlight(vm);
+      throw busy();
     }
   }
   const r = kvmPrepareMemoryRegion(vm, old, nu, change);

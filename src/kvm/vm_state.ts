@@ -104,7 +104,7 @@ export class VmState implements KvmArchMemslotHooks {
    * half-done zap. Unset, the model never yields there. docs/simplifications.md says which resched
    * point each walk uses.
    */
-  onMmuLockDrop: (() => void) | undefined = undefined;
+  onMmuLockDrop: ((resumeGfn?: number) => void) | undefined = undefined;
   /**
    * Stepping hook (explore/): asked at each resched point of a memslot flush while onMmuLockDrop is set,
    * "does anyone contend for mmu_lock here?" (need_resched / rwlock_needbreak). false = the loop goes on
@@ -275,13 +275,23 @@ export class VmState implements KvmArchMemslotHooks {
     const party = this.onMmuLockDrop;
     if (party === undefined) return flush;
     if (this.mmuLockContended !== undefined && !this.mmuLockContended()) return flush;
-    this.onMmuLockDrop = undefined;
     if (flush && flushOnYield) {
       this.flushRemoteTlbs();
       flush = false;
     }
-    party();
+    this.runMmuLockParty();
     return flush;
+  }
+
+  /**
+   * mmu_lock is dropped: the waiting party (onMmuLockDrop, taken off first) runs. `resumeGfn`: where a
+   * TDP walk that yielded inside its SPTE walk resumes (the gfns from there on are not zapped yet).
+   */
+  runMmuLockParty(resumeGfn?: number): void {
+    const party = this.onMmuLockDrop;
+    if (party === undefined) return;
+    this.onMmuLockDrop = undefined;
+    party(resumeGfn);
   }
 
   /**

@@ -22,9 +22,9 @@ const CASES: [BugName, string, (d: string) => [string, number] | null][] = [
   ['fault-no-seq-recheck', 'notifier-vs-fault', () => ['INV-PFN-001', 4]],
   // found by the audit at the end of the ioctl: the TLB still translates the deleted slot, no flush owed
   ['precise-zap-no-flush', 'delete-vs-fault', (d) => (PRECISE.has(d) ? ['INV-ZAP-002', 4] : null)],
-  // the fault maps the INVALID slot's gfn after the zap: at the precise zap's lock drop the SPTE is
-  // there; under zap-all the new root's SPTE is first used by the guest's re-executed access
-  ['fault-ignores-invalid-slot', 'delete-vs-fault', (d) => (PRECISE.has(d) ? ['INV-ZAP-001', 5] : ['INV-ACCESS-001', 7])],
+  // the fault maps the INVALID slot's gfn: the guest's re-executed access reaches it (under the precise
+  // zap while the zap has dropped mmu_lock inside its walk, under zap-all through the new root)
+  ['fault-ignores-invalid-slot', 'delete-vs-fault', (d) => (PRECISE.has(d) ? ['INV-ACCESS-001', 6] : ['INV-ACCESS-001', 7])],
   // the FLAGS_ONLY ioctl: publish, then synchronize_srcu and commit, after which the binding dangles
   ['gmem-flag-clear-uaf', 'gmem-flags-vs-fault', () => ['INV-GMEM-001', 2]],
   ['shadow-2019-precise-zap', 'shadow-delete-vs-access', (d) => (d === 'quirk-off' ? ['INV-ZAP-002', 3] : null)],

@@ -94,10 +94,10 @@ describe('zaplab explore', () => {
     const m = zaplab('--merge', ...files, '--json');
     expect(m.status).toBe(0);
     const d = JSON.parse(m.stdout).designs[0];
-    expect([d.design, d.stats.complete, d.stats.exhausted, d.violation]).toEqual(['quirk', 81, true, null]);
+    expect([d.design, d.stats.complete, d.stats.exhausted, d.violation]).toEqual(['quirk', 64, true, null]);
     // one shard alone does not cover the space
     const one = JSON.parse(zaplab('--merge', files[0]!, '--json').stdout).designs[0];
-    expect([one.stats.complete, one.stats.exhausted]).toEqual([36, false]);
+    expect([one.stats.complete, one.stats.exhausted]).toEqual([24, false]);
   }, 90_000);
 
   it('--workers 2: the one-thread counts as JSON, and a violation with its shortest schedule', () => {

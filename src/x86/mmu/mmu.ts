@@ -70,19 +70,20 @@ export class X86Mmu implements KvmMmuOps {
   trace: KvmTraceSink | undefined;
 
   constructor(readonly vm: VmState) {
+    const wantsLock = (): boolean => this.partyWantsLock();
     this.tdp = new TdpMmu({
       env: {
         kvmBugOn: (what) => vm.kvmBugOn(true, 'INV-TDP-BUG', what),
         warnOnce: (what) => vm.warnOnce(true, 'INV-TDP-WARN:' + what, what),
         flushRemoteTlbs: () => vm.flushRemoteTlbs(),
-        // A party waiting on mmu_lock (vm.onMmuLockDrop) makes the next resched point of a walk that may
-        // yield drop the lock; without one the model never yields (and leaf zaps may run batched).
+        // A party waiting on mmu_lock (vm.onMmuLockDrop) makes a resched point of a walk that may yield
+        // drop the lock; without one the model never yields (and leaf zaps may run batched).
         get needResched() {
-          return vm.onMmuLockDrop === undefined ? undefined : () => true;
+          return vm.onMmuLockDrop === undefined ? undefined : wantsLock;
         },
-        onYield: () => {
+        onYield: (resumeGfn) => {
           this.syncCounters(); // the party reads the stats of the half-done walk
-          vm.mmuLockYield(false, false);
+          vm.runMmuLockParty(resumeGfn);
         },
       },
       // The kernel bounds walks by the natural gfn and ORs a TD's shared bit in (tdp_iter's gfn_bits);
@@ -93,6 +94,30 @@ export class X86Mmu implements KvmMmuOps {
     // through the external page-table hooks; an SNP guest's private pages are tracked in the RMP.
     if (vm.info.hasMirroredTdp) this.tdp.external = tdxVmInit(vm);
     else if (vm.info.name === 'SNP') snpVmInit(vm);
+  }
+
+  /** The party last offered mmu_lock at a TDP walk's resched point, and the zap count then. */
+  private offeredTo: ((resumeGfn?: number) => void) | undefined;
+  private offeredAt = -1;
+
+  /**
+   * need_resched() || rwlock_needbreak() at a TDP walk's resched point, for the party in
+   * vm.onMmuLockDrop: its first offer comes at the walk's first resched point; a party that stays
+   * installed after running (the explorer's) is offered the lock again only once the walk has zapped
+   * something since, since a yield between two untouched entries shows it the same state
+   * (docs/simplifications.md). vm.mmuLockContended then decides.
+   */
+  private partyWantsLock(): boolean {
+    const vm = this.vm;
+    // An invalidated root is zapped under the read lock (kvm_tdp_mmu_zap_invalidated_roots): vCPU faults
+    // do not wait for it, and no writer of the model touches an invalid root, so no party is let in.
+    const it = this.tdp.iter;
+    if ((this.tdp.pool.role[it.ptPath[it.rootLevel - 1]!]! & ROLE_INVALID) !== 0) return false;
+    const z = this.tdp.sptesZapped.reduce((a, b) => a + b, 0);
+    if (vm.onMmuLockDrop === this.offeredTo && z === this.offeredAt) return false;
+    this.offeredTo = vm.onMmuLockDrop;
+    this.offeredAt = z;
+    return vm.mmuLockContended === undefined || vm.mmuLockContended();
   }
 
   /** The root role for a vCPU in address space asId. */
@@ -341,3 +366,4 @@ export class X86Mmu implements KvmMmuOps {
     return tdpMmuStats(this.tdp);
   }
 }
+

@@ -89,10 +89,10 @@ export function tdpMmuIterCondResched(mmu: TdpMmu, iter: TdpIter, flush: boolean
  * mmu_lock is dropped: run `party`, which may walk with the engine's (shared) iterator, then put back
  * what tdp_iter_restart needs to resume this walk from its root at next_last_level_gfn.
  */
-function runWhileYielded(iter: TdpIter, party: () => void): void {
+function runWhileYielded(iter: TdpIter, party: (resumeGfn: number) => void): void {
   const { nextLastLevelGfn, rootLevel, minLevel, asId } = iter;
   const root = iter.ptPath[rootLevel - 1]!;
-  party();
+  party(nextLastLevelGfn);
   iter.nextLastLevelGfn = nextLastLevelGfn;
   iter.rootLevel = rootLevel;
   iter.minLevel = minLevel;

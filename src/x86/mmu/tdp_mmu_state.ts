@@ -53,9 +53,9 @@ export interface TdpMmuEnv {
   flushRemoteTlbs?(): void;
   /**
    * A walk has dropped mmu_lock (cond_resched_rwlock_*): whoever waited for it runs now and may use the
-   * engine (fault in, zap). The yielding walk resumes from the root at its next gfn afterwards.
+   * engine (fault in, zap). The yielding walk resumes from the root at resumeGfn afterwards.
    */
-  onYield?(): void;
+  onYield?(resumeGfn: number): void;
 }
 
 export interface TdpMmuOptions {
