@@ -247,8 +247,23 @@ export class Vcpu {
     if (this.fdClosed) closedFd('KVM_RUN', this.fd);
     const g = readGpa('accessStep', gpa);
     const k = readAccessKind('accessStep', kind);
-    const step = this.vm.mmu.vcpuAccessStep;
-    return step === undefined ? null : step.call(this.vm.mmu, this, g, k);
+    const begin = this.vm.mmu.vcpuAccessStep;
+    if (begin === undefined) return null;
+    const step = begin.call(this.vm.mmu, this, g, k);
+    // Each attempt ends where vcpu.access's would (accessEnded): a re-execution leaves KVM_RUN's loop
+    // outside guest mode until the next attempt's VM entry.
+    if (step.result !== null) {
+      this.accessEnded(step.result.exit === 'none');
+      return step;
+    }
+    return {
+      result: null,
+      finish: () => {
+        const r = step.finish();
+        this.accessEnded(r !== null && r.exit === 'none');
+        return r;
+      },
+    };
   }
 
   /** kvm_make_request(KVM_REQ_TLB_FLUSH, vcpu) */
