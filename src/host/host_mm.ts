@@ -397,7 +397,14 @@ export class HostMm {
     });
   }
 
-  /** KSM: the page at b becomes a read-only share of the page at a (same content assumed). */
+  /**
+   * KSM: the page at b becomes a read-only share of the page at a (same content assumed). As
+   * try_to_merge_two_pages (mm/ksm.c, linux-next 6.19-rc5): the page at a becomes the KSM page first
+   * (write_protect_page: its PTE made read-only inside an invalidation of a's page, so KVM zaps a's
+   * SPTEs, writable ones included), unless it already is one (a stable-tree match, try_to_merge_with_ksm_page
+   * only); then b is write-protected and replaced (write_protect_page, replace_page: two invalidations of
+   * b's page). write_protect_page refuses a pinned page; if b's refuses, break_cow un-shares a again.
+   */
   ksmMerge(a: number, b: number): void {
     readHostNumber('ksmMerge', 'a', a);
     readHostNumber('ksmMerge', 'b', b);
@@ -406,18 +413,35 @@ export class HostMm {
     if (va === null || vb === null) throw new RangeError('ksmMerge: a and b must both be mapped');
     this.hvaToPfn(a);
     this.hvaToPfn(b);
+    const pa = Math.floor(a / PAGE) * PAGE;
     const pb = Math.floor(b / PAGE) * PAGE;
+    const ia = Math.floor((pa - va.start) / PAGE);
+    const madeKsm = !va.cow.has(ia);
+    if (madeKsm && !this.ksmWriteProtect(va, pa, () => va.cow.add(ia))) return;
+    if (!this.ksmWriteProtect(vb, pb, () => {})) {
+      if (madeKsm) this.breakCow(va, ia); // break_cow: a KSM page with one PTE is broken again
+      return;
+    }
     this.changePages(pb, PAGE, 'ksm', () => {
-      const shared = pageAt(va, a).pfn;
+      // replace_page
+      const shared = pageAt(va, pa).pfn;
       const old = pageAt(vb, pb).pfn;
-      // write_protect_page refuses a page with extra (pin) references: no merge.
-      if (this.pfns.isPinned(shared) || this.pfns.isPinned(old)) return;
       setPage(vb, pb, shared, this.pfns);
       this.pfns.put(old);
       this.pfns.get(shared);
-      va.cow.add(Math.floor((a - va.start) / PAGE));
       vb.cow.add(Math.floor((pb - vb.start) / PAGE));
     });
+  }
+
+  /** write_protect_page: one invalidation of the page; false if its extra (pin) references refuse it. */
+  private ksmWriteProtect(v: Vma, addr: number, protect: () => void): boolean {
+    let ok = false;
+    this.changePages(addr, PAGE, 'ksm', () => {
+      if (this.pfns.isPinned(pageAt(v, addr).pfn)) return;
+      protect();
+      ok = true;
+    });
+    return ok;
   }
 
   /** The process exits: every notifier's release runs (KVM zaps all). */
