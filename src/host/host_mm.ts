@@ -404,6 +404,7 @@ export class HostMm {
    * SPTEs, writable ones included), unless it already is one (a stable-tree match, try_to_merge_with_ksm_page
    * only); then b is write-protected and replaced (write_protect_page, replace_page: two invalidations of
    * b's page). write_protect_page refuses a pinned page; if b's refuses, break_cow un-shares a again.
+   * @kernel mm/ksm.c#try_to_merge_two_pages
    */
   ksmMerge(a: number, b: number): void {
     readHostNumber('ksmMerge', 'a', a);
@@ -433,7 +434,7 @@ export class HostMm {
     });
   }
 
-  /** write_protect_page: one invalidation of the page; false if its extra (pin) references refuse it. */
+  /** One invalidation of the page; false if its extra (pin) references refuse it. @kernel mm/ksm.c#write_protect_page */
   private ksmWriteProtect(v: Vma, addr: number, protect: () => void): boolean {
     let ok = false;
     this.changePages(addr, PAGE, 'ksm', () => {

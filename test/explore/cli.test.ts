@@ -105,8 +105,8 @@ describe('zaplab explore', () => {
     expect([r.status, r.stderr]).toEqual([0, '']);
     const ds = JSON.parse(r.stdout).designs as { design: string; stats: { complete: number; exhausted: boolean }; workers: number }[];
     expect(ds.map((d) => [d.design, d.stats.complete, d.stats.exhausted, d.workers])).toEqual([
-      ['quirk', 81, true, 2],
-      ['quirk-off', 81, true, 2],
+      ['quirk', 64, true, 2],
+      ['quirk-off', 88, true, 2],
     ]);
     const v = zaplab('notifier-vs-fault', '--design', 'quirk', '--bug', 'fault-no-seq-recheck', '--workers', '2', '--json');
     expect(v.status).toBe(1);
@@ -136,8 +136,8 @@ describe('explore: the designs side by side, and why the clean ones are clean', 
   it('vfio-memtype --bug vfio-2019-memtype: zap-all exhausted clean, precise fails; the failing schedule under zap-all, step by step', () => {
     const r = zaplab('vfio-memtype', '--bug', 'vfio-2019-memtype');
     expect(r.status).toBe(1);
-    expect(r.stdout).toMatch(/\n  quirk +81 +81 +0 +0 +\d+ +✓ exhausted\n/);
-    expect(r.stdout).toMatch(/\n  quirk-off +0 +17 +0 +16 +\d+ +✗ INV-ACCESS-005 in 6 steps\n/);
+    expect(r.stdout).toMatch(/\n  quirk +75 +75 +0 +0 +\d+ +✓ exhausted\n/);
+    expect(r.stdout).toMatch(/\n  quirk-off +0 +12 +0 +11 +\d+ +✗ INV-ACCESS-005 in 5 steps\n/);
     const why = r.stdout.slice(r.stdout.indexOf('\nwhy '));
     expect(why.split('\n').slice(1, 15)).toEqual([
       'why quirk, vm-type, slot-flag are clean: the schedule of [quirk-off] under quirk',
@@ -152,7 +152,7 @@ describe('explore: the designs side by side, and why the clean ones are clean', 
       '    9 gpu: device DMA (IOMMU): dma device="gpu" region="ram" offset=0 length=0x1000 kind="write"',
       '   10 gpu: device DMA (IOMMU): dma device="gpu" region="ram" offset=0x1000 length=0x1000 kind="write"',
       '  complete: no violation',
-      '  [quirk-off] at step 6: guest access (TLB / EPT hit): read 0xc0001000 → pfn 0x4002 (level 1, memtype 6) (INV-ACCESS-005)',
+      '  [quirk-off] at step 5: guest access (TLB / EPT hit): read 0xc0001000 → pfn 0x4002 (level 1, memtype 6) (INV-ACCESS-005)',
       '',
     ]);
   }, 120_000);

@@ -20,12 +20,12 @@ const COUNTS: Record<string, Record<string, number>> = {
   'gmem-punch-hole-vs-fault': { quirk: 5, 'vm-type': 5, 'slot-flag': 5, 'slot-flag+leafs': 5 },
   'move-vs-fault': { quirk: 80, 'quirk-off': 69, 'vm-type': 80, 'slot-flag': 80, 'slot-flag+leafs': 69 },
   'notifier-vs-fault': Object.fromEntries(ALL5.map((d) => [d, 10])),
-  'shadow-delete-vs-access': { quirk: 9, 'quirk-off': 9, 'vm-type': 9, 'slot-flag': 9 },
-  'shadow-paging-unplug-vs-access': { quirk: 25, 'quirk-off': 25, 'vm-type': 25, 'slot-flag': 25 },
-  'tdx-delete-vs-accept': { quirk: 25, 'vm-type': 25, 'slot-flag+leafs': 25 },
+  'shadow-delete-vs-access': { quirk: 4, 'quirk-off': 7, 'vm-type': 4, 'slot-flag': 4 },
+  'shadow-paging-unplug-vs-access': { quirk: 10, 'quirk-off': 22, 'vm-type': 10, 'slot-flag': 10 },
+  // a TD's slot deletion is always the precise zap: it yields inside the mirror and direct walks
+  'tdx-delete-vs-accept': { quirk: 49, 'vm-type': 49, 'slot-flag+leafs': 49 },
   'two-vcpus': Object.fromEntries(ALL5.map((d) => [d, 1])),
-  // the precise zap has fewer resched choices than zap-all
-  'vfio-memtype': { quirk: 81, 'quirk-off': 49, 'vm-type': 81, 'slot-flag': 81, 'slot-flag+leafs': 49 },
+  'vfio-memtype': { quirk: 75, 'quirk-off': 21, 'vm-type': 75, 'slot-flag': 75, 'slot-flag+leafs': 21 },
 };
 /** configurations whose preemption bound cut choices (their guarantee is "within 2 preemptions") */
 const BOUNDED = new Set(['delete-vs-notifier-vs-fault']);
