@@ -42,12 +42,20 @@ function pick(stats: Record<string, number>, names: readonly string[]): Record<s
 describe.each(recordings)(
   'shadow MMU vs the recorded real kernel ($file), model configured from its probe',
   ({ rec }) => {
+    // v595 was recorded before the 'dirty log off' cases existed; each recording is held to what it has.
+    it('holds every MMU case, except those added after it was recorded', () => {
+      const missing = MMU_CASES.filter((c) => !rec.scenarios.some((s) => s.id === c.id)).map((c) => c.id);
+      expect(missing).toEqual(
+        rec.host.kernel.endsWith('-v595') ? ['dirty log off / zap-all', 'dirty log off / precise'] : [],
+      );
+    });
     for (const c of MMU_CASES) {
       const real = rec.scenarios.find((s) => s.id === c.id);
-      it.skipIf(real === undefined)(c.id, () => {
+      if (real === undefined) continue;
+      it(c.id, () => {
         const model = runModelMmuCase(c, rec.host.modelOptions as KvmOptions);
         expect(model.map((s) => ({ step: s.step, stats: pick(s.stats, rec.stats), exits: s.exits }))).toEqual(
-          real!.steps.map((s) => ({ step: s.step, stats: s.stats, exits: s.exits })),
+          real.steps.map((s) => ({ step: s.step, stats: s.stats, exits: s.exits })),
         );
       });
     }
