@@ -32,8 +32,7 @@ export interface PoolOptions {
 }
 
 export type PoolResult<I, O> =
-  | { index: number; input: I; ok: true; output: O }
-  | { index: number; input: I; ok: false; error: string };
+  { index: number; input: I; ok: true; output: O } | { index: number; input: I; ok: false; error: string };
 
 /** The default worker count: the machine's parallelism, at least 1. */
 export function defaultWorkers(): number {
@@ -42,7 +41,9 @@ export function defaultWorkers(): number {
 
 /** Checks a --workers value; returns an error naming the flag, or null. */
 export function checkWorkers(n: number, flag = '--workers'): string | null {
-  return Number.isSafeInteger(n) && n >= 0 && n <= 256 ? null : `${flag} ${n}: expected an integer from 0 to 256`;
+  return Number.isSafeInteger(n) && n >= 0 && n <= 256
+    ? null
+    : `${flag} ${n}: expected an integer from 0 to 256`;
 }
 
 /**
@@ -74,7 +75,11 @@ const message = (e: unknown): string => (e instanceof Error ? e.message : String
  * finishes (completion order; `index` is the item's position). A task that throws yields `ok: false`
  * with the message; the others still run. Breaking out of the loop destroys the pool.
  */
-export async function* runPool<I, O>(module: URL, items: readonly I[], opts: PoolOptions): AsyncGenerator<PoolResult<I, O>> {
+export async function* runPool<I, O>(
+  module: URL,
+  items: readonly I[],
+  opts: PoolOptions,
+): AsyncGenerator<PoolResult<I, O>> {
   const bad = checkWorkers(opts.workers);
   if (bad) throw new RangeError(bad);
   if (opts.workers === 0) {
@@ -102,6 +107,13 @@ export async function* runPool<I, O>(module: URL, items: readonly I[], opts: Poo
     settled.push(r);
     wake?.();
   };
+  // A worker that dies outside a task (its task module fails to load, say) is reported on the pool's
+  // 'error' event; with no listener that is an uncaught exception. It ends the run with that error.
+  let poolError: string | null = null;
+  pool.on('error', (e: unknown) => {
+    poolError ??= message(e);
+    wake?.();
+  });
   items.forEach((input, index) => {
     pool.run(input, { signal: abort.signal }).then(
       (output) => push({ index, input, ok: true, output }),
@@ -110,8 +122,9 @@ export async function* runPool<I, O>(module: URL, items: readonly I[], opts: Poo
   });
   try {
     for (let done = 0; done < items.length; done++) {
-      while (settled.length === 0) await new Promise<void>((r) => (wake = r));
+      while (settled.length === 0 && poolError === null) await new Promise<void>((r) => (wake = r));
       wake = null;
+      if (poolError !== null) throw new Error(`${file}: a pool worker failed: ${poolError}`);
       const r = settled.shift()!;
       if (abort.signal.aborted) return;
       yield r;
@@ -124,10 +137,17 @@ export async function* runPool<I, O>(module: URL, items: readonly I[], opts: Poo
 }
 
 /** workers = 0: the same task module in this thread, sequentially (debugging, profiling, tiny grids). */
-async function* runInline<I, O>(module: URL, items: readonly I[], signal?: AbortSignal): AsyncGenerator<PoolResult<I, O>> {
-  const mod = (await import(pathToFileURL(resolveTaskFile(module)).href)) as { default?: (input: I) => O | Promise<O> };
+async function* runInline<I, O>(
+  module: URL,
+  items: readonly I[],
+  signal?: AbortSignal,
+): AsyncGenerator<PoolResult<I, O>> {
+  const mod = (await import(pathToFileURL(resolveTaskFile(module)).href)) as {
+    default?: (input: I) => O | Promise<O>;
+  };
   const fn = mod.default;
-  if (typeof fn !== 'function') throw new TypeError(`${module.href}: a pool task module must export a default function`);
+  if (typeof fn !== 'function')
+    throw new TypeError(`${module.href}: a pool task module must export a default function`);
   for (const [index, input] of items.entries()) {
     if (signal?.aborted) return;
     try {
@@ -140,7 +160,11 @@ async function* runInline<I, O>(module: URL, items: readonly I[], signal?: Abort
 }
 
 /** All results in item order (for callers that do not stream). */
-export async function runPoolOrdered<I, O>(module: URL, items: readonly I[], opts: PoolOptions): Promise<PoolResult<I, O>[]> {
+export async function runPoolOrdered<I, O>(
+  module: URL,
+  items: readonly I[],
+  opts: PoolOptions,
+): Promise<PoolResult<I, O>[]> {
   const out: PoolResult<I, O>[] = new Array(items.length);
   for await (const r of runPool<I, O>(module, items, opts)) out[r.index] = r;
   return out;

@@ -4,7 +4,14 @@
  * and task errors come back as results without stopping the others.
  */
 import { describe, expect, it } from 'vitest';
-import { checkWorkers, resolveTaskFile, runPool, runPoolOrdered, workerExecArgv, type PoolResult } from '../../src/sweep/pool.ts';
+import {
+  checkWorkers,
+  resolveTaskFile,
+  runPool,
+  runPoolOrdered,
+  workerExecArgv,
+  type PoolResult,
+} from '../../src/sweep/pool.ts';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,10 +19,20 @@ import { pathToFileURL } from 'node:url';
 import type { FixtureInput, FixtureOutput } from './pool_task_fixture.ts';
 
 const TASK = new URL('./pool_task_fixture.ts', import.meta.url);
-const ITEMS: FixtureInput[] = [{ pages: 3 }, { pages: 17 }, { pages: 5, fail: true }, { pages: 64 }, { pages: 1 }];
+const ITEMS: FixtureInput[] = [
+  { pages: 3 },
+  { pages: 17 },
+  { pages: 5, fail: true },
+  { pages: 64 },
+  { pages: 1 },
+];
 
 const strip = (rs: PoolResult<FixtureInput, FixtureOutput>[]) =>
-  rs.map((r) => (r.ok ? { index: r.index, ok: true, pages: r.output.pages, pf: r.output.pfFixed, zapped: r.output.zapped } : r));
+  rs.map((r) =>
+    r.ok
+      ? { index: r.index, ok: true, pages: r.output.pages, pf: r.output.pfFixed, zapped: r.output.zapped }
+      : r,
+  );
 
 describe('runPool', () => {
   it('runs each item on worker threads and matches the in-thread results exactly', async () => {
@@ -37,7 +54,8 @@ describe('runPool', () => {
 
   it('streams every index exactly once', async () => {
     const seen: number[] = [];
-    for await (const r of runPool<FixtureInput, FixtureOutput>(TASK, ITEMS, { workers: 3 })) seen.push(r.index);
+    for await (const r of runPool<FixtureInput, FixtureOutput>(TASK, ITEMS, { workers: 3 }))
+      seen.push(r.index);
     expect(seen.sort()).toEqual([0, 1, 2, 3, 4]);
   });
 
@@ -50,7 +68,10 @@ describe('runPool', () => {
     expect(got).toBeLessThanOrEqual(1);
     const ac = new AbortController();
     const seen: number[] = [];
-    for await (const r of runPool<FixtureInput, FixtureOutput>(TASK, ITEMS, { workers: 0, signal: ac.signal })) {
+    for await (const r of runPool<FixtureInput, FixtureOutput>(TASK, ITEMS, {
+      workers: 0,
+      signal: ac.signal,
+    })) {
       seen.push(r.index);
       ac.abort();
     }
@@ -62,7 +83,9 @@ describe('runPool', () => {
     expect(checkWorkers(-1)).toBe('--workers -1: expected an integer from 0 to 256');
     expect(checkWorkers(1.5)).toBe('--workers 1.5: expected an integer from 0 to 256');
     expect(checkWorkers(4)).toBeNull();
-    await expect(runPoolOrdered(TASK, ITEMS, { workers: 300 })).rejects.toThrow('--workers 300: expected an integer from 0 to 256');
+    await expect(runPoolOrdered(TASK, ITEMS, { workers: 300 })).rejects.toThrow(
+      '--workers 300: expected an integer from 0 to 256',
+    );
   });
 
   it('gives .ts task files the tsx loader and compiled .js files nothing', () => {
@@ -77,7 +100,35 @@ describe('runPool', () => {
     writeFileSync(join(dir, 'task.js'), 'export default (x) => ({ doubled: x.n * 2 });\n');
     const url = pathToFileURL(join(dir, 'task.ts'));
     expect(resolveTaskFile(url)).toBe(join(dir, 'task.js'));
-    expect((await runPoolOrdered<{ n: number }, { doubled: number }>(url, [{ n: 4 }, { n: 5 }], { workers: 1 })).map((r) => (r.ok ? r.output.doubled : r.error))).toEqual([8, 10]);
-    expect(() => resolveTaskFile(pathToFileURL(join(dir, 'gone.ts')))).toThrow(`${join(dir, 'gone.ts')}: pool task module not found`);
+    expect(
+      (
+        await runPoolOrdered<{ n: number }, { doubled: number }>(url, [{ n: 4 }, { n: 5 }], { workers: 1 })
+      ).map((r) => (r.ok ? r.output.doubled : r.error)),
+    ).toEqual([8, 10]);
+    expect(() => resolveTaskFile(pathToFileURL(join(dir, 'gone.ts')))).toThrow(
+      `${join(dir, 'gone.ts')}: pool task module not found`,
+    );
   });
+  it('a task module that cannot load ends the run with its error, neither hanging nor crashing the process', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'zaplab-pool-'));
+    writeFileSync(join(dir, 'task.mjs'), "import './missing-dep.mjs';\nexport default (x) => x;\n");
+    const file = join(dir, 'task.mjs');
+    const t0 = performance.now();
+    const got: string[] = [];
+    let thrown = '';
+    try {
+      for await (const r of runPool<number, number>(pathToFileURL(file), [1, 2, 3, 4], { workers: 2 }))
+        got.push(r.ok ? 'ok' : r.error);
+    } catch (e) {
+      thrown = (e as Error).message;
+    }
+    // Tasks already sent to a worker fail with the load error; the pool's own error ends the run.
+    for (const g of got) expect(g).toContain(`Cannot find module '${join(dir, 'missing-dep.mjs')}'`);
+    expect(thrown).toMatch(
+      new RegExp(
+        `^${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: a pool worker failed: .*missing-dep\\.mjs`,
+      ),
+    );
+    expect(performance.now() - t0).toBeLessThan(20_000);
+  }, 30_000);
 });
