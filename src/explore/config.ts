@@ -9,15 +9,28 @@
 import { readFileSync, existsSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { LineCounter, parseDocument, isMap, isSeq, isPair, isScalar, type Node, type Document } from 'yaml';
+import { parseYamlDoc } from '../scenario/yaml_doc.ts';
+import { isMap, isSeq, isPair, isScalar, type Node, type Document } from 'yaml';
 import { z } from 'zod';
 import { parseScenario } from '../scenario/parse.ts';
 import { STEP_SCHEMAS, num, type Scenario, type Step } from '../scenario/schema.ts';
 
 /** Step kinds an actor may run (each a scenario step kind). */
 export const ACTOR_STEP_KINDS = [
-  'access', 'delete', 'move', 'flags', 'create', 'host', 'dirtyLog', 'attributes', 'punchHole', 'accept',
-  'cr0', 'mtrr', 'pat', 'dma',
+  'access',
+  'delete',
+  'move',
+  'flags',
+  'create',
+  'host',
+  'dirtyLog',
+  'attributes',
+  'punchHole',
+  'accept',
+  'cr0',
+  'mtrr',
+  'pat',
+  'dma',
 ] as const;
 type ActorStepKind = (typeof ACTOR_STEP_KINDS)[number];
 
@@ -66,17 +79,11 @@ class ConfigError extends Error {
 
 /** Parse and validate an explorer configuration. Never throws on bad input. */
 export function parseExploreConfig(text: string, file: string): ConfigResult {
-  const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
-  const where = (offset: number): string => {
-    const p = lc.linePos(offset);
-    return `${file}:${p.line}:${p.col}`;
-  };
-  if (doc.errors.length > 0) {
-    const e = doc.errors[0]!;
-    return { ok: false, error: `${where(e.pos[0])}: YAML syntax: ${e.message.split('\n')[0]}` };
-  }
-  if (!isMap(doc.contents)) return { ok: false, error: `${where(0)}: (top level): expected a mapping with name, vms, actors` };
+  const y = parseYamlDoc(text, file);
+  if (!y.ok) return y;
+  const { doc, where } = y;
+  if (!isMap(doc.contents))
+    return { ok: false, error: `${where(0)}: (top level): expected a mapping with name, vms, actors` };
   // The scenario parser sees the text without the explorer's keys (blanked, so offsets are unchanged).
   let scText = text;
   for (const key of ['actors', 'bounds']) {
@@ -93,30 +100,42 @@ export function parseExploreConfig(text: string, file: string): ConfigResult {
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
     const node = nodeAt(doc, e.path);
-    return { ok: false, error: `${where(node?.range?.[0] ?? 0)}: ${e.path.join('.') || '(top level)'}: ${e.message}` };
+    return {
+      ok: false,
+      error: `${where(node?.range?.[0] ?? 0)}: ${e.path.join('.') || '(top level)'}: ${e.message}`,
+    };
   }
 }
 
 function zodFail(path: (string | number)[], err: z.ZodError): never {
   const issue = err.issues[0]!;
-  throw new ConfigError([...path, ...issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p))], issue.message);
+  throw new ConfigError(
+    [...path, ...issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p))],
+    issue.message,
+  );
 }
 
 function validate(raw: Record<string, unknown>, scenario: Scenario, file: string): ExploreConfig {
-  if (scenario.vms.length !== 1) throw new ConfigError(['vms'], `the explorer runs one VM (got ${scenario.vms.length})`);
+  if (scenario.vms.length !== 1)
+    throw new ConfigError(['vms'], `the explorer runs one VM (got ${scenario.vms.length})`);
   const vm = scenario.vms[0]!;
   const vcpus = vm.vcpus ?? 1;
   const regions = new Set(vm.regions.map((r) => r.name));
   if (!Array.isArray(raw['actors']) || raw['actors'].length === 0)
-    throw new ConfigError(raw['actors'] === undefined ? [] : ['actors'], 'expected actors: a list of at least one actor');
+    throw new ConfigError(
+      raw['actors'] === undefined ? [] : ['actors'],
+      'expected actors: a list of at least one actor',
+    );
   const names = new Set<string>();
   const actors = raw['actors'].map((a: unknown, i: number): ActorDecl => {
     const r = actorSchema.safeParse(a);
     if (!r.success) zodFail(['actors', i], r.error);
-    if (names.has(r.data.name)) throw new ConfigError(['actors', i, 'name'], `duplicate actor name '${r.data.name}'`);
+    if (names.has(r.data.name))
+      throw new ConfigError(['actors', i, 'name'], `duplicate actor name '${r.data.name}'`);
     names.add(r.data.name);
     const vcpu = r.data.vcpu ?? 0;
-    if (vcpu >= vcpus) throw new ConfigError(['actors', i, 'vcpu'], `vCPU ${vcpu} does not exist (the VM has ${vcpus})`);
+    if (vcpu >= vcpus)
+      throw new ConfigError(['actors', i, 'vcpu'], `vCPU ${vcpu} does not exist (the VM has ${vcpus})`);
     const steps = r.data.steps.map((s, j) => actorStep(s, ['actors', i, 'steps', j], regions));
     return { name: r.data.name, vcpu, steps };
   });
@@ -135,16 +154,24 @@ function validate(raw: Record<string, unknown>, scenario: Scenario, file: string
 function actorStep(s: Record<string, unknown>, path: (string | number)[], regions: Set<string>): Step {
   const kind = ACTOR_STEP_KINDS.find((k) => k in s);
   if (kind === undefined)
-    throw new ConfigError(path, `expected one of the step kinds ${ACTOR_STEP_KINDS.join(', ')} (got ${Object.keys(s).join(', ') || 'nothing'})`);
+    throw new ConfigError(
+      path,
+      `expected one of the step kinds ${ACTOR_STEP_KINDS.join(', ')} (got ${Object.keys(s).join(', ') || 'nothing'})`,
+    );
   const schema = STEP_SCHEMAS[kind as ActorStepKind] as z.ZodType;
   const r = schema.safeParse(s);
   if (!r.success) zodFail(path, r.error);
   const step = r.data as Record<string, unknown>;
   const v = step[kind];
-  const region = typeof v === 'string' ? v : typeof v === 'object' && v !== null ? (v as { region?: unknown }).region : undefined;
+  const region =
+    typeof v === 'string'
+      ? v
+      : typeof v === 'object' && v !== null
+        ? (v as { region?: unknown }).region
+        : undefined;
   if (typeof region === 'string' && kind !== 'dma' && !regions.has(region))
     throw new ConfigError([...path, kind], `unknown region '${region}' (has: ${[...regions].join(', ')})`);
-  if ('vm' in step) throw new ConfigError([...path, 'vm'], 'actors run on the configuration\'s one VM');
+  if ('vm' in step) throw new ConfigError([...path, 'vm'], "actors run on the configuration's one VM");
   return step as Step;
 }
 
@@ -179,6 +206,9 @@ export function loadExploreConfig(nameOrPath: string): ConfigResult {
   const lib = join(EXPLORE_LIBRARY_DIR, `${nameOrPath}.yaml`);
   const file = existsSync(nameOrPath) ? nameOrPath : existsSync(lib) ? lib : null;
   if (file === null)
-    return { ok: false, error: `${nameOrPath}: no such file or library configuration (library: ${exploreLibraryNames().join(', ')})` };
+    return {
+      ok: false,
+      error: `${nameOrPath}: no such file or library configuration (library: ${exploreLibraryNames().join(', ')})`,
+    };
   return parseExploreConfig(readFileSync(file, 'utf8'), file);
 }

@@ -7,10 +7,18 @@
  * cross-references (region and VM names, vCPU ids) → the memory layout (no two initially-present
  * regions of one address space may overlap; duplicate slot ids).
  */
-import { LineCounter, parseDocument, isMap, isSeq, isPair, isScalar, type Node } from 'yaml';
+import { parseYamlDoc } from './yaml_doc.ts';
+import { isMap, isSeq, isPair, isScalar, type Node } from 'yaml';
 import { toJSONSchema, type z } from 'zod';
 import { typeOf, type Json } from './json_schema.ts';
-import { scenarioSchema, STEP_SCHEMAS, STEP_KINDS, type Scenario, type Step, type StepKind } from './schema.ts';
+import {
+  scenarioSchema,
+  STEP_SCHEMAS,
+  STEP_KINDS,
+  type Scenario,
+  type Step,
+  type StepKind,
+} from './schema.ts';
 import { MAX_FRAMES_PER_MAPPING } from '../host/host_mm.ts';
 
 /** Bytes per frame of each backing, and the most one region may have (the host mappings start at 1 TiB and end at 2^47). */
@@ -46,16 +54,9 @@ export function parseScenario(
   params: Record<string, string> = {},
   opts: ParseOptions = {},
 ): ParseResult {
-  const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
-  const where = (offset: number): string => {
-    const p = lc.linePos(offset);
-    return `${file}:${p.line}:${p.col}`;
-  };
-  if (doc.errors.length > 0) {
-    const e = doc.errors[0]!;
-    return { ok: false, error: `${where(e.pos[0])}: YAML syntax: ${e.message.split('\n')[0]}` };
-  }
+  const y = parseYamlDoc(text, file);
+  if (!y.ok) return y;
+  const { doc, where } = y;
   const fromFlag = new Map<string, string>();
   try {
     return { ok: true, scenario: validate(doc.toJS(), params, opts.maxSteps ?? DEFAULT_MAX_STEPS, fromFlag) };
@@ -83,7 +84,11 @@ function validate(
     ...((raw as { params?: Record<string, Param> }).params ?? {}),
   };
   for (const [k, v] of Object.entries(overrides)) {
-    if (!(k in params)) throw new ScenarioError(['params'], `unknown parameter '${k}' (has: ${Object.keys(params).join(', ') || 'none'})`);
+    if (!(k in params))
+      throw new ScenarioError(
+        ['params'],
+        `unknown parameter '${k}' (has: ${Object.keys(params).join(', ') || 'none'})`,
+      );
     params[k] = /^\d+$/.test(v) ? Number(v) : v === 'true' ? true : v === 'false' ? false : v;
   }
   const data = substitute(raw, params, [], (path, name) => {
@@ -107,7 +112,10 @@ function substitute(
   if (typeof v === 'string' && v.startsWith('$')) {
     const p = params[v.slice(1)];
     if (p === undefined)
-      throw new ScenarioError(path, `unknown parameter ${v} (declared: ${Object.keys(params).join(', ') || 'none'})`);
+      throw new ScenarioError(
+        path,
+        `unknown parameter ${v} (declared: ${Object.keys(params).join(', ') || 'none'})`,
+      );
     used(path, v.slice(1));
     return p;
   }
@@ -134,7 +142,10 @@ function zodParse<T extends z.ZodType>(schema: T, data: unknown, base: Path): z.
     const allowed = Object.keys((jsonAt(json, issue.path as Path)?.['properties'] ?? {}) as object);
     return fail([...path, keys[0]!], `unknown key '${keys[0]}' (allowed: ${allowed.join(', ')})`, true);
   }
-  const value = (issue.path as Path).reduce<unknown>((o, k) => (o as Record<string | number, unknown> | undefined)?.[k], data);
+  const value = (issue.path as Path).reduce<unknown>(
+    (o, k) => (o as Record<string | number, unknown> | undefined)?.[k],
+    data,
+  );
   const field = jsonAt(json, issue.path as Path);
   if ((issue.code === 'invalid_type' || issue.code === 'invalid_union') && value === undefined)
     return fail(path, `missing required field '${String(path.at(-1))}' (${typeOf(field)})`);
@@ -151,7 +162,8 @@ const shortJson = (v: unknown): string => {
 const jsonCache = new WeakMap<z.ZodType, Json>();
 function jsonOf(schema: z.ZodType): Json {
   let j = jsonCache.get(schema);
-  if (j === undefined) jsonCache.set(schema, (j = toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as Json));
+  if (j === undefined)
+    jsonCache.set(schema, (j = toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as Json));
   return j;
 }
 
@@ -163,7 +175,10 @@ function jsonAt(node: Json | undefined, path: Path): Json | undefined {
     node = undefined;
     for (const b of branches) {
       const next =
-        typeof k === 'number' ? (b['items'] as Json | undefined) : ((b['properties'] as Record<string, Json> | undefined)?.[k] ?? (b['additionalProperties'] as Json | undefined));
+        typeof k === 'number'
+          ? (b['items'] as Json | undefined)
+          : ((b['properties'] as Record<string, Json> | undefined)?.[k] ??
+            (b['additionalProperties'] as Json | undefined));
       if (next !== undefined && typeof next === 'object') {
         node = next;
         break;
@@ -186,7 +201,10 @@ function step(s: unknown, path: Path): Step {
     fail(path, `expected a step mapping with one of: ${STEP_KINDS.join(', ')}`);
   const kinds = Object.keys(s).filter((k): k is StepKind => (STEP_KINDS as string[]).includes(k));
   if (kinds.length !== 1) {
-    const what = kinds.length === 0 ? `unknown step (keys: ${Object.keys(s).join(', ')})` : `ambiguous step (${kinds.join(' and ')})`;
+    const what =
+      kinds.length === 0
+        ? `unknown step (keys: ${Object.keys(s).join(', ')})`
+        : `ambiguous step (${kinds.join(' and ')})`;
     fail(path, `${what}; expected exactly one of: ${STEP_KINDS.join(', ')}`);
   }
   const kind = kinds[0]!;
@@ -217,7 +235,8 @@ function checkStepCount(timeline: Step[], maxSteps: number): void {
   );
 }
 
-const fmtCount = (n: number): string => (Number.isFinite(n) && n < 1e15 ? n.toLocaleString('en-US') : n.toExponential(2));
+const fmtCount = (n: number): string =>
+  Number.isFinite(n) && n < 1e15 ? n.toLocaleString('en-US') : n.toExponential(2);
 
 /** Duplicate names and slot ids, and overlapping initially-present regions, are layout errors. */
 function checkLayout(sc: Scenario): void {
@@ -228,14 +247,19 @@ function checkLayout(sc: Scenario): void {
       const at: Path = ['vms', v, 'regions', i];
       if (seen.has(r.name)) fail([...at, 'name'], `duplicate region name '${r.name}'`);
       seen.set(r.name, i);
-      if (r.size === 0 || r.size % 4096 !== 0) fail([...at, 'size'], `size must be a non-zero multiple of 4K (got 0x${r.size.toString(16)})`);
+      if (r.size === 0 || r.size % 4096 !== 0)
+        fail([...at, 'size'], `size must be a non-zero multiple of 4K (got 0x${r.size.toString(16)})`);
       if (r.gpa % 4096 !== 0) fail([...at, 'gpa'], `gpa must be 4K-aligned (got 0x${r.gpa.toString(16)})`);
       const frames = r.size / FRAME_BYTES[r.backing ?? '4k'];
       if (r.size > MAX_REGION_BYTES || frames > MAX_FRAMES_PER_MAPPING)
-        fail([...at, 'size'], `size 0x${r.size.toString(16)} is more than the model's host can map at ${r.backing ?? '4k'} backing (at most 0x${Math.min(MAX_REGION_BYTES, MAX_FRAMES_PER_MAPPING * FRAME_BYTES[r.backing ?? '4k']).toString(16)} bytes; a 2m, 1g or thp backing maps more)`);
+        fail(
+          [...at, 'size'],
+          `size 0x${r.size.toString(16)} is more than the model's host can map at ${r.backing ?? '4k'} backing (at most 0x${Math.min(MAX_REGION_BYTES, MAX_FRAMES_PER_MAPPING * FRAME_BYTES[r.backing ?? '4k']).toString(16)} bytes; a 2m, 1g or thp backing maps more)`,
+        );
       if (r.slot !== undefined) {
         const key = `${r.as ?? 0}:${r.slot}`;
-        if (slots.has(key)) fail([...at, 'slot'], `slot ${r.slot} already used by region '${slots.get(key)}'`);
+        if (slots.has(key))
+          fail([...at, 'slot'], `slot ${r.slot} already used by region '${slots.get(key)}'`);
         slots.set(key, r.name);
       }
       if (r.present === false) return;
@@ -243,7 +267,10 @@ function checkLayout(sc: Scenario): void {
         const o = vm.regions[j]!;
         if (o.present === false || (o.as ?? 0) !== (r.as ?? 0)) continue;
         if (r.gpa < o.gpa + o.size && o.gpa < r.gpa + r.size) {
-          fail(at, `overlapping memory layout: '${r.name}' [0x${r.gpa.toString(16)}, 0x${(r.gpa + r.size).toString(16)}) overlaps '${o.name}' [0x${o.gpa.toString(16)}, 0x${(o.gpa + o.size).toString(16)}) (mark one 'present: false' if the timeline swaps them)`);
+          fail(
+            at,
+            `overlapping memory layout: '${r.name}' [0x${r.gpa.toString(16)}, 0x${(r.gpa + r.size).toString(16)}) overlaps '${o.name}' [0x${o.gpa.toString(16)}, 0x${(o.gpa + o.size).toString(16)}) (mark one 'present: false' if the timeline swaps them)`,
+          );
         }
       }
     });
@@ -258,7 +285,11 @@ interface Names {
 
 /** VFIO devices and containers are declared by timeline steps (anywhere), IOMMU units under host. */
 function declaredNames(sc: Scenario): Names {
-  const n: Names = { devices: new Set(), containers: new Set(), iommus: new Set(['default', ...(sc.host?.iommus ?? []).map((u) => u.name)]) };
+  const n: Names = {
+    devices: new Set(),
+    containers: new Set(),
+    iommus: new Set(['default', ...(sc.host?.iommus ?? []).map((u) => u.name)]),
+  };
   const walk = (list: Step[]): void => {
     for (const s of list) {
       if ('repeat' in s) walk(s.steps);
@@ -275,7 +306,11 @@ function checkRefs(sc: Scenario, list: Step[], base: Path, names: Names): void {
   list.forEach((s, i) => {
     const at: Path = [...base, i];
     const vm = s.vm === undefined ? sc.vms[0]! : sc.vms.find((v) => v.name === s.vm);
-    if (!vm) fail([...at, 'vm'], `unknown VM '${s.vm}' (declared: ${sc.vms.map((v) => v.name ?? '(unnamed)').join(', ')})`);
+    if (!vm)
+      fail(
+        [...at, 'vm'],
+        `unknown VM '${s.vm}' (declared: ${sc.vms.map((v) => v.name ?? '(unnamed)').join(', ')})`,
+      );
     const region = (name: string | undefined, p: Path): void => {
       if (name !== undefined && !vm.regions.some((r) => r.name === name))
         fail(p, `unknown region '${name}' (declared: ${vm.regions.map((r) => r.name).join(', ')})`);
@@ -299,7 +334,8 @@ function checkRefs(sc: Scenario, list: Step[], base: Path, names: Names): void {
     if ('vfioGroup' in s) {
       known(names.devices, 'VFIO device', s.vfioGroup, [...at, 'vfioGroup']);
       known(names.containers, 'VFIO container', s.container, [...at, 'container']);
-      if (s.unset !== true && s.container === undefined) fail(at, "vfioGroup needs 'container' (or 'unset: true')");
+      if (s.unset !== true && s.container === undefined)
+        fail(at, "vfioGroup needs 'container' (or 'unset: true')");
     }
     if ('vfioIommu' in s) known(names.containers, 'VFIO container', s.vfioIommu, [...at, 'vfioIommu']);
     if ('kvmVfio' in s) known(names.devices, 'VFIO device', s.kvmVfio, [...at, 'kvmVfio']);
@@ -333,8 +369,13 @@ function checkRefs(sc: Scenario, list: Step[], base: Path, names: Names): void {
       region(g.tables, [...at, 'guestPaging', 'tables']);
       g.map.forEach((r, k) => region(r, [...at, 'guestPaging', 'map', k]));
       vcpuIds(g.vcpus, [...at, 'guestPaging', 'vcpus']);
-      const shadowPaging = sc.host?.tdp === false || (sc.host?.profile === 'pvm-6.18' && sc.host.tdp !== true);
-      if (!shadowPaging) fail([...at, 'guestPaging'], 'guest page tables need shadow paging (host: { tdp: false } or profile pvm-6.18)');
+      const shadowPaging =
+        sc.host?.tdp === false || (sc.host?.profile === 'pvm-6.18' && sc.host.tdp !== true);
+      if (!shadowPaging)
+        fail(
+          [...at, 'guestPaging'],
+          'guest page tables need shadow paging (host: { tdp: false } or profile pvm-6.18)',
+        );
     }
     if ('create' in s) region(s.create, [...at, 'create']);
     if ('delete' in s) region(s.delete, [...at, 'delete']);
@@ -351,7 +392,11 @@ function checkRefs(sc: Scenario, list: Step[], base: Path, names: Names): void {
     }
     if ('punchHole' in s) {
       region(s.punchHole.region, [...at, 'punchHole', 'region']);
-      if (!vm.regions.find((r) => r.name === s.punchHole.region)!.private) fail([...at, 'punchHole', 'region'], `region '${s.punchHole.region}' has no guest_memfd (declare it private: true)`);
+      if (!vm.regions.find((r) => r.name === s.punchHole.region)!.private)
+        fail(
+          [...at, 'punchHole', 'region'],
+          `region '${s.punchHole.region}' has no guest_memfd (declare it private: true)`,
+        );
     }
     if ('access' in s) {
       region(s.access.region, [...at, 'access', 'region']);
