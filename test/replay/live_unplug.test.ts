@@ -6,27 +6,19 @@
  * QEMU, strace, tracefs or /dev/kvm.
  */
 import { describe, expect, it } from 'vitest';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { record, recordAvailability } from '../../src/replay/record.ts';
+import { record } from '../../src/replay/record.ts';
+import { liveSkipReason } from './live_env.ts';
 import { loadInputs } from '../../src/replay/load.ts';
 import { mergeStreams } from '../../src/replay/merge.ts';
 import { replayEvents } from '../../src/replay/replay.ts';
 
 const FIXTURE = join(import.meta.dirname, '..', 'recorded', 'replay', 'pc-dimm-unplug');
 
-function why(): string | null {
-  if (process.env['ZAPLAB_SKIP_REAL_KVM']) return 'ZAPLAB_SKIP_REAL_KVM is set';
-  if (!existsSync('/dev/kvm')) return 'no /dev/kvm';
-  if (spawnSync('sh', ['-c', 'command -v qemu-system-x86_64'], { stdio: 'ignore' }).status !== 0)
-    return 'qemu-system-x86_64 is not installed (apt-get install -y qemu-system-x86)';
-  const a = recordAvailability();
-  return a.ok ? null : a.reason;
-}
-
-const reason = why();
+const reason = liveSkipReason();
 if (reason) console.log(`live unplug test skipped: ${reason}`);
 
 describe.skipIf(reason !== null)('live: record and replay a pc-dimm hotplug and unplug', () => {
