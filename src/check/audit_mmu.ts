@@ -1,5 +1,5 @@
 /**
- * Structural audits of a VM's TDP MMU and vCPU TLBs (read-only): every table entry's encoding, the root
+ * Structural audits of a VM's TDP MMU (read-only; roots and vCPU TLBs are in audit_tlb.ts): every table entry's encoding, the root
  * refcounts, and every present leaf — does it map a gfn of a live slot, stay inside the slot and its
  * lpage_info, point at the host page that backs the gfn now, carry the memtype KVM would compute now?
  * The same questions are asked of each vCPU's TLB entries that the vCPU could still use.
@@ -14,7 +14,6 @@
 import type { VmState } from '../kvm/vm_state.ts';
 import type { Vcpu } from '../kvm/vcpu.ts';
 import type { KvmMemorySlot } from '../kvm/kvm_host.ts';
-import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH } from '../kvm/vcpu.ts';
 import { KVM_MEMSLOT_INVALID } from '../uapi/kvm.ts';
 import type { X86Mmu } from '../x86/mmu/mmu.ts';
 import { PAGES_PER_LEVEL, roundGfnForLevel, spteIndex } from '../x86/mmu/tdp_iter.ts';
@@ -45,16 +44,16 @@ import type { PgLevel } from '../types/addr.ts';
 import { expectedPfn, isPrivateGfn, usesGmem } from './reference.ts';
 import { framePfnRun } from '../host/vma.ts';
 import type { AuditFilter } from './audit_delta.ts';
-import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
+import { newPfnMemo, type PfnMemo } from './pfn_memo.ts';
 
 /** Where audits send what they find. */
 export type Report = (id: string, message: string, gfn?: number, pfn?: number) => void;
 
 const MT_BITS = VMX_EPT_MT_MASK | VMX_EPT_IPAT_BIT;
-const hex = (n: number): string => '0x' + n.toString(16);
+export const hex = (n: number): string => '0x' + n.toString(16);
 
 /** A live slot: in the active set and not INVALID (an INVALID slot's SPTEs must already be gone). */
-function liveSlot(vm: VmState, asId: number, gfn: number): KvmMemorySlot | null {
+export function liveSlot(vm: VmState, asId: number, gfn: number): KvmMemorySlot | null {
   const slot = vm.activeMemslots(asId).searchMemslots(gfn);
   return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) === 0 ? slot : null;
 }
@@ -63,7 +62,13 @@ function liveSlot(vm: VmState, asId: number, gfn: number): KvmMemorySlot | null 
  * Does the host map the slot's hva range for [gfn, gfn + span) with one frame (pfns advancing with the
  * gfn), so expectedPfn of each page is the first page's plus its offset? Never for guest_memfd pages.
  */
-function hostRunMatches(vm: VmState, slot: KvmMemorySlot, gfn: number, span: number, isPrivate: boolean): boolean {
+function hostRunMatches(
+  vm: VmState,
+  slot: KvmMemorySlot,
+  gfn: number,
+  span: number,
+  isPrivate: boolean,
+): boolean {
   if (usesGmem(slot, isPrivate)) return false;
   const hva = slot.userspaceAddr + (gfn - slot.baseGfn) * 4096;
   const v = vm.kvm.host.findVma(hva);
@@ -102,7 +107,11 @@ export function checkMappedPfns(
   // A huge mapping of one whole host block, where the host maps the slot's range with one frame too:
   // every page's answer is its first page's (a shared refcount; pfns that advance together), so the
   // first page decides, as the loop below would have.
-  if (span > 1 && pfns.inOneBlock(basePfn, span) && (slot === null || !settled || hostRunMatches(vm, slot, gfn, span, isPrivate)))
+  if (
+    span > 1 &&
+    pfns.inOneBlock(basePfn, span) &&
+    (slot === null || !settled || hostRunMatches(vm, slot, gfn, span, isPrivate))
+  )
     span = 1;
   const step = span > 512 ? 512 : 1;
   for (let k = 0; k < span + step - 1; k += step) {
@@ -134,54 +143,6 @@ export function checkMappedPfns(
 
 const text = (what: string | (() => string)): string => (typeof what === 'string' ? what : what());
 
-/**
- * Per-audit memo of mappings already checked, keyed by gfn (then slot id, base pfn, span, private) with
- * no string and no array built per mapping: the gfn maps to the first of its records, kept in columns that
- * chain the others; `only` ≥ 0 restricts the checks to that one gfn.
- */
-export class PfnMemo {
-  private readonly head = new Map<number, number>();
-  // One memo per audit, and most audits see a few mappings: columns of 8 stay inside V8's heap (64 bytes
-  // at most), which is several times cheaper to allocate than an off-heap buffer; they double as needed.
-  private slot = new Int32Array(8);
-  private pfn = new Float64Array(8);
-  private span = new Int32Array(8);
-  private priv = new Uint8Array(8);
-  private next = new Int32Array(8);
-  private n = 0;
-
-  constructor(readonly only: number) {}
-
-  /** Was this mapping seen in this audit? Records it if not. */
-  seen(slotId: number, gfn: number, basePfn: number, span: number, isPrivate: boolean): boolean {
-    const priv = isPrivate ? 1 : 0;
-    const first = this.head.get(gfn);
-    for (let i = first ?? -1; i !== -1; i = this.next[i]!)
-      if (this.slot[i] === slotId && this.pfn[i] === basePfn && this.span[i] === span && this.priv[i] === priv) return true;
-    if (this.n === this.slot.length) this.grow();
-    const i = this.n++;
-    this.slot[i] = slotId;
-    this.pfn[i] = basePfn;
-    this.span[i] = span;
-    this.priv[i] = priv;
-    this.next[i] = first ?? -1;
-    this.head.set(gfn, i);
-    return false;
-  }
-
-  private grow(): void {
-    const cap = this.slot.length * 2;
-    const more = <T extends Int32Array | Float64Array | Uint8Array>(a: T, b: T): T => (b.set(a), b);
-    this.slot = more(this.slot, new Int32Array(cap));
-    this.pfn = more(this.pfn, new Float64Array(cap));
-    this.span = more(this.span, new Int32Array(cap));
-    this.priv = more(this.priv, new Uint8Array(cap));
-    this.next = more(this.next, new Int32Array(cap));
-  }
-}
-
-export const newPfnMemo = (only = -1): PfnMemo => new PfnMemo(only);
-
 export interface MirrorLeaf {
   gfn: number;
   pfn: number;
@@ -203,7 +164,13 @@ interface LeafCtx {
   filter: AuditFilter | null;
 }
 
-function leafCtx(vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf[], only = -1, filter: AuditFilter | null = null): LeafCtx {
+function leafCtx(
+  vm: VmState,
+  report: Report,
+  mirrorLeafs?: MirrorLeaf[],
+  only = -1,
+  filter: AuditFilter | null = null,
+): LeafCtx {
   const leaf = { root: 0, level: 0, invalid: false, mirror: false };
   return {
     filter,
@@ -214,12 +181,18 @@ function leafCtx(vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf[], only =
     mirrorLeafs,
     memo: newPfnMemo(only),
     leaf,
-    where: () => `${leaf.invalid ? 'invalid ' : ''}${leaf.mirror ? 'mirror ' : ''}root ${leaf.root} leaf (level ${leaf.level})`,
+    where: () =>
+      `${leaf.invalid ? 'invalid ' : ''}${leaf.mirror ? 'mirror ' : ''}root ${leaf.root} leaf (level ${leaf.level})`,
   };
 }
 
 /** Walk every root: encodings (INV-SPTE-*), leafs (INV-ZAP-001/003, INV-HUGE-*, INV-PFN-*, INV-MEMTYPE-001). */
-export function auditSptes(vm: VmState, report: Report, mirrorLeafs?: MirrorLeaf[], filter?: AuditFilter | null): void {
+export function auditSptes(
+  vm: VmState,
+  report: Report,
+  mirrorLeafs?: MirrorLeaf[],
+  filter?: AuditFilter | null,
+): void {
   const tdp = (vm.mmu as Partial<X86Mmu>).tdp;
   if (tdp === undefined) return;
   const ctx = leafCtx(vm, report, mirrorLeafs, -1, filter ?? null);
@@ -252,10 +225,24 @@ function auditTable(
       const j = base + i;
       const h = hiBase + i;
       const NP = SHADOW_NONPRESENT_HI;
-      const los = arr[j]! | arr[j + 1]! | arr[j + 2]! | arr[j + 3]! | arr[j + 4]! | arr[j + 5]! | arr[j + 6]! | arr[j + 7]!;
+      const los =
+        arr[j]! |
+        arr[j + 1]! |
+        arr[j + 2]! |
+        arr[j + 3]! |
+        arr[j + 4]! |
+        arr[j + 5]! |
+        arr[j + 6]! |
+        arr[j + 7]!;
       const his =
-        (arr[h]! ^ NP) | (arr[h + 1]! ^ NP) | (arr[h + 2]! ^ NP) | (arr[h + 3]! ^ NP) |
-        (arr[h + 4]! ^ NP) | (arr[h + 5]! ^ NP) | (arr[h + 6]! ^ NP) | (arr[h + 7]! ^ NP);
+        (arr[h]! ^ NP) |
+        (arr[h + 1]! ^ NP) |
+        (arr[h + 2]! ^ NP) |
+        (arr[h + 3]! ^ NP) |
+        (arr[h + 4]! ^ NP) |
+        (arr[h + 5]! ^ NP) |
+        (arr[h + 6]! ^ NP) |
+        (arr[h + 7]! ^ NP);
       if ((los | his) === SHADOW_NONPRESENT_LO) {
         i += 7;
         continue;
@@ -302,22 +289,19 @@ function lookupLeaf(
   return null;
 }
 
-/** The targeted audit after one access: the translations of hwGfn in every root and reachable TLB. */
-export function auditGfn(vm: VmState, report: Report, hwGfn: number): void {
+/**
+ * The targeted audit after one access: the translations of hwGfn in every root. Returns the pfn memo for
+ * the TLB half (audit_tlb.ts#auditTlbsAtGfn), or null on a VM without a TDP MMU (nothing to audit).
+ */
+export function auditGfn(vm: VmState, report: Report, hwGfn: number): PfnMemo | null {
   const tdp = (vm.mmu as Partial<X86Mmu>).tdp;
-  if (tdp === undefined) return;
+  if (tdp === undefined) return null;
   const ctx = leafCtx(vm, report, undefined, hwGfn);
   for (const root of tdp.roots) {
     const l = lookupLeaf(tdp.pool, root, hwGfn);
     if (l !== null) checkLeaf(ctx, root, tdp.pool.role[root]!, l.gfn, l.level, l.lo, l.hi);
   }
-  for (const v of vm.vcpus) {
-    if (tlbGoesAway(v)) continue;
-    const t = v.tlb.lookup(hwGfn);
-    if (t === null) continue;
-    const base = roundGfnForLevel(hwGfn, t.level);
-    checkTlbEntry(vm, report, v, base, t.pfn - (hwGfn - base), t.level, ctx.memo, newTlbWhere());
-  }
+  return ctx.memo;
 }
 
 /** One present leaf of `root` at hwGfn (its first gfn, with the TDX shared bit for shared roots). */
@@ -416,86 +400,4 @@ function auditHugeLeaf(
       gfn,
       pfn,
     );
-}
-
-/** INV-ROOT-001/002: root refcounts and the roots vCPUs hold. @kernel arch/x86/kvm/mmu/tdp_mmu.c#kvm_tdp_mmu_put_root */
-export function auditRoots(vm: VmState, report: Report): void {
-  const tdp = (vm.mmu as Partial<X86Mmu>).tdp;
-  if (tdp === undefined) return;
-  const pool = tdp.pool;
-  const holders = new Map<number, number>();
-  for (const v of vm.vcpus) {
-    for (const r of [v.mmu.root, v.mmu.mirrorRoot]) {
-      if (r < 0) continue;
-      if (!pool.isAllocated(r) || !tdp.roots.includes(r))
-        report('INV-ROOT-002', `vCPU ${v.vcpuId} holds root ${r}, which is freed or not on tdp_mmu_roots`);
-      holders.set(r, (holders.get(r) ?? 0) + 1);
-    }
-  }
-  for (const r of tdp.roots) {
-    const valid = (pool.role[r]! & ROLE_INVALID) === 0;
-    const need = (holders.get(r) ?? 0) + (valid ? 1 : 0);
-    if (!pool.isAllocated(r) || pool.rootCount[r]! < need)
-      report(
-        'INV-ROOT-001',
-        `root ${r} (${valid ? 'valid' : 'invalid'}) has refcount ${pool.rootCount[r]}, needs ≥ ${need} (vCPU holders + the TDP MMU's own while valid)`,
-      );
-  }
-}
-
-/** True if the vCPU flushes or reloads its root before it runs the guest again. */
-function tlbGoesAway(v: Vcpu): boolean {
-  if ((v.requests & (KVM_REQ_TLB_FLUSH | KVM_REQ_MMU_FREE_OBSOLETE_ROOTS)) !== 0) return true;
-  const shadow = shadowMmuOf(v.vm);
-  return shadow !== null ? !shadow.roots.has(v) : v.mmu.root < 0;
-}
-
-/** TLB entries a vCPU can still use: INV-ZAP-002 (a live slot), INV-PFN-001/002 (the right page). */
-export function auditTlbs(vm: VmState, report: Report): void {
-  const memo = newPfnMemo();
-  const tlbWhere = newTlbWhere();
-  for (const v of vm.vcpus) {
-    if (tlbGoesAway(v)) continue;
-    v.tlb.forEachEntry((hwGfn, basePfn, level) => checkTlbEntry(vm, report, v, hwGfn, basePfn, level, memo, tlbWhere));
-  }
-}
-
-/** A TLB entry's description for reports: one closure per audit, filled in per entry. */
-interface TlbWhere {
-  vcpuId: number;
-  level: number;
-  text: () => string;
-}
-function newTlbWhere(): TlbWhere {
-  const w: TlbWhere = { vcpuId: 0, level: 0, text: () => `vCPU ${w.vcpuId} TLB entry (level ${w.level})` };
-  return w;
-}
-
-function checkTlbEntry(
-  vm: VmState,
-  report: Report,
-  v: Vcpu,
-  hwGfn: number,
-  basePfn: number,
-  level: number,
-  memo: PfnMemo,
-  tlbWhere: TlbWhere,
-): void {
-  const bits = vm.arch.gfnDirectBits;
-  const shared = bits !== 0 && Math.floor(hwGfn / bits) % 2 === 1;
-  const gfn = shared ? hwGfn - bits : hwGfn;
-  const isPrivate = bits !== 0 ? !shared : vm.info.hasPrivateMem && isPrivateGfn(vm, gfn);
-  const span = PAGES_PER_LEVEL[level]!;
-  tlbWhere.vcpuId = v.vcpuId;
-  tlbWhere.level = level;
-  const where = tlbWhere.text;
-  const slot = liveSlot(vm, v.asId(), gfn);
-  if (slot === null)
-    report(
-      'INV-ZAP-002',
-      `${where()} still translates gfn ${hex(gfn)} → pfn ${hex(basePfn)} with no live memslot there, and no flush is pending`,
-      gfn,
-      basePfn,
-    );
-  checkMappedPfns(vm, report, where, slot, gfn, span, basePfn, isPrivate, memo);
 }

@@ -24,7 +24,8 @@ import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
 import { rmapIndex, SPTE_MT_BITS, type ShadowPage, type SlotRmap } from '../x86/mmu/shadow_rmap.ts';
 import { linkedShadowPages } from '../x86/mmu/memtype_audit.ts';
 import { kvmMmuGetMtMask } from '../x86/mtrr.ts';
-import { checkMappedPfns, newPfnMemo, type Report } from './audit_mmu.ts';
+import { checkMappedPfns, type Report } from './audit_mmu.ts';
+import { newPfnMemo } from './pfn_memo.ts';
 
 const hex = (n: number): string => '0x' + n.toString(16);
 

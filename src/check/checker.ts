@@ -16,7 +16,8 @@ import type { AccessKind, AccessResult } from '../kvm/api_types.ts';
 import type { X86Mmu } from '../x86/mmu/mmu.ts';
 import type { MmuTraceEvent, TdpTraceRecorder } from '../x86/mmu/mmu_trace.ts';
 import { spteValue } from '../x86/mmu/spte.ts';
-import { auditGfn, auditRoots, auditSptes, auditTlbs, type MirrorLeaf, type Report } from './audit_mmu.ts';
+import { auditGfn, auditSptes, type MirrorLeaf, type Report } from './audit_mmu.ts';
+import { auditRoots, auditTlbs, auditTlbsAtGfn } from './audit_tlb.ts';
 import { checkAccess, GmemFiles, TdxTracker } from './audit_vm.ts';
 import { auditShadow } from './audit_shadow.ts';
 import { AuditDelta } from './audit_delta.ts';
@@ -213,8 +214,12 @@ export class Checker {
     checkAccess(vcpu.vm, vcpu, gpa, kind, result, opts, this.reporter(vcpu.vm, false));
     // 'full': the access can only have changed the translations of its own gfn, so audit those now
     // (the whole-VM audit follows at the end of the step).
-    if (this.audit === 'full')
-      auditGfn(vcpu.vm, this.reporter(vcpu.vm, true, 'postAccess'), Math.floor(gpa / 4096));
+    if (this.audit === 'full') {
+      const report = this.reporter(vcpu.vm, true, 'postAccess');
+      const hwGfn = Math.floor(gpa / 4096);
+      const memo = auditGfn(vcpu.vm, report, hwGfn);
+      if (memo !== null) auditTlbsAtGfn(vcpu.vm, report, hwGfn, memo);
+    }
   }
 
   /**
@@ -308,7 +313,15 @@ export class Checker {
     };
   }
 
-  private spteChanged(asId: number, gfn: number, level: number, oldLo: number, oldHi: number, newLo: number, newHi: number): void {
+  private spteChanged(
+    asId: number,
+    gfn: number,
+    level: number,
+    oldLo: number,
+    oldHi: number,
+    newLo: number,
+    newHi: number,
+  ): void {
     const i = this.nextSlot(ENTRY_SPTE);
     if (i < 0) return;
     const n = this.nums;
@@ -338,7 +351,8 @@ export class Checker {
         });
       case ENTRY_ACCESS: {
         const exit = this.strs[i]!;
-        const r = exit === 'none' ? `none pfn=0x${n[o + 2]!.toString(16)} level=${n[o + 3]} mt=${n[o + 4]}` : exit;
+        const r =
+          exit === 'none' ? `none pfn=0x${n[o + 2]!.toString(16)} level=${n[o + 3]} mt=${n[o + 4]}` : exit;
         return `access vcpu${n[o]} ${String(this.objs[i])} gpa=0x${n[o + 1]!.toString(16)} → ${r}`;
       }
       default: {
@@ -352,7 +366,8 @@ export class Checker {
   recentTrace(): string[] {
     const out: string[] = [];
     const n = this.ringLen;
-    for (let i = 0; i < n; i++) out.push(this.formatEntry((this.ringPos - n + i + this.traceDepth) % this.traceDepth));
+    for (let i = 0; i < n; i++)
+      out.push(this.formatEntry((this.ringPos - n + i + this.traceDepth) % this.traceDepth));
     return out;
   }
 }

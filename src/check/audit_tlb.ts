@@ -1,0 +1,113 @@
+/**
+ * Structural audits of what vCPUs hold (read-only): the TDP MMU's root refcounts against the roots vCPUs
+ * hold, and each vCPU TLB entry the vCPU could still use (a live slot behind it, the host page that backs
+ * the gfn now), unless a flush or a root reload is pending before its next VM entry.
+ *
+ * Kernel counterparts: arch/x86/kvm/mmu/tdp_mmu.c (kvm_tdp_mmu_put_root, kvm_tdp_mmu_alloc_root),
+ * x86.c#vcpu_enter_guest (KVM_REQ_TLB_FLUSH, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS serviced before entry).
+ */
+import type { VmState } from '../kvm/vm_state.ts';
+import type { Vcpu } from '../kvm/vcpu.ts';
+import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH } from '../kvm/vcpu.ts';
+import type { X86Mmu } from '../x86/mmu/mmu.ts';
+import { PAGES_PER_LEVEL, roundGfnForLevel } from '../x86/mmu/tdp_iter.ts';
+import { ROLE_INVALID } from '../x86/mmu/mmu_internal.ts';
+import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
+import { isPrivateGfn } from './reference.ts';
+import { checkMappedPfns, hex, liveSlot, type Report } from './audit_mmu.ts';
+import { newPfnMemo, type PfnMemo } from './pfn_memo.ts';
+
+/** INV-ROOT-001/002: root refcounts and the roots vCPUs hold. @kernel arch/x86/kvm/mmu/tdp_mmu.c#kvm_tdp_mmu_put_root */
+export function auditRoots(vm: VmState, report: Report): void {
+  const tdp = (vm.mmu as Partial<X86Mmu>).tdp;
+  if (tdp === undefined) return;
+  const pool = tdp.pool;
+  const holders = new Map<number, number>();
+  for (const v of vm.vcpus) {
+    for (const r of [v.mmu.root, v.mmu.mirrorRoot]) {
+      if (r < 0) continue;
+      if (!pool.isAllocated(r) || !tdp.roots.includes(r))
+        report('INV-ROOT-002', `vCPU ${v.vcpuId} holds root ${r}, which is freed or not on tdp_mmu_roots`);
+      holders.set(r, (holders.get(r) ?? 0) + 1);
+    }
+  }
+  for (const r of tdp.roots) {
+    const valid = (pool.role[r]! & ROLE_INVALID) === 0;
+    const need = (holders.get(r) ?? 0) + (valid ? 1 : 0);
+    if (!pool.isAllocated(r) || pool.rootCount[r]! < need)
+      report(
+        'INV-ROOT-001',
+        `root ${r} (${valid ? 'valid' : 'invalid'}) has refcount ${pool.rootCount[r]}, needs ≥ ${need} (vCPU holders + the TDP MMU's own while valid)`,
+      );
+  }
+}
+
+/** True if the vCPU flushes or reloads its root before it runs the guest again. */
+function tlbGoesAway(v: Vcpu): boolean {
+  if ((v.requests & (KVM_REQ_TLB_FLUSH | KVM_REQ_MMU_FREE_OBSOLETE_ROOTS)) !== 0) return true;
+  const shadow = shadowMmuOf(v.vm);
+  return shadow !== null ? !shadow.roots.has(v) : v.mmu.root < 0;
+}
+
+/** TLB entries a vCPU can still use: INV-ZAP-002 (a live slot), INV-PFN-001/002 (the right page). */
+export function auditTlbs(vm: VmState, report: Report): void {
+  const memo = newPfnMemo();
+  const tlbWhere = newTlbWhere();
+  for (const v of vm.vcpus) {
+    if (tlbGoesAway(v)) continue;
+    v.tlb.forEachEntry((hwGfn, basePfn, level) =>
+      checkTlbEntry(vm, report, v, hwGfn, basePfn, level, memo, tlbWhere),
+    );
+  }
+}
+
+/** The TLB half of the targeted audit after one access: hwGfn's translation in each vCPU's TLB. */
+export function auditTlbsAtGfn(vm: VmState, report: Report, hwGfn: number, memo: PfnMemo): void {
+  for (const v of vm.vcpus) {
+    if (tlbGoesAway(v)) continue;
+    const t = v.tlb.lookup(hwGfn);
+    if (t === null) continue;
+    const base = roundGfnForLevel(hwGfn, t.level);
+    checkTlbEntry(vm, report, v, base, t.pfn - (hwGfn - base), t.level, memo, newTlbWhere());
+  }
+}
+
+/** A TLB entry's description for reports: one closure per audit, filled in per entry. */
+interface TlbWhere {
+  vcpuId: number;
+  level: number;
+  text: () => string;
+}
+function newTlbWhere(): TlbWhere {
+  const w: TlbWhere = { vcpuId: 0, level: 0, text: () => `vCPU ${w.vcpuId} TLB entry (level ${w.level})` };
+  return w;
+}
+
+function checkTlbEntry(
+  vm: VmState,
+  report: Report,
+  v: Vcpu,
+  hwGfn: number,
+  basePfn: number,
+  level: number,
+  memo: PfnMemo,
+  tlbWhere: TlbWhere,
+): void {
+  const bits = vm.arch.gfnDirectBits;
+  const shared = bits !== 0 && Math.floor(hwGfn / bits) % 2 === 1;
+  const gfn = shared ? hwGfn - bits : hwGfn;
+  const isPrivate = bits !== 0 ? !shared : vm.info.hasPrivateMem && isPrivateGfn(vm, gfn);
+  const span = PAGES_PER_LEVEL[level]!;
+  tlbWhere.vcpuId = v.vcpuId;
+  tlbWhere.level = level;
+  const where = tlbWhere.text;
+  const slot = liveSlot(vm, v.asId(), gfn);
+  if (slot === null)
+    report(
+      'INV-ZAP-002',
+      `${where()} still translates gfn ${hex(gfn)} → pfn ${hex(basePfn)} with no live memslot there, and no flush is pending`,
+      gfn,
+      basePfn,
+    );
+  checkMappedPfns(vm, report, where, slot, gfn, span, basePfn, isPrivate, memo);
+}
