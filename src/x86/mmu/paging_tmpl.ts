@@ -255,7 +255,8 @@ export function mmuSetSpte(
     }
   }
   if (bits & SPTE_WRITABLE && slot.dirtyBitmap !== null) markPageDirtyInSlot(slot, gfn);
-  if (sp.pfn![i]! >= 0 && bits === oldBits) return RET_PF_SPURIOUS;
+  // An unchanged SPTE is spurious, unless the write hit a shadowed table: that one is emulated.
+  if (sp.pfn![i]! >= 0 && bits === oldBits) return wrprot && write ? RET_PF_WRITE_PROTECTED : RET_PF_SPURIOUS;
   if (sp.pfn![i]! >= 0) {
     // Observed on the recording host: replacing a present SPTE that was never MMU-writable (a clean
     // gPTE) with a writable one costs a remote flush; re-enabling a write-protected one does not.

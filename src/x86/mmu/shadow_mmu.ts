@@ -37,6 +37,7 @@ import {
   rmapRemove,
   rmapRemoveWriteAccess,
   rmapWriteProtectGfn,
+  kvmMmuSlotGfnWriteProtect,
   ROLE_INVALID,
 } from './shadow_rmap.ts';
 import {
@@ -128,9 +129,9 @@ export class ShadowMmu implements KvmMmuOps {
     this.indirectShadowPages++;
     const slot = this.slotForGfn(sp.gfn);
     if (slot === null) return;
-    if (sp.level > 1) return kvmWriteTrackAddGfn(slot, sp.gfn);
+    if (sp.level > 1) return kvmWriteTrackAddGfn(this.vm, slot, sp.gfn);
     kvmMmuGfnDisallowLpage(slot, sp.gfn);
-    if (rmapWriteProtectGfn(slot, sp.gfn)) this.vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_gfn
+    if (kvmMmuSlotGfnWriteProtect(slot, sp.gfn)) this.vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_gfn
   }
 
   /** Undo account_shadowed; looks the slot up again, so it must run while the slot exists. @kernel arch/x86/kvm/mmu/mmu.c#unaccount_shadowed */
@@ -145,7 +146,7 @@ export class ShadowMmu implements KvmMmuOps {
       )
     )
       return;
-    if (sp.level > 1) kvmWriteTrackRemoveGfn(slot!, sp.gfn);
+    if (sp.level > 1) kvmWriteTrackRemoveGfn(this.vm, slot!, sp.gfn);
     else kvmMmuGfnAllowLpage(slot!, sp.gfn);
   }
 

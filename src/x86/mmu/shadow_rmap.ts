@@ -171,18 +171,31 @@ export function rmapChainsInRange(slot: KvmMemorySlot, start: number, end: numbe
   return out;
 }
 
-/** Clear W on every leaf mapping gfn, at every level; true if one was writable. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_slot_gfn_write_protect */
-export function rmapWriteProtectGfn(slot: KvmMemorySlot, gfn: number): boolean {
+/**
+ * Write-protect one leaf. For a shadowed guest table (ptProtect) the SPTE also loses MMU-writable, so
+ * only unsync could make it writable again; dirty logging keeps it, so the next write fault restores W.
+ * True if the TLB needs a flush: the SPTE was MMU-writable and is not now (leaf_spte_change_needs_tlb_flush).
+ * @kernel arch/x86/kvm/mmu/mmu.c#spte_write_protect
+ */
+function spteWriteProtect(sp: ShadowPage, i: number, ptProtect: boolean): boolean {
+  const old = sp.bits![i]!;
+  if (!(old & SPTE_WRITABLE) && !(ptProtect && old & SPTE_MMU_WRITABLE)) return false;
+  const nu = old & ~(SPTE_WRITABLE | (ptProtect ? SPTE_MMU_WRITABLE : 0));
+  sp.bits![i] = nu;
+  return (old & SPTE_MMU_WRITABLE) !== 0 && (nu & SPTE_MMU_WRITABLE) === 0;
+}
+
+/** Write-protect every leaf mapping gfn, at every level, as for a shadowed guest table; true if the caller must flush. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_slot_gfn_write_protect */
+export function kvmMmuSlotGfnWriteProtect(slot: KvmMemorySlot, gfn: number): boolean {
   let flush = false;
-  for (const list of rmapChainsInRange(slot, gfn, gfn + 1)) {
-    for (const e of list) {
-      if (e.sp.bits![e.i]! & SPTE_WRITABLE) {
-        e.sp.bits![e.i]! &= ~SPTE_WRITABLE;
-        flush = true;
-      }
-    }
-  }
+  for (const list of rmapChainsInRange(slot, gfn, gfn + 1))
+    for (const e of list) if (spteWriteProtect(e.sp, e.i, true)) flush = true; // rmap_write_protect(.., true)
   return flush;
+}
+
+/** Clear W (not MMU-writable) on every leaf mapping gfn, for dirty logging. @kernel arch/x86/kvm/mmu/mmu.c#rmap_write_protect */
+export function rmapWriteProtectGfn(slot: KvmMemorySlot, gfn: number): void {
+  for (const list of rmapChainsInRange(slot, gfn, gfn + 1)) for (const e of list) spteWriteProtect(e.sp, e.i, false);
 }
 
 /** Clear W on every leaf of the slot, 4K and up (the caller flushes). @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_slot_remove_write_access */
