@@ -180,7 +180,7 @@ function fingerprint(vm: VmState): string {
   const v0 = vm.vcpus[0];
   if (v0 !== undefined) {
     const m = v0.memtype;
-    s += `|${m.cr0}|${m.pat}|${m.deftype}|${m.varBase.join(',')}|${m.varMask.join(',')}|${m.fixed.join(',')}`;
+    s += `|${m.cr0}|${m.pat}|${m.deftype}|${m.varBase.join(',')}|${m.varMask.join(',')}|${m.varList.join(',')}|${m.fixed.join(',')}`;
   }
   return s;
 }

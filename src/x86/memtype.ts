@@ -69,8 +69,10 @@ export function kvmSetCr0(vcpu: Vcpu, cr0: number): number {
 export function kvmPostSetCr0(vcpu: Vcpu, oldCr0: number, cr0: number): void {
   if (!((cr0 ^ oldCr0) & X86_CR0_CD)) return;
   const vm = vcpu.vm;
-  // 6.11+ (e1548088ff54): CR0.CD no longer feeds vmx_get_mt_mask, so nothing can go stale.
-  if (!vm.cfg.honorGuestMtrrs || !vm.cfg.tdp || !kvmArchHasNoncoherentDma(vm)) return;
+  // 6.11+ (e1548088ff54): CR0.CD no longer feeds vmx_get_mt_mask, so nothing can go stale. v5.3's
+  // kvm_set_cr0 asked for non-coherent DMA only, not tdp_enabled: it zapped under shadow paging too
+  // (tdp_enabled joined the test with kvm_mmu_honors_guest_mtrrs in 6.6).
+  if (!vm.cfg.honorGuestMtrrs || !kvmArchHasNoncoherentDma(vm)) return;
   // BUG vfio-2019-memtype: as v5.3 shipped with the quirk enabled by default, no zap on the toggle.
   if (hasBug(vm.cfg, 'vfio-2019-memtype')) return;
   if (vm.cfg.cdToggleZap || !kvmCheckHasQuirk(vm.arch, KVM_X86_QUIRK_CD_NW_CLEARED))

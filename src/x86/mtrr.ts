@@ -10,14 +10,21 @@
  *  - 6.15+: as 6.11, but ignoring guest PAT also needs KVM_X86_QUIRK_IGNORE_GUEST_PAT.
  * MMIO is UC in all of them. arch/x86/kvm/mtrr.c (kvm_mtrr_set_msr, update_mtrr,
  * kvm_mtrr_get_guest_memory_type, kvm_mtrr_check_gfn_range_consistency) as of v5.3.
- * Simplifications: overlapping variable ranges combine by the SDM rules (UC wins, WT+WB → WT, else the
- * kernel's WB) independently of list order; a variable range's mask is taken as contiguous; the guest
- * always has CPUID.MTRR (disabled MTRRs mean UC); guest MAXPHYADDR = the host's.
+ * Simplifications: the guest always has CPUID.MTRR (disabled MTRRs mean UC); guest MAXPHYADDR = the
+ * host's. The variable-range lookup keeps the kernel's list order and precedence quirks (mtrr_lookup.ts).
  */
 import type { Vcpu } from '../kvm/vcpu.ts';
 import { kvmCheckHasQuirk } from './x86.ts';
 import { KVM_X86_QUIRK_CD_NW_CLEARED, KVM_X86_QUIRK_IGNORE_GUEST_PAT } from '../uapi/kvm_x86.ts';
 import { kvmZapGfnRange, GFN_ALL_END } from './mmu/zap_gfn_range.ts';
+import {
+  kvmMtrrCheckGfnRangeConsistency,
+  kvmMtrrGetGuestMemoryType,
+  setVarMtrrMsr,
+  varMtrrRange,
+} from './mtrr_lookup.ts';
+
+export { kvmMtrrCheckGfnRangeConsistency, kvmMtrrGetGuestMemoryType } from './mtrr_lookup.ts';
 
 export const MTRR_TYPE_UNCACHABLE = 0;
 export const MTRR_TYPE_WRCOMB = 1;
@@ -48,8 +55,6 @@ export const X86_CR0_CD = 1 << 30;
 /** CR0 after RESET/INIT: CD | NW | ET. */
 export const X86_CR0_RESET = 0x60000010;
 
-const MiB = 0x100000;
-
 /** struct kvm_mtrr + vcpu->arch.cr0 / pat: a vCPU's memory-type inputs. */
 export interface VcpuMemtypeState {
   cr0: number;
@@ -58,6 +63,8 @@ export interface VcpuMemtypeState {
   /** var_ranges[i]: base (type in bits 7:0) and mask (valid bit 11), as written. */
   readonly varBase: number[];
   readonly varMask: number[];
+  /** kvm_mtrr.head: the valid variable ranges in the kernel's list order (mtrr_lookup.ts). */
+  readonly varList: number[];
   /** fixed_ranges: 8 × 64K, 16 × 16K, 64 × 4K types. */
   readonly fixed: Uint8Array;
 }
@@ -69,6 +76,7 @@ export function newVcpuMemtypeState(): VcpuMemtypeState {
     deftype: 0,
     varBase: new Array<number>(KVM_NR_VAR_MTRR).fill(0),
     varMask: new Array<number>(KVM_NR_VAR_MTRR).fill(0),
+    varList: [],
     fixed: new Uint8Array(88),
   };
 }
@@ -93,13 +101,6 @@ function fixedMsrRange(msr: number): [number, number, number] {
   if (msr === MSR_MTRRfix16K_A0000) return [16, 0xa0000, 0xc0000];
   const k = msr - MSR_MTRRfix4K_C0000;
   return [24 + 8 * k, 0xc0000 + k * 0x8000, 0xc8000 + k * 0x8000];
-}
-
-/** Index into fixed_ranges for an address below 1 MiB. */
-function fixedIndex(a: number): number {
-  if (a < 0x80000) return a >>> 16;
-  if (a < 0xc0000) return 8 + ((a - 0x80000) >>> 14);
-  return 24 + ((a - 0xc0000) >>> 12);
 }
 
 /** A set PAT entry must be UC, WC, WT, WP, WB or UC-. @kernel arch/x86/kvm/x86.h#kvm_pat_valid */
@@ -139,11 +140,7 @@ export function kvmMtrrSetMsr(vcpu: Vcpu, msr: number, data: number | bigint): n
   else if (isFixedMsr(msr)) {
     const [i0] = fixedMsrRange(msr);
     for (let i = 0; i < 8; i++) s.fixed[i0 + i] = Number((d >> BigInt(8 * i)) & 0xffn);
-  } else {
-    const i = (msr - MSR_MTRRphysBase0) >> 1;
-    if (msr & 1) s.varMask[i] = Number(d);
-    else s.varBase[i] = Number(d);
-  }
+  } else setVarMtrrMsr(s, (msr - MSR_MTRRphysBase0) >> 1, (msr & 1) === 1, Number(d));
   updateMtrr(vcpu, msr);
   return 0;
 }
@@ -196,19 +193,6 @@ export function mtrrVarValues(
   return [base + (type & 0xff), 2 ** phys - size + MTRR_PHYS_MASK_VALID];
 }
 
-/** [start, end) bytes covered by variable range i (valid or not). @kernel arch/x86/kvm/mtrr.c#var_mtrr_range */
-function varRange(vcpu: Vcpu, i: number): [number, number] {
-  const s = vcpu.memtype;
-  const phys = vcpu.vm.cfg.maxPhyAddr;
-  let m = Math.floor(s.varMask[i]! / 4096);
-  let size = 4096;
-  // The lowest set mask bit gives the range size; a mask without bits covers the whole address space.
-  for (let k = 12; k < phys && m % 2 === 0; k++, m /= 2) size *= 2;
-  const base = Math.floor(s.varBase[i]! / 4096) * 4096;
-  const start = base - (base % size);
-  return [start, start + size];
-}
-
 /**
  * Apply KVM's "update_mtrr": with guest MTRRs honoured (non-coherent DMA, MTRR virtualization present),
  * zap the gfns whose memory type the write may have changed — the new range for a variable MTRR (the
@@ -229,79 +213,18 @@ function updateMtrr(vcpu: Vcpu, msr: number): void {
   } else if (msr === MSR_MTRRdefType) {
     start = 0;
     end = GFN_ALL_END * 4096;
-  } else [start, end] = varRange(vcpu, (msr - MSR_MTRRphysBase0) >> 1);
+  } else [start, end] = varMtrrRange(s, vm.cfg.maxPhyAddr, (msr - MSR_MTRRphysBase0) >> 1);
   kvmZapGfnRange(vm, Math.floor(start / 4096), Math.floor(end / 4096));
 }
 
-/** MTRR precedence for two types covering the same address (SDM 12.11.4.1); -1 = none yet. */
-function combine(a: number, b: number): number {
-  if (a === -1 || a === b) return b;
-  if (a === MTRR_TYPE_UNCACHABLE || b === MTRR_TYPE_UNCACHABLE) return MTRR_TYPE_UNCACHABLE;
-  const wtwb = (t: number): boolean => t === MTRR_TYPE_WRTHROUGH || t === MTRR_TYPE_WRBACK;
-  if (wtwb(a) && wtwb(b)) return MTRR_TYPE_WRTHROUGH;
-  return MTRR_TYPE_WRBACK; // undefined by the SDM; KVM picks WB
-}
-
-/** The guest MTRR type of one page. @kernel arch/x86/kvm/mtrr.c#kvm_mtrr_get_guest_memory_type */
-export function kvmMtrrGetGuestMemoryType(vcpu: Vcpu, gfn: number): number {
-  const s = vcpu.memtype;
-  if (!(s.deftype & MTRR_DEF_TYPE_E)) return MTRR_TYPE_UNCACHABLE; // mtrr_disabled_type, CPUID.MTRR=1
-  const a = gfn * 4096;
-  if (s.deftype & MTRR_DEF_TYPE_FE && a < MiB) return s.fixed[fixedIndex(a)]!;
-  let type = -1;
-  for (let i = 0; i < KVM_NR_VAR_MTRR; i++) {
-    if (!(s.varMask[i]! & MTRR_PHYS_MASK_VALID)) continue;
-    const [st, en] = varRange(vcpu, i);
-    if (a >= st && a < en) type = combine(type, s.varBase[i]! & 0xff);
-  }
-  return type === -1 ? s.deftype & 0xff : type;
-}
-
 /**
- * Is the MTRR type uniform over [gfn, gfn + pageNum)? A huge SPTE carries one memory type, so the fault
- * path maps smaller where it is not.
- * @kernel arch/x86/kvm/mtrr.c#kvm_mtrr_check_gfn_range_consistency
- */
-export function kvmMtrrCheckGfnRangeConsistency(vcpu: Vcpu, gfn: number, pageNum: number): boolean {
-  const s = vcpu.memtype;
-  if (!(s.deftype & MTRR_DEF_TYPE_E)) return true;
-  let start = gfn * 4096;
-  const end = (gfn + pageNum) * 4096;
-  let type = -1;
-  if (s.deftype & MTRR_DEF_TYPE_FE && start < MiB) {
-    for (let a = start; a < Math.min(end, MiB); a += 4096) {
-      const t = s.fixed[fixedIndex(a)]!;
-      if (type !== -1 && t !== type) return false;
-      type = t;
-    }
-    if (end <= MiB) return true;
-    start = MiB;
-  }
-  // Variable ranges: every one intersecting must agree; any part they leave uncovered has the default type.
-  const cover: [number, number][] = [];
-  for (let i = 0; i < KVM_NR_VAR_MTRR; i++) {
-    if (!(s.varMask[i]! & MTRR_PHYS_MASK_VALID)) continue;
-    const [st, en] = varRange(vcpu, i);
-    if (en <= start || st >= end) continue;
-    const t = s.varBase[i]! & 0xff;
-    if (type !== -1 && t !== type) return false;
-    type = t;
-    cover.push([Math.max(st, start), Math.min(en, end)]);
-  }
-  cover.sort((x, y) => x[0] - y[0]);
-  let at = start;
-  for (const [st, en] of cover) if (st <= at) at = Math.max(at, en);
-  const partial = at < end;
-  return !partial || type === -1 || type === (s.deftype & 0xff);
-}
-
-/**
- * Cap a TDP fault's mapping level so the whole mapping has one guest MTRR type. Only when guest MTRRs
- * are honoured (kvm_mmu_honors_guest_mtrrs: non-coherent DMA and MTRR virtualization).
+ * Cap a TDP fault's mapping level so the whole mapping has one guest MTRR type. Only in the
+ * honorGuestMtrrs era, and there on every TDP fault: v5.3's tdp_page_fault checked
+ * (check_hugepage_cache_consistency) whether or not the VM had non-coherent DMA; 6.11+ has no such check.
  * @kernel arch/x86/kvm/mmu/mmu.c#kvm_tdp_page_fault
  */
 export function kvmTdpMtrrMaxLevel(vcpu: Vcpu, gfn: number, maxLevel: number): number {
-  if (!vcpu.vm.cfg.honorGuestMtrrs || !kvmArchHasNoncoherentDma(vcpu.vm)) return maxLevel;
+  if (!vcpu.vm.cfg.honorGuestMtrrs) return maxLevel;
   for (; maxLevel > 1; maxLevel--) {
     const n = 512 ** (maxLevel - 1);
     if (kvmMtrrCheckGfnRangeConsistency(vcpu, gfn - (gfn % n), n)) break;
