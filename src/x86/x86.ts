@@ -64,7 +64,7 @@ export function initialDisabledQuirks(cfg: HostConfig, info: VmTypeInfo): number
   return q;
 }
 
-/** @kernel arch/x86/kvm/x86.c#kvm_check_has_quirk */
+/** @kernel arch/x86/kvm/x86.h#kvm_check_has_quirk */
 export function kvmCheckHasQuirk(arch: KvmArch, quirk: number): boolean {
   return (arch.disabledQuirks & quirk) === 0;
 }
@@ -80,7 +80,7 @@ export function tdxGfnDirectBits(cfg: HostConfig): number {
   return 2 ** ((cfg.maxPhyAddr > 48 ? 51 : 47) - 12);
 }
 
-/** @kernel arch/x86/kvm/mmu/mmu.c#kvm_is_gfn_alias */
+/** @kernel arch/x86/kvm/mmu.h#kvm_is_gfn_alias */
 export function kvmIsGfnAlias(arch: KvmArch, gfn: number): boolean {
   return arch.gfnDirectBits !== 0 && Math.floor(gfn / arch.gfnDirectBits) % 2 === 1;
 }
@@ -106,14 +106,14 @@ export function kvmAllocLpageInfo(slot: KvmMemorySlot): [Int32Array, Int32Array]
   return [mk(2), mk(3)];
 }
 
-/** Number of level-sized frames the slot touches. @kernel arch/x86/kvm/mmu/mmu.c#__kvm_mmu_slot_lpages */
+/** Number of level-sized frames the slot touches. @kernel arch/x86/kvm/mmu.h#__kvm_mmu_slot_lpages */
 export function kvmMmuSlotLpages(slot: { baseGfn: Gfn; npages: number }, level: PgLevel): number {
   const n = pagesPerHpage(level);
   const last = slot.baseGfn + slot.npages - 1;
   return Math.floor(last / n) - Math.floor(slot.baseGfn / n) + 1;
 }
 
-/** Index of gfn's lpage_info entry at level. @kernel arch/x86/kvm/mmu/mmu.c#gfn_to_index */
+/** Index of gfn's lpage_info entry at level. @kernel arch/x86/kvm/mmu.h#gfn_to_index */
 export function gfnToIndex(gfn: number, baseGfn: number, level: PgLevel): number {
   return (
     (gfnRoundForLevel(gfn as Gfn, level) - gfnRoundForLevel(baseGfn as Gfn, level)) / pagesPerHpage(level)

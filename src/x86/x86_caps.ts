@@ -133,7 +133,8 @@ export function enableCap(vm: EnableCapVm, cap: number, flags: number, args: rea
     }
     case KVM_CAP.KVM_CAP_DIRTY_LOG_RING:
     case KVM_CAP.KVM_CAP_DIRTY_LOG_RING_ACQ_REL:
-      return enableDirtyLogRing(vm, a0);
+      // kvm_vm_ioctl_enable_dirty_log_ring(kvm, u32 size) gets cap->args[0]: C truncates it to 32 bits.
+      return enableDirtyLogRing(vm, Number(BigInt(a0) & 0xffffffffn), a0);
     case KVM_CAP.KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP:
       // x86 does not select CONFIG_HAVE_KVM_DIRTY_RING_WITH_BITMAP.
       throw new KvmError('EINVAL', syscall, 'DIRTY_LOG_RING_WITH_BITMAP is not supported on x86');
@@ -167,19 +168,21 @@ function applyDisabledQuirks(vm: EnableCapVm, bits: number): void {
   vm.arch.disabledQuirks = vm.cfg.kernel >= '6.15' ? vm.arch.disabledQuirks | bits : bits;
 }
 
-/** @kernel virt/kvm/kvm_main.c#kvm_vm_ioctl_enable_dirty_log_ring */
-function enableDirtyLogRing(vm: EnableCapVm, size: U64): void {
+/** `size` is already the u32 the kernel function takes. @kernel virt/kvm/kvm_main.c#kvm_vm_ioctl_enable_dirty_log_ring */
+function enableDirtyLogRing(vm: EnableCapVm, size: number, arg: U64): void {
   const syscall = 'KVM_ENABLE_CAP';
+  // Name what the kernel saw when the u32 cut changed the value (args[0] 0x200000000 is size 0).
+  const cut = BigInt(arg) === BigInt(size) ? '' : ` (args[0] ${hex(arg)} cut to u32)`;
   const rsvd = (KVM_DIRTY_RING_RSVD_ENTRIES + (vm.cfg.pml ? PML_LOG_NR_ENTRIES : 0)) * KVM_DIRTY_GFN_SIZE;
   const max = KVM_DIRTY_RING_MAX_ENTRIES * KVM_DIRTY_GFN_SIZE;
-  if (typeof size === 'bigint' || size === 0 || !Number.isInteger(Math.log2(size))) {
-    throw new KvmError('EINVAL', syscall, `dirty ring size ${hex(size)} is not a power of two`);
+  if (size === 0 || !Number.isInteger(Math.log2(size))) {
+    throw new KvmError('EINVAL', syscall, `dirty ring size ${hex(size)}${cut} is not a power of two`);
   }
   if (size < rsvd || size < PAGE_SIZE)
     throw new KvmError(
       'EINVAL',
       syscall,
-      `dirty ring size ${hex(size)} below ${hex(Math.max(rsvd, PAGE_SIZE))}`,
+      `dirty ring size ${hex(size)}${cut} below ${hex(Math.max(rsvd, PAGE_SIZE))}`,
     );
   if (size > max) throw new KvmError('E2BIG', syscall, `dirty ring size ${hex(size)} above ${hex(max)}`);
   if (vm.dirtyRingSize) throw new KvmError('EINVAL', syscall, 'the dirty ring size can be set only once');
