@@ -41,7 +41,7 @@ import {
   kvmTdpMmuZapCollapsibleSptes,
 } from './tdp_mmu_dirty.ts';
 import { kvmMmuMaxMappingLevel } from './page_fault.ts';
-import { tdpRootRole, ROLE_INVALID } from './mmu_internal.ts';
+import { tdpRootRole, kvmMmuRoleAsId, ROLE_INVALID } from './mmu_internal.ts';
 import { MMIO_SPTE_GEN_MASK } from './spte.ts';
 import type { KvmTraceSink } from '../../kvm/kvm_trace.ts';
 import { accessHit, beginAccessStep, beginFault, vcpuAccess, vcpuAccessCore, type AccessOptions, type AccessStep } from './guest_access.ts';
@@ -128,18 +128,36 @@ export class X86Mmu implements KvmMmuOps {
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_load (mmu_alloc_direct_roots) */
   kvmMmuLoad(vcpu: Vcpu): void {
     const m = vcpu.mmu;
-    // TDX: the mirror root first, then the shared (direct) root.
+    // TDX: the mirror root first, then the shared (direct) root. The root role carries the vCPU's SMM
+    // state (kvm_calc_tdp_mmu_root_page_role: role.smm = cpu_role.base.smm), so SMRAM is mapped only in
+    // the roots of address space 1. (A TD has no SMM.)
     if (this.vm.info.hasMirroredTdp && m.mirrorRoot < 0)
       m.mirrorRoot = kvmTdpMmuAllocRoot(this.tdp, this.rootRole(0, true));
-    m.root = kvmTdpMmuAllocRoot(this.tdp, this.rootRole(0, false));
+    m.root = kvmTdpMmuAllocRoot(this.tdp, this.rootRole(vcpu.asId(), false));
     // kvm_mmu_flush_tlb_current: a freshly loaded root starts with a clean TLB, which is why zapping
     // invalidated roots needs no remote flush.
     vcpu.tlb.flushAll();
   }
 
-  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_reload */
+  /** @kernel arch/x86/kvm/mmu.h#kvm_mmu_reload */
   kvmMmuReload(vcpu: Vcpu): void {
+    this.kvmSmmChanged(vcpu);
     if (vcpu.mmu.root < 0) this.kvmMmuLoad(vcpu);
+  }
+
+  /**
+   * Entering or leaving SMM resets the MMU context (kvm_mmu_reset_context → kvm_mmu_unload puts the
+   * root), so the next entry loads the root of the other address space. The kernel does it at the
+   * transition; `vcpu.smm` is a plain field here, so the change is noticed at the next VM entry.
+   * @kernel arch/x86/kvm/smm.c#kvm_smm_changed
+   */
+  private kvmSmmChanged(vcpu: Vcpu): void {
+    const root = vcpu.mmu.root;
+    if (root < 0 || kvmMmuRoleAsId(this.tdp.pool.role[root]!) === vcpu.asId()) return;
+    kvmTdpMmuPutRoot(this.tdp, root);
+    vcpu.mmu.root = -1;
+    this.tdp.pool.rcuReclaim();
+    this.syncCounters();
   }
 
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_free_obsolete_roots */
