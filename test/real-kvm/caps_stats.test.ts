@@ -91,6 +91,20 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: capabilities, VM types and the hos
     expect(types.map((t) => [t, real(t)])).toEqual(types.map((t) => [t, errnoOf(() => model.createVm(t))]));
   });
 
+  it('KVM_ENABLE_CAP(DIRTY_LOG_RING): the size is the u32 kvm_vm_ioctl_enable_dirty_log_ring takes, as in the model', () => {
+    const model = new Kvm(HOST!.modelOptions);
+    // Sizes ≥ 64 KiB stay clear of the PML-dependent reserve; 2^33 is 0 once cut to 32 bits.
+    const sizes: (number | bigint)[] = [0x10000, 2 ** 32 + 0x10000, 2n ** 33n, 2 ** 32 + 3, 0x200000];
+    const enable = (vm: { enableCap(c: { cap: number; args: (number | bigint)[] }): void }, size: number | bigint) =>
+      errnoOf(() => vm.enableCap({ cap: C.KVM_CAP_DIRTY_LOG_RING, args: [size] }));
+    const real = sizes.map((s) => {
+      using vm = kvm.createVm(0);
+      return enable(vm, s);
+    });
+    // The model's own answers are pinned in test/fidelity/dirty_ring_u32.test.ts; here the host decides.
+    expect(real).toEqual(sizes.map((s) => enable(model.createVm(0), s)));
+  });
+
   it('malformed arguments fail like the model (copy-in), never reach the kernel', () => {
     expect(errnoOf(() => kvm.createVm(-1))).toBe('EINVAL');
     expect(errnoOf(() => kvm.createVm(1.5))).toBe('EINVAL');
