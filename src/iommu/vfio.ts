@@ -76,11 +76,13 @@ export class VfioGroup {
   /** VFIO_GROUP_SET_CONTAINER. @kernel drivers/vfio/group.c#vfio_group_ioctl_set_container */
   setContainer(containerFd: number): void {
     const sc = 'VFIO_GROUP_SET_CONTAINER';
-    const c = this.vfio.lookupFile(containerFd, sc);
-    if (!(c instanceof VfioContainer))
-      throw new KvmError('EINVAL', sc, `fd ${hex(containerFd)} is not a VFIO container`);
+    const c = this.vfio.lookupFile(containerFd, sc); // fdget: EBADF
+    // vfio_group_has_iommu is checked before the fd's kind is looked at.
     if (this.container !== null)
       throw new KvmError('EINVAL', sc, `group ${this.id} is already in a container`);
+    // Neither a container nor an iommufd (not modelled): "The FD passed is not recognized."
+    if (!(c instanceof VfioContainer))
+      throw new KvmError('EBADFD', sc, `fd ${hex(containerFd)} is not a VFIO container`);
     this.container = c;
     c.groups.push(this);
     c.iommu?.attachGroup(this); // a container that already has an IOMMU attaches new groups at once
@@ -136,7 +138,7 @@ export class VfioContainer {
   setIommu(type: number): void {
     const sc = 'VFIO_SET_IOMMU';
     if (this.groups.length === 0) throw new KvmError('EINVAL', sc, 'the container has no group');
-    if (this.iommu !== null) throw new KvmError('EBUSY', sc, 'the container already has an IOMMU driver');
+    if (this.iommu !== null) throw new KvmError('EINVAL', sc, 'the container already has an IOMMU driver');
     if (type !== VFIO_TYPE1v2_IOMMU)
       throw new KvmError('ENODEV', sc, `IOMMU type ${type} (only type1v2 is modelled)`);
     this.iommu = this.vfio.newType1();
@@ -218,6 +220,11 @@ export class Vfio {
     if (this.proc.lookupFd(fd) === undefined)
       throw new KvmError('EBADF', syscall, `fd ${hex(fd)} is not open`);
     return this.files.get(fd);
+  }
+
+  /** A group file (the model has no device cdev files); a container is not one. @kernel drivers/vfio/vfio_main.c#vfio_file_is_valid */
+  fileIsValid(fd: number): boolean {
+    return this.files.get(fd) instanceof VfioGroup;
   }
 
   /** @kernel drivers/vfio/vfio_main.c#vfio_file_enforced_coherent */

@@ -105,13 +105,13 @@ export class VfioIommuType1 {
     const flags = map.flags;
     if (flags & ~(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE | VFIO_DMA_MAP_FLAG_VADDR))
       throw new KvmError('EINVAL', sc, `unknown flags ${hex(flags)}`);
-    if (flags & VFIO_DMA_MAP_FLAG_VADDR)
-      throw new KvmError('EINVAL', sc, 'VFIO_DMA_MAP_FLAG_VADDR (live update) is not modelled');
+    const setVaddr = (flags & VFIO_DMA_MAP_FLAG_VADDR) !== 0;
     // READ/WRITE are from the device's point of view.
     const prot =
       (flags & VFIO_DMA_MAP_FLAG_READ ? IOMMU_READ : 0) | (flags & VFIO_DMA_MAP_FLAG_WRITE ? IOMMU_WRITE : 0);
     const { iova, vaddr, size } = map;
-    if (prot === 0) throw new KvmError('EINVAL', sc, 'neither READ nor WRITE requested');
+    if (prot !== 0 && setVaddr) throw new KvmError('EINVAL', sc, 'VFIO_DMA_MAP_FLAG_VADDR with READ/WRITE');
+    if (prot === 0 && !setVaddr) throw new KvmError('EINVAL', sc, 'neither READ nor WRITE requested');
     if (!size || !isPageAligned(size) || !isPageAligned(iova) || !isPageAligned(vaddr))
       throw new KvmError(
         'EINVAL',
@@ -119,6 +119,12 @@ export class VfioIommuType1 {
         `iova ${hex(iova)}, vaddr ${hex(vaddr)}, size ${hex(size)} must be non-zero and 4 KiB aligned`,
       );
     const clash = this.findDma(iova, size);
+    if (setVaddr) {
+      // A new vaddr is only taken for a mapping whose vaddr an UNMAP_DMA with VFIO_DMA_UNMAP_FLAG_VADDR
+      // invalidated; the model has no such unmap, so no mapping is ever waiting for one.
+      if (clash === undefined) throw new KvmError('ENOENT', sc, `no mapping at iova ${hex(iova)}+${hex(size)}`);
+      throw new KvmError('EINVAL', sc, `the mapping at ${hex(clash.iova)} has a valid vaddr`);
+    }
     if (clash)
       throw new KvmError(
         'EEXIST',

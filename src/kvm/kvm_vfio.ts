@@ -13,6 +13,7 @@ import { KvmError, hex } from './kvm_error.ts';
 import { copyIn } from './args.ts';
 import type { VmState } from './vm_state.ts';
 import {
+  KVM_CREATE_DEVICE_TEST,
   KVM_DEV_TYPE_VFIO,
   KVM_DEV_VFIO_FILE,
   KVM_DEV_VFIO_FILE_ADD,
@@ -62,8 +63,10 @@ export class KvmVfioDevice {
   fileAdd(fd: number): void {
     const sc = 'KVM_SET_DEVICE_ATTR';
     if (this.released) throw new KvmError('EBADF', sc, 'the kvm-vfio device was released');
-    const f = this.vm.kvm.vfio.lookupFile(fd, sc); // EBADF if not open
-    if (f === undefined) throw new KvmError('EINVAL', sc, `fd ${hex(fd)} is not a VFIO file`);
+    const vfio = this.vm.kvm.vfio;
+    vfio.lookupFile(fd, sc); // fget: EBADF if not open
+    // kvm_vfio_file_is_valid: a group (or device) file; a container fd is not one.
+    if (!vfio.fileIsValid(fd)) throw new KvmError('EINVAL', sc, `fd ${hex(fd)} is not a VFIO group file`);
     if (this.files.includes(fd)) throw new KvmError('EEXIST', sc, `fd ${hex(fd)} was already added`);
     this.files.push(fd);
     this.updateCoherency();
@@ -111,6 +114,10 @@ export function kvmIoctlCreateDevice(vm: VmState, cd: KvmCreateDevice): KvmVfioD
   const sc = 'KVM_CREATE_DEVICE';
   vm.checkAlive(sc);
   const c = copyIn(sc, cd, { type: 'u32', fd: 'u32', flags: 'u32' });
+  // With KVM_CREATE_DEVICE_TEST the kernel only answers whether the type exists; this API returns a
+  // device, so the flag is refused rather than a device created behind the caller's back.
+  if (c.flags & KVM_CREATE_DEVICE_TEST)
+    throw new TypeError(`${sc}: KVM_CREATE_DEVICE_TEST is not modelled (it would create no device)`);
   if (c.type !== KVM_DEV_TYPE_VFIO) throw new KvmError('ENODEV', sc, `device type ${c.type} is not modelled`);
   // kvm_vfio_create: only one VFIO device per VM.
   if (vm.devices.some((d) => d.name === 'kvm-vfio'))

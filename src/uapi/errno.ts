@@ -20,6 +20,7 @@ export const ERRNO = {
   ENOSPC: 28,
   ESPIPE: 29,
   ENOTTY: 25,
+  EBADFD: 77,
   EOPNOTSUPP: 95,
 } as const;
 

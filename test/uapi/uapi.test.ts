@@ -225,6 +225,7 @@ describe('errno numbers (x86-64 Linux)', () => {
       ENXIO: 6,
       E2BIG: 7,
       EBADF: 9,
+      EBADFD: 77,
       EAGAIN: 11,
       ENOMEM: 12,
       EFAULT: 14,
