@@ -19,7 +19,7 @@ import {
   OUTSIDE_GUEST_MODE,
 } from '../../kvm/vcpu.ts';
 import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
-import { KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEMSLOT_INVALID } from '../../uapi/kvm.ts';
+import { KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEMSLOT_INVALID, KVM_MEM_LOG_DIRTY_PAGES } from '../../uapi/kvm.ts';
 import { markPageDirtyInSlot } from '../../kvm/dirty_log.ts';
 import { kvmTdpMmuGetWalk, tdpMmuWriteWalkedSpteLo, type TdpWalkResult } from './tdp_mmu.ts';
 import {
@@ -303,7 +303,8 @@ function handleEptMisconfig(
 
 /**
  * A write to a present leaf that dirty logging write-protected but KVM still considers MMU-writable is
- * fixed without mmu_lock: make it writable and log the gfn.
+ * fixed without mmu_lock: make it writable and log the gfn. (A/D bits are always on here, so the
+ * access-tracking half of page_fault_can_be_fast does not apply.)
  * @kernel arch/x86/kvm/mmu/mmu.c#fast_page_fault
  */
 function fastPageFault(mmu: X86Mmu, vcpu: Vcpu, c: Classified, fault: KvmPageFault): number | null {
@@ -311,11 +312,14 @@ function fastPageFault(mmu: X86Mmu, vcpu: Vcpu, c: Classified, fault: KvmPageFau
   const root = vcpu.mmu.root;
   // translate() just walked this gfn and left the last SPTE in `walk`: no second walk needed.
   if (root < 0 || walk.level === 0 || (walk.lo & SPTE_MMU_PRESENT_MASK) === 0) return null;
-  if (walk.level !== 1 || (walk.lo & PT_WRITABLE_MASK) !== 0 || (walk.hi & EPT_SPTE_MMU_WRITABLE_HI) === 0)
-    return null;
-  // translate()'s walk ended on this leaf: fix it where it stands.
-  tdpMmuWriteWalkedSpteLo(walk, walk.lo | PT_WRITABLE_MASK | VMX_EPT_DIRTY_BIT);
+  if ((walk.lo & PT_WRITABLE_MASK) !== 0 || (walk.hi & EPT_SPTE_MMU_WRITABLE_HI) === 0) return null;
   const slot = mmu.vm.activeMemslots(vcpu.asId()).searchMemslots(c.gfn);
+  // A huge leaf of a logged slot goes down the slow path to be split: only fault->gfn would be logged.
+  // (A huge leaf left write-protected after logging stopped is fixed here, as any other.)
+  if (walk.level !== 1 && (slot === null || (slot.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0)) return null;
+  // translate()'s walk ended on this leaf: fix it where it stands. (The kernel sets only W and lets the
+  // CPU set D on the retried write; the model sets both, the same SPTE the retried write leaves.)
+  tdpMmuWriteWalkedSpteLo(walk, walk.lo | PT_WRITABLE_MASK | VMX_EPT_DIRTY_BIT);
   if (slot !== null) markPageDirtyInSlot(slot, c.gfn);
   vcpu.stats.pf_fast++;
   return RET_PF_FIXED;

@@ -316,8 +316,9 @@ export class X86Mmu implements KvmMmuOps {
     if (vm.cfg.kernel < '6.13') {
       // kvm_mmu_zap_collapsible_sptes → kvm_tdp_mmu_zap_collapsible_sptes (v6.12)
       kvmTdpMmuZapCollapsibleSptes(this.tdp, slot.asId, slot.baseGfn, end, maxLevel);
-    } else if (kvmTdpMmuRecoverHugePages(this.tdp, slot.asId, slot.baseGfn, end, maxLevel)) {
-      vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_memslot (no ranged flush on this host)
+    } else {
+      // Each root's recover_huge_pages_range flushes the slot itself (kvm_flush_remote_tlbs_memslot).
+      kvmTdpMmuRecoverHugePages(this.tdp, slot.asId, slot.baseGfn, end, maxLevel);
     }
     this.syncCounters();
   }

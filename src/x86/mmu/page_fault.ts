@@ -44,6 +44,8 @@ import {
   newSptePair,
   MMIO_SPTE_GEN_MASK,
   PT_WRITABLE_MASK,
+  VMX_EPT_EXECUTABLE_MASK,
+  VMX_EPT_READABLE_MASK,
   type MakeSpteParams,
   tdpLeafParams,
 } from './spte.ts';
@@ -334,7 +336,9 @@ export function kvmTdpMmuMapFault(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault):
   p.mtMask = kvmMmuGetMtMask(vcpu, baseGfn, false); // make_spte gets the leaf's gfn (iter->gfn)
   p.hostWritable = fault.mapWritable;
   makeSpte(scratch, p);
-  const r = kvmTdpMmuMap(mmu.tdp, root, baseGfn + gfnBits, level, scratch.lo, scratch.hi);
+  // is_access_allowed(fault, old_spte): the SPTE bit this fault needs.
+  const needed = fault.exec ? VMX_EPT_EXECUTABLE_MASK : fault.write ? PT_WRITABLE_MASK : VMX_EPT_READABLE_MASK;
+  const r = kvmTdpMmuMap(mmu.tdp, root, baseGfn + gfnBits, level, scratch.lo, scratch.hi, needed);
   if (r & TDP_MAP_FLUSH) vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_gfn: a table became a huge leaf
   const outcome = r & TDP_MAP_OUTCOME_MASK;
   // make_spte: a writable SPTE in a dirty-logged slot is dirty from the start, even for a read fault

@@ -371,7 +371,8 @@ export class ShadowMmu implements KvmMmuOps {
 
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_invalidate_mmio_sptes */
   kvmMmuInvalidateMmioSptes(gen: number): void {
-    const g = gen % (MMIO_SPTE_GEN_MASK + 1);
+    let g = gen % (MMIO_SPTE_GEN_MASK + 1);
+    g -= g % this.vm.nrAs; // the address-space modifier: a wrap seen from either address space counts
     if (g === 0) this.kvmMmuZapAllFast();
   }
 

@@ -32,6 +32,7 @@ import {
   isShadowPresentPte,
   makeNonleafSpte,
   makeSmallSpte,
+  spteToPfn,
   spteValue,
 } from './spte.ts';
 import {
@@ -320,8 +321,20 @@ function tdpMmuSplitHugePage(mmu: TdpMmu, iter: TdpIter, sp: number, shared: boo
 }
 
 /** @kernel arch/x86/kvm/mmu/tdp_mmu.c#tdp_mmu_map_handle_target_level */
-function tdpMmuMapHandleTargetLevel(mmu: TdpMmu, iter: TdpIter, newLo: number, newHi: number): number {
+function tdpMmuMapHandleTargetLevel(
+  mmu: TdpMmu,
+  iter: TdpIter,
+  newLo: number,
+  newHi: number,
+  needed: number,
+): number {
   const oldLo = iter.oldLo;
+  // is_access_allowed: another vCPU already installed a leaf that allows this access (the fault raced
+  // with it). Leave it as it is: replacing it could drop a Dirty bit or log the gfn dirty again.
+  if (needed !== 0 && isShadowPresentPte(oldLo) && (oldLo & needed) === needed && isLastSpte(oldLo, iter.level)) {
+    warnOnce(mmu, spteToPfn(oldLo, iter.oldHi) !== spteToPfn(newLo, newHi), 'spurious fault: the leaf maps another pfn');
+    return TDP_MAP_SPURIOUS;
+  }
   if (newLo === oldLo && newHi === iter.oldHi) return TDP_MAP_SPURIOUS;
   if (tdpMmuSetSpteAtomic(mmu, iter, newLo, newHi) !== 0) return TDP_MAP_RETRY;
   // A page table became a huge leaf: vCPUs may still hold translations through the old tables.
@@ -333,8 +346,10 @@ function tdpMmuMapHandleTargetLevel(mmu: TdpMmu, iter: TdpIter, newLo: number, n
  * Install the SPTE (newLo, newHi) — a leaf from makeSpte, or an MMIO SPTE — at `goalLevel` for `gfn` in
  * `root`, as the fault path does with mmu_lock held for read: step down through existing tables, link
  * new ones where the walk finds nothing, split a huge leaf that covers the goal, and at the goal level
- * set the SPTE. Returns TDP_MAP_FIXED / _SPURIOUS / _RETRY, OR-ed with TDP_MAP_FLUSH when a present
- * table was replaced by a huge leaf (the caller must flush that gfn range at goalLevel).
+ * set the SPTE. `needed` holds the SPTE bits the fault needs (R, W or X; 0: not a fault, no check): a
+ * present leaf that already has them is left alone (spurious). Returns TDP_MAP_FIXED / _SPURIOUS /
+ * _RETRY, OR-ed with TDP_MAP_FLUSH when a present table was replaced by a huge leaf (the caller must
+ * flush that gfn range at goalLevel).
  * @kernel arch/x86/kvm/mmu/tdp_mmu.c#kvm_tdp_mmu_map
  */
 export function kvmTdpMmuMap(
@@ -344,13 +359,14 @@ export function kvmTdpMmuMap(
   goalLevel: number,
   newLo: number,
   newHi: number,
+  needed = 0,
 ): number {
   mmu.pool.rcuReclaim();
   const iter = mmu.iter;
   for (tdpIterStart(iter, root, 1, gfn); iter.valid && iter.gfn < gfn + 1; tdpIterNext(iter)) {
     // Another thread froze this SPTE: give up rather than allocate and free a table.
     if (isFrozenSpte(iter.oldLo, iter.oldHi)) return TDP_MAP_RETRY;
-    if (iter.level === goalLevel) return tdpMmuMapHandleTargetLevel(mmu, iter, newLo, newHi);
+    if (iter.level === goalLevel) return tdpMmuMapHandleTargetLevel(mmu, iter, newLo, newHi, needed);
     if (isShadowPresentPte(iter.oldLo) && !isLargePte(iter.oldLo)) continue; // step down
     const sp = tdpMmuAllocChildSp(mmu, iter);
     const r = isShadowPresentPte(iter.oldLo)

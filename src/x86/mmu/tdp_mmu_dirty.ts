@@ -166,8 +166,8 @@ function collapsibleTable(iter: TdpIter, start: number, end: number): boolean {
 
 /**
  * 6.13+: replace every page table in [start, end) that could be a huge leaf (maxLevel(gfn) ≥ its level)
- * with that leaf, under mmu_lock for read; the tables below are freed as a zap frees them. Returns
- * whether anything was replaced (the caller then flushes the slot: kvm_flush_remote_tlbs_memslot).
+ * with that leaf, under mmu_lock for read; the tables below are freed as a zap frees them. Each root's
+ * walk flushes what it owes itself (kvm_flush_remote_tlbs_memslot). Returns whether anything was replaced.
  * @kernel arch/x86/kvm/mmu/tdp_mmu.c#kvm_tdp_mmu_recover_huge_pages
  */
 export function kvmTdpMmuRecoverHugePages(
@@ -209,6 +209,8 @@ function recoverHugePagesRange(
     if (tdpMmuSetSpteAtomic(mmu, iter, huge.lo, huge.hi) !== 0) continue;
     flush = any = true;
   }
+  // Per root, and only what was replaced since the last yield (which flushed before dropping the lock).
+  if (flush) mmu.env.flushRemoteTlbs?.(); // kvm_flush_remote_tlbs_memslot: a full flush on these hosts
   return any;
 }
 

@@ -125,7 +125,7 @@ export class TdpMmu {
   }
 }
 
-/** KVM_BUG_ON(cond): returns cond. @kernel arch/x86/include/asm/kvm_host.h#KVM_BUG_ON */
+/** KVM_BUG_ON(cond): returns cond. @kernel include/linux/kvm_host.h#KVM_BUG_ON */
 export function kvmBugOn(mmu: TdpMmu, cond: boolean, what: string): boolean {
   if (cond) {
     mmu.bugged = true;
