@@ -423,6 +423,7 @@ const INTERNAL = new Set([
   'Vcpu.kvmRequestNeedsIpi',
   'Vfio.lookupFile',
   'Vfio.fileEnforcedCoherent',
+  'Vfio.fileIsValid',
   'Vfio.newType1',
 ]);
 
