@@ -58,3 +58,24 @@ describe('tdp_mmu_map_handle_target_level: a leaf that already allows the access
     expect(dirty(vm.getDirtyLog(0), G >> 12)).toBe(1);
   });
 });
+
+describe('tdp_mmu_map_handle_target_level: an MMIO fault never replaces a present leaf', () => {
+  it('a fault that found no memslot, finishing after a slot appeared and another vCPU mapped the gfn, is spurious', () => {
+    const kvm = new Kvm();
+    const vm = kvm.createVm(0);
+    const ram = kvm.host.mmap(4 * MiB);
+    const v0 = vm.createVcpu(0);
+    const v1 = vm.createVcpu(1);
+    // v0 faults on G with no memslot there: kvm_handle_noslot_fault, fault->slot = NULL (MMIO).
+    const f = v0.beginAccess(G, 'read');
+    // A CREATE does not zap, and is_page_fault_stale skips the sequence check for a slot-less fault.
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 4 * MiB, userspaceAddr: ram });
+    const hit = v1.access(G, 'read');
+    expect(hit).toMatchObject({ exit: 'none', level: 1 });
+    // The present leaf allows the read: RET_PF_SPURIOUS, no MMIO SPTE over it; the guest retries into RAM.
+    expect(f.finish()).toEqual(hit);
+    expect(v0.getStats().pf_mmio_spte_created).toBe(0);
+    expect(v0.getStats().pf_spurious).toBe(1);
+    expect(vm.getStats().pages_4k).toBe(1);
+  });
+});

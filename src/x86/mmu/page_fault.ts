@@ -316,15 +316,19 @@ export function kvmTdpMmuMapFault(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault):
   const level = fault.goalLevel;
   const span = pagesPerHpage(level as PgLevel);
   const baseGfn = fault.gfn - (fault.gfn % span);
+  // is_access_allowed(fault, old_spte): the SPTE bit this fault needs.
+  const needed = fault.exec ? VMX_EPT_EXECUTABLE_MASK : fault.write ? PT_WRITABLE_MASK : VMX_EPT_READABLE_MASK;
   if (fault.pfn < 0) {
     const gen = vm.activeMemslots(vcpu.asId()).generation % (MMIO_SPTE_GEN_MASK + 1);
     makeMmioSpte(scratch, baseGfn + gfnBits, gen, mmu.tdp.mmioValue);
-    const r = kvmTdpMmuMap(mmu.tdp, root, baseGfn + gfnBits, 1, scratch.lo, scratch.hi);
-    if ((r & TDP_MAP_OUTCOME_MASK) === TDP_MAP_FIXED) {
-      vcpu.stats.pf_mmio_spte_created++;
-      if (mmu.trace) mmu.trace({ name: 'mark_mmio_spte', gfn: baseGfn, gen });
-    }
+    // A slot-less fault is never stale (is_page_fault_stale checks the sequence only with a slot): if a
+    // slot appeared and the gfn got mapped meanwhile, the present leaf makes the fault spurious.
+    const outcome = kvmTdpMmuMap(mmu.tdp, root, baseGfn + gfnBits, 1, scratch.lo, scratch.hi, needed) & TDP_MAP_OUTCOME_MASK;
     mmu.syncCounters();
+    if (outcome === TDP_MAP_SPURIOUS) return RET_PF_SPURIOUS;
+    if (outcome !== TDP_MAP_FIXED) return RET_PF_RETRY;
+    vcpu.stats.pf_mmio_spte_created++;
+    if (mmu.trace) mmu.trace({ name: 'mark_mmio_spte', gfn: baseGfn, gen });
     return RET_PF_EMULATE;
   }
   const basePfn = fault.pfn - (fault.gfn - baseGfn);
@@ -336,8 +340,6 @@ export function kvmTdpMmuMapFault(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault):
   p.mtMask = kvmMmuGetMtMask(vcpu, baseGfn, false); // make_spte gets the leaf's gfn (iter->gfn)
   p.hostWritable = fault.mapWritable;
   makeSpte(scratch, p);
-  // is_access_allowed(fault, old_spte): the SPTE bit this fault needs.
-  const needed = fault.exec ? VMX_EPT_EXECUTABLE_MASK : fault.write ? PT_WRITABLE_MASK : VMX_EPT_READABLE_MASK;
   const r = kvmTdpMmuMap(mmu.tdp, root, baseGfn + gfnBits, level, scratch.lo, scratch.hi, needed);
   if (r & TDP_MAP_FLUSH) vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_gfn: a table became a huge leaf
   const outcome = r & TDP_MAP_OUTCOME_MASK;
