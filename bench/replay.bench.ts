@@ -90,7 +90,7 @@ export async function run(): Promise<BenchLine[]> {
   const k = readFtrace(inp.kernel, 'k');
   const m = mergeStreams([q, k]);
   const read = (performance.now() - t0) / 1000;
-  const r = await replayEvents(m.events, m.reports, { audit: 'off' });
+  const r = await replayEvents(m.table, m.reports, { audit: 'off' });
   const s = (performance.now() - t0) / 1000;
   if (r.answers.disagreements.length) throw new Error('bench replay disagreed with its own trace');
   lines.push({ name: '1 M-event replay: read + merge', value: read, unit: 's' });
@@ -104,7 +104,7 @@ export async function run(): Promise<BenchLine[]> {
 async function timed(name: string, inp: { qemu: string; kernel: string }, audit: 'off' | 'points'): Promise<BenchLine> {
   const t0 = performance.now();
   const m = mergeStreams([readQemuTrace(inp.qemu, 'q'), readFtrace(inp.kernel, 'k')]);
-  const r = await replayEvents(m.events, m.reports, { audit });
+  const r = await replayEvents(m.table, m.reports, { audit });
   if (r.answers.disagreements.length) throw new Error('bench replay disagreed with its own trace');
   return { name, value: (performance.now() - t0) / 1000, unit: 's' };
 }

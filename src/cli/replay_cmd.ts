@@ -95,7 +95,7 @@ export function registerReplay(program: Command): void {
       } catch (e) {
         fail(e instanceof Error ? e.message : String(e));
       }
-      const r = await replayEvents(merged.events, merged.reports, {
+      const r = await replayEvents(merged.table, merged.reports, {
         name: loaded.bundle ? `replay of ${loaded.bundle.command.join(' ').slice(0, 60)}` : `replay of ${inputs.join(' ')}`.slice(0, 80),
         host,
         ...(opts.touch ? { touch: { pages: int(opts.touch, '--touch') } } : {}),

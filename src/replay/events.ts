@@ -7,6 +7,8 @@
  * Model-only file (no kernel counterpart).
  */
 
+import type { EventTable } from './event_table.ts';
+
 export type Source = 'qemu' | 'strace' | 'kernel';
 
 interface Base {
@@ -138,6 +140,8 @@ export interface ParseReport {
 export interface Parsed<E extends TraceEvent = TraceEvent> {
   events: E[];
   report: ParseReport;
+  /** the same events by column, as the readers store them (merge and replay read this when present) */
+  table?: EventTable;
 }
 
 export class TraceFormatError extends Error {}

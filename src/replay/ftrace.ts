@@ -18,9 +18,11 @@
  * Records are scanned in place (scan.ts): no substring, regex or object per field on the hot events.
  * Model-only file (no kernel counterpart).
  */
-import { countIn, malformed, newReport, type KernelEvent, type ParseReport, type Parsed, type ReadOptions } from './events.ts';
+import { countIn, type KernelEvent, type Parsed, type ReadOptions } from './events.ts';
+import { B_CREATED, B_WRITE, KERNEL_WIDTH, K_FAULT, K_GET_PAGE, K_LEAF_ZAP, K_PREPARE_ZAP_PAGE, K_ZAP_ALL_FAST, S_KERNEL, V_GEN } from './event_table.ts';
+import { TraceReader } from './trace_reader.ts';
 import {
-  FieldFinder, Needle, digitsAt, digitsValue, hexAt, intAt, isHexAt, isTrimSpace, low12At, secondsUsAt, tokenEnd,
+  FieldFinder, Needle, digitsAt, sameAt, digitsValue, hexAt, hexToken, hexTokenLow12, intToken, isTrimSpace, secondsUsAt,
 } from './scan.ts';
 
 /** Does this text look like tracefs or trace-cmd report output? */
@@ -40,6 +42,8 @@ interface Rec {
   nameEnd: number;
   /** the event's own text, to the end of the line */
   textStart: number;
+  /** index in EVENTS when the name was matched while scanning (-1: not yet known) */
+  id: number;
 }
 
 const EVENTS = [
@@ -59,7 +63,7 @@ function eventIndex(s: string, a: number, b: number): number {
     case 19: k = 7; break;
     default: return -1;
   }
-  return s.startsWith(EVENTS[k]!, a) ? k : -1;
+  return sameAt(s, a, EVENTS[k]!) ? k : -1;
 }
 
 function isEventNameAt(s: string, a: number, b: number): boolean {
@@ -79,13 +83,14 @@ function isHeaderAt(s: string, a: number): boolean {
 const present = (lo: number): boolean => (lo & 0x800) !== 0;
 const isLeaf = (lo: number, level: number): boolean => level === 1 || (lo & 0x80) !== 0;
 
-type Result = KernelEvent | null | string;
+/** What an event's text gave: undefined (stored, or counted under missingFields) or what was expected. */
+type Result = string | undefined;
 
-/** One file's reader: the text, its report and the per-file search state. */
-class FtraceReader {
-  readonly report: ParseReport;
-  readonly events: KernelEvent[] = [];
-  private readonly rec: Rec = { pid: 0, tgid: -1, timeStart: 0, timeEnd: 0, nameStart: 0, nameEnd: 0, textStart: 0 };
+/** One file's reader: the per-file search state; events go to the table, by column. */
+class FtraceReader extends TraceReader {
+  private readonly rec: Rec = { pid: 0, tgid: -1, timeStart: 0, timeEnd: 0, nameStart: 0, nameEnd: 0, textStart: 0, id: -1 };
+  /** the last record's event (index in EVENTS), tried first on the next */
+  private prevId = -1;
   private readonly cpuOpen = new Needle(' [');
   private readonly lSpace = new Needle(' l');
   private readonly f = {
@@ -93,66 +98,38 @@ class FtraceReader {
     new: new FieldFinder('new_spte'), address: new FieldFinder('address'), errorCode: new FieldFinder('error_code'),
     gen: new FieldFinder('kvm-mmu-valid-gen'),
   };
-  /** the last unknown event's name, reused while the next lines repeat it */
-  private lastUnknown = '';
-  // the line being built
+  // the record being stored
   private t = 0;
   private tid = 0;
-  private line = 0;
+  private n = 0;
 
-  constructor(
-    private readonly s: string,
-    file: string,
-    private readonly opts: ReadOptions,
-  ) {
-    this.report = newReport(file);
+  constructor(s: string, file: string, opts: ReadOptions) {
+    super(s, file, opts, KERNEL_WIDTH);
   }
 
-  read(): void {
+  protected line(from: number, le: number, n: number): void {
     const { s, report, opts, rec } = this;
-    const len = s.length;
-    let ls = 0;
-    let n = 0;
-    while (ls < len) {
-      let le = s.indexOf('\n', ls);
-      if (le === -1) le = len;
-      const from = ls;
-      ls = le + 1;
-      n++;
-      const c0 = s.charCodeAt(from);
-      if (le === from || c0 === 35 /* # */ || (((c0 | 0x20) === 99 /* c|C */ || c0 === 118 /* v */) && isHeaderAt(s, from))) {
-        report.other++;
-        continue;
-      }
-      const ok = this.scanRecord(from, le);
-      const t = ok ? secondsUsAt(s, rec.timeStart, rec.timeEnd) : NaN;
-      const id = ok ? eventIndex(s, rec.nameStart, rec.nameEnd) : -1;
-      if (!ok || Number.isNaN(t) || (id === -1 && !isEventNameAt(s, rec.nameStart, rec.nameEnd))) {
-        malformed(report, n, 'expected "comm-pid [cpu] seconds.microseconds: event: fields" (tracefs or trace-cmd report)', opts.strict);
-        continue;
-      }
-      if (opts.pids && !opts.pids.has(rec.pid) && !opts.pids.has(rec.tgid)) {
-        report.filtered++;
-        continue;
-      }
-      if (id === -1) {
-        this.unknown(rec.nameStart, rec.nameEnd);
-        continue;
-      }
-      this.t = t;
-      this.tid = rec.pid;
-      this.line = n;
-      const ev = this.build(id, rec.textStart, le);
-      if (typeof ev === 'string') malformed(report, n, ev, opts.strict);
-      else if (ev) this.events.push(ev);
+    const c0 = s.charCodeAt(from);
+    if (le === from || c0 === 35 /* # */ || (((c0 | 0x20) === 99 /* c|C */ || c0 === 118 /* v */) && isHeaderAt(s, from))) {
+      report.other++;
+      return;
     }
-    report.lines = n;
-  }
-
-  private unknown(a: number, b: number): void {
-    const u = this.lastUnknown;
-    if (u.length !== b - a || !this.s.startsWith(u, a)) this.lastUnknown = this.s.slice(a, b);
-    countIn(this.report.unknown, this.lastUnknown);
+    const ok = this.scanRecord(from, le);
+    const t = ok ? secondsUsAt(s, rec.timeStart, rec.timeEnd) : NaN;
+    const id = !ok ? -1 : rec.id >= 0 ? rec.id : eventIndex(s, rec.nameStart, rec.nameEnd);
+    if (id >= 0) this.prevId = id;
+    if (!ok || Number.isNaN(t) || (id === -1 && !isEventNameAt(s, rec.nameStart, rec.nameEnd)))
+      return this.bad(n, 'expected "comm-pid [cpu] seconds.microseconds: event: fields" (tracefs or trace-cmd report)');
+    if (opts.pids && !opts.pids.has(rec.pid) && !opts.pids.has(rec.tgid)) {
+      report.filtered++;
+      return;
+    }
+    if (id === -1) return this.unknown(rec.nameStart, rec.nameEnd);
+    this.t = t;
+    this.tid = rec.pid;
+    this.n = n;
+    const err = this.build(id, rec.textStart, le);
+    if (err !== undefined) this.bad(n, err);
   }
 
   /**
@@ -170,17 +147,33 @@ class FtraceReader {
     if (!this.scanTask(ls, lb)) return false;
     let i = rb + 2;
     while (i < le && s.charCodeAt(i) === 32) i++;
-    let colon = i;
-    while (colon + 1 < le && !(s.charCodeAt(colon) === 58 && s.charCodeAt(colon + 1) === 32)) colon++;
-    if (colon + 1 >= le) return false;
-    let ts = colon;
-    while (ts > i && s.charCodeAt(ts - 1) !== 32) ts--; // latency flags (d..1.) before the time
+    // the first ": ", and the token before it (latency flags such as d..1. come before the time)
+    let colon = -1;
+    let ts = i;
+    for (let p = i; p + 1 < le; p++) {
+      const c = s.charCodeAt(p);
+      if (c === 32) ts = p + 1;
+      else if (c === 58 && s.charCodeAt(p + 1) === 32) {
+        colon = p;
+        break;
+      }
+    }
+    if (colon === -1) return false;
     r.timeStart = ts;
     r.timeEnd = colon;
     const nameStart = colon + 2;
+    // most records repeat the previous record's event: its name followed by ':' is this one's (no scan)
+    const prev = this.prevId;
+    const pn = prev >= 0 ? EVENTS[prev]!.length : 0;
     let c2 = nameStart;
-    while (c2 < le && s.charCodeAt(c2) !== 58) c2++;
-    if (c2 >= le) return false;
+    r.id = -1;
+    if (prev >= 0 && nameStart + pn < le && s.charCodeAt(nameStart + pn) === 58 && sameAt(s, nameStart, EVENTS[prev]!)) {
+      c2 = nameStart + pn;
+      r.id = prev;
+    } else {
+      while (c2 < le && s.charCodeAt(c2) !== 58) c2++;
+      if (c2 >= le) return false;
+    }
     r.nameStart = nameStart;
     r.nameEnd = c2;
     let t0 = c2 + 1;
@@ -215,9 +208,9 @@ class FtraceReader {
     return true;
   }
 
-  private missing(ev: string, field: string): null {
+  private missing(ev: string, field: string): undefined {
     countIn(this.report.missingFields, `${ev}.${field}`);
-    return null;
+    return undefined;
   }
 
   private build(id: number, ts: number, te: number): Result {
@@ -231,9 +224,9 @@ class FtraceReader {
       case 3:
         return this.spteRequested(ts, te);
       case 4:
-        return this.shadowPage(ts, te, 'getPage');
+        return this.shadowPage(ts, te, K_GET_PAGE);
       case 5:
-        return this.shadowPage(ts, te, 'prepareZapPage');
+        return this.shadowPage(ts, te, K_PREPARE_ZAP_PAGE);
       case 6:
         return this.zapAllFast(ts, te);
       default:
@@ -247,31 +240,37 @@ class FtraceReader {
     const e = this.f.errorCode.value(s, ts, te);
     if (a < 0) return this.missing('kvm_page_fault', 'address');
     if (e < 0) return this.missing('kvm_page_fault', 'error_code');
-    const addr = hexAt(s, a, tokenEnd(s, a, te));
-    const ec = hexAt(s, e, tokenEnd(s, e, te));
+    const addr = hexToken(s, a, te);
+    const ec = hexToken(s, e, te);
     if (Number.isNaN(addr) || Number.isNaN(ec)) return 'kvm_page_fault: expected hex address and error_code';
-    return { t: this.t, tid: this.tid, line: this.line, src: 'kernel', kind: 'fault', tp: 'kvm_page_fault', gfn: Math.floor(addr / 4096), level: 0, write: (ec & 2) !== 0 };
+    this.fault(3, Math.floor(addr / 4096), 0, (ec & 2) !== 0);
+    return undefined;
+  }
+
+  /** A fault row; tp indexes FAULT_TPS. */
+  private fault(tp: number, gfn: number, level: number, write: boolean): void {
+    this.table.pushGfn(K_FAULT, this.t, this.tid, this.n, gfn, level, write ? B_WRITE : 0, tp);
   }
 
   // gfnLevel's result (no object per event)
   private gfn = 0;
   private level = 0;
 
-  /** Read gfn and level of an SPTE event into this.gfn/this.level: undefined, or null (missing) or what was expected. */
-  private gfnLevel(ev: string, ts: number, te: number): undefined | null | string {
+  /** Read gfn and level of an SPTE event into this.gfn/this.level: true, or false after counting a missing field, or what was expected. */
+  private gfnLevel(ev: string, ts: number, te: number): boolean | string {
     const s = this.s;
     const g = this.f.gfn.value(s, ts, te);
     const l = this.f.level.value(s, ts, te);
-    if (g < 0) return this.missing(ev, 'gfn');
-    if (l < 0) return this.missing(ev, 'level');
-    this.gfn = hexAt(s, g, tokenEnd(s, g, te));
-    this.level = intAt(s, l, tokenEnd(s, l, te));
-    return Number.isNaN(this.gfn) || Number.isNaN(this.level) ? `${ev}: expected hex gfn and a decimal level` : undefined;
+    if (g < 0) return this.missing(ev, 'gfn') ?? false;
+    if (l < 0) return this.missing(ev, 'level') ?? false;
+    this.gfn = hexToken(s, g, te);
+    this.level = intToken(s, l, te);
+    return Number.isNaN(this.gfn) || Number.isNaN(this.level) ? `${ev}: expected hex gfn and a decimal level` : true;
   }
 
   private setSpte(ts: number, te: number): Result {
     const v = this.gfnLevel('kvm_mmu_set_spte', ts, te);
-    if (v !== undefined) return v;
+    if (v !== true) return v || undefined;
     // the permission string "(rwxu)": the first "(" followed by r|- and w|-
     const s = this.s;
     let write = false;
@@ -284,7 +283,8 @@ class FtraceReader {
         break;
       }
     }
-    return { t: this.t, tid: this.tid, line: this.line, src: 'kernel', kind: 'fault', tp: 'kvm_mmu_set_spte', gfn: this.gfn, level: this.level, write };
+    this.fault(0, this.gfn, this.level, write);
+    return undefined;
   }
 
   private tdpSpteChanged(ts: number, te: number): Result {
@@ -299,25 +299,24 @@ class FtraceReader {
     if (l < 0) return this.missing(ev, 'level');
     if (o < 0) return this.missing(ev, 'old_spte');
     if (nw < 0) return this.missing(ev, 'new_spte');
-    const gfn = hexAt(s, g, tokenEnd(s, g, te));
-    const level = intAt(s, l, tokenEnd(s, l, te));
-    const oe = tokenEnd(s, o, te);
-    const ne = tokenEnd(s, nw, te);
-    if (Number.isNaN(gfn) || Number.isNaN(level) || !isHexAt(s, o, oe) || !isHexAt(s, nw, ne))
+    const gfn = hexToken(s, g, te);
+    const level = intToken(s, l, te);
+    // only the low bits of an SPTE are read (present, huge page, writable)
+    const ol = hexTokenLow12(s, o, te);
+    const nl = hexTokenLow12(s, nw, te);
+    if (Number.isNaN(gfn) || Number.isNaN(level) || ol < 0 || nl < 0)
       return 'kvm_tdp_mmu_spte_changed: expected hex gfn/old_spte/new_spte and a decimal level';
-    const ol = low12At(s, o, oe);
-    const nl = low12At(s, nw, ne);
-    if (!present(ol) && present(nl) && isLeaf(nl, level))
-      return { t: this.t, tid: this.tid, line: this.line, src: 'kernel', kind: 'fault', tp: 'kvm_tdp_mmu_spte_changed', gfn, level, write: (nl & 2) !== 0 };
-    if (present(ol) && isLeaf(ol, level) && !present(nl)) return { t: this.t, tid: this.tid, line: this.line, src: 'kernel', kind: 'leafZap', gfn, level };
-    countIn(this.report.unknown, 'kvm_tdp_mmu_spte_changed (non-leaf or leaf-to-leaf)');
-    return null;
+    if (!present(ol) && present(nl) && isLeaf(nl, level)) this.fault(1, gfn, level, (nl & 2) !== 0);
+    else if (present(ol) && isLeaf(ol, level) && !present(nl)) this.table.pushGfn(K_LEAF_ZAP, this.t, this.tid, this.n, gfn, level, 0);
+    else countIn(this.report.unknown, 'kvm_tdp_mmu_spte_changed (non-leaf or leaf-to-leaf)');
+    return undefined;
   }
 
   private spteRequested(ts: number, te: number): Result {
     const v = this.gfnLevel('kvm_mmu_spte_requested', ts, te);
-    if (v !== undefined) return v;
-    return { t: this.t, tid: this.tid, line: this.line, src: 'kernel', kind: 'fault', tp: 'kvm_mmu_spte_requested', gfn: this.gfn, level: this.level, write: false };
+    if (v !== true) return v || undefined;
+    this.fault(2, this.gfn, this.level, false);
+    return undefined;
   }
 
   /**
@@ -326,17 +325,18 @@ class FtraceReader {
    * for get_page and `%u q…` (no gfn) for prepare_zap_page. The replay only counts these, so a missing gfn
    * or level is counted under missingFields and the event kept (gfn -1, level 0).
    */
-  private shadowPage(ts: number, te: number, kind: 'getPage' | 'prepareZapPage'): Result {
+  private shadowPage(ts: number, te: number, kind: number): Result {
     const s = this.s;
-    const ev = kind === 'getPage' ? 'kvm_mmu_get_page' : 'kvm_mmu_prepare_zap_page';
+    const ev = kind === K_GET_PAGE ? 'kvm_mmu_get_page' : 'kvm_mmu_prepare_zap_page';
     const g = this.f.gfn.value(s, ts, te);
-    const gfn = g < 0 ? -1 : hexAt(s, g, tokenEnd(s, g, te));
+    const gfn = g < 0 ? -1 : hexToken(s, g, te);
     if (Number.isNaN(gfn)) return `${ev}: expected a hex gfn`;
     if (g < 0) countIn(this.report.missingFields, `${ev}.gfn`);
     const level = this.shadowLevel(ts, te);
     if (level === -1) countIn(this.report.missingFields, `${ev}.level`);
     const created = (te - ts >= 4 && s.startsWith(' new', te - 4)) || (te - ts >= 4 && s.startsWith('new ', ts));
-    return { t: this.t, tid: this.tid, line: this.line, src: 'kernel', kind, gfn, level: level === -1 ? 0 : level, created };
+    this.table.pushGfn(kind, this.t, this.tid, this.n, gfn, level === -1 ? 0 : level, created ? B_CREATED : 0);
+    return undefined;
   }
 
   /** The kernel's " l2 ", else the plugin's bare level before " q"; -1 if neither. */
@@ -354,9 +354,11 @@ class FtraceReader {
     const s = this.s;
     const g = this.f.gen.value(s, ts, te);
     if (g < 0) return this.missing('kvm_mmu_zap_all_fast', 'kvm-mmu-valid-gen');
-    const gen = intAt(s, g, tokenEnd(s, g, te));
+    const gen = intToken(s, g, te);
     if (Number.isNaN(gen)) return 'kvm_mmu_zap_all_fast: expected a decimal kvm-mmu-valid-gen';
-    return { t: this.t, tid: this.tid, line: this.line, src: 'kernel', kind: 'zapAllFast', gen };
+    const i = this.table.row(K_ZAP_ALL_FAST, S_KERNEL, this.t, this.tid, this.n, 0);
+    this.table.v[V_GEN]![i] = gen;
+    return undefined;
   }
 
   private unmapHvaRange(ts: number, te: number): Result {
@@ -364,12 +366,11 @@ class FtraceReader {
     if (!m) return this.missing('kvm_unmap_hva_range', 'range');
     const start = hexAt(m[1]!, 0, m[1]!.length);
     const end = hexAt(m[2]!, 0, m[2]!.length);
-    return { t: this.t, tid: this.tid, line: this.line, src: 'kernel', kind: 'unmap', start, end };
+    this.table.pushBoxed({ t: this.t, tid: this.tid, line: this.n, src: 'kernel', kind: 'unmap', start, end });
+    return undefined;
   }
 }
 
 export function readFtrace(text: string, file: string, opts: ReadOptions = {}): Parsed<KernelEvent> {
-  const r = new FtraceReader(text, file, opts);
-  r.read();
-  return { events: r.events, report: r.report };
+  return new FtraceReader(text, file, opts).read<KernelEvent>();
 }

@@ -13,6 +13,9 @@
  * Model-only file.
  */
 import type { ParseReport, Parsed, Source, TraceEvent } from './events.ts';
+import {
+  EventTable, K_LEAF_ZAP, K_MEMSLOT, K_PREPARE_ZAP_PAGE, K_ZAP_ALL_FAST, SOURCES, S_KERNEL, S_QEMU, S_STRACE, V_SIZE, tableOf,
+} from './event_table.ts';
 
 export interface MergeOptions {
   /** microseconds added to each source's times */
@@ -20,64 +23,95 @@ export interface MergeOptions {
 }
 
 export interface Merged {
+  /** the merged events as objects (made when first asked for; replay reads `table`) */
   events: TraceEvent[];
+  table: EventTable;
   reports: ParseReport[];
   notes: string[];
 }
 
-const RANK: Record<Source, number> = { strace: 0, qemu: 1, kernel: 2 };
+/** Tie order at equal times, by source code (SOURCES: qemu, strace, kernel): strace, then QEMU, then the kernel. */
+const RANK = [1, 0, 2];
 
-function isSorted(e: TraceEvent[]): boolean {
-  for (let i = 1; i < e.length; i++) if (e[i]!.t < e[i - 1]!.t) return false;
+/** One stream's rows to merge, in order: a table and which of its rows (all, when `rows` is null). */
+interface List {
+  tb: EventTable;
+  rows: Int32Array | null;
+  file: string;
+}
+
+const count = (l: List): number => (l.rows ? l.rows.length : l.tb.n);
+const rowOf = (l: List, k: number): number => (l.rows ? l.rows[k]! : k);
+
+/** The rows of tb that pass keep, or null when all do. */
+function select(tb: EventTable, keep: (i: number) => boolean): Int32Array | null {
+  const out: number[] = [];
+  for (let i = 0; i < tb.n; i++) if (keep(i)) out.push(i);
+  return out.length === tb.n ? null : Int32Array.from(out);
+}
+
+function isSorted(l: List): boolean {
+  const t = l.tb.t;
+  for (let k = 1; k < count(l); k++) if (t[rowOf(l, k)]! < t[rowOf(l, k - 1)]!) return false;
   return true;
 }
 
-/** Stable two-way merge of sorted streams (ties: the earlier source rank first). */
-function merge2(a: TraceEvent[], b: TraceEvent[]): TraceEvent[] {
-  const out: TraceEvent[] = new Array(a.length + b.length);
-  let i = 0;
-  let j = 0;
-  let k = 0;
-  while (i < a.length && j < b.length) {
-    const x = a[i]!;
-    const y = b[j]!;
-    if (x.t < y.t || (x.t === y.t && RANK[x.src] <= RANK[y.src])) out[k++] = a[i++]!;
-    else out[k++] = b[j++]!;
+/** A list's rows copied into a table of their own, in order (times shifted by off). */
+function copyOf(l: List, width: number, off: number): EventTable {
+  const out = new EventTable(width, Math.max(16, count(l)));
+  for (let k = 0; k < count(l); k++) {
+    const j = out.copyRow(l.tb, rowOf(l, k));
+    // `{ ...e, t: e.t + off }`: a boxed event is copied, not changed under its reader's answer
+    if (off !== 0) out.setTime(j, out.t[j]! + off);
   }
-  while (i < a.length) out[k++] = a[i++]!;
-  while (j < b.length) out[k++] = b[j++]!;
   return out;
 }
 
-const IN_IOCTL = new Set(['zapAllFast', 'prepareZapPage', 'leafZap']);
+/** Stable two-way merge of sorted tables (ties: the earlier source rank first). */
+function merge2(a: EventTable, b: EventTable): EventTable {
+  const out = new EventTable(Math.max(a.width, b.width), a.n + b.n);
+  let i = 0;
+  let j = 0;
+  while (i < a.n && j < b.n) {
+    const x = a.t[i]!;
+    const y = b.t[j]!;
+    if (x < y || (x === y && RANK[a.src[i]!]! <= RANK[b.src[j]!]!)) out.copyRow(a, i++);
+    else out.copyRow(b, j++);
+  }
+  while (i < a.n) out.copyRow(a, i++);
+  while (j < b.n) out.copyRow(b, j++);
+  return out;
+}
+
+const inIoctl = (kind: number): boolean => kind === K_ZAP_ALL_FAST || kind === K_PREPARE_ZAP_PAGE || kind === K_LEAF_ZAP;
 
 /**
  * Move each QEMU-traced DELETE before the zap events its own thread emitted since that thread's previous
  * traced call (the kernel ran them inside the ioctl QEMU traced afterwards).
  */
-function attributeQemuWindows(ev: TraceEvent[]): number {
+function attributeQemuWindows(tb: EventTable): number {
   let moved = 0;
   /** per thread, the time QEMU printed its previous record: older kernel events belong to earlier calls */
   const last = new Map<number, number>();
-  for (let i = 0; i < ev.length; i++) {
-    const e = ev[i]!;
-    if (e.kind !== 'memslot' || e.src !== 'qemu' || e.tid < 0) continue;
-    const since = last.get(e.tid) ?? -Infinity;
-    last.set(e.tid, e.t);
-    if (e.size !== 0) continue;
+  const { kind, src, t, tid } = tb;
+  for (let i = 0; i < tb.n; i++) {
+    if (kind[i] !== K_MEMSLOT || src[i] !== S_QEMU || tid[i]! < 0) continue;
+    const me = tid[i]!;
+    const since = last.get(me) ?? -Infinity;
+    last.set(me, t[i]!);
+    if (tb.num(i, V_SIZE, 'size') !== 0) continue;
     let first = -1;
     for (let j = i - 1; j >= 0; j--) {
-      const p = ev[j]!;
-      if (p.t <= since) break;
-      if (p.tid !== e.tid) continue;
-      if (p.src !== 'kernel' || !IN_IOCTL.has(p.kind)) break;
+      if (t[j]! <= since) break;
+      if (tid[j] !== me) continue;
+      if (src[j] !== S_KERNEL || !inIoctl(kind[j]!)) break;
       first = j;
     }
     if (first === -1) continue;
-    // rotate ev[first..i] right by one in place (two splices would move the whole tail of a long trace)
-    const call = { ...e, t: ev[first]!.t };
-    for (let j = i; j > first; j--) ev[j] = ev[j - 1]!;
-    ev[first] = call;
+    // the call takes the first zap's time and place; the rows between move down by one
+    const at = t[first]!;
+    tb.moveBack(i, first);
+    tb.setTime(first, at);
     moved++;
   }
   return moved;
@@ -86,36 +120,53 @@ function attributeQemuWindows(ev: TraceEvent[]): number {
 export function mergeStreams(streams: Parsed[], opts: MergeOptions = {}): Merged {
   const notes: string[] = [];
   const reports = streams.map((s) => s.report);
-  const hasStraceSlots = streams.some((s) => s.events.some((e) => e.kind === 'memslot' && e.src === 'strace'));
-  let lists = streams.map((s) => {
-    let ev = s.events;
-    if (hasStraceSlots && ev.some((e) => e.src === 'qemu')) {
-      const before = ev.length;
-      ev = ev.filter((e) => !(e.src === 'qemu' && e.kind === 'memslot'));
-      if (before !== ev.length)
-        notes.push(`${s.report.file}: ${before - ev.length} memslot calls superseded by strace's (the same ioctls, all of them)`);
+  const tables = streams.map(tableOf);
+  const any = (tb: EventTable, f: (i: number) => boolean): boolean => {
+    for (let i = 0; i < tb.n; i++) if (f(i)) return true;
+    return false;
+  };
+  const hasStraceSlots = tables.some((tb) => any(tb, (i) => tb.kind[i] === K_MEMSLOT && tb.src[i] === S_STRACE));
+  let lists: (List & { off: number })[] = tables.map((tb, k) => {
+    let rows: Int32Array | null = null;
+    if (hasStraceSlots && any(tb, (i) => tb.src[i] === S_QEMU)) {
+      rows = select(tb, (i) => !(tb.src[i] === S_QEMU && tb.kind[i] === K_MEMSLOT));
+      if (rows) notes.push(`${streams[k]!.report.file}: ${tb.n - rows.length} memslot calls superseded by strace's (the same ioctls, all of them)`);
     }
-    const off = ev.length ? (opts.offsetUs?.[ev[0]!.src] ?? 0) : 0;
-    if (off !== 0) ev = ev.map((e) => ({ ...e, t: e.t + off }));
-    return { ev, file: s.report.file };
+    const l = { tb, rows, file: streams[k]!.report.file };
+    const off = count(l) ? (opts.offsetUs?.[SOURCES[tb.src[rowOf(l, 0)]!]!] ?? 0) : 0;
+    return { ...l, off };
   });
-  lists = lists.filter((l) => l.ev.length > 0);
-  const untimed = lists.filter((l) => l.ev.some((e) => Number.isNaN(e.t)));
+  lists = lists.filter((l) => count(l) > 0);
+  const untimed = lists.filter((l) => {
+    for (let k = 0; k < count(l); k++) if (Number.isNaN(l.tb.t[rowOf(l, k)]! + l.off)) return true;
+    return false;
+  });
   if (untimed.length && lists.length > 1)
     throw new Error(
       `${untimed[0]!.file}: events without times cannot be merged with other sources (QEMU: add -msg timestamp=on)`,
     );
-  let events: TraceEvent[] = [];
+  const width = Math.max(0, ...lists.map((l) => l.tb.width));
+  let table: EventTable | null = null;
   for (const l of lists) {
-    let ev = l.ev;
-    if (lists.length > 1 && !isSorted(ev)) {
-      ev = ev.map((e, i) => [e, i] as const).sort((a, b) => a[0].t - b[0].t || a[1] - b[1]).map((p) => p[0]);
+    let tb = copyOf(l, width, l.off);
+    if (lists.length > 1 && !isSorted({ tb, rows: null, file: l.file })) {
+      const order = Array.from({ length: tb.n }, (_, i) => i).sort((a, b) => tb.t[a]! - tb.t[b]! || a - b);
+      tb = copyOf({ tb, rows: Int32Array.from(order), file: l.file }, width, 0);
       notes.push(`${l.file}: records out of time order, sorted (stable)`);
     }
-    events = events.length ? merge2(events, ev) : ev;
+    table = table ? merge2(table, tb) : tb;
   }
-  if (events === lists[0]?.ev) events = events.slice();
-  const moved = attributeQemuWindows(events);
+  table ??= new EventTable(0, 16);
+  const moved = attributeQemuWindows(table);
   if (moved) notes.push(`${moved} QEMU-traced DELETEs placed before the zap events their ioctl emitted (QEMU traces after the call)`);
-  return { events, reports, notes };
+  const merged = table;
+  let events: TraceEvent[] | undefined;
+  return {
+    get events(): TraceEvent[] {
+      return (events ??= merged.toEvents());
+    },
+    table: merged,
+    reports,
+    notes,
+  };
 }

@@ -16,11 +16,13 @@
  * Model-only file (no kernel counterpart).
  */
 import { KVM_MEM_READONLY } from '../uapi/kvm.ts';
+import type { Parsed, ReadOptions } from './events.ts';
 import {
-  countIn, malformed, newReport,
-  type MemslotEvent, type ParseReport, type Parsed, type ReadOptions, type TraceEvent,
-} from './events.ts';
-import { Needle, digitsAt, digitsValue, hexAt, intAt, secondsUsAt } from './scan.ts';
+  B_IMPLIED, B_V2, K_MEMSLOT, MEMSLOT_WIDTH, S_QEMU,
+  V_FLAGS, V_GMEM, V_GMEM_OFF, V_GPA, V_RET, V_SIZE, V_SLOT, V_UA, V_VM,
+} from './event_table.ts';
+import { Needle, digitsAt, digitsValue, hexAt, intAt, sameAt, secondsUsAt } from './scan.ts';
+import { TraceReader } from './trace_reader.ts';
 
 const USED = ['kvm_set_user_memory', 'kvm_convert_memory', 'kvm_memory_fault', 'kvm_clear_dirty_log'];
 
@@ -31,7 +33,7 @@ const NEED_AT = NEED.map((k) => KEYS.indexOf(k));
 const [AS, SLOT, FLAGS, GPA, SIZE, UA, RET, GMEM, GMEM_OFF] = [0, 1, 2, 3, 4, 5, 6, 7, 8] as const;
 
 function indexIn(list: readonly string[], s: string, a: number, b: number): number {
-  for (let k = 0; k < list.length; k++) if (list[k]!.length === b - a && s.startsWith(list[k]!, a)) return k;
+  for (let k = 0; k < list.length; k++) if (list[k]!.length === b - a && sameAt(s, a, list[k]!)) return k;
   return -1;
 }
 
@@ -48,7 +50,7 @@ function keyIndex(s: string, a: number, b: number): number {
     case 18: k = GMEM_OFF; break;
     default: return -1;
   }
-  return s.startsWith(KEYS[k]!, a) ? k : -1;
+  return sameAt(s, a, KEYS[k]!) ? k : -1;
 }
 
 function isNameAt(s: string, a: number, b: number): boolean {
@@ -65,45 +67,30 @@ export function looksLikeQemuTrace(head: string): boolean {
   return /(^|\n)(\d+@\d+\.\d+:)?kvm_set_user_memory /.test(head);
 }
 
-/** One file's reader: the text, its report, and where the current record's fields are. */
-class QemuReader {
-  readonly report: ParseReport;
-  readonly events: TraceEvent[] = [];
+/** One file's reader: where the current record's fields are; events go to the table, by column. */
+class QemuReader extends TraceReader {
   private readonly at = new Needle('@');
   private readonly colon = new Needle(':');
   /** value start/end of each of KEYS in the current record (-1: absent; a repeated key: the last) */
   private readonly vs = new Int32Array(KEYS.length);
   private readonly ve = new Int32Array(KEYS.length);
-  /** each present slot's last successful call (the event itself: no copy per call) */
-  private readonly present = new Map<number, MemslotEvent>();
-  private lastUnknown = '';
+  /** the current record's values, by KEYS index */
+  private readonly val = new Float64Array(KEYS.length);
+  /** each present slot's last successful call (its row) */
+  private readonly present = new Map<number, number>();
+  private implied = false;
+  /** the last record's index in USED */
+  private prevUsed = 0;
 
-  constructor(
-    private readonly s: string,
-    file: string,
-    private readonly opts: ReadOptions,
-  ) {
-    this.report = newReport(file);
+  constructor(s: string, file: string, opts: ReadOptions) {
+    super(s, file, opts, MEMSLOT_WIDTH);
   }
 
-  read(): void {
-    const { s, report } = this;
-    const len = s.length;
-    let ls = 0;
-    let n = 0;
-    while (ls < len) {
-      let le = s.indexOf('\n', ls);
-      if (le === -1) le = len;
-      n++;
-      this.line(ls, le, n);
-      ls = le + 1;
-    }
-    report.lines = n;
-    if (this.events.some((e) => e.kind === 'memslot' && e.implied))
-      report.notes.push('added the untraced size-0 call QEMU makes before a KVM_MEM_READONLY flip');
+  protected override done(): void {
+    if (this.implied) this.report.notes.push('added the untraced size-0 call QEMU makes before a KVM_MEM_READONLY flip');
   }
 
-  private line(ls: number, le: number, line: number): void {
+  protected line(ls: number, le: number, line: number): void {
     const { s, report } = this;
     let t = NaN;
     let tid = -1;
@@ -112,41 +99,66 @@ class QemuReader {
     const colon = this.colon.within(s, ls, le);
     if (at > ls && colon > at && digitsAt(s, ls, at)) {
       t = secondsUsAt(s, at + 1, colon);
-      if (Number.isNaN(t))
-        return malformed(report, line, `expected tid@seconds.microseconds: before the event, got "${s.slice(ls, colon + 1)}"`, this.opts.strict);
+      if (Number.isNaN(t)) return this.bad(line, `expected tid@seconds.microseconds: before the event, got "${s.slice(ls, colon + 1)}"`);
       tid = digitsValue(s, ls, at);
       bs = colon + 1;
     }
     let ne = bs;
     while (ne < le && s.charCodeAt(ne) !== 32) ne++;
-    if (!isNameAt(s, bs, ne)) {
+    // most records repeat the previous record's event: compare with its name first (a name, so no isNameAt)
+    const pu = this.prevUsed;
+    let used: number;
+    if (ne - bs === USED[pu]!.length && sameAt(s, bs, USED[pu]!)) used = pu;
+    else if (!isNameAt(s, bs, ne)) {
       report.other++; // QEMU's own messages share the log file
       return;
-    }
-    const used = indexIn(USED, s, bs, ne);
+    } else used = indexIn(USED, s, bs, ne);
+    if (used !== -1) this.prevUsed = used;
     if (used === -1) return this.unknown(bs, ne);
     if (used !== 0) {
-      this.events.push({ kind: 'vmCall', t, tid, src: 'qemu', line, vm: 0, name: USED[used]!, ret: 0 });
+      this.table.pushBoxed({ kind: 'vmCall', t, tid, src: 'qemu', line, vm: 0, name: USED[used]!, ret: 0 });
       return;
     }
     this.fields(ne + 1, le);
-    const ev = this.memslotRecord(t, tid, line);
-    if (typeof ev === 'string') return malformed(report, line, ev, this.opts.strict);
-    const prev = this.present.get(ev.slot);
-    if (ev.ret === 0 && prev && ev.size !== 0 && ((prev.flags ^ ev.flags) & KVM_MEM_READONLY) !== 0) {
-      this.events.push({ ...ev, flags: prev.flags, gpa: prev.gpa, size: 0, ua: prev.ua, implied: true });
-    }
-    if (ev.ret === 0) {
-      if (ev.size === 0) this.present.delete(ev.slot);
-      else this.present.set(ev.slot, ev);
-    }
-    this.events.push(ev);
+    const err = this.memslotRecord();
+    if (err !== undefined) return this.bad(line, err);
+    this.store(t, tid, line);
   }
 
-  private unknown(a: number, b: number): void {
-    const u = this.lastUnknown;
-    if (u.length !== b - a || !this.s.startsWith(u, a)) this.lastUnknown = this.s.slice(a, b);
-    countIn(this.report.unknown, this.lastUnknown);
+  /** Store the record read by memslotRecord, after the implied size-0 call of a READONLY flip. */
+  private store(t: number, tid: number, line: number): void {
+    const { val, table } = this;
+    const slot = val[SLOT]!;
+    const flags = val[FLAGS]!;
+    const size = val[SIZE]!;
+    const ret = val[RET]!;
+    const v2 = this.vs[GMEM]! >= 0;
+    const prev = this.present.get(slot);
+    if (ret === 0 && prev !== undefined && size !== 0 && ((table.v[V_FLAGS]![prev]! ^ flags) & KVM_MEM_READONLY) !== 0) {
+      this.row(t, tid, line, v2, B_IMPLIED, table.v[V_FLAGS]![prev]!, table.v[V_GPA]![prev]!, 0, table.v[V_UA]![prev]!);
+      this.implied = true;
+    }
+    const i = this.row(t, tid, line, v2, 0, flags, val[GPA]!, size, val[UA]!);
+    if (ret === 0) {
+      if (size === 0) this.present.delete(slot);
+      else this.present.set(slot, i);
+    }
+  }
+
+  private row(t: number, tid: number, line: number, v2: boolean, bits: number, flags: number, gpa: number, size: number, ua: number): number {
+    const { val, table } = this;
+    const i = table.row(K_MEMSLOT, S_QEMU, t, tid, line, bits | (v2 ? B_V2 : 0));
+    const v = table.v;
+    v[V_VM]![i] = 0;
+    v[V_SLOT]![i] = val[SLOT]!;
+    v[V_FLAGS]![i] = flags;
+    v[V_GPA]![i] = gpa;
+    v[V_SIZE]![i] = size;
+    v[V_UA]![i] = ua;
+    v[V_RET]![i] = val[RET]!;
+    v[V_GMEM]![i] = v2 ? val[GMEM]! : 0;
+    v[V_GMEM_OFF]![i] = v2 ? val[GMEM_OFF]! : 0;
+    return i;
   }
 
   /** Space-separated `key=value` / `Key#value` tokens of s[a, b): where each known key's value is. */
@@ -155,11 +167,15 @@ class QemuReader {
     vs.fill(-1);
     let i = a;
     while (i < b) {
+      // the token s[i, j) and its first '=' or '#' at k, in one pass
       let j = i;
-      while (j < b && s.charCodeAt(j) !== 32) j++;
-      let k = i;
-      while (k < j && s.charCodeAt(k) !== 61 /* = */ && s.charCodeAt(k) !== 35 /* # */) k++;
-      if (k > i && k < j) {
+      let k = -1;
+      for (; j < b; j++) {
+        const c = s.charCodeAt(j);
+        if (c === 32) break;
+        if (k === -1 && (c === 61 /* = */ || c === 35) /* # */) k = j;
+      }
+      if (k > i) {
         const key = keyIndex(s, i, k);
         if (key !== -1) {
           vs[key] = k + 1;
@@ -174,9 +190,9 @@ class QemuReader {
     return this.vs[key]! < 0 ? '' : this.s.slice(this.vs[key], this.ve[key]);
   }
 
-  /** One kvm_set_user_memory record from the fields found, or what was expected. */
-  private memslotRecord(t: number, tid: number, line: number): MemslotEvent | string {
-    const { s, vs, ve } = this;
+  /** One kvm_set_user_memory record from the fields found, into `val` (SLOT with the address space), or what was expected. */
+  private memslotRecord(): string | undefined {
+    const { s, vs, ve, val } = this;
     if ((vs[SLOT]! | vs[FLAGS]! | vs[GPA]! | vs[SIZE]! | vs[UA]! | vs[RET]!) < 0) {
       const missing = NEED.filter((_, i) => vs[NEED_AT[i]!]! < 0);
       return `kvm_set_user_memory: expected fields ${NEED.join(', ')}; missing ${missing.join(', ')}`;
@@ -193,20 +209,20 @@ class QemuReader {
       const k = [as, slot, flags, gpa, size, ua, ret].findIndex((v) => Number.isNaN(v));
       return `kvm_set_user_memory: expected a number for ${KEYS[k]}, got "${this.value(k)}"`;
     }
-    const v2 = vs[GMEM]! >= 0;
-    const ev: MemslotEvent = {
-      kind: 'memslot', t, tid, src: 'qemu', line, vm: 0, slot: hasAs ? (as << 16) | slot : slot, flags, gpa, size, ua, ret, v2,
-    };
-    if (v2) {
-      ev.guestMemfd = intAt(s, vs[GMEM]!, ve[GMEM]!);
-      ev.guestMemfdOffset = vs[GMEM_OFF]! >= 0 ? hexAt(s, vs[GMEM_OFF]!, ve[GMEM_OFF]!) : 0;
+    val[SLOT] = hasAs ? (as << 16) | slot : slot;
+    val[FLAGS] = flags;
+    val[GPA] = gpa;
+    val[SIZE] = size;
+    val[UA] = ua;
+    val[RET] = ret;
+    if (vs[GMEM]! >= 0) {
+      val[GMEM] = intAt(s, vs[GMEM]!, ve[GMEM]!);
+      val[GMEM_OFF] = vs[GMEM_OFF]! >= 0 ? hexAt(s, vs[GMEM_OFF]!, ve[GMEM_OFF]!) : 0;
     }
-    return ev;
+    return undefined;
   }
 }
 
 export function readQemuTrace(text: string, file: string, opts: ReadOptions = {}): Parsed {
-  const r = new QemuReader(text, file, opts);
-  r.read();
-  return { events: r.events, report: r.report };
+  return new QemuReader(text, file, opts).read();
 }

@@ -14,6 +14,7 @@ import { kvmOptionsFor } from '../scenario/designs.ts';
 import { ERRNO } from '../uapi/errno.ts';
 import type { Scenario } from '../scenario/schema.ts';
 import type { ParseReport, TraceEvent } from './events.ts';
+import { EventTable } from './event_table.ts';
 import { callText, toScenario, type ObservedKey, type TouchModel } from './to_scenario.ts';
 
 export interface ReplayOptions {
@@ -75,10 +76,12 @@ const MODELLED: { key: ObservedKey; what: string; from: (c: Record<string, numbe
 const errnoName = (n: number): string =>
   n === 0 ? '0' : (Object.entries(ERRNO).find(([, v]) => v === -n)?.[0] ?? `errno ${-n}`);
 
-export async function replayEvents(events: TraceEvent[], inputs: ParseReport[], opts: ReplayOptions = {}): Promise<ReplayResult> {
+/** Replay merged events: mergeStreams' table (no object per event), or events as objects. */
+export async function replayEvents(events: TraceEvent[] | EventTable, inputs: ParseReport[], opts: ReplayOptions = {}): Promise<ReplayResult> {
+  const table = events instanceof EventTable ? events : EventTable.fromEvents(events);
   const host = opts.host ?? {};
   const tdp = resolveHostConfig(kvmOptionsFor({ host } as Scenario)).tdp;
-  const conv = toScenario(events, {
+  const conv = toScenario(table, {
     name: opts.name ?? 'replay', host, tdp,
     ...(opts.touch ? { touch: opts.touch } : {}), ...(opts.backing ? { backing: opts.backing } : {}),
   });
@@ -121,6 +124,6 @@ export async function replayEvents(events: TraceEvent[], inputs: ParseReport[], 
     tracedDesign: traced.design, faultSource: conv.faultSource,
     answers: { compared: conv.calls.size, disagreements },
     observed: { design: traced.design, rows, differences },
-    impossible: conv.impossible, notes: conv.notes, inputs, events: events.length,
+    impossible: conv.impossible, notes: conv.notes, inputs, events: table.n,
   };
 }

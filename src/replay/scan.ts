@@ -84,6 +84,63 @@ function fractionUs(s: string, f: number, fl: number): number {
   return fl >= 6 ? v : v * 10 ** (6 - fl);
 }
 
+/** Does s hold `word` at a (s.startsWith(word, a), as a loop the compiler inlines: no builtin call per record)? */
+export function sameAt(s: string, a: number, word: string): boolean {
+  const n = word.length;
+  if (a + n > s.length) return false;
+  for (let i = 0; i < n; i++) if (s.charCodeAt(a + i) !== word.charCodeAt(i)) return false;
+  return true;
+}
+
+/** hexAt of the space-delimited token starting at j (tokenEnd(s, j, te)), read in one pass. */
+export function hexToken(s: string, j: number, te: number): number {
+  let a = j;
+  if (a + 1 < te && s.charCodeAt(a) === 48 && (s.charCodeAt(a + 1) | 0x20) === 120) a += 2;
+  let v = 0;
+  let k = a;
+  for (; k < te; k++) {
+    const d = hexDigit(s.charCodeAt(k));
+    if (d < 0) break;
+    v = v * 16 + d;
+  }
+  if (k < te && s.charCodeAt(k) !== 32) return NaN; // the token goes on with a character that is not hex
+  const n = k - a;
+  if (n <= 0 || n > 16) return NaN;
+  return n > 13 ? parseInt(s.slice(a, k), 16) : v;
+}
+
+/** The low 12 bits of the hex token at j if it is one (isHexAt of the token), else -1: one pass. */
+export function hexTokenLow12(s: string, j: number, te: number): number {
+  let a = j;
+  if (a + 1 < te && s.charCodeAt(a) === 48 && (s.charCodeAt(a + 1) | 0x20) === 120) a += 2;
+  let v = 0;
+  let k = a;
+  for (; k < te; k++) {
+    const d = hexDigit(s.charCodeAt(k));
+    if (d < 0) break;
+    v = ((v << 4) | d) & 0xfff;
+  }
+  if (k < te && s.charCodeAt(k) !== 32) return -1;
+  const n = k - a;
+  return n <= 0 || n > 16 ? -1 : v;
+}
+
+/** intAt of the space-delimited token starting at j, read in one pass. */
+export function intToken(s: string, j: number, te: number): number {
+  if (j + 1 < te && s.charCodeAt(j) === 48 && s.charCodeAt(j + 1) === 120) return hexToken(s, j, te);
+  const d0 = j < te && s.charCodeAt(j) === 45 ? j + 1 : j;
+  let v = 0;
+  let k = d0;
+  for (; k < te; k++) {
+    const c = s.charCodeAt(k);
+    if (c < 48 || c > 57) break;
+    v = v * 10 + (c - 48);
+  }
+  if (k === d0 || (k < te && s.charCodeAt(k) !== 32)) return NaN;
+  if (k - d0 > 15) return Number(s.slice(j, k));
+  return d0 > j ? -v : v;
+}
+
 /** End of the space-delimited token starting at j (at most te). */
 export function tokenEnd(s: string, j: number, te: number): number {
   let k = j;

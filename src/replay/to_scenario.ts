@@ -19,7 +19,10 @@
 import type { Scenario, Step } from '../scenario/schema.ts';
 import { uapi } from '../index.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../uapi/kvm_x86.ts';
-import type { EnableCapEvent, FaultEvent, MemslotEvent, TraceEvent } from './events.ts';
+import type { CreateVmEvent, EnableCapEvent, MemslotEvent, TraceEvent, UnmapEvent } from './events.ts';
+import {
+  B_CREATED, B_WRITE, EventTable, KINDS, K_FAULT, K_MEMSLOT, SOURCES, V_SIZE, V_UA,
+} from './event_table.ts';
 
 const PAGE = 4096;
 /** Hva is 47 bits (4-level host paging, types/addr.ts): a traced range past it has no host mapping to give */
@@ -59,11 +62,15 @@ interface Extent {
   name: string;
 }
 
-function extents(ev: TraceEvent[]): Extent[] {
-  const r = ev
-    .filter((e): e is MemslotEvent => e.kind === 'memslot' && e.size > 0 && e.ua > 0 && e.ua + e.size <= HVA_LIMIT)
-    .map((e) => [Math.floor(e.ua / PAGE) * PAGE, Math.ceil((e.ua + e.size) / PAGE) * PAGE] as [number, number])
-    .sort((a, b) => a[0] - b[0]);
+function extents(tb: EventTable): Extent[] {
+  const r: [number, number][] = [];
+  for (let i = 0; i < tb.n; i++) {
+    if (tb.kind[i] !== K_MEMSLOT) continue;
+    const size = tb.num(i, V_SIZE, 'size');
+    const ua = tb.num(i, V_UA, 'ua');
+    if (size > 0 && ua > 0 && ua + size <= HVA_LIMIT) r.push([Math.floor(ua / PAGE) * PAGE, Math.ceil((ua + size) / PAGE) * PAGE]);
+  }
+  r.sort((a, b) => a[0] - b[0]);
   const out: Extent[] = [];
   for (const [s, e] of r) {
     const last = out.at(-1);
@@ -88,9 +95,9 @@ interface Live {
 }
 
 /** Choose the fault source: the highest-priority event kind present in the trace. */
-function faultSourceOf(ev: TraceEvent[], tdp: boolean): string | null {
+function faultSourceOf(tb: EventTable, tdp: boolean): string | null {
   const seen = new Set<string>();
-  for (const e of ev) if (e.kind === 'fault') seen.add(e.tp);
+  for (let i = 0; i < tb.n; i++) if (tb.kind[i] === K_FAULT) seen.add(tb.faultTp(i));
   for (const s of FAULT_SOURCES) if (seen.has(s) && (s !== 'kvm_page_fault' || tdp)) return s;
   return null;
 }
@@ -104,13 +111,22 @@ export interface ConvertOptions {
   backing?: '4k' | 'thp';
 }
 
-export function toScenario(ev: TraceEvent[], opts: ConvertOptions): Conversion {
-  return new Converter(ev, opts).run();
+export function toScenario(ev: TraceEvent[] | EventTable, opts: ConvertOptions): Conversion {
+  return new Converter(ev instanceof EventTable ? ev : EventTable.fromEvents(ev), opts).run();
+}
+
+/** The events of one kind (the rare, boxed ones: VM and vCPU creation). */
+function eventsOf<K extends TraceEvent['kind']>(tb: EventTable, kind: K): Extract<TraceEvent, { kind: K }>[] {
+  const code = KINDS.indexOf(kind);
+  const out: Extract<TraceEvent, { kind: K }>[] = [];
+  for (let i = 0; i < tb.n; i++) if (tb.kind[i] === code) out.push(tb.event(i) as Extract<TraceEvent, { kind: K }>);
+  return out;
 }
 
 /** The scenario: one VM per traced KVM_CREATE_VM (at least one), every VM declaring the host regions. */
-function scenarioOf(ev: TraceEvent[], ext: Extent[], opts: ConvertOptions): Scenario {
-  const created = ev.filter((e) => e.kind === 'createVm' && e.ret === 0);
+function scenarioOf(tb: EventTable, ext: Extent[], opts: ConvertOptions): Scenario {
+  const created: CreateVmEvent[] = eventsOf(tb, 'createVm').filter((e) => e.ret === 0);
+  const vcpuEvents = eventsOf(tb, 'createVcpu');
   const vmCount = Math.max(1, created.length);
   const regions = [
     ...ext.map((x) => ({ name: x.name, gpa: 0, size: x.end - x.start, present: false, backing: opts.backing ?? '4k' })),
@@ -119,7 +135,7 @@ function scenarioOf(ev: TraceEvent[], ext: Extent[], opts: ConvertOptions): Scen
   ];
   const vms = Array.from({ length: vmCount }, (_, v) => {
     const c = created.find((e) => e.kind === 'createVm' && e.vm === v);
-    const vcpus = ev.filter((e) => e.kind === 'createVcpu' && e.ret === 0 && e.vm === v).length;
+    const vcpus = vcpuEvents.filter((e) => e.ret === 0 && e.vm === v).length;
     return { name: `vm${v}`, type: c?.kind === 'createVm' ? c.type : 0, vcpus: Math.max(1, vcpus), regions };
   });
   return {
@@ -141,14 +157,19 @@ class Converter {
   private steps: Step[] = [];
 
   constructor(
-    private readonly ev: TraceEvent[],
+    private readonly tb: EventTable,
     private readonly opts: ConvertOptions,
   ) {
-    this.ext = extents(ev);
-    const sc = scenarioOf(ev, this.ext, opts);
-    this.fs = faultSourceOf(ev, opts.tdp);
+    this.ext = extents(tb);
+    const sc = scenarioOf(tb, this.ext, opts);
+    this.fs = faultSourceOf(tb, opts.tdp);
     this.drive = opts.tdp;
-    const t0 = ev.find((e) => !Number.isNaN(e.t))?.t ?? 0;
+    let t0 = 0;
+    for (let i = 0; i < tb.n; i++) {
+      if (Number.isNaN(tb.t[i]!)) continue;
+      t0 = tb.t[i]!;
+      break;
+    }
     const touch = opts.touch
       ? `assumed (--touch ${opts.touch.pages}: a seeded working set of ${opts.touch.pages} pages written in every writable slot before each memslot call and at the end)`
       : 'none in the trace';
@@ -158,7 +179,7 @@ class Converter {
   }
 
   run(): Conversion {
-    for (let i = 0; i < this.ev.length; i++) this.event(this.ev[i]!, i);
+    for (let i = 0; i < this.tb.n; i++) this.event(i);
     this.touch();
     this.close();
     const { out, opts } = this;
@@ -170,17 +191,21 @@ class Converter {
     return out;
   }
 
-  private event(e: TraceEvent, i: number): void {
+  /** Row i: the hot kinds read from their columns, the rare ones as their event objects. */
+  private event(i: number): void {
     const o = this.seg.observed;
-    switch (e.kind) {
+    const tb = this.tb;
+    switch (KINDS[tb.kind[i]!]) {
       case 'memslot':
-        return this.memslot(e, i);
+        return this.memslot(tb.event(i) as MemslotEvent, i);
       case 'enableCap':
-        return this.enableCap(e);
+        return this.enableCap(tb.event(i) as EnableCapEvent);
       case 'fault':
-        return this.fault(e);
-      case 'unmap':
+        return this.fault(i);
+      case 'unmap': {
+        const e = tb.event(i) as UnmapEvent;
         return this.unmap(e.start, e.end);
+      }
       case 'zapAllFast':
         o.zapAllFast++;
         return;
@@ -188,7 +213,7 @@ class Converter {
         o.shadowZapped++;
         return;
       case 'getPage':
-        if (e.created) o.shadowCreated++;
+        if (tb.flag(i, B_CREATED, 'created')) o.shadowCreated++;
         return;
       case 'leafZap':
         o.leafZapped++;
@@ -204,6 +229,11 @@ class Converter {
 
   private where(e: TraceEvent): string {
     return `${e.src}:${e.line} ${this.rel(e.t)}`;
+  }
+
+  private whereRow(i: number): string {
+    const tb = this.tb;
+    return `${SOURCES[tb.src[i]!]}:${tb.line[i]} ${this.rel(tb.t[i]!)}`;
   }
 
   private regionOf(ua: number): { name: string; offset: number } | undefined {
@@ -259,20 +289,24 @@ class Converter {
     if (rest) this.steps.push({ vm: `vm${e.vm}`, enableCap: e.cap, args: [rest] } as Step);
   }
 
-  private fault(e: FaultEvent): void {
-    if (e.tp !== this.fs) return;
+  private fault(i: number): void {
+    const tb = this.tb;
+    const tp = tb.faultTp(i);
+    if (tp !== this.fs) return;
     this.seg.observed.faults++;
-    const gpa = e.gfn * PAGE;
+    const gfn = tb.gfn(i);
+    const gpa = gfn * PAGE;
     let covered = false;
     for (const s of this.live[0]!.values()) if (gpa >= s.gpa && gpa < s.gpa + s.size) covered = true;
     if (!covered) {
-      this.out.impossible.push(`${this.where(e)}: ${e.tp} on gfn ${hex(e.gfn)}, which no memslot covers (not replayed)`);
+      this.out.impossible.push(`${this.whereRow(i)}: ${tp} on gfn ${hex(gfn)}, which no memslot covers (not replayed)`);
       return;
     }
     if (!this.drive) return;
-    let v = this.vcpuOfTid.get(e.tid);
-    if (v === undefined) this.vcpuOfTid.set(e.tid, (v = this.vcpuOfTid.size % this.out.scenario.vms[0]!.vcpus!));
-    const kind = e.write ? 'write' : 'read';
+    const tid = tb.tid[i]!;
+    let v = this.vcpuOfTid.get(tid);
+    if (v === undefined) this.vcpuOfTid.set(tid, (v = this.vcpuOfTid.size % this.out.scenario.vms[0]!.vcpus!));
+    const kind = tb.flag(i, B_WRITE, 'write') ? 'write' : 'read';
     // Consecutive faults on consecutive pages by one vCPU are one range pattern: the same accesses in the
     // same order, one step instead of many (guests touch memory linearly far more often than not).
     const last = this.steps.at(-1) as { access?: { offset: number; length: number; kind: string; vcpus: number[]; workingSet?: number } } | undefined;

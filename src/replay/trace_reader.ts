@@ -1,0 +1,59 @@
+/**
+ * What the QEMU-trace and kernel-trace readers share: the file's text, the options, the report, the event
+ * table, the line loop (one indexOf per line, no substring), and the count of unknown events by name
+ * (the name is sliced only when it differs from the previous unknown one: a log of one unused event
+ * costs one substring). Model-only file (no kernel counterpart).
+ */
+import { countIn, malformed, newReport, type ParseReport, type Parsed, type ReadOptions, type TraceEvent } from './events.ts';
+import { EventTable, parsedOf } from './event_table.ts';
+
+export abstract class TraceReader {
+  readonly report: ParseReport;
+  readonly table: EventTable;
+  private lastUnknown = '';
+
+  constructor(
+    protected readonly s: string,
+    file: string,
+    protected readonly opts: ReadOptions,
+    width: number,
+  ) {
+    this.report = newReport(file);
+    // about one row per 80 characters of trace (records are longer): few or no doublings of the columns
+    this.table = new EventTable(width, Math.min(1 << 22, Math.max(1024, Math.ceil(s.length / 80))));
+  }
+
+  /** One line, s[ls, le) without its newline; `line` is 1-based. */
+  protected abstract line(ls: number, le: number, line: number): void;
+
+  read<E extends TraceEvent = TraceEvent>(): Parsed<E> {
+    const s = this.s;
+    const len = s.length;
+    let ls = 0;
+    let n = 0;
+    while (ls < len) {
+      let le = s.indexOf('\n', ls);
+      if (le === -1) le = len;
+      n++;
+      this.line(ls, le, n);
+      ls = le + 1;
+    }
+    this.report.lines = n;
+    this.done();
+    return parsedOf<E>(this.table, this.report);
+  }
+
+  /** After the last line (notes about the whole file). */
+  protected done(): void {}
+
+  protected bad(line: number, what: string): void {
+    malformed(this.report, line, what, this.opts.strict);
+  }
+
+  /** Count a record of the unused event named s[a, b). */
+  protected unknown(a: number, b: number): void {
+    const u = this.lastUnknown;
+    if (u.length !== b - a || !this.s.startsWith(u, a)) this.lastUnknown = this.s.slice(a, b);
+    countIn(this.report.unknown, this.lastUnknown);
+  }
+}
