@@ -22,7 +22,7 @@ import { countIn, type KernelEvent, type Parsed, type ReadOptions } from './even
 import { B_CREATED, B_WRITE, KERNEL_WIDTH, K_FAULT, K_GET_PAGE, K_LEAF_ZAP, K_PREPARE_ZAP_PAGE, K_ZAP_ALL_FAST, S_KERNEL, V_GEN } from './event_table.ts';
 import { TraceReader } from './trace_reader.ts';
 import {
-  FieldFinder, Needle, digitsAt, sameAt, digitsValue, hexAt, hexToken, hexTokenLow12, intToken, isTrimSpace, secondsUsAt,
+  FieldFinder, Needle, digitsAt, digitsValue, sameAt, hexAt, hexToken, hexTokenLow12, intToken, isTrimSpace, secondsUsAt,
 } from './scan.ts';
 
 /** Does this text look like tracefs or trace-cmd report output? */
@@ -42,7 +42,7 @@ interface Rec {
   nameEnd: number;
   /** the event's own text, to the end of the line */
   textStart: number;
-  /** index in EVENTS when the name was matched while scanning (-1: not yet known) */
+  /** index in EVENTS of the record's event (-1: not one the replay uses) */
   id: number;
 }
 
@@ -51,7 +51,7 @@ const EVENTS = [
   'kvm_mmu_get_page', 'kvm_mmu_prepare_zap_page', 'kvm_mmu_zap_all_fast', 'kvm_unmap_hva_range',
 ] as const;
 
-/** Index in EVENTS of the name s[a, b), or -1: dispatched on length and one character, then one startsWith. */
+/** Index in EVENTS of the name s[a, b), or -1: dispatched on length and one character, then one compare. */
 function eventIndex(s: string, a: number, b: number): number {
   let k: number;
   switch (b - a) {
@@ -116,8 +116,7 @@ class FtraceReader extends TraceReader {
     }
     const ok = this.scanRecord(from, le);
     const t = ok ? secondsUsAt(s, rec.timeStart, rec.timeEnd) : NaN;
-    const id = !ok ? -1 : rec.id >= 0 ? rec.id : eventIndex(s, rec.nameStart, rec.nameEnd);
-    if (id >= 0) this.prevId = id;
+    const id = ok ? rec.id : -1;
     if (!ok || Number.isNaN(t) || (id === -1 && !isEventNameAt(s, rec.nameStart, rec.nameEnd)))
       return this.bad(n, 'expected "comm-pid [cpu] seconds.microseconds: event: fields" (tracefs or trace-cmd report)');
     if (opts.pids && !opts.pids.has(rec.pid) && !opts.pids.has(rec.tgid)) {
@@ -162,15 +161,10 @@ class FtraceReader extends TraceReader {
     r.timeStart = ts;
     r.timeEnd = colon;
     const nameStart = colon + 2;
-    // most records repeat the previous record's event: its name followed by ':' is this one's (no scan)
-    const prev = this.prevId;
-    const pn = prev >= 0 ? EVENTS[prev]!.length : 0;
     let c2 = nameStart;
-    r.id = -1;
-    if (prev >= 0 && nameStart + pn < le && s.charCodeAt(nameStart + pn) === 58 && sameAt(s, nameStart, EVENTS[prev]!)) {
-      c2 = nameStart + pn;
-      r.id = prev;
-    } else {
+    r.id = this.usedAt(nameStart, le);
+    if (r.id >= 0) c2 = nameStart + EVENTS[r.id]!.length;
+    else {
       while (c2 < le && s.charCodeAt(c2) !== 58) c2++;
       if (c2 >= le) return false;
     }
@@ -180,6 +174,25 @@ class FtraceReader extends TraceReader {
     while (t0 < le && s.charCodeAt(t0) === 32) t0++;
     r.textStart = t0;
     return true;
+  }
+
+  /**
+   * The index in EVENTS of the event named at a (its name and ':' there), else -1: records mostly repeat
+   * the previous record's event, so its name is compared first, then the name is read up to ':' and
+   * dispatched on its length and one character.
+   */
+  private usedAt(a: number, le: number): number {
+    const s = this.s;
+    const prev = this.prevId;
+    if (prev >= 0) {
+      const n = EVENTS[prev]!.length;
+      if (a + n < le && s.charCodeAt(a + n) === 58 && sameAt(s, a, EVENTS[prev]!)) return prev;
+    }
+    let c = a;
+    while (c < le && s.charCodeAt(c) !== 58) c++;
+    const k = c < le ? eventIndex(s, a, c) : -1;
+    if (k >= 0) this.prevId = k;
+    return k;
   }
 
   /** `comm-pid` or `comm-pid (tgid)` in s[a, b), trimmed: pid and tgid into rec; false if neither. */

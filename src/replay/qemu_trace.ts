@@ -21,7 +21,7 @@ import {
   B_IMPLIED, B_V2, K_MEMSLOT, MEMSLOT_WIDTH, S_QEMU,
   V_FLAGS, V_GMEM, V_GMEM_OFF, V_GPA, V_RET, V_SIZE, V_SLOT, V_UA, V_VM,
 } from './event_table.ts';
-import { Needle, digitsAt, digitsValue, hexAt, intAt, sameAt, secondsUsAt } from './scan.ts';
+import { Needle, digitsValue, hexToken, intToken, sameAt, secondsUsAt, tokenStop } from './scan.ts';
 import { TraceReader } from './trace_reader.ts';
 
 const USED = ['kvm_set_user_memory', 'kvm_convert_memory', 'kvm_memory_fault', 'kvm_clear_dirty_log'];
@@ -31,6 +31,8 @@ const KEYS = ['AddrSpace', 'Slot', 'flags', 'gpa', 'size', 'ua', 'ret', 'guest_m
 const NEED = ['Slot', 'flags', 'gpa', 'size', 'ua', 'ret'] as const;
 const NEED_AT = NEED.map((k) => KEYS.indexOf(k));
 const [AS, SLOT, FLAGS, GPA, SIZE, UA, RET, GMEM, GMEM_OFF] = [0, 1, 2, 3, 4, 5, 6, 7, 8] as const;
+/** which KEYS are decimal (%d; a 0x prefix reads hex), the others hex */
+const INT_KEY = KEYS.map((k) => k === 'AddrSpace' || k === 'Slot' || k === 'ret' || k === 'guest_memfd');
 
 function indexIn(list: readonly string[], s: string, a: number, b: number): number {
   for (let k = 0; k < list.length; k++) if (list[k]!.length === b - a && sameAt(s, a, list[k]!)) return k;
@@ -69,13 +71,14 @@ export function looksLikeQemuTrace(head: string): boolean {
 
 /** One file's reader: where the current record's fields are; events go to the table, by column. */
 class QemuReader extends TraceReader {
-  private readonly at = new Needle('@');
   private readonly colon = new Needle(':');
   /** value start/end of each of KEYS in the current record (-1: absent; a repeated key: the last) */
   private readonly vs = new Int32Array(KEYS.length);
   private readonly ve = new Int32Array(KEYS.length);
-  /** the current record's values, by KEYS index */
+  /** the current record's values, by KEYS index (parsed as the fields are found) */
   private readonly val = new Float64Array(KEYS.length);
+  /** the current record's slot with its address space in bits 16+ */
+  private slotId = 0;
   /** each present slot's last successful call (its row) */
   private readonly present = new Map<number, number>();
   private implied = false;
@@ -95,12 +98,15 @@ class QemuReader extends TraceReader {
     let t = NaN;
     let tid = -1;
     let bs = ls;
-    const at = this.at.within(s, ls, le);
-    const colon = this.colon.within(s, ls, le);
-    if (at > ls && colon > at && digitsAt(s, ls, at)) {
+    // `tid@`: digits from the line's start, then '@' (the first '@' of the line)
+    let at = ls;
+    let v = 0;
+    for (let c = s.charCodeAt(at); at < le && c >= 48 && c <= 57; c = s.charCodeAt(++at)) v = v * 10 + (c - 48);
+    const colon = at > ls && at < le && s.charCodeAt(at) === 64 ? this.colon.within(s, at, le) : -1;
+    if (colon !== -1) {
       t = secondsUsAt(s, at + 1, colon);
       if (Number.isNaN(t)) return this.bad(line, `expected tid@seconds.microseconds: before the event, got "${s.slice(ls, colon + 1)}"`);
-      tid = digitsValue(s, ls, at);
+      tid = at - ls > 15 ? digitsValue(s, ls, at) : v;
       bs = colon + 1;
     }
     let ne = bs;
@@ -128,7 +134,7 @@ class QemuReader extends TraceReader {
   /** Store the record read by memslotRecord, after the implied size-0 call of a READONLY flip. */
   private store(t: number, tid: number, line: number): void {
     const { val, table } = this;
-    const slot = val[SLOT]!;
+    const slot = this.slotId;
     const flags = val[FLAGS]!;
     const size = val[SIZE]!;
     const ret = val[RET]!;
@@ -150,7 +156,7 @@ class QemuReader extends TraceReader {
     const i = table.row(K_MEMSLOT, S_QEMU, t, tid, line, bits | (v2 ? B_V2 : 0));
     const v = table.v;
     v[V_VM]![i] = 0;
-    v[V_SLOT]![i] = val[SLOT]!;
+    v[V_SLOT]![i] = this.slotId;
     v[V_FLAGS]![i] = flags;
     v[V_GPA]![i] = gpa;
     v[V_SIZE]![i] = size;
@@ -163,24 +169,27 @@ class QemuReader extends TraceReader {
 
   /** Space-separated `key=value` / `Key#value` tokens of s[a, b): where each known key's value is. */
   private fields(a: number, b: number): void {
-    const { s, vs, ve } = this;
+    const { s, vs, ve, val } = this;
     vs.fill(-1);
     let i = a;
     while (i < b) {
-      // the token s[i, j) and its first '=' or '#' at k, in one pass
-      let j = i;
-      let k = -1;
-      for (; j < b; j++) {
-        const c = s.charCodeAt(j);
-        if (c === 32) break;
-        if (k === -1 && (c === 61 /* = */ || c === 35) /* # */) k = j;
+      // the key up to the token's first '=' or '#' at k; a known key's value is parsed as it is read
+      let k = i;
+      let c = 0;
+      for (; k < b; k++) {
+        c = s.charCodeAt(k);
+        if (c === 32 || c === 61 /* = */ || c === 35 /* # */) break;
       }
-      if (k > i) {
-        const key = keyIndex(s, i, k);
-        if (key !== -1) {
-          vs[key] = k + 1;
-          ve[key] = j;
-        }
+      let j = k;
+      const key = k > i && k < b && c !== 32 ? keyIndex(s, i, k) : -1;
+      if (key !== -1) {
+        val[key] = INT_KEY[key] ? intToken(s, k + 1, b) : hexToken(s, k + 1, b);
+        j = Math.max(tokenStop, k + 1);
+      }
+      while (j < b && s.charCodeAt(j) !== 32) j++;
+      if (key !== -1) {
+        vs[key] = k + 1;
+        ve[key] = j;
       }
       i = j + 1;
     }
@@ -192,33 +201,20 @@ class QemuReader extends TraceReader {
 
   /** One kvm_set_user_memory record from the fields found, into `val` (SLOT with the address space), or what was expected. */
   private memslotRecord(): string | undefined {
-    const { s, vs, ve, val } = this;
+    const { vs, val } = this;
     if ((vs[SLOT]! | vs[FLAGS]! | vs[GPA]! | vs[SIZE]! | vs[UA]! | vs[RET]!) < 0) {
       const missing = NEED.filter((_, i) => vs[NEED_AT[i]!]! < 0);
       return `kvm_set_user_memory: expected fields ${NEED.join(', ')}; missing ${missing.join(', ')}`;
     }
     const hasAs = vs[AS]! >= 0;
-    const as = hasAs ? intAt(s, vs[AS]!, ve[AS]!) : 0;
-    const slot = intAt(s, vs[SLOT]!, ve[SLOT]!);
-    const flags = hexAt(s, vs[FLAGS]!, ve[FLAGS]!);
-    const gpa = hexAt(s, vs[GPA]!, ve[GPA]!);
-    const size = hexAt(s, vs[SIZE]!, ve[SIZE]!);
-    const ua = hexAt(s, vs[UA]!, ve[UA]!);
-    const ret = intAt(s, vs[RET]!, ve[RET]!);
-    if (Number.isNaN(as + slot + flags + gpa + size + ua + ret)) {
-      const k = [as, slot, flags, gpa, size, ua, ret].findIndex((v) => Number.isNaN(v));
+    const as = hasAs ? val[AS]! : 0;
+    const slot = val[SLOT]!;
+    if (Number.isNaN(as + slot + val[FLAGS]! + val[GPA]! + val[SIZE]! + val[UA]! + val[RET]!)) {
+      const k = [as, slot, val[FLAGS], val[GPA], val[SIZE], val[UA], val[RET]].findIndex((v) => Number.isNaN(v));
       return `kvm_set_user_memory: expected a number for ${KEYS[k]}, got "${this.value(k)}"`;
     }
-    val[SLOT] = hasAs ? (as << 16) | slot : slot;
-    val[FLAGS] = flags;
-    val[GPA] = gpa;
-    val[SIZE] = size;
-    val[UA] = ua;
-    val[RET] = ret;
-    if (vs[GMEM]! >= 0) {
-      val[GMEM] = intAt(s, vs[GMEM]!, ve[GMEM]!);
-      val[GMEM_OFF] = vs[GMEM_OFF]! >= 0 ? hexAt(s, vs[GMEM_OFF]!, ve[GMEM_OFF]!) : 0;
-    }
+    this.slotId = hasAs ? (as << 16) | slot : slot;
+    if (vs[GMEM_OFF]! < 0) val[GMEM_OFF] = 0;
     return undefined;
   }
 }

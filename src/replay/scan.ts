@@ -92,6 +92,12 @@ export function sameAt(s: string, a: number, word: string): boolean {
   return true;
 }
 
+/**
+ * Where the last hexToken/intToken stopped reading: the token's end when it was a number, else the first
+ * character that made it not one (a caller that needs the token's end scans on from there to the space).
+ */
+export let tokenStop = 0;
+
 /** hexAt of the space-delimited token starting at j (tokenEnd(s, j, te)), read in one pass. */
 export function hexToken(s: string, j: number, te: number): number {
   let a = j;
@@ -103,6 +109,7 @@ export function hexToken(s: string, j: number, te: number): number {
     if (d < 0) break;
     v = v * 16 + d;
   }
+  tokenStop = k;
   if (k < te && s.charCodeAt(k) !== 32) return NaN; // the token goes on with a character that is not hex
   const n = k - a;
   if (n <= 0 || n > 16) return NaN;
@@ -136,6 +143,7 @@ export function intToken(s: string, j: number, te: number): number {
     if (c < 48 || c > 57) break;
     v = v * 10 + (c - 48);
   }
+  tokenStop = k;
   if (k === d0 || (k < te && s.charCodeAt(k) !== 32)) return NaN;
   if (k - d0 > 15) return Number(s.slice(j, k));
   return d0 > j ? -v : v;
