@@ -22,7 +22,7 @@ import { countIn, type KernelEvent, type Parsed, type ReadOptions } from './even
 import { B_CREATED, B_WRITE, KERNEL_WIDTH, K_FAULT, K_GET_PAGE, K_LEAF_ZAP, K_PREPARE_ZAP_PAGE, K_ZAP_ALL_FAST, S_KERNEL, V_GEN } from './event_table.ts';
 import { TraceReader } from './trace_reader.ts';
 import {
-  FieldFinder, Needle, digitsAt, digitsValue, sameAt, hexAt, hexToken, hexTokenLow12, intToken, isTrimSpace, secondsUsAt,
+  FieldFinder, Needle, digitsAt, digitsValue, sameAt, hexAt, hexToken, hexTokenLow12, intToken, isTrimSpace, secondsOf,
 } from './scan.ts';
 
 /** Does this text look like tracefs or trace-cmd report output? */
@@ -35,9 +35,8 @@ interface Rec {
   pid: number;
   /** -1 when the trace has no tgid column (or prints "-----") */
   tgid: number;
-  /** the time field (latency flags before it dropped) */
-  timeStart: number;
-  timeEnd: number;
+  /** the time field (latency flags before it dropped), in microseconds (NaN if not seconds.fraction) */
+  time: number;
   nameStart: number;
   nameEnd: number;
   /** the event's own text, to the end of the line */
@@ -88,7 +87,7 @@ type Result = string | undefined;
 
 /** One file's reader: the per-file search state; events go to the table, by column. */
 class FtraceReader extends TraceReader {
-  private readonly rec: Rec = { pid: 0, tgid: -1, timeStart: 0, timeEnd: 0, nameStart: 0, nameEnd: 0, textStart: 0, id: -1 };
+  private readonly rec: Rec = { pid: 0, tgid: -1, time: 0, nameStart: 0, nameEnd: 0, textStart: 0, id: -1 };
   /** the last record's event (index in EVENTS), tried first on the next */
   private prevId = -1;
   private readonly cpuOpen = new Needle(' [');
@@ -115,7 +114,7 @@ class FtraceReader extends TraceReader {
       return;
     }
     const ok = this.scanRecord(from, le);
-    const t = ok ? secondsUsAt(s, rec.timeStart, rec.timeEnd) : NaN;
+    const t = ok ? rec.time : NaN;
     const id = ok ? rec.id : -1;
     if (!ok || Number.isNaN(t) || (id === -1 && !isEventNameAt(s, rec.nameStart, rec.nameEnd)))
       return this.bad(n, 'expected "comm-pid [cpu] seconds.microseconds: event: fields" (tracefs or trace-cmd report)');
@@ -146,20 +145,29 @@ class FtraceReader extends TraceReader {
     if (!this.scanTask(ls, lb)) return false;
     let i = rb + 2;
     while (i < le && s.charCodeAt(i) === 32) i++;
-    // the first ": ", and the token before it (latency flags such as d..1. come before the time)
+    // the first ": ", and the token before it (latency flags such as d..1. come before the time), read
+    // as seconds.fraction on the way (secondsUsAt of the token: NaN unless digits and one '.')
     let colon = -1;
     let ts = i;
+    let dot = -1;
+    let sec = 0;
+    let bad = false;
     for (let p = i; p + 1 < le; p++) {
       const c = s.charCodeAt(p);
-      if (c === 32) ts = p + 1;
-      else if (c === 58 && s.charCodeAt(p + 1) === 32) {
+      if (c === 32) {
+        ts = p + 1;
+        dot = -1;
+        sec = 0;
+        bad = false;
+      } else if (c === 58 && s.charCodeAt(p + 1) === 32) {
         colon = p;
         break;
-      }
+      } else if (c === 46 && dot === -1) dot = p;
+      else if (c < 48 || c > 57) bad = true;
+      else if (dot === -1) sec = sec * 10 + (c - 48);
     }
     if (colon === -1) return false;
-    r.timeStart = ts;
-    r.timeEnd = colon;
+    r.time = bad ? NaN : secondsOf(s, ts, colon, dot, sec);
     const nameStart = colon + 2;
     let c2 = nameStart;
     r.id = this.usedAt(nameStart, le);

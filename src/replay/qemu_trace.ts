@@ -21,7 +21,7 @@ import {
   B_IMPLIED, B_V2, K_MEMSLOT, MEMSLOT_WIDTH, S_QEMU,
   V_FLAGS, V_GMEM, V_GMEM_OFF, V_GPA, V_RET, V_SIZE, V_SLOT, V_UA, V_VM,
 } from './event_table.ts';
-import { Needle, digitsValue, hexToken, intToken, sameAt, secondsUsAt, tokenStop } from './scan.ts';
+import { Needle, digitsValue, hexToken, intToken, sameAt, secondsUsUntil, tokenStop } from './scan.ts';
 import { TraceReader } from './trace_reader.ts';
 
 const USED = ['kvm_set_user_memory', 'kvm_convert_memory', 'kvm_memory_fault', 'kvm_clear_dirty_log'];
@@ -53,6 +53,13 @@ function keyIndex(s: string, a: number, b: number): number {
     default: return -1;
   }
   return sameAt(s, a, KEYS[k]!) ? k : -1;
+}
+
+/** The first space in s[a, b), else b. */
+function nameEnd(s: string, a: number, b: number): number {
+  let i = a;
+  while (i < b && s.charCodeAt(i) !== 32) i++;
+  return i;
 }
 
 function isNameAt(s: string, a: number, b: number): boolean {
@@ -102,20 +109,25 @@ class QemuReader extends TraceReader {
     let at = ls;
     let v = 0;
     for (let c = s.charCodeAt(at); at < le && c >= 48 && c <= 57; c = s.charCodeAt(++at)) v = v * 10 + (c - 48);
-    const colon = at > ls && at < le && s.charCodeAt(at) === 64 ? this.colon.within(s, at, le) : -1;
+    let colon = -1;
+    if (at > ls && at < le && s.charCodeAt(at) === 64) {
+      // the time read up to the line's first ':' in one pass; else that ':' is looked for (t is NaN)
+      t = secondsUsUntil(s, at + 1, le, 58);
+      colon = tokenStop !== -1 ? tokenStop : this.colon.within(s, at, le);
+    }
     if (colon !== -1) {
-      t = secondsUsAt(s, at + 1, colon);
       if (Number.isNaN(t)) return this.bad(line, `expected tid@seconds.microseconds: before the event, got "${s.slice(ls, colon + 1)}"`);
       tid = at - ls > 15 ? digitsValue(s, ls, at) : v;
       bs = colon + 1;
     }
-    let ne = bs;
-    while (ne < le && s.charCodeAt(ne) !== 32) ne++;
-    // most records repeat the previous record's event: compare with its name first (a name, so no isNameAt)
+    // most records repeat the previous record's event: its name, then a space or the line's end, is this
+    // record's name (a name, so no isNameAt; no scan for the space)
     const pu = this.prevUsed;
+    const pn = USED[pu]!.length;
+    let ne = bs + pn;
     let used: number;
-    if (ne - bs === USED[pu]!.length && sameAt(s, bs, USED[pu]!)) used = pu;
-    else if (!isNameAt(s, bs, ne)) {
+    if ((ne === le || (ne < le && s.charCodeAt(ne) === 32)) && sameAt(s, bs, USED[pu]!)) used = pu;
+    else if (!isNameAt(s, bs, (ne = nameEnd(s, bs, le)))) {
       report.other++; // QEMU's own messages share the log file
       return;
     } else used = indexIn(USED, s, bs, ne);

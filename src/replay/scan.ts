@@ -77,6 +77,41 @@ export function secondsUsAt(s: string, a: number, b: number): number {
   return sec * 1e6 + fractionUs(s, dot + 1, fl);
 }
 
+/**
+ * secondsUsAt of s[a, c), c being the first `stop` character in s[a, b), in one pass: tokenStop is c. When
+ * a character other than a digit or a first '.' comes before any stop, or no stop comes before b, the
+ * answer is NaN and tokenStop -1 (the caller finds c by other means; the time would be NaN anyway).
+ */
+export function secondsUsUntil(s: string, a: number, b: number, stop: number): number {
+  let dot = -1;
+  let sec = 0;
+  let i = a;
+  for (; i < b; i++) {
+    const c = s.charCodeAt(i);
+    if (c === stop) break;
+    if (c === 46 && dot === -1) dot = i;
+    else if (c < 48 || c > 57) break;
+    else if (dot === -1) sec = sec * 10 + (c - 48);
+  }
+  if (i >= b || s.charCodeAt(i) !== stop) {
+    tokenStop = -1;
+    return NaN;
+  }
+  tokenStop = i;
+  return secondsOf(s, a, i, dot, sec);
+}
+
+/**
+ * secondsUsAt of s[a, b) for a caller that has checked its characters (digits and one '.' at dot, -1 if
+ * none) and summed the digits before the dot in sec.
+ */
+export function secondsOf(s: string, a: number, b: number, dot: number, sec: number): number {
+  const fl = b - dot - 1;
+  if (dot <= a || fl < 1 || fl > 9) return NaN;
+  if (dot - a > 15) return Number(s.slice(a, dot)) * 1e6 + fractionUs(s, dot + 1, fl);
+  return sec * 1e6 + fractionUs(s, dot + 1, fl);
+}
+
 function fractionUs(s: string, f: number, fl: number): number {
   const n = fl >= 6 ? 6 : fl;
   let v = 0;

@@ -15,7 +15,7 @@ import {
   countIn, malformed, newReport, parseInteger,
   type Parsed, type ReadOptions, type TraceEvent,
 } from './events.ts';
-import { Needle, digitsValue, isTrimSpace, secondsUsAt } from './scan.ts';
+import { Needle, digitsValue, isTrimSpace, sameAt, secondsOf } from './scan.ts';
 
 /** KVMIO (0xae) ioctl numbers, for `_IOC(…, 0xae, nr, size)` names (include/uapi/linux/kvm.h). */
 const KVM_NR: Record<number, string> = {
@@ -119,7 +119,10 @@ function scanHead(s: string, ls: number, le: number, h: LineHead, lineBreaks: re
   if (i === dot + 1 || i >= le || s.charCodeAt(i) !== 32) return false;
   // the regex's (.*)$ stops at a line terminator
   for (const lt of lineBreaks) if (lt.within(s, i + 1, le) !== -1) return false;
-  h.t = secondsUsAt(s, ts, i);
+  // the characters were checked above (digits, one '.'): only the value is left to read
+  let sec = 0;
+  for (let k = ts; k < dot; k++) sec = sec * 10 + (s.charCodeAt(k) - 48);
+  h.t = secondsOf(s, ts, i, dot, sec);
   h.rest = i + 1;
   return true;
 }
@@ -157,7 +160,7 @@ export function readStrace(text: string, file: string, opts: ReadOptions = {}): 
       continue;
     }
     const { tid, t, rest } = h;
-    if (s0.startsWith(RESUMED, rest) && rest + RESUMED.length <= le) {
+    if (sameAt(s0, rest, RESUMED) && rest + RESUMED.length <= le) {
       const head = pending.get(tid);
       if (!head) {
         malformed(report, n, 'ioctl resumed without its <unfinished ...> line', opts.strict);
@@ -168,11 +171,11 @@ export function readStrace(text: string, file: string, opts: ReadOptions = {}): 
       call(head.t, head.tid, head.line, joined, 0, joined.length);
       continue;
     }
-    if (!(s0.startsWith('ioctl(', rest) && rest + 6 <= le)) {
+    if (!(sameAt(s0, rest, 'ioctl(') && rest + 6 <= le)) {
       report.other++;
       continue;
     }
-    if (le - rest >= UNFINISHED.length && s0.startsWith(UNFINISHED, le - UNFINISHED.length)) {
+    if (le - rest >= UNFINISHED.length && sameAt(s0, le - UNFINISHED.length, UNFINISHED)) {
       pending.set(tid, { t, tid, line: n, text: s0.slice(rest, le - UNFINISHED.length).trimEnd() });
       continue;
     }
@@ -188,12 +191,12 @@ export function readStrace(text: string, file: string, opts: ReadOptions = {}): 
     const r0 = comma + 2;
     let e = r0;
     for (let c = str.charCodeAt(e); e < b && c !== 44 && c !== 41 && c !== 32; c = str.charCodeAt(++e));
-    if (e === r0 || str.startsWith('_IOC', r0)) return false;
+    if (e === r0 || sameAt(str, r0, '_IOC')) return false;
     for (let i = r0; i < e; i++) {
       const c = str.charCodeAt(i);
       if (!((c >= 65 && c <= 90) || isDigit(c) || c === 95)) return false;
     }
-    if (lastUnknown.length !== e - r0 || !str.startsWith(lastUnknown, r0)) {
+    if (lastUnknown.length !== e - r0 || !sameAt(str, r0, lastUnknown)) {
       const req = str.slice(r0, e);
       if (USED.has(req)) return false;
       lastUnknown = req;
