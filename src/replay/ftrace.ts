@@ -122,7 +122,10 @@ class FtraceReader extends TraceReader {
       report.filtered++;
       return;
     }
-    if (id === -1) return this.unknown(rec.nameStart, rec.nameEnd);
+    if (id === -1) {
+      this.unknown(rec.nameStart, rec.nameEnd);
+      return;
+    }
     this.t = t;
     this.tid = rec.pid;
     this.n = n;

@@ -132,7 +132,10 @@ class QemuReader extends TraceReader {
       return;
     } else used = indexIn(USED, s, bs, ne);
     if (used !== -1) this.prevUsed = used;
-    if (used === -1) return this.unknown(bs, ne);
+    if (used === -1) {
+      this.unknown(bs, ne);
+      return;
+    }
     if (used !== 0) {
       this.table.pushBoxed({ kind: 'vmCall', t, tid, src: 'qemu', line, vm: 0, name: USED[used]!, ret: 0 });
       return;

@@ -11,10 +11,8 @@
  */
 import { ERRNO } from '../uapi/errno.ts';
 import { KVM_CAP } from '../uapi/kvm.ts';
-import {
-  countIn, malformed, newReport, parseInteger,
-  type Parsed, type ReadOptions, type TraceEvent,
-} from './events.ts';
+import { countIn, parseInteger, type Parsed, type ReadOptions, type TraceEvent } from './events.ts';
+import { TraceReader } from './trace_reader.ts';
 import { Needle, digitsValue, isTrimSpace, sameAt, secondsOf } from './scan.ts';
 
 /** KVMIO (0xae) ioctl numbers, for `_IOC(…, 0xae, nr, size)` names (include/uapi/linux/kvm.h). */
@@ -137,54 +135,52 @@ function isBlank(s: string, a: number, b: number): boolean {
 const RESUMED = '<... ioctl resumed>';
 const UNFINISHED = '<unfinished ...>';
 
-export function readStrace(text: string, file: string, opts: ReadOptions = {}): Parsed {
-  const report = newReport(file);
-  const events: TraceEvent[] = [];
-  const vmOfFd = new Map<number, number>();
-  const pending = new Map<number, Call>();
-  const undecoded = new Set<string>();
-  const h: LineHead = { tid: -1, t: NaN, rest: 0 };
-  const lineBreaks = ['\r', '\u2028', '\u2029'].map((c) => new Needle(c));
-  let lastUnknown = '';
-  const s0 = text;
-  let ls = 0;
-  let n = 0;
-  while (ls < s0.length) {
-    let le = s0.indexOf('\n', ls);
-    if (le === -1) le = s0.length;
-    const from = ls;
-    ls = le + 1;
-    n++;
-    if (!scanHead(s0, from, le, h, lineBreaks)) {
-      if (!isBlank(s0, from, le)) malformed(report, n, 'expected "[pid] seconds.microseconds syscall(…)" (strace -f -ttt)', opts.strict);
-      continue;
+/** One file's reader: which fd is which VM, calls waiting for their `resumed` line; events kept as objects. */
+class StraceReader extends TraceReader {
+  private readonly vmOfFd = new Map<number, number>();
+  private readonly pending = new Map<number, Call>();
+  private readonly undecoded = new Set<string>();
+  private readonly h: LineHead = { tid: -1, t: NaN, rest: 0 };
+  private readonly lineBreaks = ['\r', '\u2028', '\u2029'].map((c) => new Needle(c));
+
+  constructor(s: string, file: string, opts: ReadOptions) {
+    // strace's events are few (a VMM's KVM_RUN calls are counted, not kept): stored as objects
+    super(s, file, opts, 0);
+  }
+
+  protected line(from: number, le: number, n: number): void {
+    const { s, h, report } = this;
+    if (!scanHead(s, from, le, h, this.lineBreaks)) {
+      if (!isBlank(s, from, le)) this.bad(n, 'expected "[pid] seconds.microseconds syscall(…)" (strace -f -ttt)');
+      return;
     }
     const { tid, t, rest } = h;
-    if (sameAt(s0, rest, RESUMED) && rest + RESUMED.length <= le) {
-      const head = pending.get(tid);
-      if (!head) {
-        malformed(report, n, 'ioctl resumed without its <unfinished ...> line', opts.strict);
-        continue;
-      }
-      pending.delete(tid);
-      const joined = head.text + s0.slice(rest + RESUMED.length, le);
-      call(head.t, head.tid, head.line, joined, 0, joined.length);
-      continue;
+    if (sameAt(s, rest, RESUMED) && rest + RESUMED.length <= le) {
+      const head = this.pending.get(tid);
+      if (!head) return this.bad(n, 'ioctl resumed without its <unfinished ...> line');
+      this.pending.delete(tid);
+      const joined = head.text + s.slice(rest + RESUMED.length, le);
+      return this.call(head.t, head.tid, head.line, joined, 0, joined.length);
     }
-    if (!(sameAt(s0, rest, 'ioctl(') && rest + 6 <= le)) {
+    if (!(sameAt(s, rest, 'ioctl(') && rest + 6 <= le)) {
       report.other++;
-      continue;
+      return;
     }
-    if (le - rest >= UNFINISHED.length && sameAt(s0, le - UNFINISHED.length, UNFINISHED)) {
-      pending.set(tid, { t, tid, line: n, text: s0.slice(rest, le - UNFINISHED.length).trimEnd() });
-      continue;
+    if (le - rest >= UNFINISHED.length && sameAt(s, le - UNFINISHED.length, UNFINISHED)) {
+      this.pending.set(tid, { t, tid, line: n, text: s.slice(rest, le - UNFINISHED.length).trimEnd() });
+      return;
     }
-    call(t, tid, n, s0, rest, le);
+    this.call(t, tid, n, s, rest, le);
   }
-  report.lines = n;
 
-  /** The request name of `ioctl(fd, REQUEST…` in str[a, b) when it is an unused, plainly named one (KVM_RUN…). */
-  function unusedRequest(str: string, a: number, b: number): boolean {
+  protected override done(): void {
+    for (const p of this.pending.values()) this.bad(p.line, 'ioctl <unfinished ...> never resumed');
+    for (const u of this.undecoded)
+      this.report.notes.push(`${u}: this strace prints the argument as a pointer (not decoded); the call is counted, its contents unknown`);
+  }
+
+  /** Is `ioctl(fd, REQUEST…` in str[a, b) an unused, plainly named request (KVM_RUN…)? Then it is counted. */
+  private unusedRequest(str: string, a: number, b: number): boolean {
     let comma = a;
     while (comma + 1 < b && !(str.charCodeAt(comma) === 44 && str.charCodeAt(comma + 1) === 32)) comma++;
     if (comma + 1 >= b) return false;
@@ -196,51 +192,46 @@ export function readStrace(text: string, file: string, opts: ReadOptions = {}): 
       const c = str.charCodeAt(i);
       if (!((c >= 65 && c <= 90) || isDigit(c) || c === 95)) return false;
     }
-    if (lastUnknown.length !== e - r0 || !sameAt(str, r0, lastUnknown)) {
-      const req = str.slice(r0, e);
-      if (USED.has(req)) return false;
-      lastUnknown = req;
-    }
-    countIn(report.unknown, lastUnknown);
-    return true;
+    return this.unknown(r0, e, str, USED);
   }
 
-  function call(t: number, tid: number, line: number, str: string, a: number, b: number): void {
+  private call(t: number, tid: number, line: number, str: string, a: number, b: number): void {
+    const { report, vmOfFd, table } = this;
     // fast path: most of a VMM's ioctls (KVM_RUN above all) are not used; skip them before the regex
-    if (unusedRequest(str, a, b)) return;
+    if (this.unusedRequest(str, a, b)) return;
     const s = str.slice(a, b);
     const m = /^ioctl\((\d+)(?:<[^>]*>)?, ([^,{(]+(?:\([^)]*\))?)(?:, (.*))?\) += (.*)$/.exec(s);
-    if (!m) return malformed(report, line, 'expected "ioctl(fd, REQUEST, arg) = result"', opts.strict);
+    if (!m) return this.bad(line, 'expected "ioctl(fd, REQUEST, arg) = result"');
     const fd = Number(m[1]);
     const name = ioctlName(m[2]!.trim());
     const arg = m[3] ?? '';
     const ret = retValue(m[4]!);
     if (!USED.has(name)) return countIn(report.unknown, name.startsWith('_IOC') ? '_IOC(…)' : name);
-    if (Number.isNaN(ret)) return malformed(report, line, `${name}: expected a result after "=", got "${m[4]}"`, opts.strict);
+    if (Number.isNaN(ret)) return this.bad(line, `${name}: expected a result after "=", got "${m[4]}"`);
     const base = { t, tid, src: 'strace' as const, line };
     if (name === 'KVM_CREATE_VM') {
       const type = parseInteger(arg.trim()) || 0;
       const vm = vmOfFd.size;
       if (ret >= 0) vmOfFd.set(ret, vm);
-      events.push({ ...base, kind: 'createVm', vm, type, ret: ret >= 0 ? 0 : ret });
+      table.pushBoxed({ ...base, kind: 'createVm', vm, type, ret: ret >= 0 ? 0 : ret });
       return;
     }
     const vm = vmOfFd.get(fd);
     if (vm === undefined) {
       // a vCPU fd, or a VM created before tracing started
       if (name === 'KVM_SET_USER_MEMORY_REGION' || name === 'KVM_SET_USER_MEMORY_REGION2')
-        return malformed(report, line, `${name} on fd ${fd}, which no traced KVM_CREATE_VM returned`, opts.strict);
+        return this.bad(line, `${name} on fd ${fd}, which no traced KVM_CREATE_VM returned`);
       return countIn(report.unknown, name);
     }
     if (name === 'KVM_SET_USER_MEMORY_REGION' || name === 'KVM_SET_USER_MEMORY_REGION2') {
       const ev = memslotCall(name, arg, vm, ret, base);
-      if (typeof ev === 'string') return malformed(report, line, ev, opts.strict);
-      if (ev.kind === 'vmCall') undecoded.add(name);
-      events.push(ev);
+      if (typeof ev === 'string') return this.bad(line, ev);
+      if (ev.kind === 'vmCall') this.undecoded.add(name);
+      table.pushBoxed(ev);
       return;
     }
     if (name === 'KVM_CREATE_VCPU') {
-      events.push({ ...base, kind: 'createVcpu', vm, id: parseInteger(arg.trim()), ret: ret >= 0 ? 0 : ret });
+      table.pushBoxed({ ...base, kind: 'createVcpu', vm, id: parseInteger(arg.trim()), ret: ret >= 0 ? 0 : ret });
       return;
     }
     if (name === 'KVM_ENABLE_CAP') {
@@ -248,21 +239,20 @@ export function readStrace(text: string, file: string, opts: ReadOptions = {}): 
       const capText = f.get('cap') ?? '';
       const cap = (KVM_CAP as Record<string, number>)[capText] ?? parseInteger(capText);
       const args = f.get('args')?.replace(/[[\]]/g, '').split(',').map((x) => parseInteger(x.trim()));
-      if (f.size === 0) undecoded.add(name);
-      events.push({
+      if (f.size === 0) this.undecoded.add(name);
+      table.pushBoxed({
         ...base, kind: 'enableCap', vm, ret,
         ...(Number.isNaN(cap) ? {} : { cap }),
         ...(args && !args.some(Number.isNaN) ? { args } : {}),
       });
       return;
     }
-    events.push({ ...base, kind: 'vmCall', vm, name, ret });
+    table.pushBoxed({ ...base, kind: 'vmCall', vm, name, ret });
   }
+}
 
-  for (const p of pending.values()) malformed(report, p.line, 'ioctl <unfinished ...> never resumed', opts.strict);
-  for (const u of undecoded)
-    report.notes.push(`${u}: this strace prints the argument as a pointer (not decoded); the call is counted, its contents unknown`);
-  return { events, report };
+export function readStrace(text: string, file: string, opts: ReadOptions = {}): Parsed {
+  return new StraceReader(text, file, opts).read();
 }
 
 /** A decoded KVM_SET_USER_MEMORY_REGION(2); a vmCall when strace printed only a pointer; else what was expected. */

@@ -1,11 +1,13 @@
 /**
- * What the QEMU-trace and kernel-trace readers share: the file's text, the options, the report, the event
- * table, the line loop (one indexOf per line, no substring), and the count of unknown events by name
- * (the name is sliced only when it differs from the previous unknown one: a log of one unused event
- * costs one substring). Model-only file (no kernel counterpart).
+ * What the three trace readers (QEMU trace, strace, kernel trace text) share: the file's text, the
+ * options, the report, the event table, the line loop (one indexOf per line, no substring), malformed
+ * lines, and the count of unknown events by name (the name is sliced only when it differs from the
+ * previous unknown one: a log of one unused event costs one substring). Model-only file (no kernel
+ * counterpart).
  */
 import { countIn, malformed, newReport, type ParseReport, type Parsed, type ReadOptions, type TraceEvent } from './events.ts';
 import { EventTable, parsedOf } from './event_table.ts';
+import { sameAt } from './scan.ts';
 
 export abstract class TraceReader {
   readonly report: ParseReport;
@@ -19,8 +21,9 @@ export abstract class TraceReader {
     width: number,
   ) {
     this.report = newReport(file);
-    // about one row per 80 characters of trace (records are longer): few or no doublings of the columns
-    this.table = new EventTable(width, Math.min(1 << 22, Math.max(1024, Math.ceil(s.length / 80))));
+    // a reader with payload columns stores most records: about one row per 80 characters of trace
+    // (records are longer), so few or no doublings of the columns
+    this.table = new EventTable(width, width === 0 ? 1024 : Math.min(1 << 22, Math.max(1024, Math.ceil(s.length / 80))));
   }
 
   /** One line, s[ls, le) without its newline; `line` is 1-based. */
@@ -50,10 +53,18 @@ export abstract class TraceReader {
     malformed(this.report, line, what, this.opts.strict);
   }
 
-  /** Count a record of the unused event named s[a, b). */
-  protected unknown(a: number, b: number): void {
+  /**
+   * Count a record of the unused event named str[a, b) (by default in the file's text) and say true; but
+   * say false, counting nothing, when the name is one of `used`.
+   */
+  protected unknown(a: number, b: number, str = this.s, used?: ReadonlySet<string>): boolean {
     const u = this.lastUnknown;
-    if (u.length !== b - a || !this.s.startsWith(u, a)) this.lastUnknown = this.s.slice(a, b);
+    if (u.length !== b - a || !sameAt(str, a, u)) {
+      const name = str.slice(a, b);
+      if (used?.has(name)) return false;
+      this.lastUnknown = name;
+    }
     countIn(this.report.unknown, this.lastUnknown);
+    return true;
   }
 }
