@@ -12,6 +12,7 @@ import { Kvm } from '../../src/index.ts';
 import { KVM_CAP } from '../../src/uapi/kvm.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../../src/uapi/kvm_x86.ts';
 import { decodeRole } from '../../src/x86/mmu/mmu_internal.ts';
+import { Checker } from '../../src/check/checker.ts';
 import type { X86Mmu } from '../../src/x86/mmu/mmu.ts';
 
 const MiB = 1 << 20;
@@ -21,6 +22,9 @@ const AS1 = 1 << 16;
 function smmGuest(quirk = true) {
   const kvm = new Kvm();
   const vm = kvm.createVm(0);
+  // The old model's shared root is caught too: INV-PFN-002, an as-0 leaf mapping the SMRAM page.
+  const checker = new Checker(kvm, { audit: 'full' });
+  checker.watch(vm);
   if (!quirk) vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
   const ram = kvm.host.mmap(4 * MiB);
   const smram = kvm.host.mmap(128 * 1024);
@@ -32,7 +36,7 @@ function smmGuest(quirk = true) {
   const normal = vm.createVcpu(0);
   const smm = vm.createVcpu(1);
   smm.smm = true;
-  return { vm, normal, smm, smramSlot };
+  return { vm, normal, smm, smramSlot, checker };
 }
 
 describe('kvm_calc_tdp_mmu_root_page_role: role.smm selects the root of the SMM address space', () => {
@@ -53,11 +57,14 @@ describe('kvm_calc_tdp_mmu_root_page_role: role.smm selects the root of the SMM 
 
   it('a precise DELETE of the SMRAM slot zaps the SMM mapping: the SMM vCPU then exits to MMIO', () => {
     // Quirk off: kvm_mmu_zap_memslot → kvm_tdp_mmu_unmap_gfn_range walks only the roots of as_id 1.
-    const { normal, smm, smramSlot } = smmGuest(false);
+    const { normal, smm, smramSlot, checker } = smmGuest(false);
     expect(smm.access(SMRAM, 'write')).toMatchObject({ exit: 'none' });
+    expect(normal.access(SMRAM, 'read')).toMatchObject({ exit: 'none' });
     smramSlot(0);
     expect(smm.access(SMRAM, 'read')).toEqual({ exit: 'mmio', gpa: SMRAM, write: false });
     expect(normal.access(SMRAM, 'read')).toMatchObject({ exit: 'none' });
+    checker.auditPoint('postStep');
+    expect(checker.violations).toEqual([]);
   });
 
   it('leaving SMM (kvm_smm_changed → kvm_mmu_reset_context) puts the SMM root and loads the normal one', () => {
