@@ -209,6 +209,29 @@ export class EventTable {
     return j;
   }
 
+  /** Append rows [a, b) of `from` (same or narrower width): each column copied as one block. */
+  copyRows(from: EventTable, a: number, b: number): void {
+    const n = b - a;
+    if (n <= 0) return;
+    while (this.n + n > this.cap) this.grow();
+    const j = this.n;
+    this.kind.set(from.kind.subarray(a, b), j);
+    this.src.set(from.src.subarray(a, b), j);
+    this.bits.set(from.bits.subarray(a, b), j);
+    this.line.set(from.line.subarray(a, b), j);
+    this.ref.set(from.ref.subarray(a, b), j);
+    this.t.set(from.t.subarray(a, b), j);
+    this.tid.set(from.tid.subarray(a, b), j);
+    for (let c = 0; c < from.width; c++) this.v[c]!.set(from.v[c]!.subarray(a, b), j);
+    // a boxed row's ref indexes its own table's objects
+    for (let k = 0; k < n; k++) {
+      if ((this.bits[j + k]! & B_BOXED) === 0) continue;
+      this.ref[j + k] = this.objs.length;
+      this.objs.push(from.objs[from.ref[a + k]!]!);
+    }
+    this.n += n;
+  }
+
   /** Move row i to position `to` (< i), shifting rows to..i-1 down by one (merge's QEMU attribution). */
   moveBack(i: number, to: number): void {
     const cols: (Uint8Array | Int32Array | Float64Array)[] = [this.kind, this.src, this.bits, this.line, this.ref, this.t, this.tid, ...this.v];

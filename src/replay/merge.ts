@@ -59,6 +59,10 @@ function isSorted(l: List): boolean {
 /** A list's rows copied into a table of their own, in order (times shifted by off). */
 function copyOf(l: List, width: number, off: number): EventTable {
   const out = new EventTable(width, Math.max(16, count(l)));
+  if (l.rows === null && off === 0) {
+    out.copyRows(l.tb, 0, l.tb.n);
+    return out;
+  }
   for (let k = 0; k < count(l); k++) {
     const j = out.copyRow(l.tb, rowOf(l, k));
     // `{ ...e, t: e.t + off }`: a boxed event is copied, not changed under its reader's answer
@@ -67,19 +71,31 @@ function copyOf(l: List, width: number, off: number): EventTable {
   return out;
 }
 
-/** Stable two-way merge of sorted tables (ties: the earlier source rank first). */
+/** Stable two-way merge of sorted tables (ties: the earlier source rank first), copied run by run. */
 function merge2(a: EventTable, b: EventTable): EventTable {
   const out = new EventTable(Math.max(a.width, b.width), a.n + b.n);
+  const first = (i: number, j: number): boolean => {
+    const x = a.t[i]!;
+    const y = b.t[j]!;
+    return x < y || (x === y && RANK[a.src[i]!]! <= RANK[b.src[j]!]!);
+  };
   let i = 0;
   let j = 0;
   while (i < a.n && j < b.n) {
-    const x = a.t[i]!;
-    const y = b.t[j]!;
-    if (x < y || (x === y && RANK[a.src[i]!]! <= RANK[b.src[j]!]!)) out.copyRow(a, i++);
-    else out.copyRow(b, j++);
+    if (first(i, j)) {
+      let e = i + 1;
+      while (e < a.n && first(e, j)) e++;
+      out.copyRows(a, i, e);
+      i = e;
+    } else {
+      let e = j + 1;
+      while (e < b.n && !first(i, e)) e++;
+      out.copyRows(b, j, e);
+      j = e;
+    }
   }
-  while (i < a.n) out.copyRow(a, i++);
-  while (j < b.n) out.copyRow(b, j++);
+  out.copyRows(a, i, a.n);
+  out.copyRows(b, j, b.n);
   return out;
 }
 
@@ -148,7 +164,8 @@ export function mergeStreams(streams: Parsed[], opts: MergeOptions = {}): Merged
   const width = Math.max(0, ...lists.map((l) => l.tb.width));
   let table: EventTable | null = null;
   for (const l of lists) {
-    let tb = copyOf(l, width, l.off);
+    // merge2 copies its inputs: a whole, unshifted stream of several is read in place
+    let tb = lists.length > 1 && l.rows === null && l.off === 0 ? l.tb : copyOf(l, width, l.off);
     if (lists.length > 1 && !isSorted({ tb, rows: null, file: l.file })) {
       const order = Array.from({ length: tb.n }, (_, i) => i).sort((a, b) => tb.t[a]! - tb.t[b]! || a - b);
       tb = copyOf({ tb, rows: Int32Array.from(order), file: l.file }, width, 0);
