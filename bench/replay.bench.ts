@@ -14,13 +14,23 @@ import { mergeStreams } from '../src/replay/merge.ts';
 import { replayEvents } from '../src/replay/replay.ts';
 import type { BenchLine } from './report.ts';
 
-function linesPerSec(name: string, text: string, lines: number, parse: (t: string) => unknown): BenchLine {
+/**
+ * Lines parsed per second: five timed parses after a warm-up. The machine is shared, so one run can land
+ * on a busy moment: the target is held to the median run, and the best run is printed beside it.
+ */
+function linesPerSec(name: string, text: string, lines: number, parse: (t: string) => unknown): BenchLine[] {
   parse(text); // warm up
-  const t0 = performance.now();
-  const reps = 3;
-  for (let i = 0; i < reps; i++) parse(text);
-  const s = (performance.now() - t0) / 1000;
-  return { name: `${name}: lines parsed/s`, value: (lines * reps) / s, unit: 'ops/s', target: { atLeast: 1e6 } };
+  const rates: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    parse(text);
+    rates.push(lines / ((performance.now() - t0) / 1000));
+  }
+  rates.sort((a, b) => a - b);
+  return [
+    { name: `${name}: lines parsed/s (median of 5)`, value: rates[2]!, unit: 'ops/s', target: { atLeast: 1e6 } },
+    { name: `${name}: lines parsed/s (best of 5)`, value: rates[4]!, unit: 'ops/s' },
+  ];
 }
 
 /** Lines as one flat string with a final newline, as a file read from disk is (`a + b` would make a rope). */
@@ -80,9 +90,9 @@ function replayInputs(events: number): { qemu: string; kernel: string } {
 export async function run(): Promise<BenchLine[]> {
   const N = 400_000;
   const lines: BenchLine[] = [
-    linesPerSec('tracefs kvmmmu', kernelText(N), N, (t) => readFtrace(t, 'k')),
-    linesPerSec('strace ioctl log', straceText(N), N, (t) => readStrace(t, 's')),
-    linesPerSec('QEMU kvm_set_user_memory', qemuText(N), N, (t) => readQemuTrace(t, 'q')),
+    ...linesPerSec('tracefs kvmmmu', kernelText(N), N, (t) => readFtrace(t, 'k')),
+    ...linesPerSec('strace ioctl log', straceText(N), N, (t) => readStrace(t, 's')),
+    ...linesPerSec('QEMU kvm_set_user_memory', qemuText(N), N, (t) => readQemuTrace(t, 'q')),
   ];
   const inp = replayInputs(1_000_000);
   const t0 = performance.now();

@@ -225,9 +225,10 @@ class FtraceReader extends TraceReader {
       b = open;
       while (b > a && isTrimSpace(s.charCodeAt(b - 1))) b--;
     }
+    // the pid: the digits after the last '-' (walking back over digits, the first other character must be it)
     let dash = b - 1;
-    while (dash >= a && s.charCodeAt(dash) !== 45) dash--;
-    if (dash < a || !digitsAt(s, dash + 1, b)) return false;
+    while (dash >= a && s.charCodeAt(dash) >= 48 && s.charCodeAt(dash) <= 57) dash--;
+    if (dash < a || dash === b - 1 || s.charCodeAt(dash) !== 45) return false;
     r.pid = digitsValue(s, dash + 1, b);
     return true;
   }
