@@ -4,7 +4,9 @@
  * not stop the batch; the optional callback sees each result before the next access runs). Arguments are
  * validated in full before the first access, so a bad call changes nothing. A completed access allocates
  * nothing: it goes through the MMU's vcpuAccessInto (one copy of the access path) and lands in the
- * optional typed-array outputs.
+ * optional typed-array outputs. With no callback, runs of 4K-stride accesses may go through the MMU's
+ * vcpuAccessBulk instead (x86/mmu/guest_access_bulk.ts: the same steps per access, the per-run work
+ * done once); it makes what it can and leaves the rest to vcpuAccessInto.
  *
  * Kernel counterpart: none (a guest touching many pages between two looks from userspace); each access
  * is the model's vcpu.access.
@@ -104,7 +106,19 @@ function run(
   const onResult = opts.onResult;
   const hit: AccessHit = { pfn: 0, level: 1, memtype: 0 };
   const res: AccessBatchResult = { count: n, none: 0, exits: 0, firstExit: null, firstExitIndex: -1 };
+  // With nothing to call between two accesses, the MMU may make runs of 4K-stride accesses in bulk.
+  const bulk =
+    gpas === null && stride === 4096 && onResult === undefined && opts.private === undefined
+      ? mmu.vcpuAccessBulk
+      : undefined;
+  const write = kind === 'write';
   for (let i = 0; i < n; i++) {
+    if (bulk !== undefined) {
+      const k = bulk.call(mmu, vcpu, start + i * stride, n - i, write, opts.out, i);
+      res.none += k;
+      i += k;
+      if (i === n) break;
+    }
     const gpa = gpas === null ? start + i * stride : gpas[i]!;
     let r: AccessResult | null;
     if (into !== undefined) r = into.call(mmu, vcpu, gpa, kind, aopts, hit);

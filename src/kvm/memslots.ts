@@ -77,6 +77,17 @@ export class KvmMemslots {
     return s;
   }
 
+  /**
+   * The slot searchMemslots(gfn) would return, leaving the last-used cache and the directory's lookup
+   * count alone: for a caller deciding whether to take a path that then looks the slot up as the
+   * kernel does (the bulk guest-access path), so the lookups counted are the kernel's.
+   */
+  peekMemslot(gfn: number): KvmMemorySlot | null {
+    if (gfn >= this.lastBase && gfn < this.lastEnd) return this.lastUsed;
+    const i = this.floorIndex(gfn);
+    return i < 0 || gfn >= this.be[2 * i + 1]! ? null : this.sorted[i]!;
+  }
+
   /** Point the last-used cache at s (or clear it), keeping its bounds in step. */
   private setLastUsed(s: KvmMemorySlot | null): void {
     this.lastUsed = s;

@@ -6,7 +6,7 @@
 import type { KvmGfnRange, KvmMemorySlot } from '../kvm/kvm_host.ts';
 import type { KvmMrChange } from '../uapi/kvm.ts';
 import type { Vcpu } from '../kvm/vcpu.ts';
-import type { AccessHit, AccessKind, AccessResult } from '../kvm/api_types.ts';
+import type { AccessBatchOut, AccessHit, AccessKind, AccessResult } from '../kvm/api_types.ts';
 
 export interface KvmMmuOps {
   /** A guest access by vcpu (the CPU's translation, then EPT violations/misconfigs into the fault path). */
@@ -23,6 +23,13 @@ export interface KvmMmuOps {
     opts: { private?: boolean } | undefined,
     hit: AccessHit,
   ): AccessResult | null;
+  /**
+   * Up to n accesses at gpa, gpa + 4096, … made in bulk where nothing can observe one between two
+   * others (no per-access callback: the caller's to check); returns how many were made, each as
+   * vcpuAccessInto would make it, the completed ones written to `out` from index `off`. 0: make the
+   * next access through vcpuAccessInto. Absent: the batch always does.
+   */
+  vcpuAccessBulk?(vcpu: Vcpu, gpa: number, n: number, write: boolean, out: AccessBatchOut | undefined, off: number): number;
   /** A fault stopped after it got its pfn, before mmu_lock (for races); absent where not modelled. */
   vcpuBeginAccess?(vcpu: Vcpu, gpa: number, kind: AccessKind): { finish(): AccessResult };
   /** An access stopped where the kernel lets others in (explore/); absent where not modelled. */

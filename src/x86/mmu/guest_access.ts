@@ -259,7 +259,8 @@ function translate(mmu: X86Mmu, vcpu: Vcpu, c: Classified, write: boolean): Acce
   }
   const span = level === 1 ? 1 : level === 2 ? 512 : 262144;
   const basePfn = spteToPfn(lo, walk.hi);
-  const pfn = basePfn + (c.hwGfn % span);
+  // (no `%`: on gfns held as doubles it is a call to fmod; span is a power of two, so this is exact)
+  const pfn = level === 1 ? basePfn : basePfn + (c.hwGfn - Math.floor(c.hwGfn / span) * span);
   const memtype = (lo & VMX_EPT_MT_MASK) >>> 3;
   // A clean writable entry is cached read-only so a later write walks again and sets D.
   vcpu.tlb.fill(

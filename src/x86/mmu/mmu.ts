@@ -47,7 +47,8 @@ import type { KvmTraceSink } from '../../kvm/kvm_trace.ts';
 import { accessHit, beginAccessStep, beginFault, vcpuAccess, vcpuAccessCore, type AccessOptions, type AccessStep } from './guest_access.ts';
 import { tdxVmInit } from '../tdx.ts';
 import { snpVmInit } from '../sev.ts';
-import type { AccessHit, AccessKind, AccessResult } from '../../kvm/api_types.ts';
+import type { AccessBatchOut, AccessHit, AccessKind, AccessResult } from '../../kvm/api_types.ts';
+import { vcpuAccessBulk } from './guest_access_bulk.ts';
 
 /** Per-vCPU MMU state (struct kvm_mmu's roots). */
 export interface VcpuMmu {
@@ -195,6 +196,11 @@ export class X86Mmu implements KvmMmuOps {
       hit.memtype = accessHit.memtype;
     }
     return r;
+  }
+
+  /** A run of 4K-stride accesses in bulk: see guest_access_bulk.ts. */
+  vcpuAccessBulk(vcpu: Vcpu, gpa: number, n: number, write: boolean, out: AccessBatchOut | undefined, off: number): number {
+    return vcpuAccessBulk(this, vcpu, gpa, n, write, out, off);
   }
 
   /**

@@ -43,6 +43,7 @@ import {
   makeMmioSpte,
   newSptePair,
   MMIO_SPTE_GEN_MASK,
+  type SptePair,
   PT_WRITABLE_MASK,
   VMX_EPT_EXECUTABLE_MASK,
   VMX_EPT_READABLE_MASK,
@@ -305,6 +306,30 @@ const scratch = newSptePair();
 const spteParams: MakeSpteParams = tdpLeafParams(1, asPfn(0), 0, false);
 
 /**
+ * The leaf SPTE a TDP fault installs for the leaf at baseGfn: make_spte with the fault's level, pfn and
+ * host writability, the memtype for the leaf's gfn (iter->gfn). Shared with the bulk access path
+ * (guest_access_bulk.ts), which builds one SPTE with pfn 0 and ORs each page's pfn in: make_spte uses
+ * the pfn for nothing but the address bits.
+ * @kernel arch/x86/kvm/mmu/spte.c#make_spte
+ */
+export function tdpFaultSpte(
+  out: SptePair,
+  vcpu: Vcpu,
+  baseGfn: number,
+  level: number,
+  basePfn: number,
+  mapWritable: boolean,
+): SptePair {
+  const p = spteParams;
+  p.level = level;
+  p.pfn = asPfn(basePfn);
+  p.mtMask = kvmMmuGetMtMask(vcpu, baseGfn, false);
+  p.hostWritable = mapWritable;
+  makeSpte(out, p);
+  return out;
+}
+
+/**
  * Phase 4: build the SPTE and map it.
  * @kernel arch/x86/kvm/mmu/tdp_mmu.c#kvm_tdp_mmu_map
  */
@@ -315,7 +340,7 @@ export function kvmTdpMmuMapFault(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault):
   kvmMmuHugepageAdjust(fault);
   const level = fault.goalLevel;
   const span = pagesPerHpage(level as PgLevel);
-  const baseGfn = fault.gfn - (fault.gfn % span);
+  const baseGfn = level === 1 ? fault.gfn : Math.floor(fault.gfn / span) * span;
   // is_access_allowed(fault, old_spte): the SPTE bit this fault needs.
   const needed = fault.exec ? VMX_EPT_EXECUTABLE_MASK : fault.write ? PT_WRITABLE_MASK : VMX_EPT_READABLE_MASK;
   if (fault.pfn < 0) {
@@ -334,12 +359,7 @@ export function kvmTdpMmuMapFault(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault):
   const basePfn = fault.pfn - (fault.gfn - baseGfn);
   if (mmu.trace) mmu.trace({ name: 'kvm_mmu_spte_requested', gfn: fault.gfn, pfn: fault.pfn, level });
   const logging = fault.slot !== null && (fault.slot.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
-  const p = spteParams;
-  p.level = level;
-  p.pfn = asPfn(basePfn);
-  p.mtMask = kvmMmuGetMtMask(vcpu, baseGfn, false); // make_spte gets the leaf's gfn (iter->gfn)
-  p.hostWritable = fault.mapWritable;
-  makeSpte(scratch, p);
+  tdpFaultSpte(scratch, vcpu, baseGfn, level, basePfn, fault.mapWritable);
   const r = kvmTdpMmuMap(mmu.tdp, root, baseGfn + gfnBits, level, scratch.lo, scratch.hi, needed);
   if (r & TDP_MAP_FLUSH) vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_gfn: a table became a huge leaf
   const outcome = r & TDP_MAP_OUTCOME_MASK;

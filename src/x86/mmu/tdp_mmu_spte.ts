@@ -219,8 +219,14 @@ export function handleChangedSpte(
   }
 }
 
+/** check_spte_writable_invariants would not warn: MMU-writable implies Host-writable, W implies MMU-writable. */
+export function spteWritableInvariantsHold(lo: number, hi: number): boolean {
+  return hi & EPT_SPTE_MMU_WRITABLE_HI ? (hi & EPT_SPTE_HOST_WRITABLE_HI) !== 0 : (lo & PT_WRITABLE_MASK) === 0;
+}
+
 /** @kernel arch/x86/kvm/mmu/spte.h#check_spte_writable_invariants */
 function checkSpteWritableInvariants(mmu: TdpMmu, lo: number, hi: number): void {
+  if (spteWritableInvariantsHold(lo, hi)) return;
   if (hi & EPT_SPTE_MMU_WRITABLE_HI)
     warnOnce(mmu, (hi & EPT_SPTE_HOST_WRITABLE_HI) === 0, 'MMU-writable SPTE is not Host-writable');
   else warnOnce(mmu, (lo & PT_WRITABLE_MASK) !== 0, 'Writable SPTE is not MMU-writable');
