@@ -13,7 +13,7 @@
  *
  * It runs only where nothing can watch an access between two others or change the answer mid-run: no
  * trace sink, no numeric recorder, no per-access callback (the caller checks), no invalidation in
- * progress, no pending vCPU request, a valid root, a VM without private memory (DEFAULT): then the
+ * progress, no pending vCPU request, a valid root of the vCPU's address space, a VM without private memory (DEFAULT): then the
  * fault's staleness checks (mmu_invalidate_seq snapshot and recheck, root validity) all pass, as they
  * would for each access of the loop. The engine's iterator is left where kvm_tdp_mmu_map leaves it after
  * the run's last fault, so the model state after a run is the loop's (the property test hashes it).
@@ -31,7 +31,7 @@ import { kvmTdpMmuGetWalk, type TdpWalkResult } from './tdp_mmu.ts';
 import { spteWritableInvariantsHold } from './tdp_mmu_spte.ts';
 import { tdpIterNext, tdpIterStart } from './tdp_iter.ts';
 import { HI_OFFSET } from './sp_pool.ts';
-import { ROLE_INVALID } from './mmu_internal.ts';
+import { kvmMmuRoleAsId, ROLE_INVALID } from './mmu_internal.ts';
 import {
   newSptePair,
   SPTE_BASE_ADDR_MASK_HI,
@@ -66,6 +66,7 @@ function bulkAllowed(mmu: X86Mmu, vcpu: Vcpu): boolean {
     vcpu.requests === 0 &&
     root >= 0 &&
     (tdp.pool.role[root]! & ROLE_INVALID) === 0 &&
+    kvmMmuRoleAsId(tdp.pool.role[root]!) === vcpu.asId() && // no SMM switch for VM entry to notice
     vm.mmuInvalidateInProgress === 0
   );
 }
