@@ -1,13 +1,13 @@
 /**
  * Property: the batched guest-access calls (vcpu.accessRange, vcpu.accessList) are a loop of vcpu.access.
  * Two identical models run the same random workload — memslot creates/deletes (zap-all and precise),
- * dirty logging, host migrations and mprotects (notifier zaps), MMIO holes, a read-only slot, accesses of
- * every kind on two vCPUs — one making each batch one call, the other calling access() per address. After
+ * dirty logging, host migrations and mprotects (notifier zaps), MMIO holes, a read-only slot, vCPUs entering
+ * and leaving SMM, accesses of every kind on two vCPUs — one making each batch one call, the other calling access() per address. After
  * every batch the per-access results (from `out` typed arrays and from `onResult`) must equal the loop's,
  * and at the end every VM stat, vCPU stat and model counter must be equal too. Batches without a callback
-(which may take the MMU's bulk path, kvm/access_batch.ts) are checked through `out` and the totals, and at
-the end the whole model state must hash equal (kvm/state_hash.ts: every object, array and typed array
-reachable from the Kvm, page tables, host pages, TLBs, caches and iterators included).
+ * (which may take the MMU's bulk path, kvm/access_batch.ts) are checked through `out` and the totals, and
+ * at the end the whole model state must hash equal (kvm/state_hash.ts: every object, array and typed
+ * array reachable from the Kvm, page tables, host pages, TLBs, caches and iterators included).
  *
  * Replay a failure: fast-check prints `seed` and `path`; pass them to fc.assert's options.
  */
@@ -49,7 +49,8 @@ type Op =
   | { op: 'slot1'; present: boolean; logDirty: boolean }
   | { op: 'quirkOff' }
   | { op: 'migrate'; region: number; page: number; pages: number }
-  | { op: 'mprotect'; page: number; writable: boolean };
+  | { op: 'mprotect'; page: number; writable: boolean }
+  | { op: 'smm'; vcpu: number; on: boolean };
 
 const kindArb = fc.constantFrom<AccessKind>('read', 'write', 'exec');
 const observeArb = fc.constantFrom<Observe>('callback', 'out', 'none');
@@ -66,6 +67,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ op: 'quirkOff' as const }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('migrate' as const), region: fc.integer({ min: 0, max: 1 }), page: fc.integer({ min: 0, max: 2047 }), pages: fc.integer({ min: 1, max: 64 }) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('mprotect' as const), page: fc.integer({ min: 0, max: 4000 }), writable: fc.boolean() }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('smm' as const), vcpu: fc.integer({ min: 0, max: 1 }), on: fc.boolean() }) },
 );
 
 /** The range clipped so its last gpa stays a guest physical address (both sides see the same batch). */
@@ -85,6 +87,8 @@ function host(m: Model, o: Op): void {
     m.kvm.host.migrate(m.hva[o.region]! + ((o.page * 4096) % size), len);
   } else if (o.op === 'mprotect') {
     m.kvm.host.mprotect(m.hva[0]! + o.page * 4096, 4096, o.writable);
+  } else if (o.op === 'smm') {
+    m.vcpus[o.vcpu]!.smm = o.on; // the next VM entry switches the vCPU to the other address space's root
   }
 }
 

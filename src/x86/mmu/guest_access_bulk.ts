@@ -13,8 +13,8 @@
  *
  * It runs only where nothing can watch an access between two others or change the answer mid-run: no
  * trace sink, no numeric recorder, no per-access callback (the caller checks), no invalidation in
- * progress, no pending vCPU request, a valid root of the vCPU's address space, a VM without private memory (DEFAULT): then the
- * fault's staleness checks (mmu_invalidate_seq snapshot and recheck, root validity) all pass, as they
+ * progress, no pending vCPU request, a valid root of the vCPU's address space (SMM or not), a VM without
+ * private memory (DEFAULT): then the fault's staleness checks (mmu_invalidate_seq snapshot and recheck, root validity) all pass, as they
  * would for each access of the loop. The engine's iterator is left where kvm_tdp_mmu_map leaves it after
  * the run's last fault, so the model state after a run is the loop's (the property test hashes it).
  *
