@@ -21,7 +21,7 @@ import type { KvmMemorySlot } from '../kvm/kvm_host.ts';
 import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS } from '../kvm/vcpu.ts';
 import { KVM_MEMSLOT_INVALID } from '../uapi/kvm.ts';
 import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
-import { rmapIndex, SPTE_MT_BITS, type ShadowPage, type SlotRmap } from '../x86/mmu/shadow_rmap.ts';
+import { kvmMmuPageAsId, rmapIndex, SPTE_MT_BITS, type ShadowPage, type SlotRmap } from '../x86/mmu/shadow_rmap.ts';
 import { linkedShadowPages } from '../x86/mmu/memtype_audit.ts';
 import { kvmMmuGetMtMask } from '../x86/mtrr.ts';
 import { checkMappedPfns, type Report } from './audit_mmu.ts';
@@ -29,8 +29,9 @@ import { newPfnMemo } from './pfn_memo.ts';
 
 const hex = (n: number): string => '0x' + n.toString(16);
 
-function liveSlot(vm: VmState, gfn: number): KvmMemorySlot | null {
-  const slot = vm.activeMemslots(0).searchMemslots(gfn);
+/** The live slot of gfn in the address space a page maps (kvm_memslots_for_spte_role: role.smm). */
+function liveSlot(vm: VmState, asId: number, gfn: number): KvmMemorySlot | null {
+  const slot = vm.activeMemslots(asId).searchMemslots(gfn);
   return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) === 0 ? slot : null;
 }
 
@@ -62,7 +63,8 @@ export function auditShadow(vm: VmState, report: Report): void {
     // zap-all may drop mmu_lock with some not yet zapped (kvm_zap_obsolete_pages' lock break), their slot
     // INVALID. Only the rmap and pfn checks apply to them.
     const obsolete = mmu.isObsoleteSp(sp);
-    if (sp.hasGptes && !obsolete && vm.activeMemslots(0).searchMemslots(sp.gfn) === null)
+    const asId = kvmMmuPageAsId(sp);
+    if (sp.hasGptes && !obsolete && vm.activeMemslots(asId).searchMemslots(sp.gfn) === null)
       report(
         'INV-SHADOW-001',
         `${name()} shadows a guest table in no memslot: unaccount_shadowed will find no slot when it is zapped`,
@@ -74,7 +76,7 @@ export function auditShadow(vm: VmState, report: Report): void {
       const gfn = sp.gfns![i]!;
       const pfn = sp.pfn[i]!;
       const span = sp.entrySpan;
-      const slot = liveSlot(vm, gfn);
+      const slot = liveSlot(vm, asId, gfn);
       leafAt.i = i;
       if (slot === null) {
         if (!obsolete)
@@ -125,9 +127,16 @@ function checkRmapHasLeaf(
     report('INV-RMAP-001', `${where()} maps gfn ${hex(gfn)} but is not on memslot ${slot.id}'s rmap`, gfn);
 }
 
-/** Every rmap entry must be a present leaf of a live page, for the gfn the rmap slot stands for. */
+/**
+ * Every rmap entry must be a present leaf of a live page of the slot's address space, for the gfn the
+ * rmap slot stands for.
+ */
 function auditRmaps(vm: VmState, pages: Set<ShadowPage>, report: Report): void {
-  for (const slot of vm.activeMemslots(0).all()) {
+  for (let as = 0; as < vm.nrAs; as++) auditRmapsOf(vm, as, pages, report);
+}
+
+function auditRmapsOf(vm: VmState, asId: number, pages: Set<ShadowPage>, report: Report): void {
+  for (const slot of vm.activeMemslots(asId).all()) {
     const r = slot.arch.rmap as SlotRmap | null;
     if (r === null || r === undefined) continue;
     for (let level = 1; level <= 2; level++) {
@@ -137,6 +146,7 @@ function auditRmaps(vm: VmState, pages: Set<ShadowPage>, report: Report): void {
             pages.has(e.sp) &&
             !e.sp.invalid &&
             e.sp.level === level &&
+            kvmMmuPageAsId(e.sp) === asId &&
             e.sp.isLeaf(e.i) &&
             rmapIndex(slot, e.sp.gfns![e.i]!, level) === k;
           if (!ok)

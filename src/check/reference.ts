@@ -140,11 +140,11 @@ function guestTranslate(
   const mmu = shadowMmuOf(vm);
   if (mmu === null) return gva;
   let hidden = -1;
-  const visible = (g: number): boolean => mmu.kvmIsVisibleGfn(g) || ((hidden = g), false);
+  const visible = (g: number): boolean => mmu.kvmIsVisibleGfn(g, vcpu.asId()) || ((hidden = g), false);
   if (walkAddrGeneric(mmu.gpt, walker, vcpu.cr3, gva, write, true, false, visible)) return walker.gfn * PAGE + (gva % PAGE);
   // A table in a DELETE/MOVE's INVALID slot: until that ioctl's flush zaps the pages shadowing it, the
   // CPU may still translate through them (the access linearizes before the ioctl), or fault.
-  const slot = hidden < 0 ? null : mmu.slotForGfn(hidden);
+  const slot = hidden < 0 ? null : mmu.slotForGfn(hidden, vcpu.asId());
   const invalid = slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) !== 0;
   return { why: walker.fault, walk: invalid ? 'invalid-table' : 'failed' };
 }

@@ -29,7 +29,7 @@ import { markPageDirtyInSlot } from '../../kvm/dirty_log.ts';
 import { kvmGfnIsWriteTracked } from './page_track.ts';
 import {
   rmapAdd,
-  makeRole,
+  kvmMmuChildRole,
   SPTE_MMU_WRITABLE,
   SPTE_USER,
   SPTE_WRITABLE,
@@ -82,6 +82,7 @@ export function shadowEnterGuest(mmu: ShadowMmu, vcpu: Vcpu): ShadowPage | null 
     vcpu.tlb.flushAll();
     vcpu.stats.tlb_flush++;
   }
+  mmu.kvmSmmChanged(vcpu);
   if (!mmu.roots.has(vcpu) && !mmu.dummyRoots.has(vcpu)) mmu.kvmMmuLoad(vcpu); // kvm_mmu_reload
   vcpu.mode = IN_GUEST_MODE; // until the next VM exit, remote flushes IPI this vCPU
   return mmu.roots.get(vcpu) ?? null;
@@ -127,11 +128,11 @@ export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: 
 export function shadowPageFault(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: boolean): number {
   vcpu.stats.pf_taken++;
   const w = walker;
-  if (!walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, (g) => mmu.kvmIsVisibleGfn(g))) {
+  if (!walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, (g) => mmu.kvmIsVisibleGfn(g, vcpu.asId()))) {
     vcpu.stats.pf_guest++; // kvm_inject_emulated_page_fault → kvm_inject_page_fault
     return RET_PF_GUEST;
   }
-  const slot = mmu.slotForGfn(w.gfn);
+  const slot = mmu.slotForGfn(w.gfn, vcpu.asId()); // kvm_vcpu_gfn_to_memslot: SMRAM in SMM
   // kvm_handle_noslot_fault: MMIO caching is off on the modelled host, so emulate without an SPTE.
   if (slot === null) return emulate(vcpu);
   if (slot.flags & KVM_MEMSLOT_INVALID) return RET_PF_RETRY;
@@ -189,7 +190,7 @@ function fetch(
       const direct = level === 2 && w.level === 2;
       const gfn = direct ? w.gfn - (w.gfn % 512) : w.tableGfn[level - 2]!;
       const access = direct ? w.pteAccess : w.ptAccess[level - 2]!;
-      child = mmu.getShadowPage(gfn, makeRole(level - 1, direct, access));
+      child = mmu.getShadowPage(gfn, kvmMmuChildRole(sp, direct, access));
       linkShadowPage(sp, i, child);
     }
     sp = child;
@@ -310,7 +311,7 @@ function kvmMmuPrefetchSptes(
   access: number,
   gpte: number,
 ): boolean {
-  const slot = mmu.slotForGfn(gfn);
+  const slot = mmu.slotForGfn(gfn, vcpu.asId()); // gfn_to_memslot_dirty_bitmap: kvm_vcpu_gfn_to_memslot
   if (slot === null || slot.flags & KVM_MEMSLOT_INVALID) return false;
   if (access & ACC_WRITE_MASK && slot.flags & KVM_MEM_LOG_DIRTY_PAGES) return false;
   if (slot.flags & KVM_MEM_READONLY || gfn + n > slot.baseGfn + slot.npages) return false;
@@ -387,11 +388,12 @@ export function kvmMmuTrackWrite(mmu: ShadowMmu, gfn: number, index?: number): v
 
 /**
  * The guest stores gpte at index of the guest table at tableGpa. If the table is shadowed, the store
- * traps and is emulated (kvm_mmu_track_write, mmu_pte_write); otherwise KVM does not see it.
+ * traps and is emulated (kvm_mmu_track_write, mmu_pte_write); otherwise KVM does not see it. The store
+ * is a non-SMM vCPU's: the write-tracking state is read in address space 0.
  */
 export function guestWritePte(mmu: ShadowMmu, tableGpa: number, index: number, gpte: number): void {
   const gfn = Math.floor(tableGpa / PAGE);
-  const slot = mmu.slotForGfn(gfn);
+  const slot = mmu.slotForGfn(gfn, 0);
   if (slot !== null && gfnIsShadowedTable(mmu, slot, gfn)) kvmMmuTrackWrite(mmu, gfn, index);
   mmu.gpt.write(gfn, index, gpte);
 }
@@ -399,6 +401,6 @@ export function guestWritePte(mmu: ShadowMmu, tableGpa: number, index: number, g
 /** KVM's own software walk (the emulator reading guest memory by gva): sets A/D, creates no SPTE. @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(gva_to_gpa) */
 export function kvmMmuGvaToGpa(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: boolean): number | null {
   const w = newGuestWalker();
-  const visible = (g: number): boolean => mmu.kvmIsVisibleGfn(g);
+  const visible = (g: number): boolean => mmu.kvmIsVisibleGfn(g, vcpu.asId());
   return walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, false, true, visible) ? w.gfn * PAGE + (gva % PAGE) : null;
 }

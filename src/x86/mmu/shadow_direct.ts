@@ -19,7 +19,7 @@ import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
 import { KVM_MEM_READONLY, KVM_MEMSLOT_INVALID } from '../../uapi/kvm.ts';
 import { kvmMmuGetMtMask, kvmTdpMtrrMaxLevel } from '../mtrr.ts';
 import { kvmMmuHugepageAdjust, newPageFault } from './page_fault.ts';
-import { makeRole, SPTE_WRITABLE, type ShadowPage } from './shadow_rmap.ts';
+import { kvmMmuChildRole, SPTE_WRITABLE, type ShadowPage } from './shadow_rmap.ts';
 import { VMX_EPT_MT_MASK } from './spte.ts';
 import { ACC_ALL, PT_DIRTY_MASK } from './guest_paging.ts';
 import {
@@ -98,7 +98,7 @@ export function directVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gpa: number, kind: 
 /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_tdp_page_fault (direct_page_fault without the TDP MMU) */
 export function directPageFault(mmu: ShadowMmu, vcpu: Vcpu, gfn: number, write: boolean): number {
   vcpu.stats.pf_taken++;
-  const slot = mmu.slotForGfn(gfn);
+  const slot = mmu.slotForGfn(gfn, vcpu.asId()); // kvm_vcpu_gfn_to_memslot: SMRAM in SMM
   if (slot === null || (write && slot.flags & KVM_MEM_READONLY)) {
     vcpu.stats.pf_emulate++;
     return RET_PF_EMULATE;
@@ -153,7 +153,7 @@ function directMap(
     if (child === null) {
       // kvm_mmu_get_child_sp: the page's gfn is the first gfn this entry covers.
       const span = 512 ** (l - 1);
-      child = mmu.getShadowPage(gfn - (gfn % span), makeRole(l - 1, true, ACC_ALL));
+      child = mmu.getShadowPage(gfn - (gfn % span), kvmMmuChildRole(sp, true, ACC_ALL));
       sp.child![i] = child;
       child.parents.push({ sp, i }); // link_shadow_page
     }

@@ -11,9 +11,11 @@
  * account_shadowed, __kvm_mmu_prepare_zap_page, kvm_mmu_commit_zap_page, kvm_zap_obsolete_pages,
  * kvm_mmu_zap_all_fast, kvm_mmu_zap_memslot, kvm_mmu_zap_memslot_pages_and_flush, kvm_unmap_gfn_range,
  * kvm_mmu_load / kvm_mmu_free_roots / kvm_mmu_free_obsolete_roots, kvm_mmu_track_write).
+ * Address spaces as the kernel keeps them: a root's role carries the vCPU's SMM state (role.smm), pages
+ * below it inherit it, faults look gfns up in the vCPU's address space and rmap/accounting lookups in the
+ * page's (kvm_memslots_for_spte_role); an SMM transition drops the root at the next entry.
  * Simplifications: no unsync pages (guest writes to shadowed tables always trap), no nested TDP, no
- * mmu page budget/recycling, one address space; see also shadow_rmap.ts, shadow_direct.ts and
- * guest_paging.ts.
+ * mmu page budget/recycling; see also shadow_rmap.ts, shadow_direct.ts and guest_paging.ts.
  */
 import type { KvmGfnRange, KvmMemorySlot } from '../../kvm/kvm_host.ts';
 import type { VmState } from '../../kvm/vm_state.ts';
@@ -33,6 +35,7 @@ import { MMIO_SPTE_GEN_MASK } from './spte.ts';
 import {
   ShadowPage,
   makeRole,
+  kvmMmuPageAsId,
   rmapChainsInRange,
   rmapRemove,
   rmapRemoveWriteAccess,
@@ -69,8 +72,11 @@ export class ShadowMmu implements KvmMmuOps {
   readonly gpt = new GuestPageTables();
   /** Each vCPU's root (mmu->root.hpa). */
   readonly roots = new Map<Vcpu, ShadowPage>();
-  /** vCPUs running on the dummy root (kvm_mmu_get_dummy_root): their CR3 is in no visible memslot. */
-  readonly dummyRoots = new Set<Vcpu>();
+  /**
+   * vCPUs running on the dummy root (kvm_mmu_get_dummy_root): their CR3 is in no visible memslot of the
+   * address space they were in (the value) when it was loaded.
+   */
+  readonly dummyRoots = new Map<Vcpu, number>();
   /**
    * Bug switch 'shadow-2019-precise-zap': the v5.1 precise zap (4e103134b862), which zapped shadow pages
    * of any kind whose base gfn equals a gfn of the slot (mmu-zap.md §4.3), instead of 6.12+'s rule.
@@ -95,16 +101,22 @@ export class ShadowMmu implements KvmMmuOps {
     return sp.invalid || sp.mmuValidGen !== this.mmuValidGen;
   }
 
-  slotForGfn(gfn: number): KvmMemorySlot | null {
-    return this.vm.activeMemslots(0).searchMemslots(gfn);
+  /**
+   * The memslot of gfn in address space asId: a vCPU's (kvm_vcpu_gfn_to_memslot with
+   * kvm_arch_vcpu_memslots_id, 1 in SMM) or a shadow page's (kvm_memslots_for_spte_role, role.smm).
+   * @kernel virt/kvm/kvm_main.c#kvm_vcpu_gfn_to_memslot
+   */
+  slotForGfn(gfn: number, asId: number): KvmMemorySlot | null {
+    return this.vm.activeMemslots(asId).searchMemslots(gfn);
   }
 
   /**
-   * A user memslot that is not INVALID holds gfn: the guest's page tables can be read there.
-   * @kernel virt/kvm/kvm_main.c#kvm_is_visible_gfn (kvm_is_visible_memslot)
+   * A user memslot that is not INVALID holds gfn in address space asId (the vCPU's): the guest's page
+   * tables can be read there.
+   * @kernel virt/kvm/kvm_main.c#kvm_vcpu_is_visible_gfn (kvm_is_visible_memslot)
    */
-  kvmIsVisibleGfn(gfn: number): boolean {
-    const slot = this.slotForGfn(gfn);
+  kvmIsVisibleGfn(gfn: number, asId: number): boolean {
+    const slot = this.slotForGfn(gfn, asId);
     return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) === 0 && slot.id < KVM_USER_MEM_SLOTS;
   }
 
@@ -127,7 +139,7 @@ export class ShadowMmu implements KvmMmuOps {
    */
   private accountShadowed(sp: ShadowPage): void {
     this.indirectShadowPages++;
-    const slot = this.slotForGfn(sp.gfn);
+    const slot = this.slotForGfn(sp.gfn, kvmMmuPageAsId(sp)); // kvm_memslots_for_spte_role
     if (slot === null) return;
     if (sp.level > 1) return kvmWriteTrackAddGfn(this.vm, slot, sp.gfn);
     kvmMmuGfnDisallowLpage(slot, sp.gfn);
@@ -137,7 +149,7 @@ export class ShadowMmu implements KvmMmuOps {
   /** Undo account_shadowed; looks the slot up again, so it must run while the slot exists. @kernel arch/x86/kvm/mmu/mmu.c#unaccount_shadowed */
   private unaccountShadowed(sp: ShadowPage): void {
     this.indirectShadowPages--;
-    const slot = this.slotForGfn(sp.gfn);
+    const slot = this.slotForGfn(sp.gfn, kvmMmuPageAsId(sp)); // kvm_memslots_for_spte_role
     if (
       this.vm.warnOnce(
         slot === null,
@@ -153,7 +165,8 @@ export class ShadowMmu implements KvmMmuOps {
   /** Zap a leaf SPTE: clear it, remove it from its rmap, pages_4k/pages_2m--. @kernel arch/x86/kvm/mmu/mmu.c#drop_spte */
   dropSpte(sp: ShadowPage, i: number): void {
     const gfn = sp.gfns![i]!;
-    const slot = this.slotForGfn(gfn);
+    // rmap_remove runs without a vCPU: the page's role says which address space's slot holds the rmap.
+    const slot = this.slotForGfn(gfn, kvmMmuPageAsId(sp));
     if (slot !== null) rmapRemove(slot, sp, i, gfn);
     sp.pfn![i] = -1;
     sp.bits![i] = 0;
@@ -320,16 +333,18 @@ export class ShadowMmu implements KvmMmuOps {
   }
 
   /**
-   * kvm_zap_gfn_range's rmap half: the same drop in every memslot that intersects [start, end); true if
-   * something was dropped (the caller flushes).
+   * kvm_zap_gfn_range's rmap half: the same drop in every memslot that intersects [start, end), in every
+   * address space (kvm_arch_nr_memslot_as_ids); true if something was dropped (the caller flushes).
    * @kernel arch/x86/kvm/mmu/mmu.c#kvm_rmap_zap_gfn_range
    */
   kvmRmapZapGfnRange(start: number, end: number): boolean {
     let flush = false;
-    for (const slot of [...this.vm.activeMemslots(0).inGfnRange(start, end)]) {
-      const lo = Math.max(start, slot.baseGfn) as typeof slot.baseGfn;
-      const hi = Math.min(end, slot.baseGfn + slot.npages) as typeof slot.baseGfn;
-      if (this.kvmUnmapGfnRange({ slot, start: lo, end: hi, attrFilter: 3, mayBlock: true })) flush = true;
+    for (let as = 0; as < this.vm.nrAs; as++) {
+      for (const slot of [...this.vm.activeMemslots(as).inGfnRange(start, end)]) {
+        const lo = Math.max(start, slot.baseGfn) as typeof slot.baseGfn;
+        const hi = Math.min(end, slot.baseGfn + slot.npages) as typeof slot.baseGfn;
+        if (this.kvmUnmapGfnRange({ slot, start: lo, end: hi, attrFilter: 3, mayBlock: true })) flush = true;
+      }
     }
     return flush;
   }
@@ -401,16 +416,19 @@ export class ShadowMmu implements KvmMmuOps {
    */
   kvmMmuLoad(vcpu: Vcpu): void {
     const rootGfn = Math.floor(vcpu.cr3 / 4096);
+    const asId = vcpu.asId();
     // A CR3 outside visible memory gets the dummy root (6.6+, mmu_alloc_shadow_roots): every access
     // faults, and the walk then injects #PF — no shadow page for a table KVM cannot account.
-    if (!this.tdpEnabled && !this.kvmIsVisibleGfn(rootGfn)) {
-      this.dummyRoots.add(vcpu);
+    if (!this.tdpEnabled && !this.kvmIsVisibleGfn(rootGfn, asId)) {
+      this.dummyRoots.set(vcpu, asId);
       vcpu.tlb.flushAll();
       return;
     }
+    // root_role.smm = cpu_role.base.smm (kvm_init_shadow_mmu, kvm_calc_tdp_mmu_root_page_role): an SMM
+    // vCPU finds or builds a root of its own, even for the same CR3 (or gfn 0 under EPT).
     const root = this.tdpEnabled
-      ? this.getShadowPage(0, makeRole(4, true, ACC_ALL))
-      : this.getShadowPage(rootGfn, makeRole(4, false, ACC_ALL));
+      ? this.getShadowPage(0, makeRole(4, true, ACC_ALL, asId))
+      : this.getShadowPage(rootGfn, makeRole(4, false, ACC_ALL, asId));
     root.rootCount++;
     this.roots.set(vcpu, root);
     vcpu.tlb.flushAll(); // kvm_mmu_flush_tlb_current
@@ -425,6 +443,18 @@ export class ShadowMmu implements KvmMmuOps {
     const list: ShadowPage[] = [];
     if (--root.rootCount === 0 && root.invalid) this.prepareZapPage(root, list);
     this.commitZapPage(list);
+  }
+
+  /**
+   * Entering or leaving SMM resets the MMU context (kvm_mmu_reset_context → kvm_mmu_unload frees the
+   * roots), so the next entry loads the root of the other address space; the old root stays in the hash.
+   * `vcpu.smm` is a plain field here, so the change is noticed at the next VM entry.
+   * @kernel arch/x86/kvm/smm.c#kvm_smm_changed
+   */
+  kvmSmmChanged(vcpu: Vcpu): void {
+    const root = this.roots.get(vcpu);
+    const loadedAs = root !== undefined ? kvmMmuPageAsId(root) : this.dummyRoots.get(vcpu);
+    if (loadedAs !== undefined && loadedAs !== vcpu.asId()) this.kvmMmuFreeRoots(vcpu);
   }
 
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_free_obsolete_roots */

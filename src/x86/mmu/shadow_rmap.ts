@@ -19,6 +19,8 @@ export const ROLE_LEVEL_MASK = 0xf;
 export const ROLE_DIRECT = 0x10;
 export const ROLE_ACCESS_SHIFT = 5; // 3 bits of ACC_*
 export const ROLE_INVALID = 0x100;
+/** role.smm: the page maps address space 1 (SMM). */
+export const ROLE_SMM = 0x200;
 
 /** SPTE bits kept per entry */
 export const SPTE_WRITABLE = 1;
@@ -27,8 +29,23 @@ export const SPTE_USER = 4;
 /** VMX_EPT_MT_MASK | VMX_EPT_IPAT_BIT: where an EPT leaf keeps its memory type (vmx_get_mt_mask). */
 export const SPTE_MT_BITS = 0x78;
 
-export function makeRole(level: number, direct: boolean, access: number): number {
-  return level | (direct ? ROLE_DIRECT : 0) | (access << ROLE_ACCESS_SHIFT);
+/** A role; `asId` 1 sets role.smm (kvm_calc_cpu_role: role.base.smm = is_smm(vcpu)). */
+export function makeRole(level: number, direct: boolean, access: number, asId = 0): number {
+  return level | (direct ? ROLE_DIRECT : 0) | (access << ROLE_ACCESS_SHIFT) | (asId === 1 ? ROLE_SMM : 0);
+}
+
+/**
+ * The role of a page linked below parent: the parent's role (so role.smm too) with the level, access and
+ * direct bits of the new page.
+ * @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_child_role
+ */
+export function kvmMmuChildRole(parent: ShadowPage, direct: boolean, access: number): number {
+  return makeRole(parent.level - 1, direct, access, kvmMmuPageAsId(parent));
+}
+
+/** The address space whose memslots the page maps: 1 for role.smm. @kernel arch/x86/kvm/mmu/mmu_internal.h#kvm_mmu_page_as_id */
+export function kvmMmuPageAsId(sp: ShadowPage): number {
+  return sp.role & ROLE_SMM ? 1 : 0;
 }
 
 let nextSpId = 1;
