@@ -30,6 +30,7 @@ import type { ZapDesign } from '../../src/x86/x86.ts';
 import type { Vcpu } from '../../src/kvm/vcpu.ts';
 import type { AccessKind } from '../../src/kvm/api_types.ts';
 import { kvmZapGfnRange } from '../../src/x86/mmu/zap_gfn_range.ts';
+import { kvmGfnIsWriteTracked } from '../../src/x86/mmu/page_track.ts';
 
 const KiB = 1024;
 const MiB = 1 << 20;
@@ -82,7 +83,7 @@ function smmGuest(host: Host, zapDesign: ZapDesign = 'quirk', quirk = true) {
   };
   const ramPfn = kvm.host.hvaToPfn(ram + SMRAM)!.pfn;
   const smramPfn = kvm.host.hvaToPfn(smram)!.pfn;
-  return { vm, mmu, normal, smm, smramSlot, checker, acc, ramPfn, smramPfn };
+  return { kvm, vm, mmu, normal, smm, smramSlot, checker, acc, ramPfn, smramPfn };
 }
 
 describe.each(HOSTS)('shadow MMU on a %s host: role.smm and the vCPU address space', (host) => {
@@ -152,6 +153,31 @@ describe.each(HOSTS)('shadow MMU on a %s host: role.smm and the vCPU address spa
     // No as-1 slot holds 0xa0000 now: the SMM vCPU's access is emulated MMIO.
     expect(acc(smm, 'read')).toEqual({ exit: 'mmio', gpa: SMRAM, write: false });
     expect(acc(normal, 'read')).toMatchObject({ exit: 'none', pfn: ramPfn });
+    checker.auditPoint('postStep');
+    expect(checker.violations).toEqual([]);
+  });
+});
+
+describe('account_shadowed / unaccount_shadowed in the page\'s address space (kvm_memslots_for_spte_role)', () => {
+  it('an SMM vCPU whose page tables live in SMRAM: write tracking in the as-1 slot, undone when SMRAM goes', () => {
+    const { vm, mmu, smm, smramSlot, checker, acc, smramPfn } = smmGuest('shadow-paging', 'quirk', false);
+    // The SMM handler's own tables, inside SMRAM (gva == gpa); its CR3 is 0xa1000.
+    const map = new IdentityMapBuilder(mmu.gpt, SMRAM + 4096, SMRAM_END);
+    map.mapPage(SMRAM);
+    smm.setCr3(map.cr3);
+    expect(acc(smm, 'read')).toMatchObject({ exit: 'none', pfn: smramPfn });
+    const pml4 = map.cr3 / 4096;
+    const smramSlotNow = vm.activeMemslots(1).searchMemslots(pml4)!;
+    // The root shadows the PML4 (level 4 > 4K): __kvm_write_track_add_gfn on the as-1 SMRAM slot only.
+    expect([smramSlotNow.baseGfn, kvmGfnIsWriteTracked(smramSlotNow, pml4)]).toEqual([SMRAM / 4096, true]);
+    expect(kvmGfnIsWriteTracked(vm.activeMemslots(0).searchMemslots(pml4)!, pml4)).toBe(false);
+    // A precise DELETE zaps the pages shadowing tables in the slot (kvm_mmu_zap_memslot_pages_and_flush)
+    // while the slot still exists, and unaccount_shadowed finds it in address space 1.
+    smramSlot(0);
+    expect(mmu.shadowPages().filter((sp) => sp.hasGptes && sp.gfn >= SMRAM / 4096 && sp.gfn < SMRAM_END / 4096)).toEqual([]);
+    expect(vm.warnings).toEqual([]);
+    // CR3 is now in no visible as-1 memslot: the dummy root, and the walk gives the guest a #PF.
+    expect(acc(smm, 'read')).toMatchObject({ exit: 'retry' });
     checker.auditPoint('postStep');
     expect(checker.violations).toEqual([]);
   });
