@@ -91,17 +91,21 @@ const jsonRun = (r: RunResult): object => ({
 const newTrace = async (file: string | undefined): Promise<TraceRecorder | undefined> =>
   file ? new (await import('../report/chrome_trace.ts')).TraceRecorder() : undefined;
 
-async function compareCmd(name: string, opts: Common & { audit?: string }, check: boolean): Promise<void> {
+async function compareCmd(name: string, opts: Common & { audit?: string; workers?: string }, check: boolean): Promise<void> {
+  const workers = opts.workers === undefined ? undefined : Number(opts.workers);
+  if (workers !== undefined && !(Number.isSafeInteger(workers) && workers >= 0 && workers <= 64))
+    die(`--workers ${opts.workers}: expected an integer from 0 to 64`, EXIT.usage);
   const sc = await load(name, opts);
-  const [{ compareScenario }, { formatCompare, formatViolations }] = await Promise.all([
-    import('../scenario/runner.ts'),
+  const [{ compareScenarioParallel }, { formatCompare, formatViolations }] = await Promise.all([
+    import('../scenario/compare_parallel.ts'),
     import('../report/text.ts'),
   ]);
   const trace = await newTrace(opts.trace);
   const b = await progress(`${check ? 'check' : 'compare'} ${sc.name}`);
   const audit = (opts.audit ?? (check ? 'steps' : 'points')) as RunAudit;
-  const { runs, skipped } = await compareScenario(sc, {
+  const { runs, skipped } = await compareScenarioParallel(sc, {
     audit,
+    ...(workers === undefined ? {} : { workers }),
     ...(trace ? { trace } : {}),
     onDesign: (i, n, id) => b.design(i, n, id),
     onStep: (done, total) => b.step(done, total),
@@ -127,6 +131,8 @@ program.configureOutput({ outputError: (s, write) => write(s) });
 // Usage errors become EXIT.usage below (commander would exit 1, the code of "violations found").
 program.exitOverride();
 program.addHelpText('after', EXIT_HELP);
+
+const WORKERS_HELP = 'threads running designs beside the main one (default: CPUs - 1; 0 = all in one thread; same results)';
 
 /** off | points (named audit points) | steps (+ after every step) | full (+ after every access) */
 const AUDITS = ['off', 'points', 'steps', 'full'];
@@ -181,6 +187,7 @@ withCommon(
     .argument('<scenario>', 'library name or path'),
 )
   .addOption(new Option('--audit <level>', 'checker audit level').choices(AUDITS).default('points'))
+  .option('-w, --workers <n>', WORKERS_HELP)
   .action((name: string, opts: Common & { audit: string }) => compareCmd(name, opts, false));
 
 withCommon(
@@ -194,6 +201,7 @@ withCommon(
       .choices(AUDITS)
       .default('steps'),
   )
+  .option('-w, --workers <n>', WORKERS_HELP)
   .action((name: string, opts: Common & { audit: string }) => compareCmd(name, opts, true));
 
 program

@@ -1,0 +1,56 @@
+/**
+ * compare/check on worker threads (src/scenario/compare_parallel.ts) returns exactly the sequential
+ * loop's RunResults, in design order: counts, modelled costs, verdicts, errors, and violations with their
+ * trace tails. `runHere: false` puts every design on the workers, so the worker path itself is compared.
+ */
+import { describe, expect, it } from 'vitest';
+import { loadScenario } from '../../src/scenario/library.ts';
+import { compareScenario } from '../../src/scenario/runner.ts';
+import { compareScenarioParallel, defaultCompareWorkers } from '../../src/scenario/compare_parallel.ts';
+import type { Scenario } from '../../src/scenario/schema.ts';
+
+const sc = (name: string, params: Record<string, string> = {}): Scenario => {
+  const r = loadScenario(name, params);
+  if (!r.ok) throw new Error(r.error);
+  return r.scenario;
+};
+
+describe('compare on worker threads', () => {
+  it('vsm-permission-split (scaled), all five designs on two workers: the sequential results', async () => {
+    const s = sc('vsm-permission-split', { splits: '3', workingSet: '48' });
+    const seq = await compareScenario(s, { audit: 'points' });
+    const seen: string[] = [];
+    const par = await compareScenarioParallel(s, { audit: 'points', workers: 2, runHere: false, onDesign: (_i, _n, id) => seen.push(id) });
+    expect(par.runs.map((r) => r.design)).toEqual(['quirk', 'quirk-off', 'vm-type', 'slot-flag', 'slot-flag+leafs']);
+    expect(par).toEqual(seq);
+    expect(par.runs[0]!.totals['refaults']).toBe(3 * 48);
+    expect(seen).toEqual([]); // no design ran on this thread
+  }, 120_000);
+
+  it('a bug reproducer under check: the same violations, messages and trace tails', async () => {
+    const s = sc('test/scenarios/fixtures/bugs/precise-zap-no-flush.yaml');
+    const seq = await compareScenario(s, { audit: 'steps' });
+    const par = await compareScenarioParallel(s, { audit: 'steps', workers: 1 });
+    expect(seq.runs.some((r) => r.verdict === 'violations' && r.violations[0]!.trace.length > 0)).toBe(true);
+    expect(par).toEqual(seq);
+    const all = await compareScenarioParallel(s, { audit: 'steps', workers: 1, runHere: false });
+    expect(all).toEqual(seq);
+  }, 120_000);
+
+  it('tdx-boot (skipped designs too) and workers 0 run here, in order', async () => {
+    const s = sc('tdx-boot');
+    const seq = await compareScenario(s, { audit: 'points' });
+    expect(seq.skipped.map((k) => k.id)).toEqual(['quirk-off', 'slot-flag']);
+    expect(await compareScenarioParallel(s, { audit: 'points', workers: 1, runHere: false })).toEqual(seq);
+    const ids: string[] = [];
+    const here = await compareScenarioParallel(s, { audit: 'points', workers: 0, onDesign: (_i, _n, id) => ids.push(id) });
+    expect(here).toEqual(seq);
+    expect(ids).toEqual(['quirk', 'vm-type', 'slot-flag+leafs']);
+  }, 120_000);
+
+  it('the default leaves one core to this thread and never starts more workers than designs left', async () => {
+    expect(defaultCompareWorkers(1)).toBe(0);
+    expect(defaultCompareWorkers(5)).toBeLessThanOrEqual(4);
+    await expect(compareScenarioParallel(sc('tdx-boot'), { workers: 0, runHere: false })).rejects.toThrow(/at least one worker/);
+  });
+});
