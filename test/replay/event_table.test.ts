@@ -11,7 +11,8 @@ import { mergeStreams } from '../../src/replay/merge.ts';
 import { replayEvents } from '../../src/replay/replay.ts';
 import { readQemuTrace } from '../../src/replay/qemu_trace.ts';
 import { readFtrace } from '../../src/replay/ftrace.ts';
-import { EventTable, K_FAULT, K_MEMSLOT } from '../../src/replay/event_table.ts';
+import { B_WRITE, EventTable, K_FAULT, K_LEAF_ZAP, K_MEMSLOT } from '../../src/replay/event_table.ts';
+import type { TraceEvent } from '../../src/replay/events.ts';
 
 const DIR = join(import.meta.dirname, '..', 'recorded', 'replay');
 
@@ -66,5 +67,30 @@ describe('event table', () => {
     expect(m.events.map((e) => `${e.src}:${e.kind}:${e.line}`)).toEqual(['qemu:memslot:1', 'qemu:memslot:2', 'kernel:zapAllFast:1', 'kernel:prepareZapPage:2']);
     // the reader's own events are left as they were
     expect(q.events[1]!.t).toBe(1000010);
+  });
+
+  it('columns grow past their capacity, and block copies keep boxed rows pointing at their own events', () => {
+    const a = new EventTable(2, 1);
+    const boxed: TraceEvent = { t: 3, tid: 9, line: 3, src: 'kernel', kind: 'unmap', start: 0x1000, end: 0x2000 };
+    a.pushGfn(K_FAULT, 1, 7, 1, 0x10, 1, B_WRITE, 1);
+    a.pushGfn(K_LEAF_ZAP, 2, 7, 2, 0x11, 2, 0);
+    a.pushBoxed(boxed);
+    a.pushGfn(K_FAULT, 4, 8, 4, 0x12, 1, 0, 0);
+    expect(a.n).toBe(4);
+    expect([a.gfn(0), a.gfn(1), a.level(1), a.gfn(3), a.faultTp(3), a.flag(0, B_WRITE, 'write'), a.flag(3, B_WRITE, 'write')])
+      .toEqual([0x10, 0x11, 2, 0x12, 'kvm_mmu_set_spte', true, false]);
+    const other: TraceEvent = { t: 0, tid: 1, line: 1, src: 'kernel', kind: 'unmap', start: 0, end: 0x1000 };
+    const b = new EventTable(2, 1);
+    b.pushBoxed(other);
+    b.copyRows(a, 1, 4);
+    expect(b.n).toBe(4);
+    expect(b.event(0)).toBe(other);
+    expect(b.event(2)).toBe(boxed);
+    expect(b.toEvents().map((e) => [e.kind, e.t, 'gfn' in e ? e.gfn : -1])).toEqual([
+      ['unmap', 0, -1], ['leafZap', 2, 0x11], ['unmap', 3, -1], ['fault', 4, 0x12],
+    ]);
+    b.moveBack(3, 1);
+    b.setTime(2, 5);
+    expect(b.toEvents().map((e) => [e.kind, e.t])).toEqual([['unmap', 0], ['fault', 4], ['leafZap', 5], ['unmap', 3]]);
   });
 });
