@@ -10,12 +10,11 @@
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { designsFor } from './designs.ts';
 import { runScenario, type RunAudit, type RunOptions, type RunResult } from './runner.ts';
 import type { Scenario } from './schema.ts';
 import { createRequire } from 'node:module';
-import { resolveTaskFile } from '../sweep/pool.ts';
 
 export interface CompareWorkerData {
   scenario: Scenario;
@@ -82,6 +81,12 @@ export async function compareScenarioParallel(
   return { runs, skipped };
 }
 
+/** compare_worker next to this file: `.ts` from sources, `.js` in the dist/ build (piscina not loaded). */
+function workerFile(): string {
+  const own = fileURLToPath(import.meta.url);
+  return fileURLToPath(new URL(`./compare_worker${own.slice(own.lastIndexOf('.'))}`, import.meta.url));
+}
+
 /**
  * The worker's entry code: import the module; from sources (a `.ts` file, under tsx or vitest) through
  * tsx's tsImport, since Node 20 workers do not apply a loader given as `--import` in execArgv.
@@ -109,7 +114,7 @@ class DesignWorkers {
     count: number,
     private readonly runs: RunResult[],
   ) {
-    const file = resolveTaskFile(new URL('./compare_worker.ts', import.meta.url));
+    const file = workerFile();
     const data: CompareWorkerData = { scenario: sc, designs, audit: opts.audit ?? 'points', counter };
     if (opts.incrementalAudits !== undefined) data.incrementalAudits = opts.incrementalAudits;
     for (let k = 0; k < count; k++) {

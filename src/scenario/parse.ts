@@ -40,6 +40,7 @@ class ScenarioError extends Error {
 }
 
 import { DEFAULT_MAX_STEPS } from './limits.ts';
+import { countSteps } from './step_kinds.ts';
 export { DEFAULT_MAX_STEPS };
 
 export interface ParseOptions {
@@ -213,12 +214,7 @@ function step(s: unknown, path: Path): Step {
   return parsed;
 }
 
-/** Leaf steps a list unrolls to (repeats multiplied out; Infinity past 2^53). */
-export function countSteps(list: Step[]): number {
-  let n = 0;
-  for (const s of list) n += 'repeat' in s ? s.repeat * countSteps(s.steps) : 1;
-  return n;
-}
+export { countSteps };
 
 /** Refuse a timeline past the limit, pointing at the top-level step that contributes most. */
 function checkStepCount(timeline: Step[], maxSteps: number): void {

@@ -8,12 +8,12 @@
  */
 import * as zaplab from '../index.ts';
 import { Kvm, KvmError, uapi, auditSpteMemtypes, type Vcpu } from '../index.ts';
-import { STEP_KINDS, type Scenario, type Step } from './schema.ts';
+import type { Scenario, Step } from './schema.ts';
 import { designsFor, kvmOptionsFor, vmTypeNumber, type DesignSpec } from './designs.ts';
 import { loadChecker, NoChecker, type AuditLevel, type CheckerLike, type Violation } from './checker_glue.ts';
 import { createRegion, execStep, type Derived, type ExecCtx, type RegionState, type VmCtx } from './steps.ts';
 import { newVfioCtx } from './steps_vfio.ts';
-import { countSteps } from './parse.ts';
+import { countSteps, STEP_KIND_NAMES } from './step_kinds.ts';
 import { modelCost, type Modelled } from '../metrics/cost.ts';
 import type { TraceRecorder } from '../report/chrome_trace.ts';
 import type { KvmTraceSink } from '../kvm/kvm_trace.ts';
@@ -190,7 +190,7 @@ function diff(a: Counts, b: Counts): Counts {
 
 function stepLabel(s: Step, i: number): string {
   if (s.label) return s.label;
-  const kind = Object.keys(s).find((k) => (STEP_KINDS as string[]).includes(k))!;
+  const kind = Object.keys(s).find((k) => (STEP_KIND_NAMES as readonly string[]).includes(k))!;
   const v = (s as Record<string, unknown>)[kind];
   return `#${i + 1} ${kind}${typeof v === 'string' || typeof v === 'number' ? ' ' + String(v) : ''}`;
 }

@@ -7,7 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { loadScenario } from '../../src/scenario/library.ts';
 import { compareScenario } from '../../src/scenario/runner.ts';
 import { compareScenarioParallel, defaultCompareWorkers } from '../../src/scenario/compare_parallel.ts';
-import type { Scenario } from '../../src/scenario/schema.ts';
+import { STEP_KINDS, type Scenario } from '../../src/scenario/schema.ts';
+import { STEP_KIND_NAMES } from '../../src/scenario/step_kinds.ts';
 
 const sc = (name: string, params: Record<string, string> = {}): Scenario => {
   const r = loadScenario(name, params);
@@ -52,5 +53,9 @@ describe('compare on worker threads', () => {
     expect(defaultCompareWorkers(1)).toBe(0);
     expect(defaultCompareWorkers(5)).toBeLessThanOrEqual(4);
     await expect(compareScenarioParallel(sc('tdx-boot'), { workers: 0, runHere: false })).rejects.toThrow(/at least one worker/);
+  });
+
+  it("the runner's step kinds (step_kinds.ts, loaded without zod) are the schema's, in order", () => {
+    expect([...STEP_KIND_NAMES]).toEqual(STEP_KINDS);
   });
 });
