@@ -6,6 +6,13 @@
  * Kernel counterpart: the buddy allocator and struct page / folio refcounts as KVM observes them. Like a
  * compound page, a huge allocation keeps its refcount and content version in its head page until it is
  * split; that keeps a 1 TiB guest backed by 2M pages at a few MB of bookkeeping.
+ *
+ * The refcount and version chunks are made lazily: a chunk is made the first time one of its pfns needs
+ * a value other than a fresh page's. Until then every pfn of it below `next` was handed out once, as a
+ * single page from the never-used end of the pool, and nothing changed it since, so its refcount and
+ * content version are both 1 (0 at and past `next`); a huge allocation makes the chunks under its
+ * alignment gap and block first. That keeps a guest touched once at 4K (a 1 TiB guest is 268 M pages)
+ * at no bookkeeping bytes per page. (`eagerChunks` makes every chunk at once, as a reference for tests.)
  */
 import { SNAPSHOT_EXTENTS, type SnapshotExtents } from '../kvm/snapshot.ts';
 
@@ -30,24 +37,46 @@ export class PfnPool implements SnapshotExtents {
    */
   epoch = 0;
 
+  /** Make every refcount/version chunk as its first pfn is handed out (tests' reference; see the header). */
+  private readonly eager: boolean;
+  constructor(opts: { eagerChunks?: boolean } = {}) {
+    this.eager = opts.eagerChunks ?? false;
+  }
+
+  /** Is pfn fresh (handed out once as a single page, unchanged) if its chunk is not made? (pfn 0 never is) */
+  private fresh(pfn: number): boolean {
+    return !this.eager && pfn >= 1 && pfn < this.next;
+  }
+  /** Make a chunk: its fresh pfns at 1, the rest 0. */
+  private makeChunk<T extends Int32Array | Uint32Array>(c: T, k: number): T {
+    if (!this.eager) c.fill(1, Math.max(1 - k * CHUNK, 0), Math.max(0, Math.min(CHUNK, this.next - k * CHUNK)));
+    return c;
+  }
+
   private lastRefKey = -1;
   private lastRef: Int32Array = new Int32Array(0);
+  /** The refcount chunk of pfn, made (fresh pfns at 1) if it was not. */
   private ref(pfn: number): Int32Array {
     const k = pfn >>> CHUNK_SHIFT;
     if (k === this.lastRefKey) return this.lastRef;
     let c = this.refChunks.get(k);
-    if (c === undefined) this.refChunks.set(k, (c = new Int32Array(CHUNK)));
+    if (c === undefined) {
+      this.refChunks.set(k, (c = this.makeChunk(new Int32Array(CHUNK), k)));
+    }
     this.lastRefKey = k;
     this.lastRef = c;
     return c;
   }
   private lastVerKey = -1;
   private lastVer: Uint32Array = new Uint32Array(0);
+  /** The version chunk of pfn, made (fresh pfns at 1) if it was not. */
   private ver(pfn: number): Uint32Array {
     const k = pfn >>> CHUNK_SHIFT;
     if (k === this.lastVerKey) return this.lastVer;
     let c = this.verChunks.get(k);
-    if (c === undefined) this.verChunks.set(k, (c = new Uint32Array(CHUNK)));
+    if (c === undefined) {
+      this.verChunks.set(k, (c = this.makeChunk(new Uint32Array(CHUNK), k)));
+    }
     this.lastVerKey = k;
     this.lastVer = c;
     return c;
@@ -88,12 +117,21 @@ export class PfnPool implements SnapshotExtents {
   /** Allocate `n` contiguous pages (n = 1, 512 or 262144, naturally aligned), refcount 1. */
   alloc(n: number): number {
     let base: number;
+    let fresh = false;
     if (n === 1 && this.free.length > 0) {
       base = this.free.pop()!;
       this.epoch++;
     }
     else {
       base = Math.ceil(this.next / n) * n;
+      // The alignment gap and the block's tail pages are not fresh single pages: make their chunks
+      // (before `next` moves, so the pages handed out so far keep reading 1).
+      if (n > 1 && !this.eager)
+        for (let k = this.next >>> CHUNK_SHIFT; k <= (base + n - 1) >>> CHUNK_SHIFT; k++) {
+          this.ref(k * CHUNK);
+          this.ver(k * CHUNK);
+        }
+      fresh = n === 1 && !this.eager && base >= 1;
       this.next = base + n;
     }
     if (n > 1) {
@@ -101,9 +139,13 @@ export class PfnPool implements SnapshotExtents {
       if (n === 262144) this.giants++;
     }
     const i = base & (CHUNK - 1);
-    this.ref(base)[i] = 1;
-    const ver = this.ver(base);
-    ver[i] = (ver[i]! + 1) >>> 0; // new owner, new content
+    const k = base >>> CHUNK_SHIFT;
+    // A fresh page in a chunk not yet made reads refcount 1, version 1 from `next` alone.
+    if (!fresh || this.refChunks.has(k)) this.ref(base)[i] = 1;
+    if (!fresh || this.verChunks.has(k)) {
+      const ver = this.ver(base);
+      ver[i] = (ver[i]! + 1) >>> 0; // new owner, new content
+    }
     this.allocated += n;
     return base;
   }
@@ -233,7 +275,8 @@ export class PfnPool implements SnapshotExtents {
     const h = this.head(pfn);
     const k = h >>> CHUNK_SHIFT;
     if (k === this.lastRefKey) return this.lastRef[h & (CHUNK - 1)]!;
-    return this.refChunks.get(k)?.[h & (CHUNK - 1)] ?? 0;
+    const c = this.refChunks.get(k);
+    return c !== undefined ? c[h & (CHUNK - 1)]! : this.fresh(h) ? 1 : 0;
   }
 
   isFree(pfn: number): boolean {
@@ -243,7 +286,8 @@ export class PfnPool implements SnapshotExtents {
   /** Content version: bumped by writes and by reallocation to a new owner. */
   contentVersion(pfn: number): number {
     const h = this.head(pfn);
-    return this.verChunks.get(h >>> CHUNK_SHIFT)?.[h & (CHUNK - 1)] ?? 0;
+    const c = this.verChunks.get(h >>> CHUNK_SHIFT);
+    return c !== undefined ? c[h & (CHUNK - 1)]! : this.fresh(h) ? 1 : 0;
   }
 
   write(pfn: number): void {
