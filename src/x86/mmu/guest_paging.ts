@@ -79,6 +79,8 @@ export function newGuestWalker(): GuestWalker {
  * level must be present and allow the access; then set A on each level and D on the leaf of a write
  * (the guest's hardware would; KVM's walker does it for the guest). Returns false on a guest #PF.
  * `visible` is KVM's check that each table's gfn is in a visible memslot (omitted: every gfn is).
+ * `adWrite(tableGfn)` is asked before an A/D update is written: false skips it (a table in a read-only
+ * slot: `pte_writable`), and it marks the table page dirty (`kvm_vcpu_mark_page_dirty`); omitted: write.
  * @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(walk_addr_generic)
  */
 export function walkAddrGeneric(
@@ -90,6 +92,7 @@ export function walkAddrGeneric(
   user: boolean,
   setAccessedDirty = true,
   visible?: (gfn: number) => boolean,
+  adWrite?: (tableGfn: number) => boolean,
 ): boolean {
   w.fault = '';
   let tableGfn = Math.floor(cr3 / PAGE);
@@ -133,6 +136,7 @@ export function walkAddrGeneric(
     if (!(g & PT_ACCESSED_MASK)) g += PT_ACCESSED_MASK;
     if (level === w.level && write && !(g & PT_DIRTY_MASK)) g += PT_DIRTY_MASK;
     if (g !== w.ptes[level - 1]) {
+      if (adWrite !== undefined && !adWrite(w.tableGfn[level - 1]!)) continue;
       gpt.write(w.tableGfn[level - 1]!, index, g);
       w.ptes[level - 1] = g;
     }

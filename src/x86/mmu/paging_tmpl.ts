@@ -128,7 +128,7 @@ export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: 
 export function shadowPageFault(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: boolean): number {
   vcpu.stats.pf_taken++;
   const w = walker;
-  if (!walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, (g) => mmu.kvmIsVisibleGfn(g, vcpu.asId()))) {
+  if (!walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, (g) => mmu.kvmIsVisibleGfn(g, vcpu.asId()), (g) => adWrite(mmu, vcpu, g))) {
     vcpu.stats.pf_guest++; // kvm_inject_emulated_page_fault → kvm_inject_page_fault
     return RET_PF_GUEST;
   }
@@ -402,5 +402,18 @@ export function guestWritePte(mmu: ShadowMmu, tableGpa: number, index: number, g
 export function kvmMmuGvaToGpa(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: boolean): number | null {
   const w = newGuestWalker();
   const visible = (g: number): boolean => mmu.kvmIsVisibleGfn(g, vcpu.asId());
-  return walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, false, true, visible) ? w.gfn * PAGE + (gva % PAGE) : null;
+  return walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, false, true, visible, (g) => adWrite(mmu, vcpu, g))
+    ? w.gfn * PAGE + (gva % PAGE)
+    : null;
+}
+
+/**
+ * FNAME(update_accessed_dirty_bits) for one table page: skipped in a read-only slot (`pte_writable`),
+ * else the page is marked dirty (`kvm_vcpu_mark_page_dirty`) like any guest write KVM makes.
+ */
+function adWrite(mmu: ShadowMmu, vcpu: Vcpu, tableGfn: number): boolean {
+  const slot = mmu.slotForGfn(tableGfn, vcpu.asId());
+  if (slot === null || slot.flags & KVM_MEM_READONLY) return false;
+  if (slot.dirtyBitmap !== null) markPageDirtyInSlot(slot, tableGfn);
+  return true;
 }
