@@ -1,35 +1,52 @@
 /**
- * What changed in a VM since the checker's last whole-VM SPTE audit, so the next audit walks only the
- * page tables whose verdicts can have changed: an audit finding is a pure function of the leaf's SPTE,
- * its root, the memslots over its gfn, the host pages behind them and the memtype inputs, and the
- * checker reports each finding once (it dedupes repeats), so a table none of whose inputs moved can only
- * produce findings that were already reported.
+ * What changed in a VM since the checker's last whole-VM audit, so the next audit looks only at what can
+ * have changed its findings: an audit finding is a pure function of a leaf's SPTE (or a TLB entry), its
+ * root, the memslots over its gfn, the host pages behind them and the memtype inputs, and the checker
+ * reports each finding once (it dedupes repeats), so what none of whose inputs moved can only produce
+ * findings that were already reported.
  *
  * Tracked precisely: SPTE changes (the TDP engine's numeric recorder: gfn and level of every write),
- * memslot changes (slot objects that appeared or went away, as gfn intervals) and page fault-ins on the
- * host (hva ranges, mapped to the gfns of every slot over them). Anything else that an audit reads (the
- * roots and their roles, the memtype inputs, an invalidation in flight, freed or reused host pages, any
- * other host mapping change, private or guest_memfd memory, TDX, the shadow MMU) makes the next audit a
- * whole one.
+ * memslot changes (slot objects that appeared or went away, as gfn intervals), page fault-ins on the
+ * host (hva ranges, mapped to the gfns of every slot over them) and vCPU TLB writes (each TLB's write
+ * counter). The SPTE walk visits the tables over changed gfns; the TLB audit visits the entries over
+ * gfns whose slots or host pages changed or that a changed TLB holds, in every vCPU alike (so the
+ * per-audit pfn memo suppresses the same repeats as in a whole audit). Anything else that an audit reads
+ * (the roots and their roles, the memtype inputs, an invalidation in flight, freed or reused host pages,
+ * any other host mapping change, private or guest_memfd memory, TDX, the shadow MMU) makes the next
+ * audit a whole one. Those inputs are compared value by value (Inputs), no string is built.
  *
  * Kernel counterpart: none (the checker's own bookkeeping).
  */
 import type { VmState } from '../kvm/vm_state.ts';
 import type { KvmMemorySlot } from '../kvm/kvm_host.ts';
+import type { KvmMemslots } from '../kvm/memslots.ts';
 import type { X86Mmu } from '../x86/mmu/mmu.ts';
 import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
+import { PAGES_PER_LEVEL } from '../x86/mmu/tdp_iter.ts';
+import { tlbGoesAway } from './audit_tlb.ts';
 
 /** More changed gfn intervals than this and the audit is a whole one. */
 const MAX_INTERVALS = 64;
+/** AuditDelta.cacheKeys */
+const DELTA_CACHE: ReadonlySet<PropertyKey> = new Set(['tlbWrites', 'tlb']);
+const DIRTY_CACHE: ReadonlySet<PropertyKey> = new Set(['tlbRanges']);
 
 /** Which tables an audit must walk (levels ≥ 3 always). */
 export interface AuditFilter {
   /** Walk the table of `level` (1 or 2) whose first gfn is `baseGfn`? */
   scan(level: number, baseGfn: number): boolean;
+  /** Nothing below the roots changed: no table needs a walk. */
+  readonly clean?: boolean;
+}
+
+/** Which vCPU TLB entries an audit must check. */
+export interface TlbFilter {
+  /** Check the entry translating [gfn, gfn + span)? */
+  check(gfn: number, span: number): boolean;
 }
 
 /** Changed regions and gfn intervals: collected between two audits, then read by the second. */
-class Dirty implements AuditFilter {
+class Dirty implements AuditFilter, TlbFilter {
   /** everything below the roots is suspect (an entry at level ≥ 4 changed) */
   everything = false;
   /** 2M regions (gfn / 512) where a level-1 or level-2 entry changed */
@@ -41,6 +58,15 @@ class Dirty implements AuditFilter {
   last2m = -1;
   /** changed gfn intervals, [start, end) pairs */
   readonly intervals: number[] = [];
+  /**
+   * gfn intervals ([start, end) pairs) whose slots or host pages changed, or that a changed TLB holds:
+   * the TLB entries over them are checked
+   */
+  readonly tlbRanges: number[] = [];
+
+  get clean(): boolean {
+    return !this.everything && this.dirty2m.size === 0 && this.dirty1g.size === 0 && this.intervals.length === 0;
+  }
 
   clear(): void {
     this.everything = false;
@@ -49,10 +75,12 @@ class Dirty implements AuditFilter {
     this.dirty1g.clear();
     this.last2m = -1;
     this.intervals.length = 0;
+    this.tlbRanges.length = 0;
   }
 
   /** Gfns [start, end) changed: their 2M regions, or an interval when that is shorter to note. */
   addRange(start: number, end: number): void {
+    this.tlbRanges.push(start, end);
     const q0 = Math.floor(start / 512);
     const q1 = Math.ceil(end / 512);
     if (q1 - q0 > 512) {
@@ -75,6 +103,78 @@ class Dirty implements AuditFilter {
     for (let i = 0; i < iv.length; i += 2) if (iv[i]! < end && baseGfn < iv[i + 1]!) return true;
     return false;
   }
+
+  check(gfn: number, span: number): boolean {
+    const iv = this.tlbRanges;
+    for (let i = 0; i < iv.length; i += 2) if (iv[i]! < gfn + span && gfn < iv[i + 1]!) return true;
+    return false;
+  }
+}
+
+/**
+ * Audit inputs kept as values: `update` compares the VM's against the last ones recorded, one by one,
+ * and records the new ones.
+ */
+class Inputs {
+  private readonly vals: unknown[] = [];
+  private i = 0;
+  private differs = false;
+
+  private put(v: unknown): void {
+    if (this.i >= this.vals.length || this.vals[this.i] !== v) {
+      this.differs = true;
+      this.vals[this.i] = v;
+    }
+    this.i++;
+  }
+
+  private putAll(a: ArrayLike<number>): void {
+    this.put(a.length);
+    for (let k = 0; k < a.length; k++) this.put(a[k]);
+  }
+
+  /**
+   * The roots and their roles, the MMIO SPTE value, an invalidation in flight, the number of vCPUs, and
+   * the memtype inputs (vCPU 0's CR0, PAT and MTRRs with their list order, the VM's non-coherent DMA
+   * and quirks). True if any differs from the last update (or there was none).
+   */
+  update(vm: VmState): boolean {
+    this.i = 0;
+    this.differs = false;
+    this.put(vm.mmuInvalidateInProgress);
+    this.put(vm.vcpus.length);
+    this.put(vm.arch.noncoherentDmaCount);
+    this.put(vm.arch.disabledQuirks);
+    const tdp = (vm.mmu as Partial<X86Mmu>).tdp;
+    if (tdp !== undefined) {
+      this.put(tdp.mmioValue);
+      this.put(tdp.roots.length);
+      for (const r of tdp.roots) {
+        this.put(r);
+        this.put(tdp.pool.role[r]);
+      }
+    }
+    const v0 = vm.vcpus[0];
+    if (v0 !== undefined) {
+      const m = v0.memtype;
+      this.put(m.cr0);
+      this.put(m.pat);
+      this.put(m.deftype);
+      this.putAll(m.varBase);
+      this.putAll(m.varMask);
+      this.putAll(m.varList);
+      this.putAll(m.fixed);
+    }
+    if (this.i !== this.vals.length) {
+      this.differs = true;
+      this.vals.length = this.i;
+    }
+    const differs = this.differs;
+    // back to constants between updates (state hashes read this object)
+    this.i = 0;
+    this.differs = false;
+    return differs;
+  }
 }
 
 export class AuditDelta {
@@ -83,11 +183,20 @@ export class AuditDelta {
   private pending = new Dirty();
   /** what the current audit walks (the previous `pending`) */
   private current = new Dirty();
-  private fingerprint = '';
+  private readonly inputs = new Inputs();
   private mmEpoch = -1;
   private poolEpoch = -1;
   private faultSeq = 0;
+  /** per address space: the active set and its generation at the last audit, and its slots then */
+  private sets: (KvmMemslots | null)[] = [];
+  private gens: number[] = [];
   private slots: KvmMemorySlot[][] = [];
+  /** some active slot is bound to a guest_memfd (its pages come and go without a host-mm event) */
+  private gmem = false;
+  /** per vCPU: its TLB's write count at the last audit, and -1 where its entries were not audited */
+  private tlbWrites: number[] = [];
+  /** the TLB filter of the current audit (null: every entry) */
+  tlb: TlbFilter | null = null;
 
   /** The next audit walks everything (the last one set findings aside that it must see again). */
   invalidate(): void {
@@ -113,74 +222,107 @@ export class AuditDelta {
   }
 
   /**
-   * Start a whole-VM audit: the filter for its SPTE walk, or null when it must walk everything. Either way
-   * the changes noted so far are consumed: the next audit is measured from this one.
+   * Start a whole-VM audit: the filter for its SPTE walk, or null when it must walk everything (then
+   * `tlb` is null too: every TLB entry is checked). Either way the changes noted so far are consumed:
+   * the next audit is measured from this one.
    */
   begin(vm: VmState): AuditFilter | null {
     const d = this.pending;
-    const whole = !this.valid || d.everything || !this.onlyTrackedChanges(vm, d);
+    // recorded at every audit (the next one compares against it), so evaluated first
+    const tracked = this.onlyTrackedChanges(vm, d);
+    const whole = !this.valid || d.everything || !tracked;
     this.pending = this.current;
     this.pending.clear();
     this.current = d;
-    this.snapshot(vm);
+    this.valid = true;
+    this.tlb = whole || !this.tlbChanges(vm, d) ? null : d;
+    if (whole) this.recordTlbs(vm);
     return whole ? null : d;
   }
 
   /** True if nothing but SPTEs, memslots and host fault-ins changed; adds their gfn intervals to d. */
   private onlyTrackedChanges(vm: VmState, d: Dirty): boolean {
     const host = vm.kvm.host;
-    if (vm.info.hasPrivateMem || vm.info.hasMirroredTdp || shadowMmuOf(vm) !== null) return false;
-    if (fingerprint(vm) !== this.fingerprint) return false;
-    if (host.mmEpoch !== this.mmEpoch || host.pfns.epoch !== this.poolEpoch) return false;
-    const now: KvmMemorySlot[][] = [];
-    for (let as = 0; as < vm.nrAs; as++) {
-      const all = vm.activeMemslots(as).all();
-      // guest_memfd pages come and go without a host-mm event
-      if (all.some((s) => s.gmem !== null)) return false;
-      now.push(all);
-      const before = new Set(this.slots[as] ?? []);
-      const after = new Set(all);
-      for (const s of all) if (!before.has(s)) d.addRange(s.baseGfn, s.baseGfn + s.npages);
-      for (const s of before) if (!after.has(s)) d.addRange(s.baseGfn, s.baseGfn + s.npages);
-    }
-    const ok = host.faults.since(this.faultSeq, (start, len) => {
-      for (const set of now)
+    // Record everything even when the answer is already no: the next audit compares against it.
+    let ok = !this.inputs.update(vm);
+    if (host.mmEpoch !== this.mmEpoch || host.pfns.epoch !== this.poolEpoch) ok = false;
+    this.mmEpoch = host.mmEpoch;
+    this.poolEpoch = host.pfns.epoch;
+    if (!this.slotChanges(vm, d)) ok = false;
+    if (vm.info.hasPrivateMem || vm.info.hasMirroredTdp || shadowMmuOf(vm) !== null || this.gmem) ok = false;
+    const from = this.faultSeq;
+    this.faultSeq = host.faults.seq;
+    if (!ok) return false;
+    const all = this.slots;
+    const kept = host.faults.since(from, (start, len) => {
+      for (const set of all)
         for (const s of set) {
           const a = Math.max(start, s.userspaceAddr);
           const b = Math.min(start + len, s.userspaceAddr + s.npages * 4096);
           if (a < b) d.addRange(s.baseGfn + Math.floor((a - s.userspaceAddr) / 4096), s.baseGfn + Math.ceil((b - s.userspaceAddr) / 4096));
         }
     });
-    return ok && d.intervals.length <= 2 * MAX_INTERVALS;
+    return kept && d.intervals.length <= 2 * MAX_INTERVALS;
   }
 
-  private snapshot(vm: VmState): void {
-    this.valid = true;
-    this.fingerprint = fingerprint(vm);
-    this.mmEpoch = vm.kvm.host.mmEpoch;
-    this.poolEpoch = vm.kvm.host.pfns.epoch;
-    this.faultSeq = vm.kvm.host.faults.seq;
-    this.slots = [];
-    for (let as = 0; as < vm.nrAs; as++) this.slots.push(vm.activeMemslots(as).all());
+  /** Note the slots that appeared or went away since the last audit (a set's generation says whether any did). */
+  private slotChanges(vm: VmState, d: Dirty): boolean {
+    let same = this.sets.length === vm.nrAs;
+    for (let as = 0; as < vm.nrAs && same; as++) {
+      const set = vm.activeMemslots(as);
+      same = set === this.sets[as] && set.generation === this.gens[as];
+    }
+    if (same) return true;
+    let gmem = false;
+    for (let as = 0; as < vm.nrAs; as++) {
+      const set = vm.activeMemslots(as);
+      const all = set.all();
+      if (all.some((s) => s.gmem !== null)) gmem = true;
+      const before = new Set(this.slots[as] ?? []);
+      const after = new Set(all);
+      for (const s of all) if (!before.has(s)) d.addRange(s.baseGfn, s.baseGfn + s.npages);
+      for (const s of before) if (!after.has(s)) d.addRange(s.baseGfn, s.baseGfn + s.npages);
+      this.sets[as] = set;
+      this.gens[as] = set.generation;
+      this.slots[as] = all;
+    }
+    this.sets.length = this.gens.length = this.slots.length = vm.nrAs;
+    this.gmem = gmem;
+    return !gmem;
   }
-}
 
-/**
- * Everything else a leaf's verdict reads, as one string: the roots and their roles, the MMIO SPTE value,
- * an invalidation in flight, the vCPUs, and the memtype inputs (vCPU 0's CR0, PAT and MTRRs, the VM's
- * non-coherent DMA and quirks).
- */
-function fingerprint(vm: VmState): string {
-  const tdp = (vm.mmu as Partial<X86Mmu>).tdp;
-  let s = `${vm.mmuInvalidateInProgress}|${vm.vcpus.length}|${vm.arch.noncoherentDmaCount}|${vm.arch.disabledQuirks}|`;
-  if (tdp !== undefined) {
-    s += `${tdp.mmioValue}|`;
-    for (const r of tdp.roots) s += `${r}:${tdp.pool.role[r]},`;
+  /**
+   * Add to d's TLB ranges what every TLB written since the last audit holds (or all it holds where its
+   * entries were not audited then); false when the TLB audit must be a whole one.
+   */
+  private tlbChanges(vm: VmState, d: Dirty): boolean {
+    const w = this.tlbWrites;
+    if (w.length !== vm.vcpus.length) {
+      this.recordTlbs(vm);
+      return false;
+    }
+    for (let i = 0; i < vm.vcpus.length; i++) {
+      const v = vm.vcpus[i]!;
+      const now = tlbGoesAway(v) ? -1 : v.tlb.writes;
+      if (now === w[i]) continue;
+      w[i] = now;
+      if (now >= 0) v.tlb.forEachEntry((gfn, _pfn, level) => d.tlbRanges.push(gfn, gfn + PAGES_PER_LEVEL[level]!));
+    }
+    return d.tlbRanges.length <= 2 * MAX_INTERVALS;
   }
-  const v0 = vm.vcpus[0];
-  if (v0 !== undefined) {
-    const m = v0.memtype;
-    s += `|${m.cr0}|${m.pat}|${m.deftype}|${m.varBase.join(',')}|${m.varMask.join(',')}|${m.varList.join(',')}|${m.fixed.join(',')}`;
+
+  /**
+   * What only says how much the next audit may skip (which TLBs were written, the current TLB filter),
+   * not what the VM or the findings are: left out of state hashes (explore/engine.ts), which would
+   * otherwise tell apart states that differ only in their history.
+   */
+  cacheKeys(into: Map<object, ReadonlySet<PropertyKey>>): void {
+    into.set(this, DELTA_CACHE);
+    into.set(this.pending, DIRTY_CACHE);
+    into.set(this.current, DIRTY_CACHE);
   }
-  return s;
+
+  private recordTlbs(vm: VmState): void {
+    this.tlbWrites = vm.vcpus.map((v) => (tlbGoesAway(v) ? -1 : v.tlb.writes));
+  }
 }

@@ -16,6 +16,7 @@ import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
 import { isPrivateGfn } from './reference.ts';
 import { checkMappedPfns, hex, liveSlot, type Report } from './audit_mmu.ts';
 import { newPfnMemo, type PfnMemo } from './pfn_memo.ts';
+import type { TlbFilter } from './audit_delta.ts';
 
 /** INV-ROOT-001/002: root refcounts and the roots vCPUs hold. @kernel arch/x86/kvm/mmu/tdp_mmu.c#kvm_tdp_mmu_put_root */
 export function auditRoots(vm: VmState, report: Report): void {
@@ -43,21 +44,25 @@ export function auditRoots(vm: VmState, report: Report): void {
 }
 
 /** True if the vCPU flushes or reloads its root before it runs the guest again. */
-function tlbGoesAway(v: Vcpu): boolean {
+export function tlbGoesAway(v: Vcpu): boolean {
   if ((v.requests & (KVM_REQ_TLB_FLUSH | KVM_REQ_MMU_FREE_OBSOLETE_ROOTS)) !== 0) return true;
   const shadow = shadowMmuOf(v.vm);
   return shadow !== null ? !shadow.roots.has(v) : v.mmu.root < 0;
 }
 
-/** TLB entries a vCPU can still use: INV-ZAP-002 (a live slot), INV-PFN-001/002 (the right page). */
-export function auditTlbs(vm: VmState, report: Report): void {
+/**
+ * TLB entries a vCPU can still use: INV-ZAP-002 (a live slot), INV-PFN-001/002 (the right page); with a
+ * filter (audit_delta.ts), only the entries it names, in every vCPU alike.
+ */
+export function auditTlbs(vm: VmState, report: Report, filter: TlbFilter | null = null): void {
   const memo = newPfnMemo();
   const tlbWhere = newTlbWhere();
   for (const v of vm.vcpus) {
     if (tlbGoesAway(v)) continue;
-    v.tlb.forEachEntry((hwGfn, basePfn, level) =>
-      checkTlbEntry(vm, report, v, hwGfn, basePfn, level, memo, tlbWhere),
-    );
+    v.tlb.forEachEntry((hwGfn, basePfn, level) => {
+      if (filter === null || filter.check(hwGfn, PAGES_PER_LEVEL[level]!))
+        checkTlbEntry(vm, report, v, hwGfn, basePfn, level, memo, tlbWhere);
+    });
   }
 }
 

@@ -93,14 +93,26 @@ export function checkAccess(
 }
 
 /** The guest_memfd files the checker knows of for a VM: seen bound to a slot, or found in the fd table. */
+const GMEM_CACHE: ReadonlySet<PropertyKey> = new Set(['probed']);
+
 export class GmemFiles {
   private readonly files = new Set<KvmGmemFile>();
   private fdTop = 3;
+  /** kvm.fdsInstalled at the last probe of the fd table */
+  private probed = -1;
+
+  /** What is a cache, not state (see AuditDelta.cacheKeys). */
+  cacheKeys(into: Map<object, ReadonlySet<PropertyKey>>): void {
+    into.set(this, GMEM_CACHE);
+  }
 
   /** Learn files from the slots and the fd table (fds are never reused; probe past the last one seen). */
   refresh(vm: VmState): void {
     for (let as = 0; as < vm.nrAs; as++)
       for (const s of vm.activeMemslots(as).all()) if (s.gmem !== null) this.files.add(s.gmem.file as KvmGmemFile);
+    // no fd installed since the last probe: the table holds no file not seen then
+    if (vm.kvm.fdsInstalled === this.probed) return;
+    this.probed = vm.kvm.fdsInstalled;
     for (let fd = 3, misses = 0; misses < 64; fd++) {
       const f = vm.kvm.lookupFd(fd);
       if (f === undefined) {

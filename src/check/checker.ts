@@ -181,6 +181,18 @@ export class Checker {
     this.watched[this.watched.length - 1]!.gmem.refresh(vm);
   }
 
+  /**
+   * The properties, per object, of the checker's caches (what the next audit may skip), which say
+   * nothing about the VM or the findings: state hashes leave them out. `into` gets them added.
+   */
+  cacheKeys(into: Map<object, ReadonlySet<PropertyKey>>): Map<object, ReadonlySet<PropertyKey>> {
+    for (const w of this.watched) {
+      w.delta.cacheKeys(into);
+      w.gmem.cacheKeys(into);
+    }
+    return into;
+  }
+
   /** The runner names the current step; with audit 'full' the step just finished is audited first. */
   setStep(label: string): void {
     if (this.audit === 'full') this.runAudits('postStep');
@@ -255,9 +267,11 @@ export class Checker {
     auditRoots(w.vm, report);
     const filter = w.delta.begin(w.vm);
     if (filter !== null && this.incremental) this.incrementalAudits++;
-    auditSptes(w.vm, report, mirror, this.incremental ? filter : null);
+    const only = this.incremental ? filter : null;
+    // nothing below the roots changed: every leaf finding would be a repeat
+    if (only === null || only.clean !== true) auditSptes(w.vm, report, mirror, only);
     auditShadow(w.vm, report);
-    auditTlbs(w.vm, report);
+    auditTlbs(w.vm, report, only === null ? null : w.delta.tlb);
     w.gmem.audit(w.vm, report);
     if (w.vm.info.hasMirroredTdp) w.tdx.audit(w.vm, mirror, report);
   }

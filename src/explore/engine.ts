@@ -37,6 +37,7 @@ import { stateHash } from '../kvm/state_hash.ts';
 
 /** the checker's label of the step being run: names the last step, not the state */
 const STEP_LABEL: ReadonlySet<PropertyKey> = new Set(['step']);
+const TLB_WRITES: ReadonlySet<PropertyKey> = new Set(['writes']);
 
 /** One executed step, for race diagrams and replays. */
 export interface StepRecord {
@@ -357,8 +358,19 @@ export class Execution {
       if (a.pending !== null && a.at === null) return undefined;
       pos += `${a.pending === null ? '-' : a.at}|`;
     }
-    const skip = new Map<object, ReadonlySet<PropertyKey>>([[this.checker, STEP_LABEL]]);
-    return pos + stateHash([this.kvm, this.c, this.checker, this.completed], { skip });
+    return pos + stateHash([this.kvm, this.c, this.checker, this.completed], { skip: this.hashSkips() });
+  }
+
+  private skips: Map<object, ReadonlySet<PropertyKey>> | null = null;
+  /**
+   * What state keys leave out: the label of the last step, the checker's caches, and each TLB's write
+   * count (which the checker's cache reads; the TLB's contents are hashed).
+   */
+  private hashSkips(): Map<object, ReadonlySet<PropertyKey>> {
+    if (this.skips !== null) return this.skips;
+    const skip = this.checker.cacheKeys(new Map([[this.checker, STEP_LABEL]]));
+    for (const v of this.vm.vcpus) skip.set(v.tlb, TLB_WRITES);
+    return (this.skips = skip);
   }
 
   /** Rename the step being executed once its outcome is known (e.g. a TLB hit rather than a fault). */

@@ -33,6 +33,8 @@ export class Tlb {
   private readonly valid = new Int32Array(3);
   /** flushes that reached this TLB (model counter) */
   flushes = 0;
+  /** fills and flushes so far: the TLB holds what it held when this last had the same value */
+  writes = 0;
 
   /** Where probe() leaves a hit (read right after the call). */
   readonly hit: TlbHit = { pfn: 0, level: 1, writable: false, memtype: 0 };
@@ -80,6 +82,7 @@ export class Tlb {
     this.tag[l]![i] = index * span;
     this.pfn[l]![i] = basePfn;
     this.meta[l]![i] = (writable ? 1 : 0) | (memtype << 1);
+    this.writes++;
   }
 
   /** Everything goes (INVEPT single-context / root load). */
@@ -89,6 +92,7 @@ export class Tlb {
     u.length = 0;
     this.valid.fill(0);
     this.flushes++;
+    this.writes++;
   }
 
   /** Visit every valid entry (inspection, read-only): the leaf's base gfn and pfn, level, writable, memtype. */

@@ -143,6 +143,11 @@ export class Kvm {
     return this.files.get(fd);
   }
 
+  /** fds handed out so far (fds are never reused): an fd table that has not grown since holds no new file */
+  get fdsInstalled(): number {
+    return this.nextFd - 3;
+  }
+
   installFd(make: (id: number) => ModelFile): number {
     const fd = this.nextFd++;
     this.files.set(fd, make(fd));

@@ -82,6 +82,8 @@ export class X86Mmu implements KvmMmuOps {
         get needResched() {
           return vm.onMmuLockDrop === undefined ? undefined : wantsLock;
         },
+        // see partyWantsLock: no party is let in while an invalidated root is zapped
+        mayYieldIn: (root) => (this.tdp.pool.role[root]! & ROLE_INVALID) === 0,
         onYield: (resumeGfn) => {
           this.syncCounters(); // the party reads the stats of the half-done walk
           vm.runMmuLockParty(resumeGfn);

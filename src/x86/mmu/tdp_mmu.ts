@@ -147,7 +147,13 @@ export function tdpMmuZapLeafs(
  * leaf by leaf): no trace sink, no yield hook, not a mirror root.
  */
 function canBatchLeafZaps(mmu: TdpMmu, root: number): boolean {
-  return mmu.trace === undefined && mmu.env.needResched === undefined && !isMirrorSp(mmu.pool, root);
+  return mmu.trace === undefined && !mayYield(mmu, root) && !isMirrorSp(mmu.pool, root);
+}
+
+/** Can a resched point of a walk over `root` yield (a hook is set and does not rule the root out)? */
+function mayYield(mmu: TdpMmu, root: number): boolean {
+  const env = mmu.env;
+  return env.needResched !== undefined && env.mayYieldIn?.(root) !== false;
 }
 
 /**
@@ -192,8 +198,9 @@ function tdpMmuZapRootLevel(mmu: TdpMmu, root: number, shared: boolean, zapLevel
   const iter = mmu.iter;
   const end = mmu.maxGfnExclusive;
   const batch = zapLevel === 1 && canBatchLeafZaps(mmu, root);
-  // without resched points, runs of empty SPTEs are stepped over at once (same walk, same count)
-  const skip = mmu.env.needResched === undefined;
+  // without resched points that can yield, runs of empty SPTEs are stepped over at once (same walk,
+  // same count)
+  const skip = !mayYield(mmu, root);
   let walked = 0;
   for (tdpIterStart(iter, root, zapLevel, 0); iter.valid && iter.gfn < end; tdpIterNext(iter)) {
     if (batch && iter.level === 1) {

@@ -49,6 +49,11 @@ export interface TdpMmuEnv {
   warnOnce?(what: string): void;
   /** need_resched() || rwlock_needbreak(mmu_lock): lets a scenario make walks yield (undefined: never). */
   readonly needResched?: (() => boolean) | undefined;
+  /**
+   * false when needResched can say yes at no resched point of a walk over `root` (undefined: it may):
+   * such a walk steps over runs of empty SPTEs and batches leaf zaps as if there were no hook.
+   */
+  mayYieldIn?(root: number): boolean;
   /** kvm_flush_remote_tlbs, owed before a walk drops mmu_lock with zapped SPTEs. */
   flushRemoteTlbs?(): void;
   /**
