@@ -5,31 +5,9 @@
  * shortest in search order) is the same.
  */
 import { describe, expect, it } from 'vitest';
-import { explore, type Choice, type ExploreOptions, type Footprint, type Program } from './scheduler.ts';
+import { explore, type Choice, type ExploreOptions, type Program } from './scheduler.ts';
 import { explorePartitioned, mergeParts, splitSearch, itemOptions } from './partition.ts';
-
-const fp = (w: number, lo = 0, hi = 0, ranged = 0): Footprint => ({ r: w, w, ranged, lo, hi });
-
-/** n threads of k steps; `shared`: every step writes one variable (all dependent), else each its own. */
-function threads(n: number, k: number, shared: boolean): Program<string> {
-  return {
-    run(ctl) {
-      const pc = new Array<number>(n).fill(0);
-      let cur = -1;
-      let steps = 0;
-      for (;;) {
-        const enabled: Choice[] = [];
-        for (let a = 0; a < n; a++) if (pc[a]! < k) enabled.push({ actor: a, fp: shared ? fp(1) : fp(2, a, a + 1, 2) });
-        if (enabled.length === 0) return { ending: 'complete', steps };
-        const i = ctl.choose(enabled, cur);
-        if (i < 0) return { ending: 'cut', steps };
-        cur = enabled[i]!.actor;
-        pc[cur]!++;
-        steps++;
-      }
-    },
-  };
-}
+import { fp, threads } from '../../test/explore/toy_programs.ts';
 
 /** Thread 0 sets a flag for one step; thread 2 fails when it sees it (the shortest schedule has 2 steps). */
 function race(): Program<string> {

@@ -3,33 +3,8 @@
  * (nk)! / (k!)^n schedules without reduction; with sleep sets, independent threads give one.
  */
 import { describe, expect, it } from 'vitest';
-import { explore, explorePct, independent, type Choice, type Footprint, type Program } from './scheduler.ts';
-
-const SHARED = 1;
-const LOCAL = 2;
-const fp = (w: number, lo = 0, hi = 0, ranged = 0): Footprint => ({ r: w, w, ranged, lo, hi });
-
-/** threads of k steps; each step writes the shared variable (dependent) or the thread's own range. */
-function threads(n: number, k: number, shared: boolean, hash = false): Program<string> {
-  return {
-    run(ctl) {
-      const pc = new Array<number>(n).fill(0);
-      let cur = -1;
-      let steps = 0;
-      for (;;) {
-        const enabled: Choice[] = [];
-        for (let a = 0; a < n; a++)
-          if (pc[a]! < k) enabled.push({ actor: a, fp: shared ? fp(SHARED) : fp(LOCAL, a, a + 1, LOCAL) });
-        if (enabled.length === 0) return { ending: 'complete', steps };
-        const i = ctl.choose(enabled, cur, hash ? pc.join(',') : undefined);
-        if (i < 0) return { ending: 'cut', steps };
-        cur = enabled[i]!.actor;
-        pc[cur]!++;
-        steps++;
-      }
-    },
-  };
-}
+import { explore, explorePct, independent, type Choice, type Program } from './scheduler.ts';
+import { fp, LOCAL, SHARED, threads } from '../../test/explore/toy_programs.ts';
 
 const binom = (n: number, k: number): number => (k === 0 ? 1 : (binom(n - 1, k - 1) * n) / k);
 
