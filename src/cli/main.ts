@@ -132,7 +132,7 @@ program.configureOutput({ outputError: (s, write) => write(s) });
 program.exitOverride();
 program.addHelpText('after', EXIT_HELP);
 
-const WORKERS_HELP = 'threads running designs beside the main one (default: CPUs - 1; 0 = all in one thread; same results)';
+const WORKERS_HELP = 'threads running designs beside the main one (default: the cores the load average leaves idle; 0 = one thread; same results)';
 
 /** off | points (named audit points) | steps (+ after every step) | full (+ after every access) */
 const AUDITS = ['off', 'points', 'steps', 'full'];

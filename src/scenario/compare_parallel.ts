@@ -9,7 +9,7 @@
  * Model-only file.
  */
 import { Worker } from 'node:worker_threads';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { designsFor } from './designs.ts';
 import { runScenario, type RunAudit, type RunOptions, type RunResult } from './runner.ts';
@@ -34,17 +34,24 @@ export interface CompareWorkerMessage {
 export type CompareOptions = RunOptions & {
   onDesign?: (i: number, n: number, id: string) => void;
   /**
-   * worker threads running designs beside this thread (0: all here, one after another); default: one
-   * fewer than the machine's parallelism, at most one fewer than the designs
+   * worker threads running designs beside this thread (0: all here, one after another); default:
+   * defaultCompareWorkers (the cores the load average leaves idle)
    */
   workers?: number;
   /** this thread runs designs too (default true); false leaves them all to the workers (needs workers ≥ 1) */
   runHere?: boolean;
 };
 
-/** The default number of extra threads for `designs` runs on this machine. */
-export function defaultCompareWorkers(designs: number): number {
-  return Math.max(0, Math.min(availableParallelism(), designs) - 1);
+/**
+ * The default number of extra threads for `designs` runs: one per core the machine has idle beside this
+ * thread, judged by the 1-minute load average (a core counts as idle when the load leaves at least 1.5
+ * of the CPUs free, i.e. this thread's and one more), at most one fewer than the designs. On a busy
+ * machine a worker only adds its own start-up and JIT warm-up to the CPU time (measured at load 4 on 2
+ * cores: slower on 9 of 11 library compares), so the default there is 0.
+ */
+export function defaultCompareWorkers(designs: number, cpus = availableParallelism(), load1 = loadavg()[0]!): number {
+  const idle = Math.floor(cpus - load1 - 0.5);
+  return Math.max(0, Math.min(idle, designs - 1));
 }
 
 /**

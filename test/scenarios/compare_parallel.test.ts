@@ -49,9 +49,14 @@ describe('compare on worker threads', () => {
     expect(ids).toEqual(['quirk', 'vm-type', 'slot-flag+leafs']);
   }, 120_000);
 
-  it('the default leaves one core to this thread and never starts more workers than designs left', async () => {
-    expect(defaultCompareWorkers(1)).toBe(0);
-    expect(defaultCompareWorkers(5)).toBeLessThanOrEqual(4);
+  it('the default uses only cores the load average leaves idle, never more workers than designs left', async () => {
+    expect(defaultCompareWorkers(1, 2, 0)).toBe(0); // one design: nothing to share
+    expect(defaultCompareWorkers(5, 2, 0.1)).toBe(1); // an idle 2-core machine: one worker
+    expect(defaultCompareWorkers(5, 2, 0.6)).toBe(0); // the second core is partly busy
+    expect(defaultCompareWorkers(5, 2, 4)).toBe(0); // a shared, loaded machine: one thread, as before
+    expect(defaultCompareWorkers(5, 8, 1)).toBe(4); // at most one fewer than the designs
+    expect(defaultCompareWorkers(3, 8, 5.2)).toBe(2);
+    expect(defaultCompareWorkers(5, 8, 5.2)).toBe(2);
     await expect(compareScenarioParallel(sc('tdx-boot'), { workers: 0, runHere: false })).rejects.toThrow(/at least one worker/);
   });
 
