@@ -29,7 +29,7 @@ async function modules() {
     ...(await import('../explore/run_parallel.ts')),
     ...(await import('../sweep/pool.ts')),
     ...(await import('../explore/race_diagram.ts')),
-    ...(await import('../explore/engine.ts')),
+    ...(await import('../explore/program.ts')),
     ...(await import('../explore/merge.ts')),
     ...(await import('../explore/contrast.ts')),
     ...(await import('../kvm/host_profile.ts')),

@@ -11,29 +11,30 @@
  * until the scheduler resumes the suspended one. Such an actor can only be resumed while it is the
  * innermost suspended one; memslot ioctls serialize on slots_lock, so at most one is ever suspended.
  *
- * The oracle (see `transient`): the checker's audits assume a DELETE/MOVE's INVALID slot has been
+ * The program the scheduler runs (build once, restore per run) is program.ts; what the oracle accepts
+ * from the checker is oracle.ts (`transient`): the checker's audits assume a DELETE/MOVE's INVALID slot has been
  * flushed; between publishing the INVALID copy and the end of its flush the kernel legitimately still
  * maps the slot, so those reports are set aside for the slot's gfns in that window (and an access that
  * reached the old page then is linearized before the DELETE).
  *
  * Model-only file (no kernel counterpart).
  */
-import { Checker, type Violation } from '../check/checker.ts';
-import { expectedMemtype, referenceAccess, type Expected } from '../check/reference.ts';
+import { Checker } from '../check/checker.ts';
+import { referenceAccess } from '../check/reference.ts';
 import type { AccessKind, AccessResult } from '../kvm/api_types.ts';
 import type { Vcpu } from '../kvm/vcpu.ts';
 import type { Kvm, Vm } from '../index.ts';
 import { buildKvm, buildVm } from '../scenario/runner.ts';
-import { designById, type DesignSpec } from '../scenario/designs.ts';
+import type { DesignSpec } from '../scenario/designs.ts';
 import type { ExecCtx, VmCtx } from '../scenario/steps.ts';
 import { execStep } from '../scenario/steps.ts';
 import { newVfioCtx } from '../scenario/steps_vfio.ts';
 import type { Step } from '../scenario/schema.ts';
-import type { Choice, Controller, Ending, Footprint, Program } from './scheduler.ts';
+import type { Choice, Controller, Ending } from './scheduler.ts';
 import type { ExploreConfig } from './config.ts';
 import { makeActor, GLOBAL, type ActorBody, type Pending } from './actors.ts';
-import { snapshot, type Snapshot } from '../kvm/snapshot.ts';
 import { stateHash } from '../kvm/state_hash.ts';
+import { memtypeNow, notYetZapped, toExploreViolation, transient, type Completed, type InFlight, type SlotWindow } from './oracle.ts';
 
 /** the checker's label of the step being run: names the last step, not the state */
 const STEP_LABEL: ReadonlySet<PropertyKey> = new Set(['step']);
@@ -88,45 +89,9 @@ export interface ActorRt {
   at: string | null;
 }
 
-/** What an in-flight DELETE/MOVE is doing, for the oracle. */
-export interface SlotWindow {
-  lo: number;
-  hi: number;
-  /**
-   * 'unflushed': INVALID published, flush not started; 'zapping-all': kvm_mmu_zap_all_fast stopped at a
-   * resched point with invalidated roots not yet zapped; 'dropped': the precise zap stopped at a resched
-   * point (what it zapped must be flushed; a TDP walk that yielded inside its SPTE walk has not yet
-   * reached [resume, hi), which stays mapped, as in the kernel); 'flushed': the flush is done; 'committing': the new set is
-   * published and synchronize_srcu runs before kvm_commit_memory_region (the old slot is out of the
-   * active set but not yet freed, so its guest_memfd binding still names it).
-   */
-  phase: 'unflushed' | 'zapping-all' | 'dropped' | 'flushed' | 'committing';
-  /** with 'dropped': the first gfn the precise zap has not reached yet (hi once its walk is done) */
-  resume?: number | undefined;
-}
 
-/** Findings about gfns a dropped precise zap has not reached yet: the SPTE and TLB entries it will zap. */
-const NOT_YET_ZAPPED = new Set(['INV-ZAP-001', 'INV-ZAP-002', 'INV-ACCESS-003']);
 
-/** A guest access between its first and last step, with what the reference said at each step boundary. */
-export interface InFlight {
-  vcpu: Vcpu;
-  gpa: number;
-  kind: AccessKind;
-  refs: Expected[];
-  /** the EPT memtype KVM computed for the gfn at each of those step boundaries */
-  mts: number[];
-}
 
-/** Could the access have produced `r` had it happened at once when the reference said `e`? */
-function matches(e: Expected, r: AccessResult): boolean {
-  if (e.kind === 'page') return r.exit === 'none' && r.pfn === e.pfn;
-  if (e.kind === 'mmio') return r.exit === 'mmio';
-  if (e.kind === 'retry') return r.exit !== 'none';
-  // "no host page" only means the access has not allocated it yet
-  if (e.kind === 'memory_fault') return r.exit === 'memory_fault' && !e.why.startsWith('no host page');
-  return r.exit === 'vm_dead';
-}
 
 export interface RunOptions {
   /** record every step (race diagrams, replays) */
@@ -144,52 +109,6 @@ export interface RunOutcome {
   records: StepRecord[];
 }
 
-export class ModelProgram implements Program<ExploreViolation> {
-  readonly design: DesignSpec;
-  /** the outcome of the last run (records when asked for) */
-  last: RunOutcome | null = null;
-
-  constructor(
-    readonly cfg: ExploreConfig,
-    designId: string,
-    readonly opts: RunOptions = {},
-  ) {
-    const d = designById(designId);
-    if (d === undefined) throw new TypeError(`unknown design '${designId}'`);
-    this.design = d;
-  }
-
-  /** the execution state after setup, built once and restored from `base` before every later run */
-  private ex: Execution | null = null;
-  private base: Snapshot | null = null;
-
-  run(ctl: Controller): { ending: Ending; violation?: ExploreViolation; steps: number } {
-    let ex = this.ex;
-    if (ex === null || this.base === null) {
-      ex = new Execution(this.cfg, this.design, ctl, this.opts);
-      // Everything the execution reaches (the Kvm, the checker, the runner's contexts, the engine's own
-      // fields) except the constant configuration and the scheduler's controller.
-      this.base = snapshot([ex], { opaque: [this.cfg, this.design, this.opts, ctl] });
-      this.ex = ex;
-    } else {
-      this.base.restore();
-      ex.ctl = ctl;
-    }
-    const out = ex.run();
-    this.last = out;
-    return out;
-  }
-
-  /** Put the execution back in the state every run starts from (after setup); a no-op before the first run. */
-  reset(): void {
-    this.base?.restore();
-  }
-
-  /** What one restore copies (the bench reports it). */
-  snapshotSize(): ReturnType<Snapshot['size']> | null {
-    return this.base?.size() ?? null;
-  }
-}
 
 /** The state of one execution. */
 export class Execution {
@@ -205,7 +124,7 @@ export class Execution {
   slotsHolder: ActorRt | null = null;
   window: SlotWindow | null = null;
   private readonly inflight = new Set<InFlight>();
-  private completed: { gfn: number; result: AccessResult; refs: Expected[]; mts: number[] } | null = null;
+  private completed: Completed | null = null;
   private current = -1;
   private steps = 0;
   private checkedSteps = 0;
@@ -474,7 +393,7 @@ export class Execution {
       // where it is real. Accesses are still checked.
       const ph = this.window?.phase;
       // Where the precise zap dropped mmu_lock inside its walk, the gfns it has not reached are exempt.
-      if (ph === 'dropped') this.checker.auditPoint(`step ${this.steps}`, (id, gfn) => this.notYetZapped(id, gfn));
+      if (ph === 'dropped') this.checker.auditPoint(`step ${this.steps}`, (id, gfn) => notYetZapped(this.window, id, gfn));
       else if (ph !== 'unflushed' && ph !== 'zapping-all' && ph !== 'committing') this.checker.auditPoint(`step ${this.steps}`);
       for (const f of this.inflight) {
         f.refs.push(referenceAccess(this.vm, f.vcpu, f.gpa, f.kind));
@@ -485,69 +404,14 @@ export class Execution {
     const vs = this.checker.violations;
     for (; this.seenViolations < vs.length; this.seenViolations++) {
       const v = vs[this.seenViolations]!;
-      if (this.transient(v)) continue;
+      if (transient(v, this.completed, this.window)) continue;
       throw new Found(toExploreViolation(v, step));
     }
   }
 
-  /**
-   * Access reports the kernel's contract allows: a result the reference allowed at any step boundary the
-   * access spanned (it linearizes there), and, while a DELETE/MOVE has published its INVALID copy and
-   * not yet finished zapping, an access that reached the slot's old page through a live SPTE or TLB entry
-   * (INV-ACCESS-003: it linearizes before the ioctl).
-   */
-  private transient(v: Violation): boolean {
-    const done = this.completed;
-    if (done !== null && v.id.startsWith('INV-ACCESS-') && v.gfn === done.gfn) {
-      // the memtype too: right if KVM computed it at one of the access's step boundaries
-      if (v.id === 'INV-ACCESS-005') return done.result.exit === 'none' && done.mts.includes(done.result.memtype);
-      if (done.refs.some((e) => matches(e, done.result))) return true;
-    }
-    // A stale memtype sitting in an SPTE harms nothing until an access uses it, and every access is
-    // judged by its own memtype (INV-ACCESS-005 above): the 2019 VFIO failure was a guest using a memtype
-    // from before its CR0.CD toggle after a memslot update, not the stale SPTE's existence (a v5.3 kernel
-    // holds one from the toggle until the next zap under every design).
-    if (v.id === 'INV-MEMTYPE-001') return true;
-    const w = this.window;
-    if (w === null || (w.phase !== 'unflushed' && w.phase !== 'zapping-all')) return this.notYetZapped(v.id, v.gfn);
-    return v.id === 'INV-ACCESS-003' && v.gfn !== undefined && v.gfn >= w.lo && v.gfn < w.hi;
-  }
-
-  /** A finding about a gfn the precise zap, stopped at a resched point, has not reached yet. */
-  private notYetZapped(id: string, gfn: number | undefined): boolean {
-    const w = this.window;
-    if (w === null || w.phase !== 'dropped' || gfn === undefined || !NOT_YET_ZAPPED.has(id)) return false;
-    return gfn >= (w.resume ?? w.hi) && gfn < w.hi;
-  }
 
 }
 
-/** The EPT memtype (bits 5:3) KVM computes now for the gfn of gpa (checkAccess compares the access's). */
-function memtypeNow(vcpu: Vcpu, gpa: number): number {
-  return vcpu.vm.cfg.tdp ? expectedMemtype(vcpu, Math.floor(gpa / 4096)) : -1;
-}
 
-function toExploreViolation(v: Violation, step: number): ExploreViolation {
-  const out: ExploreViolation = { id: v.id, message: v.message, step, trace: v.trace };
-  if (v.gfn !== undefined) out.gfn = v.gfn;
-  if (v.pfn !== undefined) out.pfn = v.pfn;
-  return out;
-}
 
-export type { Footprint };
 
-/** Re-run one schedule (actor indexes in order; pseudo-actor n+i = actor i yielding mmu_lock). */
-export function replaySchedule(cfg: ExploreConfig, designId: string, schedule: readonly number[], opts: RunOptions = {}): RunOutcome {
-  const prog = new ModelProgram(cfg, designId, { record: true, ...opts });
-  let k = 0;
-  prog.run({
-    choose(enabled) {
-      if (k >= schedule.length) return -1;
-      const want = schedule[k++]!;
-      const i = enabled.findIndex((e) => e.actor === want);
-      if (i < 0) throw new TypeError(`schedule step ${k}: actor ${want} cannot run there (runnable: ${enabled.map((e) => e.actor).join(', ')})`);
-      return i;
-    },
-  });
-  return prog.last!;
-}

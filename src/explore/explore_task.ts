@@ -6,7 +6,8 @@
  * Model-only file (no kernel counterpart).
  */
 import type { ExploreConfig } from './config.ts';
-import { ModelProgram, type ExploreViolation } from './engine.ts';
+import type { ExploreViolation } from './engine.ts';
+import { ModelProgram } from './program.ts';
 import { explore, type ExploreOptions, type ExploreResult } from './scheduler.ts';
 import { itemOptions, mergeParts } from './partition.ts';
 

@@ -5,7 +5,8 @@
  */
 import { designsFor } from '../scenario/designs.ts';
 import { EXPLORE_LIBRARY_DIR, type ExploreConfig } from './config.ts';
-import { ModelProgram, replaySchedule, type ExploreViolation, type StepRecord } from './engine.ts';
+import type { ExploreViolation, StepRecord } from './engine.ts';
+import { ModelProgram, replaySchedule } from './program.ts';
 import { explore, explorePct, type ExploreOptions, type ExploreResult, type ExploreStats } from './scheduler.ts';
 
 export interface ExploreRunOptions {

@@ -8,7 +8,8 @@
  */
 import { runPool } from '../sweep/pool.ts';
 import type { ExploreConfig } from './config.ts';
-import { ModelProgram, type ExploreViolation } from './engine.ts';
+import type { ExploreViolation } from './engine.ts';
+import { ModelProgram } from './program.ts';
 import type { ExploreTaskInput, ExploreTaskOutput } from './explore_task.ts';
 import { mergeParts, splitSearch } from './partition.ts';
 import { configResult, designIds, designResult, searchOptions, type ConfigResult, type ExploreRunOptions } from './run.ts';

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadExploreConfig, type ExploreConfig } from '../../src/explore/config.ts';
 import { exploreConfig } from '../../src/explore/run.ts';
-import { replaySchedule } from '../../src/explore/engine.ts';
+import { replaySchedule } from '../../src/explore/program.ts';
 import type { BugName } from '../../src/kvm/host_profile.ts';
 
 function withBug(name: string, bug: BugName): ExploreConfig {
