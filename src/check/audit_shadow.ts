@@ -21,7 +21,7 @@ import type { KvmMemorySlot } from '../kvm/kvm_host.ts';
 import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS } from '../kvm/vcpu.ts';
 import { KVM_MEMSLOT_INVALID } from '../uapi/kvm.ts';
 import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
-import { kvmMmuPageAsId, rmapIndex, SPTE_MT_BITS, type ShadowPage, type SlotRmap } from '../x86/mmu/shadow_rmap.ts';
+import { kvmMmuPageAsId, rmapHas, rmapIndex, SPTE_MT_BITS, type ShadowPage, type SlotRmap } from '../x86/mmu/shadow_rmap.ts';
 import { linkedShadowPages } from '../x86/mmu/memtype_audit.ts';
 import { kvmMmuGetMtMask } from '../x86/mtrr.ts';
 import { checkMappedPfns, type Report } from './audit_mmu.ts';
@@ -122,8 +122,7 @@ function checkRmapHasLeaf(
   i: number,
   gfn: number,
 ): void {
-  const list = (slot.arch.rmap as SlotRmap | null)?.[sp.level - 1]!.get(rmapIndex(slot, gfn, sp.level));
-  if (list === undefined || !list.some((e) => e.sp === sp && e.i === i))
+  if (!rmapHas(slot, sp, i, gfn))
     report('INV-RMAP-001', `${where()} maps gfn ${hex(gfn)} but is not on memslot ${slot.id}'s rmap`, gfn);
 }
 
@@ -140,22 +139,20 @@ function auditRmapsOf(vm: VmState, asId: number, pages: Set<ShadowPage>, report:
     const r = slot.arch.rmap as SlotRmap | null;
     if (r === null || r === undefined) continue;
     for (let level = 1; level <= 2; level++) {
-      for (const [k, list] of r[level - 1]!) {
-        for (const e of list) {
-          const ok =
-            pages.has(e.sp) &&
-            !e.sp.invalid &&
-            e.sp.level === level &&
-            kvmMmuPageAsId(e.sp) === asId &&
-            e.sp.isLeaf(e.i) &&
-            rmapIndex(slot, e.sp.gfns![e.i]!, level) === k;
-          if (!ok)
-            report(
-              'INV-RMAP-001',
-              `memslot ${slot.id}'s level-${level} rmap entry ${k} points at entry ${e.i} of ${describeSp(e.sp, true)}, which is not a present leaf of that gfn`,
-            );
-        }
-      }
+      r[level - 1]!.forEach((k, sp, i) => {
+        const ok =
+          pages.has(sp) &&
+          !sp.invalid &&
+          sp.level === level &&
+          kvmMmuPageAsId(sp) === asId &&
+          sp.isLeaf(i) &&
+          rmapIndex(slot, sp.gfns![i]!, level) === k;
+        if (!ok)
+          report(
+            'INV-RMAP-001',
+            `memslot ${slot.id}'s level-${level} rmap entry ${k} points at entry ${i} of ${describeSp(sp, true)}, which is not a present leaf of that gfn`,
+          );
+      });
     }
   }
 }

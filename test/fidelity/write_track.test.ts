@@ -13,7 +13,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Kvm } from '../../src/index.ts';
-import { IdentityMapBuilder, PT_PRESENT_MASK, PT_USER_MASK, PT_WRITABLE_MASK } from '../../src/x86/mmu/guest_paging.ts';
+import {
+  IdentityMapBuilder,
+  PT_PRESENT_MASK,
+  PT_USER_MASK,
+  PT_WRITABLE_MASK,
+} from '../../src/x86/mmu/guest_paging.ts';
 import { shadowMmuOf } from '../../src/x86/mmu/shadow_mmu.ts';
 import { kvmGfnIsWriteTracked } from '../../src/x86/mmu/page_track.ts';
 import { KVM_MEM_LOG_DIRTY_PAGES } from '../../src/uapi/kvm.ts';
@@ -32,7 +37,13 @@ const DATA = 0x20_0000;
 function setup(backing: '4k' | '2m' = '4k', hugeLow = false) {
   const kvm = new Kvm({ tdp: false, tdpMmu: false });
   const vm = kvm.createVm(0);
-  const region = { slot: 0, flags: 0, guestPhysAddr: 0, memorySize: 4 * MiB, userspaceAddr: kvm.host.mmap(4 * MiB, { backing }) };
+  const region = {
+    slot: 0,
+    flags: 0,
+    guestPhysAddr: 0,
+    memorySize: 4 * MiB,
+    userspaceAddr: kvm.host.mmap(4 * MiB, { backing }),
+  };
   vm.setUserMemoryRegion(region);
   const tables = {
     read: (gfn: number, i: number) => vm.readGuestPte(gfn * 4096, i),
@@ -96,7 +107,13 @@ describe('__kvm_write_track_add_gfn / __kvm_write_track_remove_gfn (page_track.c
     expect(disallow2m(slot, P / 4096)).toBe(1);
     // Zap-all (a DEFAULT VM's DELETE with the quirk on) zaps every page: unaccount_shadowed →
     // __kvm_write_track_remove_gfn, the count and the disallow both back to 0.
-    const other = { slot: 1, flags: 0, guestPhysAddr: 8 * MiB, memorySize: 2 * MiB, userspaceAddr: kvm.host.mmap(2 * MiB) };
+    const other = {
+      slot: 1,
+      flags: 0,
+      guestPhysAddr: 8 * MiB,
+      memorySize: 2 * MiB,
+      userspaceAddr: kvm.host.mmap(2 * MiB),
+    };
     vm.setUserMemoryRegion(other);
     vm.setUserMemoryRegion({ ...other, memorySize: 0 });
     expect(mmu.shadowPages().filter((sp) => sp.gfn === P / 4096)).toEqual([]);

@@ -33,6 +33,18 @@ export function gpteAccess(gpte: number): number {
   return ACC_EXEC_MASK | (gpte & PT_WRITABLE_MASK ? ACC_WRITE_MASK : 0) | (gpte & PT_USER_MASK ? ACC_USER_MASK : 0);
 }
 
+/**
+ * The index of gva's entry in its level-`level` table (bits 12+9(level-1) .. +8 of a 48-bit gva), in
+ * 32-bit halves: the fault path computes it several times per fault.
+ */
+export function gvaIndex(gva: number, level: number): number {
+  const lo = gva >>> 0; // ToUint32: gva mod 2^32
+  if (level === 1) return (lo >>> 12) & 511;
+  if (level === 2) return (lo >>> 21) & 511;
+  const hi = (gva - lo) / 4294967296;
+  return level === 3 ? ((lo >>> 30) | (hi << 2)) & 511 : (hi >>> 7) & 511;
+}
+
 /** Guest memory's page-table pages. */
 export class GuestPageTables {
   private readonly tables = new Map<number, Float64Array>();
@@ -45,6 +57,10 @@ export class GuestPageTables {
   }
   read(gfn: number, index: number): number {
     return this.tables.get(gfn)?.[index] ?? 0;
+  }
+  /** The gPTEs of the page at gfn, or undefined if nothing was ever written there (all zero). */
+  tableIfAny(gfn: number): Float64Array | undefined {
+    return this.tables.get(gfn);
   }
   write(gfn: number, index: number, gpte: number): void {
     if (!Number.isSafeInteger(gpte) || gpte < 0) throw new RangeError(`gPTE ${gpte} is not a 53-bit value`);
@@ -69,6 +85,9 @@ export interface GuestWalker {
   /** why the walk failed (guest #PF) or '' */
   fault: string;
 }
+
+/** The table read at each level by the walk in progress (the A/D update writes them back). */
+const walkTables: Float64Array[] = [];
 
 export function newGuestWalker(): GuestWalker {
   return { level: 1, tableGfn: [0, 0, 0, 0], ptes: [0, 0, 0, 0], ptAccess: [0, 0, 0, 0], pteAccess: 0, gfn: 0, fault: '' };
@@ -98,7 +117,7 @@ export function walkAddrGeneric(
   let tableGfn = Math.floor(cr3 / PAGE);
   let access = ACC_ALL;
   for (let level = 4; level >= 1; level--) {
-    const index = Math.floor(gva / 2 ** (12 + 9 * (level - 1))) % 512;
+    const index = gvaIndex(gva, level);
     w.tableGfn[level - 1] = tableGfn;
     w.ptAccess[level - 1] = access;
     // A table in no visible memslot (none, or INVALID during a DELETE/MOVE) cannot be read: the walk
@@ -107,13 +126,15 @@ export function walkAddrGeneric(
       w.fault = `level-${level} table gfn 0x${tableGfn.toString(16)} is in no visible memslot`;
       return false;
     }
-    const gpte = gpt.read(tableGfn, index);
+    const table = gpt.tableIfAny(tableGfn);
+    const gpte = table === undefined ? 0 : table[index]!;
     if (!(gpte & PT_PRESENT_MASK)) {
       w.fault = `gPTE not present at level ${level}`;
       return false;
     }
     access &= gpteAccess(gpte);
     w.ptes[level - 1] = gpte;
+    walkTables[level - 1] = table!;
     const leaf = level === 1 || (level === 2 && (gpte & PT_PAGE_SIZE_MASK) !== 0);
     if (leaf) {
       w.level = level;
@@ -123,7 +144,7 @@ export function walkAddrGeneric(
         return false;
       }
       const base = gpteToGfn(gpte);
-      w.gfn = level === 1 ? base : base - (base % 512) + (Math.floor(gva / PAGE) % 512);
+      w.gfn = level === 1 ? base : base - (base % 512) + gvaIndex(gva, 1);
       break;
     }
     tableGfn = gpteToGfn(gpte);
@@ -131,13 +152,13 @@ export function walkAddrGeneric(
   if (!setAccessedDirty) return true;
   // FNAME(update_accessed_dirty_bits): A on every level walked, D on the leaf of a write.
   for (let level = 4; level >= w.level; level--) {
-    const index = Math.floor(gva / 2 ** (12 + 9 * (level - 1))) % 512;
+    const index = gvaIndex(gva, level);
     let g = w.ptes[level - 1]!;
     if (!(g & PT_ACCESSED_MASK)) g += PT_ACCESSED_MASK;
     if (level === w.level && write && !(g & PT_DIRTY_MASK)) g += PT_DIRTY_MASK;
     if (g !== w.ptes[level - 1]) {
       if (adWrite !== undefined && !adWrite(w.tableGfn[level - 1]!)) continue;
-      gpt.write(w.tableGfn[level - 1]!, index, g);
+      walkTables[level - 1]![index] = g; // gpt.write without the checks: g is a present gPTE plus A/D
       w.ptes[level - 1] = g;
     }
   }

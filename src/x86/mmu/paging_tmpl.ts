@@ -40,6 +40,7 @@ import {
   ACC_WRITE_MASK,
   gpteAccess,
   gpteToGfn,
+  gvaIndex,
   newGuestWalker,
   PT_ACCESSED_MASK,
   PT_DIRTY_MASK,
@@ -49,6 +50,8 @@ import {
 } from './guest_paging.ts';
 import type { ShadowMmu } from './shadow_mmu.ts';
 import { kvmMmuGetMtMask } from '../mtrr.ts';
+import type { HvaPfn } from '../../host/host_mm.ts';
+import { asPfn } from '../../types/addr.ts';
 
 /** PTE_PREFETCH_NUM */
 export const PTE_PREFETCH_NUM = 8;
@@ -64,9 +67,9 @@ const PAGE = 4096;
 
 const walker = newGuestWalker();
 
-function index(gva: number, level: number): number {
-  return Math.floor(gva / 2 ** (12 + 9 * (level - 1))) % 512;
-}
+const index = gvaIndex;
+/** hvaToPfnInto's answer (no object per fault). */
+const hostPfn: HvaPfn = { pfn: asPfn(0), level: 1, writable: false };
 
 /**
  * VM entry: free obsolete roots, flush if asked, make sure a root is loaded; null = the dummy root.
@@ -97,13 +100,18 @@ export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: 
   const vm = mmu.vm;
   if (vm.dead) return { exit: 'vm_dead', gpa: gva, reason: 'the VM is dead' };
   const write = kind === 'write';
+  const i4 = index(gva, 4);
+  const i3 = index(gva, 3);
+  const i2 = index(gva, 2);
+  const i = index(gva, 1);
   for (let tries = 0; tries < MAX_REFAULTS; tries++) {
     const root = shadowEnterGuest(mmu, vcpu);
     // The CPU walks the shadow tables.
     let sp: ShadowPage | null = root;
-    for (let level = 4; level > 1 && sp !== null; level--) sp = sp.child![index(gva, level)] ?? null;
+    if (sp !== null) sp = sp.child![i4] ?? null;
+    if (sp !== null) sp = sp.child![i3] ?? null;
+    if (sp !== null) sp = sp.child![i2] ?? null;
     if (sp !== null) {
-      const i = index(gva, 1);
       const b = sp.bits![i]!;
       if (sp.pfn![i]! >= 0 && b & SPTE_USER && (!write || b & SPTE_WRITABLE))
         return { exit: 'none', pfn: sp.pfn![i]!, level: 1, memtype: 6 };
@@ -128,7 +136,8 @@ export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: 
 export function shadowPageFault(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: boolean): number {
   vcpu.stats.pf_taken++;
   const w = walker;
-  if (!walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, (g) => mmu.kvmIsVisibleGfn(g, vcpu.asId()), (g) => adWrite(mmu, vcpu, g))) {
+  mmu.walkAsId = vcpu.asId();
+  if (!walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, mmu.isVisibleGfn, (g) => adWrite(mmu, vcpu, g))) {
     vcpu.stats.pf_guest++; // kvm_inject_emulated_page_fault → kvm_inject_page_fault
     return RET_PF_GUEST;
   }
@@ -137,8 +146,8 @@ export function shadowPageFault(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: 
   if (slot === null) return emulate(vcpu);
   if (slot.flags & KVM_MEMSLOT_INVALID) return RET_PF_RETRY;
   if (write && slot.flags & KVM_MEM_READONLY) return emulate(vcpu);
-  const p = mmu.vm.kvm.host.hvaToPfn(slot.userspaceAddr + (w.gfn - slot.baseGfn) * PAGE, write);
-  if (p === null) return RET_PF_MEMORY_FAULT;
+  const p = hostPfn;
+  if (!mmu.vm.kvm.host.hvaToPfnInto(slot.userspaceAddr + (w.gfn - slot.baseGfn) * PAGE, write, p)) return RET_PF_MEMORY_FAULT;
   const writable = p.writable && !(slot.flags & KVM_MEM_READONLY);
   const r = fetch(mmu, vcpu, w, gva, slot, p.pfn, writable, write);
   if (r === RET_PF_FIXED) {
@@ -279,7 +288,7 @@ export function mmuSetSpte(
 function gfnIsShadowedTable(mmu: ShadowMmu, slot: KvmMemorySlot, gfn: number): boolean {
   // Without pages that shadow guest tables (always, with EPT) nothing can be: skip the hash walk.
   if (mmu.indirectShadowPages === 0) return false;
-  return kvmGfnIsWriteTracked(slot, gfn) || mmu.hash.validForGfn(gfn).some((s) => s.hasGptes);
+  return kvmGfnIsWriteTracked(slot, gfn) || mmu.hash.hasValidGptesPage(gfn);
 }
 
 /**

@@ -11,7 +11,7 @@
  * walk and TLB for the access, vmx.c#vmx_get_mt_mask for the leaf memtype (mtrr.ts#kvmMmuGetMtMask).
  * Simplifications: leafs are 4K or 2M (no 1G); no MMIO SPTEs — a no-slot fault is emulated at once, as
  * with MMIO caching off; accesses are not raced against invalidations (no vcpuBeginAccess here);
- * dirty logging write-protects as a host without PML would (shadow_mmu.ts#kvmMmuSlotApplyFlags).
+ * dirty logging write-protects as a host without PML would (shadow_memslot.ts#kvmMmuSlotApplyFlags).
  */
 import { OUTSIDE_GUEST_MODE, type Vcpu } from '../../kvm/vcpu.ts';
 import type { KvmMemorySlot } from '../../kvm/kvm_host.ts';

@@ -75,6 +75,17 @@ export class MmuPageHash {
     return this.bucket(gfn).filter((sp) => sp.gfn === gfn && !this.isObsolete(sp));
   }
 
+  /** Does a valid page shadow the guest table at gfn? (validForGfn(gfn).some(hasGptes), allocation-free) */
+  hasValidGptesPage(gfn: number): boolean {
+    const b = this.buckets[kvmPageTableHashfn(gfn)];
+    if (b === undefined) return false;
+    for (let k = 0; k < b.length; k++) {
+      const sp = b[k]!;
+      if (sp.gfn === gfn && sp.hasGptes && !this.isObsolete(sp)) return true;
+    }
+    return false;
+  }
+
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_find_shadow_page */
   find(gfn: number, role: number): ShadowPage | null {
     let collisions = 0;

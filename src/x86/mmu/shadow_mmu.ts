@@ -5,12 +5,12 @@
  * of 6.12+ and, behind a bug switch, the 2019 precise zap's sp->gfn filter. Without TDP it shadows the
  * guest's page tables (fault path and access in paging_tmpl.ts); on an EPT host it builds EPT out of
  * direct pages (shadow_direct.ts), which is how every KVM before 5.10 ran EPT. The page hash is in
- * shadow_hash.ts, the rmaps and their walks in shadow_rmap.ts.
+ * shadow_hash.ts, the rmaps and their walks in shadow_rmap.ts, the memslot-level operations (the precise
+ * memslot zap, range unmaps, dirty logging) in shadow_memslot.ts.
  *
  * Kernel counterpart: arch/x86/kvm/mmu/mmu.c (kvm_mmu_find_shadow_page, kvm_mmu_alloc_shadow_page,
  * account_shadowed, __kvm_mmu_prepare_zap_page, kvm_mmu_commit_zap_page, kvm_zap_obsolete_pages,
- * kvm_mmu_zap_all_fast, kvm_mmu_zap_memslot, kvm_mmu_zap_memslot_pages_and_flush, kvm_unmap_gfn_range,
- * kvm_mmu_load / kvm_mmu_free_roots / kvm_mmu_free_obsolete_roots, kvm_mmu_track_write).
+ * kvm_mmu_zap_all_fast, kvm_mmu_load / kvm_mmu_free_roots / kvm_mmu_free_obsolete_roots).
  * Address spaces as the kernel keeps them: a root's role carries the vCPU's SMM state (role.smm), pages
  * below it inherit it, faults look gfns up in the vCPU's address space and rmap/accounting lookups in the
  * page's (kvm_memslots_for_spte_role); an SMM transition drops the root at the next entry.
@@ -22,11 +22,8 @@ import type { VmState } from '../../kvm/vm_state.ts';
 import type { Vcpu } from '../../kvm/vcpu.ts';
 import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS } from '../../kvm/vcpu.ts';
 import {
-  KVM_MEM_LOG_DIRTY_PAGES,
-  KVM_MEM_READONLY,
   KVM_MEMSLOT_INVALID,
   KVM_USER_MEM_SLOTS,
-  KVM_DIRTY_LOG_INITIALLY_SET,
   type KvmMrChange,
 } from '../../uapi/kvm.ts';
 import type { KvmMmuOps } from '../mmu_ops.ts';
@@ -36,10 +33,7 @@ import {
   ShadowPage,
   makeRole,
   kvmMmuPageAsId,
-  rmapChainsInRange,
   rmapRemove,
-  rmapRemoveWriteAccess,
-  rmapWriteProtectGfn,
   kvmMmuSlotGfnWriteProtect,
   ROLE_INVALID,
 } from './shadow_rmap.ts';
@@ -53,8 +47,16 @@ import { GuestPageTables, ACC_ALL } from './guest_paging.ts';
 import { shadowVcpuAccess } from './paging_tmpl.ts';
 import { directVcpuAccess } from './shadow_direct.ts';
 import { MmuPageHash } from './shadow_hash.ts';
+import { GfnBitmap } from './gfn_bitmap.ts';
+import {
+  kvmArchMmuEnableLogDirtyPtMasked,
+  kvmMmuSlotApplyFlags,
+  kvmMmuZapMemslot,
+  kvmRmapZapCollapsibleSptes,
+  kvmRmapZapGfnRange,
+  kvmUnmapGfnRange,
+} from './shadow_memslot.ts';
 import { hasBug } from '../../kvm/host_profile.ts';
-import { kvmMmuMaxMappingLevel } from './page_fault.ts';
 
 /** kvm_zap_obsolete_pages' lock-break batch. */
 const BATCH_ZAP_PAGES = 10;
@@ -87,7 +89,7 @@ export class ShadowMmu implements KvmMmuOps {
   /** tdp_enabled: EPT out of direct pages (shadow_direct.ts) instead of shadowing guest page tables. */
   readonly tdpEnabled: boolean;
   /** gfns a fault has ever mapped (model counter 'refaults': faults on gfns mapped before) */
-  private readonly everMapped = new Set<number>();
+  private readonly everMapped = new GfnBitmap();
 
   constructor(readonly vm: VmState) {
     this.tdpEnabled = vm.cfg.tdp;
@@ -119,6 +121,11 @@ export class ShadowMmu implements KvmMmuOps {
     const slot = this.slotForGfn(gfn, asId);
     return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) === 0 && slot.id < KVM_USER_MEM_SLOTS;
   }
+
+  /** The address space of the guest walk in progress (the vCPU's), for isVisibleGfn. */
+  walkAsId = 0;
+  /** kvmIsVisibleGfn in walkAsId as one function for the guest walk (no closure per fault). */
+  readonly isVisibleGfn = (gfn: number): boolean => this.kvmIsVisibleGfn(gfn, this.walkAsId);
 
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_get_shadow_page (find, else kvm_mmu_alloc_shadow_page) */
   getShadowPage(gfn: number, role: number): ShadowPage {
@@ -181,8 +188,7 @@ export class ShadowMmu implements KvmMmuOps {
 
   /** A fault mapped gfn: count it as a refault if gfn was mapped before. */
   noteFixed(gfn: number): void {
-    if (this.everMapped.has(gfn)) this.vm.countModel('refaults');
-    else this.everMapped.add(gfn);
+    if (this.everMapped.testAndSet(gfn)) this.vm.countModel('refaults');
   }
 
   /**
@@ -233,7 +239,7 @@ export class ShadowMmu implements KvmMmuOps {
   }
 
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_remote_flush_or_zap */
-  private remoteFlushOrZap(invalidList: ShadowPage[], flush: boolean): void {
+  remoteFlushOrZap(invalidList: ShadowPage[], flush: boolean): void {
     if (invalidList.length > 0) this.commitZapPage(invalidList);
     else if (flush) this.vm.flushRemoteTlbs();
   }
@@ -275,113 +281,32 @@ export class ShadowMmu implements KvmMmuOps {
     this.zapObsoletePages();
   }
 
-  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_memslot */
   kvmMmuZapMemslot(slot: KvmMemorySlot): void {
-    let flush = this.kvmUnmapGfnRange({
-      slot,
-      start: slot.baseGfn,
-      end: (slot.baseGfn + slot.npages) as typeof slot.baseGfn,
-      attrFilter: 3,
-      mayBlock: true,
-    });
-    // A resched in the rmap walk flushes before it drops mmu_lock (flush_on_yield).
-    // BUG shadow-2019-precise-zap: v5.1 walked with lock_flush_tlb=false, so vCPUs kept translating the
-    // zapped SPTEs while the lock was dropped ("definitely a bug", Sean, Jul 2020).
-    flush = this.vm.mmuLockYield(flush, !this.bug2019PreciseZap);
-    this.kvmMmuZapMemslotPagesAndFlush(slot, flush);
-  }
-
-  /**
-   * Zap the shadow pages that shadow guest tables inside the slot (their accounting lives in the slot),
-   * then commit or flush. With the 2019 bug switch: every valid page, direct or not, whose base gfn is
-   * in the slot — which misses pages covering the slot from a base gfn below it.
-   * @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_memslot_pages_and_flush
-   */
-  private kvmMmuZapMemslotPagesAndFlush(slot: KvmMemorySlot, flush: boolean): void {
-    if (this.active.size === 0) {
-      if (flush) this.vm.flushRemoteTlbs();
-      return;
-    }
-    // BUG shadow-leafs-only-zap: 6.12-rc1 stopped after the leafs, so pages with gPTEs outlive the slot.
-    if (this.bugLeafsOnlyZap) {
-      if (flush) this.vm.flushRemoteTlbs();
-      return;
-    }
-    const list: ShadowPage[] = [];
-    const end = slot.baseGfn + slot.npages;
-    // The kernel loops over every gfn of the slot and its hash bucket; walking the (smaller) active list
-    // with the same predicate selects the same pages.
-    for (const sp of [...this.active]) {
-      if (sp.gfn < slot.baseGfn || sp.gfn >= end || this.isObsoleteSp(sp)) continue;
-      if (this.bug2019PreciseZap || sp.hasGptes) this.prepareZapPage(sp, list);
-    }
-    this.remoteFlushOrZap(list, flush);
+    kvmMmuZapMemslot(this, slot);
   }
 
   kvmMmuZapMemslotLeafs(slot: KvmMemorySlot): void {
-    this.kvmMmuZapMemslot(slot);
+    kvmMmuZapMemslot(this, slot);
   }
 
-  /** Drop every leaf SPTE of [start, end) found through the slot's rmaps, at every level. @kernel arch/x86/kvm/mmu/mmu.c#kvm_unmap_gfn_range */
   kvmUnmapGfnRange(range: KvmGfnRange): boolean {
-    let flush = false;
-    for (const list of rmapChainsInRange(range.slot, range.start, range.end)) {
-      for (const e of list) this.dropSpte(e.sp, e.i); // kvm_zap_rmap
-      flush = true;
-    }
-    return flush;
+    return kvmUnmapGfnRange(this, range);
   }
 
-  /**
-   * kvm_zap_gfn_range's rmap half: the same drop in every memslot that intersects [start, end), in every
-   * address space (kvm_arch_nr_memslot_as_ids); true if something was dropped (the caller flushes).
-   * @kernel arch/x86/kvm/mmu/mmu.c#kvm_rmap_zap_gfn_range
-   */
   kvmRmapZapGfnRange(start: number, end: number): boolean {
-    let flush = false;
-    for (let as = 0; as < this.vm.nrAs; as++) {
-      for (const slot of [...this.vm.activeMemslots(as).inGfnRange(start, end)]) {
-        const lo = Math.max(start, slot.baseGfn) as typeof slot.baseGfn;
-        const hi = Math.min(end, slot.baseGfn + slot.npages) as typeof slot.baseGfn;
-        if (this.kvmUnmapGfnRange({ slot, start: lo, end: hi, attrFilter: 3, mayBlock: true })) flush = true;
-      }
-    }
-    return flush;
+    return kvmRmapZapGfnRange(this, start, end);
   }
 
-  /** @kernel arch/x86/kvm/x86.c#kvm_mmu_slot_apply_flags */
   kvmMmuSlotApplyFlags(old: KvmMemorySlot | null, nu: KvmMemorySlot | null, change: KvmMrChange): void {
-    if (change !== 'FLAGS_ONLY' || nu === null || nu.flags & KVM_MEM_READONLY) return;
-    const was = (old!.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
-    const now = (nu.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
-    if (was === now) return;
-    if (!now) {
-      this.kvmRmapZapCollapsibleSptes(nu); // kvm_mmu_recover_huge_pages' rmap half (all versions)
-      return;
-    }
-    if (this.vm.manualDirtyLogProtect & KVM_DIRTY_LOG_INITIALLY_SET) return;
-    // kvm_mmu_slot_remove_write_access from 4K up through the rmaps, then an unconditional flush ("a
-    // flush is almost always going to be necessary", and it lets the helpers skip the subtle checks).
-    rmapRemoveWriteAccess(nu);
-    this.vm.flushRemoteTlbs();
+    kvmMmuSlotApplyFlags(this, old, nu, change);
   }
 
-  /**
-   * Dirty logging stopped: drop every leaf of a direct page that could now be mapped at the page's own
-   * level or higher, so the next fault maps it huge; one flush for the slot. Indirect pages follow the
-   * guest's own 4K mappings and stay. Rmaps at 4K and 2M (KVM_MAX_HUGEPAGE_LEVEL - 1) are walked.
-   * @kernel arch/x86/kvm/mmu/mmu.c#kvm_rmap_zap_collapsible_sptes (kvm_mmu_zap_collapsible_spte)
-   */
   kvmRmapZapCollapsibleSptes(slot: KvmMemorySlot): void {
-    let flush = false;
-    for (const list of rmapChainsInRange(slot, slot.baseGfn, slot.baseGfn + slot.npages)) {
-      for (const e of list) {
-        if (!e.sp.direct || e.sp.level >= kvmMmuMaxMappingLevel(this.vm, slot, e.sp.gfn)) continue;
-        this.dropSpte(e.sp, e.i); // kvm_zap_one_rmap_spte
-        flush = true; // no ranged flush on this host: need_tlb_flush, one flush at the end
-      }
-    }
-    if (flush) this.vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_memslot
+    kvmRmapZapCollapsibleSptes(this, slot);
+  }
+
+  kvmArchMmuEnableLogDirtyPtMasked(slot: KvmMemorySlot, gfnOffset: number, mask: number): void {
+    kvmArchMmuEnableLogDirtyPtMasked(this, slot, gfnOffset, mask);
   }
 
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_invalidate_mmio_sptes */
@@ -389,12 +314,6 @@ export class ShadowMmu implements KvmMmuOps {
     let g = gen % (MMIO_SPTE_GEN_MASK + 1);
     g -= g % this.vm.nrAs; // the address-space modifier: a wrap seen from either address space counts
     if (g === 0) this.kvmMmuZapAllFast();
-  }
-
-  /** Write-protect the logged pages again. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_write_protect_pt_masked */
-  kvmArchMmuEnableLogDirtyPtMasked(slot: KvmMemorySlot, gfnOffset: number, mask: number): void {
-    for (let b = 0; b < 32; b++)
-      if ((mask >>> b) & 1) rmapWriteProtectGfn(slot, slot.baseGfn + gfnOffset + b);
   }
 
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_all */

@@ -10,9 +10,10 @@
  * huge pages with 4K SPTEs in the model; nothing maps 1G), so rmaps exist for levels 1 and 2 and
  * pages_1g stays 0; an SPTE is a (pfn, bits) pair in typed arrays rather than a 64-bit word (on an EPT
  * host `bits` also carries the EPT memtype and IPAT bits, at their SPTE positions 5:3 and 6); rmap chains
- * are JS arrays, not pte_list_desc blocks of 14.
+ * are linked lists in typed arrays (rmap_level.ts), not pte_list_desc blocks of 14.
  */
 import type { KvmMemorySlot } from '../../kvm/kvm_host.ts';
+import { RmapLevel } from './rmap_level.ts';
 
 /** Role bits packed into one word, like union kvm_mmu_page_role (only the fields the model uses). */
 export const ROLE_LEVEL_MASK = 0xf;
@@ -122,12 +123,12 @@ export interface RmapEntry {
   i: number;
 }
 /** slot->arch.rmap: [4K rmaps by gfn offset in the slot, 2M rmaps by gfn_to_index at 2M] */
-export type SlotRmap = [Map<number, RmapEntry[]>, Map<number, RmapEntry[]>];
+export type SlotRmap = [RmapLevel, RmapLevel];
 
 /** The slot's rmaps, allocated on first use. */
 export function slotRmap(slot: KvmMemorySlot): SlotRmap {
   let r = slot.arch.rmap as SlotRmap | null | undefined;
-  if (r === null || r === undefined) slot.arch.rmap = r = [new Map(), new Map()];
+  if (r === null || r === undefined) slot.arch.rmap = r = [new RmapLevel(), new RmapLevel()];
   return r;
 }
 
@@ -144,48 +145,34 @@ export interface RmapStats {
 
 /** @kernel arch/x86/kvm/mmu/mmu.c#rmap_add */
 export function rmapAdd(stats: RmapStats, slot: KvmMemorySlot, sp: ShadowPage, i: number, gfn: number): void {
-  const r = slotRmap(slot)[sp.level - 1]!;
-  const k = rmapIndex(slot, gfn, sp.level);
-  let list = r.get(k);
-  if (list === undefined) r.set(k, (list = []));
-  list.push({ sp, i });
-  if (list.length > stats.max_mmu_rmap_size) stats.max_mmu_rmap_size = list.length;
+  const n = slotRmap(slot)[sp.level - 1]!.add(rmapIndex(slot, gfn, sp.level), sp, i);
+  if (n > stats.max_mmu_rmap_size) stats.max_mmu_rmap_size = n;
 }
 
 /** @kernel arch/x86/kvm/mmu/mmu.c#rmap_remove */
 export function rmapRemove(slot: KvmMemorySlot, sp: ShadowPage, i: number, gfn: number): void {
-  const r = (slot.arch.rmap as SlotRmap | null)?.[sp.level - 1];
-  const k = rmapIndex(slot, gfn, sp.level);
-  const list = r?.get(k);
-  if (list === undefined) return;
-  const at = list.findIndex((e) => e.sp === sp && e.i === i);
-  if (at >= 0) list.splice(at, 1);
-  if (list.length === 0) r!.delete(k);
+  const r = slot.arch.rmap as SlotRmap | null;
+  if (r !== null && r !== undefined) r[sp.level - 1]!.remove(rmapIndex(slot, gfn, sp.level), sp, i);
+}
+
+/** Is (sp, i) on the rmap of gfn at sp's level? (the checker's question) */
+export function rmapHas(slot: KvmMemorySlot, sp: ShadowPage, i: number, gfn: number): boolean {
+  const r = slot.arch.rmap as SlotRmap | null;
+  return r !== null && r !== undefined && r[sp.level - 1]!.has(rmapIndex(slot, gfn, sp.level), sp, i);
 }
 
 /**
- * Copies of the non-empty rmap chains of [start, end) at every level: a huge leaf counts if any of its
- * gfns is in the range. Walks the indices when the range is smaller than the map, else the map.
+ * The leafs on the rmaps of [start, end) at every level, into sps/is (a huge leaf counts if any of its
+ * gfns is in the range); returns how many. A snapshot: the caller may zap what it finds.
  * @kernel arch/x86/kvm/mmu/mmu.c#__walk_slot_rmaps (the rmap iteration, without the resched points)
  */
-export function rmapChainsInRange(slot: KvmMemorySlot, start: number, end: number): RmapEntry[][] {
+export function rmapEntriesInRange(slot: KvmMemorySlot, start: number, end: number, sps: ShadowPage[], is: number[]): number {
   const r = slot.arch.rmap as SlotRmap | null;
-  const out: RmapEntry[][] = [];
-  if (r === null || r === undefined || end <= start) return out;
-  for (let level = 1; level <= 2; level++) {
-    const map = r[level - 1]!;
-    const lo = rmapIndex(slot, start, level);
-    const hi = rmapIndex(slot, end - 1, level);
-    if (hi - lo < map.size) {
-      for (let k = lo; k <= hi; k++) {
-        const list = map.get(k);
-        if (list !== undefined) out.push([...list]);
-      }
-    } else {
-      for (const [k, list] of map) if (k >= lo && k <= hi) out.push([...list]);
-    }
-  }
-  return out;
+  if (r === null || r === undefined || end <= start) return 0;
+  let n = 0;
+  for (let level = 1; level <= 2; level++)
+    n += r[level - 1]!.collect(rmapIndex(slot, start, level), rmapIndex(slot, end - 1, level), sps, is);
+  return n;
 }
 
 /**
@@ -204,19 +191,23 @@ function spteWriteProtect(sp: ShadowPage, i: number, ptProtect: boolean): boolea
 
 /** Write-protect every leaf mapping gfn, at every level, as for a shadowed guest table; true if the caller must flush. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_slot_gfn_write_protect */
 export function kvmMmuSlotGfnWriteProtect(slot: KvmMemorySlot, gfn: number): boolean {
+  const sps: ShadowPage[] = [];
+  const is: number[] = [];
   let flush = false;
-  for (const list of rmapChainsInRange(slot, gfn, gfn + 1))
-    for (const e of list) if (spteWriteProtect(e.sp, e.i, true)) flush = true; // rmap_write_protect(.., true)
+  const n = rmapEntriesInRange(slot, gfn, gfn + 1, sps, is);
+  for (let k = 0; k < n; k++) if (spteWriteProtect(sps[k]!, is[k]!, true)) flush = true; // rmap_write_protect(.., true)
   return flush;
 }
 
 /** Clear W (not MMU-writable) on every leaf mapping gfn, for dirty logging. @kernel arch/x86/kvm/mmu/mmu.c#rmap_write_protect */
 export function rmapWriteProtectGfn(slot: KvmMemorySlot, gfn: number): void {
-  for (const list of rmapChainsInRange(slot, gfn, gfn + 1)) for (const e of list) spteWriteProtect(e.sp, e.i, false);
+  const sps: ShadowPage[] = [];
+  const is: number[] = [];
+  const n = rmapEntriesInRange(slot, gfn, gfn + 1, sps, is);
+  for (let k = 0; k < n; k++) spteWriteProtect(sps[k]!, is[k]!, false);
 }
 
 /** Clear W on every leaf of the slot, 4K and up (the caller flushes). @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_slot_remove_write_access */
 export function rmapRemoveWriteAccess(slot: KvmMemorySlot): void {
-  for (const r of (slot.arch.rmap as SlotRmap | null) ?? [])
-    for (const list of r.values()) for (const e of list) e.sp.bits![e.i]! &= ~SPTE_WRITABLE;
+  for (const r of (slot.arch.rmap as SlotRmap | null) ?? []) r.forEach((_k, sp, i) => (sp.bits![i]! &= ~SPTE_WRITABLE));
 }

@@ -1,0 +1,163 @@
+/**
+ * One level of a memslot's rmaps (slot->arch.rmap[level - 1]): for each rmap index, the chain of leaf
+ * SPTEs — (shadow page, entry) pairs — that map it, in the order they were added. Heads live in
+ * Int32Arrays of 4096 indices made on first use (a 1 TiB slot with one page mapped costs one chunk);
+ * chain links in a pool of typed arrays with a free list. No object per SPTE: the fault path adds one
+ * entry per new leaf.
+ *
+ * Kernel counterpart: struct kvm_rmap_head and pte_list_add / pte_list_remove / pte_list_count
+ * (arch/x86/kvm/mmu/mmu.c). Simplifications: a singly linked chain instead of the kernel's
+ * pte_list_desc blocks of PTE_LIST_EXT sptes (the count and the entries are the same; the order of
+ * entries inside a chain is insertion order here).
+ */
+import type { ShadowPage } from './shadow_rmap.ts';
+
+const CHUNK_SHIFT = 12;
+const CHUNK = 1 << CHUNK_SHIFT;
+
+export class RmapLevel {
+  /** head entry + 1 of each index's chain (0: empty), by chunk of 4096 indices */
+  private readonly heads = new Map<number, Int32Array>();
+  private lastKey = -1;
+  private last: Int32Array | undefined = undefined;
+  /** entry pool: the page, the SPTE index in it, the next entry + 1 (0: end of chain) */
+  private sps: (ShadowPage | null)[] = [];
+  private idx = new Int32Array(64);
+  private next = new Int32Array(64);
+  /** free entries, linked through `next` (entry + 1; 0: none) */
+  private free = 0;
+  private used = 0;
+
+  private chunk(k: number, make: boolean): Int32Array | undefined {
+    const key = k >>> CHUNK_SHIFT;
+    if (key === this.lastKey) return this.last;
+    let c = this.heads.get(key);
+    if (c === undefined) {
+      if (!make) return undefined;
+      this.heads.set(key, (c = new Int32Array(CHUNK)));
+    }
+    this.lastKey = key;
+    this.last = c;
+    return c;
+  }
+
+  private alloc(sp: ShadowPage, i: number): number {
+    let e: number;
+    if (this.free !== 0) {
+      e = this.free - 1;
+      this.free = this.next[e]!;
+    } else {
+      e = this.used++;
+      if (e === this.idx.length) {
+        const idx = new Int32Array(e * 2);
+        idx.set(this.idx);
+        this.idx = idx;
+        const next = new Int32Array(e * 2);
+        next.set(this.next);
+        this.next = next;
+      }
+    }
+    this.sps[e] = sp;
+    this.idx[e] = i;
+    this.next[e] = 0;
+    return e;
+  }
+
+  private release(e: number): void {
+    this.sps[e] = null;
+    this.next[e] = this.free;
+    this.free = e + 1;
+  }
+
+  /** Append (sp, i) to index k's chain; returns the chain's length with it. @kernel arch/x86/kvm/mmu/mmu.c#pte_list_add */
+  add(k: number, sp: ShadowPage, i: number): number {
+    const c = this.chunk(k, true)!;
+    const e = this.alloc(sp, i);
+    const o = k & (CHUNK - 1);
+    let h = c[o]!;
+    if (h === 0) {
+      c[o] = e + 1;
+      return 1;
+    }
+    let n = 2;
+    while (this.next[h - 1]! !== 0) {
+      h = this.next[h - 1]!;
+      n++;
+    }
+    this.next[h - 1] = e + 1;
+    return n;
+  }
+
+  /** Unlink (sp, i) from index k's chain, if it is there. @kernel arch/x86/kvm/mmu/mmu.c#pte_list_remove */
+  remove(k: number, sp: ShadowPage, i: number): void {
+    const c = this.chunk(k, false);
+    if (c === undefined) return;
+    const o = k & (CHUNK - 1);
+    let prev = 0;
+    for (let h = c[o]!; h !== 0; prev = h, h = this.next[h - 1]!) {
+      const e = h - 1;
+      if (this.sps[e] !== sp || this.idx[e] !== i) continue;
+      if (prev === 0) c[o] = this.next[e]!;
+      else this.next[prev - 1] = this.next[e]!;
+      this.release(e);
+      return;
+    }
+  }
+
+  /** Is (sp, i) on index k's chain? */
+  has(k: number, sp: ShadowPage, i: number): boolean {
+    const c = this.chunk(k, false);
+    if (c === undefined) return false;
+    for (let h = c[k & (CHUNK - 1)]!; h !== 0; h = this.next[h - 1]!)
+      if (this.sps[h - 1] === sp && this.idx[h - 1] === i) return true;
+    return false;
+  }
+
+  /** Drop index k's whole chain (the SPTEs are not touched); true if it had one. */
+  delete(k: number): boolean {
+    const c = this.chunk(k, false);
+    if (c === undefined) return false;
+    const o = k & (CHUNK - 1);
+    let h = c[o]!;
+    if (h === 0) return false;
+    c[o] = 0;
+    while (h !== 0) {
+      const nx = this.next[h - 1]!;
+      this.release(h - 1);
+      h = nx;
+    }
+    return true;
+  }
+
+  /**
+   * Append the entries of every chain with an index in [lo, hi] to sps/is (by index, then chain order);
+   * returns how many. The caller may then change the chains (a zap removes what it visits).
+   */
+  collect(lo: number, hi: number, sps: ShadowPage[], is: number[]): number {
+    let n = 0;
+    for (let key = lo >>> CHUNK_SHIFT; key <= hi >>> CHUNK_SHIFT; key++) {
+      const c = this.heads.get(key);
+      if (c === undefined) continue;
+      const base = key * CHUNK;
+      const from = Math.max(lo, base) - base;
+      const to = Math.min(hi, base + CHUNK - 1) - base;
+      for (let o = from; o <= to; o++) {
+        for (let h = c[o]!; h !== 0; h = this.next[h - 1]!) {
+          sps.push(this.sps[h - 1]!);
+          is.push(this.idx[h - 1]!);
+          n++;
+        }
+      }
+    }
+    return n;
+  }
+
+  /** Every (index, sp, i), by index (the checker's walk). */
+  forEach(fn: (k: number, sp: ShadowPage, i: number) => void): void {
+    for (const [key, c] of this.heads) {
+      for (let o = 0; o < CHUNK; o++)
+        for (let h = c[o]!; h !== 0; h = this.next[h - 1]!)
+          fn(key * CHUNK + o, this.sps[h - 1]!, this.idx[h - 1]!);
+    }
+  }
+}
