@@ -143,10 +143,14 @@ export interface RmapStats {
   max_mmu_rmap_size: number;
 }
 
-/** @kernel arch/x86/kvm/mmu/mmu.c#rmap_add */
+/**
+ * pte_list_add returns the chain's length before the new SPTE, and that is what the stat records (one
+ * SPTE on a gfn is a peak of 0). RmapLevel.add returns the length with it.
+ * @kernel arch/x86/kvm/mmu/mmu.c#rmap_add
+ */
 export function rmapAdd(stats: RmapStats, slot: KvmMemorySlot, sp: ShadowPage, i: number, gfn: number): void {
-  const n = slotRmap(slot)[sp.level - 1]!.add(rmapIndex(slot, gfn, sp.level), sp, i);
-  if (n > stats.max_mmu_rmap_size) stats.max_mmu_rmap_size = n;
+  const before = slotRmap(slot)[sp.level - 1]!.add(rmapIndex(slot, gfn, sp.level), sp, i) - 1;
+  if (before > stats.max_mmu_rmap_size) stats.max_mmu_rmap_size = before;
 }
 
 /** @kernel arch/x86/kvm/mmu/mmu.c#rmap_remove */
