@@ -21,7 +21,8 @@ function wall(args: string[]): number {
   const r = spawnSync(process.execPath, [main, ...args], { stdio: 'ignore' });
   const s = (performance.now() - t0) / 1000;
   // check exits 1 when a scenario (a bug reproducer) finds violations; anything else is a broken run
-  if (r.status !== 0 && !(args[0] === 'check' && r.status === 1)) throw new Error(`zaplab ${args.join(' ')}: exit ${r.status}`);
+  if (r.status !== 0 && !(args[0] === 'check' && r.status === 1))
+    throw new Error(`zaplab ${args.join(' ')}: exit ${r.status}`);
   return s;
 }
 
@@ -33,7 +34,12 @@ export async function run(): Promise<BenchLine[]> {
   const bestOf = (args: string[]): number => Math.min(wall(args), wall(args), wall(args));
   const lines: BenchLine[] = [
     { name: 'zaplab list', value: bestOf(['list']), unit: 's', target: { atMost: 0.3 } },
-    { name: 'zaplab show firmware-boot', value: bestOf(['show', 'firmware-boot']), unit: 's', target: { atMost: 0.3 } },
+    {
+      name: 'zaplab show firmware-boot',
+      value: bestOf(['show', 'firmware-boot']),
+      unit: 's',
+      target: { atMost: 0.3 },
+    },
   ];
   const timed = (label: string, args: string[], atMost: number): BenchLine => {
     const load = loadavg()[0]!.toFixed(1);

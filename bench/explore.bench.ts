@@ -38,9 +38,15 @@ async function scaleOutModules(): Promise<{ from: string; mods: ScaleOut }> {
     if (newer === undefined) {
       const run = (await import(pathToFileURL(`${dist}run.js`).href)) as ScaleOut;
       const par = (await import(pathToFileURL(`${dist}run_parallel.js`).href)) as ScaleOut;
-      return { from: 'compiled dist/', mods: { exploreConfig: run.exploreConfig, exploreConfigParallel: par.exploreConfigParallel } };
+      return {
+        from: 'compiled dist/',
+        mods: { exploreConfig: run.exploreConfig, exploreConfigParallel: par.exploreConfigParallel },
+      };
     }
-    return { from: `sources (dist/ is older than src/${newer}: npm run build)`, mods: { exploreConfig, exploreConfigParallel } };
+    return {
+      from: `sources (dist/ is older than src/${newer}: npm run build)`,
+      mods: { exploreConfig, exploreConfigParallel },
+    };
   }
   return { from: 'sources (no dist/: npm run build)', mods: { exploreConfig, exploreConfigParallel } };
 }
@@ -59,8 +65,15 @@ const TWO_ACTOR: [string, boolean][] = [
  */
 function scaleWorkload(): ExploreConfig {
   const c = load('two-vcpus');
-  const more = (i: number, off: number) => ({ ...c.actors[i]!, steps: [...c.actors[i]!.steps, { access: { region: 'ram', offset: off } }] });
-  return { ...c, name: 'two-vcpus, 3 faults each', actors: [more(0, 0x3000), more(1, 0x7000)] } as ExploreConfig;
+  const more = (i: number, off: number) => ({
+    ...c.actors[i]!,
+    steps: [...c.actors[i]!.steps, { access: { region: 'ram', offset: off } }],
+  });
+  return {
+    ...c,
+    name: 'two-vcpus, 3 faults each',
+    actors: [more(0, 0x3000), more(1, 0x7000)],
+  } as ExploreConfig;
 }
 const TARGET_1 = 5000;
 const TARGET_2 = 1.8;
@@ -88,9 +101,18 @@ export async function run(): Promise<BenchLine[]> {
     const prog = new ModelProgram(cfg, 'quirk');
     const steady = rate(2000, () => executions(explore(prog, opts).stats));
     const tag = `${name}${noReduction ? ' (no reduction)' : ''}`;
-    lines.push({ name: `${tag}: schedules/s, 1 core, steady`, value: steady, unit: 'schedules/s', target: { atLeast: TARGET_1 } });
+    lines.push({
+      name: `${tag}: schedules/s, 1 core, steady`,
+      value: steady,
+      unit: 'schedules/s',
+      target: { atLeast: TARGET_1 },
+    });
     const once = rate(1000, () => exploreDesign(cfg, 'quirk', { noReduction }).executions);
-    lines.push({ name: `${tag}: schedules/s, 1 core, one search with its build`, value: once, unit: 'schedules/s' });
+    lines.push({
+      name: `${tag}: schedules/s, 1 core, one search with its build`,
+      value: once,
+      unit: 'schedules/s',
+    });
   }
   const prog = new ModelProgram(load('delete-vs-fault'), 'quirk');
   explore(prog, { maxExecutions: 1 });
@@ -111,8 +133,21 @@ export async function run(): Promise<BenchLine[]> {
   const n2 = (await mods.exploreConfigParallel(big, ro, 2)).designs[0]!.executions;
   const two = (performance.now() - t0) / 1000;
   if (n1 !== n2) throw new Error(`explore bench: ${n1} schedules in one thread, ${n2} on two workers`);
-  lines.push({ name: `scale-out workload (${n1} schedules, ${from}): schedules/s, 1 thread`, value: n1 / one, unit: 'schedules/s' });
-  lines.push({ name: `scale-out workload: schedules/s, --workers 2 (start-up included)`, value: n2 / two, unit: 'schedules/s' });
-  lines.push({ name: 'scale-out workload: speed-up with --workers 2', value: one / two, unit: '×', target: { atLeast: TARGET_2 } });
+  lines.push({
+    name: `scale-out workload (${n1} schedules, ${from}): schedules/s, 1 thread`,
+    value: n1 / one,
+    unit: 'schedules/s',
+  });
+  lines.push({
+    name: `scale-out workload: schedules/s, --workers 2 (start-up included)`,
+    value: n2 / two,
+    unit: 'schedules/s',
+  });
+  lines.push({
+    name: 'scale-out workload: speed-up with --workers 2',
+    value: one / two,
+    unit: '×',
+    target: { atLeast: TARGET_2 },
+  });
   return lines;
 }

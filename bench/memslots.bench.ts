@@ -18,7 +18,10 @@ const KERNEL_SAME_WORK: Record<string, Partial<BenchLine>> = {
   'rejected call, raw ioctl convention (returns -EINVAL)': {
     kernel: 'rejected call, raw convention (vm.ioctlSetUserMemoryRegion → -22)',
   },
-  'create + delete pair (2 MiB slot)': { target: { atLeast: 300e3 }, kernel: 'create + delete 2 MiB slot (one pair)' },
+  'create + delete pair (2 MiB slot)': {
+    target: { atLeast: 300e3 },
+    kernel: 'create + delete 2 MiB slot (one pair)',
+  },
 };
 
 export async function run(): Promise<BenchLine[]> {

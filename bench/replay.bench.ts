@@ -28,7 +28,12 @@ function linesPerSec(name: string, text: string, lines: number, parse: (t: strin
   }
   rates.sort((a, b) => a - b);
   return [
-    { name: `${name}: lines parsed/s (median of 5)`, value: rates[2]!, unit: 'ops/s', target: { atLeast: 1e6 } },
+    {
+      name: `${name}: lines parsed/s (median of 5)`,
+      value: rates[2]!,
+      unit: 'ops/s',
+      target: { atLeast: 1e6 },
+    },
     { name: `${name}: lines parsed/s (best of 5)`, value: rates[4]!, unit: 'ops/s' },
   ];
 }
@@ -53,9 +58,11 @@ function straceText(n: number): string {
   const out = ['1000 1796560000.000000 ioctl(3, KVM_CREATE_VM, 0) = 9'];
   for (let i = 1; i < n; i++) {
     const ts = (1796560000 + i / 1e6).toFixed(6);
-    out.push(i % 50 === 0
-      ? `1000 ${ts} ioctl(9, KVM_SET_USER_MEMORY_REGION, {slot=1, flags=0, guest_phys_addr=0xc0000000, memory_size=${i % 100 ? 0 : 2097152}, userspace_addr=0x7f0100000000}) = 0`
-      : `1001 ${ts} ioctl(11, KVM_RUN, 0) = 0`);
+    out.push(
+      i % 50 === 0
+        ? `1000 ${ts} ioctl(9, KVM_SET_USER_MEMORY_REGION, {slot=1, flags=0, guest_phys_addr=0xc0000000, memory_size=${i % 100 ? 0 : 2097152}, userspace_addr=0x7f0100000000}) = 0`
+        : `1001 ${ts} ioctl(11, KVM_RUN, 0) = 0`,
+    );
   }
   return text(out);
 }
@@ -63,26 +70,38 @@ function straceText(n: number): string {
 function qemuText(n: number): string {
   const out: string[] = [];
   for (let i = 0; i < n; i++)
-    out.push(`1000@${(1796560000 + i / 1e6).toFixed(6)}:kvm_set_user_memory Slot#1 flags=0x0 gpa=0xc0000000 size=0x${(i & 1 ? 0 : 0x200000).toString(16)} ua=0x7f0100000000 ret=0`);
+    out.push(
+      `1000@${(1796560000 + i / 1e6).toFixed(6)}:kvm_set_user_memory Slot#1 flags=0x0 gpa=0xc0000000 size=0x${(i & 1 ? 0 : 0x200000).toString(16)} ua=0x7f0100000000 ret=0`,
+    );
   return text(out);
 }
 
 /** 1 M kernel events: faults (mostly on mapped pages), with 500 BAR create/delete pairs and their zaps. */
 function replayInputs(events: number): { qemu: string; kernel: string } {
-  const q = ['1000@1796560000.000000:kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0x4000000 ua=0x7f0000000000 ret=0'];
+  const q = [
+    '1000@1796560000.000000:kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0x4000000 ua=0x7f0000000000 ret=0',
+  ];
   const k: string[] = [];
   const pairs = 500;
   const per = Math.floor(events / pairs);
   let t = 1796560000.000001;
   const ts = (): string => (t += 0.000001).toFixed(6);
   for (let p = 0; p < pairs; p++) {
-    q.push(`1000@${ts()}:kvm_set_user_memory Slot#1 flags=0x0 gpa=0xc0000000 size=0x200000 ua=0x7f0100000000 ret=0`);
+    q.push(
+      `1000@${ts()}:kvm_set_user_memory Slot#1 flags=0x0 gpa=0xc0000000 size=0x200000 ua=0x7f0100000000 ret=0`,
+    );
     for (let i = 0; i < per - 1; i++) {
       const gfn = (p * 97 + i) % 16384;
-      k.push(` vcpu-1001   [001] ..... ${ts()}: kvm_tdp_mmu_spte_changed: as id 0 gfn ${gfn.toString(16)} level 1 old_spte 8000000000000000 new_spte 6000${(0x10000 + gfn).toString(16).padStart(8, '0')}f77`);
+      k.push(
+        ` vcpu-1001   [001] ..... ${ts()}: kvm_tdp_mmu_spte_changed: as id 0 gfn ${gfn.toString(16)} level 1 old_spte 8000000000000000 new_spte 6000${(0x10000 + gfn).toString(16).padStart(8, '0')}f77`,
+      );
     }
-    k.push(` qemu-1000   [000] ..... ${ts()}: kvm_mmu_zap_all_fast: kvm-mmu-valid-gen ${p & 1} used_pages 40`);
-    q.push(`1000@${ts()}:kvm_set_user_memory Slot#1 flags=0x0 gpa=0xc0000000 size=0x0 ua=0x7f0100000000 ret=0`);
+    k.push(
+      ` qemu-1000   [000] ..... ${ts()}: kvm_mmu_zap_all_fast: kvm-mmu-valid-gen ${p & 1} used_pages 40`,
+    );
+    q.push(
+      `1000@${ts()}:kvm_set_user_memory Slot#1 flags=0x0 gpa=0xc0000000 size=0x0 ua=0x7f0100000000 ret=0`,
+    );
   }
   return { qemu: text(q), kernel: text(k) };
 }
@@ -104,31 +123,58 @@ export async function run(): Promise<BenchLine[]> {
   const s = (performance.now() - t0) / 1000;
   if (r.answers.disagreements.length) throw new Error('bench replay disagreed with its own trace');
   lines.push({ name: '1 M-event replay: read + merge', value: read, unit: 's' });
-  lines.push({ name: `1 M-event replay end to end (${r.runs.length} designs, audit off)`, value: s, unit: 's', target: { atMost: 10 } });
-  lines.push(await timed('1 M-event replay end to end, audit points (CLI default)', replayInputs(1_000_000), 'points', 10));
-  lines.push(await timed('200 k scattered faults (one step each) end to end', scatteredInputs(200_000), 'off'));
+  lines.push({
+    name: `1 M-event replay end to end (${r.runs.length} designs, audit off)`,
+    value: s,
+    unit: 's',
+    target: { atMost: 10 },
+  });
+  lines.push(
+    await timed(
+      '1 M-event replay end to end, audit points (CLI default)',
+      replayInputs(1_000_000),
+      'points',
+      10,
+    ),
+  );
+  lines.push(
+    await timed('200 k scattered faults (one step each) end to end', scatteredInputs(200_000), 'off'),
+  );
   return lines;
 }
 
 /** Read, merge and replay under every design, in seconds. */
-async function timed(name: string, inp: { qemu: string; kernel: string }, audit: 'off' | 'points', atMost?: number): Promise<BenchLine> {
+async function timed(
+  name: string,
+  inp: { qemu: string; kernel: string },
+  audit: 'off' | 'points',
+  atMost?: number,
+): Promise<BenchLine> {
   const t0 = performance.now();
   const m = mergeStreams([readQemuTrace(inp.qemu, 'q'), readFtrace(inp.kernel, 'k')]);
   const r = await replayEvents(m.table, m.reports, { audit });
   if (r.answers.disagreements.length) throw new Error('bench replay disagreed with its own trace');
-  return { name, value: (performance.now() - t0) / 1000, unit: 's', ...(atMost ? { target: { atMost } } : {}) };
+  return {
+    name,
+    value: (performance.now() - t0) / 1000,
+    unit: 's',
+    ...(atMost ? { target: { atMost } } : {}),
+  };
 }
 
 /** Faults in a seeded random order over a 64 MiB guest: no two consecutive, so each is its own access step. */
 function scatteredInputs(events: number): { qemu: string; kernel: string } {
-  const qemu = '1000@1796560000.000000:kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0x4000000 ua=0x7f0000000000 ret=0\n';
+  const qemu =
+    '1000@1796560000.000000:kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0x4000000 ua=0x7f0000000000 ret=0\n';
   const k: string[] = [];
   let x = 12345;
   for (let i = 0; i < events; i++) {
     x = (Math.imul(x, 1103515245) + 12345) >>> 0;
     const gfn = x % 16384;
     const ts = (1796560000.000001 + i / 1e6).toFixed(6);
-    k.push(` vcpu-1001   [001] ..... ${ts}: kvm_tdp_mmu_spte_changed: as id 0 gfn ${gfn.toString(16)} level 1 old_spte 8000000000000000 new_spte 6000${(0x10000 + gfn).toString(16).padStart(8, '0')}f77`);
+    k.push(
+      ` vcpu-1001   [001] ..... ${ts}: kvm_tdp_mmu_spte_changed: as id 0 gfn ${gfn.toString(16)} level 1 old_spte 8000000000000000 new_spte 6000${(0x10000 + gfn).toString(16).padStart(8, '0')}f77`,
+    );
   }
   return { qemu, kernel: text(k) };
 }

@@ -98,9 +98,21 @@ function zapPerPage(): number {
   for (let rep = 0; rep < 5; rep++) {
     const kvm = new Kvm({ profile: 'pvm-6.18' });
     const vm = kvm.createVm(0);
-    const data = { slot: 1, flags: 0, guestPhysAddr: 0x8000_0000, memorySize: n * 4096, userspaceAddr: kvm.host.mmap(n * 4096) };
+    const data = {
+      slot: 1,
+      flags: 0,
+      guestPhysAddr: 0x8000_0000,
+      memorySize: n * 4096,
+      userspaceAddr: kvm.host.mmap(n * 4096),
+    };
     vm.setUserMemoryRegion(data);
-    vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0, memorySize: 8 << 20, userspaceAddr: kvm.host.mmap(8 << 20) });
+    vm.setUserMemoryRegion({
+      slot: 0,
+      flags: 0,
+      guestPhysAddr: 0,
+      memorySize: 8 << 20,
+      userspaceAddr: kvm.host.mmap(8 << 20),
+    });
     const map = new IdentityMapBuilder(shadowMmuOf(vm)!.gpt, 0, 8 << 20);
     for (let i = 0; i < n; i++) map.mapPage(0x8000_0000 + i * 4096);
     const v = vm.createVcpu(0);

@@ -65,7 +65,9 @@ class Dirty implements AuditFilter, TlbFilter {
   readonly tlbRanges: number[] = [];
 
   get clean(): boolean {
-    return !this.everything && this.dirty2m.size === 0 && this.dirty1g.size === 0 && this.intervals.length === 0;
+    return (
+      !this.everything && this.dirty2m.size === 0 && this.dirty1g.size === 0 && this.intervals.length === 0
+    );
   }
 
   clear(): void {
@@ -259,7 +261,11 @@ export class AuditDelta {
         for (const s of set) {
           const a = Math.max(start, s.userspaceAddr);
           const b = Math.min(start + len, s.userspaceAddr + s.npages * 4096);
-          if (a < b) d.addRange(s.baseGfn + Math.floor((a - s.userspaceAddr) / 4096), s.baseGfn + Math.ceil((b - s.userspaceAddr) / 4096));
+          if (a < b)
+            d.addRange(
+              s.baseGfn + Math.floor((a - s.userspaceAddr) / 4096),
+              s.baseGfn + Math.ceil((b - s.userspaceAddr) / 4096),
+            );
         }
     });
     return kept && d.intervals.length <= 2 * MAX_INTERVALS;
@@ -306,7 +312,8 @@ export class AuditDelta {
       const now = tlbGoesAway(v) ? -1 : v.tlb.writes;
       if (now === w[i]) continue;
       w[i] = now;
-      if (now >= 0) v.tlb.forEachEntry((gfn, _pfn, level) => d.tlbRanges.push(gfn, gfn + PAGES_PER_LEVEL[level]!));
+      if (now >= 0)
+        v.tlb.forEachEntry((gfn, _pfn, level) => d.tlbRanges.push(gfn, gfn + PAGES_PER_LEVEL[level]!));
     }
     return d.tlbRanges.length <= 2 * MAX_INTERVALS;
   }

@@ -21,7 +21,14 @@ import type { KvmMemorySlot } from '../kvm/kvm_host.ts';
 import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS } from '../kvm/vcpu.ts';
 import { KVM_MEMSLOT_INVALID } from '../uapi/kvm.ts';
 import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
-import { kvmMmuPageAsId, rmapHas, rmapIndex, SPTE_MT_BITS, type ShadowPage, type SlotRmap } from '../x86/mmu/shadow_rmap.ts';
+import {
+  kvmMmuPageAsId,
+  rmapHas,
+  rmapIndex,
+  SPTE_MT_BITS,
+  type ShadowPage,
+  type SlotRmap,
+} from '../x86/mmu/shadow_rmap.ts';
 import { linkedShadowPages } from '../x86/mmu/memtype_audit.ts';
 import { kvmMmuGetMtMask } from '../x86/mtrr.ts';
 import { checkMappedPfns, type Report } from './audit_mmu.ts';

@@ -50,45 +50,88 @@ export function checkAccess(
   // Described only when something is reported (this runs for every guest access): describeAccess().
   if (result.exit === 'retry') {
     // shadow paging: a failed guest walk is a #PF for the guest, reported as 'retry'
-    if (shadowPaging ? exp.kind !== 'retry' && vm.mmuInvalidateInProgress === 0 : !retryAcceptable(vm, vcpu, gfn))
-      report('INV-ACCESS-004', `${describeAccess(kind, gpa, vcpu)} ended in 'retry' (${result.reason}) with no INVALID slot and no invalidation in progress`, gfn);
+    if (
+      shadowPaging
+        ? exp.kind !== 'retry' && vm.mmuInvalidateInProgress === 0
+        : !retryAcceptable(vm, vcpu, gfn)
+    )
+      report(
+        'INV-ACCESS-004',
+        `${describeAccess(kind, gpa, vcpu)} ended in 'retry' (${result.reason}) with no INVALID slot and no invalidation in progress`,
+        gfn,
+      );
     return;
   }
   if (exp.kind === 'retry' && exp.walk !== undefined) {
     // Through a table in no memslot nothing may be reached: the pages shadowing it must be gone.
     if (result.exit === 'none' && exp.walk === 'failed')
-      report('INV-ACCESS-001', `${describeAccess(kind, gpa, vcpu)} (a guest virtual address) reached pfn ${hex(result.pfn)}, but KVM's walk of the guest's page tables fails: ${exp.why.slice(11)}`, gfn, result.pfn);
+      report(
+        'INV-ACCESS-001',
+        `${describeAccess(kind, gpa, vcpu)} (a guest virtual address) reached pfn ${hex(result.pfn)}, but KVM's walk of the guest's page tables fails: ${exp.why.slice(11)}`,
+        gfn,
+        result.pfn,
+      );
     return;
   }
   if (exp.kind === 'retry') {
     // The only acceptable outcome while the slot is INVALID is to wait (or, for a race, an exit that
     // does not reach memory); reaching a page means a translation of the slot outlived the flush.
     if (result.exit === 'none')
-      report('INV-ACCESS-003', `${describeAccess(kind, gpa, vcpu)} reached pfn ${hex(result.pfn)} through ${exp.why}`, gfn, result.pfn);
+      report(
+        'INV-ACCESS-003',
+        `${describeAccess(kind, gpa, vcpu)} reached pfn ${hex(result.pfn)} through ${exp.why}`,
+        gfn,
+        result.pfn,
+      );
     return;
   }
   if (exp.kind === 'page') {
     if (result.exit !== 'none') {
       if (vm.mmuInvalidateInProgress > 0) return;
-      report('INV-ACCESS-002', `${describeAccess(kind, gpa, vcpu)} exited '${result.exit}', expected the page ${hex(exp.pfn)}`, gfn, exp.pfn);
+      report(
+        'INV-ACCESS-002',
+        `${describeAccess(kind, gpa, vcpu)} exited '${result.exit}', expected the page ${hex(exp.pfn)}`,
+        gfn,
+        exp.pfn,
+      );
       return;
     }
     if (result.pfn !== exp.pfn) {
-      report('INV-ACCESS-001', `${describeAccess(kind, gpa, vcpu)} reached pfn ${hex(result.pfn)}, but memslot ${exp.slot.id} and the ${exp.isPrivate ? 'guest_memfd' : 'host mapping'} say pfn ${hex(exp.pfn)}`, gfn, result.pfn);
+      report(
+        'INV-ACCESS-001',
+        `${describeAccess(kind, gpa, vcpu)} reached pfn ${hex(result.pfn)}, but memslot ${exp.slot.id} and the ${exp.isPrivate ? 'guest_memfd' : 'host mapping'} say pfn ${hex(exp.pfn)}`,
+        gfn,
+        result.pfn,
+      );
       return;
     }
     if (!exp.isPrivate && !shadowPaging) {
       const span = result.level === 1 ? 1 : result.level === 2 ? 512 : 262144;
       const want = expectedMemtype(vcpu, c.hwGfn - (c.hwGfn % span));
       if (result.memtype !== want)
-        report('INV-ACCESS-005', `${describeAccess(kind, gpa, vcpu)} used memtype ${result.memtype}, KVM now computes ${want}`, gfn, result.pfn);
+        report(
+          'INV-ACCESS-005',
+          `${describeAccess(kind, gpa, vcpu)} used memtype ${result.memtype}, KVM now computes ${want}`,
+          gfn,
+          result.pfn,
+        );
     }
     return;
   }
   if (result.exit !== exp.kind) {
     const got = result.exit === 'none' ? `reached pfn ${hex(result.pfn)}` : `exited '${result.exit}'`;
-    const want = exp.kind === 'memory_fault' ? `a memory fault (${exp.why})` : exp.kind === 'mmio' ? 'an MMIO exit' : 'vm_dead';
-    report(result.exit === 'none' ? 'INV-ACCESS-001' : 'INV-ACCESS-002', `${describeAccess(kind, gpa, vcpu)} ${got}, expected ${want}`, gfn, result.exit === 'none' ? result.pfn : undefined);
+    const want =
+      exp.kind === 'memory_fault'
+        ? `a memory fault (${exp.why})`
+        : exp.kind === 'mmio'
+          ? 'an MMIO exit'
+          : 'vm_dead';
+    report(
+      result.exit === 'none' ? 'INV-ACCESS-001' : 'INV-ACCESS-002',
+      `${describeAccess(kind, gpa, vcpu)} ${got}, expected ${want}`,
+      gfn,
+      result.exit === 'none' ? result.pfn : undefined,
+    );
   }
 }
 
@@ -109,7 +152,8 @@ export class GmemFiles {
   /** Learn files from the slots and the fd table (fds are never reused; probe past the last one seen). */
   refresh(vm: VmState): void {
     for (let as = 0; as < vm.nrAs; as++)
-      for (const s of vm.activeMemslots(as).all()) if (s.gmem !== null) this.files.add(s.gmem.file as KvmGmemFile);
+      for (const s of vm.activeMemslots(as).all())
+        if (s.gmem !== null) this.files.add(s.gmem.file as KvmGmemFile);
     // no fd installed since the last probe: the table holds no file not seen then
     if (vm.kvm.fdsInstalled === this.probed) return;
     this.probed = vm.kvm.fdsInstalled;
@@ -133,7 +177,11 @@ export class GmemFiles {
         if (active === b.slot) continue;
         // kvm_invalidate_memslot publishes a copy that shares the binding while the zap runs.
         if (active !== null && active.flags & KVM_MEMSLOT_INVALID && active.gmem?.file === file) continue;
-        report('INV-GMEM-001', `guest_memfd ${file.id} pages [${hex(b.start)}, ${hex(b.end)}) are bound to a memslot ${b.slot.id} object that is no longer in the active set (use-after-free)`, b.slot.baseGfn);
+        report(
+          'INV-GMEM-001',
+          `guest_memfd ${file.id} pages [${hex(b.start)}, ${hex(b.end)}) are bound to a memslot ${b.slot.id} object that is no longer in the active set (use-after-free)`,
+          b.slot.baseGfn,
+        );
       }
     }
   }
@@ -163,7 +211,12 @@ export class TdxTracker {
         // (An INVALID copy is another object: the slot's own DELETE is under way.)
         if (slot !== was.slot) continue;
         if (!isPrivateGfn(vm, gfn) || gmemPfn(was.slot, gfn) !== was.pfn) continue;
-        report('INV-TDX-001', `private page ${hex(was.pfn)} of gfn ${hex(gfn)} (memslot ${was.slot.id}, still private) lost its S-EPT mapping: its content is gone`, gfn, was.pfn);
+        report(
+          'INV-TDX-001',
+          `private page ${hex(was.pfn)} of gfn ${hex(gfn)} (memslot ${was.slot.id}, still private) lost its S-EPT mapping: its content is gone`,
+          gfn,
+          was.pfn,
+        );
       }
     }
     this.mapped = now;

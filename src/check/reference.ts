@@ -116,7 +116,8 @@ export function referenceAccess(
   const hva = slot.userspaceAddr + (c.gfn - slot.baseGfn) * PAGE;
   const host = vm.kvm.host;
   const vma = host.findVma(hva);
-  if (vma === null) return { kind: 'memory_fault', isPrivate: false, why: `no host mapping at 0x${hva.toString(16)}` };
+  if (vma === null)
+    return { kind: 'memory_fault', isPrivate: false, why: `no host mapping at 0x${hva.toString(16)}` };
   if (write && !vma.writable)
     return { kind: 'memory_fault', isPrivate: false, why: `read-only host mapping at 0x${hva.toString(16)}` };
   const pfn = host.pfnAt(hva);
@@ -141,7 +142,8 @@ function guestTranslate(
   if (mmu === null) return gva;
   let hidden = -1;
   const visible = (g: number): boolean => mmu.kvmIsVisibleGfn(g, vcpu.asId()) || ((hidden = g), false);
-  if (walkAddrGeneric(mmu.gpt, walker, vcpu.cr3, gva, write, true, false, visible)) return walker.gfn * PAGE + (gva % PAGE);
+  if (walkAddrGeneric(mmu.gpt, walker, vcpu.cr3, gva, write, true, false, visible))
+    return walker.gfn * PAGE + (gva % PAGE);
   // A table in a DELETE/MOVE's INVALID slot: until that ioctl's flush zaps the pages shadowing it, the
   // CPU may still translate through them (the access linearizes before the ioctl), or fault.
   const slot = hidden < 0 ? null : mmu.slotForGfn(hidden, vcpu.asId());

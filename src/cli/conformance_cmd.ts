@@ -35,7 +35,9 @@ interface Opts {
 export function registerConformance(program: Command): void {
   program
     .command('conformance')
-    .description('run the memslot ABI conformance cases on the model (as this host) and on the real /dev/kvm; list disagreements')
+    .description(
+      'run the memslot ABI conformance cases on the model (as this host) and on the real /dev/kvm; list disagreements',
+    )
     .option('--record <file>', "save the kernel's answers (and host info) as JSON")
     .option('--against <file>', 'compare the model with a recording instead of the live kernel')
     .option('--mmu <file>', 'also record the MMU differential scenarios (stat deltas per step) to this file')
@@ -60,7 +62,9 @@ async function live(c: Conformance, opts: Opts): Promise<number> {
   const { RealKvm, realKvmAvailability, formatProbe } = await loadBackend();
   const avail = realKvmAvailability();
   if (!avail.ok) {
-    process.stderr.write(`zaplab conformance: real /dev/kvm not usable (${avail.reason}); use --against <recording>\n`);
+    process.stderr.write(
+      `zaplab conformance: real /dev/kvm not usable (${avail.reason}); use --against <recording>\n`,
+    );
     return 2;
   }
   using real = new RealKvm();
@@ -89,7 +93,13 @@ function report(
 ): void {
   const na = cases.filter((c) => c.status === 'n/a');
   if (opts.json) {
-    const out = { cases: ABI_CASES.length, compared, notApplicable: na.length, verdicts: cases, disagreements: diffs };
+    const out = {
+      cases: ABI_CASES.length,
+      compared,
+      notApplicable: na.length,
+      verdicts: cases,
+      disagreements: diffs,
+    };
     process.stdout.write(JSON.stringify(out, null, 2) + '\n');
     return;
   }
@@ -105,7 +115,9 @@ function report(
 export function registerHost(program: Command): void {
   program
     .command('host')
-    .description('probe the real /dev/kvm: what it reports, the model options that follow, and what the model cannot express')
+    .description(
+      'probe the real /dev/kvm: what it reports, the model options that follow, and what the model cannot express',
+    )
     .option('--json', 'print the probe as JSON')
     .action(async (opts: { json?: boolean }) => {
       const { RealKvm, realKvmAvailability, formatProbe } = await loadBackend();

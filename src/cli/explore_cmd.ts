@@ -57,15 +57,21 @@ interface Opts {
 class UsageError extends Error {}
 
 function int(s: string, what: string, min: number): number {
-  if (!/^\d+$/.test(s) || Number(s) < min) throw new UsageError(`${what}: expected an integer ≥ ${min} (got '${s}')`);
+  if (!/^\d+$/.test(s) || Number(s) < min)
+    throw new UsageError(`${what}: expected an integer ≥ ${min} (got '${s}')`);
   return Number(s);
 }
 
 export function registerExplore(program: Command): void {
   program
     .command('explore')
-    .description('explore every interleaving of a configuration\'s actors under each zap design; a bounded guarantee or the shortest race')
-    .argument('[config...]', 'library name or file (no argument: list the library); with --merge: JSON result files')
+    .description(
+      "explore every interleaving of a configuration's actors under each zap design; a bounded guarantee or the shortest race",
+    )
+    .argument(
+      '[config...]',
+      'library name or file (no argument: list the library); with --merge: JSON result files',
+    )
     .option('--design <ids>', 'comma-separated design ids (default: all the configuration allows)')
     .option('--json', 'print the results as JSON')
     .option('--first', 'stop at the first violation instead of shrinking to the shortest')
@@ -105,19 +111,26 @@ async function run(m: Mods, args: string[], opts: Opts): Promise<number> {
   }
   if (args.length > 1) throw new UsageError(`one configuration at a time (got ${args.join(', ')})`);
   const cfg = load(m, args[0]!, opts);
-  const designs = opts.design?.split(',').map((d) => d.trim()).filter(Boolean);
+  const designs = opts.design
+    ?.split(',')
+    .map((d) => d.trim())
+    .filter(Boolean);
   if (opts.replay !== undefined) return replay(m, args[0]!, opts, designs);
   let shard: { index: number; count: number } | undefined;
   if (opts.shard !== undefined) {
     const m = /^(\d+)\/(\d+)$/.exec(opts.shard);
-    if (!m || Number(m[2]) < 1 || Number(m[1]) >= Number(m[2])) throw new UsageError(`--shard ${opts.shard}: expected i/N with 0 ≤ i < N`);
+    if (!m || Number(m[2]) < 1 || Number(m[1]) >= Number(m[2]))
+      throw new UsageError(`--shard ${opts.shard}: expected i/N with 0 ≤ i < N`);
     shard = { index: Number(m[1]), count: Number(m[2]) };
   }
-  const pct = opts.pct === undefined ? undefined : {
-    runs: int(opts.pct, '--pct', 1),
-    depth: opts.depth === undefined ? 2 : int(opts.depth, '--depth', 1),
-    seed: opts.seed === undefined ? 1 : int(opts.seed, '--seed', 0),
-  };
+  const pct =
+    opts.pct === undefined
+      ? undefined
+      : {
+          runs: int(opts.pct, '--pct', 1),
+          depth: opts.depth === undefined ? 2 : int(opts.depth, '--depth', 1),
+          seed: opts.seed === undefined ? 1 : int(opts.seed, '--seed', 0),
+        };
   const ro = {
     ...(designs ? { designs } : {}),
     ...(opts.reduction === false ? { noReduction: true } : {}),
@@ -132,7 +145,8 @@ async function run(m: Mods, args: string[], opts: Opts): Promise<number> {
     const bad = m.checkWorkers(workers);
     if (bad !== null) throw new UsageError(bad);
   }
-  const r = workers === undefined ? m.exploreConfig(cfg, ro) : await m.exploreConfigParallel(cfg, ro, workers);
+  const r =
+    workers === undefined ? m.exploreConfig(cfg, ro) : await m.exploreConfigParallel(cfg, ro, workers);
   print(m, r, opts);
   // where some designs fail and others are exhausted clean: the failing schedule under a clean design
   if (!opts.json && pct === undefined) {
@@ -148,9 +162,13 @@ function load(m: Mods, name: string, opts: Opts): ExploreConfig {
   if (!loaded.ok) throw new UsageError(loaded.error);
   const cfg = loaded.config;
   if (opts.bug === undefined) return cfg;
-  const bugs = opts.bug.split(',').map((b) => b.trim()).filter(Boolean);
+  const bugs = opts.bug
+    .split(',')
+    .map((b) => b.trim())
+    .filter(Boolean);
   for (const b of bugs)
-    if (!(m.BUG_NAMES as readonly string[]).includes(b)) throw new UsageError(`--bug ${b}: unknown (known: ${m.BUG_NAMES.join(', ')})`);
+    if (!(m.BUG_NAMES as readonly string[]).includes(b))
+      throw new UsageError(`--bug ${b}: unknown (known: ${m.BUG_NAMES.join(', ')})`);
   const host = cfg.scenario.host ?? {};
   const all = [...new Set([...(host.bugs ?? []), ...bugs])] as BugName[];
   return { ...cfg, scenario: { ...cfg.scenario, host: { ...host, bugs: all } } };
@@ -178,7 +196,9 @@ function replay(m: Mods, name: string, opts: Opts, designs: string[] | undefined
   if (opts.json) process.stdout.write(JSON.stringify({ ending: out.ending, ...view }, null, 2) + '\n');
   else {
     process.stdout.write(m.raceDiagram(actors, view) + '\n');
-    process.stdout.write(v ? `✗ ${v.id}: ${v.message}\n` : `${out.ending}: no violation along this schedule\n`);
+    process.stdout.write(
+      v ? `✗ ${v.id}: ${v.message}\n` : `${out.ending}: no violation along this schedule\n`,
+    );
     if (opts.trace)
       out.records.forEach((s, i) => {
         process.stdout.write(`step ${i + 1} ${actors[s.actor]}: ${s.fn}\n`);

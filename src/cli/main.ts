@@ -91,7 +91,11 @@ const jsonRun = (r: RunResult): object => ({
 const newTrace = async (file: string | undefined): Promise<TraceRecorder | undefined> =>
   file ? new (await import('../report/chrome_trace.ts')).TraceRecorder() : undefined;
 
-async function compareCmd(name: string, opts: Common & { audit?: string; workers?: string }, check: boolean): Promise<void> {
+async function compareCmd(
+  name: string,
+  opts: Common & { audit?: string; workers?: string },
+  check: boolean,
+): Promise<void> {
   const workers = opts.workers === undefined ? undefined : Number(opts.workers);
   if (workers !== undefined && !(Number.isSafeInteger(workers) && workers >= 0 && workers <= 64))
     die(`--workers ${opts.workers}: expected an integer from 0 to 64`, EXIT.usage);
@@ -117,11 +121,14 @@ async function compareCmd(name: string, opts: Common & { audit?: string; workers
       JSON.stringify({ scenario: sc.name, runs: runs.map(jsonRun), skipped }, null, 2) + '\n',
     );
   else {
-    process.stdout.write(sc.description ? `${sc.name}: ${wordCut(sc.description, 98 - sc.name.length)}\n` : `${sc.name}\n`);
+    process.stdout.write(
+      sc.description ? `${sc.name}: ${wordCut(sc.description, 98 - sc.name.length)}\n` : `${sc.name}\n`,
+    );
     process.stdout.write(formatCompare(runs, skipped, style));
   }
   if (check && !opts.json)
-    for (const r of runs.filter((x) => x.verdict === 'violations')) process.stdout.write(formatViolations(r, style));
+    for (const r of runs.filter((x) => x.verdict === 'violations'))
+      process.stdout.write(formatViolations(r, style));
   process.exitCode = runsExitCode(runs, check);
 }
 
@@ -132,7 +139,8 @@ program.configureOutput({ outputError: (s, write) => write(s) });
 program.exitOverride();
 program.addHelpText('after', EXIT_HELP);
 
-const WORKERS_HELP = 'threads running designs beside the main one (default: the cores the load average leaves idle; 0 = one thread; same results)';
+const WORKERS_HELP =
+  'threads running designs beside the main one (default: the cores the load average leaves idle; 0 = one thread; same results)';
 
 /** off | points (named audit points) | steps (+ after every step) | full (+ after every access) */
 const AUDITS = ['off', 'points', 'steps', 'full'];

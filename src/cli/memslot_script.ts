@@ -42,7 +42,10 @@ const big = (v: number | string): number | bigint => (typeof v === 'number' ? v 
 const hx = (v: number | string): string => (typeof v === 'number' ? '0x' + v.toString(16) : v);
 
 /** Parse, validate and run a script; errors name file:line:col. */
-export function replayMemslotScript(text: string, file: string): { ok: true; replay: Replay } | { ok: false; error: string } {
+export function replayMemslotScript(
+  text: string,
+  file: string,
+): { ok: true; replay: Replay } | { ok: false; error: string } {
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc });
   if (doc.errors.length > 0) {
@@ -55,7 +58,10 @@ export function replayMemslotScript(text: string, file: string): { ok: true; rep
     const issue = parsed.error.issues[0]!;
     const node = nodeAt(doc.contents, issue.path);
     const p = lc.linePos(node?.range?.[0] ?? 0);
-    return { ok: false, error: `${file}:${p.line}:${p.col}: ${issue.path.join('.') || '(top)'}: ${issue.message}` };
+    return {
+      ok: false,
+      error: `${file}:${p.line}:${p.col}: ${issue.path.join('.') || '(top)'}: ${issue.message}`,
+    };
   }
   const s = parsed.data;
   const kvm = new Kvm({ profile: s.profile ?? 'upstream-6.18' });
@@ -77,9 +83,17 @@ export function replayMemslotScript(text: string, file: string): { ok: true; rep
       call = `SET_USER_MEMORY_REGION slot=${r.slot} gpa=${hx(r.guestPhysAddr)} size=${hx(r.memorySize)} flags=${r.flags ?? 0}`;
       const keep = r.userspaceAddr === 'keep';
       f = () => {
-        const existing = keep ? vm.memslots(r.slot >>> 16).find((m) => m.id === (r.slot & 0xffff)) : undefined;
+        const existing = keep
+          ? vm.memslots(r.slot >>> 16).find((m) => m.id === (r.slot & 0xffff))
+          : undefined;
         const addr = existing ? existing.userspaceAddr : hva;
-        vm.setUserMemoryRegion({ slot: r.slot, flags: r.flags ?? 0, guestPhysAddr: big(r.guestPhysAddr), memorySize: size, userspaceAddr: addr });
+        vm.setUserMemoryRegion({
+          slot: r.slot,
+          flags: r.flags ?? 0,
+          guestPhysAddr: big(r.guestPhysAddr),
+          memorySize: size,
+          userspaceAddr: addr,
+        });
       };
     } else {
       call = `ENABLE_CAP DISABLE_QUIRKS2 ${String(st.disableQuirks2)}`;
@@ -98,7 +112,12 @@ export function replayMemslotScript(text: string, file: string): { ok: true; rep
     ok: true,
     replay: {
       rows,
-      slots: vm.memslots(0).map((m) => ({ id: m.id, gpa: '0x' + (m.baseGfn * 4096).toString(16), size: '0x' + (m.npages * 4096).toString(16), flags: m.flags })),
+      slots: vm.memslots(0).map((m) => ({
+        id: m.id,
+        gpa: '0x' + (m.baseGfn * 4096).toString(16),
+        size: '0x' + (m.npages * 4096).toString(16),
+        flags: m.flags,
+      })),
       generations: Array.from({ length: vm.nrAs }, (_, a) => vm.memslotsGeneration(a)),
       model: vm.getModelStats(),
     },
@@ -108,7 +127,8 @@ export function replayMemslotScript(text: string, file: string): { ok: true; rep
 function nodeAt(root: unknown, path: PropertyKey[]): Node | null {
   let n = root as Node | null;
   for (const k of path) {
-    if (isMap(n)) n = (n.items.find((it) => (it.key as { value?: unknown })?.value === k)?.value as Node) ?? n;
+    if (isMap(n))
+      n = (n.items.find((it) => (it.key as { value?: unknown })?.value === k)?.value as Node) ?? n;
     else if (isSeq(n) && typeof k === 'number') n = (n.items[k] as Node) ?? n;
     else break;
   }
@@ -116,11 +136,16 @@ function nodeAt(root: unknown, path: PropertyKey[]): Node | null {
 }
 
 export function formatReplay(r: Replay): string {
-  const lines = r.rows.map((x, i) => `${String(i + 1).padStart(3)}  ${x.call.padEnd(70)} ${x.result.padEnd(7)} gen ${x.gen0}`);
+  const lines = r.rows.map(
+    (x, i) => `${String(i + 1).padStart(3)}  ${x.call.padEnd(70)} ${x.result.padEnd(7)} gen ${x.gen0}`,
+  );
   lines.push('', 'slot  gpa            size         flags');
-  for (const s of r.slots) lines.push(`${String(s.id).padStart(4)}  ${s.gpa.padEnd(14)} ${s.size.padEnd(12)} ${s.flags}`);
+  for (const s of r.slots)
+    lines.push(`${String(s.id).padStart(4)}  ${s.gpa.padEnd(14)} ${s.size.padEnd(12)} ${s.flags}`);
   lines.push('', `generations: ${r.generations.join(', ')}`);
-  lines.push(`zap-all-fast: ${r.model['memslot_zap_all_fast']}, precise zaps: ${r.model['memslot_zap_precise']}`);
+  lines.push(
+    `zap-all-fast: ${r.model['memslot_zap_all_fast']}, precise zaps: ${r.model['memslot_zap_precise']}`,
+  );
   return lines.join('\n') + '\n';
 }
 

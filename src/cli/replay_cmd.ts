@@ -58,28 +58,59 @@ function offsets(list: string[] | undefined): Partial<Record<Source, number>> {
 export function registerReplay(program: Command): void {
   program
     .command('replay')
-    .description('replay traced memslot calls, faults and unmaps under every zap design, and compare with the kernel')
-    .argument('<inputs...>', 'QEMU trace (-trace kvm_set_user_memory -msg timestamp=on), strace -f -ttt -e trace=ioctl, tracefs/trace-cmd report text; or a bundle dir from `zaplab record`')
-    .option('--format <list>', `formats in input order, comma-separated (${FORMATS.join('|')}); default: detected`)
-    .addOption(new Option('--profile <name>', 'the traced host (default: the bundle\'s, else upstream-6.18)').choices(['upstream-6.18', 'pvm-6.18']))
+    .description(
+      'replay traced memslot calls, faults and unmaps under every zap design, and compare with the kernel',
+    )
+    .argument(
+      '<inputs...>',
+      'QEMU trace (-trace kvm_set_user_memory -msg timestamp=on), strace -f -ttt -e trace=ioctl, tracefs/trace-cmd report text; or a bundle dir from `zaplab record`',
+    )
+    .option(
+      '--format <list>',
+      `formats in input order, comma-separated (${FORMATS.join('|')}); default: detected`,
+    )
+    .addOption(
+      new Option('--profile <name>', "the traced host (default: the bundle's, else upstream-6.18)").choices([
+        'upstream-6.18',
+        'pvm-6.18',
+      ]),
+    )
     .option('--kernel <version>', 'kernel version to model where versions differ (6.12 … 6.19)')
     .option('--no-tdp-mmu', 'the traced host ran kvm.tdp_mmu=N')
     .option('--pid <pids...>', 'keep only kernel events of these pids/tids (task pid or tgid)')
     .option('--strict', 'a malformed line is fatal')
-    .option('--touch <pages>', 'when the trace has no fault events: assume a working set of N pages per writable slot (labelled assumed)')
-    .addOption(new Option('--backing <kind>', 'host backing of guest memory').choices(['4k', 'thp']).default('4k'))
-    .option('--offset <src=seconds...>', 'add seconds to a source\'s clock before merging (e.g. kernel=-37 for a TAI offset)')
-    .addOption(new Option('--audit <level>', 'checker audit level').choices(['off', 'points', 'steps', 'full']).default('points'))
+    .option(
+      '--touch <pages>',
+      'when the trace has no fault events: assume a working set of N pages per writable slot (labelled assumed)',
+    )
+    .addOption(
+      new Option('--backing <kind>', 'host backing of guest memory').choices(['4k', 'thp']).default('4k'),
+    )
+    .option(
+      '--offset <src=seconds...>',
+      "add seconds to a source's clock before merging (e.g. kernel=-37 for a TAI offset)",
+    )
+    .addOption(
+      new Option('--audit <level>', 'checker audit level')
+        .choices(['off', 'points', 'steps', 'full'])
+        .default('points'),
+    )
     .option('--json', 'compare --json output plus a "replay" section')
     .action(async (inputs: string[], opts: Opts) => {
       const formats = (opts.format?.split(',') ?? []).map((f) => {
-        if (!(FORMATS as readonly string[]).includes(f)) fail(`--format ${f}: expected one of ${FORMATS.join(', ')}`);
+        if (!(FORMATS as readonly string[]).includes(f))
+          fail(`--format ${f}: expected one of ${FORMATS.join(', ')}`);
         return f as Format;
       });
-      const pids = opts.pid ? new Set(opts.pid.flatMap((p) => p.split(',')).map((p) => int(p, '--pid'))) : undefined;
+      const pids = opts.pid
+        ? new Set(opts.pid.flatMap((p) => p.split(',')).map((p) => int(p, '--pid')))
+        : undefined;
       let loaded;
       try {
-        loaded = loadInputs(inputs, formats, { ...(opts.strict ? { strict: true } : {}), ...(pids ? { pids } : {}) });
+        loaded = loadInputs(inputs, formats, {
+          ...(opts.strict ? { strict: true } : {}),
+          ...(pids ? { pids } : {}),
+        });
       } catch (e) {
         if (e instanceof TraceFormatError || e instanceof Error) fail(e.message);
         throw e;
@@ -96,7 +127,9 @@ export function registerReplay(program: Command): void {
         fail(e instanceof Error ? e.message : String(e));
       }
       const r = await replayEvents(merged.table, merged.reports, {
-        name: loaded.bundle ? `replay of ${loaded.bundle.command.join(' ').slice(0, 60)}` : `replay of ${inputs.join(' ')}`.slice(0, 80),
+        name: loaded.bundle
+          ? `replay of ${loaded.bundle.command.join(' ').slice(0, 60)}`
+          : `replay of ${inputs.join(' ')}`.slice(0, 80),
         host,
         ...(opts.touch ? { touch: { pages: int(opts.touch, '--touch') } } : {}),
         ...(opts.backing ? { backing: opts.backing } : {}),
@@ -104,7 +137,9 @@ export function registerReplay(program: Command): void {
       });
       r.notes.unshift(...merged.notes);
       const color = process.stdout.isTTY === true && !process.env['NO_COLOR'];
-      process.stdout.write(opts.json ? JSON.stringify(replayJson(r), null, 2) + '\n' : formatReplay(r, { color }));
+      process.stdout.write(
+        opts.json ? JSON.stringify(replayJson(r), null, 2) + '\n' : formatReplay(r, { color }),
+      );
       if (r.answers.disagreements.length) process.exitCode = 1;
     });
 }
@@ -113,16 +148,26 @@ export function registerReplay(program: Command): void {
 export function registerRecord(program: Command): void {
   program
     .command('record')
-    .description('run a VMM with tracefs (kvm/kvmmmu events), strace and (QEMU) its trace events; write a bundle for replay')
+    .description(
+      'run a VMM with tracefs (kvm/kvmmmu events), strace and (QEMU) its trace events; write a bundle for replay',
+    )
     .argument('<command...>', 'the VMM command line, after --')
     .option('-o, --out <dir>', 'bundle directory', 'zaplab-recording')
     .option('-t, --seconds <n>', 'stop the VMM after this many seconds', '10')
     .action(async (argv: string[], opts: { out: string; seconds: string }) => {
-      if (existsSync(join(opts.out, 'bundle.json'))) fail(`${opts.out}: already holds a bundle (bundle.json); choose another --out`);
+      if (existsSync(join(opts.out, 'bundle.json')))
+        fail(`${opts.out}: already holds a bundle (bundle.json); choose another --out`);
       const { record } = await loadRecord();
       try {
-        const meta = await record({ argv, out: opts.out, seconds: int(opts.seconds, '--seconds'), log: (s) => process.stderr.write(s + '\n') });
-        process.stdout.write(`${opts.out}: ${meta.files.map((f) => f.file).join(', ')}, bundle.json (host ${meta.host.profile ?? 'unprobed'})\nreplay: zaplab replay ${opts.out}\n`);
+        const meta = await record({
+          argv,
+          out: opts.out,
+          seconds: int(opts.seconds, '--seconds'),
+          log: (s) => process.stderr.write(s + '\n'),
+        });
+        process.stdout.write(
+          `${opts.out}: ${meta.files.map((f) => f.file).join(', ')}, bundle.json (host ${meta.host.profile ?? 'unprobed'})\nreplay: zaplab replay ${opts.out}\n`,
+        );
       } catch (e) {
         fail(e instanceof Error ? e.message : String(e));
       }

@@ -10,7 +10,9 @@ import type { ReportDoc, TimelineDoc } from '../report/report_data.ts';
 export function registerReport(program: Command, die: (msg: string) => never): void {
   program
     .command('report')
-    .description('HTML/SVG report from saved results: sweep --json, compare --json, replay --json, --trace files')
+    .description(
+      'HTML/SVG report from saved results: sweep --json, compare --json, replay --json, --trace files',
+    )
     .argument('<results...>', 'JSON files')
     .option('--html <file>', 'write the self-contained HTML report')
     .option('--svg <dir>', 'write each chart as an SVG file into this directory')

@@ -47,7 +47,12 @@ function intOpt(flag: string, v: string | undefined): number | undefined {
 function progressBar(cliProgress: typeof import('cli-progress'), total: number): SingleBar | null {
   if (process.stderr.isTTY !== true) return null;
   const bar = new cliProgress.SingleBar(
-    { format: 'sweep [{bar}] {value}/{total} eta {eta_formatted} {last}', stream: process.stderr, clearOnComplete: true, hideCursor: true },
+    {
+      format: 'sweep [{bar}] {value}/{total} eta {eta_formatted} {last}',
+      stream: process.stderr,
+      clearOnComplete: true,
+      hideCursor: true,
+    },
     cliProgress.Presets.shades_classic,
   );
   bar.start(total, 0, { last: '' });
@@ -55,22 +60,48 @@ function progressBar(cliProgress: typeof import('cli-progress'), total: number):
 }
 
 export async function sweepAction(name: string, opts: SweepOpts, style: { color: boolean }): Promise<void> {
-  const { planSweep, runSweep, checkWorkers, defaultWorkers, formatSweep, formatSweepCsv, progressLine, readDoc, buildReport, writeBuilt, cliProgress } = await loadSweep();
+  const {
+    planSweep,
+    runSweep,
+    checkWorkers,
+    defaultWorkers,
+    formatSweep,
+    formatSweepCsv,
+    progressLine,
+    readDoc,
+    buildReport,
+    writeBuilt,
+    cliProgress,
+  } = await loadSweep();
   if (opts.json && opts.csv) throw new CliError('--json and --csv: choose one');
   const workers = intOpt('--workers', opts.workers);
   const bad = workers === undefined ? null : checkWorkers(workers);
   if (bad) throw new CliError(bad);
   const seed = intOpt('--seed', opts.seed);
   const designs = opts.design?.flatMap((d) => d.split(',')).filter((d) => d !== '');
-  const plan = planSweep({ scenario: name, params: opts.param ?? [], audit: opts.audit, ...(designs ? { designs } : {}), ...(seed !== undefined ? { seed } : {}) });
-  if (plan.tasks.length === 0) throw new CliError(`${name}: no (point, design) to run: every requested design is ruled out by the VM types`);
+  const plan = planSweep({
+    scenario: name,
+    params: opts.param ?? [],
+    audit: opts.audit,
+    ...(designs ? { designs } : {}),
+    ...(seed !== undefined ? { seed } : {}),
+  });
+  if (plan.tasks.length === 0)
+    throw new CliError(
+      `${name}: no (point, design) to run: every requested design is ruled out by the VM types`,
+    );
   const bar = progressBar(cliProgress, plan.tasks.length);
   let res: SweepResult;
   try {
     res = await runSweep(plan, {
       workers: workers ?? Math.min(defaultWorkers(), plan.tasks.length),
       onResult: (done, total, r) => {
-        if (bar) bar.update(done, { last: `${Object.entries(r.params).map(([k, v]) => `${k}=${v}`).join(' ')} ${r.design}` });
+        if (bar)
+          bar.update(done, {
+            last: `${Object.entries(r.params)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(' ')} ${r.design}`,
+          });
         else process.stderr.write(progressLine(plan.axes, done, total, r) + '\n');
       },
     });
@@ -81,20 +112,39 @@ export async function sweepAction(name: string, opts: SweepOpts, style: { color:
   else if (opts.csv) process.stdout.write(formatSweepCsv(res));
   else process.stdout.write(formatSweep(res, style));
   if (opts.html || opts.svg)
-    for (const line of await writeBuilt(buildReport([readDoc(res, 'sweep')]), opts.html, opts.svg)) process.stderr.write(line + '\n');
-  process.stderr.write(`sweep: ${plan.tasks.length} runs on ${res.run.workers} worker${res.run.workers === 1 ? '' : 's'} in ${(res.run.elapsedMs / 1000).toFixed(1)} s (wall)\n`);
+    for (const line of await writeBuilt(buildReport([readDoc(res, 'sweep')]), opts.html, opts.svg))
+      process.stderr.write(line + '\n');
+  process.stderr.write(
+    `sweep: ${plan.tasks.length} runs on ${res.run.workers} worker${res.run.workers === 1 ? '' : 's'} in ${(res.run.elapsedMs / 1000).toFixed(1)} s (wall)\n`,
+  );
   if (res.failures.length) process.exitCode = 1;
 }
 
-export function registerSweep(program: Command, style: { color: boolean }, die: (msg: string) => never): void {
+export function registerSweep(
+  program: Command,
+  style: { color: boolean },
+  die: (msg: string) => never,
+): void {
   program
     .command('sweep')
-    .description('run a scenario over a parameter grid × designs, in parallel; table, CSV, JSON, HTML/SVG report')
+    .description(
+      'run a scenario over a parameter grid × designs, in parallel; table, CSV, JSON, HTML/SVG report',
+    )
     .argument('<scenario>', 'library name or path')
-    .option('-p, --param <name=values...>', 'a swept parameter: list 1G,4G,16G; range 1G..256G*2 (factor) or 8..256+8 (step)')
+    .option(
+      '-p, --param <name=values...>',
+      'a swept parameter: list 1G,4G,16G; range 1G..256G*2 (factor) or 8..256+8 (step)',
+    )
     .option('-d, --design <ids...>', `only these designs (${DESIGNS.map((d) => d.id).join(', ')})`)
-    .option('-w, --workers <n>', 'worker threads (default: the CPU count, at most the number of runs; 0 = no threads)')
-    .addOption(new Option('--audit <level>', 'checker audit level').choices(['off', 'points', 'steps', 'full']).default('points'))
+    .option(
+      '-w, --workers <n>',
+      'worker threads (default: the CPU count, at most the number of runs; 0 = no threads)',
+    )
+    .addOption(
+      new Option('--audit <level>', 'checker audit level')
+        .choices(['off', 'points', 'steps', 'full'])
+        .default('points'),
+    )
     .option('--seed <n>', "override the scenario's seed (every point uses it)")
     .option('--json', 'print the sweep document (schema zaplab-sweep/1, docs/sweep.md)')
     .option('--csv', 'print CSV (one row per point and design)')

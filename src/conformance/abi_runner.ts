@@ -6,13 +6,27 @@
  * recording. Only KvmError counts as an outcome; anything else is a harness bug and propagates.
  */
 import { KvmError } from '../kvm/kvm_error.ts';
-import { type AbiCase, type Call, describeCall, type FdRef, type HostFacts, type HvaRef, notApplicable } from './case_types.ts';
+import {
+  type AbiCase,
+  type Call,
+  describeCall,
+  type FdRef,
+  type HostFacts,
+  type HvaRef,
+  notApplicable,
+} from './case_types.ts';
 
 type U64 = number | bigint;
 /** The VM-fd surface both backends share (kvm_main.ts Vm, backends/kvm/real_vm.ts RealVm). */
 export interface AbiVm {
   readonly fd: number;
-  setUserMemoryRegion(r: { slot: number; flags: number; guestPhysAddr: U64; memorySize: U64; userspaceAddr: U64 }): void;
+  setUserMemoryRegion(r: {
+    slot: number;
+    flags: number;
+    guestPhysAddr: U64;
+    memorySize: U64;
+    userspaceAddr: U64;
+  }): void;
   setUserMemoryRegion2(r: Record<string, U64 | undefined>): void;
   createGuestMemfd(a: { size: U64; flags: U64 }): number;
   setMemoryAttributes(a: { address: U64; size: U64; attributes: U64; flags?: U64 }): void;
@@ -104,7 +118,8 @@ function fdOf(ctx: Ctx, r: FdRef): number {
   if (r === 'kvm') return ctx.kvm.fd;
   if (r === 'vm') return ctx.vm.fd;
   const fd = ctx.fds.get(r);
-  if (fd === undefined) throw new CaseHarnessError(`fd '${r}' was never created (the call that makes it failed or did not run)`);
+  if (fd === undefined)
+    throw new CaseHarnessError(`fd '${r}' was never created (the call that makes it failed or did not run)`);
   return fd;
 }
 function otherVm(ctx: Ctx): AbiVm {
@@ -177,14 +192,24 @@ function perform(ctx: Ctx, c: Call): string | void {
         if (Array.isArray(c.fill)) bitmap.set(c.fill);
         else bitmap.fill(c.fill ?? 0);
       }
-      return vm.clearDirtyLog({ slot: c.slot, firstPage: c.first, numPages: c.num, ...(bitmap ? { bitmap } : {}) });
+      return vm.clearDirtyLog({
+        slot: c.slot,
+        firstPage: c.first,
+        numPages: c.num,
+        ...(bitmap ? { bitmap } : {}),
+      });
     }
     case 'cap':
       return vm.enableCap({ cap: c.cap, flags: c.flags ?? 0, args: c.args });
     case 'check':
       return String(vm.checkExtension(c.cap));
     case 'attrs':
-      return vm.setMemoryAttributes({ address: c.address, size: c.size, attributes: c.attributes, flags: c.flags ?? 0 });
+      return vm.setMemoryAttributes({
+        address: c.address,
+        size: c.size,
+        attributes: c.attributes,
+        flags: c.flags ?? 0,
+      });
   }
 }
 
@@ -290,14 +315,27 @@ export function compareRuns(
   for (const m of model) {
     const k = byId.get(m.id);
     if (!k) {
-      diffs.push({ case: m.id, index: -1, call: '(case)', model: m.na ? 'n/a' : 'ran', kernel: 'not recorded' });
+      diffs.push({
+        case: m.id,
+        index: -1,
+        call: '(case)',
+        model: m.na ? 'n/a' : 'ran',
+        kernel: 'not recorded',
+      });
       cases.push({ case: m.id, status: 'disagree', calls: 0 });
       continue;
     }
     if (m.na !== undefined || k.na !== undefined) {
-      if (m.na !== undefined && k.na !== undefined) cases.push({ case: m.id, status: 'n/a', calls: 0, reason: k.na });
+      if (m.na !== undefined && k.na !== undefined)
+        cases.push({ case: m.id, status: 'n/a', calls: 0, reason: k.na });
       else {
-        diffs.push({ case: m.id, index: -1, call: '(case)', model: m.na ? `n/a: ${m.na}` : 'ran', kernel: k.na ? `n/a: ${k.na}` : 'ran' });
+        diffs.push({
+          case: m.id,
+          index: -1,
+          call: '(case)',
+          model: m.na ? `n/a: ${m.na}` : 'ran',
+          kernel: k.na ? `n/a: ${k.na}` : 'ran',
+        });
         cases.push({ case: m.id, status: 'disagree', calls: 0 });
       }
       continue;
@@ -309,7 +347,13 @@ export function compareRuns(
       const b = k.results[i];
       compared++;
       if (a?.call !== b?.call || a?.result !== b?.result) {
-        diffs.push({ case: m.id, index: i, call: a?.call ?? b?.call ?? '?', model: a?.result ?? '—', kernel: b?.result ?? '—' });
+        diffs.push({
+          case: m.id,
+          index: i,
+          call: a?.call ?? b?.call ?? '?',
+          model: a?.result ?? '—',
+          kernel: b?.result ?? '—',
+        });
       }
     }
     cases.push({ case: m.id, status: diffs.length > before ? 'disagree' : 'agree', calls: n });

@@ -28,7 +28,15 @@ export type Call =
       gen?: number;
     }
   /** `count` V1 creates (or deletes, size 0) of ids first.. at gpa (id-first)*gpaStep: one result */
-  | { op: 'R1many'; first: number; count: number; size: number; gpaBase?: number; gpaStep: number; hva: HvaRef }
+  | {
+      op: 'R1many';
+      first: number;
+      count: number;
+      size: number;
+      gpaBase?: number;
+      gpaStep: number;
+      hva: HvaRef;
+    }
   | { op: 'gmem'; size: U64; flags: U64; as?: string }
   /** KVM_CREATE_GUEST_MEMFD where the case expects no fd (a kernel without guest_memfd): binds nothing */
   | { op: 'gmemNone'; size: U64; flags: U64 }
@@ -92,8 +100,17 @@ export function notApplicable(c: AbiCase, facts: HostFacts): string | null {
 
 /** Shorthand constructors, so a case reads like memslot-abi.md's R1/R2 notation. */
 export const buf = (off = 0): { buf: number } => ({ buf: off });
-export const R1 = (slot: number, flags: number, gpa: U64, size: U64, hva: HvaRef = buf(), gen?: number): Call =>
-  gen === undefined ? { op: 'R1', slot, flags, gpa, size, hva } : { op: 'R1', slot, flags, gpa, size, hva, gen };
+export const R1 = (
+  slot: number,
+  flags: number,
+  gpa: U64,
+  size: U64,
+  hva: HvaRef = buf(),
+  gen?: number,
+): Call =>
+  gen === undefined
+    ? { op: 'R1', slot, flags, gpa, size, hva }
+    : { op: 'R1', slot, flags, gpa, size, hva, gen };
 export const R2 = (
   slot: number,
   flags: number,
@@ -107,7 +124,8 @@ export const step = (call: Call, expect: string): CallStep => ({ call, expect })
 
 /** A readable one-line form of a call, used in tables and as the recording's per-call key. */
 export function describeCall(c: Call): string {
-  const h = (v: U64) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v < 10 ? String(v) : `0x${v.toString(16)}`);
+  const h = (v: U64) =>
+    typeof v === 'bigint' ? `0x${v.toString(16)}` : v < 10 ? String(v) : `0x${v.toString(16)}`;
   const hva = (r: HvaRef) => (typeof r === 'number' ? h(r) : r.buf === 0 ? 'buf' : `buf+${h(r.buf)}`);
   switch (c.op) {
     case 'R1':

@@ -11,7 +11,12 @@
  * Every case starts on a fresh DEFAULT VM with an 8 MiB backing buffer (`buf`, MAP_NORESERVE on the real
  * host) and no other state.
  */
-import { KVM_CAP, KVM_MEM_GUEST_MEMFD as GMEM, KVM_MEM_LOG_DIRTY_PAGES as LOG, KVM_MEM_READONLY as RO } from '../uapi/kvm.ts';
+import {
+  KVM_CAP,
+  KVM_MEM_GUEST_MEMFD as GMEM,
+  KVM_MEM_LOG_DIRTY_PAGES as LOG,
+  KVM_MEM_READONLY as RO,
+} from '../uapi/kvm.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL as ZAP_ALL } from '../uapi/kvm_x86.ts';
 import { SELFTEST_CASES } from './cases_selftests.ts';
 import { type AbiCase, buf, type Call, R1, R2, step } from './case_types.ts';
@@ -24,7 +29,13 @@ const G = 0xc0000000;
 const C = KVM_CAP;
 const cap = (c: number, args: (number | bigint)[], flags = 0): Call => ({ op: 'cap', cap: c, flags, args });
 const dirty = (slot: number): Call => ({ op: 'dirty', slot });
-const clear = (slot: number, first: number, num: number, bytes: number | null, fill: number | number[] = 0): Call => ({
+const clear = (
+  slot: number,
+  first: number,
+  num: number,
+  bytes: number | null,
+  fill: number | number[] = 0,
+): Call => ({
   op: 'clear',
   slot,
   first,
@@ -39,7 +50,11 @@ export const DERIVED_CASES: AbiCase[] = [
     title: 'create on an empty VM → OK (generation 0 → 1); the identical request again → OK, no change',
     steps: [step(R1(0, 0, 0x1000, P, buf(), 1), 'OK'), step(R1(0, 0, 0x1000, P, buf(), 1), 'OK')],
   },
-  { id: '§8.3 delete missing', title: 'deleting a slot that does not exist → EINVAL', steps: [step(R1(5, 0, 0, 0, 0), 'EINVAL')] },
+  {
+    id: '§8.3 delete missing',
+    title: 'deleting a slot that does not exist → EINVAL',
+    steps: [step(R1(5, 0, 0, 0, 0), 'EINVAL')],
+  },
   {
     id: '§8.4 misaligned delete',
     title: 'a delete with a misaligned gpa → EINVAL and the slot survives',
@@ -74,7 +89,11 @@ export const DERIVED_CASES: AbiCase[] = [
   {
     id: '§8.11 slot ids',
     title: 'id 32763 is the last user slot; 32764 and 0xffff → EINVAL',
-    steps: [step(R1(32763, 0, 0, P), 'OK'), step(R1(32764, 0, P, P), 'EINVAL'), step(R1(0xffff, 0, P, P), 'EINVAL')],
+    steps: [
+      step(R1(32763, 0, 0, P), 'OK'),
+      step(R1(32764, 0, P, P), 'EINVAL'),
+      step(R1(0xffff, 0, P, P), 'EINVAL'),
+    ],
   },
   { id: '§8.12 max pages', title: '2^31 pages → EINVAL', steps: [step(R1(0, 0, 0, 2 ** 31 * P), 'EINVAL')] },
   {
@@ -184,7 +203,8 @@ export const DERIVED_CASES: AbiCase[] = [
   },
   {
     id: '§8.28-29 gmem re-issue',
-    title: 'DEFAULT VM gmem slot: identical re-issue → EINVAL; clearing GUEST_MEMFD → EINVAL (6.19 fix present; plain 6.18: OK)',
+    title:
+      'DEFAULT VM gmem slot: identical re-issue → EINVAL; clearing GUEST_MEMFD → EINVAL (6.19 fix present; plain 6.18: OK)',
     steps: [
       step({ op: 'gmem', size: 2 * S, flags: 0, as: 'g' }, 'OK'),
       step(R2(10, GMEM, G, 2 * S, 0, 'g', 0), 'OK'),
@@ -194,7 +214,8 @@ export const DERIVED_CASES: AbiCase[] = [
   },
   {
     id: '§8.30 gmem bind',
-    title: 'binding: past the file end / overlapping file range → EINVAL, closed fd → EBADF, overlap before fd',
+    title:
+      'binding: past the file end / overlapping file range → EINVAL, closed fd → EBADF, overlap before fd',
     steps: [
       step({ op: 'gmem', size: 4 * S, flags: 0, as: 'g' }, 'OK'),
       step(R2(10, GMEM, G, S, 0, 'g', 4 * S - P), 'EINVAL'),
@@ -213,7 +234,8 @@ export const DERIVED_CASES: AbiCase[] = [
   },
   {
     id: '§8.31-33 gmem create',
-    title: 'KVM_CREATE_GUEST_MEMFD on a 6.18 DEFAULT VM: flags MMAP|INIT_SHARED only, page-aligned nonzero size',
+    title:
+      'KVM_CREATE_GUEST_MEMFD on a 6.18 DEFAULT VM: flags MMAP|INIT_SHARED only, page-aligned nonzero size',
     steps: [
       ...[0, 1, 2, 3].map((f) => step({ op: 'gmem', size: P, flags: f }, 'OK')),
       step({ op: 'gmem', size: P, flags: 4 }, 'EINVAL'),
@@ -248,7 +270,9 @@ export const DERIVED_CASES: AbiCase[] = [
   {
     id: '§8.38 pad ignored',
     title: 'V2 with nonzero pad1/pad2 → accepted',
-    steps: [step({ op: 'R2', slot: 0, flags: 0, gpa: 0, size: P, hva: buf(), fd: 0, off: 0, pad: [7, 9] }, 'OK')],
+    steps: [
+      step({ op: 'R2', slot: 0, flags: 0, gpa: 0, size: P, hva: buf(), fd: 0, off: 0, pad: [7, 9] }, 'OK'),
+    ],
   },
   {
     id: '§8.40 ring with bitmap',
@@ -271,7 +295,8 @@ export const DERIVED_CASES: AbiCase[] = [
   },
   {
     id: 'caps: guest_memfd',
-    title: 'a 6.18 kernel with CONFIG_KVM_GUEST_MEMFD: the cap and the MMAP|INIT_SHARED flags on a DEFAULT VM',
+    title:
+      'a 6.18 kernel with CONFIG_KVM_GUEST_MEMFD: the cap and the MMAP|INIT_SHARED flags on a DEFAULT VM',
     needs: ['guestMemfd'],
     steps: [
       step({ op: 'check', cap: C.KVM_CAP_GUEST_MEMFD }, '1'),

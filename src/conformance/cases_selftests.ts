@@ -4,7 +4,12 @@
  * The guest-side parts of SMR-7/8 (what a running vCPU observes) are in mmu_cases.ts and the real-KVM
  * guest-access tests; here only the calls and their results.
  */
-import { KVM_CAP, KVM_MEM_GUEST_MEMFD as GMEM, KVM_MEM_LOG_DIRTY_PAGES as LOG, KVM_MEM_READONLY as RO } from '../uapi/kvm.ts';
+import {
+  KVM_CAP,
+  KVM_MEM_GUEST_MEMFD as GMEM,
+  KVM_MEM_LOG_DIRTY_PAGES as LOG,
+  KVM_MEM_READONLY as RO,
+} from '../uapi/kvm.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL as ZAP_ALL } from '../uapi/kvm_x86.ts';
 import { type AbiCase, buf, type Call, type CallStep, R1, R2, step } from './case_types.ts';
 
@@ -29,7 +34,10 @@ function moveLoop(n: number, gen0: number): CallStep[] {
 
 /** §7.2's loop: add a one-page slot 7 right below the test region, then delete it. */
 function adjacentLoop(n: number): CallStep[] {
-  return range(0, n).flatMap(() => [step(R1(7, 0, 0x4000_0000 - P, P), 'OK'), step(R1(7, 0, 0x4000_0000 - P, 0), 'OK')]);
+  return range(0, n).flatMap(() => [
+    step(R1(7, 0, 0x4000_0000 - P, P), 'OK'),
+    step(R1(7, 0, 0x4000_0000 - P, 0), 'OK'),
+  ]);
 }
 
 export const SELFTEST_CASES: AbiCase[] = [
@@ -59,7 +67,8 @@ export const SELFTEST_CASES: AbiCase[] = [
   },
   {
     id: '§7.1 SMR-5 private region',
-    title: 'binding /dev/kvm, the VM fd, a memfd or another VM\'s guest_memfd → EINVAL; unaligned offset → EINVAL',
+    title:
+      "binding /dev/kvm, the VM fd, a memfd or another VM's guest_memfd → EINVAL; unaligned offset → EINVAL",
     steps: [
       step({ op: 'gmem', size: S, flags: 0, as: 'g' }, 'OK'),
       step({ op: 'memfd', size: S, as: 'm' }, 'OK'),
@@ -88,7 +97,12 @@ export const SELFTEST_CASES: AbiCase[] = [
   {
     id: '§7.1 SMR-7 move',
     title: 'MOVE slot 10 one page down and back, quirk on then SLOT_ZAP_ALL disabled; each MOVE +2',
-    steps: [step(R1(10, 0, G, S, buf(), 1), 'OK'), ...moveLoop(3, 1), step(disableZapAll, 'OK'), ...moveLoop(3, 13)],
+    steps: [
+      step(R1(10, 0, G, S, buf(), 1), 'OK'),
+      ...moveLoop(3, 1),
+      step(disableZapAll, 'OK'),
+      ...moveLoop(3, 13),
+    ],
   },
   {
     id: '§7.1 SMR-8 delete',
@@ -114,10 +128,22 @@ export const SELFTEST_CASES: AbiCase[] = [
   },
   {
     id: '§7.3 perf layout',
-    title: '512 contiguous slots after slot 0; the last MOVEs past the end and back; onto its neighbour → EEXIST',
+    title:
+      '512 contiguous slots after slot 0; the last MOVEs past the end and back; onto its neighbour → EEXIST',
     steps: [
       step(R1(0, 0, 0, 0x1000_0000), 'OK'),
-      step({ op: 'R1many', first: 1, count: 512, size: 0x10000, gpaBase: 0x1000_0000, gpaStep: 0x10000, hva: buf() }, 'OK'),
+      step(
+        {
+          op: 'R1many',
+          first: 1,
+          count: 512,
+          size: 0x10000,
+          gpaBase: 0x1000_0000,
+          gpaStep: 0x10000,
+          hva: buf(),
+        },
+        'OK',
+      ),
       step(R1(512, 0, 0x1000_0000 + 512 * 0x10000, 0x10000), 'OK'),
       step(R1(512, 0, 0x1000_0000 + 511 * 0x10000, 0x10000), 'OK'),
       step(R1(512, 0, 0x1000_0000 + 510 * 0x10000, 0x10000), 'EEXIST'),

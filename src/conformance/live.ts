@@ -62,11 +62,21 @@ export function runKernel(real: RealKvm, cases: readonly AbiCase[]): CaseRun[] {
 
 export function recordedHost(real: RealKvm): RecordedHost {
   const { modelOptions, derivation: _d, ...profile } = real.hostProfile();
-  return { kernel: profile.kernel, pvm: profile.pvm, tdpMmu: profile.tdpMmu, modelOptions: { ...modelOptions }, profile };
+  return {
+    kernel: profile.kernel,
+    pvm: profile.pvm,
+    tdpMmu: profile.tdpMmu,
+    modelOptions: { ...modelOptions },
+    profile,
+  };
 }
 
 const nsPer = (runs: readonly CaseRun[]): number =>
-  runs.reduce((n, r) => n + r.ns, 0) / Math.max(1, runs.reduce((n, r) => n + r.ioctls, 0));
+  runs.reduce((n, r) => n + r.ns, 0) /
+  Math.max(
+    1,
+    runs.reduce((n, r) => n + r.ioctls, 0),
+  );
 
 function nsMedian(runs: readonly CaseRun[]): number {
   const t = runs
@@ -95,7 +105,10 @@ export function formatCaseVerdicts(cases: readonly CaseVerdict[]): string {
   const w = Math.max(4, ...cases.map((c) => c.case.length));
   const mark = { agree: 'agree', disagree: 'DISAGREE', 'n/a': 'n/a' } as const;
   const lines = cases.map((c) => {
-    const what = c.status === 'n/a' ? `not applicable on this host: ${c.reason}` : `${c.calls} call${c.calls === 1 ? '' : 's'}`;
+    const what =
+      c.status === 'n/a'
+        ? `not applicable on this host: ${c.reason}`
+        : `${c.calls} call${c.calls === 1 ? '' : 's'}`;
     return `${c.case.padEnd(w)}  ${mark[c.status].padEnd(8)}  ${what}`;
   });
   return [`${'case'.padEnd(w)}  verdict   calls`, ...lines].join('\n') + '\n';
@@ -104,8 +117,17 @@ export function formatCaseVerdicts(cases: readonly CaseVerdict[]): string {
 /** The disagreements as a side-by-side text table (empty string when there are none). */
 export function formatDisagreements(diffs: readonly Disagreement[]): string {
   if (diffs.length === 0) return '';
-  const rows = [['case', '#', 'call', 'model', 'kernel'], ...diffs.map((d) => [d.case, String(d.index), d.call, d.model, d.kernel])];
+  const rows = [
+    ['case', '#', 'call', 'model', 'kernel'],
+    ...diffs.map((d) => [d.case, String(d.index), d.call, d.model, d.kernel]),
+  ];
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  const line = (r: string[]) => r.map((c, i) => c.padEnd(w[i]!)).join(' │ ').trimEnd();
-  return [line(rows[0]!), w.map((n) => '─'.repeat(n)).join('─┼─'), ...rows.slice(1).map(line)].join('\n') + '\n';
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => c.padEnd(w[i]!))
+      .join(' │ ')
+      .trimEnd();
+  return (
+    [line(rows[0]!), w.map((n) => '─'.repeat(n)).join('─┼─'), ...rows.slice(1).map(line)].join('\n') + '\n'
+  );
 }

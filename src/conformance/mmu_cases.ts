@@ -82,7 +82,9 @@ function slotChange(op: Op, target: 'touched' | 'untouched' | 'pagetables'): Mmu
   return {
     id: `${op} ${target}`,
     title: `${op === 'flags' ? 'FLAGS_ONLY (LOG_DIRTY on)' : op.toUpperCase()} of ${
-      target === 'pagetables' ? 'the slot holding the guest page tables' : `a${target === 'touched' ? ' touched' : 'n untouched'} slot`
+      target === 'pagetables'
+        ? 'the slot holding the guest page tables'
+        : `a${target === 'touched' ? ' touched' : 'n untouched'} slot`
     }`,
     slots: { A: 0, V: 0 },
     steps,
@@ -114,7 +116,8 @@ const BASE: MmuScenario[] = [
   },
   {
     id: 'dirty log off',
-    title: 'A with LOG_DIRTY: write all, LOG_DIRTY off (kvm_mmu_recover_huge_pages: on the shadow MMU, zap collapsible SPTEs), write all again',
+    title:
+      'A with LOG_DIRTY: write all, LOG_DIRTY off (kvm_mmu_recover_huge_pages: on the shadow MMU, zap collapsible SPTEs), write all again',
     slots: { A: LOG_DIRTY },
     steps: [
       { do: 'touch', slot: 'A', pages: 256, kind: 'write' },

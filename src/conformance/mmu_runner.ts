@@ -10,7 +10,17 @@ import type { RealVcpu } from '../backends/kvm/real_vcpu.ts';
 import { KVM_CAP } from '../uapi/kvm.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../uapi/kvm_x86.ts';
 import { describeBitmap } from './abi_runner.ts';
-import { describeMmuStep, exitsOf, MMU_CASES, MMU_STATS, type MmuCase, type MmuStep, PAGE, SLOT_GEOMETRY, type SlotName } from './mmu_cases.ts';
+import {
+  describeMmuStep,
+  exitsOf,
+  MMU_CASES,
+  MMU_STATS,
+  type MmuCase,
+  type MmuStep,
+  PAGE,
+  SLOT_GEOMETRY,
+  type SlotName,
+} from './mmu_cases.ts';
 import type { RecordedHost } from './recording.ts';
 import { recordedHost } from './live.ts';
 
@@ -48,10 +58,22 @@ function region(l: Live, name: SlotName) {
   if (name === 'PT') {
     const s = l.vm.slots().get(l.vm.harnessConfig.slot);
     if (!s) throw new Error('the access harness slot is not installed yet');
-    return { slot: s.slot, guestPhysAddr: s.guestPhysAddr, memorySize: s.memorySize, userspaceAddr: s.userspaceAddr, flags: s.flags };
+    return {
+      slot: s.slot,
+      guestPhysAddr: s.guestPhysAddr,
+      memorySize: s.memorySize,
+      userspaceAddr: s.userspaceAddr,
+      flags: s.flags,
+    };
   }
   const s = l.vm.slots().get(SLOT_GEOMETRY[name].slot)!;
-  return { slot: s.slot, guestPhysAddr: s.guestPhysAddr, memorySize: s.memorySize, userspaceAddr: s.userspaceAddr, flags: s.flags };
+  return {
+    slot: s.slot,
+    guestPhysAddr: s.guestPhysAddr,
+    memorySize: s.memorySize,
+    userspaceAddr: s.userspaceAddr,
+    flags: s.flags,
+  };
 }
 
 /** Perform one step; returns what it observed besides the stats. */
@@ -59,7 +81,10 @@ function perform(l: Live, s: MmuStep): Partial<MmuStepRecord> {
   switch (s.do) {
     case 'touch': {
       const base = l.vm.slots().get(SLOT_GEOMETRY[s.slot].slot)!.guestPhysAddr;
-      const list = Array.from({ length: s.pages }, (_, i) => ({ gpa: base + ((s.first ?? 0) + i) * PAGE, kind: s.kind }));
+      const list = Array.from({ length: s.pages }, (_, i) => ({
+        gpa: base + ((s.first ?? 0) + i) * PAGE,
+        kind: s.kind,
+      }));
       return { exits: exitsOf(l.vcpu.runAccesses(list).results) };
     }
     case 'write': {
@@ -88,14 +113,21 @@ export function runMmuCase(real: RealKvm, c: MmuCase): MmuStepRecord[] {
   const vm = real.createVm(0);
   const maps: number[] = [];
   try {
-    if (c.quirkDisabled) vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
+    if (c.quirkDisabled)
+      vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
     for (const name of ['A', 'V'] as const) {
       const flags = c.slots[name];
       if (flags === undefined) continue;
       const g = SLOT_GEOMETRY[name];
       const hva = real.host.mmap(g.pages * PAGE);
       maps.push(hva);
-      vm.setUserMemoryRegion({ slot: g.slot, flags, guestPhysAddr: g.gpa, memorySize: g.pages * PAGE, userspaceAddr: hva });
+      vm.setUserMemoryRegion({
+        slot: g.slot,
+        flags,
+        guestPhysAddr: g.gpa,
+        memorySize: g.pages * PAGE,
+        userspaceAddr: hva,
+      });
     }
     const l: Live = { vm, vcpu: vm.createVcpu(0) };
     // Install the harness (its slot, code and page tables) before the first measured step, so a step's
@@ -105,7 +137,9 @@ export function runMmuCase(real: RealKvm, c: MmuCase): MmuStepRecord[] {
       const before = snapshot(l);
       const seen = perform(l, s);
       const after = snapshot(l);
-      const stats = Object.fromEntries(MMU_STATS.map((k) => [k, after[k]! - before[k]!])) as MmuStepRecord['stats'];
+      const stats = Object.fromEntries(
+        MMU_STATS.map((k) => [k, after[k]! - before[k]!]),
+      ) as MmuStepRecord['stats'];
       return { step: describeMmuStep(s), stats, ...seen };
     });
   } finally {
@@ -120,6 +154,11 @@ export function recordMmu(real: RealKvm, cases: readonly MmuCase[] = MMU_CASES):
     recordedAt: new Date().toISOString(),
     host: recordedHost(real),
     stats: MMU_STATS,
-    scenarios: cases.map((c) => ({ id: c.id, title: c.title, quirkDisabled: c.quirkDisabled, steps: runMmuCase(real, c) })),
+    scenarios: cases.map((c) => ({
+      id: c.id,
+      title: c.title,
+      quirkDisabled: c.quirkDisabled,
+      steps: runMmuCase(real, c),
+    })),
   };
 }

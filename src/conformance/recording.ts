@@ -42,7 +42,13 @@ export function makeAbiRecording(host: RecordedHost, runs: readonly CaseRun[]): 
 
 /** The kernel side of a comparison, rebuilt from a recording. */
 export function recordingRuns(rec: AbiRecording): CaseRun[] {
-  return rec.cases.map((c) => ({ id: c.id, ...(c.na !== undefined ? { na: c.na } : {}), results: c.calls, ns: 0, ioctls: 0 }));
+  return rec.cases.map((c) => ({
+    id: c.id,
+    ...(c.na !== undefined ? { na: c.na } : {}),
+    results: c.calls,
+    ns: 0,
+    ioctls: 0,
+  }));
 }
 
 /** Read and shape-check an ABI recording (a malformed file is an Error naming what is wrong). */
@@ -53,9 +59,11 @@ export function loadAbiRecording(path: string): AbiRecording {
   if (!Array.isArray(j.cases)) throw new Error(`${path}: no cases`);
   for (const c of j.cases) {
     if (typeof c.id !== 'string' || !Array.isArray(c.calls)) throw new Error(`${path}: malformed case`);
-    if (c.na !== undefined && typeof c.na !== 'string') throw new Error(`${path}: ${c.id}: na must be a string`);
+    if (c.na !== undefined && typeof c.na !== 'string')
+      throw new Error(`${path}: ${c.id}: na must be a string`);
     for (const k of c.calls) {
-      if (typeof k.call !== 'string' || typeof k.result !== 'string') throw new Error(`${path}: ${c.id}: malformed call`);
+      if (typeof k.call !== 'string' || typeof k.result !== 'string')
+        throw new Error(`${path}: ${c.id}: malformed call`);
     }
   }
   return j;

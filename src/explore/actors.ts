@@ -70,7 +70,15 @@ function* stepOf(ex: Execution, self: () => ActorRt, decl: ActorDecl, s: Step, a
     const start = p.offset ?? 0;
     const len = p.length ?? PAGE;
     for (let off = start; off < start + len; off += p.stride ?? PAGE)
-      yield* access(ex, self, decl.vcpu, r.gpa + off, p.kind ?? 'read', r.decl.backing ?? '4k', `${at}:${off}`);
+      yield* access(
+        ex,
+        self,
+        decl.vcpu,
+        r.gpa + off,
+        p.kind ?? 'read',
+        r.decl.backing ?? '4k',
+        `${at}:${off}`,
+      );
     return;
   }
   self().at = at;
@@ -89,7 +97,8 @@ function* stepOf(ex: Execution, self: () => ActorRt, decl: ActorDecl, s: Step, a
   self().at = null;
   const errors = ex.x.errors.length;
   execStep(ex.x, ex.c, t as Exclude<Step, { repeat: unknown }>);
-  if (ex.x.errors.length > errors) ex.note(kernelFnOf(t), `${describe(t)} → ${ex.x.errors.at(-1)!.replace(/^[^:]*: /, '')}`);
+  if (ex.x.errors.length > errors)
+    ex.note(kernelFnOf(t), `${describe(t)} → ${ex.x.errors.at(-1)!.replace(/^[^:]*: /, '')}`);
 }
 
 function withVcpu(s: Step, vcpu: number): Step {
@@ -137,7 +146,15 @@ function gfnFp(r: number, w: number, gfn: number, backing: string, all: boolean)
 }
 
 /** One guest access: attempts until it completes, each a translate step and, on a fault, a locked step. */
-function* access(ex: Execution, self: () => ActorRt, vcpuId: number, gpa: number, kind: AccessKind, backing: string, at: string): ActorBody {
+function* access(
+  ex: Execution,
+  self: () => ActorRt,
+  vcpuId: number,
+  gpa: number,
+  kind: AccessKind,
+  backing: string,
+  at: string,
+): ActorBody {
   const vcpu = ex.c.vcpus[vcpuId]!;
   const gfn = Math.floor(gpa / PAGE);
   let wait: (() => boolean) | undefined;
@@ -149,7 +166,14 @@ function* access(ex: Execution, self: () => ActorRt, vcpuId: number, gpa: number
       what: `${kind} ${hex(gpa)}`,
       // servicing a pending TLB flush or root reload touches every translation of the vCPU
       // entering/leaving the kvm->srcu read side conflicts only with synchronize_srcu (a write)
-      fp: () => gfnFp(R_SLOTS | R_SEQ | R_HOST | R_ATTRS | R_GMEM | R_MEMTYPE | R_SRCU, R_MMU | R_DIRTY, gfn, backing, vcpu.requests !== 0),
+      fp: () =>
+        gfnFp(
+          R_SLOTS | R_SEQ | R_HOST | R_ATTRS | R_GMEM | R_MEMTYPE | R_SRCU,
+          R_MMU | R_DIRTY,
+          gfn,
+          backing,
+          vcpu.requests !== 0,
+        ),
       enabled: wait,
     };
     self().at = null;
@@ -163,7 +187,10 @@ function* access(ex: Execution, self: () => ActorRt, vcpuId: number, gpa: number
       return;
     }
     if (st.result !== null) {
-      ex.note(st.result.exit === 'none' ? 'guest access (TLB / EPT hit)' : 'guest access', `${kind} ${hex(gpa)} → ${outcome(st.result)}`);
+      ex.note(
+        st.result.exit === 'none' ? 'guest access (TLB / EPT hit)' : 'guest access',
+        `${kind} ${hex(gpa)} → ${outcome(st.result)}`,
+      );
       ex.accessEnd(f, st.result);
       return;
     }
@@ -185,8 +212,16 @@ function* access(ex: Execution, self: () => ActorRt, vcpuId: number, gpa: number
       return;
     }
     ex.dropAccess(f);
-    const how = vcpu.stats.pf_fixed > fixed ? 'SPTE installed' : vcpu.stats.pf_spurious > spurious ? 'spurious (already mapped)' : 'is_page_fault_stale: retry';
-    ex.note('kvm_tdp_mmu_map', `gfn ${hex(gfn)}: ${res === null ? how : 'retry (slot INVALID)'}; the guest re-executes`);
+    const how =
+      vcpu.stats.pf_fixed > fixed
+        ? 'SPTE installed'
+        : vcpu.stats.pf_spurious > spurious
+          ? 'spurious (already mapped)'
+          : 'is_page_fault_stale: retry';
+    ex.note(
+      'kvm_tdp_mmu_map',
+      `gfn ${hex(gfn)}: ${res === null ? how : 'retry (slot INVALID)'}; the guest re-executes`,
+    );
     wait = () => !spinning(ex, vcpu.asId(), gfn);
   }
   ex.note('vcpu_enter_guest', `${kind} ${hex(gpa)}: still faulting after ${MAX_ATTEMPTS} attempts`);
@@ -195,7 +230,8 @@ function* access(ex: Execution, self: () => ActorRt, vcpuId: number, gpa: number
 /** The vCPU would only spin: an invalidation covers the gfn, or its slot is INVALID. */
 function spinning(ex: Execution, asId: number, gfn: number): boolean {
   const vm = ex.vm;
-  if (vm.mmuInvalidateInProgress > 0 && gfn >= vm.mmuInvalidateRangeStart && gfn < vm.mmuInvalidateRangeEnd) return true;
+  if (vm.mmuInvalidateInProgress > 0 && gfn >= vm.mmuInvalidateRangeStart && gfn < vm.mmuInvalidateRangeEnd)
+    return true;
   const slot = vm.activeMemslots(asId).searchMemslots(gfn);
   return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) !== 0;
 }
@@ -205,22 +241,49 @@ function outcome(r: AccessResult): string {
 }
 
 /** Host munmap/migrate: the notifier's start, then the PTE change and its end. */
-function* notifier(ex: Execution, self: () => ActorRt, h: Extract<Step, { host: unknown }>['host']): ActorBody {
+function* notifier(
+  ex: Execution,
+  self: () => ActorRt,
+  h: Extract<Step, { host: unknown }>['host'],
+): ActorBody {
   const r = ex.c.regions.get(h.region)!;
   const addr = r.hva + (h.offset ?? 0);
   const len = h.length ?? r.decl.size - (h.offset ?? 0);
-  yield { fn: 'mmu_notifier_invalidate_range_start', what: `${h.event} hva ${hex(addr)}+${hex(len)}: invalidate_begin, zap, flush`, fp: () => GLOBAL };
+  yield {
+    fn: 'mmu_notifier_invalidate_range_start',
+    what: `${h.event} hva ${hex(addr)}+${hex(len)}: invalidate_begin, zap, flush`,
+    fp: () => GLOBAL,
+  };
   self().at = null;
-  const finish = h.event === 'munmap' ? ex.kvm.host.munmap(addr, len, { stepwise: true }) : ex.kvm.host.migrate(addr, len, { stepwise: true });
-  yield { fn: 'mmu_notifier_invalidate_range_end', what: `${h.event}: the PTE change, then invalidate_end`, fp: () => GLOBAL };
+  const finish =
+    h.event === 'munmap'
+      ? ex.kvm.host.munmap(addr, len, { stepwise: true })
+      : ex.kvm.host.migrate(addr, len, { stepwise: true });
+  yield {
+    fn: 'mmu_notifier_invalidate_range_end',
+    what: `${h.event}: the PTE change, then invalidate_end`,
+    fp: () => GLOBAL,
+  };
   finish();
 }
 
 /** A memslot ioctl: one step that stops inside the model's stepping hooks. */
 function* memslot(ex: Execution, self: () => ActorRt, s: Step): ActorBody {
   const kind = 'delete' in s ? 'DELETE' : 'move' in s ? 'MOVE' : 'flags' in s ? 'FLAGS_ONLY' : 'CREATE';
-  const name = 'delete' in s ? s.delete : 'move' in s ? s.move : 'flags' in s ? s.flags : (s as { create: string }).create;
-  yield { fn: 'kvm_set_memory_region', what: `${kind} ${name}`, fp: () => GLOBAL, enabled: () => ex.slotsHolder === null };
+  const name =
+    'delete' in s
+      ? s.delete
+      : 'move' in s
+        ? s.move
+        : 'flags' in s
+          ? s.flags
+          : (s as { create: string }).create;
+  yield {
+    fn: 'kvm_set_memory_region',
+    what: `${kind} ${name}`,
+    fp: () => GLOBAL,
+    enabled: () => ex.slotsHolder === null,
+  };
   self().at = null;
   const r = ex.c.regions.get(name)!;
   const lo = Math.floor(r.gpa / PAGE);
@@ -241,7 +304,8 @@ function* memslot(ex: Execution, self: () => ActorRt, s: Step): ActorBody {
     vm.onMmuLockDrop = undefined;
     vm.onInvalidWindow = undefined;
   }
-  if (ex.x.errors.length > errors) ex.note('kvm_set_memory_region', `${kind} ${name} → ${ex.x.errors.at(-1)!.replace(/^[^:]*: /, '')}`);
+  if (ex.x.errors.length > errors)
+    ex.note('kvm_set_memory_region', `${kind} ${name} → ${ex.x.errors.at(-1)!.replace(/^[^:]*: /, '')}`);
 }
 
 /** The stepping hooks, for the duration of one memslot ioctl. */
@@ -272,13 +336,18 @@ function installHooks(ex: Execution, op: { kind: string; lo: number; hi: number;
   };
   const zapAll0 = ex.vm.model.memslot_zap_all_fast;
   // name the flush the design chose, so a diagram says which zap ran
-  vm.mmuLockContended = () => ex.contended(ex.vm.model.memslot_zap_all_fast > zapAll0 ? 'kvm_mmu_zap_all_fast' : 'precise memslot zap');
+  vm.mmuLockContended = () =>
+    ex.contended(ex.vm.model.memslot_zap_all_fast > zapAll0 ? 'kvm_mmu_zap_all_fast' : 'precise memslot zap');
   const party = (resumeGfn?: number): void => {
     if (ex.window !== null) {
       ex.window.phase = ex.vm.model.memslot_zap_all_fast > zapAll0 ? 'zapping-all' : 'dropped';
       ex.window.resume = resumeGfn;
     }
-    ex.suspend({ fn: 'cond_resched_rwlock_write', what: 'retakes mmu_lock, continues the zap', fp: () => GLOBAL });
+    ex.suspend({
+      fn: 'cond_resched_rwlock_write',
+      what: 'retakes mmu_lock, continues the zap',
+      fp: () => GLOBAL,
+    });
     vm.onMmuLockDrop = party;
   };
   vm.onMmuLockDrop = party;

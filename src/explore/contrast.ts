@@ -45,10 +45,20 @@ export function formatContrast(cfg: ExploreConfig, r: ConfigResult): string {
     seen.add(v.schedule.join(','));
     const other = clean[0]!;
     const run = contrastReplay(cfg, other.design, v.schedule);
-    out.push(`\nwhy ${clean.map((c) => c.design).join(', ')} ${clean.length === 1 ? 'is' : 'are'} clean: the schedule of [${d.design}] under ${other.design}`);
-    run.records.forEach((s, i) => out.push(`  ${String(i + 1).padStart(3)} ${r.actors[s.actor]}: ${s.fn}: ${s.what}`));
-    out.push(run.violation ? `  ✗ ${run.violation.id} there too: ${run.violation.message}` : `  ${run.ending}: no violation`);
-    out.push(`  [${d.design}] at step ${v.step + 1}: ${v.steps[v.step]?.fn ?? 'final audit'}: ${v.steps[v.step]?.what ?? ''} (${v.invariant})`);
+    out.push(
+      `\nwhy ${clean.map((c) => c.design).join(', ')} ${clean.length === 1 ? 'is' : 'are'} clean: the schedule of [${d.design}] under ${other.design}`,
+    );
+    run.records.forEach((s, i) =>
+      out.push(`  ${String(i + 1).padStart(3)} ${r.actors[s.actor]}: ${s.fn}: ${s.what}`),
+    );
+    out.push(
+      run.violation
+        ? `  ✗ ${run.violation.id} there too: ${run.violation.message}`
+        : `  ${run.ending}: no violation`,
+    );
+    out.push(
+      `  [${d.design}] at step ${v.step + 1}: ${v.steps[v.step]?.fn ?? 'final audit'}: ${v.steps[v.step]?.what ?? ''} (${v.invariant})`,
+    );
   }
   return out.join('\n');
 }

@@ -34,7 +34,15 @@ import type { Choice, Controller, Ending } from './scheduler.ts';
 import type { ExploreConfig } from './config.ts';
 import { makeActor, GLOBAL, type ActorBody, type Pending } from './actors.ts';
 import { stateHash } from '../kvm/state_hash.ts';
-import { memtypeNow, notYetZapped, toExploreViolation, transient, type Completed, type InFlight, type SlotWindow } from './oracle.ts';
+import {
+  memtypeNow,
+  notYetZapped,
+  toExploreViolation,
+  transient,
+  type Completed,
+  type InFlight,
+  type SlotWindow,
+} from './oracle.ts';
 
 /** the checker's label of the step being run: names the last step, not the state */
 const STEP_LABEL: ReadonlySet<PropertyKey> = new Set(['step']);
@@ -89,10 +97,6 @@ export interface ActorRt {
   at: string | null;
 }
 
-
-
-
-
 export interface RunOptions {
   /** record every step (race diagrams, replays) */
   record?: boolean;
@@ -108,7 +112,6 @@ export interface RunOutcome {
   steps: number;
   records: StepRecord[];
 }
-
 
 /** The state of one execution. */
 export class Execution {
@@ -147,8 +150,17 @@ export class Execution {
     const traceDepth = opts.traceSteps ? 4096 : opts.record ? 24 : 0;
     this.checker = new Checker(this.kvm, { audit: 'points', traceDepth, maxViolations: Infinity });
     this.x = {
-      kvm: this.kvm, design, checker: this.checker, derived: {}, seeded: () => Math.random,
-      tdpMmu: this.kvm.cfg.tdpMmu, errors: [], label: 'setup', iter: 0, vfio, expectedSeen: 0,
+      kvm: this.kvm,
+      design,
+      checker: this.checker,
+      derived: {},
+      seeded: () => Math.random,
+      tdpMmu: this.kvm.cfg.tdpMmu,
+      errors: [],
+      label: 'setup',
+      iter: 0,
+      vfio,
+      expectedSeen: 0,
     };
     this.c = buildVm(this.x, sc, 0);
     this.vm = this.c.vm;
@@ -165,7 +177,16 @@ export class Execution {
   private startActors(): void {
     this.cfg.actors.forEach((a, i) => {
       const body: ActorBody = makeActor(this, a);
-      const rt: ActorRt = { idx: i, name: a.name, vcpu: a.vcpu, gen: body, pending: null, inHook: false, srcu: 0, at: null };
+      const rt: ActorRt = {
+        idx: i,
+        name: a.name,
+        vcpu: a.vcpu,
+        gen: body,
+        pending: null,
+        inHook: false,
+        srcu: 0,
+        at: null,
+      };
       this.actors.push(rt);
     });
   }
@@ -194,7 +215,8 @@ export class Execution {
       return { ending: 'complete', steps: this.steps, records: [...this.records] };
     } catch (e) {
       if (e instanceof Cut) return { ending: 'cut', steps: this.steps, records: [...this.records] };
-      if (e instanceof Found) return { ending: 'violation', violation: e.v, steps: this.steps, records: [...this.records] };
+      if (e instanceof Found)
+        return { ending: 'violation', violation: e.v, steps: this.steps, records: [...this.records] };
       throw e;
     }
   }
@@ -271,7 +293,13 @@ export class Execution {
    * state, and names each actor's position.
    */
   private stateKey(): string | undefined {
-    if (this.suspendedStack.length > 0 || this.slotsHolder !== null || this.inflight.size > 0 || this.window !== null) return undefined;
+    if (
+      this.suspendedStack.length > 0 ||
+      this.slotsHolder !== null ||
+      this.inflight.size > 0 ||
+      this.window !== null
+    )
+      return undefined;
     let pos = '';
     for (const a of this.actors) {
       if (a.pending !== null && a.at === null) return undefined;
@@ -338,12 +366,26 @@ export class Execution {
     if (!this.enabled().some((c) => c.actor !== a.idx)) return false;
     this.oracle(this.steps - 1);
     const n = this.actors.length;
-    const i = this.ctl.choose([{ actor: a.idx, fp: GLOBAL }, { actor: n + a.idx, fp: GLOBAL }], this.current);
+    const i = this.ctl.choose(
+      [
+        { actor: a.idx, fp: GLOBAL },
+        { actor: n + a.idx, fp: GLOBAL },
+      ],
+      this.current,
+    );
     if (i < 0) throw new Cut();
     this.steps++;
     // the yield is its own pseudo-actor, so running another actor next is not a second preemption
     this.current = i === 0 ? a.idx : n + a.idx;
-    if (this.opts.record) this.records.push({ actor: a.idx, fn: 'cond_resched_rwlock_write', what: i === 0 ? `${what}: not contended, keeps mmu_lock` : `${what}: contended: flush if owed, drop mmu_lock` });
+    if (this.opts.record)
+      this.records.push({
+        actor: a.idx,
+        fn: 'cond_resched_rwlock_write',
+        what:
+          i === 0
+            ? `${what}: not contended, keeps mmu_lock`
+            : `${what}: contended: flush if owed, drop mmu_lock`,
+      });
     this.checker.setStep(`${a.name}: ${i === 0 ? 'keeps' : 'drops'} mmu_lock`);
     return i === 1;
   }
@@ -359,7 +401,13 @@ export class Execution {
 
   /** An access starts: what the reference says before its first step. */
   accessBegin(vcpu: Vcpu, gpa: number, kind: AccessKind): InFlight {
-    const f: InFlight = { vcpu, gpa, kind, refs: [referenceAccess(this.vm, vcpu, gpa, kind)], mts: [memtypeNow(vcpu, gpa)] };
+    const f: InFlight = {
+      vcpu,
+      gpa,
+      kind,
+      refs: [referenceAccess(this.vm, vcpu, gpa, kind)],
+      mts: [memtypeNow(vcpu, gpa)],
+    };
     this.inflight.add(f);
     return f;
   }
@@ -393,8 +441,10 @@ export class Execution {
       // where it is real. Accesses are still checked.
       const ph = this.window?.phase;
       // Where the precise zap dropped mmu_lock inside its walk, the gfns it has not reached are exempt.
-      if (ph === 'dropped') this.checker.auditPoint(`step ${this.steps}`, (id, gfn) => notYetZapped(this.window, id, gfn));
-      else if (ph !== 'unflushed' && ph !== 'zapping-all' && ph !== 'committing') this.checker.auditPoint(`step ${this.steps}`);
+      if (ph === 'dropped')
+        this.checker.auditPoint(`step ${this.steps}`, (id, gfn) => notYetZapped(this.window, id, gfn));
+      else if (ph !== 'unflushed' && ph !== 'zapping-all' && ph !== 'committing')
+        this.checker.auditPoint(`step ${this.steps}`);
       for (const f of this.inflight) {
         f.refs.push(referenceAccess(this.vm, f.vcpu, f.gpa, f.kind));
         f.mts.push(memtypeNow(f.vcpu, f.gpa));
@@ -408,10 +458,4 @@ export class Execution {
       throw new Found(toExploreViolation(v, step));
     }
   }
-
-
 }
-
-
-
-

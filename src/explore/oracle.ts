@@ -71,7 +71,8 @@ function matches(e: Expected, r: AccessResult): boolean {
 export function transient(v: Violation, done: Completed | null, w: SlotWindow | null): boolean {
   if (done !== null && v.id.startsWith('INV-ACCESS-') && v.gfn === done.gfn) {
     // the memtype too: right if KVM computed it at one of the access's step boundaries
-    if (v.id === 'INV-ACCESS-005') return done.result.exit === 'none' && done.mts.includes(done.result.memtype);
+    if (v.id === 'INV-ACCESS-005')
+      return done.result.exit === 'none' && done.mts.includes(done.result.memtype);
     if (done.refs.some((e) => matches(e, done.result))) return true;
   }
   // A stale memtype sitting in an SPTE harms nothing until an access uses it, and every access is
@@ -79,7 +80,8 @@ export function transient(v: Violation, done: Completed | null, w: SlotWindow | 
   // from before its CR0.CD toggle after a memslot update, not the stale SPTE's existence (a v5.3 kernel
   // holds one from the toggle until the next zap under every design).
   if (v.id === 'INV-MEMTYPE-001') return true;
-  if (w === null || (w.phase !== 'unflushed' && w.phase !== 'zapping-all')) return notYetZapped(w, v.id, v.gfn);
+  if (w === null || (w.phase !== 'unflushed' && w.phase !== 'zapping-all'))
+    return notYetZapped(w, v.id, v.gfn);
   return v.id === 'INV-ACCESS-003' && v.gfn !== undefined && v.gfn >= w.lo && v.gfn < w.hi;
 }
 

@@ -61,7 +61,11 @@ describe('partitioned search = the whole search', () => {
     const s = splitSearch(threads(2, 4, true), {}, 5);
     // depth 1: 2 prefixes, depth 2: 4, depth 3: 8
     expect([s.depth, s.prefixes.length]).toEqual([3, 8]);
-    expect(s.prefixes.slice(0, 3)).toEqual([[0, 0, 0], [0, 0, 1], [0, 1, 0]]);
+    expect(s.prefixes.slice(0, 3)).toEqual([
+      [0, 0, 0],
+      [0, 0, 1],
+      [0, 1, 0],
+    ]);
     expect(s.head.stats.complete).toBe(0);
     const parts = [s.head, ...s.prefixes.map((p) => explore(threads(2, 4, true), itemOptions({}, p)))];
     expect(parts.slice(1).map((r) => r.stats.complete)).toEqual([5, 10, 10, 10, 10, 10, 10, 5]);
@@ -69,8 +73,12 @@ describe('partitioned search = the whole search', () => {
   });
 
   it('a prefix the search never takes is refused', () => {
-    expect(() => explore(threads(2, 2, false), { prefix: [1, 0] })).toThrow(/prefix choice 0 at depth 1 is not one the search takes/);
-    expect(() => explore(threads(2, 2, true), { prefix: [5] })).toThrow(/prefix choice 5 at depth 0, but only 2 actors/);
+    expect(() => explore(threads(2, 2, false), { prefix: [1, 0] })).toThrow(
+      /prefix choice 0 at depth 1 is not one the search takes/,
+    );
+    expect(() => explore(threads(2, 2, true), { prefix: [5] })).toThrow(
+      /prefix choice 5 at depth 0, but only 2 actors/,
+    );
   });
 
   it('a violation: the same shortest schedule, and with shrink off the same first one', () => {
@@ -81,7 +89,10 @@ describe('partitioned search = the whole search', () => {
     for (const items of [1, 2, 4, 9, 50]) {
       const p = explorePartitioned(race(), {}, items);
       expect([items, p.shortest?.schedule, p.shortest?.path, p.shortest?.violation]).toEqual([
-        items, whole.shortest?.schedule, whole.shortest?.path, whole.shortest?.violation,
+        items,
+        whole.shortest?.schedule,
+        whole.shortest?.path,
+        whole.shortest?.violation,
       ]);
       const f = explorePartitioned(race(), { shrink: false }, items);
       expect([items, f.shortest?.schedule]).toEqual([items, first.shortest?.schedule]);

@@ -12,7 +12,14 @@
  *     sequential search, the same verdict).
  * Model-only file (no kernel counterpart).
  */
-import { explore, type ExploreOptions, type ExploreResult, type ExploreStats, type Found, type Program } from './scheduler.ts';
+import {
+  explore,
+  type ExploreOptions,
+  type ExploreResult,
+  type ExploreStats,
+  type Found,
+  type Program,
+} from './scheduler.ts';
 
 /** The deepest split tried; two-actor configurations reach enough items long before. */
 const MAX_SPLIT_DEPTH = 12;
@@ -60,7 +67,14 @@ export function betterFound<V>(a: Found<V> | null, b: Found<V> | null, first = f
 /** Add up parts of one search (the head and every item); `first` as in betterFound. */
 export function mergeParts<V>(parts: readonly ExploreResult<V>[], first = false): ExploreResult<V> {
   const stats: ExploreStats = {
-    complete: 0, sleepBlocked: 0, statePruned: 0, boundCut: 0, violating: 0, states: 0, exhausted: true, boundHit: false,
+    complete: 0,
+    sleepBlocked: 0,
+    statePruned: 0,
+    boundCut: 0,
+    violating: 0,
+    states: 0,
+    exhausted: true,
+    boundHit: false,
   };
   let shortest: Found<V> | null = null;
   for (const p of parts) {
@@ -88,7 +102,11 @@ export function itemOptions(opts: ExploreOptions, prefix: readonly number[]): Ex
 }
 
 /** The partitioned search in this thread (what the workers do, one after another): tests and --workers 0. */
-export function explorePartitioned<V>(prog: Program<V>, opts: ExploreOptions, items: number): ExploreResult<V> & { depth: number; items: number } {
+export function explorePartitioned<V>(
+  prog: Program<V>,
+  opts: ExploreOptions,
+  items: number,
+): ExploreResult<V> & { depth: number; items: number } {
   const split = splitSearch(prog, opts, items);
   const parts = [split.head, ...split.prefixes.map((p) => explore(prog, itemOptions(opts, p)))];
   return { ...mergeParts(parts, opts.shrink === false), depth: split.depth, items: split.prefixes.length };

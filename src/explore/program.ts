@@ -58,7 +58,12 @@ export class ModelProgram implements Program<ExploreViolation> {
 }
 
 /** Re-run one schedule (actor indexes in order; pseudo-actor n+i = actor i yielding mmu_lock). */
-export function replaySchedule(cfg: ExploreConfig, designId: string, schedule: readonly number[], opts: RunOptions = {}): RunOutcome {
+export function replaySchedule(
+  cfg: ExploreConfig,
+  designId: string,
+  schedule: readonly number[],
+  opts: RunOptions = {},
+): RunOutcome {
   const prog = new ModelProgram(cfg, designId, { record: true, ...opts });
   let k = 0;
   prog.run({
@@ -66,7 +71,10 @@ export function replaySchedule(cfg: ExploreConfig, designId: string, schedule: r
       if (k >= schedule.length) return -1;
       const want = schedule[k++]!;
       const i = enabled.findIndex((e) => e.actor === want);
-      if (i < 0) throw new TypeError(`schedule step ${k}: actor ${want} cannot run there (runnable: ${enabled.map((e) => e.actor).join(', ')})`);
+      if (i < 0)
+        throw new TypeError(
+          `schedule step ${k}: actor ${want} cannot run there (runnable: ${enabled.map((e) => e.actor).join(', ')})`,
+        );
       return i;
     },
   });

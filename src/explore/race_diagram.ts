@@ -13,7 +13,11 @@ function cut(s: string, w: number): string {
 }
 
 /** The race diagram of one violation. */
-export function raceDiagram(actors: readonly string[], v: NonNullable<DesignResult['violation']>, width = 100): string {
+export function raceDiagram(
+  actors: readonly string[],
+  v: NonNullable<DesignResult['violation']>,
+  width = 100,
+): string {
   const n = actors.length;
   const col = Math.max(24, Math.floor((width - 5) / n) - 1);
   const lines: string[] = [];
@@ -22,7 +26,10 @@ export function raceDiagram(actors: readonly string[], v: NonNullable<DesignResu
   v.steps.forEach((s, i) => {
     const mark = i === v.step ? '✗' : ' ';
     const row = (text: string): string =>
-      actors.map((_, k) => (k === s.actor ? cut(text, col) : ' '.repeat(col))).join(' ').trimEnd();
+      actors
+        .map((_, k) => (k === s.actor ? cut(text, col) : ' '.repeat(col)))
+        .join(' ')
+        .trimEnd();
     lines.push(`${String(i + 1).padStart(3)}${mark}${row(s.fn)}`);
     lines.push(`    ${row('  ' + s.what)}`);
   });
@@ -30,7 +37,12 @@ export function raceDiagram(actors: readonly string[], v: NonNullable<DesignResu
 }
 
 /** The command that replays a design's violation step by step. */
-export function replayCommand(file: string, design: string, schedule: readonly number[], bugs: readonly string[] = []): string {
+export function replayCommand(
+  file: string,
+  design: string,
+  schedule: readonly number[],
+  bugs: readonly string[] = [],
+): string {
   const b = bugs.length ? ` --bug ${bugs.join(',')}` : '';
   return `zaplab explore ${file} --design ${design}${b} --replay ${schedule.join(',')} --trace`;
 }
@@ -63,7 +75,11 @@ export function formatSummary(r: ConfigResult): string {
     verdict(d),
   ]);
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
-  const fmt = (row: string[]): string => row.map((c, i) => (i === 0 || i === 6 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ').trimEnd();
+  const fmt = (row: string[]): string =>
+    row
+      .map((c, i) => (i === 0 || i === 6 ? c.padEnd(w[i]!) : c.padStart(w[i]!)))
+      .join('  ')
+      .trimEnd();
   lines.push('  ' + fmt(head));
   for (const row of rows) lines.push('  ' + fmt(row));
   for (const s of r.skipped) lines.push(`  (${s.id} skipped: ${s.why})`);
@@ -79,7 +95,9 @@ export function formatExplore(r: ConfigResult): string {
     const v = d.violation;
     if (v === null) continue;
     out.push('');
-    out.push(`✗ ${v.invariant} [${d.design}]${where(v)}, ${v.step < 0 ? 'at the final audit' : `after step ${v.step + 1}`}:`);
+    out.push(
+      `✗ ${v.invariant} [${d.design}]${where(v)}, ${v.step < 0 ? 'at the final audit' : `after step ${v.step + 1}`}:`,
+    );
     out.push(`  ${v.message}`);
     out.push(raceDiagram(r.actors, v));
     out.push(`  replay: ${replayCommand(r.file, d.design, v.schedule, r.bugs)}`);

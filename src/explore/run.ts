@@ -7,7 +7,13 @@ import { designsFor } from '../scenario/designs.ts';
 import { EXPLORE_LIBRARY_DIR, type ExploreConfig } from './config.ts';
 import type { ExploreViolation, StepRecord } from './engine.ts';
 import { ModelProgram, replaySchedule } from './program.ts';
-import { explore, explorePct, type ExploreOptions, type ExploreResult, type ExploreStats } from './scheduler.ts';
+import {
+  explore,
+  explorePct,
+  type ExploreOptions,
+  type ExploreResult,
+  type ExploreStats,
+} from './scheduler.ts';
 
 export interface ExploreRunOptions {
   /** design ids (default: every design the configuration allows) */
@@ -63,20 +69,31 @@ export function executions(s: ExploreStats): number {
 }
 
 /** The designs to explore (default: every one the configuration allows); an impossible one is a TypeError. */
-export function designIds(cfg: ExploreConfig, o: ExploreRunOptions): { ids: string[]; skipped: { id: string; why: string }[] } {
+export function designIds(
+  cfg: ExploreConfig,
+  o: ExploreRunOptions,
+): { ids: string[]; skipped: { id: string; why: string }[] } {
   const { allowed, skipped } = designsFor(cfg.scenario);
   const ids = o.designs ?? allowed.map((d) => d.id);
   for (const id of ids)
     if (!allowed.some((d) => d.id === id)) {
       const why = skipped.find((s) => s.id === id)?.why ?? 'no such design';
-      throw new TypeError(`design '${id}' cannot run ${cfg.name}: ${why} (allowed: ${allowed.map((d) => d.id).join(', ')})`);
+      throw new TypeError(
+        `design '${id}' cannot run ${cfg.name}: ${why} (allowed: ${allowed.map((d) => d.id).join(', ')})`,
+      );
     }
   return { ids, skipped };
 }
 
 /** The result's frame: the configuration as the replay command names it, its bug switches and actors. */
-export function configResult(cfg: ExploreConfig, skipped: ConfigResult['skipped'], designs: DesignResult[]): ConfigResult {
-  const lib = cfg.file.startsWith(EXPLORE_LIBRARY_DIR) ? cfg.file.slice(EXPLORE_LIBRARY_DIR.length).replace(/\.yaml$/, '') : cfg.file;
+export function configResult(
+  cfg: ExploreConfig,
+  skipped: ConfigResult['skipped'],
+  designs: DesignResult[],
+): ConfigResult {
+  const lib = cfg.file.startsWith(EXPLORE_LIBRARY_DIR)
+    ? cfg.file.slice(EXPLORE_LIBRARY_DIR.length).replace(/\.yaml$/, '')
+    : cfg.file;
   const bugs = [...(cfg.scenario.host?.bugs ?? [])];
   return { config: cfg.name, file: lib, bugs, actors: cfg.actors.map((a) => a.name), skipped, designs };
 }
@@ -84,7 +101,11 @@ export function configResult(cfg: ExploreConfig, skipped: ConfigResult['skipped'
 /** Explore the configuration under each requested design. */
 export function exploreConfig(cfg: ExploreConfig, o: ExploreRunOptions = {}): ConfigResult {
   const { ids, skipped } = designIds(cfg, o);
-  return configResult(cfg, skipped, ids.map((id) => exploreDesign(cfg, id, o)));
+  return configResult(
+    cfg,
+    skipped,
+    ids.map((id) => exploreDesign(cfg, id, o)),
+  );
 }
 
 /** The exhaustive search's options from the configuration's bounds and the run's options. */
@@ -106,13 +127,25 @@ export function exploreDesign(cfg: ExploreConfig, id: string, o: ExploreRunOptio
   const b = cfg.bounds;
   const t0 = performance.now();
   const res = o.pct
-    ? explorePct(prog, { runs: o.pct.runs, depth: o.pct.depth, seed: o.pct.seed, steps: 12, ...(b.steps !== undefined ? { maxSteps: b.steps } : {}) })
+    ? explorePct(prog, {
+        runs: o.pct.runs,
+        depth: o.pct.depth,
+        seed: o.pct.seed,
+        steps: 12,
+        ...(b.steps !== undefined ? { maxSteps: b.steps } : {}),
+      })
     : explore(prog, searchOptions(cfg, o));
   return designResult(cfg, id, o, res, performance.now() - t0);
 }
 
 /** A design's result as plain data, the shortest violation replayed with its step records. */
-export function designResult(cfg: ExploreConfig, id: string, o: ExploreRunOptions, res: ExploreResult<ExploreViolation>, ms: number): DesignResult {
+export function designResult(
+  cfg: ExploreConfig,
+  id: string,
+  o: ExploreRunOptions,
+  res: ExploreResult<ExploreViolation>,
+  ms: number,
+): DesignResult {
   const b = cfg.bounds;
   const out: DesignResult = {
     design: id,
@@ -124,15 +157,23 @@ export function designResult(cfg: ExploreConfig, id: string, o: ExploreRunOption
     violation: null,
   };
   if (o.shard) out.shard = o.shard;
-  if (res.shortest !== null) out.violation = describeViolation(cfg, id, res.shortest.schedule, res.shortest.violation);
+  if (res.shortest !== null)
+    out.violation = describeViolation(cfg, id, res.shortest.schedule, res.shortest.violation);
   return out;
 }
 
 /** Replay the schedule to get its step records (and check it reproduces). */
-function describeViolation(cfg: ExploreConfig, id: string, schedule: number[], v: ExploreViolation): DesignResult['violation'] {
+function describeViolation(
+  cfg: ExploreConfig,
+  id: string,
+  schedule: number[],
+  v: ExploreViolation,
+): DesignResult['violation'] {
   const again = replaySchedule(cfg, id, schedule);
   if (again.ending !== 'violation' || again.violation?.id !== v.id)
-    throw new Error(`explorer: the schedule ${schedule.join(',')} did not reproduce ${v.id} (got ${again.violation?.id ?? again.ending})`);
+    throw new Error(
+      `explorer: the schedule ${schedule.join(',')} did not reproduce ${v.id} (got ${again.violation?.id ?? again.ending})`,
+    );
   const out: NonNullable<DesignResult['violation']> = {
     invariant: v.id,
     message: v.message,

@@ -12,7 +12,14 @@ import type { ExploreViolation } from './engine.ts';
 import { ModelProgram } from './program.ts';
 import type { ExploreTaskInput, ExploreTaskOutput } from './explore_task.ts';
 import { mergeParts, splitSearch } from './partition.ts';
-import { configResult, designIds, designResult, searchOptions, type ConfigResult, type ExploreRunOptions } from './run.ts';
+import {
+  configResult,
+  designIds,
+  designResult,
+  searchOptions,
+  type ConfigResult,
+  type ExploreRunOptions,
+} from './run.ts';
 import type { ExploreResult } from './scheduler.ts';
 
 /** Prefixes wanted per worker: enough batches for the threads to even out uneven subtrees. */
@@ -26,14 +33,21 @@ const TASK = new URL('./explore_task.ts', import.meta.url);
 export function batches<T>(items: readonly T[], n: number): T[][] {
   const k = Math.max(1, Math.min(n, items.length));
   const out: T[][] = [];
-  for (let i = 0; i < k; i++) out.push(items.slice(Math.floor((i * items.length) / k), Math.floor(((i + 1) * items.length) / k)));
+  for (let i = 0; i < k; i++)
+    out.push(items.slice(Math.floor((i * items.length) / k), Math.floor(((i + 1) * items.length) / k)));
   return out.filter((b) => b.length > 0);
 }
 
-export async function exploreConfigParallel(cfg: ExploreConfig, o: ExploreRunOptions, workers: number): Promise<ConfigResult> {
+export async function exploreConfigParallel(
+  cfg: ExploreConfig,
+  o: ExploreRunOptions,
+  workers: number,
+): Promise<ConfigResult> {
   if (o.pct) throw new TypeError('--workers splits the exhaustive search; --pct runs in one thread');
   if (cfg.bounds.executions !== undefined)
-    throw new TypeError(`${cfg.name}: bounds.executions (${cfg.bounds.executions}) caps one search and cannot be split across --workers`);
+    throw new TypeError(
+      `${cfg.name}: bounds.executions (${cfg.bounds.executions}) caps one search and cannot be split across --workers`,
+    );
   const { ids, skipped } = designIds(cfg, o);
   const opts = searchOptions(cfg, o);
   // The heads and the work: every design's prefixes, batched, into one pool.
@@ -47,7 +61,9 @@ export async function exploreConfigParallel(cfg: ExploreConfig, o: ExploreRunOpt
     for (const prefixes of batches(split.prefixes, Math.max(1, workers) * BATCHES_PER_WORKER))
       tasks.push({ cfg, design: id, opts, prefixes });
   }
-  const parts = new Map<string, ExploreResult<ExploreViolation>[]>(ids.map((id) => [id, [heads.get(id)!.head]]));
+  const parts = new Map<string, ExploreResult<ExploreViolation>[]>(
+    ids.map((id) => [id, [heads.get(id)!.head]]),
+  );
   const ms = new Map<string, number>(ids.map((id) => [id, heads.get(id)!.ms]));
   for await (const r of runPool<ExploreTaskInput, ExploreTaskOutput>(TASK, tasks, { workers })) {
     if (!r.ok) throw new Error(`explore worker: ${r.input.design}: ${r.error}`);

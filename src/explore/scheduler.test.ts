@@ -119,6 +119,8 @@ describe('independence', () => {
     expect(independent(fp(LOCAL, 0, 3, LOCAL), fp(LOCAL, 2, 4, LOCAL))).toBe(false);
     expect(independent(fp(SHARED), fp(LOCAL, 0, 1, LOCAL))).toBe(true);
     expect(independent(fp(SHARED | LOCAL, 0, 1, LOCAL), fp(SHARED))).toBe(false);
-    expect(independent({ r: SHARED, w: 0, ranged: 0, lo: 0, hi: 0 }, { r: SHARED, w: 0, ranged: 0, lo: 0, hi: 0 })).toBe(true);
+    expect(
+      independent({ r: SHARED, w: 0, ranged: 0, lo: 0, hi: 0 }, { r: SHARED, w: 0, ranged: 0, lo: 0, hi: 0 }),
+    ).toBe(true);
   });
 });

@@ -144,7 +144,14 @@ const CUT = -1;
 /** Depth-first search over every schedule of `prog` within the bounds. */
 export function explore<V>(prog: Program<V>, opts: ExploreOptions = {}): ExploreResult<V> {
   const stats: ExploreStats = {
-    complete: 0, sleepBlocked: 0, statePruned: 0, boundCut: 0, violating: 0, states: 0, exhausted: false, boundHit: false,
+    complete: 0,
+    sleepBlocked: 0,
+    statePruned: 0,
+    boundCut: 0,
+    violating: 0,
+    states: 0,
+    exhausted: false,
+    boundHit: false,
   };
   const reduce = opts.noReduction !== true;
   let maxSteps = opts.maxSteps ?? Infinity;
@@ -176,12 +183,16 @@ export function explore<V>(prog: Program<V>, opts: ExploreOptions = {}): Explore
   /** A prefix node: the choices the whole search takes before the prefix's are explored already. */
   const enterPrefix = (n: Node, d: number): void => {
     const want = prefix[d]!;
-    if (want >= n.enabled.length) throw new RangeError(`explore: prefix choice ${want} at depth ${d}, but only ${n.enabled.length} actors can run there`);
+    if (want >= n.enabled.length)
+      throw new RangeError(
+        `explore: prefix choice ${want} at depth ${d}, but only ${n.enabled.length} actors can run there`,
+      );
     for (let i = 0; i < want; i++) {
       if (d === 0 && opts.shard !== undefined && i % opts.shard.count !== opts.shard.index) continue;
       if (allowed(n, i)) n.done.push(n.enabled[i]!);
     }
-    if (!allowed(n, want)) throw new RangeError(`explore: prefix choice ${want} at depth ${d} is not one the search takes`);
+    if (!allowed(n, want))
+      throw new RangeError(`explore: prefix choice ${want} at depth ${d} is not one the search takes`);
     n.cur = want;
   };
 
@@ -261,7 +272,8 @@ export function explore<V>(prog: Program<V>, opts: ExploreOptions = {}): Explore
       stats.violating++;
       const schedule = stack.slice(0, depth.d).map((n) => n.enabled[n.cur]!.actor);
       const path = stack.slice(0, depth.d).map((n) => n.cur);
-      if (shortest === null || schedule.length < shortest.schedule.length) shortest = { violation: out.violation as V, schedule, path };
+      if (shortest === null || schedule.length < shortest.schedule.length)
+        shortest = { violation: out.violation as V, schedule, path };
       if (opts.shrink === false) break;
       // Only shorter schedules are interesting now.
       maxSteps = Math.min(maxSteps, schedule.length - 1);
@@ -281,7 +293,12 @@ export function explore<V>(prog: Program<V>, opts: ExploreOptions = {}): Explore
 }
 
 /** The next execution: the deepest node below `floor` (the prefix) with a choice left. */
-function advance(stack: Node[], allowed: (n: Node, i: number) => boolean, opts: ExploreOptions, floor: number): boolean {
+function advance(
+  stack: Node[],
+  allowed: (n: Node, i: number) => boolean,
+  opts: ExploreOptions,
+  floor: number,
+): boolean {
   while (stack.length > floor) {
     const n = stack[stack.length - 1]!;
     n.done.push(n.enabled[n.cur]!);
@@ -303,7 +320,6 @@ function advance(stack: Node[], allowed: (n: Node, i: number) => boolean, opts: 
   return false;
 }
 
-
 export interface PctOptions {
   /** executions to run */
   runs: number;
@@ -322,13 +338,23 @@ export interface PctOptions {
  */
 export function explorePct<V>(prog: Program<V>, o: PctOptions): ExploreResult<V> {
   const stats: ExploreStats = {
-    complete: 0, sleepBlocked: 0, statePruned: 0, boundCut: 0, violating: 0, states: 0, exhausted: false, boundHit: true,
+    complete: 0,
+    sleepBlocked: 0,
+    statePruned: 0,
+    boundCut: 0,
+    violating: 0,
+    states: 0,
+    exhausted: false,
+    boundHit: true,
   };
   const rand = prng(o.seed);
   let shortest: Found<V> | null = null;
   for (let run = 0; run < o.runs; run++) {
     const prio = new Map<number, number>();
-    const changes = Array.from({ length: Math.max(0, o.depth - 1) }, () => 1 + Math.floor(rand() * Math.max(1, o.steps)));
+    const changes = Array.from(
+      { length: Math.max(0, o.depth - 1) },
+      () => 1 + Math.floor(rand() * Math.max(1, o.steps)),
+    );
     const schedule: number[] = [];
     const path: number[] = [];
     let low = 0;

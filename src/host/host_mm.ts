@@ -15,7 +15,17 @@
  */
 import { asHva, asPfn, HVA_LIMIT, type Hva, type Pfn } from '../types/addr.ts';
 import { PfnPool } from './pfn_pool.ts';
-import { frameIndex, pageAt, pageInto, setPage, sliceVma, splitFrame, type Backing, type PageAt, type Vma } from './vma.ts';
+import {
+  frameIndex,
+  pageAt,
+  pageInto,
+  setPage,
+  sliceVma,
+  splitFrame,
+  type Backing,
+  type PageAt,
+  type Vma,
+} from './vma.ts';
 import { argBool, argOneOf, argOpts, readHostNumber } from '../kvm/args.ts';
 
 export type { Backing, Vma } from './vma.ts';

@@ -49,7 +49,8 @@ export class PfnPool implements SnapshotExtents {
   }
   /** Make a chunk: its fresh pfns at 1, the rest 0. */
   private makeChunk<T extends Int32Array | Uint32Array>(c: T, k: number): T {
-    if (!this.eager) c.fill(1, Math.max(1 - k * CHUNK, 0), Math.max(0, Math.min(CHUNK, this.next - k * CHUNK)));
+    if (!this.eager)
+      c.fill(1, Math.max(1 - k * CHUNK, 0), Math.max(0, Math.min(CHUNK, this.next - k * CHUNK)));
     return c;
   }
 
@@ -121,8 +122,7 @@ export class PfnPool implements SnapshotExtents {
     if (n === 1 && this.free.length > 0) {
       base = this.free.pop()!;
       this.epoch++;
-    }
-    else {
+    } else {
       base = Math.ceil(this.next / n) * n;
       // The alignment gap and the block's tail pages are not fresh single pages: make their chunks
       // (before `next` moves, so the pages handed out so far keep reading 1).
@@ -232,7 +232,7 @@ export class PfnPool implements SnapshotExtents {
    * references on the head at once (the same counts as pinning them one by one).
    */
   pinPages(pfns: Float64Array, n: number): void {
-    for (let i = 0; i < n; ) {
+    for (let i = 0; i < n;) {
       const pfn = pfns[i]!;
       const h = this.head(pfn);
       const size = h !== pfn || this.compound.has(h) ? this.compound.get(h)! : 0;

@@ -96,7 +96,9 @@ export class Tlb {
   }
 
   /** Visit every valid entry (inspection, read-only): the leaf's base gfn and pfn, level, writable, memtype. */
-  forEachEntry(f: (gfn: number, pfn: number, level: 1 | 2 | 3, writable: boolean, memtype: number) => void): void {
+  forEachEntry(
+    f: (gfn: number, pfn: number, level: 1 | 2 | 3, writable: boolean, memtype: number) => void,
+  ): void {
     // in level then index order, as a scan of the arrays would visit them
     const u = this.used.sort((a, b) => a - b);
     for (let k = 0; k < u.length; k++) {

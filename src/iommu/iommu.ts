@@ -187,7 +187,7 @@ class IoPageTable {
   /** set() of pfns[i] * 4 + prot at page + i for every i, a chunk at a time. */
   setRun(page: number, pfns: Float64Array, prot: number): void {
     const n = pfns.length;
-    for (let i = 0; i < n; ) {
+    for (let i = 0; i < n;) {
       const c = this.chunk(page + i, true)!;
       const off = (page + i) % PT_CHUNK;
       const m = Math.min(n - i, PT_CHUNK - off);

@@ -211,7 +211,9 @@ describe('snoop control, domains and the kvm-vfio device', () => {
     const kv = vm.createDevice({ type: KVM_DEV_TYPE_VFIO });
     expect(code(() => vm.createDevice({ type: KVM_DEV_TYPE_VFIO }))).toBe('KVM_CREATE_DEVICE:EBUSY');
     // KVM_CREATE_DEVICE_TEST creates nothing in the kernel; the model refuses it instead of creating one.
-    expect(() => vm.createDevice({ type: KVM_DEV_TYPE_VFIO, flags: 1 })).toThrow(/KVM_CREATE_DEVICE_TEST is not modelled/);
+    expect(() => vm.createDevice({ type: KVM_DEV_TYPE_VFIO, flags: 1 })).toThrow(
+      /KVM_CREATE_DEVICE_TEST is not modelled/,
+    );
     expect(vm.devices.length).toBe(1);
     kv.fileAdd(g3.fd);
     expect(vm.arch.noncoherentDmaCount).toBe(0);

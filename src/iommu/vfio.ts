@@ -180,7 +180,10 @@ export class Vfio {
   /** A further DMA-remapping unit (e.g. the one dedicated to an integrated GPU, often without snoop control). */
   addIommu(opts: { snoopControl?: boolean } = {}): IommuUnit {
     const o = argOpts('addIommu', opts, ['snoopControl']);
-    const u: IommuUnit = { id: this.units.length, snoopControl: argBool('addIommu', 'snoopControl', o['snoopControl'], true) };
+    const u: IommuUnit = {
+      id: this.units.length,
+      snoopControl: argBool('addIommu', 'snoopControl', o['snoopControl'], true),
+    };
     this.units.push(u);
     return u;
   }

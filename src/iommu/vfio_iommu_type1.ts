@@ -122,7 +122,8 @@ export class VfioIommuType1 {
     if (setVaddr) {
       // A new vaddr is only taken for a mapping whose vaddr an UNMAP_DMA with VFIO_DMA_UNMAP_FLAG_VADDR
       // invalidated; the model has no such unmap, so no mapping is ever waiting for one.
-      if (clash === undefined) throw new KvmError('ENOENT', sc, `no mapping at iova ${hex(iova)}+${hex(size)}`);
+      if (clash === undefined)
+        throw new KvmError('ENOENT', sc, `no mapping at iova ${hex(iova)}+${hex(size)}`);
       throw new KvmError('EINVAL', sc, `the mapping at ${hex(clash.iova)} has a valid vaddr`);
     }
     if (clash)
@@ -178,7 +179,12 @@ export class VfioIommuType1 {
   /** VFIO_IOMMU_UNMAP_DMA → bytes unmapped. @kernel drivers/vfio/vfio_iommu_type1.c#vfio_dma_do_unmap */
   unmapDma(arg: VfioDmaUnmap): number {
     const sc = 'VFIO_IOMMU_UNMAP_DMA';
-    const { flags, iova, size } = copyInDma(sc, arg, { argsz: 'u32', flags: 'u32', iova: 'u64', size: 'u64' });
+    const { flags, iova, size } = copyInDma(sc, arg, {
+      argsz: 'u32',
+      flags: 'u32',
+      iova: 'u64',
+      size: 'u64',
+    });
     const known = VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP | VFIO_DMA_UNMAP_FLAG_ALL | VFIO_DMA_UNMAP_FLAG_VADDR;
     if (flags & ~known) throw new KvmError('EINVAL', sc, `unknown flags ${hex(flags)}`);
     if (flags & (VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP | VFIO_DMA_UNMAP_FLAG_VADDR))
@@ -279,12 +285,17 @@ export class VfioIommuType1 {
  * Copy a VFIO struct in (copyIn: EFAULT for a non-object, EINVAL for a bad field). The model keeps I/O
  * addresses below 2^53, which the aperture (IOMMU_APERTURE_END) is anyway: a larger one is EINVAL.
  */
-function copyInDma<K extends string>(sc: string, arg: unknown, spec: Record<K, FieldKind>): Record<K, number> {
+function copyInDma<K extends string>(
+  sc: string,
+  arg: unknown,
+  spec: Record<K, FieldKind>,
+): Record<K, number> {
   const r = copyIn(sc, arg, spec as StructSpec) as Record<string, U64>;
   const out = {} as Record<string, number>;
   for (const k in r) {
     const v = r[k]!;
-    if (typeof v === 'bigint') throw new KvmError('EINVAL', sc, `${k} ${hex(v)} is outside the IOMMU aperture`);
+    if (typeof v === 'bigint')
+      throw new KvmError('EINVAL', sc, `${k} ${hex(v)} is outside the IOMMU aperture`);
     out[k] = v;
   }
   return out;

@@ -43,11 +43,13 @@ function checkOptions(opts: AccessBatchOptions, n: number, what: string): void {
     const a = (out as Record<string, unknown>)[k];
     if (a === undefined) continue;
     if (!(a instanceof ctor)) throw new TypeError(`${what}: out.${k} must be a ${ctor.name}`);
-    if (a.length < n) throw new RangeError(`${what}: out.${k} has ${a.length} entries, the batch makes ${n} accesses`);
+    if (a.length < n)
+      throw new RangeError(`${what}: out.${k} has ${a.length} entries, the batch makes ${n} accesses`);
   }
 }
 
-const isGpa = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v < GPA_LIMIT;
+const isGpa = (v: unknown): v is number =>
+  typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v < GPA_LIMIT;
 
 /** vcpu.accessRange(gpa, count, kind, opts): count accesses at gpa, gpa + stride, … */
 export function accessRange(
@@ -83,7 +85,10 @@ export function accessList(
     throw new TypeError('accessList: gpas must be an array or typed array of guest physical addresses');
   const n = gpas.length;
   for (let i = 0; i < n; i++)
-    if (!isGpa(gpas[i])) throw new RangeError(`accessList: gpas[${i}] = ${formatValue(gpas[i])} is not a guest physical address`);
+    if (!isGpa(gpas[i]))
+      throw new RangeError(
+        `accessList: gpas[${i}] = ${formatValue(gpas[i])} is not a guest physical address`,
+      );
   checkOptions(opts, n, 'accessList');
   return run(vcpu, gpas, 0, 0, n, kind, opts);
 }

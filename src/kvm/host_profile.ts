@@ -203,8 +203,12 @@ export function resolveHostConfig(opts: KvmOptions = {}): HostConfig {
   if (!isPlainObject(raw)) throw new TypeError(`Kvm: options must be an object (got ${formatValue(raw)})`);
   validateKvmOptions(raw, OPTION_CHECKS);
   const profile = opts.profile ?? 'upstream-6.18';
-  const base = typeof profile === 'string' && Object.hasOwn(PROFILES, profile) ? PROFILES[profile] : undefined;
-  if (!base) throw new TypeError(`Kvm: unknown profile ${formatValue(profile)} (known: ${Object.keys(PROFILES).join(', ')})`);
+  const base =
+    typeof profile === 'string' && Object.hasOwn(PROFILES, profile) ? PROFILES[profile] : undefined;
+  if (!base)
+    throw new TypeError(
+      `Kvm: unknown profile ${formatValue(profile)} (known: ${Object.keys(PROFILES).join(', ')})`,
+    );
   const cfg: HostConfig = { profile, ...base, ...stripUndefined(opts) } as HostConfig;
   if (opts.kernel !== undefined && opts.gmemFlagsFix === undefined) {
     (cfg as { gmemFlagsFix: boolean }).gmemFlagsFix = opts.kernel === '6.19';
@@ -213,14 +217,17 @@ export function resolveHostConfig(opts: KvmOptions = {}): HostConfig {
   resolveGuestMemfd(cfg as { -readonly [K in keyof HostConfig]: HostConfig[K] }, opts);
   // tdp_mmu_enabled = tdp_mmu_allowed && tdp_enabled: without TDP the module parameter does nothing, but
   // asking for both at once is a contradiction worth naming.
-  if (opts.tdp === false && opts.tdpMmu === true) throw new TypeError('Kvm: tdpMmu: true needs tdp (EPT/NPT)');
+  if (opts.tdp === false && opts.tdpMmu === true)
+    throw new TypeError('Kvm: tdpMmu: true needs tdp (EPT/NPT)');
   if (!cfg.tdp) (cfg as { tdpMmu: boolean }).tdpMmu = false;
   applyBugSwitches(cfg as { -readonly [K in keyof HostConfig]: HostConfig[K] }, opts);
   if (!(cfg.vmTypes & 1)) throw new TypeError('Kvm: vmTypes must include KVM_X86_DEFAULT_VM (bit 0)');
   if (cfg.cdToggleZap && !cfg.honorGuestMtrrs)
     throw new TypeError('Kvm: cdToggleZap needs honorGuestMtrrs: CR0.CD reaches EPT memtypes only with it');
   if (!Number.isInteger(cfg.maxPhyAddr) || cfg.maxPhyAddr < 36 || cfg.maxPhyAddr > 52) {
-    throw new TypeError(`Kvm: maxPhyAddr must be an integer in [36, 52] (got ${formatValue(cfg.maxPhyAddr)})`);
+    throw new TypeError(
+      `Kvm: maxPhyAddr must be an integer in [36, 52] (got ${formatValue(cfg.maxPhyAddr)})`,
+    );
   }
   return Object.freeze(cfg);
 }
@@ -230,17 +237,29 @@ export function resolveHostConfig(opts: KvmOptions = {}): HostConfig {
  * private-memory VM types (their Kconfig entries select it), so those defaults are dropped and an explicit
  * request for them is a contradiction.
  */
-function resolveGuestMemfd(cfg: { -readonly [K in keyof HostConfig]: HostConfig[K] }, opts: KvmOptions): void {
-  if (typeof cfg.guestMemfd !== 'boolean') throw new TypeError(`Kvm: guestMemfd must be a boolean, got ${typeof cfg.guestMemfd}`);
-  if (opts.guestMemfdFlags === undefined) cfg.guestMemfdFlags = cfg.guestMemfd && cfg.kernel >= '6.18' ? GMEM_FLAGS_6_18 : 0;
+function resolveGuestMemfd(
+  cfg: { -readonly [K in keyof HostConfig]: HostConfig[K] },
+  opts: KvmOptions,
+): void {
+  if (typeof cfg.guestMemfd !== 'boolean')
+    throw new TypeError(`Kvm: guestMemfd must be a boolean, got ${typeof cfg.guestMemfd}`);
+  if (opts.guestMemfdFlags === undefined)
+    cfg.guestMemfdFlags = cfg.guestMemfd && cfg.kernel >= '6.18' ? GMEM_FLAGS_6_18 : 0;
   const f = cfg.guestMemfdFlags;
   if (!Number.isInteger(f) || f < 0 || (f & ~GMEM_FLAGS_6_18) !== 0)
-    throw new TypeError(`Kvm: guestMemfdFlags must be a subset of 0x${GMEM_FLAGS_6_18.toString(16)} (MMAP | INIT_SHARED), got ${String(f)}`);
+    throw new TypeError(
+      `Kvm: guestMemfdFlags must be a subset of 0x${GMEM_FLAGS_6_18.toString(16)} (MMAP | INIT_SHARED), got ${String(f)}`,
+    );
   if (cfg.guestMemfd) return;
-  if (f !== 0) throw new TypeError('Kvm: guestMemfdFlags needs guestMemfd: a kernel without guest_memfd reports no flags');
+  if (f !== 0)
+    throw new TypeError(
+      'Kvm: guestMemfdFlags needs guestMemfd: a kernel without guest_memfd reports no flags',
+    );
   if (opts.vmTypes === undefined) cfg.vmTypes &= ~PRIVATE_MEM_VM_TYPES;
   else if (cfg.vmTypes & PRIVATE_MEM_VM_TYPES)
-    throw new TypeError('Kvm: vmTypes SW_PROTECTED, SNP and TDX need guestMemfd (their Kconfig selects KVM_GUEST_MEMFD)');
+    throw new TypeError(
+      'Kvm: vmTypes SW_PROTECTED, SNP and TDX need guestMemfd (their Kconfig selects KVM_GUEST_MEMFD)',
+    );
 }
 
 function resolveBugs(bugs: unknown): readonly BugName[] {

@@ -303,7 +303,9 @@ export class Vm extends VmState {
   writeGuestPte(tableGpa: number, index: number, gpte: number): void {
     const t = guestTables(this, 'writeGuestPte', tableGpa, index);
     if (typeof gpte !== 'number' || !Number.isSafeInteger(gpte) || gpte < 0)
-      throw new (typeof gpte === 'number' ? RangeError : TypeError)(`writeGuestPte: gpte must be an integer in [0, 2^53) (got ${formatValue(gpte)})`);
+      throw new (typeof gpte === 'number' ? RangeError : TypeError)(
+        `writeGuestPte: gpte must be an integer in [0, 2^53) (got ${formatValue(gpte)})`,
+      );
     t.write(Math.floor(tableGpa / 4096), index, gpte);
   }
 

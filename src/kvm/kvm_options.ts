@@ -20,7 +20,10 @@ const oneOf =
     void argOneOf('Kvm', n, v, allowed);
 
 /** Every option of KvmOptions with its check; an option missing here is refused as unknown. */
-export function kvmOptionChecks(profiles: readonly string[], kernels: readonly string[]): Record<string, Check> {
+export function kvmOptionChecks(
+  profiles: readonly string[],
+  kernels: readonly string[],
+): Record<string, Check> {
   return {
     profile: oneOf(profiles),
     kernel: oneOf(kernels),

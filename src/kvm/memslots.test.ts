@@ -24,7 +24,12 @@ function layout(parts: [number, number][]): { base: number; npages: number }[] {
 }
 
 const partArb = fc.tuple(
-  fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 8 }), fc.integer({ min: 0, max: 2 ** 20 }), fc.constant(2 ** 36)),
+  fc.oneof(
+    fc.constant(0),
+    fc.integer({ min: 0, max: 8 }),
+    fc.integer({ min: 0, max: 2 ** 20 }),
+    fc.constant(2 ** 36),
+  ),
   fc.oneof(fc.constant(1), fc.integer({ min: 1, max: 600 })),
 );
 
@@ -37,7 +42,9 @@ describe('searchMemslots (last-used cache, binary search, lookup directory)', ()
         fc.nat(1000),
         (parts, probes, seed) => {
           const set = new KvmMemslots(0, 0);
-          const slots = layout(parts).map((r, id) => newMemslot(0, id, asGfn(r.base), r.npages, asHva(2 ** 40), 0));
+          const slots = layout(parts).map((r, id) =>
+            newMemslot(0, id, asGfn(r.base), r.npages, asHva(2 ** 40), 0),
+          );
           for (const s of slots) set.replace(null, s);
           const last = slots[slots.length - 1]!;
           const top = last.baseGfn + last.npages + 3;

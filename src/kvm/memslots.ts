@@ -66,7 +66,10 @@ export class KvmMemslots {
     else {
       i = this.floorIndex(gfn);
       // Enough lookups since the last change to pay for the directory (one pass over the slots).
-      if (++this.searchesSinceChange > DIR_MIN_SLOTS + (this.sorted.length >>> 2) && this.sorted.length >= DIR_MIN_SLOTS)
+      if (
+        ++this.searchesSinceChange > DIR_MIN_SLOTS + (this.sorted.length >>> 2) &&
+        this.sorted.length >= DIR_MIN_SLOTS
+      )
         this.buildDir();
     }
     if (i < 0 || gfn >= this.be[2 * i + 1]!) return null;

@@ -36,7 +36,8 @@ function dump(roots: object[]): string[] {
       out.push(line);
       continue;
     }
-    if (ArrayBuffer.isView(o)) line += ` ${Buffer.from(o.buffer, o.byteOffset, o.byteLength).toString('base64')}`;
+    if (ArrayBuffer.isView(o))
+      line += ` ${Buffer.from(o.buffer, o.byteOffset, o.byteLength).toString('base64')}`;
     else if (o instanceof Map) for (const [k, v] of o) line += ` ${ref(k)}=>${ref(v)}`;
     else if (o instanceof Set) for (const v of o) line += ` ${ref(v)}`;
     for (const [k, d] of Object.entries(Object.getOwnPropertyDescriptors(o))) {
@@ -78,7 +79,14 @@ describe('snapshot mechanics', () => {
     snap.restore();
     expect(dump([root])).toEqual(before);
     expect(root.list).toBe(list); // identity kept
-    expect([root.a, root.s, shared.n, root.t[1], [...root.m.keys()], 'added' in root]).toEqual([1, 'x', 1, 2, ['k'], false]);
+    expect([root.a, root.s, shared.n, root.t[1], [...root.m.keys()], 'added' in root]).toEqual([
+      1,
+      'x',
+      1,
+      2,
+      ['k'],
+      false,
+    ]);
   });
 
   it('copies an owner-declared typed array only up to the larger extent, and the result is exact', () => {
@@ -108,7 +116,16 @@ describe('snapshot mechanics', () => {
     const opaque = { x: 1 };
     const frozen = Object.freeze([{ y: 1 }]);
     let hidden = 0;
-    const root = { opaque, frozen, get acc() { return hidden; }, set acc(v: number) { hidden = v; } };
+    const root = {
+      opaque,
+      frozen,
+      get acc() {
+        return hidden;
+      },
+      set acc(v: number) {
+        hidden = v;
+      },
+    };
     const snap = snapshot([root], { opaque: [opaque] });
     opaque.x = 2;
     frozen[0]!.y = 2;
@@ -144,10 +161,22 @@ const slot = fc.integer({ min: 0, max: 2 });
 const base = fc.integer({ min: 0, max: BASES.length - 1 });
 const page = fc.integer({ min: 0, max: REGION / 4096 - 1 });
 const cmd: fc.Arbitrary<Cmd> = fc.oneof(
-  { arbitrary: fc.record({ op: fc.constant('create' as const), slot, base, dirty: fc.boolean() }), weight: 2 },
+  {
+    arbitrary: fc.record({ op: fc.constant('create' as const), slot, base, dirty: fc.boolean() }),
+    weight: 2,
+  },
   fc.record({ op: fc.constant('delete' as const), slot }),
   fc.record({ op: fc.constant('move' as const), slot, base }),
-  { arbitrary: fc.record({ op: fc.constant('access' as const), vcpu: fc.integer({ min: 0, max: 1 }), base, page, write: fc.boolean() }), weight: 5 },
+  {
+    arbitrary: fc.record({
+      op: fc.constant('access' as const),
+      vcpu: fc.integer({ min: 0, max: 1 }),
+      base,
+      page,
+      write: fc.boolean(),
+    }),
+    weight: 5,
+  },
   fc.record({ op: fc.constantFrom('munmap' as const, 'thpSplit' as const), region: slot, page }),
   fc.record({ op: fc.constant('migrate' as const), region: slot, page }),
   fc.record({ op: fc.constant('dirtyLog' as const), slot }),
@@ -175,7 +204,13 @@ function build(tdp: boolean): World {
 function work(w: World, cmds: Cmd[]): string[] {
   const { kvm, vm, vcpus, regions, checker } = w;
   const set = (s: number, gpa: number, flags: number, size = REGION): void =>
-    vm.setUserMemoryRegion({ slot: s, flags, guestPhysAddr: gpa, memorySize: size, userspaceAddr: regions[s]! });
+    vm.setUserMemoryRegion({
+      slot: s,
+      flags,
+      guestPhysAddr: gpa,
+      memorySize: size,
+      userspaceAddr: regions[s]!,
+    });
   return cmds.map((c, i) => {
     checker.setStep(`${i}:${c.op}`);
     try {
@@ -217,7 +252,12 @@ function work(w: World, cmds: Cmd[]): string[] {
 }
 
 const observe = (w: World): string =>
-  JSON.stringify([w.vm.getStats(), w.vcpus.map((v) => v.getStats()), w.vm.memslots(), w.checker.violations.map((v) => v.id)]);
+  JSON.stringify([
+    w.vm.getStats(),
+    w.vcpus.map((v) => v.getStats()),
+    w.vm.memslots(),
+    w.checker.violations.map((v) => v.id),
+  ]);
 
 describe('snapshot of a Kvm (fast-check): restore gives the snapshot state back, and the same future', () => {
   it('snapshot → random work → restore is deep-equal; the restored model runs like a fresh one', () => {

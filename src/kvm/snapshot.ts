@@ -32,7 +32,12 @@ export interface SnapshotExtents {
   [SNAPSHOT_EXTENTS](): Iterable<readonly [ArrayBufferView, number]>;
 }
 
-type Typed = ArrayBufferView & { length: number; set(a: Typed): void; subarray(a: number, b: number): Typed; slice(): Typed };
+type Typed = ArrayBufferView & {
+  length: number;
+  set(a: Typed): void;
+  subarray(a: number, b: number): Typed;
+  slice(): Typed;
+};
 
 interface ObjRec {
   o: Record<PropertyKey, unknown>;
@@ -56,7 +61,8 @@ export interface SnapshotOptions {
   opaque?: Iterable<object>;
 }
 
-const hasExtents = (o: object): o is SnapshotExtents => typeof (o as Partial<SnapshotExtents>)[SNAPSHOT_EXTENTS] === 'function';
+const hasExtents = (o: object): o is SnapshotExtents =>
+  typeof (o as Partial<SnapshotExtents>)[SNAPSHOT_EXTENTS] === 'function';
 
 /** The typed view a saved copy is made through (a DataView's bytes, a typed array as itself). */
 function typedOf(v: ArrayBufferView): Typed {
@@ -67,10 +73,21 @@ function typedOf(v: ArrayBufferView): Typed {
 /** What a snapshot refuses: state it cannot see into. */
 function refuse(o: object, path: string): void {
   const what =
-    o instanceof WeakMap ? 'a WeakMap' : o instanceof WeakSet ? 'a WeakSet' : o instanceof WeakRef ? 'a WeakRef'
-    : o instanceof Promise ? 'a promise' : typeof SharedArrayBuffer !== 'undefined' && o instanceof SharedArrayBuffer ? 'a SharedArrayBuffer'
-    : Object.prototype.toString.call(o) === '[object Generator]' ? 'a generator' : null;
-  if (what !== null) throw new TypeError(`snapshot: ${path} is ${what}, whose state a snapshot cannot capture`);
+    o instanceof WeakMap
+      ? 'a WeakMap'
+      : o instanceof WeakSet
+        ? 'a WeakSet'
+        : o instanceof WeakRef
+          ? 'a WeakRef'
+          : o instanceof Promise
+            ? 'a promise'
+            : typeof SharedArrayBuffer !== 'undefined' && o instanceof SharedArrayBuffer
+              ? 'a SharedArrayBuffer'
+              : Object.prototype.toString.call(o) === '[object Generator]'
+                ? 'a generator'
+                : null;
+  if (what !== null)
+    throw new TypeError(`snapshot: ${path} is ${what}, whose state a snapshot cannot capture`);
 }
 
 /** A captured state; `restore()` puts it back (any number of times). */
@@ -121,7 +138,12 @@ export class Snapshot {
       // a sparse array keeps its holes: it is saved as its present indices
       let holes = 0;
       for (let i = 0; i < o.length; i++) if (!(i in o)) holes++;
-      const at = holes === 0 ? null : Object.keys(o).filter((k) => /^\d+$/.test(k)).map(Number);
+      const at =
+        holes === 0
+          ? null
+          : Object.keys(o)
+              .filter((k) => /^\d+$/.test(k))
+              .map(Number);
       const vals = at === null ? o.slice() : at.map((i) => o[i] as unknown);
       // a frozen array (a constant table) cannot have changed; what it holds may have
       if (!Object.isFrozen(o)) this.arrays.push({ o, vals, at, length: o.length });

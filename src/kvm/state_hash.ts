@@ -42,7 +42,12 @@ class Hasher {
       h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
       return (h ^ (h >>> 16)) >>> 0;
     };
-    return mix(this.a).toString(16).padStart(8, '0') + mix(this.b ^ this.a).toString(16).padStart(8, '0');
+    return (
+      mix(this.a).toString(16).padStart(8, '0') +
+      mix(this.b ^ this.a)
+        .toString(16)
+        .padStart(8, '0')
+    );
   }
 }
 

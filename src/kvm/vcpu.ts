@@ -110,7 +110,12 @@ export class Vcpu {
       readGpa('access', gpa);
     if (kind !== 'read' && kind !== 'write' && kind !== 'exec') readAccessKind('access', kind);
     return this.afterAccess(
-      this.vm.mmu.vcpuAccess(this, gpa, kind, opts === undefined ? undefined : readAccessOpts('access', opts)),
+      this.vm.mmu.vcpuAccess(
+        this,
+        gpa,
+        kind,
+        opts === undefined ? undefined : readAccessOpts('access', opts),
+      ),
     );
   }
 
@@ -232,7 +237,8 @@ export class Vcpu {
     const g = readGpa('beginAccess', gpa);
     const k = readAccessKind('beginAccess', kind);
     const begin = this.vm.mmu.vcpuBeginAccess;
-    if (begin === undefined) throw new TypeError('beginAccess: stepwise faults are modelled for the TDP MMU only');
+    if (begin === undefined)
+      throw new TypeError('beginAccess: stepwise faults are modelled for the TDP MMU only');
     const step = begin.call(this.vm.mmu, this, g, k);
     return { finish: () => this.afterAccess(step.finish()) };
   }
@@ -243,7 +249,10 @@ export class Vcpu {
    * and returns the exit, or null when the guest re-executes the instruction (then call again). Null
    * where the MMU does not model it (the shadow MMU: use access()).
    */
-  accessStep(gpa: number, kind: AccessKind): { result: AccessResult | null; finish(): AccessResult | null } | null {
+  accessStep(
+    gpa: number,
+    kind: AccessKind,
+  ): { result: AccessResult | null; finish(): AccessResult | null } | null {
     if (this.fdClosed) closedFd('KVM_RUN', this.fd);
     const g = readGpa('accessStep', gpa);
     const k = readAccessKind('accessStep', kind);
@@ -314,7 +323,8 @@ function readCr0Arg(v: unknown): Cr0Arg {
   if (!isPlainObject(v))
     throw new TypeError(`setCr0: cr0 must be a number or { cd, nw? } (got ${formatValue(v)})`);
   const o = argOpts('setCr0', v, ['cd', 'nw']);
-  if (typeof o['cd'] !== 'boolean') throw new TypeError(`setCr0: cd must be a boolean (got ${formatValue(o['cd'])})`);
+  if (typeof o['cd'] !== 'boolean')
+    throw new TypeError(`setCr0: cd must be a boolean (got ${formatValue(o['cd'])})`);
   const nw = o['nw'] === undefined ? undefined : argBool('setCr0', 'nw', o['nw'], false);
   return nw === undefined ? { cd: o['cd'] } : { cd: o['cd'], nw };
 }

@@ -160,7 +160,9 @@ export class VmState implements KvmArchMemslotHooks {
   activeMemslots(asId: number): KvmMemslots {
     const s = this.sets[asId];
     if (s === undefined)
-      throw new RangeError(`memslots: address space ${formatValue(asId)} does not exist (VM has ${this.nrAs})`);
+      throw new RangeError(
+        `memslots: address space ${formatValue(asId)} does not exist (VM has ${this.nrAs})`,
+      );
     return s[this.activeIdx[asId]!];
   }
   inactiveMemslots(asId: number): KvmMemslots {

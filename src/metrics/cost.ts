@@ -12,24 +12,80 @@ export interface CostConstant {
 }
 
 export const DEFAULT_COSTS = {
-  spteZapWriteLock: { ns: 50, source: 'perf-anchors §1.4 [P/D]: ~52 ns per leaf SPTE (512 GiB 4K PGD zapped in ~7 s, Sean C. Feb 2022); precise zap and notifier unmaps hold mmu_lock for write' },
-  spteZapReadLock: { ns: 5, source: 'perf-anchors §1.4 [U]: optimistic 1–5 ns/SPTE; invalidated roots are zapped under read lock, vCPUs keep faulting meanwhile (§1.5)' },
-  rootLoadBase: { ns: 1000, source: 'perf-anchors §1.5 [P]: <24 vCPUs, most root loads <1 µs (Sean C. Jan 2024)' },
-  rootLoadPerVcpu: { ns: 1000, source: 'perf-anchors §1.5 [D]: worst root load <100 µs at 100+ vCPUs → ~1 µs of mmu_lock contention per vCPU (linear fit)' },
-  firstFault4k: { ns: 2500, source: 'perf-anchors §1.2 [D]: ~2.5 µs per 4K fault incl. host alloc+zero (memslot_perf_test, Szmigiero Feb 2021); real-kvm-host §6.1 [M]: ~4.5 µs on the shadow-MMU host' },
-  firstFaultHuge: { ns: 3000, source: 'perf-anchors §1.3 [D]: a few µs of KVM work per huge leaf (host zeroing counted by the host, not here)' },
-  refault4k: { ns: 1500, source: 'perf-anchors §1.5 [D]: refault after zap = slow-path fault with the host page present, ~1–3 µs uncontended' },
-  refault2m: { ns: 2000, source: 'perf-anchors §1.3 [D]: one SPTE per 2M leaf, host page present; fixed KVM cost' },
-  refault1g: { ns: 2500, source: 'perf-anchors §1.3 [D]: one SPTE per 1G leaf, host page present; fixed KVM cost' },
-  tlbFlushBase: { ns: 2000, source: 'perf-anchors §1.8 [U]: suggested 2–5 µs for a remote flush with few vCPUs; charged per flush that sent IPIs (remote_tlb_flush), not per request' },
-  tlbFlushPerVcpu: { ns: 500, source: 'perf-anchors §1.8 [S/U]: +0.2–1.5 µs per additional receiving vCPU; charged per IPI sent (tlb_flush_ipis: vCPUs not OUTSIDE_GUEST_MODE)' },
-  seamcall: { ns: 4000, source: 'perf-anchors §1.10 [U]: no published per-SEAMCALL latency; an assumption (BLOCK/TRACK/REMOVE each ≥ a VM-exit round trip)' },
-  hashWalkPerGfn: { ns: 20, source: 'mmu-zap.md §7 [U]: precise zap with shadow pages looks up every gfn of the slot in the page hash; no published per-gfn cost' },
+  spteZapWriteLock: {
+    ns: 50,
+    source:
+      'perf-anchors §1.4 [P/D]: ~52 ns per leaf SPTE (512 GiB 4K PGD zapped in ~7 s, Sean C. Feb 2022); precise zap and notifier unmaps hold mmu_lock for write',
+  },
+  spteZapReadLock: {
+    ns: 5,
+    source:
+      'perf-anchors §1.4 [U]: optimistic 1–5 ns/SPTE; invalidated roots are zapped under read lock, vCPUs keep faulting meanwhile (§1.5)',
+  },
+  rootLoadBase: {
+    ns: 1000,
+    source: 'perf-anchors §1.5 [P]: <24 vCPUs, most root loads <1 µs (Sean C. Jan 2024)',
+  },
+  rootLoadPerVcpu: {
+    ns: 1000,
+    source:
+      'perf-anchors §1.5 [D]: worst root load <100 µs at 100+ vCPUs → ~1 µs of mmu_lock contention per vCPU (linear fit)',
+  },
+  firstFault4k: {
+    ns: 2500,
+    source:
+      'perf-anchors §1.2 [D]: ~2.5 µs per 4K fault incl. host alloc+zero (memslot_perf_test, Szmigiero Feb 2021); real-kvm-host §6.1 [M]: ~4.5 µs on the shadow-MMU host',
+  },
+  firstFaultHuge: {
+    ns: 3000,
+    source:
+      'perf-anchors §1.3 [D]: a few µs of KVM work per huge leaf (host zeroing counted by the host, not here)',
+  },
+  refault4k: {
+    ns: 1500,
+    source:
+      'perf-anchors §1.5 [D]: refault after zap = slow-path fault with the host page present, ~1–3 µs uncontended',
+  },
+  refault2m: {
+    ns: 2000,
+    source: 'perf-anchors §1.3 [D]: one SPTE per 2M leaf, host page present; fixed KVM cost',
+  },
+  refault1g: {
+    ns: 2500,
+    source: 'perf-anchors §1.3 [D]: one SPTE per 1G leaf, host page present; fixed KVM cost',
+  },
+  tlbFlushBase: {
+    ns: 2000,
+    source:
+      'perf-anchors §1.8 [U]: suggested 2–5 µs for a remote flush with few vCPUs; charged per flush that sent IPIs (remote_tlb_flush), not per request',
+  },
+  tlbFlushPerVcpu: {
+    ns: 500,
+    source:
+      'perf-anchors §1.8 [S/U]: +0.2–1.5 µs per additional receiving vCPU; charged per IPI sent (tlb_flush_ipis: vCPUs not OUTSIDE_GUEST_MODE)',
+  },
+  seamcall: {
+    ns: 4000,
+    source:
+      'perf-anchors §1.10 [U]: no published per-SEAMCALL latency; an assumption (BLOCK/TRACK/REMOVE each ≥ a VM-exit round trip)',
+  },
+  hashWalkPerGfn: {
+    ns: 20,
+    source:
+      'mmu-zap.md §7 [U]: precise zap with shadow pages looks up every gfn of the slot in the page hash; no published per-gfn cost',
+  },
   memslotCreate: { ns: 9300, source: 'real-kvm-host §7 [M]: create 4K–2M slot, median 9.3–9.9 µs' },
-  memslotDelete: { ns: 14400, source: 'real-kvm-host §7 [M]: delete 4K–2M slot, median 14.4–15.0 µs (includes two SRCU syncs)' },
+  memslotDelete: {
+    ns: 14400,
+    source: 'real-kvm-host §7 [M]: delete 4K–2M slot, median 14.4–15.0 µs (includes two SRCU syncs)',
+  },
   memslotMove: { ns: 18500, source: 'real-kvm-host §7 [M]: MOVE 4K slot, median 18.5–19.6 µs' },
   memslotFlags: { ns: 6600, source: 'real-kvm-host §7 [M]: FLAGS_ONLY LOG_DIRTY toggle, median 6.6–7.5 µs' },
-  mmioExit: { ns: 500, source: 'perf-anchors §1.1 [P]: VM-exit round trip ~1,550 cycles (~0.5 µs), userspace emulation not counted' },
+  mmioExit: {
+    ns: 500,
+    source:
+      'perf-anchors §1.1 [P]: VM-exit round trip ~1,550 cycles (~0.5 µs), userspace emulation not counted',
+  },
 } satisfies Record<string, CostConstant>;
 
 export type CostName = keyof typeof DEFAULT_COSTS;
@@ -57,12 +113,32 @@ export function modelCost(c: Record<string, number>, vcpus: number, costs: Costs
     if (count > 0) rows.push({ item, count, unitNs, totalNs: count * unitNs, source });
   };
   const k = costs;
-  add('SPTE zapped, mmu_lock write', n('sptes_zapped_write_lock'), k.spteZapWriteLock.ns, k.spteZapWriteLock.source);
-  add('SPTE zapped, mmu_lock read', n('sptes_zapped_read_lock'), k.spteZapReadLock.ns, k.spteZapReadLock.source);
+  add(
+    'SPTE zapped, mmu_lock write',
+    n('sptes_zapped_write_lock'),
+    k.spteZapWriteLock.ns,
+    k.spteZapWriteLock.source,
+  );
+  add(
+    'SPTE zapped, mmu_lock read',
+    n('sptes_zapped_read_lock'),
+    k.spteZapReadLock.ns,
+    k.spteZapReadLock.source,
+  );
   const rootNs = k.rootLoadBase.ns + k.rootLoadPerVcpu.ns * Math.max(0, vcpus - 1);
-  add(`root load (${vcpus} vCPUs)`, n('roots_allocated'), rootNs, `${k.rootLoadBase.source}; ${k.rootLoadPerVcpu.source}`);
+  add(
+    `root load (${vcpus} vCPUs)`,
+    n('roots_allocated'),
+    rootNs,
+    `${k.rootLoadBase.source}; ${k.rootLoadPerVcpu.source}`,
+  );
   add('first fault 4K', n('first_faults_4k'), k.firstFault4k.ns, k.firstFault4k.source);
-  add('first fault 2M/1G', n('first_faults_2m') + n('first_faults_1g'), k.firstFaultHuge.ns, k.firstFaultHuge.source);
+  add(
+    'first fault 2M/1G',
+    n('first_faults_2m') + n('first_faults_1g'),
+    k.firstFaultHuge.ns,
+    k.firstFaultHuge.source,
+  );
   add('refault 4K', n('refaults_4k'), k.refault4k.ns, k.refault4k.source);
   add('refault 2M', n('refaults_2m'), k.refault2m.ns, k.refault2m.source);
   add('refault 1G', n('refaults_1g'), k.refault1g.ns, k.refault1g.source);

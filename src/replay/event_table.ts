@@ -12,7 +12,17 @@
 import type { FaultEvent, MemslotEvent, Parsed, ParseReport, Source, TraceEvent } from './events.ts';
 
 export const KINDS = [
-  'memslot', 'createVm', 'createVcpu', 'enableCap', 'vmCall', 'fault', 'leafZap', 'zapAllFast', 'getPage', 'prepareZapPage', 'unmap',
+  'memslot',
+  'createVm',
+  'createVcpu',
+  'enableCap',
+  'vmCall',
+  'fault',
+  'leafZap',
+  'zapAllFast',
+  'getPage',
+  'prepareZapPage',
+  'unmap',
 ] as const satisfies readonly TraceEvent['kind'][];
 export const K_MEMSLOT = 0;
 export const K_FAULT = 5;
@@ -30,7 +40,12 @@ export const S_KERNEL = 2;
 const SOURCE_CODE: Record<string, number> = { qemu: 0, strace: 1, kernel: 2 };
 
 /** A fault row's tracepoint, by its `ref` */
-export const FAULT_TPS = ['kvm_mmu_set_spte', 'kvm_tdp_mmu_spte_changed', 'kvm_mmu_spte_requested', 'kvm_page_fault'] as const satisfies readonly FaultEvent['tp'][];
+export const FAULT_TPS = [
+  'kvm_mmu_set_spte',
+  'kvm_tdp_mmu_spte_changed',
+  'kvm_mmu_spte_requested',
+  'kvm_page_fault',
+] as const satisfies readonly FaultEvent['tp'][];
 
 /** `bits`: a fault's write, a shadow page created, a memslot call's v2 and implied flags, a boxed row */
 export const B_WRITE = 1;
@@ -40,8 +55,18 @@ export const B_IMPLIED = 8;
 export const B_BOXED = 16;
 
 /** Payload columns: memslot calls use all nine, the kernel rows the first two (gfn and level, or gen). */
-export const V_VM = 0, V_SLOT = 1, V_FLAGS = 2, V_GPA = 3, V_SIZE = 4, V_UA = 5, V_RET = 6, V_GMEM = 7, V_GMEM_OFF = 8;
-export const V_GFN = 0, V_LEVEL = 1, V_GEN = 0;
+export const V_VM = 0,
+  V_SLOT = 1,
+  V_FLAGS = 2,
+  V_GPA = 3,
+  V_SIZE = 4,
+  V_UA = 5,
+  V_RET = 6,
+  V_GMEM = 7,
+  V_GMEM_OFF = 8;
+export const V_GFN = 0,
+  V_LEVEL = 1,
+  V_GEN = 0;
 export const MEMSLOT_WIDTH = 9;
 export const KERNEL_WIDTH = 2;
 
@@ -60,7 +85,10 @@ export class EventTable {
   v: Float64Array[];
   readonly objs: TraceEvent[] = [];
 
-  constructor(readonly width: number, cap = 1024) {
+  constructor(
+    readonly width: number,
+    cap = 1024,
+  ) {
     this.cap = cap;
     this.kind = new Uint8Array(cap);
     this.src = new Uint8Array(cap);
@@ -112,7 +140,16 @@ export class EventTable {
   }
 
   /** A kernel row of gfn and level (fault, leafZap, getPage, prepareZapPage). */
-  pushGfn(kind: number, t: number, tid: number, line: number, gfn: number, level: number, bits: number, tp = 0): number {
+  pushGfn(
+    kind: number,
+    t: number,
+    tid: number,
+    line: number,
+    gfn: number,
+    level: number,
+    bits: number,
+    tp = 0,
+  ): number {
     const i = this.row(kind, S_KERNEL, t, tid, line, bits);
     this.v[V_GFN]![i] = gfn;
     this.v[V_LEVEL]![i] = level;
@@ -147,7 +184,9 @@ export class EventTable {
   }
 
   flag(i: number, bit: number, key: 'write' | 'created'): boolean {
-    return this.isBoxed(i) ? (this.boxed(i) as unknown as Record<string, boolean>)[key] === true : (this.bits[i]! & bit) !== 0;
+    return this.isBoxed(i)
+      ? (this.boxed(i) as unknown as Record<string, boolean>)[key] === true
+      : (this.bits[i]! & bit) !== 0;
   }
 
   /** Row i as the plain object its reader made (a boxed row: that very object). */
@@ -163,13 +202,32 @@ export class EventTable {
     const gfn = v[V_GFN]![i]!;
     switch (kind) {
       case K_FAULT:
-        return { t, tid, line, src, kind: 'fault', tp: FAULT_TPS[this.ref[i]!]!, gfn, level: v[V_LEVEL]![i]!, write: (this.bits[i]! & B_WRITE) !== 0 };
+        return {
+          t,
+          tid,
+          line,
+          src,
+          kind: 'fault',
+          tp: FAULT_TPS[this.ref[i]!]!,
+          gfn,
+          level: v[V_LEVEL]![i]!,
+          write: (this.bits[i]! & B_WRITE) !== 0,
+        };
       case K_LEAF_ZAP:
         return { t, tid, line, src, kind: 'leafZap', gfn, level: v[V_LEVEL]![i]! };
       case K_ZAP_ALL_FAST:
         return { t, tid, line, src, kind: 'zapAllFast', gen: v[V_GEN]![i]! };
       default:
-        return { t, tid, line, src, kind: kind === K_GET_PAGE ? 'getPage' : 'prepareZapPage', gfn, level: v[V_LEVEL]![i]!, created: (this.bits[i]! & B_CREATED) !== 0 };
+        return {
+          t,
+          tid,
+          line,
+          src,
+          kind: kind === K_GET_PAGE ? 'getPage' : 'prepareZapPage',
+          gfn,
+          level: v[V_LEVEL]![i]!,
+          created: (this.bits[i]! & B_CREATED) !== 0,
+        };
     }
   }
 
@@ -178,8 +236,18 @@ export class EventTable {
     const v = this.v;
     const b = this.bits[i]!;
     const e: MemslotEvent = {
-      kind: 'memslot', t: this.t[i]!, tid: this.tid[i]!, src: SOURCES[this.src[i]!]!, line: this.line[i]!, vm: v[V_VM]![i]!,
-      slot: v[V_SLOT]![i]!, flags: v[V_FLAGS]![i]!, gpa: v[V_GPA]![i]!, size: v[V_SIZE]![i]!, ua: v[V_UA]![i]!, ret: v[V_RET]![i]!,
+      kind: 'memslot',
+      t: this.t[i]!,
+      tid: this.tid[i]!,
+      src: SOURCES[this.src[i]!]!,
+      line: this.line[i]!,
+      vm: v[V_VM]![i]!,
+      slot: v[V_SLOT]![i]!,
+      flags: v[V_FLAGS]![i]!,
+      gpa: v[V_GPA]![i]!,
+      size: v[V_SIZE]![i]!,
+      ua: v[V_UA]![i]!,
+      ret: v[V_RET]![i]!,
       v2: (b & B_V2) !== 0,
     };
     if (b & B_V2) {
@@ -234,7 +302,16 @@ export class EventTable {
 
   /** Move row i to position `to` (< i), shifting rows to..i-1 down by one (merge's QEMU attribution). */
   moveBack(i: number, to: number): void {
-    const cols: (Uint8Array | Int32Array | Float64Array)[] = [this.kind, this.src, this.bits, this.line, this.ref, this.t, this.tid, ...this.v];
+    const cols: (Uint8Array | Int32Array | Float64Array)[] = [
+      this.kind,
+      this.src,
+      this.bits,
+      this.line,
+      this.ref,
+      this.t,
+      this.tid,
+      ...this.v,
+    ];
     for (const c of cols) {
       const x = c[i]!;
       c.copyWithin(to + 1, to, i);
@@ -257,7 +334,10 @@ export class EventTable {
 }
 
 /** A reader's answer: the table, and the events as objects, made only when asked for. */
-export function parsedOf<E extends TraceEvent = TraceEvent>(table: EventTable, report: ParseReport): Parsed<E> {
+export function parsedOf<E extends TraceEvent = TraceEvent>(
+  table: EventTable,
+  report: ParseReport,
+): Parsed<E> {
   let events: E[] | undefined;
   return {
     get events(): E[] {

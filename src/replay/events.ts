@@ -150,7 +150,16 @@ export function newReport(file: string): ParseReport {
   // counts keyed by names read from the trace: no prototype, so an event called `constructor` or
   // `__proto__` is counted like any other
   const counts = (): Record<string, number> => Object.create(null) as Record<string, number>;
-  return { file, lines: 0, malformed: [], unknown: counts(), other: 0, missingFields: counts(), filtered: 0, notes: [] };
+  return {
+    file,
+    lines: 0,
+    malformed: [],
+    unknown: counts(),
+    other: 0,
+    missingFields: counts(),
+    filtered: 0,
+    notes: [],
+  };
 }
 
 export interface ReadOptions {

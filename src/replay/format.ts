@@ -34,8 +34,11 @@ export function formatReplay(r: ReplayResult, st: Style, maxList = 20): string {
   out.push(`faults from: ${r.faultSource}`);
   out.push(formatCompare(r.runs, r.skipped, st).trimEnd());
   const d = r.answers.disagreements;
-  out.push(`memslot calls: ${n(r.answers.compared)} replayed, ${d.length} answered differently by the model (design ${r.tracedDesign})`);
-  for (const x of d.slice(0, maxList)) out.push(`  ${x.where} ${x.call}: kernel ${x.traced}, model ${x.model}`);
+  out.push(
+    `memslot calls: ${n(r.answers.compared)} replayed, ${d.length} answered differently by the model (design ${r.tracedDesign})`,
+  );
+  for (const x of d.slice(0, maxList))
+    out.push(`  ${x.where} ${x.call}: kernel ${x.traced}, model ${x.model}`);
   const t = new Table({
     head: [`observed vs modelled (${r.observed.design}, the traced kernel's design)`, 'trace', 'model'],
     style: { head: [], border: [], compact: true, 'padding-left': 1, 'padding-right': 0 },

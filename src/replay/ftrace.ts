@@ -19,15 +19,40 @@
  * Model-only file (no kernel counterpart).
  */
 import { countIn, type KernelEvent, type Parsed, type ReadOptions } from './events.ts';
-import { B_CREATED, B_WRITE, KERNEL_WIDTH, K_FAULT, K_GET_PAGE, K_LEAF_ZAP, K_PREPARE_ZAP_PAGE, K_ZAP_ALL_FAST, S_KERNEL, V_GEN } from './event_table.ts';
+import {
+  B_CREATED,
+  B_WRITE,
+  KERNEL_WIDTH,
+  K_FAULT,
+  K_GET_PAGE,
+  K_LEAF_ZAP,
+  K_PREPARE_ZAP_PAGE,
+  K_ZAP_ALL_FAST,
+  S_KERNEL,
+  V_GEN,
+} from './event_table.ts';
 import { TraceReader } from './trace_reader.ts';
 import {
-  FieldFinder, Needle, digitsAt, digitsValue, sameAt, hexAt, hexToken, hexTokenLow12, intToken, isTrimSpace, secondsOf,
+  FieldFinder,
+  Needle,
+  digitsAt,
+  digitsValue,
+  sameAt,
+  hexAt,
+  hexToken,
+  hexTokenLow12,
+  intToken,
+  isTrimSpace,
+  secondsOf,
 } from './scan.ts';
 
 /** Does this text look like tracefs or trace-cmd report output? */
 export function looksLikeFtrace(head: string): boolean {
-  return head.startsWith('# tracer:') || /(^|\n)cpus=\d+/.test(head) || /\[\d{3}\] .*\d+\.\d+: (kvm|kvmmmu)?[a-z_]+:/.test(head);
+  return (
+    head.startsWith('# tracer:') ||
+    /(^|\n)cpus=\d+/.test(head) ||
+    /\[\d{3}\] .*\d+\.\d+: (kvm|kvmmmu)?[a-z_]+:/.test(head)
+  );
 }
 
 /** The record line being read: where its parts are in the file's text. */
@@ -46,21 +71,40 @@ interface Rec {
 }
 
 const EVENTS = [
-  'kvm_page_fault', 'kvm_mmu_set_spte', 'kvm_tdp_mmu_spte_changed', 'kvm_mmu_spte_requested',
-  'kvm_mmu_get_page', 'kvm_mmu_prepare_zap_page', 'kvm_mmu_zap_all_fast', 'kvm_unmap_hva_range',
+  'kvm_page_fault',
+  'kvm_mmu_set_spte',
+  'kvm_tdp_mmu_spte_changed',
+  'kvm_mmu_spte_requested',
+  'kvm_mmu_get_page',
+  'kvm_mmu_prepare_zap_page',
+  'kvm_mmu_zap_all_fast',
+  'kvm_unmap_hva_range',
 ] as const;
 
 /** Index in EVENTS of the name s[a, b), or -1: dispatched on length and one character, then one compare. */
 function eventIndex(s: string, a: number, b: number): number {
   let k: number;
   switch (b - a) {
-    case 14: k = 0; break;
-    case 16: k = s.charCodeAt(a + 8) === 115 /* kvm_mmu_s */ ? 1 : 4; break;
-    case 24: k = s.charCodeAt(a + 4) === 116 /* kvm_t */ ? 2 : 5; break;
-    case 22: k = 3; break;
-    case 20: k = 6; break;
-    case 19: k = 7; break;
-    default: return -1;
+    case 14:
+      k = 0;
+      break;
+    case 16:
+      k = s.charCodeAt(a + 8) === 115 /* kvm_mmu_s */ ? 1 : 4;
+      break;
+    case 24:
+      k = s.charCodeAt(a + 4) === 116 /* kvm_t */ ? 2 : 5;
+      break;
+    case 22:
+      k = 3;
+      break;
+    case 20:
+      k = 6;
+      break;
+    case 19:
+      k = 7;
+      break;
+    default:
+      return -1;
   }
   return sameAt(s, a, EVENTS[k]!) ? k : -1;
 }
@@ -93,8 +137,12 @@ class FtraceReader extends TraceReader {
   private readonly cpuOpen = new Needle(' [');
   private readonly lSpace = new Needle(' l');
   private readonly f = {
-    gfn: new FieldFinder('gfn'), level: new FieldFinder('level'), old: new FieldFinder('old_spte'),
-    new: new FieldFinder('new_spte'), address: new FieldFinder('address'), errorCode: new FieldFinder('error_code'),
+    gfn: new FieldFinder('gfn'),
+    level: new FieldFinder('level'),
+    old: new FieldFinder('old_spte'),
+    new: new FieldFinder('new_spte'),
+    address: new FieldFinder('address'),
+    errorCode: new FieldFinder('error_code'),
     gen: new FieldFinder('kvm-mmu-valid-gen'),
   };
   // the record being stored
@@ -109,7 +157,11 @@ class FtraceReader extends TraceReader {
   protected line(from: number, le: number, n: number): void {
     const { s, report, opts, rec } = this;
     const c0 = s.charCodeAt(from);
-    if (le === from || c0 === 35 /* # */ || (((c0 | 0x20) === 99 /* c|C */ || c0 === 118 /* v */) && isHeaderAt(s, from))) {
+    if (
+      le === from ||
+      c0 === 35 /* # */ ||
+      (((c0 | 0x20) === 99 /* c|C */ || c0 === 118) /* v */ && isHeaderAt(s, from))
+    ) {
       report.other++;
       return;
     }
@@ -117,7 +169,10 @@ class FtraceReader extends TraceReader {
     const t = ok ? rec.time : NaN;
     const id = ok ? rec.id : -1;
     if (!ok || Number.isNaN(t) || (id === -1 && !isEventNameAt(s, rec.nameStart, rec.nameEnd)))
-      return this.bad(n, 'expected "comm-pid [cpu] seconds.microseconds: event: fields" (tracefs or trace-cmd report)');
+      return this.bad(
+        n,
+        'expected "comm-pid [cpu] seconds.microseconds: event: fields" (tracefs or trace-cmd report)',
+      );
     if (opts.pids && !opts.pids.has(rec.pid) && !opts.pids.has(rec.tgid)) {
       report.filtered++;
       return;
@@ -144,7 +199,8 @@ class FtraceReader extends TraceReader {
     if (lb === -1) return false;
     let rb = lb + 2;
     while (rb < le && s.charCodeAt(rb) >= 48 && s.charCodeAt(rb) <= 57) rb++;
-    if (rb === lb + 2 || s.charCodeAt(rb) !== 93 /* ] */ || rb + 1 >= le || s.charCodeAt(rb + 1) !== 32) return false;
+    if (rb === lb + 2 || s.charCodeAt(rb) !== 93 /* ] */ || rb + 1 >= le || s.charCodeAt(rb + 1) !== 32)
+      return false;
     if (!this.scanTask(ls, lb)) return false;
     let i = rb + 2;
     while (i < le && s.charCodeAt(i) === 32) i++;
@@ -290,7 +346,9 @@ class FtraceReader extends TraceReader {
     if (l < 0) return this.missing(ev, 'level') ?? false;
     this.gfn = hexToken(s, g, te);
     this.level = intToken(s, l, te);
-    return Number.isNaN(this.gfn) || Number.isNaN(this.level) ? `${ev}: expected hex gfn and a decimal level` : true;
+    return Number.isNaN(this.gfn) || Number.isNaN(this.level)
+      ? `${ev}: expected hex gfn and a decimal level`
+      : true;
   }
 
   private setSpte(ts: number, te: number): Result {
@@ -332,7 +390,8 @@ class FtraceReader extends TraceReader {
     if (Number.isNaN(gfn) || Number.isNaN(level) || ol < 0 || nl < 0)
       return 'kvm_tdp_mmu_spte_changed: expected hex gfn/old_spte/new_spte and a decimal level';
     if (!present(ol) && present(nl) && isLeaf(nl, level)) this.fault(1, gfn, level, (nl & 2) !== 0);
-    else if (present(ol) && isLeaf(ol, level) && !present(nl)) this.table.pushGfn(K_LEAF_ZAP, this.t, this.tid, this.n, gfn, level, 0);
+    else if (present(ol) && isLeaf(ol, level) && !present(nl))
+      this.table.pushGfn(K_LEAF_ZAP, this.t, this.tid, this.n, gfn, level, 0);
     else countIn(this.report.unknown, 'kvm_tdp_mmu_spte_changed (non-leaf or leaf-to-leaf)');
     return undefined;
   }
@@ -359,8 +418,17 @@ class FtraceReader extends TraceReader {
     if (g < 0) countIn(this.report.missingFields, `${ev}.gfn`);
     const level = this.shadowLevel(ts, te);
     if (level === -1) countIn(this.report.missingFields, `${ev}.level`);
-    const created = (te - ts >= 4 && s.startsWith(' new', te - 4)) || (te - ts >= 4 && s.startsWith('new ', ts));
-    this.table.pushGfn(kind, this.t, this.tid, this.n, gfn, level === -1 ? 0 : level, created ? B_CREATED : 0);
+    const created =
+      (te - ts >= 4 && s.startsWith(' new', te - 4)) || (te - ts >= 4 && s.startsWith('new ', ts));
+    this.table.pushGfn(
+      kind,
+      this.t,
+      this.tid,
+      this.n,
+      gfn,
+      level === -1 ? 0 : level,
+      created ? B_CREATED : 0,
+    );
     return undefined;
   }
 
@@ -391,7 +459,15 @@ class FtraceReader extends TraceReader {
     if (!m) return this.missing('kvm_unmap_hva_range', 'range');
     const start = hexAt(m[1]!, 0, m[1]!.length);
     const end = hexAt(m[2]!, 0, m[2]!.length);
-    this.table.pushBoxed({ t: this.t, tid: this.tid, line: this.n, src: 'kernel', kind: 'unmap', start, end });
+    this.table.pushBoxed({
+      t: this.t,
+      tid: this.tid,
+      line: this.n,
+      src: 'kernel',
+      kind: 'unmap',
+      start,
+      end,
+    });
     return undefined;
   }
 }

@@ -58,7 +58,8 @@ export interface Loaded {
 
 /** Read inputs: files (format per file from `formats`, else detected) or one bundle directory. */
 export function loadInputs(paths: string[], formats: (Format | undefined)[], opts: ReadOptions): Loaded {
-  if (paths.length === 1 && existsSync(paths[0]!) && statSync(paths[0]!).isDirectory()) return loadBundle(paths[0]!, opts);
+  if (paths.length === 1 && existsSync(paths[0]!) && statSync(paths[0]!).isDirectory())
+    return loadBundle(paths[0]!, opts);
   const streams = paths.map((p, i) => {
     let text: string;
     try {
@@ -68,7 +69,9 @@ export function loadInputs(paths: string[], formats: (Format | undefined)[], opt
     }
     const f = formats[i] ?? detectFormat(text);
     if (f === null)
-      throw new Error(`${p}: not a QEMU trace, strace -ttt output or kernel trace text (give --format ${FORMATS.join('|')})`);
+      throw new Error(
+        `${p}: not a QEMU trace, strace -ttt output or kernel trace text (give --format ${FORMATS.join('|')})`,
+      );
     return parseText(text, basename(p), f, opts);
   });
   return { streams };
@@ -82,7 +85,8 @@ function loadBundle(dir: string, opts: ReadOptions): Loaded {
   } catch (e) {
     throw new Error(`${metaPath}: not a zaplab bundle (${e instanceof Error ? e.message : String(e)})`);
   }
-  if (meta.zaplabBundle !== 1 || !Array.isArray(meta.files)) throw new Error(`${metaPath}: not a zaplab bundle (zaplabBundle: 1, files: […])`);
+  if (meta.zaplabBundle !== 1 || !Array.isArray(meta.files))
+    throw new Error(`${metaPath}: not a zaplab bundle (zaplabBundle: 1, files: […])`);
   const pids = opts.pids ?? (meta.pids?.length ? new Set(meta.pids) : undefined);
   const streams = meta.files.map((f) =>
     parseText(readText(join(dir, f.file)), f.file, f.format, { ...opts, ...(pids ? { pids } : {}) }),

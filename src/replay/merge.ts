@@ -14,7 +14,17 @@
  */
 import type { ParseReport, Parsed, Source, TraceEvent } from './events.ts';
 import {
-  EventTable, K_LEAF_ZAP, K_MEMSLOT, K_PREPARE_ZAP_PAGE, K_ZAP_ALL_FAST, SOURCES, S_KERNEL, S_QEMU, S_STRACE, V_SIZE, tableOf,
+  EventTable,
+  K_LEAF_ZAP,
+  K_MEMSLOT,
+  K_PREPARE_ZAP_PAGE,
+  K_ZAP_ALL_FAST,
+  SOURCES,
+  S_KERNEL,
+  S_QEMU,
+  S_STRACE,
+  V_SIZE,
+  tableOf,
 } from './event_table.ts';
 
 export interface MergeOptions {
@@ -99,7 +109,8 @@ function merge2(a: EventTable, b: EventTable): EventTable {
   return out;
 }
 
-const inIoctl = (kind: number): boolean => kind === K_ZAP_ALL_FAST || kind === K_PREPARE_ZAP_PAGE || kind === K_LEAF_ZAP;
+const inIoctl = (kind: number): boolean =>
+  kind === K_ZAP_ALL_FAST || kind === K_PREPARE_ZAP_PAGE || kind === K_LEAF_ZAP;
 
 /**
  * Move each QEMU-traced DELETE before the zap events its own thread emitted since that thread's previous
@@ -141,12 +152,17 @@ export function mergeStreams(streams: Parsed[], opts: MergeOptions = {}): Merged
     for (let i = 0; i < tb.n; i++) if (f(i)) return true;
     return false;
   };
-  const hasStraceSlots = tables.some((tb) => any(tb, (i) => tb.kind[i] === K_MEMSLOT && tb.src[i] === S_STRACE));
+  const hasStraceSlots = tables.some((tb) =>
+    any(tb, (i) => tb.kind[i] === K_MEMSLOT && tb.src[i] === S_STRACE),
+  );
   let lists: (List & { off: number })[] = tables.map((tb, k) => {
     let rows: Int32Array | null = null;
     if (hasStraceSlots && any(tb, (i) => tb.src[i] === S_QEMU)) {
       rows = select(tb, (i) => !(tb.src[i] === S_QEMU && tb.kind[i] === K_MEMSLOT));
-      if (rows) notes.push(`${streams[k]!.report.file}: ${tb.n - rows.length} memslot calls superseded by strace's (the same ioctls, all of them)`);
+      if (rows)
+        notes.push(
+          `${streams[k]!.report.file}: ${tb.n - rows.length} memslot calls superseded by strace's (the same ioctls, all of them)`,
+        );
     }
     const l = { tb, rows, file: streams[k]!.report.file };
     const off = count(l) ? (opts.offsetUs?.[SOURCES[tb.src[rowOf(l, 0)]!]!] ?? 0) : 0;
@@ -175,7 +191,10 @@ export function mergeStreams(streams: Parsed[], opts: MergeOptions = {}): Merged
   }
   table ??= new EventTable(0, 16);
   const moved = attributeQemuWindows(table);
-  if (moved) notes.push(`${moved} QEMU-traced DELETEs placed before the zap events their ioctl emitted (QEMU traces after the call)`);
+  if (moved)
+    notes.push(
+      `${moved} QEMU-traced DELETEs placed before the zap events their ioctl emitted (QEMU traces after the call)`,
+    );
   const merged = table;
   let events: TraceEvent[] | undefined;
   return {

@@ -18,8 +18,20 @@
 import { KVM_MEM_READONLY } from '../uapi/kvm.ts';
 import type { Parsed, ReadOptions } from './events.ts';
 import {
-  B_IMPLIED, B_V2, K_MEMSLOT, MEMSLOT_WIDTH, S_QEMU,
-  V_FLAGS, V_GMEM, V_GMEM_OFF, V_GPA, V_RET, V_SIZE, V_SLOT, V_UA, V_VM,
+  B_IMPLIED,
+  B_V2,
+  K_MEMSLOT,
+  MEMSLOT_WIDTH,
+  S_QEMU,
+  V_FLAGS,
+  V_GMEM,
+  V_GMEM_OFF,
+  V_GPA,
+  V_RET,
+  V_SIZE,
+  V_SLOT,
+  V_UA,
+  V_VM,
 } from './event_table.ts';
 import { Needle, digitsValue, hexToken, intToken, sameAt, secondsUsUntil, tokenStop } from './scan.ts';
 import { TraceReader } from './trace_reader.ts';
@@ -27,7 +39,17 @@ import { TraceReader } from './trace_reader.ts';
 const USED = ['kvm_set_user_memory', 'kvm_convert_memory', 'kvm_memory_fault', 'kvm_clear_dirty_log'];
 
 /** kvm_set_user_memory's fields, by name (`key=value` or `Key#value`); the first seven are required. */
-const KEYS = ['AddrSpace', 'Slot', 'flags', 'gpa', 'size', 'ua', 'ret', 'guest_memfd', 'guest_memfd_offset'] as const;
+const KEYS = [
+  'AddrSpace',
+  'Slot',
+  'flags',
+  'gpa',
+  'size',
+  'ua',
+  'ret',
+  'guest_memfd',
+  'guest_memfd_offset',
+] as const;
 const NEED = ['Slot', 'flags', 'gpa', 'size', 'ua', 'ret'] as const;
 const NEED_AT = NEED.map((k) => KEYS.indexOf(k));
 const [AS, SLOT, FLAGS, GPA, SIZE, UA, RET, GMEM, GMEM_OFF] = [0, 1, 2, 3, 4, 5, 6, 7, 8] as const;
@@ -43,14 +65,29 @@ function indexIn(list: readonly string[], s: string, a: number, b: number): numb
 function keyIndex(s: string, a: number, b: number): number {
   let k: number;
   switch (b - a) {
-    case 2: k = UA; break;
-    case 3: k = s.charCodeAt(a) === 103 /* g */ ? GPA : RET; break;
-    case 4: k = s.charCodeAt(a) === 83 /* S */ ? SLOT : SIZE; break;
-    case 5: k = FLAGS; break;
-    case 9: k = AS; break;
-    case 11: k = GMEM; break;
-    case 18: k = GMEM_OFF; break;
-    default: return -1;
+    case 2:
+      k = UA;
+      break;
+    case 3:
+      k = s.charCodeAt(a) === 103 /* g */ ? GPA : RET;
+      break;
+    case 4:
+      k = s.charCodeAt(a) === 83 /* S */ ? SLOT : SIZE;
+      break;
+    case 5:
+      k = FLAGS;
+      break;
+    case 9:
+      k = AS;
+      break;
+    case 11:
+      k = GMEM;
+      break;
+    case 18:
+      k = GMEM_OFF;
+      break;
+    default:
+      return -1;
   }
   return sameAt(s, a, KEYS[k]!) ? k : -1;
 }
@@ -97,7 +134,8 @@ class QemuReader extends TraceReader {
   }
 
   protected override done(): void {
-    if (this.implied) this.report.notes.push('added the untraced size-0 call QEMU makes before a KVM_MEM_READONLY flip');
+    if (this.implied)
+      this.report.notes.push('added the untraced size-0 call QEMU makes before a KVM_MEM_READONLY flip');
   }
 
   protected line(ls: number, le: number, line: number): void {
@@ -108,7 +146,8 @@ class QemuReader extends TraceReader {
     // `tid@`: digits from the line's start, then '@' (the first '@' of the line)
     let at = ls;
     let v = 0;
-    for (let c = s.charCodeAt(at); at < le && c >= 48 && c <= 57; c = s.charCodeAt(++at)) v = v * 10 + (c - 48);
+    for (let c = s.charCodeAt(at); at < le && c >= 48 && c <= 57; c = s.charCodeAt(++at))
+      v = v * 10 + (c - 48);
     let colon = -1;
     if (at > ls && at < le && s.charCodeAt(at) === 64) {
       // the time read up to the line's first ':' in one pass; else that ':' is looked for (t is NaN)
@@ -116,7 +155,11 @@ class QemuReader extends TraceReader {
       colon = tokenStop !== -1 ? tokenStop : this.colon.within(s, at, le);
     }
     if (colon !== -1) {
-      if (Number.isNaN(t)) return this.bad(line, `expected tid@seconds.microseconds: before the event, got "${s.slice(ls, colon + 1)}"`);
+      if (Number.isNaN(t))
+        return this.bad(
+          line,
+          `expected tid@seconds.microseconds: before the event, got "${s.slice(ls, colon + 1)}"`,
+        );
       tid = at - ls > 15 ? digitsValue(s, ls, at) : v;
       bs = colon + 1;
     }
@@ -155,8 +198,23 @@ class QemuReader extends TraceReader {
     const ret = val[RET]!;
     const v2 = this.vs[GMEM]! >= 0;
     const prev = this.present.get(slot);
-    if (ret === 0 && prev !== undefined && size !== 0 && ((table.v[V_FLAGS]![prev]! ^ flags) & KVM_MEM_READONLY) !== 0) {
-      this.row(t, tid, line, v2, B_IMPLIED, table.v[V_FLAGS]![prev]!, table.v[V_GPA]![prev]!, 0, table.v[V_UA]![prev]!);
+    if (
+      ret === 0 &&
+      prev !== undefined &&
+      size !== 0 &&
+      ((table.v[V_FLAGS]![prev]! ^ flags) & KVM_MEM_READONLY) !== 0
+    ) {
+      this.row(
+        t,
+        tid,
+        line,
+        v2,
+        B_IMPLIED,
+        table.v[V_FLAGS]![prev]!,
+        table.v[V_GPA]![prev]!,
+        0,
+        table.v[V_UA]![prev]!,
+      );
       this.implied = true;
     }
     const i = this.row(t, tid, line, v2, 0, flags, val[GPA]!, size, val[UA]!);
@@ -166,7 +224,17 @@ class QemuReader extends TraceReader {
     }
   }
 
-  private row(t: number, tid: number, line: number, v2: boolean, bits: number, flags: number, gpa: number, size: number, ua: number): number {
+  private row(
+    t: number,
+    tid: number,
+    line: number,
+    v2: boolean,
+    bits: number,
+    flags: number,
+    gpa: number,
+    size: number,
+    ua: number,
+  ): number {
     const { val, table } = this;
     const i = table.row(K_MEMSLOT, S_QEMU, t, tid, line, bits | (v2 ? B_V2 : 0));
     const v = table.v;
@@ -225,7 +293,9 @@ class QemuReader extends TraceReader {
     const as = hasAs ? val[AS]! : 0;
     const slot = val[SLOT]!;
     if (Number.isNaN(as + slot + val[FLAGS]! + val[GPA]! + val[SIZE]! + val[UA]! + val[RET]!)) {
-      const k = [as, slot, val[FLAGS], val[GPA], val[SIZE], val[UA], val[RET]].findIndex((v) => Number.isNaN(v));
+      const k = [as, slot, val[FLAGS], val[GPA], val[SIZE], val[UA], val[RET]].findIndex((v) =>
+        Number.isNaN(v),
+      );
       return `kvm_set_user_memory: expected a number for ${KEYS[k]}, got "${this.value(k)}"`;
     }
     this.slotId = hasAs ? (as << 16) | slot : slot;

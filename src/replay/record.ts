@@ -15,22 +15,31 @@ import type { BundleMeta } from './load.ts';
 
 export const TRACEFS = '/sys/kernel/tracing';
 export const RECORD_EVENTS = [
-  'kvm:kvm_page_fault', 'kvm:kvm_unmap_hva_range', 'kvmmmu:kvm_mmu_set_spte', 'kvmmmu:kvm_tdp_mmu_spte_changed',
-  'kvmmmu:kvm_mmu_spte_requested', 'kvmmmu:kvm_mmu_get_page', 'kvmmmu:kvm_mmu_prepare_zap_page',
+  'kvm:kvm_page_fault',
+  'kvm:kvm_unmap_hva_range',
+  'kvmmmu:kvm_mmu_set_spte',
+  'kvmmmu:kvm_tdp_mmu_spte_changed',
+  'kvmmmu:kvm_mmu_spte_requested',
+  'kvmmmu:kvm_mmu_get_page',
+  'kvmmmu:kvm_mmu_prepare_zap_page',
   'kvmmmu:kvm_mmu_zap_all_fast',
 ];
 
-const has = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+const has = (cmd: string): boolean =>
+  spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 
 /** Can this machine record? Mounts tracefs if it is not mounted (root only). */
 export function recordAvailability(): { ok: true } | { ok: false; reason: string } {
-  if (process.getuid?.() !== 0) return { ok: false, reason: 'recording needs root (tracefs, strace of the VMM)' };
+  if (process.getuid?.() !== 0)
+    return { ok: false, reason: 'recording needs root (tracefs, strace of the VMM)' };
   if (!has('strace')) return { ok: false, reason: 'strace is not installed (apt-get install -y strace)' };
   if (!existsSync(join(TRACEFS, 'instances'))) {
     spawnSync('mount', ['-t', 'tracefs', 'nodev', TRACEFS], { stdio: 'ignore' });
-    if (!existsSync(join(TRACEFS, 'instances'))) return { ok: false, reason: `tracefs is not mounted at ${TRACEFS} and mounting failed` };
+    if (!existsSync(join(TRACEFS, 'instances')))
+      return { ok: false, reason: `tracefs is not mounted at ${TRACEFS} and mounting failed` };
   }
-  if (!existsSync(join(TRACEFS, 'events', 'kvmmmu'))) return { ok: false, reason: 'this kernel has no kvmmmu trace events (kvm not loaded?)' };
+  if (!existsSync(join(TRACEFS, 'events', 'kvmmmu')))
+    return { ok: false, reason: 'this kernel has no kvmmmu trace events (kvm not loaded?)' };
   return { ok: true };
 }
 
@@ -67,7 +76,8 @@ function write(path: string, value: string): void {
 export async function record(o: RecordOptions): Promise<BundleMeta> {
   const avail = recordAvailability();
   if (!avail.ok) throw new Error(avail.reason);
-  if (o.argv.length === 0) throw new Error('record: no VMM command given (zaplab record -- qemu-system-x86_64 …)');
+  if (o.argv.length === 0)
+    throw new Error('record: no VMM command given (zaplab record -- qemu-system-x86_64 …)');
   mkdirSync(o.out, { recursive: true });
   const inst = join(TRACEFS, 'instances', `zaplab-record-${process.pid}-${Date.now()}`);
   mkdirSync(inst);
@@ -90,7 +100,10 @@ export async function record(o: RecordOptions): Promise<BundleMeta> {
     const script = `echo $$ > '${join(inst, 'set_event_pid')}' && exec strace -f -ttt -e trace=ioctl -o '${join(o.out, 'strace.txt')}' "$@"`;
     // its own process group, so the stop reaches the VMM itself: strace, signalled alone, detaches and
     // leaves the VMM running
-    const child = spawn('sh', ['-c', script, 'sh', ...argv], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+    const child = spawn('sh', ['-c', script, 'sh', ...argv], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      detached: true,
+    });
     const signal = (sig: NodeJS.Signals): void => {
       try {
         process.kill(-child.pid!, sig);
@@ -112,10 +125,17 @@ export async function record(o: RecordOptions): Promise<BundleMeta> {
     writeFileSync(join(o.out, 'kernel.trace'), readFileSync(join(inst, 'trace')));
     files.push({ file: 'kernel.trace', format: 'ftrace' });
     if (code !== 0 && code !== null && !existsSync(join(o.out, 'strace.txt')))
-      throw new Error(`record: the VMM did not start (exit ${code}): ${stderr.trim().split('\n').at(-1) ?? ''}`);
+      throw new Error(
+        `record: the VMM did not start (exit ${code}): ${stderr.trim().split('\n').at(-1) ?? ''}`,
+      );
     const meta: BundleMeta = {
-      zaplabBundle: 1, command: o.argv, kernel: release(), host: o.host ?? (await probedHost()),
-      pids: [], files, started,
+      zaplabBundle: 1,
+      command: o.argv,
+      kernel: release(),
+      host: o.host ?? (await probedHost()),
+      pids: [],
+      files,
+      started,
     };
     writeFileSync(join(o.out, 'bundle.json'), JSON.stringify(meta, null, 2) + '\n');
     return meta;

@@ -65,25 +65,52 @@ export interface ReplayResult {
 
 /** How each observed kernel count is read from a run's per-step counts. */
 const MODELLED: { key: ObservedKey; what: string; from: (c: Record<string, number>) => number }[] = [
-  { key: 'zapAllFast', what: 'zap-all-fast (kvm_mmu_zap_all_fast)', from: (c) => c['memslot_zap_all_fast'] ?? 0 },
-  { key: 'shadowZapped', what: 'shadow pages zapped (kvm_mmu_prepare_zap_page)', from: (c) => c['mmu_shadow_zapped'] ?? 0 },
-  { key: 'shadowCreated', what: 'shadow pages created (kvm_mmu_get_page new)', from: (c) => c['mmu_cache_miss'] ?? 0 },
-  { key: 'leafZapped', what: 'leaf SPTEs zapped (kvm_tdp_mmu_spte_changed)', from: (c) => (c['sptes_zapped_4k'] ?? 0) + (c['sptes_zapped_2m'] ?? 0) + (c['sptes_zapped_1g'] ?? 0) },
+  {
+    key: 'zapAllFast',
+    what: 'zap-all-fast (kvm_mmu_zap_all_fast)',
+    from: (c) => c['memslot_zap_all_fast'] ?? 0,
+  },
+  {
+    key: 'shadowZapped',
+    what: 'shadow pages zapped (kvm_mmu_prepare_zap_page)',
+    from: (c) => c['mmu_shadow_zapped'] ?? 0,
+  },
+  {
+    key: 'shadowCreated',
+    what: 'shadow pages created (kvm_mmu_get_page new)',
+    from: (c) => c['mmu_cache_miss'] ?? 0,
+  },
+  {
+    key: 'leafZapped',
+    what: 'leaf SPTEs zapped (kvm_tdp_mmu_spte_changed)',
+    from: (c) => (c['sptes_zapped_4k'] ?? 0) + (c['sptes_zapped_2m'] ?? 0) + (c['sptes_zapped_1g'] ?? 0),
+  },
   { key: 'faults', what: 'faults (fault source events)', from: (c) => c['vcpu.pf_fixed'] ?? 0 },
-  { key: 'unmaps', what: 'unmaps of slot memory (kvm_unmap_hva_range, per slot)', from: (c) => c['host_swapOut'] ?? 0 },
+  {
+    key: 'unmaps',
+    what: 'unmaps of slot memory (kvm_unmap_hva_range, per slot)',
+    from: (c) => c['host_swapOut'] ?? 0,
+  },
 ];
 
 const errnoName = (n: number): string =>
   n === 0 ? '0' : (Object.entries(ERRNO).find(([, v]) => v === -n)?.[0] ?? `errno ${-n}`);
 
 /** Replay merged events: mergeStreams' table (no object per event), or events as objects. */
-export async function replayEvents(events: TraceEvent[] | EventTable, inputs: ParseReport[], opts: ReplayOptions = {}): Promise<ReplayResult> {
+export async function replayEvents(
+  events: TraceEvent[] | EventTable,
+  inputs: ParseReport[],
+  opts: ReplayOptions = {},
+): Promise<ReplayResult> {
   const table = events instanceof EventTable ? events : EventTable.fromEvents(events);
   const host = opts.host ?? {};
   const tdp = resolveHostConfig(kvmOptionsFor({ host } as Scenario)).tdp;
   const conv = toScenario(table, {
-    name: opts.name ?? 'replay', host, tdp,
-    ...(opts.touch ? { touch: opts.touch } : {}), ...(opts.backing ? { backing: opts.backing } : {}),
+    name: opts.name ?? 'replay',
+    host,
+    tdp,
+    ...(opts.touch ? { touch: opts.touch } : {}),
+    ...(opts.backing ? { backing: opts.backing } : {}),
   });
   const { runs, skipped } = await compareScenario(conv.scenario, {
     audit: opts.audit ?? 'points',
@@ -103,7 +130,13 @@ export async function replayEvents(events: TraceEvent[] | EventTable, inputs: Pa
     const model = modelErr.get(i) ?? '0';
     const want = errnoName(call.ret);
     if (model !== want)
-      disagreements.push({ t: call.t, where: `${call.src}:${call.line} ${rel(call.t)}`, call: callText(call), traced: want, model });
+      disagreements.push({
+        t: call.t,
+        where: `${call.src}:${call.line} ${rel(call.t)}`,
+        call: callText(call),
+        traced: want,
+        model,
+      });
   }
 
   // observed vs modelled per segment (steps[0] is the runner's setup)
@@ -116,14 +149,27 @@ export async function replayEvents(events: TraceEvent[] | EventTable, inputs: Pa
       const v = m.from(counts);
       rows[j]!.observed += o;
       rows[j]!.modelled += v;
-      if (o !== v) differences.push({ t: seg.t, what: m.what, observed: o, modelled: v, call: `${rel(seg.t)} ${seg.label.replace(/^t\+\S+ /, '')}` });
+      if (o !== v)
+        differences.push({
+          t: seg.t,
+          what: m.what,
+          observed: o,
+          modelled: v,
+          call: `${rel(seg.t)} ${seg.label.replace(/^t\+\S+ /, '')}`,
+        });
     }
   });
   return {
-    scenario: conv.scenario.name, runs, skipped,
-    tracedDesign: traced.design, faultSource: conv.faultSource,
+    scenario: conv.scenario.name,
+    runs,
+    skipped,
+    tracedDesign: traced.design,
+    faultSource: conv.faultSource,
     answers: { compared: conv.calls.size, disagreements },
     observed: { design: traced.design, rows, differences },
-    impossible: conv.impossible, notes: conv.notes, inputs, events: table.n,
+    impossible: conv.impossible,
+    notes: conv.notes,
+    inputs,
+    events: table.n,
   };
 }

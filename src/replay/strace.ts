@@ -17,13 +17,22 @@ import { Needle, digitsValue, isTrimSpace, sameAt, secondsOf } from './scan.ts';
 
 /** KVMIO (0xae) ioctl numbers, for `_IOC(…, 0xae, nr, size)` names (include/uapi/linux/kvm.h). */
 const KVM_NR: Record<number, string> = {
-  0x01: 'KVM_CREATE_VM', 0x41: 'KVM_CREATE_VCPU', 0x42: 'KVM_GET_DIRTY_LOG', 0x46: 'KVM_SET_USER_MEMORY_REGION',
-  0x49: 'KVM_SET_USER_MEMORY_REGION2', 0xa3: 'KVM_ENABLE_CAP', 0xc0: 'KVM_CLEAR_DIRTY_LOG',
-  0xd2: 'KVM_SET_MEMORY_ATTRIBUTES', 0xd4: 'KVM_CREATE_GUEST_MEMFD',
+  0x01: 'KVM_CREATE_VM',
+  0x41: 'KVM_CREATE_VCPU',
+  0x42: 'KVM_GET_DIRTY_LOG',
+  0x46: 'KVM_SET_USER_MEMORY_REGION',
+  0x49: 'KVM_SET_USER_MEMORY_REGION2',
+  0xa3: 'KVM_ENABLE_CAP',
+  0xc0: 'KVM_CLEAR_DIRTY_LOG',
+  0xd2: 'KVM_SET_MEMORY_ATTRIBUTES',
+  0xd4: 'KVM_CREATE_GUEST_MEMFD',
 };
 
 const MEM_FLAGS: Record<string, number> = {
-  KVM_MEM_LOG_DIRTY_PAGES: 1, KVM_MEM_READONLY: 2, KVM_MEM_GUEST_MEMFD: 4, KVM_MEM_ZAP_LEAFS_ONLY: 8,
+  KVM_MEM_LOG_DIRTY_PAGES: 1,
+  KVM_MEM_READONLY: 2,
+  KVM_MEM_GUEST_MEMFD: 4,
+  KVM_MEM_ZAP_LEAFS_ONLY: 8,
 };
 
 const USED = new Set([...Object.values(KVM_NR)]);
@@ -151,7 +160,8 @@ class StraceReader extends TraceReader {
   protected line(from: number, le: number, n: number): void {
     const { s, h, report } = this;
     if (!scanHead(s, from, le, h, this.lineBreaks)) {
-      if (!isBlank(s, from, le)) this.bad(n, 'expected "[pid] seconds.microseconds syscall(…)" (strace -f -ttt)');
+      if (!isBlank(s, from, le))
+        this.bad(n, 'expected "[pid] seconds.microseconds syscall(…)" (strace -f -ttt)');
       return;
     }
     const { tid, t, rest } = h;
@@ -176,7 +186,9 @@ class StraceReader extends TraceReader {
   protected override done(): void {
     for (const p of this.pending.values()) this.bad(p.line, 'ioctl <unfinished ...> never resumed');
     for (const u of this.undecoded)
-      this.report.notes.push(`${u}: this strace prints the argument as a pointer (not decoded); the call is counted, its contents unknown`);
+      this.report.notes.push(
+        `${u}: this strace prints the argument as a pointer (not decoded); the call is counted, its contents unknown`,
+      );
   }
 
   /** Is `ioctl(fd, REQUEST…` in str[a, b) an unused, plainly named request (KVM_RUN…)? Then it is counted. */
@@ -231,17 +243,30 @@ class StraceReader extends TraceReader {
       return;
     }
     if (name === 'KVM_CREATE_VCPU') {
-      table.pushBoxed({ ...base, kind: 'createVcpu', vm, id: parseInteger(arg.trim()), ret: ret >= 0 ? 0 : ret });
+      table.pushBoxed({
+        ...base,
+        kind: 'createVcpu',
+        vm,
+        id: parseInteger(arg.trim()),
+        ret: ret >= 0 ? 0 : ret,
+      });
       return;
     }
     if (name === 'KVM_ENABLE_CAP') {
       const f = structFields(arg);
       const capText = f.get('cap') ?? '';
       const cap = (KVM_CAP as Record<string, number>)[capText] ?? parseInteger(capText);
-      const args = f.get('args')?.replace(/[[\]]/g, '').split(',').map((x) => parseInteger(x.trim()));
+      const args = f
+        .get('args')
+        ?.replace(/[[\]]/g, '')
+        .split(',')
+        .map((x) => parseInteger(x.trim()));
       if (f.size === 0) this.undecoded.add(name);
       table.pushBoxed({
-        ...base, kind: 'enableCap', vm, ret,
+        ...base,
+        kind: 'enableCap',
+        vm,
+        ret,
         ...(Number.isNaN(cap) ? {} : { cap }),
         ...(args && !args.some(Number.isNaN) ? { args } : {}),
       });
@@ -257,18 +282,29 @@ export function readStrace(text: string, file: string, opts: ReadOptions = {}): 
 
 /** A decoded KVM_SET_USER_MEMORY_REGION(2); a vmCall when strace printed only a pointer; else what was expected. */
 function memslotCall(
-  name: string, arg: string, vm: number, ret: number, base: { t: number; tid: number; src: 'strace'; line: number },
+  name: string,
+  arg: string,
+  vm: number,
+  ret: number,
+  base: { t: number; tid: number; src: 'strace'; line: number },
 ): TraceEvent | string {
   const f = structFields(arg);
   if (f.size === 0) return { ...base, kind: 'vmCall', vm, name: `${name} (not decoded)`, ret };
   const v2 = name.endsWith('2');
   const val = {
-    slot: parseInteger(f.get('slot')), flags: flagsValue(f.get('flags')), gpa: parseInteger(f.get('guest_phys_addr')),
-    size: parseInteger(f.get('memory_size')), ua: parseInteger(f.get('userspace_addr')),
+    slot: parseInteger(f.get('slot')),
+    flags: flagsValue(f.get('flags')),
+    gpa: parseInteger(f.get('guest_phys_addr')),
+    size: parseInteger(f.get('memory_size')),
+    ua: parseInteger(f.get('userspace_addr')),
   };
   const bad = Object.entries(val).find(([, v]) => Number.isNaN(v));
   if (bad) return `${name}: expected a number for ${bad[0]}`;
   const ev = { ...base, kind: 'memslot' as const, vm, ...val, v2, ret };
-  if (v2) Object.assign(ev, { guestMemfd: parseInteger(f.get('guest_memfd') ?? '0'), guestMemfdOffset: parseInteger(f.get('guest_memfd_offset') ?? '0') });
+  if (v2)
+    Object.assign(ev, {
+      guestMemfd: parseInteger(f.get('guest_memfd') ?? '0'),
+      guestMemfdOffset: parseInteger(f.get('guest_memfd_offset') ?? '0'),
+    });
   return ev;
 }

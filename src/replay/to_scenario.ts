@@ -21,13 +21,26 @@ import { uapi } from '../index.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../uapi/kvm_x86.ts';
 import type { CreateVmEvent, EnableCapEvent, MemslotEvent, TraceEvent, UnmapEvent } from './events.ts';
 import {
-  B_CREATED, B_WRITE, EventTable, KINDS, K_FAULT, K_MEMSLOT, SOURCES, V_SIZE, V_UA,
+  B_CREATED,
+  B_WRITE,
+  EventTable,
+  KINDS,
+  K_FAULT,
+  K_MEMSLOT,
+  SOURCES,
+  V_SIZE,
+  V_UA,
 } from './event_table.ts';
 
 const PAGE = 4096;
 /** Hva is 47 bits (4-level host paging, types/addr.ts): a traced range past it has no host mapping to give */
 const HVA_LIMIT = 2 ** 47;
-export const FAULT_SOURCES = ['kvm_mmu_set_spte', 'kvm_tdp_mmu_spte_changed', 'kvm_mmu_spte_requested', 'kvm_page_fault'] as const;
+export const FAULT_SOURCES = [
+  'kvm_mmu_set_spte',
+  'kvm_tdp_mmu_spte_changed',
+  'kvm_mmu_spte_requested',
+  'kvm_page_fault',
+] as const;
 
 export interface TouchModel {
   /** pages written per writable slot before each memslot call and at the end */
@@ -42,7 +55,8 @@ export interface Segment {
   observed: Record<ObservedKey, number>;
 }
 
-export type ObservedKey = 'zapAllFast' | 'shadowZapped' | 'shadowCreated' | 'leafZapped' | 'faults' | 'unmaps';
+export type ObservedKey =
+  'zapAllFast' | 'shadowZapped' | 'shadowCreated' | 'leafZapped' | 'faults' | 'unmaps';
 
 export interface Conversion {
   scenario: Scenario;
@@ -68,7 +82,8 @@ function extents(tb: EventTable): Extent[] {
     if (tb.kind[i] !== K_MEMSLOT) continue;
     const size = tb.num(i, V_SIZE, 'size');
     const ua = tb.num(i, V_UA, 'ua');
-    if (size > 0 && ua > 0 && ua + size <= HVA_LIMIT) r.push([Math.floor(ua / PAGE) * PAGE, Math.ceil((ua + size) / PAGE) * PAGE]);
+    if (size > 0 && ua > 0 && ua + size <= HVA_LIMIT)
+      r.push([Math.floor(ua / PAGE) * PAGE, Math.ceil((ua + size) / PAGE) * PAGE]);
   }
   r.sort((a, b) => a[0] - b[0]);
   const out: Extent[] = [];
@@ -119,7 +134,8 @@ export function toScenario(ev: TraceEvent[] | EventTable, opts: ConvertOptions):
 function eventsOf<K extends TraceEvent['kind']>(tb: EventTable, kind: K): Extract<TraceEvent, { kind: K }>[] {
   const code = KINDS.indexOf(kind);
   const out: Extract<TraceEvent, { kind: K }>[] = [];
-  for (let i = 0; i < tb.n; i++) if (tb.kind[i] === code) out.push(tb.event(i) as Extract<TraceEvent, { kind: K }>);
+  for (let i = 0; i < tb.n; i++)
+    if (tb.kind[i] === code) out.push(tb.event(i) as Extract<TraceEvent, { kind: K }>);
   return out;
 }
 
@@ -129,7 +145,13 @@ function scenarioOf(tb: EventTable, ext: Extent[], opts: ConvertOptions): Scenar
   const vcpuEvents = eventsOf(tb, 'createVcpu');
   const vmCount = Math.max(1, created.length);
   const regions = [
-    ...ext.map((x) => ({ name: x.name, gpa: 0, size: x.end - x.start, present: false, backing: opts.backing ?? '4k' })),
+    ...ext.map((x) => ({
+      name: x.name,
+      gpa: 0,
+      size: x.end - x.start,
+      present: false,
+      backing: opts.backing ?? '4k',
+    })),
     // guest accesses are addressed as offset = gpa from a region declared at gpa 0
     { name: 'gpa', gpa: 0, size: PAGE, present: false },
   ];
@@ -139,7 +161,11 @@ function scenarioOf(tb: EventTable, ext: Extent[], opts: ConvertOptions): Scenar
     return { name: `vm${v}`, type: c?.kind === 'createVm' ? c.type : 0, vcpus: Math.max(1, vcpus), regions };
   });
   return {
-    name: opts.name, description: 'replayed from a trace', ...(opts.host ? { host: opts.host } : {}), vms, timeline: [],
+    name: opts.name,
+    description: 'replayed from a trace',
+    ...(opts.host ? { host: opts.host } : {}),
+    vms,
+    timeline: [],
   } as Scenario;
 }
 
@@ -173,7 +199,16 @@ class Converter {
     const touch = opts.touch
       ? `assumed (--touch ${opts.touch.pages}: a seeded working set of ${opts.touch.pages} pages written in every writable slot before each memslot call and at the end)`
       : 'none in the trace';
-    this.out = { scenario: sc, segments: [], calls: new Map(), tracedDesign: 'quirk', impossible: [], notes: [], faultSource: this.fs ?? touch, t0 };
+    this.out = {
+      scenario: sc,
+      segments: [],
+      calls: new Map(),
+      tracedDesign: 'quirk',
+      impossible: [],
+      notes: [],
+      faultSource: this.fs ?? touch,
+      t0,
+    };
     this.live = sc.vms.map(() => new Map());
     this.seg = { at: -1, t: t0, label: 'before the first memslot call', observed: zero() };
   }
@@ -184,10 +219,15 @@ class Converter {
     this.close();
     const { out, opts } = this;
     if (this.undecodedCaps)
-      out.notes.push(`${this.undecodedCaps} KVM_ENABLE_CAP calls not decoded by the tracer: assumed not to disable KVM_X86_QUIRK_SLOT_ZAP_ALL (the zap-all-fast count checks it)`);
+      out.notes.push(
+        `${this.undecodedCaps} KVM_ENABLE_CAP calls not decoded by the tracer: assumed not to disable KVM_X86_QUIRK_SLOT_ZAP_ALL (the zap-all-fast count checks it)`,
+      );
     if (!this.drive && (this.fs || opts.touch))
-      out.notes.push('shadow-paging host (tdp off): guest accesses need the guest page tables, which traces do not carry; faults are counted, not replayed');
-    if (this.live.length > 1) out.notes.push('kernel tracepoints carry no VM id: faults and unmaps are replayed on vm0');
+      out.notes.push(
+        'shadow-paging host (tdp off): guest accesses need the guest page tables, which traces do not carry; faults are counted, not replayed',
+      );
+    if (this.live.length > 1)
+      out.notes.push('kernel tracepoints carry no VM id: faults and unmaps are replayed on vm0');
     return out;
   }
 
@@ -254,7 +294,16 @@ class Converter {
     if (!t || this.fs || !this.drive) return;
     for (const s of this.live[0]!.values()) {
       if (s.flags & uapi.KVM_MEM_READONLY) continue;
-      this.steps.push({ access: { region: 'gpa', offset: s.gpa, length: s.size, workingSet: t.pages, kind: 'write', vcpus: [0] } } as Step);
+      this.steps.push({
+        access: {
+          region: 'gpa',
+          offset: s.gpa,
+          length: s.size,
+          workingSet: t.pages,
+          kind: 'write',
+          vcpus: [0],
+        },
+      } as Step);
     }
   }
 
@@ -265,10 +314,22 @@ class Converter {
     this.seg = { at: i, t: e.t, label: `${this.rel(e.t)} ${callText(e)}`, observed: zero() };
     this.steps = [];
     if (e.size === 0 && !slots.has(e.slot))
-      this.out.impossible.push(`${this.where(e)}: DELETE of slot ${e.slot}, which no traced call created (replayed: the model answers it)`);
+      this.out.impossible.push(
+        `${this.where(e)}: DELETE of slot ${e.slot}, which no traced call created (replayed: the model answers it)`,
+      );
     const r = e.size > 0 && e.ua > 0 ? this.regionOf(e.ua) : undefined;
-    if (e.size > 0 && e.ua > 0 && !r) this.out.notes.push(`${this.where(e)}: hva range 0x${e.ua.toString(16)}+0x${e.size.toString(16)} is past the 47-bit host; replayed with hva 0`);
-    const memslot = { slot: e.slot & 0xffff, as: e.slot >>> 16, gpa: e.gpa, size: e.size, flags: e.flags, ...(r ? { region: r.name, offset: r.offset } : {}) };
+    if (e.size > 0 && e.ua > 0 && !r)
+      this.out.notes.push(
+        `${this.where(e)}: hva range 0x${e.ua.toString(16)}+0x${e.size.toString(16)} is past the 47-bit host; replayed with hva 0`,
+      );
+    const memslot = {
+      slot: e.slot & 0xffff,
+      as: e.slot >>> 16,
+      gpa: e.gpa,
+      size: e.size,
+      flags: e.flags,
+      ...(r ? { region: r.name, offset: r.offset } : {}),
+    };
     this.steps.push({ label: `@${i}`, vm: `vm${e.vm}`, memslot } as Step);
     this.out.calls.set(i, e);
     if (e.ret !== 0) return;
@@ -299,19 +360,30 @@ class Converter {
     let covered = false;
     for (const s of this.live[0]!.values()) if (gpa >= s.gpa && gpa < s.gpa + s.size) covered = true;
     if (!covered) {
-      this.out.impossible.push(`${this.whereRow(i)}: ${tp} on gfn ${hex(gfn)}, which no memslot covers (not replayed)`);
+      this.out.impossible.push(
+        `${this.whereRow(i)}: ${tp} on gfn ${hex(gfn)}, which no memslot covers (not replayed)`,
+      );
       return;
     }
     if (!this.drive) return;
     const tid = tb.tid[i]!;
     let v = this.vcpuOfTid.get(tid);
-    if (v === undefined) this.vcpuOfTid.set(tid, (v = this.vcpuOfTid.size % this.out.scenario.vms[0]!.vcpus!));
+    if (v === undefined)
+      this.vcpuOfTid.set(tid, (v = this.vcpuOfTid.size % this.out.scenario.vms[0]!.vcpus!));
     const kind = tb.flag(i, B_WRITE, 'write') ? 'write' : 'read';
     // Consecutive faults on consecutive pages by one vCPU are one range pattern: the same accesses in the
     // same order, one step instead of many (guests touch memory linearly far more often than not).
-    const last = this.steps.at(-1) as { access?: { offset: number; length: number; kind: string; vcpus: number[]; workingSet?: number } } | undefined;
+    const last = this.steps.at(-1) as
+      | { access?: { offset: number; length: number; kind: string; vcpus: number[]; workingSet?: number } }
+      | undefined;
     const a = last?.access;
-    if (a && a.workingSet === undefined && a.kind === kind && a.vcpus[0] === v && a.offset + a.length === gpa) {
+    if (
+      a &&
+      a.workingSet === undefined &&
+      a.kind === kind &&
+      a.vcpus[0] === v &&
+      a.offset + a.length === gpa
+    ) {
       a.length += PAGE;
       return;
     }
@@ -325,7 +397,9 @@ class Converter {
       const b = Math.min(end, s.ua + s.size);
       const r = a < b ? this.regionOf(a) : undefined;
       if (!r) continue;
-      this.steps.push({ host: { event: 'swapOut', region: r.name, offset: r.offset, length: b - a } } as Step);
+      this.steps.push({
+        host: { event: 'swapOut', region: r.name, offset: r.offset, length: b - a },
+      } as Step);
       this.seg.observed.unmaps++;
     }
   }

@@ -5,7 +5,15 @@
  * previous unknown one: a log of one unused event costs one substring). Model-only file (no kernel
  * counterpart).
  */
-import { countIn, malformed, newReport, type ParseReport, type Parsed, type ReadOptions, type TraceEvent } from './events.ts';
+import {
+  countIn,
+  malformed,
+  newReport,
+  type ParseReport,
+  type Parsed,
+  type ReadOptions,
+  type TraceEvent,
+} from './events.ts';
 import { EventTable, parsedOf } from './event_table.ts';
 import { sameAt } from './scan.ts';
 
@@ -23,7 +31,10 @@ export abstract class TraceReader {
     this.report = newReport(file);
     // a reader with payload columns stores most records: about one row per 80 characters of trace
     // (records are longer), so few or no doublings of the columns
-    this.table = new EventTable(width, width === 0 ? 1024 : Math.min(1 << 22, Math.max(1024, Math.ceil(s.length / 80))));
+    this.table = new EventTable(
+      width,
+      width === 0 ? 1024 : Math.min(1 << 22, Math.max(1024, Math.ceil(s.length / 80))),
+    );
   }
 
   /** One line, s[ls, le) without its newline; `line` is 1-based. */

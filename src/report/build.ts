@@ -23,7 +23,11 @@ export function buildReport(inputs: (ReportDoc | TimelineDoc)[]): BuiltReport {
 }
 
 /** Writes the HTML and/or SVG files; returns a line per file written (for stderr). */
-export async function writeBuilt(r: BuiltReport, html: string | undefined, svgDir: string | undefined): Promise<string[]> {
+export async function writeBuilt(
+  r: BuiltReport,
+  html: string | undefined,
+  svgDir: string | undefined,
+): Promise<string[]> {
   const out: string[] = [];
   if (html) {
     const { renderHtml } = await import('./html.ts');
@@ -53,4 +57,3 @@ export function loadInput(file: string): ReportDoc | TimelineDoc {
   }
   return readDoc(json, file);
 }
-

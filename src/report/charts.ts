@@ -24,7 +24,8 @@ export interface Chart {
   expectedMarks: number;
 }
 
-export const MODELLED_NOTE = 'costs are modelled (counts × per-event costs, sources in docs/cost-model.md), not measured';
+export const MODELLED_NOTE =
+  'costs are modelled (counts × per-event costs, sources in docs/cost-model.md), not measured';
 const COUNT_NOTE = 'counts from the model; ' + MODELLED_NOTE;
 const VERDICTS = ['ok', 'violations', 'unchecked', 'missing-features', 'error'];
 const SHAPES = ['circle', 'cross', 'square', 'triangle-up', 'diamond'];
@@ -52,9 +53,13 @@ export function scaleFor(values: readonly number[]): 'linear' | 'log' | 'symlog'
 }
 
 /** A Vega expression: 1073741824 → "1G" (binary suffixes, as the -p spec was typed). */
-export const SIZE_LABEL = ['T', 'G', 'M', 'K']
-  .map((u, i) => `datum.value >= ${2 ** (40 - 10 * i)} ? format(datum.value / ${2 ** (40 - 10 * i)}, '~g') + '${u}' : `)
-  .join('') + "format(datum.value, '~g')";
+export const SIZE_LABEL =
+  ['T', 'G', 'M', 'K']
+    .map(
+      (u, i) =>
+        `datum.value >= ${2 ** (40 - 10 * i)} ? format(datum.value / ${2 ** (40 - 10 * i)}, '~g') + '${u}' : `,
+    )
+    .join('') + "format(datum.value, '~g')";
 
 const safeId = (s: string): string => s.replace(/[^A-Za-z0-9_-]+/g, '_');
 
@@ -108,11 +113,29 @@ function sweepChart(doc: ReportDoc, axis: ParamAxis, m: Metric): Chart {
   // ticks at the swept values; sizes typed with a suffix (1G..1T) labelled as sizes, not byte counts
   const ticks = { values: axis.values, ...(/\d[KMGT]/i.test(axis.spec) ? { labelExpr: SIZE_LABEL } : {}) };
   const x = axis.numeric
-    ? { field: axis.name, type: 'quantitative', scale: { type: scaleFor(axis.values as number[]) === 'linear' ? 'linear' : 'log', base: 2 }, axis: ticks, title: axis.name }
+    ? {
+        field: axis.name,
+        type: 'quantitative',
+        scale: { type: scaleFor(axis.values as number[]) === 'linear' ? 'linear' : 'log', base: 2 },
+        axis: ticks,
+        title: axis.name,
+      }
     : { field: axis.name, type: 'ordinal', sort: axis.values, title: axis.name };
-  if (axis.numeric && scaleFor(axis.values as number[]) === 'linear') delete (x.scale as Record<string, unknown>)['base'];
-  const y = { field: m.key, type: 'quantitative', title: m.axis, scale: { type: scaleFor(values.map((v) => v[m.key] as number)) } };
-  const tooltip = [{ field: 'design' }, ...doc.axes.map((a) => ({ field: a.name })), { field: m.key, title: m.axis }, { field: 'verdict' }, { field: 'violations' }];
+  if (axis.numeric && scaleFor(axis.values as number[]) === 'linear')
+    delete (x.scale as Record<string, unknown>)['base'];
+  const y = {
+    field: m.key,
+    type: 'quantitative',
+    title: m.axis,
+    scale: { type: scaleFor(values.map((v) => v[m.key] as number)) },
+  };
+  const tooltip = [
+    { field: 'design' },
+    ...doc.axes.map((a) => ({ field: a.name })),
+    { field: m.key, title: m.axis },
+    { field: 'verdict' },
+    { field: 'violations' },
+  ];
   const title = `${m.what} vs ${axis.name} (${doc.scenario})`;
   return {
     id: safeId(`${m.id}-vs-${axis.name}`),
@@ -120,16 +143,35 @@ function sweepChart(doc: ReportDoc, axis: ParamAxis, m: Metric): Chart {
     expectedMarks: values.length,
     spec: {
       $schema: SCHEMA,
-      title: { text: title, subtitle: [m.key === 'modelledMs' ? MODELLED_NOTE : COUNT_NOTE, 'one line per design (designs with identical results share a line); marker shape = checker verdict'] },
+      title: {
+        text: title,
+        subtitle: [
+          m.key === 'modelledMs' ? MODELLED_NOTE : COUNT_NOTE,
+          'one line per design (designs with identical results share a line); marker shape = checker verdict',
+        ],
+      },
       width: 560,
       height: 260,
       data: { values },
       encoding: { x, y, color: { field: 'design', type: 'nominal', title: 'design' } },
       layer: [
-        { mark: { type: 'line', strokeWidth: 1.5 }, encoding: others.length ? { strokeDash: { field: 'others', type: 'nominal', title: others.map((a) => a.name).join(' ') } } : {} },
+        {
+          mark: { type: 'line', strokeWidth: 1.5 },
+          encoding: others.length
+            ? { strokeDash: { field: 'others', type: 'nominal', title: others.map((a) => a.name).join(' ') } }
+            : {},
+        },
         {
           mark: { type: 'point', filled: true, size: 60 },
-          encoding: { shape: { field: 'verdict', type: 'nominal', title: 'checker verdict', scale: { domain: VERDICTS, range: SHAPES } }, tooltip },
+          encoding: {
+            shape: {
+              field: 'verdict',
+              type: 'nominal',
+              title: 'checker verdict',
+              scale: { domain: VERDICTS, range: SHAPES },
+            },
+            tooltip,
+          },
         },
       ],
     },
@@ -138,7 +180,10 @@ function sweepChart(doc: ReportDoc, axis: ParamAxis, m: Metric): Chart {
 
 /** compare/replay: one bar per design (modelled cost stacked by cost item), the verdict above it. */
 function compareCharts(doc: ReportDoc): Chart[] {
-  const values = doc.points.map((p) => ({ ...row(p, []), label: p.verdict === 'violations' ? `✗ ${p.violations}` : p.verdict }));
+  const values = doc.points.map((p) => ({
+    ...row(p, []),
+    label: p.verdict === 'violations' ? `✗ ${p.violations}` : p.verdict,
+  }));
   const order = doc.points.map((p) => p.design);
   const x = { field: 'design', type: 'nominal', sort: order, title: 'design', axis: { labelAngle: -20 } };
   const charts: Chart[] = [];
@@ -149,12 +194,20 @@ function compareCharts(doc: ReportDoc): Chart[] {
     expectedMarks: cost.length,
     spec: {
       $schema: SCHEMA,
-      title: { text: `modelled cost by design (${doc.scenario})`, subtitle: [MODELLED_NOTE, 'stacked by cost item'] },
+      title: {
+        text: `modelled cost by design (${doc.scenario})`,
+        subtitle: [MODELLED_NOTE, 'stacked by cost item'],
+      },
       width: 560,
       height: 260,
       data: { values: cost },
       mark: 'bar',
-      encoding: { x, y: { field: 'ms', type: 'quantitative', aggregate: 'sum', title: 'modelled time (ms)' }, color: { field: 'item', type: 'nominal', title: 'cost item' }, tooltip: [{ field: 'design' }, { field: 'item' }, { field: 'ms', title: 'ms (modelled)' }] },
+      encoding: {
+        x,
+        y: { field: 'ms', type: 'quantitative', aggregate: 'sum', title: 'modelled time (ms)' },
+        color: { field: 'item', type: 'nominal', title: 'cost item' },
+        tooltip: [{ field: 'design' }, { field: 'item' }, { field: 'ms', title: 'ms (modelled)' }],
+      },
     },
   });
   for (const m of METRICS.slice(1)) {
@@ -170,7 +223,16 @@ function compareCharts(doc: ReportDoc): Chart[] {
         height: 220,
         data: { values },
         encoding: { x, y: { field: m.key, type: 'quantitative', title: m.axis } },
-        layer: [{ mark: 'bar', encoding: { color: { field: 'design', type: 'nominal', sort: order, legend: null }, tooltip: [{ field: 'design' }, { field: m.key, title: m.axis }, { field: 'verdict' }] } }, { mark: { type: 'text', dy: -6 }, encoding: { text: { field: 'label' } } }],
+        layer: [
+          {
+            mark: 'bar',
+            encoding: {
+              color: { field: 'design', type: 'nominal', sort: order, legend: null },
+              tooltip: [{ field: 'design' }, { field: m.key, title: m.axis }, { field: 'verdict' }],
+            },
+          },
+          { mark: { type: 'text', dy: -6 }, encoding: { text: { field: 'label' } } },
+        ],
       },
     });
   }
@@ -184,26 +246,43 @@ function observedChart(doc: ReportDoc): Chart[] {
     { what: r.what, source: `modelled (${doc.observed!.design})`, count: r.modelled },
   ]);
   const title = `observed vs modelled counts (${doc.scenario})`;
-  return [{
-    id: 'observed-vs-modelled',
-    title,
-    expectedMarks: values.length,
-    spec: {
-      $schema: SCHEMA,
-      title: { text: title, subtitle: ['kernel counts from the trace against the model replaying it; ' + MODELLED_NOTE] },
-      width: 560,
-      data: { values },
-      mark: 'bar',
-      encoding: { y: { field: 'what', type: 'nominal', title: null }, yOffset: { field: 'source' }, x: { field: 'count', type: 'quantitative', title: 'count' }, color: { field: 'source', type: 'nominal', title: null }, tooltip: [{ field: 'what' }, { field: 'source' }, { field: 'count' }] },
+  return [
+    {
+      id: 'observed-vs-modelled',
+      title,
+      expectedMarks: values.length,
+      spec: {
+        $schema: SCHEMA,
+        title: {
+          text: title,
+          subtitle: ['kernel counts from the trace against the model replaying it; ' + MODELLED_NOTE],
+        },
+        width: 560,
+        data: { values },
+        mark: 'bar',
+        encoding: {
+          y: { field: 'what', type: 'nominal', title: null },
+          yOffset: { field: 'source' },
+          x: { field: 'count', type: 'quantitative', title: 'count' },
+          color: { field: 'source', type: 'nominal', title: null },
+          tooltip: [{ field: 'what' }, { field: 'source' }, { field: 'count' }],
+        },
+      },
     },
-  }];
+  ];
 }
 
 /** The charts for one results document. */
 export function chartsFor(doc: ReportDoc): Chart[] {
   if (doc.kind !== 'sweep') return [...compareCharts(doc), ...observedChart(doc)];
   const swept = doc.axes.filter((a) => a.values.length > 1);
-  if (swept.length === 0) return compareCharts({ ...doc, costRows: doc.points.flatMap((p) => p.modelled.map((c) => ({ design: p.design, item: c.item, totalNs: c.totalNs }))) });
+  if (swept.length === 0)
+    return compareCharts({
+      ...doc,
+      costRows: doc.points.flatMap((p) =>
+        p.modelled.map((c) => ({ design: p.design, item: c.item, totalNs: c.totalNs })),
+      ),
+    });
   return swept.flatMap((a) => METRICS.map((m) => sweepChart(doc, a, m)));
 }
 
@@ -223,15 +302,21 @@ const BINS = 120;
  */
 export function timelineChart(t: TimelineDoc, index = 0): Chart {
   const names = new Map<string, string>();
-  for (const e of t.events) if (e.ph === 'M') names.set(`${e.pid}:${e.name === 'process_name' ? 'p' : e.tid}`, String(e.args?.['name'] ?? ''));
+  for (const e of t.events)
+    if (e.ph === 'M')
+      names.set(`${e.pid}:${e.name === 'process_name' ? 'p' : e.tid}`, String(e.args?.['name'] ?? ''));
   const evs = t.events.filter((e: TraceEvent) => e.ph !== 'M');
   // each lane (design / VM) on its own clock from 0: the recorder runs them one after another
   const start = new Map<number, number>();
   const span = new Map<number, number>();
   for (const e of evs) start.set(e.pid, Math.min(start.get(e.pid) ?? Infinity, e.ts));
-  for (const e of evs) span.set(e.pid, Math.max(span.get(e.pid) ?? 0, e.ts + (e.dur ?? 0) - start.get(e.pid)!));
+  for (const e of evs)
+    span.set(e.pid, Math.max(span.get(e.pid) ?? 0, e.ts + (e.dur ?? 0) - start.get(e.pid)!));
   const width = Math.max(1e-3, ...span.values()) / BINS;
-  const counts = new Map<string, { lane: string; thread: string; kind: string; t0: number; t1: number; n: number }>();
+  const counts = new Map<
+    string,
+    { lane: string; thread: string; kind: string; t0: number; t1: number; n: number }
+  >();
   for (const e of evs) {
     const kind = KINDS.find(([re]) => re.test(e.name))?.[1];
     if (!kind) continue;
@@ -239,7 +324,14 @@ export function timelineChart(t: TimelineDoc, index = 0): Chart {
     const thread = names.get(`${e.pid}:${e.tid}`) ?? `tid ${e.tid}`;
     const b = Math.min(BINS - 1, Math.floor((e.ts - start.get(e.pid)!) / width));
     const key = `${lane}\0${thread}\0${kind}\0${b}`;
-    const c = counts.get(key) ?? { lane, thread, kind, t0: (b * width) / 1000, t1: ((b + 1) * width) / 1000, n: 0 };
+    const c = counts.get(key) ?? {
+      lane,
+      thread,
+      kind,
+      t0: (b * width) / 1000,
+      t1: ((b + 1) * width) / 1000,
+      n: 0,
+    };
     c.n++;
     counts.set(key, c);
   }
@@ -251,7 +343,13 @@ export function timelineChart(t: TimelineDoc, index = 0): Chart {
     expectedMarks: values.length,
     spec: {
       $schema: SCHEMA,
-      title: { text: title, subtitle: ['time axis = modelled clock from the start of each lane (each fault advances it by its modelled cost), not wall time; ' + MODELLED_NOTE] },
+      title: {
+        text: title,
+        subtitle: [
+          'time axis = modelled clock from the start of each lane (each fault advances it by its modelled cost), not wall time; ' +
+            MODELLED_NOTE,
+        ],
+      },
       data: { values },
       facet: { row: { field: 'lane', type: 'nominal', title: null } },
       spec: {
@@ -263,8 +361,19 @@ export function timelineChart(t: TimelineDoc, index = 0): Chart {
           y: { field: 'thread', type: 'nominal', title: null },
           yOffset: { field: 'kind' },
           color: { field: 'kind', type: 'nominal', title: 'event' },
-          opacity: { field: 'n', type: 'quantitative', scale: { type: 'log', range: [0.25, 1] }, title: 'events per slice' },
-          tooltip: [{ field: 'lane' }, { field: 'thread' }, { field: 'kind' }, { field: 'n', title: 'events' }, { field: 't0', title: 'from (ms)' }],
+          opacity: {
+            field: 'n',
+            type: 'quantitative',
+            scale: { type: 'log', range: [0.25, 1] },
+            title: 'events per slice',
+          },
+          tooltip: [
+            { field: 'lane' },
+            { field: 'thread' },
+            { field: 'kind' },
+            { field: 'n', title: 'events' },
+            { field: 't0', title: 'from (ms)' },
+          ],
         },
       },
       resolve: { scale: { y: 'independent' } },

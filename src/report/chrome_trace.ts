@@ -63,25 +63,77 @@ export class TraceRecorder {
     switch (ev.name) {
       case 'kvm_page_fault': {
         const dur = DEFAULT_COSTS.refault4k.ns;
-        this.push({ name: 'EPT violation', ph: 'X', ts: this.us(), dur: dur / 1000, pid, tid: vcpuTid(ev.vcpuId), args: { gpa: '0x' + ev.gpa.toString(16), errorCode: ev.errorCode } });
+        this.push({
+          name: 'EPT violation',
+          ph: 'X',
+          ts: this.us(),
+          dur: dur / 1000,
+          pid,
+          tid: vcpuTid(ev.vcpuId),
+          args: { gpa: '0x' + ev.gpa.toString(16), errorCode: ev.errorCode },
+        });
         this.clockNs += dur;
         break;
       }
       case 'kvm_tlb_flush':
-        this.push({ name: `TLB flush (${ev.reason})`, ph: 'i', s: 't', ts: this.us(), pid, tid: vcpuTid(ev.vcpuId) });
+        this.push({
+          name: `TLB flush (${ev.reason})`,
+          ph: 'i',
+          s: 't',
+          ts: this.us(),
+          pid,
+          tid: vcpuTid(ev.vcpuId),
+        });
         break;
       case 'kvm_mmu_zap_all_fast':
-        this.push({ name: 'kvm_mmu_zap_all_fast', ph: 'i', s: 'p', ts: this.us(), pid, tid: TID_MMU, args: { mmuValidGen: ev.mmuValidGen } });
+        this.push({
+          name: 'kvm_mmu_zap_all_fast',
+          ph: 'i',
+          s: 'p',
+          ts: this.us(),
+          pid,
+          tid: TID_MMU,
+          args: { mmuValidGen: ev.mmuValidGen },
+        });
         break;
       case 'kvm_mmu_zap_memslot':
-        this.push({ name: 'kvm_mmu_zap_memslot', ph: 'i', s: 't', ts: this.us(), pid, tid: TID_MMU, args: { slot: ev.slot, npages: ev.npages } });
+        this.push({
+          name: 'kvm_mmu_zap_memslot',
+          ph: 'i',
+          s: 't',
+          ts: this.us(),
+          pid,
+          tid: TID_MMU,
+          args: { slot: ev.slot, npages: ev.npages },
+        });
         break;
       case 'kvm_set_user_memory_region':
-        this.push({ name: `memslot ${ev.change}`, ph: 'X', ts: this.us(), dur: 10, pid, tid: TID_MMU, args: { slot: ev.slot, gpa: '0x' + ev.gpa.toString(16), size: '0x' + ev.size.toString(16), flags: ev.flags } });
+        this.push({
+          name: `memslot ${ev.change}`,
+          ph: 'X',
+          ts: this.us(),
+          dur: 10,
+          pid,
+          tid: TID_MMU,
+          args: {
+            slot: ev.slot,
+            gpa: '0x' + ev.gpa.toString(16),
+            size: '0x' + ev.size.toString(16),
+            flags: ev.flags,
+          },
+        });
         this.clockNs += 10_000;
         break;
       case 'kvm_fault_retry':
-        this.push({ name: 'fault retry', ph: 'i', s: 't', ts: this.us(), pid, tid: vcpuTid(ev.vcpuId), args: { reason: ev.reason } });
+        this.push({
+          name: 'fault retry',
+          ph: 'i',
+          s: 't',
+          ts: this.us(),
+          pid,
+          tid: vcpuTid(ev.vcpuId),
+          args: { reason: ev.reason },
+        });
         break;
       default:
         break; // SPTE-level events are too many to draw; the counts carry them

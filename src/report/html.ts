@@ -21,8 +21,13 @@ function browserBuild(pkg: 'vega' | 'vega-lite' | 'vega-embed'): string {
 }
 
 /** Text safe inside <script>: no "</script", no line separators that end a JS string. */
-const scriptSafe = (s: string): string => s.replace(/<\/(script)/gi, '<\\/$1').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
-const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+const scriptSafe = (s: string): string =>
+  s
+    .replace(/<\/(script)/gi, '<\\/$1')
+    .replace(/\u2028/g, '\\u2028')
+    .replace(/\u2029/g, '\\u2029');
+const esc = (s: string): string =>
+  s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 export interface HtmlReport {
   title: string;
@@ -31,12 +36,17 @@ export interface HtmlReport {
 }
 
 function metaTable(docs: ReportDoc[]): string {
-  const rows = docs.flatMap((d) => d.meta.map((m) => `<tr><th>${esc(m.label)}</th><td>${esc(m.value)}</td></tr>`));
+  const rows = docs.flatMap((d) =>
+    d.meta.map((m) => `<tr><th>${esc(m.label)}</th><td>${esc(m.value)}</td></tr>`),
+  );
   return rows.length ? `<table class="meta">${rows.join('')}</table>` : '';
 }
 
 function costTable(costs: Record<string, CostConstant>): string {
-  const rows = Object.entries(costs).map(([k, c]) => `<tr><td><code>${esc(k)}</code></td><td class="n">${esc(fmtModelled(c.ns))}</td><td>${esc(c.source)}</td></tr>`);
+  const rows = Object.entries(costs).map(
+    ([k, c]) =>
+      `<tr><td><code>${esc(k)}</code></td><td class="n">${esc(fmtModelled(c.ns))}</td><td>${esc(c.source)}</td></tr>`,
+  );
   return `<table class="costs"><tr><th>constant</th><th>per event</th><th>source</th></tr>${rows.join('')}</table>`;
 }
 
@@ -70,7 +80,10 @@ const BOOT = `(function(){
 /** The whole page. */
 export function renderHtml(r: HtmlReport): string {
   const figures = r.charts
-    .map((c) => `<figure id="fig-${c.id}"><div id="chart-${c.id}"></div><figcaption>${esc(c.title)}. Costs are modelled, not measured: see <a href="#cost-model">the cost model and its sources</a> (docs/cost-model.md).</figcaption></figure>`)
+    .map(
+      (c) =>
+        `<figure id="fig-${c.id}"><div id="chart-${c.id}"></div><figcaption>${esc(c.title)}. Costs are modelled, not measured: see <a href="#cost-model">the cost model and its sources</a> (docs/cost-model.md).</figcaption></figure>`,
+    )
     .join('\n');
   const costs = r.docs[0]?.costs ?? {};
   const specs = r.charts.map((c) => ({ id: c.id, spec: c.spec, expectedMarks: c.expectedMarks }));

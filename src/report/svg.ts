@@ -11,7 +11,9 @@ import type { Chart } from './charts.ts';
 
 /** One chart → SVG text. */
 export async function chartToSvg(chart: Chart): Promise<string> {
-  const view = new vega.View(vega.parse(compile(chart.spec as unknown as TopLevelSpec).spec), { renderer: 'none' });
+  const view = new vega.View(vega.parse(compile(chart.spec as unknown as TopLevelSpec).spec), {
+    renderer: 'none',
+  });
   try {
     return await view.toSVG();
   } finally {

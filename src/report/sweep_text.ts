@@ -10,13 +10,20 @@ import type { ParamAxis, ParamValue } from '../sweep/grid.ts';
 import type { SweepFailure, SweepPoint, SweepResult } from '../sweep/schema.ts';
 import type { Style } from './text.ts';
 
-const paint = (st: Style, fmt: Parameters<typeof styleText>[0], s: string): string => (st.color ? styleText(fmt, s) : s);
+const paint = (st: Style, fmt: Parameters<typeof styleText>[0], s: string): string =>
+  st.color ? styleText(fmt, s) : s;
 const n = (x: number): string => x.toLocaleString('en-US');
 
 /** 1073741824 → "1G" when the axis was written with size suffixes; otherwise the plain value. */
 export function fmtParam(axis: ParamAxis | undefined, v: ParamValue | undefined): string {
   if (typeof v !== 'number' || !axis || !/\d[KMGT]/i.test(axis.spec)) return String(v ?? '');
-  for (const [s, k] of [['T', 2 ** 40], ['G', 2 ** 30], ['M', 2 ** 20], ['K', 2 ** 10]] as const) if (v >= k && v % k === 0) return `${v / k}${s}`;
+  for (const [s, k] of [
+    ['T', 2 ** 40],
+    ['G', 2 ** 30],
+    ['M', 2 ** 20],
+    ['K', 2 ** 10],
+  ] as const)
+    if (v >= k && v % k === 0) return `${v / k}${s}`;
   return String(v);
 }
 
@@ -34,7 +41,15 @@ const paramCell = (axes: ParamAxis[], params: Record<string, ParamValue>): strin
 export function formatSweep(res: SweepResult, st: Style): string {
   const multi = res.axes.filter((a) => a.values.length > 1);
   const t = new Table({
-    head: [...multi.map((a) => a.name), 'design', 'zapped', 'refaults', 'flush(IPI)', 'modelled', 'verdict'].map((h) => paint(st, 'bold', h)),
+    head: [
+      ...multi.map((a) => a.name),
+      'design',
+      'zapped',
+      'refaults',
+      'flush(IPI)',
+      'modelled',
+      'verdict',
+    ].map((h) => paint(st, 'bold', h)),
     style: { head: [], border: [], compact: true, 'padding-left': 1, 'padding-right': 0 },
     chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
   });
@@ -53,13 +68,22 @@ export function formatSweep(res: SweepResult, st: Style): string {
     ]);
   }
   const fixed = res.axes.filter((a) => a.values.length === 1);
-  const lines = [`${res.scenario.name}: ${res.points.length} runs${fixed.length ? ` (${paramCell(fixed, Object.fromEntries(fixed.map((a) => [a.name, a.values[0]!])))})` : ''}`];
+  const lines = [
+    `${res.scenario.name}: ${res.points.length} runs${fixed.length ? ` (${paramCell(fixed, Object.fromEntries(fixed.map((a) => [a.name, a.values[0]!])))})` : ''}`,
+  ];
   lines.push(t.toString());
   lines.push('modelled = counts × per-event costs (docs/cost-model.md), not a measurement');
   const errs = res.points.filter((p) => p.errors.length);
-  for (const p of errs.slice(0, 5)) lines.push(paint(st, 'yellow', `rejected ioctl at ${paramCell(res.axes, p.params)} ${p.design}: ${p.errors[0]}`));
-  if (errs.length > 5) lines.push(paint(st, 'yellow', `… and ${errs.length - 5} more runs with rejected ioctls (--json has them all)`));
-  for (const f of res.failures) lines.push(paint(st, 'red', `failed: ${paramCell(res.axes, f.params)} ${f.design}: ${f.error}`));
+  for (const p of errs.slice(0, 5))
+    lines.push(
+      paint(st, 'yellow', `rejected ioctl at ${paramCell(res.axes, p.params)} ${p.design}: ${p.errors[0]}`),
+    );
+  if (errs.length > 5)
+    lines.push(
+      paint(st, 'yellow', `… and ${errs.length - 5} more runs with rejected ioctls (--json has them all)`),
+    );
+  for (const f of res.failures)
+    lines.push(paint(st, 'red', `failed: ${paramCell(res.axes, f.params)} ${f.design}: ${f.error}`));
   const skipped = new Map<string, string>();
   for (const s of res.skipped) skipped.set(s.design, s.why);
   for (const [id, why] of skipped) lines.push(paint(st, 'dim', `not run: ${id} — ${why}`));
@@ -74,17 +98,53 @@ const csvField = (v: string | number): string => {
 
 /** CSV: one row per (point, design), parameters in raw units, modelled time in ns; failures as rows with an error. */
 export function formatSweepCsv(res: SweepResult): string {
-  const head = [...res.axes.map((a) => a.name), 'design', 'verdict', 'violations', 'sptes_zapped', 'refaults', 'remote_tlb_flush', 'tlb_flush_ipis', 'modelled_ns', 'error'];
+  const head = [
+    ...res.axes.map((a) => a.name),
+    'design',
+    'verdict',
+    'violations',
+    'sptes_zapped',
+    'refaults',
+    'remote_tlb_flush',
+    'tlb_flush_ipis',
+    'modelled_ns',
+    'error',
+  ];
   const rows = res.points.map((p) => [
     ...res.axes.map((a) => p.params[a.name] ?? ''),
-    p.design, p.verdict, p.violations, p.sptesZapped, p.refaults, p.remoteTlbFlushes, p.tlbFlushIpis, p.modelledNs, p.errors[0] ?? '',
+    p.design,
+    p.verdict,
+    p.violations,
+    p.sptesZapped,
+    p.refaults,
+    p.remoteTlbFlushes,
+    p.tlbFlushIpis,
+    p.modelledNs,
+    p.errors[0] ?? '',
   ]);
-  for (const f of res.failures) rows.push([...res.axes.map((a) => f.params[a.name] ?? ''), f.design, 'failed', '', '', '', '', '', '', f.error]);
+  for (const f of res.failures)
+    rows.push([
+      ...res.axes.map((a) => f.params[a.name] ?? ''),
+      f.design,
+      'failed',
+      '',
+      '',
+      '',
+      '',
+      '',
+      '',
+      f.error,
+    ]);
   return [head, ...rows].map((r) => r.map(csvField).join(',')).join('\n') + '\n';
 }
 
 /** The plain line printed per finished task when stderr is not a TTY. */
-export function progressLine(axes: ParamAxis[], done: number, total: number, r: SweepPoint | SweepFailure): string {
+export function progressLine(
+  axes: ParamAxis[],
+  done: number,
+  total: number,
+  r: SweepPoint | SweepFailure,
+): string {
   const at = `[${done}/${total}] ${paramCell(axes, r.params)} ${r.design}`;
   if ('error' in r) return `${at}: failed: ${r.error}`;
   return `${at}: ${r.verdict}, ${n(r.sptesZapped)} zapped, ${n(r.refaults)} refaults, ${fmtModelled(r.modelledNs)} modelled`;

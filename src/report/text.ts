@@ -103,7 +103,10 @@ export function formatCompare(runs: RunResult[], skipped: { id: string; why: str
   const lines = [t.toString()];
   lines.push('modelled = counts × per-event costs (docs/cost-model.md), not a measurement');
   const audits = [...new Set(runs.map((r) => r.audit))];
-  if (audits.length) lines.push(`verdict = invariant checks at audit level ${audits.map((a) => `'${a}'`).join(', ')} (${audits.map(auditMeaning).join('; ')})`);
+  if (audits.length)
+    lines.push(
+      `verdict = invariant checks at audit level ${audits.map((a) => `'${a}'`).join(', ')} (${audits.map(auditMeaning).join('; ')})`,
+    );
   if (runs.some((r) => r.verdict === 'violations')) {
     lines.push('✗ N = N invariant violations (zaplab check <scenario> prints them with their steps)');
   }
@@ -113,7 +116,13 @@ export function formatCompare(runs: RunResult[], skipped: { id: string; why: str
   const errs = [...new Set(runs.flatMap((r) => r.errors.map((e) => `${r.design}: ${e}`)))];
   for (const e of errs.slice(0, 5)) lines.push(paint(st, 'red', `failed call: ${e}`));
   if (errs.length > 5)
-    lines.push(paint(st, 'red', `… and ${errs.length - 5} more failed calls (zaplab run <scenario> -d <design> lists them)`));
+    lines.push(
+      paint(
+        st,
+        'red',
+        `… and ${errs.length - 5} more failed calls (zaplab run <scenario> -d <design> lists them)`,
+      ),
+    );
   if (runs.every((r) => r.verdict === 'unchecked'))
     lines.push(
       paint(
@@ -165,7 +174,8 @@ export function formatRun(r: RunResult, st: Style): string {
     `total: ${fmtModelled(r.modelled.totalNs)} (modelled); verdict: ${verdictText(st, r.verdict, r.violations.length)} (audit level '${r.audit}')`,
   );
   for (const e of r.errors.slice(0, 10)) out.push(paint(st, 'red', `failed call: ${e}`));
-  if (r.errors.length > 10) out.push(paint(st, 'red', `… and ${r.errors.length - 10} more failed calls (--json lists them all)`));
+  if (r.errors.length > 10)
+    out.push(paint(st, 'red', `… and ${r.errors.length - 10} more failed calls (--json lists them all)`));
   if (r.missing.length)
     out.push(paint(st, 'yellow', `model features not available yet: ${r.missing.join(', ')}`));
   return out.join('\n') + '\n';

@@ -49,7 +49,11 @@ export type CompareOptions = RunOptions & {
  * machine a worker only adds its own start-up and JIT warm-up to the CPU time (measured at load 4 on 2
  * cores: slower on 9 of 11 library compares), so the default there is 0.
  */
-export function defaultCompareWorkers(designs: number, cpus = availableParallelism(), load1 = loadavg()[0]!): number {
+export function defaultCompareWorkers(
+  designs: number,
+  cpus = availableParallelism(),
+  load1 = loadavg()[0]!,
+): number {
   const idle = Math.floor(cpus - load1 - 0.5);
   return Math.max(0, Math.min(idle, designs - 1));
 }
@@ -66,12 +70,24 @@ export async function compareScenarioParallel(
   const n = allowed.length;
   const runHere = opts.runHere ?? true;
   const wanted = opts.workers ?? defaultCompareWorkers(n);
-  const workers = opts.trace !== undefined ? 0 : runHere ? Math.min(wanted, Math.max(0, n - 1)) : Math.min(wanted, n);
-  if (!runHere && workers === 0 && n > 0) throw new RangeError('compare: runHere false needs at least one worker and no trace');
+  const workers =
+    opts.trace !== undefined ? 0 : runHere ? Math.min(wanted, Math.max(0, n - 1)) : Math.min(wanted, n);
+  if (!runHere && workers === 0 && n > 0)
+    throw new RangeError('compare: runHere false needs at least one worker and no trace');
   const counter = new SharedArrayBuffer(4);
   const next = new Int32Array(counter);
   const runs: RunResult[] = new Array<RunResult>(n);
-  const pool = workers === 0 ? null : new DesignWorkers(sc, allowed.map((d) => d.id), opts, counter, workers, runs);
+  const pool =
+    workers === 0
+      ? null
+      : new DesignWorkers(
+          sc,
+          allowed.map((d) => d.id),
+          opts,
+          counter,
+          workers,
+          runs,
+        );
   const { onDesign, workers: _w, runHere: _h, ...runOpts } = opts;
   try {
     while (runHere) {
@@ -102,7 +118,13 @@ function workerEntry(file: string): string {
   const url = JSON.stringify(pathToFileURL(file).href);
   if (!/\.[cm]?ts$/.test(file)) return `import(${url})`;
   // the ESM build of the API (the package's "import" condition; require.resolve gives its .cjs twin)
-  const api = JSON.stringify(pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href);
+  const api = JSON.stringify(
+    pathToFileURL(
+      createRequire(import.meta.url)
+        .resolve('tsx/esm/api')
+        .replace(/\.cjs$/, '.mjs'),
+    ).href,
+  );
   return `import(${api}).then(({ tsImport }) => tsImport(${url}, ${url}))`;
 }
 
@@ -130,7 +152,9 @@ class DesignWorkers {
         runs[m.index] = m.result;
         this.wake?.();
       });
-      w.on('error', (e: unknown) => this.fail(`compare worker: ${e instanceof Error ? e.message : String(e)}`));
+      w.on('error', (e: unknown) =>
+        this.fail(`compare worker: ${e instanceof Error ? e.message : String(e)}`),
+      );
       w.on('exit', (code) => {
         this.alive--;
         if (code !== 0) this.fail(`compare worker exited with code ${code}`);
@@ -153,7 +177,8 @@ class DesignWorkers {
       let missing = false;
       for (let i = 0; i < this.runs.length; i++) if (this.runs[i] === undefined) missing = true;
       if (!missing) return;
-      if (this.alive === 0) throw new Error('compare workers exited without the results of the designs they took');
+      if (this.alive === 0)
+        throw new Error('compare workers exited without the results of the designs they took');
       await new Promise<void>((r) => (this.wake = r));
       this.wake = null;
     }

@@ -17,7 +17,10 @@ for (;;) {
   const design = designById(id);
   // the main thread built the list from DESIGNS; a miss is a build mismatch, reported as a task error
   if (design === undefined) throw new Error(`compare worker: unknown design '${id}'`);
-  const opts = data.incrementalAudits === undefined ? { audit: data.audit } : { audit: data.audit, incrementalAudits: data.incrementalAudits };
+  const opts =
+    data.incrementalAudits === undefined
+      ? { audit: data.audit }
+      : { audit: data.audit, incrementalAudits: data.incrementalAudits };
   const result = await runScenario(data.scenario, design, opts);
   const msg: CompareWorkerMessage = { index: i, result };
   parentPort!.postMessage(msg);

@@ -21,11 +21,41 @@ export interface DesignSpec {
 }
 
 export const DESIGNS: readonly DesignSpec[] = [
-  { id: 'quirk', zapDesign: 'quirk', disableSlotZapAll: false, leafsOnlyFlag: false, describe: '6.12+ upstream, KVM_X86_QUIRK_SLOT_ZAP_ALL enabled (default)' },
-  { id: 'quirk-off', zapDesign: 'quirk', disableSlotZapAll: true, leafsOnlyFlag: false, describe: '6.12+ upstream, SLOT_ZAP_ALL disabled by DISABLE_QUIRKS2' },
-  { id: 'vm-type', zapDesign: 'vm-type', disableSlotZapAll: false, leafsOnlyFlag: false, describe: 'keyed on VM type: DEFAULT zaps all, new types zap the slot' },
-  { id: 'slot-flag', zapDesign: 'slot-flag', disableSlotZapAll: false, leafsOnlyFlag: false, describe: 'May 2024 RFC, slots without KVM_MEM_ZAP_LEAFS_ONLY' },
-  { id: 'slot-flag+leafs', zapDesign: 'slot-flag', disableSlotZapAll: false, leafsOnlyFlag: true, describe: 'May 2024 RFC, every slot with KVM_MEM_ZAP_LEAFS_ONLY' },
+  {
+    id: 'quirk',
+    zapDesign: 'quirk',
+    disableSlotZapAll: false,
+    leafsOnlyFlag: false,
+    describe: '6.12+ upstream, KVM_X86_QUIRK_SLOT_ZAP_ALL enabled (default)',
+  },
+  {
+    id: 'quirk-off',
+    zapDesign: 'quirk',
+    disableSlotZapAll: true,
+    leafsOnlyFlag: false,
+    describe: '6.12+ upstream, SLOT_ZAP_ALL disabled by DISABLE_QUIRKS2',
+  },
+  {
+    id: 'vm-type',
+    zapDesign: 'vm-type',
+    disableSlotZapAll: false,
+    leafsOnlyFlag: false,
+    describe: 'keyed on VM type: DEFAULT zaps all, new types zap the slot',
+  },
+  {
+    id: 'slot-flag',
+    zapDesign: 'slot-flag',
+    disableSlotZapAll: false,
+    leafsOnlyFlag: false,
+    describe: 'May 2024 RFC, slots without KVM_MEM_ZAP_LEAFS_ONLY',
+  },
+  {
+    id: 'slot-flag+leafs',
+    zapDesign: 'slot-flag',
+    disableSlotZapAll: false,
+    leafsOnlyFlag: true,
+    describe: 'May 2024 RFC, every slot with KVM_MEM_ZAP_LEAFS_ONLY',
+  },
 ];
 
 export function vmTypeNumber(t: string | number | undefined): number {
@@ -62,8 +92,10 @@ export function designsFor(sc: Scenario): { allowed: DesignSpec[]; skipped: { id
   const skipped: { id: string; why: string }[] = [];
   for (const d of DESIGNS) {
     let why: string | null = null;
-    if (d.disableSlotZapAll && !types.includes(0)) why = 'the quirk only applies to DEFAULT VMs (same as quirk)';
-    else if (d.zapDesign === 'slot-flag' && !d.leafsOnlyFlag && tdxPrivate) why = 'the RFC requires the flag on TDX guest_memfd slots';
+    if (d.disableSlotZapAll && !types.includes(0))
+      why = 'the quirk only applies to DEFAULT VMs (same as quirk)';
+    else if (d.zapDesign === 'slot-flag' && !d.leafsOnlyFlag && tdxPrivate)
+      why = 'the RFC requires the flag on TDX guest_memfd slots';
     else if (d.leafsOnlyFlag && !tdpMmu) why = 'KVM_MEM_ZAP_LEAFS_ONLY needs the TDP MMU';
     if (why === null) allowed.push(d);
     else skipped.push({ id: d.id, why });

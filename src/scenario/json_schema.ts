@@ -39,19 +39,24 @@ export function typeOf(n: Json | undefined): string {
   if (n['const'] !== undefined) return JSON.stringify(n['const']);
   if (Array.isArray(n['anyOf'])) return (n['anyOf'] as Json[]).map(typeOf).join(' or ');
   const t = n['type'];
-  if (Array.isArray(t)) return t.length === 2 && t.includes('number') && t.includes('string') ? 'number' : t.join(' or ');
+  if (Array.isArray(t))
+    return t.length === 2 && t.includes('number') && t.includes('string') ? 'number' : t.join(' or ');
   if (t === 'array') {
     const items = n['items'] as Json | undefined;
     return items?.['$ref'] === '#/$defs/step' ? 'list of steps' : `list of ${typeOf(items)}`;
   }
-  if (t === 'object') return n['properties'] ? 'mapping' : `mapping of name → ${typeOf(n['additionalProperties'] as Json)}`;
+  if (t === 'object')
+    return n['properties'] ? 'mapping' : `mapping of name → ${typeOf(n['additionalProperties'] as Json)}`;
   if (t === 'integer') return `integer ${n['minimum'] ?? ''}–${n['maximum'] ?? ''}`.trim();
   return typeof t === 'string' ? t : 'any';
 }
 
 /** "(default X)" or "default X" in a description, for the Default column. */
 function defaultOf(desc: string): string {
-  const m = /\(default:? ([^)]*)\)/.exec(desc) ?? /[;,] default:? ([^;,]+)/.exec(desc) ?? /^default:? ([^;,]+)/.exec(desc);
+  const m =
+    /\(default:? ([^)]*)\)/.exec(desc) ??
+    /[;,] default:? ([^;,]+)/.exec(desc) ??
+    /^default:? ([^;,]+)/.exec(desc);
   return m ? m[1]!.trim() : '';
 }
 
@@ -95,7 +100,10 @@ const COMMON = new Set(['label', 'vm', 'expect']);
 export function scenarioReferenceMarkdown(): string {
   const js = scenarioJsonSchema();
   const props = js['properties'] as Record<string, Json>;
-  const top = { ...js, properties: Object.fromEntries(Object.entries(props).filter(([k]) => k !== 'host' && k !== 'vms')) };
+  const top = {
+    ...js,
+    properties: Object.fromEntries(Object.entries(props).filter(([k]) => k !== 'host' && k !== 'vms')),
+  };
   const steps = ((js['$defs'] as Json)['step'] as Json)['anyOf'] as Json[];
   const out: string[] = [
     '# The scenario format: reference',
@@ -114,7 +122,7 @@ export function scenarioReferenceMarkdown(): string {
     '* Unknown keys are errors (a typo never silently becomes a default). Errors read',
     '  `file:line:col: path: message` and name the allowed keys or the expected type.',
     `* A timeline unrolls (repeats multiplied out) to at most 1,000,000 steps unless \`--max-steps\` raises it.`,
-    '* A step whose call fails makes the run\'s verdict `error` (exit 2) unless the step says which errno it',
+    "* A step whose call fails makes the run's verdict `error` (exit 2) unless the step says which errno it",
     '  expects (`expect: EEXIST`); a step with `expect` whose calls all succeed is an error too.',
     '',
     '## Top level',
@@ -127,19 +135,22 @@ export function scenarioReferenceMarkdown(): string {
     '',
     '## `vms[]`',
     '',
-    table(rows((props['vms']!['items'] as Json))),
+    table(rows(props['vms']!['items'] as Json)),
     '',
     '## Steps',
     '',
     'Each timeline entry is a mapping with exactly one of the step-kind keys below. Every step kind except',
     '`repeat` also takes:',
     '',
-    table(rows({ properties: pick((steps[0]!['properties'] as Record<string, Json>), COMMON) })),
+    table(rows({ properties: pick(steps[0]!['properties'] as Record<string, Json>, COMMON) })),
     '',
   ];
   STEP_KINDS.forEach((k, i) => {
     const s = steps[i]!;
-    const own = { ...s, properties: omit(s['properties'] as Record<string, Json>, k === 'repeat' ? new Set() : COMMON) };
+    const own = {
+      ...s,
+      properties: omit(s['properties'] as Record<string, Json>, k === 'repeat' ? new Set() : COMMON),
+    };
     out.push(`### \`${k}\``, '', String(s['description'] ?? ''), '', table(rows(own)), '');
   });
   return out.join('\n');

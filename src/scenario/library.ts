@@ -15,13 +15,19 @@ export function loadScenario(
 ): ParseResult & { file?: string } {
   const file = resolveScenario(nameOrPath);
   if (file === null) {
-    return { ok: false, error: `${nameOrPath}: no such scenario file or library name (library: ${libraryNames().join(', ')})` };
+    return {
+      ok: false,
+      error: `${nameOrPath}: no such scenario file or library name (library: ${libraryNames().join(', ')})`,
+    };
   }
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    const why = (e as NodeJS.ErrnoException).code === 'EISDIR' ? 'is a directory, not a scenario file' : `cannot be read (${(e as NodeJS.ErrnoException).code ?? 'error'})`;
+    const why =
+      (e as NodeJS.ErrnoException).code === 'EISDIR'
+        ? 'is a directory, not a scenario file'
+        : `cannot be read (${(e as NodeJS.ErrnoException).code ?? 'error'})`;
     return { ok: false, error: `${file}:1:1: ${why}` };
   }
   return { ...parseScenario(text, file, params, opts), file };

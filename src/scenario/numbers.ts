@@ -33,4 +33,6 @@ export const num = z.union([z.number(), z.string()]).transform((v, ctx): number 
 export const expectErrno = z
   .enum(Object.keys(ERRNO) as [keyof typeof ERRNO])
   .optional()
-  .describe("the errno the step's call must fail with (e.g. EEXIST); without it a failing call makes the run's verdict 'error'");
+  .describe(
+    "the errno the step's call must fail with (e.g. EEXIST); without it a failing call makes the run's verdict 'error'",
+  );

@@ -108,7 +108,6 @@ function hostHasGuestMemfd(sc: Scenario): boolean {
   }
 }
 
-
 function hash(s: string): number {
   let h = 2166136261;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
@@ -122,14 +121,18 @@ export function buildKvm(sc: Scenario, units: Map<string, zaplab.IommuUnit>): Kv
   if (h.snoopScope !== undefined || h.iommus?.length) {
     if (h.snoopScope !== undefined) kvm.vfio.snoopScope = h.snoopScope;
     units.set('default', kvm.vfio.units[0]!);
-    for (const u of h.iommus ?? []) units.set(u.name, kvm.vfio.addIommu({ snoopControl: u.snoopControl ?? true }));
+    for (const u of h.iommus ?? [])
+      units.set(u.name, kvm.vfio.addIommu({ snoopControl: u.snoopControl ?? true }));
   }
   return kvm;
 }
 
 /** Does the scenario touch guest memory types (so the end-of-run memtype audit means something)? */
 function usesMemtypes(sc: Scenario): boolean {
-  const has = (list: Step[]): boolean => list.some((s) => ('repeat' in s ? has(s.steps) : 'cr0' in s || 'mtrr' in s || 'pat' in s || 'kvmVfio' in s));
+  const has = (list: Step[]): boolean =>
+    list.some((s) =>
+      'repeat' in s ? has(s.steps) : 'cr0' in s || 'mtrr' in s || 'pat' in s || 'kvmVfio' in s,
+    );
   return sc.host?.honorGuestMtrrs === true || has(sc.timeline);
 }
 
@@ -155,7 +158,16 @@ export function buildVm(x: ExecCtx, sc: Scenario, i: number): VmCtx {
     }
     const hva = x.kvm.host.mmap(r.size, { backing: r.backing ?? '4k' });
     const gmemFd = r.private ? vm.createGuestMemfd({ size: r.size }) : -1;
-    regions.set(r.name, { decl: r, slotId, hva, gmemFd, gpa: r.gpa, logDirty: r.logDirty ?? false, readonly: r.readonly ?? false, present: false });
+    regions.set(r.name, {
+      decl: r,
+      slotId,
+      hva,
+      gmemFd,
+      gpa: r.gpa,
+      logDirty: r.logDirty ?? false,
+      readonly: r.readonly ?? false,
+      present: false,
+    });
   }
   const vcpus: Vcpu[] = [];
   // A scenario's guest keeps executing between its steps: once a vCPU has run, remote flushes IPI it.
@@ -196,15 +208,29 @@ function stepLabel(s: Step, i: number): string {
 }
 
 /** Run a scenario under one design. */
-export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOptions = {}): Promise<RunResult> {
+export async function runScenario(
+  sc: Scenario,
+  design: DesignSpec,
+  opts: RunOptions = {},
+): Promise<RunResult> {
   const missing = missingFeatures(sc);
   const audit = opts.audit ?? 'points';
   const Checker = audit === 'off' ? null : await loadChecker();
   const vfio = newVfioCtx();
   const vcpus = sc.vms.reduce((n, v) => n + (v.vcpus ?? 1), 0);
   const failed = (why: string): RunResult => ({
-    scenario: sc.name, design: design.id, audit, describe: design.describe, missing, errors: [why],
-    verdict: missing.length ? 'missing-features' : 'error', violations: [], vcpus, steps: [], totals: {}, modelled: { totalNs: 0, rows: [] },
+    scenario: sc.name,
+    design: design.id,
+    audit,
+    describe: design.describe,
+    missing,
+    errors: [why],
+    verdict: missing.length ? 'missing-features' : 'error',
+    violations: [],
+    vcpus,
+    steps: [],
+    totals: {},
+    modelled: { totalNs: 0, rows: [] },
   });
   let kvm: Kvm;
   try {
@@ -214,7 +240,12 @@ export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOpt
     if (!(e instanceof TypeError || e instanceof RangeError || e instanceof KvmError)) throw e;
     return failed(`host: ${e.message}`);
   }
-  const checker: CheckerLike = Checker ? new Checker(kvm, { audit: audit === 'steps' ? 'points' : audit, incremental: opts.incrementalAudits ?? true }) : new NoChecker();
+  const checker: CheckerLike = Checker
+    ? new Checker(kvm, {
+        audit: audit === 'steps' ? 'points' : audit,
+        incremental: opts.incrementalAudits ?? true,
+      })
+    : new NoChecker();
   const x: ExecCtx = {
     kvm,
     design,
@@ -228,7 +259,14 @@ export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOpt
     vfio,
     expectedSeen: 0,
   };
-  const base = { scenario: sc.name, design: design.id, audit, describe: design.describe, missing, errors: x.errors };
+  const base = {
+    scenario: sc.name,
+    design: design.id,
+    audit,
+    describe: design.describe,
+    missing,
+    errors: x.errors,
+  };
   checker.setStep('setup');
   let vms: VmCtx[];
   try {
@@ -297,7 +335,15 @@ export async function runScenario(sc: Scenario, design: DesignSpec, opts: RunOpt
         : Checker
           ? 'ok'
           : 'unchecked';
-  return { ...base, verdict, violations: [...checker.violations], vcpus, steps, totals, modelled: modelCost(totals, vcpus) };
+  return {
+    ...base,
+    verdict,
+    violations: [...checker.violations],
+    vcpus,
+    steps,
+    totals,
+    modelled: modelCost(totals, vcpus),
+  };
 }
 
 /**

@@ -82,7 +82,9 @@ const pattern = {
   private: z
     .boolean()
     .optional()
-    .describe("classify the access as private (SNP's C-bit); default: the gfn's attribute (TDX: the gpa's shared bit); no effect on a VM without private memory"),
+    .describe(
+      "classify the access as private (SNP's C-bit); default: the gfn's attribute (TDX: the gpa's shared bit); no effect on a VM without private memory",
+    ),
   passes: num.optional().describe('repeat the whole pattern this many times (default 1)'),
   eachOffset: num.optional().describe("added to offset × the enclosing repeat's iteration index"),
 };
@@ -126,16 +128,21 @@ export const STEP_SCHEMAS = {
       guestMemfd: z
         .boolean()
         .optional()
-        .describe('false: request the slot without KVM_MEM_GUEST_MEMFD (6.12–6.18 accept it: gmem-flag-clear-uaf)'),
+        .describe(
+          'false: request the slot without KVM_MEM_GUEST_MEMFD (6.12–6.18 accept it: gmem-flag-clear-uaf)',
+        ),
     })
-    .describe('KVM_MR_FLAGS_ONLY: change a memslot\'s flags'),
+    .describe("KVM_MR_FLAGS_ONLY: change a memslot's flags"),
   memslot: z
     .strictObject({
       ...common,
       memslot: z
         .strictObject({
           slot: num.describe('memslot id'),
-          as: z.union([z.literal(0), z.literal(1)]).optional().describe('address space (default 0)'),
+          as: z
+            .union([z.literal(0), z.literal(1)])
+            .optional()
+            .describe('address space (default 0)'),
           gpa: num.describe('guest_phys_addr'),
           size: num.describe('memory_size (0 deletes)'),
           flags: num.optional().describe('KVM_MEM_* flags as a number (default 0)'),
@@ -151,7 +158,9 @@ export const STEP_SCHEMAS = {
               offset: num.optional().describe('added to offset per iteration'),
             })
             .optional()
-            .describe("added × the enclosing repeat's iteration index (0-based): sweeps slots across a repeat"),
+            .describe(
+              "added × the enclosing repeat's iteration index (0-based): sweeps slots across a repeat",
+            ),
         })
         .describe('the raw struct kvm_userspace_memory_region fields'),
     })
@@ -164,8 +173,10 @@ export const STEP_SCHEMAS = {
       ...common,
       host: z
         .strictObject({
-          event: hostEvent.describe('the mm event (each brackets its change with MMU-notifier invalidations)'),
-          region: z.string().describe("the region whose host mapping the event hits"),
+          event: hostEvent.describe(
+            'the mm event (each brackets its change with MMU-notifier invalidations)',
+          ),
+          region: z.string().describe('the region whose host mapping the event hits'),
           offset: num.optional().describe('bytes into the region (default 0)'),
           length: num.optional().describe('bytes (default: to the end of the region)'),
           writable: z.boolean().optional().describe('mprotect: writable after the call (default false)'),
@@ -179,9 +190,11 @@ export const STEP_SCHEMAS = {
           kind: z.enum(['read', 'write']).optional().describe('default read'),
         })
         .optional()
-        .describe('a guest fault that gets its pfn before the event and takes mmu_lock after it (vcpu.beginAccess)'),
+        .describe(
+          'a guest fault that gets its pfn before the event and takes mmu_lock after it (vcpu.beginAccess)',
+        ),
     })
-    .describe('a host mm event on a region\'s mapping'),
+    .describe("a host mm event on a region's mapping"),
   dirtyLog: z
     .strictObject({
       ...common,
@@ -212,7 +225,10 @@ export const STEP_SCHEMAS = {
           length: num.optional().describe('bytes (default: to the end of the region)'),
           stride: num.optional().describe('bytes between accepted pages (default 4096)'),
           workingSet: num.optional().describe('accept this many random pages instead (seeded)'),
-          vcpus: z.union([z.literal('all'), z.array(num)]).optional().describe('vCPU ids or "all" (default all)'),
+          vcpus: z
+            .union([z.literal('all'), z.array(num)])
+            .optional()
+            .describe('vCPU ids or "all" (default all)'),
         })
         .describe('which pages'),
     })
@@ -228,7 +244,9 @@ export const STEP_SCHEMAS = {
         })
         .describe('the range'),
     })
-    .describe("fallocate(PUNCH_HOLE | KEEP_SIZE) on a private region's guest_memfd: pages freed, SPTEs zapped"),
+    .describe(
+      "fallocate(PUNCH_HOLE | KEEP_SIZE) on a private region's guest_memfd: pages freed, SPTEs zapped",
+    ),
   enableCap: z
     .strictObject({
       ...common,
@@ -241,9 +259,14 @@ export const STEP_SCHEMAS = {
       ...common,
       guestPaging: z
         .strictObject({
-          tables: z.string().describe('the region whose pages hold the page tables (allocated from its first page)'),
+          tables: z
+            .string()
+            .describe('the region whose pages hold the page tables (allocated from its first page)'),
           map: z.array(z.string()).min(1).describe('regions to map, every page, gva = gpa (user, writable)'),
-          vcpus: z.union([z.literal('all'), z.array(num)]).optional().describe('vCPUs that load the new CR3 (default all)'),
+          vcpus: z
+            .union([z.literal('all'), z.array(num)])
+            .optional()
+            .describe('vCPUs that load the new CR3 (default all)'),
         })
         .describe('what to map and where the tables live'),
     })
@@ -298,7 +321,9 @@ export const scenarioSchema = z
         tdpMmu: z
           .boolean()
           .optional()
-          .describe("kvm.tdp_mmu: false on an EPT host builds EPT with the shadow MMU's direct pages (the pre-5.10 MMU)"),
+          .describe(
+            "kvm.tdp_mmu: false on an EPT host builds EPT with the shadow MMU's direct pages (the pre-5.10 MMU)",
+          ),
         honorGuestMtrrs: z
           .boolean()
           .optional()
@@ -310,7 +335,9 @@ export const scenarioSchema = z
         snoopScope: z
           .enum(['attached', 'system'])
           .optional()
-          .describe("the Intel IOMMU driver's snoop-control check: attached (v5.19+) or system (the pre-v5.19 bug)"),
+          .describe(
+            "the Intel IOMMU driver's snoop-control check: attached (v5.19+) or system (the pre-v5.19 bug)",
+          ),
         iommus: z
           .array(
             z
@@ -326,12 +353,17 @@ export const scenarioSchema = z
           .record(z.string(), z.unknown())
           .optional()
           .describe('any other KvmOptions (README "Host profiles"), passed to new Kvm()'),
-        bugs: z.array(z.string()).optional().describe('historical KVM bugs switched back on (KvmOptions.bugs)'),
+        bugs: z
+          .array(z.string())
+          .optional()
+          .describe('historical KVM bugs switched back on (KvmOptions.bugs)'),
       })
       .optional()
       .describe('the host and kernel being modelled'),
     vms: z.array(vmSchema).min(1).describe('the VMs (at least one)'),
-    timeline: z.array(z.unknown()).describe('the steps, in order: each a mapping with exactly one step kind key'),
+    timeline: z
+      .array(z.unknown())
+      .describe('the steps, in order: each a mapping with exactly one step kind key'),
   })
   .describe('a zaplab scenario');
 

@@ -19,7 +19,10 @@ const common = {
   vm: z.string().optional().describe('the VM the step acts on, by name (default: the first)'),
   expect: expectErrno,
 };
-const vcpus = z.union([z.literal('all'), z.array(num)]).optional().describe('vCPU ids or "all" (default all)');
+const vcpus = z
+  .union([z.literal('all'), z.array(num)])
+  .optional()
+  .describe('vCPU ids or "all" (default all)');
 
 /** A u64 MSR value: hex string (up to 16 digits) or a safe integer. */
 const u64 = z.union([z.number(), z.string()]).transform((v, ctx): bigint => {
@@ -28,7 +31,10 @@ const u64 = z.union([z.number(), z.string()]).transform((v, ctx): bigint => {
     const b = BigInt(v.replace(/_/g, ''));
     if (b < 2n ** 64n) return b;
   }
-  ctx.addIssue({ code: 'custom', message: `expected a u64 as hex ("0x0007040600070406") or a safe integer; got ${JSON.stringify(v)}` });
+  ctx.addIssue({
+    code: 'custom',
+    message: `expected a u64 as hex ("0x0007040600070406") or a safe integer; got ${JSON.stringify(v)}`,
+  });
   return z.NEVER;
 });
 
@@ -46,18 +52,21 @@ export const VFIO_STEP_SCHEMAS = {
       ...common,
       vfioDevice: z.string().min(1).describe('the device name later steps use'),
       iommu: z.string().optional().describe("the IOMMU unit (host.iommus name; default 'default')"),
-      group: z.string().optional().describe('join this device\'s IOMMU group instead of a new one'),
+      group: z.string().optional().describe("join this device's IOMMU group instead of a new one"),
     })
     .describe('bind a PCI device to vfio-pci (its group file opens)'),
   /** open /dev/vfio/vfio */
   vfioContainer: z
-    .strictObject({ ...common, vfioContainer: z.string().min(1).describe('the container name later steps use') })
+    .strictObject({
+      ...common,
+      vfioContainer: z.string().min(1).describe('the container name later steps use'),
+    })
     .describe('open /dev/vfio/vfio'),
   /** VFIO_GROUP_SET_CONTAINER for the named device's group (or UNSET_CONTAINER with `unset`) */
   vfioGroup: z
     .strictObject({
       ...common,
-      vfioGroup: z.string().describe("the device whose group it is"),
+      vfioGroup: z.string().describe('the device whose group it is'),
       container: z.string().optional().describe('VFIO_GROUP_SET_CONTAINER to this container'),
       unset: z.boolean().optional().describe('VFIO_GROUP_UNSET_CONTAINER instead'),
     })
@@ -84,7 +93,9 @@ export const VFIO_STEP_SCHEMAS = {
   unmapDma: z
     .strictObject({
       ...common,
-      unmapDma: z.strictObject({ container: z.string().describe('the container'), ...regionRange }).describe('what to unmap'),
+      unmapDma: z
+        .strictObject({ container: z.string().describe('the container'), ...regionRange })
+        .describe('what to unmap'),
     })
     .describe("VFIO_IOMMU_UNMAP_DMA of a region's IOVA range"),
   /** device DMA into a region (IOVA = gpa), every stride or a seeded working set, per pass */
@@ -157,7 +168,9 @@ export const VFIO_STEP_SCHEMAS = {
   pat: z
     .strictObject({
       ...common,
-      pat: z.strictObject({ value: u64.describe('the PAT MSR value (hex string or safe integer)'), vcpus }).describe('the write'),
+      pat: z
+        .strictObject({ value: u64.describe('the PAT MSR value (hex string or safe integer)'), vcpus })
+        .describe('the write'),
     })
     .describe('guest WRMSR(IA32_PAT)'),
 } as const;

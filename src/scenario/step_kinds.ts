@@ -7,9 +7,32 @@
 import type { Step, StepKind } from './schema.ts';
 
 export const STEP_KIND_NAMES: readonly StepKind[] = [
-  'create', 'delete', 'move', 'flags', 'memslot', 'access', 'host', 'dirtyLog', 'attributes', 'accept',
-  'punchHole', 'enableCap', 'guestPaging', 'audit', 'vfioDevice', 'vfioContainer', 'vfioGroup',
-  'vfioIommu', 'mapDma', 'unmapDma', 'dma', 'kvmVfio', 'cr0', 'mtrr', 'pat', 'repeat',
+  'create',
+  'delete',
+  'move',
+  'flags',
+  'memslot',
+  'access',
+  'host',
+  'dirtyLog',
+  'attributes',
+  'accept',
+  'punchHole',
+  'enableCap',
+  'guestPaging',
+  'audit',
+  'vfioDevice',
+  'vfioContainer',
+  'vfioGroup',
+  'vfioIommu',
+  'mapDma',
+  'unmapDma',
+  'dma',
+  'kvmVfio',
+  'cr0',
+  'mtrr',
+  'pat',
+  'repeat',
 ];
 
 /** Leaf steps a list unrolls to (repeats multiplied out; Infinity past 2^53). */

@@ -278,7 +278,8 @@ interface PatternOffsets {
   picked: Float64Array | null;
 }
 
-const offsetAt = (o: PatternOffsets, i: number): number => (o.picked !== null ? o.picked[i]! : o.start + i * o.stride);
+const offsetAt = (o: PatternOffsets, i: number): number =>
+  o.picked !== null ? o.picked[i]! : o.start + i * o.stride;
 
 function patternOffsets(x: ExecCtx, r: RegionState, p: AccessPattern): PatternOffsets {
   const start = (p.offset ?? 0) + (p.eachOffset ?? 0) * x.iter;

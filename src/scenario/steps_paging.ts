@@ -15,7 +15,10 @@ const PAGE = 4096;
 export type GuestPagingStep = Extract<Step, { guestPaging: unknown }>;
 
 /** The VM's guest memory as the builder's table storage (gfn, index). */
-function tablesOf(vm: Vm): { read(gfn: number, i: number): number; write(gfn: number, i: number, g: number): void } {
+function tablesOf(vm: Vm): {
+  read(gfn: number, i: number): number;
+  write(gfn: number, i: number, g: number): void;
+} {
   return {
     read: (gfn, i) => vm.readGuestPte(gfn * PAGE, i),
     write: (gfn, i, g) => vm.writeGuestPte(gfn * PAGE, i, g),

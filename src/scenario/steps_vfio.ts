@@ -6,7 +6,16 @@
  * maps with a stale EPT memory type — the 2019 symptom (the GPU writes past the CPU cache of a page
  * the guest still treats as WB). Model-only file.
  */
-import { KvmError, auditSpteMemtypes, uapiVfio, type Vcpu, type VfioContainer, type VfioDevice, type IommuUnit, type KvmVfioDevice } from '../index.ts';
+import {
+  KvmError,
+  auditSpteMemtypes,
+  uapiVfio,
+  type Vcpu,
+  type VfioContainer,
+  type VfioDevice,
+  type IommuUnit,
+  type KvmVfioDevice,
+} from '../index.ts';
 import type { Step } from './schema.ts';
 import { callFailed, type ExecCtx, type RegionState, type VmCtx } from './steps.ts';
 
@@ -29,11 +38,33 @@ export function newVfioCtx(): VfioCtx {
 
 type VfioStep = Extract<
   Step,
-  { vfioDevice: unknown } | { vfioContainer: unknown } | { vfioGroup: unknown } | { vfioIommu: unknown } | { mapDma: unknown } | { unmapDma: unknown } | { dma: unknown } | { kvmVfio: unknown } | { cr0: unknown } | { mtrr: unknown } | { pat: unknown }
+  | { vfioDevice: unknown }
+  | { vfioContainer: unknown }
+  | { vfioGroup: unknown }
+  | { vfioIommu: unknown }
+  | { mapDma: unknown }
+  | { unmapDma: unknown }
+  | { dma: unknown }
+  | { kvmVfio: unknown }
+  | { cr0: unknown }
+  | { mtrr: unknown }
+  | { pat: unknown }
 >;
 
 export function isVfioStep(s: Step): s is VfioStep {
-  return ['vfioDevice', 'vfioContainer', 'vfioGroup', 'vfioIommu', 'mapDma', 'unmapDma', 'dma', 'kvmVfio', 'cr0', 'mtrr', 'pat'].some((k) => k in s);
+  return [
+    'vfioDevice',
+    'vfioContainer',
+    'vfioGroup',
+    'vfioIommu',
+    'mapDma',
+    'unmapDma',
+    'dma',
+    'kvmVfio',
+    'cr0',
+    'mtrr',
+    'pat',
+  ].some((k) => k in s);
 }
 
 const bump = (x: ExecCtx, k: string, n = 1): void => {
@@ -60,7 +91,10 @@ function guestOp(x: ExecCtx, what: string, v: Vcpu, f: () => number): void {
   x.errors.push(`${x.label}: #GP on vCPU ${v.vcpuId} (${what})`);
 }
 
-function range(r: RegionState, s: { offset?: number | undefined; length?: number | undefined }): { start: number; len: number } {
+function range(
+  r: RegionState,
+  s: { offset?: number | undefined; length?: number | undefined },
+): { start: number; len: number } {
   const start = s.offset ?? 0;
   return { start, len: s.length ?? r.decl.size - start };
 }
@@ -76,7 +110,10 @@ export function execVfioStep(x: ExecCtx, c: VmCtx, s: VfioStep): void {
   if ('vfioDevice' in s) {
     const group = s.group === undefined ? undefined : v.devices.get(s.group)?.group;
     const iommu = s.iommu === undefined || s.iommu === 'default' ? undefined : v.units.get(s.iommu);
-    v.devices.set(s.vfioDevice, vfio.addDevice({ name: s.vfioDevice, ...(iommu ? { iommu } : {}), ...(group ? { group } : {}) }));
+    v.devices.set(
+      s.vfioDevice,
+      vfio.addDevice({ name: s.vfioDevice, ...(iommu ? { iommu } : {}), ...(group ? { group } : {}) }),
+    );
     return;
   }
   if ('vfioContainer' in s) return void v.containers.set(s.vfioContainer, vfio.openContainer());
@@ -85,14 +122,21 @@ export function execVfioStep(x: ExecCtx, c: VmCtx, s: VfioStep): void {
     if (s.unset) return void call(x, 'vfio_unset_container', () => g.unsetContainer());
     return void call(x, 'vfio_set_container', () => g.setContainer(container(x, s.container!).fd));
   }
-  if ('vfioIommu' in s) return void call(x, 'vfio_set_iommu', () => container(x, s.vfioIommu).setIommu(uapiVfio.VFIO_TYPE1v2_IOMMU));
+  if ('vfioIommu' in s)
+    return void call(x, 'vfio_set_iommu', () =>
+      container(x, s.vfioIommu).setIommu(uapiVfio.VFIO_TYPE1v2_IOMMU),
+    );
   if ('mapDma' in s) {
     const m = s.mapDma;
     const r = reg(m.region);
     const { start, len } = range(r, m);
     const flags = uapiVfio.VFIO_DMA_MAP_FLAG_READ | (m.readonly ? 0 : uapiVfio.VFIO_DMA_MAP_FLAG_WRITE);
     const iova = m.iova ?? r.gpa + start;
-    if (call(x, 'vfio_map_dma', () => container(x, m.container).mapDma({ iova, vaddr: r.hva + start, size: len, flags })))
+    if (
+      call(x, 'vfio_map_dma', () =>
+        container(x, m.container).mapDma({ iova, vaddr: r.hva + start, size: len, flags }),
+      )
+    )
       bump(x, 'iommu_pages_mapped', len / PAGE);
     return;
   }
@@ -101,17 +145,29 @@ export function execVfioStep(x: ExecCtx, c: VmCtx, s: VfioStep): void {
     const r = reg(u.region);
     const { start, len } = range(r, u);
     let bytes = 0;
-    if (call(x, 'vfio_unmap_dma', () => (bytes = container(x, u.container).unmapDma({ iova: r.gpa + start, size: len }))))
+    if (
+      call(
+        x,
+        'vfio_unmap_dma',
+        () => (bytes = container(x, u.container).unmapDma({ iova: r.gpa + start, size: len })),
+      )
+    )
       bump(x, 'iommu_pages_unmapped', bytes / PAGE);
     return;
   }
   if ('dma' in s) return deviceDma(x, c, s.dma);
   if ('kvmVfio' in s) {
     let dev = v.kvmDevices.get(c);
-    if (dev === undefined && !call(x, 'kvm_create_device', () => (dev = c.vm.createDevice({ type: uapiVfio.KVM_DEV_TYPE_VFIO })))) return;
+    if (
+      dev === undefined &&
+      !call(x, 'kvm_create_device', () => (dev = c.vm.createDevice({ type: uapiVfio.KVM_DEV_TYPE_VFIO })))
+    )
+      return;
     v.kvmDevices.set(c, dev!);
     const fd = device(x, s.kvmVfio).group.fd;
-    return void call(x, s.del ? 'kvm_vfio_file_del' : 'kvm_vfio_file_add', () => (s.del ? dev!.fileDel(fd) : dev!.fileAdd(fd)));
+    return void call(x, s.del ? 'kvm_vfio_file_del' : 'kvm_vfio_file_add', () =>
+      s.del ? dev!.fileDel(fd) : dev!.fileAdd(fd),
+    );
   }
   if ('cr0' in s) {
     for (const cpu of vcpusOf(c, s.cr0.vcpus)) {
@@ -125,28 +181,37 @@ export function execVfioStep(x: ExecCtx, c: VmCtx, s: VfioStep): void {
     for (const cpu of vcpusOf(c, m.vcpus)) {
       for (const r of m.var ?? []) {
         const rr = r.region === undefined ? null : reg(r.region);
-        const spec = r.off ? null : { base: rr ? rr.gpa : r.base!, size: rr ? rr.decl.size : r.size!, type: r.type! };
+        const spec = r.off
+          ? null
+          : { base: rr ? rr.gpa : r.base!, size: rr ? rr.decl.size : r.size!, type: r.type! };
         guestOp(x, 'mtrr_writes', cpu, () => cpu.setMtrrVar(r.index, spec));
       }
       if (m.defType !== undefined || m.enabled !== undefined || m.fixed !== undefined) {
-        const o = { ...(m.enabled !== undefined ? { enabled: m.enabled } : {}), ...(m.fixed !== undefined ? { fixed: m.fixed } : {}) };
+        const o = {
+          ...(m.enabled !== undefined ? { enabled: m.enabled } : {}),
+          ...(m.fixed !== undefined ? { fixed: m.fixed } : {}),
+        };
         guestOp(x, 'mtrr_writes', cpu, () => cpu.setMtrrDefType(m.defType ?? MTRR_TYPE_UNCACHABLE, o));
       }
     }
     return;
   }
-  if ('pat' in s) for (const cpu of vcpusOf(c, s.pat.vcpus)) guestOp(x, 'pat_writes', cpu, () => cpu.setMsr(MSR_IA32_CR_PAT, s.pat.value));
+  if ('pat' in s)
+    for (const cpu of vcpusOf(c, s.pat.vcpus))
+      guestOp(x, 'pat_writes', cpu, () => cpu.setMsr(MSR_IA32_CR_PAT, s.pat.value));
 }
 
 function device(x: ExecCtx, name: string): VfioDevice {
   const d = x.vfio.devices.get(name);
-  if (d === undefined) throw new KvmError('ENODEV', 'scenario', `VFIO device '${name}' is used before its vfioDevice step`);
+  if (d === undefined)
+    throw new KvmError('ENODEV', 'scenario', `VFIO device '${name}' is used before its vfioDevice step`);
   return d;
 }
 
 function container(x: ExecCtx, name: string): VfioContainer {
   const c = x.vfio.containers.get(name);
-  if (c === undefined) throw new KvmError('EBADF', 'scenario', `VFIO container '${name}' is used before its vfioContainer step`);
+  if (c === undefined)
+    throw new KvmError('EBADF', 'scenario', `VFIO container '${name}' is used before its vfioContainer step`);
   return c;
 }
 

@@ -79,7 +79,10 @@ export function parseParamSpec(arg: string, flag = '-p'): ParamAxis {
       const n = parseSize(item);
       if (n !== null) add(n, item);
       else if (WORD.test(item)) add(item);
-      else fail(`"${item}" is not a number, a size (64K, 2M, 1G), a range (1..8, 1G..64G*2, 8..256+8) or a word`);
+      else
+        fail(
+          `"${item}" is not a number, a size (64K, 2M, 1G), a range (1..8, 1G..64G*2, 8..256+8) or a word`,
+        );
     }
   }
   return { name, spec, values, texts, numeric: values.every((v) => typeof v === 'number') };
@@ -119,10 +122,13 @@ function expandRange(item: string, fail: (what: string) => never): number[] {
 /** The grid: the product of the axes, the first axis varying slowest (so tables read naturally). */
 export function gridPoints(axes: readonly ParamAxis[]): GridPoint[] {
   const dup = axes.find((a, i) => axes.findIndex((b) => b.name === a.name) !== i);
-  if (dup) throw new GridError(`-p ${dup.name}: given twice; put every value in one spec (${dup.name}=v1,v2,…)`);
+  if (dup)
+    throw new GridError(`-p ${dup.name}: given twice; put every value in one spec (${dup.name}=v1,v2,…)`);
   const size = axes.reduce((n, a) => n * a.values.length, 1);
   if (size > MAX_GRID_POINTS)
-    throw new GridError(`-p: the grid has ${size} points (${axes.map((a) => a.values.length).join(' × ')}); at most ${MAX_GRID_POINTS}`);
+    throw new GridError(
+      `-p: the grid has ${size} points (${axes.map((a) => a.values.length).join(' × ')}); at most ${MAX_GRID_POINTS}`,
+    );
   let points: GridPoint[] = [{}];
   for (const a of axes) points = points.flatMap((p) => a.values.map((v) => ({ ...p, [a.name]: v })));
   return points;
@@ -131,7 +137,9 @@ export function gridPoints(axes: readonly ParamAxis[]): GridPoint[] {
 /** A point's parameters as the scenario loader takes them: each value's text (see ParamAxis.texts). */
 export function pointParams(axes: readonly ParamAxis[], p: GridPoint): Record<string, string> {
   return Object.fromEntries(
-    axes.filter((a) => a.name in p).map((a) => [a.name, a.texts[a.values.indexOf(p[a.name]!)] ?? String(p[a.name])]),
+    axes
+      .filter((a) => a.name in p)
+      .map((a) => [a.name, a.texts[a.values.indexOf(p[a.name]!)] ?? String(p[a.name])]),
   );
 }
 

@@ -42,7 +42,9 @@ const POINT_TASK = new URL('./point_task.ts', import.meta.url);
 
 /** zaplab's own version, from the package.json beside src/ (or dist/). */
 export function zaplabVersion(): string {
-  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  return (
+    JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+  ).version;
 }
 
 /** Parses the grid, loads the scenario at every point (so a bad value fails before any run), lists the tasks. */
@@ -50,7 +52,8 @@ export function planSweep(opts: SweepOptions): SweepPlan {
   const axes = opts.params.map((p) => parseParamSpec(p));
   const points = gridPoints(axes);
   for (const id of opts.designs ?? [])
-    if (!DESIGNS.some((d) => d.id === id)) throw new GridError(`--design ${id}: unknown design (${DESIGNS.map((d) => d.id).join(', ')})`);
+    if (!DESIGNS.some((d) => d.id === id))
+      throw new GridError(`--design ${id}: unknown design (${DESIGNS.map((d) => d.id).join(', ')})`);
   const first = loadScenario(opts.scenario);
   if (!first.ok) throw new GridError(first.error);
   const file = first.file!;
@@ -59,12 +62,26 @@ export function planSweep(opts: SweepOptions): SweepPlan {
   points.forEach((params, point) => {
     const rawParams = pointParams(axes, params);
     const r = loadScenario(file, rawParams);
-    if (!r.ok) throw new GridError(`-p ${Object.entries(rawParams).map(([k, v]) => `${k}=${v}`).join(' ')}: ${r.error}`);
+    if (!r.ok)
+      throw new GridError(
+        `-p ${Object.entries(rawParams)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(' ')}: ${r.error}`,
+      );
     const { allowed, skipped: ruled } = designsFor(r.scenario);
-    for (const s of ruled) if (!opts.designs || opts.designs.includes(s.id)) skipped.push({ point, design: s.id, why: s.why });
+    for (const s of ruled)
+      if (!opts.designs || opts.designs.includes(s.id)) skipped.push({ point, design: s.id, why: s.why });
     for (const d of allowed) {
       if (opts.designs && !opts.designs.includes(d.id)) continue;
-      tasks.push({ point, file, params, rawParams, design: d.id, audit: opts.audit ?? 'points', ...(opts.seed !== undefined ? { seed: opts.seed } : {}) });
+      tasks.push({
+        point,
+        file,
+        params,
+        rawParams,
+        design: d.id,
+        audit: opts.audit ?? 'points',
+        ...(opts.seed !== undefined ? { seed: opts.seed } : {}),
+      });
     }
   });
   return { opts, file, base: first.scenario, axes, tasks, skipped };
@@ -87,13 +104,21 @@ export async function runSweep(plan: SweepPlan, opts: RunSweepOptions): Promise<
   const points: SweepPoint[] = [];
   const failures: SweepFailure[] = [];
   let done = 0;
-  for await (const r of runPool<PointInput, SweepPoint>(POINT_TASK, plan.tasks, { workers: opts.workers, ...(opts.signal ? { signal: opts.signal } : {}) })) {
-    const item = r.ok ? r.output : { point: r.input.point, params: r.input.params, design: r.input.design, error: r.error };
+  for await (const r of runPool<PointInput, SweepPoint>(POINT_TASK, plan.tasks, {
+    workers: opts.workers,
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  })) {
+    const item = r.ok
+      ? r.output
+      : { point: r.input.point, params: r.input.params, design: r.input.design, error: r.error };
     if (r.ok) points.push(r.output);
     else failures.push(item as SweepFailure);
     opts.onResult?.(++done, plan.tasks.length, item);
   }
-  return assemble(plan, points.sort(byPointDesign), failures.sort(byPointDesign), { workers: opts.workers, elapsedMs: Math.round(performance.now() - t0) });
+  return assemble(plan, points.sort(byPointDesign), failures.sort(byPointDesign), {
+    workers: opts.workers,
+    elapsedMs: Math.round(performance.now() - t0),
+  });
 }
 
 /** The scenario path relative to the working directory when below it (library files: src/scenario/library/…). */
@@ -102,7 +127,12 @@ function portablePath(file: string): string {
   return r.startsWith('..') || isAbsolute(r) ? file : r;
 }
 
-function assemble(plan: SweepPlan, points: SweepPoint[], failures: SweepFailure[], run: SweepResult['run']): SweepResult {
+function assemble(
+  plan: SweepPlan,
+  points: SweepPoint[],
+  failures: SweepFailure[],
+  run: SweepResult['run'],
+): SweepResult {
   const sc = plan.base;
   const options = kvmOptionsFor(sc) as Record<string, unknown>;
   let resolved: Record<string, unknown> = {};
@@ -127,7 +157,11 @@ function assemble(plan: SweepPlan, points: SweepPoint[], failures: SweepFailure[
     designs: DESIGNS.filter((d) => used.has(d.id)).map((d) => d.id),
     skipped: plan.skipped,
     audit: plan.opts.audit ?? 'points',
-    costModel: { label: 'modelled, not measured', doc: 'docs/cost-model.md', constants: { ...DEFAULT_COSTS } },
+    costModel: {
+      label: 'modelled, not measured',
+      doc: 'docs/cost-model.md',
+      constants: { ...DEFAULT_COSTS },
+    },
     points,
     failures,
     run,

@@ -105,7 +105,8 @@ export function kvmArchUnregisterNoncoherentDma(vm: VmState): void {
 
 /** The PAT type of entry `index` (0–7, selected by a guest PTE's PAT/PCD/PWT bits). */
 export function guestPatType(vcpu: Vcpu, index: number): number {
-  if (!(vcpu instanceof Vcpu)) throw new TypeError(`guestPatType: vcpu must be a Vcpu (got ${formatValue(vcpu)})`);
+  if (!(vcpu instanceof Vcpu))
+    throw new TypeError(`guestPatType: vcpu must be a Vcpu (got ${formatValue(vcpu)})`);
   argInt('guestPatType', 'index', index, 0, 7);
   return Number((vcpu.memtype.pat >> BigInt(index * 8)) & 7n);
 }
@@ -132,6 +133,8 @@ export function effectiveMemtype(eptType: number, ipat: boolean, patType: number
   const row = EFFECTIVE[eptType];
   const t = row?.[patType];
   if (t === undefined || t < 0)
-    throw new RangeError(`effectiveMemtype: EPT type ${eptType} with PAT type ${patType} is a reserved combination`);
+    throw new RangeError(
+      `effectiveMemtype: EPT type ${eptType} with PAT type ${patType} is a reserved combination`,
+    );
   return t;
 }

@@ -10,7 +10,12 @@ import type { AccessBatchOut, AccessHit, AccessKind, AccessResult } from '../kvm
 
 export interface KvmMmuOps {
   /** A guest access by vcpu (the CPU's translation, then EPT violations/misconfigs into the fault path). */
-  vcpuAccess(vcpu: Vcpu, gpa: number, kind: AccessKind, opts: { private?: boolean } | undefined): AccessResult;
+  vcpuAccess(
+    vcpu: Vcpu,
+    gpa: number,
+    kind: AccessKind,
+    opts: { private?: boolean } | undefined,
+  ): AccessResult;
   /**
    * The same access for the batched calls, with validated arguments and nothing allocated when it
    * completes: null, with what it reached written to `hit`; else the exit. Absent: the batch loops over
@@ -29,7 +34,14 @@ export interface KvmMmuOps {
    * vcpuAccessInto would make it, the completed ones written to `out` from index `off`. 0: make the
    * next access through vcpuAccessInto. Absent: the batch always does.
    */
-  vcpuAccessBulk?(vcpu: Vcpu, gpa: number, n: number, write: boolean, out: AccessBatchOut | undefined, off: number): number;
+  vcpuAccessBulk?(
+    vcpu: Vcpu,
+    gpa: number,
+    n: number,
+    write: boolean,
+    out: AccessBatchOut | undefined,
+    off: number,
+  ): number;
   /** A fault stopped after it got its pfn, before mmu_lock (for races); absent where not modelled. */
   vcpuBeginAccess?(vcpu: Vcpu, gpa: number, kind: AccessKind): { finish(): AccessResult };
   /** An access stopped where the kernel lets others in (explore/); absent where not modelled. */

@@ -93,7 +93,12 @@ interface MtrrIter {
  * to leave the loop early (the callers' `return` inside it).
  * @kernel arch/x86/kvm/mtrr.c#mtrr_lookup_start
  */
-function mtrrForEachMemType(vcpu: Vcpu, start: number, end: number, visit: (type: number) => boolean): MtrrIter {
+function mtrrForEachMemType(
+  vcpu: Vcpu,
+  start: number,
+  end: number,
+  visit: (type: number) => boolean,
+): MtrrIter {
   const s = vcpu.memtype;
   const it: MtrrIter = { disabled: false, partial: false };
   if (!(s.deftype & DEF_TYPE_E)) {

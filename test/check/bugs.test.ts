@@ -154,7 +154,10 @@ describe("'gmem-flag-clear-uaf': 6.12–6.18 accept clearing KVM_MEM_GUEST_MEMFD
   }
 
   it('the binding keeps pointing at the freed slot: INV-GMEM-001 at clear-gmem-flag', () => {
-    for (const opts of [{ bugs: ['gmem-flag-clear-uaf'] }, { kernel: '6.19', bugs: ['gmem-flag-clear-uaf'] }] as KvmOptions[]) {
+    for (const opts of [
+      { bugs: ['gmem-flag-clear-uaf'] },
+      { kernel: '6.19', bugs: ['gmem-flag-clear-uaf'] },
+    ] as KvmOptions[]) {
       const { ch, error } = clearFlag(opts);
       expect(error).toBeNull();
       expect(fired(ch)).toEqual(['INV-GMEM-001@clear-gmem-flag']);
@@ -178,14 +181,25 @@ describe("'vfio-2019-memtype': no EPT zap on a guest CR0.CD toggle with non-cohe
   function run(bugs: BugName[], slotZapAll: boolean): Checker {
     const kvm = new Kvm({ bugs });
     const vm: Vm = kvm.createVm(0);
-    if (!slotZapAll) vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
+    if (!slotZapAll)
+      vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
     const ch = new Checker(kvm, { audit: 'points' });
     ch.watch(vm);
     ch.setStep('setup');
     const ram = kvm.host.mmap(RAM);
     vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: RAM, userspaceAddr: ram });
-    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: BAR, memorySize: 2 * MiB, userspaceAddr: kvm.host.mmap(2 * MiB) });
-    vm.setUserMemoryRegion({ slot: 2, guestPhysAddr: ROM, memorySize: 0x10000, userspaceAddr: kvm.host.mmap(0x10000) });
+    vm.setUserMemoryRegion({
+      slot: 1,
+      guestPhysAddr: BAR,
+      memorySize: 2 * MiB,
+      userspaceAddr: kvm.host.mmap(2 * MiB),
+    });
+    vm.setUserMemoryRegion({
+      slot: 2,
+      guestPhysAddr: ROM,
+      memorySize: 0x10000,
+      userspaceAddr: kvm.host.mmap(0x10000),
+    });
     const cpu = vm.createVcpu(0);
     // A GPU assigned through VFIO while the host's other DMAR unit lacks snoop control: non-coherent DMA.
     kvm.vfio.snoopScope = 'system';

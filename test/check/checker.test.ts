@@ -8,7 +8,14 @@ import { Checker } from '../../src/check/checker.ts';
 import type { X86Mmu } from '../../src/x86/mmu/mmu.ts';
 import { spteIndex } from '../../src/x86/mmu/tdp_iter.ts';
 import { childTableOf } from '../../src/x86/mmu/sp_pool.ts';
-import { FROZEN_SPTE_HI, FROZEN_SPTE_LO, isLastSpte, isShadowPresentPte, pfnLo, SPTE_BASE_ADDR_MASK_LO } from '../../src/x86/mmu/spte.ts';
+import {
+  FROZEN_SPTE_HI,
+  FROZEN_SPTE_LO,
+  isLastSpte,
+  isShadowPresentPte,
+  pfnLo,
+  SPTE_BASE_ADDR_MASK_LO,
+} from '../../src/x86/mmu/spte.ts';
 import { ROLE_INVALID } from '../../src/x86/mmu/mmu_internal.ts';
 import type { KvmGmemFile } from '../../src/kvm/guest_memfd.ts';
 
@@ -63,7 +70,11 @@ describe('Checker on good states', () => {
     for (const audit of ['off', 'points', 'full'] as const) {
       const kvm = new Kvm();
       const vm = kvm.createVm(0);
-      vm.setUserMemoryRegion({ slot: 0, memorySize: 4 * MiB, userspaceAddr: kvm.host.mmap(4 * MiB, { backing: 'thp' }) });
+      vm.setUserMemoryRegion({
+        slot: 0,
+        memorySize: 4 * MiB,
+        userspaceAddr: kvm.host.mmap(4 * MiB, { backing: 'thp' }),
+      });
       const v = vm.createVcpu(0);
       const ch = new Checker(kvm, { audit });
       ch.watch(vm);
@@ -172,7 +183,12 @@ describe('each invariant fires on a hand-broken state', () => {
     const file = kvm.lookupFd(fd) as KvmGmemFile;
     ch.auditPoint('postStep');
     expect(ch.violations).toEqual([]);
-    const ghost = { ...vm.memslots()[0], id: 3, asId: 0, baseGfn: 0 } as unknown as KvmGmemFile['bindings'][0]['slot'];
+    const ghost = {
+      ...vm.memslots()[0],
+      id: 3,
+      asId: 0,
+      baseGfn: 0,
+    } as unknown as KvmGmemFile['bindings'][0]['slot'];
     file.bindings.push({ start: 0, end: 16, slot: ghost });
     ch.auditPoint('postStep');
     expect(ids(ch)).toEqual(['INV-GMEM-001']);

@@ -97,7 +97,16 @@ describe('what an incremental audit walks', () => {
     const l = leafAt(s, gfn);
     const lo = l.lo ^ (1 << 12); // the next or previous pfn
     s.pool.write(l.table, l.index, lo, l.hi);
-    if (notify) s.mmu.tdp.recorder!.spteChanged(0, gfn - (gfn % (l.level === 2 ? 512 : 1)), l.level, l.lo, l.hi, lo, l.hi);
+    if (notify)
+      s.mmu.tdp.recorder!.spteChanged(
+        0,
+        gfn - (gfn % (l.level === 2 ? 512 : 1)),
+        l.level,
+        l.lo,
+        l.hi,
+        lo,
+        l.hi,
+      );
   }
 
   for (const backing of ['4k', 'thp'] as const) {
@@ -126,7 +135,12 @@ describe('what an incremental audit walks', () => {
   it('a memslot change makes its gfns walked: a leaf under a new slot is checked against it', () => {
     const kvm = new Kvm();
     const vm = kvm.createVm(0);
-    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 1 * MiB, userspaceAddr: kvm.host.mmap(1 * MiB) });
+    vm.setUserMemoryRegion({
+      slot: 0,
+      guestPhysAddr: 0,
+      memorySize: 1 * MiB,
+      userspaceAddr: kvm.host.mmap(1 * MiB),
+    });
     const v = vm.createVcpu(0);
     const ch = new Checker(kvm, { audit: 'points' });
     ch.watch(vm);
@@ -139,7 +153,12 @@ describe('what an incremental audit walks', () => {
     ch.auditPoint('unchanged');
     expect(ch.violations).toEqual([]);
     // a new slot over it: its gfns are walked, and the leaf does not map the slot's (absent) page
-    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 1 * MiB, memorySize: 1 * MiB, userspaceAddr: kvm.host.mmap(1 * MiB) });
+    vm.setUserMemoryRegion({
+      slot: 1,
+      guestPhysAddr: 1 * MiB,
+      memorySize: 1 * MiB,
+      userspaceAddr: kvm.host.mmap(1 * MiB),
+    });
     ch.auditPoint('created');
     expect(ch.incrementalAudits).toBe(2);
     expect(ch.violations.map((x) => [x.id, x.gfn])).toEqual([['INV-PFN-002', 300]]);

@@ -32,7 +32,16 @@ const cmd: fc.Arbitrary<Cmd> = fc.oneof(
   fc.record({ op: fc.constant('delete' as const), slot }),
   fc.record({ op: fc.constant('move' as const), slot, base }),
   fc.record({ op: fc.constant('dirty' as const), slot, on: fc.boolean() }),
-  { arbitrary: fc.record({ op: fc.constant('access' as const), vcpu: fc.integer({ min: 0, max: 1 }), base, page, write: fc.boolean() }), weight: 5 },
+  {
+    arbitrary: fc.record({
+      op: fc.constant('access' as const),
+      vcpu: fc.integer({ min: 0, max: 1 }),
+      base,
+      page,
+      write: fc.boolean(),
+    }),
+    weight: 5,
+  },
   fc.record({ op: fc.constant('munmap' as const), region: slot, page }),
   fc.record({ op: fc.constant('migrate' as const), region: slot, page, pages: fc.constantFrom(1, 16, 512) }),
   fc.record({ op: fc.constant('thpSplit' as const), region: slot, page }),
@@ -48,7 +57,13 @@ function run(quirk: boolean, cmds: Cmd[], bugs: BugName[] = []): Checker {
   const ch = new Checker(kvm, { audit: 'points' });
   ch.watch(vm);
   const set = (s: number, gpa: number, flags: number, size = REGION) =>
-    vm.setUserMemoryRegion({ slot: s, flags, guestPhysAddr: gpa, memorySize: size, userspaceAddr: regions[s]! });
+    vm.setUserMemoryRegion({
+      slot: s,
+      flags,
+      guestPhysAddr: gpa,
+      memorySize: size,
+      userspaceAddr: regions[s]!,
+    });
   cmds.forEach((c, i) => {
     ch.setStep(`${i}:${c.op}`);
     try {
@@ -79,7 +94,10 @@ function run(quirk: boolean, cmds: Cmd[], bugs: BugName[] = []): Checker {
           kvm.host.munmap(regions[c.region]! + c.page * 4096, 4096);
           break;
         case 'migrate':
-          kvm.host.migrate(regions[c.region]! + Math.min(c.page * 4096, REGION - c.pages * 4096), c.pages * 4096);
+          kvm.host.migrate(
+            regions[c.region]! + Math.min(c.page * 4096, REGION - c.pages * 4096),
+            c.pages * 4096,
+          );
           break;
         case 'thpSplit':
           kvm.host.thpSplit(regions[c.region]! + c.page * 4096);
@@ -88,7 +106,13 @@ function run(quirk: boolean, cmds: Cmd[], bugs: BugName[] = []): Checker {
     } catch (e) {
       if (!(e instanceof KvmError)) throw e; // EEXIST, EINVAL: the call failed as the kernel's would
     }
-    ch.auditPoint(c.op === 'access' ? 'postStep' : ['munmap', 'migrate', 'thpSplit'].includes(c.op) ? 'postNotifier' : 'postMemslotUpdate');
+    ch.auditPoint(
+      c.op === 'access'
+        ? 'postStep'
+        : ['munmap', 'migrate', 'thpSplit'].includes(c.op)
+          ? 'postNotifier'
+          : 'postMemslotUpdate',
+    );
   });
   return ch;
 }
@@ -106,7 +130,10 @@ describe('no invariant fires on random DEFAULT-VM histories', () => {
 
   it('the same property finds a switched-on bug (precise-zap-no-flush, quirk off)', () => {
     const r = fc.check(
-      fc.property(fc.array(cmd, { minLength: 1, maxLength: 30 }), (cmds) => run(false, cmds, ['precise-zap-no-flush']).violations.length === 0),
+      fc.property(
+        fc.array(cmd, { minLength: 1, maxLength: 30 }),
+        (cmds) => run(false, cmds, ['precise-zap-no-flush']).violations.length === 0,
+      ),
       { numRuns: 300, seed: 1 },
     );
     expect(r.failed).toBe(true);

@@ -24,14 +24,26 @@ const CASES: [BugName, string, (d: string) => [string, number] | null][] = [
   ['precise-zap-no-flush', 'delete-vs-fault', (d) => (PRECISE.has(d) ? ['INV-ZAP-002', 4] : null)],
   // the fault maps the INVALID slot's gfn: the guest's re-executed access reaches it (under the precise
   // zap while the zap has dropped mmu_lock inside its walk, under zap-all through the new root)
-  ['fault-ignores-invalid-slot', 'delete-vs-fault', (d) => (PRECISE.has(d) ? ['INV-ACCESS-001', 6] : ['INV-ACCESS-001', 7])],
+  [
+    'fault-ignores-invalid-slot',
+    'delete-vs-fault',
+    (d) => (PRECISE.has(d) ? ['INV-ACCESS-001', 6] : ['INV-ACCESS-001', 7]),
+  ],
   // the FLAGS_ONLY ioctl: publish, then synchronize_srcu and commit, after which the binding dangles
   ['gmem-flag-clear-uaf', 'gmem-flags-vs-fault', () => ['INV-GMEM-001', 2]],
-  ['shadow-2019-precise-zap', 'shadow-delete-vs-access', (d) => (d === 'quirk-off' ? ['INV-ZAP-002', 3] : null)],
+  [
+    'shadow-2019-precise-zap',
+    'shadow-delete-vs-access',
+    (d) => (d === 'quirk-off' ? ['INV-ZAP-002', 3] : null),
+  ],
   // shadow paging: the DIMM holds the guest's page tables; 6.12-rc1's leaf-only zap leaves the pages
   // shadowing them behind, and once the new memslots are published the vCPU still reaches RAM through
   // them although KVM's walk of its tables fails (quirk-off: the only precise design on this MMU)
-  ['shadow-leafs-only-zap', 'shadow-paging-unplug-vs-access', (d) => (d === 'quirk-off' ? ['INV-ACCESS-001', 4] : null)],
+  [
+    'shadow-leafs-only-zap',
+    'shadow-paging-unplug-vs-access',
+    (d) => (d === 'quirk-off' ? ['INV-ACCESS-001', 4] : null),
+  ],
   // v5.3 memtypes, no EPT zap on the CR0.CD toggle: after the ROM DELETE the BAR access still uses the
   // WB|IPAT SPTE from the CD=1 phase under the precise zap; zap-all took it (exhausted clean, below)
   ['vfio-2019-memtype', 'vfio-memtype', (d) => (PRECISE.has(d) ? ['INV-ACCESS-005', 5] : null)],
@@ -55,7 +67,8 @@ describe('explore finds the historical bugs on library configurations', () => {
   }
 
   it('fault-no-seq-recheck: the race as drawn (fault-in, invalidate_range_start, install, PTE change)', () => {
-    const d = exploreConfig(withBug('notifier-vs-fault', 'fault-no-seq-recheck'), { designs: ['quirk'] }).designs[0]!;
+    const d = exploreConfig(withBug('notifier-vs-fault', 'fault-no-seq-recheck'), { designs: ['quirk'] })
+      .designs[0]!;
     const v = d.violation!;
     expect(v.steps.map((s) => `${s.actor}:${s.fn}`)).toEqual([
       '0:kvm_mmu_faultin_pfn',
@@ -68,8 +81,10 @@ describe('explore finds the historical bugs on library configurations', () => {
 
   it('PCT (random mode) finds it too, reproducibly from its seed; without the bug every run is clean', () => {
     const pct = { runs: 40, depth: 2, seed: 3 };
-    const a = exploreConfig(withBug('notifier-vs-fault', 'fault-no-seq-recheck'), { designs: ['quirk'], pct }).designs[0]!;
-    const b = exploreConfig(withBug('notifier-vs-fault', 'fault-no-seq-recheck'), { designs: ['quirk'], pct }).designs[0]!;
+    const a = exploreConfig(withBug('notifier-vs-fault', 'fault-no-seq-recheck'), { designs: ['quirk'], pct })
+      .designs[0]!;
+    const b = exploreConfig(withBug('notifier-vs-fault', 'fault-no-seq-recheck'), { designs: ['quirk'], pct })
+      .designs[0]!;
     expect(a.violation?.invariant).toBe('INV-PFN-001');
     expect([a.stats.violating, a.stats.complete]).toEqual([b.stats.violating, b.stats.complete]);
     // seed 3: 2 of the 40 runs hit the race (a depth-2 bug: one priority change at the right step)
@@ -81,7 +96,7 @@ describe('explore finds the historical bugs on library configurations', () => {
   });
 });
 
-describe("vfio-2019-memtype: found under the precise zap, and why zap-all hid it", () => {
+describe('vfio-2019-memtype: found under the precise zap, and why zap-all hid it', () => {
   const base = (): ExploreConfig => {
     const r = loadExploreConfig('vfio-memtype');
     if (!r.ok) throw new Error(r.error);
@@ -120,7 +135,10 @@ describe("vfio-2019-memtype: found under the precise zap, and why zap-all hid it
       '0:synchronize_srcu_expedited',
       '0:guest access (TLB / EPT hit)',
     ]);
-    expect([v.gfn, v.message]).toEqual([0xc0001, 'VM 1: read of gpa 0xc0001000 by vCPU 0 used memtype 6, KVM now computes 1']);
+    expect([v.gfn, v.message]).toEqual([
+      0xc0001,
+      'VM 1: read of gpa 0xc0001000 by vCPU 0 used memtype 6, KVM now computes 1',
+    ]);
   }, 120_000);
 
   it('the same schedule under zap-all: the DELETE zapped every root, the access refaults with the memtype KVM computes now', () => {
@@ -141,11 +159,23 @@ describe("vfio-2019-memtype: found under the precise zap, and why zap-all hid it
     // the GPU left out: the two threads alone make the point
     const unordered: ExploreConfig = {
       ...c,
-      actors: [{ ...vcpu, steps: [vcpu.steps[0]!, vcpu.steps[2]!] }, { name: 'qemu', vcpu: 0, steps: [vcpu.steps[1]!] }],
+      actors: [
+        { ...vcpu, steps: [vcpu.steps[0]!, vcpu.steps[2]!] },
+        { name: 'qemu', vcpu: 0, steps: [vcpu.steps[1]!] },
+      ],
     };
-    const all = (x: string) => Object.fromEntries(['quirk', 'quirk-off', 'vm-type', 'slot-flag', 'slot-flag+leafs'].map((d) => [d, x]));
+    const all = (x: string) =>
+      Object.fromEntries(
+        ['quirk', 'quirk-off', 'vm-type', 'slot-flag', 'slot-flag+leafs'].map((d) => [d, x]),
+      );
     expect(verdicts(host(unordered, { bugs: ['vfio-2019-memtype'] }))).toEqual(all('INV-ACCESS-005@2'));
-    expect(verdicts(unordered)).toEqual({ quirk: '48', 'quirk-off': '10', 'vm-type': '48', 'slot-flag': '48', 'slot-flag+leafs': '10' });
+    expect(verdicts(unordered)).toEqual({
+      quirk: '48',
+      'quirk-off': '10',
+      'vm-type': '48',
+      'slot-flag': '48',
+      'slot-flag+leafs': '10',
+    });
   }, 120_000);
 
   it("without the switch both are clean: today's memtypes (library.test.ts), and v5.3's with Yan Zhao's CD-toggle zap", () => {

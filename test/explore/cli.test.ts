@@ -11,7 +11,10 @@ import { parseExploreConfig } from '../../src/explore/config.ts';
 
 const root = new URL('../..', import.meta.url).pathname;
 function zaplab(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  return spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'explore', ...args], { encoding: 'utf8', cwd: root });
+  return spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'explore', ...args], {
+    encoding: 'utf8',
+    cwd: root,
+  });
 }
 
 const GOOD = `name: t
@@ -31,19 +34,30 @@ actors:
 describe('explore configurations: errors name file:line:col', () => {
   it('a good one parses', () => {
     const r = parseExploreConfig(GOOD, 'c.yaml');
-    expect(r.ok && r.config.actors.map((a) => [a.name, a.vcpu, a.steps.length])).toEqual([['vcpu0', 0, 1], ['qemu', 0, 1]]);
+    expect(r.ok && r.config.actors.map((a) => [a.name, a.vcpu, a.steps.length])).toEqual([
+      ['vcpu0', 0, 1],
+      ['qemu', 0, 1],
+    ]);
   });
   it('an unknown region in an actor step', () => {
     const r = parseExploreConfig(GOOD.replace('delete: bar', 'delete: rom'), 'c.yaml');
-    expect(r).toEqual({ ok: false, error: "c.yaml:12:17: actors.1.steps.0.delete: unknown region 'rom' (has: bar)" });
+    expect(r).toEqual({
+      ok: false,
+      error: "c.yaml:12:17: actors.1.steps.0.delete: unknown region 'rom' (has: bar)",
+    });
   });
   it('a vCPU the VM does not have', () => {
     const r = parseExploreConfig(GOOD.replace('  - name: qemu\n', '  - name: qemu\n    vcpu: 3\n'), 'c.yaml');
-    expect(r).toEqual({ ok: false, error: 'c.yaml:11:11: actors.1.vcpu: vCPU 3 does not exist (the VM has 1)' });
+    expect(r).toEqual({
+      ok: false,
+      error: 'c.yaml:11:11: actors.1.vcpu: vCPU 3 does not exist (the VM has 1)',
+    });
   });
   it('a step kind actors cannot run', () => {
     const r = parseExploreConfig(GOOD.replace('delete: bar', 'audit: x'), 'c.yaml');
-    expect(r.ok ? '' : r.error).toMatch(/^c\.yaml:12:9: actors\.1\.steps\.0: expected one of the step kinds access, delete/);
+    expect(r.ok ? '' : r.error).toMatch(
+      /^c\.yaml:12:9: actors\.1\.steps\.0: expected one of the step kinds access, delete/,
+    );
   });
   it('a bad bound', () => {
     const r = parseExploreConfig(GOOD + 'bounds: { steps: -1 }\n', 'c.yaml');
@@ -55,7 +69,10 @@ describe('explore configurations: errors name file:line:col', () => {
   });
   it('no actors', () => {
     const r = parseExploreConfig(GOOD.slice(0, GOOD.indexOf('actors:')), 'c.yaml');
-    expect(r).toEqual({ ok: false, error: 'c.yaml:1:1: (top level): expected actors: a list of at least one actor' });
+    expect(r).toEqual({
+      ok: false,
+      error: 'c.yaml:1:1: (top level): expected actors: a list of at least one actor',
+    });
   });
 });
 
@@ -78,8 +95,12 @@ describe('zaplab explore', () => {
     expect(cmd).toBe('notifier-vs-fault --design quirk --bug fault-no-seq-recheck --replay 0,1,0,1 --trace');
     const again = zaplab(...cmd.split(' '));
     expect(again.status).toBe(1);
-    expect(again.stdout).toContain('✗ INV-PFN-001: VM 1 at step 4: root 0 leaf (level 1) maps gfn 0x5 to pfn 0x2, which the host freed');
-    expect(again.stdout).toMatch(/step 3 vcpu0: kvm_tdp_mmu_map\n {4}kvm_mmu_spte_requested gfn=0x5 pfn=0x2 level=1/);
+    expect(again.stdout).toContain(
+      '✗ INV-PFN-001: VM 1 at step 4: root 0 leaf (level 1) maps gfn 0x5 to pfn 0x2, which the host freed',
+    );
+    expect(again.stdout).toMatch(
+      /step 3 vcpu0: kvm_tdp_mmu_map\n {4}kvm_mmu_spte_requested gfn=0x5 pfn=0x2 level=1/,
+    );
   }, 60_000);
 
   it('--shard i/N as JSON, then --merge gives the unsharded counts', () => {
@@ -103,12 +124,25 @@ describe('zaplab explore', () => {
   it('--workers 2: the one-thread counts as JSON, and a violation with its shortest schedule', () => {
     const r = zaplab('delete-vs-fault', '--design', 'quirk,quirk-off', '--workers', '2', '--json');
     expect([r.status, r.stderr]).toEqual([0, '']);
-    const ds = JSON.parse(r.stdout).designs as { design: string; stats: { complete: number; exhausted: boolean }; workers: number }[];
+    const ds = JSON.parse(r.stdout).designs as {
+      design: string;
+      stats: { complete: number; exhausted: boolean };
+      workers: number;
+    }[];
     expect(ds.map((d) => [d.design, d.stats.complete, d.stats.exhausted, d.workers])).toEqual([
       ['quirk', 64, true, 2],
       ['quirk-off', 88, true, 2],
     ]);
-    const v = zaplab('notifier-vs-fault', '--design', 'quirk', '--bug', 'fault-no-seq-recheck', '--workers', '2', '--json');
+    const v = zaplab(
+      'notifier-vs-fault',
+      '--design',
+      'quirk',
+      '--bug',
+      'fault-no-seq-recheck',
+      '--workers',
+      '2',
+      '--json',
+    );
     expect(v.status).toBe(1);
     const d = JSON.parse(v.stdout).designs[0];
     expect([d.violation.invariant, d.violation.schedule.length]).toEqual(['INV-PFN-001', 4]);
@@ -117,13 +151,31 @@ describe('zaplab explore', () => {
   it('bad input: exit 2 and one line', () => {
     for (const [args, msg] of [
       [['no-such-config'], /^zaplab explore: no-such-config: no such file or library configuration/],
-      [['delete-vs-fault', '--design', 'nope'], /^zaplab explore: design 'nope' cannot run delete-vs-fault: no such design/],
-      [['delete-vs-fault', '--bug', 'nope'], /^zaplab explore: --bug nope: unknown \(known: vfio-2019-memtype/],
+      [
+        ['delete-vs-fault', '--design', 'nope'],
+        /^zaplab explore: design 'nope' cannot run delete-vs-fault: no such design/,
+      ],
+      [
+        ['delete-vs-fault', '--bug', 'nope'],
+        /^zaplab explore: --bug nope: unknown \(known: vfio-2019-memtype/,
+      ],
       [['delete-vs-fault', '--shard', '2/2'], /^zaplab explore: --shard 2\/2: expected i\/N with 0 ≤ i < N/],
-      [['delete-vs-fault', '--workers', 'two'], /^zaplab explore: --workers: expected an integer ≥ 0 \(got 'two'\)/],
-      [['delete-vs-fault', '--workers', '300'], /^zaplab explore: --workers 300: expected an integer from 0 to 256/],
-      [['delete-vs-fault', '--workers', '2', '--pct', '5'], /^zaplab explore: --workers splits the exhaustive search; --pct runs in one thread/],
-      [['delete-vs-fault', '--design', 'quirk', '--replay', '5,5'], /^zaplab explore: schedule step 1: actor 5 cannot run there/],
+      [
+        ['delete-vs-fault', '--workers', 'two'],
+        /^zaplab explore: --workers: expected an integer ≥ 0 \(got 'two'\)/,
+      ],
+      [
+        ['delete-vs-fault', '--workers', '300'],
+        /^zaplab explore: --workers 300: expected an integer from 0 to 256/,
+      ],
+      [
+        ['delete-vs-fault', '--workers', '2', '--pct', '5'],
+        /^zaplab explore: --workers splits the exhaustive search; --pct runs in one thread/,
+      ],
+      [
+        ['delete-vs-fault', '--design', 'quirk', '--replay', '5,5'],
+        /^zaplab explore: schedule step 1: actor 5 cannot run there/,
+      ],
     ] as const) {
       const r = zaplab(...args);
       expect([r.status, r.stderr.split('\n').length]).toEqual([2, 2]);

@@ -14,7 +14,13 @@ const COUNTS: Record<string, Record<string, number>> = {
   // the precise zap yields inside its SPTE walk (tdp_mmu_iter_cond_resched), at the first resched point
   // after each zapped SPTE; no walk yields while nobody else can run
   'delete-vs-fault': { quirk: 64, 'quirk-off': 88, 'vm-type': 64, 'slot-flag': 64, 'slot-flag+leafs': 88 },
-  'delete-vs-notifier-vs-fault': { quirk: 193, 'quirk-off': 203, 'vm-type': 193, 'slot-flag': 193, 'slot-flag+leafs': 203 },
+  'delete-vs-notifier-vs-fault': {
+    quirk: 193,
+    'quirk-off': 203,
+    'vm-type': 193,
+    'slot-flag': 193,
+    'slot-flag+leafs': 203,
+  },
   'flags-vs-dirty-log': Object.fromEntries(ALL5.map((d) => [d, 64])),
   'gmem-flags-vs-fault': { quirk: 4, 'vm-type': 4, 'slot-flag': 4, 'slot-flag+leafs': 4 },
   'gmem-punch-hole-vs-fault': { quirk: 5, 'vm-type': 5, 'slot-flag': 5, 'slot-flag+leafs': 5 },
@@ -41,17 +47,21 @@ describe('explore library, no bug switch: exhausted, clean, exact counts', () =>
     expect(exploreLibraryNames()).toEqual(Object.keys(COUNTS).sort());
   });
   for (const name of Object.keys(COUNTS)) {
-    it(name, () => {
-      const r = exploreConfig(load(name));
-      const got = Object.fromEntries(r.designs.map((d) => [d.design, d.stats.complete]));
-      expect(got).toEqual(COUNTS[name]);
-      for (const d of r.designs) {
-        expect([d.design, d.violation, d.stats.violating]).toEqual([d.design, null, 0]);
-        expect(d.stats.exhausted).toBe(true);
-        expect(d.stats.boundHit).toBe(BOUNDED.has(name));
-        expect(d.stats.boundCut).toBe(0);
-      }
-    }, 120_000);
+    it(
+      name,
+      () => {
+        const r = exploreConfig(load(name));
+        const got = Object.fromEntries(r.designs.map((d) => [d.design, d.stats.complete]));
+        expect(got).toEqual(COUNTS[name]);
+        for (const d of r.designs) {
+          expect([d.design, d.violation, d.stats.violating]).toEqual([d.design, null, 0]);
+          expect(d.stats.exhausted).toBe(true);
+          expect(d.stats.boundHit).toBe(BOUNDED.has(name));
+          expect(d.stats.boundCut).toBe(0);
+        }
+      },
+      120_000,
+    );
   }
 
   it('two-vcpus: the two faults commute; without reduction all C(12,6) = 924 interleavings run', () => {
@@ -65,7 +75,9 @@ describe('explore library, no bug switch: exhausted, clean, exact counts', () =>
   it('shards split the space: the parts add up to the whole', () => {
     const cfg = load('delete-vs-fault');
     // the first choice is vCPU 0 (24 schedules follow) or the VMM (40): two shards, one each
-    const parts = [0, 1].map((i) => exploreConfig(cfg, { designs: ['quirk'], shard: { index: i, count: 2 } }).designs[0]!);
+    const parts = [0, 1].map(
+      (i) => exploreConfig(cfg, { designs: ['quirk'], shard: { index: i, count: 2 } }).designs[0]!,
+    );
     expect(parts.map((p) => p.stats.complete).reduce((a, b) => a + b, 0)).toBe(64);
     expect(parts.map((p) => p.stats.complete)).toEqual([24, 40]);
   });

@@ -16,7 +16,9 @@ function load(name: string, bug?: BugName): ExploreConfig {
   const r = loadExploreConfig(name);
   if (!r.ok) throw new Error(r.error);
   const c = r.config;
-  return bug === undefined ? c : { ...c, scenario: { ...c.scenario, host: { ...c.scenario.host, bugs: [bug] } } };
+  return bug === undefined
+    ? c
+    : { ...c, scenario: { ...c.scenario, host: { ...c.scenario.host, bugs: [bug] } } };
 }
 
 describe('stateHash', () => {
@@ -63,13 +65,23 @@ describe('state hashing on the library', () => {
   for (const name of exploreLibraryNames())
     it(`${name}: exhausted and clean under every design with state hashing`, () => {
       const r = exploreConfig(load(name), { stateHashing: true });
-      for (const d of r.designs) expect([d.design, d.violation, d.stats.violating, d.stats.exhausted]).toEqual([d.design, null, 0, true]);
+      for (const d of r.designs)
+        expect([d.design, d.violation, d.stats.violating, d.stats.exhausted]).toEqual([
+          d.design,
+          null,
+          0,
+          true,
+        ]);
     }, 120_000);
 
   it('exact counts: what the pruning saved', () => {
     for (const [name, design, want] of COUNTS) {
       const d = exploreConfig(load(name), { stateHashing: true, designs: [design] }).designs[0]!;
-      expect([name, design, d.executions, d.stats.complete, d.stats.states, d.stats.statePruned]).toEqual([name, design, ...want]);
+      expect([name, design, d.executions, d.stats.complete, d.stats.states, d.stats.statePruned]).toEqual([
+        name,
+        design,
+        ...want,
+      ]);
     }
   }, 120_000);
 
@@ -86,7 +98,11 @@ describe('state hashing on the library', () => {
     for (const [name, bug] of cases) {
       const cfg = load(name, bug);
       const verdict = (o: { stateHashing?: boolean }) =>
-        exploreConfig(cfg, o).designs.map((d) => [d.design, d.violation?.invariant ?? null, d.violation?.schedule.length ?? null]);
+        exploreConfig(cfg, o).designs.map((d) => [
+          d.design,
+          d.violation?.invariant ?? null,
+          d.violation?.schedule.length ?? null,
+        ]);
       const plain = verdict({});
       expect([name, bug, plain.some((v) => v[1] !== null)]).toEqual([name, bug, true]);
       expect([name, bug, verdict({ stateHashing: true })]).toEqual([name, bug, plain]);

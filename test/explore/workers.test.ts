@@ -14,16 +14,27 @@ function load(name: string, bug?: BugName): ExploreConfig {
   const r = loadExploreConfig(name);
   if (!r.ok) throw new Error(r.error);
   const c = r.config;
-  return bug === undefined ? c : { ...c, scenario: { ...c.scenario, host: { ...c.scenario.host, bugs: [bug] } } };
+  return bug === undefined
+    ? c
+    : { ...c, scenario: { ...c.scenario, host: { ...c.scenario.host, bugs: [bug] } } };
 }
 
-const counts = (r: ConfigResult): unknown => r.designs.map((d) => [d.design, d.stats, d.executions, d.violation]);
+const counts = (r: ConfigResult): unknown =>
+  r.designs.map((d) => [d.design, d.stats, d.executions, d.violation]);
 const verdicts = (r: ConfigResult): unknown =>
-  r.designs.map((d) => [d.design, d.violation?.invariant ?? null, d.violation?.schedule ?? null, d.violation?.steps.map((s) => s.fn) ?? null]);
+  r.designs.map((d) => [
+    d.design,
+    d.violation?.invariant ?? null,
+    d.violation?.schedule ?? null,
+    d.violation?.steps.map((s) => s.fn) ?? null,
+  ]);
 
 describe('--workers: the same result as one thread', () => {
   it('batches cut a list into contiguous near-equal parts', () => {
-    expect(batches([1, 2, 3, 4, 5], 2)).toEqual([[1, 2], [3, 4, 5]]);
+    expect(batches([1, 2, 3, 4, 5], 2)).toEqual([
+      [1, 2],
+      [3, 4, 5],
+    ]);
     expect(batches([1, 2], 5)).toEqual([[1], [2]]);
     expect(batches([], 3)).toEqual([]);
   });
@@ -38,7 +49,10 @@ describe('--workers: the same result as one thread', () => {
     }, 120_000);
 
   it('two worker threads: identical counts (delete-vs-fault, two-vcpus without reduction)', async () => {
-    for (const [name, noReduction] of [['delete-vs-fault', false], ['two-vcpus', true]] as const) {
+    for (const [name, noReduction] of [
+      ['delete-vs-fault', false],
+      ['two-vcpus', true],
+    ] as const) {
       const cfg = load(name);
       const one = exploreConfig(cfg, { noReduction, designs: ['quirk', 'quirk-off'] });
       const two = await exploreConfigParallel(cfg, { noReduction, designs: ['quirk', 'quirk-off'] }, 2);
@@ -49,7 +63,10 @@ describe('--workers: the same result as one thread', () => {
   }, 180_000);
 
   it('a bug switched on: the same invariant and shortest schedule, on threads and in this thread', async () => {
-    const cases: [string, BugName][] = [['delete-vs-fault', 'fault-ignores-invalid-slot'], ['notifier-vs-fault', 'fault-no-seq-recheck']];
+    const cases: [string, BugName][] = [
+      ['delete-vs-fault', 'fault-ignores-invalid-slot'],
+      ['notifier-vs-fault', 'fault-no-seq-recheck'],
+    ];
     for (const [name, bug] of cases) {
       const cfg = load(name, bug);
       const one = exploreConfig(cfg);
@@ -64,9 +81,11 @@ describe('--workers: the same result as one thread', () => {
 
   it('refuses what cannot be split, saying why', async () => {
     const cfg = load('delete-vs-fault');
-    await expect(exploreConfigParallel(cfg, { pct: { runs: 5, depth: 2, seed: 1 } }, 2)).rejects.toThrow(/--pct runs in one thread/);
-    await expect(exploreConfigParallel({ ...cfg, bounds: { ...cfg.bounds, executions: 10 } }, {}, 2)).rejects.toThrow(
-      /bounds.executions \(10\) caps one search and cannot be split/,
+    await expect(exploreConfigParallel(cfg, { pct: { runs: 5, depth: 2, seed: 1 } }, 2)).rejects.toThrow(
+      /--pct runs in one thread/,
     );
+    await expect(
+      exploreConfigParallel({ ...cfg, bounds: { ...cfg.bounds, executions: 10 } }, {}, 2),
+    ).rejects.toThrow(/bounds.executions \(10\) caps one search and cannot be split/);
   });
 });

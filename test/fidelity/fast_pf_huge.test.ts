@@ -18,7 +18,8 @@ function hugeGuest() {
   const region = { slot: 0, guestPhysAddr: 0, memorySize: 4 * MiB, userspaceAddr: hva };
   vm.setUserMemoryRegion({ ...region, flags: 0 });
   const v = vm.createVcpu(0);
-  const logging = (on: boolean) => vm.setUserMemoryRegion({ ...region, flags: on ? KVM_MEM_LOG_DIRTY_PAGES : 0 });
+  const logging = (on: boolean) =>
+    vm.setUserMemoryRegion({ ...region, flags: on ? KVM_MEM_LOG_DIRTY_PAGES : 0 });
   return { vm, v, logging };
 }
 

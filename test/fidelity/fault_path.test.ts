@@ -62,7 +62,11 @@ describe('kvm_vm_set_mem_attributes / kvm_handle_gfn_range: invalidations only w
     const v = g.vcpus[0]!;
     const seen = retries(g.vm);
     const f = beginFault(g.vm.mmu as X86Mmu, v, 3 * PAGE, 'read');
-    g.vm.setMemoryAttributes({ address: 0x4000_0000, size: 2 * MiB, attributes: KVM_MEMORY_ATTRIBUTE_PRIVATE });
+    g.vm.setMemoryAttributes({
+      address: 0x4000_0000,
+      size: 2 * MiB,
+      attributes: KVM_MEMORY_ATTRIBUTE_PRIVATE,
+    });
     expect(f.finish()).toMatchObject({ exit: 'none' });
     expect(seen).toEqual([]);
     expect(g.vm.getModelStats().fault_retries).toBe(0);

@@ -45,7 +45,12 @@ describe('close(guest_memfd) → kvm_gmem_release', () => {
     for (const k of ['TDH.MEM.RANGE.BLOCK', 'TDH.MEM.TRACK', 'TDH.MEM.PAGE.REMOVE', 'TDH.PHYMEM.PAGE.WBINVD'])
       expect(after[k]! - before[k]!, k).toBe(2);
     expect(g.vm.getModelStats().tdx_private_pages_removed).toBe(2);
-    expect(g.vcpus[0]!.access(0, 'read')).toEqual({ exit: 'memory_fault', gpa: 0, size: PAGE, private: true });
+    expect(g.vcpus[0]!.access(0, 'read')).toEqual({
+      exit: 'memory_fault',
+      gpa: 0,
+      size: PAGE,
+      private: true,
+    });
     expect(g.vcpus[0]!.access(TDX_SHARED + 0, 'read').exit).toBe('memory_fault'); // still PRIVATE
     expect(g.vm.dead).toBe(false);
   });

@@ -14,7 +14,8 @@ import { guest } from '../mmu/fixture.ts';
 function spy(host: { registerNotifier(n: object): void }, base: number): string[] {
   const seen: string[] = [];
   host.registerNotifier({
-    invalidateRangeStart: (start: number, _end: number, event: MmuNotifierEvent) => seen.push(`${(start - base).toString(16)}:${event}`),
+    invalidateRangeStart: (start: number, _end: number, event: MmuNotifierEvent) =>
+      seen.push(`${(start - base).toString(16)}:${event}`),
     invalidateRangeEnd: () => {},
     release: () => {},
   });
@@ -58,7 +59,7 @@ describe('KSM: the page kept as the KSM page is write-protected under an invalid
     expect(g.kvm.host.pfnAt(ram + 0x3000)).toBe(g.kvm.host.pfnAt(ram + 0x1000));
   });
 
-  it("b pinned: write_protect_page refuses it, break_cow un-shares a (a COW break: one more invalidation)", () => {
+  it('b pinned: write_protect_page refuses it, break_cow un-shares a (a COW break: one more invalidation)', () => {
     const g = guest({ vcpus: 1 });
     const ram = g.vm.memslots()[0]!.userspaceAddr;
     const host = g.kvm.host;

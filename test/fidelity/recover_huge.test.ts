@@ -64,13 +64,16 @@ describe('logging off recovers huge pages (kvm_mmu_recover_huge_pages)', () => {
     expect(checker.violations).toEqual([]);
   });
 
-  it.each(['6.12', '6.18'] as const)('%s: a 4K-backed slot has nothing to recover: no change, no flush', (k) => {
-    const { vm, logOff } = loggedGuest(k, '4k');
-    const flushes = s(vm).remote_tlb_flush_requests!;
-    logOff();
-    expect([s(vm).pages_4k, s(vm).pages_2m]).toEqual([515, 0]);
-    expect(s(vm).remote_tlb_flush_requests! - flushes).toBe(0);
-  });
+  it.each(['6.12', '6.18'] as const)(
+    '%s: a 4K-backed slot has nothing to recover: no change, no flush',
+    (k) => {
+      const { vm, logOff } = loggedGuest(k, '4k');
+      const flushes = s(vm).remote_tlb_flush_requests!;
+      logOff();
+      expect([s(vm).pages_4k, s(vm).pages_2m]).toEqual([515, 0]);
+      expect(s(vm).remote_tlb_flush_requests! - flushes).toBe(0);
+    },
+  );
 
   it('6.18: a range the host split to 4K (THP split) stays 4K; the other recovers', () => {
     const { kvm, vm, logOff } = loggedGuest('6.18');
@@ -83,19 +86,22 @@ describe('logging off recovers huge pages (kvm_mmu_recover_huge_pages)', () => {
 });
 
 describe('the shadow MMU zaps collapsible SPTEs (mmu.c#kvm_rmap_zap_collapsible_sptes), every version', () => {
-  it.each(['6.12', '6.18'] as const)('%s, EPT built by the shadow MMU: the 4K leafs of direct pages go, one flush', (k) => {
-    const { vm, v, checker, logOff } = loggedGuest(k, 'thp', false);
-    expect([s(vm).pages_4k, s(vm).pages_2m]).toEqual([515, 0]);
-    const flushes = s(vm).remote_tlb_flush_requests!;
-    const faults = v.getStats().pf_taken!;
-    logOff();
-    expect([s(vm).pages_4k, s(vm).pages_2m]).toEqual([0, 0]);
-    expect(s(vm).remote_tlb_flush_requests! - flushes).toBe(1);
-    expect(v.access(7 * PAGE, 'read')).toMatchObject({ exit: 'none', level: 2 });
-    expect(v.getStats().pf_taken! - faults).toBe(1);
-    checker.auditPoint('postStep');
-    expect(checker.violations).toEqual([]);
-  });
+  it.each(['6.12', '6.18'] as const)(
+    '%s, EPT built by the shadow MMU: the 4K leafs of direct pages go, one flush',
+    (k) => {
+      const { vm, v, checker, logOff } = loggedGuest(k, 'thp', false);
+      expect([s(vm).pages_4k, s(vm).pages_2m]).toEqual([515, 0]);
+      const flushes = s(vm).remote_tlb_flush_requests!;
+      const faults = v.getStats().pf_taken!;
+      logOff();
+      expect([s(vm).pages_4k, s(vm).pages_2m]).toEqual([0, 0]);
+      expect(s(vm).remote_tlb_flush_requests! - flushes).toBe(1);
+      expect(v.access(7 * PAGE, 'read')).toMatchObject({ exit: 'none', level: 2 });
+      expect(v.getStats().pf_taken! - faults).toBe(1);
+      checker.auditPoint('postStep');
+      expect(checker.violations).toEqual([]);
+    },
+  );
 
   it('a 4K-backed slot: nothing is collapsible, nothing zapped, no flush', () => {
     const { vm, logOff } = loggedGuest('6.18', '4k', false);

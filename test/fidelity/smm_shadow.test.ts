@@ -158,7 +158,7 @@ describe.each(HOSTS)('shadow MMU on a %s host: role.smm and the vCPU address spa
   });
 });
 
-describe('account_shadowed / unaccount_shadowed in the page\'s address space (kvm_memslots_for_spte_role)', () => {
+describe("account_shadowed / unaccount_shadowed in the page's address space (kvm_memslots_for_spte_role)", () => {
   it('an SMM vCPU whose page tables live in SMRAM: write tracking in the as-1 slot, undone when SMRAM goes', () => {
     const { vm, mmu, smm, smramSlot, checker, acc, smramPfn } = smmGuest('shadow-paging', 'quirk', false);
     // The SMM handler's own tables, inside SMRAM (gva == gpa); its CR3 is 0xa1000.
@@ -174,7 +174,9 @@ describe('account_shadowed / unaccount_shadowed in the page\'s address space (kv
     // A precise DELETE zaps the pages shadowing tables in the slot (kvm_mmu_zap_memslot_pages_and_flush)
     // while the slot still exists, and unaccount_shadowed finds it in address space 1.
     smramSlot(0);
-    expect(mmu.shadowPages().filter((sp) => sp.hasGptes && sp.gfn >= SMRAM / 4096 && sp.gfn < SMRAM_END / 4096)).toEqual([]);
+    expect(
+      mmu.shadowPages().filter((sp) => sp.hasGptes && sp.gfn >= SMRAM / 4096 && sp.gfn < SMRAM_END / 4096),
+    ).toEqual([]);
     expect(vm.warnings).toEqual([]);
     // CR3 is now in no visible as-1 memslot: the dummy root, and the walk gives the guest a #PF.
     expect(acc(smm, 'read')).toMatchObject({ exit: 'retry' });

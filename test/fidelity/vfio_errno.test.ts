@@ -82,12 +82,20 @@ describe('vfio_dma_do_map with VFIO_DMA_MAP_FLAG_VADDR', () => {
     c.setIommu(VFIO_TYPE1v2_IOMMU);
     const hva = kvm.host.mmap(4 * PAGE);
     const V = VFIO_DMA_MAP_FLAG_VADDR;
-    expect(code(() => c.mapDma({ iova: 0, vaddr: hva, size: PAGE, flags: V }))).toBe('VFIO_IOMMU_MAP_DMA:ENOENT');
-    expect(code(() => c.mapDma({ iova: 0, vaddr: hva, size: PAGE, flags: V | RW }))).toBe('VFIO_IOMMU_MAP_DMA:EINVAL');
+    expect(code(() => c.mapDma({ iova: 0, vaddr: hva, size: PAGE, flags: V }))).toBe(
+      'VFIO_IOMMU_MAP_DMA:ENOENT',
+    );
+    expect(code(() => c.mapDma({ iova: 0, vaddr: hva, size: PAGE, flags: V | RW }))).toBe(
+      'VFIO_IOMMU_MAP_DMA:EINVAL',
+    );
     // The alignment checks come first.
-    expect(code(() => c.mapDma({ iova: 0x800, vaddr: hva, size: PAGE, flags: V }))).toBe('VFIO_IOMMU_MAP_DMA:EINVAL');
+    expect(code(() => c.mapDma({ iova: 0x800, vaddr: hva, size: PAGE, flags: V }))).toBe(
+      'VFIO_IOMMU_MAP_DMA:EINVAL',
+    );
     c.mapDma({ iova: 0, vaddr: hva, size: 2 * PAGE, flags: RW });
-    expect(code(() => c.mapDma({ iova: 0, vaddr: hva, size: 2 * PAGE, flags: V }))).toBe('VFIO_IOMMU_MAP_DMA:EINVAL');
+    expect(code(() => c.mapDma({ iova: 0, vaddr: hva, size: 2 * PAGE, flags: V }))).toBe(
+      'VFIO_IOMMU_MAP_DMA:EINVAL',
+    );
     expect(c.iommu!.dmas.length).toBe(1);
   });
 });

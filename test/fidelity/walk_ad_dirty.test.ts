@@ -17,8 +17,19 @@ const DIMM = 0x4000_0000;
 function setup(dimmFlags: number) {
   const kvm = new Kvm({ tdp: false, tdpMmu: false });
   const vm = kvm.createVm(0);
-  vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 2 * MiB, userspaceAddr: kvm.host.mmap(2 * MiB) });
-  const dimm = { slot: 1, flags: dimmFlags, guestPhysAddr: DIMM, memorySize: 2 * MiB, userspaceAddr: kvm.host.mmap(2 * MiB) };
+  vm.setUserMemoryRegion({
+    slot: 0,
+    guestPhysAddr: 0,
+    memorySize: 2 * MiB,
+    userspaceAddr: kvm.host.mmap(2 * MiB),
+  });
+  const dimm = {
+    slot: 1,
+    flags: dimmFlags,
+    guestPhysAddr: DIMM,
+    memorySize: 2 * MiB,
+    userspaceAddr: kvm.host.mmap(2 * MiB),
+  };
   vm.setUserMemoryRegion(dimm);
   const b = new IdentityMapBuilder(
     { read: (g, i) => vm.readGuestPte(g * 4096, i), write: (g, i, x) => vm.writeGuestPte(g * 4096, i, x) },

@@ -32,7 +32,12 @@ describe.each([
 ])('guestMemfd flipped on the %s profile', (_name, base) => {
   const caps = (kvm: Kvm) => {
     const vm = kvm.createVm(0);
-    return [kvm.checkExtension(C.KVM_CAP_GUEST_MEMFD), kvm.checkExtension(C.KVM_CAP_GUEST_MEMFD_FLAGS), vm.checkExtension(C.KVM_CAP_GUEST_MEMFD), vm.checkExtension(C.KVM_CAP_GUEST_MEMFD_FLAGS)];
+    return [
+      kvm.checkExtension(C.KVM_CAP_GUEST_MEMFD),
+      kvm.checkExtension(C.KVM_CAP_GUEST_MEMFD_FLAGS),
+      vm.checkExtension(C.KVM_CAP_GUEST_MEMFD),
+      vm.checkExtension(C.KVM_CAP_GUEST_MEMFD_FLAGS),
+    ];
   };
 
   it('caps: 1 and MMAP|INIT_SHARED with guest_memfd, 0 and 0 without', () => {
@@ -43,9 +48,24 @@ describe.each([
   it('KVM_CREATE_GUEST_MEMFD is ENOTTY whatever its arguments; with guest_memfd the same calls are checked', () => {
     const without = new Kvm({ ...base, guestMemfd: false }).createVm(0);
     const withG = new Kvm({ ...base }).createVm(0);
-    const args = [{ size: S, flags: 0 }, { size: S, flags: 3 }, { size: 0, flags: 0 }, { size: S, flags: 4 }];
-    expect(args.map((a) => code(() => without.createGuestMemfd(a)))).toEqual(['ENOTTY/25', 'ENOTTY/25', 'ENOTTY/25', 'ENOTTY/25']);
-    expect(args.map((a) => code(() => withG.createGuestMemfd(a)))).toEqual(['ok', 'ok', 'EINVAL/22', 'EINVAL/22']);
+    const args = [
+      { size: S, flags: 0 },
+      { size: S, flags: 3 },
+      { size: 0, flags: 0 },
+      { size: S, flags: 4 },
+    ];
+    expect(args.map((a) => code(() => without.createGuestMemfd(a)))).toEqual([
+      'ENOTTY/25',
+      'ENOTTY/25',
+      'ENOTTY/25',
+      'ENOTTY/25',
+    ]);
+    expect(args.map((a) => code(() => withG.createGuestMemfd(a)))).toEqual([
+      'ok',
+      'ok',
+      'EINVAL/22',
+      'EINVAL/22',
+    ]);
   });
 
   it('KVM_MEM_GUEST_MEMFD fails the flags check (EINVAL) before the fd is read, even on a delete; plain slots are untouched', () => {
@@ -53,15 +73,37 @@ describe.each([
     const vm = kvm.createVm(0);
     const hva = kvm.host.mmap(S);
     const r2 = (flags: number, size: number, fd: number) =>
-      vm.ioctlSetUserMemoryRegion({ slot: 10, flags, guestPhysAddr: 0xc0000000, memorySize: size, userspaceAddr: hva, guestMemfd: fd }, true);
-    expect([r2(KVM_MEM_GUEST_MEMFD, S, -1), r2(KVM_MEM_GUEST_MEMFD, S, 0x7fff), r2(KVM_MEM_GUEST_MEMFD, 0, -1)]).toEqual([-22, -22, -22]);
-    expect(code(() => vm.setUserMemoryRegion({ slot: 10, flags: KVM_MEM_GUEST_MEMFD, guestPhysAddr: 0, memorySize: S, userspaceAddr: hva }))).toBe('EINVAL/22');
+      vm.ioctlSetUserMemoryRegion(
+        { slot: 10, flags, guestPhysAddr: 0xc0000000, memorySize: size, userspaceAddr: hva, guestMemfd: fd },
+        true,
+      );
+    expect([
+      r2(KVM_MEM_GUEST_MEMFD, S, -1),
+      r2(KVM_MEM_GUEST_MEMFD, S, 0x7fff),
+      r2(KVM_MEM_GUEST_MEMFD, 0, -1),
+    ]).toEqual([-22, -22, -22]);
+    expect(
+      code(() =>
+        vm.setUserMemoryRegion({
+          slot: 10,
+          flags: KVM_MEM_GUEST_MEMFD,
+          guestPhysAddr: 0,
+          memorySize: S,
+          userspaceAddr: hva,
+        }),
+      ),
+    ).toBe('EINVAL/22');
     expect(vm.activeMemslots(0).size).toBe(0);
     expect(r2(0, S, -1)).toBe(0);
     expect(r2(0, 0, -1)).toBe(0);
     // with guest_memfd the bogus fd is what fails
     const vm2 = new Kvm({ ...base }).createVm(0);
-    expect(vm2.ioctlSetUserMemoryRegion({ slot: 10, flags: KVM_MEM_GUEST_MEMFD, guestPhysAddr: 0, memorySize: S, guestMemfd: 0x7fff }, true)).toBe(-9);
+    expect(
+      vm2.ioctlSetUserMemoryRegion(
+        { slot: 10, flags: KVM_MEM_GUEST_MEMFD, guestPhysAddr: 0, memorySize: S, guestMemfd: 0x7fff },
+        true,
+      ),
+    ).toBe(-9);
   });
 });
 
@@ -69,12 +111,21 @@ describe('host options for guest_memfd', () => {
   it('without guest_memfd the private-memory VM types (SW_PROTECTED, SNP, TDX) are not offered', () => {
     const kvm = new Kvm({ guestMemfd: false });
     expect(kvm.checkExtension(C.KVM_CAP_VM_TYPES)).toBe(0b001101);
-    expect([0, 1, 2, 3, 4, 5].map((t) => code(() => kvm.createVm(t)))).toEqual(['ok', 'EINVAL/22', 'ok', 'ok', 'EINVAL/22', 'EINVAL/22']);
+    expect([0, 1, 2, 3, 4, 5].map((t) => code(() => kvm.createVm(t)))).toEqual([
+      'ok',
+      'EINVAL/22',
+      'ok',
+      'ok',
+      'EINVAL/22',
+      'EINVAL/22',
+    ]);
   });
 
   it('contradictions are TypeErrors naming the option', () => {
     expect(() => new Kvm({ guestMemfd: false, vmTypes: 0b11 })).toThrow(/vmTypes .*need guestMemfd/);
-    expect(() => new Kvm({ guestMemfd: false, guestMemfdFlags: 1 })).toThrow(/guestMemfdFlags needs guestMemfd/);
+    expect(() => new Kvm({ guestMemfd: false, guestMemfdFlags: 1 })).toThrow(
+      /guestMemfdFlags needs guestMemfd/,
+    );
     expect(() => new Kvm({ guestMemfdFlags: 4 })).toThrow(/subset of 0x3/);
     expect(() => new Kvm({ guestMemfd: 'no' as never })).toThrow(/guestMemfd must be a boolean/);
   });

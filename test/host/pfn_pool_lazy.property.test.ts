@@ -18,13 +18,42 @@ type Op =
   | { op: 'copy'; pick: number; to: number };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ op: fc.constant('alloc' as const), n: fc.constant(1 as const), count: fc.integer({ min: 1, max: 300 }) }) },
-  { weight: 2, arbitrary: fc.record({ op: fc.constant('alloc' as const), n: fc.constant(512 as const), count: fc.integer({ min: 1, max: 3 }) }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('alloc' as const), n: fc.constant(262144 as const), count: fc.constant(1) }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      op: fc.constant('alloc' as const),
+      n: fc.constant(1 as const),
+      count: fc.integer({ min: 1, max: 300 }),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      op: fc.constant('alloc' as const),
+      n: fc.constant(512 as const),
+      count: fc.integer({ min: 1, max: 3 }),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      op: fc.constant('alloc' as const),
+      n: fc.constant(262144 as const),
+      count: fc.constant(1),
+    }),
+  },
   {
     weight: 8,
     arbitrary: fc.record({
-      op: fc.constantFrom('put' as const, 'get' as const, 'pin' as const, 'unpin' as const, 'write' as const, 'split' as const, 'swap' as const),
+      op: fc.constantFrom(
+        'put' as const,
+        'get' as const,
+        'pin' as const,
+        'unpin' as const,
+        'write' as const,
+        'split' as const,
+        'swap' as const,
+      ),
       pick: fc.nat(),
     }),
   },
@@ -32,7 +61,12 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 );
 
 /** What the pools answer for pfn. */
-const view = (p: PfnPool, pfn: number): unknown[] => [p.refs(pfn), p.contentVersion(pfn), p.isFree(pfn), p.isPinned(pfn)];
+const view = (p: PfnPool, pfn: number): unknown[] => [
+  p.refs(pfn),
+  p.contentVersion(pfn),
+  p.isFree(pfn),
+  p.isPinned(pfn),
+];
 
 describe('PfnPool: lazily made chunks = chunks made up front', () => {
   it('same answers for every pfn after random allocation, reference and content sequences (fast-check)', () => {
@@ -104,8 +138,13 @@ describe('PfnPool: lazily made chunks = chunks made up front', () => {
           for (const t of touched) if (t >= 0) expect(view(lazy, t)).toEqual(view(eager, t));
           expect([lazy.allocated, lazy.epoch]).toEqual([eager.allocated, eager.epoch]);
         }
-        for (let pfn = 0; pfn <= top + 1; pfn++) if (lazy.refs(pfn) !== eager.refs(pfn) || lazy.contentVersion(pfn) !== eager.contentVersion(pfn) || lazy.isFree(pfn) !== eager.isFree(pfn))
-          expect([pfn, ...view(lazy, pfn)]).toEqual([pfn, ...view(eager, pfn)]);
+        for (let pfn = 0; pfn <= top + 1; pfn++)
+          if (
+            lazy.refs(pfn) !== eager.refs(pfn) ||
+            lazy.contentVersion(pfn) !== eager.contentVersion(pfn) ||
+            lazy.isFree(pfn) !== eager.isFree(pfn)
+          )
+            expect([pfn, ...view(lazy, pfn)]).toEqual([pfn, ...view(eager, pfn)]);
       }),
       { numRuns: Number(process.env.FC_RUNS ?? 60) },
     );
@@ -114,13 +153,26 @@ describe('PfnPool: lazily made chunks = chunks made up front', () => {
   it('a guest touched once at 4K costs no refcount or version chunk; a huge block makes the chunks it covers', () => {
     const p = new PfnPool();
     for (let i = 0; i < 200000; i++) p.alloc(1);
-    const chunks = (): number => [...(p as unknown as { refChunks: Map<number, unknown>; verChunks: Map<number, unknown> }).refChunks.keys()].length;
+    const chunks = (): number =>
+      [
+        ...(
+          p as unknown as { refChunks: Map<number, unknown>; verChunks: Map<number, unknown> }
+        ).refChunks.keys(),
+      ].length;
     expect(chunks()).toBe(0);
-    expect([p.refs(1), p.contentVersion(200000), p.refs(200001), p.contentVersion(0), p.isFree(150000)]).toEqual([1, 1, 0, 0, false]);
+    expect([
+      p.refs(1),
+      p.contentVersion(200000),
+      p.refs(200001),
+      p.contentVersion(0),
+      p.isFree(150000),
+    ]).toEqual([1, 1, 0, 0, false]);
     const h = p.alloc(512);
     expect(h).toBe(200192); // 512-aligned past 200000: a gap of 191 pages
     expect(chunks()).toBe(1); // chunk 3 (pfns 196608…262143) holds the gap and the block
-    expect([p.refs(200000), p.refs(200001), p.refs(h), p.refs(h + 1), p.contentVersion(h + 1)]).toEqual([1, 0, 1, 1, 1]);
+    expect([p.refs(200000), p.refs(200001), p.refs(h), p.refs(h + 1), p.contentVersion(h + 1)]).toEqual([
+      1, 0, 1, 1, 1,
+    ]);
     p.put(5); // a fresh page freed: its chunk is made, the page is free, its neighbours keep 1
     expect([p.refs(5), p.isFree(5), p.refs(4), p.refs(6), chunks()]).toEqual([0, true, 1, 1, 2]);
     expect(p.alloc(1)).toBe(5); // reused (LIFO): new owner, new content

@@ -43,9 +43,19 @@ beforeAll(() => {
     files: { path: string }[];
   }[];
   files = packed[0]!.files.map((f) => f.path);
-  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }));
+  writeFileSync(
+    join(dir, 'package.json'),
+    JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }),
+  );
   // The dependencies come from npm's cache (filled by `npm ci`); the registry only if one is missing.
-  run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--omit=optional', `./${packed[0]!.filename}`]);
+  run('npm', [
+    'install',
+    '--prefer-offline',
+    '--no-audit',
+    '--no-fund',
+    '--omit=optional',
+    `./${packed[0]!.filename}`,
+  ]);
 }, 180_000);
 
 afterAll(() => {
@@ -68,13 +78,19 @@ describe('the packed tarball', () => {
     // No import specifier in the compiled code still names a .ts file (tsc's rewrite has gaps).
     const js = files.filter((f) => f.endsWith('.js'));
     const bad = js.filter((f) =>
-      /(from\s*|import\(\s*)['"]\.{1,2}\/[^'"]*\.ts['"]/.test(readFileSync(join(dir, 'node_modules/zaplab', f), 'utf8')),
+      /(from\s*|import\(\s*)['"]\.{1,2}\/[^'"]*\.ts['"]/.test(
+        readFileSync(join(dir, 'node_modules/zaplab', f), 'utf8'),
+      ),
     );
     expect(bad).toEqual([]);
   });
 
   it("import { Kvm } from 'zaplab' works from plain Node ESM", () => {
-    const out = run(process.execPath, ['--input-type=module', '-e', `import { Kvm, KvmError } from 'zaplab';${WORKLOAD}`]);
+    const out = run(process.execPath, [
+      '--input-type=module',
+      '-e',
+      `import { Kvm, KvmError } from 'zaplab';${WORKLOAD}`,
+    ]);
     expect(JSON.parse(out)).toEqual(EXPECTED);
   });
 
@@ -86,7 +102,9 @@ describe('the packed tarball', () => {
   });
 
   it('npx zaplab: --help, list (every library scenario) and show run the compiled CLI', () => {
-    expect(run('npx', ['--no-install', 'zaplab', '--help'])).toMatch(/Usage: zaplab[\s\S]*compare[\s\S]*check/);
+    expect(run('npx', ['--no-install', 'zaplab', '--help'])).toMatch(
+      /Usage: zaplab[\s\S]*compare[\s\S]*check/,
+    );
     const listed = run('npx', ['--no-install', 'zaplab', 'list'])
       .trim()
       .split('\n')
@@ -108,15 +126,23 @@ export async function resolve(s, c, next) {
   return r;
 }`,
     );
-    writeFileSync(join(dir, 'register.mjs'), `import { register } from 'node:module'; register('./hooks.mjs', import.meta.url);`);
-    const heavy = /\/dist\/(kvm|x86|host|iommu|check|report|conformance|backends|replay\/replay|sweep|explore)\/|\/dist\/scenario\/(runner|parse|steps)|\/node_modules\/(yaml|zod|cli-table3|cli-progress)\//;
+    writeFileSync(
+      join(dir, 'register.mjs'),
+      `import { register } from 'node:module'; register('./hooks.mjs', import.meta.url);`,
+    );
+    const heavy =
+      /\/dist\/(kvm|x86|host|iommu|check|report|conformance|backends|replay\/replay|sweep|explore)\/|\/dist\/scenario\/(runner|parse|steps)|\/node_modules\/(yaml|zod|cli-table3|cli-progress)\//;
     for (const args of [['list'], ['show', 'tdx-boot'], ['--help']]) {
       const log = join(dir, `load-${args[0]}.log`);
-      execFileSync(process.execPath, ['--import', './register.mjs', 'node_modules/zaplab/dist/cli/main.js', ...args], {
-        cwd: dir,
-        env: { ...process.env, ZAPLAB_LOADLOG: log },
-        stdio: 'ignore',
-      });
+      execFileSync(
+        process.execPath,
+        ['--import', './register.mjs', 'node_modules/zaplab/dist/cli/main.js', ...args],
+        {
+          cwd: dir,
+          env: { ...process.env, ZAPLAB_LOADLOG: log },
+          stdio: 'ignore',
+        },
+      );
       const loaded = readFileSync(log, 'utf8').trim().split('\n');
       expect(loaded.some((u) => u.endsWith('/dist/cli/main.js'))).toBe(true);
       // (the design table behind --design's choices reads the host profiles: data plus the option

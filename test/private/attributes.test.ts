@@ -95,18 +95,29 @@ describe('a DEFAULT VM has no private faults (issue #17): `private` changes noth
     const batch = v.accessRange(4 * PAGE, 4, 'read', opts);
     checker.auditPoint('end');
     const pfn = kvm.host.hvaToPfn(hva + 3 * PAGE, false)!.pfn;
-    return { first, again, batch, pfn, stats: v.getStats(), vmStats: vm.getStats(), violations: checker.violations };
+    return {
+      first,
+      again,
+      batch,
+      pfn,
+      stats: v.getStats(),
+      vmStats: vm.getStats(),
+      violations: checker.violations,
+    };
   }
   it.each([
     ['TDP MMU', true],
     ['shadow MMU', false],
-  ])('%s: the private access maps the host page the shared one does, with the same stats, checker clean', (_n, tdpMmu) => {
-    const priv = run(tdpMmu, { private: true });
-    expect(priv.first).toMatchObject({ exit: 'none', pfn: priv.pfn, level: 1 });
-    expect(priv.again).toEqual(priv.first);
-    expect(priv.batch).toMatchObject({ count: 4, none: 4, exits: 0 });
-    expect(priv.violations).toEqual([]);
-    const shared = run(tdpMmu, undefined);
-    expect(priv).toEqual(shared);
-  });
+  ])(
+    '%s: the private access maps the host page the shared one does, with the same stats, checker clean',
+    (_n, tdpMmu) => {
+      const priv = run(tdpMmu, { private: true });
+      expect(priv.first).toMatchObject({ exit: 'none', pfn: priv.pfn, level: 1 });
+      expect(priv.again).toEqual(priv.first);
+      expect(priv.batch).toMatchObject({ count: 4, none: 4, exits: 0 });
+      expect(priv.violations).toEqual([]);
+      const shared = run(tdpMmu, undefined);
+      expect(priv).toEqual(shared);
+    },
+  );
 });

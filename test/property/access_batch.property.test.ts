@@ -13,7 +13,15 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { ACCESS_EXITS, Kvm, KvmError, type AccessKind, type AccessResult, type Vcpu, type Vm } from '../../src/index.ts';
+import {
+  ACCESS_EXITS,
+  Kvm,
+  KvmError,
+  type AccessKind,
+  type AccessResult,
+  type Vcpu,
+  type Vm,
+} from '../../src/index.ts';
 import { stateHash } from '../../src/kvm/state_hash.ts';
 
 const MiB = 1 << 20;
@@ -34,7 +42,11 @@ interface Model {
 function build(): Model {
   const kvm = new Kvm();
   const vm = kvm.createVm(0);
-  const hva = [kvm.host.mmap(16 * MiB, { backing: '4k' }), kvm.host.mmap(8 * MiB, { backing: 'thp' }), kvm.host.mmap(MiB)];
+  const hva = [
+    kvm.host.mmap(16 * MiB, { backing: '4k' }),
+    kvm.host.mmap(8 * MiB, { backing: 'thp' }),
+    kvm.host.mmap(MiB),
+  ];
   vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: RAM0, memorySize: 16 * MiB, userspaceAddr: hva[0]! });
   vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: RAM1, memorySize: 8 * MiB, userspaceAddr: hva[1]! });
   vm.setUserMemoryRegion({ slot: 2, flags: 2, guestPhysAddr: ROM, memorySize: MiB, userspaceAddr: hva[2]! });
@@ -44,7 +56,15 @@ function build(): Model {
 /** What a batch hands back besides its totals: a callback and `out` arrays, `out` only, or nothing. */
 type Observe = 'callback' | 'out' | 'none';
 type Op =
-  | { op: 'range'; vcpu: number; gpa: number; count: number; stride: number; kind: AccessKind; observe: Observe }
+  | {
+      op: 'range';
+      vcpu: number;
+      gpa: number;
+      count: number;
+      stride: number;
+      kind: AccessKind;
+      observe: Observe;
+    }
   | { op: 'list'; vcpu: number; gpas: number[]; kind: AccessKind; observe: Observe }
   | { op: 'slot1'; present: boolean; logDirty: boolean }
   | { op: 'quirkOff' }
@@ -61,24 +81,80 @@ const gpaArb = fc.oneof(
   fc.integer({ min: 0, max: 255 }).map((p) => HOLE + p * 4096 + (p % 7)),
 );
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 5, arbitrary: fc.record({ op: fc.constant('range' as const), vcpu: fc.integer({ min: 0, max: 1 }), gpa: gpaArb, count: fc.integer({ min: 0, max: 1200 }), stride: fc.constantFrom(4096, 4096, 8192, 3 * 4096, 2 * MiB), kind: kindArb, observe: observeArb }) },
-  { weight: 5, arbitrary: fc.record({ op: fc.constant('list' as const), vcpu: fc.integer({ min: 0, max: 1 }), gpas: fc.array(gpaArb, { maxLength: 200 }), kind: kindArb, observe: observeArb }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('slot1' as const), present: fc.boolean(), logDirty: fc.boolean() }) },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      op: fc.constant('range' as const),
+      vcpu: fc.integer({ min: 0, max: 1 }),
+      gpa: gpaArb,
+      count: fc.integer({ min: 0, max: 1200 }),
+      stride: fc.constantFrom(4096, 4096, 8192, 3 * 4096, 2 * MiB),
+      kind: kindArb,
+      observe: observeArb,
+    }),
+  },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      op: fc.constant('list' as const),
+      vcpu: fc.integer({ min: 0, max: 1 }),
+      gpas: fc.array(gpaArb, { maxLength: 200 }),
+      kind: kindArb,
+      observe: observeArb,
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      op: fc.constant('slot1' as const),
+      present: fc.boolean(),
+      logDirty: fc.boolean(),
+    }),
+  },
   { weight: 1, arbitrary: fc.constant({ op: 'quirkOff' as const }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('migrate' as const), region: fc.integer({ min: 0, max: 1 }), page: fc.integer({ min: 0, max: 2047 }), pages: fc.integer({ min: 1, max: 64 }) }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('mprotect' as const), page: fc.integer({ min: 0, max: 4000 }), writable: fc.boolean() }) },
-  { weight: 2, arbitrary: fc.record({ op: fc.constant('smm' as const), vcpu: fc.integer({ min: 0, max: 1 }), on: fc.boolean() }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      op: fc.constant('migrate' as const),
+      region: fc.integer({ min: 0, max: 1 }),
+      page: fc.integer({ min: 0, max: 2047 }),
+      pages: fc.integer({ min: 1, max: 64 }),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      op: fc.constant('mprotect' as const),
+      page: fc.integer({ min: 0, max: 4000 }),
+      writable: fc.boolean(),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      op: fc.constant('smm' as const),
+      vcpu: fc.integer({ min: 0, max: 1 }),
+      on: fc.boolean(),
+    }),
+  },
 );
 
 /** The range clipped so its last gpa stays a guest physical address (both sides see the same batch). */
-const rangeGpas = (o: Extract<Op, { op: 'range' }>): number[] => Array.from({ length: o.count }, (_, i) => o.gpa + i * o.stride);
+const rangeGpas = (o: Extract<Op, { op: 'range' }>): number[] =>
+  Array.from({ length: o.count }, (_, i) => o.gpa + i * o.stride);
 
 function host(m: Model, o: Op): void {
   if (o.op === 'slot1') {
     if (m.slot1) m.vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: RAM1, memorySize: 0 });
     m.slot1 = o.present;
     if (o.present)
-      m.vm.setUserMemoryRegion({ slot: 1, flags: o.logDirty ? 1 : 0, guestPhysAddr: RAM1, memorySize: 8 * MiB, userspaceAddr: m.hva[1]! });
+      m.vm.setUserMemoryRegion({
+        slot: 1,
+        flags: o.logDirty ? 1 : 0,
+        guestPhysAddr: RAM1,
+        memorySize: 8 * MiB,
+        userspaceAddr: m.hva[1]!,
+      });
   } else if (o.op === 'quirkOff') {
     m.vm.enableCap({ cap: 213, args: [0x80] });
   } else if (o.op === 'migrate') {
@@ -120,7 +196,12 @@ describe('batched access = a loop of vcpu.access', () => {
           const gpas = o.op === 'range' ? rangeGpas(o) : o.gpas;
           const want = gpas.map((g) => norm(b.vcpus[o.vcpu]!.access(g, o.kind)));
           const n = gpas.length;
-          const out = { exit: new Uint8Array(n), pfn: new Float64Array(n), level: new Uint8Array(n), memtype: new Uint8Array(n) };
+          const out = {
+            exit: new Uint8Array(n),
+            pfn: new Float64Array(n),
+            level: new Uint8Array(n),
+            memtype: new Uint8Array(n),
+          };
           const seen: unknown[] = [];
           const onResult = (i: number, r: AccessResult): void => void (seen[i] = norm(r));
           const v = a.vcpus[o.vcpu]!;
@@ -132,9 +213,13 @@ describe('batched access = a loop of vcpu.access', () => {
           if (o.observe === 'callback') expect(seen).toEqual(want);
           if (o.observe !== 'none') {
             const fromOut = Array.from({ length: n }, (_, i) =>
-              out.exit[i] === 0 ? { exit: 'none', pfn: out.pfn[i], level: out.level[i], memtype: out.memtype[i] } : ACCESS_EXITS[out.exit[i]!],
+              out.exit[i] === 0
+                ? { exit: 'none', pfn: out.pfn[i], level: out.level[i], memtype: out.memtype[i] }
+                : ACCESS_EXITS[out.exit[i]!],
             );
-            expect(fromOut).toEqual(want.map((r) => ((r as { exit: string }).exit === 'none' ? r : (r as { exit: string }).exit)));
+            expect(fromOut).toEqual(
+              want.map((r) => ((r as { exit: string }).exit === 'none' ? r : (r as { exit: string }).exit)),
+            );
           }
           const exits = want.filter((r) => (r as { exit: string }).exit !== 'none');
           expect(res).toEqual({
@@ -164,7 +249,10 @@ describe('batched access: argument checks (nothing runs on a bad call)', () => {
   it('rejects a bad kind, count, stride, gpa, list entry or output array, before any access', () => {
     const { m, v } = setup();
     const bad: [() => unknown, RegExp][] = [
-      [() => v.accessRange(0, 4, 'fetch' as AccessKind), /accessRange: kind must be 'read', 'write' or 'exec' \(got "fetch"\)/],
+      [
+        () => v.accessRange(0, 4, 'fetch' as AccessKind),
+        /accessRange: kind must be 'read', 'write' or 'exec' \(got "fetch"\)/,
+      ],
       [() => v.accessRange(0, -1, 'read'), /count must be a non-negative integer \(got -1\)/],
       [() => v.accessRange(0, 1.5, 'read'), /count must be a non-negative integer \(got 1.5\)/],
       [() => v.accessRange(0, 4, 'read', { stride: 0 }), /stride must be a positive integer \(got 0\)/],
@@ -172,8 +260,14 @@ describe('batched access: argument checks (nothing runs on a bad call)', () => {
       [() => v.accessRange(2 ** 52 - 4096, 2, 'read'), /is not a range of guest physical addresses/],
       [() => v.accessList([0, 4096, NaN], 'write'), /gpas\[2\] = NaN is not a guest physical address/],
       [() => v.accessList(null as unknown as number[], 'write'), /gpas must be an array or typed array/],
-      [() => v.accessList([0, 4096], 'read', { out: { pfn: new Float64Array(1) } }), /out.pfn has 1 entries, the batch makes 2 accesses/],
-      [() => v.accessList([0], 'read', { out: { exit: new Int8Array(1) as unknown as Uint8Array } }), /out.exit must be a Uint8Array/],
+      [
+        () => v.accessList([0, 4096], 'read', { out: { pfn: new Float64Array(1) } }),
+        /out.pfn has 1 entries, the batch makes 2 accesses/,
+      ],
+      [
+        () => v.accessList([0], 'read', { out: { exit: new Int8Array(1) as unknown as Uint8Array } }),
+        /out.exit must be a Uint8Array/,
+      ],
       [() => v.accessList([0], 'read', { private: 1 as unknown as boolean }), /private must be a boolean/],
     ];
     for (const [f, msg] of bad) expect(f).toThrow(msg);
@@ -183,15 +277,32 @@ describe('batched access: argument checks (nothing runs on a bad call)', () => {
   });
   it('count 0 and an empty list do nothing', () => {
     const { v } = setup();
-    expect(v.accessRange(0, 0, 'read')).toEqual({ count: 0, none: 0, exits: 0, firstExit: null, firstExitIndex: -1 });
-    expect(v.accessList([], 'read')).toEqual({ count: 0, none: 0, exits: 0, firstExit: null, firstExitIndex: -1 });
+    expect(v.accessRange(0, 0, 'read')).toEqual({
+      count: 0,
+      none: 0,
+      exits: 0,
+      firstExit: null,
+      firstExitIndex: -1,
+    });
+    expect(v.accessList([], 'read')).toEqual({
+      count: 0,
+      none: 0,
+      exits: 0,
+      firstExit: null,
+      firstExitIndex: -1,
+    });
     expect(v.getStats().pf_taken).toBe(0);
   });
   it('on the shadow MMU (no batched fast path) it is the same loop', () => {
     const mk = () => {
       const kvm = new Kvm({ tdpMmu: false });
       const vm = kvm.createVm(0);
-      vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 4 * MiB, userspaceAddr: kvm.host.mmap(4 * MiB) });
+      vm.setUserMemoryRegion({
+        slot: 0,
+        guestPhysAddr: 0,
+        memorySize: 4 * MiB,
+        userspaceAddr: kvm.host.mmap(4 * MiB),
+      });
       return { vm, v: vm.createVcpu(0) };
     };
     const a = mk();

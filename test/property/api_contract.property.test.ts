@@ -100,13 +100,31 @@ function fixture(): Fx {
   container.mapDma({ iova: 0, vaddr: hva, size: MiB, flags: 3 });
   const kvmVfio = vm.createDevice({ type: uapiVfio.KVM_DEV_TYPE_VFIO });
   const spareGroup = vfio.addDevice({ name: 'spare' }).group;
-  return { kvm, vm, vcpu, hva, gmemFd, snp, snpVcpu, td, tdVcpu, vfio, dev, group: dev.group, container, kvmVfio, spareGroup };
+  return {
+    kvm,
+    vm,
+    vcpu,
+    hva,
+    gmemFd,
+    snp,
+    snpVcpu,
+    td,
+    tdVcpu,
+    vfio,
+    dev,
+    group: dev.group,
+    container,
+    kvmVfio,
+    spareGroup,
+  };
 }
 
 /** Everything a caller can observe, as one string (bigints spelled out). */
 function snapshot(f: Fx): string {
   const vmState = (vm: Vm) => ({
-    slots: [0, 1].map((as) => (as < vm.nrAs ? vm.memslots(as).map((s) => ({ ...s, gmem: null, arch: null, dirtyBitmap: null })) : [])),
+    slots: [0, 1].map((as) =>
+      as < vm.nrAs ? vm.memslots(as).map((s) => ({ ...s, gmem: null, arch: null, dirtyBitmap: null })) : [],
+    ),
     gens: [0, 1].map((as) => (as < vm.nrAs ? vm.memslotsGeneration(as) : 0)),
     stats: vm.getStats(),
     model: vm.getModelStats(),
@@ -162,13 +180,21 @@ const region = (f: Fx) => ({ slot: 1, guestPhysAddr: 0x40000000, memorySize: MiB
 const ENTRY_POINTS: Record<string, EntryPoint> = {
   'new Kvm': { fn: 'Kvm', call: (_f, a) => new Kvm(a[0] as never), valid: () => [{ profile: 'pvm-6.18' }] },
   'Kvm.apiVersion': { fn: 'apiVersion', call: (f) => f.kvm.apiVersion(), valid: () => [] },
-  'Kvm.checkExtension': { fn: 'checkExtension', call: (f, a) => f.kvm.checkExtension(a[0] as never), valid: () => [1] },
+  'Kvm.checkExtension': {
+    fn: 'checkExtension',
+    call: (f, a) => f.kvm.checkExtension(a[0] as never),
+    valid: () => [1],
+  },
   'Kvm.createVm': {
     fn: 'createVm',
     call: (f, a) => f.kvm.createVm(a[0] as never, a[1] as never),
     valid: () => [0, { zapDesign: 'vm-type' }],
   },
-  'Kvm.memfdCreate': { fn: 'memfdCreate', call: (f, a) => f.kvm.memfdCreate(a[0] as never), valid: () => [4096] },
+  'Kvm.memfdCreate': {
+    fn: 'memfdCreate',
+    call: (f, a) => f.kvm.memfdCreate(a[0] as never),
+    valid: () => [4096],
+  },
   'Kvm.fallocate': {
     fn: 'fallocate',
     call: (f, a) => f.kvm.fallocate(a[0] as never, a[1] as never, a[2] as never, a[3] as never),
@@ -196,7 +222,11 @@ const ENTRY_POINTS: Record<string, EntryPoint> = {
     call: (f, a) => f.kvm.host.migrate(a[0] as never, a[1] as never, a[2] as never),
     valid: (f) => [f.hva, 4096, { stepwise: false }],
   },
-  'HostMm.thpSplit': { fn: 'thpSplit', call: (f, a) => f.kvm.host.thpSplit(a[0] as never), valid: (f) => [f.hva] },
+  'HostMm.thpSplit': {
+    fn: 'thpSplit',
+    call: (f, a) => f.kvm.host.thpSplit(a[0] as never),
+    valid: (f) => [f.hva],
+  },
   'HostMm.thpCollapse': {
     fn: 'thpCollapse',
     call: (f, a) => f.kvm.host.thpCollapse(a[0] as never),
@@ -215,7 +245,11 @@ const ENTRY_POINTS: Record<string, EntryPoint> = {
   'HostMm.exitMm': { fn: 'exitMm', call: (f) => f.kvm.host.exitMm(), valid: () => [] },
   'HostMm.mappings': { fn: 'mappings', call: (f) => f.kvm.host.mappings(), valid: () => [] },
   'HostMm.inFlight': { fn: 'inFlight', call: (f) => f.kvm.host.inFlight(), valid: () => [] },
-  'Vm.checkExtension': { fn: 'checkExtension', call: (f, a) => f.vm.checkExtension(a[0] as never), valid: () => [1] },
+  'Vm.checkExtension': {
+    fn: 'checkExtension',
+    call: (f, a) => f.vm.checkExtension(a[0] as never),
+    valid: () => [1],
+  },
   'Vm.setUserMemoryRegion': {
     fn: 'setUserMemoryRegion',
     call: (f, a) => f.vm.setUserMemoryRegion(a[0] as never),
@@ -304,7 +338,11 @@ const ENTRY_POINTS: Record<string, EntryPoint> = {
     },
     valid: () => [0x2000, 'write'],
   },
-  'Vcpu.tdxAccept': { fn: 'tdxAccept', call: (f, a) => f.tdVcpu.tdxAccept(a[0] as never), valid: () => [0x3000] },
+  'Vcpu.tdxAccept': {
+    fn: 'tdxAccept',
+    call: (f, a) => f.tdVcpu.tdxAccept(a[0] as never),
+    valid: () => [0x3000],
+  },
   'Vcpu.snpPvalidate': {
     fn: 'snpPvalidate',
     call: (f, a) => f.snpVcpu.snpPvalidate(a[0] as never, a[1] as never),
@@ -317,7 +355,11 @@ const ENTRY_POINTS: Record<string, EntryPoint> = {
     call: (f, a) => f.vm.writeGuestPte(a[0] as never, a[1] as never, a[2] as never),
     valid: () => [0x1000, 0, 0x2007],
   },
-  'Vm.readGuestPte': { fn: 'readGuestPte', call: (f, a) => f.vm.readGuestPte(a[0] as never, a[1] as never), valid: () => [0x1000, 0] },
+  'Vm.readGuestPte': {
+    fn: 'readGuestPte',
+    call: (f, a) => f.vm.readGuestPte(a[0] as never, a[1] as never),
+    valid: () => [0x1000, 0],
+  },
   'Vcpu.setCr3': { fn: 'setCr3', call: (f, a) => f.vcpu.setCr3(a[0] as never), valid: () => [0x1000] },
   'Vcpu.setMsr': {
     fn: 'setMsr',
@@ -336,7 +378,11 @@ const ENTRY_POINTS: Record<string, EntryPoint> = {
     valid: () => [1, { base: 0x200000, size: 0x200000, type: 1 }],
   },
   'Vcpu.getStats': { fn: 'getStats', call: (f) => f.vcpu.getStats(), valid: () => [] },
-  'Vfio.addIommu': { fn: 'addIommu', call: (f, a) => f.vfio.addIommu(a[0] as never), valid: () => [{ snoopControl: false }] },
+  'Vfio.addIommu': {
+    fn: 'addIommu',
+    call: (f, a) => f.vfio.addIommu(a[0] as never),
+    valid: () => [{ snoopControl: false }],
+  },
   'Vfio.addDevice': {
     fn: 'addDevice',
     call: (f, a) => f.vfio.addDevice(a[0] as never),
@@ -348,8 +394,16 @@ const ENTRY_POINTS: Record<string, EntryPoint> = {
     call: (f, a) => f.spareGroup.setContainer(a[0] as never),
     valid: (f) => [f.container.fd],
   },
-  'VfioGroup.unsetContainer': { fn: 'unsetContainer', call: (f) => f.group.unsetContainer(), valid: () => [] },
-  'VfioGroup.enforcedCoherent': { fn: 'enforcedCoherent', call: (f) => f.group.enforcedCoherent(), valid: () => [] },
+  'VfioGroup.unsetContainer': {
+    fn: 'unsetContainer',
+    call: (f) => f.group.unsetContainer(),
+    valid: () => [],
+  },
+  'VfioGroup.enforcedCoherent': {
+    fn: 'enforcedCoherent',
+    call: (f) => f.group.enforcedCoherent(),
+    valid: () => [],
+  },
   'VfioContainer.checkExtension': {
     fn: 'checkExtension',
     call: (f, a) => f.container.checkExtension(a[0] as never),
@@ -370,14 +424,26 @@ const ENTRY_POINTS: Record<string, EntryPoint> = {
     call: (f, a) => f.container.unmapDma(a[0] as never),
     valid: () => [{ iova: 0, size: 4096 }],
   },
-  'VfioDevice.dma': { fn: 'dma', call: (f, a) => f.dev.dma(a[0] as never, a[1] as never), valid: () => [0x1000, 'write'] },
+  'VfioDevice.dma': {
+    fn: 'dma',
+    call: (f, a) => f.dev.dma(a[0] as never, a[1] as never),
+    valid: () => [0x1000, 'write'],
+  },
   'KvmVfioDevice.setAttr': {
     fn: 'setAttr',
     call: (f, a) => f.kvmVfio.setAttr(a[0] as never),
     valid: (f) => [{ group: 1, attr: 1, fd: f.group.fd }],
   },
-  'KvmVfioDevice.fileAdd': { fn: 'fileAdd', call: (f, a) => f.kvmVfio.fileAdd(a[0] as never), valid: (f) => [f.group.fd] },
-  'KvmVfioDevice.fileDel': { fn: 'fileDel', call: (f, a) => f.kvmVfio.fileDel(a[0] as never), valid: (f) => [f.group.fd] },
+  'KvmVfioDevice.fileAdd': {
+    fn: 'fileAdd',
+    call: (f, a) => f.kvmVfio.fileAdd(a[0] as never),
+    valid: (f) => [f.group.fd],
+  },
+  'KvmVfioDevice.fileDel': {
+    fn: 'fileDel',
+    call: (f, a) => f.kvmVfio.fileDel(a[0] as never),
+    valid: (f) => [f.group.fd],
+  },
   'KvmVfioDevice.release': { fn: 'release', call: (f) => f.kvmVfio.release(), valid: () => [] },
   auditSpteMemtypes: {
     fn: 'auditSpteMemtypes',
@@ -389,7 +455,11 @@ const ENTRY_POINTS: Record<string, EntryPoint> = {
     call: (_f, a) => effectiveMemtype(a[0] as never, a[1] as never, a[2] as never),
     valid: () => [6, false, 6],
   },
-  guestPatType: { fn: 'guestPatType', call: (_f, a) => guestPatType(a[0] as never, a[1] as never), valid: (f) => [f.vcpu, 3] },
+  guestPatType: {
+    fn: 'guestPatType',
+    call: (_f, a) => guestPatType(a[0] as never, a[1] as never),
+    valid: (f) => [f.vcpu, 3],
+  },
   decodeMtMask: { fn: 'decodeMtMask', call: (_f, a) => decodeMtMask(a[0] as never), valid: () => [0x70] },
 };
 
@@ -476,9 +546,7 @@ function argsArb(valid: unknown[]): fc.Arbitrary<unknown[]> {
     const options: fc.Arbitrary<unknown>[] = [fc.constant(v), weird];
     if (typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype) {
       const keys = [...Object.keys(v), 'bogus'];
-      options.push(
-        fc.tuple(fc.constantFrom(...keys), weird).map(([k, w]) => ({ ...(v as object), [k]: w })),
-      );
+      options.push(fc.tuple(fc.constantFrom(...keys), weird).map(([k, w]) => ({ ...(v as object), [k]: w })));
     }
     return fc.oneof(...options);
   });

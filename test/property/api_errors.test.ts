@@ -53,7 +53,9 @@ describe('a bad value is reported, never converted (issue 17 reproducers)', () =
 
   it('fds: close, fallocate', () => {
     const { kvm, vm } = setup();
-    expect(kvmError(() => kvm.close(Symbol() as never)).message).toBe('close: EBADF: fd a symbol is not open');
+    expect(kvmError(() => kvm.close(Symbol() as never)).message).toBe(
+      'close: EBADF: fd a symbol is not open',
+    );
     const fd = vm.createGuestMemfd({ size: 2 * MiB });
     expect(kvmError(() => kvm.fallocate(fd, 3, null as never, 4096)).message).toBe(
       'fallocate: EINVAL: offset null is not an integer (use a bigint past 2^53)',
@@ -87,11 +89,15 @@ describe('a bad value is reported, never converted (issue 17 reproducers)', () =
     expect(t(() => vcpu.access(0, 'read', { privat: true } as never))).toBe(
       "TypeError: access: unknown option 'privat' (options: private)",
     );
-    expect(t(() => vcpu.setCr0(null as never))).toBe('TypeError: setCr0: cr0 must be a number or { cd, nw? } (got null)');
+    expect(t(() => vcpu.setCr0(null as never))).toBe(
+      'TypeError: setCr0: cr0 must be a number or { cd, nw? } (got null)',
+    );
     expect(t(() => vcpu.setMsr(0x203, undefined as never))).toBe(
       'TypeError: setMsr: data must be a u64 (a number or a bigint) (got undefined)',
     );
-    expect(t(() => vcpu.getMsr(null as never))).toBe('TypeError: getMsr: index must be an integer in [0, 4294967295] (got null)');
+    expect(t(() => vcpu.getMsr(null as never))).toBe(
+      'TypeError: getMsr: index must be an integer in [0, 4294967295] (got null)',
+    );
     expect(t(() => vcpu.setMtrrVar(0, { base: null as never, size: 0x200000, type: 1 }))).toBe(
       'TypeError: setMtrrVar: base must be an integer in [0, 9007199254740991] (got null)',
     );
@@ -107,10 +113,18 @@ describe('a bad value is reported, never converted (issue 17 reproducers)', () =
       const e = thrown(f) as Error;
       return `${e.constructor.name}: ${e.message}`;
     };
-    expect(t(() => kvm.host.thpSplit(1n as never))).toBe('TypeError: thpSplit: addr must be a number (got 1n)');
-    expect(t(() => kvm.host.munmap(null as never, 4096))).toBe('TypeError: munmap: addr must be a number (got null)');
-    expect(t(() => kvm.host.mmap(Symbol() as never))).toBe('TypeError: mmap: length must be a number (got a symbol)');
-    expect(t(() => kvm.host.ksmMerge(Object.create(null), 0))).toBe('TypeError: ksmMerge: a must be a number (got an object)');
+    expect(t(() => kvm.host.thpSplit(1n as never))).toBe(
+      'TypeError: thpSplit: addr must be a number (got 1n)',
+    );
+    expect(t(() => kvm.host.munmap(null as never, 4096))).toBe(
+      'TypeError: munmap: addr must be a number (got null)',
+    );
+    expect(t(() => kvm.host.mmap(Symbol() as never))).toBe(
+      'TypeError: mmap: length must be a number (got a symbol)',
+    );
+    expect(t(() => kvm.host.ksmMerge(Object.create(null), 0))).toBe(
+      'TypeError: ksmMerge: a must be a number (got an object)',
+    );
     expect(t(() => kvm.host.mmap(4096, { backing: '3m' as never }))).toBe(
       "TypeError: mmap: backing must be one of '4k', '2m', '1g', 'thp' (got \"3m\")",
     );
@@ -139,7 +153,12 @@ describe('host mm events cost what is mapped in the range, not its length', () =
     expect(ms).toBeLessThan(1000);
     expect(hva).toBe(2 ** 40);
     // The notifier zapped the slot's mapping: the guest no longer reaches a page there.
-    expect(vcpu.access(0x1000, 'read')).toEqual({ exit: 'memory_fault', gpa: 0x1000, size: 4096, private: false });
+    expect(vcpu.access(0x1000, 'read')).toEqual({
+      exit: 'memory_fault',
+      gpa: 0x1000,
+      size: 4096,
+      private: false,
+    });
   });
 
   it('a munmap of a huge range around a sparse mapping frees exactly its present pages', () => {
@@ -158,7 +177,11 @@ describe('closed fds are EBADF', () => {
     const { kvm, hva, vm, vcpu } = setup();
     const gen = vm.memslotsGeneration(0);
     kvm.close(vm.fd);
-    expect(kvmError(() => vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 4 * MiB, memorySize: 4096, userspaceAddr: hva }))).toEqual({
+    expect(
+      kvmError(() =>
+        vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 4 * MiB, memorySize: 4096, userspaceAddr: hva }),
+      ),
+    ).toEqual({
       code: 'EBADF',
       errno: 9,
       syscall: 'KVM_SET_USER_MEMORY_REGION',
@@ -200,14 +223,26 @@ describe('new Kvm(options) validates every option', () => {
     return `${e.constructor.name}: ${e.message}`;
   };
   it('the issue-17 reproducers', () => {
-    expect(msg({ kernel: '5.4' })).toBe(`TypeError: Kvm: kernel must be one of '6.12', '6.15', '6.17', '6.18', '6.19' (got "5.4")`);
-    expect(msg({ maxVcpus: NaN })).toBe('RangeError: Kvm: maxVcpus must be an integer in [1, 65536] (got NaN)');
-    expect(msg({ supportedQuirks: 'x' })).toBe('TypeError: Kvm: supportedQuirks must be an integer in [0, 4294967295] (got "x")');
+    expect(msg({ kernel: '5.4' })).toBe(
+      `TypeError: Kvm: kernel must be one of '6.12', '6.15', '6.17', '6.18', '6.19' (got "5.4")`,
+    );
+    expect(msg({ maxVcpus: NaN })).toBe(
+      'RangeError: Kvm: maxVcpus must be an integer in [1, 65536] (got NaN)',
+    );
+    expect(msg({ supportedQuirks: 'x' })).toBe(
+      'TypeError: Kvm: supportedQuirks must be an integer in [0, 4294967295] (got "x")',
+    );
     expect(msg({ tdp: 'no' })).toBe('TypeError: Kvm: tdp must be a boolean (got "no")');
-    expect(msg({ userAddrLimit: -1 })).toBe('RangeError: Kvm: userAddrLimit must be an integer in [4096, 140737488355328] (got -1)');
-    expect(msg({ userAddrLimit: 0x7ffffffff001 })).toBe('RangeError: Kvm: userAddrLimit must be page aligned (got 140737488351233)');
+    expect(msg({ userAddrLimit: -1 })).toBe(
+      'RangeError: Kvm: userAddrLimit must be an integer in [4096, 140737488355328] (got -1)',
+    );
+    expect(msg({ userAddrLimit: 0x7ffffffff001 })).toBe(
+      'RangeError: Kvm: userAddrLimit must be page aligned (got 140737488351233)',
+    );
     expect(msg({ vmTypes: 1n })).toBe('TypeError: Kvm: vmTypes must be an integer in [0, 63] (got 1n)');
-    expect(msg({ profile: Object.create(null) })).toBe("TypeError: Kvm: profile must be one of 'upstream-6.18', 'pvm-6.18' (got an object)");
+    expect(msg({ profile: Object.create(null) })).toBe(
+      "TypeError: Kvm: profile must be one of 'upstream-6.18', 'pvm-6.18' (got an object)",
+    );
     expect(msg({ speed: 1 })).toMatch(/^TypeError: Kvm: unknown option 'speed' \(known: profile, kernel, /);
     expect(msg(null)).toBe('TypeError: Kvm: options must be an object (got null)');
   });

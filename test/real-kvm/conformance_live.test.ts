@@ -42,18 +42,25 @@ describe.skipIf(!REAL_KVM.ok)('ABI conformance: model vs live kernel', () => {
     );
     expect(formatDisagreements(r.diffs)).toBe('');
     expect(r.compared).toBe(applicable.reduce((n, c) => n + c.steps.length, 0));
-    expect(na.map((c) => c.case)).toEqual(ABI_CASES.filter((c) => notApplicable(c, HOST!) !== null).map((c) => c.id));
+    expect(na.map((c) => c.case)).toEqual(
+      ABI_CASES.filter((c) => notApplicable(c, HOST!) !== null).map((c) => c.id),
+    );
     for (const c of na) expect(c.reason).toMatch(/guest_memfd/);
   });
 
   it('a recording made on a host with this probe is reproduced exactly', () => {
     const same = recordings.filter(({ rec }) => isDeepStrictEqual(rec.host.modelOptions, HOST!.modelOptions));
     if (same.length === 0) {
-      console.warn(`[conformance live] no recording has this host's probe (${HOST!.kernel}); nothing to re-check`);
+      console.warn(
+        `[conformance live] no recording has this host's probe (${HOST!.kernel}); nothing to re-check`,
+      );
       return;
     }
     for (const { file, rec } of same) {
-      const strip = r.kernel.map((k) => ({ ...k, results: k.results.map(({ call, result }) => ({ call, result })) }));
+      const strip = r.kernel.map((k) => ({
+        ...k,
+        results: k.results.map(({ call, result }) => ({ call, result })),
+      }));
       expect(compareRuns(strip, recordingRuns(rec)).diffs, file).toEqual([]);
       console.info(`[conformance live] ${file} reproduced`);
     }

@@ -179,6 +179,8 @@ describe.skipIf(!REAL_KVM.ok)('model vs real /dev/kvm (differential)', () => {
     // bind can succeed, on either side.
     if (HOST!.guestMemfd) expect(okBinds).toBeGreaterThan(10);
     else expect(okBinds).toBe(0);
-    console.info(`[differential] ${calls} calls, ${okBinds} successful guest_memfd binds (guestMemfd ${HOST!.guestMemfd})`);
+    console.info(
+      `[differential] ${calls} calls, ${okBinds} successful guest_memfd binds (guestMemfd ${HOST!.guestMemfd})`,
+    );
   });
 });

@@ -42,7 +42,8 @@ export function skipUnless(cond: boolean, suite: string, why: string): boolean {
   if (!cond && REAL_KVM.ok) console.warn(`[${suite}] not applicable on this host: ${why}`);
   return !cond;
 }
-export const NO_GMEM_WHY = 'needs guest_memfd (KVM_CAP_GUEST_MEMFD = 0: kernel built without CONFIG_KVM_GUEST_MEMFD)';
+export const NO_GMEM_WHY =
+  'needs guest_memfd (KVM_CAP_GUEST_MEMFD = 0: kernel built without CONFIG_KVM_GUEST_MEMFD)';
 
 /** Print why a suite is skipped (once, at import). `pvmOnly` suites also need the kvm_pvm host. */
 export function announceSkip(suite: string, pvmOnly = false): void {

@@ -173,38 +173,41 @@ describe.skipIf(!PVM_HOST)('real /dev/kvm: CPL3 guest accesses', { retry: 2 }, (
     expect(w.exit === 'none' && r1!.exit === 'none' && w.pfn !== r1!.pfn).toBe(true); // COW broke it
   });
 
-  it.skipIf(skipUnless(HOST?.guestMemfd === true, 'guest_access', NO_GMEM_WHY))('guest_memfd slots (§7.5): MMAP|INIT_SHARED data flows both ways; a non-MMAP one with hva 0 faults', () => {
-    using vm = kvm.createVm(0);
-    const g = vm.createGuestMemfd({ size: 16 * P, flags: 3 });
-    vm.setUserMemoryRegion2({ slot: 1, flags: 4, guestPhysAddr: A, memorySize: 16 * P, guestMemfd: g });
-    const g2 = vm.createGuestMemfd({ size: 16 * P, flags: 0 });
-    vm.setUserMemoryRegion2({
-      slot: 2,
-      flags: 4,
-      guestPhysAddr: V,
-      memorySize: 16 * P,
-      guestMemfd: g2,
-      userspaceAddr: 0,
-    });
-    const view = kvm.host.mmapFd(g, 16 * P);
-    kvm.host.write(view + 2 * P, Uint8Array.of(0xaa));
-    const vcpu = vm.createVcpu(0);
-    vcpu.runAccesses([]);
-    const r = vcpu.runAccesses([
-      { gpa: A + 5 * P, kind: 'write', value: 0xff },
-      { gpa: A + 2 * P, kind: 'read' },
-      { gpa: V, kind: 'read' },
-    ]);
-    expect(kvm.host.read(view + 5 * P, 1)[0]).toBe(0xff); // guest → host through the guest_memfd mapping
-    expect(r.results[0]).toEqual({ exit: 'none', pfn: -1, level: 1, memtype: 6 }); // pfn not observable
-    expect(r.results[1]!.exit).toBe('none');
-    // Not GMEM_ONLY, so a shared fault uses userspace_addr 0, which is not mapped: KVM_RUN → EFAULT
-    expect(r.results[2]).toMatchObject({ exit: 'internal_error', reason: expect.stringMatching(/EFAULT/) });
-    // list page + the two guest_memfd pages; one PD + PT for slot 1. Slot 2's fault fails in
-    // kvm_faultin_pfn, before any shadow page is allocated for it.
-    expect(nonzero(r.vmStats)).toEqual({ mmu_cache_miss: 2, pages_4k: 3 });
-    expect(() => vcpu.access(A, 'exec')).toThrow(/guest_memfd/);
-  });
+  it.skipIf(skipUnless(HOST?.guestMemfd === true, 'guest_access', NO_GMEM_WHY))(
+    'guest_memfd slots (§7.5): MMAP|INIT_SHARED data flows both ways; a non-MMAP one with hva 0 faults',
+    () => {
+      using vm = kvm.createVm(0);
+      const g = vm.createGuestMemfd({ size: 16 * P, flags: 3 });
+      vm.setUserMemoryRegion2({ slot: 1, flags: 4, guestPhysAddr: A, memorySize: 16 * P, guestMemfd: g });
+      const g2 = vm.createGuestMemfd({ size: 16 * P, flags: 0 });
+      vm.setUserMemoryRegion2({
+        slot: 2,
+        flags: 4,
+        guestPhysAddr: V,
+        memorySize: 16 * P,
+        guestMemfd: g2,
+        userspaceAddr: 0,
+      });
+      const view = kvm.host.mmapFd(g, 16 * P);
+      kvm.host.write(view + 2 * P, Uint8Array.of(0xaa));
+      const vcpu = vm.createVcpu(0);
+      vcpu.runAccesses([]);
+      const r = vcpu.runAccesses([
+        { gpa: A + 5 * P, kind: 'write', value: 0xff },
+        { gpa: A + 2 * P, kind: 'read' },
+        { gpa: V, kind: 'read' },
+      ]);
+      expect(kvm.host.read(view + 5 * P, 1)[0]).toBe(0xff); // guest → host through the guest_memfd mapping
+      expect(r.results[0]).toEqual({ exit: 'none', pfn: -1, level: 1, memtype: 6 }); // pfn not observable
+      expect(r.results[1]!.exit).toBe('none');
+      // Not GMEM_ONLY, so a shared fault uses userspace_addr 0, which is not mapped: KVM_RUN → EFAULT
+      expect(r.results[2]).toMatchObject({ exit: 'internal_error', reason: expect.stringMatching(/EFAULT/) });
+      // list page + the two guest_memfd pages; one PD + PT for slot 1. Slot 2's fault fails in
+      // kvm_faultin_pfn, before any shadow page is allocated for it.
+      expect(nonzero(r.vmStats)).toEqual({ mmu_cache_miss: 2, pages_4k: 3 });
+      expect(() => vcpu.access(A, 'exec')).toThrow(/guest_memfd/);
+    },
+  );
 
   it('a slot whose hva is not mapped: every access ends KVM_RUN with EFAULT, reported per access', () => {
     using vm = kvm.createVm(0);

@@ -44,15 +44,18 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: no fd or mapping is leaked', () =>
     kvm.close();
   });
 
-  it.skipIf(skipUnless(HOST?.guestMemfd === true, 'leaks', NO_GMEM_WHY))('closing a VM closes the guest_memfds it created (they would keep the VM alive)', () => {
-    using kvm = new RealKvm();
-    const vm = kvm.createVm(0);
-    const g = vm.createGuestMemfd({ size: 4096 });
-    expect(kvm.host.isOpenFd(g)).toBe(true);
-    vm.close();
-    expect(kvm.host.isOpenFd(g)).toBe(false);
-    expect(kvm.host.ownsFd(g)).toBe(false);
-  });
+  it.skipIf(skipUnless(HOST?.guestMemfd === true, 'leaks', NO_GMEM_WHY))(
+    'closing a VM closes the guest_memfds it created (they would keep the VM alive)',
+    () => {
+      using kvm = new RealKvm();
+      const vm = kvm.createVm(0);
+      const g = vm.createGuestMemfd({ size: 4096 });
+      expect(kvm.host.isOpenFd(g)).toBe(true);
+      vm.close();
+      expect(kvm.host.isOpenFd(g)).toBe(false);
+      expect(kvm.host.ownsFd(g)).toBe(false);
+    },
+  );
 
   it('at process exit, everything still open is released by the exit hook', () => {
     const script = fileURLToPath(new URL('./fixtures/exit_cleanup.ts', import.meta.url));

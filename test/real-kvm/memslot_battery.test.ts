@@ -24,9 +24,15 @@ announceSkip('memslot_battery');
  * guest_memfd cases also need HOST.guestMemfd. Elsewhere the conformance cases compare model and kernel.
  */
 const BATTERY_HOST =
-  HOST !== null && !HOST.tdpEnabled && HOST.addressSpaces === 1 && HOST.supportedQuirks === 0x5ff && HOST.vmTypes === 1;
+  HOST !== null &&
+  !HOST.tdpEnabled &&
+  HOST.addressSpaces === 1 &&
+  HOST.supportedQuirks === 0x5ff &&
+  HOST.vmTypes === 1;
 if (REAL_KVM.ok && !BATTERY_HOST)
-  console.warn('[memslot_battery] not applicable: needs shadow paging, one address space, quirks 0x5ff, DEFAULT VMs only');
+  console.warn(
+    '[memslot_battery] not applicable: needs shadow paging, one address space, quirks 0x5ff, DEFAULT VMs only',
+  );
 const LACKS_GMEM = skipUnless(HOST?.guestMemfd === true, 'memslot_battery', NO_GMEM_WHY);
 
 const P = 4096;
@@ -256,57 +262,63 @@ describe.skipIf(!BATTERY_HOST)('real /dev/kvm: memslot ABI battery', () => {
     for (const sz of [1, 4095, P + 1]) expect(mk(sz, 0), `size ${sz}`).toBe('EINVAL');
   });
 
-  it.skipIf(LACKS_GMEM)('§7.1 SMR-5 / §8.30 guest_memfd binding: wrong files, alignment, bounds, overlap', () => {
-    const gfd = vm.createGuestMemfd({ size: 4 * S, flags: 0 });
-    const memfd = kvm.host.memfdCreate('not-gmem', 4 * S);
-    const other = kvm.createVm(0);
-    try {
-      const ofd = other.createGuestMemfd({ size: S, flags: 0 });
-      expect(R2(10, GMEM, G, S, 0, kvm.fd, 0)).toBe('EINVAL');
-      expect(R2(10, GMEM, G, S, 0, vm.fd, 0)).toBe('EINVAL');
-      expect(R2(10, GMEM, G, S, 0, memfd, 0)).toBe('EINVAL');
-      expect(R2(10, GMEM, G, S, 0, ofd, 0)).toBe('EINVAL'); // another VM's guest_memfd
-      expect(
-        errnoOf(() =>
-          other.setUserMemoryRegion2({
-            slot: 10,
-            flags: GMEM,
-            guestPhysAddr: G,
-            memorySize: S,
-            guestMemfd: ofd,
-          }),
-        ),
-      ).toBe('ok');
-      for (const off of [1, 2048, 4095])
-        expect(R2(10, GMEM, G, S, 0, gfd, off), `offset ${off}`).toBe('EINVAL');
-      expect(R2(10, GMEM, G, S, 0, gfd, 4 * S - P)).toBe('EINVAL'); // past the file's end
-      expect(R2(10, GMEM | LOG, G, S, 0, gfd, 0)).toBe('EINVAL');
-      expect(R2(10, GMEM | RO, G, S, 0, gfd, 0)).toBe('EINVAL');
-      expect(R2(10, GMEM, G, 2 * S, 0, gfd, 0)).toBe('ok');
-      expect(R2(11, GMEM, 2 * G, 2 * S, 0, gfd, S)).toBe('EINVAL'); // file range already bound
-      expect(R2(11, GMEM, 2 * G, 2 * S, 0, gfd, 2 * S)).toBe('ok');
-      expect(R2(10, GMEM, G, 2 * S, 0, gfd, 0)).toBe('EINVAL'); // identical re-issue of a gmem slot
-      expect(R2(10, 0, G, 2 * S, 0, gfd, 0)).toBe('EINVAL'); // clearing GUEST_MEMFD: the 6.19 fix is present
-      expect(R2(12, GMEM, 2 * G + S, P, 0, 0xdead, 0)).toBe('EEXIST'); // overlap is checked before the fd
-      expect(R2(10, GMEM, G, 0, 0, -1, 0)).toBe('ok'); // delete: the fd is never looked at
-      // SMR-6: with slot 10 gone, its old file range binds again
-      expect(R2(10, GMEM, G, 2 * S, 0, gfd, 0)).toBe('ok');
-    } finally {
-      other.close();
-      kvm.host.close(memfd);
-    }
-  });
+  it.skipIf(LACKS_GMEM)(
+    '§7.1 SMR-5 / §8.30 guest_memfd binding: wrong files, alignment, bounds, overlap',
+    () => {
+      const gfd = vm.createGuestMemfd({ size: 4 * S, flags: 0 });
+      const memfd = kvm.host.memfdCreate('not-gmem', 4 * S);
+      const other = kvm.createVm(0);
+      try {
+        const ofd = other.createGuestMemfd({ size: S, flags: 0 });
+        expect(R2(10, GMEM, G, S, 0, kvm.fd, 0)).toBe('EINVAL');
+        expect(R2(10, GMEM, G, S, 0, vm.fd, 0)).toBe('EINVAL');
+        expect(R2(10, GMEM, G, S, 0, memfd, 0)).toBe('EINVAL');
+        expect(R2(10, GMEM, G, S, 0, ofd, 0)).toBe('EINVAL'); // another VM's guest_memfd
+        expect(
+          errnoOf(() =>
+            other.setUserMemoryRegion2({
+              slot: 10,
+              flags: GMEM,
+              guestPhysAddr: G,
+              memorySize: S,
+              guestMemfd: ofd,
+            }),
+          ),
+        ).toBe('ok');
+        for (const off of [1, 2048, 4095])
+          expect(R2(10, GMEM, G, S, 0, gfd, off), `offset ${off}`).toBe('EINVAL');
+        expect(R2(10, GMEM, G, S, 0, gfd, 4 * S - P)).toBe('EINVAL'); // past the file's end
+        expect(R2(10, GMEM | LOG, G, S, 0, gfd, 0)).toBe('EINVAL');
+        expect(R2(10, GMEM | RO, G, S, 0, gfd, 0)).toBe('EINVAL');
+        expect(R2(10, GMEM, G, 2 * S, 0, gfd, 0)).toBe('ok');
+        expect(R2(11, GMEM, 2 * G, 2 * S, 0, gfd, S)).toBe('EINVAL'); // file range already bound
+        expect(R2(11, GMEM, 2 * G, 2 * S, 0, gfd, 2 * S)).toBe('ok');
+        expect(R2(10, GMEM, G, 2 * S, 0, gfd, 0)).toBe('EINVAL'); // identical re-issue of a gmem slot
+        expect(R2(10, 0, G, 2 * S, 0, gfd, 0)).toBe('EINVAL'); // clearing GUEST_MEMFD: the 6.19 fix is present
+        expect(R2(12, GMEM, 2 * G + S, P, 0, 0xdead, 0)).toBe('EEXIST'); // overlap is checked before the fd
+        expect(R2(10, GMEM, G, 0, 0, -1, 0)).toBe('ok'); // delete: the fd is never looked at
+        // SMR-6: with slot 10 gone, its old file range binds again
+        expect(R2(10, GMEM, G, 2 * S, 0, gfd, 0)).toBe('ok');
+      } finally {
+        other.close();
+        kvm.host.close(memfd);
+      }
+    },
+  );
 
-  it.skipIf(LACKS_GMEM)('§8.30 binding a closed fd is EBADF; closing the guest_memfd does not touch the slot layout', () => {
-    const gfd = vm.createGuestMemfd({ size: S, flags: 0 });
-    kvm.host.close(gfd);
-    expect(R2(10, GMEM, G, S, 0, gfd, 0)).toBe('EBADF');
-    const g2 = vm.createGuestMemfd({ size: S, flags: 3 });
-    expect(R2(10, GMEM, G, S, 0, g2, 0)).toBe('ok');
-    kvm.host.close(g2);
-    expect(R1(11, 0, G, P)).toBe('EEXIST');
-    expect(R2(10, GMEM, G, 0, 0, -1, 0)).toBe('ok');
-  });
+  it.skipIf(LACKS_GMEM)(
+    '§8.30 binding a closed fd is EBADF; closing the guest_memfd does not touch the slot layout',
+    () => {
+      const gfd = vm.createGuestMemfd({ size: S, flags: 0 });
+      kvm.host.close(gfd);
+      expect(R2(10, GMEM, G, S, 0, gfd, 0)).toBe('EBADF');
+      const g2 = vm.createGuestMemfd({ size: S, flags: 3 });
+      expect(R2(10, GMEM, G, S, 0, g2, 0)).toBe('ok');
+      kvm.host.close(g2);
+      expect(R1(11, 0, G, P)).toBe('EEXIST');
+      expect(R2(10, GMEM, G, 0, 0, -1, 0)).toBe('ok');
+    },
+  );
 
   it('§8.38 V2 pad fields are ignored', () => {
     expect(
@@ -339,7 +351,9 @@ describe.skipIf(!BATTERY_HOST)('real /dev/kvm: memslot ABI battery', () => {
     // A bogus fd with KVM_MEM_GUEST_MEMFD: EBADF with guest_memfd, EINVAL (the flag itself) without it.
     const bogus = { slot: 1, flags: GMEM, guestPhysAddr: P, memorySize: P, guestMemfd: 0x7fff };
     expect(raw(bogus, true)).toBe(HOST!.guestMemfd ? -9 : -22);
-    expect(raw(bogus, true)).toBe(new Kvm(HOST!.modelOptions).createVm(0).ioctlSetUserMemoryRegion(bogus, true));
+    expect(raw(bogus, true)).toBe(
+      new Kvm(HOST!.modelOptions).createVm(0).ioctlSetUserMemoryRegion(bogus, true),
+    );
     expect(raw({ slot: -1 })).toBe(-22);
     expect(vm.ioctlSetUserMemoryRegion(null as never)).toBe(-14);
     expect(vm.slots().size).toBe(1);
@@ -354,17 +368,23 @@ describe.skipIf(!BATTERY_HOST)('real /dev/kvm: memslot ABI battery', () => {
     expect(R2(10, GMEM, G, S, 0, fd, 0)).toBe(HOST!.guestMemfd ? 'EBADF' : 'EINVAL');
   });
 
-  it.skipIf(!LACKS_GMEM)('without guest_memfd: CREATE_GUEST_MEMFD is ENOTTY and KVM_MEM_GUEST_MEMFD fails the flags check', () => {
-    const model = new Kvm(HOST!.modelOptions).createVm(0);
-    const both = (f: (v: { createGuestMemfd: RealVm['createGuestMemfd'] }) => unknown) => [errnoOf(() => f(vm)), errnoOf(() => f(model))];
-    expect(both((v) => v.createGuestMemfd({ size: S, flags: 0 }))).toEqual(['ENOTTY', 'ENOTTY']);
-    expect(both((v) => v.createGuestMemfd({ size: 0, flags: 4 }))).toEqual(['ENOTTY', 'ENOTTY']);
-    expect(R2(10, GMEM, G, S, 0, -1, 0)).toBe('EINVAL');
-    expect(R2(10, GMEM, G, 0, 0, -1, 0)).toBe('EINVAL'); // even a delete: the flags check comes first
-    expect(R1(10, GMEM, G, S)).toBe('EINVAL');
-    expect(kvm.checkExtension(KVM_CAP.KVM_CAP_GUEST_MEMFD)).toBe(0);
-    expect(vm.checkExtension(KVM_CAP.KVM_CAP_GUEST_MEMFD_FLAGS)).toBe(0);
-  });
+  it.skipIf(!LACKS_GMEM)(
+    'without guest_memfd: CREATE_GUEST_MEMFD is ENOTTY and KVM_MEM_GUEST_MEMFD fails the flags check',
+    () => {
+      const model = new Kvm(HOST!.modelOptions).createVm(0);
+      const both = (f: (v: { createGuestMemfd: RealVm['createGuestMemfd'] }) => unknown) => [
+        errnoOf(() => f(vm)),
+        errnoOf(() => f(model)),
+      ];
+      expect(both((v) => v.createGuestMemfd({ size: S, flags: 0 }))).toEqual(['ENOTTY', 'ENOTTY']);
+      expect(both((v) => v.createGuestMemfd({ size: 0, flags: 4 }))).toEqual(['ENOTTY', 'ENOTTY']);
+      expect(R2(10, GMEM, G, S, 0, -1, 0)).toBe('EINVAL');
+      expect(R2(10, GMEM, G, 0, 0, -1, 0)).toBe('EINVAL'); // even a delete: the flags check comes first
+      expect(R1(10, GMEM, G, S)).toBe('EINVAL');
+      expect(kvm.checkExtension(KVM_CAP.KVM_CAP_GUEST_MEMFD)).toBe(0);
+      expect(vm.checkExtension(KVM_CAP.KVM_CAP_GUEST_MEMFD_FLAGS)).toBe(0);
+    },
+  );
 
   it("zapDesign: only 'quirk' exists in a real kernel", () => {
     expect(() => kvm.createVm(0, { zapDesign: 'slot-flag' as never })).toThrow(TypeError);

@@ -20,7 +20,11 @@ describe('event table', () => {
   for (const name of ['handmade-tdp', 'pc-dimm-unplug', 'q35-boot']) {
     it(`${name}: the replay from the merged table equals the replay from its events as objects`, async () => {
       const { streams, bundle } = loadInputs([join(DIR, name)], [], {});
-      const fromTable = await replayEvents(mergeStreams(streams).table, streams.map((s) => s.report), { host: bundle!.host });
+      const fromTable = await replayEvents(
+        mergeStreams(streams).table,
+        streams.map((s) => s.report),
+        { host: bundle!.host },
+      );
       const m = mergeStreams(streams);
       const fromObjects = await replayEvents(m.events.slice(), m.reports, { host: bundle!.host });
       expect(fromTable.events).toBe(m.events.length);
@@ -34,11 +38,26 @@ describe('event table', () => {
       '7@1.000001:kvm_set_user_memory AddrSpace#1 Slot#3 flags=0x4 gpa=0x100000 size=0x200000 ua=0x7f0000000000 guest_memfd=12 guest_memfd_offset=0x1000 ret=0\n',
       'q',
     );
-    const k = readFtrace(' vcpu-8 [001] ..... 1.000002: kvm_tdp_mmu_spte_changed: as id 0 gfn 1f level 1 old_spte 0 new_spte 600000000011f77\n', 'k');
+    const k = readFtrace(
+      ' vcpu-8 [001] ..... 1.000002: kvm_tdp_mmu_spte_changed: as id 0 gfn 1f level 1 old_spte 0 new_spte 600000000011f77\n',
+      'k',
+    );
     expect(q.table!.kind[0]).toBe(K_MEMSLOT);
     expect(q.table!.v[3]![0]).toBe(0x100000);
     expect(k.table!.kind[0]).toBe(K_FAULT);
-    expect(k.events).toEqual([{ t: 1000002, tid: 8, line: 1, src: 'kernel', kind: 'fault', tp: 'kvm_tdp_mmu_spte_changed', gfn: 0x1f, level: 1, write: true }]);
+    expect(k.events).toEqual([
+      {
+        t: 1000002,
+        tid: 8,
+        line: 1,
+        src: 'kernel',
+        kind: 'fault',
+        tp: 'kvm_tdp_mmu_spte_changed',
+        gfn: 0x1f,
+        level: 1,
+        write: true,
+      },
+    ]);
     const both = [...q.events, ...k.events];
     const t = EventTable.fromEvents(both);
     expect(t.n).toBe(2);
@@ -62,23 +81,45 @@ describe('event table', () => {
       'k',
     );
     const m = mergeStreams([q, k]);
-    expect(m.notes).toEqual(['1 QEMU-traced DELETEs placed before the zap events their ioctl emitted (QEMU traces after the call)']);
+    expect(m.notes).toEqual([
+      '1 QEMU-traced DELETEs placed before the zap events their ioctl emitted (QEMU traces after the call)',
+    ]);
     expect(Array.from(m.table.t.subarray(0, m.table.n))).toEqual([1000001, 1000005, 1000005, 1000006]);
-    expect(m.events.map((e) => `${e.src}:${e.kind}:${e.line}`)).toEqual(['qemu:memslot:1', 'qemu:memslot:2', 'kernel:zapAllFast:1', 'kernel:prepareZapPage:2']);
+    expect(m.events.map((e) => `${e.src}:${e.kind}:${e.line}`)).toEqual([
+      'qemu:memslot:1',
+      'qemu:memslot:2',
+      'kernel:zapAllFast:1',
+      'kernel:prepareZapPage:2',
+    ]);
     // the reader's own events are left as they were
     expect(q.events[1]!.t).toBe(1000010);
   });
 
   it('columns grow past their capacity, and block copies keep boxed rows pointing at their own events', () => {
     const a = new EventTable(2, 1);
-    const boxed: TraceEvent = { t: 3, tid: 9, line: 3, src: 'kernel', kind: 'unmap', start: 0x1000, end: 0x2000 };
+    const boxed: TraceEvent = {
+      t: 3,
+      tid: 9,
+      line: 3,
+      src: 'kernel',
+      kind: 'unmap',
+      start: 0x1000,
+      end: 0x2000,
+    };
     a.pushGfn(K_FAULT, 1, 7, 1, 0x10, 1, B_WRITE, 1);
     a.pushGfn(K_LEAF_ZAP, 2, 7, 2, 0x11, 2, 0);
     a.pushBoxed(boxed);
     a.pushGfn(K_FAULT, 4, 8, 4, 0x12, 1, 0, 0);
     expect(a.n).toBe(4);
-    expect([a.gfn(0), a.gfn(1), a.level(1), a.gfn(3), a.faultTp(3), a.flag(0, B_WRITE, 'write'), a.flag(3, B_WRITE, 'write')])
-      .toEqual([0x10, 0x11, 2, 0x12, 'kvm_mmu_set_spte', true, false]);
+    expect([
+      a.gfn(0),
+      a.gfn(1),
+      a.level(1),
+      a.gfn(3),
+      a.faultTp(3),
+      a.flag(0, B_WRITE, 'write'),
+      a.flag(3, B_WRITE, 'write'),
+    ]).toEqual([0x10, 0x11, 2, 0x12, 'kvm_mmu_set_spte', true, false]);
     const other: TraceEvent = { t: 0, tid: 1, line: 1, src: 'kernel', kind: 'unmap', start: 0, end: 0x1000 };
     const b = new EventTable(2, 1);
     b.pushBoxed(other);
@@ -87,10 +128,18 @@ describe('event table', () => {
     expect(b.event(0)).toBe(other);
     expect(b.event(2)).toBe(boxed);
     expect(b.toEvents().map((e) => [e.kind, e.t, 'gfn' in e ? e.gfn : -1])).toEqual([
-      ['unmap', 0, -1], ['leafZap', 2, 0x11], ['unmap', 3, -1], ['fault', 4, 0x12],
+      ['unmap', 0, -1],
+      ['leafZap', 2, 0x11],
+      ['unmap', 3, -1],
+      ['fault', 4, 0x12],
     ]);
     b.moveBack(3, 1);
     b.setTime(2, 5);
-    expect(b.toEvents().map((e) => [e.kind, e.t])).toEqual([['unmap', 0], ['fault', 4], ['leafZap', 5], ['unmap', 3]]);
+    expect(b.toEvents().map((e) => [e.kind, e.t])).toEqual([
+      ['unmap', 0],
+      ['fault', 4],
+      ['leafZap', 5],
+      ['unmap', 3],
+    ]);
   });
 });

@@ -17,12 +17,27 @@ const reason = liveSkipReason();
 if (reason) console.log(`live replay test skipped: ${reason}`);
 
 describe.skipIf(reason !== null)('live: record and replay a SeaBIOS boot', () => {
-  it('replays with no disagreement and the kernel\'s zap-all-fast count', async () => {
+  it("replays with no disagreement and the kernel's zap-all-fast count", async () => {
     const out = mkdtempSync(join(tmpdir(), 'zaplab-live-'));
     try {
       const meta = await record({
-        argv: ['qemu-system-x86_64', '-machine', 'pc,accel=kvm', '-m', '64', '-display', 'none', '-serial', 'none', '-monitor', 'none', '-nodefaults', '-no-reboot'],
-        out, seconds: 3,
+        argv: [
+          'qemu-system-x86_64',
+          '-machine',
+          'pc,accel=kvm',
+          '-m',
+          '64',
+          '-display',
+          'none',
+          '-serial',
+          'none',
+          '-monitor',
+          'none',
+          '-nodefaults',
+          '-no-reboot',
+        ],
+        out,
+        seconds: 3,
       });
       expect(meta.files.map((f) => f.format)).toEqual(['strace', 'qemu', 'ftrace']);
       const { streams, bundle } = loadInputs([out], [], {});
@@ -30,7 +45,9 @@ describe.skipIf(reason !== null)('live: record and replay a SeaBIOS boot', () =>
       const kernelZaps = kernel.events.filter((e) => e.kind === 'zapAllFast').length;
       const m = mergeStreams(streams);
       const r = await replayEvents(m.events, m.reports, { host: bundle!.host });
-      const calls = streams.find((s) => s.report.file === 'strace.txt')!.events.filter((e) => e.kind === 'memslot').length;
+      const calls = streams
+        .find((s) => s.report.file === 'strace.txt')!
+        .events.filter((e) => e.kind === 'memslot').length;
       // QEMU 7.2's pc machine setup alone makes 9 calls (2 of them DELETEs) before the guest runs
       expect(calls).toBeGreaterThanOrEqual(9);
       expect(kernelZaps).toBeGreaterThanOrEqual(2);

@@ -28,13 +28,29 @@ describe.skipIf(reason !== null)('live: record and replay a pc-dimm hotplug and 
     try {
       const recording = record({
         argv: [
-          'qemu-system-x86_64', '-machine', 'pc,accel=kvm', '-m', '128,slots=2,maxmem=1G', '-display', 'none',
-          '-serial', 'none', '-monitor', 'none', '-nodefaults', '-qmp', `unix:${sock},server=on,wait=off`,
-          '-drive', `file=${join(FIXTURE, 'boot.img')},format=raw,if=ide,snapshot=on`,
+          'qemu-system-x86_64',
+          '-machine',
+          'pc,accel=kvm',
+          '-m',
+          '128,slots=2,maxmem=1G',
+          '-display',
+          'none',
+          '-serial',
+          'none',
+          '-monitor',
+          'none',
+          '-nodefaults',
+          '-qmp',
+          `unix:${sock},server=on,wait=off`,
+          '-drive',
+          `file=${join(FIXTURE, 'boot.img')},format=raw,if=ide,snapshot=on`,
         ],
-        out: join(out, 'bundle'), seconds: 40,
+        out: join(out, 'bundle'),
+        seconds: 40,
       });
-      const qmp = spawn(process.execPath, [join(FIXTURE, 'qmp_unplug.mjs'), sock], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const qmp = spawn(process.execPath, [join(FIXTURE, 'qmp_unplug.mjs'), sock], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let log = '';
       qmp.stdout.on('data', (d: Buffer) => void (log += d.toString()));
       qmp.stderr.on('data', (d: Buffer) => void (log += d.toString()));
@@ -42,10 +58,15 @@ describe.skipIf(reason !== null)('live: record and replay a pc-dimm hotplug and 
       await recording;
       expect({ qmpExit, deleted: log.includes('"DEVICE_DELETED"') }).toEqual({ qmpExit: 0, deleted: true });
       const { streams, bundle } = loadInputs([join(out, 'bundle')], [], {});
-      const kernelZaps = streams.find((s) => s.report.file === 'kernel.trace')!.events.filter((e) => e.kind === 'zapAllFast').length;
+      const kernelZaps = streams
+        .find((s) => s.report.file === 'kernel.trace')!
+        .events.filter((e) => e.kind === 'zapAllFast').length;
       const m = mergeStreams(streams);
       const slots = m.events.filter((e) => e.kind === 'memslot' && e.gpa === 0x100000000);
-      expect(slots.map((e) => e.kind === 'memslot' && [e.size, e.ret])).toEqual([[0x8000000, 0], [0, 0]]);
+      expect(slots.map((e) => e.kind === 'memslot' && [e.size, e.ret])).toEqual([
+        [0x8000000, 0],
+        [0, 0],
+      ]);
       const r = await replayEvents(m.events, m.reports, { host: bundle!.host });
       expect(r.answers.disagreements).toEqual([]);
       const zap = r.observed.rows.find((x) => x.key === 'zapAllFast')!;

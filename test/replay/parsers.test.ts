@@ -22,7 +22,21 @@ describe('QEMU trace', () => {
       'q',
     );
     expect(p.events).toEqual([
-      { kind: 'memslot', t: 1796562681851642, tid: 11426, src: 'qemu', line: 1, vm: 0, slot: 65537, flags: 2, gpa: 0xfffc0000, size: 0x40000, ua: 0x7f8850200000, ret: -17, v2: false },
+      {
+        kind: 'memslot',
+        t: 1796562681851642,
+        tid: 11426,
+        src: 'qemu',
+        line: 1,
+        vm: 0,
+        slot: 65537,
+        flags: 2,
+        gpa: 0xfffc0000,
+        size: 0x40000,
+        ua: 0x7f8850200000,
+        ret: -17,
+        v2: false,
+      },
     ]);
   });
 
@@ -32,12 +46,31 @@ describe('QEMU trace', () => {
       'q',
     );
     const e = p.events[0] as MemslotEvent;
-    expect([e.slot, e.flags, e.guestMemfd, e.guestMemfdOffset, e.v2, Number.isNaN(e.t), e.tid]).toEqual([(1 << 16) | 3, 4, 12, 0x1000, true, true, -1]);
+    expect([e.slot, e.flags, e.guestMemfd, e.guestMemfdOffset, e.v2, Number.isNaN(e.t), e.tid]).toEqual([
+      (1 << 16) | 3,
+      4,
+      12,
+      0x1000,
+      true,
+      true,
+      -1,
+    ]);
   });
 
   it('reads the AddrSpace# format without guest_memfd fields (QEMU 8.x)', () => {
-    const p = readQemuTrace('9@2.5:kvm_set_user_memory AddrSpace#0 Slot#2 flags=0x1 gpa=0xfd000000 size=0x1000000 ua=0x7f8842a00000 ret=0\n', 'q');
-    expect(p.events[0]).toMatchObject({ slot: 2, flags: 1, gpa: 0xfd000000, size: 0x1000000, v2: false, t: 2500000, tid: 9 });
+    const p = readQemuTrace(
+      '9@2.5:kvm_set_user_memory AddrSpace#0 Slot#2 flags=0x1 gpa=0xfd000000 size=0x1000000 ua=0x7f8842a00000 ret=0\n',
+      'q',
+    );
+    expect(p.events[0]).toMatchObject({
+      slot: 2,
+      flags: 1,
+      gpa: 0xfd000000,
+      size: 0x1000000,
+      v2: false,
+      t: 2500000,
+      tid: 9,
+    });
   });
 
   it('adds the untraced size-0 call QEMU makes before a READONLY flip', () => {
@@ -51,13 +84,16 @@ describe('QEMU trace', () => {
     );
     const m = p.events as MemslotEvent[];
     expect(m.map((e) => [e.size, e.flags, e.implied ?? false])).toEqual([
-      [0x20000, 0, false], [0, 0, true], [0x20000, 2, false], [0x20000, 3, false],
+      [0x20000, 0, false],
+      [0, 0, true],
+      [0x20000, 2, false],
+      [0x20000, 3, false],
     ]);
   });
 
   it('counts other events, skips QEMU messages, reports malformed records as file:line (fatal with strict)', () => {
     const text = [
-      '2026-12-06T13:11:21.847860Z qemu-system-x86_64: warning: host doesn\'t support requested feature',
+      "2026-12-06T13:11:21.847860Z qemu-system-x86_64: warning: host doesn't support requested feature",
       '1@1.5:kvm_vcpu_ioctl cpu_index 0, type 0xae80, arg (nil)',
       '1@1.6:kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 ua=0x1000 ret=0',
       '1@x.y:kvm_set_user_memory Slot#0',
@@ -71,7 +107,11 @@ describe('QEMU trace', () => {
       'q.log:4: expected tid@seconds.microseconds: before the event, got "1@x.y:"',
     ]);
     expect(p.events.map((e) => e.kind)).toEqual(['vmCall']);
-    expect(() => readQemuTrace(text, 'q.log', { strict: true })).toThrow(new TraceFormatError('q.log:3: kvm_set_user_memory: expected fields Slot, flags, gpa, size, ua, ret; missing size'));
+    expect(() => readQemuTrace(text, 'q.log', { strict: true })).toThrow(
+      new TraceFormatError(
+        'q.log:3: kvm_set_user_memory: expected fields Slot, flags, gpa, size, ua, ret; missing size',
+      ),
+    );
   });
 });
 
@@ -99,7 +139,9 @@ describe('strace', () => {
       ['createVcpu', 10000008, 100, 0],
     ]);
     const m = p.events[1] as MemslotEvent;
-    expect([m.slot, m.flags, m.gpa, m.size, m.ua, m.vm]).toEqual([0, 3, 0xfffc0000, 262144, 0x7f8850200000, 0]);
+    expect([m.slot, m.flags, m.gpa, m.size, m.ua, m.vm]).toEqual([
+      0, 3, 0xfffc0000, 262144, 0x7f8850200000, 0,
+    ]);
     expect(p.events[3]).toMatchObject({ name: 'KVM_SET_USER_MEMORY_REGION2 (not decoded)' });
     expect(p.events[4]).toMatchObject({ cap: 213, args: [0x80, 0, 0, 0] });
     expect(p.report.unknown).toEqual({ KVM_RUN: 1 });
@@ -140,10 +182,46 @@ describe('kernel tracepoints', () => {
     const p = readFtrace(tracefs, 'trace', { pids: new Set([11428, 11426]) });
     expect(p.events).toEqual([
       { kind: 'zapAllFast', t: 1796562681948633, tid: 11428, line: 3, src: 'kernel', gen: 0 },
-      { kind: 'prepareZapPage', t: 1796562681948635, tid: 11428, line: 4, src: 'kernel', gfn: 0x40000, level: 2, created: false },
-      { kind: 'getPage', t: 1796562681950264, tid: 11428, line: 5, src: 'kernel', gfn: 0, level: 2, created: true },
-      { kind: 'unmap', t: 1796562681852536, tid: 11426, line: 6, src: 'kernel', start: 0x7f8850200000, end: 0x7f8850240000 },
-      { kind: 'fault', t: 1796562681960001, tid: 11428, line: 9, src: 'kernel', tp: 'kvm_mmu_set_spte', gfn: 0x1f, level: 1, write: true },
+      {
+        kind: 'prepareZapPage',
+        t: 1796562681948635,
+        tid: 11428,
+        line: 4,
+        src: 'kernel',
+        gfn: 0x40000,
+        level: 2,
+        created: false,
+      },
+      {
+        kind: 'getPage',
+        t: 1796562681950264,
+        tid: 11428,
+        line: 5,
+        src: 'kernel',
+        gfn: 0,
+        level: 2,
+        created: true,
+      },
+      {
+        kind: 'unmap',
+        t: 1796562681852536,
+        tid: 11426,
+        line: 6,
+        src: 'kernel',
+        start: 0x7f8850200000,
+        end: 0x7f8850240000,
+      },
+      {
+        kind: 'fault',
+        t: 1796562681960001,
+        tid: 11428,
+        line: 9,
+        src: 'kernel',
+        tp: 'kvm_mmu_set_spte',
+        gfn: 0x1f,
+        level: 1,
+        write: true,
+      },
     ]);
     expect(p.report.filtered).toBe(1);
     expect(p.report.unknown).toEqual({ kvm_exit: 1 });
@@ -169,34 +247,58 @@ describe('kernel tracepoints', () => {
 
   it('reads real trace-cmd report output (instance-name prefix, libtraceevent kvm plugin formats)', () => {
     // trace-cmd 3.1 `extract -B <instance>` + `report` of a QEMU 7.2 boot on the 6.18.44 shadow-MMU host
-    const text = gunzipSync(readFileSync(join(import.meta.dirname, '..', 'recorded', 'replay', 'trace-cmd', 'report.txt.gz'))).toString();
+    const text = gunzipSync(
+      readFileSync(join(import.meta.dirname, '..', 'recorded', 'replay', 'trace-cmd', 'report.txt.gz')),
+    ).toString();
     const p = readFtrace(text, 'report.txt');
     const count: Record<string, number> = {};
     for (const e of p.events) count[e.kind] = (count[e.kind] ?? 0) + 1;
     expect(count).toEqual({ unmap: 514, zapAllFast: 12, getPage: 20, prepareZapPage: 40 });
     expect(p.events.filter((e) => e.kind === 'getPage' && e.created)).toHaveLength(20);
-    expect(new Set(p.events.map((e) => ('level' in e ? e.level : -1)).filter((l) => l !== -1))).toEqual(new Set([2]));
+    expect(new Set(p.events.map((e) => ('level' in e ? e.level : -1)).filter((l) => l !== -1))).toEqual(
+      new Set([2]),
+    );
     // the plugin prints kvm_mmu_prepare_zap_page without its gfn: counted, the events kept
     expect(p.report.missingFields).toEqual({ 'kvm_mmu_prepare_zap_page.gfn': 40 });
     expect([p.report.lines, p.report.other, p.report.malformed]).toEqual([587, 1, []]);
-    expect(p.events[0]).toEqual({ t: 1796567600449025, tid: 16224, line: 2, src: 'kernel', kind: 'unmap', start: 0x7f9c5fe00000, end: 0x7f9c63e00000 });
+    expect(p.events[0]).toEqual({
+      t: 1796567600449025,
+      tid: 16224,
+      line: 2,
+      src: 'kernel',
+      kind: 'unmap',
+      start: 0x7f9c5fe00000,
+      end: 0x7f9c63e00000,
+    });
     expect(detectFormat(text)).toBe('ftrace');
   });
 
   it('an event named like an Object member is an unknown event like any other', () => {
     const p = readFtrace(
-      [' qemu-1 [000] ..... 1.000001: constructor: x', ' qemu-1 [000] ..... 1.000002: __proto__: x', ' qemu-1 [000] ..... 1.000003: __proto__: x'].join('\n'),
+      [
+        ' qemu-1 [000] ..... 1.000001: constructor: x',
+        ' qemu-1 [000] ..... 1.000002: __proto__: x',
+        ' qemu-1 [000] ..... 1.000003: __proto__: x',
+      ].join('\n'),
       'k',
     );
     expect(p.events).toEqual([]);
-    expect(Object.entries(p.report.unknown)).toEqual([['constructor', 1], ['__proto__', 2]]);
+    expect(Object.entries(p.report.unknown)).toEqual([
+      ['constructor', 1],
+      ['__proto__', 2],
+    ]);
     const q = readQemuTrace('1@1.5:constructor x\n1@1.6:__proto__ y\n', 'q');
-    expect(Object.entries(q.report.unknown)).toEqual([['constructor', 1], ['__proto__', 1]]);
+    expect(Object.entries(q.report.unknown)).toEqual([
+      ['constructor', 1],
+      ['__proto__', 1],
+    ]);
   });
 
   it('reports a line that is not a record as file:line', () => {
     const p = readFtrace('nonsense here\n', 'k.txt');
-    expect(p.report.malformed).toEqual(['k.txt:1: expected "comm-pid [cpu] seconds.microseconds: event: fields" (tracefs or trace-cmd report)']);
+    expect(p.report.malformed).toEqual([
+      'k.txt:1: expected "comm-pid [cpu] seconds.microseconds: event: fields" (tracefs or trace-cmd report)',
+    ]);
     expect(() => readFtrace('nonsense here\n', 'k.txt', { strict: true })).toThrow(TraceFormatError);
   });
 });
@@ -222,16 +324,28 @@ describe('merge', () => {
   it("moves a QEMU-traced DELETE before the zap events its ioctl emitted, not before an earlier call's", () => {
     const m = mergeStreams([q, k]);
     expect(m.events.map((e) => `${e.src}:${e.kind}@${e.t - 1e6}`)).toEqual([
-      'kernel:zapAllFast@50', 'qemu:memslot@100', 'kernel:getPage@150', 'qemu:memslot@200', 'kernel:zapAllFast@200', 'kernel:prepareZapPage@210',
+      'kernel:zapAllFast@50',
+      'qemu:memslot@100',
+      'kernel:getPage@150',
+      'qemu:memslot@200',
+      'kernel:zapAllFast@200',
+      'kernel:prepareZapPage@210',
     ]);
-    expect(m.notes).toEqual(['1 QEMU-traced DELETEs placed before the zap events their ioctl emitted (QEMU traces after the call)']);
+    expect(m.notes).toEqual([
+      '1 QEMU-traced DELETEs placed before the zap events their ioctl emitted (QEMU traces after the call)',
+    ]);
   });
 
   it('applies per-source clock offsets and refuses to merge an untimed stream with others', () => {
     const m = mergeStreams([q, k], { offsetUs: { kernel: 1000 } });
     expect(m.events.map((e) => e.src)).toEqual(['qemu', 'qemu', 'kernel', 'kernel', 'kernel', 'kernel']);
-    const untimed = readQemuTrace('kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0x1000 ua=0x10000 ret=0\n', 'nots.log');
-    expect(() => mergeStreams([untimed, k])).toThrow('nots.log: events without times cannot be merged with other sources (QEMU: add -msg timestamp=on)');
+    const untimed = readQemuTrace(
+      'kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0x1000 ua=0x10000 ret=0\n',
+      'nots.log',
+    );
+    expect(() => mergeStreams([untimed, k])).toThrow(
+      'nots.log: events without times cannot be merged with other sources (QEMU: add -msg timestamp=on)',
+    );
     expect(mergeStreams([untimed]).events).toHaveLength(1);
   });
 });

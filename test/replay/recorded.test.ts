@@ -21,7 +21,9 @@ const DIR = join(import.meta.dirname, '..', 'recorded', 'replay');
 
 async function replayBundle(name: string, only?: 'qemu' | 'strace'): Promise<ReplayResult> {
   const { streams, bundle } = loadInputs([join(DIR, name)], [], {});
-  const keep = streams.filter((s) => only === undefined || !s.report.file.startsWith(only === 'qemu' ? 'strace' : 'qemu'));
+  const keep = streams.filter(
+    (s) => only === undefined || !s.report.file.startsWith(only === 'qemu' ? 'strace' : 'qemu'),
+  );
   const m = mergeStreams(keep);
   return replayEvents(m.events, m.reports, { host: bundle!.host });
 }
@@ -38,7 +40,9 @@ describe('recorded QEMU 7.2 runs on the shadow-MMU host', () => {
   ];
   for (const c of cases) {
     it(`${c.name}: ${c.calls} memslot calls answered as the kernel did; ${c.zapAll} zap-all-fasts, as the kernel`, async () => {
-      const kernelLines = readText(join(DIR, c.name, 'kernel.trace.gz')).split('\n').filter((l) => l.includes(' kvm_mmu_zap_all_fast: ')).length;
+      const kernelLines = readText(join(DIR, c.name, 'kernel.trace.gz'))
+        .split('\n')
+        .filter((l) => l.includes(' kvm_mmu_zap_all_fast: ')).length;
       expect(kernelLines).toBe(c.zapAll);
       const r = await replayBundle(c.name);
       expect(r.answers).toEqual({ compared: c.calls, disagreements: [] });
@@ -64,7 +68,9 @@ describe('recorded QEMU 7.2 runs on the shadow-MMU host', () => {
       const q = await replayBundle(name, 'qemu');
       const s = await replayBundle(name, 'strace');
       expect(q.answers.compared).toBe(s.answers.compared);
-      expect(q.runs.map((x) => [x.design, x.totals, x.modelled.totalNs])).toEqual(s.runs.map((x) => [x.design, x.totals, x.modelled.totalNs]));
+      expect(q.runs.map((x) => [x.design, x.totals, x.modelled.totalNs])).toEqual(
+        s.runs.map((x) => [x.design, x.totals, x.modelled.totalNs]),
+      );
       expect(q.observed.rows).toEqual(s.observed.rows);
       expect(q.observed.differences.map((d) => [d.what, d.observed, d.modelled])).toEqual(
         s.observed.differences.map((d) => [d.what, d.observed, d.modelled]),
@@ -127,7 +133,8 @@ describe('a hand-made TDP-MMU trace (kvm_tdp_mmu_spte_changed)', () => {
     ]);
     expect(r.observed.differences).toEqual([]);
     const by = Object.fromEntries(r.runs.map((x) => [x.design, x.totals]));
-    const zapped = (t: Record<string, number>) => (t['sptes_zapped_4k'] ?? 0) + (t['sptes_zapped_2m'] ?? 0) + (t['sptes_zapped_1g'] ?? 0);
+    const zapped = (t: Record<string, number>) =>
+      (t['sptes_zapped_4k'] ?? 0) + (t['sptes_zapped_2m'] ?? 0) + (t['sptes_zapped_1g'] ?? 0);
     // zap-all drops the 100 RAM leafs with the BAR's 10 and refaults them; the precise zap drops the 10
     expect([zapped(by['quirk']!), by['quirk']!['refaults']]).toEqual([110, 100]);
     expect([zapped(by['quirk-off']!), by['quirk-off']!['refaults'] ?? 0]).toEqual([10, 0]);
@@ -150,7 +157,13 @@ describe('bad and impossible traces', () => {
     const m = mergeStreams([q]);
     const r = await replayEvents(m.events, m.reports);
     expect(r.answers.disagreements).toEqual([
-      { t: 5000010, where: 'qemu:2 t+0.000010s', call: 'SET slot 0 gpa 0x0 size 0x1000', traced: 'EEXIST', model: '0' },
+      {
+        t: 5000010,
+        where: 'qemu:2 t+0.000010s',
+        call: 'SET slot 0 gpa 0x0 size 0x1000',
+        traced: 'EEXIST',
+        model: '0',
+      },
     ]);
   });
 
@@ -174,7 +187,13 @@ describe('bad and impossible traces', () => {
     ]);
     // 6.x answers a DELETE of an empty slot with EINVAL (kvm_set_memory_region), so the trace is impossible twice
     expect(r.answers.disagreements).toEqual([
-      { t: 5000020, where: 'qemu:2 t+0.000020s', call: 'DELETE slot 7 gpa 0x100000 size 0x0', traced: '0', model: 'EINVAL' },
+      {
+        t: 5000020,
+        where: 'qemu:2 t+0.000020s',
+        call: 'DELETE slot 7 gpa 0x100000 size 0x0',
+        traced: '0',
+        model: 'EINVAL',
+      },
     ]);
     expect(r.runs.find((x) => x.design === 'quirk')!.totals['vcpu.pf_fixed']).toBe(1);
     // the same trace on the shadow-paging host: faults counted, not replayed, and said so
@@ -182,15 +201,22 @@ describe('bad and impossible traces', () => {
     expect(s.runs.find((x) => x.design === 'quirk')!.totals['vcpu.pf_fixed'] ?? 0).toBe(0);
     expect(s.observed.rows.find((x) => x.key === 'faults')).toMatchObject({ observed: 2, modelled: 0 });
     expect(s.impossible).toEqual(r.impossible);
-    expect(s.notes).toContain('shadow-paging host (tdp off): guest accesses need the guest page tables, which traces do not carry; faults are counted, not replayed');
+    expect(s.notes).toContain(
+      'shadow-paging host (tdp off): guest accesses need the guest page tables, which traces do not carry; faults are counted, not replayed',
+    );
   });
 
   it('a memslot range past the 47-bit host is replayed with hva 0 and noted, not thrown on', async () => {
-    const q = readQemuTrace('1@1.000001:kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0xfffffffffff000 ua=0x7f0000000000 ret=-22\n', 'q');
+    const q = readQemuTrace(
+      '1@1.000001:kvm_set_user_memory Slot#0 flags=0x0 gpa=0x0 size=0xfffffffffff000 ua=0x7f0000000000 ret=-22\n',
+      'q',
+    );
     const m = mergeStreams([q]);
     const r = await replayEvents(m.events, m.reports);
     expect(r.answers).toEqual({ compared: 1, disagreements: [] });
-    expect(r.notes).toEqual(['qemu:1 t+0.000000s: hva range 0x7f0000000000+0xfffffffffff000 is past the 47-bit host; replayed with hva 0']);
+    expect(r.notes).toEqual([
+      'qemu:1 t+0.000000s: hva range 0x7f0000000000+0xfffffffffff000 is past the 47-bit host; replayed with hva 0',
+    ]);
   });
 
   it('kvm_unmap_hva_range is replayed only over memslot-backed memory, per slot piece', async () => {
@@ -212,11 +238,22 @@ describe('bad and impossible traces', () => {
     const m = mergeStreams([q, kt]);
     const r = await replayEvents(m.events, m.reports);
     expect(r.observed.rows.map((x) => [x.key, x.observed, x.modelled])).toEqual([
-      ['zapAllFast', 0, 0], ['shadowZapped', 0, 0], ['shadowCreated', 0, 0], ['leafZapped', 0, 2], ['faults', 2, 2], ['unmaps', 2, 2],
+      ['zapAllFast', 0, 0],
+      ['shadowZapped', 0, 0],
+      ['shadowCreated', 0, 0],
+      ['leafZapped', 0, 2],
+      ['faults', 2, 2],
+      ['unmaps', 2, 2],
     ]);
     // the kernel's own zaps of those two leafs were not traced here, so the model's 2 show up as a difference
     expect(r.observed.differences).toEqual([
-      { t: 5000001, what: 'leaf SPTEs zapped (kvm_tdp_mmu_spte_changed)', observed: 0, modelled: 2, call: 't+0.000001s SET slot 1 gpa 0x100000 size 0x10000' },
+      {
+        t: 5000001,
+        what: 'leaf SPTEs zapped (kvm_tdp_mmu_spte_changed)',
+        observed: 0,
+        modelled: 2,
+        call: 't+0.000001s SET slot 1 gpa 0x100000 size 0x10000',
+      },
     ]);
   });
 

@@ -19,7 +19,15 @@ import { loadScenario } from '../../src/scenario/library.ts';
 import { TraceRecorder } from '../../src/report/chrome_trace.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
 const ARTIFACTS = new URL('../../test-artifacts/', import.meta.url).pathname;
 const have = existsSync(CHROMIUM);
 if (!have) console.warn(`report browser test skipped: ${CHROMIUM} not found (apt-get install -y chromium)`);
@@ -65,17 +73,30 @@ describe.skipIf(!have)('HTML report in headless Chromium', () => {
     await browser?.close();
   });
 
-  it('a sweep report loads offline, with every chart drawing one marker per point', { timeout: 240_000 }, async () => {
-    const res = await runSweep(planSweep({ scenario: 'memory-hotplug', params: ['unplug=1..64*4', 'dimms=64', 'ramSet=4'] }), { workers: 2 });
-    const built = buildReport([readDoc(JSON.parse(JSON.stringify(res)), 'sweep.json')]);
-    const got = await load(renderHtml(built), 'sweep-report.png');
-    expect(got.errors).toEqual([]);
-    expect(got.requests).toEqual([]);
-    // 4 points; quirk = vm-type = slot-flag and quirk-off = slot-flag+leafs agree everywhere: 2 series
-    expect(got.charts).toEqual(['modelled', 'zapped', 'refaults', 'ipis'].map((m) => ({ id: `${m}-vs-unplug`, marks: 8, expected: 8 })));
-    expect(got.domMarks).toEqual(Object.fromEntries(got.charts.map((c) => [c.id, 8])));
-    expect(statSync(join(ARTIFACTS, 'sweep-report.png')).size).toBeGreaterThan(20_000);
-  });
+  it(
+    'a sweep report loads offline, with every chart drawing one marker per point',
+    { timeout: 240_000 },
+    async () => {
+      const res = await runSweep(
+        planSweep({ scenario: 'memory-hotplug', params: ['unplug=1..64*4', 'dimms=64', 'ramSet=4'] }),
+        { workers: 2 },
+      );
+      const built = buildReport([readDoc(JSON.parse(JSON.stringify(res)), 'sweep.json')]);
+      const got = await load(renderHtml(built), 'sweep-report.png');
+      expect(got.errors).toEqual([]);
+      expect(got.requests).toEqual([]);
+      // 4 points; quirk = vm-type = slot-flag and quirk-off = slot-flag+leafs agree everywhere: 2 series
+      expect(got.charts).toEqual(
+        ['modelled', 'zapped', 'refaults', 'ipis'].map((m) => ({
+          id: `${m}-vs-unplug`,
+          marks: 8,
+          expected: 8,
+        })),
+      );
+      expect(got.domMarks).toEqual(Object.fromEntries(got.charts.map((c) => [c.id, 8])));
+      expect(statSync(join(ARTIFACTS, 'sweep-report.png')).size).toBeGreaterThan(20_000);
+    },
+  );
 
   it('a compare report with a trace draws the per-design bars and the per-vCPU timeline', async () => {
     const r = loadScenario('memory-hotplug', { dimms: '4', unplug: '2', ramSet: '8' });
@@ -89,7 +110,13 @@ describe.skipIf(!have)('HTML report in headless Chromium', () => {
     const got = await load(renderHtml(built), 'compare-report.png');
     expect(got.errors).toEqual([]);
     expect(got.requests).toEqual([]);
-    expect(got.charts.map((c) => c.id)).toEqual(['modelled-by-design', 'zapped-by-design', 'refaults-by-design', 'ipis-by-design', 'timeline-0']);
+    expect(got.charts.map((c) => c.id)).toEqual([
+      'modelled-by-design',
+      'zapped-by-design',
+      'refaults-by-design',
+      'ipis-by-design',
+      'timeline-0',
+    ]);
     for (const c of got.charts) {
       expect(c.marks, c.id).toBe(c.expected);
       expect(c.marks, c.id).toBeGreaterThan(0);

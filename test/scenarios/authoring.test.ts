@@ -34,7 +34,7 @@ const ok = (text: string) => {
   if (!r.ok) throw new Error(r.error);
   return r.scenario;
 };
-const doc = (timeline: string, vm = "  - regions:\n      - { name: ram, gpa: 0, size: 2M }\n") =>
+const doc = (timeline: string, vm = '  - regions:\n      - { name: ram, gpa: 0, size: 2M }\n') =>
   `name: s\nvms:\n${vm}timeline:\n${timeline}`;
 
 describe('the format reference and the JSON Schema', () => {
@@ -78,7 +78,15 @@ describe('the tutorial', () => {
     const row = (id: string) => {
       const r = runs.find((x) => x.design === id)!;
       const t = r.totals;
-      return [t['memslot_zap_all_fast'], t['memslot_zap_precise'], t['sptes_zapped_4k']! + t['sptes_zapped_2m']!, t['refaults'], t['remote_tlb_flush'], r.verdict, r.errors];
+      return [
+        t['memslot_zap_all_fast'],
+        t['memslot_zap_precise'],
+        t['sptes_zapped_4k']! + t['sptes_zapped_2m']!,
+        t['refaults'],
+        t['remote_tlb_flush'],
+        r.verdict,
+        r.errors,
+      ];
     };
     for (const id of ['quirk', 'vm-type', 'slot-flag']) expect(row(id)).toEqual([2, 0, 80, 64, 0, 'ok', []]);
     for (const id of ['quirk-off', 'slot-flag+leafs']) expect(row(id)).toEqual([0, 2, 16, 0, 1, 'ok', []]);
@@ -100,21 +108,30 @@ describe('errors name what is allowed', () => {
     expect(err(doc('  - audit: x\n    expect: EWHAT\n'))).toMatch(
       /^s\.yaml:7:13: timeline\.0\.expect: expected "EPERM" \| "ENOENT" \| .*"EEXIST".*; got "EWHAT"$/,
     );
-    expect(err(doc('  - move: ram\n'))).toBe("s.yaml:6:5: timeline.0.to: missing required field 'to' (number)");
+    expect(err(doc('  - move: ram\n'))).toBe(
+      "s.yaml:6:5: timeline.0.to: missing required field 'to' (number)",
+    );
   });
   it('-p points at the flag; a huge region and a directory name the path and position', () => {
-    const text = doc('  - access: { region: ram, workingSet: $ws }\n').replace('vms:', 'params: { ws: 16 }\nvms:');
+    const text = doc('  - access: { region: ram, workingSet: $ws }\n').replace(
+      'vms:',
+      'params: { ws: 16 }\nvms:',
+    );
     expect(err(text, { ws: 'abc' })).toBe(
       '-p ws=abc: expected a non-negative integer, hex ("0x…") or size ("64K", "2M", "4G"); got "abc" (used at s.yaml:7:40: timeline.0.access.workingSet)',
     );
-    expect(err(doc('  - audit: x\n', '  - regions:\n      - { name: ram, gpa: 0, size: 0x4000000000000 }\n'))).toBe(
+    expect(
+      err(doc('  - audit: x\n', '  - regions:\n      - { name: ram, gpa: 0, size: 0x4000000000000 }\n')),
+    ).toBe(
       "s.yaml:4:36: vms.0.regions.0.size: size 0x4000000000000 is more than the model's host can map at 4k backing (at most 0x10000000000 bytes; a 2m, 1g or thp backing maps more)",
     );
     const r = loadScenario(ROOT + 'docs');
     expect(r).toEqual({ ok: false, error: `${ROOT}docs:1:1: is a directory, not a scenario file` });
   });
   it('the step limit: counted before running, refused past it, overridable', () => {
-    const big = doc('  - audit: first\n  - repeat: 1e9\n    steps:\n      - repeat: 1000\n        steps: [ { audit: x } ]\n');
+    const big = doc(
+      '  - audit: first\n  - repeat: 1e9\n    steps:\n      - repeat: 1000\n        steps: [ { audit: x } ]\n',
+    );
     expect(err(big)).toBe(
       's.yaml:7:5: timeline.1: the timeline unrolls to 1,000,000,000,001 steps (this step: 1,000,000,000,000), more than the limit of 1,000,000; raise it with --max-steps if you mean it',
     );
@@ -124,7 +141,9 @@ describe('errors name what is allowed', () => {
     // 200-deep nesting of repeat: 2 is refused at once, not run
     let nested = '[ { audit: x } ]';
     for (let i = 0; i < 200; i++) nested = `[ { repeat: 2, steps: ${nested} } ]`;
-    expect(err(`name: s\nvms:\n  - regions: []\ntimeline: ${nested}\n`)).toMatch(/unrolls to 1\.61e\+60 steps/);
+    expect(err(`name: s\nvms:\n  - regions: []\ntimeline: ${nested}\n`)).toMatch(
+      /unrolls to 1\.61e\+60 steps/,
+    );
   });
   it('library headers document only parameters that exist (firmware-boot had a `romBars`)', () => {
     for (const name of libraryNames()) {
@@ -143,7 +162,8 @@ describe('errors name what is allowed', () => {
 });
 
 describe('failing calls fail the run unless the step expects them', () => {
-  const vm = '  - regions:\n      - { name: ram, gpa: 0, size: 2M }\n      - { name: bar, gpa: 0x100000, size: 64K, present: false }\n';
+  const vm =
+    '  - regions:\n      - { name: ram, gpa: 0, size: 2M }\n      - { name: bar, gpa: 0x100000, size: 64K, present: false }\n';
   const quirk = designById('quirk')!;
   it('a BAR placed inside RAM: EEXIST → verdict error, the failed call listed', async () => {
     const r = await runScenario(ok(doc('  - create: bar\n  - delete: bar\n', vm)), quirk);
@@ -160,7 +180,10 @@ describe('failing calls fail the run unless the step expects them', () => {
     expect(w.verdict).toBe('error');
     expect(w.errors[0]).toMatch(/^#1 create bar: EEXIST .* \(the step expects EINVAL\)$/);
     const none = await runScenario(ok(doc('  - access: { region: ram }\n    expect: EFAULT\n')), quirk);
-    expect([none.verdict, none.errors]).toEqual(['error', ['#1 access: expected EFAULT, but no call of the step failed with it']]);
+    expect([none.verdict, none.errors]).toEqual([
+      'error',
+      ['#1 access: expected EFAULT, but no call of the step failed with it'],
+    ]);
     // KVM_GET_DIRTY_LOG on a slot without dirty logging is ENOENT: expected, the run is ok
     const enoent = await runScenario(ok(doc('  - dirtyLog: ram\n    expect: ENOENT\n')), quirk);
     expect([enoent.verdict, enoent.errors]).toEqual(['ok', []]);
@@ -169,7 +192,10 @@ describe('failing calls fail the run unless the step expects them', () => {
 
 describe('CLI', () => {
   const cli = (...args: string[]) =>
-    spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { encoding: 'utf8', cwd: ROOT });
+    spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+      encoding: 'utf8',
+      cwd: ROOT,
+    });
   it('exit codes: usage 64, input 2 (a parse error, vcpus: 1e9 ending in verdict error), documented in --help', () => {
     const help = cli('--help');
     expect(help.status).toBe(0);
@@ -182,7 +208,9 @@ describe('CLI', () => {
     const huge = cli('run', 'test/scenarios/fixtures/huge-vcpus.yaml');
     expect(huge.status).toBe(EXIT.input);
     expect(huge.stdout).toContain("verdict: error (audit level 'points')");
-    expect(huge.stdout).toContain('failed call: setup: EINVAL KVM_CREATE_VCPU: EINVAL: already 1024 vCPUs (KVM_MAX_VCPUS)');
+    expect(huge.stdout).toContain(
+      'failed call: setup: EINVAL KVM_CREATE_VCPU: EINVAL: already 1024 vCPUs (KVM_MAX_VCPUS)',
+    );
   }, 60000);
   it('compare --audit steps and check agree verdict by verdict, and both name the level', () => {
     const f = 'test/scenarios/fixtures/bugs/precise-zap-no-flush.yaml';
@@ -211,13 +239,20 @@ describe('CLI', () => {
   });
   it('compare prints the scenario line with its description cut at a word boundary, never mid-word', () => {
     const dir = mkdtempSync(join(tmpdir(), 'zaplab-desc-'));
-    const desc = 'dirty-log a guest through two migration rounds while the host migrates pages under a racing fault';
+    const desc =
+      'dirty-log a guest through two migration rounds while the host migrates pages under a racing fault';
     const f = join(dir, 'long-desc.yaml');
-    writeFileSync(f, `name: long-desc\ndescription: ${desc}\n` + doc('  - access: { region: ram }\n').slice('name: s\n'.length));
+    writeFileSync(
+      f,
+      `name: long-desc\ndescription: ${desc}\n` +
+        doc('  - access: { region: ram }\n').slice('name: s\n'.length),
+    );
     const r = cli('compare', f);
     rmSync(dir, { recursive: true });
     expect(r.status).toBe(0);
-    expect(r.stdout.split('\n')[0]).toBe('long-desc: dirty-log a guest through two migration rounds while the host migrates pages under a…');
+    expect(r.stdout.split('\n')[0]).toBe(
+      'long-desc: dirty-log a guest through two migration rounds while the host migrates pages under a…',
+    );
   }, 30000);
   it('list cuts descriptions at a word boundary', () => {
     const out = cli('list').stdout.trim().split('\n');
@@ -226,7 +261,9 @@ describe('CLI', () => {
       expect(line.length).toBeLessThanOrEqual(100);
       const [name, ...rest] = line.split(/\s{2,}/);
       const shown = rest.join('  ');
-      const full = readFileSync(`${LIBRARY_DIR}${name}.yaml`, 'utf8').match(/^description:\s*(.+)$/m)![1]!.trim();
+      const full = readFileSync(`${LIBRARY_DIR}${name}.yaml`, 'utf8')
+        .match(/^description:\s*(.+)$/m)![1]!
+        .trim();
       if (shown === full) continue;
       expect(shown.endsWith('…')).toBe(true);
       const kept = shown.slice(0, -1);
@@ -248,7 +285,9 @@ describe('progress inside a design', () => {
       vi.advanceTimersByTime(6000);
       p.step(40, 100);
       p.step(41, 100);
-      expect(write.mock.calls.map((c) => c[0])).toEqual(['compare x: quirk-off (design 2/5): step 40/100 (40%), 6 s\n']);
+      expect(write.mock.calls.map((c) => c[0])).toEqual([
+        'compare x: quirk-off (design 2/5): step 40/100 (40%), 6 s\n',
+      ]);
     } finally {
       write.mockRestore();
       vi.useRealTimers();

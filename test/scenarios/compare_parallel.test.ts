@@ -21,8 +21,19 @@ describe('compare on worker threads', () => {
     const s = sc('vsm-permission-split', { splits: '3', workingSet: '48' });
     const seq = await compareScenario(s, { audit: 'points' });
     const seen: string[] = [];
-    const par = await compareScenarioParallel(s, { audit: 'points', workers: 2, runHere: false, onDesign: (_i, _n, id) => seen.push(id) });
-    expect(par.runs.map((r) => r.design)).toEqual(['quirk', 'quirk-off', 'vm-type', 'slot-flag', 'slot-flag+leafs']);
+    const par = await compareScenarioParallel(s, {
+      audit: 'points',
+      workers: 2,
+      runHere: false,
+      onDesign: (_i, _n, id) => seen.push(id),
+    });
+    expect(par.runs.map((r) => r.design)).toEqual([
+      'quirk',
+      'quirk-off',
+      'vm-type',
+      'slot-flag',
+      'slot-flag+leafs',
+    ]);
     expect(par).toEqual(seq);
     expect(par.runs[0]!.totals['refaults']).toBe(3 * 48);
     expect(seen).toEqual([]); // no design ran on this thread
@@ -44,7 +55,11 @@ describe('compare on worker threads', () => {
     expect(seq.skipped.map((k) => k.id)).toEqual(['quirk-off', 'slot-flag']);
     expect(await compareScenarioParallel(s, { audit: 'points', workers: 1, runHere: false })).toEqual(seq);
     const ids: string[] = [];
-    const here = await compareScenarioParallel(s, { audit: 'points', workers: 0, onDesign: (_i, _n, id) => ids.push(id) });
+    const here = await compareScenarioParallel(s, {
+      audit: 'points',
+      workers: 0,
+      onDesign: (_i, _n, id) => ids.push(id),
+    });
     expect(here).toEqual(seq);
     expect(ids).toEqual(['quirk', 'vm-type', 'slot-flag+leafs']);
   }, 120_000);
@@ -57,7 +72,9 @@ describe('compare on worker threads', () => {
     expect(defaultCompareWorkers(5, 8, 1)).toBe(4); // at most one fewer than the designs
     expect(defaultCompareWorkers(3, 8, 5.2)).toBe(2);
     expect(defaultCompareWorkers(5, 8, 5.2)).toBe(2);
-    await expect(compareScenarioParallel(sc('tdx-boot'), { workers: 0, runHere: false })).rejects.toThrow(/at least one worker/);
+    await expect(compareScenarioParallel(sc('tdx-boot'), { workers: 0, runHere: false })).rejects.toThrow(
+      /at least one worker/,
+    );
   });
 
   it("the runner's step kinds (step_kinds.ts, loaded without zod) are the schema's, in order", () => {

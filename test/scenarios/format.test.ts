@@ -34,21 +34,33 @@ describe('scenario format errors', () => {
     );
   });
   it('unknown step kind lists the kinds', () => {
-    expect(err(base('timeline:\n  - explode: ram\n'))).toMatch(/^bad\.yaml:7:5: timeline\.0: unknown step \(keys: explode\); expected exactly one of: create, delete/);
+    expect(err(base('timeline:\n  - explode: ram\n'))).toMatch(
+      /^bad\.yaml:7:5: timeline\.0: unknown step \(keys: explode\); expected exactly one of: create, delete/,
+    );
   });
   it('bad number', () => {
-    expect(err(base('timeline:\n  - move: ram\n    to: 12Q\n'))).toMatch(/^bad\.yaml:8:9: timeline\.0\.to: expected a non-negative integer, hex/);
+    expect(err(base('timeline:\n  - move: ram\n    to: 12Q\n'))).toMatch(
+      /^bad\.yaml:8:9: timeline\.0\.to: expected a non-negative integer, hex/,
+    );
   });
   it('overlapping memory layout', () => {
     const t = `name: t\nvms:\n  - regions:\n      - { name: a, gpa: 0x0, size: 2M }\n      - { name: b, gpa: 0x100000, size: 1M }\ntimeline: []\n`;
-    expect(err(t)).toBe("bad.yaml:5:9: vms.0.regions.1: overlapping memory layout: 'b' [0x100000, 0x200000) overlaps 'a' [0x0, 0x200000) (mark one 'present: false' if the timeline swaps them)");
+    expect(err(t)).toBe(
+      "bad.yaml:5:9: vms.0.regions.1: overlapping memory layout: 'b' [0x100000, 0x200000) overlaps 'a' [0x0, 0x200000) (mark one 'present: false' if the timeline swaps them)",
+    );
   });
   it('unknown region and unknown parameter', () => {
-    expect(err(base('timeline:\n  - delete: rom\n'))).toMatch(/^bad\.yaml:7:13: timeline\.0\.delete: unknown region 'rom'/);
-    expect(err(base('timeline:\n  - repeat: $n\n    steps: []\n'))).toMatch(/^bad\.yaml:7:13: timeline\.0\.repeat: unknown parameter \$n/);
+    expect(err(base('timeline:\n  - delete: rom\n'))).toMatch(
+      /^bad\.yaml:7:13: timeline\.0\.delete: unknown region 'rom'/,
+    );
+    expect(err(base('timeline:\n  - repeat: $n\n    steps: []\n'))).toMatch(
+      /^bad\.yaml:7:13: timeline\.0\.repeat: unknown parameter \$n/,
+    );
   });
   it('nested repeat steps are checked', () => {
-    expect(err(base('timeline:\n  - repeat: 2\n    steps:\n      - delete: 3\n'))).toMatch(/^bad\.yaml:9:17: timeline\.0\.steps\.0\.delete: /);
+    expect(err(base('timeline:\n  - repeat: 2\n    steps:\n      - delete: 3\n'))).toMatch(
+      /^bad\.yaml:9:17: timeline\.0\.steps\.0\.delete: /,
+    );
   });
   it('JSON works too', () => {
     const r = parseScenario('{"name":"j","vms":[{"regions":[]}],"timeline":[{"audit":"x"}]}', 'j.json');

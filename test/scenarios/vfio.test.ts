@@ -40,7 +40,10 @@ describe('vfio-2019: stale EPT memtypes survive the precise zap only', () => {
       const fired = [...new Set(r.violations.map((v) => `${v.id}@${v.step}`))];
       const boots = precise ? [0] : [0, 1]; // …and under precise the reboot's leafs are already stale
       expect(fired, r.design).toEqual(
-        boots.flatMap((b) => [`INV-MEMTYPE-001@boot / reboot cycles[${b}] BSP clears CR0.CD`, `INV-MEMTYPE-001@boot / reboot cycles[${b}] APs touch RAM with CD=1`]),
+        boots.flatMap((b) => [
+          `INV-MEMTYPE-001@boot / reboot cycles[${b}] BSP clears CR0.CD`,
+          `INV-MEMTYPE-001@boot / reboot cycles[${b}] APs touch RAM with CD=1`,
+        ]),
       );
       expect(r.violations.length, r.design).toBe(precise ? 448 : 896);
     }
@@ -59,7 +62,9 @@ describe('vfio-2019: stale EPT memtypes survive the precise zap only', () => {
         // With Yan's fix the CD toggle zaps, but while the APs still have CD=1 and the BSP has CD=0 their
         // faults install WB|IPAT that the BSP's computation disagrees with: the mixed-CD window remains.
         const fired = new Set(r.violations.map((v) => `${v.id}@${v.step.replace(/\[\d\]/, '[n]')}`));
-        expect([...fired], r.design).toEqual(params === FIX ? ['INV-MEMTYPE-001@boot / reboot cycles[n] APs touch RAM with CD=1'] : []);
+        expect([...fired], r.design).toEqual(
+          params === FIX ? ['INV-MEMTYPE-001@boot / reboot cycles[n] APs touch RAM with CD=1'] : [],
+        );
       }
     }, 60000);
   }
@@ -79,16 +84,32 @@ ${steps}`;
     return r.error;
   };
   it('unknown device, container and IOMMU unit', () => {
-    expect(err(doc('  - dma: { device: gpu, region: ram }\n'))).toBe("v.yaml:7:20: timeline.0.dma.device: unknown VFIO device 'gpu' (declared: none)");
-    expect(err(doc('  - vfioContainer: c0\n  - vfioIommu: c1\n'))).toBe("v.yaml:8:16: timeline.1.vfioIommu: unknown VFIO container 'c1' (declared: c0)");
-    expect(err(doc('  - vfioDevice: gpu\n    iommu: igd\n'))).toBe("v.yaml:8:12: timeline.0.iommu: unknown IOMMU unit 'igd' (declared: default)");
+    expect(err(doc('  - dma: { device: gpu, region: ram }\n'))).toBe(
+      "v.yaml:7:20: timeline.0.dma.device: unknown VFIO device 'gpu' (declared: none)",
+    );
+    expect(err(doc('  - vfioContainer: c0\n  - vfioIommu: c1\n'))).toBe(
+      "v.yaml:8:16: timeline.1.vfioIommu: unknown VFIO container 'c1' (declared: c0)",
+    );
+    expect(err(doc('  - vfioDevice: gpu\n    iommu: igd\n'))).toBe(
+      "v.yaml:8:12: timeline.0.iommu: unknown IOMMU unit 'igd' (declared: default)",
+    );
   });
   it('memtype names, MTRR ranges, vCPU ids, booleans', () => {
-    expect(err(doc('  - mtrr: { var: [{ index: 0, base: 0, size: 2M, type: XX }] }\n'))).toMatch(/^v\.yaml:7:56: timeline\.0\.mtrr\.var\.0\.type: /);
-    expect(err(doc('  - mtrr: { var: [{ index: 0, type: WB }] }\n'))).toMatch(/^v\.yaml:7:19: timeline\.0\.mtrr\.var\.0: a variable MTRR needs 'type'/);
-    expect(err(doc('  - cr0: { cd: false, vcpus: [2] }\n'))).toBe('v.yaml:7:31: timeline.0.cr0.vcpus.0: vCPU 2 does not exist (the VM has 2)');
-    expect(err(doc('  - pat: { value: -1 }\n'))).toMatch(/^v\.yaml:7:19: timeline\.0\.pat\.value: expected a u64 as hex/);
-    expect(err(doc('  - audit: x\n', 'host: { snoopScope: some }\n'))).toMatch(/^v\.yaml:2:21: host\.snoopScope: /);
+    expect(err(doc('  - mtrr: { var: [{ index: 0, base: 0, size: 2M, type: XX }] }\n'))).toMatch(
+      /^v\.yaml:7:56: timeline\.0\.mtrr\.var\.0\.type: /,
+    );
+    expect(err(doc('  - mtrr: { var: [{ index: 0, type: WB }] }\n'))).toMatch(
+      /^v\.yaml:7:19: timeline\.0\.mtrr\.var\.0: a variable MTRR needs 'type'/,
+    );
+    expect(err(doc('  - cr0: { cd: false, vcpus: [2] }\n'))).toBe(
+      'v.yaml:7:31: timeline.0.cr0.vcpus.0: vCPU 2 does not exist (the VM has 2)',
+    );
+    expect(err(doc('  - pat: { value: -1 }\n'))).toMatch(
+      /^v\.yaml:7:19: timeline\.0\.pat\.value: expected a u64 as hex/,
+    );
+    expect(err(doc('  - audit: x\n', 'host: { snoopScope: some }\n'))).toMatch(
+      /^v\.yaml:2:21: host\.snoopScope: /,
+    );
     expect(err(doc('  - audit: x\n', 'host: { kernel: 5.3 }\n'))).toMatch(/^v\.yaml:2:17: host\.kernel: /);
   });
   it('a complete VFIO setup parses; kernel 6.12 as a YAML number is "6.12"', () => {

@@ -28,7 +28,11 @@ export class ModelHarness {
     readonly vcpu: Vcpu,
   ) {
     this.mmu = shadowMmuOf(vm)!;
-    this.map = new IdentityMapBuilder(this.mmu.gpt, LIST + HARNESS.listPages * PAGE, HARNESS.gpa + HARNESS.size);
+    this.map = new IdentityMapBuilder(
+      this.mmu.gpt,
+      LIST + HARNESS.listPages * PAGE,
+      HARNESS.gpa + HARNESS.size,
+    );
     for (let a = CODE; a < LIST + HARNESS.listPages * PAGE; a += PAGE) this.map.mapPage(a);
     this.map.mapPage(HARNESS.gpa, PT_PRESENT_MASK | PT_WRITABLE_MASK);
   }
@@ -36,7 +40,13 @@ export class ModelHarness {
   private install(): void {
     if (this.installed) return;
     const hva = this.kvm.host.mmap(HARNESS.size);
-    this.vm.setUserMemoryRegion({ slot: HARNESS.slot, flags: 0, guestPhysAddr: HARNESS.gpa, memorySize: HARNESS.size, userspaceAddr: hva });
+    this.vm.setUserMemoryRegion({
+      slot: HARNESS.slot,
+      flags: 0,
+      guestPhysAddr: HARNESS.gpa,
+      memorySize: HARNESS.size,
+      userspaceAddr: hva,
+    });
     this.vcpu.setCr3(this.map.cr3);
     this.installed = true;
   }

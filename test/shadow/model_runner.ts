@@ -6,7 +6,16 @@ import { Kvm } from '../../src/kvm/kvm_main.ts';
 import type { KvmOptions } from '../../src/kvm/host_profile.ts';
 import { KVM_CAP } from '../../src/uapi/kvm.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../../src/uapi/kvm_x86.ts';
-import { describeMmuStep, exitsOf, MMU_STATS, PAGE, SLOT_GEOMETRY, type MmuCase, type MmuStep, type SlotName } from '../../src/conformance/mmu_cases.ts';
+import {
+  describeMmuStep,
+  exitsOf,
+  MMU_STATS,
+  PAGE,
+  SLOT_GEOMETRY,
+  type MmuCase,
+  type MmuStep,
+  type SlotName,
+} from '../../src/conformance/mmu_cases.ts';
 import type { MmuStepRecord } from '../../src/conformance/mmu_runner.ts';
 import { HARNESS, ModelHarness } from './harness.ts';
 
@@ -14,13 +23,23 @@ import { HARNESS, ModelHarness } from './harness.ts';
 export function runModelMmuCase(c: MmuCase, opts: KvmOptions = { profile: 'pvm-6.18' }): MmuStepRecord[] {
   const kvm = new Kvm(opts);
   const vm = kvm.createVm(0);
-  if (c.quirkDisabled) vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
-  const regions = new Map<SlotName, { slot: number; flags: number; guestPhysAddr: number; memorySize: number; userspaceAddr: number }>();
+  if (c.quirkDisabled)
+    vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
+  const regions = new Map<
+    SlotName,
+    { slot: number; flags: number; guestPhysAddr: number; memorySize: number; userspaceAddr: number }
+  >();
   for (const name of ['A', 'V'] as const) {
     const flags = c.slots[name];
     if (flags === undefined) continue;
     const g = SLOT_GEOMETRY[name];
-    const r = { slot: g.slot, flags, guestPhysAddr: g.gpa, memorySize: g.pages * PAGE, userspaceAddr: kvm.host.mmap(g.pages * PAGE) };
+    const r = {
+      slot: g.slot,
+      flags,
+      guestPhysAddr: g.gpa,
+      memorySize: g.pages * PAGE,
+      userspaceAddr: kvm.host.mmap(g.pages * PAGE),
+    };
     vm.setUserMemoryRegion(r);
     regions.set(name, r);
   }
@@ -29,7 +48,13 @@ export function runModelMmuCase(c: MmuCase, opts: KvmOptions = { profile: 'pvm-6
   h.runAccesses([]);
   const harnessRegion = () => {
     const slot = vm.activeMemslots(0).searchMemslots(HARNESS.gpa / PAGE)!;
-    return { slot: HARNESS.slot, flags: slot.flags, guestPhysAddr: HARNESS.gpa, memorySize: HARNESS.size, userspaceAddr: slot.userspaceAddr };
+    return {
+      slot: HARNESS.slot,
+      flags: slot.flags,
+      guestPhysAddr: HARNESS.gpa,
+      memorySize: HARNESS.size,
+      userspaceAddr: slot.userspaceAddr,
+    };
   };
   const region = (n: SlotName) => (n === 'PT' ? harnessRegion() : regions.get(n)!);
   const snap = () => {
@@ -41,12 +66,19 @@ export function runModelMmuCase(c: MmuCase, opts: KvmOptions = { profile: 'pvm-6
     switch (st.do) {
       case 'touch': {
         const base = region(st.slot).guestPhysAddr;
-        const list = Array.from({ length: st.pages }, (_, i) => ({ gpa: base + ((st.first ?? 0) + i) * PAGE, kind: st.kind }));
+        const list = Array.from({ length: st.pages }, (_, i) => ({
+          gpa: base + ((st.first ?? 0) + i) * PAGE,
+          kind: st.kind,
+        }));
         return { exits: exitsOf(h.runAccesses(list)) };
       }
       case 'write': {
         const base = region(st.slot).guestPhysAddr;
-        return { exits: exitsOf(h.runAccesses(st.pages.map((i) => ({ gpa: base + i * PAGE, kind: 'write' as const })))) };
+        return {
+          exits: exitsOf(
+            h.runAccesses(st.pages.map((i) => ({ gpa: base + i * PAGE, kind: 'write' as const }))),
+          ),
+        };
       }
       case 'probe':
         return { exits: exitsOf([h.access(st.gpa, 'read')], true) };
@@ -74,7 +106,9 @@ export function runModelMmuCase(c: MmuCase, opts: KvmOptions = { profile: 'pvm-6
     const before = snap();
     const seen = perform(st);
     const after = snap();
-    const stats = Object.fromEntries(MMU_STATS.map((k) => [k, after[k]! - before[k]!])) as MmuStepRecord['stats'];
+    const stats = Object.fromEntries(
+      MMU_STATS.map((k) => [k, after[k]! - before[k]!]),
+    ) as MmuStepRecord['stats'];
     return { step: describeMmuStep(st), stats, ...seen };
   });
 }

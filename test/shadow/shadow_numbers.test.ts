@@ -12,7 +12,13 @@ const PAGE = 4096;
 const five = (vm: { getStats(): Record<string, number> }, vcpu: { getStats(): Record<string, number> }) => {
   const a = vm.getStats();
   const b = vcpu.getStats();
-  return { pages_4k: a.pages_4k!, zapped: a.mmu_shadow_zapped!, miss: a.mmu_cache_miss!, pf_fixed: b.pf_fixed!, flushes: a.remote_tlb_flush_requests! };
+  return {
+    pages_4k: a.pages_4k!,
+    zapped: a.mmu_shadow_zapped!,
+    miss: a.mmu_cache_miss!,
+    pf_fixed: b.pf_fixed!,
+    flushes: a.remote_tlb_flush_requests!,
+  };
 };
 const delta = (x: ReturnType<typeof five>, y: ReturnType<typeof five>) =>
   Object.fromEntries(Object.entries(y).map(([k, v]) => [k, v - x[k as keyof typeof x]]));
@@ -28,13 +34,28 @@ describe('shadow MMU counts on the pvm-6.18 profile', () => {
   for (const n of [1, 256, 257, 600, 1024]) {
     it(`touching ${n} fresh pages: pages_4k = pf_fixed = N + ceil(N/256), misses 1 + ceil(N/512); again: nothing`, () => {
       const { kvm, vm, vcpu, h } = pvmVm();
-      vm.setUserMemoryRegion({ slot: 1, flags: 0, guestPhysAddr: 0x8000_0000, memorySize: 2048 * PAGE, userspaceAddr: kvm.host.mmap(2048 * PAGE) });
+      vm.setUserMemoryRegion({
+        slot: 1,
+        flags: 0,
+        guestPhysAddr: 0x8000_0000,
+        memorySize: 2048 * PAGE,
+        userspaceAddr: kvm.host.mmap(2048 * PAGE),
+      });
       h.runAccesses([]);
-      const list = Array.from({ length: n }, (_, i) => ({ gpa: 0x8000_0000 + i * PAGE, kind: 'write' as const }));
+      const list = Array.from({ length: n }, (_, i) => ({
+        gpa: 0x8000_0000 + i * PAGE,
+        kind: 'write' as const,
+      }));
       const s0 = five(vm, vcpu);
       h.runAccesses(list);
       const lp = Math.ceil(n / 256);
-      expect(delta(s0, five(vm, vcpu))).toEqual({ pages_4k: n + lp, zapped: 0, miss: 1 + Math.ceil(n / 512), pf_fixed: n + lp, flushes: 0 });
+      expect(delta(s0, five(vm, vcpu))).toEqual({
+        pages_4k: n + lp,
+        zapped: 0,
+        miss: 1 + Math.ceil(n / 512),
+        pf_fixed: n + lp,
+        flushes: 0,
+      });
       const s1 = five(vm, vcpu);
       h.runAccesses(list);
       expect(delta(s1, five(vm, vcpu))).toEqual({ pages_4k: 0, zapped: 0, miss: 0, pf_fixed: 0, flushes: 0 });
@@ -45,26 +66,45 @@ describe('shadow MMU counts on the pvm-6.18 profile', () => {
     it(`delete another slot V, quirk ${quirk ? 'on' : 'off'}, then re-touch A`, () => {
       const { kvm, vm, vcpu, h } = pvmVm();
       if (!quirk) vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
-      const A = { slot: 1, flags: 0, guestPhysAddr: 0x8000_0000, memorySize: 256 * PAGE, userspaceAddr: kvm.host.mmap(256 * PAGE) };
-      const V = { slot: 2, flags: 0, guestPhysAddr: 0x4000_0000, memorySize: 64 * PAGE, userspaceAddr: kvm.host.mmap(64 * PAGE) };
+      const A = {
+        slot: 1,
+        flags: 0,
+        guestPhysAddr: 0x8000_0000,
+        memorySize: 256 * PAGE,
+        userspaceAddr: kvm.host.mmap(256 * PAGE),
+      };
+      const V = {
+        slot: 2,
+        flags: 0,
+        guestPhysAddr: 0x4000_0000,
+        memorySize: 64 * PAGE,
+        userspaceAddr: kvm.host.mmap(64 * PAGE),
+      };
       vm.setUserMemoryRegion(A);
       vm.setUserMemoryRegion(V);
       h.runAccesses([]);
-      const touch = (base: number, n: number) => h.runAccesses(Array.from({ length: n }, (_, i) => ({ gpa: base + i * PAGE, kind: 'write' as const })));
+      const touch = (base: number, n: number) =>
+        h.runAccesses(
+          Array.from({ length: n }, (_, i) => ({ gpa: base + i * PAGE, kind: 'write' as const })),
+        );
       touch(A.guestPhysAddr, 256);
       touch(V.guestPhysAddr, 64);
       expect(h.mmu.shadowPages().length).toBe(8);
       let s = five(vm, vcpu);
       vm.setUserMemoryRegion({ ...V, memorySize: 0 });
       expect(delta(s, five(vm, vcpu))).toEqual(
-        quirk ? { pages_4k: -322, zapped: 8, miss: 0, pf_fixed: 0, flushes: 1 } : { pages_4k: -64, zapped: 0, miss: 0, pf_fixed: 0, flushes: 1 },
+        quirk
+          ? { pages_4k: -322, zapped: 8, miss: 0, pf_fixed: 0, flushes: 1 }
+          : { pages_4k: -64, zapped: 0, miss: 0, pf_fixed: 0, flushes: 1 },
       );
       s = five(vm, vcpu);
       touch(A.guestPhysAddr, 256);
       // Quirk on: the old root is zapped (and counted) again when the vCPU frees it; A's gPTEs now have A
       // set, so each fault maps its whole group of 8 (PTE_PREFETCH_NUM): 1 code fault + 256/8.
       expect(delta(s, five(vm, vcpu))).toEqual(
-        quirk ? { pages_4k: 258, zapped: 1, miss: 6, pf_fixed: 33, flushes: 1 } : { pages_4k: 0, zapped: 0, miss: 0, pf_fixed: 0, flushes: 0 },
+        quirk
+          ? { pages_4k: 258, zapped: 1, miss: 6, pf_fixed: 33, flushes: 1 }
+          : { pages_4k: 0, zapped: 0, miss: 0, pf_fixed: 0, flushes: 0 },
       );
     });
   }
@@ -77,8 +117,20 @@ describe("2019 precise zap (sp->gfn filter) in Alex Williamson's layout", () => 
     const { kvm, vm, vcpu, h } = pvmVm();
     vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
     h.mmu.bug2019PreciseZap = bug;
-    const bar = { slot: 5, flags: 0, guestPhysAddr: 0xc108_0000, memorySize: 4 * PAGE, userspaceAddr: kvm.host.mmap(4 * PAGE) };
-    const big = { slot: 6, flags: 0, guestPhysAddr: 0xc120_0000, memorySize: 512 * PAGE, userspaceAddr: kvm.host.mmap(512 * PAGE) };
+    const bar = {
+      slot: 5,
+      flags: 0,
+      guestPhysAddr: 0xc108_0000,
+      memorySize: 4 * PAGE,
+      userspaceAddr: kvm.host.mmap(4 * PAGE),
+    };
+    const big = {
+      slot: 6,
+      flags: 0,
+      guestPhysAddr: 0xc120_0000,
+      memorySize: 512 * PAGE,
+      userspaceAddr: kvm.host.mmap(512 * PAGE),
+    };
     vm.setUserMemoryRegion(bar);
     vm.setUserMemoryRegion(big);
     h.map.mapHuge2m(0xc100_0000);
@@ -93,7 +145,9 @@ describe("2019 precise zap (sp->gfn filter) in Alex Williamson's layout", () => 
     h.mmu.shadowPages().filter((sp) => sp.direct && sp.gfn < hi && sp.gfn + 512 > lo);
   const leafsIn = (h: ReturnType<typeof setup>['h'], lo: number, hi: number) => {
     let n = 0;
-    for (const sp of h.mmu.shadowPages()) if (sp.pfn) for (let i = 0; i < 512; i++) if (sp.pfn[i]! >= 0 && sp.gfns![i]! >= lo && sp.gfns![i]! < hi) n++;
+    for (const sp of h.mmu.shadowPages())
+      if (sp.pfn)
+        for (let i = 0; i < 512; i++) if (sp.pfn[i]! >= 0 && sp.gfns![i]! >= lo && sp.gfns![i]! < hi) n++;
     return n;
   };
 

@@ -25,8 +25,20 @@ function setup(bugs: BugName[] = []) {
   const kvm = new Kvm({ tdp: false, tdpMmu: false, bugs });
   const vm = kvm.createVm(0);
   vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
-  const ram = { slot: 0, flags: 0, guestPhysAddr: 0, memorySize: 2 * MiB, userspaceAddr: kvm.host.mmap(2 * MiB) };
-  const dimm = { slot: 1, flags: 0, guestPhysAddr: DIMM, memorySize: 2 * MiB, userspaceAddr: kvm.host.mmap(2 * MiB) };
+  const ram = {
+    slot: 0,
+    flags: 0,
+    guestPhysAddr: 0,
+    memorySize: 2 * MiB,
+    userspaceAddr: kvm.host.mmap(2 * MiB),
+  };
+  const dimm = {
+    slot: 1,
+    flags: 0,
+    guestPhysAddr: DIMM,
+    memorySize: 2 * MiB,
+    userspaceAddr: kvm.host.mmap(2 * MiB),
+  };
   vm.setUserMemoryRegion(ram);
   vm.setUserMemoryRegion(dimm);
   const tables = {
@@ -49,7 +61,10 @@ describe('guest page tables in a memslot that goes away (shadow paging)', () => 
     expect(vm.readGuestPte(DIMM, 0)).toBe(DIMM + 0x1000 + 7);
     expect(v.access(0x1000, 'read')).toMatchObject({ exit: 'none', level: 1 });
     expect(v.access(DIMM + 0x10000, 'write')).toMatchObject({ exit: 'none', level: 1 });
-    const indirect = mmu.shadowPages().filter((sp) => !sp.direct).map((sp) => (sp.gfn - DIMM / 4096).toString(16));
+    const indirect = mmu
+      .shadowPages()
+      .filter((sp) => !sp.direct)
+      .map((sp) => (sp.gfn - DIMM / 4096).toString(16));
     expect(indirect).toEqual(['0', '1', '2', '3', '4', '5']);
   });
 
@@ -65,7 +80,11 @@ describe('guest page tables in a memslot that goes away (shadow paging)', () => 
     expect(mmu.shadowPages().filter((sp) => !sp.direct)).toEqual([]);
     const guestPf0 = v.getStats().pf_guest!;
     const r = v.access(0x1000, 'read');
-    expect(r).toEqual({ exit: 'retry', gpa: 0x1000, reason: `guest #PF: level-4 table gfn 0x${(DIMM / 4096).toString(16)} is in no visible memslot` });
+    expect(r).toEqual({
+      exit: 'retry',
+      gpa: 0x1000,
+      reason: `guest #PF: level-4 table gfn 0x${(DIMM / 4096).toString(16)} is in no visible memslot`,
+    });
     expect(v.getStats().pf_guest! - guestPf0).toBe(1);
     ch.onAccess(v, 0x1000, 'read', r); // the reference walks the same tables: a #PF is right
     expect(ch.violations).toEqual([]);
@@ -105,11 +124,15 @@ describe('guest page tables in a memslot that goes away (shadow paging)', () => 
 
   it('writeGuestPte/readGuestPte: shadow-paging hosts only, page-aligned tables, 512 entries, 53-bit gPTEs', () => {
     const tdp = new Kvm().createVm(0);
-    expect(() => tdp.writeGuestPte(0x1000, 0, 7)).toThrow(/^writeGuestPte: guest page tables are modelled under shadow paging only/);
+    expect(() => tdp.writeGuestPte(0x1000, 0, 7)).toThrow(
+      /^writeGuestPte: guest page tables are modelled under shadow paging only/,
+    );
     const { vm } = setup();
     expect(() => vm.readGuestPte(0x1001, 0)).toThrow(/^readGuestPte: tableGpa 0x1001 is not page-aligned/);
     expect(() => vm.writeGuestPte(0x1000, 512, 7)).toThrow(RangeError);
-    expect(() => vm.writeGuestPte(0x1000, 0, 2 ** 53)).toThrow(/^writeGuestPte: gpte must be an integer in \[0, 2\^53\)/);
+    expect(() => vm.writeGuestPte(0x1000, 0, 2 ** 53)).toThrow(
+      /^writeGuestPte: gpte must be an integer in \[0, 2\^53\)/,
+    );
     vm.writeGuestPte(0x5000, 3, 0x9007);
     expect(vm.readGuestPte(0x5000, 3)).toBe(0x9007);
   });
@@ -120,7 +143,10 @@ describe('the guestPaging scenario step', () => {
     `name: s\n${host}vms:\n  - regions:\n      - { name: ram, gpa: 0, size: 2M }\n      - { name: pt, gpa: 0x40000000, size: 64K }\ntimeline:\n  - ${step}\n  - access: { region: ram, offset: 0x3000, length: 4K, kind: write }\n`;
 
   it('builds the tables in the table region and loads CR3: the access maps through four shadow pages', async () => {
-    const p = parseScenario(yaml('host: { tdp: false }\n', 'guestPaging: { tables: pt, map: [ram] }'), 's.yaml');
+    const p = parseScenario(
+      yaml('host: { tdp: false }\n', 'guestPaging: { tables: pt, map: [ram] }'),
+      's.yaml',
+    );
     if (!p.ok) throw new Error(p.error);
     const r = await runScenario(p.scenario, designById('quirk')!, { audit: 'steps' });
     expect([r.verdict, r.violations.length]).toEqual(['ok', 0]);
@@ -130,12 +156,22 @@ describe('the guestPaging scenario step', () => {
 
   it('refuses a TDP host, unknown regions and a pool too small', async () => {
     const tdp = parseScenario(yaml('', 'guestPaging: { tables: pt, map: [ram] }'), 's.yaml');
-    expect(tdp).toEqual({ ok: false, error: 's.yaml:7:18: timeline.0.guestPaging: guest page tables need shadow paging (host: { tdp: false } or profile pvm-6.18)' });
-    const unk = parseScenario(yaml('host: { tdp: false }\n', 'guestPaging: { tables: pt, map: [rom] }'), 's.yaml');
+    expect(tdp).toEqual({
+      ok: false,
+      error:
+        's.yaml:7:18: timeline.0.guestPaging: guest page tables need shadow paging (host: { tdp: false } or profile pvm-6.18)',
+    });
+    const unk = parseScenario(
+      yaml('host: { tdp: false }\n', 'guestPaging: { tables: pt, map: [rom] }'),
+      's.yaml',
+    );
     expect(unk.ok ? '' : unk.error).toMatch(/timeline\.0\.guestPaging\.map\.0: unknown region 'rom'/);
     // 64K of tables cannot map 2M of RAM plus… it can (4 tables); a 4K pool cannot
     const small = parseScenario(
-      yaml('host: { tdp: false }\n', 'guestPaging: { tables: pt, map: [ram] }').replace('size: 64K', 'size: 4K'),
+      yaml('host: { tdp: false }\n', 'guestPaging: { tables: pt, map: [ram] }').replace(
+        'size: 64K',
+        'size: 4K',
+      ),
       's.yaml',
     );
     if (!small.ok) throw new Error(small.error);

@@ -1,6 +1,13 @@
 /** Grid specs (src/sweep/grid.ts): lists, ranges with step or factor, sizes, products, and the errors. */
 import { describe, expect, it } from 'vitest';
-import { gridPoints, parseParamSpec, parseSize, pointParams, spansDecades, GridError } from '../../src/sweep/grid.ts';
+import {
+  gridPoints,
+  parseParamSpec,
+  parseSize,
+  pointParams,
+  spansDecades,
+  GridError,
+} from '../../src/sweep/grid.ts';
 
 const G = 2 ** 30;
 const err = (arg: string): string => {
@@ -31,7 +38,13 @@ describe('parseSize', () => {
 
 describe('parseParamSpec', () => {
   it('expands lists, factor ranges and step ranges', () => {
-    expect(parseParamSpec('ram=1G,4G,16G')).toEqual({ name: 'ram', spec: '1G,4G,16G', values: [G, 4 * G, 16 * G], texts: ['1G', '4G', '16G'], numeric: true });
+    expect(parseParamSpec('ram=1G,4G,16G')).toEqual({
+      name: 'ram',
+      spec: '1G,4G,16G',
+      values: [G, 4 * G, 16 * G],
+      texts: ['1G', '4G', '16G'],
+      numeric: true,
+    });
     expect(parseParamSpec('backing=4k,1g,thp').texts).toEqual(['4k', '1g', 'thp']);
     expect(parseParamSpec('n=1..4*2,0x10').texts).toEqual(['1', '2', '4', '0x10']);
     expect(parseParamSpec('unplug=1..256*2').values).toEqual([1, 2, 4, 8, 16, 32, 64, 128, 256]);
@@ -41,7 +54,13 @@ describe('parseParamSpec', () => {
     expect(parseParamSpec('v=1..4').values).toEqual([1, 2, 3, 4]);
     expect(parseParamSpec('v=1..3,16,2,64').values).toEqual([1, 2, 3, 16, 64]); // mixed, duplicate dropped
     expect(parseParamSpec('v=5').values).toEqual([5]);
-    expect(parseParamSpec('snoopScope=attached,none')).toEqual({ name: 'snoopScope', spec: 'attached,none', values: ['attached', 'none'], texts: ['attached', 'none'], numeric: false });
+    expect(parseParamSpec('snoopScope=attached,none')).toEqual({
+      name: 'snoopScope',
+      spec: 'attached,none',
+      values: ['attached', 'none'],
+      texts: ['attached', 'none'],
+      numeric: false,
+    });
   });
 
   it('names the flag and the problem on bad specs', () => {
@@ -53,9 +72,13 @@ describe('parseParamSpec', () => {
     expect(err('n=1..8+0')).toBe('-p n=1..8+0: "1..8+0": step must be an integer ≥ 1');
     expect(err('n=9..8')).toBe('-p n=9..8: "9..8": start 9 is past end 8');
     expect(err('n=1..x')).toBe('-p n=1..x: "1..x": end "x" is not a number or a size (64K, 2M, 1G)');
-    expect(err('n=1..8*2.5')).toBe('-p n=1..8*2.5: "1..8*2.5": factor "2.5" is not a number or a size (64K, 2M, 1G)');
+    expect(err('n=1..8*2.5')).toBe(
+      '-p n=1..8*2.5: "1..8*2.5": factor "2.5" is not a number or a size (64K, 2M, 1G)',
+    );
     expect(err('n=1..1T')).toBe('-p n=1..1T: "1..1T": more than 4096 values');
-    expect(err('n=1.5G')).toBe('-p n=1.5G: "1.5G" is not a number, a size (64K, 2M, 1G), a range (1..8, 1G..64G*2, 8..256+8) or a word');
+    expect(err('n=1.5G')).toBe(
+      '-p n=1.5G: "1.5G" is not a number, a size (64K, 2M, 1G), a range (1..8, 1G..64G*2, 8..256+8) or a word',
+    );
     expect(err('n=1,,2')).toMatch(/^-p n=1,,2: "" is not a number/);
   });
 });
@@ -64,8 +87,12 @@ describe('gridPoints', () => {
   it('is the product, first axis slowest', () => {
     const pts = gridPoints([parseParamSpec('a=1,2'), parseParamSpec('b=x,y,z')]);
     expect(pts).toEqual([
-      { a: 1, b: 'x' }, { a: 1, b: 'y' }, { a: 1, b: 'z' },
-      { a: 2, b: 'x' }, { a: 2, b: 'y' }, { a: 2, b: 'z' },
+      { a: 1, b: 'x' },
+      { a: 1, b: 'y' },
+      { a: 1, b: 'z' },
+      { a: 2, b: 'x' },
+      { a: 2, b: 'y' },
+      { a: 2, b: 'z' },
     ]);
     expect(gridPoints([])).toEqual([{}]);
     const axes = [parseParamSpec('ram=1G..4G*4'), parseParamSpec('b=2m,1g')];
@@ -73,8 +100,12 @@ describe('gridPoints', () => {
   });
 
   it('refuses a parameter given twice and grids past the limit', () => {
-    expect(() => gridPoints([parseParamSpec('a=1'), parseParamSpec('a=2')])).toThrow('-p a: given twice; put every value in one spec (a=v1,v2,…)');
-    expect(() => gridPoints([parseParamSpec('a=1..4096'), parseParamSpec('b=1..17')])).toThrow('-p: the grid has 69632 points (4096 × 17); at most 65536');
+    expect(() => gridPoints([parseParamSpec('a=1'), parseParamSpec('a=2')])).toThrow(
+      '-p a: given twice; put every value in one spec (a=v1,v2,…)',
+    );
+    expect(() => gridPoints([parseParamSpec('a=1..4096'), parseParamSpec('b=1..17')])).toThrow(
+      '-p: the grid has 69632 points (4096 × 17); at most 65536',
+    );
   });
 
   it('says when an axis spans decades', () => {

@@ -35,32 +35,70 @@ describe('library sweeps', () => {
   });
 
   it('ram-scaling: zap-all refaults every touched leaf, the precise zap none; IPIs = vCPUs', async () => {
-    const r = await runSweep(planSweep({ scenario: 'ram-scaling', params: ['ram=8G', 'touched=2G..8G*2', 'backing=1g', 'stride=1G', 'vcpus=1,8'], designs: ['quirk', 'quirk-off'] }), { workers: 0 });
+    const r = await runSweep(
+      planSweep({
+        scenario: 'ram-scaling',
+        params: ['ram=8G', 'touched=2G..8G*2', 'backing=1g', 'stride=1G', 'vcpus=1,8'],
+        designs: ['quirk', 'quirk-off'],
+      }),
+      { workers: 0 },
+    );
     for (const t of [2, 4, 8]) {
       for (const v of [1, 8]) {
         const at = { touched: t * 2 ** 30, vcpus: v };
         // the BAR's 512 4K SPTEs go either way; zap-all also throws away the t 1G leaves and refaults them
-        expect([get(r, at, 'quirk').sptesZapped, get(r, at, 'quirk').refaults, get(r, at, 'quirk').tlbFlushIpis]).toEqual([512 + t, t, 0]);
-        expect([get(r, at, 'quirk-off').sptesZapped, get(r, at, 'quirk-off').refaults, get(r, at, 'quirk-off').tlbFlushIpis]).toEqual([512, 0, v]);
+        expect([
+          get(r, at, 'quirk').sptesZapped,
+          get(r, at, 'quirk').refaults,
+          get(r, at, 'quirk').tlbFlushIpis,
+        ]).toEqual([512 + t, t, 0]);
+        expect([
+          get(r, at, 'quirk-off').sptesZapped,
+          get(r, at, 'quirk-off').refaults,
+          get(r, at, 'quirk-off').tlbFlushIpis,
+        ]).toEqual([512, 0, v]);
       }
     }
     expect(r.points.every((p) => p.verdict === 'ok')).toBe(true);
   });
 
   it('ram-scaling on SW_PROTECTED: quirk-off is skipped; deletes zap precisely except under the RFC without its flag', async () => {
-    const r = await runSweep(planSweep({ scenario: 'ram-scaling', params: ['type=DEFAULT,SW_PROTECTED', 'ram=2G', 'touched=2G', 'backing=1g', 'stride=1G'] }), { workers: 0 });
-    expect(r.points.filter((p) => p.params['type'] === 'SW_PROTECTED').map((p) => [p.design, p.refaults])).toEqual([
-      ['quirk', 0], ['vm-type', 0], ['slot-flag', 2], ['slot-flag+leafs', 0],
+    const r = await runSweep(
+      planSweep({
+        scenario: 'ram-scaling',
+        params: ['type=DEFAULT,SW_PROTECTED', 'ram=2G', 'touched=2G', 'backing=1g', 'stride=1G'],
+      }),
+      { workers: 0 },
+    );
+    expect(
+      r.points.filter((p) => p.params['type'] === 'SW_PROTECTED').map((p) => [p.design, p.refaults]),
+    ).toEqual([
+      ['quirk', 0],
+      ['vm-type', 0],
+      ['slot-flag', 2],
+      ['slot-flag+leafs', 0],
     ]);
-    expect(r.skipped).toEqual([{ point: 1, design: 'quirk-off', why: 'the quirk only applies to DEFAULT VMs (same as quirk)' }]);
+    expect(r.skipped).toEqual([
+      { point: 1, design: 'quirk-off', why: 'the quirk only applies to DEFAULT VMs (same as quirk)' },
+    ]);
     expect(get(r, { type: 'DEFAULT' }, 'quirk').refaults).toBe(2);
   });
 
   it('memory-hotplug with 128 MiB (Firecracker) slots: each unplug refaults the boot-RAM set under zap-all', async () => {
-    const r = await runSweep(planSweep({ scenario: 'memory-hotplug', params: ['dimmSize=128M', 'dimms=8', 'unplug=1..8*2', 'ramSet=16'], designs: ['quirk', 'quirk-off'] }), { workers: 0 });
+    const r = await runSweep(
+      planSweep({
+        scenario: 'memory-hotplug',
+        params: ['dimmSize=128M', 'dimms=8', 'unplug=1..8*2', 'ramSet=16'],
+        designs: ['quirk', 'quirk-off'],
+      }),
+      { workers: 0 },
+    );
     for (const u of [1, 2, 4, 8]) {
       expect(get(r, { unplug: u }, 'quirk').refaults).toBe(16 * u);
-      expect([get(r, { unplug: u }, 'quirk-off').sptesZapped, get(r, { unplug: u }, 'quirk-off').refaults]).toEqual([u, 0]);
+      expect([
+        get(r, { unplug: u }, 'quirk-off').sptesZapped,
+        get(r, { unplug: u }, 'quirk-off').refaults,
+      ]).toEqual([u, 0]);
     }
     expect(r.points.flatMap((p) => p.errors)).toEqual([]);
   });

@@ -22,7 +22,12 @@ export default function task(input: FixtureInput): FixtureOutput {
   const kvm = new Kvm();
   const vm = kvm.createVm(0);
   const hva = kvm.host.mmap(input.pages * 4096, { backing: '4k' });
-  vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0x100000, memorySize: input.pages * 4096, userspaceAddr: hva });
+  vm.setUserMemoryRegion({
+    slot: 0,
+    guestPhysAddr: 0x100000,
+    memorySize: input.pages * 4096,
+    userspaceAddr: hva,
+  });
   const vcpu = vm.createVcpu(0);
   for (let i = 0; i < input.pages; i++) vcpu.access(0x100000 + i * 4096, 'write');
   const pfFixed = vcpu.getStats()['pf_fixed'] ?? -1;

@@ -13,11 +13,19 @@ const have = existsSync(SCRIPT);
 if (!have) console.warn(`sweep TTY test skipped: ${SCRIPT} (util-linux) not found`);
 
 const onTty = (env: Record<string, string>) =>
-  spawnSync(SCRIPT, ['-qfec', `${process.execPath} --import tsx src/cli/main.ts sweep memory-hotplug -p unplug=1,2 -p dimms=2 -p ramSet=4 --design quirk,quirk-off --workers 0`, '/dev/null'], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    env: { ...withoutNoColor(), ...env },
-  });
+  spawnSync(
+    SCRIPT,
+    [
+      '-qfec',
+      `${process.execPath} --import tsx src/cli/main.ts sweep memory-hotplug -p unplug=1,2 -p dimms=2 -p ramSet=4 --design quirk,quirk-off --workers 0`,
+      '/dev/null',
+    ],
+    {
+      cwd: ROOT,
+      encoding: 'utf8',
+      env: { ...withoutNoColor(), ...env },
+    },
+  );
 
 /**
  * A user's terminal: no NO_COLOR, and no CI variable (Node's colour detection, used by styleText, turns

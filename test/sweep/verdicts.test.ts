@@ -23,9 +23,15 @@ describe('verdicts in sweeps', () => {
       .replace('host: {', 'params: { touched: 64K }\nhost: {')
       .replace('length: 64K', 'length: $touched');
     writeFileSync(file, text);
-    const r = await runSweep(planSweep({ scenario: file, params: ['touched=16K,64K'], designs: ['quirk', 'quirk-off'] }), { workers: 0 });
+    const r = await runSweep(
+      planSweep({ scenario: file, params: ['touched=16K,64K'], designs: ['quirk', 'quirk-off'] }),
+      { workers: 0 },
+    );
     expect(r.points.map((p) => [p.params['touched'], p.design, p.verdict])).toEqual([
-      [16384, 'quirk', 'ok'], [16384, 'quirk-off', 'violations'], [65536, 'quirk', 'ok'], [65536, 'quirk-off', 'violations'],
+      [16384, 'quirk', 'ok'],
+      [16384, 'quirk-off', 'violations'],
+      [65536, 'quirk', 'ok'],
+      [65536, 'quirk-off', 'violations'],
     ]);
     const bad = r.points.filter((p) => p.verdict === 'violations');
     for (const p of bad) expect(p.violations).toBeGreaterThan(0);
@@ -35,8 +41,15 @@ describe('verdicts in sweeps', () => {
     if (doc.kind === 'trace') throw new Error('read as trace');
     const chart = chartsFor(doc)[0]!;
     const values = (chart.spec['data'] as { values: { design: string; verdict: string }[] }).values;
-    expect(values.map((v) => [v.design, v.verdict])).toEqual([['quirk', 'ok'], ['quirk-off', 'violations'], ['quirk', 'ok'], ['quirk-off', 'violations']]);
-    const pointsLayer = (chart.spec['layer'] as { encoding: { shape?: { scale: { domain: string[]; range: string[] } } } }[])[1]!;
+    expect(values.map((v) => [v.design, v.verdict])).toEqual([
+      ['quirk', 'ok'],
+      ['quirk-off', 'violations'],
+      ['quirk', 'ok'],
+      ['quirk-off', 'violations'],
+    ]);
+    const pointsLayer = (
+      chart.spec['layer'] as { encoding: { shape?: { scale: { domain: string[]; range: string[] } } } }[]
+    )[1]!;
     const scale = pointsLayer.encoding.shape!.scale;
     expect(scale.range[scale.domain.indexOf('violations')]).toBe('cross');
     const table = formatSweep(r, { color: false });

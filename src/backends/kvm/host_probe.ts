@@ -97,7 +97,8 @@ export interface RealHostProfile {
 /** The greatest modelled kernel version not newer than `release` (e.g. '6.18.44-fc-v1272' → '6.18'). */
 export function modelKernelFor(release: string): { version: KernelVersion; note: string | null } {
   const m = /^(\d+)\.(\d+)/.exec(release);
-  if (!m) return { version: '6.18', note: `kernel release '${release}' is not major.minor…; modelled as 6.18` };
+  if (!m)
+    return { version: '6.18', note: `kernel release '${release}' is not major.minor…; modelled as 6.18` };
   const num = (v: string) => {
     const [a, b] = v.split('.').map(Number);
     return a! * 1000 + b!;
@@ -106,8 +107,16 @@ export function modelKernelFor(release: string): { version: KernelVersion; note:
   const fit = [...KERNEL_VERSIONS].reverse().find((v) => num(v) <= host);
   const oldest = KERNEL_VERSIONS[0]!;
   const newest = KERNEL_VERSIONS[KERNEL_VERSIONS.length - 1]!;
-  if (!fit) return { version: oldest, note: `kernel ${m[1]}.${m[2]} predates the oldest modelled version ${oldest}; modelled as ${oldest}` };
-  if (host > num(newest)) return { version: fit, note: `kernel ${m[1]}.${m[2]} is newer than the newest modelled version ${newest}; modelled as ${newest}` };
+  if (!fit)
+    return {
+      version: oldest,
+      note: `kernel ${m[1]}.${m[2]} predates the oldest modelled version ${oldest}; modelled as ${oldest}`,
+    };
+  if (host > num(newest))
+    return {
+      version: fit,
+      note: `kernel ${m[1]}.${m[2]} is newer than the newest modelled version ${newest}; modelled as ${newest}`,
+    };
   return { version: fit, note: null };
 }
 
@@ -136,7 +145,14 @@ function probeGmemFlagsFix(kvm: ProbeTarget): boolean {
   const vm = kvm.createVm(0);
   try {
     const fd = vm.createGuestMemfd({ size: 0x200000, flags: 0 });
-    const region = { slot: 0, guestPhysAddr: 0x1_0000_0000, memorySize: 0x200000, userspaceAddr: 0, guestMemfd: fd, guestMemfdOffset: 0 };
+    const region = {
+      slot: 0,
+      guestPhysAddr: 0x1_0000_0000,
+      memorySize: 0x200000,
+      userspaceAddr: 0,
+      guestMemfd: fd,
+      guestMemfdOffset: 0,
+    };
     vm.setUserMemoryRegion2({ ...region, flags: KVM_MEM_GUEST_MEMFD });
     try {
       vm.setUserMemoryRegion2({ ...region, flags: 0 });
@@ -195,54 +211,90 @@ export function deriveModel(
 ): Pick<RealHostProfile, 'modelOptions' | 'derivation' | 'unrepresentable'> {
   const derivation: Derivation[] = [];
   const unrepresentable: string[] = [];
-  const set = (option: keyof KvmOptions, value: unknown, from: string) => derivation.push({ option, value, from });
+  const set = (option: keyof KvmOptions, value: unknown, from: string) =>
+    derivation.push({ option, value, from });
   const kernel = modelKernelFor(p.kernel);
   if (kernel.note) unrepresentable.push(kernel.note);
 
   // The profile only supplies what no probe reaches (userAddrLimit); every other field is set explicitly.
-  set('profile', p.pvm ? 'pvm-6.18' : 'upstream-6.18', p.pvm ? '/sys/module/kvm_pvm exists' : 'no kvm_pvm module');
+  set(
+    'profile',
+    p.pvm ? 'pvm-6.18' : 'upstream-6.18',
+    p.pvm ? '/sys/module/kvm_pvm exists' : 'no kvm_pvm module',
+  );
   set('kernel', kernel.version, `uname release ${p.kernel}`);
   set('tdp', p.tdpEnabled, `KVM_CAP_PRE_FAULT_MEMORY = ${p.tdpEnabled ? 1 : 0} (x86 returns tdp_enabled)`);
   set('tdpMmu', p.tdpEnabled && p.tdpMmu, `/sys/module/kvm/parameters/tdp_mmu = ${p.tdpMmu ? 'Y' : 'N'}`);
   set('vmTypes', p.vmTypes, `KVM_CAP_VM_TYPES = 0x${p.vmTypes.toString(16)}`);
-  set('smm', p.smm && p.addressSpaces > 1, `KVM_CAP_X86_SMM = ${p.smm ? 1 : 0}, KVM_CAP_MULTI_ADDRESS_SPACE = ${p.addressSpaces}`);
+  set(
+    'smm',
+    p.smm && p.addressSpaces > 1,
+    `KVM_CAP_X86_SMM = ${p.smm ? 1 : 0}, KVM_CAP_MULTI_ADDRESS_SPACE = ${p.addressSpaces}`,
+  );
   set('supportedQuirks', p.supportedQuirks, `KVM_CAP_DISABLE_QUIRKS2 = 0x${p.supportedQuirks.toString(16)}`);
-  set('memoryAttributes', p.memoryAttributes !== 0, `KVM_CAP_MEMORY_ATTRIBUTES = 0x${p.memoryAttributes.toString(16)}`);
+  set(
+    'memoryAttributes',
+    p.memoryAttributes !== 0,
+    `KVM_CAP_MEMORY_ATTRIBUTES = 0x${p.memoryAttributes.toString(16)}`,
+  );
   set('guestMemfd', p.guestMemfd, `KVM_CAP_GUEST_MEMFD = ${p.guestMemfd ? 1 : 0}`);
-  set('guestMemfdFlags', p.guestMemfd ? p.guestMemfdFlags : 0, `KVM_CAP_GUEST_MEMFD_FLAGS = 0x${p.guestMemfdFlags.toString(16)}`);
+  set(
+    'guestMemfdFlags',
+    p.guestMemfd ? p.guestMemfdFlags : 0,
+    `KVM_CAP_GUEST_MEMFD_FLAGS = 0x${p.guestMemfdFlags.toString(16)}`,
+  );
   if (p.gmemFlagsFix !== null)
-    set('gmemFlagsFix', p.gmemFlagsFix, `clearing KVM_MEM_GUEST_MEMFD on a bound scratch slot: ${p.gmemFlagsFix ? 'EINVAL' : 'accepted'}`);
+    set(
+      'gmemFlagsFix',
+      p.gmemFlagsFix,
+      `clearing KVM_MEM_GUEST_MEMFD on a bound scratch slot: ${p.gmemFlagsFix ? 'EINVAL' : 'accepted'}`,
+    );
   set('maxVcpus', p.maxVcpus, `KVM_CAP_MAX_VCPUS = ${p.maxVcpus}`);
   set('maxVcpuId', p.maxVcpuId, `KVM_CAP_MAX_VCPU_ID = ${p.maxVcpuId}`);
   set('onlineCpus', p.nrVcpus, `KVM_CAP_NR_VCPUS = ${p.nrVcpus} (min(num_online_cpus(), KVM_MAX_VCPUS))`);
   if (p.physBits !== null && p.physBits >= 36 && p.physBits <= 52)
     set('maxPhyAddr', p.physBits, `/proc/cpuinfo: ${p.physBits} bits physical`);
-  if (p.eagerPageSplit !== null) set('eagerPageSplit', p.eagerPageSplit, '/sys/module/kvm/parameters/eager_page_split');
+  if (p.eagerPageSplit !== null)
+    set('eagerPageSplit', p.eagerPageSplit, '/sys/module/kvm/parameters/eager_page_split');
   if (p.pml !== null) set('pml', p.pml, '/sys/module/kvm_intel/parameters/pml');
   else set('pml', false, 'no /sys/module/kvm_intel/parameters/pml (not a VMX host with PML)');
 
-  if (p.tdpMmu && !p.tdpEnabled) unrepresentable.push('tdp_mmu=Y without tdp_enabled: KVM uses the shadow MMU; modelled so');
+  if (p.tdpMmu && !p.tdpEnabled)
+    unrepresentable.push('tdp_mmu=Y without tdp_enabled: KVM uses the shadow MMU; modelled so');
   if (p.nrMemslots !== KVM_USER_MEM_SLOTS)
-    unrepresentable.push(`KVM_CAP_NR_MEMSLOTS = ${p.nrMemslots}; the model has ${KVM_USER_MEM_SLOTS} user slots per address space`);
-  if (p.vmTypes & ~0x3f) unrepresentable.push(`VM types 0x${(p.vmTypes & ~0x3f).toString(16)} beyond the six modelled x86 types`);
+    unrepresentable.push(
+      `KVM_CAP_NR_MEMSLOTS = ${p.nrMemslots}; the model has ${KVM_USER_MEM_SLOTS} user slots per address space`,
+    );
+  if (p.vmTypes & ~0x3f)
+    unrepresentable.push(`VM types 0x${(p.vmTypes & ~0x3f).toString(16)} beyond the six modelled x86 types`);
   if (p.supportedQuirks & ~KVM_X86_VALID_QUIRKS)
     unrepresentable.push(
       `quirk bits 0x${(p.supportedQuirks & ~KVM_X86_VALID_QUIRKS).toString(16)} are accepted by the model but have no modelled effect`,
     );
-  if (p.memoryAttributes & ~8) unrepresentable.push(`memory attribute bits 0x${(p.memoryAttributes & ~8).toString(16)} other than PRIVATE`);
+  if (p.memoryAttributes & ~8)
+    unrepresentable.push(
+      `memory attribute bits 0x${(p.memoryAttributes & ~8).toString(16)} other than PRIVATE`,
+    );
   if (p.pvm)
     unrepresentable.push(
       'kvm_pvm: guest code at CPL0 is emulated without creating SPTEs; the model has no instruction emulator (MMU comparisons run CPL3 guests)',
     );
-  if (p.physBits === null) unrepresentable.push('host MAXPHYADDR unreadable from /proc/cpuinfo; the profile default is used');
-  unrepresentable.push('USER_PTR_MAX (access_ok ceiling) is not exposed by KVM; the model assumes 0x7ffffffff000 (4-level paging)');
+  if (p.physBits === null)
+    unrepresentable.push('host MAXPHYADDR unreadable from /proc/cpuinfo; the profile default is used');
+  unrepresentable.push(
+    'USER_PTR_MAX (access_ok ceiling) is not exposed by KVM; the model assumes 0x7ffffffff000 (4-level paging)',
+  );
   const modelOptions = Object.fromEntries(derivation.map((d) => [d.option, d.value])) as KvmOptions;
   return { modelOptions, derivation, unrepresentable };
 }
 
 /** The probe as text: host facts, then each model option with its source, then what the model cannot say. */
 export function formatProbe(p: RealHostProfile): string {
-  const out = [`host kernel ${p.kernel} (API ${p.apiVersion})${p.pvm ? ', kvm_pvm' : ''}`, '', 'model options (from what the host reports):'];
+  const out = [
+    `host kernel ${p.kernel} (API ${p.apiVersion})${p.pvm ? ', kvm_pvm' : ''}`,
+    '',
+    'model options (from what the host reports):',
+  ];
   const w = Math.max(...p.derivation.map((d) => String(d.option).length));
   for (const d of p.derivation) {
     const hexOpt = d.option === 'vmTypes' || d.option === 'supportedQuirks' || d.option === 'guestMemfdFlags';

@@ -19,7 +19,11 @@ import {
   OUTSIDE_GUEST_MODE,
 } from '../../kvm/vcpu.ts';
 import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
-import { KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEMSLOT_INVALID, KVM_MEM_LOG_DIRTY_PAGES } from '../../uapi/kvm.ts';
+import {
+  KVM_MEMORY_ATTRIBUTE_PRIVATE,
+  KVM_MEMSLOT_INVALID,
+  KVM_MEM_LOG_DIRTY_PAGES,
+} from '../../uapi/kvm.ts';
 import { markPageDirtyInSlot } from '../../kvm/dirty_log.ts';
 import { kvmTdpMmuGetWalk, tdpMmuWriteWalkedSpteLo, type TdpWalkResult } from './tdp_mmu.ts';
 import {
@@ -129,7 +133,9 @@ export function vcpuAccess(
     throw new RangeError(`gpa ${String(gpa)} is not a guest physical address`);
   checkAccessKind(kind);
   const r = vcpuAccessCore(mmu, vcpu, gpa, kind, opts);
-  return r !== null ? r : { exit: 'none', pfn: accessHit.pfn, level: accessHit.level, memtype: accessHit.memtype };
+  return r !== null
+    ? r
+    : { exit: 'none', pfn: accessHit.pfn, level: accessHit.level, memtype: accessHit.memtype };
 }
 
 export function checkAccessKind(kind: unknown): asserts kind is AccessKind {
@@ -230,7 +236,12 @@ const MISS = 0;
  * The CPU's translation: TLB, then the EPT walk. null when the access completed (what it reached is in
  * accessHit), MISS if it must exit to KVM, or the exit itself.
  */
-function translate(mmu: X86Mmu, vcpu: Vcpu, c: Classified, write: boolean): AccessResult | null | typeof MISS {
+function translate(
+  mmu: X86Mmu,
+  vcpu: Vcpu,
+  c: Classified,
+  write: boolean,
+): AccessResult | null | typeof MISS {
   const tlb = vcpu.tlb;
   if (tlb.probe(c.hwGfn) && (!write || tlb.hit.writable)) {
     const t = tlb.hit;
@@ -370,7 +381,11 @@ export interface AccessStep {
  */
 export function beginAccessStep(mmu: X86Mmu, vcpu: Vcpu, gpa: number, kind: AccessKind): AccessStep {
   if (mmu.vm.dead) {
-    const dead: AccessResult = { exit: 'vm_dead', gpa, reason: 'the VM is dead (KVM_BUG_ON or a fatal TDX error)' };
+    const dead: AccessResult = {
+      exit: 'vm_dead',
+      gpa,
+      reason: 'the VM is dead (KVM_BUG_ON or a fatal TDX error)',
+    };
     return { result: dead, finish: () => dead };
   }
   const c = { ...classify(mmu, gpa, undefined) };
@@ -387,7 +402,12 @@ export function beginAccessStep(mmu: X86Mmu, vcpu: Vcpu, gpa: number, kind: Acce
   vcpu.stats.exits++;
   vcpu.stats.pf_taken++;
   if (mmu.trace)
-    mmu.trace({ name: 'kvm_page_fault', vcpuId: vcpu.vcpuId, gpa, errorCode: write ? 2 : kind === 'exec' ? 4 : 1 });
+    mmu.trace({
+      name: 'kvm_page_fault',
+      vcpuId: vcpu.vcpuId,
+      gpa,
+      errorCode: write ? 2 : kind === 'exec' ? 4 : 1,
+    });
   const fault = newPageFault(gpa, c.gfn, write, kind === 'exec', c.isPrivate);
   const fast = fastPageFault(mmu, vcpu, c, fault);
   const r = fast ?? kvmMmuFaultinPfn(mmu, vcpu, fault);

@@ -24,7 +24,12 @@
 import type { Vcpu } from '../../kvm/vcpu.ts';
 import { IN_GUEST_MODE, OUTSIDE_GUEST_MODE } from '../../kvm/vcpu.ts';
 import type { AccessBatchOut } from '../../kvm/api_types.ts';
-import { KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_MEMSLOT_GMEM_ONLY, KVM_MEMSLOT_INVALID } from '../../uapi/kvm.ts';
+import {
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEM_READONLY,
+  KVM_MEMSLOT_GMEM_ONLY,
+  KVM_MEMSLOT_INVALID,
+} from '../../uapi/kvm.ts';
 import type { Vma } from '../../host/vma.ts';
 import { gup4k, gup4kUsable } from '../../host/gup_4k.ts';
 import { kvmTdpMmuGetWalk, type TdpWalkResult } from './tdp_mmu.ts';
@@ -85,7 +90,16 @@ interface FaultCtx {
   hi: number;
   perGfnMemtype: boolean;
 }
-const ctx: FaultCtx = { start: 0, end: 0, vma: null, hvaBase: 0, mapWritable: false, lo: 0, hi: 0, perGfnMemtype: false };
+const ctx: FaultCtx = {
+  start: 0,
+  end: 0,
+  vma: null,
+  hvaBase: 0,
+  mapWritable: false,
+  lo: 0,
+  hi: 0,
+  perGfnMemtype: false,
+};
 
 /**
  * Set ctx up for faults at gfn, as kvm_mmu_faultin_pfn would find things: false when this fault is not
@@ -196,13 +210,19 @@ export function vcpuAccessBulk(
         if (write && (lo & PT_WRITABLE_MASK) === 0) break;
         if ((lo & want) !== want) {
           if (write && (lo & VMX_EPT_DIRTY_BIT) === 0) break;
-          lo = arr[w] = (lo | want) | 0;
+          lo = arr[w] = lo | want | 0;
         }
         const basePfn = spteToPfn(lo, hi);
         level = winLevel;
         pfn = level === 1 ? basePfn : basePfn + (g - winStart);
         memtype = (lo & VMX_EPT_MT_MASK) >>> 3;
-        tlb.fill(g, basePfn, level as 1 | 2 | 3, (lo & PT_WRITABLE_MASK) !== 0 && (lo & VMX_EPT_DIRTY_BIT) !== 0, memtype);
+        tlb.fill(
+          g,
+          basePfn,
+          level as 1 | 2 | 3,
+          (lo & PT_WRITABLE_MASK) !== 0 && (lo & VMX_EPT_DIRTY_BIT) !== 0,
+          memtype,
+        );
       } else {
         if (winLevel !== 1 || lo !== SHADOW_NONPRESENT_LO || hi !== SHADOW_NONPRESENT_HI) break;
         if ((g < ctx.start || g >= ctx.end) && !faultCtxAt(mmu, vcpu, g, write)) break;
@@ -228,7 +248,7 @@ export function vcpuAccessBulk(
         if (mmu.noteMapped(g)) vm.countModel('refaults');
         lastFault = g;
         // the retried access: the walk finds the new leaf (writable and dirty for a write: faultCtxAt)
-        if ((newLo & want) !== want) newLo = arr[w] = (newLo | want) | 0;
+        if ((newLo & want) !== want) newLo = arr[w] = newLo | want | 0;
         level = 1;
         memtype = (newLo & VMX_EPT_MT_MASK) >>> 3;
         tlb.fill(g, pfn, 1, (newLo & PT_WRITABLE_MASK) !== 0 && (newLo & VMX_EPT_DIRTY_BIT) !== 0, memtype);

@@ -30,7 +30,9 @@ export function gpteToGfn(gpte: number): number {
 
 /** FNAME(gpte_access): W and U of a gPTE as ACC_* (X always: NX not modelled). */
 export function gpteAccess(gpte: number): number {
-  return ACC_EXEC_MASK | (gpte & PT_WRITABLE_MASK ? ACC_WRITE_MASK : 0) | (gpte & PT_USER_MASK ? ACC_USER_MASK : 0);
+  return (
+    ACC_EXEC_MASK | (gpte & PT_WRITABLE_MASK ? ACC_WRITE_MASK : 0) | (gpte & PT_USER_MASK ? ACC_USER_MASK : 0)
+  );
 }
 
 /**
@@ -90,7 +92,15 @@ export interface GuestWalker {
 const walkTables: Float64Array[] = [];
 
 export function newGuestWalker(): GuestWalker {
-  return { level: 1, tableGfn: [0, 0, 0, 0], ptes: [0, 0, 0, 0], ptAccess: [0, 0, 0, 0], pteAccess: 0, gfn: 0, fault: '' };
+  return {
+    level: 1,
+    tableGfn: [0, 0, 0, 0],
+    ptes: [0, 0, 0, 0],
+    ptAccess: [0, 0, 0, 0],
+    pteAccess: 0,
+    gfn: 0,
+    fault: '',
+  };
 }
 
 /**

@@ -55,7 +55,8 @@ export function decodeMtMask(mask: number): { memtype: number; ipat: boolean } {
 
 /** Compare every leaf's memory type with kvmMmuGetMtMask(vcpu, gfn) now. */
 export function auditSpteMemtypes(vm: VmState, vcpuIn?: Vcpu): MemtypeAudit {
-  if (!(vm instanceof VmState)) throw new TypeError(`auditSpteMemtypes: vm must be a Vm (got ${formatValue(vm)})`);
+  if (!(vm instanceof VmState))
+    throw new TypeError(`auditSpteMemtypes: vm must be a Vm (got ${formatValue(vm)})`);
   if (vcpuIn !== undefined && !(vcpuIn instanceof Vcpu && vcpuIn.vm === vm))
     throw new TypeError(`auditSpteMemtypes: vcpu must be a vCPU of vm (got ${formatValue(vcpuIn)})`);
   const vcpu = vcpuIn ?? vm.vcpus[0];

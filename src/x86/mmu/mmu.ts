@@ -44,7 +44,15 @@ import { kvmMmuMaxMappingLevel } from './page_fault.ts';
 import { tdpRootRole, kvmMmuRoleAsId, ROLE_INVALID } from './mmu_internal.ts';
 import { MMIO_SPTE_GEN_MASK } from './spte.ts';
 import type { KvmTraceSink } from '../../kvm/kvm_trace.ts';
-import { accessHit, beginAccessStep, beginFault, vcpuAccess, vcpuAccessCore, type AccessOptions, type AccessStep } from './guest_access.ts';
+import {
+  accessHit,
+  beginAccessStep,
+  beginFault,
+  vcpuAccess,
+  vcpuAccessCore,
+  type AccessOptions,
+  type AccessStep,
+} from './guest_access.ts';
 import { tdxVmInit } from '../tdx.ts';
 import { snpVmInit } from '../sev.ts';
 import type { AccessBatchOut, AccessHit, AccessKind, AccessResult } from '../../kvm/api_types.ts';
@@ -190,7 +198,13 @@ export class X86Mmu implements KvmMmuOps {
   }
 
   /** A validated access for the batched calls (kvm/access_batch.ts): nothing allocated when it completes. */
-  vcpuAccessInto(vcpu: Vcpu, gpa: number, kind: AccessKind, opts: AccessOptions | undefined, hit: AccessHit): AccessResult | null {
+  vcpuAccessInto(
+    vcpu: Vcpu,
+    gpa: number,
+    kind: AccessKind,
+    opts: AccessOptions | undefined,
+    hit: AccessHit,
+  ): AccessResult | null {
     const r = vcpuAccessCore(this, vcpu, gpa, kind, opts);
     if (r === null) {
       hit.pfn = accessHit.pfn;
@@ -201,7 +215,14 @@ export class X86Mmu implements KvmMmuOps {
   }
 
   /** A run of 4K-stride accesses in bulk: see guest_access_bulk.ts. */
-  vcpuAccessBulk(vcpu: Vcpu, gpa: number, n: number, write: boolean, out: AccessBatchOut | undefined, off: number): number {
+  vcpuAccessBulk(
+    vcpu: Vcpu,
+    gpa: number,
+    n: number,
+    write: boolean,
+    out: AccessBatchOut | undefined,
+    off: number,
+  ): number {
     return vcpuAccessBulk(this, vcpu, gpa, n, write, out, off);
   }
 
@@ -393,4 +414,3 @@ export class X86Mmu implements KvmMmuOps {
     return tdpMmuStats(this.tdp);
   }
 }
-

@@ -44,7 +44,15 @@ export type TraceSink = (ev: MmuTraceEvent) => void;
  * the object sink `trace`; both may be installed.
  */
 export interface TdpTraceRecorder {
-  spteChanged(asId: number, gfn: number, level: number, oldLo: number, oldHi: number, newLo: number, newHi: number): void;
+  spteChanged(
+    asId: number,
+    gfn: number,
+    level: number,
+    oldLo: number,
+    oldHi: number,
+    newLo: number,
+    newHi: number,
+  ): void;
   /** every other TDP engine tracepoint (kvm_mmu_get_page, kvm_mmu_prepare_zap_page, kvm_mmu_split_huge_page) */
   event(ev: MmuTraceEvent): void;
 }

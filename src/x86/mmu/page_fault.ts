@@ -342,13 +342,19 @@ export function kvmTdpMmuMapFault(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault):
   const span = pagesPerHpage(level as PgLevel);
   const baseGfn = level === 1 ? fault.gfn : Math.floor(fault.gfn / span) * span;
   // is_access_allowed(fault, old_spte): the SPTE bit this fault needs.
-  const needed = fault.exec ? VMX_EPT_EXECUTABLE_MASK : fault.write ? PT_WRITABLE_MASK : VMX_EPT_READABLE_MASK;
+  const needed = fault.exec
+    ? VMX_EPT_EXECUTABLE_MASK
+    : fault.write
+      ? PT_WRITABLE_MASK
+      : VMX_EPT_READABLE_MASK;
   if (fault.pfn < 0) {
     const gen = vm.activeMemslots(vcpu.asId()).generation % (MMIO_SPTE_GEN_MASK + 1);
     makeMmioSpte(scratch, baseGfn + gfnBits, gen, mmu.tdp.mmioValue);
     // A slot-less fault is never stale (is_page_fault_stale checks the sequence only with a slot): if a
     // slot appeared and the gfn got mapped meanwhile, the present leaf makes the fault spurious.
-    const outcome = kvmTdpMmuMap(mmu.tdp, root, baseGfn + gfnBits, 1, scratch.lo, scratch.hi, needed) & TDP_MAP_OUTCOME_MASK;
+    const outcome =
+      kvmTdpMmuMap(mmu.tdp, root, baseGfn + gfnBits, 1, scratch.lo, scratch.hi, needed) &
+      TDP_MAP_OUTCOME_MASK;
     mmu.syncCounters();
     if (outcome === TDP_MAP_SPURIOUS) return RET_PF_SPURIOUS;
     if (outcome !== TDP_MAP_FIXED) return RET_PF_RETRY;

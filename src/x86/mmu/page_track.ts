@@ -37,7 +37,13 @@ function updateGfnWriteTrack(vm: PageTrackVm, slot: KvmMemorySlot, gfn: number, 
   const t = track(slot);
   const i = gfn - slot.baseGfn;
   const val = t[i]! + count;
-  if (vm.warnOnce(val < 0 || val > 0xffff, 'INV-WRITE-TRACK-COUNT', `update_gfn_write_track: gfn 0x${gfn.toString(16)} count ${t[i]} + ${count} leaves 0..USHRT_MAX`))
+  if (
+    vm.warnOnce(
+      val < 0 || val > 0xffff,
+      'INV-WRITE-TRACK-COUNT',
+      `update_gfn_write_track: gfn 0x${gfn.toString(16)} count ${t[i]} + ${count} leaves 0..USHRT_MAX`,
+    )
+  )
     return;
   t[i] = val;
 }

@@ -94,7 +94,9 @@ export function shadowEnterGuest(mmu: ShadowMmu, vcpu: Vcpu): ShadowPage | null 
 /** The guest's access at CPL3 to gva. */
 export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: AccessKind): AccessResult {
   if (!Number.isSafeInteger(gva) || gva < 0 || gva >= 2 ** 48)
-    throw new RangeError(`access: gva ${String(gva)} is not a 48-bit guest virtual address (shadow paging: the guest runs on its own page tables)`);
+    throw new RangeError(
+      `access: gva ${String(gva)} is not a 48-bit guest virtual address (shadow paging: the guest runs on its own page tables)`,
+    );
   if (kind !== 'read' && kind !== 'write' && kind !== 'exec')
     throw new TypeError(`access kind must be read, write or exec (got ${String(kind)})`);
   const vm = mmu.vm;
@@ -137,7 +139,11 @@ export function shadowPageFault(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: 
   vcpu.stats.pf_taken++;
   const w = walker;
   mmu.walkAsId = vcpu.asId();
-  if (!walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, mmu.isVisibleGfn, (g) => adWrite(mmu, vcpu, g))) {
+  if (
+    !walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, mmu.isVisibleGfn, (g) =>
+      adWrite(mmu, vcpu, g),
+    )
+  ) {
     vcpu.stats.pf_guest++; // kvm_inject_emulated_page_fault → kvm_inject_page_fault
     return RET_PF_GUEST;
   }
@@ -147,7 +153,8 @@ export function shadowPageFault(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: 
   if (slot.flags & KVM_MEMSLOT_INVALID) return RET_PF_RETRY;
   if (write && slot.flags & KVM_MEM_READONLY) return emulate(vcpu);
   const p = hostPfn;
-  if (!mmu.vm.kvm.host.hvaToPfnInto(slot.userspaceAddr + (w.gfn - slot.baseGfn) * PAGE, write, p)) return RET_PF_MEMORY_FAULT;
+  if (!mmu.vm.kvm.host.hvaToPfnInto(slot.userspaceAddr + (w.gfn - slot.baseGfn) * PAGE, write, p))
+    return RET_PF_MEMORY_FAULT;
   const writable = p.writable && !(slot.flags & KVM_MEM_READONLY);
   const r = fetch(mmu, vcpu, w, gva, slot, p.pfn, writable, write);
   if (r === RET_PF_FIXED) {
@@ -356,7 +363,8 @@ export function ptePrefetch(mmu: ShadowMmu, vcpu: Vcpu, sp: ShadowPage, at: numb
         continue;
       }
       if (start < 0) continue;
-      if (!kvmMmuPrefetchSptes(mmu, vcpu, sp, start, sp.gfn + start, i - start, access, PT_DIRTY_MASK)) return;
+      if (!kvmMmuPrefetchSptes(mmu, vcpu, sp, start, sp.gfn + start, i - start, access, PT_DIRTY_MASK))
+        return;
       start = -1;
     }
     return;

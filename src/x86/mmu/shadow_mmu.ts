@@ -21,11 +21,7 @@ import type { KvmGfnRange, KvmMemorySlot } from '../../kvm/kvm_host.ts';
 import type { VmState } from '../../kvm/vm_state.ts';
 import type { Vcpu } from '../../kvm/vcpu.ts';
 import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS } from '../../kvm/vcpu.ts';
-import {
-  KVM_MEMSLOT_INVALID,
-  KVM_USER_MEM_SLOTS,
-  type KvmMrChange,
-} from '../../uapi/kvm.ts';
+import { KVM_MEMSLOT_INVALID, KVM_USER_MEM_SLOTS, type KvmMrChange } from '../../uapi/kvm.ts';
 import type { KvmMmuOps } from '../mmu_ops.ts';
 import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
 import { MMIO_SPTE_GEN_MASK } from './spte.ts';
@@ -380,7 +376,8 @@ export class ShadowMmu implements KvmMmuOps {
   kvmMmuFreeObsoleteRoots(vcpu: Vcpu): void {
     const root = this.roots.get(vcpu);
     // is_obsolete_root: a root without a shadow page (the dummy root) counts as obsolete.
-    if (this.dummyRoots.has(vcpu) || (root !== undefined && this.isObsoleteSp(root))) this.kvmMmuFreeRoots(vcpu);
+    if (this.dummyRoots.has(vcpu) || (root !== undefined && this.isObsoleteSp(root)))
+      this.kvmMmuFreeRoots(vcpu);
   }
 
   /** CR3 changed: drop the current root (no prev_roots cache). @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_new_pgd */
@@ -395,7 +392,12 @@ export class ShadowMmu implements KvmMmuOps {
    * With shadow paging the guest runs on its own page tables and `addr` is a guest *virtual* address; on
    * an EPT host it is a guest physical address, as with the TDP MMU.
    */
-  vcpuAccess(vcpu: Vcpu, addr: number, kind: AccessKind, _opts: { private?: boolean } | undefined): AccessResult {
+  vcpuAccess(
+    vcpu: Vcpu,
+    addr: number,
+    kind: AccessKind,
+    _opts: { private?: boolean } | undefined,
+  ): AccessResult {
     return this.tdpEnabled
       ? directVcpuAccess(this, vcpu, addr, kind)
       : shadowVcpuAccess(this, vcpu, addr, kind);

@@ -170,7 +170,13 @@ export function rmapHas(slot: KvmMemorySlot, sp: ShadowPage, i: number, gfn: num
  * gfns is in the range); returns how many. A snapshot: the caller may zap what it finds.
  * @kernel arch/x86/kvm/mmu/mmu.c#__walk_slot_rmaps (the rmap iteration, without the resched points)
  */
-export function rmapEntriesInRange(slot: KvmMemorySlot, start: number, end: number, sps: ShadowPage[], is: number[]): number {
+export function rmapEntriesInRange(
+  slot: KvmMemorySlot,
+  start: number,
+  end: number,
+  sps: ShadowPage[],
+  is: number[],
+): number {
   const r = slot.arch.rmap as SlotRmap | null;
   if (r === null || r === undefined || end <= start) return 0;
   let n = 0;
@@ -213,5 +219,6 @@ export function rmapWriteProtectGfn(slot: KvmMemorySlot, gfn: number): void {
 
 /** Clear W on every leaf of the slot, 4K and up (the caller flushes). @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_slot_remove_write_access */
 export function rmapRemoveWriteAccess(slot: KvmMemorySlot): void {
-  for (const r of (slot.arch.rmap as SlotRmap | null) ?? []) r.forEach((_k, sp, i) => (sp.bits![i]! &= ~SPTE_WRITABLE));
+  for (const r of (slot.arch.rmap as SlotRmap | null) ?? [])
+    r.forEach((_k, sp, i) => (sp.bits![i]! &= ~SPTE_WRITABLE));
 }

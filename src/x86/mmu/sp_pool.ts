@@ -139,7 +139,10 @@ export class SpPool implements SnapshotExtents {
 
   /** Snapshots copy a chunk only up to the tables ever created: nothing writes past them. */
   [SNAPSHOT_EXTENTS](): [Int32Array, number][] {
-    return this.chunks.map((c, k) => [c, Math.max(0, Math.min(CHUNK_TABLES, this.top - k * CHUNK_TABLES)) * TABLE_WORDS]);
+    return this.chunks.map((c, k) => [
+      c,
+      Math.max(0, Math.min(CHUNK_TABLES, this.top - k * CHUNK_TABLES)) * TABLE_WORDS,
+    ]);
   }
 
   /** Typed-array bytes the pool holds (SPTE chunks + metadata + free list). */

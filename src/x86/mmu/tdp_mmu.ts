@@ -45,7 +45,13 @@ import {
   spToPfn,
   childTableOf,
 } from './sp_pool.ts';
-import { INV_PAGES_PER_LEVEL, tdpIterNext, tdpIterSkipNonPresent, tdpIterStart, type TdpIter } from './tdp_iter.ts';
+import {
+  INV_PAGES_PER_LEVEL,
+  tdpIterNext,
+  tdpIterSkipNonPresent,
+  tdpIterStart,
+  type TdpIter,
+} from './tdp_iter.ts';
 import { tdpMmuAllocSp, tdpMmuIterSetSpte, tdpMmuSetSpte, tdpMmuSetSpteAtomic } from './tdp_mmu_spte.ts';
 import { EBUSY, kvmBugOn, warnOnce, type TdpMmu } from './tdp_mmu_state.ts';
 
@@ -176,7 +182,15 @@ function tdpMmuZapLeafTableRun(mmu: TdpMmu, iter: TdpIter, end: number): number 
     if ((arr[base + i]! & SPTE_MMU_PRESENT_MASK) !== 0) {
       // kvm_tdp_mmu_spte_changed, in the order the per-entry path would record it
       if (rec !== undefined)
-        rec.spteChanged(iter.asId, iter.gfn + (i - first), 1, arr[base + i]!, arr[hiBase + i]!, SHADOW_NONPRESENT_LO, SHADOW_NONPRESENT_HI);
+        rec.spteChanged(
+          iter.asId,
+          iter.gfn + (i - first),
+          1,
+          arr[base + i]!,
+          arr[hiBase + i]!,
+          SHADOW_NONPRESENT_LO,
+          SHADOW_NONPRESENT_HI,
+        );
       arr[base + i] = SHADOW_NONPRESENT_LO;
       arr[hiBase + i] = SHADOW_NONPRESENT_HI;
       zapped++;
@@ -338,8 +352,17 @@ function tdpMmuMapHandleTargetLevel(
   const oldLo = iter.oldLo;
   // is_access_allowed: another vCPU already installed a leaf that allows this access (the fault raced
   // with it). Leave it as it is: replacing it could drop a Dirty bit or log the gfn dirty again.
-  if (needed !== 0 && isShadowPresentPte(oldLo) && (oldLo & needed) === needed && isLastSpte(oldLo, iter.level)) {
-    warnOnce(mmu, spteToPfn(oldLo, iter.oldHi) !== spteToPfn(newLo, newHi), 'spurious fault: the leaf maps another pfn');
+  if (
+    needed !== 0 &&
+    isShadowPresentPte(oldLo) &&
+    (oldLo & needed) === needed &&
+    isLastSpte(oldLo, iter.level)
+  ) {
+    warnOnce(
+      mmu,
+      spteToPfn(oldLo, iter.oldHi) !== spteToPfn(newLo, newHi),
+      'spurious fault: the leaf maps another pfn',
+    );
     return TDP_MAP_SPURIOUS;
   }
   if (newLo === oldLo && newHi === iter.oldHi) return TDP_MAP_SPURIOUS;

@@ -256,6 +256,16 @@ function tdpMmuZapSpteAtomic(mmu: TdpMmu, iter: TdpIter): number {
   mmu.env.flushRemoteTlbs?.();
   tdpIterWriteSpte(iter, SHADOW_NONPRESENT_LO, SHADOW_NONPRESENT_HI);
   // Processed after the flush and the clear, so vCPUs wait on the frozen SPTE as briefly as possible.
-  handleChangedSpte(mmu, iter.asId, iter.gfn, iter.oldLo, iter.oldHi, SHADOW_NONPRESENT_LO, SHADOW_NONPRESENT_HI, iter.level, true);
+  handleChangedSpte(
+    mmu,
+    iter.asId,
+    iter.gfn,
+    iter.oldLo,
+    iter.oldHi,
+    SHADOW_NONPRESENT_LO,
+    SHADOW_NONPRESENT_HI,
+    iter.level,
+    true,
+  );
   return 0;
 }

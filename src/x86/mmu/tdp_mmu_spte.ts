@@ -94,7 +94,8 @@ function removeExternalSpte(mmu: TdpMmu, gfn: number, oldLo: number, oldHi: numb
   // External page tables are torn down by free_external_spt, in order; only leafs are removed here.
   if (!isLastSpte(oldLo, level) || mmu.external === undefined) return;
   const ret = mmu.external.removeExternalSpte(gfn, level, spteToPfn(oldLo, oldHi));
-  if (ret !== 0) kvmBugOn(mmu, true, `remove_external_spte(gfn ${gfn.toString(16)}, level ${level}) failed: ${ret}`);
+  if (ret !== 0)
+    kvmBugOn(mmu, true, `remove_external_spte(gfn ${gfn.toString(16)}, level ${level}) failed: ${ret}`);
 }
 
 /**
@@ -221,7 +222,9 @@ export function handleChangedSpte(
 
 /** check_spte_writable_invariants would not warn: MMU-writable implies Host-writable, W implies MMU-writable. */
 export function spteWritableInvariantsHold(lo: number, hi: number): boolean {
-  return hi & EPT_SPTE_MMU_WRITABLE_HI ? (hi & EPT_SPTE_HOST_WRITABLE_HI) !== 0 : (lo & PT_WRITABLE_MASK) === 0;
+  return hi & EPT_SPTE_MMU_WRITABLE_HI
+    ? (hi & EPT_SPTE_HOST_WRITABLE_HI) !== 0
+    : (lo & PT_WRITABLE_MASK) === 0;
 }
 
 /** @kernel arch/x86/kvm/mmu/spte.h#check_spte_writable_invariants */
