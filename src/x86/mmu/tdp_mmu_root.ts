@@ -13,7 +13,7 @@
  */
 import { kvmMmuRoleAsId, ROLE_INVALID, ROLE_IS_MIRROR } from './mmu_internal.ts';
 import { SP_SCHEDULED_ROOT_TO_ZAP } from './sp_pool.ts';
-import { tdpMmuZapLeafs, tdpMmuZapRoot } from './tdp_mmu.ts';
+import { tdpMmuZapLeafs, tdpMmuZapRoot } from './tdp_mmu_zap.ts';
 import { tdpMmuAllocSp } from './tdp_mmu_spte.ts';
 import {
   KVM_ALL_ROOTS,
