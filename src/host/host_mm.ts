@@ -27,6 +27,15 @@ import {
   type Vma,
 } from './vma.ts';
 import { argBool, argOneOf, argOpts, readHostNumber } from '../kvm/args.ts';
+import {
+  checkRange,
+  ksmMerge,
+  migrate,
+  readStepwise,
+  swapOut,
+  thpCollapse,
+  thpSplit,
+} from './page_events.ts';
 
 export type { Backing, Vma } from './vma.ts';
 
@@ -220,7 +229,8 @@ export class HostMm {
     this.pfns.swapSlotRestore(addr - (addr % PAGE), arr[k]!);
   }
 
-  private breakCow(v: Vma, i: number): void {
+  /** Break the KSM sharing of page i of v (COW); also break_cow in page_events.ts#ksmMerge. */
+  breakCow(v: Vma, i: number): void {
     const addr = v.start + i * PAGE;
     this.changePages(addr, PAGE, 'ksm', () => {
       const old = pageAt(v, addr).pfn;
@@ -268,9 +278,10 @@ export class HostMm {
   /**
    * Visit every present page of [start, start+len): only the mappings that overlap the range, and in
    * each only its present frames, so an event costs what is mapped there, not the range's length (a
-   * munmap of the whole 128 TiB address space returns at once, as mm's VMA walk does).
+   * munmap of the whole 128 TiB address space returns at once, as mm's VMA walk does). Also used by the
+   * events in page_events.ts.
    */
-  private forPages(start: number, len: number, f: (v: Vma, addr: number) => void): void {
+  forPages(start: number, len: number, f: (v: Vma, addr: number) => void): void {
     const end = start + len;
     for (const v of this.vmasIn(start, end)) {
       const s = Math.max(start, v.start);
@@ -334,125 +345,27 @@ export class HostMm {
 
   /** Page migration / compaction: each present page under [addr, addr+len) moves to a new pfn (a THP is split first). */
   migrate(addr: number, length: number, opts: { stepwise?: boolean } = {}): () => void {
-    checkRange('migrate', addr, length);
-    const stepwise = readStepwise('migrate', opts);
-    return this.changePages(
-      addr,
-      length,
-      'migrate',
-      () => {
-        this.forPages(addr, length, (v, a) => {
-          const old = pageAt(v, a).pfn;
-          // A long-term pinned page cannot move: migration unmaps it (the notifiers above fired),
-          // finds the extra references and puts it back.
-          if (old === 0 || this.pfns.isPinned(old)) return;
-          const nu = this.pfns.alloc(1);
-          this.pfns.copyContent(old, nu);
-          setPage(v, a, nu, this.pfns); // splits a huge frame first, so `old` has its own refcount
-          this.pfns.put(old);
-        });
-      },
-      stepwise,
-    );
+    return migrate(this, addr, length, opts);
   }
 
   /** split_huge_pmd: a 2M THP becomes 512 4K ptes on the same pfns. */
   thpSplit(addr: number): void {
-    readHostNumber('thpSplit', 'addr', addr);
-    const f0 = Math.floor(addr / 0x200000) * 0x200000;
-    this.changePages(f0, 0x200000, 'thp_split', () => {
-      const v = this.findVma(f0);
-      if (v !== null && v.framePages === 512) splitFrame(v, frameIndex(v, f0), this.pfns);
-    });
+    thpSplit(this, addr);
   }
 
   /** khugepaged collapse: the 512 pages of a 2M frame are copied into a fresh huge page. */
   thpCollapse(addr: number): void {
-    readHostNumber('thpCollapse', 'addr', addr);
-    const f0 = Math.floor(addr / 0x200000) * 0x200000;
-    const v = this.findVma(f0);
-    if (v === null || v.backing !== 'thp' || f0 < v.start || f0 + 0x200000 > v.start + v.length) {
-      throw new RangeError(`thpCollapse: 0x${addr.toString(16)} is not in a whole 2M frame of a THP mapping`);
-    }
-    // khugepaged's scan finds a long-term pinned page's extra references and gives up on the frame
-    // before any invalidation (SCAN_PAGE_COUNT).
-    for (let a = f0; a < f0 + 0x200000; a += PAGE) if (this.pfns.isPinned(pageAt(v, a).pfn)) return;
-    this.changePages(f0, 0x200000, 'thp_collapse', () => {
-      const f = frameIndex(v, f0);
-      const base = this.pfns.alloc(512);
-      for (let k = 0; k < 512; k++) {
-        const old = pageAt(v, f0 + k * PAGE).pfn;
-        if (old) {
-          this.pfns.copyContent(old, base + k);
-          this.pfns.put(old);
-        }
-      }
-      v.split.delete(f);
-      v.frames[f] = base;
-    });
+    thpCollapse(this, addr);
   }
 
   /** Reclaim: pages are written to swap and freed; the next touch faults in a new page with the same content. */
   swapOut(addr: number, length: number): void {
-    checkRange('swapOut', addr, length);
-    this.changePages(addr, length, 'swap', () => {
-      this.forPages(addr, length, (v, a) => {
-        const old = pageAt(v, a).pfn;
-        // try_to_unmap cannot unshare a pinned anonymous page: it stays mapped (and resident).
-        if (old === 0 || this.pfns.isPinned(old)) return;
-        this.pfns.swapSlotSave(a, old);
-        setPage(v, a, 0, this.pfns);
-        this.pfns.put(old);
-      });
-    });
+    swapOut(this, addr, length);
   }
 
-  /**
-   * KSM: the page at b becomes a read-only share of the page at a (same content assumed). As
-   * try_to_merge_two_pages (mm/ksm.c, linux-next 6.19-rc5): the page at a becomes the KSM page first
-   * (write_protect_page: its PTE made read-only inside an invalidation of a's page, so KVM zaps a's
-   * SPTEs, writable ones included), unless it already is one (a stable-tree match, try_to_merge_with_ksm_page
-   * only); then b is write-protected and replaced (write_protect_page, replace_page: two invalidations of
-   * b's page). write_protect_page refuses a pinned page; if b's refuses, break_cow un-shares a again.
-   * @kernel mm/ksm.c#try_to_merge_two_pages
-   */
+  /** KSM: the page at b becomes a read-only share of the page at a (same content assumed); see page_events.ts. */
   ksmMerge(a: number, b: number): void {
-    readHostNumber('ksmMerge', 'a', a);
-    readHostNumber('ksmMerge', 'b', b);
-    const va = this.findVma(a);
-    const vb = this.findVma(b);
-    if (va === null || vb === null) throw new RangeError('ksmMerge: a and b must both be mapped');
-    this.hvaToPfn(a);
-    this.hvaToPfn(b);
-    const pa = Math.floor(a / PAGE) * PAGE;
-    const pb = Math.floor(b / PAGE) * PAGE;
-    const ia = Math.floor((pa - va.start) / PAGE);
-    const madeKsm = !va.cow.has(ia);
-    if (madeKsm && !this.ksmWriteProtect(va, pa, () => va.cow.add(ia))) return;
-    if (!this.ksmWriteProtect(vb, pb, () => {})) {
-      if (madeKsm) this.breakCow(va, ia); // break_cow: a KSM page with one PTE is broken again
-      return;
-    }
-    this.changePages(pb, PAGE, 'ksm', () => {
-      // replace_page
-      const shared = pageAt(va, pa).pfn;
-      const old = pageAt(vb, pb).pfn;
-      setPage(vb, pb, shared, this.pfns);
-      this.pfns.put(old);
-      this.pfns.get(shared);
-      vb.cow.add(Math.floor((pb - vb.start) / PAGE));
-    });
-  }
-
-  /** One invalidation of the page; false if its extra (pin) references refuse it. @kernel mm/ksm.c#write_protect_page */
-  private ksmWriteProtect(v: Vma, addr: number, protect: () => void): boolean {
-    let ok = false;
-    this.changePages(addr, PAGE, 'ksm', () => {
-      if (this.pfns.isPinned(pageAt(v, addr).pfn)) return;
-      protect();
-      ok = true;
-    });
-    return ok;
+    ksmMerge(this, a, b);
   }
 
   /** The process exits: every notifier's release runs (KVM zaps all). */
@@ -475,20 +388,6 @@ export class HostMm {
     }
     this.vmas = out;
   }
-}
-
-function checkRange(fn: string, addr: number, length: number): void {
-  readHostNumber(fn, 'addr', addr);
-  readHostNumber(fn, 'length', length);
-  if (addr % PAGE || length <= 0 || length % PAGE) {
-    throw new RangeError(
-      `${fn}: range 0x${addr.toString(16)}+0x${length.toString(16)} must be page aligned and non-empty`,
-    );
-  }
-}
-
-function readStepwise(fn: string, opts: unknown): boolean {
-  return argBool(fn, 'stepwise', argOpts(fn, opts, ['stepwise'])['stepwise'], false);
 }
 
 /** The last FAULT_LOG_SIZE page fault-ins as hva ranges, numbered by `seq`. */

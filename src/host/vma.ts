@@ -1,8 +1,8 @@
 /**
  * One VMM mapping (a VMA) and its pages: a base pfn per backing frame (4K, 2M or 1G), frames split to
  * 4K entries where the host maps them at 4K (a THP split, a partial THP at an edge, a migrated page of
- * a huge frame), and KSM copy-on-write marks. The host-memory events in host_mm.ts edit mappings only
- * through these helpers.
+ * a huge frame), and KSM copy-on-write marks. The host-memory events in host_mm.ts and page_events.ts
+ * edit mappings only through these helpers.
  *
  * Kernel counterpart: struct vm_area_struct with its page tables, as far as KVM's GUP and
  * host_pfn_mapping_level observe them (pte / pmd / pud leaves).

@@ -468,7 +468,6 @@ const INTERNAL = new Set([
   'Kvm.checkOpen',
   'HostMm.faultIn',
   'HostMm.breakCow',
-  'HostMm.ksmWriteProtect',
   'HostMm.forPages',
   'HostMm.vmasIn',
   'HostMm.splitVmasAround',
