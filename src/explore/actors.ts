@@ -25,7 +25,8 @@ import { execStep } from '../scenario/steps.ts';
 import type { Step } from '../scenario/schema.ts';
 import type { Footprint } from './scheduler.ts';
 import type { ActorDecl } from './config.ts';
-import type { ActorRt, Execution } from './engine.ts';
+import type { Execution } from './engine.ts';
+import type { ActorRt } from './execution_types.ts';
 
 /** Footprint resources. MMU (SPTEs and TLBs) and DIRTY are ranged by gfn. */
 export const R_SLOTS = 1;

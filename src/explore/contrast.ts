@@ -6,7 +6,7 @@
  * and once the schedule runs out the lowest-numbered runnable actor goes on to the end. Every step is
  * printed in full (what the diagram cuts: the pfn and memtype an access got). Model-only file.
  */
-import type { RunOutcome } from './engine.ts';
+import type { RunOutcome } from './execution_types.ts';
 import { ModelProgram } from './program.ts';
 import type { ExploreConfig } from './config.ts';
 import type { ConfigResult } from './run.ts';

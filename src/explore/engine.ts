@@ -30,7 +30,8 @@ import type { ExecCtx, VmCtx } from '../scenario/steps.ts';
 import { execStep } from '../scenario/steps.ts';
 import { newVfioCtx } from '../scenario/steps_vfio.ts';
 import type { Step } from '../scenario/schema.ts';
-import type { Choice, Controller, Ending } from './scheduler.ts';
+import type { Choice, Controller } from './scheduler.ts';
+import type { ActorRt, ExploreViolation, RunOptions, RunOutcome, StepRecord } from './execution_types.ts';
 import type { ExploreConfig } from './config.ts';
 import { makeActor, GLOBAL, type ActorBody, type Pending } from './actors.ts';
 import { stateHash } from '../kvm/state_hash.ts';
@@ -48,28 +49,6 @@ import {
 const STEP_LABEL: ReadonlySet<PropertyKey> = new Set(['step']);
 const TLB_WRITES: ReadonlySet<PropertyKey> = new Set(['writes']);
 
-/** One executed step, for race diagrams and replays. */
-export interface StepRecord {
-  /** actor index (its column) */
-  actor: number;
-  /** the kernel function the step is in */
-  fn: string;
-  /** what the step did */
-  what: string;
-  /** the model's trace lines during the step (replays with traceSteps) */
-  trace?: string[];
-}
-
-export interface ExploreViolation {
-  id: string;
-  message: string;
-  gfn?: number;
-  pfn?: number;
-  /** index of the step after which it was found (its row in the race diagram); -1 = the final audit */
-  step: number;
-  trace: string[];
-}
-
 /** Thrown through the model to abandon an execution the scheduler cut. */
 class Cut extends Error {}
 /** Thrown through the model when the oracle found a violation. */
@@ -77,40 +56,6 @@ class Found extends Error {
   constructor(readonly v: ExploreViolation) {
     super(v.id);
   }
-}
-
-export interface ActorRt {
-  idx: number;
-  name: string;
-  vcpu: number;
-  gen: Generator<Pending, void, void>;
-  pending: Pending | null;
-  /** suspended inside a stepping hook (resuming returns from the hook) */
-  inHook: boolean;
-  /** SRCU read section id while inside one (kvm->srcu held across the fault path), 0 outside */
-  srcu: number;
-  /**
-   * Where the actor stands when its pending step is the first of one of its steps (step index, and the
-   * page of a multi-page access): its local state is then that position and nothing else. null inside a
-   * step (a fault between its halves, a notifier between start and end): state hashing waits there.
-   */
-  at: string | null;
-}
-
-export interface RunOptions {
-  /** record every step (race diagrams, replays) */
-  record?: boolean;
-  /** give the scheduler a state key where one is sound (state hashing) */
-  stateKeys?: boolean;
-  /** also keep the checker's trace lines of every step (replay --trace) */
-  traceSteps?: boolean;
-}
-
-export interface RunOutcome {
-  ending: Ending;
-  violation?: ExploreViolation;
-  steps: number;
-  records: StepRecord[];
 }
 
 /** The state of one execution. */

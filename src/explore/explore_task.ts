@@ -6,7 +6,7 @@
  * Model-only file (no kernel counterpart).
  */
 import type { ExploreConfig } from './config.ts';
-import type { ExploreViolation } from './engine.ts';
+import type { ExploreViolation } from './execution_types.ts';
 import { ModelProgram } from './program.ts';
 import { explore, type ExploreOptions, type ExploreResult } from './scheduler.ts';
 import { itemOptions, mergeParts } from './partition.ts';

@@ -12,7 +12,7 @@ import type { Violation } from '../check/checker.ts';
 import { expectedMemtype, type Expected } from '../check/reference.ts';
 import type { AccessKind, AccessResult } from '../kvm/api_types.ts';
 import type { Vcpu } from '../kvm/vcpu.ts';
-import type { ExploreViolation } from './engine.ts';
+import type { ExploreViolation } from './execution_types.ts';
 
 /** What an in-flight DELETE/MOVE is doing, for the oracle. */
 export interface SlotWindow {

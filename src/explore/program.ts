@@ -7,7 +7,8 @@
 import { designById, type DesignSpec } from '../scenario/designs.ts';
 import type { Controller, Ending, Program } from './scheduler.ts';
 import type { ExploreConfig } from './config.ts';
-import { Execution, type ExploreViolation, type RunOptions, type RunOutcome } from './engine.ts';
+import { Execution } from './engine.ts';
+import type { ExploreViolation, RunOptions, RunOutcome } from './execution_types.ts';
 import { snapshot, type Snapshot } from '../kvm/snapshot.ts';
 
 export class ModelProgram implements Program<ExploreViolation> {

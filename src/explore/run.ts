@@ -5,7 +5,7 @@
  */
 import { designsFor } from '../scenario/designs.ts';
 import { EXPLORE_LIBRARY_DIR, type ExploreConfig } from './config.ts';
-import type { ExploreViolation, StepRecord } from './engine.ts';
+import type { ExploreViolation, StepRecord } from './execution_types.ts';
 import { ModelProgram, replaySchedule } from './program.ts';
 import {
   explore,

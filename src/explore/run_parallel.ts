@@ -8,7 +8,7 @@
  */
 import { runPool } from '../sweep/pool.ts';
 import type { ExploreConfig } from './config.ts';
-import type { ExploreViolation } from './engine.ts';
+import type { ExploreViolation } from './execution_types.ts';
 import { ModelProgram } from './program.ts';
 import type { ExploreTaskInput, ExploreTaskOutput } from './explore_task.ts';
 import { mergeParts, splitSearch } from './partition.ts';
