@@ -6,6 +6,21 @@
  */
 import type { Step, StepKind } from './schema.ts';
 
+/** The VFIO and memory-type steps (steps_vfio.ts runs them), in the schema's order. */
+export const VFIO_STEP_KINDS: readonly StepKind[] = [
+  'vfioDevice',
+  'vfioContainer',
+  'vfioGroup',
+  'vfioIommu',
+  'mapDma',
+  'unmapDma',
+  'dma',
+  'kvmVfio',
+  'cr0',
+  'mtrr',
+  'pat',
+];
+
 export const STEP_KIND_NAMES: readonly StepKind[] = [
   'create',
   'delete',
@@ -21,17 +36,7 @@ export const STEP_KIND_NAMES: readonly StepKind[] = [
   'enableCap',
   'guestPaging',
   'audit',
-  'vfioDevice',
-  'vfioContainer',
-  'vfioGroup',
-  'vfioIommu',
-  'mapDma',
-  'unmapDma',
-  'dma',
-  'kvmVfio',
-  'cr0',
-  'mtrr',
-  'pat',
+  ...VFIO_STEP_KINDS,
   'repeat',
 ];
 

@@ -17,6 +17,7 @@ import {
   type KvmVfioDevice,
 } from '../index.ts';
 import type { Step } from './schema.ts';
+import { VFIO_STEP_KINDS } from './step_kinds.ts';
 import { callFailed, type ExecCtx, type RegionState, type VmCtx } from './steps.ts';
 
 const PAGE = 4096;
@@ -52,19 +53,7 @@ type VfioStep = Extract<
 >;
 
 export function isVfioStep(s: Step): s is VfioStep {
-  return [
-    'vfioDevice',
-    'vfioContainer',
-    'vfioGroup',
-    'vfioIommu',
-    'mapDma',
-    'unmapDma',
-    'dma',
-    'kvmVfio',
-    'cr0',
-    'mtrr',
-    'pat',
-  ].some((k) => k in s);
+  return VFIO_STEP_KINDS.some((k) => k in s);
 }
 
 const bump = (x: ExecCtx, k: string, n = 1): void => {
