@@ -5,9 +5,8 @@
  *
  * Kernel counterpart: hva_to_pfn → get_user_pages on a present or not-yet-faulted anonymous 4K pte.
  * This is the 4K-frame case of HostMm.hvaToPfnInto / faultIn (host_mm.ts): the fault-in log entry, a
- * fresh pfn, swap-in of content saved for the hva. host_mm.ts keeps its own copy of those three steps
- * until that file is split (it is over the file budget); test/property/access_batch.property.test.ts
- * holds the two equal (whole model state hashed after a batch and after the same loop of accesses).
+ * fresh pfn, swap-in of content saved for the hva. HostMm.faultIn uses it for every 4K-backed mapping,
+ * so the batched path and the per-access path fault pages in through this one function.
  */
 import type { FaultLog } from './host_mm.ts';
 import type { PfnPool } from './pfn_pool.ts';

@@ -13,6 +13,7 @@
  * allocation reuses it (that is what makes a stale SPTE observable as "someone else's page");
  * content is a version number per pfn, bumped on every write the model is told about.
  */
+import { gup4k } from './gup_4k.ts';
 import { asHva, asPfn, HVA_LIMIT, type Hva, type Pfn } from '../types/addr.ts';
 import { PfnPool } from './pfn_pool.ts';
 import {
@@ -209,18 +210,20 @@ export class HostMm {
 
   private faultIn(v: Vma, addr: number): void {
     const fp = v.framePages;
+    if (fp === 1) {
+      gup4k(v, addr - (addr % PAGE), this.pfns, this.faults);
+      return;
+    }
     const f = frameIndex(v, addr);
     const fStart = v.frameBase + f * fp * PAGE;
-    this.faults.record(fp === 1 ? addr - (addr % PAGE) : fStart, fp * PAGE);
+    this.faults.record(fStart, fp * PAGE);
     // A THP needs a whole frame inside the mapping, and a frame already mapped at 4K stays 4K until
     // khugepaged collapses it.
     const small =
-      fp > 1 &&
-      (v.split.has(f) ||
-        (v.backing === 'thp' && (fStart < v.start || fStart + fp * PAGE > v.start + v.length)));
+      v.split.has(f) ||
+      (v.backing === 'thp' && (fStart < v.start || fStart + fp * PAGE > v.start + v.length));
     if (!small) {
       v.frames[f] = this.pfns.alloc(fp);
-      if (fp === 1) this.pfns.swapSlotRestore(addr - (addr % PAGE), v.frames[f]!);
       return;
     }
     const arr = splitFrame(v, f, this.pfns);
