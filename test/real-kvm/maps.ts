@@ -3,9 +3,40 @@
  * malloc (64 MiB arenas) map memory of their own while a workload runs, so the maps comparison sets
  * aside lines that overlap nothing the backend mapped (resources.ts#recordMappings).
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 export const fdCount = (): number => readdirSync('/proc/self/fd').length;
+
+/** fd number → what it points at ("anon_inode:kvm-vm", "/dev/kvm", "pipe:[123]", …). */
+export function fdTable(): Map<number, string> {
+  const t = new Map<number, string>();
+  for (const name of readdirSync('/proc/self/fd')) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${name}`);
+      if (!/^\/proc\/\d+\/fd$/.test(target)) t.set(Number(name), target); // readdir's own fd
+    } catch {
+      // the fd readdir itself used, closed by the time we read its link
+    }
+  }
+  return t;
+}
+
+/** What the real backend opens: /dev/kvm, VM/vCPU/stats anon inodes, guest_memfds, its memfds. */
+const OURS = /^(\/dev\/kvm$|anon_inode:(kvm|\[?kvm)|\/memfd:(zaplab|guest_memfd))/;
+
+/**
+ * Compare two fd tables. `added` lists fds open after that were not (with the same target) before —
+ * a leak; `ours` lists fds still pointing at KVM objects or the backend's memfds. Foreign fds closed
+ * meanwhile (tsx's and V8's own come and go) are counted in `removed` and are not a leak.
+ */
+export function compareFds(before: Map<number, string>, after: Map<number, string>) {
+  const added: string[] = [];
+  for (const [fd, target] of after) if (before.get(fd) !== target) added.push(`${fd} -> ${target}`);
+  let removed = 0;
+  for (const [fd, target] of before) if (after.get(fd) !== target) removed++;
+  const ours = [...after].filter(([, t]) => OURS.test(t)).map(([fd, t]) => `${fd} -> ${t}`);
+  return { added, removed, ours };
+}
 export const mapLines = (): string[] => readFileSync('/proc/self/maps', 'utf8').split('\n').filter(Boolean);
 
 function range(line: string): [number, number] {
