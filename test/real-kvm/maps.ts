@@ -5,8 +5,6 @@
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
-export const fdCount = (): number => readdirSync('/proc/self/fd').length;
-
 /** fd number → what it points at ("anon_inode:kvm-vm", "/dev/kvm", "pipe:[123]", …). */
 export function fdTable(): Map<number, string> {
   const t = new Map<number, string>();
@@ -25,9 +23,9 @@ export function fdTable(): Map<number, string> {
 const OURS = /^(\/dev\/kvm$|anon_inode:(kvm|\[?kvm)|\/memfd:(zaplab|guest_memfd))/;
 
 /**
- * Compare two fd tables. `added` lists fds open after that were not (with the same target) before —
- * a leak; `ours` lists fds still pointing at KVM objects or the backend's memfds. Foreign fds closed
- * meanwhile (tsx's and V8's own come and go) are counted in `removed` and are not a leak.
+ * Compare two fd tables. `ours` lists fds that point at /dev/kvm, KVM objects or the backend's memfds
+ * (the backend opens nothing else, so a leak of its own shows here); `added` and `removed` list every
+ * other change too, for diagnosis: tsx's and V8's own fds come and go, and are not a leak.
  */
 export function compareFds(before: Map<number, string>, after: Map<number, string>) {
   const added: string[] = [];
