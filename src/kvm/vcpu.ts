@@ -38,10 +38,15 @@ import {
 export const KVM_REQ_TLB_FLUSH = 1 << 0;
 export const KVM_REQ_MMU_FREE_OBSOLETE_ROOTS = 1 << 1;
 /**
- * Request flags (include/linux/kvm_host.h): KVM_REQ_TLB_FLUSH and KVM_REQ_MMU_FREE_OBSOLETE_ROOTS are
- * both KVM_REQUEST_WAIT | KVM_REQUEST_NO_WAKEUP, so the model keeps one answer for both.
+ * KVM_REQUEST_NO_ACTION | KVM_REQUEST_WAIT | KVM_REQUEST_NO_WAKEUP: only gets every vCPU out of the guest
+ * (tdx_track); kvm_make_all_cpus_request never sets it in vcpu->requests.
  */
-const MODEL_REQ_WAIT = KVM_REQ_TLB_FLUSH | KVM_REQ_MMU_FREE_OBSOLETE_ROOTS;
+export const KVM_REQ_OUTSIDE_GUEST_MODE = 1 << 2;
+/**
+ * Request flags (include/linux/kvm_host.h): KVM_REQ_TLB_FLUSH, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS and
+ * KVM_REQ_OUTSIDE_GUEST_MODE are all KVM_REQUEST_WAIT | KVM_REQUEST_NO_WAKEUP.
+ */
+const MODEL_REQ_WAIT = KVM_REQ_TLB_FLUSH | KVM_REQ_MMU_FREE_OBSOLETE_ROOTS | KVM_REQ_OUTSIDE_GUEST_MODE;
 
 /** vcpu->mode values (include/linux/kvm_host.h). */
 export const OUTSIDE_GUEST_MODE = 0;
@@ -293,14 +298,52 @@ export class Vcpu {
    */
   kvmRequestNeedsIpi(req: number): boolean {
     const mode = this.mode;
-    if (mode === IN_GUEST_MODE) this.mode = EXITING_GUEST_MODE; // kvm_vcpu_exiting_guest_mode: cmpxchg
+    if (mode === IN_GUEST_MODE) {
+      this.mode = EXITING_GUEST_MODE; // kvm_vcpu_exiting_guest_mode: cmpxchg
+      // Every request that gets here IPIs a vCPU in the guest, and the IPI is an external-interrupt VM
+      // exit. The vCPU stays EXITING until its next access, where the model enters the guest again and
+      // services the request (a further IPI before that finds it out of the guest: no second exit).
+      this.stats.exits++;
+      this.stats.irq_exits++;
+    }
     if (req & MODEL_REQ_WAIT) return mode !== OUTSIDE_GUEST_MODE;
     return mode === IN_GUEST_MODE;
   }
 
-  /** kvm_vcpu_kick(): the vCPU leaves guest mode and will service its requests before re-entry. */
+  /**
+   * kvm_vcpu_kick(vcpu) = __kvm_vcpu_kick(vcpu, false). kvm_vcpu_wake_up finds no blocked vCPU (the model
+   * never halts); kvm_arch_vcpu_should_kick moves IN_GUEST_MODE to EXITING_GUEST_MODE and, if the vCPU was
+   * in the guest, a reschedule IPI goes to its pCPU (each vCPU has its own, and the kicker is never the
+   * vCPU itself). The IPI is an external interrupt: the vCPU takes a VM exit (`exits`, `irq_exits`) and
+   * vcpu_run enters the guest again. A vCPU outside the guest, or already EXITING
+   * (an earlier IPI is making it exit), gets no IPI and takes no extra exit.
+   * @kernel virt/kvm/kvm_main.c#__kvm_vcpu_kick
+   */
   kick(): void {
     this.kicks++;
+    if (this.kvmArchVcpuShouldKick()) this.externalInterruptExit();
+  }
+
+  /** cmpxchg(IN_GUEST_MODE → EXITING_GUEST_MODE) succeeded. @kernel arch/x86/kvm/x86.c#kvm_arch_vcpu_should_kick */
+  private kvmArchVcpuShouldKick(): boolean {
+    if (this.mode !== IN_GUEST_MODE) return false;
+    this.mode = EXITING_GUEST_MODE; // kvm_vcpu_exiting_guest_mode
+    return true;
+  }
+
+  /**
+   * A kick's IPI reaches the vCPU in the guest: VM exit (vcpu_enter_guest: ++exits), the exit handler
+   * counts the external interrupt (++irq_exits) and returns 1, so vcpu_run enters the guest again at once:
+   * the vCPU is back IN_GUEST_MODE. Nothing is left for that entry to service: every request the model
+   * makes of other vCPUs goes through kvm_make_all_cpus_request, which would have moved this one to
+   * EXITING (no kick then); requests a vCPU set on itself are serviced at its next access.
+   * @kernel arch/x86/kvm/vmx/vmx.c#handle_external_interrupt
+   */
+  private externalInterruptExit(): void {
+    this.stats.exits++;
+    this.stats.irq_exits++;
+    // Out of the guest for the exit, back in once vcpu_run re-enters: nobody looks in between.
+    this.mode = IN_GUEST_MODE;
   }
 
   /** The binary stats of the vCPU fd as { name: value }. */

@@ -13,7 +13,7 @@ import type { KvmArchMemslotHooks, KvmMemorySlot } from './kvm_host.ts';
 import type { ErrnoName } from '../uapi/errno.ts';
 import type { KvmMrChange } from '../uapi/kvm.ts';
 import type { ModelFile } from './guest_memfd.ts';
-import { KVM_REQ_TLB_FLUSH, type Vcpu } from './vcpu.ts';
+import { KVM_REQ_OUTSIDE_GUEST_MODE, KVM_REQ_TLB_FLUSH, type Vcpu } from './vcpu.ts';
 import { KvmMemslots } from './memslots.ts';
 import { asGfn } from '../types/addr.ts';
 import { KvmError } from './kvm_error.ts';
@@ -316,7 +316,7 @@ export class VmState implements KvmArchMemslotHooks {
   kvmMakeAllCpusRequest(req: number): boolean {
     let ipis = 0;
     for (const v of this.vcpus) {
-      v.makeRequest(req);
+      if (!(req & KVM_REQ_OUTSIDE_GUEST_MODE)) v.makeRequest(req); // KVM_REQUEST_NO_ACTION
       if (v.kvmRequestNeedsIpi(req)) ipis++;
     }
     if (req & KVM_REQ_TLB_FLUSH) this.model.tlb_flush_ipis += ipis;
@@ -350,7 +350,12 @@ export class VmState implements KvmArchMemslotHooks {
   kvmArchGuestMemoryReclaimed(): void {
     sevGuestMemoryReclaimed(this);
   }
-  /** @kernel arch/x86/kvm/x86.c#kvm_arch_memslots_updated */
+  /**
+   * After every memslot swap (so twice for DELETE and MOVE): invalidate MMIO SPTEs if the generation
+   * wrapped, then kvm_vcpu_kick every vCPU ("force re-initialization of steal_time cache"). No request is
+   * made: a vCPU in the guest just takes the IPI's exit and re-enters (Vcpu.kick).
+   * @kernel arch/x86/kvm/x86.c#kvm_arch_memslots_updated
+   */
   kvmArchMemslotsUpdated(_asId: number, gen: number): void {
     this.mmu.kvmMmuInvalidateMmioSptes(gen);
     for (const v of this.vcpus) v.kick();

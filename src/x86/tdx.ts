@@ -22,6 +22,7 @@
  */
 import type { TdpExternalHooks } from './mmu/tdp_mmu_state.ts';
 import type { VmState } from '../kvm/vm_state.ts';
+import { KVM_REQ_OUTSIDE_GUEST_MODE } from '../kvm/vcpu.ts';
 import type { AccessResult } from '../kvm/api_types.ts';
 import { KvmError, hex } from '../kvm/kvm_error.ts';
 
@@ -191,12 +192,10 @@ export class KvmTdx implements TdpExternalHooks {
     // tdx_track: before the TD runs no vCPU can hold a translation, so there is nothing to track.
     if (this.state === 'runnable') {
       this.seamcall('TDH.MEM.TRACK');
-      // KVM_REQ_OUTSIDE_GUEST_MODE; the TDX module flushes the TD's TLB at the next entry (new epoch),
-      // which the model serves as a TLB-flush request.
-      for (const v of vm.vcpus) {
-        v.kick();
-        v.requestTlbFlush();
-      }
+      // Every vCPU out of the guest (an IPI, so a VM exit, for those in it); the TDX module flushes the
+      // TD's TLB at the next entry (new epoch), which the model serves as a TLB-flush request.
+      vm.kvmMakeAllCpusRequest(KVM_REQ_OUTSIDE_GUEST_MODE);
+      for (const v of vm.vcpus) v.requestTlbFlush();
     }
     this.seamcall('TDH.MEM.PAGE.REMOVE');
     // Cache lines still tagged with the TD's key must not be written back over the host's later use.

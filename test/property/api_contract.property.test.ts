@@ -487,6 +487,8 @@ const INTERNAL = new Set([
   'Vcpu.requestTlbFlush',
   'Vcpu.makeRequest',
   'Vcpu.kick',
+  'Vcpu.kvmArchVcpuShouldKick',
+  'Vcpu.externalInterruptExit',
   'Vcpu.afterAccess',
   'Vcpu.accessEnded',
   'Vcpu.kvmRequestNeedsIpi',

@@ -237,10 +237,7 @@ export class X86Mmu implements KvmMmuOps {
     if (this.trace)
       this.trace({ name: 'kvm_mmu_zap_all_fast', mmuValidGen: this.mmuValidGen, mmuUsedPages: 0 });
     kvmTdpMmuInvalidateRoots(this.tdp, KVM_DIRECT_ROOTS);
-    for (const v of this.vm.vcpus) {
-      v.makeRequest(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS);
-      v.kick();
-    }
+    this.vm.kvmMakeAllCpusRequest(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS);
     // The invalidated roots are zapped under the read lock, yielding as they go; every vCPU already has
     // the request to drop its root.
     this.vm.mmuLockYield(false, true);

@@ -224,7 +224,7 @@ export class ShadowMmu implements KvmMmuOps {
       zappedRoot = !this.isObsoleteSp(sp);
     }
     sp.role |= ROLE_INVALID;
-    if (zappedRoot) for (const v of this.vm.vcpus) v.makeRequest(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS);
+    if (zappedRoot) this.vm.kvmMakeAllCpusRequest(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS);
   }
 
   /** Flush every vCPU's TLB (no walk may still use the pages), then free them. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_commit_zap_page */
@@ -270,10 +270,7 @@ export class ShadowMmu implements KvmMmuOps {
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_zap_all_fast */
   kvmMmuZapAllFast(): void {
     this.mmuValidGen ^= 1;
-    for (const v of this.vm.vcpus) {
-      v.makeRequest(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS);
-      v.kick();
-    }
+    this.vm.kvmMakeAllCpusRequest(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS);
     this.zapObsoletePages();
   }
 
