@@ -89,6 +89,47 @@ describe('snapshot mechanics', () => {
     ]);
   });
 
+  it('restores through per-shape restorers: symbol, numeric and __proto__ keys, shared shapes, -0 and NaN', () => {
+    const tag = Symbol('tag');
+    class Pt {
+      x = 1;
+      y = 2;
+    }
+    const own = JSON.parse('{"__proto__": 1, "a": 2}') as Record<string, unknown>;
+    const root = {
+      pts: [new Pt(), new Pt(), new Pt()],
+      rec: { [tag]: 'sym', 7: 'seven', k: -0, nan: NaN } as Record<PropertyKey, unknown>,
+      own,
+      m: new Map<unknown, unknown>([
+        [NaN, -0],
+        ['b', 1],
+      ]),
+      s: new Set<unknown>([-0, 'x']),
+    };
+    root.pts[1]!.x = 10; // same class and keys as the others, different values
+    const before = dump([root]);
+    const snap = snapshot([root]);
+    for (const p of root.pts) [p.x, p.y] = [5, 6];
+    root.rec[tag] = 'changed';
+    root.rec[7] = 'changed';
+    root.rec['k'] = 0;
+    root.rec['nan'] = 0;
+    root.rec[Symbol('added')] = 1;
+    own['__proto__'] = 9;
+    root.m.set(NaN, 0);
+    root.m.delete('b');
+    root.m.set('b', 1); // same entries, another order
+    root.s.delete(0);
+    root.s.add(0); // the same member, re-added at the end
+    snap.restore();
+    expect(dump([root])).toEqual(before);
+    expect([root.pts.map((p) => p.x), Object.getPrototypeOf(own) === Object.prototype]).toEqual([
+      [1, 10, 1],
+      true,
+    ]);
+    expect([Object.getOwnPropertySymbols(root.rec).length, [...root.m.keys()]]).toEqual([1, [NaN, 'b']]);
+  });
+
   it('copies an owner-declared typed array only up to the larger extent, and the result is exact', () => {
     class Owner {
       used = 2;

@@ -8,6 +8,11 @@
  *   - typed-array contents.
  * Objects created after the snapshot simply become unreachable.
  *
+ * A restore writes each object's saved fields through a function generated once per shape (the class
+ * or prototype and the list of keys): one plain assignment per field, so the stores stay monomorphic
+ * instead of one generic keyed store per field through a loop over every object's keys. A Map or Set whose
+ * contents (in order) are still the snapshot's is left as it is.
+ *
  * Large typed arrays whose owner knows how much of them is in use (the SPTE pool's chunks, the host
  * page pool's refcount/version chunks) are copied back only up to the larger of the extent in use at
  * the snapshot and at the restore: beyond that neither the snapshot nor anything since has written,
@@ -45,6 +50,68 @@ interface ObjRec {
   vals: unknown[];
   /** own keys at the snapshot (data, accessor and non-writable alike) of a plain object; -1 = a class instance */
   own: number;
+  /** of those, the string-named ones (the rest are symbols) */
+  names: number;
+  /** writes vals back into o (restorerFor) */
+  put: Restorer;
+  /** the symbol keys, in the order the restorer reads them */
+  syms: symbol[];
+}
+
+/** Writes a record's saved values back: o[key i] = vals[i] for every key of its shape. */
+type Restorer = (o: Record<PropertyKey, unknown>, vals: unknown[], syms: symbol[]) => void;
+
+/**
+ * The restorers generated so far, per prototype (a class, Object.prototype, null) and key list: objects of
+ * one shape share one function, whose assignment sites then see one hidden class each. A cache of code,
+ * not of state.
+ */
+const restorers = new Map<object | null, Map<string, Restorer>>();
+
+/** The generated restorer for objects with this prototype and these writable keys (in this order). */
+function restorerFor(proto: object | null, keys: readonly PropertyKey[]): Restorer {
+  let byKeys = restorers.get(proto);
+  if (byKeys === undefined) restorers.set(proto, (byKeys = new Map()));
+  // symbols are read from the record's own list (slot j of `syms`); strings are written as literals
+  let j = 0;
+  const lhs = keys.map((k) => (typeof k === 'symbol' ? `o[s[${j++}]]` : `o[${JSON.stringify(k)}]`));
+  const sig = lhs.join();
+  let f = byKeys.get(sig);
+  if (f === undefined) {
+    // `o.__proto__ = x` would set the prototype: an own property of that name is redefined instead
+    const body = lhs
+      .map((l, i) =>
+        l === 'o["__proto__"]'
+          ? `Object.defineProperty(o, "__proto__", { value: v[${i}] });`
+          : `${l} = v[${i}];`,
+      )
+      .join('\n');
+    f = new Function('o', 'v', 's', `"use strict";\n${body}`) as Restorer;
+    byKeys.set(sig, f);
+  }
+  return f;
+}
+
+/** Same value, -0 and NaN told apart as a restore would (Object.is). */
+const same = Object.is;
+
+/** Does the Map hold exactly these entries, in this order? */
+function mapIs(m: Map<unknown, unknown>, keys: unknown[], vals: unknown[]): boolean {
+  if (m.size !== keys.length) return false;
+  let i = 0;
+  for (const [k, v] of m) {
+    if (!same(k, keys[i]) || !same(v, vals[i])) return false;
+    i++;
+  }
+  return true;
+}
+
+/** Does the Set hold exactly these members, in this order? */
+function setIs(s: Set<unknown>, vals: unknown[]): boolean {
+  if (s.size !== vals.length) return false;
+  let i = 0;
+  for (const v of s) if (!same(v, vals[i++])) return false;
+  return true;
 }
 interface TypedRec {
   o: Typed;
@@ -168,23 +235,36 @@ export class Snapshot {
     }
     if (typeof o === 'function') return;
     if (hasExtents(o)) this.owners.push(o);
-    const rec: ObjRec = { o: o as Record<PropertyKey, unknown>, keys: [], vals: [], own: -1 };
     const descs = Object.getOwnPropertyDescriptors(o);
     const keys = Reflect.ownKeys(descs);
+    const proto = Object.getPrototypeOf(o) as object | null;
+    const rec: ObjRec = {
+      o: o as Record<PropertyKey, unknown>,
+      keys: [],
+      vals: [],
+      own: -1,
+      names: 0,
+      put: restorerFor(proto, []),
+      syms: [],
+    };
     // Only plain objects (records keyed by data) get properties added at run time; a class instance
     // has the fields its class declares. Counting keys costs more than the rest of a restore, so only
     // plain objects are checked for additions (the snapshot test checks that no class grows any).
-    const proto = Object.getPrototypeOf(o) as unknown;
-    if (proto === Object.prototype || proto === null) rec.own = keys.length;
+    if (proto === Object.prototype || proto === null) {
+      rec.own = keys.length;
+      rec.names = keys.filter((k) => typeof k === 'string').length;
+    }
     for (const k of keys) {
       const d = descs[k as keyof typeof descs]!;
       if (!('value' in d)) continue; // an accessor: its state is in its closures
       if (d.writable === true) {
         rec.keys.push(k);
         rec.vals.push(d.value);
+        if (typeof k === 'symbol') rec.syms.push(k);
       }
       visit(d.value, `${path}.${String(k)}`);
     }
+    rec.put = restorerFor(proto, rec.keys);
     if (rec.keys.length > 0 || rec.own >= 0) this.objs.push(rec);
   }
 
@@ -206,8 +286,14 @@ export class Snapshot {
     }
     for (const r of this.objs) {
       const o = r.o;
-      for (let i = 0; i < r.keys.length; i++) o[r.keys[i]!] = r.vals[i];
-      if (r.own >= 0 && Reflect.ownKeys(o).length !== r.own) this.dropAdded(r);
+      r.put(o, r.vals, r.syms);
+      // added keys (string or symbol), counted without building the list Reflect.ownKeys would
+      if (
+        r.own >= 0 &&
+        (Object.getOwnPropertyNames(o).length !== r.names ||
+          Object.getOwnPropertySymbols(o).length !== r.own - r.names)
+      )
+        this.dropAdded(r);
     }
     for (const r of this.arrays) {
       const o = r.o;
@@ -221,11 +307,14 @@ export class Snapshot {
         for (let i = 0; i < at.length; i++) o[at[i]!] = r.vals[i];
       }
     }
+    // (clear() allocates a fresh table: an unchanged Map or Set is left alone)
     for (const r of this.maps) {
+      if (mapIs(r.o, r.keys, r.vals)) continue;
       r.o.clear();
       for (let i = 0; i < r.keys.length; i++) r.o.set(r.keys[i], r.vals[i]);
     }
     for (const r of this.sets) {
+      if (setIs(r.o, r.vals)) continue;
       r.o.clear();
       for (const v of r.vals) r.o.add(v);
     }
