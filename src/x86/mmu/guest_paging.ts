@@ -155,6 +155,9 @@ export function walkAddrGeneric(
       }
       const base = gpteToGfn(gpte);
       w.gfn = level === 1 ? base : base - (base % 512) + gvaIndex(gva, 1);
+      // FNAME(protect_clean_gpte), for a read only: no write access through a clean gPTE. A write keeps
+      // it (its D update makes the gPTE dirty, or is skipped for a table in a read-only slot).
+      if (!write && !(gpte & PT_DIRTY_MASK)) w.pteAccess &= ~ACC_WRITE_MASK;
       break;
     }
     tableGfn = gpteToGfn(gpte);

@@ -118,8 +118,10 @@ export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: 
       if (sp.pfn![i]! >= 0 && b & SPTE_USER && (!write || b & SPTE_WRITABLE))
         return { exit: 'none', pfn: sp.pfn![i]!, level: 1, memtype: 6 };
     }
+    // PFERR_PRESENT_MASK: the leaf SPTE is there, the access broke its protection.
+    const present = sp !== null && sp.pfn![i]! >= 0;
     vcpu.mode = OUTSIDE_GUEST_MODE; // the #PF VM exit
-    const r = shadowPageFault(mmu, vcpu, gva, write);
+    const r = shadowPageFault(mmu, vcpu, gva, write, present);
     if (r === RET_PF_FIXED || r === RET_PF_SPURIOUS || r === RET_PF_RETRY) continue;
     if (r === RET_PF_GUEST) return { exit: 'retry', gpa: gva, reason: `guest #PF: ${walker.fault}` };
     if (r === RET_PF_MEMORY_FAULT)
@@ -135,7 +137,13 @@ export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: 
 }
 
 /** @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(page_fault) */
-export function shadowPageFault(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: boolean): number {
+export function shadowPageFault(
+  mmu: ShadowMmu,
+  vcpu: Vcpu,
+  gva: number,
+  write: boolean,
+  present = false,
+): number {
   vcpu.stats.pf_taken++;
   const w = walker;
   mmu.walkAsId = vcpu.asId();
@@ -148,6 +156,10 @@ export function shadowPageFault(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: 
     return RET_PF_GUEST;
   }
   const slot = mmu.slotForGfn(w.gfn, vcpu.asId()); // kvm_vcpu_gfn_to_memslot: SMRAM in SMM
+  // page_fault_handle_page_track: a write through a present SPTE to a write-tracked gfn (a shadowed guest
+  // table) is emulated at once, before the pfn is looked up: no SPTE changes and nothing is prefetched.
+  if (present && write && slot !== null && kvmGfnIsWriteTracked(slot, w.gfn))
+    return emulateWriteProtected(vcpu);
   // kvm_handle_noslot_fault: MMIO caching is off on the modelled host, so emulate without an SPTE.
   if (slot === null) return emulate(vcpu);
   if (slot.flags & KVM_MEMSLOT_INVALID) return RET_PF_RETRY;
@@ -163,6 +175,12 @@ export function shadowPageFault(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: 
   } else if (r === RET_PF_SPURIOUS) vcpu.stats.pf_spurious++;
   else if (r === RET_PF_WRITE_PROTECTED) vcpu.stats.pf_emulate++;
   return r;
+}
+
+/** RET_PF_WRITE_PROTECTED, counted as fetch's is (pf_emulate). */
+function emulateWriteProtected(vcpu: Vcpu): number {
+  vcpu.stats.pf_emulate++;
+  return RET_PF_WRITE_PROTECTED;
 }
 
 function emulate(vcpu: Vcpu): number {
@@ -201,23 +219,33 @@ function fetch(
   for (let level = 4; level > 1; level--) {
     const i = index(gva, level);
     let child = sp.child![i] ?? null;
+    const direct = level === 2 && w.level === 2;
+    const access = direct ? w.pteAccess : w.ptAccess[level - 2]!;
+    // validate_direct_spte: a direct page made for other access (the huge gPTE was read while clean and
+    // is now written, or its permissions changed) is unlinked, and what it mapped flushed.
+    if (direct && child !== null && ((child.role >> 5) & 7) !== access) {
+      sp.child![i] = null;
+      const k = child.parents.findIndex((p) => p.sp === sp && p.i === i);
+      if (k >= 0) child.parents.splice(k, 1); // drop_parent_pte
+      mmu.vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_sptep
+      child = null;
+    }
     if (child === null) {
       // kvm_mmu_get_child_sp: indirect while the guest has a table here, direct under a huge gPTE.
-      const direct = level === 2 && w.level === 2;
       const gfn = direct ? w.gfn - (w.gfn % 512) : w.tableGfn[level - 2]!;
-      const access = direct ? w.pteAccess : w.ptAccess[level - 2]!;
       child = mmu.getShadowPage(gfn, kvmMmuChildRole(sp, direct, access));
       linkShadowPage(sp, i, child);
     }
     sp = child;
   }
   const i = index(gva, 1);
+  // The walk already applied protect_clean_gpte (to reads only): pass the access on as it is.
   const r = mmuSetSpte(
     mmu,
     sp,
     i,
     w.pteAccess,
-    w.ptes[w.level - 1]!,
+    PT_DIRTY_MASK,
     w.gfn,
     slot,
     pfn,
