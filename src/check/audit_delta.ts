@@ -224,6 +224,19 @@ export class AuditDelta {
   }
 
   /**
+   * `count` SPTEs of one table changed, the first of `level` at gfn, each next one a level's span on: as
+   * many noteSpte calls (a 4K table lies in one 2M region, so one note covers its entries).
+   */
+  noteSpteRun(gfn: number, level: number, count: number): void {
+    if (level === 1) {
+      this.noteSpte(gfn, 1);
+      return;
+    }
+    const span = PAGES_PER_LEVEL[level]!;
+    for (let k = 0; k < count; k++) this.noteSpte(gfn + k * span, level);
+  }
+
+  /**
    * Start a whole-VM audit: the filter for its SPTE walk, or null when it must walk everything (then
    * `tlb` is null too: every TLB entry is checked). Either way the changes noted so far are consumed:
    * the next audit is measured from this one.

@@ -15,7 +15,8 @@ import type { VmState } from '../kvm/vm_state.ts';
 import type { AccessKind, AccessResult } from '../kvm/api_types.ts';
 import type { X86Mmu } from '../x86/mmu/mmu.ts';
 import type { MmuTraceEvent, TdpTraceRecorder } from '../x86/mmu/mmu_trace.ts';
-import { spteValue } from '../x86/mmu/spte.ts';
+import { FROZEN_SPTE_HI, FROZEN_SPTE_LO, spteValue } from '../x86/mmu/spte.ts';
+import { PAGES_PER_LEVEL } from '../x86/mmu/tdp_iter.ts';
 import { auditGfn, auditSptes, type MirrorLeaf, type Report } from './audit_mmu.ts';
 import { auditRoots, auditTlbs, auditTlbsAtGfn } from './audit_tlb.ts';
 import { checkAccess, GmemFiles, TdxTracker } from './audit_vm.ts';
@@ -93,6 +94,10 @@ function addRecorder(tdp: { recorder: TdpTraceRecorder | undefined }, mine: TdpT
             mine.spteChanged(...a);
             other.spteChanged(...a);
           },
+          sptesFrozen: (...a) => {
+            mine.sptesFrozen(...a);
+            other.sptesFrozen(...a);
+          },
           event: (ev) => {
             mine.event(ev);
             other.event(ev);
@@ -100,10 +105,14 @@ function addRecorder(tdp: { recorder: TdpTraceRecorder | undefined }, mine: TdpT
         };
 }
 
-/** Kinds of ring entries: a string or event object, an SPTE change kept as numbers, a guest access. */
+/**
+ * Kinds of ring entries: a string or event object, an SPTE change kept as numbers, a guest access, a run
+ * of SPTE changes to FROZEN_SPTE (TdpTraceRecorder.sptesFrozen: one entry, one line per SPTE).
+ */
 const ENTRY_OBJECT = 0;
 const ENTRY_SPTE = 1;
 const ENTRY_ACCESS = 2;
+const ENTRY_FROZEN_RUN = 3;
 /** numbers per ring entry */
 const NUMS = 7;
 
@@ -323,6 +332,19 @@ export class Checker {
         delta.noteSpte(gfn, level);
         this.spteChanged(asId, gfn, level, oldLo, oldHi, newLo, newHi);
       },
+      sptesFrozen: (asId, gfn, level, count, oldLo, oldHi) => {
+        delta.noteSpteRun(gfn, level, count);
+        const i = this.nextSlot(ENTRY_FROZEN_RUN);
+        if (i < 0) return;
+        const n = this.nums;
+        const o = i * NUMS;
+        n[o] = asId;
+        n[o + 1] = gfn;
+        n[o + 2] = level;
+        n[o + 3] = count;
+        n[o + 4] = oldLo;
+        n[o + 5] = oldHi;
+      },
       event: (ev: MmuTraceEvent) => this.traceLine(ev),
     };
   }
@@ -349,7 +371,22 @@ export class Checker {
     n[o + 6] = newHi;
   }
 
-  /** Ring slot i as the line it stands for. */
+  /** Line k of the run of SPTE changes to FROZEN_SPTE in ring slot i. */
+  private formatFrozen(i: number, k: number): string {
+    const n = this.nums;
+    const o = i * NUMS;
+    const level = n[o + 2]!;
+    return formatEvent({
+      name: 'kvm_tdp_mmu_spte_changed',
+      asId: n[o],
+      gfn: n[o + 1]! + k * PAGES_PER_LEVEL[level]!,
+      level,
+      oldSpte: spteValue(n[o + 4]!, n[o + 5]!),
+      newSpte: spteValue(FROZEN_SPTE_LO, FROZEN_SPTE_HI),
+    });
+  }
+
+  /** Ring slot i (not a frozen run) as the line it stands for. */
   private formatEntry(i: number): string {
     const n = this.nums;
     const o = i * NUMS;
@@ -376,12 +413,21 @@ export class Checker {
     }
   }
 
-  /** The ring buffer, oldest first, formatted. */
+  /**
+   * The last traceDepth lines, oldest first, formatted. A frozen run stands for one line per SPTE, so
+   * the ring's entries are read newest first until that many lines are out (the ring keeps traceDepth
+   * entries, each at least one line: it always holds enough).
+   */
   recentTrace(): string[] {
     const out: string[] = [];
-    const n = this.ringLen;
-    for (let i = 0; i < n; i++)
-      out.push(this.formatEntry((this.ringPos - n + i + this.traceDepth) % this.traceDepth));
-    return out;
+    const depth = this.traceDepth;
+    for (let k = 0; k < this.ringLen && out.length < depth; k++) {
+      const i = (this.ringPos - 1 - k + depth) % depth;
+      if (this.kinds[i] === ENTRY_FROZEN_RUN) {
+        for (let c = this.nums[i * NUMS + 3]! - 1; c >= 0 && out.length < depth; c--)
+          out.push(this.formatFrozen(i, c));
+      } else out.push(this.formatEntry(i));
+    }
+    return out.reverse();
   }
 }

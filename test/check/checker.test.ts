@@ -228,6 +228,43 @@ describe('audit levels and traces', () => {
     expect(t.some((l) => l.startsWith('kvm_tdp_mmu_spte_changed'))).toBe(true);
     expect(t[t.length - 1]).toContain('access vcpu0 read gpa=0x2000 → mmio');
   });
+  it('a shared teardown traces every entry it freezes: runs of empty entries, recorded as one ring entry each, print one line per SPTE', () => {
+    // The kernel's handle_changed_spte fires kvm_tdp_mmu_spte_changed before its early return for a
+    // non-present entry becoming FROZEN_SPTE. With a TDP trace sink installed the model takes the
+    // per-entry path (one handleChangedSpte per entry); without, a run of equal empty entries reaches the
+    // checker as one sptesFrozen call. The traces must be the same, line for line, at any depth.
+    const traces = (depth: number, sink: boolean): string[] => {
+      const kvm = new Kvm();
+      const vm = kvm.createVm(0);
+      const hva = kvm.host.mmap(MiB);
+      vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: MiB, userspaceAddr: hva });
+      const v = vm.createVcpu(0);
+      const mmu = vm.mmu as X86Mmu;
+      if (sink) mmu.tdp.trace = () => {};
+      const ch = new Checker(kvm, { traceDepth: depth });
+      ch.watch(vm);
+      ch.setStep('touch');
+      for (let i = 0; i < 8; i++) ch.onAccess(v, i * 0x2000, 'write', v.access(i * 0x2000, 'write'));
+      // no slot above 1 MiB: an MMIO SPTE in the same 4K table breaks its run of empty entries
+      ch.onAccess(v, 0x180000, 'read', v.access(0x180000, 'read'));
+      ch.setStep('delete');
+      vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0, userspaceAddr: hva });
+      return ch.recentTrace();
+    };
+    for (const depth of [1, 7, 64, 300, 513, 1100, 4096]) {
+      const runs = traces(depth, false);
+      expect(runs).toEqual(traces(depth, true));
+      expect(runs.length).toBe(Math.min(depth, runs.length));
+    }
+    const all = traces(4096, false);
+    const frozen = all.filter(
+      (l) => l.startsWith('kvm_tdp_mmu_spte_changed') && l.endsWith('newSpte=0x80000000000005a0'),
+    );
+    // the 4K, 2M and 1G tables of the zapped root, 512 entries each (the 8 leafs and the MMIO SPTE
+    // among them were zapped or frozen in their turn)
+    expect(frozen.length).toBe(3 * 512);
+    expect(frozen.filter((l) => l.includes('oldSpte=0x8000000000000000 ')).length).toBe(3 * 512 - 1);
+  });
   it('the trace tap composes with a sink installed later', () => {
     const s = setup(MiB, '4k', 0);
     const seen: string[] = [];

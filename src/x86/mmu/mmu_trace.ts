@@ -53,6 +53,15 @@ export interface TdpTraceRecorder {
     newLo: number,
     newHi: number,
   ): void;
+  /**
+   * kvm_tdp_mmu_spte_changed for `count` consecutive entries of one table, the first at `gfn` and each
+   * next one PAGES_PER_LEVEL[level] gfns on, every one going from the same non-present value
+   * (oldLo, oldHi) to FROZEN_SPTE: what a shared teardown (handle_removed_pt) emits for the empty entries
+   * of a removed table. The kernel fires the tracepoint once per entry (handle_changed_spte traces before
+   * its early return for non-present to non-present changes); this hands the run over in one call, so a
+   * recorder can store it as one record and expand it when it prints.
+   */
+  sptesFrozen(asId: number, gfn: number, level: number, count: number, oldLo: number, oldHi: number): void;
   /** every other TDP engine tracepoint (kvm_mmu_get_page, kvm_mmu_prepare_zap_page, kvm_mmu_split_huge_page) */
   event(ev: MmuTraceEvent): void;
 }

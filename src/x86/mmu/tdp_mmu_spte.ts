@@ -117,23 +117,27 @@ export function handleRemovedPt(mmu: TdpMmu, sp: number, shared: boolean): void 
   if (mirror) kvmBugOn(mmu, shared, 'handle_removed_pt: mirror table removed under shared mmu_lock');
   const arr = pool.chunks[sp >>> CHUNK_SHIFT]!;
   const base = (sp & CHUNK_MASK) * TABLE_WORDS;
-  for (let i = 0; i < SPTE_ENT_PER_PAGE; i++) {
+  // Runs of equal non-present entries are frozen at once (below) unless something must see each one.
+  const runs = shared && !mirror && mmu.trace === undefined;
+  for (let i = 0; i < SPTE_ENT_PER_PAGE;) {
     const lo = arr[base + i]!;
     const hi = arr[base + HI_OFFSET + i]!;
-    // Non-present entries have no backing page and cannot become present under an exclusive lock.
-    if (!shared && (lo & SPTE_MMU_PRESENT_MASK) === 0) continue;
+    if ((lo & SPTE_MMU_PRESENT_MASK) === 0) {
+      // Non-present entries have no backing page and cannot become present under an exclusive lock.
+      if (!shared) {
+        i++;
+        continue;
+      }
+      if (runs) {
+        i = freezeNonPresentRun(mmu, arr, base, i, asId, baseGfn, level, step);
+        continue;
+      }
+    }
     arr[base + i] = FROZEN_SPTE_LO;
     arr[base + HI_OFFSET + i] = FROZEN_SPTE_HI;
-    if ((lo & SPTE_MMU_PRESENT_MASK) === 0 && !mirror && mmu.trace === undefined) {
-      // What handleChangedSpte does for a non-present entry becoming FROZEN_SPTE, inline (a shared
-      // teardown freezes all 512 entries of every table, most of them empty): no stats, no warning (the
-      // new value is the frozen one), only the tracepoint for a recorder.
-      if ((lo !== FROZEN_SPTE_LO || hi !== FROZEN_SPTE_HI) && mmu.recorder !== undefined)
-        mmu.recorder.spteChanged(asId, baseGfn + i * step, level, lo, hi, FROZEN_SPTE_LO, FROZEN_SPTE_HI);
-      continue;
-    }
     handleChangedSpte(mmu, asId, baseGfn + i * step, lo, hi, FROZEN_SPTE_LO, FROZEN_SPTE_HI, level, shared);
     if (mirror) removeExternalSpte(mmu, baseGfn + i * step, lo, hi, level);
+    i++;
   }
   if (mirror && pool.flags[sp]! & SP_EXTERNAL_SPT && mmu.external !== undefined) {
     const ret = mmu.external.freeExternalSpt(baseGfn, level, sp);
@@ -146,6 +150,35 @@ export function handleRemovedPt(mmu: TdpMmu, sp: number, shared: boolean): void 
   // call_rcu: lockless walkers may still be reading the table; it is reused only after a grace period.
   pool.freeRcu(sp);
   mmu.spFreed++;
+}
+
+/**
+ * Freeze the run of entries from `first` on that hold the same non-present value, as a shared
+ * handle_removed_pt freezes each (xchg to FROZEN_SPTE, then handle_changed_spte); returns the index after
+ * the run. For a non-present entry becoming FROZEN_SPTE, handle_changed_spte only fires its tracepoint
+ * (no stats; no warning, the new value being the frozen one; nothing when the entry already held
+ * FROZEN_SPTE), so the run goes to a recorder as one sptesFrozen call. Callers rule out a trace sink
+ * (it takes one event object per entry) and mirror tables (never torn down shared).
+ */
+function freezeNonPresentRun(
+  mmu: TdpMmu,
+  arr: Int32Array,
+  base: number,
+  first: number,
+  asId: number,
+  baseGfn: number,
+  level: number,
+  step: number,
+): number {
+  const lo = arr[base + first]!;
+  const hi = arr[base + HI_OFFSET + first]!;
+  let end = first + 1;
+  while (end < SPTE_ENT_PER_PAGE && arr[base + end] === lo && arr[base + HI_OFFSET + end] === hi) end++;
+  arr.fill(FROZEN_SPTE_LO, base + first, base + end);
+  arr.fill(FROZEN_SPTE_HI, base + HI_OFFSET + first, base + HI_OFFSET + end);
+  if ((lo !== FROZEN_SPTE_LO || hi !== FROZEN_SPTE_HI) && mmu.recorder !== undefined)
+    mmu.recorder.sptesFrozen(asId, baseGfn + first * step, level, end - first, lo, hi);
+  return end;
 }
 
 /**
