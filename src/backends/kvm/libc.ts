@@ -31,6 +31,11 @@ export interface Libc {
   ioctlBuf(fd: number, req: number, buf: UserBuf): number;
   /** ioctl(fd, req, unsigned long) with an integer argument (or a raw user address) */
   ioctlInt(fd: number, req: number, arg: number): number;
+  /**
+   * ioctlInt on one of koffi's worker threads: the promise gets the return value (errno is that
+   * thread's and is not kept). What lets a vCPU sit in KVM_RUN while this thread issues other ioctls.
+   */
+  ioctlIntAsync(fd: number, req: number, arg: number): Promise<number>;
   mmap(addr: number, len: number, prot: number, flags: number, fd: number, off: number): number;
   munmap(addr: number, len: number): number;
   madvise(addr: number, len: number, advice: number): number;
@@ -93,6 +98,7 @@ export function getLibc(): Libc {
   // fixed prototypes (pointer / integer) are exact and faster than koffi's variadic path.
   const ioctlP = f('int ioctl(int fd, unsigned long req, void *arg)');
   const ioctlI = f('int ioctl(int fd, unsigned long req, uintptr_t arg)');
+  const ioctlIAsync = (ioctlI as unknown as { async(...a: unknown[]): void }).async.bind(ioctlI);
   const mmap = f('intptr_t mmap(uintptr_t addr, size_t len, int prot, int flags, int fd, int64_t off)');
   const munmap = f('int munmap(uintptr_t addr, size_t len)');
   const madvise = f('int madvise(uintptr_t addr, size_t len, int advice)');
@@ -107,6 +113,10 @@ export function getLibc(): Libc {
     close: (fd) => close(fd),
     ioctlBuf: (fd, req, buf) => ioctlP(fd, req, buf),
     ioctlInt: (fd, req, arg) => ioctlI(fd, req, arg),
+    ioctlIntAsync: (fd, req, arg) =>
+      new Promise<number>((resolve, reject) =>
+        ioctlIAsync(fd, req, arg, (err: unknown, r: number) => (err ? reject(err as Error) : resolve(r))),
+      ),
     mmap: (a, l, p, fl, fd, o) => mmap(a, l, p, fl, fd, o),
     munmap: (a, l) => munmap(a, l),
     madvise: (a, l, adv) => madvise(a, l, adv),

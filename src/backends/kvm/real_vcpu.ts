@@ -48,6 +48,19 @@ export interface RunAccessesResult {
 }
 
 const MEMTYPE_WB = 6;
+/** spinWhile's flags (offsets in its page) and loop: mov byte [rip→started],1; spin: cmp byte [rip→go],0;
+ * je spin; jmp r11 (back to the harness). */
+const SPIN_STARTED = 0x800;
+const SPIN_LOOP = new Uint8Array([
+  ...[0xc6, 0x05, ...le32(SPIN_STARTED - 7), 0x01],
+  ...[0xfe, 0x05, ...le32(SPIN_STARTED + 2 - 13) /* spin: inc byte [rip→count] */],
+  ...[0x80, 0x3d, ...le32(SPIN_STARTED + 1 - 20), 0x00],
+  ...[0x74, 0xf1],
+  ...JMP_R11,
+]);
+function le32(v: number): number[] {
+  return [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, (v >>> 24) & 0xff];
+}
 /** kvmRun(true)'s result for a KVM_RUN that failed with a bare EFAULT. */
 export const RUN_EFAULT = -14;
 const MAX_RUNS_PER_ACCESS = 8;
@@ -276,6 +289,49 @@ export class RealVcpu {
       this.setRegsRaw(h.regs(idx + 1, batch.length));
     }
     return { results: out.map((r, i) => r ?? this.noExit(batch[i]!.gpa)), runs };
+  }
+
+  /**
+   * Keep this vCPU in the guest while `during` runs on this thread: a CPL3 spin loop written at `gpa` (a
+   * page of a RAM slot, overwritten) is entered as an exec access of the harness, with KVM_RUN on a koffi
+   * worker thread. The loop first stores 1 at gpa + 0x800 (so this thread knows it runs), then waits for
+   * a non-zero byte at gpa + 0x801, which is written after `during` (also when it throws); then it
+   * returns to the harness, whose end report makes KVM_RUN return. `during` gets nothing: the vCPU is in
+   * the guest unless the host preempts its thread, which the caller has to allow for.
+   */
+  async spinWhile(gpa: number, during: () => Promise<void> | void): Promise<void> {
+    const s = this.vm.slotForGpa(gpa);
+    if (!s || s.guestMemfd !== null || gpa % 4096)
+      throw new RangeError(`spinWhile: ${hex(gpa)} must be a page of a slot backed by host memory`);
+    const hva = s.userspaceAddr + (gpa - s.guestPhysAddr);
+    const flags = this.vm.host.view(hva + SPIN_STARTED, 3);
+    flags.set([0, 0, 0]);
+    this.vm.host.write(hva, SPIN_LOOP);
+    const h = this.prepareHarness();
+    h.mapPage(gpa);
+    h.writeList([{ gpa, kind: 'exec', value: 0 }]);
+    this.setRegsRaw(h.regs(0, 1));
+    const c = getLibc();
+    const fd = this.live('KVM_RUN');
+    let run = c.ioctlIntAsync(fd, KVM_IOCTL.KVM_RUN, 0);
+    try {
+      for (let i = 0; flags[0] === 0; i++) {
+        if (i > 2_000) throw new Error('spinWhile: the guest loop did not start within ~2 s');
+        await new Promise((r) => setTimeout(r, 0.1));
+      }
+      await during();
+    } finally {
+      flags[1] = 1;
+    }
+    for (let runs = 1; ; runs++) {
+      const r = await run;
+      const reason = this.run.getUint32(RUN.exitReason, true);
+      if (r !== -1 && reason === KVM_EXIT.KVM_EXIT_IO && this.run.getUint16(RUN.ioPort, true) === h.cfg.port)
+        return;
+      // -1: interrupted (EINTR) — the loop is still there; go back in. Anything else is not the loop.
+      if (r !== -1 || runs > 100) throw new Error(`spinWhile: KVM_RUN returned ${r}, exit reason ${reason}`);
+      run = c.ioctlIntAsync(fd, KVM_IOCTL.KVM_RUN, 0);
+    }
   }
 
   /** The list index the program was at (rbx) when KVM_RUN exited. */

@@ -1,0 +1,156 @@
+/**
+ * Live: a memslot swap kicks every vCPU (x86.c#kvm_arch_memslots_updated → kvm_vcpu_kick), and for a vCPU
+ * in the guest the kick's IPI is a VM exit (irq_exits). The model counts one exit per kick of a vCPU in
+ * the guest (test/fidelity/memslots_updated_kick.test.ts): a CREATE kicks once, a DELETE twice (its
+ * INVALID copy and the final set; nothing is mapped in the slot and SLOT_ZAP_ALL is off, so no flush
+ * IPI), a rejected ioctl (EINVAL before any swap) never.
+ *
+ * On the host the vCPU has to be inside KVM_RUN while this thread changes memslots: RealVcpu.spinWhile
+ * runs KVM_RUN on a worker thread, in a guest loop that bumps a counter. Before each ioctl the test waits
+ * until the counter moves (the vCPU is in the guest now), then reads irq_exits around the ioctl. Exact
+ * counts are not to be had — the host's own interrupts land in the window too, the vCPU thread can be
+ * preempted, and on the development host (kvm_pvm) a CREATE sometimes shows two exits — so the test
+ * compares distributions: each kind of ioctl against the rejected one. It probes, never pins: it skips
+ * with a printed reason where /dev/kvm is missing, the quirk cannot be disabled, or the vCPU cannot be
+ * seen in the guest.
+ */
+import { describe, expect, it } from 'vitest';
+import { Kvm } from '../../src/index.ts';
+import { KVM_CAP } from '../../src/uapi/kvm.ts';
+import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../../src/uapi/kvm_x86.ts';
+import { shadowMmuOf } from '../../src/x86/mmu/shadow_mmu.ts';
+import { IdentityMapBuilder } from '../../src/x86/mmu/guest_paging.ts';
+import { HOST, REAL_KVM, announceSkip, skipUnless } from './env.ts';
+
+announceSkip('kick_exit');
+
+const P = 4096;
+const MiB = 1 << 20;
+const SPIN = 0x8000_0000; // the page the vCPU spins in
+const SCRATCH = 0x4000_0000; // the slot created and deleted
+const ROUNDS = 60;
+type Kind = 'create' | 'delete' | 'rejected';
+const KINDS: Kind[] = ['create', 'delete', 'rejected'];
+
+/** What the model says each kind of ioctl costs a vCPU that is in the guest. */
+function modelExits(): Record<Kind, number> {
+  const kvm = new Kvm(HOST!.modelOptions);
+  const vm = kvm.createVm(0);
+  vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
+  const ram = kvm.host.mmap(4 * MiB);
+  const scratch = kvm.host.mmap(2 * MiB);
+  vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 0, memorySize: 4 * MiB, userspaceAddr: ram });
+  const v = vm.createVcpu(0);
+  v.running = true;
+  const mmu = shadowMmuOf(vm);
+  if (mmu !== null && !HOST!.tdpEnabled) {
+    const map = new IdentityMapBuilder(mmu.gpt, 1 * MiB, 2 * MiB);
+    map.mapPage(0);
+    v.setCr3(map.cr3);
+  }
+  expect(v.access(0, 'read').exit).toBe('none'); // in the guest from here on
+  const ioctl = ioctls(vm, scratch);
+  const out = {} as Record<Kind, number>;
+  for (const k of KINDS) {
+    const e0 = v.getStats().exits!;
+    ioctl[k]();
+    out[k] = v.getStats().exits! - e0;
+  }
+  return out;
+}
+
+function ioctls(vm: { setUserMemoryRegion(a: object): void }, scratch: number): Record<Kind, () => void> {
+  const region = (size: number, gpa = SCRATCH, slot = 2) =>
+    vm.setUserMemoryRegion({ slot, guestPhysAddr: gpa, memorySize: size, userspaceAddr: scratch });
+  return {
+    create: () => region(2 * MiB),
+    delete: () => region(0),
+    rejected: () => {
+      try {
+        region(2 * MiB, SCRATCH + 1, 3); // unaligned gpa: EINVAL before any swap
+      } catch {
+        return;
+      }
+      throw new Error('the unaligned KVM_SET_USER_MEMORY_REGION was accepted');
+    },
+  };
+}
+
+/** Fraction of the samples at or above n. */
+const atLeast = (xs: number[], n: number) => xs.filter((x) => x >= n).length / xs.length;
+
+describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: the memslot kick of a vCPU in the guest', () => {
+  it('a CREATE costs the spinning vCPU an exit, a DELETE two, a rejected ioctl none: as the model counts', async () => {
+    if (
+      skipUnless(
+        ((HOST!.supportedQuirks >>> 0) & KVM_X86_QUIRK_SLOT_ZAP_ALL) !== 0,
+        'kick_exit',
+        'needs KVM_X86_QUIRK_SLOT_ZAP_ALL (6.12+) to keep DELETE from zapping (and IPIing) everything',
+      )
+    )
+      return;
+    expect(modelExits()).toEqual({ create: 1, delete: 2, rejected: 0 });
+
+    const { RealKvm } = await import('../../src/backends/kvm/real_kvm.ts');
+    const kvm = new RealKvm();
+    try {
+      const vm = kvm.createVm(0);
+      vm.enableCap({ cap: KVM_CAP.KVM_CAP_DISABLE_QUIRKS2, args: [KVM_X86_QUIRK_SLOT_ZAP_ALL] });
+      const hva = kvm.host.mmap(16 * P);
+      vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: SPIN, memorySize: 16 * P, userspaceAddr: hva });
+      const ioctl = ioctls(vm, kvm.host.mmap(2 * MiB));
+      const v = vm.createVcpu(0);
+      v.runAccesses([]); // fault the harness in
+      const counter = kvm.host.view(hva + 0x802, 1);
+      const inGuest = () => {
+        const c = counter[0];
+        for (let i = 0; i < 2000; i++) if (counter[0] !== c) return true;
+        return false;
+      };
+      const exits: Record<Kind, number[]> = { create: [], delete: [], rejected: [] };
+      let unseen = 0;
+      await v.spinWhile(SPIN, async () => {
+        for (let round = 0; round < ROUNDS; round++)
+          for (const k of KINDS) {
+            let waits = 0;
+            while (!inGuest() && waits++ < 50) await new Promise((r) => setTimeout(r, 1));
+            // Every ioctl is made (a DELETE needs its CREATE); only those the vCPU was seen before count.
+            const seenNow = waits <= 50;
+            if (!seenNow) unseen++;
+            const before = v.getStats().irq_exits!;
+            ioctl[k]();
+            if (seenNow) exits[k].push(v.getStats().irq_exits! - before);
+          }
+      });
+      vm.close();
+      const seen = Math.min(...KINDS.map((k) => exits[k].length));
+      if (
+        skipUnless(
+          seen >= ROUNDS / 2,
+          'kick_exit',
+          `the vCPU was seen in the guest before only ${seen} of ${ROUNDS} ioctls of a kind (${unseen} waits gave up): host too loaded`,
+        )
+      )
+        return;
+      const summary = Object.fromEntries(KINDS.map((k) => [k, [atLeast(exits[k], 1), atLeast(exits[k], 2)]]));
+      console.log(`[kick_exit] fraction of ioctls with ≥1 / ≥2 irq exits: ${JSON.stringify(summary)}`);
+      // One kick, one exit: a CREATE shows ≥ 1 clearly more often than the rejected ioctl does (on the
+      // development host 0.37–0.98 against 0–0.05: a vCPU seen in the guest can still be preempted before
+      // the kick on a loaded 2-CPU machine) ...
+      expect(atLeast(exits.create, 1) - atLeast(exits.rejected, 1), JSON.stringify(summary)).toBeGreaterThan(
+        0.2,
+      );
+      // ... a DELETE, two kicks, shows ≥ 2 far more often (0.8–0.98 against 0) ...
+      expect(atLeast(exits.delete, 2) - atLeast(exits.rejected, 2), JSON.stringify(summary)).toBeGreaterThan(
+        0.5,
+      );
+      // ... and at least as often as a CREATE, one kick. (There a CREATE shows 2 exits in 15–100% of the
+      // rounds, depending on the run: an excess the model does not have; see docs/fidelity.md.)
+      expect(atLeast(exits.delete, 2), JSON.stringify(summary)).toBeGreaterThanOrEqual(
+        atLeast(exits.create, 2),
+      );
+    } finally {
+      kvm.close();
+    }
+  }, 120_000);
+});
