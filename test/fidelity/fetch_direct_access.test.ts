@@ -147,3 +147,23 @@ describe('FNAME(page_fault): page_fault_handle_page_track runs before the pfn lo
     expect(vm.getStats().mmu_pte_write).toBe(1);
   });
 });
+
+describe('shadow paging: every #PF intercept is a VM exit (vcpu_enter_guest ++exits)', () => {
+  it('exits rises with pf_taken: a first touch, a guest #PF, an MMIO read', () => {
+    const { vm, map, vcpu } = shadowGuest(false);
+    map.mapPage(3 * MiB);
+    map.mapPage(9 * MiB); // no memslot there: MMIO
+    const counts = () => {
+      const s = vcpu.getStats();
+      return [s.exits, s.pf_taken];
+    };
+    const c0 = counts();
+    expect(vcpu.access(3 * MiB, 'read').exit).toBe('none'); // one #PF, fixed, re-executed
+    expect(vcpu.access(3 * MiB, 'read').exit).toBe('none'); // mapped: no exit
+    expect(vcpu.access(5 * MiB, 'read').exit).toBe('retry'); // not mapped by the guest: #PF to the guest
+    expect(vcpu.access(9 * MiB, 'read').exit).toBe('mmio');
+    const c1 = counts();
+    expect([c1[0]! - c0[0]!, c1[1]! - c0[1]!]).toEqual([3, 3]);
+    expect(vm.getStats().pages_4k).toBe(1);
+  });
+});

@@ -121,6 +121,7 @@ export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: 
     // PFERR_PRESENT_MASK: the leaf SPTE is there, the access broke its protection.
     const present = sp !== null && sp.pfn![i]! >= 0;
     vcpu.mode = OUTSIDE_GUEST_MODE; // the #PF VM exit
+    vcpu.stats.exits++; // vcpu_enter_guest counts every exit, as guest_access.ts does for EPT violations
     const r = shadowPageFault(mmu, vcpu, gva, write, present);
     if (r === RET_PF_FIXED || r === RET_PF_SPURIOUS || r === RET_PF_RETRY) continue;
     if (r === RET_PF_GUEST) return { exit: 'retry', gpa: gva, reason: `guest #PF: ${walker.fault}` };
