@@ -48,8 +48,10 @@ export interface RunAccessesResult {
 }
 
 const MEMTYPE_WB = 6;
-/** spinWhile's flags (offsets in its page) and loop: mov byte [rip→started],1; spin: cmp byte [rip→go],0;
- * je spin; jmp r11 (back to the harness). */
+/**
+ * spinWhile's loop and its bytes at page offset 0x800 (started), 0x801 (go), 0x802 (count): mov byte
+ * [started],1; spin: inc byte [count]; cmp byte [go],0; je spin; jmp r11 (back to the harness).
+ */
 const SPIN_STARTED = 0x800;
 const SPIN_LOOP = new Uint8Array([
   ...[0xc6, 0x05, ...le32(SPIN_STARTED - 7), 0x01],
@@ -294,10 +296,11 @@ export class RealVcpu {
   /**
    * Keep this vCPU in the guest while `during` runs on this thread: a CPL3 spin loop written at `gpa` (a
    * page of a RAM slot, overwritten) is entered as an exec access of the harness, with KVM_RUN on a koffi
-   * worker thread. The loop first stores 1 at gpa + 0x800 (so this thread knows it runs), then waits for
-   * a non-zero byte at gpa + 0x801, which is written after `during` (also when it throws); then it
-   * returns to the harness, whose end report makes KVM_RUN return. `during` gets nothing: the vCPU is in
-   * the guest unless the host preempts its thread, which the caller has to allow for.
+   * worker thread. The loop first stores 1 at gpa + 0x800 (so this thread knows it runs), then bumps the
+   * byte at gpa + 0x802 until the byte at gpa + 0x801 is non-zero, which is written after `during` (also
+   * when it throws; the error is rethrown once KVM_RUN is back); then it returns to the harness, whose
+   * end report makes KVM_RUN return. The vCPU is in the guest while the counter moves, unless the host
+   * preempts its thread, which the caller has to allow for.
    */
   async spinWhile(gpa: number, during: () => Promise<void> | void): Promise<void> {
     const s = this.vm.slotForGpa(gpa);
@@ -314,20 +317,28 @@ export class RealVcpu {
     const c = getLibc();
     const fd = this.live('KVM_RUN');
     let run = c.ioctlIntAsync(fd, KVM_IOCTL.KVM_RUN, 0);
+    let failure: { e: unknown } | null = null;
     try {
       for (let i = 0; flags[0] === 0; i++) {
         if (i > 2_000) throw new Error('spinWhile: the guest loop did not start within ~2 s');
-        await new Promise((r) => setTimeout(r, 0.1));
+        await new Promise((r) => setTimeout(r, 1));
       }
       await during();
-    } finally {
-      flags[1] = 1;
+    } catch (e) {
+      failure = { e };
     }
+    flags[1] = 1;
     for (let runs = 1; ; runs++) {
       const r = await run;
       const reason = this.run.getUint32(RUN.exitReason, true);
-      if (r !== -1 && reason === KVM_EXIT.KVM_EXIT_IO && this.run.getUint16(RUN.ioPort, true) === h.cfg.port)
+      if (
+        r !== -1 &&
+        reason === KVM_EXIT.KVM_EXIT_IO &&
+        this.run.getUint16(RUN.ioPort, true) === h.cfg.port
+      ) {
+        if (failure !== null) throw failure.e;
         return;
+      }
       // -1: interrupted (EINTR) — the loop is still there; go back in. Anything else is not the loop.
       if (r !== -1 || runs > 100) throw new Error(`spinWhile: KVM_RUN returned ${r}, exit reason ${reason}`);
       run = c.ioctlIntAsync(fd, KVM_IOCTL.KVM_RUN, 0);
