@@ -6,7 +6,13 @@
  */
 import type { VmState } from './vm_state.ts';
 import { Tlb } from '../host/tlb.ts';
-import type { AccessBatchOptions, AccessBatchResult, AccessKind, AccessResult } from './api_types.ts';
+import type {
+  AccessBatchOptions,
+  AccessBatchResult,
+  AccessHit,
+  AccessKind,
+  AccessResult,
+} from './api_types.ts';
 import { accessList, accessRange } from './access_batch.ts';
 import { exportStats, newVcpuStats, VCPU_STAT_NAMES, VCPU_STAT_NAMES_PVM } from './kvm_stats.ts';
 import {
@@ -54,6 +60,9 @@ export const IN_GUEST_MODE = 1;
 export const EXITING_GUEST_MODE = 2;
 export const READING_SHADOW_PAGE_TABLES = 3;
 export type VcpuMode = 0 | 1 | 2 | 3;
+
+/** Where the MMU's fast path leaves what an access reached (read at once). */
+const fastHit: AccessHit = { pfn: 0, level: 1, memtype: 0 };
 
 export class Vcpu {
   readonly vm: VmState;
@@ -114,6 +123,16 @@ export class Vcpu {
     if (typeof gpa !== 'number' || !(gpa >= 0 && gpa < 2 ** 52) || !Number.isInteger(gpa))
       readGpa('access', gpa);
     if (kind !== 'read' && kind !== 'write' && kind !== 'exec') readAccessKind('access', kind);
+    // The MMU's fast path makes what it can (an exec or an access with options never) with the same
+    // effects as the full path below, or nothing at all.
+    const mmu = this.vm.mmu;
+    if (
+      opts === undefined &&
+      kind !== 'exec' &&
+      mmu.vcpuAccessFast !== undefined &&
+      mmu.vcpuAccessFast(this, gpa, kind === 'write', fastHit)
+    )
+      return { exit: 'none', pfn: fastHit.pfn, level: fastHit.level, memtype: fastHit.memtype };
     return this.afterAccess(
       this.vm.mmu.vcpuAccess(
         this,

@@ -42,6 +42,12 @@ export interface KvmMmuOps {
     out: AccessBatchOut | undefined,
     off: number,
   ): number;
+  /**
+   * vcpu.access's fast path for a validated read or write with no options: true when it made the access
+   * (it completed; what it reached is in `hit`, the vCPU's mode is set as after vcpu.access), false when
+   * it changed nothing and the access must go through vcpuAccess. Absent: always vcpuAccess.
+   */
+  vcpuAccessFast?(vcpu: Vcpu, gpa: number, write: boolean, hit: AccessHit): boolean;
   /** A fault stopped after it got its pfn, before mmu_lock (for races); absent where not modelled. */
   vcpuBeginAccess?(vcpu: Vcpu, gpa: number, kind: AccessKind): { finish(): AccessResult };
   /** An access stopped where the kernel lets others in (explore/); absent where not modelled. */

@@ -55,8 +55,8 @@ import type { X86Mmu } from './mmu.ts';
 const walk: TdpWalkResult = { lo: 0, hi: 0, level: 0, sptep: new Int32Array(0), word: 0 };
 const template = newSptePair();
 
-/** Nothing can watch or change an access mid-run (see the header). */
-function bulkAllowed(mmu: X86Mmu, vcpu: Vcpu): boolean {
+/** Nothing can watch or change an access mid-run (see the header). Also the fast path's condition. */
+export function bulkAllowed(mmu: X86Mmu, vcpu: Vcpu): boolean {
   const vm = mmu.vm;
   const tdp = mmu.tdp;
   const root = vcpu.mmu.root;

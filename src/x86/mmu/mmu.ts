@@ -57,6 +57,7 @@ import { tdxVmInit } from '../tdx.ts';
 import { snpVmInit } from '../sev.ts';
 import type { AccessBatchOut, AccessHit, AccessKind, AccessResult } from '../../kvm/api_types.ts';
 import { vcpuAccessBulk } from './guest_access_bulk.ts';
+import { vcpuAccessFast } from './guest_access_fast.ts';
 
 /** Per-vCPU MMU state (struct kvm_mmu's roots). */
 export interface VcpuMmu {
@@ -212,6 +213,11 @@ export class X86Mmu implements KvmMmuOps {
       hit.memtype = accessHit.memtype;
     }
     return r;
+  }
+
+  /** vcpu.access's fast path: see guest_access_fast.ts. */
+  vcpuAccessFast(vcpu: Vcpu, gpa: number, write: boolean, hit: AccessHit): boolean {
+    return vcpuAccessFast(this, vcpu, gpa, write, hit);
   }
 
   /** A run of 4K-stride accesses in bulk: see guest_access_bulk.ts. */

@@ -1,0 +1,254 @@
+/**
+ * The fast path of vcpu.access on the TDP MMU: one access that hits (the TLB, else a present leaf the
+ * walk reaches) or that first-touches a 4K page of a 4K-backed slot through existing page tables, made
+ * with the steps vcpu.access's full path takes (guest_access.ts → page_fault.ts → tdp_mmu.ts), in one
+ * function: the walk is made once and its tables are kept, so the engine's iterator is left where
+ * kvm_tdp_mmu_map would leave it without walking it again; the leaf SPTE is the slot's make_spte
+ * template with the pfn ORed in (make_spte uses the pfn for nothing but the address bits), the template
+ * recomputed only when its inputs (the memtype mask, host writability) change. Anything else (an exit,
+ * a fault that links a table or maps a huge page, dirty logging, a write-protected or clean leaf on a
+ * write, an MMIO SPTE, a KSM-shared or huge-backed host page, exec) returns false having changed
+ * nothing, and the caller makes the access through the full path.
+ *
+ * It runs only where the bulk path does (guest_access_bulk.ts#bulkAllowed): no trace sink, no
+ * recorder, no invalidation in progress, no pending vCPU request, a valid root of the vCPU's address
+ * space, a VM without private memory. Then VM entry does nothing but enter guest mode, and the fault's
+ * staleness checks (the mmu_invalidate_seq snapshot and recheck, the root's validity) all pass. Every
+ * side effect of the full path is made here too, down to its scratch: the memslot cache lookup
+ * (search_memslots), the host mm's last-VMA and page-lookup scratch, the engine iterator, the TLB.
+ * test/property/access_fast.property.test.ts checks the whole model state against the full path.
+ *
+ * Kernel counterpart: none as a whole; per access the steps are vcpu_enter_guest, the CPU's EPT walk,
+ * handle_ept_violation → kvm_mmu_page_fault → kvm_tdp_page_fault (kvm_mmu_faultin_pfn,
+ * is_page_fault_stale, kvm_tdp_mmu_map, make_spte, handle_changed_spte), and the retried access.
+ */
+import type { Vcpu } from '../../kvm/vcpu.ts';
+import { IN_GUEST_MODE, OUTSIDE_GUEST_MODE } from '../../kvm/vcpu.ts';
+import type { AccessHit } from '../../kvm/api_types.ts';
+import {
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEM_READONLY,
+  KVM_MEMSLOT_GMEM_ONLY,
+  KVM_MEMSLOT_INVALID,
+} from '../../uapi/kvm.ts';
+import { gup4k, gup4kUsable } from '../../host/gup_4k.ts';
+import type { HostMm, Vma } from '../../host/host_mm.ts';
+import { spteWritableInvariantsHold } from './tdp_mmu_spte.ts';
+import { CHUNK_MASK, CHUNK_SHIFT, HI_OFFSET, TABLE_WORDS, childTableOf } from './sp_pool.ts';
+import { INV_PAGES_PER_LEVEL } from './tdp_iter.ts';
+import {
+  newSptePair,
+  spteToPfn,
+  PT_PAGE_SIZE_MASK,
+  PT_WRITABLE_MASK,
+  SHADOW_NONPRESENT_HI,
+  SHADOW_NONPRESENT_LO,
+  SPTE_BASE_ADDR_MASK_HI,
+  SPTE_MMU_PRESENT_MASK,
+  VMX_EPT_ACCESS_BIT,
+  VMX_EPT_DIRTY_BIT,
+  VMX_EPT_MT_MASK,
+} from './spte.ts';
+import { tdpFaultSpte } from './page_fault.ts';
+import { kvmMmuGetMtMask } from '../mtrr.ts';
+import { bulkAllowed } from './guest_access_bulk.ts';
+import type { X86Mmu } from './mmu.ts';
+
+/** The tables the walk went through, pt_path-style: path[level - 1] (copied to the iterator on a fault). */
+const path = new Int32Array(5);
+
+/**
+ * make_spte's answer for a 4K TDP leaf with pfn 0, for the last (memtype mask, host-writable) it was
+ * asked about: every other input of tdpFaultSpte at level 1 is a constant of the TDP fault path.
+ */
+const tmpl = newSptePair();
+let tmplMt = -1;
+let tmplWritable = false;
+/** The template's writable bits pass check_spte_writable_invariants (else the full path WARNs per fault). */
+let tmplSane = false;
+/** The template has W and D: a write completes on the retried access without logging the page. */
+let tmplWriteDone = false;
+
+/** The 4K leaf template for a fault at gfn (pfn 0): tdpFaultSpte's answer, recomputed when it can change. */
+function leafTemplate(vcpu: Vcpu, gfn: number, mapWritable: boolean): void {
+  const mt = kvmMmuGetMtMask(vcpu, gfn, false);
+  if (mt === tmplMt && mapWritable === tmplWritable) return;
+  tdpFaultSpte(tmpl, vcpu, gfn, 1, 0, mapWritable);
+  // tdpFaultSpte reads the memtype again; the key is what it read (the same call, the same answer).
+  tmplMt = mt;
+  tmplWritable = mapWritable;
+  tmplSane = spteWritableInvariantsHold(tmpl.lo, tmpl.hi);
+  const wd = PT_WRITABLE_MASK | VMX_EPT_DIRTY_BIT;
+  tmplWriteDone = (tmpl.lo & wd) === wd;
+}
+
+/**
+ * One access at gpa (read or write), made where the fast path can make it: true with what it reached
+ * in `hit` (and the vCPU's mode set as vcpu.access leaves it), false with nothing changed.
+ */
+export function vcpuAccessFast(
+  mmu: X86Mmu,
+  vcpu: Vcpu,
+  gpa: number,
+  write: boolean,
+  hit: AccessHit,
+): boolean {
+  if (!bulkAllowed(mmu, vcpu)) return false;
+  const g = Math.floor(gpa / 4096);
+  const tlb = vcpu.tlb;
+  if (tlb.probe(g) && (!write || tlb.hit.writable)) {
+    const t = tlb.hit;
+    hit.pfn = t.pfn;
+    hit.level = t.level;
+    hit.memtype = t.memtype;
+    vcpu.mode = vcpu.running ? IN_GUEST_MODE : OUTSIDE_GUEST_MODE; // vcpu.accessEnded(true)
+    return true;
+  }
+  // The CPU's EPT walk (kvmTdpMmuGetWalk), keeping the tables it passes.
+  const tdp = mmu.tdp;
+  const pool = tdp.pool;
+  const chunks = pool.chunks;
+  const root = vcpu.mmu.root;
+  const rootLevel = pool.role[root]! & 0xf;
+  let t = root;
+  let level = rootLevel;
+  let arr: Int32Array;
+  let w: number;
+  let lo: number;
+  let hi: number;
+  for (;;) {
+    arr = chunks[t >>> CHUNK_SHIFT]!;
+    path[level - 1] = t;
+    w = (t & CHUNK_MASK) * TABLE_WORDS + ((g * INV_PAGES_PER_LEVEL[level]!) & 511);
+    lo = arr[w]!;
+    hi = arr[w + HI_OFFSET]!;
+    if ((lo & SPTE_MMU_PRESENT_MASK) === 0 || level === 1 || (lo & PT_PAGE_SIZE_MASK) !== 0) break;
+    t = childTableOf(lo, hi);
+    level--;
+  }
+  const want = VMX_EPT_ACCESS_BIT | (write ? VMX_EPT_DIRTY_BIT : 0);
+  if ((lo & SPTE_MMU_PRESENT_MASK) !== 0) {
+    // translate(): a present leaf. A write needs W, and a write that sets D logs the page (not here).
+    if (write && (lo & (PT_WRITABLE_MASK | VMX_EPT_DIRTY_BIT)) !== (PT_WRITABLE_MASK | VMX_EPT_DIRTY_BIT))
+      return false;
+    if ((lo & want) !== want) lo = arr[w] = lo | want | 0; // the CPU sets A
+    const basePfn = spteToPfn(lo, hi);
+    const span = level === 1 ? 1 : level === 2 ? 512 : 262144;
+    const memtype = (lo & VMX_EPT_MT_MASK) >>> 3;
+    tlb.fill(
+      g,
+      basePfn,
+      level as 1 | 2 | 3,
+      (lo & PT_WRITABLE_MASK) !== 0 && (lo & VMX_EPT_DIRTY_BIT) !== 0,
+      memtype,
+    );
+    hit.pfn = level === 1 ? basePfn : basePfn + (g - Math.floor(g / span) * span);
+    hit.level = level as 1 | 2 | 3;
+    hit.memtype = memtype;
+    vcpu.mode = vcpu.running ? IN_GUEST_MODE : OUTSIDE_GUEST_MODE;
+    return true;
+  }
+  if (level !== 1 || lo !== SHADOW_NONPRESENT_LO || hi !== SHADOW_NONPRESENT_HI) return false;
+  return firstTouch4k(mmu, vcpu, g, write, arr, w, rootLevel, hit);
+}
+
+/**
+ * The EPT violation on a never-used 4K entry of an existing page table, as kvm_tdp_page_fault handles
+ * it for a 4K-backed slot, then the retried access. false (nothing changed) when the fault is not one
+ * this path makes.
+ */
+function firstTouch4k(
+  mmu: X86Mmu,
+  vcpu: Vcpu,
+  g: number,
+  write: boolean,
+  arr: Int32Array,
+  w: number,
+  rootLevel: number,
+  hit: AccessHit,
+): boolean {
+  const vm = mmu.vm;
+  const slots = vm.activeMemslots(vcpu.asId());
+  // Decided on a peek: search_memslots (its cache, its lookup count) runs only for a fault made here.
+  const slot = slots.peekMemslot(g);
+  if (slot === null) return false;
+  const flags = slot.flags;
+  if (flags & (KVM_MEMSLOT_INVALID | KVM_MEM_LOG_DIRTY_PAGES | KVM_MEMSLOT_GMEM_ONLY)) return false;
+  if (write && flags & KVM_MEM_READONLY) return false;
+  const host = vm.kvm.host;
+  const hva = slot.userspaceAddr + (g - slot.baseGfn) * 4096;
+  // hva_to_pfn's lookup: the full path makes it too, with the same answer, if this one bails out.
+  const v = host.findVma(hva);
+  if (v === null || !gup4kUsable(v, write)) return false;
+  const mapWritable = v.writable && !(flags & KVM_MEM_READONLY);
+  leafTemplate(vcpu, g, mapWritable);
+  // A write must complete on the retry, and a leaf that would WARN is counted by the full path.
+  if (!tmplSane || (write && !tmplWriteDone)) return false;
+  let newLo = tmpl.lo;
+  let newHi = tmpl.hi;
+  // kvm_mmu_faultin_pfn: the slot lookup, then GUP (the page faulted in on first touch).
+  slots.searchMemslots(g);
+  const tdp = mmu.tdp;
+  tdp.pool.rcuReclaim(); // kvm_tdp_mmu_map's first step
+  const pfn = gupAt(host, v, hva);
+  // pfnLo/pfnHi without their `%` and division (bit operations are exact below 2^52)
+  newLo = newLo | ((pfn & 0xfffff) << 12);
+  newHi = newHi | (Math.floor(pfn / 0x100000) & SPTE_BASE_ADDR_MASK_HI);
+  // tdp_mmu_set_spte_atomic + handle_changed_spte for a never-used entry becoming a 4K leaf whose
+  // writable bits hold (checked above): the page stat moves, nothing else.
+  arr[w] = newLo;
+  arr[w + HI_OFFSET] = newHi;
+  tdp.pages[0]!++;
+  iterAfterMap4k(mmu, g, rootLevel);
+  mmu.syncCounters();
+  const stats = vcpu.stats;
+  stats.exits++;
+  stats.pf_taken++;
+  stats.pf_fixed++;
+  if (mmu.noteMapped(g)) vm.countModel('refaults');
+  // The retried access: the walk finds the new leaf; the CPU sets A (and D on a write: already set).
+  const want = VMX_EPT_ACCESS_BIT | (write ? VMX_EPT_DIRTY_BIT : 0);
+  if ((newLo & want) !== want) newLo = arr[w] = newLo | want | 0;
+  const memtype = (newLo & VMX_EPT_MT_MASK) >>> 3;
+  vcpu.tlb.fill(g, pfn, 1, (newLo & PT_WRITABLE_MASK) !== 0 && (newLo & VMX_EPT_DIRTY_BIT) !== 0, memtype);
+  hit.pfn = pfn;
+  hit.level = 1;
+  hit.memtype = memtype;
+  vcpu.mode = vcpu.running ? IN_GUEST_MODE : OUTSIDE_GUEST_MODE;
+  return true;
+}
+
+/** hvaToPfnInto's GUP of a usable 4K page, with its page-lookup scratch left as it leaves it. */
+function gupAt(host: HostMm, v: Vma, hva: number): number {
+  const pfn = gup4k(v, hva, host.pfns, host.faults);
+  host.pfnAt(hva); // hvaToPfnInto's pageInto after the fault-in: the same lookup, the same scratch
+  return pfn;
+}
+
+/**
+ * Leave the engine's iterator where kvm_tdp_mmu_map leaves it after installing a 4K leaf for gfn
+ * through existing tables (tdp_iter_start at the root, stepped down to level 1, the new leaf written
+ * through the iterator): its path the tables this walk went through, its snapshot the never-used value
+ * it replaced.
+ */
+function iterAfterMap4k(mmu: X86Mmu, gfn: number, rootLevel: number): void {
+  const iter = mmu.tdp.iter;
+  const pp = iter.ptPath;
+  for (let l = 0; l < rootLevel; l++) pp[l] = path[l]!;
+  const t = path[0]!;
+  iter.nextLastLevelGfn = gfn;
+  iter.yieldedGfn = gfn;
+  iter.table = t;
+  iter.index = gfn & 511;
+  iter.arr = mmu.tdp.pool.chunks[t >>> CHUNK_SHIFT]!;
+  iter.base = (t & CHUNK_MASK) * TABLE_WORDS;
+  iter.gfn = gfn;
+  iter.rootLevel = rootLevel;
+  iter.minLevel = 1;
+  iter.level = 1;
+  iter.asId = (mmu.tdp.pool.role[path[rootLevel - 1]!]! >>> 24) & 0xff ? 1 : 0;
+  iter.oldLo = SHADOW_NONPRESENT_LO;
+  iter.oldHi = SHADOW_NONPRESENT_HI;
+  iter.valid = true;
+  iter.yielded = false;
+}
