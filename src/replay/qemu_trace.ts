@@ -56,6 +56,9 @@ const [AS, SLOT, FLAGS, GPA, SIZE, UA, RET, GMEM, GMEM_OFF] = [0, 1, 2, 3, 4, 5,
 /** which KEYS are decimal (%d; a 0x prefix reads hex), the others hex */
 const INT_KEY = KEYS.map((k) => k === 'AddrSpace' || k === 'Slot' || k === 'ret' || k === 'guest_memfd');
 
+/** Slot ids below this (two address spaces of 16-bit slot numbers) are looked up by index. */
+const DIRECT_SLOTS = 1 << 17;
+
 function indexIn(list: readonly string[], s: string, a: number, b: number): number {
   for (let k = 0; k < list.length; k++) if (list[k]!.length === b - a && sameAt(s, a, list[k]!)) return k;
   return -1;
@@ -121,10 +124,18 @@ class QemuReader extends TraceReader {
   private readonly ve = new Int32Array(KEYS.length);
   /** the current record's values, by KEYS index (parsed as the fields are found) */
   private readonly val = new Float64Array(KEYS.length);
+  /** the key (index in KEYS, -1: none) at each token position of the previous kvm_set_user_memory record */
+  private readonly order = new Int8Array(16).fill(-1);
+  /** the time usTime read (microseconds) */
+  private us = 0;
   /** the current record's slot with its address space in bits 16+ */
   private slotId = 0;
-  /** each present slot's last successful call (its row) */
-  private readonly present = new Map<number, number>();
+  /**
+   * each present slot's last successful call: its row + 1 (0: absent), indexed by slot id for the ids of
+   * two address spaces (below 2^17, as QEMU's are); others (a malformed or odd trace) in the map
+   */
+  private presentRow = new Int32Array(64);
+  private readonly presentFar = new Map<number, number>();
   private implied = false;
   /** the last record's index in USED */
   private prevUsed = 0;
@@ -150,9 +161,14 @@ class QemuReader extends TraceReader {
       v = v * 10 + (c - 48);
     let colon = -1;
     if (at > ls && at < le && s.charCodeAt(at) === 64) {
-      // the time read up to the line's first ':' in one pass; else that ':' is looked for (t is NaN)
-      t = secondsUsUntil(s, at + 1, le, 58);
-      colon = tokenStop !== -1 ? tokenStop : this.colon.within(s, at, le);
+      // QEMU's own `%zu.%06zu:` read here; any other text by secondsUsUntil, which reads the time up to
+      // the line's first ':' in one pass; else that ':' is looked for (t is NaN)
+      colon = this.usTime(at + 1, le);
+      if (colon !== -1) t = this.us;
+      else {
+        t = secondsUsUntil(s, at + 1, le, 58);
+        colon = tokenStop !== -1 ? tokenStop : this.colon.within(s, at, le);
+      }
     }
     if (colon !== -1) {
       if (Number.isNaN(t))
@@ -189,6 +205,28 @@ class QemuReader extends TraceReader {
     this.store(t, tid, line);
   }
 
+  /**
+   * `seconds.microseconds:` at a (1 to 15 digits, '.', 6 digits, ':'), as QEMU's log prefix prints it:
+   * the ':' with the time in `us` (the value secondsUsUntil gives), else -1 (the caller asks secondsUsUntil).
+   */
+  private usTime(a: number, le: number): number {
+    const s = this.s;
+    let i = a;
+    let sec = 0;
+    for (let c = s.charCodeAt(i); i < le && c >= 48 && c <= 57; c = s.charCodeAt(++i))
+      sec = sec * 10 + (c - 48);
+    if (i === a || i - a > 15 || i + 8 > le || s.charCodeAt(i) !== 46 || s.charCodeAt(i + 7) !== 58)
+      return -1;
+    let f = 0;
+    for (let k = i + 1; k < i + 7; k++) {
+      const c = s.charCodeAt(k);
+      if (c < 48 || c > 57) return -1;
+      f = f * 10 + (c - 48);
+    }
+    this.us = sec * 1e6 + f;
+    return i + 7;
+  }
+
   /** Store the record read by memslotRecord, after the implied size-0 call of a READONLY flip. */
   private store(t: number, tid: number, line: number): void {
     const { val, table } = this;
@@ -197,10 +235,10 @@ class QemuReader extends TraceReader {
     const size = val[SIZE]!;
     const ret = val[RET]!;
     const v2 = this.vs[GMEM]! >= 0;
-    const prev = this.present.get(slot);
+    const prev = this.presentAt(slot);
     if (
       ret === 0 &&
-      prev !== undefined &&
+      prev !== -1 &&
       size !== 0 &&
       ((table.v[V_FLAGS]![prev]! ^ flags) & KVM_MEM_READONLY) !== 0
     ) {
@@ -218,10 +256,29 @@ class QemuReader extends TraceReader {
       this.implied = true;
     }
     const i = this.row(t, tid, line, v2, 0, flags, val[GPA]!, size, val[UA]!);
-    if (ret === 0) {
-      if (size === 0) this.present.delete(slot);
-      else this.present.set(slot, i);
-    }
+    if (ret === 0) this.setPresent(slot, size === 0 ? -1 : i);
+  }
+
+  /** The row of slot id `slot`'s last successful call while the slot is present, else -1. */
+  private presentAt(slot: number): number {
+    // an id is an integer (a -0 is 0, as for the map); | 0 makes it an int32 index
+    if (slot >= 0 && slot < DIRECT_SLOTS)
+      return (slot | 0) < this.presentRow.length ? this.presentRow[slot | 0]! - 1 : -1;
+    return this.presentFar.get(slot) ?? -1;
+  }
+
+  /** Slot id `slot` present with its last successful call in row i, or absent (-1). */
+  private setPresent(slot: number, i: number): void {
+    if (slot >= 0 && slot < DIRECT_SLOTS) {
+      let p = this.presentRow;
+      if (slot >= p.length) {
+        p = new Int32Array(Math.min(DIRECT_SLOTS, 1 << (32 - Math.clz32(slot))));
+        p.set(this.presentRow);
+        this.presentRow = p;
+      }
+      p[slot | 0] = i + 1;
+    } else if (i === -1) this.presentFar.delete(slot);
+    else this.presentFar.set(slot, i);
   }
 
   private row(
@@ -250,24 +307,37 @@ class QemuReader extends TraceReader {
     return i;
   }
 
-  /** Space-separated `key=value` / `Key#value` tokens of s[a, b): where each known key's value is. */
+  /**
+   * Space-separated `key=value` / `Key#value` tokens of s[a, b): where each known key's value is. A
+   * QEMU log prints one format, so the key at each token position is first compared with the key found
+   * there in the previous record (with its '=' or '#' after it, it is the very key the scan for the
+   * delimiter would find: keys hold no ' ', '=' or '#'); else the key is scanned for and dispatched.
+   */
   private fields(a: number, b: number): void {
-    const { s, vs, ve, val } = this;
+    const { s, vs, ve, val, order } = this;
     vs.fill(-1);
     let i = a;
+    let pos = 0;
     while (i < b) {
       // the key up to the token's first '=' or '#' at k; a known key's value is parsed as it is read
-      let k = i;
-      let c = 0;
-      for (; k < b; k++) {
-        c = s.charCodeAt(k);
-        if (c === 32 || c === 61 /* = */ || c === 35 /* # */) break;
+      const p = pos < order.length ? order[pos]! : -1;
+      let k = p >= 0 ? i + KEYS[p]!.length : i;
+      let c = k < b ? s.charCodeAt(k) : 0;
+      let key: number;
+      if (p >= 0 && (c === 61 /* = */ || c === 35) /* # */ && sameAt(s, i, KEYS[p]!)) key = p;
+      else {
+        for (k = i; k < b; k++) {
+          c = s.charCodeAt(k);
+          if (c === 32 || c === 61 /* = */ || c === 35 /* # */) break;
+        }
+        key = k > i && k < b && c !== 32 ? keyIndex(s, i, k) : -1;
       }
+      if (pos < order.length) order[pos] = key;
+      pos++;
       let j = k;
-      const key = k > i && k < b && c !== 32 ? keyIndex(s, i, k) : -1;
       if (key !== -1) {
         val[key] = INT_KEY[key] ? intToken(s, k + 1, b) : hexToken(s, k + 1, b);
-        j = Math.max(tokenStop, k + 1);
+        j = tokenStop > k ? tokenStop : k + 1;
       }
       while (j < b && s.charCodeAt(j) !== 32) j++;
       if (key !== -1) {

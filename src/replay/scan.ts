@@ -7,11 +7,14 @@
  * many lines costs one pass over the file, not one per line. Model-only file (no kernel counterpart).
  */
 
-/** Value of hex digit c (either case), or -1. */
+/** Each character code below 128: its value as a hex digit (either case), or -1. */
+const HEX = new Int8Array(128).fill(-1);
+for (let c = 0; c < 10; c++) HEX[48 + c] = c;
+for (let c = 0; c < 6; c++) HEX[65 + c] = HEX[97 + c] = 10 + c;
+
+/** Value of hex digit c (either case), or -1: one load instead of two ranges tested. */
 function hexDigit(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  const l = c | 0x20;
-  return l >= 97 && l <= 102 ? l - 87 : -1;
+  return c < 128 ? HEX[c]! : -1;
 }
 
 /** parseHex of s[a, b): hex with or without 0x, 1 to 16 digits; NaN otherwise. */
