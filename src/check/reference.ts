@@ -28,7 +28,7 @@ import {
 } from '../uapi/kvm.ts';
 import { kvmMmuGetMtMask } from '../x86/mtrr.ts';
 import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
-import { newGuestWalker, walkAddrGeneric } from '../x86/mmu/guest_paging.ts';
+import { newGuestWalker, walkAddrGeneric, type WalkEnv } from '../x86/mmu/guest_paging.ts';
 
 const PAGE = 4096;
 
@@ -141,8 +141,11 @@ function guestTranslate(
   const mmu = shadowMmuOf(vm);
   if (mmu === null) return gva;
   let hidden = -1;
-  const visible = (g: number): boolean => mmu.kvmIsVisibleGfn(g, vcpu.asId()) || ((hidden = g), false);
-  if (walkAddrGeneric(mmu.gpt, walker, vcpu.cr3, gva, write, true, false, visible))
+  const env: WalkEnv = {
+    walkVisible: (g) => mmu.kvmIsVisibleGfn(g, vcpu.asId()) || ((hidden = g), false),
+    walkAdWrite: () => false, // a pure read: A/D updates are off anyway
+  };
+  if (walkAddrGeneric(mmu.gpt, walker, vcpu.cr3, gva, write, true, false, env))
     return walker.gfn * PAGE + (gva % PAGE);
   // A table in a DELETE/MOVE's INVALID slot: until that ioctl's flush zaps the pages shadowing it, the
   // CPU may still translate through them (the access linearizes before the ioctl), or fault.

@@ -24,8 +24,10 @@ export const ACC_WRITE_MASK = 2;
 export const ACC_USER_MASK = 4;
 export const ACC_ALL = 7;
 
+/** The gfn in address bits 12..51 of a gPTE (a number below 2^53, so bit 52 is the only one above). */
 export function gpteToGfn(gpte: number): number {
-  return Math.floor((gpte % 2 ** 52) / PAGE);
+  // gpte - 2^52 rather than gpte % 2^52: the same for gPTEs below 2^53, without a floating-point modulo.
+  return Math.floor((gpte >= 2 ** 52 ? gpte - 2 ** 52 : gpte) / PAGE);
 }
 
 /** FNAME(gpte_access): W and U of a gPTE as ACC_* (X always: NX not modelled). */
@@ -88,9 +90,22 @@ export interface GuestWalker {
   fault: string;
 }
 
+/** What the walk asks of KVM: the shadow MMU's fault path, or a checker's read-only walk. */
+export interface WalkEnv {
+  /** kvm_vcpu_is_visible_gfn for the walking vCPU: may the table at gfn be read? */
+  walkVisible(gfn: number): boolean;
+  /**
+   * Asked before an A/D update to the table at tableGfn is written: false skips it (a table in a
+   * read-only slot: `pte_writable`); true lets it through after marking the table page dirty
+   * (`kvm_vcpu_mark_page_dirty`).
+   */
+  walkAdWrite(tableGfn: number): boolean;
+}
+
 /** The table read at each level by the walk in progress (the A/D update writes them back). */
 const walkTables: Float64Array[] = [];
-
+/** gva's index at each level for the walk in progress. */
+const walkIndex = new Int32Array(4);
 export function newGuestWalker(): GuestWalker {
   return {
     level: 1,
@@ -107,9 +122,8 @@ export function newGuestWalker(): GuestWalker {
  * Walk gva through the guest tables rooted at cr3 for a user-mode (CPL3) or supervisor access: every
  * level must be present and allow the access; then set A on each level and D on the leaf of a write
  * (the guest's hardware would; KVM's walker does it for the guest). Returns false on a guest #PF.
- * `visible` is KVM's check that each table's gfn is in a visible memslot (omitted: every gfn is).
- * `adWrite(tableGfn)` is asked before an A/D update is written: false skips it (a table in a read-only
- * slot: `pte_writable`), and it marks the table page dirty (`kvm_vcpu_mark_page_dirty`); omitted: write.
+ * `env.walkVisible` is KVM's check that each table's gfn is in a visible memslot, `env.walkAdWrite`
+ * gates each A/D update (see WalkEnv); without env every gfn is visible and every update written.
  * @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(walk_addr_generic)
  */
 export function walkAddrGeneric(
@@ -120,41 +134,36 @@ export function walkAddrGeneric(
   write: boolean,
   user: boolean,
   setAccessedDirty = true,
-  visible?: (gfn: number) => boolean,
-  adWrite?: (tableGfn: number) => boolean,
+  env?: WalkEnv,
 ): boolean {
   w.fault = '';
+  const lo = gva >>> 0; // the index bits in 32-bit halves (gvaIndex, once for all levels)
+  const hi = (gva - lo) / 4294967296;
+  walkIndex[3] = (hi >>> 7) & 511;
+  walkIndex[2] = ((lo >>> 30) | (hi << 2)) & 511;
+  walkIndex[1] = (lo >>> 21) & 511;
+  walkIndex[0] = (lo >>> 12) & 511;
   let tableGfn = Math.floor(cr3 / PAGE);
   let access = ACC_ALL;
   for (let level = 4; level >= 1; level--) {
-    const index = gvaIndex(gva, level);
     w.tableGfn[level - 1] = tableGfn;
     w.ptAccess[level - 1] = access;
     // A table in no visible memslot (none, or INVALID during a DELETE/MOVE) cannot be read: the walk
     // fails and the guest gets a #PF (kvm_is_visible_memslot; gfn_to_hva_memslot_prot).
-    if (visible !== undefined && !visible(tableGfn)) {
-      w.fault = `level-${level} table gfn 0x${tableGfn.toString(16)} is in no visible memslot`;
-      return false;
-    }
+    if (env !== undefined && !env.walkVisible(tableGfn)) return walkFault(w, invisibleTable(level, tableGfn));
     const table = gpt.tableIfAny(tableGfn);
-    const gpte = table === undefined ? 0 : table[index]!;
-    if (!(gpte & PT_PRESENT_MASK)) {
-      w.fault = `gPTE not present at level ${level}`;
-      return false;
-    }
+    const gpte = table === undefined ? 0 : table[walkIndex[level - 1]!]!;
+    if (!(gpte & PT_PRESENT_MASK)) return walkFault(w, notPresent(level));
     access &= gpteAccess(gpte);
     w.ptes[level - 1] = gpte;
     walkTables[level - 1] = table!;
-    const leaf = level === 1 || (level === 2 && (gpte & PT_PAGE_SIZE_MASK) !== 0);
-    if (leaf) {
+    if (level === 1 || (level === 2 && (gpte & PT_PAGE_SIZE_MASK) !== 0)) {
       w.level = level;
       w.pteAccess = access;
-      if ((write && !(access & ACC_WRITE_MASK)) || (user && !(access & ACC_USER_MASK))) {
-        w.fault = 'protection violation';
-        return false;
-      }
+      if ((write && !(access & ACC_WRITE_MASK)) || (user && !(access & ACC_USER_MASK)))
+        return walkFault(w, 'protection violation');
       const base = gpteToGfn(gpte);
-      w.gfn = level === 1 ? base : base - (base % 512) + gvaIndex(gva, 1);
+      w.gfn = level === 1 ? base : base - (base % 512) + walkIndex[0]!;
       // FNAME(protect_clean_gpte), for a read only: no write access through a clean gPTE. A write keeps
       // it (its D update makes the gPTE dirty, or is skipped for a table in a read-only slot).
       if (!write && !(gpte & PT_DIRTY_MASK)) w.pteAccess &= ~ACC_WRITE_MASK;
@@ -162,20 +171,39 @@ export function walkAddrGeneric(
     }
     tableGfn = gpteToGfn(gpte);
   }
-  if (!setAccessedDirty) return true;
-  // FNAME(update_accessed_dirty_bits): A on every level walked, D on the leaf of a write.
+  if (setAccessedDirty) updateAccessedDirtyBits(w, write, env);
+  return true;
+}
+
+/** The walk failed: the guest gets #PF, `why` says where. */
+function walkFault(w: GuestWalker, why: string): false {
+  w.fault = why;
+  return false;
+}
+
+function invisibleTable(level: number, tableGfn: number): string {
+  return `level-${level} table gfn 0x${tableGfn.toString(16)} is in no visible memslot`;
+}
+
+function notPresent(level: number): string {
+  return `gPTE not present at level ${level}`;
+}
+
+/**
+ * A on every level walked, D on the leaf of a write, written in place into the tables the walk read
+ * (gpt.write without its checks: each value is a present gPTE plus A/D).
+ * @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(update_accessed_dirty_bits)
+ */
+function updateAccessedDirtyBits(w: GuestWalker, write: boolean, env: WalkEnv | undefined): void {
   for (let level = 4; level >= w.level; level--) {
-    const index = gvaIndex(gva, level);
     let g = w.ptes[level - 1]!;
     if (!(g & PT_ACCESSED_MASK)) g += PT_ACCESSED_MASK;
     if (level === w.level && write && !(g & PT_DIRTY_MASK)) g += PT_DIRTY_MASK;
-    if (g !== w.ptes[level - 1]) {
-      if (adWrite !== undefined && !adWrite(w.tableGfn[level - 1]!)) continue;
-      walkTables[level - 1]![index] = g; // gpt.write without the checks: g is a present gPTE plus A/D
-      w.ptes[level - 1] = g;
-    }
+    if (g === w.ptes[level - 1]) continue;
+    if (env !== undefined && !env.walkAdWrite(w.tableGfn[level - 1]!)) continue;
+    walkTables[level - 1]![walkIndex[level - 1]!] = g;
+    w.ptes[level - 1] = g;
   }
-  return true;
 }
 
 /**

@@ -2,13 +2,13 @@
  * The shadow-paging fault path and guest access: the CPU walks the shadow tables for a guest virtual
  * address; a missing or too-weak SPTE is a #PF that KVM intercepts, walks the guest's tables
  * (guest_paging.ts), and either reflects to the guest (pf_guest) or fixes by building shadow pages down to
- * a leaf SPTE, prefetching up to PTE_PREFETCH_NUM neighbours whose gPTEs are already Accessed and whose
- * host pages the host already maps writable (kvm_prefetch_pages never faults one in).
+ * a leaf SPTE (mmu_set_spte.ts), then prefetches neighbours (pte_prefetch.ts). Also the emulated guest
+ * write to a shadowed table (kvm_mmu_track_write) and KVM's own gva→gpa walk.
  *
  * Kernel counterpart: arch/x86/kvm/mmu/paging_tmpl.h (FNAME(page_fault), FNAME(fetch),
- * FNAME(pte_prefetch), FNAME(prefetch_gpte), FNAME(protect_clean_gpte)), arch/x86/kvm/mmu/mmu.c
- * (mmu_set_spte, make_spte's unsync/write-protect part, __direct_pte_prefetch, kvm_mmu_page_fault,
- * kvm_handle_noslot_fault), arch/x86/kvm/x86.c#vcpu_enter_guest (request servicing).
+ * FNAME(gva_to_gpa), FNAME(update_accessed_dirty_bits)'s pte_writable and dirty marking),
+ * arch/x86/kvm/mmu/mmu.c (kvm_mmu_page_fault, kvm_handle_noslot_fault, link_shadow_page,
+ * kvm_mmu_track_write), arch/x86/kvm/x86.c#vcpu_enter_guest (request servicing).
  * Simplifications: all accesses are CPL3 (user) accesses, as on the real harness; no TLB or
  * paging-structure caches beyond the shadow tables themselves (a zap is visible at once); no MMIO SPTEs
  * (the development host runs with MMIO caching disabled, so a no-slot fault is emulated at once);
@@ -16,52 +16,38 @@
  * vcpu.guestWritePte to write a value); a guest #PF is reported as { exit: 'retry', reason: 'guest #PF…' }.
  */
 import type { Vcpu } from '../../kvm/vcpu.ts';
-import {
-  IN_GUEST_MODE,
-  KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
-  KVM_REQ_TLB_FLUSH,
-  OUTSIDE_GUEST_MODE,
-} from '../../kvm/vcpu.ts';
+import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, OUTSIDE_GUEST_MODE } from '../../kvm/vcpu.ts';
 import type { KvmMemorySlot } from '../../kvm/kvm_host.ts';
 import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
-import { KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_MEMSLOT_INVALID } from '../../uapi/kvm.ts';
+import { KVM_MEM_READONLY, KVM_MEMSLOT_INVALID } from '../../uapi/kvm.ts';
 import { markPageDirtyInSlot } from '../../kvm/dirty_log.ts';
-import { kvmGfnIsWriteTracked } from './page_track.ts';
+import { kvmMmuChildRole, SPTE_USER, SPTE_WRITABLE, type ShadowPage } from './shadow_rmap.ts';
 import {
-  rmapAdd,
-  kvmMmuChildRole,
-  SPTE_MMU_WRITABLE,
-  SPTE_USER,
-  SPTE_WRITABLE,
-  type ShadowPage,
-} from './shadow_rmap.ts';
-import {
-  ACC_USER_MASK,
-  ACC_WRITE_MASK,
-  gpteAccess,
-  gpteToGfn,
   gvaIndex,
   newGuestWalker,
-  PT_ACCESSED_MASK,
   PT_DIRTY_MASK,
-  PT_PRESENT_MASK,
   walkAddrGeneric,
   type GuestWalker,
+  type WalkEnv,
 } from './guest_paging.ts';
+import { kvmGfnIsWriteTracked } from './page_track.ts';
+import {
+  gfnIsShadowedTable,
+  mmuSetSpte,
+  RET_PF_EMULATE,
+  RET_PF_FIXED,
+  RET_PF_MEMORY_FAULT,
+  RET_PF_RETRY,
+  RET_PF_SPURIOUS,
+  RET_PF_WRITE_PROTECTED,
+} from './mmu_set_spte.ts';
+import { ptePrefetch } from './pte_prefetch.ts';
+import { shadowEnterGuest } from './shadow_roots.ts';
 import type { ShadowMmu } from './shadow_mmu.ts';
-import { kvmMmuGetMtMask } from '../mtrr.ts';
 import type { HvaPfn } from '../../host/host_mm.ts';
 import { asPfn } from '../../types/addr.ts';
 
-/** PTE_PREFETCH_NUM */
-export const PTE_PREFETCH_NUM = 8;
-export const RET_PF_RETRY = 1;
-export const RET_PF_EMULATE = 2;
-export const RET_PF_FIXED = 5;
-export const RET_PF_SPURIOUS = 6;
-export const RET_PF_WRITE_PROTECTED = 7;
 const RET_PF_GUEST = 100; // model: the walk failed, the #PF goes to the guest
-export const RET_PF_MEMORY_FAULT = -14;
 const MAX_REFAULTS = 8;
 const PAGE = 4096;
 
@@ -70,26 +56,6 @@ const walker = newGuestWalker();
 const index = gvaIndex;
 /** hvaToPfnInto's answer (no object per fault). */
 const hostPfn: HvaPfn = { pfn: asPfn(0), level: 1, writable: false };
-
-/**
- * VM entry: free obsolete roots, flush if asked, make sure a root is loaded; null = the dummy root.
- * @kernel arch/x86/kvm/x86.c#vcpu_enter_guest
- */
-export function shadowEnterGuest(mmu: ShadowMmu, vcpu: Vcpu): ShadowPage | null {
-  if (vcpu.requests & KVM_REQ_MMU_FREE_OBSOLETE_ROOTS) {
-    vcpu.requests &= ~KVM_REQ_MMU_FREE_OBSOLETE_ROOTS;
-    mmu.kvmMmuFreeObsoleteRoots(vcpu);
-  }
-  if (vcpu.requests & KVM_REQ_TLB_FLUSH) {
-    vcpu.requests &= ~KVM_REQ_TLB_FLUSH;
-    vcpu.tlb.flushAll();
-    vcpu.stats.tlb_flush++;
-  }
-  mmu.kvmSmmChanged(vcpu);
-  if (!mmu.roots.has(vcpu) && !mmu.dummyRoots.has(vcpu)) mmu.kvmMmuLoad(vcpu); // kvm_mmu_reload
-  vcpu.mode = IN_GUEST_MODE; // until the next VM exit, remote flushes IPI this vCPU
-  return mmu.roots.get(vcpu) ?? null;
-}
 
 /** The guest's access at CPL3 to gva. */
 export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: AccessKind): AccessResult {
@@ -147,12 +113,10 @@ export function shadowPageFault(
 ): number {
   vcpu.stats.pf_taken++;
   const w = walker;
-  mmu.walkAsId = vcpu.asId();
-  if (
-    !walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, mmu.isVisibleGfn, (g) =>
-      adWrite(mmu, vcpu, g),
-    )
-  ) {
+  const env = faultWalkEnv;
+  env.mmu = mmu;
+  env.asId = vcpu.asId();
+  if (!walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, env)) {
     vcpu.stats.pf_guest++; // kvm_inject_emulated_page_fault → kvm_inject_page_fault
     return RET_PF_GUEST;
   }
@@ -261,156 +225,6 @@ function fetch(
 }
 
 /**
- * Install (or upgrade) leaf i of sp (4K, or 2M in a level-2 direct page). Write access needs a dirty gPTE
- * (protect_clean_gpte; direct pages pass a dirty one) and a gfn that is not a shadowed guest table
- * (mmu_try_to_unsync_pages; no unsync in the model). `mt` is the EPT memtype|IPAT (0 without EPT).
- * @kernel arch/x86/kvm/mmu/mmu.c#mmu_set_spte
- */
-export function mmuSetSpte(
-  mmu: ShadowMmu,
-  sp: ShadowPage,
-  i: number,
-  pteAccess: number,
-  gpte: number,
-  gfn: number,
-  slot: KvmMemorySlot,
-  pfn: number,
-  hostWritable: boolean,
-  write: boolean,
-  prefetch: boolean,
-  mt: number,
-): number {
-  let access = pteAccess;
-  if (!(gpte & PT_DIRTY_MASK)) access &= ~ACC_WRITE_MASK; // FNAME(protect_clean_gpte)
-  if (!hostWritable) access &= ~ACC_WRITE_MASK;
-  // A read fault in a dirty-logged slot maps read-only, so the first write is seen and logged.
-  if (!write && !prefetch && slot.flags & KVM_MEM_LOG_DIRTY_PAGES) access &= ~ACC_WRITE_MASK;
-  let bits = (access & ACC_USER_MASK ? SPTE_USER : 0) | mt;
-  let wrprot = false;
-  const old = sp.pfn![i]!;
-  const oldBits = sp.bits![i]!;
-  let flush = false;
-  if (old >= 0 && old !== pfn) {
-    mmu.dropSpte(sp, i);
-    flush = true;
-  }
-  if (access & ACC_WRITE_MASK) {
-    bits |= SPTE_WRITABLE | SPTE_MMU_WRITABLE;
-    if (!(oldBits & SPTE_WRITABLE) && gfnIsShadowedTable(mmu, slot, gfn)) {
-      wrprot = true;
-      bits &= ~(SPTE_WRITABLE | SPTE_MMU_WRITABLE);
-    }
-  }
-  if (bits & SPTE_WRITABLE && slot.dirtyBitmap !== null) markPageDirtyInSlot(slot, gfn);
-  // An unchanged SPTE is spurious, unless the write hit a shadowed table: that one is emulated.
-  if (sp.pfn![i]! >= 0 && bits === oldBits) return wrprot && write ? RET_PF_WRITE_PROTECTED : RET_PF_SPURIOUS;
-  if (sp.pfn![i]! >= 0) {
-    // Observed on the recording host: replacing a present SPTE that was never MMU-writable (a clean
-    // gPTE) with a writable one costs a remote flush; re-enabling a write-protected one does not.
-    if (!(oldBits & SPTE_MMU_WRITABLE) && bits & SPTE_WRITABLE) flush = true;
-    if (oldBits & SPTE_WRITABLE && !(bits & SPTE_WRITABLE)) flush = true; // mmu_spte_update
-  } else {
-    sp.gfns![i] = gfn;
-    rmapAdd(mmu.vm.stats, slot, sp, i, gfn);
-    if (sp.level === 1) mmu.vm.stats.pages_4k++;
-    else mmu.vm.stats.pages_2m++;
-  }
-  sp.pfn![i] = pfn;
-  sp.bits![i] = bits;
-  if (flush) mmu.vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_gfn
-  return wrprot && write ? RET_PF_WRITE_PROTECTED : RET_PF_FIXED;
-}
-
-function gfnIsShadowedTable(mmu: ShadowMmu, slot: KvmMemorySlot, gfn: number): boolean {
-  // Without pages that shadow guest tables (always, with EPT) nothing can be: skip the hash walk.
-  if (mmu.indirectShadowPages === 0) return false;
-  return kvmGfnIsWriteTracked(slot, gfn) || mmu.hash.hasValidGptesPage(gfn);
-}
-
-/**
- * kvm_prefetch_pages for one page: the pfn a *writable* host PTE maps at hva right now, or -1. It is
- * get_user_pages_fast_only(FOLL_WRITE): never faults a page in, and fails on a read-only or COW-shared
- * (KSM) mapping. Prefetch only "grabs surrounding pages that have already been accessed by the host".
- * @kernel virt/kvm/kvm_main.c#kvm_prefetch_pages
- */
-function kvmPrefetchPage(host: ShadowMmu['vm']['kvm']['host'], hva: number): number {
-  if (host.pfnAt(hva) === 0) return -1; // nothing mapped: GUP-fast does not fault
-  const p = host.hvaToPfn(hva, false); // present, so this does not fault either
-  return p !== null && p.writable ? p.pfn : -1;
-}
-
-/**
- * Prefetch n SPTEs of sp from index i for gfn, gfn + 1, …: none unless the slot may be mapped with this
- * access (gfn_to_memslot_dirty_bitmap: no slot, INVALID, or writable access to a dirty-logged slot), the
- * slot is writable (gfn_to_hva_many asks for a writable hva: KVM_HVA_ERR_RO_BAD) and holds all n pages;
- * then as many as kvm_prefetch_pages got, up to the first page it could not. false: it mapped none.
- * @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_prefetch_sptes
- */
-function kvmMmuPrefetchSptes(
-  mmu: ShadowMmu,
-  vcpu: Vcpu,
-  sp: ShadowPage,
-  i: number,
-  gfn: number,
-  n: number,
-  access: number,
-  gpte: number,
-): boolean {
-  const slot = mmu.slotForGfn(gfn, vcpu.asId()); // gfn_to_memslot_dirty_bitmap: kvm_vcpu_gfn_to_memslot
-  if (slot === null || slot.flags & KVM_MEMSLOT_INVALID) return false;
-  if (access & ACC_WRITE_MASK && slot.flags & KVM_MEM_LOG_DIRTY_PAGES) return false;
-  if (slot.flags & KVM_MEM_READONLY || gfn + n > slot.baseGfn + slot.npages) return false;
-  const host = mmu.vm.kvm.host;
-  let k = 0;
-  for (; k < n; k++) {
-    const pfn = kvmPrefetchPage(host, slot.userspaceAddr + (gfn + k - slot.baseGfn) * PAGE);
-    if (pfn < 0) break;
-    const mt = mmu.tdpEnabled ? kvmMmuGetMtMask(vcpu, gfn + k, false) : 0;
-    // Prefetching always gets a writable pfn (host_writable).
-    mmuSetSpte(mmu, sp, i + k, access, gpte, gfn + k, slot, pfn, true, false, true, mt);
-  }
-  return k > 0;
-}
-
-/**
- * Map the neighbours of a new 4K SPTE in its aligned group of 8. Direct pages go by runs of non-present
- * entries (__direct_pte_prefetch: a run that maps nothing ends the prefetch, a partial one does not);
- * shadow pages entry by entry, stopping at the first gPTE that is not present+Accessed or whose page
- * cannot be had without a fault.
- * @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(pte_prefetch)
- */
-export function ptePrefetch(mmu: ShadowMmu, vcpu: Vcpu, sp: ShadowPage, at: number): void {
-  if (sp.level > 1 || mmu.vm.mmuInvalidateInProgress > 0) return;
-  const first = at & ~(PTE_PREFETCH_NUM - 1);
-  if (sp.direct) {
-    const access = (sp.role >> 5) & 7;
-    let start = -1;
-    for (let i = first; i <= first + PTE_PREFETCH_NUM; i++) {
-      const end = i === first + PTE_PREFETCH_NUM || i === at || sp.pfn![i]! >= 0;
-      if (!end) {
-        if (start < 0) start = i;
-        continue;
-      }
-      if (start < 0) continue;
-      if (!kvmMmuPrefetchSptes(mmu, vcpu, sp, start, sp.gfn + start, i - start, access, PT_DIRTY_MASK))
-        return;
-      start = -1;
-    }
-    return;
-  }
-  for (let i = first; i < first + PTE_PREFETCH_NUM; i++) {
-    if (i === at || sp.pfn![i]! >= 0) continue;
-    const gpte = mmu.gpt.read(sp.gfn, i);
-    // FNAME(prefetch_invalid_gpte): not present or not Accessed ends the prefetch.
-    if (!(gpte & PT_PRESENT_MASK) || !(gpte & PT_ACCESSED_MASK)) break;
-    // FNAME(protect_clean_gpte): no write access until the guest PTE is dirty.
-    let access = (sp.role >> 5) & 7 & gpteAccess(gpte);
-    if (!(gpte & PT_DIRTY_MASK)) access &= ~ACC_WRITE_MASK;
-    if (!kvmMmuPrefetchSptes(mmu, vcpu, sp, i, gpteToGfn(gpte), 1, access, gpte)) break;
-  }
-}
-
-/**
  * An emulated guest write to gfn: if any page shadows a guest table there, count it and zap the shadow
  * pages' SPTEs for it (the model has no written offset, so all of them).
  * @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_track_write
@@ -447,19 +261,35 @@ export function guestWritePte(mmu: ShadowMmu, tableGpa: number, index: number, g
 /** KVM's own software walk (the emulator reading guest memory by gva): sets A/D, creates no SPTE. @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(gva_to_gpa) */
 export function kvmMmuGvaToGpa(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: boolean): number | null {
   const w = newGuestWalker();
-  const visible = (g: number): boolean => mmu.kvmIsVisibleGfn(g, vcpu.asId());
-  return walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, false, true, visible, (g) => adWrite(mmu, vcpu, g))
+  const env = new ShadowWalkEnv();
+  env.mmu = mmu;
+  env.asId = vcpu.asId();
+  return walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, false, true, env)
     ? w.gfn * PAGE + (gva % PAGE)
     : null;
 }
 
-/**
- * FNAME(update_accessed_dirty_bits) for one table page: skipped in a read-only slot (`pte_writable`),
- * else the page is marked dirty (`kvm_vcpu_mark_page_dirty`) like any guest write KVM makes.
- */
-function adWrite(mmu: ShadowMmu, vcpu: Vcpu, tableGfn: number): boolean {
-  const slot = mmu.slotForGfn(tableGfn, vcpu.asId());
-  if (slot === null || slot.flags & KVM_MEM_READONLY) return false;
-  if (slot.dirtyBitmap !== null) markPageDirtyInSlot(slot, tableGfn);
-  return true;
+/** What KVM's guest walk asks of the shadow MMU, for a vCPU in address space asId. */
+class ShadowWalkEnv implements WalkEnv {
+  mmu: ShadowMmu | null = null;
+  asId = 0;
+
+  /** kvm_vcpu_is_visible_gfn (ShadowMmu.kvmIsVisibleGfn) in the walking vCPU's address space. */
+  walkVisible(gfn: number): boolean {
+    return this.mmu!.kvmIsVisibleGfn(gfn, this.asId);
+  }
+
+  /**
+   * FNAME(update_accessed_dirty_bits) for one table page: skipped in a read-only slot (`pte_writable`),
+   * else the page is marked dirty (`kvm_vcpu_mark_page_dirty`) like any guest write KVM makes.
+   */
+  walkAdWrite(tableGfn: number): boolean {
+    const slot = this.mmu!.slotForGfn(tableGfn, this.asId);
+    if (slot === null || slot.flags & KVM_MEM_READONLY) return false;
+    if (slot.dirtyBitmap !== null) markPageDirtyInSlot(slot, tableGfn);
+    return true;
+  }
 }
+
+/** The fault path's walk environment, pointed at the faulting vCPU's MMU and address space (no object per fault). */
+const faultWalkEnv = new ShadowWalkEnv();

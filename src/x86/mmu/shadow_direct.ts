@@ -22,16 +22,16 @@ import { kvmMmuHugepageAdjust, newPageFault } from './page_fault.ts';
 import { kvmMmuChildRole, SPTE_WRITABLE, type ShadowPage } from './shadow_rmap.ts';
 import { VMX_EPT_MT_MASK } from './spte.ts';
 import { ACC_ALL, PT_DIRTY_MASK } from './guest_paging.ts';
+import { shadowEnterGuest } from './shadow_roots.ts';
 import {
   mmuSetSpte,
-  ptePrefetch,
-  shadowEnterGuest,
   RET_PF_EMULATE,
   RET_PF_FIXED,
   RET_PF_MEMORY_FAULT,
   RET_PF_RETRY,
   RET_PF_SPURIOUS,
-} from './paging_tmpl.ts';
+} from './mmu_set_spte.ts';
+import { ptePrefetch } from './pte_prefetch.ts';
 import type { ShadowMmu } from './shadow_mmu.ts';
 
 const PAGE = 4096;

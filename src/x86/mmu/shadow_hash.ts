@@ -14,8 +14,10 @@ import type { ShadowPage } from './shadow_rmap.ts';
 const HASH_BUCKETS = 1 << 12;
 
 /**
- * hash_64(gfn, KVM_MMU_HASH_SHIFT): the top 12 bits of gfn * GOLDEN_RATIO_64 mod 2^64, computed in
+ * hash_64(gfn, KVM_MMU_HASH_SHIFT): the top 12 bits of gfn * GOLDEN_RATIO_64 mod 2^64, computed from
  * 16-bit pieces (gfn < 2^52) so that bucket mates — and max_mmu_page_hash_collisions — are the kernel's.
+ * Only int32 operations (Math.imul, shifts, masks, additions truncated by `| 0`): no intermediate value
+ * leaves the int32 range, so optimized code never deoptimizes on an overflow (the fault path inlines it).
  * @kernel arch/x86/kvm/mmu/mmu.c#kvm_page_table_hashfn
  */
 export function kvmPageTableHashfn(gfn: number): number {
@@ -23,14 +25,18 @@ export function kvmPageTableHashfn(gfn: number): number {
   const v1 = Math.floor(gfn / 2 ** 32) >>> 0;
   const g0 = 0x80b583eb;
   const g1 = 0x61c88646;
-  // high 32 bits of v0 * g0
+  // high 32 bits of v0 * g0 from the four 16x16 products, each taken as 32 bits by Math.imul
   const al = v0 & 0xffff;
   const ah = v0 >>> 16;
   const bl = g0 & 0xffff;
   const bh = g0 >>> 16;
-  const mid = ah * bl + al * bh + ((al * bl) >>> 16);
-  const mulhi = ah * bh + Math.floor(mid / 65536);
-  const hi = (mulhi + Math.imul(v0, g1) + Math.imul(v1, g0)) >>> 0;
+  const lh = Math.imul(al, bh);
+  const hl = Math.imul(ah, bl);
+  const mid = (Math.imul(al, bl) >>> 16) + (lh & 0xffff) + (hl & 0xffff); // < 3 * 2^16
+  let hi = (Math.imul(ah, bh) + (lh >>> 16)) | 0;
+  hi = (hi + (hl >>> 16) + (mid >>> 16)) | 0;
+  hi = (hi + Math.imul(v0, g1)) | 0;
+  hi = (hi + Math.imul(v1, g0)) | 0;
   return hi >>> 20;
 }
 

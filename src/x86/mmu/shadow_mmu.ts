@@ -6,11 +6,11 @@
  * guest's page tables (fault path and access in paging_tmpl.ts); on an EPT host it builds EPT out of
  * direct pages (shadow_direct.ts), which is how every KVM before 5.10 ran EPT. The page hash is in
  * shadow_hash.ts, the rmaps and their walks in shadow_rmap.ts, the memslot-level operations (the precise
- * memslot zap, range unmaps, dirty logging) in shadow_memslot.ts.
+ * memslot zap, range unmaps, dirty logging) in shadow_memslot.ts, the vCPUs' roots in shadow_roots.ts.
  *
  * Kernel counterpart: arch/x86/kvm/mmu/mmu.c (kvm_mmu_find_shadow_page, kvm_mmu_alloc_shadow_page,
  * account_shadowed, __kvm_mmu_prepare_zap_page, kvm_mmu_commit_zap_page, kvm_zap_obsolete_pages,
- * kvm_mmu_zap_all_fast, kvm_mmu_load / kvm_mmu_free_roots / kvm_mmu_free_obsolete_roots).
+ * kvm_mmu_zap_all_fast).
  * Address spaces as the kernel keeps them: a root's role carries the vCPU's SMM state (role.smm), pages
  * below it inherit it, faults look gfns up in the vCPU's address space and rmap/accounting lookups in the
  * page's (kvm_memslots_for_spte_role); an SMM transition drops the root at the next entry.
@@ -27,7 +27,6 @@ import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
 import { MMIO_SPTE_GEN_MASK } from './spte.ts';
 import {
   ShadowPage,
-  makeRole,
   kvmMmuPageAsId,
   rmapRemove,
   kvmMmuSlotGfnWriteProtect,
@@ -39,9 +38,10 @@ import {
   kvmMmuGfnDisallowLpage,
   kvmMmuGfnAllowLpage,
 } from './page_track.ts';
-import { GuestPageTables, ACC_ALL } from './guest_paging.ts';
+import { GuestPageTables } from './guest_paging.ts';
 import { shadowVcpuAccess } from './paging_tmpl.ts';
 import { directVcpuAccess } from './shadow_direct.ts';
+import { kvmMmuNewPgd } from './shadow_roots.ts';
 import { MmuPageHash } from './shadow_hash.ts';
 import { GfnBitmap } from './gfn_bitmap.ts';
 import {
@@ -117,11 +117,6 @@ export class ShadowMmu implements KvmMmuOps {
     const slot = this.slotForGfn(gfn, asId);
     return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) === 0 && slot.id < KVM_USER_MEM_SLOTS;
   }
-
-  /** The address space of the guest walk in progress (the vCPU's), for isVisibleGfn. */
-  walkAsId = 0;
-  /** kvmIsVisibleGfn in walkAsId as one function for the guest walk (no closure per fault). */
-  readonly isVisibleGfn = (gfn: number): boolean => this.kvmIsVisibleGfn(gfn, this.walkAsId);
 
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_get_shadow_page (find, else kvm_mmu_alloc_shadow_page) */
   getShadowPage(gfn: number, role: number): ShadowPage {
@@ -321,68 +316,9 @@ export class ShadowMmu implements KvmMmuOps {
     slot.arch.rmap = null;
   }
 
-  /**
-   * The vCPU's root: the page shadowing its CR3, or on an EPT host the direct root for gfn 0 (every vCPU
-   * finds the same one in the hash).
-   * @kernel arch/x86/kvm/mmu/mmu.c#mmu_alloc_shadow_roots (mmu_alloc_direct_roots with TDP)
-   */
-  kvmMmuLoad(vcpu: Vcpu): void {
-    const rootGfn = Math.floor(vcpu.cr3 / 4096);
-    const asId = vcpu.asId();
-    // A CR3 outside visible memory gets the dummy root (6.6+, mmu_alloc_shadow_roots): every access
-    // faults, and the walk then injects #PF — no shadow page for a table KVM cannot account.
-    if (!this.tdpEnabled && !this.kvmIsVisibleGfn(rootGfn, asId)) {
-      this.dummyRoots.set(vcpu, asId);
-      vcpu.tlb.flushAll();
-      return;
-    }
-    // root_role.smm = cpu_role.base.smm (kvm_init_shadow_mmu, kvm_calc_tdp_mmu_root_page_role): an SMM
-    // vCPU finds or builds a root of its own, even for the same CR3 (or gfn 0 under EPT).
-    const root = this.tdpEnabled
-      ? this.getShadowPage(0, makeRole(4, true, ACC_ALL, asId))
-      : this.getShadowPage(rootGfn, makeRole(4, false, ACC_ALL, asId));
-    root.rootCount++;
-    this.roots.set(vcpu, root);
-    vcpu.tlb.flushAll(); // kvm_mmu_flush_tlb_current
-  }
-
-  /** Drop the vCPU's root; the last user of a zapped root zaps (and counts) it again, then frees it. @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_free_roots */
-  kvmMmuFreeRoots(vcpu: Vcpu): void {
-    if (this.dummyRoots.delete(vcpu)) return; // nothing to clean up for dummy roots
-    const root = this.roots.get(vcpu);
-    if (root === undefined) return;
-    this.roots.delete(vcpu);
-    const list: ShadowPage[] = [];
-    if (--root.rootCount === 0 && root.invalid) this.prepareZapPage(root, list);
-    this.commitZapPage(list);
-  }
-
-  /**
-   * Entering or leaving SMM resets the MMU context (kvm_mmu_reset_context → kvm_mmu_unload frees the
-   * roots), so the next entry loads the root of the other address space; the old root stays in the hash.
-   * `vcpu.smm` is a plain field here, so the change is noticed at the next VM entry.
-   * @kernel arch/x86/kvm/smm.c#kvm_smm_changed
-   */
-  kvmSmmChanged(vcpu: Vcpu): void {
-    const root = this.roots.get(vcpu);
-    const loadedAs = root !== undefined ? kvmMmuPageAsId(root) : this.dummyRoots.get(vcpu);
-    if (loadedAs !== undefined && loadedAs !== vcpu.asId()) this.kvmMmuFreeRoots(vcpu);
-  }
-
-  /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_free_obsolete_roots */
-  kvmMmuFreeObsoleteRoots(vcpu: Vcpu): void {
-    const root = this.roots.get(vcpu);
-    // is_obsolete_root: a root without a shadow page (the dummy root) counts as obsolete.
-    if (this.dummyRoots.has(vcpu) || (root !== undefined && this.isObsoleteSp(root)))
-      this.kvmMmuFreeRoots(vcpu);
-  }
-
-  /** CR3 changed: drop the current root (no prev_roots cache). @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_new_pgd */
+  /** CR3 changed (vcpu.setCr3): see shadow_roots.ts. */
   kvmMmuNewPgd(vcpu: Vcpu): void {
-    if (this.tdpEnabled) return; // the guest's CR3 is not KVM's business under EPT
-    if (this.dummyRoots.has(vcpu)) return this.kvmMmuFreeRoots(vcpu); // fast_pgd_switch: no sp, free it
-    const root = this.roots.get(vcpu);
-    if (root !== undefined && root.gfn !== Math.floor(vcpu.cr3 / 4096)) this.kvmMmuFreeRoots(vcpu);
+    kvmMmuNewPgd(this, vcpu);
   }
 
   /**
