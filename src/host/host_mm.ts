@@ -192,6 +192,17 @@ export class HostMm {
     return p.pfn === 0 ? 1 : p.level;
   }
 
+  /**
+   * hvaToPfnInto for page-aligned hva in v, a mapping findVma just returned that gup4k can serve
+   * (gup4kUsable): the pfn, faulted in on first touch, the lookup scratch left as hvaToPfnInto leaves it.
+   */
+  gup4kInto(v: Vma, hva: number): number {
+    const pfn = gup4k(v, hva, this.pfns, this.faults);
+    this.page.pfn = pfn;
+    this.page.level = 1;
+    return pfn;
+  }
+
   /** Peek without faulting: the pfn mapped at hva now, or 0. */
   pfnAt(addr: number): number {
     const v = this.findVma(addr);

@@ -146,8 +146,9 @@ export class PfnPool implements SnapshotExtents {
     const i = base & (CHUNK - 1);
     const k = base >>> CHUNK_SHIFT;
     // A fresh page in a chunk not yet made reads refcount 1, version 1 from `next` alone.
-    if (!fresh || this.refChunks.has(k)) this.ref(base)[i] = 1;
-    if (!fresh || this.verChunks.has(k)) {
+    // (size first: a guest touched once at 4K has no chunks, and has() hashes the key)
+    if (!fresh || (this.refChunks.size !== 0 && this.refChunks.has(k))) this.ref(base)[i] = 1;
+    if (!fresh || (this.verChunks.size !== 0 && this.verChunks.has(k))) {
       const ver = this.ver(base);
       ver[i] = (ver[i]! + 1) >>> 0; // new owner, new content
     }

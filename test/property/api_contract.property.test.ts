@@ -480,6 +480,7 @@ const INTERNAL = new Set([
   'HostMm.findVma',
   'HostMm.hvaToPfn',
   'HostMm.hvaToPfnInto',
+  'HostMm.gup4kInto',
   'HostMm.pfnAt',
   'HostMm.mappingLevelAt',
   'HostMm.changePages',

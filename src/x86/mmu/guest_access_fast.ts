@@ -31,8 +31,7 @@ import {
   KVM_MEMSLOT_GMEM_ONLY,
   KVM_MEMSLOT_INVALID,
 } from '../../uapi/kvm.ts';
-import { gup4k, gup4kUsable } from '../../host/gup_4k.ts';
-import type { HostMm, Vma } from '../../host/host_mm.ts';
+import { gup4kUsable } from '../../host/gup_4k.ts';
 import { spteWritableInvariantsHold } from './tdp_mmu_spte.ts';
 import { CHUNK_MASK, CHUNK_SHIFT, HI_OFFSET, TABLE_WORDS, childTableOf } from './sp_pool.ts';
 import { INV_PAGES_PER_LEVEL } from './tdp_iter.ts';
@@ -190,7 +189,7 @@ function firstTouch4k(
   slots.searchMemslots(g);
   const tdp = mmu.tdp;
   tdp.pool.rcuReclaim(); // kvm_tdp_mmu_map's first step
-  const pfn = gupAt(host, v, hva);
+  const pfn = host.gup4kInto(v, hva);
   // pfnLo/pfnHi without their `%` and division (bit operations are exact below 2^52)
   newLo = newLo | ((pfn & 0xfffff) << 12);
   newHi = newHi | (Math.floor(pfn / 0x100000) & SPTE_BASE_ADDR_MASK_HI);
@@ -199,7 +198,7 @@ function firstTouch4k(
   arr[w] = newLo;
   arr[w + HI_OFFSET] = newHi;
   tdp.pages[0]!++;
-  iterAfterMap4k(mmu, g, rootLevel);
+  iterAfterMap4k(mmu, g, rootLevel, arr, w);
   mmu.syncCounters();
   const stats = vcpu.stats;
   stats.exits++;
@@ -218,20 +217,13 @@ function firstTouch4k(
   return true;
 }
 
-/** hvaToPfnInto's GUP of a usable 4K page, with its page-lookup scratch left as it leaves it. */
-function gupAt(host: HostMm, v: Vma, hva: number): number {
-  const pfn = gup4k(v, hva, host.pfns, host.faults);
-  host.pfnAt(hva); // hvaToPfnInto's pageInto after the fault-in: the same lookup, the same scratch
-  return pfn;
-}
-
 /**
  * Leave the engine's iterator where kvm_tdp_mmu_map leaves it after installing a 4K leaf for gfn
  * through existing tables (tdp_iter_start at the root, stepped down to level 1, the new leaf written
  * through the iterator): its path the tables this walk went through, its snapshot the never-used value
  * it replaced.
  */
-function iterAfterMap4k(mmu: X86Mmu, gfn: number, rootLevel: number): void {
+function iterAfterMap4k(mmu: X86Mmu, gfn: number, rootLevel: number, arr: Int32Array, w: number): void {
   const iter = mmu.tdp.iter;
   const pp = iter.ptPath;
   for (let l = 0; l < rootLevel; l++) pp[l] = path[l]!;
@@ -240,8 +232,8 @@ function iterAfterMap4k(mmu: X86Mmu, gfn: number, rootLevel: number): void {
   iter.yieldedGfn = gfn;
   iter.table = t;
   iter.index = gfn & 511;
-  iter.arr = mmu.tdp.pool.chunks[t >>> CHUNK_SHIFT]!;
-  iter.base = (t & CHUNK_MASK) * TABLE_WORDS;
+  iter.arr = arr; // the leaf table's chunk, and w the leaf's word in it
+  iter.base = w - (gfn & 511);
   iter.gfn = gfn;
   iter.rootLevel = rootLevel;
   iter.minLevel = 1;
