@@ -173,9 +173,39 @@ function freezeNonPresentRun(
   const lo = arr[base + first]!;
   const hi = arr[base + HI_OFFSET + first]!;
   let end = first + 1;
-  while (end < SPTE_ENT_PER_PAGE && arr[base + end] === lo && arr[base + HI_OFFSET + end] === hi) end++;
+  const hiBase = base + HI_OFFSET;
+  while (end < SPTE_ENT_PER_PAGE) {
+    // eight entries at a time where the run is long (a teardown's tables are mostly empty)
+    if ((end & 7) === 0 && end + 8 <= SPTE_ENT_PER_PAGE) {
+      const j = base + end;
+      const h = hiBase + end;
+      const diff =
+        (arr[j]! ^ lo) |
+        (arr[j + 1]! ^ lo) |
+        (arr[j + 2]! ^ lo) |
+        (arr[j + 3]! ^ lo) |
+        (arr[j + 4]! ^ lo) |
+        (arr[j + 5]! ^ lo) |
+        (arr[j + 6]! ^ lo) |
+        (arr[j + 7]! ^ lo) |
+        (arr[h]! ^ hi) |
+        (arr[h + 1]! ^ hi) |
+        (arr[h + 2]! ^ hi) |
+        (arr[h + 3]! ^ hi) |
+        (arr[h + 4]! ^ hi) |
+        (arr[h + 5]! ^ hi) |
+        (arr[h + 6]! ^ hi) |
+        (arr[h + 7]! ^ hi);
+      if (diff === 0) {
+        end += 8;
+        continue;
+      }
+    }
+    if (arr[base + end] !== lo || arr[hiBase + end] !== hi) break;
+    end++;
+  }
   arr.fill(FROZEN_SPTE_LO, base + first, base + end);
-  arr.fill(FROZEN_SPTE_HI, base + HI_OFFSET + first, base + HI_OFFSET + end);
+  arr.fill(FROZEN_SPTE_HI, hiBase + first, hiBase + end);
   if ((lo !== FROZEN_SPTE_LO || hi !== FROZEN_SPTE_HI) && mmu.recorder !== undefined)
     mmu.recorder.sptesFrozen(asId, baseGfn + first * step, level, end - first, lo, hi);
   return end;

@@ -94,6 +94,23 @@ function tdpMmuZapLeafTableRun(mmu: TdpMmu, iter: TdpIter, end: number): number 
   let zapped = 0;
   const rec = mmu.recorder;
   for (let i = first; i <= last; i++) {
+    // Most entries of a table being zapped are empty: step over eight at a time when none is present.
+    if ((i & 7) === 0 && i + 7 <= last) {
+      const j = base + i;
+      const los =
+        arr[j]! |
+        arr[j + 1]! |
+        arr[j + 2]! |
+        arr[j + 3]! |
+        arr[j + 4]! |
+        arr[j + 5]! |
+        arr[j + 6]! |
+        arr[j + 7]!;
+      if ((los & SPTE_MMU_PRESENT_MASK) === 0) {
+        i += 7;
+        continue;
+      }
+    }
     if ((arr[base + i]! & SPTE_MMU_PRESENT_MASK) !== 0) {
       // kvm_tdp_mmu_spte_changed, in the order the per-entry path would record it
       if (rec !== undefined)
