@@ -128,6 +128,8 @@ class QemuReader extends TraceReader {
   private readonly order = new Int8Array(16).fill(-1);
   /** the time usTime read (microseconds) */
   private us = 0;
+  /** the current record's time (a field, not an argument: a double passed to a call is boxed) */
+  private recT = 0;
   /** the current record's slot with its address space in bits 16+ */
   private slotId = 0;
   /**
@@ -202,7 +204,8 @@ class QemuReader extends TraceReader {
     this.fields(ne + 1, le);
     const err = this.memslotRecord();
     if (err !== undefined) return this.bad(line, err);
-    this.store(t, tid, line);
+    this.recT = t;
+    this.store(tid, line);
   }
 
   /**
@@ -228,8 +231,9 @@ class QemuReader extends TraceReader {
   }
 
   /** Store the record read by memslotRecord, after the implied size-0 call of a READONLY flip. */
-  private store(t: number, tid: number, line: number): void {
+  private store(tid: number, line: number): void {
     const { val, table } = this;
+    const t = this.recT;
     const slot = this.slotId;
     const flags = val[FLAGS]!;
     const size = val[SIZE]!;
@@ -315,7 +319,7 @@ class QemuReader extends TraceReader {
    */
   private fields(a: number, b: number): void {
     const { s, vs, ve, val, order } = this;
-    vs.fill(-1);
+    for (let k = 0; k < vs.length; k++) vs[k] = -1;
     let i = a;
     let pos = 0;
     while (i < b) {
