@@ -1,9 +1,11 @@
 /**
- * A sparse set of gfns as bitmaps of 32,768 gfns each, made on first use: the model's record of which
- * gfns a fault has ever mapped (its 'refaults' counter). Model-only; no kernel counterpart.
+ * A sparse set of gfns as bitmaps of 1024 gfns each, made on first use: the model's record of which
+ * gfns a fault has ever mapped (its 'refaults' counter). Model-only; no kernel counterpart. Chunks are
+ * small so that a sequential first touch makes one often: the path that makes one has type feedback by
+ * the time V8 optimizes the fault path (a rarer first use after that deoptimized it).
  */
 
-const CHUNK = 32768;
+const CHUNK = 1024;
 
 export class GfnBitmap {
   private readonly chunks = new Map<number, Uint8Array>();

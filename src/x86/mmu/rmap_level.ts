@@ -1,9 +1,11 @@
 /**
  * One level of a memslot's rmaps (slot->arch.rmap[level - 1]): for each rmap index, the chain of leaf
  * SPTEs — (shadow page, entry) pairs — that map it, in the order they were added. Heads live in
- * Int32Arrays of 4096 indices made on first use (a 1 TiB slot with one page mapped costs one chunk);
+ * Int32Arrays of 512 indices made on first use (a 1 TiB slot with one page mapped costs one chunk);
  * chain links in a pool of typed arrays with a free list. No object per SPTE: the fault path adds one
- * entry per new leaf.
+ * entry per new leaf. Chunks are small so that a sequential first touch makes one every 512 faults: the
+ * path that makes one is then warm (has type feedback) by the time V8 optimizes the fault path, which
+ * inlines it; with rarer chunks its first use after that deoptimized mmu_set_spte for ~16k faults.
  *
  * Kernel counterpart: struct kvm_rmap_head and pte_list_add / pte_list_remove / pte_list_count
  * (arch/x86/kvm/mmu/mmu.c). Simplifications: a singly linked chain instead of the kernel's
@@ -12,12 +14,16 @@
  */
 import type { ShadowPage } from './shadow_rmap.ts';
 
-const CHUNK_SHIFT = 12;
+const CHUNK_SHIFT = 9;
 const CHUNK = 1 << CHUNK_SHIFT;
+/** forEach's order: groups of 4096 indices in the order their first chunk was made (as with 4096-index chunks). */
+const GROUP_SHIFT = 12;
 
 export class RmapLevel {
-  /** head entry + 1 of each index's chain (0: empty), by chunk of 4096 indices */
+  /** head entry + 1 of each index's chain (0: empty), by chunk of 512 indices */
   private readonly heads = new Map<number, Int32Array>();
+  /** every group of 4096 indices with a chunk, in the order the first was made (forEach's order) */
+  private readonly groups = new Map<number, true>();
   private lastKey = -1;
   private last: Int32Array | undefined = undefined;
   /** entry pool: the page, the SPTE index in it, the next entry + 1 (0: end of chain) */
@@ -35,6 +41,7 @@ export class RmapLevel {
     if (c === undefined) {
       if (!make) return undefined;
       this.heads.set(key, (c = new Int32Array(CHUNK)));
+      this.groups.set(k >>> GROUP_SHIFT, true); // keeps its place if already there
     }
     this.lastKey = key;
     this.last = c;
@@ -152,12 +159,17 @@ export class RmapLevel {
     return n;
   }
 
-  /** Every (index, sp, i), by index (the checker's walk). */
+  /** Every (index, sp, i): by group of 4096 indices in the order each was first used, then by index (the checker's walk). */
   forEach(fn: (k: number, sp: ShadowPage, i: number) => void): void {
-    for (const [key, c] of this.heads) {
-      for (let o = 0; o < CHUNK; o++)
-        for (let h = c[o]!; h !== 0; h = this.next[h - 1]!)
-          fn(key * CHUNK + o, this.sps[h - 1]!, this.idx[h - 1]!);
+    const per = 1 << (GROUP_SHIFT - CHUNK_SHIFT);
+    for (const g of this.groups.keys()) {
+      for (let key = g * per; key < (g + 1) * per; key++) {
+        const c = this.heads.get(key);
+        if (c === undefined) continue;
+        for (let o = 0; o < CHUNK; o++)
+          for (let h = c[o]!; h !== 0; h = this.next[h - 1]!)
+            fn(key * CHUNK + o, this.sps[h - 1]!, this.idx[h - 1]!);
+      }
     }
   }
 }
