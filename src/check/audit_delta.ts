@@ -37,6 +37,11 @@ export interface AuditFilter {
   scan(level: number, baseGfn: number): boolean;
   /** Nothing below the roots changed: no table needs a walk. */
   readonly clean?: boolean;
+  /**
+   * The entries of the table of `level` (≥ 2) whose first gfn is `baseGfn` that can hold a new finding,
+   * in increasing order; null where every entry must be looked at.
+   */
+  entries(level: number, baseGfn: number): readonly number[] | null;
 }
 
 /** Which vCPU TLB entries an audit must check. */
@@ -106,6 +111,34 @@ class Dirty implements AuditFilter, TlbFilter {
     return false;
   }
 
+  /**
+   * An entry whose region holds no noted change kept its SPTE (a change at level 3 or 4 is noted too) and
+   * the slots and host pages under it: whatever it maps can only repeat a finding (see the header). So a
+   * table at level ≥ 3 needs only its entries over a 1G region with a change below, a 2M table only its
+   * entries over changed 2M regions — unless a level-3 entry over it changed (then all of it), or long
+   * intervals were noted (then every entry, as scan() would answer them).
+   */
+  entries(level: number, baseGfn: number): readonly number[] | null {
+    if (this.everything || this.intervals.length > 0) return null;
+    const per = PAGES_PER_LEVEL[level]!;
+    const end = baseGfn + 512 * per;
+    const out: number[] = [];
+    if (level === 2) {
+      if (this.dirty1g.has(Math.floor(baseGfn / 262144))) return null;
+      for (const q of this.dirty2m) if (q * 512 >= baseGfn && q * 512 < end) out.push(q - baseGfn / 512);
+    } else {
+      const add = (r: number): void => {
+        const g = r * 262144;
+        if (g < baseGfn || g >= end) return;
+        const i = Math.floor((g - baseGfn) / per);
+        if (!out.includes(i)) out.push(i);
+      };
+      for (const r of this.dirty1g) add(r);
+      for (const r of this.holds1g) add(r);
+    }
+    return out.length > 1 ? out.sort((a, b) => a - b) : out;
+  }
+
   check(gfn: number, span: number): boolean {
     const iv = this.tlbRanges;
     for (let i = 0; i < iv.length; i += 2) if (iv[i]! < gfn + span && gfn < iv[i + 1]!) return true;
@@ -130,7 +163,13 @@ class Inputs {
     this.i++;
   }
 
-  private putAll(a: ArrayLike<number>): void {
+  // one loop per array kind: a loop shared by number[] and Uint8Array reads them polymorphically
+  private putAll(a: readonly number[]): void {
+    this.put(a.length);
+    for (let k = 0; k < a.length; k++) this.put(a[k]);
+  }
+
+  private putBytes(a: Uint8Array): void {
     this.put(a.length);
     for (let k = 0; k < a.length; k++) this.put(a[k]);
   }
@@ -165,7 +204,7 @@ class Inputs {
       this.putAll(m.varBase);
       this.putAll(m.varMask);
       this.putAll(m.varList);
-      this.putAll(m.fixed);
+      this.putBytes(m.fixed);
     }
     if (this.i !== this.vals.length) {
       this.differs = true;

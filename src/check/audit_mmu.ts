@@ -9,12 +9,13 @@
  * kvm_tdp_mmu_alloc_root), mmu.c (kvm_arch_flush_shadow_memslot, kvm_mmu_zap_all_fast,
  * kvm_mmu_hugepage_adjust, kvm_mmu_notifier_invalidate_range_start's contract), vmx.c#vmx_get_mt_mask.
  * Walks the tables itself (a pre-order scan of the typed arrays, the order TdpIter visits, so findings
- * come out in the same order); messages are built only for what is reported.
+ * come out in the same order); an incremental audit visits, in a table at level ≥ 2, only the entries its
+ * filter names (audit_delta.ts), in the same order. Messages are built only for what is reported. Whether
+ * a mapping reaches the right host page is audit_pfn.ts.
  */
 import type { VmState } from '../kvm/vm_state.ts';
 import type { Vcpu } from '../kvm/vcpu.ts';
 import type { KvmMemorySlot } from '../kvm/kvm_host.ts';
-import { KVM_MEMSLOT_INVALID } from '../uapi/kvm.ts';
 import type { X86Mmu } from '../x86/mmu/mmu.ts';
 import { PAGES_PER_LEVEL, roundGfnForLevel, spteIndex } from '../x86/mmu/tdp_iter.ts';
 import {
@@ -41,107 +42,14 @@ import { ROLE_INVALID, ROLE_IS_MIRROR, ROLE_SMM_SHIFT } from '../x86/mmu/mmu_int
 import { gfnToIndex } from '../x86/x86.ts';
 import { kvmMmuGetMtMask } from '../x86/mtrr.ts';
 import type { PgLevel } from '../types/addr.ts';
-import { expectedPfn, isPrivateGfn, usesGmem } from './reference.ts';
-import { framePfnRun } from '../host/vma.ts';
+import { isPrivateGfn } from './reference.ts';
 import type { AuditFilter } from './audit_delta.ts';
 import { newPfnMemo, type PfnMemo } from './pfn_memo.ts';
+import { checkMappedPfns, hex, liveSlot, type Report } from './audit_pfn.ts';
 
-/** Where audits send what they find. */
-export type Report = (id: string, message: string, gfn?: number, pfn?: number) => void;
+export { checkMappedPfns, hex, liveSlot, type Report } from './audit_pfn.ts';
 
 const MT_BITS = VMX_EPT_MT_MASK | VMX_EPT_IPAT_BIT;
-export const hex = (n: number): string => '0x' + n.toString(16);
-
-/** A live slot: in the active set and not INVALID (an INVALID slot's SPTEs must already be gone). */
-export function liveSlot(vm: VmState, asId: number, gfn: number): KvmMemorySlot | null {
-  const slot = vm.activeMemslots(asId).searchMemslots(gfn);
-  return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) === 0 ? slot : null;
-}
-
-/**
- * Does the host map the slot's hva range for [gfn, gfn + span) with one frame (pfns advancing with the
- * gfn), so expectedPfn of each page is the first page's plus its offset? Never for guest_memfd pages.
- */
-function hostRunMatches(
-  vm: VmState,
-  slot: KvmMemorySlot,
-  gfn: number,
-  span: number,
-  isPrivate: boolean,
-): boolean {
-  if (usesGmem(slot, isPrivate)) return false;
-  const hva = slot.userspaceAddr + (gfn - slot.baseGfn) * 4096;
-  const v = vm.kvm.host.findVma(hva);
-  return v !== null && framePfnRun(v, hva, span) !== 0;
-}
-
-/**
- * INV-PFN-001 / INV-PFN-002 for one mapping (an SPTE leaf or a TLB entry) of [gfn, gfn + span) → basePfn.
- * Returns after the first bad page: one report per mapping.
- */
-export function checkMappedPfns(
-  vm: VmState,
-  report: Report,
-  what: string | (() => string),
-  slot: KvmMemorySlot | null,
-  gfn: number,
-  span: number,
-  basePfn: number,
-  isPrivate: boolean,
-  memo?: PfnMemo,
-): void {
-  // One check per distinct mapping per audit (64 vCPUs' TLBs mostly hold the same 2M translations).
-  if (memo !== undefined) {
-    if (memo.seen(slot === null ? -1 : slot.id, gfn, basePfn, span, isPrivate)) return;
-    if (memo.only >= 0) {
-      // A targeted audit looks at one page of the mapping only.
-      if (memo.only < gfn || memo.only >= gfn + span) return;
-      span = 1;
-      basePfn += memo.only - gfn;
-      gfn = memo.only;
-    }
-  }
-  const pfns = vm.kvm.host.pfns;
-  // While an invalidation runs the host may be between its start (mappings zapped) and its change.
-  const settled = vm.mmuInvalidateInProgress === 0;
-  // A huge mapping of one whole host block, where the host maps the slot's range with one frame too:
-  // every page's answer is its first page's (a shared refcount; pfns that advance together), so the
-  // first page decides, as the loop below would have.
-  if (
-    span > 1 &&
-    pfns.inOneBlock(basePfn, span) &&
-    (slot === null || !settled || hostRunMatches(vm, slot, gfn, span, isPrivate))
-  )
-    span = 1;
-  const step = span > 512 ? 512 : 1;
-  for (let k = 0; k < span + step - 1; k += step) {
-    // every page of a 4K/2M mapping, every 512th of a 1G one and its last page
-    if (k >= span) k = span - 1;
-    const pfn = basePfn + k;
-    if (pfns.isFree(pfn)) {
-      report(
-        'INV-PFN-001',
-        `${text(what)} maps gfn ${hex(gfn + k)} to pfn ${hex(pfn)}, which the host freed`,
-        gfn + k,
-        pfn,
-      );
-      return;
-    }
-    if (slot === null || !settled) continue;
-    const want = expectedPfn(vm, slot, gfn + k, isPrivate);
-    if (want !== pfn) {
-      report(
-        'INV-PFN-002',
-        `${text(what)} maps gfn ${hex(gfn + k)} to pfn ${hex(pfn)}, but the ${isPrivate ? 'guest_memfd' : 'host'} page there is ${want ? hex(want) : 'none'}`,
-        gfn + k,
-        pfn,
-      );
-      return;
-    }
-  }
-}
-
-const text = (what: string | (() => string)): string => (typeof what === 'string' ? what : what());
 
 export interface MirrorLeaf {
   gfn: number;
@@ -215,7 +123,13 @@ function auditTable(
 ): void {
   const arr = pool.chunks[table >>> CHUNK_SHIFT]!;
   const base = (table & CHUNK_MASK) * TABLE_WORDS;
-  const step = PAGES_PER_LEVEL[level]!;
+  const t: TableAt = { arr, base, root, role, level, baseGfn };
+  // an incremental audit names the entries that can hold a new finding (in order): only those
+  const only = ctx.filter === null || level === 1 ? null : ctx.filter.entries(level, baseGfn);
+  if (only !== null) {
+    for (let k = 0; k < only.length; k++) auditEntry(ctx, pool, mmioValue, t, only[k]!);
+    return;
+  }
   const hiBase = base + HI_OFFSET;
   for (let i = 0; i < SPTE_ENT_PER_PAGE; i++) {
     // The common case first: empty entries (SHADOW_NONPRESENT_VALUE) have nothing to check; skip them
@@ -248,27 +162,43 @@ function auditTable(
         continue;
       }
     }
-    const lo = arr[base + i]!;
-    const hi = arr[hiBase + i]!;
-    if (lo === SHADOW_NONPRESENT_LO && hi === SHADOW_NONPRESENT_HI) continue;
-    const gfn = baseGfn + i * step;
-    if (isFrozenSpte(lo, hi)) {
-      ctx.report('INV-SPTE-002', `frozen SPTE at gfn ${hex(gfn)} level ${level} outside mmu_lock`, gfn);
-      continue;
-    }
-    if (!isShadowPresentPte(lo)) {
-      if (!isMmioSpte(lo, hi, mmioValue) && (hi & 0x80000000) === 0)
-        ctx.report(
-          'INV-SPTE-001',
-          `non-present SPTE at gfn ${hex(gfn)} level ${level} lacks bit 63 (SUPPRESS_VE)`,
-          gfn,
-        );
-      continue;
-    }
-    if (isLastSpte(lo, level)) checkLeaf(ctx, root, role, gfn, level, lo, hi);
-    else if (level > 1 && (ctx.filter === null || ctx.filter.scan(level - 1, gfn)))
-      auditTable(ctx, pool, mmioValue, root, role, childTableOf(lo, hi), level - 1, gfn);
+    auditEntry(ctx, pool, mmioValue, t, i);
   }
+}
+
+/** The table auditTable is in: its words, its root and where it lies. */
+interface TableAt {
+  arr: Int32Array;
+  base: number;
+  root: number;
+  role: number;
+  level: number;
+  baseGfn: number;
+}
+
+/** Entry i of a table: its encoding, then the leaf it is or the table below it. */
+function auditEntry(ctx: LeafCtx, pool: SpPool, mmioValue: number, t: TableAt, i: number): void {
+  const lo = t.arr[t.base + i]!;
+  const hi = t.arr[t.base + HI_OFFSET + i]!;
+  if (lo === SHADOW_NONPRESENT_LO && hi === SHADOW_NONPRESENT_HI) return;
+  const level = t.level;
+  const gfn = t.baseGfn + i * PAGES_PER_LEVEL[level]!;
+  if (isFrozenSpte(lo, hi)) {
+    ctx.report('INV-SPTE-002', `frozen SPTE at gfn ${hex(gfn)} level ${level} outside mmu_lock`, gfn);
+    return;
+  }
+  if (!isShadowPresentPte(lo)) {
+    if (!isMmioSpte(lo, hi, mmioValue) && (hi & 0x80000000) === 0)
+      ctx.report(
+        'INV-SPTE-001',
+        `non-present SPTE at gfn ${hex(gfn)} level ${level} lacks bit 63 (SUPPRESS_VE)`,
+        gfn,
+      );
+    return;
+  }
+  if (isLastSpte(lo, level)) checkLeaf(ctx, t.root, t.role, gfn, level, lo, hi);
+  else if (level > 1 && (ctx.filter === null || ctx.filter.scan(level - 1, gfn)))
+    auditTable(ctx, pool, mmioValue, t.root, t.role, childTableOf(lo, hi), level - 1, gfn);
 }
 
 /** The leaf of `root` covering hwGfn, by a plain descent (no iterator state). */
