@@ -77,9 +77,10 @@ class Dirty implements AuditFilter, TlbFilter {
 
   clear(): void {
     this.everything = false;
-    this.dirty2m.clear();
-    this.holds1g.clear();
-    this.dirty1g.clear();
+    // (clear() allocates a new table even for an empty Set)
+    if (this.dirty2m.size > 0) this.dirty2m.clear();
+    if (this.holds1g.size > 0) this.holds1g.clear();
+    if (this.dirty1g.size > 0) this.dirty1g.clear();
     this.last2m = -1;
     this.intervals.length = 0;
     this.tlbRanges.length = 0;
@@ -271,8 +272,24 @@ export class AuditDelta {
       this.noteSpte(gfn, 1);
       return;
     }
-    const span = PAGES_PER_LEVEL[level]!;
-    for (let k = 0; k < count; k++) this.noteSpte(gfn + k * span, level);
+    if (count <= 0) return;
+    // noteSpte of each entry, inline (a shared teardown's runs are up to 512 entries): the same sets,
+    // filled in the same order
+    const d = this.pending;
+    if (level >= 4) {
+      d.everything = true;
+      return;
+    }
+    if (level === 3) {
+      const r0 = Math.floor(gfn / 262144);
+      for (let k = 0; k < count; k++) d.dirty1g.add(r0 + k);
+      return;
+    }
+    // level 2: one table lies in one 1G region
+    const q0 = Math.floor(gfn / 512);
+    for (let k = 0; k < count; k++) d.dirty2m.add(q0 + k);
+    d.holds1g.add(Math.floor(q0 / 512));
+    d.last2m = q0 + count - 1;
   }
 
   /**

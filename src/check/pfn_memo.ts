@@ -4,15 +4,22 @@
  * no string and no array built per mapping: the gfn maps to the first of its records, kept in columns that
  * chain the others; `only` ≥ 0 restricts the checks to that one gfn.
  */
+/** The columns of a memo that has seen nothing (never written: the first mapping grows them). */
+const NONE_I32 = new Int32Array(0);
+const NONE_F64 = new Float64Array(0);
+const NONE_U8 = new Uint8Array(0);
+
 export class PfnMemo {
-  private readonly head = new Map<number, number>();
-  // One memo per audit, and most audits see a few mappings: columns of 8 stay inside V8's heap (64 bytes
-  // at most), which is several times cheaper to allocate than an off-heap buffer; they double as needed.
-  private slot = new Int32Array(8);
-  private pfn = new Float64Array(8);
-  private span = new Int32Array(8);
-  private priv = new Uint8Array(8);
-  private next = new Int32Array(8);
+  // One memo per audit, and most audits see a few mappings or none (an incremental audit with nothing to
+  // walk): nothing is allocated until the first mapping; then columns of 8, which stay inside V8's heap
+  // (64 bytes at most) and are several times cheaper to allocate than an off-heap buffer; they double
+  // as needed.
+  private head: Map<number, number> | null = null;
+  private slot = NONE_I32;
+  private pfn = NONE_F64;
+  private span = NONE_I32;
+  private priv = NONE_U8;
+  private next = NONE_I32;
   private n = 0;
 
   constructor(readonly only: number) {}
@@ -20,7 +27,8 @@ export class PfnMemo {
   /** Was this mapping seen in this audit? Records it if not. */
   seen(slotId: number, gfn: number, basePfn: number, span: number, isPrivate: boolean): boolean {
     const priv = isPrivate ? 1 : 0;
-    const first = this.head.get(gfn);
+    const head = (this.head ??= new Map());
+    const first = head.get(gfn);
     for (let i = first ?? -1; i !== -1; i = this.next[i]!)
       if (
         this.slot[i] === slotId &&
@@ -36,12 +44,12 @@ export class PfnMemo {
     this.span[i] = span;
     this.priv[i] = priv;
     this.next[i] = first ?? -1;
-    this.head.set(gfn, i);
+    head.set(gfn, i);
     return false;
   }
 
   private grow(): void {
-    const cap = this.slot.length * 2;
+    const cap = Math.max(8, this.slot.length * 2);
     const more = <T extends Int32Array | Float64Array | Uint8Array>(a: T, b: T): T => (b.set(a), b);
     this.slot = more(this.slot, new Int32Array(cap));
     this.pfn = more(this.pfn, new Float64Array(cap));

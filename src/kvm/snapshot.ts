@@ -299,7 +299,8 @@ export class Snapshot {
       const o = r.o;
       const at = r.at;
       if (at === null) {
-        o.length = r.vals.length;
+        // (setting an array's length is a runtime call even when it does not change)
+        if (o.length !== r.vals.length) o.length = r.vals.length;
         for (let i = 0; i < r.vals.length; i++) o[i] = r.vals[i];
       } else {
         o.length = 0;
