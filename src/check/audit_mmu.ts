@@ -317,7 +317,7 @@ function auditHugeLeaf(
   if (vm.info.hasPrivateMem && !vm.memAttrs.rangeIs(gfn, gfn + span, vm.memAttrs.get(gfn)))
     report(
       'INV-HUGE-003',
-      `${where} [${hex(gfn)}, ${hex(gfn + span)}) spans gfns with different memory attributes`,
+      `${where()} [${hex(gfn)}, ${hex(gfn + span)}) spans gfns with different memory attributes`,
       gfn,
       pfn,
     );

@@ -84,11 +84,15 @@ describe('KVM_LPAGE_MIXED_FLAG (kvm_arch_post_set_memory_attributes, kvm_mmu_max
       const r = vcpu.access(0, 'read');
       checker.onAccess(vcpu, 0, 'read', r);
       checker.auditPoint('postStep');
-      return { r, vcpu, ids: [...new Set(checker.violations.map((v) => `${v.id}@${v.step}`))] };
+      const ids = [...new Set(checker.violations.map((v) => `${v.id}@${v.step}`))];
+      return { r, vcpu, ids, messages: checker.violations.map((v) => v.message) };
     };
     const bad = run(['no-lpage-mixed']);
     expect(bad.r).toMatchObject({ exit: 'none', level: 2 });
     expect(bad.ids).toEqual(['INV-HUGE-003@shared-read']);
+    expect(bad.messages).toEqual([
+      'VM 1 at postStep: root 0 leaf (level 2) [0x0, 0x200) spans gfns with different memory attributes',
+    ]);
     // The PRIVATE gfn is reached through the shared host page, with no exit.
     expect(bad.vcpu.access(5 * PAGE, 'read', { private: false }).exit).toBe('none');
     const good = run([]);
