@@ -15,13 +15,12 @@ import type { VmState } from '../kvm/vm_state.ts';
 import type { AccessKind, AccessResult } from '../kvm/api_types.ts';
 import type { X86Mmu } from '../x86/mmu/mmu.ts';
 import type { MmuTraceEvent, TdpTraceRecorder } from '../x86/mmu/mmu_trace.ts';
-import { FROZEN_SPTE_HI, FROZEN_SPTE_LO, spteValue } from '../x86/mmu/spte.ts';
-import { PAGES_PER_LEVEL } from '../x86/mmu/tdp_iter.ts';
 import { auditGfn, auditSptes, type MirrorLeaf, type Report } from './audit_mmu.ts';
 import { auditRoots, auditTlbs, auditTlbsAtGfn } from './audit_tlb.ts';
 import { checkAccess, GmemFiles, TdxTracker } from './audit_vm.ts';
 import { auditShadow } from './audit_shadow.ts';
 import { AuditDelta } from './audit_delta.ts';
+import { TraceRing } from './trace_ring.ts';
 
 /**
  * 'off': nothing. 'points': every access against the reference, whole-VM audits at the runner's audit
@@ -105,51 +104,13 @@ function addRecorder(tdp: { recorder: TdpTraceRecorder | undefined }, mine: TdpT
         };
 }
 
-/**
- * Kinds of ring entries: a string or event object, an SPTE change kept as numbers, a guest access, a run
- * of SPTE changes to FROZEN_SPTE (TdpTraceRecorder.sptesFrozen: one entry, one line per SPTE).
- */
-const ENTRY_OBJECT = 0;
-const ENTRY_SPTE = 1;
-const ENTRY_ACCESS = 2;
-const ENTRY_FROZEN_RUN = 3;
-/** numbers per ring entry */
-const NUMS = 7;
-
-const hexKey = /gfn|pfn|gpa|spte|addr|start|end/i;
-
-function formatEvent(ev: Record<string, unknown>): string {
-  let s = String(ev.name);
-  for (const [k, v] of Object.entries(ev)) {
-    if (k === 'name') continue;
-    const val =
-      typeof v === 'bigint'
-        ? '0x' + v.toString(16)
-        : typeof v === 'number' && hexKey.test(k) && v >= 0
-          ? '0x' + v.toString(16)
-          : String(v);
-    s += ` ${k}=${val}`;
-  }
-  return s;
-}
-
 export class Checker {
   readonly violations: Violation[] = [];
   readonly audit: AuditLevel;
-  private readonly traceDepth: number;
   private readonly maxViolations: number;
   private step = 'setup';
-  /**
-   * Ring buffer of recent trace entries, kept as numbers where the entry is hot (SPTE changes, accesses)
-   * and formatted only when a violation copies them: `kinds` says how to read slot i, `nums` holds its
-   * numbers, `objs`/`strs` its object or strings.
-   */
-  private readonly kinds: Uint8Array;
-  private readonly nums: Float64Array;
-  private readonly objs: unknown[];
-  private readonly strs: string[];
-  private ringPos = 0;
-  private ringLen = 0;
+  /** Recent trace entries, formatted only when a violation copies them. */
+  private readonly ring: TraceRing;
   private readonly watched: Watched[] = [];
   /** structural findings already reported (a stale SPTE would otherwise be reported at every point) */
   private readonly seen = new Set<string>();
@@ -167,13 +128,9 @@ export class Checker {
     if (audit !== 'off' && audit !== 'points' && audit !== 'full')
       throw new TypeError(`audit must be 'off', 'points' or 'full' (got '${String(audit)}')`);
     this.audit = audit;
-    this.traceDepth = Math.max(0, Math.floor(opts.traceDepth ?? 64));
+    this.ring = new TraceRing(Math.max(0, Math.floor(opts.traceDepth ?? 64)));
     this.maxViolations = opts.maxViolations ?? 1000;
     this.incremental = opts.incremental ?? true;
-    this.kinds = new Uint8Array(this.traceDepth);
-    this.nums = new Float64Array(this.traceDepth * NUMS);
-    this.objs = new Array<unknown>(this.traceDepth).fill(null);
-    this.strs = new Array<string>(this.traceDepth).fill('');
   }
 
   /** Start checking this VM (idempotent). */
@@ -183,7 +140,7 @@ export class Checker {
     this.watched.push({ vm, gmem: new GmemFiles(), tdx: new TdxTracker(), delta });
     if (this.audit === 'off') return;
     const mmu = vm.mmu as Partial<X86Mmu>;
-    const sink: Sink = (ev) => this.traceLine(ev);
+    const sink: Sink = (ev) => this.ring.line(ev);
     tapTrace(mmu, sink);
     if (mmu.tdp !== undefined) addRecorder(mmu.tdp, this.recorderFor(delta));
     // Learn the VM's current guest_memfd bindings now, so a later use-after-free is recognised.
@@ -206,7 +163,7 @@ export class Checker {
   setStep(label: string): void {
     if (this.audit === 'full') this.runAudits('postStep');
     this.step = String(label);
-    if (this.audit !== 'off') this.traceLine(`--- step ${this.step}`);
+    if (this.audit !== 'off') this.ring.line(`--- step ${this.step}`);
   }
 
   /** Every guest access, with what it produced. */
@@ -218,20 +175,7 @@ export class Checker {
     opts?: { private?: boolean },
   ): void {
     if (this.audit === 'off') return;
-    const i = this.nextSlot(ENTRY_ACCESS);
-    if (i >= 0) {
-      const n = this.nums;
-      const o = i * NUMS;
-      n[o] = vcpu.vcpuId;
-      n[o + 1] = gpa;
-      this.objs[i] = kind;
-      this.strs[i] = result.exit;
-      if (result.exit === 'none') {
-        n[o + 2] = result.pfn;
-        n[o + 3] = result.level;
-        n[o + 4] = result.memtype;
-      }
-    }
+    this.ring.access(vcpu.vcpuId, gpa, kind, result);
     checkAccess(vcpu.vm, vcpu, gpa, kind, result, opts, this.reporter(vcpu.vm, false));
     // 'full': the access can only have changed the translations of its own gfn, so audit those now
     // (the whole-VM audit follows at the end of the step).
@@ -306,22 +250,6 @@ export class Checker {
     };
   }
 
-  /** Claim the next ring slot for an entry of `kind`; -1 when the ring is disabled (traceDepth 0). */
-  private nextSlot(kind: number): number {
-    if (this.traceDepth === 0) return -1;
-    const i = this.ringPos;
-    this.kinds[i] = kind;
-    this.ringPos = i + 1 === this.traceDepth ? 0 : i + 1;
-    if (this.ringLen < this.traceDepth) this.ringLen++;
-    return i;
-  }
-
-  private traceLine(entry: unknown): void {
-    const i = this.nextSlot(ENTRY_OBJECT);
-    // A copy: tracepoint objects may be reused by the emitter.
-    if (i >= 0) this.objs[i] = typeof entry === 'object' && entry !== null ? { ...entry } : entry;
-  }
-
   /**
    * The TDP engine's tracepoints for one VM: SPTE changes stored as numbers (and noted for the next
    * incremental audit), the rest as (rare) event objects.
@@ -330,104 +258,18 @@ export class Checker {
     return {
       spteChanged: (asId, gfn, level, oldLo, oldHi, newLo, newHi) => {
         delta.noteSpte(gfn, level);
-        this.spteChanged(asId, gfn, level, oldLo, oldHi, newLo, newHi);
+        this.ring.spteChanged(asId, gfn, level, oldLo, oldHi, newLo, newHi);
       },
       sptesFrozen: (asId, gfn, level, count, oldLo, oldHi) => {
         delta.noteSpteRun(gfn, level, count);
-        const i = this.nextSlot(ENTRY_FROZEN_RUN);
-        if (i < 0) return;
-        const n = this.nums;
-        const o = i * NUMS;
-        n[o] = asId;
-        n[o + 1] = gfn;
-        n[o + 2] = level;
-        n[o + 3] = count;
-        n[o + 4] = oldLo;
-        n[o + 5] = oldHi;
+        this.ring.sptesFrozen(asId, gfn, level, count, oldLo, oldHi);
       },
-      event: (ev: MmuTraceEvent) => this.traceLine(ev),
+      event: (ev: MmuTraceEvent) => this.ring.line(ev),
     };
   }
 
-  private spteChanged(
-    asId: number,
-    gfn: number,
-    level: number,
-    oldLo: number,
-    oldHi: number,
-    newLo: number,
-    newHi: number,
-  ): void {
-    const i = this.nextSlot(ENTRY_SPTE);
-    if (i < 0) return;
-    const n = this.nums;
-    const o = i * NUMS;
-    n[o] = asId;
-    n[o + 1] = gfn;
-    n[o + 2] = level;
-    n[o + 3] = oldLo;
-    n[o + 4] = oldHi;
-    n[o + 5] = newLo;
-    n[o + 6] = newHi;
-  }
-
-  /** Line k of the run of SPTE changes to FROZEN_SPTE in ring slot i. */
-  private formatFrozen(i: number, k: number): string {
-    const n = this.nums;
-    const o = i * NUMS;
-    const level = n[o + 2]!;
-    return formatEvent({
-      name: 'kvm_tdp_mmu_spte_changed',
-      asId: n[o],
-      gfn: n[o + 1]! + k * PAGES_PER_LEVEL[level]!,
-      level,
-      oldSpte: spteValue(n[o + 4]!, n[o + 5]!),
-      newSpte: spteValue(FROZEN_SPTE_LO, FROZEN_SPTE_HI),
-    });
-  }
-
-  /** Ring slot i (not a frozen run) as the line it stands for. */
-  private formatEntry(i: number): string {
-    const n = this.nums;
-    const o = i * NUMS;
-    switch (this.kinds[i]) {
-      case ENTRY_SPTE:
-        return formatEvent({
-          name: 'kvm_tdp_mmu_spte_changed',
-          asId: n[o],
-          gfn: n[o + 1],
-          level: n[o + 2],
-          oldSpte: spteValue(n[o + 3]!, n[o + 4]!),
-          newSpte: spteValue(n[o + 5]!, n[o + 6]!),
-        });
-      case ENTRY_ACCESS: {
-        const exit = this.strs[i]!;
-        const r =
-          exit === 'none' ? `none pfn=0x${n[o + 2]!.toString(16)} level=${n[o + 3]} mt=${n[o + 4]}` : exit;
-        return `access vcpu${n[o]} ${String(this.objs[i])} gpa=0x${n[o + 1]!.toString(16)} → ${r}`;
-      }
-      default: {
-        const e = this.objs[i];
-        return typeof e === 'string' ? e : formatEvent(e as Record<string, unknown>);
-      }
-    }
-  }
-
-  /**
-   * The last traceDepth lines, oldest first, formatted. A frozen run stands for one line per SPTE, so
-   * the ring's entries are read newest first until that many lines are out (the ring keeps traceDepth
-   * entries, each at least one line: it always holds enough).
-   */
+  /** The last traceDepth trace lines, oldest first (a frozen run counts one line per SPTE). */
   recentTrace(): string[] {
-    const out: string[] = [];
-    const depth = this.traceDepth;
-    for (let k = 0; k < this.ringLen && out.length < depth; k++) {
-      const i = (this.ringPos - 1 - k + depth) % depth;
-      if (this.kinds[i] === ENTRY_FROZEN_RUN) {
-        for (let c = this.nums[i * NUMS + 3]! - 1; c >= 0 && out.length < depth; c--)
-          out.push(this.formatFrozen(i, c));
-      } else out.push(this.formatEntry(i));
-    }
-    return out.reverse();
+    return this.ring.recent();
   }
 }
