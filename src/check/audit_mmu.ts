@@ -46,6 +46,7 @@ import { isPrivateGfn } from './reference.ts';
 import type { AuditFilter } from './audit_delta.ts';
 import { newPfnMemo, type PfnMemo } from './pfn_memo.ts';
 import { checkMappedPfns, hex, liveSlot, type Report } from './audit_pfn.ts';
+import { or8, xorOr8 } from '../x86/mmu/spte_scan.ts';
 
 export { checkMappedPfns, hex, liveSlot, type Report } from './audit_pfn.ts';
 
@@ -139,24 +140,8 @@ function auditTable(
       const j = base + i;
       const h = hiBase + i;
       const NP = SHADOW_NONPRESENT_HI;
-      const los =
-        arr[j]! |
-        arr[j + 1]! |
-        arr[j + 2]! |
-        arr[j + 3]! |
-        arr[j + 4]! |
-        arr[j + 5]! |
-        arr[j + 6]! |
-        arr[j + 7]!;
-      const his =
-        (arr[h]! ^ NP) |
-        (arr[h + 1]! ^ NP) |
-        (arr[h + 2]! ^ NP) |
-        (arr[h + 3]! ^ NP) |
-        (arr[h + 4]! ^ NP) |
-        (arr[h + 5]! ^ NP) |
-        (arr[h + 6]! ^ NP) |
-        (arr[h + 7]! ^ NP);
+      const los = or8(arr, j);
+      const his = xorOr8(arr, h, NP);
       if ((los | his) === SHADOW_NONPRESENT_LO) {
         i += 7;
         continue;

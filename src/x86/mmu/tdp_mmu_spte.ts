@@ -42,6 +42,7 @@ import {
 import { PAGES_PER_LEVEL, tdpIterWriteSpte, type TdpIter } from './tdp_iter.ts';
 import type { MmuTraceEvent } from './mmu_trace.ts';
 import { EBUSY, kvmBugOn, warnOnce, type TdpMmu } from './tdp_mmu_state.ts';
+import { xorOr8 } from './spte_scan.ts';
 
 /** KVM_MMU_PAGE_FIELDS of table `sp`, for kvm_mmu_get_page / kvm_mmu_prepare_zap_page. */
 function spTraceFields(mmu: TdpMmu, sp: number) {
@@ -179,23 +180,7 @@ function freezeNonPresentRun(
     if ((end & 7) === 0 && end + 8 <= SPTE_ENT_PER_PAGE) {
       const j = base + end;
       const h = hiBase + end;
-      const diff =
-        (arr[j]! ^ lo) |
-        (arr[j + 1]! ^ lo) |
-        (arr[j + 2]! ^ lo) |
-        (arr[j + 3]! ^ lo) |
-        (arr[j + 4]! ^ lo) |
-        (arr[j + 5]! ^ lo) |
-        (arr[j + 6]! ^ lo) |
-        (arr[j + 7]! ^ lo) |
-        (arr[h]! ^ hi) |
-        (arr[h + 1]! ^ hi) |
-        (arr[h + 2]! ^ hi) |
-        (arr[h + 3]! ^ hi) |
-        (arr[h + 4]! ^ hi) |
-        (arr[h + 5]! ^ hi) |
-        (arr[h + 6]! ^ hi) |
-        (arr[h + 7]! ^ hi);
+      const diff = xorOr8(arr, j, lo) | xorOr8(arr, h, hi);
       if (diff === 0) {
         end += 8;
         continue;

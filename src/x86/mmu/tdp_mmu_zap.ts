@@ -22,6 +22,7 @@ import { tdpIterNext, tdpIterSkipNonPresent, tdpIterStart, type TdpIter } from '
 import { tdpMmuIterCondResched } from './tdp_mmu.ts';
 import { tdpMmuIterSetSpte, tdpMmuSetSpte, tdpMmuSetSpteAtomic } from './tdp_mmu_spte.ts';
 import { warnOnce, type TdpMmu } from './tdp_mmu_state.ts';
+import { or8 } from './spte_scan.ts';
 
 /**
  * Zap every present leaf SPTE mapping [start, end) in one root; non-leaf tables stay. Returns whether a
@@ -97,15 +98,7 @@ function tdpMmuZapLeafTableRun(mmu: TdpMmu, iter: TdpIter, end: number): number 
     // Most entries of a table being zapped are empty: step over eight at a time when none is present.
     if ((i & 7) === 0 && i + 7 <= last) {
       const j = base + i;
-      const los =
-        arr[j]! |
-        arr[j + 1]! |
-        arr[j + 2]! |
-        arr[j + 3]! |
-        arr[j + 4]! |
-        arr[j + 5]! |
-        arr[j + 6]! |
-        arr[j + 7]!;
+      const los = or8(arr, j);
       if ((los & SPTE_MMU_PRESENT_MASK) === 0) {
         i += 7;
         continue;
