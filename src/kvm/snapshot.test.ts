@@ -11,43 +11,8 @@ import { Kvm, KvmError, type Vm, type Vcpu } from '../index.ts';
 import { Checker } from '../check/checker.ts';
 import { KVM_MEM_LOG_DIRTY_PAGES } from '../uapi/kvm.ts';
 import { snapshot, SNAPSHOT_EXTENTS } from './snapshot.ts';
-
-/** A canonical dump of everything reachable from roots: objects numbered in visit order. */
-function dump(roots: object[]): string[] {
-  const ids = new Map<unknown, number>();
-  const out: string[] = [];
-  const queue: unknown[] = [];
-  const ref = (v: unknown): string => {
-    if (typeof v === 'number') return Object.is(v, -0) ? 'n:-0' : `n:${v}`;
-    if (typeof v !== 'object' && typeof v !== 'function') return `${typeof v}:${String(v)}`;
-    if (v === null) return 'null';
-    let id = ids.get(v);
-    if (id === undefined) {
-      ids.set(v, (id = ids.size));
-      queue.push(v);
-    }
-    return `#${id}`;
-  };
-  roots.forEach(ref);
-  for (let i = 0; i < queue.length; i++) {
-    const o = queue[i] as object;
-    let line = `#${i} ${typeof o === 'function' ? 'fn' : (o.constructor?.name ?? 'null')}`;
-    if (typeof o === 'function') {
-      out.push(line);
-      continue;
-    }
-    if (ArrayBuffer.isView(o))
-      line += ` ${Buffer.from(o.buffer, o.byteOffset, o.byteLength).toString('base64')}`;
-    else if (o instanceof Map) for (const [k, v] of o) line += ` ${ref(k)}=>${ref(v)}`;
-    else if (o instanceof Set) for (const v of o) line += ` ${ref(v)}`;
-    for (const [k, d] of Object.entries(Object.getOwnPropertyDescriptors(o))) {
-      if (ArrayBuffer.isView(o) && /^\d+$/.test(k)) continue;
-      line += ` ${k}:${'value' in d ? ref(d.value) : 'accessor'}`;
-    }
-    out.push(line);
-  }
-  return out;
-}
+// the canonical dump the explorer's restore test uses: every property with its attributes, Map/Set order, bytes
+import { graphDump as dump } from '../../test/explore/graph_dump.ts';
 
 describe('snapshot mechanics', () => {
   it('restores properties, added and deleted keys, arrays, Maps, Sets and typed arrays in place', () => {
