@@ -149,10 +149,12 @@ class Dirty implements AuditFilter, TlbFilter {
 
 /**
  * Audit inputs kept as values: `update` compares the VM's against the last ones recorded, one by one,
- * and records the new ones.
+ * and records the new ones. Scalars and the variable-range MTRR lists go in one list; the fixed-range
+ * MTRR bytes in their own byte array (compared in a monomorphic loop).
  */
 class Inputs {
   private readonly vals: unknown[] = [];
+  private readonly fixed = new Uint8Array(88);
   private i = 0;
   private differs = false;
 
@@ -164,15 +166,20 @@ class Inputs {
     this.i++;
   }
 
-  // one loop per array kind: a loop shared by number[] and Uint8Array reads them polymorphically
   private putAll(a: readonly number[]): void {
     this.put(a.length);
     for (let k = 0; k < a.length; k++) this.put(a[k]);
   }
 
-  private putBytes(a: Uint8Array): void {
-    this.put(a.length);
-    for (let k = 0; k < a.length; k++) this.put(a[k]);
+  /** The fixed-range MTRR bytes (88 of them, as struct kvm_mtrr holds). */
+  private putFixed(a: Uint8Array): void {
+    const f = this.fixed;
+    if (a.length !== f.length) throw new TypeError(`audit inputs: ${a.length} fixed-range MTRR bytes, not 88`);
+    let same = true;
+    for (let k = 0; k < 88; k++) if (a[k] !== f[k]) same = false;
+    if (same) return;
+    this.differs = true;
+    f.set(a);
   }
 
   /**
@@ -197,6 +204,8 @@ class Inputs {
       }
     }
     const v0 = vm.vcpus[0];
+    // (a VM with no vCPU records -1 there: what it records for v0's bytes is then still compared)
+    this.put(v0 === undefined ? -1 : 0);
     if (v0 !== undefined) {
       const m = v0.memtype;
       this.put(m.cr0);
@@ -205,7 +214,7 @@ class Inputs {
       this.putAll(m.varBase);
       this.putAll(m.varMask);
       this.putAll(m.varList);
-      this.putBytes(m.fixed);
+      this.putFixed(m.fixed);
     }
     if (this.i !== this.vals.length) {
       this.differs = true;
@@ -248,6 +257,8 @@ export class AuditDelta {
   /** The TDP engine changed the SPTE of `level` at gfn (any root, any address space). */
   noteSpte(gfn: number, level: number): void {
     const d = this.pending;
+    // everything is suspect already: nothing more to note (the sets are read only when it is not)
+    if (d.everything) return;
     if (level >= 4) {
       d.everything = true;
       return;
@@ -273,9 +284,9 @@ export class AuditDelta {
       return;
     }
     if (count <= 0) return;
-    // noteSpte of each entry, inline (a shared teardown's runs are up to 512 entries): the same sets,
-    // filled in the same order
+    // noteSpte of each entry, inline (a shared teardown's runs are up to 512 entries)
     const d = this.pending;
+    if (d.everything) return;
     if (level >= 4) {
       d.everything = true;
       return;
@@ -285,8 +296,11 @@ export class AuditDelta {
       for (let k = 0; k < count; k++) d.dirty1g.add(r0 + k);
       return;
     }
-    // level 2: one table lies in one 1G region
+    // level 2: one table lies in one 1G region. A table is torn down only after the entry over it
+    // changed, which noted its 1G region as a whole (dirty1g): the audit walks every entry under a
+    // region in dirty1g (scan, entries), so its 2M regions add nothing there.
     const q0 = Math.floor(gfn / 512);
+    if (d.dirty1g.has(Math.floor(q0 / 512))) return;
     for (let k = 0; k < count; k++) d.dirty2m.add(q0 + k);
     d.holds1g.add(Math.floor(q0 / 512));
     d.last2m = q0 + count - 1;
