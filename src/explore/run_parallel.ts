@@ -6,7 +6,7 @@
  * to one pool, so the workers start once. N = 0 runs the same batches in this thread.
  * Model-only file (no kernel counterpart).
  */
-import { runPool } from '../sweep/pool.ts';
+import { openPool, runPool, type KeptPool } from '../sweep/pool.ts';
 import type { ExploreConfig } from './config.ts';
 import type { ExploreViolation } from './execution_types.ts';
 import { ModelProgram } from './program.ts';
@@ -38,10 +38,17 @@ export function batches<T>(items: readonly T[], n: number): T[][] {
   return out.filter((b) => b.length > 0);
 }
 
+/** Worker threads for explorations, kept across runs (`exploreConfigParallel`'s `pool`). */
+export function openExplorePool(workers: number): KeptPool {
+  return openPool(TASK, workers);
+}
+
+/** `pool`: threads kept from earlier runs (openExplorePool; its size is `workers`) instead of new ones. */
 export async function exploreConfigParallel(
   cfg: ExploreConfig,
   o: ExploreRunOptions,
   workers: number,
+  pool?: KeptPool,
 ): Promise<ConfigResult> {
   if (o.pct) throw new TypeError('--workers splits the exhaustive search; --pct runs in one thread');
   if (cfg.bounds.executions !== undefined)
@@ -65,7 +72,10 @@ export async function exploreConfigParallel(
     ids.map((id) => [id, [heads.get(id)!.head]]),
   );
   const ms = new Map<string, number>(ids.map((id) => [id, heads.get(id)!.ms]));
-  for await (const r of runPool<ExploreTaskInput, ExploreTaskOutput>(TASK, tasks, { workers })) {
+  for await (const r of runPool<ExploreTaskInput, ExploreTaskOutput>(TASK, tasks, {
+    workers,
+    ...(pool ? { pool } : {}),
+  })) {
     if (!r.ok) throw new Error(`explore worker: ${r.input.design}: ${r.error}`);
     parts.get(r.input.design)!.push(r.output.result);
     ms.set(r.input.design, ms.get(r.input.design)! + r.output.ms);

@@ -29,6 +29,34 @@ export interface PoolOptions {
   workers: number;
   /** stop early: pending tasks are cancelled, the generator ends after the results already yielded */
   signal?: AbortSignal;
+  /**
+   * threads kept across runs (openPool: started once, for the same task module): their loaded modules and
+   * compiled code serve the next run too; the run leaves them running. `workers` must be its size.
+   */
+  pool?: KeptPool;
+}
+
+/** Worker threads started once and used by several runs (a long-lived tool, the bench's steady state). */
+export interface KeptPool {
+  readonly file: string;
+  readonly threads: number;
+  readonly piscina: Piscina;
+  /** stop the threads */
+  close(): Promise<void>;
+}
+
+/** Start `workers` threads for the task module, to pass as PoolOptions.pool to any number of runs. */
+export function openPool(module: URL, workers: number): KeptPool {
+  const bad = checkWorkers(workers);
+  if (bad !== null || workers === 0) throw new RangeError(bad ?? 'openPool: 0 workers is no pool');
+  const file = resolveTaskFile(module);
+  const piscina = new Piscina({
+    filename: pathToFileURL(file).href,
+    minThreads: workers,
+    maxThreads: workers,
+    execArgv: workerExecArgv(file),
+  });
+  return { file, threads: workers, piscina, close: () => piscina.destroy() };
 }
 
 export type PoolResult<I, O> =
@@ -88,7 +116,12 @@ export async function* runPool<I, O>(
   }
   if (items.length === 0) return;
   const file = resolveTaskFile(module);
-  const pool = new Piscina<I, O>({
+  const kept = opts.pool;
+  if (kept !== undefined && (kept.file !== file || kept.threads !== opts.workers))
+    throw new TypeError(
+      `runPool: the kept pool runs ${kept.file} on ${kept.threads} threads, not ${file} on ${opts.workers}`,
+    );
+  const pool = (kept?.piscina as Piscina<I, O> | undefined) ?? new Piscina<I, O>({
     filename: pathToFileURL(file).href,
     minThreads: Math.min(opts.workers, items.length),
     maxThreads: Math.min(opts.workers, items.length),
@@ -110,10 +143,11 @@ export async function* runPool<I, O>(
   // A worker that dies outside a task (its task module fails to load, say) is reported on the pool's
   // 'error' event; with no listener that is an uncaught exception. It ends the run with that error.
   let poolError: string | null = null;
-  pool.on('error', (e: unknown) => {
+  const onError = (e: unknown): void => {
     poolError ??= message(e);
     wake?.();
-  });
+  };
+  pool.on('error', onError);
   items.forEach((input, index) => {
     pool.run(input, { signal: abort.signal }).then(
       (output) => push({ index, input, ok: true, output }),
@@ -132,7 +166,8 @@ export async function* runPool<I, O>(
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
     abort.abort();
-    await pool.destroy();
+    pool.off('error', onError);
+    if (kept === undefined) await pool.destroy();
   }
 }
 
