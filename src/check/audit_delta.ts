@@ -24,11 +24,12 @@ import type { X86Mmu } from '../x86/mmu/mmu.ts';
 import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
 import { PAGES_PER_LEVEL } from '../x86/mmu/tdp_iter.ts';
 import { tlbGoesAway } from './audit_tlb.ts';
+import { GfnRanges, TlbSeen } from './tlb_seen.ts';
 
 /** More changed gfn intervals than this and the audit is a whole one. */
 const MAX_INTERVALS = 64;
 /** AuditDelta.cacheKeys */
-const DELTA_CACHE: ReadonlySet<PropertyKey> = new Set(['tlbWrites', 'tlb']);
+const DELTA_CACHE: ReadonlySet<PropertyKey> = new Set(['tlbSeen', 'tlb']);
 const DIRTY_CACHE: ReadonlySet<PropertyKey> = new Set(['tlbRanges']);
 
 /** Which tables an audit must walk (levels ≥ 3 always). */
@@ -64,10 +65,10 @@ class Dirty implements AuditFilter, TlbFilter {
   /** changed gfn intervals, [start, end) pairs */
   readonly intervals: number[] = [];
   /**
-   * gfn intervals ([start, end) pairs) whose slots or host pages changed, or that a changed TLB holds:
-   * the TLB entries over them are checked
+   * gfn intervals whose slots or host pages changed, or that a TLB entry changed since the last audit
+   * held or holds (tlb_seen.ts): the TLB entries over them are checked
    */
-  readonly tlbRanges: number[] = [];
+  readonly tlbRanges = new GfnRanges();
 
   get clean(): boolean {
     return (
@@ -83,12 +84,12 @@ class Dirty implements AuditFilter, TlbFilter {
     if (this.dirty1g.size > 0) this.dirty1g.clear();
     this.last2m = -1;
     this.intervals.length = 0;
-    this.tlbRanges.length = 0;
+    this.tlbRanges.clear();
   }
 
   /** Gfns [start, end) changed: their 2M regions, or an interval when that is shorter to note. */
   addRange(start: number, end: number): void {
-    this.tlbRanges.push(start, end);
+    this.tlbRanges.add(start, end);
     const q0 = Math.floor(start / 512);
     const q1 = Math.ceil(end / 512);
     if (q1 - q0 > 512) {
@@ -141,9 +142,7 @@ class Dirty implements AuditFilter, TlbFilter {
   }
 
   check(gfn: number, span: number): boolean {
-    const iv = this.tlbRanges;
-    for (let i = 0; i < iv.length; i += 2) if (iv[i]! < gfn + span && gfn < iv[i + 1]!) return true;
-    return false;
+    return this.tlbRanges.overlaps(gfn, span);
   }
 }
 
@@ -244,8 +243,8 @@ export class AuditDelta {
   private slots: KvmMemorySlot[][] = [];
   /** some active slot is bound to a guest_memfd (its pages come and go without a host-mm event) */
   private gmem = false;
-  /** per vCPU: its TLB's write count at the last audit, and -1 where its entries were not audited */
-  private tlbWrites: number[] = [];
+  /** per vCPU: its TLB as the last audit that checked its entries saw it */
+  private tlbSeen: TlbSeen[] = [];
   /** the TLB filter of the current audit (null: every entry) */
   tlb: TlbFilter | null = null;
 
@@ -381,24 +380,22 @@ export class AuditDelta {
   }
 
   /**
-   * Add to d's TLB ranges what every TLB written since the last audit holds (or all it holds where its
-   * entries were not audited then); false when the TLB audit must be a whole one.
+   * Add to d's TLB ranges the gfns of every TLB entry that changed, appeared or went away since the last
+   * audit (all a TLB holds where its entries were not audited then); false when the TLB audit must be a
+   * whole one (the vCPUs changed).
    */
   private tlbChanges(vm: VmState, d: Dirty): boolean {
-    const w = this.tlbWrites;
-    if (w.length !== vm.vcpus.length) {
+    if (this.tlbSeen.length !== vm.vcpus.length) {
       this.recordTlbs(vm);
       return false;
     }
     for (let i = 0; i < vm.vcpus.length; i++) {
       const v = vm.vcpus[i]!;
-      const now = tlbGoesAway(v) ? -1 : v.tlb.writes;
-      if (now === w[i]) continue;
-      w[i] = now;
-      if (now >= 0)
-        v.tlb.forEachEntry((gfn, _pfn, level) => d.tlbRanges.push(gfn, gfn + PAGES_PER_LEVEL[level]!));
+      if (tlbGoesAway(v)) this.tlbSeen[i]!.forget();
+      else this.tlbSeen[i]!.update(v.tlb, v.asId(), d.tlbRanges);
     }
-    return d.tlbRanges.length <= 2 * MAX_INTERVALS;
+    d.tlbRanges.seal();
+    return true;
   }
 
   /**
@@ -412,7 +409,14 @@ export class AuditDelta {
     into.set(this.current, DIRTY_CACHE);
   }
 
+  /** A whole TLB audit: every vCPU's TLB as it checks it (or not at all, where a flush is pending). */
   private recordTlbs(vm: VmState): void {
-    this.tlbWrites = vm.vcpus.map((v) => (tlbGoesAway(v) ? -1 : v.tlb.writes));
+    const seen = this.tlbSeen;
+    if (seen.length !== vm.vcpus.length) this.tlbSeen = vm.vcpus.map(() => new TlbSeen());
+    for (let i = 0; i < vm.vcpus.length; i++) {
+      const v = vm.vcpus[i]!;
+      if (tlbGoesAway(v)) this.tlbSeen[i]!.forget();
+      else this.tlbSeen[i]!.update(v.tlb, v.asId(), null);
+    }
   }
 }

@@ -17,6 +17,7 @@ import { isPrivateGfn } from './reference.ts';
 import { checkMappedPfns, hex, liveSlot, type Report } from './audit_mmu.ts';
 import { newPfnMemo, type PfnMemo } from './pfn_memo.ts';
 import type { TlbFilter } from './audit_delta.ts';
+import { tlbColumns } from './tlb_seen.ts';
 
 /** INV-ROOT-001/002: root refcounts and the roots vCPUs hold. @kernel arch/x86/kvm/mmu/tdp_mmu.c#kvm_tdp_mmu_put_root */
 export function auditRoots(vm: VmState, report: Report): void {
@@ -57,12 +58,16 @@ export function tlbGoesAway(v: Vcpu): boolean {
 export function auditTlbs(vm: VmState, report: Report, filter: TlbFilter | null = null): void {
   const memo = newPfnMemo();
   const tlbWhere = newTlbWhere();
+  const c = tlbColumns;
   for (const v of vm.vcpus) {
     if (tlbGoesAway(v)) continue;
-    v.tlb.forEachEntry((hwGfn, basePfn, level) => {
-      if (filter === null || filter.check(hwGfn, PAGES_PER_LEVEL[level]!))
-        checkTlbEntry(vm, report, v, hwGfn, basePfn, level, memo, tlbWhere);
-    });
+    // the entries in forEachEntry's order (columns: no call per entry filtered out)
+    const n = c.read(v.tlb);
+    for (let k = 0; k < n; k++) {
+      const level = c.level[k]!;
+      if (filter === null || filter.check(c.gfn[k]!, PAGES_PER_LEVEL[level]!))
+        checkTlbEntry(vm, report, v, c.gfn[k]!, c.pfn[k]!, level, memo, tlbWhere);
+    }
   }
 }
 

@@ -21,7 +21,7 @@ import {
   expectedMemtype,
   gmemPfn,
   isPrivateGfn,
-  referenceAccess,
+  referenceAccessInto,
   retryAcceptable,
 } from './reference.ts';
 
@@ -44,9 +44,11 @@ export function checkAccess(
   // tables first); an emulated write to a shadowed guest table reaches no page of its own (pfn -1).
   const shadowPaging = !vm.cfg.tdp;
   if (shadowPaging && result.exit === 'none' && result.pfn < 0) return;
-  const exp = referenceAccess(vm, vcpu, gpa, kind, opts);
-  const c = classifyGpa(vm, gpa, opts);
-  const gfn = c.gfn;
+  const exp = referenceAccessInto(vm, vcpu, gpa, kind, opts);
+  // classifyGpa's gfns, without its object where there is no shared bit
+  const c = vm.arch.gfnDirectBits === 0 ? null : classifyGpa(vm, gpa, opts);
+  const hwGfn = c === null ? Math.floor(gpa / 4096) : c.hwGfn;
+  const gfn = c === null ? hwGfn : c.gfn;
   // Described only when something is reported (this runs for every guest access): describeAccess().
   if (result.exit === 'retry') {
     // shadow paging: a failed guest walk is a #PF for the guest, reported as 'retry'
@@ -107,7 +109,7 @@ export function checkAccess(
     }
     if (!exp.isPrivate && !shadowPaging) {
       const span = result.level === 1 ? 1 : result.level === 2 ? 512 : 262144;
-      const want = expectedMemtype(vcpu, c.hwGfn - (c.hwGfn % span));
+      const want = expectedMemtype(vcpu, hwGfn - (hwGfn % span));
       if (result.memtype !== want)
         report(
           'INV-ACCESS-005',

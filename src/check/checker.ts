@@ -60,6 +60,8 @@ interface Watched {
   tdx: TdxTracker;
   /** what changed since the last whole-VM audit (audit_delta.ts) */
   delta: AuditDelta;
+  /** the per-access checks' report sink (made once, not per access) */
+  access: Report;
 }
 
 type Sink = (ev: { name: string }) => void;
@@ -137,7 +139,8 @@ export class Checker {
   watch(vm: Vm): void {
     if (this.watched.some((w) => w.vm === vm)) return;
     const delta = new AuditDelta();
-    this.watched.push({ vm, gmem: new GmemFiles(), tdx: new TdxTracker(), delta });
+    const access = this.reporter(vm, false);
+    this.watched.push({ vm, gmem: new GmemFiles(), tdx: new TdxTracker(), delta, access });
     if (this.audit === 'off') return;
     const mmu = vm.mmu as Partial<X86Mmu>;
     const sink: Sink = (ev) => this.ring.line(ev);
@@ -176,7 +179,9 @@ export class Checker {
   ): void {
     if (this.audit === 'off') return;
     this.ring.access(vcpu.vcpuId, gpa, kind, result);
-    checkAccess(vcpu.vm, vcpu, gpa, kind, result, opts, this.reporter(vcpu.vm, false));
+    let report: Report | undefined;
+    for (const w of this.watched) if (w.vm === vcpu.vm) report = w.access;
+    checkAccess(vcpu.vm, vcpu, gpa, kind, result, opts, report ?? this.reporter(vcpu.vm, false));
     // 'full': the access can only have changed the translations of its own gfn, so audit those now
     // (the whole-VM audit follows at the end of the step).
     if (this.audit === 'full') {

@@ -89,6 +89,36 @@ export function referenceAccess(
   kind: AccessKind,
   opts?: { private?: boolean },
 ): Expected {
+  const e = referenceAccessInto(vm, vcpu, gpa, kind, opts);
+  return e === pageScratch ? { kind: 'page', pfn: e.pfn, isPrivate: e.isPrivate, slot: e.slot } : e;
+}
+
+/** referenceAccessInto's answer when it is a page: one object, rewritten by the next call. */
+const pageScratch: Extract<Expected, { kind: 'page' }> = {
+  kind: 'page',
+  pfn: 0,
+  isPrivate: false,
+  slot: null as unknown as KvmMemorySlot,
+};
+
+function page(pfn: number, isPrivate: boolean, slot: KvmMemorySlot): Expected {
+  pageScratch.pfn = pfn;
+  pageScratch.isPrivate = isPrivate;
+  pageScratch.slot = slot;
+  return pageScratch;
+}
+
+/**
+ * referenceAccess without an object per page (the checker's per-access check): a page is answered in
+ * one scratch object, valid until the next call; anything else in a new object.
+ */
+export function referenceAccessInto(
+  vm: VmState,
+  vcpu: Vcpu,
+  gpa: number,
+  kind: AccessKind,
+  opts?: { private?: boolean },
+): Expected {
   if (vm.dead) return { kind: 'vm_dead' };
   const write = kind === 'write';
   if (!vm.cfg.tdp) {
@@ -97,23 +127,26 @@ export function referenceAccess(
     if (typeof t !== 'number') return { kind: 'retry', why: `guest #PF: ${t.why}`, walk: t.walk };
     gpa = t;
   }
-  const c = classifyGpa(vm, gpa, opts);
+  // classifyGpa, without its object where there is no shared bit
+  const c = vm.arch.gfnDirectBits === 0 ? null : classifyGpa(vm, gpa, opts);
+  const gfn = c === null ? Math.floor(gpa / PAGE) : c.gfn;
+  const isPrivate = c === null ? (opts?.private ?? isPrivateGfn(vm, gfn)) : c.isPrivate;
   // The attributes decide first: a private access to a shared gfn (or the reverse) exits to userspace.
-  if (vm.info.hasPrivateMem && c.isPrivate !== isPrivateGfn(vm, c.gfn))
-    return { kind: 'memory_fault', isPrivate: c.isPrivate, why: 'private/shared mismatch' };
-  const slot = vm.activeMemslots(vcpu.asId()).searchMemslots(c.gfn);
+  if (vm.info.hasPrivateMem && isPrivate !== isPrivateGfn(vm, gfn))
+    return { kind: 'memory_fault', isPrivate, why: 'private/shared mismatch' };
+  const slot = vm.activeMemslots(vcpu.asId()).searchMemslots(gfn);
   if (slot === null) return { kind: 'mmio', write };
   // A slot being deleted or moved: the fault must wait for the update (it retries).
   if (slot.flags & KVM_MEMSLOT_INVALID) return { kind: 'retry', why: `memslot ${slot.id} is INVALID` };
-  if (usesGmem(slot, c.isPrivate)) {
+  if (usesGmem(slot, isPrivate)) {
     if (slot.gmem === null)
-      return { kind: 'memory_fault', isPrivate: c.isPrivate, why: 'private access without guest_memfd' };
-    const pfn = gmemPfn(slot, c.gfn);
-    if (pfn === 0) return { kind: 'memory_fault', isPrivate: c.isPrivate, why: 'guest_memfd hole' };
-    return { kind: 'page', pfn, isPrivate: c.isPrivate, slot };
+      return { kind: 'memory_fault', isPrivate, why: 'private access without guest_memfd' };
+    const pfn = gmemPfn(slot, gfn);
+    if (pfn === 0) return { kind: 'memory_fault', isPrivate, why: 'guest_memfd hole' };
+    return page(pfn, isPrivate, slot);
   }
   if (write && slot.flags & KVM_MEM_READONLY) return { kind: 'mmio', write: true };
-  const hva = slot.userspaceAddr + (c.gfn - slot.baseGfn) * PAGE;
+  const hva = slot.userspaceAddr + (gfn - slot.baseGfn) * PAGE;
   const host = vm.kvm.host;
   const vma = host.findVma(hva);
   if (vma === null)
@@ -122,7 +155,7 @@ export function referenceAccess(
     return { kind: 'memory_fault', isPrivate: false, why: `read-only host mapping at 0x${hva.toString(16)}` };
   const pfn = host.pfnAt(hva);
   if (pfn === 0) return { kind: 'memory_fault', isPrivate: false, why: 'no host page after the access' };
-  return { kind: 'page', pfn, isPrivate: false, slot };
+  return page(pfn, false, slot);
 }
 
 const walker = newGuestWalker();

@@ -19,12 +19,15 @@ const ENTRY_OBJECT = 0;
 const ENTRY_SPTE = 1;
 const ENTRY_ACCESS = 2;
 const ENTRY_FROZEN_RUN = 3;
+/** the MMU's per-fault tracepoints, kept as numbers (two per fault: no object copied per fault) */
+const ENTRY_PAGE_FAULT = 4;
+const ENTRY_SPTE_REQUESTED = 5;
 /** numbers per ring entry */
 const NUMS = 7;
 
 const hexKey = /gfn|pfn|gpa|spte|addr|start|end/i;
 
-function formatEvent(ev: Record<string, unknown>): string {
+export function formatEvent(ev: Record<string, unknown>): string {
   let s = String(ev.name);
   for (const [k, v] of Object.entries(ev)) {
     if (k === 'name') continue;
@@ -89,8 +92,23 @@ export class TraceRing {
     n[o + 6] = g;
   }
 
-  /** A tracepoint object or a line; a copy, since tracepoint objects may be reused by the emitter. */
+  /**
+   * A tracepoint object or a line; a copy, since tracepoint objects may be reused by the emitter. The two
+   * a fault fires (kvm_page_fault, kvm_mmu_spte_requested) are kept as their numbers, in the order of
+   * their fields (kvm_trace.ts#KvmTraceEvent), and printed as the copy would be.
+   */
   line(entry: unknown): void {
+    if (typeof entry === 'object' && entry !== null) {
+      const name = (entry as { name?: unknown }).name;
+      if (name === 'kvm_page_fault') {
+        const e = entry as { vcpuId: number; gpa: number; errorCode: number };
+        return this.put(ENTRY_PAGE_FAULT, e.vcpuId, e.gpa, e.errorCode, 0, 0, 0, 0);
+      }
+      if (name === 'kvm_mmu_spte_requested') {
+        const e = entry as { gfn: number; pfn: number; level: number };
+        return this.put(ENTRY_SPTE_REQUESTED, e.gfn, e.pfn, e.level, 0, 0, 0, 0);
+      }
+    }
     const i = this.next(ENTRY_OBJECT);
     if (i >= 0) this.objs[i] = typeof entry === 'object' && entry !== null ? { ...entry } : entry;
   }
@@ -157,6 +175,10 @@ export class TraceRing {
           oldSpte: spteValue(n[o + 3]!, n[o + 4]!),
           newSpte: spteValue(n[o + 5]!, n[o + 6]!),
         });
+      case ENTRY_PAGE_FAULT:
+        return formatEvent({ name: 'kvm_page_fault', vcpuId: n[o], gpa: n[o + 1], errorCode: n[o + 2] });
+      case ENTRY_SPTE_REQUESTED:
+        return formatEvent({ name: 'kvm_mmu_spte_requested', gfn: n[o], pfn: n[o + 1], level: n[o + 2] });
       case ENTRY_ACCESS: {
         const exit = this.strs[i]!;
         const r =

@@ -11,6 +11,10 @@
  * STLB's reach), so old entries also leave by eviction, as in hardware. No PCID/VPID tagging.
  */
 const SIZES = [2048, 512, 16] as const;
+/** Where each page size's entries start among the places entriesInto numbers (4K, then 2M, then 1G). */
+const PLACE_BASE = [0, SIZES[0], SIZES[0] + SIZES[1]] as const;
+/** How many places entriesInto numbers: one per entry of the three arrays. */
+export const TLB_PLACES = SIZES[0] + SIZES[1] + SIZES[2];
 
 export interface TlbHit {
   pfn: number;
@@ -107,6 +111,27 @@ export class Tlb {
       const m = this.meta[l]![i]!;
       f(this.tag[l]![i]!, this.pfn[l]![i]!, (l + 1) as 1 | 2 | 3, (m & 1) === 1, m >> 1);
     }
+  }
+
+  /**
+   * The valid entries into columns, in level then index order as forEachEntry visits them (inspection,
+   * read-only but for that order of the list of valid entries, which forEachEntry sorts too; no call per
+   * entry): each entry's place (increasing; stable while the entry stays valid; below TLB_PLACES, one per
+   * entry of each page size's array), base gfn, base pfn and level. The columns must hold size()
+   * entries; returns size().
+   */
+  entriesInto(place: Int32Array, gfn: Float64Array, pfn: Float64Array, level: Uint8Array): number {
+    const u = this.used.sort((a, b) => a - b);
+    for (let k = 0; k < u.length; k++) {
+      const p = u[k]!;
+      const l = p >> 12;
+      const i = p & 4095;
+      place[k] = PLACE_BASE[l]! + i;
+      gfn[k] = this.tag[l]![i]!;
+      pfn[k] = this.pfn[l]![i]!;
+      level[k] = l + 1;
+    }
+    return u.length;
   }
 
   /** Number of valid entries (inspection). */

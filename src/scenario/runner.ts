@@ -20,8 +20,9 @@ import type { KvmTraceSink } from '../kvm/kvm_trace.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../uapi/kvm_x86.ts';
 import { resolveHostConfig } from '../kvm/host_profile.ts';
 import { prng } from './prng.ts';
+import { CountsReader, type Counts } from './counts.ts';
 
-export type Counts = Record<string, number>;
+export type { Counts };
 export type Verdict = 'ok' | 'violations' | 'unchecked' | 'missing-features' | 'error';
 /** 'steps' = the checker's 'points' plus a 'postStep' audit after every leaf step (the `check` default). */
 export type RunAudit = AuditLevel | 'steps';
@@ -177,29 +178,6 @@ export function buildVm(x: ExecCtx, sc: Scenario, i: number): VmCtx {
   return c;
 }
 
-/** Everything countable, summed over VMs and vCPUs: kernel stats, model counters, derived counters. */
-function snapshot(vms: VmCtx[], derived: Derived): Counts {
-  const out: Counts = { ...derived };
-  const add = (k: string, v: number): void => {
-    out[k] = (out[k] ?? 0) + v;
-  };
-  for (const c of vms) {
-    for (const [k, v] of Object.entries(c.vm.getModelStats())) add(k, v);
-    for (const [k, v] of Object.entries(c.vm.getStats())) add(k, v);
-    // per-SEAMCALL counts and S-EPT page states of a TD (inspection only)
-    const tdx = (c.vm.arch as { tdx?: { stats(): Record<string, number> } }).tdx;
-    if (tdx) for (const [k, v] of Object.entries(tdx.stats())) add(`tdx.${k}`, v);
-    for (const vc of c.vcpus) for (const [k, v] of Object.entries(vc.getStats())) add(`vcpu.${k}`, v);
-  }
-  return out;
-}
-
-function diff(a: Counts, b: Counts): Counts {
-  const out: Counts = {};
-  for (const [k, v] of Object.entries(b)) if (v - (a[k] ?? 0) !== 0) out[k] = v - (a[k] ?? 0);
-  return out;
-}
-
 function stepLabel(s: Step, i: number): string {
   if (s.label) return s.label;
   const kind = Object.keys(s).find((k) => (STEP_KIND_NAMES as readonly string[]).includes(k))!;
@@ -287,7 +265,8 @@ export async function runScenario(
   const steps: StepResult[] = [];
   const leafTotal = opts.onStep ? countSteps(sc.timeline) : 0;
   let leafDone = 0;
-  let before = snapshot(vms, x.derived);
+  const reader = new CountsReader();
+  let before = reader.read(vms, x.derived);
   const setup = before;
   const run = (s: Step, label: string): void => {
     if ('repeat' in s) {
@@ -315,16 +294,16 @@ export async function runScenario(
     const label = stepLabel(s, i);
     for (const m of marks) m(label);
     run(s, label);
-    const now = snapshot(vms, x.derived);
-    steps.push({ label, counts: diff(before, now) });
+    const now = reader.read(vms, x.derived);
+    steps.push({ label, counts: reader.diff(before, now) });
     before = now;
     opts.onProgress?.(i + 1, sc.timeline.length);
   });
   checker.setStep('end');
   checker.auditPoint('end');
-  const totals = snapshot(vms, x.derived);
+  const totals = reader.counts(reader.read(vms, x.derived));
   if (usesMemtypes(sc)) Object.assign(totals, memtypeTotals(vms));
-  steps.unshift({ label: 'setup', counts: diff({}, setup) });
+  steps.unshift({ label: 'setup', counts: reader.diff(null, setup) });
   // A call that failed without the step expecting it fails the run: the scenario did not do what it says.
   const verdict: Verdict = missing.length
     ? 'missing-features'

@@ -1,0 +1,186 @@
+/**
+ * What the checker's incremental TLB audit needs to look at only what changed: each vCPU's TLB as the
+ * last audit saw it (TlbSeen), and the gfn ranges whose TLB entries an audit checks (GfnRanges).
+ *
+ * A TLB entry's findings (audit_tlb.ts#checkTlbEntry) are a function of its gfn, pfn and level, the vCPU
+ * (its id and address space), the memslots over the gfn and the host pages behind them. Slot and host
+ * changes reach the audit as gfn ranges (audit_delta.ts), anything else makes it a whole one. So an
+ * entry that holds the same translation in the same place as at the last audit, in a vCPU whose address
+ * space is the same, can only repeat its findings. Every entry that differs, appeared or went away since
+ * has its gfn range checked, in every vCPU alike (as a whole audit would visit it: the per-audit pfn
+ * memo then suppresses the same repeats, whichever vCPU's entry changed).
+ *
+ * Kernel counterpart: none (the checker's own bookkeeping).
+ */
+import type { Tlb } from '../host/tlb.ts';
+import { PAGES_PER_LEVEL } from '../x86/mmu/tdp_iter.ts';
+
+/** A TLB's valid entries as columns (Tlb.entriesInto), read into one scratch shared by the audits. */
+export class TlbColumns {
+  place = new Int32Array(64);
+  gfn = new Float64Array(64);
+  pfn = new Float64Array(64);
+  level = new Uint8Array(64);
+
+  /** Read tlb's entries (in place order); returns how many. */
+  read(tlb: Tlb): number {
+    const n = tlb.size();
+    if (this.place.length < n) {
+      const cap = Math.max(n, this.place.length * 2);
+      this.place = new Int32Array(cap);
+      this.gfn = new Float64Array(cap);
+      this.pfn = new Float64Array(cap);
+      this.level = new Uint8Array(cap);
+    }
+    return tlb.entriesInto(this.place, this.gfn, this.pfn, this.level);
+  }
+}
+
+/** The checker's scratch (read and used before the next read; audits do not nest). */
+export const tlbColumns = new TlbColumns();
+
+/** gfn ranges ([start, end) pairs) collected in any order, then sealed into sorted disjoint ones. */
+export class GfnRanges {
+  /** as added, then (sealed) sorted and merged */
+  private r: number[] = [];
+  private sealed = false;
+
+  get length(): number {
+    return this.r.length;
+  }
+
+  add(start: number, end: number): void {
+    this.sealed = false; // (unsorted again: overlaps() searches them one by one until the next seal)
+    this.r.push(start, end);
+  }
+
+  clear(): void {
+    this.r.length = 0;
+    this.sealed = false;
+  }
+
+  /** Sort and merge (overlapping or touching ranges become one): overlaps() is then a binary search. */
+  seal(): void {
+    this.sealed = true;
+    const r = this.r;
+    const n = r.length >> 1;
+    if (n <= 1) return;
+    let sorted = true;
+    for (let k = 1; k < n && sorted; k++) sorted = r[2 * k]! >= r[2 * k - 2]!;
+    if (!sorted) {
+      const order = Array.from({ length: n }, (_, k) => k).sort(
+        (a, b) => r[2 * a]! - r[2 * b]! || r[2 * a + 1]! - r[2 * b + 1]!,
+      );
+      const copy = r.slice();
+      for (let k = 0; k < n; k++) {
+        r[2 * k] = copy[2 * order[k]!]!;
+        r[2 * k + 1] = copy[2 * order[k]! + 1]!;
+      }
+    }
+    let w = 0;
+    for (let k = 1; k < n; k++) {
+      if (r[2 * k]! <= r[2 * w + 1]!) {
+        if (r[2 * k + 1]! > r[2 * w + 1]!) r[2 * w + 1] = r[2 * k + 1]!;
+      } else {
+        w++;
+        r[2 * w] = r[2 * k]!;
+        r[2 * w + 1] = r[2 * k + 1]!;
+      }
+    }
+    r.length = 2 * (w + 1);
+  }
+
+  /** Does [gfn, gfn + span) overlap a range? (Any order before seal(), a binary search after.) */
+  overlaps(gfn: number, span: number): boolean {
+    const r = this.r;
+    const end = gfn + span;
+    if (!this.sealed) {
+      for (let i = 0; i < r.length; i += 2) if (r[i]! < end && gfn < r[i + 1]!) return true;
+      return false;
+    }
+    // the first range ending after gfn: it overlaps if it starts before end
+    let lo = 0;
+    let hi = r.length >> 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (r[2 * mid + 1]! <= gfn) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < r.length >> 1 && r[2 * lo]! < end;
+  }
+}
+
+/** One vCPU's TLB as the last audit that checked its entries saw it. */
+export class TlbSeen {
+  /** the TLB's write count at that audit; -1: its entries were not checked then (all count as new) */
+  writes = -1;
+  /** the vCPU's address space then */
+  private asId = -1;
+  /** per place (Tlb.entriesInto): the base gfn and pfn held there, and the audit number it was held at */
+  private gfn = new Float64Array(0);
+  private pfn = new Float64Array(0);
+  private level = new Uint8Array(0);
+  private at = new Int32Array(0);
+  /** the places held at that audit */
+  private places = new Int32Array(0);
+  private n = 0;
+  private audit = 0;
+
+  /** Forget what was seen: the vCPU's entries are not checked at this audit. */
+  forget(): void {
+    this.writes = -1;
+  }
+
+  /**
+   * Compare the TLB with what the last audit saw and remember it as seen now: the gfn range of every
+   * entry that differs, appeared or went away goes to `ranges` (with `ranges` null, nothing is added:
+   * a whole audit checks every entry anyway).
+   */
+  update(tlb: Tlb, asId: number, ranges: GfnRanges | null): void {
+    const known = this.writes >= 0 && this.asId === asId;
+    if (known && this.writes === tlb.writes) return; // not written since: the same entries
+    const c = tlbColumns;
+    const n = c.read(tlb);
+    const { place, gfn: gfnCol, pfn: pfnCol, level: levelCol } = c;
+    const prev = this.audit;
+    const now = ++this.audit;
+    this.grow(n > 0 ? place[n - 1]! + 1 : 0);
+    const { gfn, pfn, level, at } = this;
+    for (let k = 0; k < n; k++) {
+      const p = place[k]!;
+      const g = gfnCol[k]!;
+      const same = known && at[p] === prev && gfn[p] === g && pfn[p] === pfnCol[k];
+      if (!same && ranges !== null) {
+        const span = PAGES_PER_LEVEL[levelCol[k]!]!;
+        ranges.add(g, g + span);
+        // the entry it replaced
+        if (known && at[p] === prev) ranges.add(gfn[p]!, gfn[p]! + span);
+      }
+      gfn[p] = g;
+      pfn[p] = pfnCol[k]!;
+      level[p] = levelCol[k]!;
+      at[p] = now;
+    }
+    // entries held at the last audit and gone now
+    if (known && ranges !== null)
+      for (let k = 0; k < this.n; k++) {
+        const p = this.places[k]!;
+        if (at[p] === prev) ranges.add(gfn[p]!, gfn[p]! + PAGES_PER_LEVEL[level[p]!]!);
+      }
+    if (this.places.length < n) this.places = new Int32Array(Math.max(n, this.places.length * 2));
+    this.places.set(place.subarray(0, n));
+    this.n = n;
+    this.writes = tlb.writes;
+    this.asId = asId;
+  }
+
+  private grow(top: number): void {
+    if (this.at.length >= top) return;
+    const cap = Math.max(top, this.at.length * 2);
+    const more = <T extends Float64Array | Int32Array | Uint8Array>(a: T, b: T): T => (b.set(a), b);
+    this.gfn = more(this.gfn, new Float64Array(cap));
+    this.pfn = more(this.pfn, new Float64Array(cap));
+    this.level = more(this.level, new Uint8Array(cap));
+    this.at = more(this.at, new Int32Array(cap));
+  }
+}

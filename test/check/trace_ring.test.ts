@@ -1,0 +1,75 @@
+/**
+ * The checker's trace ring keeps the fault path's two tracepoints (kvm_page_fault,
+ * kvm_mmu_spte_requested) as numbers: the lines it prints for them are the lines the copied event objects
+ * printed, field for field, for every emitter of those events (the full access path, a fault that exits
+ * to MMIO, the explorer's split access); and they interleave with the other entries in order.
+ */
+import { describe, expect, it } from 'vitest';
+import { Kvm } from '../../src/index.ts';
+import { Checker } from '../../src/check/checker.ts';
+import { formatEvent, TraceRing } from '../../src/check/trace_ring.ts';
+import type { X86Mmu } from '../../src/x86/mmu/mmu.ts';
+
+const MiB = 1 << 20;
+
+describe('trace ring: the fault tracepoints as numbers', () => {
+  it('prints each as the copied event object would, in order with the other entries', () => {
+    const kvm = new Kvm();
+    const vm = kvm.createVm(0);
+    const hva = kvm.host.mmap(2 * MiB);
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 2 * MiB, userspaceAddr: hva });
+    const v = vm.createVcpu(0);
+    const ch = new Checker(kvm, { traceDepth: 4096 });
+    ch.watch(vm);
+    // every event the MMU's sink sees, formatted from a copy as the ring used to keep them
+    const seen: string[] = [];
+    (vm.mmu as X86Mmu).trace = (ev) => seen.push(formatEvent({ ...ev }));
+    ch.setStep('touch');
+    for (const [gpa, kind] of [
+      [0x5000, 'read'],
+      [0x6000, 'write'],
+      [0x7123, 'exec'],
+      [0x5000, 'write'],
+      [0x300000, 'read'], // no slot: an MMIO SPTE
+      [0x300000, 'write'],
+    ] as const)
+      ch.onAccess(v, gpa, kind, v.access(gpa, kind));
+    const ring = ch.recentTrace();
+    const hot = ring.filter((l) => /^(kvm_page_fault|kvm_mmu_spte_requested) /.test(l));
+    expect(hot).toEqual(seen.filter((l) => /^(kvm_page_fault|kvm_mmu_spte_requested) /.test(l)));
+    expect(hot.slice(0, 2)).toEqual([
+      'kvm_page_fault vcpuId=0 gpa=0x5000 errorCode=1',
+      expect.stringMatching(/^kvm_mmu_spte_requested gfn=0x5 pfn=0x[0-9a-f]+ level=1$/),
+    ]);
+    expect(hot).toContain('kvm_page_fault vcpuId=0 gpa=0x7123 errorCode=4');
+    expect(hot).toEqual([
+      'kvm_page_fault vcpuId=0 gpa=0x5000 errorCode=1',
+      'kvm_mmu_spte_requested gfn=0x5 pfn=0x1 level=1',
+      'kvm_page_fault vcpuId=0 gpa=0x6000 errorCode=2',
+      'kvm_mmu_spte_requested gfn=0x6 pfn=0x2 level=1',
+      'kvm_page_fault vcpuId=0 gpa=0x7123 errorCode=4',
+      'kvm_mmu_spte_requested gfn=0x7 pfn=0x3 level=1',
+      'kvm_page_fault vcpuId=0 gpa=0x300000 errorCode=1',
+    ]);
+    // the MMU sink's other lines are where they were, in the sink's order (the TDP engine's own events
+    // reach the ring through its recorder, and accesses and steps from the checker)
+    const tdp = /^(kvm_tdp_mmu_spte_changed|kvm_mmu_get_page|kvm_mmu_prepare_zap_page) /;
+    const events = ring.filter((l) => !l.startsWith('access ') && !l.startsWith('--- step') && !tdp.test(l));
+    expect(events).toEqual(seen);
+    expect(events.at(-1)).toBe('mark_mmio_spte gfn=0x300 gen=2');
+    expect(ring[0]).toBe('--- step touch');
+  });
+
+  it('wraps like any other entry', () => {
+    const r = new TraceRing(3);
+    r.line('a');
+    r.line({ name: 'kvm_page_fault', vcpuId: 1, gpa: 0x2000, errorCode: 2 });
+    r.line({ name: 'kvm_mmu_spte_requested', gfn: 0x2, pfn: 0x1234, level: 1 });
+    r.line({ name: 'kvm_tlb_flush', vcpuId: 1, reason: 'remote' });
+    expect(r.recent()).toEqual([
+      'kvm_page_fault vcpuId=1 gpa=0x2000 errorCode=2',
+      'kvm_mmu_spte_requested gfn=0x2 pfn=0x1234 level=1',
+      'kvm_tlb_flush vcpuId=1 reason=remote',
+    ]);
+  });
+});
