@@ -49,30 +49,75 @@ export function mmuSetSpte(
   if (!hostWritable) access &= ~ACC_WRITE_MASK;
   // A read fault in a dirty-logged slot maps read-only, so the first write is seen and logged.
   if (!write && !prefetch && slot.flags & KVM_MEM_LOG_DIRTY_PAGES) access &= ~ACC_WRITE_MASK;
-  let bits = (access & ACC_USER_MASK ? SPTE_USER : 0) | mt;
-  let wrprot = false;
-  const old = sp.pfn![i]!;
+  const bits = (access & ACC_USER_MASK ? SPTE_USER : 0) | mt;
+  // A present SPTE is changed in place or replaced (mmu_spte_update); an empty one is filled here.
+  if (sp.pfn![i]! >= 0) return mmuUpdateSpte(mmu, sp, i, access, bits, gfn, slot, pfn, write);
+  const oldBits = sp.bits![i]!;
+  const w = sptePermissions(mmu, access, bits, oldBits, gfn, slot);
+  const nu = w & ~WRPROT;
+  if (nu & SPTE_WRITABLE && slot.dirtyBitmap !== null) markPageDirtyInSlot(slot, gfn);
+  sp.gfns![i] = gfn;
+  rmapAdd(mmu.vm.stats, slot, sp, i, gfn);
+  if (sp.level === 1) mmu.vm.stats.pages_4k++;
+  else mmu.vm.stats.pages_2m++;
+  sp.pfn![i] = pfn;
+  sp.bits![i] = nu;
+  return w & WRPROT && write ? RET_PF_WRITE_PROTECTED : RET_PF_FIXED;
+}
+
+/**
+ * Not an SPTE bit: sptePermissions' mark that write access was withheld because gfn is a shadowed guest
+ * table (mmu_try_to_unsync_pages refused), which makes a write fault RET_PF_WRITE_PROTECTED.
+ */
+const WRPROT = 0x100;
+
+/**
+ * The SPTE bits for `access` over `bits` (user and memtype): W and MMU-writable with write access, both
+ * withheld (and WRPROT set) when gfn is a shadowed guest table and the SPTE was not writable before.
+ * @kernel arch/x86/kvm/mmu/spte.c#make_spte (its write-access part: mmu_try_to_unsync_pages)
+ */
+function sptePermissions(
+  mmu: ShadowMmu,
+  access: number,
+  bits: number,
+  oldBits: number,
+  gfn: number,
+  slot: KvmMemorySlot,
+): number {
+  if (!(access & ACC_WRITE_MASK)) return bits;
+  if (!(oldBits & SPTE_WRITABLE) && gfnIsShadowedTable(mmu, slot, gfn)) return bits | WRPROT;
+  return bits | SPTE_WRITABLE | SPTE_MMU_WRITABLE;
+}
+
+/** mmu_set_spte over a present SPTE: a different pfn drops it first (then it is filled as a new one). */
+function mmuUpdateSpte(
+  mmu: ShadowMmu,
+  sp: ShadowPage,
+  i: number,
+  access: number,
+  bits: number,
+  gfn: number,
+  slot: KvmMemorySlot,
+  pfn: number,
+  write: boolean,
+): number {
   const oldBits = sp.bits![i]!;
   let flush = false;
-  if (old >= 0 && old !== pfn) {
+  if (sp.pfn![i]! !== pfn) {
     mmu.dropSpte(sp, i);
     flush = true;
   }
-  if (access & ACC_WRITE_MASK) {
-    bits |= SPTE_WRITABLE | SPTE_MMU_WRITABLE;
-    if (!(oldBits & SPTE_WRITABLE) && gfnIsShadowedTable(mmu, slot, gfn)) {
-      wrprot = true;
-      bits &= ~(SPTE_WRITABLE | SPTE_MMU_WRITABLE);
-    }
-  }
-  if (bits & SPTE_WRITABLE && slot.dirtyBitmap !== null) markPageDirtyInSlot(slot, gfn);
+  const w = sptePermissions(mmu, access, bits, oldBits, gfn, slot);
+  const wrprot = (w & WRPROT) !== 0;
+  const nu = w & ~WRPROT;
+  if (nu & SPTE_WRITABLE && slot.dirtyBitmap !== null) markPageDirtyInSlot(slot, gfn);
   // An unchanged SPTE is spurious, unless the write hit a shadowed table: that one is emulated.
-  if (sp.pfn![i]! >= 0 && bits === oldBits) return wrprot && write ? RET_PF_WRITE_PROTECTED : RET_PF_SPURIOUS;
+  if (sp.pfn![i]! >= 0 && nu === oldBits) return wrprot && write ? RET_PF_WRITE_PROTECTED : RET_PF_SPURIOUS;
   if (sp.pfn![i]! >= 0) {
     // Observed on the recording host: replacing a present SPTE that was never MMU-writable (a clean
     // gPTE) with a writable one costs a remote flush; re-enabling a write-protected one does not.
-    if (!(oldBits & SPTE_MMU_WRITABLE) && bits & SPTE_WRITABLE) flush = true;
-    if (oldBits & SPTE_WRITABLE && !(bits & SPTE_WRITABLE)) flush = true; // mmu_spte_update
+    if (!(oldBits & SPTE_MMU_WRITABLE) && nu & SPTE_WRITABLE) flush = true;
+    if (oldBits & SPTE_WRITABLE && !(nu & SPTE_WRITABLE)) flush = true; // mmu_spte_update
   } else {
     sp.gfns![i] = gfn;
     rmapAdd(mmu.vm.stats, slot, sp, i, gfn);
@@ -80,7 +125,7 @@ export function mmuSetSpte(
     else mmu.vm.stats.pages_2m++;
   }
   sp.pfn![i] = pfn;
-  sp.bits![i] = bits;
+  sp.bits![i] = nu;
   if (flush) mmu.vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_gfn
   return wrprot && write ? RET_PF_WRITE_PROTECTED : RET_PF_FIXED;
 }

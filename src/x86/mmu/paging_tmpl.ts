@@ -19,11 +19,12 @@ import type { Vcpu } from '../../kvm/vcpu.ts';
 import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, OUTSIDE_GUEST_MODE } from '../../kvm/vcpu.ts';
 import type { KvmMemorySlot } from '../../kvm/kvm_host.ts';
 import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
-import { KVM_MEM_READONLY, KVM_MEMSLOT_INVALID } from '../../uapi/kvm.ts';
+import { KVM_MEM_READONLY, KVM_MEMSLOT_INVALID, KVM_USER_MEM_SLOTS } from '../../uapi/kvm.ts';
+import type { KvmMemslots } from '../../kvm/memslots.ts';
+import { gup4kUsable } from '../../host/gup_4k.ts';
 import { markPageDirtyInSlot } from '../../kvm/dirty_log.ts';
 import { kvmMmuChildRole, SPTE_USER, SPTE_WRITABLE, type ShadowPage } from './shadow_rmap.ts';
 import {
-  gvaIndex,
   newGuestWalker,
   PT_DIRTY_MASK,
   walkAddrGeneric,
@@ -53,25 +54,21 @@ const PAGE = 4096;
 
 const walker = newGuestWalker();
 
-const index = gvaIndex;
 /** hvaToPfnInto's answer (no object per fault). */
 const hostPfn: HvaPfn = { pfn: asPfn(0), level: 1, writable: false };
 
 /** The guest's access at CPL3 to gva. */
 export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: AccessKind): AccessResult {
-  if (!Number.isSafeInteger(gva) || gva < 0 || gva >= 2 ** 48)
-    throw new RangeError(
-      `access: gva ${String(gva)} is not a 48-bit guest virtual address (shadow paging: the guest runs on its own page tables)`,
-    );
-  if (kind !== 'read' && kind !== 'write' && kind !== 'exec')
-    throw new TypeError(`access kind must be read, write or exec (got ${String(kind)})`);
-  const vm = mmu.vm;
-  if (vm.dead) return { exit: 'vm_dead', gpa: gva, reason: 'the VM is dead' };
+  if (!(gva >= 0 && gva < 2 ** 48 && Number.isInteger(gva)) || !validKind(kind)) badAccess(gva, kind);
+  if (mmu.vm.dead) return vmDead(gva);
   const write = kind === 'write';
-  const i4 = index(gva, 4);
-  const i3 = index(gva, 3);
-  const i2 = index(gva, 2);
-  const i = index(gva, 1);
+  // gva's index at each level, from its 32-bit halves (int32 arithmetic only: no double per level).
+  const lo = gva >>> 0;
+  const hi = (gva - lo) / 4294967296;
+  const i4 = (hi >>> 7) & 511;
+  const i3 = ((lo >>> 30) | (hi << 2)) & 511;
+  const i2 = (lo >>> 21) & 511;
+  const i = (lo >>> 12) & 511;
   for (let tries = 0; tries < MAX_REFAULTS; tries++) {
     const root = shadowEnterGuest(mmu, vcpu);
     // The CPU walks the shadow tables.
@@ -79,31 +76,58 @@ export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: 
     if (sp !== null) sp = sp.child![i4] ?? null;
     if (sp !== null) sp = sp.child![i3] ?? null;
     if (sp !== null) sp = sp.child![i2] ?? null;
+    let present = false;
     if (sp !== null) {
+      const pfn = sp.pfn![i]!;
       const b = sp.bits![i]!;
-      if (sp.pfn![i]! >= 0 && b & SPTE_USER && (!write || b & SPTE_WRITABLE))
-        return { exit: 'none', pfn: sp.pfn![i]!, level: 1, memtype: 6 };
+      if (pfn >= 0 && b & SPTE_USER && (!write || b & SPTE_WRITABLE))
+        return { exit: 'none', pfn, level: 1, memtype: 6 };
+      // PFERR_PRESENT_MASK: the leaf SPTE is there, the access broke its protection.
+      present = pfn >= 0;
     }
-    // PFERR_PRESENT_MASK: the leaf SPTE is there, the access broke its protection.
-    const present = sp !== null && sp.pfn![i]! >= 0;
     vcpu.mode = OUTSIDE_GUEST_MODE; // the #PF VM exit
     vcpu.stats.exits++; // vcpu_enter_guest counts every exit, as guest_access.ts does for EPT violations
     const r = shadowPageFault(mmu, vcpu, gva, write, present);
-    if (r === RET_PF_FIXED || r === RET_PF_SPURIOUS || r === RET_PF_RETRY) continue;
-    if (r === RET_PF_GUEST) return { exit: 'retry', gpa: gva, reason: `guest #PF: ${walker.fault}` };
-    if (r === RET_PF_MEMORY_FAULT)
-      return { exit: 'memory_fault', gpa: walker.gfn * PAGE, size: PAGE, private: false };
-    if (r === RET_PF_WRITE_PROTECTED) {
-      // The write hit a shadowed guest table: the emulator performs it and tells page tracking.
-      kvmMmuTrackWrite(mmu, walker.gfn);
-      return { exit: 'none', pfn: -1, level: 1, memtype: 6 };
-    }
-    return { exit: 'mmio', gpa: walker.gfn * PAGE + (gva % PAGE), write }; // RET_PF_EMULATE
+    if (r !== RET_PF_FIXED && r !== RET_PF_SPURIOUS && r !== RET_PF_RETRY)
+      return faultExit(mmu, r, gva, write);
   }
   return { exit: 'retry', gpa: gva, reason: 'the fault kept retrying' };
 }
 
-/** @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(page_fault) */
+function validKind(kind: AccessKind): boolean {
+  return kind === 'read' || kind === 'write' || kind === 'exec';
+}
+
+function badAccess(gva: number, kind: AccessKind): never {
+  if (!Number.isSafeInteger(gva) || gva < 0 || gva >= 2 ** 48)
+    throw new RangeError(
+      `access: gva ${String(gva)} is not a 48-bit guest virtual address (shadow paging: the guest runs on its own page tables)`,
+    );
+  throw new TypeError(`access kind must be read, write or exec (got ${String(kind)})`);
+}
+
+function vmDead(gva: number): AccessResult {
+  return { exit: 'vm_dead', gpa: gva, reason: 'the VM is dead' };
+}
+
+/** What the access returns after a fault that did not fix it (r: RET_PF_GUEST, _MEMORY_FAULT, _WRITE_PROTECTED or _EMULATE). */
+function faultExit(mmu: ShadowMmu, r: number, gva: number, write: boolean): AccessResult {
+  if (r === RET_PF_GUEST) return { exit: 'retry', gpa: gva, reason: `guest #PF: ${walker.fault}` };
+  if (r === RET_PF_MEMORY_FAULT)
+    return { exit: 'memory_fault', gpa: walker.gfn * PAGE, size: PAGE, private: false };
+  if (r === RET_PF_WRITE_PROTECTED) {
+    // The write hit a shadowed guest table: the emulator performs it and tells page tracking.
+    kvmMmuTrackWrite(mmu, walker.gfn);
+    return { exit: 'none', pfn: -1, level: 1, memtype: 6 };
+  }
+  return { exit: 'mmio', gpa: walker.gfn * PAGE + (gva % PAGE), write }; // RET_PF_EMULATE
+}
+
+/**
+ * The memslot lookups of one fault go to the vCPU's address space's active set, fetched once: nothing
+ * in a fault changes which set is active (only a memslot commit does).
+ * @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(page_fault)
+ */
 export function shadowPageFault(
   mmu: ShadowMmu,
   vcpu: Vcpu,
@@ -113,33 +137,66 @@ export function shadowPageFault(
 ): number {
   vcpu.stats.pf_taken++;
   const w = walker;
-  const env = faultWalkEnv;
-  env.mmu = mmu;
-  env.asId = vcpu.asId();
-  if (!walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, env)) {
+  const slots = mmu.vm.activeMemslots(vcpu.asId());
+  faultWalkEnv.slots = slots;
+  if (!walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, faultWalkEnv)) {
     vcpu.stats.pf_guest++; // kvm_inject_emulated_page_fault → kvm_inject_page_fault
     return RET_PF_GUEST;
   }
-  const slot = mmu.slotForGfn(w.gfn, vcpu.asId()); // kvm_vcpu_gfn_to_memslot: SMRAM in SMM
-  // page_fault_handle_page_track: a write through a present SPTE to a write-tracked gfn (a shadowed guest
-  // table) is emulated at once, before the pfn is looked up: no SPTE changes and nothing is prefetched.
-  if (present && write && slot !== null && kvmGfnIsWriteTracked(slot, w.gfn))
-    return emulateWriteProtected(vcpu);
-  // kvm_handle_noslot_fault: MMIO caching is off on the modelled host, so emulate without an SPTE.
-  if (slot === null) return emulate(vcpu);
-  if (slot.flags & KVM_MEMSLOT_INVALID) return RET_PF_RETRY;
-  if (write && slot.flags & KVM_MEM_READONLY) return emulate(vcpu);
-  const p = hostPfn;
-  if (!mmu.vm.kvm.host.hvaToPfnInto(slot.userspaceAddr + (w.gfn - slot.baseGfn) * PAGE, write, p))
-    return RET_PF_MEMORY_FAULT;
-  const writable = p.writable && !(slot.flags & KVM_MEM_READONLY);
-  const r = fetch(mmu, vcpu, w, gva, slot, p.pfn, writable, write);
+  const slot = slots.searchMemslots(w.gfn); // kvm_vcpu_gfn_to_memslot: SMRAM in SMM
+  if (slot === null || present || slot.flags & (KVM_MEMSLOT_INVALID | KVM_MEM_READONLY)) {
+    const r = faultSlotChecks(vcpu, slot, w.gfn, write, present);
+    if (r !== 0) return r;
+  }
+  const pfn = faultinPfn(mmu, slot!, w.gfn, write);
+  if (pfn < 0) return RET_PF_MEMORY_FAULT;
+  const writable = hostPfn.writable && !(slot!.flags & KVM_MEM_READONLY);
+  const r = fetch(mmu, vcpu, w, gva, slot!, pfn, writable, write);
   if (r === RET_PF_FIXED) {
     vcpu.stats.pf_fixed++;
     mmu.noteFixed(w.gfn);
   } else if (r === RET_PF_SPURIOUS) vcpu.stats.pf_spurious++;
   else if (r === RET_PF_WRITE_PROTECTED) vcpu.stats.pf_emulate++;
   return r;
+}
+
+/**
+ * FNAME(page_fault)'s answers before the pfn lookup, in its order; 0 when the fault goes on. Only a
+ * fault with no slot, through a present SPTE, or on an INVALID or read-only slot can get one.
+ */
+function faultSlotChecks(
+  vcpu: Vcpu,
+  slot: KvmMemorySlot | null,
+  gfn: number,
+  write: boolean,
+  present: boolean,
+): number {
+  // page_fault_handle_page_track: a write through a present SPTE to a write-tracked gfn (a shadowed guest
+  // table) is emulated at once, before the pfn is looked up: no SPTE changes and nothing is prefetched.
+  if (present && write && slot !== null && kvmGfnIsWriteTracked(slot, gfn))
+    return emulateWriteProtected(vcpu);
+  // kvm_handle_noslot_fault: MMIO caching is off on the modelled host, so emulate without an SPTE.
+  if (slot === null) return emulate(vcpu);
+  if (slot.flags & KVM_MEMSLOT_INVALID) return RET_PF_RETRY;
+  if (write && slot.flags & KVM_MEM_READONLY) return emulate(vcpu);
+  return 0;
+}
+
+/**
+ * The host page behind gfn of slot, faulted in on first touch: its pfn, or -1 if the host has none
+ * (-EFAULT); hostPfn.writable says if it may be mapped writable. A 4K-backed mapping without KSM pages
+ * goes straight to gup4k, the 4K case of hvaToPfnInto, with the same effects. (The host side of
+ * kvm_mmu_faultin_pfn → hva_to_pfn, which the host model answers.)
+ */
+function faultinPfn(mmu: ShadowMmu, slot: KvmMemorySlot, gfn: number, write: boolean): number {
+  const host = mmu.vm.kvm.host;
+  const hva = slot.userspaceAddr + (gfn - slot.baseGfn) * PAGE;
+  const v = host.findVma(hva);
+  if (v !== null && gup4kUsable(v, write)) {
+    hostPfn.writable = v.writable;
+    return host.gup4kInto(v, hva);
+  }
+  return host.hvaToPfnInto(hva, write, hostPfn) ? hostPfn.pfn : -1;
 }
 
 /** RET_PF_WRITE_PROTECTED, counted as fetch's is (pf_emulate). */
@@ -180,30 +237,17 @@ function fetch(
     vcpu.makeRequest(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS);
     return RET_PF_RETRY;
   }
+  const lo = gva >>> 0;
+  const hi = (gva - lo) / 4294967296;
   let sp = root;
   for (let level = 4; level > 1; level--) {
-    const i = index(gva, level);
-    let child = sp.child![i] ?? null;
-    const direct = level === 2 && w.level === 2;
-    const access = direct ? w.pteAccess : w.ptAccess[level - 2]!;
-    // validate_direct_spte: a direct page made for other access (the huge gPTE was read while clean and
-    // is now written, or its permissions changed) is unlinked, and what it mapped flushed.
-    if (direct && child !== null && ((child.role >> 5) & 7) !== access) {
-      sp.child![i] = null;
-      const k = child.parents.findIndex((p) => p.sp === sp && p.i === i);
-      if (k >= 0) child.parents.splice(k, 1); // drop_parent_pte
-      mmu.vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_sptep
-      child = null;
-    }
-    if (child === null) {
-      // kvm_mmu_get_child_sp: indirect while the guest has a table here, direct under a huge gPTE.
-      const gfn = direct ? w.gfn - (w.gfn % 512) : w.tableGfn[level - 2]!;
-      child = mmu.getShadowPage(gfn, kvmMmuChildRole(sp, direct, access));
-      linkShadowPage(sp, i, child);
-    }
-    sp = child;
+    const i =
+      level === 4 ? (hi >>> 7) & 511 : level === 3 ? ((lo >>> 30) | (hi << 2)) & 511 : (lo >>> 21) & 511;
+    const child = sp.child![i] ?? null;
+    // A direct page (under a guest 2M gPTE) is checked against the walk's access first.
+    sp = child === null || (level === 2 && w.level === 2) ? fetchChild(mmu, w, sp, i, level, child) : child;
   }
-  const i = index(gva, 1);
+  const i = (lo >>> 12) & 511;
   // The walk already applied protect_clean_gpte (to reads only): pass the access on as it is.
   const r = mmuSetSpte(
     mmu,
@@ -222,6 +266,39 @@ function fetch(
   if (r === RET_PF_SPURIOUS) return r;
   ptePrefetch(mmu, vcpu, sp, i);
   return r;
+}
+
+/**
+ * FNAME(fetch) at one level where the link is missing or leads to a direct page: drop a direct page made
+ * for other access, then link the page the walk needs (found in the hash or made).
+ */
+function fetchChild(
+  mmu: ShadowMmu,
+  w: GuestWalker,
+  sp: ShadowPage,
+  i: number,
+  level: number,
+  found: ShadowPage | null,
+): ShadowPage {
+  let child = found;
+  const direct = level === 2 && w.level === 2;
+  const access = direct ? w.pteAccess : w.ptAccess[level - 2]!;
+  // validate_direct_spte: a direct page made for other access (the huge gPTE was read while clean and
+  // is now written, or its permissions changed) is unlinked, and what it mapped flushed.
+  if (direct && child !== null && ((child.role >> 5) & 7) !== access) {
+    sp.child![i] = null;
+    const k = child.parents.findIndex((p) => p.sp === sp && p.i === i);
+    if (k >= 0) child.parents.splice(k, 1); // drop_parent_pte
+    mmu.vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_sptep
+    child = null;
+  }
+  if (child === null) {
+    // kvm_mmu_get_child_sp: indirect while the guest has a table here, direct under a huge gPTE.
+    const gfn = direct ? w.gfn - (w.gfn % 512) : w.tableGfn[level - 2]!;
+    child = mmu.getShadowPage(gfn, kvmMmuChildRole(sp, direct, access));
+    linkShadowPage(sp, i, child);
+  }
+  return child;
 }
 
 /**
@@ -262,21 +339,20 @@ export function guestWritePte(mmu: ShadowMmu, tableGpa: number, index: number, g
 export function kvmMmuGvaToGpa(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: boolean): number | null {
   const w = newGuestWalker();
   const env = new ShadowWalkEnv();
-  env.mmu = mmu;
-  env.asId = vcpu.asId();
+  env.slots = mmu.vm.activeMemslots(vcpu.asId());
   return walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, false, true, env)
     ? w.gfn * PAGE + (gva % PAGE)
     : null;
 }
 
-/** What KVM's guest walk asks of the shadow MMU, for a vCPU in address space asId. */
+/** What KVM's guest walk asks of the shadow MMU, for a vCPU whose address space's memslots are `slots`. */
 class ShadowWalkEnv implements WalkEnv {
-  mmu: ShadowMmu | null = null;
-  asId = 0;
+  slots: KvmMemslots | null = null;
 
   /** kvm_vcpu_is_visible_gfn (ShadowMmu.kvmIsVisibleGfn) in the walking vCPU's address space. */
   walkVisible(gfn: number): boolean {
-    return this.mmu!.kvmIsVisibleGfn(gfn, this.asId);
+    const slot = this.slots!.searchMemslots(gfn);
+    return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) === 0 && slot.id < KVM_USER_MEM_SLOTS;
   }
 
   /**
@@ -284,12 +360,12 @@ class ShadowWalkEnv implements WalkEnv {
    * else the page is marked dirty (`kvm_vcpu_mark_page_dirty`) like any guest write KVM makes.
    */
   walkAdWrite(tableGfn: number): boolean {
-    const slot = this.mmu!.slotForGfn(tableGfn, this.asId);
+    const slot = this.slots!.searchMemslots(tableGfn);
     if (slot === null || slot.flags & KVM_MEM_READONLY) return false;
     if (slot.dirtyBitmap !== null) markPageDirtyInSlot(slot, tableGfn);
     return true;
   }
 }
 
-/** The fault path's walk environment, pointed at the faulting vCPU's MMU and address space (no object per fault). */
+/** The fault path's walk environment, pointed at the faulting vCPU's memslots (no object per fault). */
 const faultWalkEnv = new ShadowWalkEnv();

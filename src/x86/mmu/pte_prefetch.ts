@@ -82,23 +82,8 @@ function kvmMmuPrefetchSptes(
  */
 export function ptePrefetch(mmu: ShadowMmu, vcpu: Vcpu, sp: ShadowPage, at: number): void {
   if (sp.level > 1 || mmu.vm.mmuInvalidateInProgress > 0) return;
+  if (sp.direct) return directPtePrefetch(mmu, vcpu, sp, at);
   const first = at & ~(PTE_PREFETCH_NUM - 1);
-  if (sp.direct) {
-    const access = (sp.role >> 5) & 7;
-    let start = -1;
-    for (let i = first; i <= first + PTE_PREFETCH_NUM; i++) {
-      const end = i === first + PTE_PREFETCH_NUM || i === at || sp.pfn![i]! >= 0;
-      if (!end) {
-        if (start < 0) start = i;
-        continue;
-      }
-      if (start < 0) continue;
-      if (!kvmMmuPrefetchSptes(mmu, vcpu, sp, start, sp.gfn + start, i - start, access, PT_DIRTY_MASK))
-        return;
-      start = -1;
-    }
-    return;
-  }
   for (let i = first; i < first + PTE_PREFETCH_NUM; i++) {
     if (i === at || sp.pfn![i]! >= 0) continue;
     const gpte = mmu.gpt.read(sp.gfn, i);
@@ -108,5 +93,26 @@ export function ptePrefetch(mmu: ShadowMmu, vcpu: Vcpu, sp: ShadowPage, at: numb
     let access = (sp.role >> 5) & 7 & gpteAccess(gpte);
     if (!(gpte & PT_DIRTY_MASK)) access &= ~ACC_WRITE_MASK;
     if (!kvmMmuPrefetchSptes(mmu, vcpu, sp, i, gpteToGfn(gpte), 1, access, gpte)) break;
+  }
+}
+
+/**
+ * The prefetch around a new 4K SPTE in a direct page, by runs of non-present entries: a run that maps
+ * nothing ends it, a partial one does not.
+ * @kernel arch/x86/kvm/mmu/mmu.c#__direct_pte_prefetch
+ */
+function directPtePrefetch(mmu: ShadowMmu, vcpu: Vcpu, sp: ShadowPage, at: number): void {
+  const first = at & ~(PTE_PREFETCH_NUM - 1);
+  const access = (sp.role >> 5) & 7;
+  let start = -1;
+  for (let i = first; i <= first + PTE_PREFETCH_NUM; i++) {
+    const end = i === first + PTE_PREFETCH_NUM || i === at || sp.pfn![i]! >= 0;
+    if (!end) {
+      if (start < 0) start = i;
+      continue;
+    }
+    if (start < 0) continue;
+    if (!kvmMmuPrefetchSptes(mmu, vcpu, sp, start, sp.gfn + start, i - start, access, PT_DIRTY_MASK)) return;
+    start = -1;
   }
 }

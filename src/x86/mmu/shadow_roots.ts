@@ -16,10 +16,24 @@ import { ACC_ALL } from './guest_paging.ts';
 import type { ShadowMmu } from './shadow_mmu.ts';
 
 /**
- * VM entry: free obsolete roots, flush if asked, make sure a root is loaded; null = the dummy root.
+ * VM entry: free obsolete roots, flush if asked, make sure a root is loaded; null = the dummy root. The
+ * root is looked up once when nothing changes it (the fault path enters twice per fault).
  * @kernel arch/x86/kvm/x86.c#vcpu_enter_guest
  */
 export function shadowEnterGuest(mmu: ShadowMmu, vcpu: Vcpu): ShadowPage | null {
+  if (vcpu.requests & (KVM_REQ_MMU_FREE_OBSOLETE_ROOTS | KVM_REQ_TLB_FLUSH)) shadowServiceRequests(mmu, vcpu);
+  let root = mmu.roots.get(vcpu);
+  if (kvmSmmChanged(mmu, vcpu, root)) root = mmu.roots.get(vcpu);
+  if (root === undefined && !mmu.dummyRoots.has(vcpu)) {
+    kvmMmuLoad(mmu, vcpu); // kvm_mmu_reload
+    root = mmu.roots.get(vcpu);
+  }
+  vcpu.mode = IN_GUEST_MODE; // until the next VM exit, remote flushes IPI this vCPU
+  return root ?? null;
+}
+
+/** The requests vcpu_enter_guest services for the shadow MMU, in its order: free obsolete roots, then flush. */
+function shadowServiceRequests(mmu: ShadowMmu, vcpu: Vcpu): void {
   if (vcpu.requests & KVM_REQ_MMU_FREE_OBSOLETE_ROOTS) {
     vcpu.requests &= ~KVM_REQ_MMU_FREE_OBSOLETE_ROOTS;
     kvmMmuFreeObsoleteRoots(mmu, vcpu);
@@ -29,14 +43,6 @@ export function shadowEnterGuest(mmu: ShadowMmu, vcpu: Vcpu): ShadowPage | null 
     vcpu.tlb.flushAll();
     vcpu.stats.tlb_flush++;
   }
-  kvmSmmChanged(mmu, vcpu);
-  let root = mmu.roots.get(vcpu);
-  if (root === undefined && !mmu.dummyRoots.has(vcpu)) {
-    kvmMmuLoad(mmu, vcpu); // kvm_mmu_reload
-    root = mmu.roots.get(vcpu);
-  }
-  vcpu.mode = IN_GUEST_MODE; // until the next VM exit, remote flushes IPI this vCPU
-  return root ?? null;
 }
 
 /**
@@ -78,13 +84,15 @@ export function kvmMmuFreeRoots(mmu: ShadowMmu, vcpu: Vcpu): void {
 /**
  * Entering or leaving SMM resets the MMU context (kvm_mmu_reset_context → kvm_mmu_unload frees the
  * roots), so the next entry loads the root of the other address space; the old root stays in the hash.
- * `vcpu.smm` is a plain field here, so the change is noticed at the next VM entry.
+ * `vcpu.smm` is a plain field here, so the change is noticed at the next VM entry. `root` is the vCPU's
+ * root now (mmu.roots); true if it was freed.
  * @kernel arch/x86/kvm/smm.c#kvm_smm_changed
  */
-export function kvmSmmChanged(mmu: ShadowMmu, vcpu: Vcpu): void {
-  const root = mmu.roots.get(vcpu);
+export function kvmSmmChanged(mmu: ShadowMmu, vcpu: Vcpu, root: ShadowPage | undefined): boolean {
   const loadedAs = root !== undefined ? kvmMmuPageAsId(root) : mmu.dummyRoots.get(vcpu);
-  if (loadedAs !== undefined && loadedAs !== vcpu.asId()) kvmMmuFreeRoots(mmu, vcpu);
+  if (loadedAs === undefined || loadedAs === vcpu.asId()) return false;
+  kvmMmuFreeRoots(mmu, vcpu);
+  return true;
 }
 
 /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_free_obsolete_roots */
