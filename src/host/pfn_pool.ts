@@ -128,7 +128,7 @@ export class PfnPool implements SnapshotExtents {
       base = this.free.pop()!;
       this.epoch++;
     } else {
-      base = Math.ceil(this.next / n) * n;
+      base = n === 1 ? this.next : Math.ceil(this.next / n) * n; // (no division for a single page)
       // The alignment gap and the block's tail pages are not fresh single pages: make their chunks
       // (before `next` moves, so the pages handed out so far keep reading 1).
       if (n > 1 && !this.eager)

@@ -35,6 +35,10 @@ export class Tlb {
   private readonly used: number[] = [];
   /** Valid entries per page size: a probe skips the sizes that hold none. */
   private readonly valid = new Int32Array(3);
+  /** The 4K arrays again (the same objects), for fill4k without the per-size indirection. */
+  private readonly tag4k = this.tag[0]!;
+  private readonly pfn4k = this.pfn[0]!;
+  private readonly meta4k = this.meta[0]!;
   /** flushes that reached this TLB (model counter) */
   flushes = 0;
   /** fills and flushes so far: the TLB holds what it held when this last had the same value */
@@ -86,6 +90,19 @@ export class Tlb {
     this.tag[l]![i] = index * span;
     this.pfn[l]![i] = basePfn;
     this.meta[l]![i] = (writable ? 1 : 0) | (memtype << 1);
+    this.writes++;
+  }
+
+  /** fill() of a 4K leaf for gfn below 2^31 (int32 index arithmetic). */
+  fill4k(gfn: number, pfn: number, writable: boolean, memtype: number): void {
+    const i = gfn & 2047;
+    if (this.tag4k[i] === -1) {
+      this.used.push(i);
+      this.valid[0]!++;
+    }
+    this.tag4k[i] = gfn;
+    this.pfn4k[i] = pfn;
+    this.meta4k[i] = (writable ? 1 : 0) | (memtype << 1);
     this.writes++;
   }
 

@@ -232,10 +232,33 @@ export function kvmTdpMtrrMaxLevel(vcpu: Vcpu, gfn: number, maxLevel: number): n
   return maxLevel;
 }
 
+/** The kernel version string last compared, and whether it is before 6.15 (one compare per version). */
+let eraKernel = '';
+let eraBefore615 = false;
+
 /** @kernel arch/x86/kvm/vmx/vmx.c#vmx_ignore_guest_pat */
 function vmxIgnoreGuestPat(vm: Vcpu['vm']): boolean {
   if (kvmArchHasNoncoherentDma(vm)) return false;
-  return kvmCheckHasQuirk(vm.arch, KVM_X86_QUIRK_IGNORE_GUEST_PAT) || vm.cfg.kernel < '6.15';
+  if (kvmCheckHasQuirk(vm.arch, KVM_X86_QUIRK_IGNORE_GUEST_PAT)) return true;
+  // Before 6.15 guest PAT is ignored without the quirk. The string compare runs once per version:
+  // a fault compares the version with the last one by identity (the same string, mostly the same object).
+  const k = vm.cfg.kernel;
+  if (k !== eraKernel) {
+    eraKernel = k;
+    eraBefore615 = k < '6.15';
+  }
+  return eraBefore615;
+}
+
+/**
+ * vmx_get_mt_mask for guest RAM (not MMIO) where its answer is the same for every gfn and vCPU: since
+ * 6.11 (no honorGuestMtrrs) it reads only VM-wide state (non-coherent DMA, the quirk, the kernel
+ * version), not CR0.CD, MTRRs or PAT. -1 in the honorGuestMtrrs era, where it depends on those.
+ */
+export function vmxGetMtMaskVmWide(vm: Vcpu['vm']): number {
+  if (vm.cfg.honorGuestMtrrs) return -1;
+  if (vmxIgnoreGuestPat(vm)) return (MTRR_TYPE_WRBACK << VMX_EPT_MT_EPTE_SHIFT) | VMX_EPT_IPAT_BIT;
+  return MTRR_TYPE_WRBACK << VMX_EPT_MT_EPTE_SHIFT;
 }
 
 /** @kernel arch/x86/kvm/vmx/vmx.c#vmx_get_mt_mask */
@@ -254,8 +277,7 @@ export function vmxGetMtMask(vcpu: Vcpu, gfn: number, isMmio: boolean): number {
     }
     return kvmMtrrGetGuestMemoryType(vcpu, gfn) << VMX_EPT_MT_EPTE_SHIFT;
   }
-  if (vmxIgnoreGuestPat(vm)) return (MTRR_TYPE_WRBACK << VMX_EPT_MT_EPTE_SHIFT) | VMX_EPT_IPAT_BIT;
-  return MTRR_TYPE_WRBACK << VMX_EPT_MT_EPTE_SHIFT;
+  return vmxGetMtMaskVmWide(vm);
 }
 
 /** kvm_x86_call(get_mt_mask) as make_spte calls it (a VMX/EPT host). @kernel arch/x86/kvm/mmu/spte.c#make_spte */

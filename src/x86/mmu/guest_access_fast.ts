@@ -33,11 +33,9 @@ import {
 } from '../../uapi/kvm.ts';
 import { gup4kUsable } from '../../host/gup_4k.ts';
 import { spteWritableInvariantsHold } from './tdp_mmu_spte.ts';
-import { CHUNK_MASK, CHUNK_SHIFT, HI_OFFSET, TABLE_WORDS, childTableOf } from './sp_pool.ts';
-import { INV_PAGES_PER_LEVEL } from './tdp_iter.ts';
+import { CHUNK_MASK, CHUNK_SHIFT, HI_OFFSET, TABLE_WORDS } from './sp_pool.ts';
 import {
   newSptePair,
-  spteToPfn,
   PT_PAGE_SIZE_MASK,
   PT_WRITABLE_MASK,
   SHADOW_NONPRESENT_HI,
@@ -49,9 +47,30 @@ import {
   VMX_EPT_MT_MASK,
 } from './spte.ts';
 import { tdpFaultSpte } from './page_fault.ts';
-import { kvmMmuGetMtMask } from '../mtrr.ts';
+import { kvmMmuGetMtMask, vmxGetMtMaskVmWide } from '../mtrr.ts';
 import { bulkAllowed } from './guest_access_bulk.ts';
 import type { X86Mmu } from './mmu.ts';
+
+// The constants this file's hot code uses, as this module's own bindings: an imported binding is read
+// through its module cell, with a hole check, at every use in optimized code; a local const is not.
+const C_SHIFT = CHUNK_SHIFT;
+const C_MASK = CHUNK_MASK;
+const T_WORDS = TABLE_WORDS;
+const HI = HI_OFFSET;
+const PRESENT = SPTE_MMU_PRESENT_MASK;
+const LARGE = PT_PAGE_SIZE_MASK;
+const W = PT_WRITABLE_MASK;
+const A = VMX_EPT_ACCESS_BIT;
+const D = VMX_EPT_DIRTY_BIT;
+const WD = PT_WRITABLE_MASK | VMX_EPT_DIRTY_BIT;
+const MT = VMX_EPT_MT_MASK;
+const NP_LO = SHADOW_NONPRESENT_LO;
+const NP_HI = SHADOW_NONPRESENT_HI;
+const ADDR_HI = SPTE_BASE_ADDR_MASK_HI;
+const SLOT_NOT_FAST = KVM_MEMSLOT_INVALID | KVM_MEM_LOG_DIRTY_PAGES | KVM_MEMSLOT_GMEM_ONLY;
+const SLOT_RO = KVM_MEM_READONLY;
+const GUEST = IN_GUEST_MODE;
+const OUTSIDE = OUTSIDE_GUEST_MODE;
 
 /** The tables the walk went through, pt_path-style: path[level - 1] (copied to the iterator on a fault). */
 const path = new Int32Array(5);
@@ -68,22 +87,26 @@ let tmplSane = false;
 /** The template has W and D: a write completes on the retried access without logging the page. */
 let tmplWriteDone = false;
 
-/** The 4K leaf template for a fault at gfn (pfn 0): tdpFaultSpte's answer, recomputed when it can change. */
+/**
+ * The 4K leaf template for a fault at gfn (pfn 0): tdpFaultSpte's answer, recomputed when it can change.
+ * The memtype is vmx_get_mt_mask's: its VM-wide answer where it has one (6.11+), else per gfn and vCPU.
+ */
 function leafTemplate(vcpu: Vcpu, gfn: number, mapWritable: boolean): void {
-  const mt = kvmMmuGetMtMask(vcpu, gfn, false);
+  let mt = vmxGetMtMaskVmWide(vcpu.vm);
+  if (mt < 0) mt = kvmMmuGetMtMask(vcpu, gfn, false);
   if (mt === tmplMt && mapWritable === tmplWritable) return;
   tdpFaultSpte(tmpl, vcpu, gfn, 1, 0, mapWritable);
   // tdpFaultSpte reads the memtype again; the key is what it read (the same call, the same answer).
   tmplMt = mt;
   tmplWritable = mapWritable;
   tmplSane = spteWritableInvariantsHold(tmpl.lo, tmpl.hi);
-  const wd = PT_WRITABLE_MASK | VMX_EPT_DIRTY_BIT;
-  tmplWriteDone = (tmpl.lo & wd) === wd;
+  tmplWriteDone = (tmpl.lo & WD) === WD;
 }
 
 /**
  * One access at gpa (read or write), made where the fast path can make it: true with what it reached
- * in `hit` (and the vCPU's mode set as vcpu.access leaves it), false with nothing changed.
+ * in `hit` (and the vCPU's mode set as vcpu.access leaves it), false with nothing changed. Guest frame
+ * numbers from 2^31 on (gpa ≥ 8 TiB) take the full path: below that the index arithmetic is int32.
  */
 export function vcpuAccessFast(
   mmu: X86Mmu,
@@ -92,20 +115,19 @@ export function vcpuAccessFast(
   write: boolean,
   hit: AccessHit,
 ): boolean {
-  if (!bulkAllowed(mmu, vcpu)) return false;
-  const g = Math.floor(gpa / 4096);
+  if (gpa >= 0x80000000000 || !bulkAllowed(mmu, vcpu)) return false;
+  const g = (gpa / 4096) | 0; // gpa is an integer below 2^43 (vcpu.access checked it)
   const tlb = vcpu.tlb;
   if (tlb.probe(g) && (!write || tlb.hit.writable)) {
     const t = tlb.hit;
     hit.pfn = t.pfn;
     hit.level = t.level;
     hit.memtype = t.memtype;
-    vcpu.mode = vcpu.running ? IN_GUEST_MODE : OUTSIDE_GUEST_MODE; // vcpu.accessEnded(true)
+    vcpu.mode = vcpu.running ? GUEST : OUTSIDE; // vcpu.accessEnded(true)
     return true;
   }
   // The CPU's EPT walk (kvmTdpMmuGetWalk), keeping the tables it passes.
-  const tdp = mmu.tdp;
-  const pool = tdp.pool;
+  const pool = mmu.tdp.pool;
   const chunks = pool.chunks;
   const root = vcpu.mmu.root;
   const rootLevel = pool.role[root]! & 0xf;
@@ -116,38 +138,32 @@ export function vcpuAccessFast(
   let lo: number;
   let hi: number;
   for (;;) {
-    arr = chunks[t >>> CHUNK_SHIFT]!;
+    arr = chunks[t >>> C_SHIFT]!;
     path[level - 1] = t;
-    w = (t & CHUNK_MASK) * TABLE_WORDS + ((g * INV_PAGES_PER_LEVEL[level]!) & 511);
+    // SPTE_INDEX: g < 2^31, so the shift is exact, and a 5-level root's index is 0 (a shift count of
+    // 36 would be taken mod 32)
+    w = (t & C_MASK) * T_WORDS + (level < 5 ? (g >>> (9 * level - 9)) & 511 : 0);
     lo = arr[w]!;
-    hi = arr[w + HI_OFFSET]!;
-    if ((lo & SPTE_MMU_PRESENT_MASK) === 0 || level === 1 || (lo & PT_PAGE_SIZE_MASK) !== 0) break;
-    t = childTableOf(lo, hi);
+    hi = arr[w + HI]!;
+    if ((lo & PRESENT) === 0 || level === 1 || (lo & LARGE) !== 0) break;
+    t = ((hi & 0x7ff) << 20) | (lo >>> 12); // childTableOf
     level--;
   }
-  const want = VMX_EPT_ACCESS_BIT | (write ? VMX_EPT_DIRTY_BIT : 0);
-  if ((lo & SPTE_MMU_PRESENT_MASK) !== 0) {
+  if ((lo & PRESENT) !== 0) {
     // translate(): a present leaf. A write needs W, and a write that sets D logs the page (not here).
-    if (write && (lo & (PT_WRITABLE_MASK | VMX_EPT_DIRTY_BIT)) !== (PT_WRITABLE_MASK | VMX_EPT_DIRTY_BIT))
-      return false;
-    if ((lo & want) !== want) lo = arr[w] = lo | want | 0; // the CPU sets A
-    const basePfn = spteToPfn(lo, hi);
-    const span = level === 1 ? 1 : level === 2 ? 512 : 262144;
-    const memtype = (lo & VMX_EPT_MT_MASK) >>> 3;
-    tlb.fill(
-      g,
-      basePfn,
-      level as 1 | 2 | 3,
-      (lo & PT_WRITABLE_MASK) !== 0 && (lo & VMX_EPT_DIRTY_BIT) !== 0,
-      memtype,
-    );
-    hit.pfn = level === 1 ? basePfn : basePfn + (g - Math.floor(g / span) * span);
+    if (write && (lo & WD) !== WD) return false;
+    const want = write ? A | D : A;
+    if ((lo & want) !== want) lo = arr[w] = lo | want; // the CPU sets A
+    const basePfn = (lo >>> 12) + (hi & ADDR_HI) * 0x100000; // spteToPfn
+    const memtype = (lo & MT) >>> 3;
+    tlb.fill(g, basePfn, level as 1 | 2 | 3, (lo & WD) === WD, memtype);
+    hit.pfn = level === 1 ? basePfn : basePfn + (g & (level === 2 ? 511 : 262143));
     hit.level = level as 1 | 2 | 3;
     hit.memtype = memtype;
-    vcpu.mode = vcpu.running ? IN_GUEST_MODE : OUTSIDE_GUEST_MODE;
+    vcpu.mode = vcpu.running ? GUEST : OUTSIDE;
     return true;
   }
-  if (level !== 1 || lo !== SHADOW_NONPRESENT_LO || hi !== SHADOW_NONPRESENT_HI) return false;
+  if (level !== 1 || lo !== NP_LO || hi !== NP_HI) return false;
   return firstTouch4k(mmu, vcpu, g, write, arr, w, rootLevel, hit);
 }
 
@@ -172,31 +188,28 @@ function firstTouch4k(
   const slot = slots.peekMemslot(g);
   if (slot === null) return false;
   const flags = slot.flags;
-  if (flags & (KVM_MEMSLOT_INVALID | KVM_MEM_LOG_DIRTY_PAGES | KVM_MEMSLOT_GMEM_ONLY)) return false;
-  if (write && flags & KVM_MEM_READONLY) return false;
+  if ((flags & SLOT_NOT_FAST) !== 0 || (write && (flags & SLOT_RO) !== 0)) return false;
   const host = vm.kvm.host;
   const hva = slot.userspaceAddr + (g - slot.baseGfn) * 4096;
   // hva_to_pfn's lookup: the full path makes it too, with the same answer, if this one bails out.
   const v = host.findVma(hva);
   if (v === null || !gup4kUsable(v, write)) return false;
-  const mapWritable = v.writable && !(flags & KVM_MEM_READONLY);
+  const mapWritable = v.writable && (flags & SLOT_RO) === 0;
   leafTemplate(vcpu, g, mapWritable);
   // A write must complete on the retry, and a leaf that would WARN is counted by the full path.
   if (!tmplSane || (write && !tmplWriteDone)) return false;
-  let newLo = tmpl.lo;
-  let newHi = tmpl.hi;
   // kvm_mmu_faultin_pfn: the slot lookup, then GUP (the page faulted in on first touch).
   slots.searchMemslots(g);
   const tdp = mmu.tdp;
   tdp.pool.rcuReclaim(); // kvm_tdp_mmu_map's first step
   const pfn = host.gup4kInto(v, hva);
-  // pfnLo/pfnHi without their `%` and division (bit operations are exact below 2^52)
-  newLo = newLo | ((pfn & 0xfffff) << 12);
-  newHi = newHi | (Math.floor(pfn / 0x100000) & SPTE_BASE_ADDR_MASK_HI);
+  // pfnLo/pfnHi without their `%` and division (bit operations are exact below 2^52); the retried
+  // access sets A (and D on a write: the template has it then), so the leaf is stored with A.
+  const newLo = tmpl.lo | ((pfn & 0xfffff) << 12);
+  const newHi = tmpl.hi | (Math.floor(pfn / 0x100000) & ADDR_HI);
   // tdp_mmu_set_spte_atomic + handle_changed_spte for a never-used entry becoming a 4K leaf whose
   // writable bits hold (checked above): the page stat moves, nothing else.
-  arr[w] = newLo;
-  arr[w + HI_OFFSET] = newHi;
+  arr[w + HI] = newHi;
   tdp.pages[0]!++;
   iterAfterMap4k(mmu, g, rootLevel, arr, w);
   mmu.syncCounters();
@@ -206,14 +219,13 @@ function firstTouch4k(
   stats.pf_fixed++;
   if (mmu.noteMapped(g)) vm.countModel('refaults');
   // The retried access: the walk finds the new leaf; the CPU sets A (and D on a write: already set).
-  const want = VMX_EPT_ACCESS_BIT | (write ? VMX_EPT_DIRTY_BIT : 0);
-  if ((newLo & want) !== want) newLo = arr[w] = newLo | want | 0;
-  const memtype = (newLo & VMX_EPT_MT_MASK) >>> 3;
-  vcpu.tlb.fill(g, pfn, 1, (newLo & PT_WRITABLE_MASK) !== 0 && (newLo & VMX_EPT_DIRTY_BIT) !== 0, memtype);
+  const leaf = (arr[w] = newLo | (write ? A | D : A));
+  const memtype = (leaf & MT) >>> 3;
+  vcpu.tlb.fill4k(g, pfn, (leaf & WD) === WD, memtype);
   hit.pfn = pfn;
   hit.level = 1;
   hit.memtype = memtype;
-  vcpu.mode = vcpu.running ? IN_GUEST_MODE : OUTSIDE_GUEST_MODE;
+  vcpu.mode = vcpu.running ? GUEST : OUTSIDE;
   return true;
 }
 
@@ -232,15 +244,17 @@ function iterAfterMap4k(mmu: X86Mmu, gfn: number, rootLevel: number, arr: Int32A
   iter.yieldedGfn = gfn;
   iter.table = t;
   iter.index = gfn & 511;
-  iter.arr = arr; // the leaf table's chunk, and w the leaf's word in it
+  // the leaf table's chunk, and w the leaf's word in it (stored only when it changes: a pointer store
+  // pays the GC write barrier, and runs of faults stay in one chunk)
+  if (iter.arr !== arr) iter.arr = arr;
   iter.base = w - (gfn & 511);
   iter.gfn = gfn;
   iter.rootLevel = rootLevel;
   iter.minLevel = 1;
   iter.level = 1;
   iter.asId = (mmu.tdp.pool.role[path[rootLevel - 1]!]! >>> 24) & 0xff ? 1 : 0;
-  iter.oldLo = SHADOW_NONPRESENT_LO;
-  iter.oldHi = SHADOW_NONPRESENT_HI;
+  iter.oldLo = NP_LO;
+  iter.oldHi = NP_HI;
   iter.valid = true;
   iter.yielded = false;
 }

@@ -382,11 +382,15 @@ export class X86Mmu implements KvmMmuOps {
 
   /** Record that gfn was mapped; true if it had been mapped before (so this fault is a refault). */
   noteMapped(gfn: number): boolean {
-    const key = Math.floor(gfn / 32768);
-    let bits = key === this.lastMappedKey ? this.lastMapped : this.everMapped.get(key);
-    if (bits === undefined) this.everMapped.set(key, (bits = new Uint8Array(4096)));
-    this.lastMappedKey = key;
-    this.lastMapped = bits;
+    const key = gfn < 0x80000000 ? gfn >>> 15 : Math.floor(gfn / 32768);
+    let bits = this.lastMapped;
+    // (the chunk pointer is stored only when it changes: a pointer store pays the GC write barrier)
+    if (key !== this.lastMappedKey || bits === undefined) {
+      bits = this.everMapped.get(key);
+      if (bits === undefined) this.everMapped.set(key, (bits = new Uint8Array(4096)));
+      this.lastMappedKey = key;
+      this.lastMapped = bits;
+    }
     const i = gfn - key * 32768;
     const was = (bits[i >>> 3]! >> (i & 7)) & 1;
     bits[i >>> 3]! |= 1 << (i & 7);

@@ -1,0 +1,9 @@
+/** Types of bench/access_user.mjs (a plain ESM script, as a user writes one). */
+export interface AccessFigures {
+  accessFirstTouch: number;
+  accessHits: number;
+  rangeFirstTouch: number;
+  rangeHits: number;
+  rangeTlbHits: number;
+}
+export function measure(Kvm: typeof import('../src/index.ts').Kvm, reps?: number): AccessFigures;
