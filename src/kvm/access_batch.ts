@@ -116,6 +116,9 @@ function run(
     gpas === null && stride === 4096 && onResult === undefined && opts.private === undefined
       ? mmu.vcpuAccessBulk
       : undefined;
+  // Otherwise each access may take the MMU's fast path first, as vcpu.access does: a hit or a 4K first
+  // touch made with the full path's effects, or nothing changed (then the full path makes it).
+  const fast = opts.private === undefined && kind !== 'exec' ? mmu.vcpuAccessFast : undefined;
   const write = kind === 'write';
   for (let i = 0; i < n; i++) {
     if (bulk !== undefined) {
@@ -126,7 +129,8 @@ function run(
     }
     const gpa = gpas === null ? start + i * stride : gpas[i]!;
     let r: AccessResult | null;
-    if (into !== undefined) r = into.call(mmu, vcpu, gpa, kind, aopts, hit);
+    if (fast !== undefined && fast.call(mmu, vcpu, gpa, write, hit)) r = null;
+    else if (into !== undefined) r = into.call(mmu, vcpu, gpa, kind, aopts, hit);
     else {
       r = mmu.vcpuAccess(vcpu, gpa, kind, aopts);
       if (r.exit === 'none') {
