@@ -24,127 +24,16 @@ import type { X86Mmu } from '../x86/mmu/mmu.ts';
 import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
 import { PAGES_PER_LEVEL } from '../x86/mmu/tdp_iter.ts';
 import { tlbGoesAway } from './audit_tlb.ts';
-import { GfnRanges, TlbSeen } from './tlb_seen.ts';
+import { TlbSeen } from './tlb_seen.ts';
+import { LeafCounts } from './leaf_counts.ts';
+import { DIRTY_CACHE, Dirty, type AuditFilter, type TlbFilter } from './audit_dirty.ts';
+
+export type { AuditFilter, TlbFilter } from './audit_dirty.ts';
 
 /** More changed gfn intervals than this and the audit is a whole one. */
 const MAX_INTERVALS = 64;
 /** AuditDelta.cacheKeys */
-const DELTA_CACHE: ReadonlySet<PropertyKey> = new Set(['tlbSeen', 'tlb']);
-const DIRTY_CACHE: ReadonlySet<PropertyKey> = new Set(['tlbRanges']);
-
-/** Which tables an audit must walk (levels ≥ 3 always). */
-export interface AuditFilter {
-  /** Walk the table of `level` (1 or 2) whose first gfn is `baseGfn`? */
-  scan(level: number, baseGfn: number): boolean;
-  /** Nothing below the roots changed: no table needs a walk. */
-  readonly clean?: boolean;
-  /**
-   * The entries of the table of `level` (≥ 2) whose first gfn is `baseGfn` that can hold a new finding,
-   * in increasing order; null where every entry must be looked at.
-   */
-  entries(level: number, baseGfn: number): readonly number[] | null;
-}
-
-/** Which vCPU TLB entries an audit must check. */
-export interface TlbFilter {
-  /** Check the entry translating [gfn, gfn + span)? */
-  check(gfn: number, span: number): boolean;
-}
-
-/** Changed regions and gfn intervals: collected between two audits, then read by the second. */
-class Dirty implements AuditFilter, TlbFilter {
-  /** everything below the roots is suspect (an entry at level ≥ 4 changed) */
-  everything = false;
-  /** 2M regions (gfn / 512) where a level-1 or level-2 entry changed */
-  readonly dirty2m = new Set<number>();
-  /** 1G regions (gfn / 2^18) holding such a 2M region */
-  readonly holds1g = new Set<number>();
-  /** 1G regions where a level-3 entry changed (all below it is suspect) */
-  readonly dirty1g = new Set<number>();
-  last2m = -1;
-  /** changed gfn intervals, [start, end) pairs */
-  readonly intervals: number[] = [];
-  /**
-   * gfn intervals whose slots or host pages changed, or that a TLB entry changed since the last audit
-   * held or holds (tlb_seen.ts): the TLB entries over them are checked
-   */
-  readonly tlbRanges = new GfnRanges();
-
-  get clean(): boolean {
-    return (
-      !this.everything && this.dirty2m.size === 0 && this.dirty1g.size === 0 && this.intervals.length === 0
-    );
-  }
-
-  clear(): void {
-    this.everything = false;
-    // (clear() allocates a new table even for an empty Set)
-    if (this.dirty2m.size > 0) this.dirty2m.clear();
-    if (this.holds1g.size > 0) this.holds1g.clear();
-    if (this.dirty1g.size > 0) this.dirty1g.clear();
-    this.last2m = -1;
-    this.intervals.length = 0;
-    this.tlbRanges.clear();
-  }
-
-  /** Gfns [start, end) changed: their 2M regions, or an interval when that is shorter to note. */
-  addRange(start: number, end: number): void {
-    this.tlbRanges.add(start, end);
-    const q0 = Math.floor(start / 512);
-    const q1 = Math.ceil(end / 512);
-    if (q1 - q0 > 512) {
-      this.intervals.push(start, end);
-      return;
-    }
-    for (let q = q0; q < q1; q++) {
-      this.dirty2m.add(q);
-      this.holds1g.add(Math.floor(q / 512));
-    }
-  }
-
-  scan(level: number, baseGfn: number): boolean {
-    if (level >= 3) return true;
-    const r = Math.floor(baseGfn / 262144);
-    if (this.dirty1g.has(r)) return true;
-    if (level === 2 ? this.holds1g.has(r) : this.dirty2m.has(Math.floor(baseGfn / 512))) return true;
-    const end = baseGfn + (level === 2 ? 262144 : 512);
-    const iv = this.intervals;
-    for (let i = 0; i < iv.length; i += 2) if (iv[i]! < end && baseGfn < iv[i + 1]!) return true;
-    return false;
-  }
-
-  /**
-   * An entry whose region holds no noted change kept its SPTE (a change at level 3 or 4 is noted too) and
-   * the slots and host pages under it: whatever it maps can only repeat a finding (see the header). So a
-   * table at level ≥ 3 needs only its entries over a 1G region with a change below, a 2M table only its
-   * entries over changed 2M regions — unless a level-3 entry over it changed (then all of it), or long
-   * intervals were noted (then every entry, as scan() would answer them).
-   */
-  entries(level: number, baseGfn: number): readonly number[] | null {
-    if (this.everything || this.intervals.length > 0) return null;
-    const per = PAGES_PER_LEVEL[level]!;
-    const end = baseGfn + 512 * per;
-    const out: number[] = [];
-    if (level === 2) {
-      if (this.dirty1g.has(Math.floor(baseGfn / 262144))) return null;
-      for (const q of this.dirty2m) if (q * 512 >= baseGfn && q * 512 < end) out.push(q - baseGfn / 512);
-    } else {
-      const add = (r: number): void => {
-        const g = r * 262144;
-        if (g < baseGfn || g >= end) return;
-        const i = Math.floor((g - baseGfn) / per);
-        if (!out.includes(i)) out.push(i);
-      };
-      for (const r of this.dirty1g) add(r);
-      for (const r of this.holds1g) add(r);
-    }
-    return out.length > 1 ? out.sort((a, b) => a - b) : out;
-  }
-
-  check(gfn: number, span: number): boolean {
-    return this.tlbRanges.overlaps(gfn, span);
-  }
-}
+const DELTA_CACHE: ReadonlySet<PropertyKey> = new Set(['tlbSeen', 'tlb', 'leafs']);
 
 /**
  * Audit inputs kept as values: `update` compares the VM's against the last ones recorded, one by one,
@@ -173,7 +62,8 @@ class Inputs {
   /** The fixed-range MTRR bytes (88 of them, as struct kvm_mtrr holds). */
   private putFixed(a: Uint8Array): void {
     const f = this.fixed;
-    if (a.length !== f.length) throw new TypeError(`audit inputs: ${a.length} fixed-range MTRR bytes, not 88`);
+    if (a.length !== f.length)
+      throw new TypeError(`audit inputs: ${a.length} fixed-range MTRR bytes, not 88`);
     let same = true;
     for (let k = 0; k < 88; k++) if (a[k] !== f[k]) same = false;
     if (same) return;
@@ -229,10 +119,12 @@ class Inputs {
 
 export class AuditDelta {
   private valid = false;
+  /** present 4K leafs per 2M region, kept from the engine's reports (recounted by every whole walk) */
+  readonly leafs = new LeafCounts();
   /** changes since the last audit */
-  private pending = new Dirty();
+  private pending = new Dirty(this.leafs);
   /** what the current audit walks (the previous `pending`) */
-  private current = new Dirty();
+  private current = new Dirty(this.leafs);
   private readonly inputs = new Inputs();
   private mmEpoch = -1;
   private poolEpoch = -1;
@@ -253,56 +145,28 @@ export class AuditDelta {
     this.valid = false;
   }
 
-  /** The TDP engine changed the SPTE of `level` at gfn (any root, any address space). */
-  noteSpte(gfn: number, level: number): void {
-    const d = this.pending;
-    // everything is suspect already: nothing more to note (the sets are read only when it is not)
-    if (d.everything) return;
-    if (level >= 4) {
-      d.everything = true;
-      return;
-    }
-    if (level === 3) {
-      d.dirty1g.add(Math.floor(gfn / 262144));
-      return;
-    }
-    const q = Math.floor(gfn / 512);
-    if (q === d.last2m) return;
-    d.last2m = q;
-    d.dirty2m.add(q);
-    d.holds1g.add(Math.floor(q / 512));
+  /**
+   * The TDP engine changed the SPTE of `level` at gfn (any root, any address space) from one whose low
+   * word is oldLo to (newLo, newHi).
+   */
+  noteSpte(gfn: number, level: number, oldLo: number, newLo: number, newHi: number): void {
+    this.pending.noteSpte(gfn, level, oldLo, newLo, newHi);
   }
 
   /**
-   * `count` SPTEs of one table changed, the first of `level` at gfn, each next one a level's span on: as
-   * many noteSpte calls (a 4K table lies in one 2M region, so one note covers its entries).
+   * `count` non-present SPTEs of one table frozen (TdpTraceRecorder.sptesFrozen), the first of `level`
+   * at gfn, each next one a level's span on.
    */
   noteSpteRun(gfn: number, level: number, count: number): void {
-    if (level === 1) {
-      this.noteSpte(gfn, 1);
-      return;
-    }
-    if (count <= 0) return;
-    // noteSpte of each entry, inline (a shared teardown's runs are up to 512 entries)
-    const d = this.pending;
-    if (d.everything) return;
-    if (level >= 4) {
-      d.everything = true;
-      return;
-    }
-    if (level === 3) {
-      const r0 = Math.floor(gfn / 262144);
-      for (let k = 0; k < count; k++) d.dirty1g.add(r0 + k);
-      return;
-    }
-    // level 2: one table lies in one 1G region. A table is torn down only after the entry over it
-    // changed, which noted its 1G region as a whole (dirty1g): the audit walks every entry under a
-    // region in dirty1g (scan, entries), so its 2M regions add nothing there.
-    const q0 = Math.floor(gfn / 512);
-    if (d.dirty1g.has(Math.floor(q0 / 512))) return;
-    for (let k = 0; k < count; k++) d.dirty2m.add(q0 + k);
-    d.holds1g.add(Math.floor(q0 / 512));
-    d.last2m = q0 + count - 1;
+    this.pending.noteFrozenRun(gfn, level, count);
+  }
+
+  /**
+   * tdp_mmu_split_huge_page linked a table of 512 leafs one level below a huge leaf at gfn (the engine
+   * reports the parent's change, not the children it wrote before linking the table).
+   */
+  noteSplit(gfn: number, level: number): void {
+    this.pending.noteSplit(gfn, level);
   }
 
   /**

@@ -9,7 +9,7 @@
  * kvm_tdp_mmu_alloc_root), mmu.c (kvm_arch_flush_shadow_memslot, kvm_mmu_zap_all_fast,
  * kvm_mmu_hugepage_adjust, kvm_mmu_notifier_invalidate_range_start's contract), vmx.c#vmx_get_mt_mask.
  * Walks the tables itself (a pre-order scan of the typed arrays, the order TdpIter visits, so findings
- * come out in the same order); an incremental audit visits, in a table at level ≥ 2, only the entries its
+ * come out in the same order); an incremental audit visits, in each table, only the entries its
  * filter names (audit_delta.ts), in the same order. Messages are built only for what is reported. Whether
  * a mapping reaches the right host page is audit_pfn.ts.
  */
@@ -44,6 +44,7 @@ import { kvmMmuGetMtMask } from '../x86/mtrr.ts';
 import type { PgLevel } from '../types/addr.ts';
 import { isPrivateGfn } from './reference.ts';
 import type { AuditFilter } from './audit_delta.ts';
+import type { LeafCounts } from './leaf_counts.ts';
 import { newPfnMemo, type PfnMemo } from './pfn_memo.ts';
 import { checkMappedPfns, hex, liveSlot, type Report } from './audit_pfn.ts';
 import { or8, xorOr8 } from '../x86/mmu/spte_scan.ts';
@@ -71,6 +72,8 @@ interface LeafCtx {
   where: () => string;
   /** Which tables to walk (null: all); see audit_delta.ts. */
   filter: AuditFilter | null;
+  /** A whole walk counts the present 4K leafs it meets here (leaf_counts.ts). */
+  recount: LeafCounts | null;
 }
 
 function leafCtx(
@@ -79,10 +82,12 @@ function leafCtx(
   mirrorLeafs?: MirrorLeaf[],
   only = -1,
   filter: AuditFilter | null = null,
+  recount: LeafCounts | null = null,
 ): LeafCtx {
   const leaf = { root: 0, level: 0, invalid: false, mirror: false };
   return {
     filter,
+    recount,
     vm,
     report,
     bits: vm.arch.gfnDirectBits,
@@ -95,16 +100,21 @@ function leafCtx(
   };
 }
 
-/** Walk every root: encodings (INV-SPTE-*), leafs (INV-ZAP-001/003, INV-HUGE-*, INV-PFN-*, INV-MEMTYPE-001). */
+/**
+ * Walk every root: encodings (INV-SPTE-*), leafs (INV-ZAP-001/003, INV-HUGE-*, INV-PFN-*, INV-MEMTYPE-001).
+ * A whole walk (no filter) given `recount` leaves in it the present 4K leafs per 2M region it met.
+ */
 export function auditSptes(
   vm: VmState,
   report: Report,
   mirrorLeafs?: MirrorLeaf[],
   filter?: AuditFilter | null,
+  recount?: LeafCounts,
 ): void {
   const tdp = (vm.mmu as Partial<X86Mmu>).tdp;
   if (tdp === undefined) return;
-  const ctx = leafCtx(vm, report, mirrorLeafs, -1, filter ?? null);
+  const ctx = leafCtx(vm, report, mirrorLeafs, -1, filter ?? null, filter == null ? (recount ?? null) : null);
+  ctx.recount?.clear();
   for (const root of tdp.roots) {
     const role = tdp.pool.role[root]!;
     auditTable(ctx, tdp.pool, tdp.mmioValue, root, role, root, role & 0xf, 0);
@@ -126,7 +136,7 @@ function auditTable(
   const base = (table & CHUNK_MASK) * TABLE_WORDS;
   const t: TableAt = { arr, base, root, role, level, baseGfn };
   // an incremental audit names the entries that can hold a new finding (in order): only those
-  const only = ctx.filter === null || level === 1 ? null : ctx.filter.entries(level, baseGfn);
+  const only = ctx.filter === null ? null : ctx.filter.entries(level, baseGfn);
   if (only !== null) {
     for (let k = 0; k < only.length; k++) auditEntry(ctx, pool, mmioValue, t, only[k]!);
     return;
@@ -181,8 +191,10 @@ function auditEntry(ctx: LeafCtx, pool: SpPool, mmioValue: number, t: TableAt, i
       );
     return;
   }
-  if (isLastSpte(lo, level)) checkLeaf(ctx, t.root, t.role, gfn, level, lo, hi);
-  else if (level > 1 && (ctx.filter === null || ctx.filter.scan(level - 1, gfn)))
+  if (isLastSpte(lo, level)) {
+    if (level === 1 && ctx.recount !== null) ctx.recount.add(Math.floor(gfn / 512), 1);
+    checkLeaf(ctx, t.root, t.role, gfn, level, lo, hi);
+  } else if (level > 1 && (ctx.filter === null || ctx.filter.scan(level - 1, gfn)))
     auditTable(ctx, pool, mmioValue, t.root, t.role, childTableOf(lo, hi), level - 1, gfn);
 }
 

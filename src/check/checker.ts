@@ -120,6 +120,8 @@ export class Checker {
   private readonly incremental: boolean;
   /** Whole-VM audits whose SPTE walk skipped unchanged tables (the rest walked everything). */
   incrementalAudits = 0;
+  /** Whole-VM audits whose TLB audit checked only entries over changed gfns (tlb_seen.ts). */
+  incrementalTlbAudits = 0;
   private exempt: ((id: string, gfn: number | undefined) => boolean) | undefined = undefined;
 
   constructor(
@@ -227,9 +229,11 @@ export class Checker {
     if (filter !== null && this.incremental) this.incrementalAudits++;
     const only = this.incremental ? filter : null;
     // nothing below the roots changed: every leaf finding would be a repeat
-    if (only === null || only.clean !== true) auditSptes(w.vm, report, mirror, only);
+    if (only === null || only.clean !== true) auditSptes(w.vm, report, mirror, only, w.delta.leafs);
     auditShadow(w.vm, report);
-    auditTlbs(w.vm, report, only === null ? null : w.delta.tlb);
+    const tlb = only === null ? null : w.delta.tlb;
+    if (tlb !== null) this.incrementalTlbAudits++;
+    auditTlbs(w.vm, report, tlb);
     w.gmem.audit(w.vm, report);
     if (w.vm.info.hasMirroredTdp) w.tdx.audit(w.vm, mirror, report);
   }
@@ -262,14 +266,17 @@ export class Checker {
   private recorderFor(delta: AuditDelta): TdpTraceRecorder {
     return {
       spteChanged: (asId, gfn, level, oldLo, oldHi, newLo, newHi) => {
-        delta.noteSpte(gfn, level);
+        delta.noteSpte(gfn, level, oldLo, newLo, newHi);
         this.ring.spteChanged(asId, gfn, level, oldLo, oldHi, newLo, newHi);
       },
       sptesFrozen: (asId, gfn, level, count, oldLo, oldHi) => {
         delta.noteSpteRun(gfn, level, count);
         this.ring.sptesFrozen(asId, gfn, level, count, oldLo, oldHi);
       },
-      event: (ev: MmuTraceEvent) => this.ring.line(ev),
+      event: (ev: MmuTraceEvent) => {
+        if (ev.name === 'kvm_mmu_split_huge_page' && ev.errno === 0) delta.noteSplit(ev.gfn, ev.level);
+        this.ring.line(ev);
+      },
     };
   }
 
