@@ -4,40 +4,31 @@
  * guest A bits set (each fault then maps a prefetch group of 8); and EPT built by the shadow MMU
  * (tdpMmu: false on the upstream EPT profile), first touch of 512 MiB at 4K.
  *
- * First touch is measured on a 4 GiB guest as the first thing a fresh process does, twice: with the
- * model compiled (dist/, what the package and the CLI run) and from sources through tsx (what this bench
- * and the dev loop run); each is reported over the first 512 MiB (what this line measured alone until
- * #15's sweep: in 131,072 faults the one-off JIT warm-up — the fault path runs unoptimized, ~10-50 µs a
- * fault, for its first few thousand faults — is about half the time) and over all 4 GiB (the same
- * warm-up, paid once per process, over 1 M faults).
+ * First touch is measured on a 4 GiB guest by bench/shadow_user.mjs (the guest's tables written through
+ * the public vm.writeGuestPte), twice: from the TypeScript sources under tsx, first thing in this process,
+ * and as a user's plain Node ESM script runs the compiled package (dist/, brought up to date first by
+ * tsc's incremental build), in a child process with no loader. Each is reported over the first 512 MiB
+ * (what this line measured alone until #15's sweep: in 131,072 faults the one-off JIT warm-up — the fault
+ * path runs unoptimized, ~10-50 µs a fault, for its first few thousand faults — is about half the time)
+ * and over all 4 GiB (the same warm-up, paid once per process, over 1 M faults).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Kvm } from '../src/index.ts';
 import { IdentityMapBuilder } from '../src/x86/mmu/guest_paging.ts';
 import { shadowMmuOf } from '../src/x86/mmu/shadow_mmu.ts';
+import { firstTouch, type TouchFigures } from './shadow_user.mjs';
 import { report, type BenchLine } from './report.ts';
 
-/** What firstTouch drives: the model's public entry and the two helpers, from sources or from dist/. */
-interface Model {
-  Kvm: typeof Kvm;
-  IdentityMapBuilder: typeof IdentityMapBuilder;
-  shadowMmuOf: typeof shadowMmuOf;
-}
-interface Touch {
-  first: number;
-  all: number;
-}
-const PAGES = 1 << 20; // 4 GiB of guest
-const HEAD = 1 << 17; // 512 MiB
+const root = fileURLToPath(new URL('..', import.meta.url));
 
 export async function run(): Promise<BenchLine[]> {
   const n = 1 << 17; // 512 MiB of guest
-  // first, each in a fresh process, while the fault path is cold
-  const built = distState();
-  const dist = built === 'fresh' ? touchInChild('dist') : null;
-  const src = touchInChild('src');
+  const src = firstTouch(Kvm); // first, while the fault path is cold
+  const why = buildDist();
+  const dist = why === null ? touchInChild() : null;
+  if (why !== null) console.log(`shadow: dist/ first-touch lines skipped (${why})`);
   const kvm = new Kvm({ profile: 'pvm-6.18' });
   const vm = kvm.createVm(0);
   vm.setUserMemoryRegion({
@@ -106,12 +97,9 @@ export async function run(): Promise<BenchLine[]> {
   ];
 }
 
-/** The first-touch lines of one build (null: not measured, said on stdout), the kernel pairing on `paired`. */
-function touchLines(t: Touch | null, from: string, paired: boolean): BenchLine[] {
-  if (t === null) {
-    console.log(`shadow: no first-touch figure from ${from} (${distState()}: npm run build)`);
-    return [];
-  }
+/** The first-touch lines of one build (none when not measured), the kernel pairing on `paired`. */
+function touchLines(t: TouchFigures | null, from: string, paired: boolean): BenchLine[] {
+  if (t === null) return [];
   return [
     {
       name: `shadow first-touch 4K faults (vcpu.access), ${from}`,
@@ -130,76 +118,23 @@ function touchLines(t: Touch | null, from: string, paired: boolean): BenchLine[]
   ];
 }
 
-const root = fileURLToPath(new URL('..', import.meta.url));
-
-/** Is dist/ built from today's sources? 'fresh', or why not. */
-function distState(): string {
-  const info = `${root}dist/.tsbuildinfo`;
-  if (!existsSync(info) || !existsSync(`${root}dist/index.js`)) return 'no dist/';
-  const built = statSync(info).mtimeMs;
-  const newer = readdirSync(`${root}src/`, { recursive: true })
-    .map(String)
-    .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
-    .find((f) => statSync(`${root}src/${f}`).mtimeMs > built);
-  return newer === undefined ? 'fresh' : `dist/ is older than src/${newer}`;
-}
-
-/** firstTouch in a new process (this file, run with this process's loader flags) on the model from `from`. */
-function touchInChild(from: 'dist' | 'src'): Touch {
-  const self = fileURLToPath(import.meta.url);
-  const r = spawnSync(process.execPath, [...process.execArgv, self, '--first-touch', from], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  if (r.status !== 0) throw new Error(`shadow first touch (${from}) exited with ${r.status}`);
-  return JSON.parse(r.stdout) as Touch;
-}
-
-/** The model from sources (as imported above) or from dist/. */
-async function modelFrom(from: string): Promise<Model> {
-  if (from === 'src') return { Kvm, IdentityMapBuilder, shadowMmuOf };
-  const js = (p: string): Promise<unknown> => import(pathToFileURL(`${root}dist/${p}`).href);
-  const [index, paging, shadow] = (await Promise.all([
-    js('index.js'),
-    js('x86/mmu/guest_paging.js'),
-    js('x86/mmu/shadow_mmu.js'),
-  ])) as [Pick<Model, 'Kvm'>, Pick<Model, 'IdentityMapBuilder'>, Pick<Model, 'shadowMmuOf'>];
-  return { Kvm: index.Kvm, IdentityMapBuilder: paging.IdentityMapBuilder, shadowMmuOf: shadow.shadowMmuOf };
-}
-
 /**
- * First touch of `pages` 4K pages, each a write through vcpu.access, on a fresh identity-mapped guest
- * (tables in a 16 MiB slot at 0, data at 4 GiB): faults/s over the first `head` pages and over all.
+ * Bring dist/'s JavaScript up to date with src/ (tsc's incremental build: a few seconds when nothing
+ * changed), so the dist/ lines time these sources compiled; null, or why not.
  */
-function firstTouch(m: Model, pages: number, head: number): Touch {
-  const kvm = new m.Kvm({ profile: 'pvm-6.18' });
-  const vm = kvm.createVm(0);
-  vm.setUserMemoryRegion({
-    slot: 0,
-    flags: 0,
-    guestPhysAddr: 2 ** 32,
-    memorySize: pages * 4096,
-    userspaceAddr: kvm.host.mmap(pages * 4096),
-  });
-  vm.setUserMemoryRegion({
-    slot: 1,
-    flags: 0,
-    guestPhysAddr: 0,
-    memorySize: 16 << 20,
-    userspaceAddr: kvm.host.mmap(16 << 20),
-  });
-  const map = new m.IdentityMapBuilder(m.shadowMmuOf(vm)!.gpt, 0, 16 << 20);
-  for (let i = 0; i < pages; i++) map.mapPage(2 ** 32 + i * 4096);
-  const v = vm.createVcpu(0);
-  v.setCr3(map.cr3);
-  const t0 = performance.now();
-  for (let i = 0; i < head; i++) v.access(2 ** 32 + i * 4096, 'write');
-  const t1 = performance.now();
-  for (let i = head; i < pages; i++) v.access(2 ** 32 + i * 4096, 'write');
-  const t2 = performance.now();
-  if (v.getStats().pf_fixed !== pages)
-    throw new Error(`first touch fixed ${v.getStats().pf_fixed} faults, not ${pages}`);
-  return { first: (head / (t1 - t0)) * 1000, all: (pages / (t2 - t0)) * 1000 };
+function buildDist(): string | null {
+  const tsc = `${root}node_modules/typescript/bin/tsc`;
+  if (!existsSync(tsc)) return 'no typescript in node_modules';
+  const r = spawnSync(process.execPath, [tsc, '-p', `${root}tsconfig.build.json`], { encoding: 'utf8' });
+  return r.status === 0 ? null : `tsc -p tsconfig.build.json failed: ${r.stdout}${r.stderr}`;
+}
+
+/** bench/shadow_user.mjs as a user runs it: plain node, no loader, on the compiled package. */
+function touchInChild(): TouchFigures {
+  const script = fileURLToPath(new URL('./shadow_user.mjs', import.meta.url));
+  const r = spawnSync(process.execPath, [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  if (r.status !== 0) throw new Error(`bench/shadow_user.mjs exited with ${r.status}`);
+  return JSON.parse(r.stdout) as TouchFigures;
 }
 
 /**
@@ -240,8 +175,4 @@ function zapPerPage(): number {
   return per.sort((a, b) => a - b)[2]!;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  if (process.argv[2] === '--first-touch')
-    console.log(JSON.stringify(firstTouch(await modelFrom(process.argv[3]!), PAGES, HEAD)));
-  else report('shadow MMU', await run());
-}
+if (import.meta.url === `file://${process.argv[1]}`) report('shadow MMU', await run());
