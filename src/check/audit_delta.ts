@@ -24,7 +24,7 @@ import type { X86Mmu } from '../x86/mmu/mmu.ts';
 import { shadowMmuOf } from '../x86/mmu/shadow_mmu.ts';
 import { PAGES_PER_LEVEL } from '../x86/mmu/tdp_iter.ts';
 import { tlbGoesAway } from './audit_tlb.ts';
-import { TlbSeen } from './tlb_seen.ts';
+import { TlbSeen, type GfnRanges } from './tlb_seen.ts';
 import { LeafCounts } from './leaf_counts.ts';
 import { DIRTY_CACHE, Dirty, type AuditFilter, type TlbFilter } from './audit_dirty.ts';
 
@@ -140,6 +140,14 @@ export class AuditDelta {
   /** the TLB filter of the current audit (null: every entry) */
   tlb: TlbFilter | null = null;
 
+  /**
+   * The changed gfn ranges of the current incremental TLB audit and each vCPU's TLB as this audit sees
+   * it (null when the TLB audit is a whole one).
+   */
+  get tlbDelta(): { ranges: GfnRanges; seen: readonly TlbSeen[] } | null {
+    return this.tlb === null ? null : { ranges: this.current.tlbRanges, seen: this.tlbSeen };
+  }
+
   /** The next audit walks everything (the last one set findings aside that it must see again). */
   invalidate(): void {
     this.valid = false;
@@ -230,10 +238,8 @@ export class AuditDelta {
       const set = vm.activeMemslots(as);
       const all = set.all();
       if (all.some((s) => s.gmem !== null)) gmem = true;
-      const before = new Set(this.slots[as] ?? []);
-      const after = new Set(all);
-      for (const s of all) if (!before.has(s)) d.addRange(s.baseGfn, s.baseGfn + s.npages);
-      for (const s of before) if (!after.has(s)) d.addRange(s.baseGfn, s.baseGfn + s.npages);
+      const gone = slotDiff(this.slots[as] ?? [], all, d);
+      for (const s of gone) d.addRange(s.baseGfn, s.baseGfn + s.npages);
       this.sets[as] = set;
       this.gens[as] = set.generation;
       this.slots[as] = all;
@@ -283,4 +289,40 @@ export class AuditDelta {
       else this.tlbSeen[i]!.update(v.tlb, v.asId(), null);
     }
   }
+}
+
+/**
+ * The slots of `after` not in `before` go to d's ranges (in `after`'s order); returns those of `before`
+ * not in `after` (in its order). Both lists are a memslot set's slots in base gfn order, where no two
+ * slots share a base gfn: one merge, no hashing.
+ */
+function slotDiff(
+  before: readonly KvmMemorySlot[],
+  after: readonly KvmMemorySlot[],
+  d: Dirty,
+): KvmMemorySlot[] {
+  const gone: KvmMemorySlot[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < before.length || j < after.length) {
+    const b = before[i];
+    const a = after[j];
+    if (b !== undefined && a !== undefined && b === a) {
+      i++;
+      j++;
+    } else if (a === undefined || (b !== undefined && b.baseGfn < a.baseGfn)) {
+      gone.push(b!);
+      i++;
+    } else if (b === undefined || a.baseGfn < b.baseGfn) {
+      d.addRange(a.baseGfn, a.baseGfn + a.npages);
+      j++;
+    } else {
+      // the same base gfn, another slot object: one went, one came
+      gone.push(b);
+      d.addRange(a.baseGfn, a.baseGfn + a.npages);
+      i++;
+      j++;
+    }
+  }
+  return gone;
 }

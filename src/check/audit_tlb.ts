@@ -17,7 +17,7 @@ import { isPrivateGfn } from './reference.ts';
 import { checkMappedPfns, hex, liveSlot, type Report } from './audit_mmu.ts';
 import { newPfnMemo, type PfnMemo } from './pfn_memo.ts';
 import type { TlbFilter } from './audit_delta.ts';
-import { tlbColumns } from './tlb_seen.ts';
+import { tlbColumns, type GfnRanges, type TlbSeen } from './tlb_seen.ts';
 
 /** INV-ROOT-001/002: root refcounts and the roots vCPUs hold. @kernel arch/x86/kvm/mmu/tdp_mmu.c#kvm_tdp_mmu_put_root */
 export function auditRoots(vm: VmState, report: Report): void {
@@ -55,9 +55,26 @@ export function tlbGoesAway(v: Vcpu): boolean {
  * TLB entries a vCPU can still use: INV-ZAP-002 (a live slot), INV-PFN-001/002 (the right page); with a
  * filter (audit_delta.ts), only the entries it names, in every vCPU alike.
  */
-export function auditTlbs(vm: VmState, report: Report, filter: TlbFilter | null = null): void {
+export function auditTlbs(
+  vm: VmState,
+  report: Report,
+  filter: TlbFilter | null = null,
+  delta: { ranges: GfnRanges; seen: readonly TlbSeen[] } | null = null,
+): void {
   const memo = newPfnMemo();
   const tlbWhere = newTlbWhere();
+  if (delta !== null) {
+    // incremental: each vCPU's entries as its TlbSeen holds them (brought up to date by this audit)
+    if (delta.ranges.length === 0) return;
+    for (let i = 0; i < vm.vcpus.length; i++) {
+      const v = vm.vcpus[i]!;
+      if (tlbGoesAway(v)) continue;
+      delta.seen[i]!.visitOver(delta.ranges, (gfn, pfn, level) =>
+        checkTlbEntry(vm, report, v, gfn, pfn, level, memo, tlbWhere),
+      );
+    }
+    return;
+  }
   const c = tlbColumns;
   for (const v of vm.vcpus) {
     if (tlbGoesAway(v)) continue;

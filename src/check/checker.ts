@@ -233,7 +233,7 @@ export class Checker {
     auditShadow(w.vm, report);
     const tlb = only === null ? null : w.delta.tlb;
     if (tlb !== null) this.incrementalTlbAudits++;
-    auditTlbs(w.vm, report, tlb);
+    auditTlbs(w.vm, report, tlb, tlb === null ? null : w.delta.tlbDelta);
     w.gmem.audit(w.vm, report);
     if (w.vm.info.hasMirroredTdp) w.tdx.audit(w.vm, mirror, report);
   }

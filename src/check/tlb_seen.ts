@@ -174,6 +174,18 @@ export class TlbSeen {
     this.asId = asId;
   }
 
+  /**
+   * The entries as last seen (after update(): what the TLB holds now), in forEachEntry's order, those
+   * over `ranges` to `visit`: the incremental TLB audit, without reading the TLB again.
+   */
+  visitOver(ranges: GfnRanges, visit: (gfn: number, pfn: number, level: number) => void): void {
+    const { gfn, pfn, level, places } = this;
+    for (let k = 0; k < this.n; k++) {
+      const p = places[k]!;
+      if (ranges.overlaps(gfn[p]!, PAGES_PER_LEVEL[level[p]!]!)) visit(gfn[p]!, pfn[p]!, level[p]!);
+    }
+  }
+
   private grow(top: number): void {
     if (this.at.length >= top) return;
     const cap = Math.max(top, this.at.length * 2);
