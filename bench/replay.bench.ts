@@ -6,13 +6,45 @@
  * traces are, with BAR churn: 500 create/delete pairs with their zap-all-fast events). Also the same
  * 1 M events under the CLI's default audit level (points: a whole-VM audit at every memslot
  * call), and 200 k faults in random order (each its own access step, the runner's per-step cost).
+ * Every line runs the compiled build (dist/, what `zaplab replay` runs) when it is fresh, else these
+ * sources, and says which.
  */
-import { readFtrace } from '../src/replay/ftrace.ts';
-import { readStrace } from '../src/replay/strace.ts';
-import { readQemuTrace } from '../src/replay/qemu_trace.ts';
-import { mergeStreams } from '../src/replay/merge.ts';
-import { replayEvents } from '../src/replay/replay.ts';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import * as ftraceSrc from '../src/replay/ftrace.ts';
+import * as straceSrc from '../src/replay/strace.ts';
+import * as qemuSrc from '../src/replay/qemu_trace.ts';
+import * as mergeSrc from '../src/replay/merge.ts';
+import * as replaySrc from '../src/replay/replay.ts';
 import type { BenchLine } from './report.ts';
+
+/** The replay's modules: dist/'s when fresh (what `zaplab replay` runs), else these sources; and which. */
+async function replayModules(): Promise<{
+  from: string;
+  m: typeof ftraceSrc & typeof straceSrc & typeof qemuSrc & typeof mergeSrc & typeof replaySrc;
+}> {
+  const sources = { ...ftraceSrc, ...straceSrc, ...qemuSrc, ...mergeSrc, ...replaySrc };
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const dist = `${root}dist/replay/`;
+  if (!existsSync(`${dist}replay.js`)) return { from: 'sources: no dist/, npm run build', m: sources };
+  const built = statSync(`${dist}replay.js`).mtimeMs;
+  const src = `${root}src/`;
+  const newer = readdirSync(src, { recursive: true })
+    .map(String)
+    .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
+    .find((f) => statSync(src + f).mtimeMs > built);
+  if (newer !== undefined)
+    return { from: `sources: dist/ is older than src/${newer}, npm run build`, m: sources };
+  const load = async (f: string): Promise<object> => (await import(pathToFileURL(dist + f).href)) as object;
+  const parts = await Promise.all(
+    ['ftrace.js', 'strace.js', 'qemu_trace.js', 'merge.js', 'replay.js'].map(load),
+  );
+  return { from: 'dist', m: Object.assign({}, ...parts) as typeof sources };
+}
+
+/** The modules run() loaded, and each line's note of which build ran. */
+let M = { ...ftraceSrc, ...straceSrc, ...qemuSrc, ...mergeSrc, ...replaySrc };
+let tag = '';
 
 /**
  * Lines parsed per second: five timed parses after a warm-up. The machine is shared, so one run can land
@@ -29,12 +61,12 @@ function linesPerSec(name: string, text: string, lines: number, parse: (t: strin
   rates.sort((a, b) => a - b);
   return [
     {
-      name: `${name}: lines parsed/s (median of 5)`,
+      name: `${name}: lines parsed/s (median of 5)${tag}`,
       value: rates[2]!,
       unit: 'ops/s',
       target: { atLeast: 1e6 },
     },
-    { name: `${name}: lines parsed/s (best of 5)`, value: rates[4]!, unit: 'ops/s' },
+    { name: `${name}: lines parsed/s (best of 5)${tag}`, value: rates[4]!, unit: 'ops/s' },
   ];
 }
 
@@ -107,6 +139,10 @@ function replayInputs(events: number): { qemu: string; kernel: string } {
 }
 
 export async function run(): Promise<BenchLine[]> {
+  const loaded = await replayModules();
+  M = loaded.m;
+  tag = loaded.from === 'dist' ? ' [dist]' : ` [${loaded.from}]`;
+  const { readFtrace, readStrace, readQemuTrace, mergeStreams, replayEvents } = M;
   const N = 400_000;
   const lines: BenchLine[] = [
     ...linesPerSec('tracefs kvmmmu', kernelText(N), N, (t) => readFtrace(t, 'k')),
@@ -122,9 +158,9 @@ export async function run(): Promise<BenchLine[]> {
   const r = await replayEvents(m.table, m.reports, { audit: 'off' });
   const s = (performance.now() - t0) / 1000;
   if (r.answers.disagreements.length) throw new Error('bench replay disagreed with its own trace');
-  lines.push({ name: '1 M-event replay: read + merge', value: read, unit: 's' });
+  lines.push({ name: `1 M-event replay: read + merge${tag}`, value: read, unit: 's' });
   lines.push({
-    name: `1 M-event replay end to end (${r.runs.length} designs, audit off)`,
+    name: `1 M-event replay end to end (${r.runs.length} designs, audit off)${tag}`,
     value: s,
     unit: 's',
     target: { atMost: 10 },
@@ -151,11 +187,11 @@ async function timed(
   atMost?: number,
 ): Promise<BenchLine> {
   const t0 = performance.now();
-  const m = mergeStreams([readQemuTrace(inp.qemu, 'q'), readFtrace(inp.kernel, 'k')]);
-  const r = await replayEvents(m.table, m.reports, { audit });
+  const m = M.mergeStreams([M.readQemuTrace(inp.qemu, 'q'), M.readFtrace(inp.kernel, 'k')]);
+  const r = await M.replayEvents(m.table, m.reports, { audit });
   if (r.answers.disagreements.length) throw new Error('bench replay disagreed with its own trace');
   return {
-    name,
+    name: name + tag,
     value: (performance.now() - t0) / 1000,
     unit: 's',
     ...(atMost ? { target: { atMost } } : {}),
