@@ -27,12 +27,15 @@ async function replayModules(): Promise<{
   const root = fileURLToPath(new URL('..', import.meta.url));
   const dist = `${root}dist/replay/`;
   if (!existsSync(`${dist}replay.js`)) return { from: 'sources: no dist/, npm run build', m: sources };
-  const built = statSync(`${dist}replay.js`).mtimeMs;
+  // each source file against its own output (an incremental build rewrites only what changed)
   const src = `${root}src/`;
   const newer = readdirSync(src, { recursive: true })
     .map(String)
     .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
-    .find((f) => statSync(src + f).mtimeMs > built);
+    .find((f) => {
+      const out = `${root}dist/${f.replace(/\.ts$/, '.js')}`;
+      return !existsSync(out) || statSync(src + f).mtimeMs > statSync(out).mtimeMs;
+    });
   if (newer !== undefined)
     return { from: `sources: dist/ is older than src/${newer}, npm run build`, m: sources };
   const load = async (f: string): Promise<object> => (await import(pathToFileURL(dist + f).href)) as object;
