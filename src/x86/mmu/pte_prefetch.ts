@@ -84,9 +84,12 @@ export function ptePrefetch(mmu: ShadowMmu, vcpu: Vcpu, sp: ShadowPage, at: numb
   if (sp.level > 1 || mmu.vm.mmuInvalidateInProgress > 0) return;
   if (sp.direct) return directPtePrefetch(mmu, vcpu, sp, at);
   const first = at & ~(PTE_PREFETCH_NUM - 1);
+  // The group's gPTEs are read from the guest table once, as the kernel reads them in one block into
+  // gw->prefetch_ptes (FNAME(gpte_changed) at the 4K level); nothing the prefetch does writes guest memory.
+  const gptes = mmu.gpt.tableIfAny(sp.gfn);
   for (let i = first; i < first + PTE_PREFETCH_NUM; i++) {
     if (i === at || sp.pfn![i]! >= 0) continue;
-    const gpte = mmu.gpt.read(sp.gfn, i);
+    const gpte = gptes === undefined ? 0 : gptes[i]!;
     // FNAME(prefetch_invalid_gpte): not present or not Accessed ends the prefetch.
     if (!(gpte & PT_PRESENT_MASK) || !(gpte & PT_ACCESSED_MASK)) break;
     // FNAME(protect_clean_gpte): no write access until the guest PTE is dirty.
