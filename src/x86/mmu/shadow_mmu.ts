@@ -60,6 +60,11 @@ const BATCH_ZAP_PAGES = 10;
 export class ShadowMmu implements KvmMmuOps {
   /** kvm->arch.mmu_valid_gen */
   mmuValidGen = 0;
+  /**
+   * Shadow pages made so far: the next one's id. Per MMU and in a field, so a snapshot restore puts it
+   * back and a restored run names its pages as the first run did (a module counter kept counting).
+   */
+  spIds = 0;
   /** kvm->arch.mmu_page_hash */
   readonly hash: MmuPageHash;
   /** kvm->arch.active_mmu_pages: insertion order = oldest first (the kernel's list tail first) */
@@ -122,7 +127,7 @@ export class ShadowMmu implements KvmMmuOps {
   getShadowPage(gfn: number, role: number): ShadowPage {
     const found = this.hash.find(gfn, role);
     if (found !== null) return found;
-    const sp = new ShadowPage(gfn, role, this.mmuValidGen);
+    const sp = new ShadowPage(++this.spIds, gfn, role, this.mmuValidGen);
     this.hash.add(sp);
     // list_add at the head of active_mmu_pages: zap-all walks from the tail, i.e. oldest first.
     this.active.add(sp);

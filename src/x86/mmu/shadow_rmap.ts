@@ -49,11 +49,10 @@ export function kvmMmuPageAsId(sp: ShadowPage): number {
   return sp.role & ROLE_SMM ? 1 : 0;
 }
 
-let nextSpId = 1;
-
 /** struct kvm_mmu_page */
 export class ShadowPage {
-  readonly id = nextSpId++;
+  /** the model's name for the page: its MMU's count of pages made so far (ShadowMmu.spIds) */
+  readonly id: number;
   role: number;
   /** base gfn: the guest table it shadows (indirect), or the first gfn it maps (direct) */
   readonly gfn: number;
@@ -72,7 +71,8 @@ export class ShadowPage {
   /** whether the page is on active_mmu_pages */
   onList = true;
 
-  constructor(gfn: number, role: number, gen: number) {
+  constructor(id: number, gfn: number, role: number, gen: number) {
+    this.id = id;
     this.gfn = gfn;
     this.role = role;
     this.mmuValidGen = gen;
