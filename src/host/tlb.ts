@@ -77,6 +77,34 @@ export class Tlb {
     return false;
   }
 
+  /** probe() for gfn below 2^31: the same lookups in int32 arithmetic. */
+  probe31(gfn: number): boolean {
+    const valid = this.valid;
+    if (valid[2] !== 0 && this.probeAt(2, gfn & ~262143, (gfn >>> 18) & 15, gfn)) return true;
+    if (valid[1] !== 0 && this.probeAt(1, gfn & ~511, (gfn >>> 9) & 511, gfn)) return true;
+    const i = gfn & 2047;
+    if (valid[0] === 0 || this.tag4k[i] !== gfn) return false;
+    const m = this.meta4k[i]!;
+    const h = this.hit;
+    h.pfn = this.pfn4k[i]!;
+    h.level = 1;
+    h.writable = (m & 1) === 1;
+    h.memtype = m >> 1;
+    return true;
+  }
+
+  /** One huge size of probe31: entry i of size l holds base's translation, then in `hit`. */
+  private probeAt(l: number, base: number, i: number, gfn: number): boolean {
+    if (this.tag[l]![i] !== base) return false;
+    const m = this.meta[l]![i]!;
+    const h = this.hit;
+    h.pfn = this.pfn[l]![i]! + (gfn - base);
+    h.level = (l + 1) as 1 | 2 | 3;
+    h.writable = (m & 1) === 1;
+    h.memtype = m >> 1;
+    return true;
+  }
+
   /** Cache the translation of a leaf at `level` (pfn is the leaf's base pfn, gfn any gfn inside it). */
   fill(gfn: number, basePfn: number, level: 1 | 2 | 3, writable: boolean, memtype: number): void {
     const l = level - 1;

@@ -26,8 +26,8 @@ interface Model {
 type Acc = (v: Vcpu, gpa: number, kind: AccessKind) => AccessResult;
 
 /** 4 MiB of 4K-backed RAM at 0 in slot 0, one vCPU; `more` adds what a case needs. */
-function model(more: (m: Model) => void = () => {}): Model {
-  const kvm = new Kvm();
+function model(more: (m: Model) => void = () => {}, maxPhyAddr?: number): Model {
+  const kvm = maxPhyAddr === undefined ? new Kvm() : new Kvm({ maxPhyAddr });
   const vm = kvm.createVm(0);
   const hva = [kvm.host.mmap(4 * MiB)];
   vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: RAM, memorySize: 4 * MiB, userspaceAddr: hva[0]! });
@@ -63,9 +63,10 @@ afterAll(() => {
 function twin(
   more: (m: Model) => void,
   script: (m: Model, acc: Acc) => unknown[],
+  maxPhyAddr?: number,
 ): { results: unknown[]; made: typeof made } {
-  const a = model(more);
-  const b = model(more);
+  const a = model(more, maxPhyAddr);
+  const b = model(more, maxPhyAddr);
   made.hits = made.faults = 0;
   const want = script(b, fullAccess);
   expect(made).toEqual({ hits: 0, faults: 0 });
@@ -257,5 +258,54 @@ describe('vcpu.access fast path = the full path, corner by corner', () => {
     );
     expect(exits(r.results)).toEqual(['none', 'none', 'none']);
     expect(r.made).toEqual({ hits: 0, faults: 0 });
+  });
+  // gpa 8 TiB = gfn 2^31: below it the fast and bulk paths do int32 gfn arithmetic, from it on the full
+  // path makes every access. 16 pages each side of the line, on a 4-level and a 5-level EPT.
+  const LINE = 2 ** 43;
+  const acrossTheLine = (m: Model): void => {
+    m.hva.push(m.kvm.host.mmap(32 * 4096));
+    m.vm.setUserMemoryRegion({
+      slot: 1,
+      guestPhysAddr: LINE - 16 * 4096,
+      memorySize: 32 * 4096,
+      userspaceAddr: m.hva[1]!,
+    });
+  };
+
+  it('gfns from 2^31 on (gpa ≥ 8 TiB) take the full path, with a 4- and a 5-level root', () => {
+    for (const maxPhyAddr of [46, 52]) {
+      const r = twin(
+        acrossTheLine,
+        (m, acc) => {
+          const out: unknown[] = [];
+          for (let pass = 0; pass < 2; pass++)
+            for (let p = -16; p < 16; p++) out.push(acc(m.v, LINE + p * 4096, 'write'));
+          return out;
+        },
+        maxPhyAddr,
+      );
+      expect(r.results.every((x) => (x as AccessResult).exit === 'none')).toBe(true);
+      // below the line: the first access links the tables, 15 first touches, then 16 TLB hits
+      expect(r.made).toEqual({ hits: 16, faults: 15 });
+    }
+  });
+
+  it('a batch across the 8 TiB line: the bulk run stops at it, the rest one by one, as the loop', () => {
+    for (const maxPhyAddr of [46, 52]) {
+      const a = model(acrossTheLine, maxPhyAddr);
+      const b = model(acrossTheLine, maxPhyAddr);
+      const out = { exit: new Uint8Array(32), pfn: new Float64Array(32), level: new Uint8Array(32) };
+      // one access below the line first, so the bulk run has tables to fault into
+      expect(a.v.access(LINE - 4096, 'write').exit).toBe('none');
+      expect(fullAccess(b.v, LINE - 4096, 'write').exit).toBe('none');
+      const got = a.v.accessRange(LINE - 16 * 4096, 32, 'write', { out });
+      const want = Array.from({ length: 32 }, (_, i) => fullAccess(b.v, LINE + (i - 16) * 4096, 'write'));
+      expect(got).toMatchObject({ count: 32, none: 32, exits: 0 });
+      expect(Array.from(out.pfn)).toEqual(want.map((r) => (r.exit === 'none' ? r.pfn : -1)));
+      expect(Array.from(out.level)).toEqual(want.map((r) => (r.exit === 'none' ? r.level : -1)));
+      expect(a.vm.getStats()).toEqual(b.vm.getStats());
+      expect(a.v.getStats()).toEqual(b.v.getStats());
+      expect(stateHash([a.kvm, a.vm, a.v])).toBe(stateHash([b.kvm, b.vm, b.v]));
+    }
   });
 });

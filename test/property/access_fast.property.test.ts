@@ -8,8 +8,9 @@
  * holes, 4K, THP and hugetlb backings, notifier invalidations (migration, mprotect, KSM merges, THP split
  * and collapse, swap-out, and a migration left in progress across accesses), SMM entry and exit, the
  * vCPU staying in guest mode, and memory types (guest CR0.CD and MTRRs with honorGuestMtrrs, non-coherent
- * DMA, the IGNORE_GUEST_PAT quirk, a pre-6.15 kernel). Every access's result and every call's error must
- * be equal, and at the end every stat and counter, the dirty logs and the hash of the whole model state
+ * DMA, the IGNORE_GUEST_PAT quirk, a pre-6.15 kernel), on a 4-level and a 5-level EPT. Every access's
+ * result and every call's error must be equal, and at the end every stat and counter, the dirty logs and
+ * the hash of the whole model state
  * (kvm/state_hash.ts: page tables, host pages and the host mm's lookup scratch, TLBs, the memslot
  * caches and their lookup counts, the engine iterator) must be equal too. The fast path must actually
  * have been taken, hits and first-touch faults alike.
@@ -43,6 +44,8 @@ interface Host {
   kernel: '6.12' | '6.18';
   pml: boolean;
   honorGuestMtrrs: boolean;
+  /** 52: a 5-level EPT root (the fast path's walk indexes level 5 apart) */
+  maxPhyAddr: 46 | 52;
 }
 
 interface Model {
@@ -58,7 +61,12 @@ interface Model {
 }
 
 function build(h: Host): Model {
-  const kvm = new Kvm({ kernel: h.kernel, pml: h.pml, honorGuestMtrrs: h.honorGuestMtrrs });
+  const kvm = new Kvm({
+    kernel: h.kernel,
+    pml: h.pml,
+    honorGuestMtrrs: h.honorGuestMtrrs,
+    maxPhyAddr: h.maxPhyAddr,
+  });
   const vm = kvm.createVm(0);
   const hva = [
     kvm.host.mmap(16 * MiB, { backing: '4k' }),
@@ -216,6 +224,7 @@ const hostArb: fc.Arbitrary<Host> = fc.record({
   kernel: fc.constantFrom<'6.12' | '6.18'>('6.18', '6.12'),
   pml: fc.boolean(),
   honorGuestMtrrs: fc.boolean(),
+  maxPhyAddr: fc.constantFrom<46 | 52>(46, 52),
 });
 
 /** A device behind an IOMMU without snoop control: KVM sees non-coherent DMA (memtype inputs change). */

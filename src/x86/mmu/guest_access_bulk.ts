@@ -40,7 +40,6 @@ import { kvmMmuRoleAsId, ROLE_INVALID } from './mmu_internal.ts';
 import {
   newSptePair,
   SPTE_BASE_ADDR_MASK_HI,
-  spteToPfn,
   PT_WRITABLE_MASK,
   SHADOW_NONPRESENT_HI,
   SHADOW_NONPRESENT_LO,
@@ -51,6 +50,19 @@ import {
 } from './spte.ts';
 import { tdpFaultSpte } from './page_fault.ts';
 import type { X86Mmu } from './mmu.ts';
+
+// The constants the hot loop uses, as this module's own bindings (an imported binding is read through
+// its module cell, with a hole check, at every use in optimized code).
+const HI = HI_OFFSET;
+const PRESENT = SPTE_MMU_PRESENT_MASK;
+const W = PT_WRITABLE_MASK;
+const A = VMX_EPT_ACCESS_BIT;
+const D = VMX_EPT_DIRTY_BIT;
+const WD = PT_WRITABLE_MASK | VMX_EPT_DIRTY_BIT;
+const MT = VMX_EPT_MT_MASK;
+const NP_LO = SHADOW_NONPRESENT_LO;
+const NP_HI = SHADOW_NONPRESENT_HI;
+const ADDR_HI = SPTE_BASE_ADDR_MASK_HI;
 
 const walk: TdpWalkResult = { lo: 0, hi: 0, level: 0, sptep: new Int32Array(0), word: 0 };
 const template = newSptePair();
@@ -142,6 +154,8 @@ function faultCtxAt(mmu: X86Mmu, vcpu: Vcpu, gfn: number, write: boolean): boole
 /**
  * Up to n accesses at gpa, gpa + 4096, …: how many were made (0 when the first is not one this path
  * makes). Each completed access lands in `out` at index off + k, as the batch loop would write it.
+ * A run stops short of gfn 2^31 (gpa 8 TiB): below it the gfn arithmetic is int32, and the caller makes
+ * any access past it one at a time.
  */
 export function vcpuAccessBulk(
   mmu: X86Mmu,
@@ -152,7 +166,10 @@ export function vcpuAccessBulk(
   out: AccessBatchOut | undefined,
   off: number,
 ): number {
-  if (!bulkAllowed(mmu, vcpu)) return 0;
+  const first = Math.floor(gpa / 4096);
+  if (first + n > 0x80000000) n = 0x80000000 - first;
+  if (n <= 0 || !bulkAllowed(mmu, vcpu)) return 0;
+  const gfn0 = first | 0;
   const tdp = mmu.tdp;
   const vm = mmu.vm;
   const tlb = vcpu.tlb;
@@ -164,8 +181,7 @@ export function vcpuAccessBulk(
   const oExit = out?.exit;
   const oLevel = out?.level;
   const oMt = out?.memtype;
-  const want = VMX_EPT_ACCESS_BIT | (write ? VMX_EPT_DIRTY_BIT : 0);
-  const gfn0 = Math.floor(gpa / 4096);
+  const want = write ? A | D : A;
   // the window the last walk reached: a page table (level 1, entries from winStart) or a huge leaf
   let arr = walk.sptep!;
   let word0 = 0;
@@ -178,11 +194,11 @@ export function vcpuAccessBulk(
   let faults = 0;
   let k = 0;
   for (; k < n; k++) {
-    const g = gfn0 + k;
+    const g = (gfn0 + k) | 0;
     let pfn: number;
     let level: number;
     let memtype: number;
-    if (tlb.probe(g) && (!write || hit.writable)) {
+    if (tlb.probe31(g) && (!write || hit.writable)) {
       pfn = hit.pfn;
       level = hit.level;
       memtype = hit.memtype;
@@ -192,39 +208,37 @@ export function vcpuAccessBulk(
         winLevel = walk.level;
         arr = walk.sptep!;
         if (winLevel === 1) {
-          winStart = g - (g % 512);
+          winStart = g & ~511;
           winEnd = winStart + 512;
           word0 = walk.word! - (g - winStart);
         } else if (present) {
-          const span = winLevel === 2 ? 512 : 262144;
-          winStart = Math.floor(g / span) * span;
-          winEnd = winStart + span;
+          winStart = g & (winLevel === 2 ? ~511 : ~262143);
+          winEnd = winStart + (winLevel === 2 ? 512 : 262144);
           word0 = walk.word!;
         } else break; // no page table here: the per-access fault links one
       }
       const w = winLevel === 1 ? word0 + (g - winStart) : word0;
       let lo = arr[w]!;
-      const hi = arr[w + HI_OFFSET]!;
-      if ((lo & SPTE_MMU_PRESENT_MASK) !== 0) {
+      const hi = arr[w + HI]!;
+      if ((lo & PRESENT) !== 0) {
         // translate(): a present leaf; a write needs W, and a missing D on a write logs the page (not here)
-        if (write && (lo & PT_WRITABLE_MASK) === 0) break;
+        if (write && (lo & W) === 0) break;
         if ((lo & want) !== want) {
-          if (write && (lo & VMX_EPT_DIRTY_BIT) === 0) break;
-          lo = arr[w] = lo | want | 0;
+          if (write && (lo & D) === 0) break;
+          lo = arr[w] = lo | want;
         }
-        const basePfn = spteToPfn(lo, hi);
+        const basePfn = (lo >>> 12) + (hi & ADDR_HI) * 0x100000; // spteToPfn
         level = winLevel;
-        pfn = level === 1 ? basePfn : basePfn + (g - winStart);
-        memtype = (lo & VMX_EPT_MT_MASK) >>> 3;
-        tlb.fill(
-          g,
-          basePfn,
-          level as 1 | 2 | 3,
-          (lo & PT_WRITABLE_MASK) !== 0 && (lo & VMX_EPT_DIRTY_BIT) !== 0,
-          memtype,
-        );
+        memtype = (lo & MT) >>> 3;
+        if (level === 1) {
+          pfn = basePfn;
+          tlb.fill4k(g, basePfn, (lo & WD) === WD, memtype);
+        } else {
+          pfn = basePfn + (g - winStart);
+          tlb.fill(g, basePfn, level as 2 | 3, (lo & WD) === WD, memtype);
+        }
       } else {
-        if (winLevel !== 1 || lo !== SHADOW_NONPRESENT_LO || hi !== SHADOW_NONPRESENT_HI) break;
+        if (winLevel !== 1 || lo !== NP_LO || hi !== NP_HI) break;
         if ((g < ctx.start || g >= ctx.end) && !faultCtxAt(mmu, vcpu, g, write)) break;
         if (lastFault < 0) tdp.pool.rcuReclaim(); // kvm_tdp_mmu_map's first step
         lastHva = ctx.hvaBase + g * 4096;
@@ -236,22 +250,22 @@ export function vcpuAccessBulk(
           newLo = template.lo;
           newHi = template.hi;
         }
-        // pfnLo/pfnHi without their `%` and division (bit operations are exact below 2^52)
-        newLo = newLo | ((pfn & 0xfffff) << 12);
-        newHi = newHi | (Math.floor(pfn / 0x100000) & SPTE_BASE_ADDR_MASK_HI);
+        // pfnLo/pfnHi without their `%` and division (bit operations are exact below 2^52); the
+        // retried access sets A (and D on a write: faultCtxAt checked the template has W and D)
+        newLo = newLo | ((pfn & 0xfffff) << 12) | want;
+        newHi = newHi | (Math.floor(pfn / 0x100000) & ADDR_HI);
         // The EPT violation: exit, fault, the leaf installed. handle_changed_spte for a never-used entry
         // becoming a 4K leaf whose writable bits passed check_spte_writable_invariants (faultCtxAt)
-        // only moves pages_4k; that and the exit/fault counters are added once, after the run.
+        // only moves pages_4k; that and the exit/fault counters are added once, after the run. Then
+        // the retried access: the walk finds the new leaf, the CPU sets A (and D on a write).
         arr[w] = newLo;
-        arr[w + HI_OFFSET] = newHi;
+        arr[w + HI] = newHi;
         faults++;
         if (mmu.noteMapped(g)) vm.countModel('refaults');
         lastFault = g;
-        // the retried access: the walk finds the new leaf (writable and dirty for a write: faultCtxAt)
-        if ((newLo & want) !== want) newLo = arr[w] = newLo | want | 0;
         level = 1;
-        memtype = (newLo & VMX_EPT_MT_MASK) >>> 3;
-        tlb.fill(g, pfn, 1, (newLo & PT_WRITABLE_MASK) !== 0 && (newLo & VMX_EPT_DIRTY_BIT) !== 0, memtype);
+        memtype = (newLo & MT) >>> 3;
+        tlb.fill4k(g, pfn, (newLo & WD) === WD, memtype);
       }
     }
     if (oExit !== undefined) oExit[off + k] = 0;

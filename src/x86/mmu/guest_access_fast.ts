@@ -118,7 +118,7 @@ export function vcpuAccessFast(
   if (gpa >= 0x80000000000 || !bulkAllowed(mmu, vcpu)) return false;
   const g = (gpa / 4096) | 0; // gpa is an integer below 2^43 (vcpu.access checked it)
   const tlb = vcpu.tlb;
-  if (tlb.probe(g) && (!write || tlb.hit.writable)) {
+  if (tlb.probe31(g) && (!write || tlb.hit.writable)) {
     const t = tlb.hit;
     hit.pfn = t.pfn;
     hit.level = t.level;
