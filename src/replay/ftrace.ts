@@ -44,18 +44,6 @@ import {
 } from './ftrace_record.ts';
 import { FieldFinder, Needle, sameAt, hexAt, hexToken, hexTokenLow12, intToken, secondsOf } from './scan.ts';
 
-/** The readers' in-line layouts can be switched off (the property test holds them to the field finders). */
-export const FTRACE_FAST_PATHS = { on: true };
-
-/** The end of the run of decimal (or lower-case hex) digits from i, at most te. */
-function run(s: string, i: number, te: number, hex: boolean): number {
-  for (; i < te; i++) {
-    const c = s.charCodeAt(i);
-    if (!((c >= 48 && c <= 57) || (hex && c >= 97 && c <= 102))) break;
-  }
-  return i;
-}
-
 /** Does this text look like tracefs or trace-cmd report output? */
 export function looksLikeFtrace(head: string): boolean {
   return (
@@ -282,44 +270,13 @@ class FtraceReader extends TraceReader {
     return undefined;
   }
 
-  // where spteChangedLayout found the values
-  private vGfn = 0;
-  private vLevel = 0;
-  private vOld = 0;
-  private vNew = 0;
-
-  /**
-   * Is s[ts, te) the kernel's own `as id <digits> gfn <hex> level <digits> old_spte <hex> new_spte <hex>`,
-   * single-spaced? Then each value is where the field finders would find it (a key matches only as a
-   * whole space-delimited token, and no value can be a key), stored in vGfn…vNew; read in one pass.
-   */
-  private spteChangedLayout(ts: number, te: number): boolean {
-    const s = this.s;
-    if (!sameAt(s, ts, 'as id ')) return false;
-    let i = run(s, ts + 6, te, false);
-    if (i === ts + 6 || !sameAt(s, i, ' gfn ')) return false;
-    this.vGfn = i + 5;
-    i = run(s, i + 5, te, true);
-    if (i === this.vGfn || !sameAt(s, i, ' level ')) return false;
-    this.vLevel = i + 7;
-    i = run(s, i + 7, te, false);
-    if (i === this.vLevel || !sameAt(s, i, ' old_spte ')) return false;
-    this.vOld = i + 10;
-    i = run(s, i + 10, te, true);
-    if (i === this.vOld || !sameAt(s, i, ' new_spte ')) return false;
-    this.vNew = i + 10;
-    i = run(s, i + 10, te, true);
-    return i === te && i > this.vNew;
-  }
-
   private tdpSpteChanged(ts: number, te: number): Result {
     const s = this.s;
     const f = this.f;
-    const fast = FTRACE_FAST_PATHS.on && this.spteChangedLayout(ts, te);
-    const g = fast ? this.vGfn : f.gfn.value(s, ts, te);
-    const l = fast ? this.vLevel : f.level.value(s, ts, te);
-    const o = fast ? this.vOld : f.old.value(s, ts, te);
-    const nw = fast ? this.vNew : f.new.value(s, ts, te);
+    const g = f.gfn.value(s, ts, te);
+    const l = f.level.value(s, ts, te);
+    const o = f.old.value(s, ts, te);
+    const nw = f.new.value(s, ts, te);
     const ev = 'kvm_tdp_mmu_spte_changed';
     if (g < 0) return this.missing(ev, 'gfn');
     if (l < 0) return this.missing(ev, 'level');
