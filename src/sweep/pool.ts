@@ -45,6 +45,8 @@ export interface KeptPool {
   close(): Promise<void>;
 }
 
+const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
 /** Start `workers` threads for the task module, to pass as PoolOptions.pool to any number of runs. */
 export function openPool(module: URL, workers: number): KeptPool {
   const bad = checkWorkers(workers);
@@ -56,7 +58,27 @@ export function openPool(module: URL, workers: number): KeptPool {
     maxThreads: workers,
     execArgv: workerExecArgv(file),
   });
+  dropLateResults(piscina);
   return { file, threads: workers, piscina, close: () => piscina.destroy() };
+}
+
+/**
+ * A run that ends early aborts its tasks still running, and piscina terminates their threads. A thread
+ * that had already posted its result races that: piscina then finds no task for the message and emits
+ * 'error' ("Unexpected message from Worker"), which with no listener is an uncaught exception that
+ * kills the process after the run has ended cleanly. Such a message is the answer to a task this module
+ * cancelled, so it is dropped, here and by a run's own error listener (a kept pool's next run must not
+ * fail over the previous run's late answer). Any other pool error still surfaces: to a run's listener,
+ * or, with none attached, as the uncaught exception it would have been.
+ */
+export function isLateResult(e: unknown): boolean {
+  return message(e).startsWith('Unexpected message from Worker');
+}
+
+export function dropLateResults(pool: Piscina): void {
+  pool.on('error', (e: unknown) => {
+    if (!isLateResult(e) && pool.listenerCount('error') === 1) throw e;
+  });
 }
 
 export type PoolResult<I, O> =
@@ -96,8 +118,6 @@ export function resolveTaskFile(module: URL): string {
   throw new Error(`${file}: pool task module not found`);
 }
 
-const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
-
 /**
  * Runs `module`'s default export once per item on `opts.workers` threads and yields each result as it
  * finishes (completion order; `index` is the item's position). A task that throws yields `ok: false`
@@ -121,13 +141,16 @@ export async function* runPool<I, O>(
     throw new TypeError(
       `runPool: the kept pool runs ${kept.file} on ${kept.threads} threads, not ${file} on ${opts.workers}`,
     );
-  const pool = (kept?.piscina as Piscina<I, O> | undefined) ?? new Piscina<I, O>({
-    filename: pathToFileURL(file).href,
-    minThreads: Math.min(opts.workers, items.length),
-    maxThreads: Math.min(opts.workers, items.length),
-    execArgv: workerExecArgv(file),
-    idleTimeout: 1000,
-  });
+  const pool =
+    (kept?.piscina as Piscina<I, O> | undefined) ??
+    new Piscina<I, O>({
+      filename: pathToFileURL(file).href,
+      minThreads: Math.min(opts.workers, items.length),
+      maxThreads: Math.min(opts.workers, items.length),
+      execArgv: workerExecArgv(file),
+      idleTimeout: 1000,
+    });
+  if (kept === undefined) dropLateResults(pool as Piscina);
   const abort = new AbortController();
   // every queued task listens on this one signal (more than the default 10 is not a leak)
   setMaxListeners(0, abort.signal);
@@ -144,6 +167,7 @@ export async function* runPool<I, O>(
   // 'error' event; with no listener that is an uncaught exception. It ends the run with that error.
   let poolError: string | null = null;
   const onError = (e: unknown): void => {
+    if (isLateResult(e)) return;
     poolError ??= message(e);
     wake?.();
   };
