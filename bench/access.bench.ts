@@ -10,25 +10,13 @@
  * 268 M pages.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Kvm } from '../src/index.ts';
 import { measure, type AccessFigures } from './access_user.mjs';
 import { report, type BenchLine } from './report.ts';
+import { buildDist, root } from './dist.ts';
 
 const GiB = 2 ** 30;
-const root = fileURLToPath(new URL('..', import.meta.url));
-
-/**
- * Bring dist/'s JavaScript up to date with src/ (tsc's incremental build: a few seconds when nothing
- * changed), so the dist lines time these sources compiled; null, or why not.
- */
-function buildDist(): string | null {
-  const tsc = `${root}node_modules/typescript/bin/tsc`;
-  if (!existsSync(tsc)) return 'no typescript in node_modules';
-  const r = spawnSync(process.execPath, [tsc, '-p', `${root}tsconfig.build.json`], { encoding: 'utf8' });
-  return r.status === 0 ? null : `tsc -p tsconfig.build.json failed: ${r.stdout}${r.stderr}`;
-}
 
 function lines(tag: string, f: AccessFigures): BenchLine[] {
   return [

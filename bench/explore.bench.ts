@@ -26,7 +26,8 @@ import * as parMod from '../src/explore/run_parallel.ts';
 import * as progMod from '../src/explore/program.ts';
 import * as schedMod from '../src/explore/scheduler.ts';
 import type { BenchLine } from './report.ts';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { buildDist } from './dist.ts';
+import { existsSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -48,15 +49,10 @@ const fromSources = (): Mods => ({ ...config, ...runMod, ...parMod, ...progMod, 
 async function exploreModules(): Promise<{ from: string; m: Mods }> {
   const root = fileURLToPath(new URL('..', import.meta.url));
   const dist = `${root}dist/explore/`;
-  if (!existsSync(`${dist}run_parallel.js`)) return { from: 'sources: no dist/, npm run build', m: fromSources() };
-  const built = statSync(`${dist}run_parallel.js`).mtimeMs;
-  const src = `${root}src/`;
-  const newer = readdirSync(src, { recursive: true })
-    .map(String)
-    .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
-    .find((f) => statSync(src + f).mtimeMs > built);
-  if (newer !== undefined)
-    return { from: `sources: dist/ is older than src/${newer}, npm run build`, m: fromSources() };
+  if (!existsSync(`${dist}run_parallel.js`))
+    return { from: 'sources: no dist/, npm run build', m: fromSources() };
+  const why = buildDist();
+  if (why !== null) return { from: `sources: ${why}`, m: fromSources() };
   const load = async (f: string) => (await import(pathToFileURL(dist + f).href)) as Partial<Mods>;
   const parts = await Promise.all(
     ['config.js', 'run.js', 'run_parallel.js', 'program.js', 'scheduler.js'].map(load),
@@ -160,7 +156,9 @@ async function scaleOut(m: Mods, tag0: string): Promise<BenchLine[]> {
     return { ...r, n: r.out };
   };
   const two = async (pool: ReturnType<Mods['openExplorePool']>) => {
-    const r = await timed(async () => (await m.exploreConfigParallel(big, ro, 2, pool)).designs[0]!.executions);
+    const r = await timed(
+      async () => (await m.exploreConfigParallel(big, ro, 2, pool)).designs[0]!.executions,
+    );
     return { ...r, n: r.out };
   };
   const load0 = loadavg()[0]!;
@@ -176,7 +174,8 @@ async function scaleOut(m: Mods, tag0: string): Promise<BenchLine[]> {
     const o2 = await one();
     const w2 = await two(pool);
     for (const r of [o2, first.out.r, w1, w2])
-      if (r.n !== o1.n) throw new Error(`explore bench: ${o1.n} schedules in one thread, ${r.n} on two workers`);
+      if (r.n !== o1.n)
+        throw new Error(`explore bench: ${o1.n} schedules in one thread, ${r.n} on two workers`);
     const oneS = o1.s + o2.s;
     const steadyS = w1.s + w2.s;
     const cores = (w1.cpu + w2.cpu) / steadyS;

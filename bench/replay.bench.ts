@@ -9,7 +9,7 @@
  * Every line runs the compiled build (dist/, what `zaplab replay` runs) when it is fresh, else these
  * sources, and says which.
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as ftraceSrc from '../src/replay/ftrace.ts';
 import * as straceSrc from '../src/replay/strace.ts';
@@ -17,6 +17,7 @@ import * as qemuSrc from '../src/replay/qemu_trace.ts';
 import * as mergeSrc from '../src/replay/merge.ts';
 import * as replaySrc from '../src/replay/replay.ts';
 import type { BenchLine } from './report.ts';
+import { buildDist } from './dist.ts';
 
 /** The replay's modules: dist/'s when fresh (what `zaplab replay` runs), else these sources; and which. */
 async function replayModules(): Promise<{
@@ -27,17 +28,8 @@ async function replayModules(): Promise<{
   const root = fileURLToPath(new URL('..', import.meta.url));
   const dist = `${root}dist/replay/`;
   if (!existsSync(`${dist}replay.js`)) return { from: 'sources: no dist/, npm run build', m: sources };
-  // each source file against its own output (an incremental build rewrites only what changed)
-  const src = `${root}src/`;
-  const newer = readdirSync(src, { recursive: true })
-    .map(String)
-    .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
-    .find((f) => {
-      const out = `${root}dist/${f.replace(/\.ts$/, '.js')}`;
-      return !existsSync(out) || statSync(src + f).mtimeMs > statSync(out).mtimeMs;
-    });
-  if (newer !== undefined)
-    return { from: `sources: dist/ is older than src/${newer}, npm run build`, m: sources };
+  const why = buildDist();
+  if (why !== null) return { from: `sources: ${why}`, m: sources };
   const load = async (f: string): Promise<object> => (await import(pathToFileURL(dist + f).href)) as object;
   const parts = await Promise.all(
     ['ftrace.js', 'strace.js', 'qemu_trace.js', 'merge.js', 'replay.js'].map(load),

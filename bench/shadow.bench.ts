@@ -13,15 +13,13 @@
  * and over all 4 GiB (the same warm-up, paid once per process, over 1 M faults).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Kvm } from '../src/index.ts';
 import { IdentityMapBuilder } from '../src/x86/mmu/guest_paging.ts';
 import { shadowMmuOf } from '../src/x86/mmu/shadow_mmu.ts';
 import { firstTouch, type TouchFigures } from './shadow_user.mjs';
 import { report, type BenchLine } from './report.ts';
-
-const root = fileURLToPath(new URL('..', import.meta.url));
+import { buildDist, root } from './dist.ts';
 
 export async function run(): Promise<BenchLine[]> {
   const n = 1 << 17; // 512 MiB of guest
@@ -116,17 +114,6 @@ function touchLines(t: TouchFigures | null, from: string, paired: boolean): Benc
       target: { atLeast: 1e6 },
     },
   ];
-}
-
-/**
- * Bring dist/'s JavaScript up to date with src/ (tsc's incremental build: a few seconds when nothing
- * changed), so the dist/ lines time these sources compiled; null, or why not.
- */
-function buildDist(): string | null {
-  const tsc = `${root}node_modules/typescript/bin/tsc`;
-  if (!existsSync(tsc)) return 'no typescript in node_modules';
-  const r = spawnSync(process.execPath, [tsc, '-p', `${root}tsconfig.build.json`], { encoding: 'utf8' });
-  return r.status === 0 ? null : `tsc -p tsconfig.build.json failed: ${r.stdout}${r.stderr}`;
 }
 
 /** bench/shadow_user.mjs as a user runs it: plain node, no loader, on the compiled package. */

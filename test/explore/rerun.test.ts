@@ -96,19 +96,23 @@ function firstDifference(want: string[], got: string[]): string | null {
 
 describe('a schedule run again from the snapshot ends in the state of its first run', () => {
   for (const name of exploreLibraryNames())
-    it(name, () => {
-      const cfg = load(name);
-      for (const id of designIds(cfg, {}).ids) {
-        const p = new Rerun(cfg, designById(id)!);
-        explore(p, { ...searchOptions(cfg, {}), maxExecutions: SCHEDULES });
-        expect(p.runs.length).toBeGreaterThan(0);
-        // in reverse: each re-run comes after other schedules ran (the first of them last of all)
-        for (let s = p.runs.length - 1; s >= 0; s--) {
-          const diff = firstDifference(p.runs[s]!.dump, p.rerun(p.runs[s]!.choices));
-          expect(diff, `${name} under ${id}, schedule ${s + 1} run again`).toBeNull();
+    it(
+      name,
+      () => {
+        const cfg = load(name);
+        for (const id of designIds(cfg, {}).ids) {
+          const p = new Rerun(cfg, designById(id)!);
+          explore(p, { ...searchOptions(cfg, {}), maxExecutions: SCHEDULES });
+          expect(p.runs.length).toBeGreaterThan(0);
+          // in reverse: each re-run comes after other schedules ran (the first of them last of all)
+          for (let s = p.runs.length - 1; s >= 0; s--) {
+            const diff = firstDifference(p.runs[s]!.dump, p.rerun(p.runs[s]!.choices));
+            expect(diff, `${name} under ${id}, schedule ${s + 1} run again`).toBeNull();
+          }
         }
-      }
-    }, 120_000);
+      },
+      120_000,
+    );
 
   it('shadow pages made during a run are named alike in a re-run (ids counted per MMU)', () => {
     const cfg = load('shadow-delete-vs-access');

@@ -71,13 +71,17 @@ class RestoreChecked implements Program<ExploreViolation> {
 
 describe('restore between schedules: the state after setup, exactly, on every library configuration', () => {
   for (const name of exploreLibraryNames())
-    it(name, () => {
-      const cfg = load(name);
-      for (const id of designIds(cfg, {}).ids) {
-        const p = new RestoreChecked(cfg, designById(id)!);
-        const r = explore(p, { ...searchOptions(cfg, {}), maxExecutions: SCHEDULES });
-        expect(p.checked).toBe(executions(r.stats));
-        expect(p.checked).toBeGreaterThan(0);
-      }
-    }, 120_000);
+    it(
+      name,
+      () => {
+        const cfg = load(name);
+        for (const id of designIds(cfg, {}).ids) {
+          const p = new RestoreChecked(cfg, designById(id)!);
+          const r = explore(p, { ...searchOptions(cfg, {}), maxExecutions: SCHEDULES });
+          expect(p.checked).toBe(executions(r.stats));
+          expect(p.checked).toBeGreaterThan(0);
+        }
+      },
+      120_000,
+    );
 });
