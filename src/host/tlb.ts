@@ -63,16 +63,7 @@ export class Tlb {
       const index = Math.floor(gfn / span);
       const base = index * span;
       // index mod the size (a power of two): ToInt32 keeps the low bits of any safe integer
-      const i = index & (SIZES[l]! - 1);
-      if (this.tag[l]![i] === base) {
-        const m = this.meta[l]![i]!;
-        const h = this.hit;
-        h.pfn = this.pfn[l]![i]! + (gfn - base);
-        h.level = (l + 1) as 1 | 2 | 3;
-        h.writable = (m & 1) === 1;
-        h.memtype = m >> 1;
-        return true;
-      }
+      if (this.probeAt(l, base, index & (SIZES[l]! - 1), gfn)) return true;
     }
     return false;
   }
@@ -82,18 +73,10 @@ export class Tlb {
     const valid = this.valid;
     if (valid[2] !== 0 && this.probeAt(2, gfn & ~262143, (gfn >>> 18) & 15, gfn)) return true;
     if (valid[1] !== 0 && this.probeAt(1, gfn & ~511, (gfn >>> 9) & 511, gfn)) return true;
-    const i = gfn & 2047;
-    if (valid[0] === 0 || this.tag4k[i] !== gfn) return false;
-    const m = this.meta4k[i]!;
-    const h = this.hit;
-    h.pfn = this.pfn4k[i]!;
-    h.level = 1;
-    h.writable = (m & 1) === 1;
-    h.memtype = m >> 1;
-    return true;
+    return valid[0] !== 0 && this.probeAt(0, gfn, gfn & 2047, gfn);
   }
 
-  /** One huge size of probe31: entry i of size l holds base's translation, then in `hit`. */
+  /** Entry i of size l (0 = 4K) holds base's translation: true, with gfn's translation in `hit`. */
   private probeAt(l: number, base: number, i: number, gfn: number): boolean {
     if (this.tag[l]![i] !== base) return false;
     const m = this.meta[l]![i]!;

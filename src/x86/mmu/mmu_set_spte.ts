@@ -56,13 +56,26 @@ export function mmuSetSpte(
   const w = sptePermissions(mmu, access, bits, oldBits, gfn, slot);
   const nu = w & ~WRPROT;
   if (nu & SPTE_WRITABLE && slot.dirtyBitmap !== null) markPageDirtyInSlot(slot, gfn);
+  setNewLeaf(mmu, sp, i, gfn, slot, pfn, nu);
+  return w & WRPROT && write ? RET_PF_WRITE_PROTECTED : RET_PF_FIXED;
+}
+
+/** An empty SPTE becomes a leaf: rmap_add and the page-size stat, then its pfn and bits. */
+function setNewLeaf(
+  mmu: ShadowMmu,
+  sp: ShadowPage,
+  i: number,
+  gfn: number,
+  slot: KvmMemorySlot,
+  pfn: number,
+  nu: number,
+): void {
   sp.gfns![i] = gfn;
   rmapAdd(mmu.vm.stats, slot, sp, i, gfn);
   if (sp.level === 1) mmu.vm.stats.pages_4k++;
   else mmu.vm.stats.pages_2m++;
   sp.pfn![i] = pfn;
   sp.bits![i] = nu;
-  return w & WRPROT && write ? RET_PF_WRITE_PROTECTED : RET_PF_FIXED;
 }
 
 /**
@@ -118,14 +131,8 @@ function mmuUpdateSpte(
     // gPTE) with a writable one costs a remote flush; re-enabling a write-protected one does not.
     if (!(oldBits & SPTE_MMU_WRITABLE) && nu & SPTE_WRITABLE) flush = true;
     if (oldBits & SPTE_WRITABLE && !(nu & SPTE_WRITABLE)) flush = true; // mmu_spte_update
-  } else {
-    sp.gfns![i] = gfn;
-    rmapAdd(mmu.vm.stats, slot, sp, i, gfn);
-    if (sp.level === 1) mmu.vm.stats.pages_4k++;
-    else mmu.vm.stats.pages_2m++;
-  }
-  sp.pfn![i] = pfn;
-  sp.bits![i] = nu;
+    sp.bits![i] = nu;
+  } else setNewLeaf(mmu, sp, i, gfn, slot, pfn, nu);
   if (flush) mmu.vm.flushRemoteTlbs(); // kvm_flush_remote_tlbs_gfn
   return wrprot && write ? RET_PF_WRITE_PROTECTED : RET_PF_FIXED;
 }
