@@ -8,7 +8,7 @@
  * fresh pfn, swap-in of content saved for the hva. HostMm.faultIn uses it for every 4K-backed mapping,
  * so the batched path and the per-access path fault pages in through this one function.
  */
-import type { FaultLog } from './host_mm.ts';
+import type { FaultLog } from './fault_log.ts';
 import type { PfnPool } from './pfn_pool.ts';
 import type { Vma } from './vma.ts';
 

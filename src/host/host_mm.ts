@@ -16,6 +16,7 @@
 import { gup4k } from './gup_4k.ts';
 import { asHva, asPfn, HVA_LIMIT, type Hva, type Pfn } from '../types/addr.ts';
 import { PfnPool } from './pfn_pool.ts';
+import { FaultLog } from './fault_log.ts';
 import {
   frameIndex,
   pageAt,
@@ -401,28 +402,5 @@ export class HostMm {
       for (let k = 0; k + 1 < cuts.length; k++) out.push(sliceVma(v, cuts[k]!, cuts[k + 1]!, this.pfns));
     }
     this.vmas = out;
-  }
-}
-
-/** The last FAULT_LOG_SIZE page fault-ins as hva ranges, numbered by `seq`. */
-const FAULT_LOG_SIZE = 1024;
-export class FaultLog {
-  /** fault-ins recorded so far */
-  seq = 0;
-  private readonly starts = new Float64Array(FAULT_LOG_SIZE);
-  private readonly lens = new Float64Array(FAULT_LOG_SIZE);
-
-  record(start: number, len: number): void {
-    const i = this.seq % FAULT_LOG_SIZE;
-    this.starts[i] = start;
-    this.lens[i] = len;
-    this.seq++;
-  }
-
-  /** Visit the fault-ins numbered [from, seq); false (nothing visited) when some are no longer kept. */
-  since(from: number, f: (start: number, len: number) => void): boolean {
-    if (this.seq - from > FAULT_LOG_SIZE) return false;
-    for (let k = from; k < this.seq; k++) f(this.starts[k % FAULT_LOG_SIZE]!, this.lens[k % FAULT_LOG_SIZE]!);
-    return true;
   }
 }

@@ -1,0 +1,29 @@
+/**
+ * A ring of the VMM process's most recent page fault-ins (GUP faulting a page in), as hva ranges.
+ * Checks that reason about "what has been faulted in since X" read it instead of rescanning every
+ * mapping; when more than the ring holds happened since, they fall back to the full scan.
+ *
+ * Kernel counterpart: none (bookkeeping of the model, not of mm/).
+ */
+/** The last FAULT_LOG_SIZE page fault-ins as hva ranges, numbered by `seq`. */
+const FAULT_LOG_SIZE = 1024;
+export class FaultLog {
+  /** fault-ins recorded so far */
+  seq = 0;
+  private readonly starts = new Float64Array(FAULT_LOG_SIZE);
+  private readonly lens = new Float64Array(FAULT_LOG_SIZE);
+
+  record(start: number, len: number): void {
+    const i = this.seq % FAULT_LOG_SIZE;
+    this.starts[i] = start;
+    this.lens[i] = len;
+    this.seq++;
+  }
+
+  /** Visit the fault-ins numbered [from, seq); false (nothing visited) when some are no longer kept. */
+  since(from: number, f: (start: number, len: number) => void): boolean {
+    if (this.seq - from > FAULT_LOG_SIZE) return false;
+    for (let k = from; k < this.seq; k++) f(this.starts[k % FAULT_LOG_SIZE]!, this.lens[k % FAULT_LOG_SIZE]!);
+    return true;
+  }
+}
