@@ -67,8 +67,20 @@ const ADDR_HI = SPTE_BASE_ADDR_MASK_HI;
 const walk: TdpWalkResult = { lo: 0, hi: 0, level: 0, sptep: new Int32Array(0), word: 0 };
 const template = newSptePair();
 
-/** Nothing can watch or change an access mid-run (see the header). Also the fast path's condition. */
+/** Nothing can watch or change an access mid-run (see the header). */
 export function bulkAllowed(mmu: X86Mmu, vcpu: Vcpu): boolean {
+  const tdp = mmu.tdp;
+  return (
+    mmu.trace === undefined && tdp.trace === undefined && tdp.recorder === undefined && fastAllowed(mmu, vcpu)
+  );
+}
+
+/**
+ * Nothing can change the answer of one access made by the fast path (guest_access_fast.ts): the bulk
+ * path's condition without its "no trace sink, no recorder" (the fast path fires the tracepoints of
+ * the faults it makes, in the full path's order).
+ */
+export function fastAllowed(mmu: X86Mmu, vcpu: Vcpu): boolean {
   const vm = mmu.vm;
   const tdp = mmu.tdp;
   const root = vcpu.mmu.root;
@@ -77,9 +89,6 @@ export function bulkAllowed(mmu: X86Mmu, vcpu: Vcpu): boolean {
     !vm.info.hasPrivateMem &&
     vm.arch.gfnDirectBits === 0 &&
     vm.arch.tdx === undefined &&
-    mmu.trace === undefined &&
-    tdp.trace === undefined &&
-    tdp.recorder === undefined &&
     vcpu.requests === 0 &&
     root >= 0 &&
     (tdp.pool.role[root]! & ROLE_INVALID) === 0 &&

@@ -10,13 +10,18 @@
  * write, an MMIO SPTE, a KSM-shared or huge-backed host page, exec) returns false having changed
  * nothing, and the caller makes the access through the full path.
  *
- * It runs only where the bulk path does (guest_access_bulk.ts#bulkAllowed): no trace sink, no
- * recorder, no invalidation in progress, no pending vCPU request, a valid root of the vCPU's address
- * space, a VM without private memory. Then VM entry does nothing but enter guest mode, and the fault's
- * staleness checks (the mmu_invalidate_seq snapshot and recheck, the root's validity) all pass. Every
- * side effect of the full path is made here too, down to its scratch: the memslot cache lookup
- * (search_memslots), the host mm's last-VMA and page-lookup scratch, the engine iterator, the TLB.
- * test/property/access_fast.property.test.ts checks the whole model state against the full path.
+ * It runs where nothing can change one access's answer (guest_access_bulk.ts#fastAllowed): no
+ * invalidation in progress, no pending vCPU request, a valid root of the vCPU's address space, a VM
+ * without private memory. Then VM entry does nothing but enter guest mode, and the fault's staleness
+ * checks (the mmu_invalidate_seq snapshot and recheck, the root's validity) all pass. Every side effect
+ * of the full path is made here too, down to its scratch: the memslot cache lookup (search_memslots),
+ * the host mm's last-VMA and page-lookup scratch, the engine iterator, the TLB. Trace sinks and the
+ * engine's recorder (the invariant checker installs both) get the tracepoints the full path fires for
+ * the fault, with the same contents, in the same order, each at the point of the fault where the full
+ * path fires it (kvm_page_fault after the exit is counted, kvm_mmu_spte_requested once the pfn is
+ * known, kvm_tdp_mmu_spte_changed once the leaf is written); a hit fires none there either.
+ * test/property/access_fast.property.test.ts checks the whole model state against the full path, and
+ * access_fast_traced.property.test.ts the event streams and the checker's verdicts.
  *
  * Kernel counterpart: none as a whole; per access the steps are vcpu_enter_guest, the CPU's EPT walk,
  * handle_ept_violation → kvm_mmu_page_fault → kvm_tdp_page_fault (kvm_mmu_faultin_pfn,
@@ -42,13 +47,15 @@ import {
   SHADOW_NONPRESENT_LO,
   SPTE_BASE_ADDR_MASK_HI,
   SPTE_MMU_PRESENT_MASK,
+  spteValue,
   VMX_EPT_ACCESS_BIT,
   VMX_EPT_DIRTY_BIT,
   VMX_EPT_MT_MASK,
 } from './spte.ts';
 import { tdpFaultSpte } from './page_fault.ts';
 import { kvmMmuGetMtMask, vmxGetMtMaskVmWide } from '../mtrr.ts';
-import { bulkAllowed } from './guest_access_bulk.ts';
+import { fastAllowed } from './guest_access_bulk.ts';
+import { kvmMmuRoleAsId } from './mmu_internal.ts';
 import type { X86Mmu } from './mmu.ts';
 
 // The constants this file's hot code uses, as this module's own bindings: an imported binding is read
@@ -115,7 +122,7 @@ export function vcpuAccessFast(
   write: boolean,
   hit: AccessHit,
 ): boolean {
-  if (gpa >= 0x80000000000 || !bulkAllowed(mmu, vcpu)) return false;
+  if (gpa >= 0x80000000000 || !fastAllowed(mmu, vcpu)) return false;
   const g = (gpa / 4096) | 0; // gpa is an integer below 2^43 (vcpu.access checked it)
   const tlb = vcpu.tlb;
   if (tlb.probe31(g) && (!write || tlb.hit.writable)) {
@@ -164,7 +171,7 @@ export function vcpuAccessFast(
     return true;
   }
   if (level !== 1 || lo !== NP_LO || hi !== NP_HI) return false;
-  return firstTouch4k(mmu, vcpu, g, write, arr, w, rootLevel, hit);
+  return firstTouch4k(mmu, vcpu, gpa, write, arr, w, rootLevel, hit);
 }
 
 /**
@@ -175,7 +182,7 @@ export function vcpuAccessFast(
 function firstTouch4k(
   mmu: X86Mmu,
   vcpu: Vcpu,
-  g: number,
+  gpa: number,
   write: boolean,
   arr: Int32Array,
   w: number,
@@ -183,6 +190,7 @@ function firstTouch4k(
   hit: AccessHit,
 ): boolean {
   const vm = mmu.vm;
+  const g = (gpa / 4096) | 0;
   const slots = vm.activeMemslots(vcpu.asId());
   // Decided on a peek: search_memslots (its cache, its lookup count) runs only for a fault made here.
   const slot = slots.peekMemslot(g);
@@ -198,24 +206,32 @@ function firstTouch4k(
   leafTemplate(vcpu, g, mapWritable);
   // A write must complete on the retry, and a leaf that would WARN is counted by the full path.
   if (!tmplSane || (write && !tmplWriteDone)) return false;
+  // From here the fault is made. The EPT violation: the exit is counted, then kvm_page_fault fires.
+  const stats = vcpu.stats;
+  stats.exits++;
+  stats.pf_taken++;
+  if (mmu.trace !== undefined) {
+    vcpu.mode = OUTSIDE; // what a sink sees: the vCPU out of guest mode, as after the full path's exit
+    mmu.trace({ name: 'kvm_page_fault', vcpuId: vcpu.vcpuId, gpa, errorCode: write ? 2 : 1 });
+  }
   // kvm_mmu_faultin_pfn: the slot lookup, then GUP (the page faulted in on first touch).
   slots.searchMemslots(g);
+  const pfn = host.gup4kInto(v, hva);
+  if (mmu.trace !== undefined) mmu.trace({ name: 'kvm_mmu_spte_requested', gfn: g, pfn, level: 1 });
   const tdp = mmu.tdp;
   tdp.pool.rcuReclaim(); // kvm_tdp_mmu_map's first step
-  const pfn = host.gup4kInto(v, hva);
   // pfnLo/pfnHi without their `%` and division (bit operations are exact below 2^52); the retried
   // access sets A (and D on a write: the template has it then), so the leaf is stored with A.
   const newLo = tmpl.lo | ((pfn & 0xfffff) << 12);
   const newHi = tmpl.hi | (Math.floor(pfn / 0x100000) & ADDR_HI);
   // tdp_mmu_set_spte_atomic + handle_changed_spte for a never-used entry becoming a 4K leaf whose
-  // writable bits hold (checked above): the page stat moves, nothing else.
+  // writable bits hold (checked above): the tracepoint, then the page stat moves, nothing else.
   arr[w + HI] = newHi;
+  if (tdp.recorder !== undefined || tdp.trace !== undefined)
+    spteChangedTrace(mmu, rootLevel, g, newLo, newHi, arr, w);
   tdp.pages[0]!++;
   iterAfterMap4k(mmu, g, rootLevel, arr, w);
   mmu.syncCounters();
-  const stats = vcpu.stats;
-  stats.exits++;
-  stats.pf_taken++;
   stats.pf_fixed++;
   if (mmu.noteMapped(g)) vm.countModel('refaults');
   // The retried access: the walk finds the new leaf; the CPU sets A (and D on a write: already set).
@@ -227,6 +243,34 @@ function firstTouch4k(
   hit.memtype = memtype;
   vcpu.mode = vcpu.running ? GUEST : OUTSIDE;
   return true;
+}
+
+/**
+ * handle_changed_spte's tracepoint for the new leaf (never-used → newLo/newHi at level 1, gfn g), to the
+ * engine's recorder then its object sink, as the full path fires it; the leaf is stored as the engine
+ * stored it then (without the A bit the retried access sets).
+ */
+function spteChangedTrace(
+  mmu: X86Mmu,
+  rootLevel: number,
+  g: number,
+  newLo: number,
+  newHi: number,
+  arr: Int32Array,
+  w: number,
+): void {
+  arr[w] = newLo;
+  const tdp = mmu.tdp;
+  const asId = kvmMmuRoleAsId(tdp.pool.role[path[rootLevel - 1]!]!); // the iterator's as_id
+  tdp.recorder?.spteChanged(asId, g, 1, NP_LO, NP_HI, newLo, newHi);
+  tdp.trace?.({
+    name: 'kvm_tdp_mmu_spte_changed',
+    asId,
+    gfn: g,
+    level: 1,
+    oldSpte: spteValue(NP_LO, NP_HI),
+    newSpte: spteValue(newLo, newHi),
+  });
 }
 
 /**
