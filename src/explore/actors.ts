@@ -45,7 +45,8 @@ export const GLOBAL: Footprint = { r: ALL, w: ALL, ranged: 0, lo: 0, hi: 0 };
 /** A step an actor offers: what it is, what it touches, whether it can run now. */
 export interface Pending {
   fn: string;
-  what: string;
+  /** what the step does, for step records (called only when the run records its steps) */
+  what: () => string;
   fp: () => Footprint;
   enabled?: (() => boolean) | undefined;
 }
@@ -58,8 +59,8 @@ const hex = (n: number): string => '0x' + n.toString(16);
 const MAX_ATTEMPTS = 6;
 
 /** The actor's steps, one scenario step after another. */
-export function* makeActor(ex: Execution, decl: ActorDecl): ActorBody {
-  const self = (): ActorRt => ex.actors.find((a) => a.name === decl.name)!;
+export function* makeActor(ex: Execution, decl: ActorDecl, idx: number): ActorBody {
+  const self = (): ActorRt => ex.actors[idx]!;
   for (let j = 0; j < decl.steps.length; j++) yield* stepOf(ex, self, decl, decl.steps[j]!, String(j));
 }
 
@@ -91,14 +92,14 @@ function* stepOf(ex: Execution, self: () => ActorRt, decl: ActorDecl, s: Step, a
   const slots = 'dirtyLog' in t || 'attributes' in t;
   yield {
     fn: kernelFnOf(t),
-    what: describe(t),
+    what: () => describe(t),
     fp: () => GLOBAL,
     enabled: slots ? () => ex.slotsHolder === null : undefined,
   };
   self().at = null;
   const errors = ex.x.errors.length;
   execStep(ex.x, ex.c, t as Exclude<Step, { repeat: unknown }>);
-  if (ex.x.errors.length > errors)
+  if (ex.x.errors.length > errors && ex.recording)
     ex.note(kernelFnOf(t), `${describe(t)} → ${ex.x.errors.at(-1)!.replace(/^[^:]*: /, '')}`);
 }
 
@@ -158,13 +159,15 @@ function* access(
 ): ActorBody {
   const vcpu = ex.c.vcpus[vcpuId]!;
   const gfn = Math.floor(gpa / PAGE);
+  // the notes' strings are built only for a recorded run
+  const rec = ex.recording;
   let wait: (() => boolean) | undefined;
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     // a re-execution carries its retry count and wait condition: not a position
     self().at = attempt === 0 ? at : null;
     yield {
       fn: 'vcpu_enter_guest',
-      what: `${kind} ${hex(gpa)}`,
+      what: () => `${kind} ${hex(gpa)}`,
       // servicing a pending TLB flush or root reload touches every translation of the vCPU
       // entering/leaving the kvm->srcu read side conflicts only with synchronize_srcu (a write)
       fp: () =>
@@ -183,12 +186,13 @@ function* access(
     if (st === null) {
       // the shadow MMU: the access and its fault are one step
       const res = vcpu.access(gpa, kind);
-      ex.note('vcpu.access (shadow MMU fault path)', `${kind} ${hex(gpa)} → ${outcome(res)}`);
+      if (rec) ex.note('vcpu.access (shadow MMU fault path)', `${kind} ${hex(gpa)} → ${outcome(res)}`);
       ex.accessEnd(f, res);
       return;
     }
     if (st.result !== null) {
-      ex.note(
+      if (rec)
+        ex.note(
         st.result.exit === 'none' ? 'guest access (TLB / EPT hit)' : 'guest access',
         `${kind} ${hex(gpa)} → ${outcome(st.result)}`,
       );
@@ -197,10 +201,10 @@ function* access(
     }
     const a = self();
     ex.srcuEnter(a);
-    ex.note('kvm_mmu_faultin_pfn', `${kind} ${hex(gpa)}: EPT violation; seq snapshot, memslot, pfn`);
+    if (rec) ex.note('kvm_mmu_faultin_pfn', `${kind} ${hex(gpa)}: EPT violation; seq snapshot, memslot, pfn`);
     yield {
       fn: 'kvm_tdp_mmu_map',
-      what: `mmu_lock, is_page_fault_stale, install gfn ${hex(gfn)}`,
+      what: () => `mmu_lock, is_page_fault_stale, install gfn ${hex(gfn)}`,
       fp: () => gfnFp(R_SLOTS | R_SEQ | R_MEMTYPE | R_HOST | R_SRCU, R_MMU | R_DIRTY, gfn, backing, false),
     };
     const fixed = vcpu.stats.pf_fixed;
@@ -208,24 +212,26 @@ function* access(
     const res = st.finish();
     a.srcu = 0;
     if (res !== null && res.exit !== 'retry') {
-      ex.note('kvm_tdp_mmu_map', `gfn ${hex(gfn)} → ${outcome(res)}`);
+      if (rec) ex.note('kvm_tdp_mmu_map', `gfn ${hex(gfn)} → ${outcome(res)}`);
       ex.accessEnd(f, res);
       return;
     }
     ex.dropAccess(f);
-    const how =
-      vcpu.stats.pf_fixed > fixed
-        ? 'SPTE installed'
-        : vcpu.stats.pf_spurious > spurious
-          ? 'spurious (already mapped)'
-          : 'is_page_fault_stale: retry';
-    ex.note(
-      'kvm_tdp_mmu_map',
-      `gfn ${hex(gfn)}: ${res === null ? how : 'retry (slot INVALID)'}; the guest re-executes`,
-    );
+    if (rec) {
+      const how =
+        vcpu.stats.pf_fixed > fixed
+          ? 'SPTE installed'
+          : vcpu.stats.pf_spurious > spurious
+            ? 'spurious (already mapped)'
+            : 'is_page_fault_stale: retry';
+      ex.note(
+        'kvm_tdp_mmu_map',
+        `gfn ${hex(gfn)}: ${res === null ? how : 'retry (slot INVALID)'}; the guest re-executes`,
+      );
+    }
     wait = () => !spinning(ex, vcpu.asId(), gfn);
   }
-  ex.note('vcpu_enter_guest', `${kind} ${hex(gpa)}: still faulting after ${MAX_ATTEMPTS} attempts`);
+  if (rec) ex.note('vcpu_enter_guest', `${kind} ${hex(gpa)}: still faulting after ${MAX_ATTEMPTS} attempts`);
 }
 
 /** The vCPU would only spin: an invalidation covers the gfn, or its slot is INVALID. */
@@ -252,7 +258,7 @@ function* notifier(
   const len = h.length ?? r.decl.size - (h.offset ?? 0);
   yield {
     fn: 'mmu_notifier_invalidate_range_start',
-    what: `${h.event} hva ${hex(addr)}+${hex(len)}: invalidate_begin, zap, flush`,
+    what: () => `${h.event} hva ${hex(addr)}+${hex(len)}: invalidate_begin, zap, flush`,
     fp: () => GLOBAL,
   };
   self().at = null;
@@ -262,7 +268,7 @@ function* notifier(
       : ex.kvm.host.migrate(addr, len, { stepwise: true });
   yield {
     fn: 'mmu_notifier_invalidate_range_end',
-    what: `${h.event}: the PTE change, then invalidate_end`,
+    what: () => `${h.event}: the PTE change, then invalidate_end`,
     fp: () => GLOBAL,
   };
   finish();
@@ -281,7 +287,7 @@ function* memslot(ex: Execution, self: () => ActorRt, s: Step): ActorBody {
           : (s as { create: string }).create;
   yield {
     fn: 'kvm_set_memory_region',
-    what: `${kind} ${name}`,
+    what: () => `${kind} ${name}`,
     fp: () => GLOBAL,
     enabled: () => ex.slotsHolder === null,
   };
@@ -305,7 +311,7 @@ function* memslot(ex: Execution, self: () => ActorRt, s: Step): ActorBody {
     vm.onMmuLockDrop = undefined;
     vm.onInvalidWindow = undefined;
   }
-  if (ex.x.errors.length > errors)
+  if (ex.x.errors.length > errors && ex.recording)
     ex.note('kvm_set_memory_region', `${kind} ${name} → ${ex.x.errors.at(-1)!.replace(/^[^:]*: /, '')}`);
 }
 
@@ -317,7 +323,7 @@ function installHooks(ex: Execution, op: { kind: string; lo: number; hi: number;
       if (vm.mnActiveInvalidateCount === 0) return;
       ex.suspend({
         fn: 'kvm_swap_active_memslots',
-        what: 'waits for mn_active_invalidate_count to drop',
+        what: () => 'waits for mn_active_invalidate_count to drop',
         fp: () => GLOBAL,
         enabled: () => vm.mnActiveInvalidateCount === 0,
       });
@@ -330,7 +336,8 @@ function installHooks(ex: Execution, op: { kind: string; lo: number; hi: number;
     const readers = ex.actors.filter((a) => a.srcu !== 0).map((a) => [a, a.srcu] as const);
     ex.suspend({
       fn: 'synchronize_srcu_expedited',
-      what: `${op.swaps === 1 && op.kind !== 'CREATE' && op.kind !== 'FLAGS_ONLY' ? 'INVALID slot published' : 'new memslots published'}; waits for kvm->srcu readers`,
+      what: () =>
+        `${op.swaps === 1 && op.kind !== 'CREATE' && op.kind !== 'FLAGS_ONLY' ? 'INVALID slot published' : 'new memslots published'}; waits for kvm->srcu readers`,
       fp: () => GLOBAL,
       enabled: () => readers.every(([a, id]) => a.srcu !== id),
     });
@@ -346,7 +353,7 @@ function installHooks(ex: Execution, op: { kind: string; lo: number; hi: number;
     }
     ex.suspend({
       fn: 'cond_resched_rwlock_write',
-      what: 'retakes mmu_lock, continues the zap',
+      what: () => 'retakes mmu_lock, continues the zap',
       fp: () => GLOBAL,
     });
     vm.onMmuLockDrop = party;

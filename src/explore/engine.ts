@@ -26,7 +26,7 @@ import type { Vcpu } from '../kvm/vcpu.ts';
 import type { Kvm, Vm } from '../index.ts';
 import { buildKvm, buildVm } from '../scenario/runner.ts';
 import type { DesignSpec } from '../scenario/designs.ts';
-import type { ExecCtx, VmCtx } from '../scenario/steps.ts';
+import type { Derived, ExecCtx, VmCtx } from '../scenario/steps.ts';
 import { execStep } from '../scenario/steps.ts';
 import { newVfioCtx } from '../scenario/steps_vfio.ts';
 import type { Step } from '../scenario/schema.ts';
@@ -79,6 +79,14 @@ export class Execution {
   private seenViolations = 0;
   private srcuIds = 0;
   readonly records: StepRecord[] = [];
+  /** the run keeps step records (race diagrams, replays); otherwise their strings are never built */
+  readonly recording: boolean;
+  /**
+   * The runner's derived counters after setup. Each run counts into a copy (run()): counting into this
+   * record would add keys a restore must delete again, and V8 turns an object that loses properties into
+   * a slow dictionary, for every later run's counting and every restore.
+   */
+  private readonly setupDerived: Derived;
 
   constructor(
     readonly cfg: ExploreConfig,
@@ -88,6 +96,7 @@ export class Execution {
     readonly opts: RunOptions,
   ) {
     const sc = cfg.scenario;
+    this.recording = opts.record === true;
     const vfio = newVfioCtx();
     this.kvm = buildKvm(sc, vfio.units);
     // audits at the points the engine names (every step); the trace ring feeds violation reports, so
@@ -116,12 +125,13 @@ export class Execution {
       throw new TypeError(`setup already violates ${v.id}: ${v.message}`);
     }
     this.traceSeen = this.checker.recentTrace().length;
+    this.setupDerived = this.x.derived;
   }
 
   /** The actors, each at its first step (generators are not part of a snapshot: made anew per run). */
   private startActors(): void {
     this.cfg.actors.forEach((a, i) => {
-      const body: ActorBody = makeActor(this, a);
+      const body: ActorBody = makeActor(this, a, i);
       const rt: ActorRt = {
         idx: i,
         name: a.name,
@@ -148,6 +158,7 @@ export class Execution {
   }
 
   run(): RunOutcome {
+    this.x.derived = { ...this.setupDerived };
     this.startActors();
     try {
       for (const a of this.actors) this.advance(a);
@@ -225,7 +236,7 @@ export class Execution {
   }
 
   private record(a: ActorRt, p: Pending): void {
-    if (this.opts.record) this.records.push({ actor: a.idx, fn: p.fn, what: p.what });
+    if (this.recording) this.records.push({ actor: a.idx, fn: p.fn, what: p.what() });
     const label = `${a.name}: ${p.fn}`;
     this.checker.setStep(label);
   }
@@ -265,9 +276,12 @@ export class Execution {
     return (this.skips = skip);
   }
 
-  /** Rename the step being executed once its outcome is known (e.g. a TLB hit rather than a fault). */
+  /**
+   * Rename the step being executed once its outcome is known (e.g. a TLB hit rather than a fault); only a
+   * recorded run keeps it (callers build the strings only when `recording`).
+   */
   note(fn: string, what: string): void {
-    if (!this.opts.record) return;
+    if (!this.recording) return;
     const r = this.records[this.records.length - 1];
     if (r !== undefined) {
       r.fn = fn;
@@ -282,7 +296,7 @@ export class Execution {
   suspend(p: Pending): void {
     const a = this.running!;
     // the step that led here ends here: say where it stopped
-    if (this.opts.record)
+    if (this.recording)
       for (let i = this.records.length - 1; i >= 0; i--)
         if (this.records[i]!.actor === a.idx) {
           this.records[i]!.what += ` ⟶ ${p.fn}`;
@@ -322,7 +336,7 @@ export class Execution {
     this.steps++;
     // the yield is its own pseudo-actor, so running another actor next is not a second preemption
     this.current = i === 0 ? a.idx : n + a.idx;
-    if (this.opts.record)
+    if (this.recording)
       this.records.push({
         actor: a.idx,
         fn: 'cond_resched_rwlock_write',

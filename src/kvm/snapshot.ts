@@ -164,7 +164,10 @@ function refuse(o: object, path: string): void {
 
 /** A captured state; `restore()` puts it back (any number of times). */
 export class Snapshot {
+  /** class instances (their fields are rewritten; no keys are added to them) */
   private readonly objs: ObjRec[] = [];
+  /** plain records (their fields are rewritten, keys added since are deleted) */
+  private readonly plain: ObjRec[] = [];
   private readonly arrays: { o: unknown[]; vals: unknown[]; at: number[] | null; length: number }[] = [];
   private readonly maps: { o: Map<unknown, unknown>; keys: unknown[]; vals: unknown[] }[] = [];
   private readonly sets: { o: Set<unknown>; vals: unknown[] }[] = [];
@@ -196,7 +199,8 @@ export class Snapshot {
     if (ArrayBuffer.isView(o)) {
       const t = typedOf(o);
       const r: TypedRec = { o: t, saved: t.slice(), ext: -1, cur: 0, epoch: 0 };
-      this.typed.push(r);
+      // an empty view has nothing to restore (a view's length is fixed: no resizable buffer is used)
+      if (t.length > 0) this.typed.push(r);
       this.byView.set(o, r);
       return;
     }
@@ -275,11 +279,23 @@ export class Snapshot {
       visit(d.value, `${path}.${String(k)}`);
     }
     rec.put = restorerFor(proto, rec.keys);
-    if (rec.keys.length > 0 || rec.own >= 0) this.objs.push(rec);
+    if (rec.own >= 0) this.plain.push(rec);
+    else if (rec.keys.length > 0) this.objs.push(rec);
   }
 
-  /** Put the captured state back. */
+  /**
+   * Put the captured state back. (In parts: each is compiled on its own, so the optimizing compiler's
+   * work on one does not wait for, or get thrown away with, the others'.)
+   */
   restore(): void {
+    this.restoreTyped();
+    this.restoreObjs();
+    this.restorePlain();
+    this.restoreArrays();
+    this.restoreCollections();
+  }
+
+  private restoreTyped(): void {
     const epoch = ++this.epoch;
     // Owners' extents now (before their own fields are restored): what the run may have written.
     for (const ow of this.owners)
@@ -289,15 +305,29 @@ export class Snapshot {
         r.cur = Math.min(r.o.length, Math.max(r.ext, n));
         r.epoch = epoch;
       }
-    for (const r of this.typed) {
+    const typed = this.typed;
+    for (let k = 0; k < typed.length; k++) {
+      const r = typed[k]!;
       const n = r.ext >= 0 && r.epoch === epoch ? r.cur : r.o.length;
       if (n === r.o.length) r.o.set(r.saved);
       else if (n > 0) r.o.set(r.saved.subarray(0, n));
     }
-    for (const r of this.objs) {
+  }
+
+  private restoreObjs(): void {
+    const objs = this.objs;
+    for (let k = 0; k < objs.length; k++) {
+      const r = objs[k]!;
+      r.put(r.o, r.vals, r.syms);
+    }
+  }
+
+  private restorePlain(): void {
+    const plain = this.plain;
+    for (let k = 0; k < plain.length; k++) {
+      const r = plain[k]!;
       const o = r.o;
       r.put(o, r.vals, r.syms);
-      if (r.own < 0) continue;
       // Added keys. Model code adds keys to a record only by assignment (an enumerable string key), so
       // where the record had only such keys, for-in counts them without allocating a list (the explorer's
       // restore test compares every key, symbols and attributes included, with a fresh build's); any other
@@ -312,20 +342,29 @@ export class Snapshot {
       )
         this.dropAdded(r);
     }
-    for (const r of this.arrays) {
+  }
+
+  private restoreArrays(): void {
+    const arrays = this.arrays;
+    for (let k = 0; k < arrays.length; k++) {
+      const r = arrays[k]!;
       const o = r.o;
       const at = r.at;
+      const vals = r.vals;
       if (at === null) {
         // (setting an array's length is a runtime call even when it does not change)
-        if (o.length !== r.vals.length) o.length = r.vals.length;
-        for (let i = 0; i < r.vals.length; i++) o[i] = r.vals[i];
+        if (o.length !== vals.length) o.length = vals.length;
+        for (let i = 0; i < vals.length; i++) o[i] = vals[i];
       } else {
         o.length = 0;
         o.length = r.length;
-        for (let i = 0; i < at.length; i++) o[at[i]!] = r.vals[i];
+        for (let i = 0; i < at.length; i++) o[at[i]!] = vals[i];
       }
     }
-    // (clear() allocates a fresh table: an unchanged Map or Set is left alone)
+  }
+
+  /** (clear() allocates a fresh table: an unchanged Map or Set is left alone) */
+  private restoreCollections(): void {
     for (const r of this.maps) {
       if (mapIs(r.o, r.keys, r.vals)) continue;
       r.o.clear();
@@ -352,7 +391,7 @@ export class Snapshot {
   /** What the snapshot holds (for tests and the bench). */
   size(): { objects: number; typedArrays: number; typedBytes: number } {
     return {
-      objects: this.objs.length + this.arrays.length + this.maps.length + this.sets.length,
+      objects: this.objs.length + this.plain.length + this.arrays.length + this.maps.length + this.sets.length,
       typedArrays: this.typed.length,
       typedBytes: this.typed.reduce((s, r) => s + r.o.byteLength, 0),
     };
