@@ -49,22 +49,48 @@ export function gvaIndex(gva: number, level: number): number {
   return level === 3 ? ((lo >>> 30) | (hi << 2)) & 511 : (hi >>> 7) & 511;
 }
 
+/** What an unused cache entry points at (never returned: no gfn is -1). */
+const EMPTY_TABLE = new Float64Array(0);
+/** Entries of GuestPageTables' lookup cache (a power of two). */
+const TABLE_CACHE = 64;
+/**
+ * The keys of GuestPageTables' lookup cache: symbols, so a snapshot saves and restores the cache with the
+ * tables it points into, and the state hash leaves it out (it holds nothing the tables do not).
+ */
+const CACHE_GFN: unique symbol = Symbol('zaplab.gpt.cacheGfn');
+const CACHE_TABLE: unique symbol = Symbol('zaplab.gpt.cacheTable');
+
 /** Guest memory's page-table pages. */
 export class GuestPageTables {
   private readonly tables = new Map<number, Float64Array>();
+  /**
+   * A direct-mapped cache of tables looked up, by gfn mod TABLE_CACHE: a walk reads four tables, the
+   * same ones fault after fault, and a Map lookup each cost more than the rest of the walk. A table is
+   * never removed from `tables` (only a snapshot restore takes back tables made since, and it restores
+   * this cache as it was then), so a cached table is the one `tables` has.
+   */
+  private readonly [CACHE_GFN] = new Float64Array(TABLE_CACHE).fill(-1);
+  private readonly [CACHE_TABLE] = new Array<Float64Array>(TABLE_CACHE).fill(EMPTY_TABLE);
 
   /** The 512 gPTEs of the page at gfn (zeros if nothing was written there). */
   table(gfn: number): Float64Array {
-    let t = this.tables.get(gfn);
+    let t = this.tableIfAny(gfn);
     if (t === undefined) this.tables.set(gfn, (t = new Float64Array(512)));
     return t;
   }
   read(gfn: number, index: number): number {
-    return this.tables.get(gfn)?.[index] ?? 0;
+    return this.tableIfAny(gfn)?.[index] ?? 0;
   }
   /** The gPTEs of the page at gfn, or undefined if nothing was ever written there (all zero). */
   tableIfAny(gfn: number): Float64Array | undefined {
-    return this.tables.get(gfn);
+    const k = gfn & (TABLE_CACHE - 1); // gfn is a non-negative integer: its low bits
+    if (this[CACHE_GFN][k] === gfn) return this[CACHE_TABLE][k];
+    const t = this.tables.get(gfn);
+    if (t !== undefined) {
+      this[CACHE_GFN][k] = gfn;
+      this[CACHE_TABLE][k] = t;
+    }
+    return t;
   }
   write(gfn: number, index: number, gpte: number): void {
     if (!Number.isSafeInteger(gpte) || gpte < 0) throw new RangeError(`gPTE ${gpte} is not a 53-bit value`);
