@@ -193,9 +193,9 @@ function* access(
     if (st.result !== null) {
       if (rec)
         ex.note(
-        st.result.exit === 'none' ? 'guest access (TLB / EPT hit)' : 'guest access',
-        `${kind} ${hex(gpa)} → ${outcome(st.result)}`,
-      );
+          st.result.exit === 'none' ? 'guest access (TLB / EPT hit)' : 'guest access',
+          `${kind} ${hex(gpa)} → ${outcome(st.result)}`,
+        );
       ex.accessEnd(f, st.result);
       return;
     }

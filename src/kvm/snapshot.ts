@@ -391,7 +391,8 @@ export class Snapshot {
   /** What the snapshot holds (for tests and the bench). */
   size(): { objects: number; typedArrays: number; typedBytes: number } {
     return {
-      objects: this.objs.length + this.plain.length + this.arrays.length + this.maps.length + this.sets.length,
+      objects:
+        this.objs.length + this.plain.length + this.arrays.length + this.maps.length + this.sets.length,
       typedArrays: this.typed.length,
       typedBytes: this.typed.reduce((s, r) => s + r.o.byteLength, 0),
     };
