@@ -5,7 +5,10 @@
  * (no build, or a stale one: `npm run build`) the lines say so in their names, and the worker threads
  * then get tsx's CommonJS copy of the model, several times slower.
  *   - steady state, 1 core: the model program built once (VM, setup, snapshot), then whole searches
- *     repeated, each schedule starting from a restore of the snapshot: what a long exploration runs at;
+ *     repeated, each schedule starting from a restore of the snapshot: what a long exploration runs at.
+ *     Timed after 1.5 s of the same searches: V8 needs that long to optimize the code (the first
+ *     ~2,000 schedules of a process run 2-10× slower, most of it waiting for the optimizing compiler),
+ *     so the first configuration measured after a single warm-up search reported its warm-up;
  *   - one search, 1 core: `exploreDesign` as the CLI runs it, its one build included (small spaces are
  *     dominated by it);
  *   - a snapshot restore on its own;
@@ -93,9 +96,14 @@ function load(m: Mods, name: string): ExploreConfig {
   return r.config;
 }
 
-/** Repeat `f` (returning schedules run) for at least `ms`: schedules per second. */
-function rate(ms: number, f: () => number): number {
-  f(); // warm-up
+/**
+ * Repeat `f` (returning schedules run) for at least `ms`: schedules per second, after repeating it
+ * for `warmMs` first (at least once).
+ */
+function rate(ms: number, f: () => number, warmMs = 0): number {
+  const w0 = performance.now();
+  do f();
+  while (performance.now() - w0 < warmMs);
   let n = 0;
   const t0 = performance.now();
   while (performance.now() - t0 < ms) n += f();
@@ -120,7 +128,7 @@ export async function run(): Promise<BenchLine[]> {
     const cfg = load(m, name);
     const opts = m.searchOptions(cfg, { noReduction });
     const prog = new m.ModelProgram(cfg, 'quirk');
-    const steady = rate(2000, () => m.executions(m.explore(prog, opts).stats));
+    const steady = rate(2000, () => m.executions(m.explore(prog, opts).stats), 1500);
     const tag = `${name}${noReduction ? ' (no reduction)' : ''} [${tag0}]`;
     lines.push({
       name: `${tag}: schedules/s, 1 core, steady`,

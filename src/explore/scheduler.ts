@@ -283,7 +283,7 @@ export function explore<V>(prog: Program<V>, opts: ExploreOptions = {}): Explore
     else if (cut.why === 'state') stats.statePruned++;
     else stats.boundCut++;
     // Backtrack: drop the nodes below the cut, then find the deepest node with another choice.
-    stack.length = Math.min(stack.length, depth.d);
+    while (stack.length > depth.d) stack.pop();
     if (!advance(stack, allowed, opts, prefix.length)) {
       stats.exhausted = true;
       break;

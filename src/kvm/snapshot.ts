@@ -352,8 +352,9 @@ export class Snapshot {
       const at = r.at;
       const vals = r.vals;
       if (at === null) {
-        // (setting an array's length is a runtime call even when it does not change)
-        if (o.length !== vals.length) o.length = vals.length;
+        // Setting an array's length is a runtime call (even when it does not change) and gives back the
+        // backing store the next run's pushes would need again; pop() is neither.
+        while (o.length > vals.length) o.pop();
         for (let i = 0; i < vals.length; i++) o[i] = vals[i];
       } else {
         o.length = 0;
