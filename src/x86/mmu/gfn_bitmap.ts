@@ -37,11 +37,19 @@ export class GfnBitmap {
 export class GfnCounter {
   /** chunk key (gfn / 1024) → the 1024 counts and, at index 1024, how many of them are not zero */
   private readonly chunks = new Map<number, Int32Array>();
+  /** the key looked up last and its chunk (undefined: none), kept in step by add (lookups come in runs) */
+  private lastKey = -1;
+  private last: Int32Array | undefined = undefined;
 
   /** The count at gfn. */
   get(gfn: number): number {
-    const c = this.chunks.get(Math.floor(gfn / CHUNK));
-    return c === undefined ? 0 : c[gfn % CHUNK]!;
+    const key = Math.floor(gfn / CHUNK);
+    if (key !== this.lastKey) {
+      this.lastKey = key;
+      this.last = this.chunks.get(key);
+    }
+    const c = this.last;
+    return c === undefined ? 0 : c[gfn - key * CHUNK]!;
   }
 
   /** count(gfn) += delta; a count never goes below zero (a caller's bug: thrown, nothing changed). */
@@ -56,5 +64,6 @@ export class GfnCounter {
     c[i] = now;
     c[CHUNK] = c[CHUNK]! + (now !== 0 ? 1 : 0) - (was !== 0 ? 1 : 0);
     if (c[CHUNK] === 0) this.chunks.delete(key);
+    if (key === this.lastKey) this.last = this.chunks.get(key);
   }
 }

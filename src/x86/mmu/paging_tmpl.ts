@@ -87,7 +87,7 @@ export function shadowVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gva: number, kind: 
     }
     vcpu.mode = OUTSIDE_GUEST_MODE; // the #PF VM exit
     vcpu.stats.exits++; // vcpu_enter_guest counts every exit, as guest_access.ts does for EPT violations
-    const r = shadowPageFault(mmu, vcpu, gva, write, present);
+    const r = shadowPageFault(mmu, vcpu, root, gva, write, present);
     if (r !== RET_PF_FIXED && r !== RET_PF_SPURIOUS && r !== RET_PF_RETRY)
       return faultExit(mmu, r, gva, write);
   }
@@ -125,12 +125,14 @@ function faultExit(mmu: ShadowMmu, r: number, gva: number, write: boolean): Acce
 
 /**
  * The memslot lookups of one fault go to the vCPU's address space's active set, fetched once: nothing
- * in a fault changes which set is active (only a memslot commit does).
+ * in a fault changes which set is active (only a memslot commit does). `root` is the root this entry
+ * loaded (vcpu->arch.mmu->root.hpa; null: the dummy root): nothing in a fault loads or frees one.
  * @kernel arch/x86/kvm/mmu/paging_tmpl.h#FNAME(page_fault)
  */
 export function shadowPageFault(
   mmu: ShadowMmu,
   vcpu: Vcpu,
+  root: ShadowPage | null,
   gva: number,
   write: boolean,
   present = false,
@@ -151,7 +153,7 @@ export function shadowPageFault(
   const pfn = faultinPfn(mmu, slot!, w.gfn, write);
   if (pfn < 0) return RET_PF_MEMORY_FAULT;
   const writable = hostPfn.writable && !(slot!.flags & KVM_MEM_READONLY);
-  const r = fetch(mmu, vcpu, w, gva, slot!, pfn, writable, write);
+  const r = fetch(mmu, vcpu, root, w, gva, slot!, pfn, writable, write);
   if (r === RET_PF_FIXED) {
     vcpu.stats.pf_fixed++;
     mmu.noteFixed(w.gfn);
@@ -224,6 +226,7 @@ function linkShadowPage(parent: ShadowPage, i: number, child: ShadowPage): void 
 function fetch(
   mmu: ShadowMmu,
   vcpu: Vcpu,
+  root: ShadowPage | null,
   w: GuestWalker,
   gva: number,
   slot: KvmMemorySlot,
@@ -231,9 +234,8 @@ function fetch(
   hostWritable: boolean,
   write: boolean,
 ): number {
-  const root = mmu.roots.get(vcpu);
   // The walk succeeded on a dummy root: a memslot made CR3 visible since; load a real root and retry.
-  if (root === undefined) {
+  if (root === null) {
     vcpu.makeRequest(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS);
     return RET_PF_RETRY;
   }

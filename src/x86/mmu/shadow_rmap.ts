@@ -70,12 +70,24 @@ export class ShadowPage {
   readonly parents: { sp: ShadowPage; i: number }[] = [];
   /** whether the page is on active_mmu_pages */
   onList = true;
+  /**
+   * role.level, role.direct and sp_has_gptes: fixed for the page's life (only role.invalid changes), so
+   * plain fields rather than getters over `role` (the fault path reads them several times per fault, and
+   * until V8 optimizes it every getter is a call).
+   */
+  readonly level: number;
+  readonly direct: boolean;
+  /** sp_has_gptes: shadows a guest page table (no passthrough roots in a 4-level guest). */
+  readonly hasGptes: boolean;
 
   constructor(id: number, gfn: number, role: number, gen: number) {
     this.id = id;
     this.gfn = gfn;
     this.role = role;
     this.mmuValidGen = gen;
+    this.level = role & ROLE_LEVEL_MASK;
+    this.direct = (role & ROLE_DIRECT) !== 0;
+    this.hasGptes = !this.direct;
     if ((role & ROLE_LEVEL_MASK) === 1) {
       this.child = null;
       this.pfn = new Float64Array(512).fill(-1);
@@ -88,18 +100,8 @@ export class ShadowPage {
       this.gfns = null;
     }
   }
-  get level(): number {
-    return this.role & ROLE_LEVEL_MASK;
-  }
-  get direct(): boolean {
-    return (this.role & ROLE_DIRECT) !== 0;
-  }
   get invalid(): boolean {
     return (this.role & ROLE_INVALID) !== 0;
-  }
-  /** sp_has_gptes: shadows a guest page table (no passthrough roots in a 4-level guest). */
-  get hasGptes(): boolean {
-    return !this.direct;
   }
   /** Number of gfns one entry covers. */
   get entrySpan(): number {
