@@ -197,15 +197,15 @@ describe('vcpu.access fast path = the full path, corner by corner', () => {
         });
       },
       (m, acc) => [
-        acc(m.v, SLOT1, 'read'), // links the tables
+        acc(m.v, SLOT1, 'read'), // loads the root (full path) and links the tables
         acc(m.v, SLOT1 + 4096, 'read'),
-        acc(m.v, RAM, 'write'),
+        acc(m.v, RAM, 'write'), // links RAM's 4K table (fast path)
         acc(m.v, RAM + 4096, 'write'), // the host's last-used mapping is RAM's
         acc(m.v, SLOT1 + 2 * 4096, 'write'),
       ],
     );
     expect(exits(r.results)).toEqual(['none', 'none', 'none', 'none', 'mmio']);
-    expect(r.made).toEqual({ hits: 0, faults: 2 });
+    expect(r.made).toEqual({ hits: 0, faults: 3 });
   });
 
   it('a fault on a slot being deleted (INVALID) retries, inside the zap that yields mmu_lock', () => {

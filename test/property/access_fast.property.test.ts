@@ -24,14 +24,18 @@ import { X86Mmu } from '../../src/x86/mmu/mmu.ts';
 import { attempt, build, dirtyLogs, fullAccess, hostArb, opArb, step, type Op } from './access_workload.ts';
 
 /** The fast path's answers over the whole run: hits and first-touch faults it made, and refusals. */
-const seen = { hits: 0, faults: 0, refused: 0 };
+const seen = { hits: 0, faults: 0, linkFaults: 0, refused: 0 };
 const realFast = X86Mmu.prototype.vcpuAccessFast;
 X86Mmu.prototype.vcpuAccessFast = function (this: X86Mmu, vcpu, gpa, write, hit) {
   const before = vcpu.stats.pf_fixed;
+  const tables = this.tdp.pool.live;
   const made = realFast.call(this, vcpu, gpa, write, hit);
   if (!made) seen.refused++;
-  else if (vcpu.stats.pf_fixed !== before) seen.faults++;
-  else seen.hits++;
+  else if (vcpu.stats.pf_fixed !== before) {
+    seen.faults++;
+    // a first touch that linked page tables on its way to the leaf
+    if (this.tdp.pool.live !== tables) seen.linkFaults++;
+  } else seen.hits++;
   return made;
 };
 afterAll(() => {
@@ -74,6 +78,7 @@ describe('vcpu.access fast path = the full path', () => {
     // The fast path was exercised both ways, and refused what it does not make.
     expect(seen.hits).toBeGreaterThan(1000);
     expect(seen.faults).toBeGreaterThan(1000);
+    expect(seen.linkFaults).toBeGreaterThan(10);
     expect(seen.refused).toBeGreaterThan(100);
   });
 });

@@ -38,14 +38,17 @@ import {
 } from './access_workload.ts';
 
 /** The fast path's answers over the whole run (the sinks are installed throughout). */
-const seen = { hits: 0, faults: 0, smmFaults: 0, refused: 0, violatingRuns: 0, violations: 0 };
+const seen = { hits: 0, faults: 0, linkFaults: 0, smmFaults: 0, refused: 0, violatingRuns: 0, violations: 0 };
 const realFast = X86Mmu.prototype.vcpuAccessFast;
 X86Mmu.prototype.vcpuAccessFast = function (this: X86Mmu, vcpu, gpa, write, hit) {
   const before = vcpu.stats.pf_fixed;
+  const tables = this.tdp.pool.live;
   const made = realFast.call(this, vcpu, gpa, write, hit);
   if (!made) seen.refused++;
   else if (vcpu.stats.pf_fixed !== before) {
     seen.faults++;
+    // page tables linked on the way (kvm_mmu_get_page and the links in the tracepoints)
+    if (this.tdp.pool.live !== tables) seen.linkFaults++;
     if (vcpu.smm) seen.smmFaults++;
   } else seen.hits++;
   return made;
@@ -238,6 +241,7 @@ describe('vcpu.access fast path under the invariant checker = the full path', ()
     console.log('fast path under the checker:', seen);
     expect(seen.hits).toBeGreaterThan(1000);
     expect(seen.faults).toBeGreaterThan(1000);
+    expect(seen.linkFaults).toBeGreaterThan(10);
     expect(seen.refused).toBeGreaterThan(100);
     expect(seen.smmFaults).toBeGreaterThan(50); // as_id 1 in the tracepoints
   });

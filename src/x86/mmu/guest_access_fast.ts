@@ -51,8 +51,11 @@ import {
   VMX_EPT_ACCESS_BIT,
   VMX_EPT_DIRTY_BIT,
   VMX_EPT_MT_MASK,
+  VMX_EPT_READABLE_MASK,
 } from './spte.ts';
 import { tdpFaultSpte } from './page_fault.ts';
+import { kvmTdpMmuMap, TDP_MAP_FIXED } from './tdp_mmu.ts';
+import { ModelCorruption } from '../../kvm/model_corruption.ts';
 import { kvmMmuGetMtMask, vmxGetMtMaskVmWide } from '../mtrr.ts';
 import { fastAllowed } from './guest_access_bulk.ts';
 import { kvmMmuRoleAsId } from './mmu_internal.ts';
@@ -67,6 +70,7 @@ const HI = HI_OFFSET;
 const PRESENT = SPTE_MMU_PRESENT_MASK;
 const LARGE = PT_PAGE_SIZE_MASK;
 const W = PT_WRITABLE_MASK;
+const R = VMX_EPT_READABLE_MASK;
 const A = VMX_EPT_ACCESS_BIT;
 const D = VMX_EPT_DIRTY_BIT;
 const WD = PT_WRITABLE_MASK | VMX_EPT_DIRTY_BIT;
@@ -170,14 +174,15 @@ export function vcpuAccessFast(
     vcpu.mode = vcpu.running ? GUEST : OUTSIDE;
     return true;
   }
-  if (level !== 1 || lo !== NP_LO || hi !== NP_HI) return false;
-  return firstTouch4k(mmu, vcpu, gpa, write, arr, w, rootLevel, hit);
+  // a never-used entry: of the leaf's table (level 1), or above it (tables to link first)
+  if (lo !== NP_LO || hi !== NP_HI) return false;
+  return firstTouch4k(mmu, vcpu, gpa, write, arr, w, level, rootLevel, hit);
 }
 
 /**
- * The EPT violation on a never-used 4K entry of an existing page table, as kvm_tdp_page_fault handles
- * it for a 4K-backed slot, then the retried access. false (nothing changed) when the fault is not one
- * this path makes.
+ * The EPT violation on a 4K gfn whose walk ended on a never-used entry (at `level`: 1 in the leaf's own
+ * table, above it where page tables are missing), as kvm_tdp_page_fault handles it for a 4K-backed
+ * slot, then the retried access. false (nothing changed) when the fault is not one this path makes.
  */
 function firstTouch4k(
   mmu: X86Mmu,
@@ -186,6 +191,7 @@ function firstTouch4k(
   write: boolean,
   arr: Int32Array,
   w: number,
+  level: number,
   rootLevel: number,
   hit: AccessHit,
 ): boolean {
@@ -218,23 +224,25 @@ function firstTouch4k(
   slots.searchMemslots(g);
   const pfn = host.gup4kInto(v, hva);
   if (mmu.trace !== undefined) mmu.trace({ name: 'kvm_mmu_spte_requested', gfn: g, pfn, level: 1 });
-  const tdp = mmu.tdp;
-  tdp.pool.rcuReclaim(); // kvm_tdp_mmu_map's first step
-  // pfnLo/pfnHi without their `%` and division (bit operations are exact below 2^52); the retried
-  // access sets A (and D on a write: the template has it then), so the leaf is stored with A.
+  // pfnLo/pfnHi without their `%` and division (bit operations are exact below 2^52)
   const newLo = tmpl.lo | ((pfn & 0xfffff) << 12);
   const newHi = tmpl.hi | (Math.floor(pfn / 0x100000) & ADDR_HI);
-  // tdp_mmu_set_spte_atomic + handle_changed_spte for a never-used entry becoming a 4K leaf whose
-  // writable bits hold (checked above): the tracepoint, then the page stat moves, nothing else.
-  arr[w + HI] = newHi;
-  if (tdp.recorder !== undefined || tdp.trace !== undefined)
-    spteChangedTrace(mmu, rootLevel, g, newLo, newHi, arr, w);
-  tdp.pages[0]!++;
-  iterAfterMap4k(mmu, g, rootLevel, arr, w);
+  if (level === 1) map4k(mmu, g, newLo, newHi, arr, w, rootLevel);
+  else {
+    // Page tables to link: the engine's own kvm_tdp_mmu_map makes them and the leaf (their
+    // tracepoints, stats and the iterator as the full path leaves them); the walk found none of the
+    // entries it will write frozen or present, so it cannot retry.
+    const r = kvmTdpMmuMap(mmu.tdp, vcpu.mmu.root, g, 1, newLo, newHi, write ? W : R);
+    if (r !== TDP_MAP_FIXED) throw new ModelCorruption(`fast path: kvm_tdp_mmu_map of gfn ${g} gave ${r}`);
+    const iter = mmu.tdp.iter;
+    arr = iter.arr;
+    w = iter.base + iter.index;
+  }
   mmu.syncCounters();
   stats.pf_fixed++;
   if (mmu.noteMapped(g)) vm.countModel('refaults');
-  // The retried access: the walk finds the new leaf; the CPU sets A (and D on a write: already set).
+  // The retried access: the walk finds the new leaf; the CPU sets A (and D on a write: the template has
+  // it then, so the leaf is stored with A and D).
   const leaf = (arr[w] = newLo | (write ? A | D : A));
   const memtype = (leaf & MT) >>> 3;
   vcpu.tlb.fill4k(g, pfn, (leaf & WD) === WD, memtype);
@@ -243,6 +251,30 @@ function firstTouch4k(
   hit.memtype = memtype;
   vcpu.mode = vcpu.running ? GUEST : OUTSIDE;
   return true;
+}
+
+/**
+ * kvm_tdp_mmu_map through existing tables to the never-used 4K entry at word w of arr: the leaf
+ * installed (tdp_mmu_set_spte_atomic + handle_changed_spte for a never-used entry becoming a 4K leaf
+ * whose writable bits hold: the tracepoint, then the page stat moves, nothing else), the iterator left
+ * where the engine leaves it. The low word is stored by the caller's retried access.
+ */
+function map4k(
+  mmu: X86Mmu,
+  g: number,
+  newLo: number,
+  newHi: number,
+  arr: Int32Array,
+  w: number,
+  rootLevel: number,
+): void {
+  const tdp = mmu.tdp;
+  tdp.pool.rcuReclaim(); // kvm_tdp_mmu_map's first step
+  arr[w + HI] = newHi;
+  if (tdp.recorder !== undefined || tdp.trace !== undefined)
+    spteChangedTrace(mmu, rootLevel, g, newLo, newHi, arr, w);
+  tdp.pages[0]!++;
+  iterAfterMap4k(mmu, g, rootLevel, arr, w);
 }
 
 /**
