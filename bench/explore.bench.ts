@@ -6,9 +6,10 @@
  * then get tsx's CommonJS copy of the model, several times slower.
  *   - steady state, 1 core: the model program built once (VM, setup, snapshot), then whole searches
  *     repeated, each schedule starting from a restore of the snapshot: what a long exploration runs at.
- *     Timed after 1.5 s of the same searches: V8 needs that long to optimize the code (the first
- *     ~2,000 schedules of a process run 2-10× slower, most of it waiting for the optimizing compiler),
- *     so the first configuration measured after a single warm-up search reported its warm-up;
+ *     Timed after 1.5 s of the same searches: V8 needs about that long to optimize the code (in a
+ *     fresh process the first 0.5 s ran 7-12× slower than later, the first 1-2 s, some 3,000-5,000
+ *     schedules, below full speed; --trace-opt counted ~4.5 s of optimizing-compiler time in the first
+ *     6 s), so the first configuration measured after a single warm-up search reported its warm-up;
  *   - one search, 1 core: `exploreDesign` as the CLI runs it, its one build included (small spaces are
  *     dominated by it);
  *   - a snapshot restore on its own;
