@@ -15,7 +15,9 @@
  *   kvm_unmap_hva_range       mmu notifier unmap range: %#016lx -- %#016lx
  * trace-cmd report (3.1, libtraceevent's kvm plugin) prints kvm_mmu_get_page/prepare_zap_page in its own
  * format and prefixes records of an instance with its name (`inst:  comm-pid [cpu] …`); both are read.
- * Records are scanned in place (scan.ts): no substring, regex or object per field on the hot events.
+ * Records are scanned in place (scan.ts): no substring, regex or object per field on the hot events; their
+ * characters are read as the reader's bytes (TraceReader.b), their fields found and names compared by the
+ * string builtins.
  * Model-only file (no kernel counterpart).
  */
 import { countIn, type KernelEvent, type Parsed, type ReadOptions } from './events.ts';
@@ -42,7 +44,16 @@ import {
   present,
   scanTask,
 } from './ftrace_record.ts';
-import { FieldFinder, Needle, sameAt, hexAt, hexToken, hexTokenLow12, intToken, secondsOf } from './scan.ts';
+import {
+  FieldFinder,
+  Needle,
+  sameAt,
+  hexAt,
+  hexTokenB,
+  hexTokenLow12B,
+  intTokenB,
+  secondsOfB,
+} from './scan.ts';
 
 /** Does this text look like tracefs or trace-cmd report output? */
 export function looksLikeFtrace(head: string): boolean {
@@ -78,7 +89,7 @@ class FtraceReader extends TraceReader {
   private n = 0;
 
   constructor(s: string, file: string, opts: ReadOptions) {
-    super(s, file, opts, KERNEL_WIDTH);
+    super(s, file, opts, KERNEL_WIDTH, true);
   }
 
   protected line(from: number, le: number, n: number): void {
@@ -116,21 +127,42 @@ class FtraceReader extends TraceReader {
   }
 
   /**
+   * The previous record's text before its time token (task, cpu, flags), and the pid and tgid read from
+   * it; '' before the first record. A record that starts with the same text has the same task and cpu,
+   * and scanRecord's loop reaches its time token in the same state (that text held no ": "), so it is read
+   * from there on: traces repeat a thread's prefix line after line.
+   */
+  private head = '';
+  private headPid = 0;
+  private headTgid = -1;
+
+  /**
    * Find `comm-pid [(tgid)] [cpu] [flags] secs.usecs: event: text` in s[ls, le), by hand (a regex with a
    * free-form comm backtracks badly on long lines); false if the line is not such a record.
    */
   private scanRecord(ls: number, le: number): boolean {
-    const s = this.s;
+    const b = this.b;
+    const o = this.o;
     const r = this.rec;
-    const lb = this.cpuOpen.within(s, ls, le);
-    if (lb === -1) return false;
-    let rb = lb + 2;
-    while (rb < le && s.charCodeAt(rb) >= 48 && s.charCodeAt(rb) <= 57) rb++;
-    if (rb === lb + 2 || s.charCodeAt(rb) !== 93 /* ] */ || rb + 1 >= le || s.charCodeAt(rb + 1) !== 32)
-      return false;
-    if (!scanTask(this.s, ls, lb, this.rec)) return false;
-    let i = rb + 2;
-    while (i < le && s.charCodeAt(i) === 32) i++;
+    // positions in the chunk's bytes from here
+    const e = le - o;
+    let i: number;
+    const cached = this.head !== '' && this.s.startsWith(this.head, ls);
+    if (cached) {
+      r.pid = this.headPid;
+      r.tgid = this.headTgid;
+      i = ls + this.head.length - o;
+    } else {
+      const lb = this.cpuOpen.within(this.s, ls, le);
+      if (lb === -1) return false;
+      let rb = lb + 2 - o;
+      while (rb < e && b[rb]! >= 48 && b[rb]! <= 57) rb++;
+      if (rb === lb + 2 - o || rb >= e || b[rb] !== 93 /* ] */ || rb + 1 >= e || b[rb + 1] !== 32)
+        return false;
+      if (!scanTask(b, this.s, o, ls - o, lb - o, r)) return false;
+      i = rb + 2;
+      while (i < e && b[i] === 32) i++;
+    }
     // the first ": ", and the token before it (latency flags such as d..1. come before the time), read
     // as seconds.fraction on the way (secondsUsAt of the token: NaN unless digits and one '.')
     let colon = -1;
@@ -138,14 +170,14 @@ class FtraceReader extends TraceReader {
     let dot = -1;
     let sec = 0;
     let bad = false;
-    for (let p = i; p + 1 < le; p++) {
-      const c = s.charCodeAt(p);
+    for (let p = i; p + 1 < e; p++) {
+      const c = b[p]!;
       if (c === 32) {
         ts = p + 1;
         dot = -1;
         sec = 0;
         bad = false;
-      } else if (c === 58 && s.charCodeAt(p + 1) === 32) {
+      } else if (c === 58 && b[p + 1] === 32) {
         colon = p;
         break;
       } else if (c === 46 && dot === -1) dot = p;
@@ -153,20 +185,25 @@ class FtraceReader extends TraceReader {
       else if (dot === -1) sec = sec * 10 + (c - 48);
     }
     if (colon === -1) return false;
-    r.time = bad ? NaN : secondsOf(s, ts, colon, dot, sec);
-    const nameStart = colon + 2;
-    let c2 = nameStart;
+    if (!cached) {
+      this.head = this.s.slice(ls, ts + o);
+      this.headPid = r.pid;
+      this.headTgid = r.tgid;
+    }
+    r.time = bad ? NaN : secondsOfB(b, ts, colon, dot, sec);
+    const nameStart = colon + 2 + o;
+    let c2 = nameStart - o;
     r.id = this.usedAt(nameStart, le);
-    if (r.id >= 0) c2 = nameStart + EVENTS[r.id]!.length;
+    if (r.id >= 0) c2 += EVENTS[r.id]!.length;
     else {
-      while (c2 < le && s.charCodeAt(c2) !== 58) c2++;
-      if (c2 >= le) return false;
+      while (c2 < e && b[c2] !== 58) c2++;
+      if (c2 >= e) return false;
     }
     r.nameStart = nameStart;
-    r.nameEnd = c2;
+    r.nameEnd = c2 + o;
     let t0 = c2 + 1;
-    while (t0 < le && s.charCodeAt(t0) === 32) t0++;
-    r.textStart = t0;
+    while (t0 < e && b[t0] === 32) t0++;
+    r.textStart = t0 + o;
     return true;
   }
 
@@ -180,11 +217,13 @@ class FtraceReader extends TraceReader {
     const prev = this.prevId;
     if (prev >= 0) {
       const n = EVENTS[prev]!.length;
-      if (a + n < le && s.charCodeAt(a + n) === 58 && sameAt(s, a, EVENTS[prev]!)) return prev;
+      if (a + n < le && this.b[a + n - this.o] === 58 && sameAt(s, a, EVENTS[prev]!)) return prev;
     }
-    let c = a;
-    while (c < le && s.charCodeAt(c) !== 58) c++;
-    const k = c < le ? eventIndex(s, a, c) : -1;
+    const b = this.b;
+    const o = this.o;
+    let c = a - o;
+    while (c < le - o && b[c] !== 58) c++;
+    const k = c < le - o ? eventIndex(s, a, c + o) : -1;
     if (k >= 0) this.prevId = k;
     return k;
   }
@@ -221,8 +260,8 @@ class FtraceReader extends TraceReader {
     const e = this.f.errorCode.value(s, ts, te);
     if (a < 0) return this.missing('kvm_page_fault', 'address');
     if (e < 0) return this.missing('kvm_page_fault', 'error_code');
-    const addr = hexToken(s, a, te);
-    const ec = hexToken(s, e, te);
+    const addr = hexTokenB(this.b, a - this.o, te - this.o);
+    const ec = hexTokenB(this.b, e - this.o, te - this.o);
     if (Number.isNaN(addr) || Number.isNaN(ec)) return 'kvm_page_fault: expected hex address and error_code';
     this.fault(3, Math.floor(addr / 4096), 0, (ec & 2) !== 0);
     return undefined;
@@ -244,8 +283,8 @@ class FtraceReader extends TraceReader {
     const l = this.f.level.value(s, ts, te);
     if (g < 0) return this.missing(ev, 'gfn') ?? false;
     if (l < 0) return this.missing(ev, 'level') ?? false;
-    this.gfn = hexToken(s, g, te);
-    this.level = intToken(s, l, te);
+    this.gfn = hexTokenB(this.b, g - this.o, te - this.o);
+    this.level = intTokenB(this.b, l - this.o, te - this.o);
     return Number.isNaN(this.gfn) || Number.isNaN(this.level)
       ? `${ev}: expected hex gfn and a decimal level`
       : true;
@@ -255,12 +294,13 @@ class FtraceReader extends TraceReader {
     const v = this.gfnLevel('kvm_mmu_set_spte', ts, te);
     if (v !== true) return v || undefined;
     // the permission string "(rwxu)": the first "(" followed by r|- and w|-
-    const s = this.s;
+    const b = this.b;
+    const o = this.o;
     let write = false;
-    for (let p = ts; p + 2 < te; p++) {
-      if (s.charCodeAt(p) !== 40) continue;
-      const r = s.charCodeAt(p + 1);
-      const w = s.charCodeAt(p + 2);
+    for (let p = ts - o; p + 2 < te - o; p++) {
+      if (b[p] !== 40) continue;
+      const r = b[p + 1];
+      const w = b[p + 2];
       if ((r === 114 || r === 45) && (w === 119 || w === 45)) {
         write = w === 119;
         break;
@@ -282,11 +322,11 @@ class FtraceReader extends TraceReader {
     if (l < 0) return this.missing(ev, 'level');
     if (o < 0) return this.missing(ev, 'old_spte');
     if (nw < 0) return this.missing(ev, 'new_spte');
-    const gfn = hexToken(s, g, te);
-    const level = intToken(s, l, te);
+    const gfn = hexTokenB(this.b, g - this.o, te - this.o);
+    const level = intTokenB(this.b, l - this.o, te - this.o);
     // only the low bits of an SPTE are read (present, huge page, writable)
-    const ol = hexTokenLow12(s, o, te);
-    const nl = hexTokenLow12(s, nw, te);
+    const ol = hexTokenLow12B(this.b, o - this.o, te - this.o);
+    const nl = hexTokenLow12B(this.b, nw - this.o, te - this.o);
     if (Number.isNaN(gfn) || Number.isNaN(level) || ol < 0 || nl < 0)
       return 'kvm_tdp_mmu_spte_changed: expected hex gfn/old_spte/new_spte and a decimal level';
     if (!present(ol) && present(nl) && isLeaf(nl, level)) this.fault(1, gfn, level, (nl & 2) !== 0);
@@ -313,7 +353,7 @@ class FtraceReader extends TraceReader {
     const s = this.s;
     const ev = kind === K_GET_PAGE ? 'kvm_mmu_get_page' : 'kvm_mmu_prepare_zap_page';
     const g = this.f.gfn.value(s, ts, te);
-    const gfn = g < 0 ? -1 : hexToken(s, g, te);
+    const gfn = g < 0 ? -1 : hexTokenB(this.b, g - this.o, te - this.o);
     if (Number.isNaN(gfn)) return `${ev}: expected a hex gfn`;
     if (g < 0) countIn(this.report.missingFields, `${ev}.gfn`);
     const level = this.shadowLevel(ts, te);
@@ -347,7 +387,7 @@ class FtraceReader extends TraceReader {
     const s = this.s;
     const g = this.f.gen.value(s, ts, te);
     if (g < 0) return this.missing('kvm_mmu_zap_all_fast', 'kvm-mmu-valid-gen');
-    const gen = intToken(s, g, te);
+    const gen = intTokenB(this.b, g - this.o, te - this.o);
     if (Number.isNaN(gen)) return 'kvm_mmu_zap_all_fast: expected a decimal kvm-mmu-valid-gen';
     const i = this.table.row(K_ZAP_ALL_FAST, S_KERNEL, this.t, this.tid, this.n, 0);
     this.table.v[V_GEN]![i] = gen;

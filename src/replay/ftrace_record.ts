@@ -4,7 +4,7 @@
  * are recognised in place, and the SPTE bits read from an event's text. ftrace.ts reads the records.
  * Model-only file (no kernel counterpart).
  */
-import { digitsAt, digitsValue, isTrimSpace, sameAt } from './scan.ts';
+import { NON_ASCII, digitsAtB, digitsValueB, isTrimSpace, sameAt } from './scan.ts';
 
 /** The record line being read: where its parts are in the file's text. */
 export interface Rec {
@@ -77,27 +77,36 @@ export function isHeaderAt(s: string, a: number): boolean {
 export const present = (lo: number): boolean => (lo & 0x800) !== 0;
 export const isLeaf = (lo: number, level: number): boolean => level === 1 || (lo & 0x80) !== 0;
 
-/** `comm-pid` or `comm-pid (tgid)` in s[a, b), trimmed: pid and tgid into r; false if neither. */
-export function scanTask(s: string, a: number, b: number, r: Rec): boolean {
-  while (a < b && isTrimSpace(s.charCodeAt(a))) a++;
-  while (b > a && isTrimSpace(s.charCodeAt(b - 1))) b--;
+/**
+ * `comm-pid` or `comm-pid (tgid)` in the reader's bytes b[a, e) (text s from o, for the trim of a
+ * character not in ASCII), trimmed: pid and tgid into r; false if neither.
+ */
+export function scanTask(b: Uint8Array, s: string, o: number, a: number, e: number, r: Rec): boolean {
+  while (a < e && trimAt(b, s, o, a)) a++;
+  while (e > a && trimAt(b, s, o, e - 1)) e--;
   r.tgid = -1;
-  if (b > a && s.charCodeAt(b - 1) === 41 /* ) */) {
-    let open = b - 1;
-    while (open >= a && s.charCodeAt(open) !== 40) open--;
+  if (e > a && b[e - 1] === 41 /* ) */) {
+    let open = e - 1;
+    while (open >= a && b[open] !== 40) open--;
     if (open < a) return false;
     let ga = open + 1;
-    let gb = b - 1;
-    while (ga < gb && isTrimSpace(s.charCodeAt(ga))) ga++;
-    while (gb > ga && isTrimSpace(s.charCodeAt(gb - 1))) gb--;
-    if (digitsAt(s, ga, gb)) r.tgid = digitsValue(s, ga, gb);
-    b = open;
-    while (b > a && isTrimSpace(s.charCodeAt(b - 1))) b--;
+    let gb = e - 1;
+    while (ga < gb && trimAt(b, s, o, ga)) ga++;
+    while (gb > ga && trimAt(b, s, o, gb - 1)) gb--;
+    if (digitsAtB(b, ga, gb)) r.tgid = digitsValueB(b, ga, gb);
+    e = open;
+    while (e > a && trimAt(b, s, o, e - 1)) e--;
   }
   // the pid: the digits after the last '-' (walking back over digits, the first other character must be it)
-  let dash = b - 1;
-  while (dash >= a && s.charCodeAt(dash) >= 48 && s.charCodeAt(dash) <= 57) dash--;
-  if (dash < a || dash === b - 1 || s.charCodeAt(dash) !== 45) return false;
-  r.pid = digitsValue(s, dash + 1, b);
+  let dash = e - 1;
+  while (dash >= a && b[dash]! >= 48 && b[dash]! <= 57) dash--;
+  if (dash < a || dash === e - 1 || b[dash] !== 45) return false;
+  r.pid = digitsValueB(b, dash + 1, e);
   return true;
+}
+
+/** Is byte i (character o + i of s) one String.prototype.trim removes? */
+function trimAt(b: Uint8Array, s: string, o: number, i: number): boolean {
+  const c = b[i]!;
+  return c === 32 || (c >= 9 && c <= 13) || (c === NON_ASCII && isTrimSpace(s.charCodeAt(o + i)));
 }
