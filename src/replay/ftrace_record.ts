@@ -32,6 +32,9 @@ export const EVENTS = [
   'kvm_unmap_hva_range',
 ] as const;
 
+/** EVENTS as bytes (the reader compares a record's name with the previous record's in its bytes). */
+export const EVENT_BYTES = EVENTS.map((e) => Uint8Array.from(e, (c) => c.charCodeAt(0)));
+
 /** Index in EVENTS of the name s[a, b), or -1: dispatched on length and one character, then one compare. */
 export function eventIndex(s: string, a: number, b: number): number {
   let k: number;

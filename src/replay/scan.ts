@@ -290,6 +290,14 @@ export function digitsValue(s: string, a: number, b: number): number {
 // answers what its string twin above answers for the same characters. Numbers past 2^53 are read from
 // their digits as text, as the twins do (the digits are ASCII, so the bytes are their codes).
 
+/** Does b hold the bytes of w at a? (w is ASCII, so a NON_ASCII byte never matches.) */
+export function sameBytes(b: Uint8Array, a: number, w: Uint8Array): boolean {
+  const n = w.length;
+  if (a < 0 || a + n > b.length) return false;
+  for (let i = 0; i < n; i++) if (b[a + i] !== w[i]) return false;
+  return true;
+}
+
 /** The bytes b[a, k) as text (ASCII only). */
 function textOf(b: Uint8Array, a: number, k: number): string {
   return String.fromCharCode(...b.subarray(a, k));

@@ -1,7 +1,7 @@
 /**
  * Property: the kernel-trace reader that reads its text as bytes (chunks of whole lines in a reused
- * buffer, every character not in ASCII one byte that sends the reader back to the text, the record
- * prefix of the previous line reused) answers exactly what the reader of commit c46bd25 answered, which
+ * buffer, every character not in ASCII one byte that sends the reader back to the text, the event name
+ * compared in bytes) answers exactly what the reader of commit c46bd25 answered, which
  * read every character with charCodeAt. That reader is kept, unchanged, in old_ftrace/ as the oracle.
  * Generated traces: records of every event the replay reads and of others, in the kernel's and
  * trace-cmd's layouts, with random tasks (spaces, parentheses, tgids, non-ASCII letters and spaces such
