@@ -190,8 +190,13 @@ export async function* runPool<I, O>(
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
     abort.abort();
-    pool.off('error', onError);
+    // A pool this run made keeps the run's listener through and after its teardown: when the task
+    // module fails to load, every thread fails with the same error, and the ones after the first arrive
+    // while (or after) the run has thrown it; with only dropLateResults' listener left they would be
+    // uncaught exceptions (seen in CI: test/sweep/pool.test.ts, 'a task module that cannot load').
+    // A kept pool outlives the run, so there the listener goes and the next run brings its own.
     if (kept === undefined) await pool.destroy();
+    else pool.off('error', onError);
   }
 }
 
