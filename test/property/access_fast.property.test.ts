@@ -20,27 +20,21 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { stateHash } from '../../src/kvm/state_hash.ts';
-import { X86Mmu } from '../../src/x86/mmu/mmu.ts';
-import { attempt, build, dirtyLogs, fullAccess, hostArb, opArb, step, type Op } from './access_workload.ts';
+import {
+  attempt,
+  build,
+  dirtyLogs,
+  fullAccess,
+  hostArb,
+  opArb,
+  spyFastPath,
+  step,
+  type Op,
+} from './access_workload.ts';
 
 /** The fast path's answers over the whole run: hits and first-touch faults it made, and refusals. */
-const seen = { hits: 0, faults: 0, linkFaults: 0, refused: 0 };
-const realFast = X86Mmu.prototype.vcpuAccessFast;
-X86Mmu.prototype.vcpuAccessFast = function (this: X86Mmu, vcpu, gpa, write, hit) {
-  const before = vcpu.stats.pf_fixed;
-  const tables = this.tdp.pool.live;
-  const made = realFast.call(this, vcpu, gpa, write, hit);
-  if (!made) seen.refused++;
-  else if (vcpu.stats.pf_fixed !== before) {
-    seen.faults++;
-    // a first touch that linked page tables on its way to the leaf
-    if (this.tdp.pool.live !== tables) seen.linkFaults++;
-  } else seen.hits++;
-  return made;
-};
-afterAll(() => {
-  X86Mmu.prototype.vcpuAccessFast = realFast;
-});
+const seen = { hits: 0, faults: 0, linkFaults: 0, smmFaults: 0, refused: 0 };
+afterAll(spyFastPath(seen));
 
 describe('vcpu.access fast path = the full path', () => {
   it('same results, stats, dirty logs and whole model state on random workloads (fast-check)', () => {

@@ -31,6 +31,7 @@ import {
   fullAccess,
   hostArb,
   opArb,
+  spyFastPath,
   step,
   type Host,
   type Model,
@@ -39,23 +40,7 @@ import {
 
 /** The fast path's answers over the whole run (the sinks are installed throughout). */
 const seen = { hits: 0, faults: 0, linkFaults: 0, smmFaults: 0, refused: 0, violatingRuns: 0, violations: 0 };
-const realFast = X86Mmu.prototype.vcpuAccessFast;
-X86Mmu.prototype.vcpuAccessFast = function (this: X86Mmu, vcpu, gpa, write, hit) {
-  const before = vcpu.stats.pf_fixed;
-  const tables = this.tdp.pool.live;
-  const made = realFast.call(this, vcpu, gpa, write, hit);
-  if (!made) seen.refused++;
-  else if (vcpu.stats.pf_fixed !== before) {
-    seen.faults++;
-    // page tables linked on the way (kvm_mmu_get_page and the links in the tracepoints)
-    if (this.tdp.pool.live !== tables) seen.linkFaults++;
-    if (vcpu.smm) seen.smmFaults++;
-  } else seen.hits++;
-  return made;
-};
-afterAll(() => {
-  X86Mmu.prototype.vcpuAccessFast = realFast;
-});
+afterAll(spyFastPath(seen));
 
 interface Checked {
   m: Model;

@@ -6,6 +6,7 @@
  * what the workload mixes.
  */
 import fc from 'fast-check';
+import { X86Mmu } from '../../src/x86/mmu/mmu.ts';
 import {
   Kvm,
   KvmError,
@@ -351,4 +352,38 @@ export function fullAccess(v: Vcpu, gpa: number, kind: AccessKind): AccessResult
 
 export function dirtyLogs(m: Model): unknown {
   return [0, 1].map((s) => attempt(() => Array.from(m.vm.getDirtyLog(s))));
+}
+
+/** What X86Mmu.vcpuAccessFast made over a test file: hits, first-touch faults (those that linked page
+ * tables on the way, those in SMM), and refusals (the caller then took the full path). */
+export interface FastPathSeen {
+  hits: number;
+  faults: number;
+  linkFaults: number;
+  smmFaults: number;
+  refused: number;
+}
+
+/**
+ * Count the fast path's answers into `seen` for the rest of the test file (a property test must show the
+ * fast path was actually taken); the returned function puts the real method back (pass it to afterAll).
+ */
+export function spyFastPath(seen: FastPathSeen): () => void {
+  const realFast = X86Mmu.prototype.vcpuAccessFast;
+  X86Mmu.prototype.vcpuAccessFast = function (this: X86Mmu, vcpu, gpa, write, hit) {
+    const before = vcpu.stats.pf_fixed;
+    const tables = this.tdp.pool.live;
+    const made = realFast.call(this, vcpu, gpa, write, hit);
+    if (!made) seen.refused++;
+    else if (vcpu.stats.pf_fixed !== before) {
+      seen.faults++;
+      // a first touch that linked page tables on its way to the leaf
+      if (this.tdp.pool.live !== tables) seen.linkFaults++;
+      if (vcpu.smm) seen.smmFaults++;
+    } else seen.hits++;
+    return made;
+  };
+  return () => {
+    X86Mmu.prototype.vcpuAccessFast = realFast;
+  };
 }
