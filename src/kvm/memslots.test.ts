@@ -51,7 +51,10 @@ describe('searchMemslots (last-used cache, binary search, lookup directory)', ()
           let x = seed;
           const gfns: number[] = [];
           for (const p of probes) gfns.push(Math.floor(p * top));
-          for (const s of slots) gfns.push(s.baseGfn, s.baseGfn + s.npages - 1, s.baseGfn + s.npages);
+          for (const s of slots) {
+            const end = s.baseGfn + s.npages;
+            gfns.push(s.baseGfn - 1, s.baseGfn, s.baseGfn + 1, end - 1, end, end + 1);
+          }
           for (let i = 0; i < 200; i++) {
             x = (Math.imul(x, 1103515245) + 12345) >>> 0;
             gfns.push(x % top);
@@ -71,6 +74,67 @@ describe('searchMemslots (last-used cache, binary search, lookup directory)', ()
         },
       ),
       { numRuns: 30 },
+    );
+  });
+
+  it('slots on a power-of-two grid, one gfn in or out at cell edges: the whole-bucket entries', () => {
+    // Directory buckets are powers of two from the first base, so on a grid they fall on cell edges;
+    // a slot one gfn short of its last cell, one gfn late, or holding only a cell's last gfn is where a
+    // bucket is almost (not) wholly inside a slot or a gap. Slots of 1-16 cells: the bucket size
+    // follows the mean, so the long slots hold whole buckets.
+    const cellArb = fc.oneof(
+      fc.constant(null),
+      fc.record({
+        len: fc.oneof(fc.constant(1), fc.integer({ min: 1, max: 16 })),
+        a: fc.constantFrom(0, 0, 1, -1),
+        e: fc.constantFrom(0, 0, 1),
+      }),
+    );
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 3, max: 10 }),
+        fc.array(cellArb, { minLength: 80, maxLength: 300 }),
+        fc.nat(1000),
+        (k, items, seed) => {
+          const cell = 2 ** k;
+          const set = new KvmMemslots(0, 0);
+          const slots: KvmMemorySlot[] = [];
+          let at = 0; // in cells
+          for (const c of items) {
+            if (c === null) {
+              at++;
+              continue;
+            }
+            // a = -1: the slot is its first cell's last gfn only
+            const base = c.a === -1 ? at * cell + cell - 1 : at * cell + c.a;
+            const end = c.a === -1 ? base + 1 : (at + c.len) * cell - c.e;
+            at += c.a === -1 ? 1 : c.len;
+            const s = newMemslot(0, slots.length, asGfn(base), end - base, asHva(2 ** 40), 0);
+            slots.push(s);
+            set.replace(null, s);
+          }
+          fc.pre(slots.length >= 64);
+          const gfns: number[] = [];
+          for (let i = 0; i <= at; i++) gfns.push(i * cell - 1, i * cell, i * cell + 1);
+          for (const s of slots) {
+            const end = s.baseGfn + s.npages;
+            gfns.push(s.baseGfn - 1, s.baseGfn, end - 1, end);
+          }
+          let x = seed;
+          for (let i = 0; i < 300; i++) {
+            x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+            gfns.push(x % (at * cell + 2));
+          }
+          // forwards, then backwards, twice: the first pass builds the directory past its threshold
+          for (let pass = 0; pass < 4; pass++) {
+            const order = pass % 2 === 0 ? gfns : [...gfns].reverse();
+            for (const g of order) expect(set.searchMemslots(g)).toBe(linear(slots, g));
+          }
+          expect((set as unknown as { dir: unknown }).dir).not.toBeNull();
+          return true;
+        },
+      ),
+      { numRuns: 200 },
     );
   });
 

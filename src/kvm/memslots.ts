@@ -18,6 +18,8 @@ import { ModelCorruption } from './model_corruption.ts';
 
 /** Below this many slots the binary search is as quick as the directory. */
 const DIR_MIN_SLOTS = 64;
+/** A directory bucket that neither lies wholly in one slot nor wholly in a gap. */
+const MIXED = Symbol('mixed bucket');
 
 export class KvmMemslots {
   /** Generation without the in-progress bit. */
@@ -62,8 +64,24 @@ export class KvmMemslots {
   searchMemslots(gfn: number): KvmMemorySlot | null {
     if (gfn >= this.lastBase && gfn < this.lastEnd) return this.lastUsed;
     let i: number;
-    if (this.dir !== null) i = this.dirFloorIndex(gfn);
-    else {
+    if (this.dir !== null) {
+      const q = (gfn - this.dirBase) * this.dirInv;
+      if (q >= 0 && q < this.dirLen) {
+        const k = q | 0; // q < dirLen < 2^31
+        const s = this.dirSlot[k]!;
+        if (s !== MIXED) {
+          // The bucket lies inside one slot (or one gap): its bounds, a part of the slot's, serve as
+          // the cache's bounds, so no bounds array is read.
+          if (s !== null) {
+            this.lastUsed = s;
+            this.lastBase = this.dirBase + k * this.dirSize;
+            this.lastEnd = this.lastBase + this.dirSize;
+          }
+          return s;
+        }
+        i = this.dirFloorIndex(gfn, k);
+      } else i = q < 0 ? -1 : this.sorted.length - 1;
+    } else {
       i = this.floorIndex(gfn);
       // Enough lookups since the last change to pay for the directory (one pass over the slots).
       if (
@@ -100,14 +118,19 @@ export class KvmMemslots {
 
   /**
    * A directory over the sorted bases, for lookups that miss the last-used cache: the gfn range from the
-   * first base to the last is cut into 2^k-gfn buckets (about two per slot), and dir[b] is the index of
-   * the last slot whose base is at or below bucket b's start. A gfn's slot index then lies between
-   * dir[b] and dir[b + 1], usually equal or one apart, instead of ~15 steps of binary search over 32764
-   * slots. Built lazily once lookups outnumber what the build costs; any change to the set drops it.
+   * first base to the last is cut into 2^k-gfn buckets (about one per slot). dirSlot[b] is the slot that
+   * holds all of bucket b, null when the bucket lies wholly in a gap, MIXED otherwise; a lookup in a
+   * whole bucket reads that one entry and no other array (the bounds and slot arrays are ~0.8 MB at
+   * 32764 slots, more than a core's L2 cache, so each array a random lookup touches is a cache miss).
+   * For a MIXED bucket, dir[b] is the index of the last slot whose base is at or below the bucket's
+   * start, and the gfn's slot index lies between dir[b] and dir[b + 1]. Built lazily once lookups
+   * outnumber what the build costs; any change to the set drops it.
    */
   private dir: Int32Array | null = null;
+  private dirSlot: (KvmMemorySlot | null | typeof MIXED)[] = [];
   private dirBase = 0;
-  /** 1 / bucket size (a power of two, so the product is exact) */
+  /** bucket size, a power of two, and its inverse (so the product is exact) */
+  private dirSize = 0;
   private dirInv = 0;
   /** buckets; dir has dirLen + 1 entries */
   private dirLen = 0;
@@ -118,28 +141,31 @@ export class KvmMemslots {
     const b = this.be;
     const span = b[2 * (n - 1)]! - b[0]! + 1;
     let size = 1;
-    while (size * 2 * n < span) size *= 2;
+    while (size * n < span) size *= 2;
     const len = Math.ceil(span / size);
     const dir = new Int32Array(len + 1);
+    const dirSlot: (KvmMemorySlot | null | typeof MIXED)[] = new Array(len);
     let i = 0;
     for (let k = 0; k < len; k++) {
       const start = b[0]! + k * size;
       while (i + 1 < n && b[2 * (i + 1)]! <= start) i++;
       dir[k] = i;
+      const end = start + size; // the bucket is [start, end); b[2i] <= start holds
+      if (end <= b[2 * i + 1]!) dirSlot[k] = this.sorted[i]!;
+      else if (start >= b[2 * i + 1]! && (i + 1 === n || end <= b[2 * (i + 1)]!)) dirSlot[k] = null;
+      else dirSlot[k] = MIXED;
     }
     dir[len] = n - 1;
     this.dir = dir;
+    this.dirSlot = dirSlot;
     this.dirBase = b[0]!;
+    this.dirSize = size;
     this.dirInv = 1 / size;
     this.dirLen = len;
   }
 
-  /** floorIndex through the directory. */
-  private dirFloorIndex(gfn: number): number {
-    const q = (gfn - this.dirBase) * this.dirInv;
-    if (q < 0) return -1;
-    if (q >= this.dirLen) return this.sorted.length - 1;
-    const k = q | 0; // q < dirLen < 2^31
+  /** floorIndex of a gfn in directory bucket k. */
+  private dirFloorIndex(gfn: number, k: number): number {
     const dir = this.dir!;
     const b = this.be;
     let lo = dir[k]!;
@@ -235,6 +261,7 @@ export class KvmMemslots {
   replace(old: KvmMemorySlot | null, nu: KvmMemorySlot | null): void {
     this.hvaIndex = null;
     this.dir = null;
+    this.dirSlot = [];
     this.searchesSinceChange = 0;
     if (old !== null) {
       if (this.lastUsed === old) this.setLastUsed(nu);
