@@ -13,67 +13,99 @@
  * something it did not report, which the incremental audit trusts it not to do: audit_delta.ts); every
  * whole walk recounts from the tables, and the first audit of a VM is always a whole one.
  *
+ * Stored as an open-addressing table (region → count, linear probing) in typed arrays made with the
+ * object: a VM's leafs lie in a few regions, and the explorer restores this object from a snapshot before
+ * every schedule, so storage made during a run (a chunk of counts per region range, as before) was made
+ * again in every run, and an off-heap typed array costs microseconds to make. A region keeps its slot
+ * (with a count of 0) until clear().
+ *
  * Kernel counterpart: none (the checker's own bookkeeping).
  */
-/** Regions per chunk of counts (1 GiB of guest: small enough that a snapshot of a small VM copies little). */
-const CHUNK = 512;
+/** Slots of a new table (a power of two; the table doubles when half full). */
+const FIRST_SLOTS = 64;
+const FREE = -1;
 
 export class LeafCounts {
-  /** chunk (q / CHUNK) → the counts of its regions; a chunk is dropped when it holds none */
-  private readonly chunks = new Map<number, Int32Array>();
-  /** live (non-zero) counts per chunk */
-  private readonly live = new Map<number, number>();
-  private lastC = -1;
-  private last: Int32Array | null = null;
+  /** the region held in each slot (FREE: none) */
+  private keys = new Float64Array(FIRST_SLOTS).fill(FREE);
+  /** its count of present 4K leafs */
+  private counts = new Int32Array(FIRST_SLOTS);
+  /** slots in use */
+  private used = 0;
+  /** the slot add() or at() found last (faults come in runs over one region) */
+  private lastQ = FREE;
+  private lastSlot = 0;
+
+  /** The slot of region q, or the free slot where it would go (keys[slot] === FREE). */
+  private slotOf(q: number): number {
+    if (q === this.lastQ) return this.lastSlot;
+    const keys = this.keys;
+    const mask = keys.length - 1;
+    // (regions are small integers in practice; `% 2^32` keeps the hash exact for larger ones)
+    let s = (q < 0x80000000 ? q : q % 0x100000000) & mask;
+    for (;;) {
+      const k = keys[s]!;
+      if (k === q) {
+        this.lastQ = q;
+        this.lastSlot = s;
+        return s;
+      }
+      if (k === FREE) return s;
+      s = (s + 1) & mask;
+    }
+  }
 
   /** Present 4K leafs in 2M region q (0 when none is known). */
   at(q: number): number {
-    const c = Math.floor(q / CHUNK);
-    const a = c === this.lastC ? this.last : this.chunks.get(c);
-    return a === undefined || a === null ? 0 : a[q - c * CHUNK]!;
+    const s = this.slotOf(q);
+    return this.keys[s] === q ? this.counts[s]! : 0;
   }
 
   add(q: number, by: number): void {
-    const c = Math.floor(q / CHUNK);
-    let a = c === this.lastC ? this.last : this.chunks.get(c);
-    if (a === undefined || a === null) {
-      a = new Int32Array(CHUNK);
-      this.chunks.set(c, a);
-      this.live.set(c, 0);
+    let s = this.slotOf(q);
+    if (this.keys[s] !== q) {
+      if (2 * (this.used + 1) > this.keys.length) {
+        this.grow();
+        s = this.slotOf(q);
+      }
+      this.keys[s] = q;
+      this.used++;
+      this.lastQ = q;
+      this.lastSlot = s;
     }
-    this.lastC = c;
-    this.last = a;
-    const i = q - c * CHUNK;
-    const was = a[i]!;
-    const now = (a[i] = was + by);
-    if ((was === 0) !== (now === 0)) {
-      const n = this.live.get(c)! + (now === 0 ? -1 : 1);
-      if (n === 0) {
-        this.chunks.delete(c);
-        this.live.delete(c);
-        this.lastC = -1;
-        this.last = null;
-      } else this.live.set(c, n);
+    this.counts[s] = this.counts[s]! + by;
+  }
+
+  /** Twice the slots, every region placed again. */
+  private grow(): void {
+    const keys = this.keys;
+    const counts = this.counts;
+    this.keys = new Float64Array(2 * keys.length).fill(FREE);
+    this.counts = new Int32Array(2 * keys.length);
+    this.lastQ = FREE;
+    for (let s = 0; s < keys.length; s++) {
+      if (keys[s] === FREE) continue;
+      const t = this.slotOf(keys[s]!);
+      this.keys[t] = keys[s]!;
+      this.counts[t] = counts[s]!;
     }
   }
 
   /** Forget everything (a whole walk counts again from the tables). */
   clear(): void {
-    if (this.chunks.size > 0) {
-      this.chunks.clear();
-      this.live.clear();
+    if (this.used > 0) {
+      this.keys.fill(FREE);
+      this.counts.fill(0);
+      this.used = 0;
     }
-    this.lastC = -1;
-    this.last = null;
+    this.lastQ = FREE;
   }
 
   /** [region, count] of every non-zero count, in region order (for tests comparing against a recount). */
   entries(): [number, number][] {
     const out: [number, number][] = [];
-    for (const c of [...this.chunks.keys()].sort((x, y) => x - y)) {
-      const a = this.chunks.get(c)!;
-      for (let i = 0; i < CHUNK; i++) if (a[i] !== 0) out.push([c * CHUNK + i, a[i]!]);
-    }
-    return out;
+    for (let s = 0; s < this.keys.length; s++)
+      if (this.keys[s] !== FREE && this.counts[s] !== 0) out.push([this.keys[s]!, this.counts[s]!]);
+    return out.sort((x, y) => x[0] - y[0]);
   }
 }

@@ -12,7 +12,7 @@
  *
  * Kernel counterpart: none (the checker's own bookkeeping).
  */
-import type { Tlb } from '../host/tlb.ts';
+import { TLB_PLACES, type Tlb } from '../host/tlb.ts';
 import { PAGES_PER_LEVEL } from '../x86/mmu/tdp_iter.ts';
 
 /** A TLB's valid entries as columns (Tlb.entriesInto), read into one scratch shared by the audits. */
@@ -55,7 +55,9 @@ export class GfnRanges {
   }
 
   clear(): void {
-    this.r.length = 0;
+    // (setting an array's length is a runtime call, even to its length; pop() is not)
+    const r = this.r;
+    while (r.length > 0) r.pop();
     this.sealed = false;
   }
 
@@ -110,21 +112,26 @@ export class GfnRanges {
   }
 }
 
-/** One vCPU's TLB as the last audit that checked its entries saw it. */
+/** Entries a TlbSeen holds without growing (the explorer's small VMs stay below it: no storage made per run). */
+const FIRST_ENTRIES = 32;
+
+/**
+ * One vCPU's TLB as the last audit that checked its entries saw it: its entries as columns in place
+ * order (as Tlb.entriesInto reads them), so an update compares the two lists in one merge. The columns
+ * are made with the object and grow only past FIRST_ENTRIES: the explorer restores this object before
+ * every schedule, and storage made during a run would be made again in every run.
+ */
 export class TlbSeen {
   /** the TLB's write count at that audit; -1: its entries were not checked then (all count as new) */
   writes = -1;
   /** the vCPU's address space then */
   private asId = -1;
-  /** per place (Tlb.entriesInto): the base gfn and pfn held there, and the audit number it was held at */
-  private gfn = new Float64Array(0);
-  private pfn = new Float64Array(0);
-  private level = new Uint8Array(0);
-  private at = new Int32Array(0);
-  /** the places held at that audit */
-  private places = new Int32Array(0);
+  /** the entries then, in place order: place (Tlb.entriesInto), base gfn, base pfn, level */
+  private place = new Int32Array(FIRST_ENTRIES);
+  private gfn = new Float64Array(FIRST_ENTRIES);
+  private pfn = new Float64Array(FIRST_ENTRIES);
+  private level = new Uint8Array(FIRST_ENTRIES);
   private n = 0;
-  private audit = 0;
 
   /** Forget what was seen: the vCPU's entries are not checked at this audit. */
   forget(): void {
@@ -141,37 +148,42 @@ export class TlbSeen {
     if (known && this.writes === tlb.writes) return; // not written since: the same entries
     const c = tlbColumns;
     const n = c.read(tlb);
-    const { place, gfn: gfnCol, pfn: pfnCol, level: levelCol } = c;
-    const prev = this.audit;
-    const now = ++this.audit;
-    this.grow(n > 0 ? place[n - 1]! + 1 : 0);
-    const { gfn, pfn, level, at } = this;
-    for (let k = 0; k < n; k++) {
-      const p = place[k]!;
-      const g = gfnCol[k]!;
-      const same = known && at[p] === prev && gfn[p] === g && pfn[p] === pfnCol[k];
-      if (!same && ranges !== null) {
-        const span = PAGES_PER_LEVEL[levelCol[k]!]!;
-        ranges.add(g, g + span);
-        // the entry it replaced
-        if (known && at[p] === prev) ranges.add(gfn[p]!, gfn[p]! + span);
-      }
-      gfn[p] = g;
-      pfn[p] = pfnCol[k]!;
-      level[p] = levelCol[k]!;
-      at[p] = now;
+    if (ranges !== null) {
+      if (known) this.diff(c, n, ranges);
+      else for (let k = 0; k < n; k++) addEntry(ranges, c.gfn[k]!, c.level[k]!);
     }
-    // entries held at the last audit and gone now
-    if (known && ranges !== null)
-      for (let k = 0; k < this.n; k++) {
-        const p = this.places[k]!;
-        if (at[p] === prev) ranges.add(gfn[p]!, gfn[p]! + PAGES_PER_LEVEL[level[p]!]!);
-      }
-    if (this.places.length < n) this.places = new Int32Array(Math.max(n, this.places.length * 2));
-    this.places.set(place.subarray(0, n));
+    if (this.place.length < n) this.grow(n);
+    this.place.set(c.place.subarray(0, n));
+    this.gfn.set(c.gfn.subarray(0, n));
+    this.pfn.set(c.pfn.subarray(0, n));
+    this.level.set(c.level.subarray(0, n));
     this.n = n;
     this.writes = tlb.writes;
     this.asId = asId;
+  }
+
+  /**
+   * The ranges of the entries that differ between what was seen and the n entries in c (both in place
+   * order): at a place held in both, a different translation names both entries (the new one and the one
+   * it replaced); a place held in one only names its entry.
+   */
+  private diff(c: TlbColumns, n: number, ranges: GfnRanges): void {
+    const m = this.n;
+    let i = 0;
+    let j = 0;
+    while (i < m || j < n) {
+      const pi = i < m ? this.place[i]! : TLB_PLACES;
+      const pj = j < n ? c.place[j]! : TLB_PLACES;
+      if (pi === pj) {
+        if (this.gfn[i] !== c.gfn[j] || this.pfn[i] !== c.pfn[j]) {
+          addEntry(ranges, c.gfn[j]!, c.level[j]!);
+          addEntry(ranges, this.gfn[i]!, this.level[i]!);
+        }
+        i++;
+        j++;
+      } else if (pi < pj) addEntry(ranges, this.gfn[i]!, this.level[i++]!);
+      else addEntry(ranges, c.gfn[j]!, c.level[j++]!);
+    }
   }
 
   /**
@@ -179,20 +191,21 @@ export class TlbSeen {
    * over `ranges` to `visit`: the incremental TLB audit, without reading the TLB again.
    */
   visitOver(ranges: GfnRanges, visit: (gfn: number, pfn: number, level: number) => void): void {
-    const { gfn, pfn, level, places } = this;
-    for (let k = 0; k < this.n; k++) {
-      const p = places[k]!;
-      if (ranges.overlaps(gfn[p]!, PAGES_PER_LEVEL[level[p]!]!)) visit(gfn[p]!, pfn[p]!, level[p]!);
-    }
+    const { gfn, pfn, level } = this;
+    for (let k = 0; k < this.n; k++)
+      if (ranges.overlaps(gfn[k]!, PAGES_PER_LEVEL[level[k]!]!)) visit(gfn[k]!, pfn[k]!, level[k]!);
   }
 
-  private grow(top: number): void {
-    if (this.at.length >= top) return;
-    const cap = Math.max(top, this.at.length * 2);
-    const more = <T extends Float64Array | Int32Array | Uint8Array>(a: T, b: T): T => (b.set(a), b);
-    this.gfn = more(this.gfn, new Float64Array(cap));
-    this.pfn = more(this.pfn, new Float64Array(cap));
-    this.level = more(this.level, new Uint8Array(cap));
-    this.at = more(this.at, new Int32Array(cap));
+  private grow(n: number): void {
+    const cap = Math.max(n, 2 * this.place.length);
+    this.place = new Int32Array(cap);
+    this.gfn = new Float64Array(cap);
+    this.pfn = new Float64Array(cap);
+    this.level = new Uint8Array(cap);
   }
+}
+
+/** The gfn range of an entry of `level` whose base gfn is gfn. */
+function addEntry(ranges: GfnRanges, gfn: number, level: number): void {
+  ranges.add(gfn, gfn + PAGES_PER_LEVEL[level]!);
 }

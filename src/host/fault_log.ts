@@ -3,20 +3,34 @@
  * Checks that reason about "what has been faulted in since X" read it instead of rescanning every
  * mapping; when more than the ring holds happened since, they fall back to the full scan.
  *
+ * The slots it writes are noted (written_range.ts): a snapshot restore copies back those, not 16 KB.
+ *
  * Kernel counterpart: none (bookkeeping of the model, not of mm/).
  */
+import { SNAPSHOT_WRITTEN, WRITTEN, WrittenRange, type SnapshotWritten } from '../kvm/written_range.ts';
+
 /** The last FAULT_LOG_SIZE page fault-ins as hva ranges, numbered by `seq`. */
 const FAULT_LOG_SIZE = 1024;
-export class FaultLog {
+export class FaultLog implements SnapshotWritten {
   /** fault-ins recorded so far */
   seq = 0;
   private readonly starts = new Float64Array(FAULT_LOG_SIZE);
   private readonly lens = new Float64Array(FAULT_LOG_SIZE);
+  /** the slots written */
+  readonly [WRITTEN] = new WrittenRange();
+
+  [SNAPSHOT_WRITTEN](): [ArrayBufferView, number][] {
+    return [
+      [this.starts, 0],
+      [this.lens, 0],
+    ];
+  }
 
   record(start: number, len: number): void {
     const i = this.seq % FAULT_LOG_SIZE;
     this.starts[i] = start;
     this.lens[i] = len;
+    this[WRITTEN].note(i);
     this.seq++;
   }
 

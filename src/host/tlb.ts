@@ -9,7 +9,12 @@
  *
  * Simplification: a direct-mapped array per page size (2048 4K entries, 512 2M, 16 1G, like a modern
  * STLB's reach), so old entries also leave by eviction, as in hardware. No PCID/VPID tagging.
+ *
+ * The entries it writes are noted by place (written_range.ts), so a snapshot restore copies back those
+ * and not the ~42 KB of arrays.
  */
+import { SNAPSHOT_WRITTEN, WRITTEN, WrittenRange, type SnapshotWritten } from '../kvm/written_range.ts';
+
 const SIZES = [2048, 512, 16] as const;
 /** Where each page size's entries start among the places entriesInto numbers (4K, then 2M, then 1G). */
 const PLACE_BASE = [0, SIZES[0], SIZES[0] + SIZES[1]] as const;
@@ -23,7 +28,7 @@ export interface TlbHit {
   memtype: number;
 }
 
-export class Tlb {
+export class Tlb implements SnapshotWritten {
   private readonly tag = SIZES.map((n) => new Float64Array(n).fill(-1));
   private readonly pfn = SIZES.map((n) => new Float64Array(n));
   /** bit 0 writable, bits 1..3 memtype */
@@ -43,6 +48,16 @@ export class Tlb {
   flushes = 0;
   /** fills and flushes so far: the TLB holds what it held when this last had the same value */
   writes = 0;
+
+  /** the places of the entries written (every array of a page size, at PLACE_BASE of its size) */
+  readonly [WRITTEN] = new WrittenRange();
+
+  [SNAPSHOT_WRITTEN](): [ArrayBufferView, number][] {
+    const out: [ArrayBufferView, number][] = [];
+    for (let l = 0; l < 3; l++)
+      for (const a of [this.tag[l]!, this.pfn[l]!, this.meta[l]!]) out.push([a, PLACE_BASE[l]!]);
+    return out;
+  }
 
   /** Where probe() leaves a hit (read right after the call). */
   readonly hit: TlbHit = { pfn: 0, level: 1, writable: false, memtype: 0 };
@@ -101,6 +116,7 @@ export class Tlb {
     this.tag[l]![i] = index * span;
     this.pfn[l]![i] = basePfn;
     this.meta[l]![i] = (writable ? 1 : 0) | (memtype << 1);
+    this[WRITTEN].note(PLACE_BASE[l]! + i);
     this.writes++;
   }
 
@@ -114,11 +130,13 @@ export class Tlb {
     this.tag4k[i] = gfn;
     this.pfn4k[i] = pfn;
     this.meta4k[i] = (writable ? 1 : 0) | (memtype << 1);
+    this[WRITTEN].note(i);
     this.writes++;
   }
 
   /** Everything goes (INVEPT single-context / root load). */
   flushAll(): void {
+    // (no note: every entry in `used` was written by a fill, which noted its place)
     const u = this.used;
     for (let k = 0; k < u.length; k++) this.tag[u[k]! >> 12]![u[k]! & 4095] = -1;
     u.length = 0;

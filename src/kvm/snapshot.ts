@@ -16,7 +16,9 @@
  * Large typed arrays whose owner knows how much of them is in use (the SPTE pool's chunks, the host
  * page pool's refcount/version chunks) are copied back only up to the larger of the extent in use at
  * the snapshot and at the restore: beyond that neither the snapshot nor anything since has written,
- * so the bytes there are already the snapshot's. An owner declares this with SNAPSHOT_EXTENTS.
+ * so the bytes there are already the snapshot's. An owner declares this with SNAPSHOT_EXTENTS. An owner
+ * that notes which elements of its arrays it writes (written_range.ts: a TLB, the host's fault log) has
+ * only those copied back.
  *
  * The rule that makes this complete: model state lives in object fields, never in closure variables or
  * module variables. What a snapshot cannot see is refused, not skipped: a WeakMap/WeakSet/WeakRef, a
@@ -30,6 +32,9 @@
  * Model-only file (no kernel counterpart).
  */
 
+import { hasWritten, SNAPSHOT_WRITTEN, WRITTEN, type SnapshotWritten } from './written_range.ts';
+import { mapIs, refuse, restorerFor, setIs, typedOf, type Restorer, type Typed } from './snapshot_parts.ts';
+
 /** The method an owner of large typed arrays implements: each array with the elements in use (a prefix). */
 export const SNAPSHOT_EXTENTS: unique symbol = Symbol('zaplab.snapshotExtents');
 
@@ -37,12 +42,15 @@ export interface SnapshotExtents {
   [SNAPSHOT_EXTENTS](): Iterable<readonly [ArrayBufferView, number]>;
 }
 
-type Typed = ArrayBufferView & {
-  length: number;
-  set(a: Typed): void;
-  subarray(a: number, b: number): Typed;
-  slice(): Typed;
-};
+/** An owner of written-range arrays (written_range.ts): its arrays' records, each with its range offset. */
+interface Writer {
+  o: SnapshotWritten;
+  /** the range at the snapshot */
+  lo: number;
+  hi: number;
+  recs: TypedRec[];
+  offs: number[];
+}
 
 interface ObjRec {
   o: Record<PropertyKey, unknown>;
@@ -63,61 +71,6 @@ interface ObjRec {
   syms: symbol[];
 }
 
-/** Writes a record's saved values back: o[key i] = vals[i] for every key of its shape. */
-type Restorer = (o: Record<PropertyKey, unknown>, vals: unknown[], syms: symbol[]) => void;
-
-/**
- * The restorers generated so far, per prototype (a class, Object.prototype, null) and key list: objects of
- * one shape share one function, whose assignment sites then see one hidden class each. A cache of code,
- * not of state.
- */
-const restorers = new Map<object | null, Map<string, Restorer>>();
-
-/** The generated restorer for objects with this prototype and these writable keys (in this order). */
-function restorerFor(proto: object | null, keys: readonly PropertyKey[]): Restorer {
-  let byKeys = restorers.get(proto);
-  if (byKeys === undefined) restorers.set(proto, (byKeys = new Map()));
-  // symbols are read from the record's own list (slot j of `syms`); strings are written as literals
-  let j = 0;
-  const lhs = keys.map((k) => (typeof k === 'symbol' ? `o[s[${j++}]]` : `o[${JSON.stringify(k)}]`));
-  const sig = lhs.join();
-  let f = byKeys.get(sig);
-  if (f === undefined) {
-    // `o.__proto__ = x` would set the prototype: an own property of that name is redefined instead
-    const body = lhs
-      .map((l, i) =>
-        l === 'o["__proto__"]'
-          ? `Object.defineProperty(o, "__proto__", { value: v[${i}] });`
-          : `${l} = v[${i}];`,
-      )
-      .join('\n');
-    f = new Function('o', 'v', 's', `"use strict";\n${body}`) as Restorer;
-    byKeys.set(sig, f);
-  }
-  return f;
-}
-
-/** Same value, -0 and NaN told apart as a restore would (Object.is). */
-const same = Object.is;
-
-/** Does the Map hold exactly these entries, in this order? */
-function mapIs(m: Map<unknown, unknown>, keys: unknown[], vals: unknown[]): boolean {
-  if (m.size !== keys.length) return false;
-  let i = 0;
-  for (const [k, v] of m) {
-    if (!same(k, keys[i]) || !same(v, vals[i])) return false;
-    i++;
-  }
-  return true;
-}
-
-/** Does the Set hold exactly these members, in this order? */
-function setIs(s: Set<unknown>, vals: unknown[]): boolean {
-  if (s.size !== vals.length) return false;
-  let i = 0;
-  for (const v of s) if (!same(v, vals[i++])) return false;
-  return true;
-}
 interface TypedRec {
   o: Typed;
   saved: Typed;
@@ -126,6 +79,8 @@ interface TypedRec {
   /** elements to copy back at the coming restore (set while collecting the owners' extents) */
   cur: number;
   epoch: number;
+  /** the restore (epoch) that copied its written range back */
+  wrote: number;
 }
 
 export interface SnapshotOptions {
@@ -135,32 +90,6 @@ export interface SnapshotOptions {
 
 const hasExtents = (o: object): o is SnapshotExtents =>
   typeof (o as Partial<SnapshotExtents>)[SNAPSHOT_EXTENTS] === 'function';
-
-/** The typed view a saved copy is made through (a DataView's bytes, a typed array as itself). */
-function typedOf(v: ArrayBufferView): Typed {
-  if (v instanceof DataView) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength) as unknown as Typed;
-  return v as Typed;
-}
-
-/** What a snapshot refuses: state it cannot see into. */
-function refuse(o: object, path: string): void {
-  const what =
-    o instanceof WeakMap
-      ? 'a WeakMap'
-      : o instanceof WeakSet
-        ? 'a WeakSet'
-        : o instanceof WeakRef
-          ? 'a WeakRef'
-          : o instanceof Promise
-            ? 'a promise'
-            : typeof SharedArrayBuffer !== 'undefined' && o instanceof SharedArrayBuffer
-              ? 'a SharedArrayBuffer'
-              : Object.prototype.toString.call(o) === '[object Generator]'
-                ? 'a generator'
-                : null;
-  if (what !== null)
-    throw new TypeError(`snapshot: ${path} is ${what}, whose state a snapshot cannot capture`);
-}
 
 /** A captured state; `restore()` puts it back (any number of times). */
 export class Snapshot {
@@ -174,6 +103,7 @@ export class Snapshot {
   private readonly typed: TypedRec[] = [];
   private readonly byView = new Map<ArrayBufferView, TypedRec>();
   private readonly owners: SnapshotExtents[] = [];
+  private readonly writers: Writer[] = [];
   private epoch = 0;
 
   constructor(roots: readonly object[], opts: SnapshotOptions = {}) {
@@ -193,12 +123,19 @@ export class Snapshot {
         const r = this.byView.get(a);
         if (r !== undefined) r.ext = Math.max(r.ext, Math.min(n, r.o.length));
       }
+    for (const w of this.writers)
+      for (const [a, off] of w.o[SNAPSHOT_WRITTEN]()) {
+        const r = this.byView.get(a);
+        if (r === undefined || !this.typed.includes(r)) continue;
+        w.recs.push(r);
+        w.offs.push(off);
+      }
   }
 
   private capture(o: object, path: string, visit: (child: unknown, path: string) => void): void {
     if (ArrayBuffer.isView(o)) {
       const t = typedOf(o);
-      const r: TypedRec = { o: t, saved: t.slice(), ext: -1, cur: 0, epoch: 0 };
+      const r: TypedRec = { o: t, saved: t.slice(), ext: -1, cur: 0, epoch: 0, wrote: 0 };
       // an empty view has nothing to restore (a view's length is fixed: no resizable buffer is used)
       if (t.length > 0) this.typed.push(r);
       this.byView.set(o, r);
@@ -206,7 +143,7 @@ export class Snapshot {
     }
     if (o instanceof ArrayBuffer) {
       const t = new Uint8Array(o) as unknown as Typed;
-      this.typed.push({ o: t, saved: t.slice(), ext: -1, cur: 0, epoch: 0 });
+      this.typed.push({ o: t, saved: t.slice(), ext: -1, cur: 0, epoch: 0, wrote: 0 });
       return;
     }
     refuse(o, path);
@@ -244,6 +181,10 @@ export class Snapshot {
     }
     if (typeof o === 'function') return;
     if (hasExtents(o)) this.owners.push(o);
+    if (hasWritten(o)) {
+      const { lo, hi } = o[WRITTEN];
+      this.writers.push({ o, lo, hi, recs: [], offs: [] });
+    }
     const descs = Object.getOwnPropertyDescriptors(o);
     const keys = Reflect.ownKeys(descs);
     const proto = Object.getPrototypeOf(o) as object | null;
@@ -297,6 +238,9 @@ export class Snapshot {
 
   private restoreTyped(): void {
     const epoch = ++this.epoch;
+    // Written ranges now (before their owners' fields, which hold them, are restored).
+    const writers = this.writers;
+    for (let k = 0; k < writers.length; k++) this.restoreWritten(writers[k]!, epoch);
     // Owners' extents now (before their own fields are restored): what the run may have written.
     for (const ow of this.owners)
       for (const [a, n] of ow[SNAPSHOT_EXTENTS]()) {
@@ -308,9 +252,24 @@ export class Snapshot {
     const typed = this.typed;
     for (let k = 0; k < typed.length; k++) {
       const r = typed[k]!;
+      if (r.wrote === epoch) continue;
       const n = r.ext >= 0 && r.epoch === epoch ? r.cur : r.o.length;
       if (n === r.o.length) r.o.set(r.saved);
       else if (n > 0) r.o.set(r.saved.subarray(0, n));
+    }
+  }
+
+  /** Copy back the elements in the owner's range now or at the snapshot (see written_range.ts). */
+  private restoreWritten(w: Writer, epoch: number): void {
+    const now = w.o[WRITTEN];
+    const lo = Math.min(now.lo, w.lo);
+    const hi = Math.max(now.hi, w.hi);
+    for (let k = 0; k < w.recs.length; k++) {
+      const r = w.recs[k]!;
+      r.wrote = epoch;
+      const a = Math.max(0, lo - w.offs[k]!);
+      const b = Math.min(r.o.length, hi - w.offs[k]!);
+      if (a < b) r.o.set(r.saved.subarray(a, b), a);
     }
   }
 

@@ -64,7 +64,7 @@ describe('GfnRanges', () => {
 });
 
 describe('TlbSeen', () => {
-  type Op = { fill: [number, number, 1 | 2 | 3] } | { flush: true };
+  type Op = { fill: [number, number, 1 | 2 | 3] } | { fillRun: [number, number] } | { flush: true };
   const op = fc.oneof(
     {
       weight: 8,
@@ -83,61 +83,78 @@ describe('TlbSeen', () => {
         .map(([g, p, l]): Op => ({ fill: [g, p, l] })),
     },
     { weight: 1, arbitrary: fc.constant<Op>({ flush: true }) },
+    // a run of 4K fills (a large working set)
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(fc.integer({ min: 0, max: 5000 }), fc.integer({ min: 1, max: 100 }))
+        .map(([g, n]): Op => ({ fillRun: [g, n] })),
+    },
   );
 
-  it('names the ranges of the entries that changed, appeared or went away since the last update', () => {
-    fc.assert(
-      fc.property(
-        fc.array(fc.array(op, { maxLength: 6 }), { minLength: 1, maxLength: 8 }),
-        fc.array(fc.boolean(), { maxLength: 6 }),
-        (rounds, asFlips) => {
-          const t = new Tlb();
-          const seen = new TlbSeen();
-          let as = 0;
-          let before: Map<string, [number, number]> | null = null;
-          rounds.forEach((ops, k) => {
-            for (const o of ops) {
-              if ('flush' in o) t.flushAll();
-              else {
-                const [g, p, l] = o.fill;
-                // a base gfn and pfn of the level, as the MMU fills them
-                const base = g - (g % SPAN[l]!);
-                t.fill(base, base * 7 + p * SPAN[l]!, l, true, 6);
+  // (rounds of up to 60 fills: a TlbSeen holds 32 entries before it grows)
+  it.each([6, 60])(
+    'names the ranges of the entries that changed, appeared or went away since the last update (rounds of ≤ %i operations)',
+    (perRound) => {
+      let most = 0;
+      fc.assert(
+        fc.property(
+          fc.array(fc.array(op, { maxLength: perRound }), { minLength: 1, maxLength: 8 }),
+          fc.array(fc.boolean(), { maxLength: 6 }),
+          (rounds, asFlips) => {
+            const t = new Tlb();
+            const seen = new TlbSeen();
+            let as = 0;
+            let before: Map<string, [number, number]> | null = null;
+            rounds.forEach((ops, k) => {
+              for (const o of ops) {
+                if ('flush' in o) t.flushAll();
+                else if ('fillRun' in o) {
+                  const [g, n] = o.fillRun;
+                  for (let k = g; k < g + n; k++) t.fill(k, k * 3 + 1, 1, false, 6);
+                } else {
+                  const [g, p, l] = o.fill;
+                  // a base gfn and pfn of the level, as the MMU fills them
+                  const base = g - (g % SPAN[l]!);
+                  t.fill(base, base * 7 + p * SPAN[l]!, l, true, 6);
+                }
               }
-            }
-            if (asFlips[k]) as ^= 1;
-            const asChanged = asFlips[k] === true;
-            const r = new GfnRanges();
-            seen.update(t, as, r);
-            const now = entries(t);
-            // what must be named: every entry now that was not there with the same pfn, every entry gone
-            const want = new GfnRanges();
-            for (const [key, [pfn, span]] of now) {
-              const gfn = Number(key.split(':')[1]);
-              const was = before?.get(key);
-              if (before === null || asChanged || was === undefined || was[0] !== pfn)
-                want.add(gfn, gfn + span);
-            }
-            if (before !== null && !asChanged)
-              for (const [key, [pfn, span]] of before) {
+              if (asFlips[k]) as ^= 1;
+              const asChanged = asFlips[k] === true;
+              const r = new GfnRanges();
+              seen.update(t, as, r);
+              const now = entries(t);
+              most = Math.max(most, now.size);
+              // what must be named: every entry now that was not there with the same pfn, every entry gone
+              const want = new GfnRanges();
+              for (const [key, [pfn, span]] of now) {
                 const gfn = Number(key.split(':')[1]);
-                const is = now.get(key);
-                if (is === undefined || is[0] !== pfn) want.add(gfn, gfn + span);
+                const was = before?.get(key);
+                if (before === null || asChanged || was === undefined || was[0] !== pfn)
+                  want.add(gfn, gfn + span);
               }
-            want.seal();
-            r.seal();
-            expect(covered(r, 8000)).toEqual(covered(want, 8000));
-            // not written since: nothing is named
-            const again = new GfnRanges();
-            seen.update(t, as, again);
-            expect(again.length).toBe(0);
-            before = now;
-          });
-        },
-      ),
-      { numRuns: 500 },
-    );
-  });
+              if (before !== null && !asChanged)
+                for (const [key, [pfn, span]] of before) {
+                  const gfn = Number(key.split(':')[1]);
+                  const is = now.get(key);
+                  if (is === undefined || is[0] !== pfn) want.add(gfn, gfn + span);
+                }
+              want.seal();
+              r.seal();
+              expect(covered(r, 8000)).toEqual(covered(want, 8000));
+              // not written since: nothing is named
+              const again = new GfnRanges();
+              seen.update(t, as, again);
+              expect(again.length).toBe(0);
+              before = now;
+            });
+          },
+        ),
+        { numRuns: perRound > 6 ? 150 : 500 },
+      );
+      if (perRound > 6) expect(most).toBeGreaterThan(64);
+    },
+  );
 
   it('after forget() every entry is named again', () => {
     const t = new Tlb();

@@ -57,6 +57,7 @@ import { tdxVmInit } from '../tdx.ts';
 import { snpVmInit } from '../sev.ts';
 import type { AccessBatchOut, AccessHit, AccessKind, AccessResult } from '../../kvm/api_types.ts';
 import { vcpuAccessBulk } from './guest_access_bulk.ts';
+import { SNAPSHOT_WRITTEN, WRITTEN, WrittenRange, type SnapshotWritten } from '../../kvm/written_range.ts';
 import { vcpuAccessFast } from './guest_access_fast.ts';
 
 /** Per-vCPU MMU state (struct kvm_mmu's roots). */
@@ -67,12 +68,24 @@ export interface VcpuMmu {
   mirrorRoot: number;
 }
 
-export class X86Mmu implements KvmMmuOps {
+/** X86Mmu's spare everMapped chunk */
+const SPARE_CHUNK: unique symbol = Symbol('zaplab.spareChunk');
+
+export class X86Mmu implements KvmMmuOps, SnapshotWritten {
   readonly tdp: TdpMmu;
   /** kvm->arch.mmu_valid_gen (toggled by zap-all-fast; only shadow pages carry it) */
   mmuValidGen = 0;
   /** gfns that have ever been mapped, 32768 per chunk: a fault on one of them is a refault. */
   private readonly everMapped = new Map<number, Uint8Array>();
+  /** the bytes of everMapped's chunks written, by index in a chunk (written_range.ts: restores copy those) */
+  readonly [WRITTEN] = new WrittenRange();
+  /**
+   * A zeroed chunk made in advance, used by the next noteMapped that needs a chunk: a schedule of the
+   * explorer that maps a gfn of a new chunk then takes it instead of making 4 KB off the V8 heap (which
+   * costs microseconds), and the restore puts it back here, zeroed (its bytes are in the written range).
+   * Under a symbol key: storage, not state (state hashes leave it out).
+   */
+  private [SPARE_CHUNK]: Uint8Array | null = new Uint8Array(4096);
   /** the everMapped chunk noteMapped used last (faults come in runs) */
   private lastMappedKey = -1;
   private lastMapped: Uint8Array | undefined = undefined;
@@ -387,14 +400,26 @@ export class X86Mmu implements KvmMmuOps {
     // (the chunk pointer is stored only when it changes: a pointer store pays the GC write barrier)
     if (key !== this.lastMappedKey || bits === undefined) {
       bits = this.everMapped.get(key);
-      if (bits === undefined) this.everMapped.set(key, (bits = new Uint8Array(4096)));
+      if (bits === undefined) {
+        bits = this[SPARE_CHUNK] ?? new Uint8Array(4096);
+        this[SPARE_CHUNK] = null;
+        this.everMapped.set(key, bits);
+      }
       this.lastMappedKey = key;
       this.lastMapped = bits;
     }
     const i = gfn - key * 32768;
-    const was = (bits[i >>> 3]! >> (i & 7)) & 1;
+    if (((bits[i >>> 3]! >> (i & 7)) & 1) === 1) return true;
     bits[i >>> 3]! |= 1 << (i & 7);
-    return was === 1;
+    this[WRITTEN].note(i >>> 3);
+    return false;
+  }
+
+  /** everMapped's chunks and the spare one, each numbered from its first byte. */
+  [SNAPSHOT_WRITTEN](): [ArrayBufferView, number][] {
+    const spare = this[SPARE_CHUNK];
+    const all = spare === null ? [...this.everMapped.values()] : [...this.everMapped.values(), spare];
+    return all.map((c): [ArrayBufferView, number] => [c, 0]);
   }
 
   /** Copy the engine's counters into the VM's stats and model counters. */
