@@ -162,6 +162,14 @@ export class AuditDelta {
   }
 
   /**
+   * kvm_mmu_zap_all_fast began: the next audit is a whole one (it invalidates and zaps every root), so
+   * the zap's 4K changes are noted by region only (Dirty.zapAll).
+   */
+  noteZapAll(): void {
+    this.pending.zapAll = true;
+  }
+
+  /**
    * `count` non-present SPTEs of one table frozen (TdpTraceRecorder.sptesFrozen), the first of `level`
    * at gfn, each next one a level's span on.
    */
@@ -186,7 +194,7 @@ export class AuditDelta {
     const d = this.pending;
     // recorded at every audit (the next one compares against it), so evaluated first
     const tracked = this.onlyTrackedChanges(vm, d);
-    const whole = !this.valid || d.everything || !tracked;
+    const whole = !this.valid || d.everything || d.zapAll || !tracked;
     this.pending = this.current;
     this.pending.clear();
     this.current = d;

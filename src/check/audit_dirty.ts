@@ -30,6 +30,7 @@ export const DIRTY_CACHE: ReadonlySet<PropertyKey> = new Set([
   'lastBitsQ',
   'lastBits',
   'leafs',
+  'zapAll',
 ]);
 
 /** Which vCPU TLB entries an audit must check. */
@@ -52,6 +53,20 @@ export interface AuditFilter {
 }
 
 const NO_ENTRIES: readonly number[] = [];
+/** A gfn range over more 2M regions than this is noted as an interval (Dirty.addRange). */
+const LONG_RANGE = 64;
+
+/** Set bits [from, to) of a 512-bit map (16 words), a word at a time. */
+function setBits(b: Int32Array, from: number, to: number): void {
+  for (let i = from; i < to;) {
+    const w = i >> 5;
+    const hi = Math.min(to, (w + 1) << 5); // the end of this word's part of the run
+    const n = hi - i;
+    // n ones from bit (i & 31) up (n = 32 only for a whole word)
+    b[w] = b[w]! | (n === 32 ? -1 : ((1 << n) - 1) << (i & 31));
+    i = hi;
+  }
+}
 
 /** Changed regions, entries and gfn intervals: collected between two audits, then read by the second. */
 export class Dirty implements AuditFilter, TlbFilter {
@@ -79,6 +94,13 @@ export class Dirty implements AuditFilter, TlbFilter {
   readonly bits = new Map<number, Int32Array>();
   lastBitsQ = -1;
   lastBits: Int32Array | null = null;
+  /**
+   * kvm_mmu_zap_all_fast began (the checker saw its tracepoint): it invalidates every root and zaps them,
+   * which makes the next audit a whole one (the roots' roles change), so the 4K changes of its zap need
+   * not be noted entry by entry: their regions still are (dirty2m, as before), but not their entries,
+   * leaf counts (the whole walk recounts them) or odd values. begin() makes the audit whole.
+   */
+  zapAll = false;
 
   constructor(private readonly leafs: LeafCounts) {}
 
@@ -90,6 +112,7 @@ export class Dirty implements AuditFilter, TlbFilter {
 
   clear(): void {
     this.everything = false;
+    this.zapAll = false;
     // (clear() allocates a new table even for an empty Set)
     if (this.dirty2m.size > 0) this.dirty2m.clear();
     if (this.holds1g.size > 0) this.holds1g.clear();
@@ -104,20 +127,33 @@ export class Dirty implements AuditFilter, TlbFilter {
     this.tlbRanges.clear();
   }
 
-  /** Gfns [start, end) changed: their 2M regions, or an interval when that is shorter to note. */
+  /**
+   * Gfns [start, end) changed: their 2M regions, or an interval when that is shorter to note (more than
+   * LONG_RANGE regions: a slot of 128 MiB or more appearing or going; the walk then treats every table
+   * over the interval as suspect as a whole, which is what its regions in full2m would say).
+   */
   addRange(start: number, end: number): void {
     this.tlbRanges.add(start, end);
     const q0 = Math.floor(start / 512);
     const q1 = Math.ceil(end / 512);
-    if (q1 - q0 > 512) {
+    if (q1 - q0 > LONG_RANGE) {
       this.intervals.push(start, end);
       return;
     }
+    let r = -1;
     for (let q = q0; q < q1; q++) {
       this.dirty2m.add(q);
       this.full2m.add(q);
-      this.holds1g.add(Math.floor(q / 512));
+      // (added once per 1G region: the set's order is the order of the first add either way)
+      if (Math.floor(q / 512) !== r) this.holds1g.add((r = Math.floor(q / 512)));
     }
+  }
+
+  /** Does a noted interval overlap gfns [start, end)? */
+  private inInterval(start: number, end: number): boolean {
+    const iv = this.intervals;
+    for (let i = 0; i < iv.length; i += 2) if (iv[i]! < end && start < iv[i + 1]!) return true;
+    return false;
   }
 
   /** The engine changed the SPTE of `level` at gfn from one whose low word is oldLo to (newLo, newHi). */
@@ -127,6 +163,7 @@ export class Dirty implements AuditFilter, TlbFilter {
     if (this.everything) return;
     if (level === 1) {
       const q = Math.floor(gfn / 512);
+      if (this.zapAll) return this.region(q);
       const is = (newLo & SPTE_MMU_PRESENT_MASK) !== 0;
       if (is !== ((oldLo & SPTE_MMU_PRESENT_MASK) !== 0)) this.leafs.add(q, is ? 1 : -1);
       if (!is && (newLo !== SHADOW_NONPRESENT_LO || newHi !== SHADOW_NONPRESENT_HI)) this.odd2m.add(q);
@@ -167,9 +204,9 @@ export class Dirty implements AuditFilter, TlbFilter {
     if (level === 1) {
       // a 4K table lies in one 2M region
       const q = Math.floor(gfn / 512);
+      if (this.zapAll) return this.region(q);
       this.odd2m.add(q);
-      const b = this.bitsOf(q);
-      for (let i = gfn - q * 512, end = i + count; i < end; i++) b[i >> 5] = b[i >> 5]! | (1 << (i & 31));
+      setBits(this.bitsOf(q), gfn - q * 512, gfn - q * 512 + count);
       this.region(q);
       return;
     }
@@ -216,10 +253,7 @@ export class Dirty implements AuditFilter, TlbFilter {
     const r = Math.floor(baseGfn / 262144);
     if (this.dirty1g.has(r)) return true;
     if (level === 2 ? this.holds1g.has(r) : this.dirty2m.has(Math.floor(baseGfn / 512))) return true;
-    const end = baseGfn + (level === 2 ? 262144 : 512);
-    const iv = this.intervals;
-    for (let i = 0; i < iv.length; i += 2) if (iv[i]! < end && baseGfn < iv[i + 1]!) return true;
-    return false;
+    return this.inInterval(baseGfn, baseGfn + (level === 2 ? 262144 : 512));
   }
 
   /**
@@ -227,19 +261,26 @@ export class Dirty implements AuditFilter, TlbFilter {
    * the slots and host pages under it: whatever it maps can only repeat a finding (see the header). So a
    * table at level ≥ 3 needs only its entries over a 1G region with a change below, a 2M table only its
    * entries over changed 2M regions, a 4K table only the entries the engine changed — unless a change
-   * above made all of it suspect (then all of it), or long intervals were noted (then every entry, as
-   * scan() would answer them); and a 4K table of a region with no present leaf and no odd entry written
-   * holds nothing that can report.
+   * above made all of it suspect (then all of it), or a long interval was noted over the table (then
+   * every entry, as scan() would answer them); and a 4K table of a region with no present leaf and no odd
+   * entry written holds nothing that can report.
    */
   entries(level: number, baseGfn: number): readonly number[] | null {
     if (level === 1) return this.entries4k(baseGfn);
-    if (this.everything || this.intervals.length > 0) return null;
     const per = PAGES_PER_LEVEL[level]!;
     const end = baseGfn + 512 * per;
+    if (this.everything || this.inInterval(baseGfn, end)) return null;
     const out: number[] = [];
     if (level === 2) {
       if (this.dirty1g.has(Math.floor(baseGfn / 262144))) return null;
-      for (const q of this.dirty2m) if (q * 512 >= baseGfn && q * 512 < end) out.push(q - baseGfn / 512);
+      const q0 = baseGfn / 512;
+      const d = this.dirty2m;
+      // in increasing order: the table's 512 regions looked up, or the few noted ones sorted
+      if (d.size > 64) {
+        for (let k = 0; k < 512; k++) if (d.has(q0 + k)) out.push(k);
+        return out;
+      }
+      for (const q of d) if (q * 512 >= baseGfn && q * 512 < end) out.push(q - q0);
     } else {
       const add = (r: number): void => {
         const g = r * 262144;
@@ -256,7 +297,7 @@ export class Dirty implements AuditFilter, TlbFilter {
   private entries4k(baseGfn: number): readonly number[] | null {
     const q = baseGfn / 512;
     if (this.leafs.at(q) === 0 && !this.odd2m.has(q)) return NO_ENTRIES;
-    if (this.everything || this.intervals.length > 0 || this.full2m.has(q)) return null;
+    if (this.everything || this.full2m.has(q) || this.inInterval(baseGfn, baseGfn + 512)) return null;
     if (this.dirty1g.has(Math.floor(baseGfn / 262144))) return null;
     const b = this.bits.get(q);
     if (b === undefined) return NO_ENTRIES;

@@ -103,6 +103,15 @@ function addRecorder(tdp: { recorder: TdpTraceRecorder | undefined }, mine: TdpT
             mine.event(ev);
             other.event(ev);
           },
+          // (numeric table events only where both take them: else the engine builds the object for both)
+          ...(mine.spPage !== undefined && other.spPage !== undefined
+            ? {
+                spPage: (...a: Parameters<NonNullable<TdpTraceRecorder['spPage']>>) => {
+                  mine.spPage!(...a);
+                  other.spPage!(...a);
+                },
+              }
+            : {}),
         };
 }
 
@@ -145,7 +154,11 @@ export class Checker {
     this.watched.push({ vm, gmem: new GmemFiles(), tdx: new TdxTracker(), delta, access });
     if (this.audit === 'off') return;
     const mmu = vm.mmu as Partial<X86Mmu>;
-    const sink: Sink = (ev) => this.ring.line(ev);
+    const sink: Sink = (ev) => {
+      // every root is about to be invalidated and zapped: the next audit is a whole one (audit_dirty.ts)
+      if (ev.name === 'kvm_mmu_zap_all_fast') delta.noteZapAll();
+      this.ring.line(ev);
+    };
     tapTrace(mmu, sink);
     if (mmu.tdp !== undefined) addRecorder(mmu.tdp, this.recorderFor(delta));
     // Learn the VM's current guest_memfd bindings now, so a later use-after-free is recognised.
@@ -276,6 +289,9 @@ export class Checker {
       event: (ev: MmuTraceEvent) => {
         if (ev.name === 'kvm_mmu_split_huge_page' && ev.errno === 0) delta.noteSplit(ev.gfn, ev.level);
         this.ring.line(ev);
+      },
+      spPage: (get, mmuValidGen, gfn, role, rootCount) => {
+        this.ring.spPage(get, mmuValidGen, gfn, role, rootCount);
       },
     };
   }

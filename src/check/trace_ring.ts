@@ -22,6 +22,8 @@ const ENTRY_FROZEN_RUN = 3;
 /** the MMU's per-fault tracepoints, kept as numbers (two per fault: no object copied per fault) */
 const ENTRY_PAGE_FAULT = 4;
 const ENTRY_SPTE_REQUESTED = 5;
+/** a TDP table's kvm_mmu_get_page (created) or kvm_mmu_prepare_zap_page (TdpTraceRecorder.spPage) */
+const ENTRY_SP_PAGE = 6;
 /** numbers per ring entry */
 const NUMS = 7;
 
@@ -125,6 +127,14 @@ export class TraceRing {
     this.put(ENTRY_SPTE, asId, gfn, level, oldLo, oldHi, newLo, newHi);
   }
 
+  /**
+   * kvm_mmu_get_page (created) when `get`, else kvm_mmu_prepare_zap_page, of a TDP table: printed as the
+   * event object the engine would have built (its fields in their order, unsync false).
+   */
+  spPage(get: boolean, mmuValidGen: number, gfn: number, role: number, rootCount: number): void {
+    this.put(ENTRY_SP_PAGE, get ? 1 : 0, mmuValidGen, gfn, role, rootCount, 0, 0);
+  }
+
   /** `count` SPTEs of `level` from `gfn` on, each going from (oldLo, oldHi) to FROZEN_SPTE. */
   sptesFrozen(asId: number, gfn: number, level: number, count: number, oldLo: number, oldHi: number): void {
     this.put(ENTRY_FROZEN_RUN, asId, gfn, level, count, oldLo, oldHi, 0);
@@ -179,6 +189,20 @@ export class TraceRing {
         return formatEvent({ name: 'kvm_page_fault', vcpuId: n[o], gpa: n[o + 1], errorCode: n[o + 2] });
       case ENTRY_SPTE_REQUESTED:
         return formatEvent({ name: 'kvm_mmu_spte_requested', gfn: n[o], pfn: n[o + 1], level: n[o + 2] });
+      case ENTRY_SP_PAGE: {
+        const f = {
+          mmuValidGen: n[o + 1],
+          gfn: n[o + 2],
+          role: n[o + 3],
+          rootCount: n[o + 4],
+          unsync: false,
+        };
+        return formatEvent(
+          n[o] === 1
+            ? { name: 'kvm_mmu_get_page', created: true, ...f }
+            : { name: 'kvm_mmu_prepare_zap_page', ...f },
+        );
+      }
       case ENTRY_ACCESS: {
         const exit = this.strs[i]!;
         const r =

@@ -9,6 +9,7 @@ import { Kvm } from '../../src/index.ts';
 import { Checker } from '../../src/check/checker.ts';
 import { formatEvent, TraceRing } from '../../src/check/trace_ring.ts';
 import type { X86Mmu } from '../../src/x86/mmu/mmu.ts';
+import type { TdpTraceRecorder } from '../../src/x86/mmu/mmu_trace.ts';
 
 const MiB = 1 << 20;
 
@@ -71,5 +72,54 @@ describe('trace ring: the fault tracepoints as numbers', () => {
       'kvm_mmu_spte_requested gfn=0x2 pfn=0x1234 level=1',
       'kvm_tlb_flush vcpuId=1 reason=remote',
     ]);
+  });
+});
+
+describe('trace ring: TDP table events as numbers', () => {
+  /** A VM's checker ring over table creation, zap-all teardown and refaults; `objects`: force event objects. */
+  function ring(objects: boolean): string[] {
+    const kvm = new Kvm();
+    const vm = kvm.createVm(0);
+    const hva = kvm.host.mmap(64 * MiB, { backing: '4k' });
+    const v = vm.createVcpu(0);
+    const ch = new Checker(kvm, { traceDepth: 100_000 });
+    ch.watch(vm);
+    const tdp = (vm.mmu as X86Mmu).tdp;
+    if (objects) {
+      // a recorder without spPage composed after the checker's: the engine builds the objects for both
+      const theirs = tdp.recorder!;
+      const mine: TdpTraceRecorder = {
+        spteChanged: (...a) => theirs.spteChanged(...a),
+        sptesFrozen: (...a) => theirs.sptesFrozen(...a),
+        event: (ev) => theirs.event(ev),
+      };
+      tdp.recorder = mine;
+    }
+    const slot = (size: number) =>
+      vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: size, userspaceAddr: size ? hva : 0 });
+    slot(64 * MiB);
+    for (let round = 0; round < 2; round++) {
+      ch.setStep(`touch ${round}`);
+      for (let p = 0; p < 40; p++) ch.onAccess(v, p * 517 * 4096, 'write', v.access(p * 517 * 4096, 'write'));
+      ch.setStep(`delete ${round}`);
+      slot(0); // zap-all: every table of the root torn down
+      slot(64 * MiB);
+    }
+    return ch.recentTrace();
+  }
+
+  it('prints kvm_mmu_get_page and kvm_mmu_prepare_zap_page as the event objects printed, in order', () => {
+    const numeric = ring(false);
+    const objects = ring(true);
+    expect(numeric).toEqual(objects);
+    const tables = numeric.filter((l) => /^kvm_mmu_(get_page|prepare_zap_page) /.test(l));
+    // 40 touches over 64 MiB: 4K tables in 32 regions, a 2M and a 1G table, the root; twice, torn down
+    expect(tables.length).toBeGreaterThan(100);
+    expect(tables).toContain(
+      'kvm_mmu_get_page created=true mmuValidGen=0 gfn=0x0 role=14209 rootCount=0 unsync=false',
+    );
+    expect(tables).toContain(
+      'kvm_mmu_prepare_zap_page mmuValidGen=0 gfn=0x200 role=14209 rootCount=0 unsync=false',
+    );
   });
 });

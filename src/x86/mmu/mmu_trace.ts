@@ -64,4 +64,12 @@ export interface TdpTraceRecorder {
   sptesFrozen(asId: number, gfn: number, level: number, count: number, oldLo: number, oldHi: number): void;
   /** every other TDP engine tracepoint (kvm_mmu_get_page, kvm_mmu_prepare_zap_page, kvm_mmu_split_huge_page) */
   event(ev: MmuTraceEvent): void;
+  /**
+   * Optional: kvm_mmu_get_page (a table created: `get` true, the event's `created` true) or
+   * kvm_mmu_prepare_zap_page of a TDP table as numbers, the KVM_MMU_PAGE_FIELDS in their order (`unsync`
+   * is false for every TDP table). A recorder that has it gets these two tracepoints here instead of as
+   * `event` objects whenever no object sink is installed on the engine: a zap-all tears down and a
+   * refault builds hundreds of tables, and an object per table was most of what tracing them cost.
+   */
+  spPage?(get: boolean, mmuValidGen: number, gfn: number, role: number, rootCount: number): void;
 }

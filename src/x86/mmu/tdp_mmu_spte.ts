@@ -60,6 +60,14 @@ export function traceSp(
   name: 'kvm_mmu_get_page' | 'kvm_mmu_prepare_zap_page',
   sp: number,
 ): void {
+  const rec = mmu.recorder;
+  if (mmu.trace === undefined && rec !== undefined && rec.spPage !== undefined) {
+    // only a numeric listener: the same fields, no object (TdpTraceRecorder.spPage)
+    const pool = mmu.pool;
+    const gen = pool.flags[sp]! & SP_SCHEDULED_ROOT_TO_ZAP ? 1 : 0;
+    rec.spPage(name === 'kvm_mmu_get_page', gen, spGfn(pool, sp), pool.role[sp]!, pool.rootCount[sp]!);
+    return;
+  }
   const ev: MmuTraceEvent =
     name === 'kvm_mmu_get_page'
       ? { name, created: true, ...spTraceFields(mmu, sp) }
