@@ -15,10 +15,12 @@
  *   kvm_unmap_hva_range       mmu notifier unmap range: %#016lx -- %#016lx
  * trace-cmd report (3.1, libtraceevent's kvm plugin) prints kvm_mmu_get_page/prepare_zap_page in its own
  * format and prefixes records of an instance with its name (`inst:  comm-pid [cpu] …`); both are read.
- * Records are scanned in place (scan.ts): no substring, regex or object per field on the hot events; their
- * characters are read as the reader's bytes (TraceReader.b), their fields found and names compared by the
- * string builtins (a string compare costs about 4 ns a character on this V8, startsWith as much as a
- * charCodeAt loop; a byte compare less than half).
+ * Records are scanned in place (scan.ts, ftrace_record.ts' RecordScanner): no substring, regex or object
+ * per field on the hot events; their characters are read as the reader's bytes (TraceReader.b), names and
+ * literal words compared four bytes at a time (startsWith costs ~5x more on this V8). An event text in the
+ * kernel's own format (above) is read as a template, its values parsed as the template goes; any other
+ * text (another version's, reordered, odd spacing) has its fields found by name (FieldFinder), with the
+ * same answers (test/replay/ftrace_bytes.property.test.ts holds both to the frozen reader in old_ftrace/).
  * Model-only file (no kernel counterpart).
  */
 import { countIn, type KernelEvent, type Parsed, type ReadOptions } from './events.ts';
@@ -35,27 +37,18 @@ import {
   V_GEN,
 } from './event_table.ts';
 import { TraceReader } from './trace_reader.ts';
+import { type Rec, RecordScanner, isEventNameAt, isHeaderAt, isLeaf, present } from './ftrace_record.ts';
+import { FieldFinder, Needle, hexAt } from './scan.ts';
 import {
-  EVENTS,
-  EVENT_BYTES,
-  type Rec,
-  eventIndex,
-  isEventNameAt,
-  isHeaderAt,
-  isLeaf,
-  present,
-  scanTask,
-} from './ftrace_record.ts';
-import {
-  FieldFinder,
-  Needle,
-  hexAt,
-  sameBytes,
+  bytesStop,
+  Word,
   hexTokenB,
   hexTokenLow12B,
   intTokenB,
-  secondsOfB,
-} from './scan.ts';
+  litAt,
+  numEnd,
+  valueAt,
+} from './scan_bytes.ts';
 
 /** Does this text look like tracefs or trace-cmd report output? */
 export function looksLikeFtrace(head: string): boolean {
@@ -66,15 +59,40 @@ export function looksLikeFtrace(head: string): boolean {
   );
 }
 
+/**
+ * The literal words of the kernel's TP_printk texts (the header's formats), for reading a text as a
+ * template (scan.ts litAt/numEnd/valueAt) before asking the FieldFinders.
+ */
+const T = {
+  asId: Word.of('as id '),
+  gfn: Word.of(' gfn '),
+  gfnAt0: Word.of('gfn '),
+  level: Word.of(' level '),
+  old: Word.of(' old_spte '),
+  new: Word.of(' new_spte '),
+  spGen: Word.of('sp gen '),
+  gen: Word.of('kvm-mmu-valid-gen '),
+  vcpu: Word.of('vcpu '),
+  rip: Word.of(' rip '),
+  address: Word.of(' address '),
+  errorCode: Word.of(' error_code '),
+  pfn: Word.of(' pfn '),
+  spte: Word.of(' spte '),
+  permOpen: Word.of(' ('),
+  permLevel: Word.of(') level '),
+};
+
+/** The bytes of kvm_mmu_set_spte's permission string (%s%s%s%s of r|-, w|-, x|-, u|-). */
+const PERM = new Uint8Array(256);
+for (const c of 'rwxu-') PERM[c.charCodeAt(0)] = 1;
+
 /** What an event's text gave: undefined (stored, or counted under missingFields) or what was expected. */
 type Result = string | undefined;
 
 /** One file's reader: the per-file search state; events go to the table, by column. */
 class FtraceReader extends TraceReader {
-  private readonly rec: Rec = { pid: 0, tgid: -1, time: 0, nameStart: 0, nameEnd: 0, textStart: 0, id: -1 };
-  /** the last record's event (index in EVENTS), tried first on the next */
-  private prevId = -1;
-  private readonly cpuOpen = new Needle(' [');
+  private readonly records = new RecordScanner();
+  private readonly rec: Rec = this.records.rec;
   private readonly lSpace = new Needle(' l');
   private readonly f = {
     gfn: new FieldFinder('gfn'),
@@ -105,7 +123,7 @@ class FtraceReader extends TraceReader {
       report.other++;
       return;
     }
-    const ok = this.scanRecord(from, le);
+    const ok = this.records.scan(s, this.b, this.dv, this.o, from, le);
     const t = ok ? rec.time : NaN;
     const id = ok ? rec.id : -1;
     if (!ok || Number.isNaN(t) || (id === -1 && !isEventNameAt(s, rec.nameStart, rec.nameEnd)))
@@ -128,83 +146,9 @@ class FtraceReader extends TraceReader {
     if (err !== undefined) this.bad(n, err);
   }
 
-  /**
-   * Find `comm-pid [(tgid)] [cpu] [flags] secs.usecs: event: text` in s[ls, le), by hand (a regex with a
-   * free-form comm backtracks badly on long lines); false if the line is not such a record.
-   */
-  private scanRecord(ls: number, le: number): boolean {
-    const b = this.b;
-    const o = this.o;
-    const r = this.rec;
-    // positions in the chunk's bytes from here
-    const e = le - o;
-    const lb = this.cpuOpen.within(this.s, ls, le);
-    if (lb === -1) return false;
-    let rb = lb + 2 - o;
-    while (rb < e && b[rb]! >= 48 && b[rb]! <= 57) rb++;
-    if (rb === lb + 2 - o || rb >= e || b[rb] !== 93 /* ] */ || rb + 1 >= e || b[rb + 1] !== 32) return false;
-    if (!scanTask(b, this.s, o, ls - o, lb - o, r)) return false;
-    let i = rb + 2;
-    while (i < e && b[i] === 32) i++;
-    // the first ": ", and the token before it (latency flags such as d..1. come before the time), read
-    // as seconds.fraction on the way (secondsUsAt of the token: NaN unless digits and one '.')
-    let colon = -1;
-    let ts = i;
-    let dot = -1;
-    let sec = 0;
-    let bad = false;
-    for (let p = i; p + 1 < e; p++) {
-      const c = b[p]!;
-      if (c === 32) {
-        ts = p + 1;
-        dot = -1;
-        sec = 0;
-        bad = false;
-      } else if (c === 58 && b[p + 1] === 32) {
-        colon = p;
-        break;
-      } else if (c === 46 && dot === -1) dot = p;
-      else if (c < 48 || c > 57) bad = true;
-      else if (dot === -1) sec = sec * 10 + (c - 48);
-    }
-    if (colon === -1) return false;
-    r.time = bad ? NaN : secondsOfB(b, ts, colon, dot, sec);
-    const nameStart = colon + 2 + o;
-    let c2 = nameStart - o;
-    r.id = this.usedAt(nameStart, le);
-    if (r.id >= 0) c2 += EVENTS[r.id]!.length;
-    else {
-      while (c2 < e && b[c2] !== 58) c2++;
-      if (c2 >= e) return false;
-    }
-    r.nameStart = nameStart;
-    r.nameEnd = c2 + o;
-    let t0 = c2 + 1;
-    while (t0 < e && b[t0] === 32) t0++;
-    r.textStart = t0 + o;
-    return true;
-  }
-
-  /**
-   * The index in EVENTS of the event named at a (its name and ':' there), else -1: records mostly repeat
-   * the previous record's event, so its name is compared first, then the name is read up to ':' and
-   * dispatched on its length and one character.
-   */
-  private usedAt(a: number, le: number): number {
-    const s = this.s;
-    const prev = this.prevId;
-    if (prev >= 0) {
-      const n = EVENTS[prev]!.length;
-      if (a + n < le && this.b[a + n - this.o] === 58 && sameBytes(this.b, a - this.o, EVENT_BYTES[prev]!))
-        return prev;
-    }
-    const b = this.b;
-    const o = this.o;
-    let c = a - o;
-    while (c < le - o && b[c] !== 58) c++;
-    const k = c < le - o ? eventIndex(s, a, c + o) : -1;
-    if (k >= 0) this.prevId = k;
-    return k;
+  /** A FieldFinder's answer (a position in the text, or -1) as a position in the chunk. */
+  private chunkAt(i: number): number {
+    return i < 0 ? -1 : i - this.o;
   }
 
   private missing(ev: string, field: string): undefined {
@@ -234,13 +178,22 @@ class FtraceReader extends TraceReader {
   }
 
   private pageFault(ts: number, te: number): Result {
-    const s = this.s;
-    const a = this.f.address.value(s, ts, te);
-    const e = this.f.errorCode.value(s, ts, te);
+    const { b, dv, o, s } = this;
+    const end = te - o;
+    // `vcpu %u rip 0x%lx address 0x%016llx error_code 0x%llx`, else by name
+    let p = litAt(dv, numEnd(b, litAt(dv, ts - o, end, T.vcpu), end), end, T.rip);
+    let a = valueAt(b, litAt(dv, numEnd(b, p, end), end, T.address), end);
+    let e = valueAt(b, litAt(dv, numEnd(b, a, end), end, T.errorCode), end);
+    if (e === -1) {
+      p = this.f.address.value(s, ts, te);
+      a = p < 0 ? -1 : p - o;
+      p = this.f.errorCode.value(s, ts, te);
+      e = p < 0 ? -1 : p - o;
+    }
     if (a < 0) return this.missing('kvm_page_fault', 'address');
     if (e < 0) return this.missing('kvm_page_fault', 'error_code');
-    const addr = hexTokenB(this.b, a - this.o, te - this.o);
-    const ec = hexTokenB(this.b, e - this.o, te - this.o);
+    const addr = hexTokenB(b, a, end);
+    const ec = hexTokenB(b, e, end);
     if (Number.isNaN(addr) || Number.isNaN(ec)) return 'kvm_page_fault: expected hex address and error_code';
     this.fault(3, Math.floor(addr / 4096), 0, (ec & 2) !== 0);
     return undefined;
@@ -255,26 +208,39 @@ class FtraceReader extends TraceReader {
   private gfn = 0;
   private level = 0;
 
-  /** Read gfn and level of an SPTE event into this.gfn/this.level: true, or false after counting a missing field, or what was expected. */
-  private gfnLevel(ev: string, ts: number, te: number): boolean | string {
-    const s = this.s;
-    const g = this.f.gfn.value(s, ts, te);
-    const l = this.f.level.value(s, ts, te);
+  /**
+   * Read gfn and level of an SPTE event into this.gfn/this.level: true, or false after counting a missing
+   * field, or what was expected. `l` is where the kernel's text puts the level's value (chunk), -1 when the
+   * text is not the kernel's: then both are found by name.
+   */
+  private gfnLevel(ev: string, ts: number, te: number, g: number, l: number): boolean | string {
+    const { s, o } = this;
+    if (l === -1) {
+      g = this.f.gfn.value(s, ts, te);
+      l = this.f.level.value(s, ts, te);
+      g = g < 0 ? -1 : g - o;
+      l = l < 0 ? -1 : l - o;
+    }
     if (g < 0) return this.missing(ev, 'gfn') ?? false;
     if (l < 0) return this.missing(ev, 'level') ?? false;
-    this.gfn = hexTokenB(this.b, g - this.o, te - this.o);
-    this.level = intTokenB(this.b, l - this.o, te - this.o);
+    this.gfn = hexTokenB(this.b, g, te - o);
+    this.level = intTokenB(this.b, l, te - o);
     return Number.isNaN(this.gfn) || Number.isNaN(this.level)
       ? `${ev}: expected hex gfn and a decimal level`
       : true;
   }
 
   private setSpte(ts: number, te: number): Result {
-    const v = this.gfnLevel('kvm_mmu_set_spte', ts, te);
+    const { b, dv, o } = this;
+    const end = te - o;
+    // `gfn %llx spte %llx (%s%s%s%s) level %d at %llx`: the permission token holds '(' (no key)
+    const g = valueAt(b, litAt(dv, ts - o, end, T.gfnAt0), end);
+    let p = litAt(dv, numEnd(b, litAt(dv, numEnd(b, g, end), end, T.spte), end), end, T.permOpen);
+    if (p !== -1) while (p < end && PERM[b[p]!] === 1) p++;
+    const l = valueAt(b, litAt(dv, p, end, T.permLevel), end);
+    const v = this.gfnLevel('kvm_mmu_set_spte', ts, te, g, l);
     if (v !== true) return v || undefined;
     // the permission string "(rwxu)": the first "(" followed by r|- and w|-
-    const b = this.b;
-    const o = this.o;
     let write = false;
     for (let p = ts - o; p + 2 < te - o; p++) {
       if (b[p] !== 40) continue;
@@ -290,22 +256,48 @@ class FtraceReader extends TraceReader {
   }
 
   private tdpSpteChanged(ts: number, te: number): Result {
-    const s = this.s;
-    const f = this.f;
-    const g = f.gfn.value(s, ts, te);
-    const l = f.level.value(s, ts, te);
-    const o = f.old.value(s, ts, te);
-    const nw = f.new.value(s, ts, te);
-    const ev = 'kvm_tdp_mmu_spte_changed';
-    if (g < 0) return this.missing(ev, 'gfn');
-    if (l < 0) return this.missing(ev, 'level');
-    if (o < 0) return this.missing(ev, 'old_spte');
-    if (nw < 0) return this.missing(ev, 'new_spte');
-    const gfn = hexTokenB(this.b, g - this.o, te - this.o);
-    const level = intTokenB(this.b, l - this.o, te - this.o);
+    const { b, dv, s } = this;
+    const e = te - this.o;
+    // `as id %d gfn %llx level %d old_spte %llx new_spte %llx`, each value read as the template goes
+    // (where its reading stopped is where its token ended: the bytes read are number bytes); else by name
+    let gfn = NaN;
+    let level = NaN;
     // only the low bits of an SPTE are read (present, huge page, writable)
-    const ol = hexTokenLow12B(this.b, o - this.o, te - this.o);
-    const nl = hexTokenLow12B(this.b, nw - this.o, te - this.o);
+    let ol = -1;
+    let nl = -1;
+    let g = valueAt(b, litAt(dv, numEnd(b, litAt(dv, ts - this.o, e, T.asId), e), e, T.gfn), e);
+    let l = -1;
+    let o = -1;
+    let nw = -1;
+    if (g !== -1) {
+      gfn = hexTokenB(b, g, e);
+      l = valueAt(b, litAt(dv, bytesStop, e, T.level), e);
+    }
+    if (l !== -1) {
+      level = intTokenB(b, l, e);
+      o = valueAt(b, litAt(dv, bytesStop, e, T.old), e);
+    }
+    if (o !== -1) {
+      ol = hexTokenLow12B(b, o, e);
+      nw = valueAt(b, litAt(dv, bytesStop, e, T.new), e);
+    }
+    if (nw !== -1) nl = hexTokenLow12B(b, nw, e);
+    else {
+      const f = this.f;
+      g = this.chunkAt(f.gfn.value(s, ts, te));
+      l = this.chunkAt(f.level.value(s, ts, te));
+      o = this.chunkAt(f.old.value(s, ts, te));
+      nw = this.chunkAt(f.new.value(s, ts, te));
+      const ev = 'kvm_tdp_mmu_spte_changed';
+      if (g < 0) return this.missing(ev, 'gfn');
+      if (l < 0) return this.missing(ev, 'level');
+      if (o < 0) return this.missing(ev, 'old_spte');
+      if (nw < 0) return this.missing(ev, 'new_spte');
+      gfn = hexTokenB(b, g, e);
+      level = intTokenB(b, l, e);
+      ol = hexTokenLow12B(b, o, e);
+      nl = hexTokenLow12B(b, nw, e);
+    }
     if (Number.isNaN(gfn) || Number.isNaN(level) || ol < 0 || nl < 0)
       return 'kvm_tdp_mmu_spte_changed: expected hex gfn/old_spte/new_spte and a decimal level';
     if (!present(ol) && present(nl) && isLeaf(nl, level)) this.fault(1, gfn, level, (nl & 2) !== 0);
@@ -316,7 +308,13 @@ class FtraceReader extends TraceReader {
   }
 
   private spteRequested(ts: number, te: number): Result {
-    const v = this.gfnLevel('kvm_mmu_spte_requested', ts, te);
+    const { b, dv, o } = this;
+    const end = te - o;
+    // `gfn %llx pfn %llx level %d`
+    const g = valueAt(b, litAt(dv, ts - o, end, T.gfnAt0), end);
+    const p = litAt(dv, numEnd(b, g, end), end, T.pfn);
+    const l = valueAt(b, litAt(dv, numEnd(b, p, end), end, T.level), end);
+    const v = this.gfnLevel('kvm_mmu_spte_requested', ts, te, g, l);
     if (v !== true) return v || undefined;
     this.fault(2, this.gfn, this.level, false);
     return undefined;
@@ -329,16 +327,23 @@ class FtraceReader extends TraceReader {
    * or level is counted under missingFields and the event kept (gfn -1, level 0).
    */
   private shadowPage(ts: number, te: number, kind: number): Result {
-    const s = this.s;
+    const { b, dv, o } = this;
     const ev = kind === K_GET_PAGE ? 'kvm_mmu_get_page' : 'kvm_mmu_prepare_zap_page';
-    const g = this.f.gfn.value(s, ts, te);
-    const gfn = g < 0 ? -1 : hexTokenB(this.b, g - this.o, te - this.o);
+    const e = te - o;
+    const t = ts - o;
+    // `sp gen %u gfn %llx …`, else by name
+    let g = valueAt(b, litAt(dv, numEnd(b, litAt(dv, t, e, T.spGen), e), e, T.gfn), e);
+    if (g === -1) g = this.chunkAt(this.f.gfn.value(this.s, ts, te));
+    const gfn = g < 0 ? -1 : hexTokenB(b, g, e);
     if (Number.isNaN(gfn)) return `${ev}: expected a hex gfn`;
     if (g < 0) countIn(this.report.missingFields, `${ev}.gfn`);
     const level = this.shadowLevel(ts, te);
     if (level === -1) countIn(this.report.missingFields, `${ev}.level`);
+    // ' new' at the end or 'new ' at the start (ASCII: a NON_ASCII byte is none of these)
     const created =
-      (te - ts >= 4 && s.startsWith(' new', te - 4)) || (te - ts >= 4 && s.startsWith('new ', ts));
+      e - t >= 4 &&
+      ((b[e - 4] === 32 && b[e - 3] === 110 && b[e - 2] === 101 && b[e - 1] === 119) ||
+        (b[t] === 110 && b[t + 1] === 101 && b[t + 2] === 119 && b[t + 3] === 32));
     this.table.pushGfn(
       kind,
       this.t,
@@ -363,10 +368,12 @@ class FtraceReader extends TraceReader {
   }
 
   private zapAllFast(ts: number, te: number): Result {
-    const s = this.s;
-    const g = this.f.gen.value(s, ts, te);
+    const e = te - this.o;
+    // `kvm-mmu-valid-gen %u used_pages %x`, else by name
+    let g = valueAt(this.b, litAt(this.dv, ts - this.o, e, T.gen), e);
+    if (g === -1) g = this.chunkAt(this.f.gen.value(this.s, ts, te));
     if (g < 0) return this.missing('kvm_mmu_zap_all_fast', 'kvm-mmu-valid-gen');
-    const gen = intTokenB(this.b, g - this.o, te - this.o);
+    const gen = intTokenB(this.b, g, e);
     if (Number.isNaN(gen)) return 'kvm_mmu_zap_all_fast: expected a decimal kvm-mmu-valid-gen';
     const i = this.table.row(K_ZAP_ALL_FAST, S_KERNEL, this.t, this.tid, this.n, 0);
     this.table.v[V_GEN]![i] = gen;

@@ -12,7 +12,10 @@
  * ioctl returns, once per kvm_set_user_memory_region(); when a slot's KVM_MEM_READONLY flips on a flags
  * update, QEMU first makes an untraced size-0 call (kvm-all.c, "set the slot size to 0 before setting the
  * slot to the desired value"), which the reader adds as an `implied` DELETE so the replay sees it.
- * Records are scanned in place (scan.ts): no substring, Map or regex per line on the hot path.
+ * Records are scanned in place (scan.ts): no substring, Map or regex per line on the hot path; their
+ * characters are read as the reader's bytes (TraceReader.b), the event name and keys compared four bytes
+ * at a time (startsWith costs ~5x more on this V8). test/replay/qemu_fast_paths.property.test.ts holds the
+ * reader to a plain string reading and to the frozen reader of 37fb73c (old_readers/).
  * Model-only file (no kernel counterpart).
  */
 import { KVM_MEM_READONLY } from '../uapi/kvm.ts';
@@ -33,10 +36,12 @@ import {
   V_UA,
   V_VM,
 } from './event_table.ts';
-import { Needle, digitsValue, hexToken, intToken, sameAt, secondsUsUntil, tokenStop } from './scan.ts';
+import { Needle, digitsValue, sameAt, secondsUsUntil, tokenStop } from './scan.ts';
+import { Word, bytesStop, hexTokenB, intTokenB, wordAt } from './scan_bytes.ts';
 import { TraceReader } from './trace_reader.ts';
 
 const USED = ['kvm_set_user_memory', 'kvm_convert_memory', 'kvm_memory_fault', 'kvm_clear_dirty_log'];
+const USED_W = USED.map((n) => Word.of(n));
 
 /** kvm_set_user_memory's fields, by name (`key=value` or `Key#value`); the first seven are required. */
 const KEYS = [
@@ -55,6 +60,8 @@ const NEED_AT = NEED.map((k) => KEYS.indexOf(k));
 const [AS, SLOT, FLAGS, GPA, SIZE, UA, RET, GMEM, GMEM_OFF] = [0, 1, 2, 3, 4, 5, 6, 7, 8] as const;
 /** which KEYS are decimal (%d; a 0x prefix reads hex), the others hex */
 const INT_KEY = KEYS.map((k) => k === 'AddrSpace' || k === 'Slot' || k === 'ret' || k === 'guest_memfd');
+const KEY_W = KEYS.map((k) => Word.of(k));
+const KEY_LEN = Int8Array.from(KEYS, (k) => k.length);
 
 /** Slot ids below this (two address spaces of 16-bit slot numbers) are looked up by index. */
 const DIRECT_SLOTS = 1 << 17;
@@ -64,18 +71,18 @@ function indexIn(list: readonly string[], s: string, a: number, b: number): numb
   return -1;
 }
 
-/** indexIn(KEYS, …) dispatched on the key's length and first character (one startsWith per token). */
-function keyIndex(s: string, a: number, b: number): number {
+/** indexIn(KEYS, …) of the reader's bytes [a, e), dispatched on the key's length and first byte (one compare). */
+function keyIndex(b: Uint8Array, dv: DataView, a: number, e: number): number {
   let k: number;
-  switch (b - a) {
+  switch (e - a) {
     case 2:
       k = UA;
       break;
     case 3:
-      k = s.charCodeAt(a) === 103 /* g */ ? GPA : RET;
+      k = b[a] === 103 /* g */ ? GPA : RET;
       break;
     case 4:
-      k = s.charCodeAt(a) === 83 /* S */ ? SLOT : SIZE;
+      k = b[a] === 83 /* S */ ? SLOT : SIZE;
       break;
     case 5:
       k = FLAGS;
@@ -92,7 +99,7 @@ function keyIndex(s: string, a: number, b: number): number {
     default:
       return -1;
   }
-  return sameAt(s, a, KEYS[k]!) ? k : -1;
+  return wordAt(dv, a, KEY_W[k]!) ? k : -1;
 }
 
 /** The first space in s[a, b), else b. */
@@ -143,7 +150,7 @@ class QemuReader extends TraceReader {
   private prevUsed = 0;
 
   constructor(s: string, file: string, opts: ReadOptions) {
-    super(s, file, opts, MEMSLOT_WIDTH);
+    super(s, file, opts, MEMSLOT_WIDTH, true);
   }
 
   protected override done(): void {
@@ -152,24 +159,27 @@ class QemuReader extends TraceReader {
   }
 
   protected line(ls: number, le: number, line: number): void {
-    const { s, report } = this;
+    const { s, b, o, report } = this;
     let t = NaN;
     let tid = -1;
     let bs = ls;
-    // `tid@`: digits from the line's start, then '@' (the first '@' of the line)
-    let at = ls;
+    // `tid@`: digits from the line's start, then '@' (the first '@' of the line); positions in the chunk's
+    // bytes (b[e] is a newline, so a loop that stops at a non-digit stops there)
+    const e = le - o;
+    let at = ls - o;
     let v = 0;
-    for (let c = s.charCodeAt(at); at < le && c >= 48 && c <= 57; c = s.charCodeAt(++at))
-      v = v * 10 + (c - 48);
+    for (let c = b[at]!; at < e && c >= 48 && c <= 57; c = b[++at]!) v = v * 10 + (c - 48);
     let colon = -1;
-    if (at > ls && at < le && s.charCodeAt(at) === 64) {
+    if (at > ls - o && at < e && b[at] === 64) {
       // QEMU's own `%zu.%06zu:` read here; any other text by secondsUsUntil, which reads the time up to
       // the line's first ':' in one pass; else that ':' is looked for (t is NaN)
-      colon = this.usTime(at + 1, le);
-      if (colon !== -1) t = this.us;
-      else {
-        t = secondsUsUntil(s, at + 1, le, 58);
-        colon = tokenStop !== -1 ? tokenStop : this.colon.within(s, at, le);
+      colon = this.usTime(at + 1, e);
+      if (colon !== -1) {
+        t = this.us;
+        colon += o;
+      } else {
+        t = secondsUsUntil(s, at + o + 1, le, 58);
+        colon = tokenStop !== -1 ? tokenStop : this.colon.within(s, at + o, le);
       }
     }
     if (colon !== -1) {
@@ -178,7 +188,7 @@ class QemuReader extends TraceReader {
           line,
           `expected tid@seconds.microseconds: before the event, got "${s.slice(ls, colon + 1)}"`,
         );
-      tid = at - ls > 15 ? digitsValue(s, ls, at) : v;
+      tid = at + o - ls > 15 ? digitsValue(s, ls, at + o) : v;
       bs = colon + 1;
     }
     // most records repeat the previous record's event: its name, then a space or the line's end, is this
@@ -187,7 +197,7 @@ class QemuReader extends TraceReader {
     const pn = USED[pu]!.length;
     let ne = bs + pn;
     let used: number;
-    if ((ne === le || (ne < le && s.charCodeAt(ne) === 32)) && sameAt(s, bs, USED[pu]!)) used = pu;
+    if ((ne === le || (ne < le && b[ne - o] === 32)) && wordAt(this.dv, bs - o, USED_W[pu]!)) used = pu;
     else if (!isNameAt(s, bs, (ne = nameEnd(s, bs, le)))) {
       report.other++; // QEMU's own messages share the log file
       return;
@@ -201,7 +211,7 @@ class QemuReader extends TraceReader {
       this.table.pushBoxed({ kind: 'vmCall', t, tid, src: 'qemu', line, vm: 0, name: USED[used]!, ret: 0 });
       return;
     }
-    this.fields(ne + 1, le);
+    this.fields(ne + 1 - o, e);
     const err = this.memslotRecord();
     if (err !== undefined) return this.bad(line, err);
     this.recT = t;
@@ -209,20 +219,19 @@ class QemuReader extends TraceReader {
   }
 
   /**
-   * `seconds.microseconds:` at a (1 to 15 digits, '.', 6 digits, ':'), as QEMU's log prefix prints it:
-   * the ':' with the time in `us` (the value secondsUsUntil gives), else -1 (the caller asks secondsUsUntil).
+   * `seconds.microseconds:` at chunk position a (1 to 15 digits, '.', 6 digits, ':'), as QEMU's log prefix
+   * prints it: the ':' (in the chunk) with the time in `us` (the value secondsUsUntil gives), else -1 (the
+   * caller asks secondsUsUntil).
    */
-  private usTime(a: number, le: number): number {
-    const s = this.s;
+  private usTime(a: number, e: number): number {
+    const b = this.b;
     let i = a;
     let sec = 0;
-    for (let c = s.charCodeAt(i); i < le && c >= 48 && c <= 57; c = s.charCodeAt(++i))
-      sec = sec * 10 + (c - 48);
-    if (i === a || i - a > 15 || i + 8 > le || s.charCodeAt(i) !== 46 || s.charCodeAt(i + 7) !== 58)
-      return -1;
+    for (let c = b[i]!; i < e && c >= 48 && c <= 57; c = b[++i]!) sec = sec * 10 + (c - 48);
+    if (i === a || i - a > 15 || i + 8 > e || b[i] !== 46 || b[i + 7] !== 58) return -1;
     let f = 0;
     for (let k = i + 1; k < i + 7; k++) {
-      const c = s.charCodeAt(k);
+      const c = b[k]!;
       if (c < 48 || c > 57) return -1;
       f = f * 10 + (c - 48);
     }
@@ -312,41 +321,41 @@ class QemuReader extends TraceReader {
   }
 
   /**
-   * Space-separated `key=value` / `Key#value` tokens of s[a, b): where each known key's value is. A
-   * QEMU log prints one format, so the key at each token position is first compared with the key found
-   * there in the previous record (with its '=' or '#' after it, it is the very key the scan for the
-   * delimiter would find: keys hold no ' ', '=' or '#'); else the key is scanned for and dispatched.
+   * Space-separated `key=value` / `Key#value` tokens of the chunk's bytes [a, e): where each known key's
+   * value is. A QEMU log prints one format, so the key at each token position is first compared with the
+   * key found there in the previous record (with its '=' or '#' after it, it is the very key the scan for
+   * the delimiter would find: keys hold no ' ', '=' or '#'); else the key is scanned for and dispatched.
    */
-  private fields(a: number, b: number): void {
-    const { s, vs, ve, val, order } = this;
+  private fields(a: number, e: number): void {
+    const { b, dv, o, vs, ve, val, order } = this;
     for (let k = 0; k < vs.length; k++) vs[k] = -1;
     let i = a;
     let pos = 0;
-    while (i < b) {
+    while (i < e) {
       // the key up to the token's first '=' or '#' at k; a known key's value is parsed as it is read
       const p = pos < order.length ? order[pos]! : -1;
-      let k = p >= 0 ? i + KEYS[p]!.length : i;
-      let c = k < b ? s.charCodeAt(k) : 0;
+      let k = p >= 0 ? i + KEY_LEN[p]! : i;
+      let c = k < e ? b[k]! : 0;
       let key: number;
-      if (p >= 0 && (c === 61 /* = */ || c === 35) /* # */ && sameAt(s, i, KEYS[p]!)) key = p;
+      if (p >= 0 && (c === 61 /* = */ || c === 35) /* # */ && wordAt(dv, i, KEY_W[p]!)) key = p;
       else {
-        for (k = i; k < b; k++) {
-          c = s.charCodeAt(k);
+        for (k = i; k < e; k++) {
+          c = b[k]!;
           if (c === 32 || c === 61 /* = */ || c === 35 /* # */) break;
         }
-        key = k > i && k < b && c !== 32 ? keyIndex(s, i, k) : -1;
+        key = k > i && k < e && c !== 32 ? keyIndex(b, dv, i, k) : -1;
       }
       if (pos < order.length) order[pos] = key;
       pos++;
       let j = k;
       if (key !== -1) {
-        val[key] = INT_KEY[key] ? intToken(s, k + 1, b) : hexToken(s, k + 1, b);
-        j = tokenStop > k ? tokenStop : k + 1;
+        val[key] = INT_KEY[key] ? intTokenB(b, k + 1, e) : hexTokenB(b, k + 1, e);
+        j = bytesStop > k ? bytesStop : k + 1;
       }
-      while (j < b && s.charCodeAt(j) !== 32) j++;
+      while (j < e && b[j] !== 32) j++;
       if (key !== -1) {
-        vs[key] = k + 1;
-        ve[key] = j;
+        vs[key] = k + 1 + o;
+        ve[key] = j + o;
       }
       i = j + 1;
     }

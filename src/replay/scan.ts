@@ -11,7 +11,7 @@
 export const NON_ASCII = 0x80;
 
 /** Each character code below 128 (and each byte): its value as a hex digit (either case), or -1. */
-const HEX = new Int8Array(256).fill(-1);
+export const HEX = new Int8Array(256).fill(-1);
 for (let c = 0; c < 10; c++) HEX[48 + c] = c;
 for (let c = 0; c < 6; c++) HEX[65 + c] = HEX[97 + c] = 10 + c;
 
@@ -283,106 +283,4 @@ export function digitsValue(s: string, a: number, b: number): number {
   let v = 0;
   for (let i = a; i < b; i++) v = v * 10 + (s.charCodeAt(i) - 48);
   return v;
-}
-
-// The same readings on a reader's bytes (TraceReader.b, positions relative to its chunk): a byte is the
-// character's code when that is ASCII, else NON_ASCII, which is no digit, space or delimiter, so each
-// answers what its string twin above answers for the same characters. Numbers past 2^53 are read from
-// their digits as text, as the twins do (the digits are ASCII, so the bytes are their codes).
-
-/** Does b hold the bytes of w at a? (w is ASCII, so a NON_ASCII byte never matches.) */
-export function sameBytes(b: Uint8Array, a: number, w: Uint8Array): boolean {
-  const n = w.length;
-  if (a < 0 || a + n > b.length) return false;
-  for (let i = 0; i < n; i++) if (b[a + i] !== w[i]) return false;
-  return true;
-}
-
-/** The bytes b[a, k) as text (ASCII only). */
-function textOf(b: Uint8Array, a: number, k: number): string {
-  return String.fromCharCode(...b.subarray(a, k));
-}
-
-/** hexToken on bytes; bytesStop is where it stopped reading (tokenStop). */
-export function hexTokenB(b: Uint8Array, j: number, te: number): number {
-  let a = j;
-  if (a + 1 < te && b[a] === 48 && (b[a + 1]! | 0x20) === 120) a += 2;
-  let v = 0;
-  let k = a;
-  for (; k < te; k++) {
-    const d = HEX[b[k]!]!;
-    if (d < 0) break;
-    v = v * 16 + d;
-  }
-  bytesStop = k;
-  if (k < te && b[k] !== 32) return NaN;
-  const n = k - a;
-  if (n <= 0 || n > 16) return NaN;
-  return n > 13 ? parseInt(textOf(b, a, k), 16) : v;
-}
-
-/** hexTokenLow12 on bytes. */
-export function hexTokenLow12B(b: Uint8Array, j: number, te: number): number {
-  let a = j;
-  if (a + 1 < te && b[a] === 48 && (b[a + 1]! | 0x20) === 120) a += 2;
-  let v = 0;
-  let k = a;
-  for (; k < te; k++) {
-    const d = HEX[b[k]!]!;
-    if (d < 0) break;
-    v = ((v << 4) | d) & 0xfff;
-  }
-  if (k < te && b[k] !== 32) return -1;
-  const n = k - a;
-  return n <= 0 || n > 16 ? -1 : v;
-}
-
-/** intToken on bytes. */
-export function intTokenB(b: Uint8Array, j: number, te: number): number {
-  if (j + 1 < te && b[j] === 48 && b[j + 1] === 120) return hexTokenB(b, j, te);
-  const d0 = j < te && b[j] === 45 ? j + 1 : j;
-  let v = 0;
-  let k = d0;
-  for (; k < te; k++) {
-    const c = b[k]!;
-    if (c < 48 || c > 57) break;
-    v = v * 10 + (c - 48);
-  }
-  bytesStop = k;
-  if (k === d0 || (k < te && b[k] !== 32)) return NaN;
-  if (k - d0 > 15) return Number(textOf(b, j, k));
-  return d0 > j ? -v : v;
-}
-
-/** Where the last hexTokenB/intTokenB stopped reading (as tokenStop). */
-export let bytesStop = 0;
-
-/** digitsAt on bytes. */
-export function digitsAtB(b: Uint8Array, a: number, e: number): boolean {
-  if (a >= e) return false;
-  for (let i = a; i < e; i++) {
-    const c = b[i]!;
-    if (c < 48 || c > 57) return false;
-  }
-  return true;
-}
-
-/** digitsValue on bytes. */
-export function digitsValueB(b: Uint8Array, a: number, e: number): number {
-  if (e - a > 15) return Number(textOf(b, a, e));
-  let v = 0;
-  for (let i = a; i < e; i++) v = v * 10 + (b[i]! - 48);
-  return v;
-}
-
-/** secondsOf on bytes. */
-export function secondsOfB(b: Uint8Array, a: number, e: number, dot: number, sec: number): number {
-  const fl = e - dot - 1;
-  if (dot <= a || fl < 1 || fl > 9) return NaN;
-  const n = fl >= 6 ? 6 : fl;
-  let f = 0;
-  for (let i = dot + 1; i < dot + 1 + n; i++) f = f * 10 + (b[i]! - 48);
-  const us = fl >= 6 ? f : f * 10 ** (6 - fl);
-  if (dot - a > 15) return Number(textOf(b, a, dot)) * 1e6 + us;
-  return sec * 1e6 + us;
 }

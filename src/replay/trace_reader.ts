@@ -19,6 +19,7 @@ import {
 } from './events.ts';
 import { EventTable, parsedOf } from './event_table.ts';
 import { NON_ASCII, sameAt } from './scan.ts';
+import { WORD_SLACK } from './scan_bytes.ts';
 
 /** Characters per chunk of bytes (a longer line gets a chunk of its own). */
 const CHUNK = 1 << 16;
@@ -33,6 +34,8 @@ export abstract class TraceReader {
    * character does.
    */
   protected b: Buffer = Buffer.alloc(0);
+  /** b as a DataView (wordAt reads four bytes at a time) */
+  protected dv = new DataView(this.b.buffer, this.b.byteOffset, this.b.length);
   protected o = 0;
   private readonly ascii: boolean;
 
@@ -85,7 +88,10 @@ export abstract class TraceReader {
   /** s[a, e) into b, as bytes from o = a. */
   private fill(a: number, e: number): void {
     // one byte more: a newline after the last line, also when the text has none (no stale byte there)
-    if (e - a + 1 > this.b.length) this.b = Buffer.allocUnsafe(Math.max(CHUNK, e - a) + 1);
+    if (e - a + 1 + WORD_SLACK > this.b.length) {
+      this.b = Buffer.allocUnsafe(Math.max(CHUNK, e - a) + 1 + WORD_SLACK);
+      this.dv = new DataView(this.b.buffer, this.b.byteOffset, this.b.length);
+    }
     const b = this.b;
     this.o = a;
     b[e - a] = 10;

@@ -11,6 +11,8 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { readQemuTrace } from '../../src/replay/qemu_trace.ts';
+import { readQemuTrace as oldReadQemuTrace } from './old_readers/qemu_trace.ts';
+import { answer, longText, mutate, mutation } from './oracle.ts';
 import { parseHex, parseInteger, parseSecondsUs, type TraceEvent } from '../../src/replay/events.ts';
 
 const KEYS = ['AddrSpace', 'Slot', 'flags', 'gpa', 'size', 'ua', 'ret', 'guest_memfd', 'guest_memfd_offset'];
@@ -214,6 +216,46 @@ const trace = fc
   .uniqueArray(fc.integer({ min: 0, max: 40 }), { minLength: 1, maxLength: 4 })
   .chain((slots) => fc.array(line(slots), { minLength: 1, maxLength: 60 }))
   .map((ls) => `${ls.join('\n')}\n`);
+
+/** Lines of `trace`, some with characters inserted, deleted or replaced (ASCII or not). */
+const mutated = fc
+  .uniqueArray(fc.integer({ min: 0, max: 40 }), { minLength: 1, maxLength: 4 })
+  .chain((slots) =>
+    fc.array(
+      fc.tuple(line(slots), fc.array(mutation(' 0123456789abcdefx-_:.@#=\tSlotgpaize'), { maxLength: 3 })),
+      { minLength: 1, maxLength: 60 },
+    ),
+  )
+  .map((ls) => ls.map(([l, m]) => mutate(l, m)).join('\n'));
+
+const OPTS = [{}, { strict: true }];
+
+describe('QEMU trace reader on bytes = the reader of 37fb73c (old_readers/, frozen)', () => {
+  it('every event, the report and the --strict error, on generated and mutated traces', () => {
+    fc.assert(
+      fc.property(fc.oneof(trace, mutated), fc.boolean(), (text, nl) => {
+        const t = nl || text.endsWith('\n') ? text : `${text}\n`;
+        for (const x of [text, t])
+          for (const o of OPTS) expect(answer(readQemuTrace, x, o)).toBe(answer(oldReadQemuTrace, x, o));
+      }),
+      { numRuns: 400 },
+    );
+  });
+
+  it('the same across the byte chunks: long texts, and a line longer than a chunk', () => {
+    fc.assert(
+      fc.property(fc.array(mutated, { minLength: 1, maxLength: 3 }), fc.nat(300), (parts, pad) => {
+        const text = longText(parts, pad);
+        for (const o of OPTS) expect(answer(readQemuTrace, text, o)).toBe(answer(oldReadQemuTrace, text, o));
+      }),
+      { numRuns: 10 },
+    );
+    const rec = '1@1.000001:kvm_set_user_memory Slot#1 flags=0x0 gpa=0x0 size=0x1000 ua=0x7f0000000000 ret=0';
+    const long = `${rec}\n${rec.replace(' ret=0', `${' x=1'.repeat(40_000)} ret=0`)}\n${rec}`;
+    expect(answer(readQemuTrace, long, {})).toBe(answer(oldReadQemuTrace, long, {}));
+    expect(readQemuTrace(long, 'q').events.map((e) => e.line)).toEqual([1, 2, 3]);
+  });
+});
 
 describe('QEMU trace reader: fast paths = the plain reading', () => {
   it('same events, malformed lines, unknown and other counts on generated traces', () => {
