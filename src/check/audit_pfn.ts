@@ -21,7 +21,7 @@ export const hex = (n: number): string => '0x' + n.toString(16);
 
 /** A live slot: in the active set and not INVALID (an INVALID slot's SPTEs must already be gone). */
 export function liveSlot(vm: VmState, asId: number, gfn: number): KvmMemorySlot | null {
-  const slot = vm.activeMemslots(asId).searchMemslots(gfn);
+  const slot = vm.activeMemslots(asId).peekMemslot(gfn);
   return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) === 0 ? slot : null;
 }
 

@@ -38,7 +38,7 @@ const hex = (n: number): string => '0x' + n.toString(16);
 
 /** The live slot of gfn in the address space a page maps (kvm_memslots_for_spte_role: role.smm). */
 function liveSlot(vm: VmState, asId: number, gfn: number): KvmMemorySlot | null {
-  const slot = vm.activeMemslots(asId).searchMemslots(gfn);
+  const slot = vm.activeMemslots(asId).peekMemslot(gfn);
   return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) === 0 ? slot : null;
 }
 
@@ -71,7 +71,7 @@ export function auditShadow(vm: VmState, report: Report): void {
     // INVALID. Only the rmap and pfn checks apply to them.
     const obsolete = mmu.isObsoleteSp(sp);
     const asId = kvmMmuPageAsId(sp);
-    if (sp.hasGptes && !obsolete && vm.activeMemslots(asId).searchMemslots(sp.gfn) === null)
+    if (sp.hasGptes && !obsolete && vm.activeMemslots(asId).peekMemslot(sp.gfn) === null)
       report(
         'INV-SHADOW-001',
         `${name()} shadows a guest table in no memslot: unaccount_shadowed will find no slot when it is zapped`,

@@ -201,14 +201,14 @@ export class TdxTracker {
   audit(vm: VmState, leafs: readonly MirrorLeaf[], report: Report): void {
     const now = new Map<number, PrivateMapping>();
     for (const l of leafs) {
-      const slot = vm.activeMemslots(0).searchMemslots(l.gfn);
+      const slot = vm.activeMemslots(0).peekMemslot(l.gfn);
       if (slot !== null) now.set(l.gfn, { pfn: l.pfn, slot });
     }
     if (!vm.dead) {
       for (const [gfn, was] of this.mapped) {
         const is = now.get(gfn);
         if (is !== undefined && is.pfn === was.pfn) continue;
-        const slot = vm.activeMemslots(0).searchMemslots(gfn);
+        const slot = vm.activeMemslots(0).peekMemslot(gfn);
         // Allowed: the slot was deleted (or replaced), the gfn converted to shared, the page punched out.
         // (An INVALID copy is another object: the slot's own DELETE is under way.)
         if (slot !== was.slot) continue;

@@ -134,7 +134,7 @@ export function referenceAccessInto(
   // The attributes decide first: a private access to a shared gfn (or the reverse) exits to userspace.
   if (vm.info.hasPrivateMem && isPrivate !== isPrivateGfn(vm, gfn))
     return { kind: 'memory_fault', isPrivate, why: 'private/shared mismatch' };
-  const slot = vm.activeMemslots(vcpu.asId()).searchMemslots(gfn);
+  const slot = vm.activeMemslots(vcpu.asId()).peekMemslot(gfn);
   if (slot === null) return { kind: 'mmio', write };
   // A slot being deleted or moved: the fault must wait for the update (it retries).
   if (slot.flags & KVM_MEMSLOT_INVALID) return { kind: 'retry', why: `memslot ${slot.id} is INVALID` };
@@ -175,14 +175,14 @@ function guestTranslate(
   if (mmu === null) return gva;
   let hidden = -1;
   const env: WalkEnv = {
-    walkVisible: (g) => mmu.kvmIsVisibleGfn(g, vcpu.asId()) || ((hidden = g), false),
+    walkVisible: (g) => mmu.peekIsVisibleGfn(g, vcpu.asId()) || ((hidden = g), false),
     walkAdWrite: () => false, // a pure read: A/D updates are off anyway
   };
   if (walkAddrGeneric(mmu.gpt, walker, vcpu.cr3, gva, write, true, false, env))
     return walker.gfn * PAGE + (gva % PAGE);
   // A table in a DELETE/MOVE's INVALID slot: until that ioctl's flush zaps the pages shadowing it, the
   // CPU may still translate through them (the access linearizes before the ioctl), or fault.
-  const slot = hidden < 0 ? null : mmu.slotForGfn(hidden, vcpu.asId());
+  const slot = hidden < 0 ? null : mmu.peekSlotForGfn(hidden, vcpu.asId());
   const invalid = slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) !== 0;
   return { why: walker.fault, walk: invalid ? 'invalid-table' : 'failed' };
 }
@@ -195,6 +195,6 @@ export function expectedMemtype(vcpu: Vcpu, leafGfn: number): number {
 /** A 'retry' result is legitimate only while a slot is INVALID or an MMU-notifier invalidation runs. */
 export function retryAcceptable(vm: VmState, vcpu: Vcpu, gfn: number): boolean {
   if (vm.mmuInvalidateInProgress > 0) return true;
-  const slot = vm.activeMemslots(vcpu.asId()).searchMemslots(gfn);
+  const slot = vm.activeMemslots(vcpu.asId()).peekMemslot(gfn);
   return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) !== 0;
 }

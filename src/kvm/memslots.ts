@@ -18,8 +18,30 @@ import { ModelCorruption } from './model_corruption.ts';
 
 /** Below this many slots the binary search is as quick as the directory. */
 const DIR_MIN_SLOTS = 64;
+/**
+ * Bounds the last KvmMemslots.search() found, a part of its slot's range (a directory bucket's, or the
+ * whole): a second result, read at once by the caller, not state (so no snapshot or state hash sees it).
+ */
+let foundBase = 0;
+let foundEnd = 0;
+
 /** A directory bucket that neither lies wholly in one slot nor wholly in a gap. */
 const MIXED = Symbol('mixed bucket');
+
+/**
+ * The two fields of struct kvm_vcpu that kvm_vcpu_gfn_to_memslot keeps (the Vcpu has them), under symbol
+ * keys: snapshots save and restore them, the state hash leaves them out. A cache never changes what a
+ * lookup returns, so two states that differ only in it behave alike; hashing it would split states the
+ * explorer merges (as the shadow MMU's indexes, shadow_hash.ts and guest_paging.ts).
+ */
+export const LAST_USED_SLOT: unique symbol = Symbol('zaplab.vcpu.lastUsedSlot');
+export const LAST_USED_SLOT_GEN: unique symbol = Symbol('zaplab.vcpu.lastUsedSlotGen');
+export interface VcpuLastUsedSlot {
+  /** vcpu->last_used_slot */
+  [LAST_USED_SLOT]: KvmMemorySlot | null;
+  /** vcpu->last_used_slot_gen (the in-progress bit folded in as vcpuGfnToMemslot does) */
+  [LAST_USED_SLOT_GEN]: number;
+}
 
 export class KvmMemslots {
   /** Generation without the in-progress bit. */
@@ -51,6 +73,11 @@ export class KvmMemslots {
     return this.sorted.length;
   }
 
+  /** slots->last_used_slot (what __gfn_to_memslot last found), for inspection. */
+  get lastUsedSlot(): KvmMemorySlot | null {
+    return this.lastUsed;
+  }
+
   /** @kernel include/linux/kvm_host.h#id_to_memslot */
   idToMemslot(id: number): KvmMemorySlot | null {
     return this.byId.get(id) ?? null;
@@ -58,11 +85,46 @@ export class KvmMemslots {
 
   /**
    * The slot containing gfn, INVALID slots included (callers decide what INVALID means), using and
-   * updating the last-used cache.
-   * @kernel include/linux/kvm_host.h#search_memslots
+   * updating the set-wide last-used cache (slots->last_used_slot): the VM-context lookup.
+   * @kernel include/linux/kvm_host.h#__gfn_to_memslot
    */
   searchMemslots(gfn: number): KvmMemorySlot | null {
     if (gfn >= this.lastBase && gfn < this.lastEnd) return this.lastUsed;
+    const s = this.search(gfn);
+    if (s !== null) {
+      this.lastUsed = s;
+      this.lastBase = foundBase;
+      this.lastEnd = foundEnd;
+    }
+    return s;
+  }
+
+  /**
+   * kvm_vcpu_gfn_to_memslot on the vCPU's address space (this set): the vCPU's own last-used slot,
+   * dropped when the set's generation is not the one it was cached under (another address space, or a
+   * memslot update since), then a search that leaves the set-wide last-used cache alone.
+   * @kernel virt/kvm/kvm_main.c#kvm_vcpu_gfn_to_memslot
+   */
+  vcpuGfnToMemslot(vcpu: VcpuLastUsedSlot, gfn: number): KvmMemorySlot | null {
+    // slots->generation with KVM_MEMSLOT_GEN_UPDATE_IN_PROGRESS folded in: while it is set, another value
+    const gen = this.updateInProgress ? -1 - this.generation : this.generation;
+    if (gen !== vcpu[LAST_USED_SLOT_GEN]) {
+      vcpu[LAST_USED_SLOT] = null;
+      vcpu[LAST_USED_SLOT_GEN] = gen;
+    }
+    const c = vcpu[LAST_USED_SLOT]; // try_get_memslot
+    if (c !== null && gfn >= c.baseGfn && gfn < c.baseGfn + c.npages) return c;
+    const s = this.search(gfn);
+    if (s !== null) vcpu[LAST_USED_SLOT] = s;
+    return s;
+  }
+
+  /**
+   * The slot containing gfn, neither reading nor writing the last-used cache (search_memslots with
+   * approx false); sets foundBase/foundEnd when it finds one.
+   * @kernel include/linux/kvm_host.h#search_memslots
+   */
+  private search(gfn: number): KvmMemorySlot | null {
     let i: number;
     if (this.dir !== null) {
       const q = (gfn - this.dirBase) * this.dirInv;
@@ -70,12 +132,11 @@ export class KvmMemslots {
         const k = q | 0; // q < dirLen < 2^31
         const s = this.dirSlot[k]!;
         if (s !== MIXED) {
-          // The bucket lies inside one slot (or one gap): its bounds, a part of the slot's, serve as
-          // the cache's bounds, so no bounds array is read.
+          // The bucket lies inside one slot (or one gap): its bounds, a part of the slot's, are what a
+          // cache of the slot needs, so no bounds array is read.
           if (s !== null) {
-            this.lastUsed = s;
-            this.lastBase = this.dirBase + k * this.dirSize;
-            this.lastEnd = this.lastBase + this.dirSize;
+            foundBase = this.dirBase + k * this.dirSize;
+            foundEnd = foundBase + this.dirSize;
           }
           return s;
         }
@@ -91,11 +152,9 @@ export class KvmMemslots {
         this.buildDir();
     }
     if (i < 0 || gfn >= this.be[2 * i + 1]!) return null;
-    const s = this.sorted[i]!;
-    this.lastUsed = s;
-    this.lastBase = this.be[2 * i]!;
-    this.lastEnd = this.be[2 * i + 1]!;
-    return s;
+    foundBase = this.be[2 * i]!;
+    foundEnd = this.be[2 * i + 1]!;
+    return this.sorted[i]!;
   }
 
   /**
@@ -105,6 +164,7 @@ export class KvmMemslots {
    */
   peekMemslot(gfn: number): KvmMemorySlot | null {
     if (gfn >= this.lastBase && gfn < this.lastEnd) return this.lastUsed;
+    if (this.dir !== null) return this.search(gfn); // counts nothing once the directory is built
     const i = this.floorIndex(gfn);
     return i < 0 || gfn >= this.be[2 * i + 1]! ? null : this.sorted[i]!;
   }

@@ -5,6 +5,8 @@
  * Kernel counterpart: struct kvm_vcpu (include/linux/kvm_host.h), kvm_make_request / kvm_vcpu_kick.
  */
 import type { VmState } from './vm_state.ts';
+import type { KvmMemorySlot } from './kvm_host.ts';
+import { LAST_USED_SLOT, LAST_USED_SLOT_GEN } from './memslots.ts';
 import { Tlb } from '../host/tlb.ts';
 import type {
   AccessBatchOptions,
@@ -98,6 +100,9 @@ export class Vcpu {
   readonly memtype = newVcpuMemtypeState();
   /** The vCPU fd was closed: KVM_RUN and the register ioctls are EBADF. */
   fdClosed = false;
+  /** vcpu->last_used_slot, last_used_slot_gen: kvm_vcpu_gfn_to_memslot's cache (KvmMemslots.vcpuGfnToMemslot). */
+  [LAST_USED_SLOT]: KvmMemorySlot | null = null;
+  [LAST_USED_SLOT_GEN] = 0;
 
   constructor(vm: VmState, vcpuId: number, fd: number) {
     this.vm = vm;

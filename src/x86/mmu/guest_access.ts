@@ -220,7 +220,7 @@ export function finishFault(
         mmu.trace({ name: 'kvm_fault_retry', vcpuId: vcpu.vcpuId, gpa, reason: fault.retryReason });
       vm.countModel('fault_retries');
       // An INVALID slot stays INVALID until the memslot update finishes; the vCPU would spin until then.
-      const slot = vm.activeMemslots(vcpu.asId()).searchMemslots(c.gfn);
+      const slot = vm.activeMemslots(vcpu.asId()).vcpuGfnToMemslot(vcpu, c.gfn);
       if (slot !== null && slot.flags & KVM_MEMSLOT_INVALID)
         return { exit: 'retry', gpa, reason: fault.retryReason };
       return null;
@@ -263,7 +263,7 @@ function translate(
   const want = VMX_EPT_ACCESS_BIT | (write ? VMX_EPT_DIRTY_BIT : 0);
   if ((lo & want) !== want) {
     if (write && (lo & VMX_EPT_DIRTY_BIT) === 0) {
-      const slot = mmu.vm.activeMemslots(vcpu.asId()).searchMemslots(c.gfn);
+      const slot = mmu.vm.activeMemslots(vcpu.asId()).vcpuGfnToMemslot(vcpu, c.gfn);
       if (slot !== null) markPageDirtyInSlot(slot, c.gfn);
     }
     lo = tdpMmuWriteWalkedSpteLo(walk, lo | want);
@@ -325,7 +325,7 @@ function fastPageFault(mmu: X86Mmu, vcpu: Vcpu, c: Classified, fault: KvmPageFau
   // translate() just walked this gfn and left the last SPTE in `walk`: no second walk needed.
   if (root < 0 || walk.level === 0 || (walk.lo & SPTE_MMU_PRESENT_MASK) === 0) return null;
   if ((walk.lo & PT_WRITABLE_MASK) !== 0 || (walk.hi & EPT_SPTE_MMU_WRITABLE_HI) === 0) return null;
-  const slot = mmu.vm.activeMemslots(vcpu.asId()).searchMemslots(c.gfn);
+  const slot = mmu.vm.activeMemslots(vcpu.asId()).vcpuGfnToMemslot(vcpu, c.gfn);
   // A huge leaf of a logged slot goes down the slow path to be split: only fault->gfn would be logged.
   // (A huge leaf left write-protected after logging stopped is fixed here, as any other.)
   if (walk.level !== 1 && (slot === null || (slot.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0)) return null;

@@ -130,7 +130,7 @@ const ctx: FaultCtx = {
 function faultCtxAt(mmu: X86Mmu, vcpu: Vcpu, gfn: number, write: boolean): boolean {
   const vm = mmu.vm;
   const slots = vm.activeMemslots(vcpu.asId());
-  // Decided on a peek: the lookups that count (searchMemslots' cache and its miss count) are made only
+  // Decided on a peek: the lookups that count (the vCPU's last-used slot, the lookup count) are made only
   // for a fault this path makes; any other is left to the per-access path, which makes them itself.
   const slot = slots.peekMemslot(gfn);
   ctx.end = 0; // unusable unless set up below
@@ -142,7 +142,7 @@ function faultCtxAt(mmu: X86Mmu, vcpu: Vcpu, gfn: number, write: boolean): boole
   const hvaBase = slot.userspaceAddr - slot.baseGfn * 4096;
   const v = host.findVma(hvaBase + gfn * 4096);
   if (v === null || !gup4kUsable(v, write)) return false;
-  slots.searchMemslots(gfn); // kvm_mmu_faultin_pfn's lookup
+  slots.vcpuGfnToMemslot(vcpu, gfn); // kvm_mmu_faultin_pfn's lookup
   ctx.vma = v;
   ctx.hvaBase = hvaBase;
   ctx.start = Math.max(slot.baseGfn, (v.start - hvaBase) / 4096);

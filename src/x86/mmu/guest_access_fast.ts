@@ -198,7 +198,7 @@ function firstTouch4k(
   const vm = mmu.vm;
   const g = (gpa / 4096) | 0;
   const slots = vm.activeMemslots(vcpu.asId());
-  // Decided on a peek: search_memslots (its cache, its lookup count) runs only for a fault made here.
+  // Decided on a peek: kvm_vcpu_gfn_to_memslot (its cache, its lookup count) runs only for a fault made here.
   const slot = slots.peekMemslot(g);
   if (slot === null) return false;
   const flags = slot.flags;
@@ -221,7 +221,7 @@ function firstTouch4k(
     mmu.trace({ name: 'kvm_page_fault', vcpuId: vcpu.vcpuId, gpa, errorCode: write ? 2 : 1 });
   }
   // kvm_mmu_faultin_pfn: the slot lookup, then GUP (the page faulted in on first touch).
-  slots.searchMemslots(g);
+  slots.vcpuGfnToMemslot(vcpu, g);
   const pfn = host.gup4kInto(v, hva);
   if (mmu.trace !== undefined) mmu.trace({ name: 'kvm_mmu_spte_requested', gfn: g, pfn, level: 1 });
   // pfnLo/pfnHi without their `%` and division (bit operations are exact below 2^52)

@@ -152,7 +152,7 @@ export function kvmMmuFaultinPfn(mmu: X86Mmu, vcpu: Vcpu, fault: KvmPageFault): 
   fault.mmuSeq = vm.mmuInvalidateSeq;
   // kvm_tdp_page_fault: where guest MTRRs set the memtype, one mapping must not span two MTRR types.
   fault.maxLevel = kvmTdpMtrrMaxLevel(vcpu, fault.gfn, fault.maxLevel);
-  const slot = vm.activeMemslots(vcpu.asId()).searchMemslots(fault.gfn);
+  const slot = vm.activeMemslots(vcpu.asId()).vcpuGfnToMemslot(vcpu, fault.gfn);
   fault.slot = slot;
   const attrPrivate =
     vm.info.hasPrivateMem && (vm.memAttrs.get(fault.gfn) & KVM_MEMORY_ATTRIBUTE_PRIVATE) !== 0;

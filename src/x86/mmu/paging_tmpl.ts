@@ -20,7 +20,7 @@ import { KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, OUTSIDE_GUEST_MODE } from '../../kvm/v
 import type { KvmMemorySlot } from '../../kvm/kvm_host.ts';
 import type { AccessKind, AccessResult } from '../../kvm/api_types.ts';
 import { KVM_MEM_READONLY, KVM_MEMSLOT_INVALID, KVM_USER_MEM_SLOTS } from '../../uapi/kvm.ts';
-import type { KvmMemslots } from '../../kvm/memslots.ts';
+import type { KvmMemslots, VcpuLastUsedSlot } from '../../kvm/memslots.ts';
 import { gup4kUsable } from '../../host/gup_4k.ts';
 import { markPageDirtyInSlot } from '../../kvm/dirty_log.ts';
 import { kvmMmuChildRole, SPTE_USER, SPTE_WRITABLE, type ShadowPage } from './shadow_rmap.ts';
@@ -141,11 +141,12 @@ export function shadowPageFault(
   const w = walker;
   const slots = mmu.vm.activeMemslots(vcpu.asId());
   faultWalkEnv.slots = slots;
+  faultWalkEnv.vcpu = vcpu;
   if (!walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, faultWalkEnv)) {
     vcpu.stats.pf_guest++; // kvm_inject_emulated_page_fault → kvm_inject_page_fault
     return RET_PF_GUEST;
   }
-  const slot = slots.searchMemslots(w.gfn); // kvm_vcpu_gfn_to_memslot: SMRAM in SMM
+  const slot = slots.vcpuGfnToMemslot(vcpu, w.gfn); // SMRAM in SMM
   if (slot === null || present || slot.flags & (KVM_MEMSLOT_INVALID | KVM_MEM_READONLY)) {
     const r = faultSlotChecks(vcpu, slot, w.gfn, write, present);
     if (r !== 0) return r;
@@ -342,6 +343,7 @@ export function kvmMmuGvaToGpa(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: b
   const w = newGuestWalker();
   const env = new ShadowWalkEnv();
   env.slots = mmu.vm.activeMemslots(vcpu.asId());
+  env.vcpu = vcpu;
   return walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, false, true, env)
     ? w.gfn * PAGE + (gva % PAGE)
     : null;
@@ -350,10 +352,11 @@ export function kvmMmuGvaToGpa(mmu: ShadowMmu, vcpu: Vcpu, gva: number, write: b
 /** What KVM's guest walk asks of the shadow MMU, for a vCPU whose address space's memslots are `slots`. */
 class ShadowWalkEnv implements WalkEnv {
   slots: KvmMemslots | null = null;
+  vcpu: VcpuLastUsedSlot | null = null;
 
   /** kvm_vcpu_is_visible_gfn (ShadowMmu.kvmIsVisibleGfn) in the walking vCPU's address space. */
   walkVisible(gfn: number): boolean {
-    const slot = this.slots!.searchMemslots(gfn);
+    const slot = this.slots!.vcpuGfnToMemslot(this.vcpu!, gfn);
     return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) === 0 && slot.id < KVM_USER_MEM_SLOTS;
   }
 
@@ -362,7 +365,7 @@ class ShadowWalkEnv implements WalkEnv {
    * else the page is marked dirty (`kvm_vcpu_mark_page_dirty`) like any guest write KVM makes.
    */
   walkAdWrite(tableGfn: number): boolean {
-    const slot = this.slots!.searchMemslots(tableGfn);
+    const slot = this.slots!.vcpuGfnToMemslot(this.vcpu!, tableGfn); // kvm_vcpu_mark_page_dirty
     if (slot === null || slot.flags & KVM_MEM_READONLY) return false;
     if (slot.dirtyBitmap !== null) markPageDirtyInSlot(slot, tableGfn);
     return true;

@@ -57,7 +57,7 @@ function kvmMmuPrefetchSptes(
   access: number,
   gpte: number,
 ): boolean {
-  const slot = mmu.slotForGfn(gfn, vcpu.asId()); // gfn_to_memslot_dirty_bitmap: kvm_vcpu_gfn_to_memslot
+  const slot = mmu.vcpuGfnToMemslot(vcpu, gfn); // gfn_to_memslot_dirty_bitmap
   if (slot === null || slot.flags & KVM_MEMSLOT_INVALID) return false;
   if (access & ACC_WRITE_MASK && slot.flags & KVM_MEM_LOG_DIRTY_PAGES) return false;
   if (slot.flags & KVM_MEM_READONLY || gfn + n > slot.baseGfn + slot.npages) return false;

@@ -98,7 +98,7 @@ export function directVcpuAccess(mmu: ShadowMmu, vcpu: Vcpu, gpa: number, kind: 
 /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_tdp_page_fault (direct_page_fault without the TDP MMU) */
 export function directPageFault(mmu: ShadowMmu, vcpu: Vcpu, gfn: number, write: boolean): number {
   vcpu.stats.pf_taken++;
-  const slot = mmu.slotForGfn(gfn, vcpu.asId()); // kvm_vcpu_gfn_to_memslot: SMRAM in SMM
+  const slot = mmu.vcpuGfnToMemslot(vcpu, gfn); // SMRAM in SMM
   if (slot === null || (write && slot.flags & KVM_MEM_READONLY)) {
     vcpu.stats.pf_emulate++;
     return RET_PF_EMULATE;

@@ -57,6 +57,11 @@ import { hasBug } from '../../kvm/host_profile.ts';
 /** kvm_zap_obsolete_pages' lock-break batch. */
 const BATCH_ZAP_PAGES = 10;
 
+/** kvm_is_visible_memslot: a user memslot that is not INVALID. */
+function isVisible(slot: KvmMemorySlot | null): boolean {
+  return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) === 0 && slot.id < KVM_USER_MEM_SLOTS;
+}
+
 export class ShadowMmu implements KvmMmuOps {
   /** kvm->arch.mmu_valid_gen */
   mmuValidGen = 0;
@@ -105,22 +110,40 @@ export class ShadowMmu implements KvmMmuOps {
   }
 
   /**
-   * The memslot of gfn in address space asId: a vCPU's (kvm_vcpu_gfn_to_memslot with
-   * kvm_arch_vcpu_memslots_id, 1 in SMM) or a shadow page's (kvm_memslots_for_spte_role, role.smm).
-   * @kernel virt/kvm/kvm_main.c#kvm_vcpu_gfn_to_memslot
+   * The memslot of gfn in address space asId, through the set-wide last-used cache: a shadow page's
+   * (kvm_memslots_for_spte_role, role.smm, then __gfn_to_memslot).
+   * @kernel include/linux/kvm_host.h#__gfn_to_memslot
    */
   slotForGfn(gfn: number, asId: number): KvmMemorySlot | null {
     return this.vm.activeMemslots(asId).searchMemslots(gfn);
   }
 
   /**
-   * A user memslot that is not INVALID holds gfn in address space asId (the vCPU's): the guest's page
-   * tables can be read there.
+   * The memslot of gfn for a vCPU: its address space (kvm_arch_vcpu_memslots_id, 1 in SMM), its own
+   * last-used slot; the set-wide cache is left alone.
+   * @kernel virt/kvm/kvm_main.c#kvm_vcpu_gfn_to_memslot
+   */
+  vcpuGfnToMemslot(vcpu: Vcpu, gfn: number): KvmMemorySlot | null {
+    return this.vm.activeMemslots(vcpu.asId()).vcpuGfnToMemslot(vcpu, gfn);
+  }
+
+  /**
+   * A user memslot that is not INVALID holds gfn in the vCPU's address space: the guest's page tables
+   * can be read there.
    * @kernel virt/kvm/kvm_main.c#kvm_vcpu_is_visible_gfn (kvm_is_visible_memslot)
    */
-  kvmIsVisibleGfn(gfn: number, asId: number): boolean {
-    const slot = this.slotForGfn(gfn, asId);
-    return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) === 0 && slot.id < KVM_USER_MEM_SLOTS;
+  kvmVcpuIsVisibleGfn(vcpu: Vcpu, gfn: number): boolean {
+    return isVisible(this.vcpuGfnToMemslot(vcpu, gfn));
+  }
+
+  /** slotForGfn for a tool (the checker): touches no last-used cache, the kernel's or the vCPU's. */
+  peekSlotForGfn(gfn: number, asId: number): KvmMemorySlot | null {
+    return this.vm.activeMemslots(asId).peekMemslot(gfn);
+  }
+
+  /** kvmVcpuIsVisibleGfn for a tool (the checker) looking at address space asId: touches no cache. */
+  peekIsVisibleGfn(gfn: number, asId: number): boolean {
+    return isVisible(this.peekSlotForGfn(gfn, asId));
   }
 
   /** @kernel arch/x86/kvm/mmu/mmu.c#kvm_mmu_get_shadow_page (find, else kvm_mmu_alloc_shadow_page) */

@@ -55,7 +55,7 @@ export function kvmMmuLoad(mmu: ShadowMmu, vcpu: Vcpu): void {
   const asId = vcpu.asId();
   // A CR3 outside visible memory gets the dummy root (6.6+, mmu_alloc_shadow_roots): every access
   // faults, and the walk then injects #PF — no shadow page for a table KVM cannot account.
-  if (!mmu.tdpEnabled && !mmu.kvmIsVisibleGfn(rootGfn, asId)) {
+  if (!mmu.tdpEnabled && !mmu.kvmVcpuIsVisibleGfn(vcpu, rootGfn)) {
     mmu.dummyRoots.set(vcpu, asId);
     vcpu.tlb.flushAll();
     return;
