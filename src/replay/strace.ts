@@ -20,7 +20,8 @@ import {
   type TraceEvent,
 } from './events.ts';
 import { TraceReader } from './trace_reader.ts';
-import { Needle, digitsValue, isTrimSpace, sameAt, secondsOf } from './scan.ts';
+import { Needle, isTrimSpace, sameAt } from './scan.ts';
+import { Word, digitsValueB, secondsOfB, wordAt } from './scan_bytes.ts';
 
 /** KVMIO (0xae) ioctl numbers, for `_IOC(…, 0xae, nr, size)` names (include/uapi/linux/kvm.h). */
 const KVM_NR: Record<number, string> = {
@@ -113,31 +114,44 @@ interface LineHead {
   rest: number;
 }
 
-/** Scan s[ls, le) as `[pid ]secs.frac rest`; false if it is not one (as the regex would fail). */
-function scanHead(s: string, ls: number, le: number, h: LineHead, lineBreaks: readonly Needle[]): boolean {
-  let i = ls;
-  while (i < le && isDigit(s.charCodeAt(i))) i++;
-  if (i === ls) return false;
-  let ts = ls;
+/**
+ * Scan s[ls, le) as `[pid ]secs.frac rest`; false if it is not one (as the regex would fail). Read in the
+ * reader's bytes b (b[i - o] for s[i]; b[le - o] is a newline).
+ */
+function scanHead(
+  s: string,
+  b: Uint8Array,
+  o: number,
+  ls: number,
+  le: number,
+  h: LineHead,
+  lineBreaks: readonly Needle[],
+): boolean {
+  const a = ls - o;
+  const e = le - o;
+  let i = a;
+  while (i < e && isDigit(b[i]!)) i++;
+  if (i === a) return false;
+  let ts = a;
   h.tid = -1;
-  if (s.charCodeAt(i) === 32) {
-    h.tid = digitsValue(s, ls, i);
-    while (i < le && s.charCodeAt(i) === 32) i++;
+  if (b[i] === 32) {
+    h.tid = digitsValueB(b, a, i);
+    while (i < e && b[i] === 32) i++;
     ts = i;
-    while (i < le && isDigit(s.charCodeAt(i))) i++;
+    while (i < e && isDigit(b[i]!)) i++;
     if (i === ts) return false;
   }
-  if (s.charCodeAt(i) !== 46 /* . */ || i >= le) return false;
+  if (b[i] !== 46 /* . */ || i >= e) return false;
   const dot = i++;
-  while (i < le && isDigit(s.charCodeAt(i))) i++;
-  if (i === dot + 1 || i >= le || s.charCodeAt(i) !== 32) return false;
+  while (i < e && isDigit(b[i]!)) i++;
+  if (i === dot + 1 || i >= e || b[i] !== 32) return false;
   // the regex's (.*)$ stops at a line terminator
-  for (const lt of lineBreaks) if (lt.within(s, i + 1, le) !== -1) return false;
+  for (const lt of lineBreaks) if (lt.within(s, i + o + 1, le) !== -1) return false;
   // the characters were checked above (digits, one '.'): only the value is left to read
   let sec = 0;
-  for (let k = ts; k < dot; k++) sec = sec * 10 + (s.charCodeAt(k) - 48);
-  h.t = secondsOf(s, ts, i, dot, sec);
-  h.rest = i + 1;
+  for (let k = ts; k < dot; k++) sec = sec * 10 + (b[k]! - 48);
+  h.t = secondsOfB(b, ts, i, dot, sec);
+  h.rest = i + o + 1;
   return true;
 }
 
@@ -150,6 +164,10 @@ function isBlank(s: string, a: number, b: number): boolean {
 
 const RESUMED = '<... ioctl resumed>';
 const UNFINISHED = '<unfinished ...>';
+const W_RESUMED = Word.of(RESUMED);
+const W_UNFINISHED = Word.of(UNFINISHED);
+const W_IOCTL = Word.of('ioctl(');
+const W_IOC = Word.of('_IOC');
 
 /** One file's reader: which fd is which VM, calls waiting for their `resumed` line; events kept as objects. */
 class StraceReader extends TraceReader {
@@ -161,29 +179,30 @@ class StraceReader extends TraceReader {
 
   constructor(s: string, file: string, opts: ReadOptions) {
     // strace's events are few (a VMM's KVM_RUN calls are counted, not kept): stored as objects
-    super(s, file, opts, 0);
+    super(s, file, opts, 0, true);
   }
 
   protected line(from: number, le: number, n: number): void {
-    const { s, h, report } = this;
-    if (!scanHead(s, from, le, h, this.lineBreaks)) {
+    const { s, h, report, dv, o } = this;
+    if (!scanHead(s, this.b, o, from, le, h, this.lineBreaks)) {
       if (!isBlank(s, from, le))
         this.bad(n, 'expected "[pid] seconds.microseconds syscall(…)" (strace -f -ttt)');
       return;
     }
     const { tid, t, rest } = h;
-    if (sameAt(s, rest, RESUMED) && rest + RESUMED.length <= le) {
+    // words compared in the bytes once they are known to lie in the line
+    if (rest + RESUMED.length <= le && wordAt(dv, rest - o, W_RESUMED)) {
       const head = this.pending.get(tid);
       if (!head) return this.bad(n, 'ioctl resumed without its <unfinished ...> line');
       this.pending.delete(tid);
       const joined = head.text + s.slice(rest + RESUMED.length, le);
       return this.call(head.t, head.tid, head.line, joined, 0, joined.length);
     }
-    if (!(sameAt(s, rest, 'ioctl(') && rest + 6 <= le)) {
+    if (!(rest + 6 <= le && wordAt(dv, rest - o, W_IOCTL))) {
       report.other++;
       return;
     }
-    if (le - rest >= UNFINISHED.length && sameAt(s, le - UNFINISHED.length, UNFINISHED)) {
+    if (le - rest >= UNFINISHED.length && wordAt(dv, le - UNFINISHED.length - o, W_UNFINISHED)) {
       this.pending.set(tid, { t, tid, line: n, text: s.slice(rest, le - UNFINISHED.length).trimEnd() });
       return;
     }
@@ -200,6 +219,27 @@ class StraceReader extends TraceReader {
 
   /** Is `ioctl(fd, REQUEST…` in str[a, b) an unused, plainly named request (KVM_RUN…)? Then it is counted. */
   private unusedRequest(str: string, a: number, b: number): boolean {
+    if (str !== this.s) return this.unusedRequestIn(str, a, b);
+    // the file's own line: the same reading in its bytes
+    const { b: by, o } = this;
+    const e0 = b - o;
+    let comma = a - o;
+    while (comma + 1 < e0 && !(by[comma] === 44 && by[comma + 1] === 32)) comma++;
+    if (comma + 1 >= e0) return false;
+    const r0 = comma + 2;
+    let e = r0;
+    for (let c = by[e]!; e < e0 && c !== 44 && c !== 41 && c !== 32; c = by[++e]!);
+    // '_IOC' past the line's end: startsWith would meet its newline there (no 'C'), so no match either way
+    if (e === r0 || (r0 + 4 <= e0 && wordAt(this.dv, r0, W_IOC))) return false;
+    for (let i = r0; i < e; i++) {
+      const c = by[i]!;
+      if (!((c >= 65 && c <= 90) || isDigit(c) || c === 95)) return false;
+    }
+    return this.unknown(r0 + o, e + o, str, USED);
+  }
+
+  /** unusedRequest of a text that is not the file's (a resumed call joined with its start). */
+  private unusedRequestIn(str: string, a: number, b: number): boolean {
     let comma = a;
     while (comma + 1 < b && !(str.charCodeAt(comma) === 44 && str.charCodeAt(comma + 1) === 32)) comma++;
     if (comma + 1 >= b) return false;

@@ -19,7 +19,7 @@ import {
 } from './events.ts';
 import { EventTable, parsedOf } from './event_table.ts';
 import { NON_ASCII, sameAt } from './scan.ts';
-import { WORD_SLACK } from './scan_bytes.ts';
+import { WORD_SLACK, Word, wordAt } from './scan_bytes.ts';
 
 /** Characters per chunk of bytes (a longer line gets a chunk of its own). */
 const CHUNK = 1 << 16;
@@ -28,6 +28,8 @@ export abstract class TraceReader {
   readonly report: ParseReport;
   readonly table: EventTable;
   private lastUnknown = '';
+  /** lastUnknown as a word when it is all ASCII (compared in the bytes), else null */
+  private lastUnknownWord: Word | null = null;
   /**
    * With `bytes`: the chunk of the text being read, b[i - o] for s[i]: the character code when below 128,
    * else NON_ASCII (whose callers look at s itself), so a byte equals an ASCII code exactly when the
@@ -119,10 +121,17 @@ export abstract class TraceReader {
    */
   protected unknown(a: number, b: number, str = this.s, used?: ReadonlySet<string>): boolean {
     const u = this.lastUnknown;
-    if (u.length !== b - a || !sameAt(str, a, u)) {
+    const w = this.lastUnknownWord;
+    // in the bytes only for an all-ASCII name (a NON_ASCII byte stands for any character); a miss costs
+    // only a slice (the same name is set again)
+    const same =
+      u.length === b - a &&
+      (w !== null && this.bytes && str === this.s ? wordAt(this.dv, a - this.o, w) : sameAt(str, a, u));
+    if (!same) {
       const name = str.slice(a, b);
       if (used?.has(name)) return false;
       this.lastUnknown = name;
+      this.lastUnknownWord = /^[\x00-\x7f]*$/.test(name) ? Word.of(name) : null;
     }
     countIn(this.report.unknown, this.lastUnknown);
     return true;
