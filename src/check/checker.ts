@@ -14,7 +14,7 @@ import type { Vcpu } from '../kvm/vcpu.ts';
 import type { VmState } from '../kvm/vm_state.ts';
 import type { AccessKind, AccessResult } from '../kvm/api_types.ts';
 import type { X86Mmu } from '../x86/mmu/mmu.ts';
-import type { MmuTraceEvent, TdpTraceRecorder } from '../x86/mmu/mmu_trace.ts';
+import type { FaultTraceNumbers, MmuTraceEvent, TdpTraceRecorder } from '../x86/mmu/mmu_trace.ts';
 import { auditGfn, auditSptes, type MirrorLeaf, type Report } from './audit_mmu.ts';
 import { auditRoots, auditTlbs, auditTlbsAtGfn } from './audit_tlb.ts';
 import { checkAccess, GmemFiles, TdxTracker } from './audit_vm.ts';
@@ -77,9 +77,11 @@ function tapTrace(obj: object, mine: Sink): void {
   Object.defineProperty(o, 'trace', {
     configurable: true,
     enumerable: true,
-    get: () => both,
+    // (alone, ours is the sink itself: one call less per event, and its FaultTraceNumbers are seen)
+    get: () => (other === undefined ? mine : both),
     set: (s: Sink | undefined) => {
-      if (s !== both) other = s;
+      // (ours, as the getter hands it out alone, set back: ours alone again)
+      if (s !== both) other = s === mine ? undefined : s;
     },
   });
 }
@@ -154,11 +156,18 @@ export class Checker {
     this.watched.push({ vm, gmem: new GmemFiles(), tdx: new TdxTracker(), delta, access });
     if (this.audit === 'off') return;
     const mmu = vm.mmu as Partial<X86Mmu>;
+    const ring = this.ring;
     const sink: Sink = (ev) => {
       // every root is about to be invalidated and zapped: the next audit is a whole one (audit_dirty.ts)
       if (ev.name === 'kvm_mmu_zap_all_fast') delta.noteZapAll();
-      this.ring.line(ev);
+      ring.line(ev);
     };
+    // the fault path's two per-fault tracepoints, as the ring keeps them, without their objects
+    const faultNumbers: FaultTraceNumbers = {
+      pageFault: (vcpuId, gpa, errorCode) => ring.pageFault(vcpuId, gpa, errorCode),
+      spteRequested: (gfn, pfn, level) => ring.spteRequested(gfn, pfn, level),
+    };
+    Object.assign(sink, { faultNumbers });
     tapTrace(mmu, sink);
     if (mmu.tdp !== undefined) addRecorder(mmu.tdp, this.recorderFor(delta));
     // Learn the VM's current guest_memfd bindings now, so a later use-after-free is recognised.

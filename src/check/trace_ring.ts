@@ -104,15 +104,25 @@ export class TraceRing {
       const name = (entry as { name?: unknown }).name;
       if (name === 'kvm_page_fault') {
         const e = entry as { vcpuId: number; gpa: number; errorCode: number };
-        return this.put(ENTRY_PAGE_FAULT, e.vcpuId, e.gpa, e.errorCode, 0, 0, 0, 0);
+        return this.pageFault(e.vcpuId, e.gpa, e.errorCode);
       }
       if (name === 'kvm_mmu_spte_requested') {
         const e = entry as { gfn: number; pfn: number; level: number };
-        return this.put(ENTRY_SPTE_REQUESTED, e.gfn, e.pfn, e.level, 0, 0, 0, 0);
+        return this.spteRequested(e.gfn, e.pfn, e.level);
       }
     }
     const i = this.next(ENTRY_OBJECT);
     if (i >= 0) this.objs[i] = typeof entry === 'object' && entry !== null ? { ...entry } : entry;
+  }
+
+  /** kvm_page_fault (the MMU sink's FaultTraceNumbers, or its event object). */
+  pageFault(vcpuId: number, gpa: number, errorCode: number): void {
+    this.put(ENTRY_PAGE_FAULT, vcpuId, gpa, errorCode, 0, 0, 0, 0);
+  }
+
+  /** kvm_mmu_spte_requested (the MMU sink's FaultTraceNumbers, or its event object). */
+  spteRequested(gfn: number, pfn: number, level: number): void {
+    this.put(ENTRY_SPTE_REQUESTED, gfn, pfn, level, 0, 0, 0, 0);
   }
 
   spteChanged(

@@ -60,6 +60,7 @@ import { kvmMmuGetMtMask, vmxGetMtMaskVmWide } from '../mtrr.ts';
 import { fastAllowed } from './guest_access_bulk.ts';
 import { kvmMmuRoleAsId } from './mmu_internal.ts';
 import type { X86Mmu } from './mmu.ts';
+import type { FaultTraceNumbers } from './mmu_trace.ts';
 
 // The constants this file's hot code uses, as this module's own bindings: an imported binding is read
 // through its module cell, with a hole check, at every use in optimized code; a local const is not.
@@ -216,14 +217,21 @@ function firstTouch4k(
   const stats = vcpu.stats;
   stats.exits++;
   stats.pf_taken++;
-  if (mmu.trace !== undefined) {
+  const t = mmu.trace;
+  // a sink that takes the two tracepoints as numbers (mmu_trace.ts#FaultTraceNumbers) gets no objects
+  const num = t === undefined ? undefined : (t as { faultNumbers?: FaultTraceNumbers }).faultNumbers;
+  if (t !== undefined) {
     vcpu.mode = OUTSIDE; // what a sink sees: the vCPU out of guest mode, as after the full path's exit
-    mmu.trace({ name: 'kvm_page_fault', vcpuId: vcpu.vcpuId, gpa, errorCode: write ? 2 : 1 });
+    if (num !== undefined) num.pageFault(vcpu.vcpuId, gpa, write ? 2 : 1);
+    else t({ name: 'kvm_page_fault', vcpuId: vcpu.vcpuId, gpa, errorCode: write ? 2 : 1 });
   }
   // kvm_mmu_faultin_pfn: the slot lookup, then GUP (the page faulted in on first touch).
   slots.vcpuGfnToMemslot(vcpu, g);
   const pfn = host.gup4kInto(v, hva);
-  if (mmu.trace !== undefined) mmu.trace({ name: 'kvm_mmu_spte_requested', gfn: g, pfn, level: 1 });
+  if (t !== undefined) {
+    if (num !== undefined) num.spteRequested(g, pfn, 1);
+    else t({ name: 'kvm_mmu_spte_requested', gfn: g, pfn, level: 1 });
+  }
   // pfnLo/pfnHi without their `%` and division (bit operations are exact below 2^52)
   const newLo = tmpl.lo | ((pfn & 0xfffff) << 12);
   const newHi = tmpl.hi | (Math.floor(pfn / 0x100000) & ADDR_HI);

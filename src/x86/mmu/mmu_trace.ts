@@ -34,6 +34,17 @@ export type MmuTraceEvent =
 
 export type MmuTraceEventName = MmuTraceEvent['name'];
 
+/**
+ * The two tracepoints every guest fault fires (kvm_page_fault, kvm_mmu_spte_requested), as numbers: an MMU
+ * sink (X86Mmu.trace) that carries this as its `faultNumbers` property gets them from vcpu.access's fast
+ * path this way instead of as event objects (a fault per access, and two objects per fault, were most of
+ * what tracing a replay's faults cost); it treats them as it treats those objects.
+ */
+export interface FaultTraceNumbers {
+  pageFault(vcpuId: number, gpa: number, errorCode: number): void;
+  spteRequested(gfn: number, pfn: number, level: number): void;
+}
+
 /** Receives every event while installed. */
 export type TraceSink = (ev: MmuTraceEvent) => void;
 
