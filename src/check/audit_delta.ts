@@ -27,13 +27,14 @@ import { tlbGoesAway } from './audit_tlb.ts';
 import { TlbSeen, type GfnRanges } from './tlb_seen.ts';
 import { LeafCounts } from './leaf_counts.ts';
 import { DIRTY_CACHE, Dirty, type AuditFilter, type TlbFilter } from './audit_dirty.ts';
+import { HvaIndex } from './hva_index.ts';
 
 export type { AuditFilter, TlbFilter } from './audit_dirty.ts';
 
 /** More changed gfn intervals than this and the audit is a whole one. */
 const MAX_INTERVALS = 64;
 /** AuditDelta.cacheKeys */
-const DELTA_CACHE: ReadonlySet<PropertyKey> = new Set(['tlbSeen', 'tlb', 'leafs']);
+const DELTA_CACHE: ReadonlySet<PropertyKey> = new Set(['tlbSeen', 'tlb', 'leafs', 'byHva']);
 
 /**
  * Audit inputs kept as values: `update` compares the VM's against the last ones recorded, one by one,
@@ -133,6 +134,8 @@ export class AuditDelta {
   private sets: (KvmMemslots | null)[] = [];
   private gens: number[] = [];
   private slots: KvmMemorySlot[][] = [];
+  /** `slots` by hva (a function of them: made again whenever they change) */
+  private byHva = new HvaIndex();
   /** some active slot is bound to a guest_memfd (its pages come and go without a host-mm event) */
   private gmem = false;
   /** per vCPU: its TLB as the last audit that checked its entries saw it */
@@ -217,18 +220,19 @@ export class AuditDelta {
     const from = this.faultSeq;
     this.faultSeq = host.faults.seq;
     if (!ok) return false;
-    const all = this.slots;
+    const byHva = this.byHva;
     const kept = host.faults.since(from, (start, len) => {
-      for (const set of all)
-        for (const s of set) {
-          const a = Math.max(start, s.userspaceAddr);
-          const b = Math.min(start + len, s.userspaceAddr + s.npages * 4096);
-          if (a < b)
-            d.addRange(
-              s.baseGfn + Math.floor((a - s.userspaceAddr) / 4096),
-              s.baseGfn + Math.ceil((b - s.userspaceAddr) / 4096),
-            );
-        }
+      // every slot over the fault, in address-space then slot order
+      const over = byHva.over(start, start + len);
+      for (let k = 0; k < over.length; k++) {
+        const s = over[k]!;
+        const a = Math.max(start, s.userspaceAddr);
+        const b = Math.min(start + len, s.userspaceAddr + s.npages * 4096);
+        d.addRange(
+          s.baseGfn + Math.floor((a - s.userspaceAddr) / 4096),
+          s.baseGfn + Math.ceil((b - s.userspaceAddr) / 4096),
+        );
+      }
     });
     return kept && d.intervals.length <= 2 * MAX_INTERVALS;
   }
@@ -253,6 +257,7 @@ export class AuditDelta {
       this.slots[as] = all;
     }
     this.sets.length = this.gens.length = this.slots.length = vm.nrAs;
+    this.byHva.build(this.slots);
     this.gmem = gmem;
     return !gmem;
   }

@@ -1,0 +1,72 @@
+/**
+ * The checker's index of memslots by host address (audit_delta.ts): which slots a host fault-in landed in,
+ * found by a binary search instead of a look at every slot of every address space.
+ *
+ * Kernel counterpart: none (the checker's own bookkeeping; the kernel's hva lookup for MMU notifiers is
+ * the interval tree walked by kvm_handle_hva_range, which this plays no part in).
+ */
+import type { KvmMemorySlot } from '../kvm/kvm_host.ts';
+
+/**
+ * Memslots by host address: the slots of every address space sorted by userspaceAddr, with the running
+ * maximum of their ends, so the slots over an hva range are found by a binary search and a short walk
+ * back instead of a look at every slot (a host fault-in is looked up for each audit that follows it).
+ */
+export class HvaIndex {
+  /** sorted by userspaceAddr */
+  private slots: KvmMemorySlot[] = [];
+  /** each slot's place in the order of the lists given to build (address space, then slot order) */
+  private order: number[] = [];
+  private starts: number[] = [];
+  private ends: number[] = [];
+  /** max(ends[0..i]) */
+  private maxEnds: number[] = [];
+  private readonly out: KvmMemorySlot[] = [];
+  private readonly outOrder: number[] = [];
+
+  build(lists: readonly (readonly KvmMemorySlot[])[]): void {
+    const all: [KvmMemorySlot, number][] = [];
+    for (const l of lists) for (const s of l) all.push([s, all.length]);
+    all.sort((x, y) => x[0].userspaceAddr - y[0].userspaceAddr || x[1] - y[1]);
+    this.slots = all.map((x) => x[0]);
+    this.order = all.map((x) => x[1]);
+    this.starts = this.slots.map((s) => s.userspaceAddr);
+    this.ends = this.slots.map((s) => s.userspaceAddr + s.npages * 4096);
+    let m = -Infinity;
+    this.maxEnds = this.ends.map((e) => (m = Math.max(m, e)));
+  }
+
+  /** The slots whose hva range overlaps [a, b), in the order of the lists (a list reused by the next call). */
+  over(a: number, b: number): readonly KvmMemorySlot[] {
+    const out = this.out;
+    const ord = this.outOrder;
+    out.length = 0;
+    ord.length = 0;
+    // the slots starting before b: [0, hi)
+    let lo = 0;
+    let hi = this.starts.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.starts[mid]! < b) lo = mid + 1;
+      else hi = mid;
+    }
+    // back while some slot at or before i may still end after a
+    for (let i = hi - 1; i >= 0 && this.maxEnds[i]! > a; i--) {
+      if (this.ends[i]! <= a) continue;
+      // insertion by list order (almost always one slot)
+      let k = out.length;
+      out.push(this.slots[i]!);
+      ord.push(this.order[i]!);
+      while (k > 0 && ord[k - 1]! > ord[k]!) {
+        const o = ord[k - 1]!;
+        ord[k - 1] = ord[k]!;
+        ord[k] = o;
+        const s = out[k - 1]!;
+        out[k - 1] = out[k]!;
+        out[k] = s;
+        k--;
+      }
+    }
+    return out;
+  }
+}
