@@ -36,6 +36,10 @@ const MAX_INTERVALS = 64;
 /** AuditDelta.cacheKeys */
 const DELTA_CACHE: ReadonlySet<PropertyKey> = new Set(['tlbSeen', 'tlb', 'leafs', 'byHva']);
 
+const FIXED_WORDS: unique symbol = Symbol('zaplab.inputsFixedWords');
+const SRC: unique symbol = Symbol('zaplab.inputsFixedSource');
+const SRC_WORDS: unique symbol = Symbol('zaplab.inputsFixedSourceWords');
+
 /**
  * Audit inputs kept as values: `update` compares the VM's against the last ones recorded, one by one,
  * and records the new ones. Scalars and the variable-range MTRR lists go in one list; the fixed-range
@@ -44,6 +48,11 @@ const DELTA_CACHE: ReadonlySet<PropertyKey> = new Set(['tlbSeen', 'tlb', 'leafs'
 class Inputs {
   private readonly vals: unknown[] = [];
   private readonly fixed = new Uint8Array(88);
+  /** (under symbol keys, left out of state hashes: views of bytes hashed elsewhere) `fixed` as 22 words */
+  private readonly [FIXED_WORDS] = new Int32Array(this.fixed.buffer, 0, 22);
+  /** the last source of the fixed-range bytes, and its bytes as words (null: not 4-byte aligned) */
+  private [SRC]: Uint8Array | null = null;
+  private [SRC_WORDS]: Int32Array | null = null;
   private i = 0;
   private differs = false;
 
@@ -65,8 +74,17 @@ class Inputs {
     const f = this.fixed;
     if (a.length !== f.length)
       throw new TypeError(`audit inputs: ${a.length} fixed-range MTRR bytes, not 88`);
+    if (a !== this[SRC]) {
+      this[SRC] = a;
+      this[SRC_WORDS] = a.byteOffset % 4 === 0 ? new Int32Array(a.buffer, a.byteOffset, 22) : null;
+    }
     let same = true;
-    for (let k = 0; k < 88; k++) if (a[k] !== f[k]) same = false;
+    const w = this[SRC_WORDS];
+    // (compared a word at a time where the source allows: the same answer, a quarter of the loads)
+    if (w !== null) {
+      const fw = this[FIXED_WORDS];
+      for (let k = 0; k < 22; k++) if (w[k] !== fw[k]) same = false;
+    } else for (let k = 0; k < 88; k++) if (a[k] !== f[k]) same = false;
     if (same) return;
     this.differs = true;
     f.set(a);

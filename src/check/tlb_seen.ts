@@ -153,10 +153,14 @@ export class TlbSeen {
       else for (let k = 0; k < n; k++) addEntry(ranges, c.gfn[k]!, c.level[k]!);
     }
     if (this.place.length < n) this.grow(n);
-    this.place.set(c.place.subarray(0, n));
-    this.gfn.set(c.gfn.subarray(0, n));
-    this.pfn.set(c.pfn.subarray(0, n));
-    this.level.set(c.level.subarray(0, n));
+    // (an element loop: subarray() makes a view object per column, and set() is a call each)
+    const { place, gfn, pfn, level } = this;
+    for (let k = 0; k < n; k++) {
+      place[k] = c.place[k]!;
+      gfn[k] = c.gfn[k]!;
+      pfn[k] = c.pfn[k]!;
+      level[k] = c.level[k]!;
+    }
     this.n = n;
     this.writes = tlb.writes;
     this.asId = asId;

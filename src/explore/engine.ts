@@ -49,6 +49,10 @@ import {
 const STEP_LABEL: ReadonlySet<PropertyKey> = new Set(['step']);
 const TLB_WRITES: ReadonlySet<PropertyKey> = new Set(['writes']);
 
+/** The audit point names 'step n', made once each (a string per audit otherwise). */
+const STEP_NAMES: string[] = [];
+const stepName = (n: number): string => (STEP_NAMES[n] ??= `step ${n}`);
+
 /** Thrown through the model to abandon an execution the scheduler cut. */
 class Cut extends Error {}
 /** Thrown through the model when the oracle found a violation. */
@@ -403,9 +407,9 @@ export class Execution {
       const ph = this.window?.phase;
       // Where the precise zap dropped mmu_lock inside its walk, the gfns it has not reached are exempt.
       if (ph === 'dropped')
-        this.checker.auditPoint(`step ${this.steps}`, (id, gfn) => notYetZapped(this.window, id, gfn));
+        this.checker.auditPoint(stepName(this.steps), (id, gfn) => notYetZapped(this.window, id, gfn));
       else if (ph !== 'unflushed' && ph !== 'zapping-all' && ph !== 'committing')
-        this.checker.auditPoint(`step ${this.steps}`);
+        this.checker.auditPoint(stepName(this.steps));
       for (const f of this.inflight) {
         f.refs.push(referenceAccess(this.vm, f.vcpu, f.gpa, f.kind));
         f.mts.push(memtypeNow(f.vcpu, f.gpa));

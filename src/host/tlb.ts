@@ -150,7 +150,7 @@ export class Tlb implements SnapshotWritten {
     f: (gfn: number, pfn: number, level: 1 | 2 | 3, writable: boolean, memtype: number) => void,
   ): void {
     // in level then index order, as a scan of the arrays would visit them
-    const u = this.used.sort((a, b) => a - b);
+    const u = this.sortedUsed();
     for (let k = 0; k < u.length; k++) {
       const l = u[k]! >> 12;
       const i = u[k]! & 4095;
@@ -167,7 +167,7 @@ export class Tlb implements SnapshotWritten {
    * entries; returns size().
    */
   entriesInto(place: Int32Array, gfn: Float64Array, pfn: Float64Array, level: Uint8Array): number {
-    const u = this.used.sort((a, b) => a - b);
+    const u = this.sortedUsed();
     for (let k = 0; k < u.length; k++) {
       const p = u[k]!;
       const l = p >> 12;
@@ -178,6 +178,26 @@ export class Tlb implements SnapshotWritten {
       level[k] = l + 1;
     }
     return u.length;
+  }
+
+  /**
+   * `used` in increasing order (sorted in place, as Array.prototype.sort with a numeric comparison would:
+   * the values are distinct). Insertion sort: the list is sorted at each read and only the entries
+   * filled since come after, so this is a pass over it, with no comparator calls.
+   */
+  private sortedUsed(): number[] {
+    const u = this.used;
+    for (let k = 1; k < u.length; k++) {
+      const x = u[k]!;
+      if (u[k - 1]! <= x) continue;
+      let j = k - 1;
+      while (j >= 0 && u[j]! > x) {
+        u[j + 1] = u[j]!;
+        j--;
+      }
+      u[j + 1] = x;
+    }
+    return u;
   }
 
   /** Number of valid entries (inspection). */

@@ -68,8 +68,8 @@ export interface VcpuMmu {
   mirrorRoot: number;
 }
 
-/** X86Mmu's spare everMapped chunk */
-const SPARE_CHUNK: unique symbol = Symbol('zaplab.spareChunk');
+/** X86Mmu's spare everMapped chunks */
+const SPARE_CHUNKS: unique symbol = Symbol('zaplab.spareChunks');
 
 export class X86Mmu implements KvmMmuOps, SnapshotWritten {
   readonly tdp: TdpMmu;
@@ -80,12 +80,13 @@ export class X86Mmu implements KvmMmuOps, SnapshotWritten {
   /** the bytes of everMapped's chunks written, by index in a chunk (written_range.ts: restores copy those) */
   readonly [WRITTEN] = new WrittenRange();
   /**
-   * A zeroed chunk made in advance, used by the next noteMapped that needs a chunk: a schedule of the
-   * explorer that maps a gfn of a new chunk then takes it instead of making 4 KB off the V8 heap (which
-   * costs microseconds), and the restore puts it back here, zeroed (its bytes are in the written range).
-   * Under a symbol key: storage, not state (state hashes leave it out).
+   * Zeroed chunks made with the MMU, taken by noteMapped before it makes one: an explorer schedule that
+   * maps a gfn of a new chunk then takes a spare instead of making 4 KB off the V8 heap (microseconds),
+   * and the restore puts the spares back, zeroed (their bytes are in the written range). Several, as
+   * the setup before the snapshot may take some. Under a symbol key: storage, not state (state hashes
+   * leave it out).
    */
-  private [SPARE_CHUNK]: Uint8Array | null = new Uint8Array(4096);
+  private readonly [SPARE_CHUNKS]: Uint8Array[] = [0, 1, 2, 3].map(() => new Uint8Array(4096));
   /** the everMapped chunk noteMapped used last (faults come in runs) */
   private lastMappedKey = -1;
   private lastMapped: Uint8Array | undefined = undefined;
@@ -401,8 +402,7 @@ export class X86Mmu implements KvmMmuOps, SnapshotWritten {
     if (key !== this.lastMappedKey || bits === undefined) {
       bits = this.everMapped.get(key);
       if (bits === undefined) {
-        bits = this[SPARE_CHUNK] ?? new Uint8Array(4096);
-        this[SPARE_CHUNK] = null;
+        bits = this[SPARE_CHUNKS].pop() ?? new Uint8Array(4096);
         this.everMapped.set(key, bits);
       }
       this.lastMappedKey = key;
@@ -415,11 +415,9 @@ export class X86Mmu implements KvmMmuOps, SnapshotWritten {
     return false;
   }
 
-  /** everMapped's chunks and the spare one, each numbered from its first byte. */
+  /** everMapped's chunks and the spares, each numbered from its first byte. */
   [SNAPSHOT_WRITTEN](): [ArrayBufferView, number][] {
-    const spare = this[SPARE_CHUNK];
-    const all = spare === null ? [...this.everMapped.values()] : [...this.everMapped.values(), spare];
-    return all.map((c): [ArrayBufferView, number] => [c, 0]);
+    return [...this.everMapped.values(), ...this[SPARE_CHUNKS]].map((c): [ArrayBufferView, number] => [c, 0]);
   }
 
   /** Copy the engine's counters into the VM's stats and model counters. */
