@@ -291,12 +291,13 @@ export class EventTable {
     this.t.set(from.t.subarray(a, b), j);
     this.tid.set(from.tid.subarray(a, b), j);
     for (let c = 0; c < from.width; c++) this.v[c]!.set(from.v[c]!.subarray(a, b), j);
-    // a boxed row's ref indexes its own table's objects
-    for (let k = 0; k < n; k++) {
-      if ((this.bits[j + k]! & B_BOXED) === 0) continue;
-      this.ref[j + k] = this.objs.length;
-      this.objs.push(from.objs[from.ref[a + k]!]!);
-    }
+    // a boxed row's ref indexes its own table's objects (a table without objects has no boxed rows)
+    if (from.objs.length > 0)
+      for (let k = 0; k < n; k++) {
+        if ((this.bits[j + k]! & B_BOXED) === 0) continue;
+        this.ref[j + k] = this.objs.length;
+        this.objs.push(from.objs[from.ref[a + k]!]!);
+      }
     this.n += n;
   }
 

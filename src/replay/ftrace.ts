@@ -256,7 +256,7 @@ class FtraceReader extends TraceReader {
   }
 
   private tdpSpteChanged(ts: number, te: number): Result {
-    const { b, dv, s } = this;
+    const { b, dv } = this;
     const e = te - this.o;
     // `as id %d gfn %llx level %d old_spte %llx new_spte %llx`, each value read as the template goes
     // (where its reading stopped is where its token ended: the bytes read are number bytes); else by name
@@ -264,8 +264,7 @@ class FtraceReader extends TraceReader {
     let level = NaN;
     // only the low bits of an SPTE are read (present, huge page, writable)
     let ol = -1;
-    let nl = -1;
-    let g = valueAt(b, litAt(dv, numEnd(b, litAt(dv, ts - this.o, e, T.asId), e), e, T.gfn), e);
+    const g = valueAt(b, litAt(dv, numEnd(b, litAt(dv, ts - this.o, e, T.asId), e), e, T.gfn), e);
     let l = -1;
     let o = -1;
     let nw = -1;
@@ -281,23 +280,33 @@ class FtraceReader extends TraceReader {
       ol = hexTokenLow12B(b, o, e);
       nw = valueAt(b, litAt(dv, bytesStop, e, T.new), e);
     }
-    if (nw !== -1) nl = hexTokenLow12B(b, nw, e);
-    else {
-      const f = this.f;
-      g = this.chunkAt(f.gfn.value(s, ts, te));
-      l = this.chunkAt(f.level.value(s, ts, te));
-      o = this.chunkAt(f.old.value(s, ts, te));
-      nw = this.chunkAt(f.new.value(s, ts, te));
-      const ev = 'kvm_tdp_mmu_spte_changed';
-      if (g < 0) return this.missing(ev, 'gfn');
-      if (l < 0) return this.missing(ev, 'level');
-      if (o < 0) return this.missing(ev, 'old_spte');
-      if (nw < 0) return this.missing(ev, 'new_spte');
-      gfn = hexTokenB(b, g, e);
-      level = intTokenB(b, l, e);
-      ol = hexTokenLow12B(b, o, e);
-      nl = hexTokenLow12B(b, nw, e);
-    }
+    if (nw === -1) return this.tdpByName(ts, te);
+    return this.tdpStore(gfn, level, ol, hexTokenLow12B(b, nw, e));
+  }
+
+  /** kvm_tdp_mmu_spte_changed of any other text: its fields found by name (out of line: a rare path). */
+  private tdpByName(ts: number, te: number): Result {
+    const { b, f, s } = this;
+    const e = te - this.o;
+    const g = this.chunkAt(f.gfn.value(s, ts, te));
+    const l = this.chunkAt(f.level.value(s, ts, te));
+    const o = this.chunkAt(f.old.value(s, ts, te));
+    const nw = this.chunkAt(f.new.value(s, ts, te));
+    const ev = 'kvm_tdp_mmu_spte_changed';
+    if (g < 0) return this.missing(ev, 'gfn');
+    if (l < 0) return this.missing(ev, 'level');
+    if (o < 0) return this.missing(ev, 'old_spte');
+    if (nw < 0) return this.missing(ev, 'new_spte');
+    return this.tdpStore(
+      hexTokenB(b, g, e),
+      intTokenB(b, l, e),
+      hexTokenLow12B(b, o, e),
+      hexTokenLow12B(b, nw, e),
+    );
+  }
+
+  /** A kvm_tdp_mmu_spte_changed read: a fault, a leaf zap or a count; or what was expected. */
+  private tdpStore(gfn: number, level: number, ol: number, nl: number): Result {
     if (Number.isNaN(gfn) || Number.isNaN(level) || ol < 0 || nl < 0)
       return 'kvm_tdp_mmu_spte_changed: expected hex gfn/old_spte/new_spte and a decimal level';
     if (!present(ol) && present(nl) && isLeaf(nl, level)) this.fault(1, gfn, level, (nl & 2) !== 0);

@@ -24,6 +24,7 @@ import {
   B_CREATED,
   B_WRITE,
   EventTable,
+  FAULT_TPS,
   KINDS,
   K_FAULT,
   K_MEMSLOT,
@@ -112,7 +113,16 @@ interface Live {
 /** Choose the fault source: the highest-priority event kind present in the trace. */
 function faultSourceOf(tb: EventTable, tdp: boolean): string | null {
   const seen = new Set<string>();
-  for (let i = 0; i < tb.n; i++) if (tb.kind[i] === K_FAULT) seen.add(tb.faultTp(i));
+  // a column row's tracepoint is its ref (an index in FAULT_TPS): one bit each, no string per row
+  let bits = 0;
+  for (let i = 0; i < tb.n; i++) {
+    if (tb.kind[i] !== K_FAULT) continue;
+    if (tb.isBoxed(i)) seen.add(tb.faultTp(i));
+    else bits |= 1 << tb.ref[i]!;
+  }
+  FAULT_TPS.forEach((tp, k) => {
+    if (bits & (1 << k)) seen.add(tp);
+  });
   for (const s of FAULT_SOURCES) if (seen.has(s) && (s !== 'kvm_page_fault' || tdp)) return s;
   return null;
 }
