@@ -57,7 +57,7 @@ import { tdxVmInit } from '../tdx.ts';
 import { snpVmInit } from '../sev.ts';
 import type { AccessBatchOut, AccessHit, AccessKind, AccessResult } from '../../kvm/api_types.ts';
 import { vcpuAccessBulk } from './guest_access_bulk.ts';
-import { SNAPSHOT_WRITTEN, WRITTEN, WrittenRange, type SnapshotWritten } from '../../kvm/written_range.ts';
+import { EverMapped } from './ever_mapped.ts';
 import { vcpuAccessFast } from './guest_access_fast.ts';
 
 /** Per-vCPU MMU state (struct kvm_mmu's roots). */
@@ -68,28 +68,12 @@ export interface VcpuMmu {
   mirrorRoot: number;
 }
 
-/** X86Mmu's spare everMapped chunks */
-const SPARE_CHUNKS: unique symbol = Symbol('zaplab.spareChunks');
-
-export class X86Mmu implements KvmMmuOps, SnapshotWritten {
+export class X86Mmu implements KvmMmuOps {
   readonly tdp: TdpMmu;
   /** kvm->arch.mmu_valid_gen (toggled by zap-all-fast; only shadow pages carry it) */
   mmuValidGen = 0;
-  /** gfns that have ever been mapped, 32768 per chunk: a fault on one of them is a refault. */
-  private readonly everMapped = new Map<number, Uint8Array>();
-  /** the bytes of everMapped's chunks written, by index in a chunk (written_range.ts: restores copy those) */
-  readonly [WRITTEN] = new WrittenRange();
-  /**
-   * Zeroed chunks made with the MMU, taken by noteMapped before it makes one: an explorer schedule that
-   * maps a gfn of a new chunk then takes a spare instead of making 4 KB off the V8 heap (microseconds),
-   * and the restore puts the spares back, zeroed (their bytes are in the written range). Several, as
-   * the setup before the snapshot may take some. Under a symbol key: storage, not state (state hashes
-   * leave it out).
-   */
-  private readonly [SPARE_CHUNKS]: Uint8Array[] = [0, 1, 2, 3].map(() => new Uint8Array(4096));
-  /** the everMapped chunk noteMapped used last (faults come in runs) */
-  private lastMappedKey = -1;
-  private lastMapped: Uint8Array | undefined = undefined;
+  /** gfns that have ever been mapped: a fault on one of them is a refault */
+  readonly everMapped = new EverMapped();
   /** Trace sink (null = off: one branch). */
   trace: KvmTraceSink | undefined;
 
@@ -396,28 +380,7 @@ export class X86Mmu implements KvmMmuOps, SnapshotWritten {
 
   /** Record that gfn was mapped; true if it had been mapped before (so this fault is a refault). */
   noteMapped(gfn: number): boolean {
-    const key = gfn < 0x80000000 ? gfn >>> 15 : Math.floor(gfn / 32768);
-    let bits = this.lastMapped;
-    // (the chunk pointer is stored only when it changes: a pointer store pays the GC write barrier)
-    if (key !== this.lastMappedKey || bits === undefined) {
-      bits = this.everMapped.get(key);
-      if (bits === undefined) {
-        bits = this[SPARE_CHUNKS].pop() ?? new Uint8Array(4096);
-        this.everMapped.set(key, bits);
-      }
-      this.lastMappedKey = key;
-      this.lastMapped = bits;
-    }
-    const i = gfn - key * 32768;
-    if (((bits[i >>> 3]! >> (i & 7)) & 1) === 1) return true;
-    bits[i >>> 3]! |= 1 << (i & 7);
-    this[WRITTEN].note(i >>> 3);
-    return false;
-  }
-
-  /** everMapped's chunks and the spares, each numbered from its first byte. */
-  [SNAPSHOT_WRITTEN](): [ArrayBufferView, number][] {
-    return [...this.everMapped.values(), ...this[SPARE_CHUNKS]].map((c): [ArrayBufferView, number] => [c, 0]);
+    return this.everMapped.testAndSet(gfn);
   }
 
   /** Copy the engine's counters into the VM's stats and model counters. */
