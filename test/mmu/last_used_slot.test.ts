@@ -169,25 +169,8 @@ describe('kvm_vcpu_gfn_to_memslot vs __gfn_to_memslot (which cache, on which pat
   });
 
   it('a shadow fault walks the guest tables and maps the data through the vCPU cache', () => {
-    const kvm = new Kvm({ profile: 'pvm-6.18' });
-    const vm = kvm.createVm(0);
-    const data = 2 ** 32;
-    vm.setUserMemoryRegion({
-      slot: 0,
-      guestPhysAddr: data,
-      memorySize: 1 << 20,
-      userspaceAddr: kvm.host.mmap(1 << 20),
-    });
-    vm.setUserMemoryRegion({
-      slot: 1,
-      guestPhysAddr: 0,
-      memorySize: 1 << 20,
-      userspaceAddr: kvm.host.mmap(1 << 20),
-    });
-    const map = new IdentityMapBuilder(shadowMmuOf(vm)!.gpt, 0, 1 << 20);
-    for (let i = 0; i < 16; i++) map.mapPage(data + i * 4096);
-    const v = vm.createVcpu(0);
-    v.setCr3(map.cr3);
+    // data in slot 0 at 4 GiB, the guest's page tables in slot 1 at gpa 0
+    const { vm, v, data } = shadowVm(1, 1, 16);
     v.access(data, 'write');
     const searches = spySearch();
     // the walk reads 4 table pages in slot 1, then the fault looks up the data page in slot 0: the vCPU
@@ -198,6 +181,38 @@ describe('kvm_vcpu_gfn_to_memslot vs __gfn_to_memslot (which cache, on which pat
     expect(searches.count()).toBe(2);
   });
 });
+
+/** A shadow-MMU VM (pvm-6.18): nData 1 MiB data slots from 4 GiB (ids 0..), the guest's page tables in
+ * slot tableSlot at gpa 0 identity-mapping the first `mapped` data pages, one vCPU on those tables. */
+interface ShadowVm {
+  kvm: Kvm;
+  vm: Vm;
+  v: Vcpu;
+  data: number;
+}
+function shadowVm(nData: number, tableSlot: number, mapped: number): ShadowVm {
+  const kvm = new Kvm({ profile: 'pvm-6.18' });
+  const vm = kvm.createVm(0);
+  const data = 2 ** 32;
+  for (let s = 0; s < nData; s++)
+    vm.setUserMemoryRegion({
+      slot: s,
+      guestPhysAddr: data + s * (1 << 20),
+      memorySize: 1 << 20,
+      userspaceAddr: kvm.host.mmap(1 << 20),
+    });
+  vm.setUserMemoryRegion({
+    slot: tableSlot,
+    guestPhysAddr: 0,
+    memorySize: 1 << 20,
+    userspaceAddr: kvm.host.mmap(1 << 20),
+  });
+  const map = new IdentityMapBuilder(shadowMmuOf(vm)!.gpt, 0, 1 << 20);
+  for (let i = 0; i < mapped; i++) map.mapPage(data + i * 4096);
+  const v = vm.createVcpu(0);
+  v.setCr3(map.cr3);
+  return { kvm, vm, v, data };
+}
 
 /** Both caches' state (slots by address space and id, since the two models' objects differ). */
 function caches(vm: Vm, vcpus: Vcpu[], nrAs = 2): unknown {
@@ -250,29 +265,8 @@ describe('the invariant checker does not move the last-used caches', () => {
   });
 
   it('shadow paging: with and without a full-audit checker, equal caches after every access and DELETE', () => {
-    const make = (): { kvm: Kvm; vm: Vm; v: Vcpu; data: number } => {
-      const kvm = new Kvm({ profile: 'pvm-6.18' });
-      const vm = kvm.createVm(0);
-      const data = 2 ** 32;
-      for (let s = 0; s < 4; s++)
-        vm.setUserMemoryRegion({
-          slot: s,
-          guestPhysAddr: data + s * (1 << 20),
-          memorySize: 1 << 20,
-          userspaceAddr: kvm.host.mmap(1 << 20),
-        });
-      vm.setUserMemoryRegion({
-        slot: 9,
-        guestPhysAddr: 0,
-        memorySize: 1 << 20,
-        userspaceAddr: kvm.host.mmap(1 << 20),
-      });
-      const map = new IdentityMapBuilder(shadowMmuOf(vm)!.gpt, 0, 1 << 20);
-      for (let i = 0; i < 1024; i++) map.mapPage(data + i * 4096);
-      const v = vm.createVcpu(0);
-      v.setCr3(map.cr3);
-      return { kvm, vm, v, data };
-    };
+    // data in slots 0-3 from 4 GiB, the guest's page tables in slot 9 at gpa 0
+    const make = (): ShadowVm => shadowVm(4, 9, 1024);
     const opArbShadow = fc.oneof(
       { weight: 8, arbitrary: fc.record({ page: fc.nat(1023), write: fc.boolean() }) },
       { weight: 1, arbitrary: fc.record({ del: fc.integer({ min: 0, max: 3 }) }) },
