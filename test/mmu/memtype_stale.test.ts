@@ -168,6 +168,20 @@ describe('stale EPT memtype after a guest CR0.CD toggle with non-coherent DMA', 
     }
   });
 
+  it('pre-6.6 (honorGuestMtrrs): the first non-coherent registration only counts; IPAT SPTEs stay stale', () => {
+    // v5.3's kvm_arch_register_noncoherent_dma was an atomic_inc; the zap on 0 -> 1 came with 6.6
+    // (kvm_noncoherent_dma_assignment_start_or_stop). SPTEs built before the assignment keep WB|IPAT
+    // while the guest's MTRRs now apply: the stale-memtype class the 2019 report is about, without a
+    // CD toggle (docs/fidelity.md, Memory types).
+    const s = machine(preFix, { slotZapAll: false });
+    s.cpu.setCr0({ cd: false });
+    boot(s);
+    expect(auditSpteMemtypes(s.vm).entries).toEqual([]);
+    assignGpu(s, 'system');
+    expect(counts(s.vm)).toEqual([272, 272, 16]);
+    // The same sequence on 6.18 zaps at the registration (the test above): nothing left to be stale.
+  });
+
   it('guest MTRR writes with non-coherent DMA zap the written range (pre-6.11 only)', () => {
     for (const [opts, leafs] of [
       [preFix, 256],
