@@ -43,6 +43,7 @@ import {
   RET_PF_WRITE_PROTECTED,
 } from './mmu_set_spte.ts';
 import { ptePrefetch } from './pte_prefetch.ts';
+import { walkAddrFault } from './shadow_fault_walk.ts';
 import { shadowEnterGuest } from './shadow_roots.ts';
 import type { ShadowMmu } from './shadow_mmu.ts';
 import type { HvaPfn } from '../../host/host_mm.ts';
@@ -53,6 +54,12 @@ const MAX_REFAULTS = 8;
 const PAGE = 4096;
 
 const walker = newGuestWalker();
+
+/**
+ * The fault path's specialised steps, each equal to the general one it stands for (tests turn one off to
+ * compare the two on the same workload): `walk`, the fault's guest walk (shadow_fault_walk.ts).
+ */
+export const shadowFaultPaths = { walk: true };
 
 /** hvaToPfnInto's answer (no object per fault). */
 const hostPfn: HvaPfn = { pfn: asPfn(0), level: 1, writable: false };
@@ -140,9 +147,7 @@ export function shadowPageFault(
   vcpu.stats.pf_taken++;
   const w = walker;
   const slots = mmu.vm.activeMemslots(vcpu.asId());
-  faultWalkEnv.slots = slots;
-  faultWalkEnv.vcpu = vcpu;
-  if (!walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, faultWalkEnv)) {
+  if (!faultWalk(mmu, w, vcpu, gva, write, slots)) {
     vcpu.stats.pf_guest++; // kvm_inject_emulated_page_fault → kvm_inject_page_fault
     return RET_PF_GUEST;
   }
@@ -161,6 +166,24 @@ export function shadowPageFault(
   } else if (r === RET_PF_SPURIOUS) vcpu.stats.pf_spurious++;
   else if (r === RET_PF_WRITE_PROTECTED) vcpu.stats.pf_emulate++;
   return r;
+}
+
+/**
+ * The fault's guest walk: walkAddrFault (shadow_fault_walk.ts), or with `shadowFaultPaths.walk` off
+ * (tests comparing the two) walkAddrGeneric with the fault path's env.
+ */
+function faultWalk(
+  mmu: ShadowMmu,
+  w: GuestWalker,
+  vcpu: Vcpu,
+  gva: number,
+  write: boolean,
+  slots: KvmMemslots,
+): boolean {
+  if (shadowFaultPaths.walk) return walkAddrFault(mmu.gpt, w, vcpu.cr3, gva, write, slots, vcpu);
+  faultWalkEnv.slots = slots;
+  faultWalkEnv.vcpu = vcpu;
+  return walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, faultWalkEnv);
 }
 
 /**
