@@ -20,7 +20,7 @@ import { auditRoots, auditTlbs, auditTlbsAtGfn } from './audit_tlb.ts';
 import { checkAccess, GmemFiles, TdxTracker } from './audit_vm.ts';
 import { auditShadow } from './audit_shadow.ts';
 import { AuditDelta } from './audit_delta.ts';
-import { TraceRing } from './trace_ring.ts';
+import { TRACE_RING_CACHE, TraceRing } from './trace_ring.ts';
 
 /**
  * 'off': nothing. 'points': every access against the reference, whole-VM audits at the runner's audit
@@ -179,6 +179,7 @@ export class Checker {
    * nothing about the VM or the findings: state hashes leave them out. `into` gets them added.
    */
   cacheKeys(into: Map<object, ReadonlySet<PropertyKey>>): Map<object, ReadonlySet<PropertyKey>> {
+    into.set(this.ring, TRACE_RING_CACHE);
     for (const w of this.watched) {
       w.delta.cacheKeys(into);
       w.gmem.cacheKeys(into);

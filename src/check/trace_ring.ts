@@ -29,6 +29,9 @@ const NUMS = 7;
 
 const hexKey = /gfn|pfn|gpa|spte|addr|start|end/i;
 
+/** TraceRing's cache of its last formatted lines (what state hashes leave out: Checker.cacheKeys). */
+export const TRACE_RING_CACHE: ReadonlySet<PropertyKey> = new Set(['writes', 'lines', 'linesAt']);
+
 export function formatEvent(ev: Record<string, unknown>): string {
   let s = String(ev.name);
   for (const [k, v] of Object.entries(ev)) {
@@ -52,6 +55,14 @@ export class TraceRing {
   private readonly strs: string[];
   private pos = 0;
   private len = 0;
+  /**
+   * Entries written so far, and the lines recent() last formatted with the count they were made at: the
+   * violations one audit finds all carry the same trace (an audit writes no entry), so the lines are
+   * formatted once and copied (vfio-2019 reports hundreds per audit, 64 lines each).
+   */
+  private writes = 0;
+  private lines: string[] = [];
+  private linesAt = -1;
 
   constructor(readonly depth: number) {
     this.kinds = new Uint8Array(depth);
@@ -64,6 +75,7 @@ export class TraceRing {
   private next(kind: number): number {
     if (this.depth === 0) return -1;
     const i = this.pos;
+    this.writes++;
     this.kinds[i] = kind;
     this.pos = i + 1 === this.depth ? 0 : i + 1;
     if (this.len < this.depth) this.len++;
@@ -232,6 +244,16 @@ export class TraceRing {
    * at least one line: it always holds enough).
    */
   recent(): string[] {
+    // (a new array each time: callers own what they get)
+    if (this.linesAt !== this.writes) {
+      this.lines = this.format();
+      this.linesAt = this.writes;
+    }
+    return this.lines.slice();
+  }
+
+  /** recent() formatted from the entries (the cache's source). */
+  private format(): string[] {
     const out: string[] = [];
     const depth = this.depth;
     for (let k = 0; k < this.len && out.length < depth; k++) {

@@ -5,6 +5,7 @@
  * to MMIO, the explorer's split access); and they interleave with the other entries in order.
  */
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { Kvm } from '../../src/index.ts';
 import { Checker } from '../../src/check/checker.ts';
 import { formatEvent, TraceRing } from '../../src/check/trace_ring.ts';
@@ -121,5 +122,72 @@ describe('trace ring: TDP table events as numbers', () => {
     expect(tables).toContain(
       'kvm_mmu_prepare_zap_page mmuValidGen=0 gfn=0x200 role=14209 rootCount=0 unsync=false',
     );
+  });
+});
+
+describe('trace ring: formatted lines kept until the next entry', () => {
+  type Op =
+    | { k: 'line'; s: string }
+    | { k: 'fault'; vcpu: number; gpa: number }
+    | { k: 'spte'; gfn: number; lo: number }
+    | { k: 'frozen'; gfn: number; count: number }
+    | { k: 'access'; gpa: number }
+    | { k: 'recent' };
+  const op: fc.Arbitrary<Op> = fc.oneof(
+    fc.record({ k: fc.constant('line' as const), s: fc.string({ maxLength: 6 }) }),
+    fc.record({ k: fc.constant('fault' as const), vcpu: fc.nat(3), gpa: fc.nat(1 << 30) }),
+    fc.record({ k: fc.constant('spte' as const), gfn: fc.nat(1 << 20), lo: fc.nat(0x7fffffff) }),
+    fc.record({
+      k: fc.constant('frozen' as const),
+      gfn: fc.nat(1 << 20),
+      count: fc.integer({ min: 1, max: 5 }),
+    }),
+    fc.record({ k: fc.constant('access' as const), gpa: fc.nat(1 << 30) }),
+    fc.constant({ k: 'recent' as const }),
+  );
+  const apply = (r: TraceRing, o: Op): void => {
+    if (o.k === 'line') r.line(o.s);
+    else if (o.k === 'fault') r.pageFault(o.vcpu, o.gpa, 2);
+    else if (o.k === 'spte') r.spteChanged(0, o.gfn, 1, o.lo, 0, 0, 0);
+    else if (o.k === 'frozen') r.sptesFrozen(0, o.gfn, 1, o.count, 1, 0);
+    else if (o.k === 'access') r.access(0, o.gpa, 'read', { exit: 'mmio', gpa: o.gpa, write: false });
+  };
+
+  it('recent() equals the lines of a ring that formats them for the first time (fast-check)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 8 }), fc.array(op, { maxLength: 40 }), (depth, ops) => {
+        const warm = new TraceRing(depth);
+        const done: Op[] = [];
+        let last: string[] | null = null;
+        for (const o of [...ops, { k: 'recent' } as Op]) {
+          if (o.k !== 'recent') {
+            apply(warm, o);
+            done.push(o);
+            continue;
+          }
+          const cold = new TraceRing(depth);
+          for (const d of done) apply(cold, d);
+          const got = warm.recent();
+          expect(got).toEqual(cold.recent());
+          // each caller gets its own array: changing one changes neither the ring nor the next answer
+          expect(got).not.toBe(last);
+          got.push('changed by the caller');
+          expect(warm.recent()).toEqual(cold.recent());
+          last = got;
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('a violation found after a new entry carries it (the kept lines are not reused)', () => {
+    const r = new TraceRing(4);
+    r.line('a');
+    expect(r.recent()).toEqual(['a']);
+    expect(r.recent()).toEqual(['a']);
+    r.pageFault(0, 0x3000, 2);
+    expect(r.recent()).toEqual(['a', 'kvm_page_fault vcpuId=0 gpa=0x3000 errorCode=2']);
+    for (const s of ['b', 'c', 'd']) r.line(s);
+    expect(r.recent()).toEqual(['kvm_page_fault vcpuId=0 gpa=0x3000 errorCode=2', 'b', 'c', 'd']);
   });
 });
