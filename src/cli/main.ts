@@ -88,6 +88,13 @@ const jsonRun = (r: RunResult): object => ({
   modelled: { ...r.modelled, label: 'modelled, not measured' },
 });
 
+/** `workers` threads (default: as many as idle cores allow for the most designs), or none. */
+async function startDesignWorkers(workers: number | undefined) {
+  const { DesignWorkers, defaultCompareWorkers } = await import('../scenario/compare_workers.ts');
+  const k = workers ?? defaultCompareWorkers(DESIGNS.length);
+  return k > 0 ? new DesignWorkers(k) : undefined;
+}
+
 const newTrace = async (file: string | undefined): Promise<TraceRecorder | undefined> =>
   file ? new (await import('../report/chrome_trace.ts')).TraceRecorder() : undefined;
 
@@ -99,6 +106,8 @@ async function compareCmd(
   const workers = opts.workers === undefined ? undefined : Number(opts.workers);
   if (workers !== undefined && !(Number.isSafeInteger(workers) && workers >= 0 && workers <= 64))
     die(`--workers ${opts.workers}: expected an integer from 0 to 64`, EXIT.usage);
+  // the worker threads start first: they load the model while this thread parses the scenario
+  const pool = opts.trace === undefined ? await startDesignWorkers(workers) : undefined;
   const sc = await load(name, opts);
   const [{ compareScenarioParallel }, { formatCompare, formatViolations }] = await Promise.all([
     import('../scenario/compare_parallel.ts'),
@@ -110,6 +119,7 @@ async function compareCmd(
   const { runs, skipped } = await compareScenarioParallel(sc, {
     audit,
     ...(workers === undefined ? {} : { workers }),
+    ...(pool ? { pool } : {}),
     ...(trace ? { trace } : {}),
     onDesign: (i, n, id) => b.design(i, n, id),
     onStep: (done, total) => b.step(done, total),

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { loadScenario } from '../../src/scenario/library.ts';
 import { compareScenario } from '../../src/scenario/runner.ts';
 import { compareScenarioParallel, defaultCompareWorkers } from '../../src/scenario/compare_parallel.ts';
+import { DesignWorkers } from '../../src/scenario/compare_workers.ts';
 import { STEP_KINDS, type Scenario } from '../../src/scenario/schema.ts';
 import { STEP_KIND_NAMES } from '../../src/scenario/step_kinds.ts';
 
@@ -62,6 +63,36 @@ describe('compare on worker threads', () => {
     });
     expect(here).toEqual(seq);
     expect(ids).toEqual(['quirk', 'vm-type', 'slot-flag+leafs']);
+  }, 120_000);
+
+  it('threads started before the scenario is read (the CLI): the sequential results; extra threads ended', async () => {
+    const early = new DesignWorkers(3);
+    expect(early.size).toBe(3);
+    const s = sc('tdx-boot');
+    const seq = await compareScenario(s, { audit: 'steps' });
+    // three designs, this thread runs too: two of the three threads are used, the third is ended
+    const ids: string[] = [];
+    const par = await compareScenarioParallel(s, {
+      audit: 'steps',
+      pool: early,
+      onDesign: (_i, _n, id) => ids.push(id),
+    });
+    expect(early.size).toBe(2);
+    expect(par).toEqual(seq);
+    expect(ids.length).toBeLessThanOrEqual(3);
+    // all on the early threads
+    const all = new DesignWorkers(1);
+    expect(await compareScenarioParallel(s, { audit: 'steps', pool: all, runHere: false })).toEqual(seq);
+    // a trace runs here: the early threads are ended unused
+    const unused = new DesignWorkers(1);
+    const { TraceRecorder } = await import('../../src/report/chrome_trace.ts');
+    const traced = await compareScenarioParallel(s, {
+      audit: 'steps',
+      pool: unused,
+      trace: new TraceRecorder(),
+    });
+    expect(traced).toEqual(seq);
+    expect(unused.size).toBe(0);
   }, 120_000);
 
   it('the default uses only cores the load average leaves idle, never more workers than designs left', async () => {

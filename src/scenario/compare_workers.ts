@@ -1,0 +1,148 @@
+/**
+ * The worker threads of a parallel compare (compare_parallel.ts), kept apart from the model: this module
+ * loads nothing but Node's own, so the CLI can start the threads before it reads the scenario or loads
+ * the model itself. A thread loads the model (compare_worker.ts) while this thread parses the scenario
+ * and loads its own copy, then waits for the job (the scenario, its design ids, the audit level and the
+ * shared design counter) and takes designs until none is left. Starting early changes when a thread is
+ * ready, not what it computes: each design is the same runScenario call on the same data.
+ * Model-only file.
+ */
+import { Worker } from 'node:worker_threads';
+import { availableParallelism, loadavg } from 'node:os';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { createRequire } from 'node:module';
+import type { RunAudit, RunResult } from './runner.ts';
+import type { Scenario } from './schema.ts';
+
+/** The job a worker thread gets in its first message. */
+export interface CompareWorkerData {
+  scenario: Scenario;
+  /** design ids, in compare order */
+  designs: string[];
+  audit: RunAudit;
+  incrementalAudits?: boolean;
+  /** SharedArrayBuffer holding one Int32: the next design index to take */
+  counter: SharedArrayBuffer;
+}
+
+export interface CompareWorkerMessage {
+  index: number;
+  result: RunResult;
+}
+
+/**
+ * The default number of extra threads for `designs` runs: one per core the machine has idle beside this
+ * thread, judged by the 1-minute load average (a core counts as idle when the load leaves at least 1.5
+ * of the CPUs free, i.e. this thread's and one more), at most one fewer than the designs. On a busy
+ * machine a worker only adds its own start-up and JIT warm-up to the CPU time (measured at load 4 on 2
+ * cores: slower on 9 of 11 library compares), so the default there is 0.
+ */
+export function defaultCompareWorkers(
+  designs: number,
+  cpus = availableParallelism(),
+  load1 = loadavg()[0]!,
+): number {
+  const idle = Math.floor(cpus - load1 - 0.5);
+  return Math.max(0, Math.min(idle, designs - 1));
+}
+
+/** compare_worker next to this file: `.ts` from sources, `.js` in the dist/ build (piscina not loaded). */
+function workerFile(): string {
+  const own = fileURLToPath(import.meta.url);
+  return fileURLToPath(new URL(`./compare_worker${own.slice(own.lastIndexOf('.'))}`, import.meta.url));
+}
+
+/**
+ * The worker's entry code: import the module; from sources (a `.ts` file, under tsx or vitest) through
+ * tsx's tsImport, since Node 20 workers do not apply a loader given as `--import` in execArgv.
+ */
+function workerEntry(file: string): string {
+  const url = JSON.stringify(pathToFileURL(file).href);
+  if (!/\.[cm]?ts$/.test(file)) return `import(${url})`;
+  // the ESM build of the API (the package's "import" condition; require.resolve gives its .cjs twin)
+  const api = JSON.stringify(
+    pathToFileURL(
+      createRequire(import.meta.url)
+        .resolve('tsx/esm/api')
+        .replace(/\.cjs$/, '.mjs'),
+    ).href,
+  );
+  return `import(${api}).then(({ tsImport }) => tsImport(${url}, ${url}))`;
+}
+
+/**
+ * Worker threads for one compare: started (loading the model) by start(), given their job by run(),
+ * their results landing in the caller's `runs` as they come.
+ */
+export class DesignWorkers {
+  private readonly threads: Worker[] = [];
+  private failure: Error | null = null;
+  private alive = 0;
+  private wake: (() => void) | null = null;
+  private runs: RunResult[] | null = null;
+
+  /** Start `count` threads; each loads the model and waits for run(). */
+  constructor(count: number) {
+    const file = workerFile();
+    for (let k = 0; k < count; k++) {
+      const w = new Worker(workerEntry(file), { eval: true });
+      w.on('message', (m: CompareWorkerMessage) => {
+        if (this.runs !== null) this.runs[m.index] = m.result;
+        this.wake?.();
+      });
+      w.on('error', (e: unknown) =>
+        this.fail(`compare worker: ${e instanceof Error ? e.message : String(e)}`),
+      );
+      w.on('exit', (code) => {
+        this.alive--;
+        if (code !== 0) this.fail(`compare worker exited with code ${code}`);
+        this.wake?.();
+      });
+      this.threads.push(w);
+      this.alive++;
+    }
+  }
+
+  get size(): number {
+    return this.threads.length;
+  }
+
+  /** Keep the first `count` threads, end the others (a compare with fewer designs than threads). */
+  async trim(count: number): Promise<void> {
+    const extra = this.threads.splice(count);
+    // (ended on purpose: their exit is not a failure, nor do they count as alive)
+    for (const w of extra) w.removeAllListeners('exit');
+    this.alive -= extra.length;
+    await Promise.all(extra.map((w) => w.terminate()));
+  }
+
+  /** Give every thread the job; results go to `runs[index]`. */
+  run(job: CompareWorkerData, runs: RunResult[]): void {
+    this.runs = runs;
+    for (const w of this.threads) w.postMessage(job);
+  }
+
+  private fail(why: string): void {
+    this.failure ??= new Error(why);
+    this.wake?.();
+  }
+
+  /** Every design taken (the counter is past the end): wait until each has its result. */
+  async finished(): Promise<void> {
+    const runs = this.runs ?? [];
+    for (;;) {
+      if (this.failure !== null) throw this.failure;
+      let missing = false;
+      for (let i = 0; i < runs.length; i++) if (runs[i] === undefined) missing = true;
+      if (!missing) return;
+      if (this.alive === 0)
+        throw new Error('compare workers exited without the results of the designs they took');
+      await new Promise<void>((r) => (this.wake = r));
+      this.wake = null;
+    }
+  }
+
+  async terminate(): Promise<void> {
+    await Promise.all(this.threads.map((w) => w.terminate()));
+  }
+}
