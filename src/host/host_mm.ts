@@ -12,18 +12,21 @@
  * Simplifications: one process; anonymous memory only; a freed pfn goes on a LIFO free list so the next
  * allocation reuses it (that is what makes a stale SPTE observable as "someone else's page");
  * content is a version number per pfn, bumped on every write the model is told about.
+ * One mapping's pages, and the range walks and cuts over the list of mappings, are vma.ts.
  */
 import { gup4k } from './gup_4k.ts';
 import { asHva, asPfn, HVA_LIMIT, type Hva, type Pfn } from '../types/addr.ts';
 import { PfnPool } from './pfn_pool.ts';
 import { FaultLog } from './fault_log.ts';
 import {
+  forPresentPages,
   frameIndex,
   pageAt,
   pageInto,
   setPage,
-  sliceVma,
   splitFrame,
+  splitVmasAround,
+  vmasIn,
   type Backing,
   type PageAt,
   type Vma,
@@ -291,38 +294,11 @@ export class HostMm {
   }
 
   /**
-   * Visit every present page of [start, start+len): only the mappings that overlap the range, and in
-   * each only its present frames, so an event costs what is mapped there, not the range's length (a
-   * munmap of the whole 128 TiB address space returns at once, as mm's VMA walk does). Also used by the
-   * events in page_events.ts.
+   * Visit every present page of [start, start+len) (vma.ts#forPresentPages: only what is mapped there).
+   * Also used by the events in page_events.ts.
    */
   forPages(start: number, len: number, f: (v: Vma, addr: number) => void): void {
-    const end = start + len;
-    for (const v of this.vmasIn(start, end)) {
-      const s = Math.max(start, v.start);
-      const e = Math.min(end, v.start + v.length);
-      const fbytes = v.framePages * PAGE;
-      for (let fi = frameIndex(v, s), fl = frameIndex(v, e - 1); fi <= fl; fi++) {
-        if (v.frames[fi] === 0 && !v.split.has(fi)) continue; // nothing mapped in this frame
-        const fs = Math.max(s, v.frameBase + fi * fbytes);
-        const fe = Math.min(e, v.frameBase + (fi + 1) * fbytes);
-        for (let a = fs; a < fe; a += PAGE) if (pageAt(v, a).pfn !== 0) f(v, a);
-      }
-    }
-  }
-
-  /** The mappings overlapping [start, end), in address order (a binary search, then a scan). */
-  private vmasIn(start: number, end: number): Vma[] {
-    let lo = 0;
-    let hi = this.vmas.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.vmas[mid]!.start + this.vmas[mid]!.length <= start) lo = mid + 1;
-      else hi = mid;
-    }
-    const out: Vma[] = [];
-    for (let i = lo; i < this.vmas.length && this.vmas[i]!.start < end; i++) out.push(this.vmas[i]!);
-    return out;
+    forPresentPages(this.vmas, start, len, f);
   }
 
   /** munmap(addr, length): pages are freed and may be reused by the next allocation. */
@@ -334,7 +310,7 @@ export class HostMm {
       length,
       'unmap',
       () => {
-        this.splitVmasAround(addr, length);
+        this.vmas = splitVmasAround(this.vmas, addr, length, this.pfns);
         this.forPages(addr, length, (v, a) => {
           const p = pageAt(v, a);
           // An unsplit huge frame holds one reference, in its head: drop it once.
@@ -352,8 +328,8 @@ export class HostMm {
     checkRange('mprotect', addr, length);
     if (typeof writable !== 'boolean') argBool('mprotect', 'writable', writable, false);
     this.changePages(addr, length, 'protection', () => {
-      this.splitVmasAround(addr, length);
-      for (const v of this.vmasIn(addr, addr + length))
+      this.vmas = splitVmasAround(this.vmas, addr, length, this.pfns);
+      for (const v of vmasIn(this.vmas, addr, addr + length))
         if (v.start >= addr && v.start + v.length <= addr + length) v.writable = writable;
     });
   }
@@ -386,21 +362,5 @@ export class HostMm {
   /** The process exits: every notifier's release runs (KVM zaps all). */
   exitMm(): void {
     for (const n of this.notifiers) n.release();
-  }
-
-  /** Cut mappings at addr and addr+length (a THP frame straddling a cut is split to 4K first). */
-  private splitVmasAround(addr: number, length: number): void {
-    const out: Vma[] = [];
-    for (const v of this.vmas) {
-      const cuts = [v.start, v.start + v.length];
-      for (const c of [addr, addr + length]) if (c > v.start && c < v.start + v.length) cuts.push(c);
-      if (cuts.length === 2) {
-        out.push(v);
-        continue;
-      }
-      cuts.sort((x, y) => x - y);
-      for (let k = 0; k + 1 < cuts.length; k++) out.push(sliceVma(v, cuts[k]!, cuts[k + 1]!, this.pfns));
-    }
-    this.vmas = out;
   }
 }

@@ -1,11 +1,13 @@
 /**
  * One VMM mapping (a VMA) and its pages: a base pfn per backing frame (4K, 2M or 1G), frames split to
  * 4K entries where the host maps them at 4K (a THP split, a partial THP at an edge, a migrated page of
- * a huge frame), and KSM copy-on-write marks. The host-memory events in host_mm.ts and page_events.ts
- * edit mappings only through these helpers.
+ * a huge frame), and KSM copy-on-write marks; and the process's list of them (sorted by address,
+ * disjoint): the mappings over a range, the present pages under it, cuts at a range's ends. The
+ * host-memory events in host_mm.ts and page_events.ts edit mappings only through these helpers.
  *
  * Kernel counterpart: struct vm_area_struct with its page tables, as far as KVM's GUP and
- * host_pfn_mapping_level observe them (pte / pmd / pud leaves).
+ * host_pfn_mapping_level observe them (pte / pmd / pud leaves); the list is mm's VMA tree as the range
+ * walks of mm/{mmap,mprotect}.c use it (__split_vma at a range's ends).
  */
 import type { PfnPool } from './pfn_pool.ts';
 
@@ -132,4 +134,62 @@ export function sliceVma(v: Vma, s: number, e: number, pool: PfnPool): Vma {
     split,
     cow,
   };
+}
+
+/** The mappings of `vmas` (sorted, disjoint) overlapping [start, end), in address order (a binary search, then a scan). */
+export function vmasIn(vmas: readonly Vma[], start: number, end: number): Vma[] {
+  let lo = 0;
+  let hi = vmas.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (vmas[mid]!.start + vmas[mid]!.length <= start) lo = mid + 1;
+    else hi = mid;
+  }
+  const out: Vma[] = [];
+  for (let i = lo; i < vmas.length && vmas[i]!.start < end; i++) out.push(vmas[i]!);
+  return out;
+}
+
+/**
+ * Visit every present page of [start, start+len): only the mappings that overlap the range, and in
+ * each only its present frames, so an event costs what is mapped there, not the range's length (a
+ * munmap of the whole 128 TiB address space returns at once, as mm's VMA walk does).
+ */
+export function forPresentPages(
+  vmas: readonly Vma[],
+  start: number,
+  len: number,
+  f: (v: Vma, addr: number) => void,
+): void {
+  const end = start + len;
+  for (const v of vmasIn(vmas, start, end)) {
+    const s = Math.max(start, v.start);
+    const e = Math.min(end, v.start + v.length);
+    const fbytes = v.framePages * PAGE;
+    for (let fi = frameIndex(v, s), fl = frameIndex(v, e - 1); fi <= fl; fi++) {
+      if (v.frames[fi] === 0 && !v.split.has(fi)) continue; // nothing mapped in this frame
+      const fs = Math.max(s, v.frameBase + fi * fbytes);
+      const fe = Math.min(e, v.frameBase + (fi + 1) * fbytes);
+      for (let a = fs; a < fe; a += PAGE) if (pageAt(v, a).pfn !== 0) f(v, a);
+    }
+  }
+}
+
+/**
+ * `vmas` cut at addr and addr+length: a mapping straddling a cut becomes its slices (a THP frame
+ * straddling a cut is split to 4K first, sliceVma); a new list, the untouched mappings the same objects.
+ */
+export function splitVmasAround(vmas: readonly Vma[], addr: number, length: number, pool: PfnPool): Vma[] {
+  const out: Vma[] = [];
+  for (const v of vmas) {
+    const cuts = [v.start, v.start + v.length];
+    for (const c of [addr, addr + length]) if (c > v.start && c < v.start + v.length) cuts.push(c);
+    if (cuts.length === 2) {
+      out.push(v);
+      continue;
+    }
+    cuts.sort((x, y) => x - y);
+    for (let k = 0; k + 1 < cuts.length; k++) out.push(sliceVma(v, cuts[k]!, cuts[k + 1]!, pool));
+  }
+  return out;
 }
