@@ -91,11 +91,7 @@ export function copyIn<S extends StructSpec>(
     throw new KvmError('EFAULT', syscall, `argument must be a plain struct object (got ${describe(arg)})`);
   }
   const src = arg;
-  for (const k of Object.keys(src)) {
-    if (!Object.hasOwn(spec, k)) {
-      bad(syscall, k, `is not a field of this struct (fields: ${Object.keys(spec).join(', ')})`);
-    }
-  }
+  for (const k of Object.keys(src)) if (!Object.hasOwn(spec, k)) unknownField(syscall, k, spec);
   const out: Record<string, unknown> = {};
   for (const k in spec) {
     const kind = spec[k];
@@ -109,6 +105,11 @@ export function copyIn<S extends StructSpec>(
     } else out[k] = readU64(syscall, k, v);
   }
   return out as never;
+}
+
+/** EINVAL for an argument field that is not a field of the struct `spec`. */
+export function unknownField(syscall: string, field: string, spec: StructSpec): never {
+  return bad(syscall, field, `is not a field of this struct (fields: ${Object.keys(spec).join(', ')})`);
 }
 
 /** A struct stands for C memory: only plain objects (or null-prototype ones) qualify, not Maps, Dates, arrays. */
