@@ -38,7 +38,8 @@ export class PfnPool implements SnapshotExtents {
   allocated = 0;
   /**
    * Moves whenever a pfn that was handed out before changes hands (freed, reused, split out of its
-   * block): what isFree/refs answer for existing pfns may have changed. Fresh allocations leave it.
+   * block), and when a huge allocation's alignment gap makes pfns past the old end free: what
+   * isFree/refs answer for existing pfns may have changed. Other fresh allocations leave it.
    */
   epoch = 0;
 
@@ -46,6 +47,11 @@ export class PfnPool implements SnapshotExtents {
   private readonly eager: boolean;
   constructor(opts: { eagerChunks?: boolean } = {}) {
     this.eager = opts.eagerChunks ?? false;
+  }
+
+  /** The pool's end: every pfn handed out so far is below it (and none at or past it is free). */
+  get end(): number {
+    return this.next;
   }
 
   /** Is pfn fresh (handed out once as a single page, unchanged) if its chunk is not made? (pfn 0 never is) */
@@ -137,6 +143,10 @@ export class PfnPool implements SnapshotExtents {
           this.ver(k * CHUNK);
         }
       fresh = n === 1 && !this.eager && base >= 1;
+      // The gap's pfns were past the end, never free; now they are free pages below it. An audit that
+      // checked a mapping of one of them (only a bug or a poke makes one) must look again: a change of
+      // hands like a free. A block at the end (no gap) or a fresh single page changes no isFree answer.
+      if (base > this.next) this.epoch++;
       this.next = base + n;
     }
     if (n > 1) {

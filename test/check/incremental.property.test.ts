@@ -38,7 +38,7 @@ type Cmd =
   | { op: 'access'; vcpu: number; slot: number; page: number; write: boolean }
   | { op: 'munmap'; slot: number; page: number }
   | { op: 'migrate'; slot: number; page: number }
-  | { op: 'tlbPoke'; vcpu: number; slot: number; page: number; pfn: number }
+  | { op: 'tlbPoke'; vcpu: number; slot: number; page: number; pfn: number; ahead: number }
   | { op: 'sptePoke'; slot: number; page: number; away: boolean };
 
 const small = fc.integer({ min: 0, max: 1 });
@@ -69,13 +69,15 @@ const cmd: fc.Arbitrary<Cmd> = fc.oneof(
   fc.record({ op: fc.constant('munmap' as const), slot: anySlot, page: fc.nat() }),
   fc.record({ op: fc.constant('migrate' as const), slot: anySlot, page: fc.nat() }),
   // a TLB entry written behind the MMU's back, to the host page of another guest page (a pfn the host
-  // did hand out)
+  // did hand out), or (`ahead`) to a pfn past the pool's end: it counts as freed once the pool grows
+  // past it with an alignment gap (a THP fault-in after 4K ones), a change no SPTE, slot or fault-in notes
   fc.record({
     op: fc.constant('tlbPoke' as const),
     vcpu: fc.integer({ min: 0, max: 1 }),
     slot: anySlot,
     page,
     pfn: page,
+    ahead: fc.oneof({ arbitrary: fc.constant(-1), weight: 3 }, fc.integer({ min: 0, max: 511 })),
   }),
   // an access, then the 4K leaf next to it written and reported as the engine would (a copy of another
   // leaf of its table: a wrong pfn); a later slot change over it changes its findings
@@ -205,9 +207,10 @@ function run(quirk: boolean, bugs: BugName[], cmds: Cmd[]): { inc: unknown[]; wh
           break;
         case 'tlbPoke': {
           const gfn = gpaOf(c.slot) / 4096 + (c.page % pages(c.slot));
-          // (a pfn the host never handed out counts as free only once its pool grows past it: no host
-          // change the incremental audit tracks, so not what this poke is about)
-          const pfn = kvm.host.pfnAt(regions[c.slot]! + (c.pfn % pages(c.slot)) * 4096);
+          const pfn =
+            c.ahead >= 0
+              ? kvm.host.pfns.end + c.ahead
+              : kvm.host.pfnAt(regions[c.slot]! + (c.pfn % pages(c.slot)) * 4096);
           if (pfn !== 0) {
             vcpus[c.vcpu]!.tlb.fill4k(gfn, pfn, true, 6);
             used.tlbPokes++;
@@ -257,6 +260,18 @@ const EXAMPLES: [boolean, BugName[], Cmd[]][] = [
     { op: 'large', slot: slot!, on: true, at: 0 },
     { op: 'sptePoke', slot: slot!, page: p! + 1, away: true },
     { op: 'large', slot: slot!, on: true, at: 1 },
+  ],
+]);
+
+// A TLB entry to a pfn past the pool's end (3 past it after slot 2's first 4K page), then slot 0's first
+// THP fault-in: its 2M block is aligned past an alignment gap that holds the pfn, a free page from then on.
+EXAMPLES.push([
+  true,
+  [],
+  [
+    { op: 'access', vcpu: 0, slot: 2, page: 0, write: false },
+    { op: 'tlbPoke', vcpu: 0, slot: 2, page: 5, pfn: 0, ahead: 3 },
+    { op: 'access', vcpu: 0, slot: 0, page: 0, write: true },
   ],
 ]);
 

@@ -178,4 +178,20 @@ describe('PfnPool: lazily made chunks = chunks made up front', () => {
     expect(p.alloc(1)).toBe(5); // reused (LIFO): new owner, new content
     expect([p.refs(5), p.contentVersion(5), p.contentVersion(6)]).toEqual([1, 2, 1]);
   });
+
+  it('epoch: moves when an alignment gap makes pfns past the end free, not for a block at the end', () => {
+    const p = new PfnPool();
+    const e0 = p.epoch;
+    p.alloc(1);
+    p.alloc(1); // pfns 1, 2; the end is 3
+    expect([p.end, p.epoch, p.isFree(5)]).toEqual([3, e0, false]);
+    const h = p.alloc(512); // aligned to 512: pfns 3…511 are a gap, free from now on
+    expect([h, p.end, p.isFree(5), p.isFree(511), p.isFree(h)]).toEqual([512, 1024, true, true, false]);
+    expect(p.epoch).toBe(e0 + 1);
+    p.alloc(512); // at the end, no gap: no pfn's answer changed
+    p.alloc(1);
+    expect(p.epoch).toBe(e0 + 1);
+    p.alloc(262144); // past a gap again
+    expect(p.epoch).toBe(e0 + 2);
+  });
 });
