@@ -18,6 +18,10 @@ const CHUNK_SHIFT = 9;
 const CHUNK = 1 << CHUNK_SHIFT;
 /** forEach's order: groups of 4096 indices in the order their first chunk was made (as with 4096-index chunks). */
 const GROUP_SHIFT = 12;
+/** Entries per block of the entry pool. */
+const BLOCK_SHIFT = 10;
+const BLOCK = 1 << BLOCK_SHIFT;
+const BLOCK_MASK = BLOCK - 1;
 
 export class RmapLevel {
   /** head entry + 1 of each index's chain (0: empty), by chunk of 512 indices */
@@ -26,10 +30,15 @@ export class RmapLevel {
   private readonly groups = new Map<number, true>();
   private lastKey = -1;
   private last: Int32Array | undefined = undefined;
-  /** entry pool: the page, the SPTE index in it, the next entry + 1 (0: end of chain) */
-  private sps: (ShadowPage | null)[] = [];
-  private idx = new Int32Array(64);
-  private next = new Int32Array(64);
+  /**
+   * Entry pool, in blocks of BLOCK entries made as the pool grows (never copied: a pool grown by copying
+   * made ~35 bytes of garbage per first-touch fault, much of it in large-object space): for entry e, the
+   * page, the SPTE index in it and the next entry + 1 (0: end of chain) at e & BLOCK_MASK of block
+   * e >>> BLOCK_SHIFT.
+   */
+  private readonly spsB: (ShadowPage | null)[][] = [];
+  private readonly idxB: Int32Array[] = [];
+  private readonly nextB: Int32Array[] = [];
   /** free entries, linked through `next` (entry + 1; 0: none) */
   private free = 0;
   private used = 0;
@@ -48,31 +57,44 @@ export class RmapLevel {
     return c;
   }
 
+  /** Entry e's next entry + 1. */
+  private nx(e: number): number {
+    return this.nextB[e >>> BLOCK_SHIFT]![e & BLOCK_MASK]!;
+  }
+  private setNx(e: number, h: number): void {
+    this.nextB[e >>> BLOCK_SHIFT]![e & BLOCK_MASK] = h;
+  }
+  private spOf(e: number): ShadowPage {
+    return this.spsB[e >>> BLOCK_SHIFT]![e & BLOCK_MASK]!;
+  }
+  private idxOf(e: number): number {
+    return this.idxB[e >>> BLOCK_SHIFT]![e & BLOCK_MASK]!;
+  }
+
   private alloc(sp: ShadowPage, i: number): number {
     let e: number;
     if (this.free !== 0) {
       e = this.free - 1;
-      this.free = this.next[e]!;
+      this.free = this.nx(e);
     } else {
       e = this.used++;
-      if (e === this.idx.length) {
-        const idx = new Int32Array(e * 2);
-        idx.set(this.idx);
-        this.idx = idx;
-        const next = new Int32Array(e * 2);
-        next.set(this.next);
-        this.next = next;
+      if ((e & BLOCK_MASK) === 0) {
+        this.spsB.push(new Array<ShadowPage | null>(BLOCK).fill(null));
+        this.idxB.push(new Int32Array(BLOCK));
+        this.nextB.push(new Int32Array(BLOCK));
       }
     }
-    this.sps[e] = sp;
-    this.idx[e] = i;
-    this.next[e] = 0;
+    const b = e >>> BLOCK_SHIFT;
+    const o = e & BLOCK_MASK;
+    this.spsB[b]![o] = sp;
+    this.idxB[b]![o] = i;
+    this.nextB[b]![o] = 0;
     return e;
   }
 
   private release(e: number): void {
-    this.sps[e] = null;
-    this.next[e] = this.free;
+    this.spsB[e >>> BLOCK_SHIFT]![e & BLOCK_MASK] = null;
+    this.setNx(e, this.free);
     this.free = e + 1;
   }
 
@@ -87,11 +109,11 @@ export class RmapLevel {
       return 1;
     }
     let n = 2;
-    while (this.next[h - 1]! !== 0) {
-      h = this.next[h - 1]!;
+    for (let nx = this.nx(h - 1); nx !== 0; nx = this.nx(h - 1)) {
+      h = nx;
       n++;
     }
-    this.next[h - 1] = e + 1;
+    this.setNx(h - 1, e + 1);
     return n;
   }
 
@@ -101,11 +123,11 @@ export class RmapLevel {
     if (c === undefined) return;
     const o = k & (CHUNK - 1);
     let prev = 0;
-    for (let h = c[o]!; h !== 0; prev = h, h = this.next[h - 1]!) {
+    for (let h = c[o]!; h !== 0; prev = h, h = this.nx(h - 1)) {
       const e = h - 1;
-      if (this.sps[e] !== sp || this.idx[e] !== i) continue;
-      if (prev === 0) c[o] = this.next[e]!;
-      else this.next[prev - 1] = this.next[e]!;
+      if (this.spOf(e) !== sp || this.idxOf(e) !== i) continue;
+      if (prev === 0) c[o] = this.nx(e);
+      else this.setNx(prev - 1, this.nx(e));
       this.release(e);
       return;
     }
@@ -115,8 +137,8 @@ export class RmapLevel {
   has(k: number, sp: ShadowPage, i: number): boolean {
     const c = this.chunk(k, false);
     if (c === undefined) return false;
-    for (let h = c[k & (CHUNK - 1)]!; h !== 0; h = this.next[h - 1]!)
-      if (this.sps[h - 1] === sp && this.idx[h - 1] === i) return true;
+    for (let h = c[k & (CHUNK - 1)]!; h !== 0; h = this.nx(h - 1))
+      if (this.spOf(h - 1) === sp && this.idxOf(h - 1) === i) return true;
     return false;
   }
 
@@ -129,7 +151,7 @@ export class RmapLevel {
     if (h === 0) return false;
     c[o] = 0;
     while (h !== 0) {
-      const nx = this.next[h - 1]!;
+      const nx = this.nx(h - 1);
       this.release(h - 1);
       h = nx;
     }
@@ -149,9 +171,9 @@ export class RmapLevel {
       const from = Math.max(lo, base) - base;
       const to = Math.min(hi, base + CHUNK - 1) - base;
       for (let o = from; o <= to; o++) {
-        for (let h = c[o]!; h !== 0; h = this.next[h - 1]!) {
-          sps.push(this.sps[h - 1]!);
-          is.push(this.idx[h - 1]!);
+        for (let h = c[o]!; h !== 0; h = this.nx(h - 1)) {
+          sps.push(this.spOf(h - 1));
+          is.push(this.idxOf(h - 1));
           n++;
         }
       }
@@ -167,8 +189,7 @@ export class RmapLevel {
         const c = this.heads.get(key);
         if (c === undefined) continue;
         for (let o = 0; o < CHUNK; o++)
-          for (let h = c[o]!; h !== 0; h = this.next[h - 1]!)
-            fn(key * CHUNK + o, this.sps[h - 1]!, this.idx[h - 1]!);
+          for (let h = c[o]!; h !== 0; h = this.nx(h - 1)) fn(key * CHUNK + o, this.spOf(h - 1), this.idxOf(h - 1));
       }
     }
   }
