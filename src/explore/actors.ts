@@ -229,17 +229,20 @@ function* access(
         `gfn ${hex(gfn)}: ${res === null ? how : 'retry (slot INVALID)'}; the guest re-executes`,
       );
     }
-    wait = () => !spinning(ex, vcpu.asId(), gfn);
+    wait = () => !spinning(ex.vm, vcpu.asId(), gfn);
   }
   if (rec) ex.note('vcpu_enter_guest', `${kind} ${hex(gpa)}: still faulting after ${MAX_ATTEMPTS} attempts`);
 }
 
-/** The vCPU would only spin: an invalidation covers the gfn, or its slot is INVALID. */
-function spinning(ex: Execution, asId: number, gfn: number): boolean {
-  const vm = ex.vm;
+/**
+ * The vCPU would only spin: an invalidation covers the gfn, or its slot is INVALID. A tool-side look:
+ * peekMemslot leaves the VM-wide last-used-slot cache (part of the hashed state) where the kernel's own
+ * lookups left it, so asking does not make a distinct state.
+ */
+export function spinning(vm: Execution['vm'], asId: number, gfn: number): boolean {
   if (vm.mmuInvalidateInProgress > 0 && gfn >= vm.mmuInvalidateRangeStart && gfn < vm.mmuInvalidateRangeEnd)
     return true;
-  const slot = vm.activeMemslots(asId).searchMemslots(gfn);
+  const slot = vm.activeMemslots(asId).peekMemslot(gfn);
   return slot !== null && (slot.flags & KVM_MEMSLOT_INVALID) !== 0;
 }
 
