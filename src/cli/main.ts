@@ -150,7 +150,7 @@ program.exitOverride();
 program.addHelpText('after', EXIT_HELP);
 
 const WORKERS_HELP =
-  'threads running designs beside the main one (default: the cores the load average leaves idle; 0 = one thread; same results)';
+  'threads running designs beside the main one (default: the cores idle, by the load average or what runs now; 0 = one thread; same results)';
 
 /** off | points (named audit points) | steps (+ after every step) | full (+ after every access) */
 const AUDITS = ['off', 'points', 'steps', 'full'];

@@ -21,7 +21,7 @@ export type CompareOptions = RunOptions & {
   onDesign?: (i: number, n: number, id: string) => void;
   /**
    * worker threads running designs beside this thread (0: all here, one after another); default:
-   * defaultCompareWorkers (the cores the load average leaves idle)
+   * defaultCompareWorkers (the cores idle, by the load average or what runs now)
    */
   workers?: number;
   /**

@@ -11,6 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
 import type { RunAudit, RunResult } from './runner.ts';
 import type { Scenario } from './schema.ts';
 
@@ -31,19 +32,36 @@ export interface CompareWorkerMessage {
 }
 
 /**
+ * Tasks the kernel has runnable right now, system-wide, the calling thread included (Linux's
+ * /proc/loadavg, fourth field: running/total), or null where that cannot be read.
+ */
+export function runnableNow(): number | null {
+  try {
+    const m = /^\S+ \S+ \S+ (\d+)\//.exec(readFileSync('/proc/loadavg', 'utf8'));
+    return m === null ? null : Number(m[1]);
+  } catch {
+    return null;
+  }
+}
+
+/**
  * The default number of extra threads for `designs` runs: one per core the machine has idle beside this
- * thread, judged by the 1-minute load average (a core counts as idle when the load leaves at least 1.5
- * of the CPUs free, i.e. this thread's and one more), at most one fewer than the designs. On a busy
- * machine a worker only adds its own start-up and JIT warm-up to the CPU time (measured at load 4 on 2
- * cores: slower on 9 of 11 library compares), so the default there is 0.
+ * thread, at most one fewer than the designs. A core counts as idle when the 1-minute load average
+ * leaves at least 1.5 of the CPUs free (this thread's and one more), or when fewer tasks than CPUs are
+ * runnable right now, this thread included (`runnable`, runnableNow()): the average lags by a minute, so
+ * a machine whose last run ended a moment ago (a script running compares back to back) still shows that
+ * run's load. On a busy machine a worker only adds its own start-up and JIT warm-up to the CPU time
+ * (measured at load 3-4 on 2 cores: slower), so the default there is 0.
  */
 export function defaultCompareWorkers(
   designs: number,
   cpus = availableParallelism(),
   load1 = loadavg()[0]!,
+  runnable: number | null = runnableNow(),
 ): number {
-  const idle = Math.floor(cpus - load1 - 0.5);
-  return Math.max(0, Math.min(idle, designs - 1));
+  const byAverage = Math.floor(cpus - load1 - 0.5);
+  const byNow = runnable === null ? 0 : cpus - runnable;
+  return Math.max(0, Math.min(Math.max(byAverage, byNow), designs - 1));
 }
 
 /** compare_worker next to this file: `.ts` from sources, `.js` in the dist/ build (piscina not loaded). */

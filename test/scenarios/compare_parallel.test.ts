@@ -7,7 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { loadScenario } from '../../src/scenario/library.ts';
 import { compareScenario } from '../../src/scenario/runner.ts';
 import { compareScenarioParallel, defaultCompareWorkers } from '../../src/scenario/compare_parallel.ts';
-import { DesignWorkers } from '../../src/scenario/compare_workers.ts';
+import { DesignWorkers, runnableNow } from '../../src/scenario/compare_workers.ts';
+import { existsSync } from 'node:fs';
 import { STEP_KINDS, type Scenario } from '../../src/scenario/schema.ts';
 import { STEP_KIND_NAMES } from '../../src/scenario/step_kinds.ts';
 
@@ -95,14 +96,26 @@ describe('compare on worker threads', () => {
     expect(unused.size).toBe(0);
   }, 120_000);
 
-  it('the default uses only cores the load average leaves idle, never more workers than designs left', async () => {
-    expect(defaultCompareWorkers(1, 2, 0)).toBe(0); // one design: nothing to share
-    expect(defaultCompareWorkers(5, 2, 0.1)).toBe(1); // an idle 2-core machine: one worker
-    expect(defaultCompareWorkers(5, 2, 0.6)).toBe(0); // the second core is partly busy
-    expect(defaultCompareWorkers(5, 2, 4)).toBe(0); // a shared, loaded machine: one thread, as before
-    expect(defaultCompareWorkers(5, 8, 1)).toBe(4); // at most one fewer than the designs
-    expect(defaultCompareWorkers(3, 8, 5.2)).toBe(2);
-    expect(defaultCompareWorkers(5, 8, 5.2)).toBe(2);
+  it('the default uses only cores the load average, or what runs now, leaves idle; never more workers than designs left', async () => {
+    // (runnable null: /proc/loadavg unreadable, the load average alone decides)
+    expect(defaultCompareWorkers(1, 2, 0, null)).toBe(0); // one design: nothing to share
+    expect(defaultCompareWorkers(5, 2, 0.1, null)).toBe(1); // an idle 2-core machine: one worker
+    expect(defaultCompareWorkers(5, 2, 0.6, null)).toBe(0); // the second core is partly busy
+    expect(defaultCompareWorkers(5, 2, 4, null)).toBe(0); // a shared, loaded machine: one thread, as before
+    expect(defaultCompareWorkers(5, 8, 1, null)).toBe(4); // at most one fewer than the designs
+    expect(defaultCompareWorkers(3, 8, 5.2, null)).toBe(2);
+    expect(defaultCompareWorkers(5, 8, 5.2, null)).toBe(2);
+    // what runs now, this thread included: the average still shows a run that just ended
+    expect(defaultCompareWorkers(5, 2, 1.1, 1)).toBe(1);
+    expect(defaultCompareWorkers(5, 2, 1.1, 2)).toBe(0); // another task runs: no idle core
+    expect(defaultCompareWorkers(5, 2, 4, 3)).toBe(0);
+    expect(defaultCompareWorkers(5, 8, 6, 2)).toBe(4); // at most one fewer than the designs
+    expect(defaultCompareWorkers(1, 2, 0, 1)).toBe(0);
+    expect(defaultCompareWorkers(5, 2, 0.1, 5)).toBe(1); // a burst now: the average still counts
+    const now = runnableNow();
+    if (existsSync('/proc/loadavg'))
+      expect(now).toBeGreaterThanOrEqual(1); // this thread runs
+    else expect(now).toBeNull();
     await expect(compareScenarioParallel(sc('tdx-boot'), { workers: 0, runHere: false })).rejects.toThrow(
       /at least one worker/,
     );
