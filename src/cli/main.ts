@@ -28,6 +28,7 @@ import { progress } from './progress.ts';
 import { EXIT, EXIT_HELP, exitCodeFor } from './exit_codes.ts';
 import { DEFAULT_MAX_STEPS } from '../scenario/limits.ts';
 import { registerExplore } from './explore_cmd.ts';
+import { enUS } from '../report/en_us.ts';
 
 // Each command loads what it needs when it runs (the model, the parser, the report code): `list`, `show`
 // and `--help` start without compiling or loading any of it.
@@ -162,7 +163,7 @@ const withCommon = (c: Command): Command =>
     .option('-p, --param <name=value...>', 'override a scenario parameter')
     .option(
       '--max-steps <n>',
-      `refuse a timeline that unrolls (repeats multiplied out) to more steps than this (default ${DEFAULT_MAX_STEPS.toLocaleString('en-US')})`,
+      `refuse a timeline that unrolls (repeats multiplied out) to more steps than this (default ${enUS(DEFAULT_MAX_STEPS)})`,
     );
 
 withCommon(

@@ -9,10 +9,11 @@ import { fmtModelled } from '../metrics/cost.ts';
 import type { ParamAxis, ParamValue } from '../sweep/grid.ts';
 import type { SweepFailure, SweepPoint, SweepResult } from '../sweep/schema.ts';
 import type { Style } from './text.ts';
+import { enUS } from './en_us.ts';
 
 const paint = (st: Style, fmt: Parameters<typeof styleText>[0], s: string): string =>
   st.color ? styleText(fmt, s) : s;
-const n = (x: number): string => x.toLocaleString('en-US');
+const n = (x: number): string => enUS(x);
 
 /** 1073741824 → "1G" when the axis was written with size suffixes; otherwise the plain value. */
 export function fmtParam(axis: ParamAxis | undefined, v: ParamValue | undefined): string {

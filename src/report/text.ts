@@ -7,6 +7,7 @@ import Table from 'cli-table3';
 import { styleText } from 'node:util';
 import type { RunResult, Verdict } from '../scenario/runner.ts';
 import { fmtModelled } from '../metrics/cost.ts';
+import { enUS } from './en_us.ts';
 
 export interface Style {
   color: boolean;
@@ -15,7 +16,7 @@ export interface Style {
 const paint = (st: Style, fmt: Parameters<typeof styleText>[0], s: string): string =>
   st.color ? styleText(fmt, s) : s;
 
-const n = (x: number | undefined): string => (x ?? 0).toLocaleString('en-US');
+const n = (x: number | undefined): string => enUS(x ?? 0);
 
 function verdictText(st: Style, v: Verdict, violations: number): string {
   switch (v) {

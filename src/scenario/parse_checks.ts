@@ -8,6 +8,7 @@
 import { MAX_FRAMES_PER_MAPPING } from '../host/host_mm.ts';
 import type { Scenario, Step } from './schema.ts';
 import { countSteps } from './step_kinds.ts';
+import { enUS } from '../report/en_us.ts';
 
 /** Bytes per frame of each backing, and the most one region may have (the host mappings start at 1 TiB and end at 2^47). */
 const FRAME_BYTES = { '4k': 4096, '2m': 2 ** 21, '1g': 2 ** 30, thp: 2 ** 21 } as const;
@@ -46,8 +47,7 @@ export function checkStepCount(timeline: Step[], maxSteps: number): void {
   );
 }
 
-const fmtCount = (n: number): string =>
-  Number.isFinite(n) && n < 1e15 ? n.toLocaleString('en-US') : n.toExponential(2);
+const fmtCount = (n: number): string => (Number.isFinite(n) && n < 1e15 ? enUS(n) : n.toExponential(2));
 
 /** Duplicate names and slot ids, and overlapping initially-present regions, are layout errors. */
 export function checkLayout(sc: Scenario): void {
