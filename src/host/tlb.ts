@@ -112,11 +112,12 @@ export class Tlb implements SnapshotWritten {
     if (this.tag[l]![i] === -1) {
       this.used.push(l * 4096 + i);
       this.valid[l]!++;
+      // (a valid entry was filled, so noted, before: only an invalid one's place may be new to the range)
+      this[WRITTEN].note(PLACE_BASE[l]! + i);
     }
     this.tag[l]![i] = index * span;
     this.pfn[l]![i] = basePfn;
     this.meta[l]![i] = (writable ? 1 : 0) | (memtype << 1);
-    this[WRITTEN].note(PLACE_BASE[l]! + i);
     this.writes++;
   }
 
@@ -126,11 +127,11 @@ export class Tlb implements SnapshotWritten {
     if (this.tag4k[i] === -1) {
       this.used.push(i);
       this.valid[0]!++;
+      this[WRITTEN].note(i); // (see fill)
     }
     this.tag4k[i] = gfn;
     this.pfn4k[i] = pfn;
     this.meta4k[i] = (writable ? 1 : 0) | (memtype << 1);
-    this[WRITTEN].note(i);
     this.writes++;
   }
 

@@ -9,12 +9,13 @@
  *
  * Simplifications: the rb-tree is a sorted array with one Float64Array of (base, end) gfn pairs (binary
  * search, O(log n) lookup, memmove insert), plus a bucket directory over it for lookups once a set has
- * stopped changing; the hva interval tree is built lazily on the first hva query after a change (sorted
- * by start with a running max of ends). Lookup results are those of the kernel's.
+ * stopped changing; the hva interval tree (memslots_hva.ts) is built lazily on the first hva query after
+ * a change. Lookup results are those of the kernel's.
  */
 import type { Gfn, Hva } from '../types/addr.ts';
 import type { KvmMemorySlot } from './kvm_host.ts';
 import { ModelCorruption } from './model_corruption.ts';
+import { buildHvaIndex, hvaIndexRange, type HvaIndex } from './memslots_hva.ts';
 
 /** Below this many slots the binary search is as quick as the directory. */
 const DIR_MIN_SLOTS = 64;
@@ -62,7 +63,7 @@ export class KvmMemslots {
   /** lastUsed's [base_gfn, base_gfn + npages) (an empty range while there is none) */
   private lastBase = 0;
   private lastEnd = 0;
-  private hvaIndex: { slots: KvmMemorySlot[]; maxEnd: Float64Array } | null = null;
+  private hvaIndex: HvaIndex | null = null;
 
   constructor(nodeIdx: 0 | 1, generation: number) {
     this.nodeIdx = nodeIdx;
@@ -117,6 +118,18 @@ export class KvmMemslots {
     const s = this.search(gfn);
     if (s !== null) vcpu[LAST_USED_SLOT] = s;
     return s;
+  }
+
+  /**
+   * The vCPU's last-used slot when vcpuGfnToMemslot(vcpu, gfn) would answer from it (its generation
+   * current, gfn inside), so that call would change nothing; else null. Reads the cache only.
+   */
+  vcpuCachedMemslot(vcpu: VcpuLastUsedSlot, gfn: number): KvmMemorySlot | null {
+    const c = vcpu[LAST_USED_SLOT];
+    const gen = this.updateInProgress ? -1 - this.generation : this.generation;
+    return c !== null && gen === vcpu[LAST_USED_SLOT_GEN] && gfn >= c.baseGfn && gfn < c.baseGfn + c.npages
+      ? c
+      : null;
   }
 
   /**
@@ -278,35 +291,7 @@ export class KvmMemslots {
 
   /** Slots whose userspace range intersects [start, end) (bytes). The kernel's hva interval tree. */
   hvaRange(start: number, end: number): KvmMemorySlot[] {
-    const idx = (this.hvaIndex ??= this.buildHvaIndex());
-    const out: KvmMemorySlot[] = [];
-    // last slot with hva start < end
-    let lo = 0;
-    let hi = idx.slots.length - 1;
-    let i = -1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      if (idx.slots[mid]!.userspaceAddr < end) {
-        i = mid;
-        lo = mid + 1;
-      } else hi = mid - 1;
-    }
-    for (; i >= 0 && idx.maxEnd[i]! > start; i--) {
-      const s = idx.slots[i]!;
-      if (s.userspaceAddr + s.npages * 4096 > start) out.push(s);
-    }
-    return out.reverse();
-  }
-
-  private buildHvaIndex(): { slots: KvmMemorySlot[]; maxEnd: Float64Array } {
-    const slots = [...this.sorted].sort((a, b) => a.userspaceAddr - b.userspaceAddr);
-    const maxEnd = new Float64Array(slots.length);
-    let m = 0;
-    slots.forEach((s, i) => {
-      m = Math.max(m, s.userspaceAddr + s.npages * 4096);
-      maxEnd[i] = m;
-    });
-    return { slots, maxEnd };
+    return hvaIndexRange((this.hvaIndex ??= buildHvaIndex(this.sorted)), start, end);
   }
 
   /** Every slot in base_gfn order (a copy). */

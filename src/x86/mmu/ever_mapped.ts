@@ -31,22 +31,29 @@ export class EverMapped implements SnapshotWritten {
   /** Record that gfn was mapped; true if it had been mapped before. */
   testAndSet(gfn: number): boolean {
     const key = gfn < 0x80000000 ? gfn >>> 15 : Math.floor(gfn / CHUNK_GFNS);
-    let bits = this.last;
     // (the chunk pointer is stored only when it changes: a pointer store pays the GC write barrier)
-    if (key !== this.lastKey || bits === undefined) {
-      bits = this.chunks.get(key);
-      if (bits === undefined) {
-        bits = this[SPARES].pop() ?? new Uint8Array(CHUNK_GFNS / 8);
-        this.chunks.set(key, bits);
-      }
-      this.lastKey = key;
-      this.last = bits;
-    }
+    const bits = key === this.lastKey && this.last !== undefined ? this.last : this.chunkOf(key);
     const i = gfn - key * CHUNK_GFNS;
-    if (((bits[i >>> 3]! >> (i & 7)) & 1) === 1) return true;
-    bits[i >>> 3]! |= 1 << (i & 7);
-    this[WRITTEN].note(i >>> 3);
+    const j = i >>> 3;
+    const byte = bits[j]!;
+    if (((byte >> (i & 7)) & 1) === 1) return true;
+    bits[j] = byte | (1 << (i & 7));
+    // A byte that held a bit was written before, so it lies in the range already (written_range.ts: a
+    // noted write need not be noted again): only a byte's first bit is noted, 1 first touch in 8 of a run.
+    if (byte === 0) this[WRITTEN].note(j);
     return false;
+  }
+
+  /** The chunk of key (made, or taken from the spares, on first use), now the last one used. */
+  private chunkOf(key: number): Uint8Array {
+    let bits = this.chunks.get(key);
+    if (bits === undefined) {
+      bits = this[SPARES].pop() ?? new Uint8Array(CHUNK_GFNS / 8);
+      this.chunks.set(key, bits);
+    }
+    this.lastKey = key;
+    this.last = bits;
+    return bits;
   }
 
   /** The chunks and the spares, each numbered from its first byte. */

@@ -199,8 +199,10 @@ function firstTouch4k(
   const vm = mmu.vm;
   const g = (gpa / 4096) | 0;
   const slots = vm.activeMemslots(vcpu.asId());
-  // Decided on a peek: kvm_vcpu_gfn_to_memslot (its cache, its lookup count) runs only for a fault made here.
-  const slot = slots.peekMemslot(g);
+  // Decided on a peek: kvm_vcpu_gfn_to_memslot (its cache, its lookup count) runs only for a fault made
+  // here, and not at all when the vCPU's cache holds the slot (the call would change nothing then).
+  const cached = slots.vcpuCachedMemslot(vcpu, g);
+  const slot = cached ?? slots.peekMemslot(g);
   if (slot === null) return false;
   const flags = slot.flags;
   if ((flags & SLOT_NOT_FAST) !== 0 || (write && (flags & SLOT_RO) !== 0)) return false;
@@ -226,7 +228,7 @@ function firstTouch4k(
     else t({ name: 'kvm_page_fault', vcpuId: vcpu.vcpuId, gpa, errorCode: write ? 2 : 1 });
   }
   // kvm_mmu_faultin_pfn: the slot lookup, then GUP (the page faulted in on first touch).
-  slots.vcpuGfnToMemslot(vcpu, g);
+  if (cached === null) slots.vcpuGfnToMemslot(vcpu, g);
   const pfn = host.gup4kInto(v, hva);
   if (t !== undefined) {
     if (num !== undefined) num.spteRequested(g, pfn, 1);
