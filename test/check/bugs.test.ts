@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { Kvm, uapiVfio, type BugName, type KvmOptions, type Vcpu, type Vm } from '../../src/index.ts';
 import { Checker } from '../../src/check/checker.ts';
-import { beginFault } from '../../src/x86/mmu/guest_access.ts';
+import { beginFault } from '../../src/x86/mmu/guest_access_step.ts';
 import type { X86Mmu } from '../../src/x86/mmu/mmu.ts';
 import { KVM_CAP, KVM_MEM_GUEST_MEMFD } from '../../src/uapi/kvm.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../../src/uapi/kvm_x86.ts';

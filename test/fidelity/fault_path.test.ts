@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { Kvm } from '../../src/index.ts';
 import { KVM_MEM_GUEST_MEMFD, KVM_MEMORY_ATTRIBUTE_PRIVATE } from '../../src/uapi/kvm.ts';
-import { beginFault } from '../../src/x86/mmu/guest_access.ts';
+import { beginFault } from '../../src/x86/mmu/guest_access_step.ts';
 import type { X86Mmu } from '../../src/x86/mmu/mmu.ts';
 import { VM, privateGuest, PAGE, MiB } from '../private/fixture.ts';
 import { guest } from '../mmu/fixture.ts';

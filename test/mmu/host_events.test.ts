@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Kvm } from '../../src/index.ts';
-import { beginFault } from '../../src/x86/mmu/guest_access.ts';
+import { beginFault } from '../../src/x86/mmu/guest_access_step.ts';
 import type { X86Mmu } from '../../src/x86/mmu/mmu.ts';
 import { kvmTdpMmuGetWalk } from '../../src/x86/mmu/tdp_mmu.ts';
 import { spteToPfn } from '../../src/x86/mmu/spte.ts';

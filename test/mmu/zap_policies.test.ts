@@ -194,7 +194,7 @@ describe('races', () => {
   });
 
   it('a fault whose mmu_invalidate_seq went stale (migration in between) retries and maps the new page', async () => {
-    const { beginFault } = await import('../../src/x86/mmu/guest_access.ts');
+    const { beginFault } = await import('../../src/x86/mmu/guest_access_step.ts');
     const g = guest({});
     const v = g.vcpus[0]!;
     const slot = g.vm.memslots()[0]!;

@@ -10,6 +10,8 @@
  * fast_page_fault for the dirty-logging write-protect case), arch/x86/kvm/vmx/vmx.c
  * (handle_ept_violation, handle_ept_misconfig). The CPU side (TLB, walk, PML) is the model's own.
  * Simplification: the walk reads the live SPTEs (no paging-structure caches beyond the TLB).
+ * The same steps stopped where the kernel lets other threads in (the stepping hooks) are in
+ * guest_access_step.ts.
  */
 import type { Vcpu } from '../../kvm/vcpu.ts';
 import {
@@ -90,7 +92,7 @@ export interface Classified {
   isPrivate: boolean;
 }
 
-function classify(mmu: X86Mmu, gpa: number, opts: AccessOptions | undefined): Classified {
+export function classify(mmu: X86Mmu, gpa: number, opts: AccessOptions | undefined): Classified {
   const vm = mmu.vm;
   const hwGfn = Math.floor(gpa / 4096);
   const bits = vm.arch.gfnDirectBits;
@@ -230,13 +232,13 @@ export function finishFault(
 }
 
 /** translate(): the access must exit to KVM (EPT violation or misconfiguration). */
-const MISS = 0;
+export const MISS = 0;
 
 /**
  * The CPU's translation: TLB, then the EPT walk. null when the access completed (what it reached is in
  * accessHit), MISS if it must exit to KVM, or the exit itself.
  */
-function translate(
+export function translate(
   mmu: X86Mmu,
   vcpu: Vcpu,
   c: Classified,
@@ -292,7 +294,7 @@ function translate(
  * emulated MMIO (no page fault is counted), else the fault path replaces it.
  * @kernel arch/x86/kvm/mmu/mmu.c#handle_mmio_page_fault
  */
-function handleEptMisconfig(
+export function handleEptMisconfig(
   mmu: X86Mmu,
   vcpu: Vcpu,
   c: Classified,
@@ -319,7 +321,7 @@ function handleEptMisconfig(
  * access-tracking half of page_fault_can_be_fast does not apply.)
  * @kernel arch/x86/kvm/mmu/mmu.c#fast_page_fault
  */
-function fastPageFault(mmu: X86Mmu, vcpu: Vcpu, c: Classified, fault: KvmPageFault): number | null {
+export function fastPageFault(mmu: X86Mmu, vcpu: Vcpu, c: Classified, fault: KvmPageFault): number | null {
   if (!fault.write || c.isPrivate) return null;
   const root = vcpu.mmu.root;
   // translate() just walked this gfn and left the last SPTE in `walk`: no second walk needed.
@@ -335,87 +337,4 @@ function fastPageFault(mmu: X86Mmu, vcpu: Vcpu, c: Classified, fault: KvmPageFau
   if (slot !== null) markPageDirtyInSlot(slot, c.gfn);
   vcpu.stats.pf_fast++;
   return RET_PF_FIXED;
-}
-
-/**
- * Stepwise driving for race tests: run the fault up to the end of phase 2 (pfn obtained, mmu_lock not
- * yet taken) and return a function that takes the lock, rechecks and installs. Between the two the
- * caller may run host events or memslot updates.
- */
-export function beginFault(
-  mmu: X86Mmu,
-  vcpu: Vcpu,
-  gpa: number,
-  kind: AccessKind,
-): { fault: KvmPageFault; r: number; finish: () => AccessResult } {
-  vcpuEnterGuest(mmu, vcpu);
-  const c = classify(mmu, gpa, undefined);
-  vcpu.mode = OUTSIDE_GUEST_MODE; // the EPT violation's VM exit
-  vcpu.stats.exits++;
-  vcpu.stats.pf_taken++;
-  const fault = newPageFault(gpa, c.gfn, kind === 'write', kind === 'exec', c.isPrivate);
-  const r = kvmMmuFaultinPfn(mmu, vcpu, fault);
-  const finish = (): AccessResult => {
-    const r2 = r === RET_PF_CONTINUE ? kvmTdpMmuPageFaultLocked(mmu, vcpu, fault) : r;
-    const done = finishFault(mmu, vcpu, fault, r2, gpa, c);
-    if (done !== null) return done;
-    // The guest re-executes the instruction.
-    return vcpuAccess(mmu, vcpu, gpa, kind);
-  };
-  return { fault, r, finish };
-}
-
-/** One guest access driven step by step (see beginAccessStep). */
-export interface AccessStep {
-  /** the access's result when it needed no fault (TLB or EPT hit, emulated MMIO, dead VM) */
-  result: AccessResult | null;
-  /** phases 3–4 of the fault: the exit, or null when the guest simply re-executes the instruction */
-  finish(): AccessResult | null;
-}
-
-/**
- * The explorer's stepping hook for a guest access: VM entry and the CPU's translation; on an EPT
- * violation, the fault (fast_page_fault, else phases 1–2: pfn obtained, mmu_lock not yet taken). The
- * same functions as vcpuAccess, stopped where the kernel lets other threads in; the retry loop is the
- * caller's (each re-execution is a new AccessStep).
- */
-export function beginAccessStep(mmu: X86Mmu, vcpu: Vcpu, gpa: number, kind: AccessKind): AccessStep {
-  if (mmu.vm.dead) {
-    const dead: AccessResult = {
-      exit: 'vm_dead',
-      gpa,
-      reason: 'the VM is dead (KVM_BUG_ON or a fatal TDX error)',
-    };
-    return { result: dead, finish: () => dead };
-  }
-  const c = { ...classify(mmu, gpa, undefined) };
-  const write = kind === 'write';
-  vcpuEnterGuest(mmu, vcpu);
-  const t = translate(mmu, vcpu, c, write);
-  const hit: AccessResult | null =
-    t === null
-      ? { exit: 'none', pfn: accessHit.pfn, level: accessHit.level, memtype: accessHit.memtype }
-      : t !== MISS
-        ? t
-        : handleEptMisconfig(mmu, vcpu, c, gpa, write);
-  if (hit !== null) return { result: hit, finish: () => hit };
-  vcpu.stats.exits++;
-  vcpu.stats.pf_taken++;
-  if (mmu.trace)
-    mmu.trace({
-      name: 'kvm_page_fault',
-      vcpuId: vcpu.vcpuId,
-      gpa,
-      errorCode: write ? 2 : kind === 'exec' ? 4 : 1,
-    });
-  const fault = newPageFault(gpa, c.gfn, write, kind === 'exec', c.isPrivate);
-  const fast = fastPageFault(mmu, vcpu, c, fault);
-  const r = fast ?? kvmMmuFaultinPfn(mmu, vcpu, fault);
-  return {
-    result: null,
-    finish: () => {
-      const r2 = fast === null && r === RET_PF_CONTINUE ? kvmTdpMmuPageFaultLocked(mmu, vcpu, fault) : r;
-      return finishFault(mmu, vcpu, fault, r2, gpa, c);
-    },
-  };
 }

@@ -44,15 +44,8 @@ import { kvmMmuMaxMappingLevel } from './page_fault.ts';
 import { tdpRootRole, kvmMmuRoleAsId, ROLE_INVALID } from './mmu_internal.ts';
 import { MMIO_SPTE_GEN_MASK } from './spte.ts';
 import type { KvmTraceSink } from '../../kvm/kvm_trace.ts';
-import {
-  accessHit,
-  beginAccessStep,
-  beginFault,
-  vcpuAccess,
-  vcpuAccessCore,
-  type AccessOptions,
-  type AccessStep,
-} from './guest_access.ts';
+import { accessHit, vcpuAccess, vcpuAccessCore, type AccessOptions } from './guest_access.ts';
+import { beginAccessStep, beginFault, type AccessStep } from './guest_access_step.ts';
 import { tdxVmInit } from '../tdx.ts';
 import { snpVmInit } from '../sev.ts';
 import type { AccessBatchOut, AccessHit, AccessKind, AccessResult } from '../../kvm/api_types.ts';
@@ -181,12 +174,12 @@ export class X86Mmu implements KvmMmuOps {
     }
   }
 
-  /** A fault that has its pfn and has not yet taken mmu_lock: see guest_access.ts#beginFault. */
+  /** A fault that has its pfn and has not yet taken mmu_lock: see guest_access_step.ts#beginFault. */
   vcpuBeginAccess(vcpu: Vcpu, gpa: number, kind: AccessKind): { finish(): AccessResult } {
     return beginFault(this, vcpu, gpa, kind);
   }
 
-  /** A guest access driven step by step: see guest_access.ts#beginAccessStep. */
+  /** A guest access driven step by step: see guest_access_step.ts#beginAccessStep. */
   vcpuAccessStep(vcpu: Vcpu, gpa: number, kind: AccessKind): AccessStep {
     return beginAccessStep(this, vcpu, gpa, kind);
   }

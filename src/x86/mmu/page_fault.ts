@@ -7,7 +7,7 @@
  *   3. lock       take mmu_lock (read) and recheck: root obsolete, or the invalidation seq moved / range
  *                 covers the gfn → retry (is_page_fault_stale)
  *   4. install    huge-page level, make the SPTE, kvm_tdp_mmu_map.
- * `kvmTdpMmuPageFault` runs them back to back; guest_access.ts can also stop between 2 and 3.
+ * `kvmTdpMmuPageFault` runs them back to back; guest_access_step.ts can also stop between 2 and 3.
  *
  * Kernel counterpart: arch/x86/kvm/mmu/mmu.c (kvm_tdp_mmu_page_fault, kvm_mmu_faultin_pfn,
  * __kvm_mmu_faultin_pfn, kvm_handle_noslot_fault, is_page_fault_stale, kvm_mmu_hugepage_adjust,
