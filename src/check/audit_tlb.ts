@@ -24,18 +24,26 @@ export function auditRoots(vm: VmState, report: Report): void {
   const tdp = (vm.mmu as Partial<X86Mmu>).tdp;
   if (tdp === undefined) return;
   const pool = tdp.pool;
-  const holders = new Map<number, number>();
+  // (no Map and no array per audit: a VM has a few roots, and each vCPU holds at most two)
+  const held = (v: Vcpu, r: number): void => {
+    if (r < 0) return;
+    if (!pool.isAllocated(r) || !tdp.roots.includes(r))
+      report('INV-ROOT-002', `vCPU ${v.vcpuId} holds root ${r}, which is freed or not on tdp_mmu_roots`);
+  };
   for (const v of vm.vcpus) {
-    for (const r of [v.mmu.root, v.mmu.mirrorRoot]) {
-      if (r < 0) continue;
-      if (!pool.isAllocated(r) || !tdp.roots.includes(r))
-        report('INV-ROOT-002', `vCPU ${v.vcpuId} holds root ${r}, which is freed or not on tdp_mmu_roots`);
-      holders.set(r, (holders.get(r) ?? 0) + 1);
-    }
+    held(v, v.mmu.root);
+    held(v, v.mmu.mirrorRoot);
   }
   for (const r of tdp.roots) {
+    let holders = 0;
+    // (a vCPU without a root holds -1, which is no root's number)
+    for (let k = 0; k < vm.vcpus.length && r >= 0; k++) {
+      const v = vm.vcpus[k]!;
+      if (v.mmu.root === r) holders++;
+      if (v.mmu.mirrorRoot === r) holders++;
+    }
     const valid = (pool.role[r]! & ROLE_INVALID) === 0;
-    const need = (holders.get(r) ?? 0) + (valid ? 1 : 0);
+    const need = holders + (valid ? 1 : 0);
     if (!pool.isAllocated(r) || pool.rootCount[r]! < need)
       report(
         'INV-ROOT-001',

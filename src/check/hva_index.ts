@@ -25,15 +25,37 @@ export class HvaIndex {
   private readonly outOrder: number[] = [];
 
   build(lists: readonly (readonly KvmMemorySlot[])[]): void {
-    const all: [KvmMemorySlot, number][] = [];
-    for (const l of lists) for (const s of l) all.push([s, all.length]);
-    all.sort((x, y) => x[0].userspaceAddr - y[0].userspaceAddr || x[1] - y[1]);
-    this.slots = all.map((x) => x[0]);
-    this.order = all.map((x) => x[1]);
-    this.starts = this.slots.map((s) => s.userspaceAddr);
-    this.ends = this.slots.map((s) => s.userspaceAddr + s.npages * 4096);
+    const slots: KvmMemorySlot[] = [];
+    for (const l of lists) for (const s of l) slots.push(s);
+    const n = slots.length;
+    const order: number[] = [];
+    for (let i = 0; i < n; i++) order.push(i);
+    // Slots in gfn order mostly lie in hva order too (one mapping per region, slots at increasing
+    // offsets): then the list order is the sorted one (ties keep list order either way), no sort.
+    let sorted = true;
+    for (let i = 1; i < n && sorted; i++) sorted = slots[i - 1]!.userspaceAddr <= slots[i]!.userspaceAddr;
+    if (!sorted) {
+      order.sort((x, y) => slots[x]!.userspaceAddr - slots[y]!.userspaceAddr || x - y);
+      const copy = slots.slice();
+      for (let i = 0; i < n; i++) slots[i] = copy[order[i]!]!;
+    }
+    // (filled by push: packed arrays, as over() reads them)
+    const starts: number[] = [];
+    const ends: number[] = [];
+    const maxEnds: number[] = [];
     let m = -Infinity;
-    this.maxEnds = this.ends.map((e) => (m = Math.max(m, e)));
+    for (let i = 0; i < n; i++) {
+      const s = slots[i]!;
+      const end = s.userspaceAddr + s.npages * 4096;
+      starts.push(s.userspaceAddr);
+      ends.push(end);
+      maxEnds.push((m = Math.max(m, end)));
+    }
+    this.slots = slots;
+    this.order = order;
+    this.starts = starts;
+    this.ends = ends;
+    this.maxEnds = maxEnds;
   }
 
   /** The slots whose hva range overlaps [a, b), in the order of the lists (a list reused by the next call). */
