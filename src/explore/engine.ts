@@ -11,7 +11,8 @@
  * until the scheduler resumes the suspended one. Such an actor can only be resumed while it is the
  * innermost suspended one; memslot ioctls serialize on slots_lock, so at most one is ever suspended.
  *
- * The program the scheduler runs (build once, restore per run) is program.ts; what the oracle accepts
+ * The VM an execution starts from (the configuration's scenario part, its setup timeline) is built by
+ * exec_setup.ts; the program the scheduler runs (build once, restore per run) is program.ts; what the oracle accepts
  * from the checker is oracle.ts (`transient`): the checker's audits assume a DELETE/MOVE's INVALID slot has been
  * flushed; between publishing the INVALID copy and the end of its flush the kernel legitimately still
  * maps the slot, so those reports are set aside for the slot's gfns in that window (and an access that
@@ -19,22 +20,19 @@
  *
  * Model-only file (no kernel counterpart).
  */
-import { Checker } from '../check/checker.ts';
+import type { Checker } from '../check/checker.ts';
 import { referenceAccess } from '../check/reference.ts';
 import type { AccessKind, AccessResult } from '../kvm/api_types.ts';
 import type { Vcpu } from '../kvm/vcpu.ts';
 import type { Kvm, Vm } from '../index.ts';
-import { buildKvm, buildVm } from '../scenario/runner.ts';
 import type { DesignSpec } from '../scenario/designs.ts';
 import type { Derived, ExecCtx, VmCtx } from '../scenario/steps.ts';
-import { execStep } from '../scenario/steps.ts';
-import { newVfioCtx } from '../scenario/steps_vfio.ts';
-import type { Step } from '../scenario/schema.ts';
 import type { Choice, Controller } from './scheduler.ts';
 import type { ActorRt, ExploreViolation, RunOptions, RunOutcome, StepRecord } from './execution_types.ts';
 import type { ExploreConfig } from './config.ts';
 import { makeActor, GLOBAL, type ActorBody, type Pending } from './actors.ts';
 import { stateHash } from '../kvm/state_hash.ts';
+import { setUpExecution } from './exec_setup.ts';
 import {
   memtypeNow,
   notYetZapped,
@@ -99,35 +97,13 @@ export class Execution {
     public ctl: Controller,
     readonly opts: RunOptions,
   ) {
-    const sc = cfg.scenario;
     this.recording = opts.record === true;
-    const vfio = newVfioCtx();
-    this.kvm = buildKvm(sc, vfio.units);
-    // audits at the points the engine names (every step); the trace ring feeds violation reports, so
-    // only recorded runs (replays of a violating schedule) keep one
-    const traceDepth = opts.traceSteps ? 4096 : opts.record ? 24 : 0;
-    this.checker = new Checker(this.kvm, { audit: 'points', traceDepth, maxViolations: Infinity });
-    this.x = {
-      kvm: this.kvm,
-      design,
-      checker: this.checker,
-      derived: {},
-      seeded: () => Math.random,
-      tdpMmu: this.kvm.cfg.tdpMmu,
-      errors: [],
-      label: 'setup',
-      iter: 0,
-      vfio,
-      expectedSeen: 0,
-    };
-    this.c = buildVm(this.x, sc, 0);
-    this.vm = this.c.vm;
-    for (const s of sc.timeline) this.runSetup(s);
-    if (this.x.errors.length > 0) throw new TypeError(`setup failed: ${this.x.errors.join('; ')}`);
-    if (this.checker.violations.length > 0) {
-      const v = this.checker.violations[0]!;
-      throw new TypeError(`setup already violates ${v.id}: ${v.message}`);
-    }
+    const s = setUpExecution(cfg, design, opts);
+    this.kvm = s.kvm;
+    this.checker = s.checker;
+    this.x = s.x;
+    this.c = s.c;
+    this.vm = s.c.vm;
     this.traceSeen = this.checker.recentTrace().length;
     this.setupDerived = this.x.derived;
   }
@@ -148,17 +124,6 @@ export class Execution {
       };
       this.actors.push(rt);
     });
-  }
-
-  private runSetup(s: Step): void {
-    if ('repeat' in s) {
-      for (let k = 0; k < s.repeat; k++) {
-        this.x.iter = k;
-        for (const t of s.steps) this.runSetup(t);
-      }
-      return;
-    }
-    execStep(this.x, this.c, s);
   }
 
   run(): RunOutcome {

@@ -14,34 +14,18 @@
  *   the call only tells which design the traced kernel ran.
  * Each memslot call opens a segment (one top-level step), so per-step counts line up with the kernel
  * events of the same segment. Impossible events (a DELETE of a slot never created, a fault no slot covers)
- * are reported and left out. Model-only file.
+ * are reported and left out. The regions, VMs and fault source come from the trace as a whole
+ * (scenario_shape.ts); this file walks its events in order. Model-only file.
  */
 import type { Scenario, Step } from '../scenario/schema.ts';
 import { uapi } from '../index.ts';
 import { KVM_X86_QUIRK_SLOT_ZAP_ALL } from '../uapi/kvm_x86.ts';
-import type { CreateVmEvent, EnableCapEvent, MemslotEvent, TraceEvent, UnmapEvent } from './events.ts';
-import {
-  B_CREATED,
-  B_WRITE,
-  EventTable,
-  FAULT_TPS,
-  KINDS,
-  K_FAULT,
-  K_MEMSLOT,
-  SOURCES,
-  V_SIZE,
-  V_UA,
-} from './event_table.ts';
+import type { EnableCapEvent, MemslotEvent, TraceEvent, UnmapEvent } from './events.ts';
+import { B_CREATED, B_WRITE, EventTable, KINDS, SOURCES } from './event_table.ts';
+import { extents, faultSourceOf, scenarioOf, type Extent } from './scenario_shape.ts';
 
 const PAGE = 4096;
-/** Hva is 47 bits (4-level host paging, types/addr.ts): a traced range past it has no host mapping to give */
-const HVA_LIMIT = 2 ** 47;
-export const FAULT_SOURCES = [
-  'kvm_mmu_set_spte',
-  'kvm_tdp_mmu_spte_changed',
-  'kvm_mmu_spte_requested',
-  'kvm_page_fault',
-] as const;
+export { FAULT_SOURCES } from './scenario_shape.ts';
 
 export interface TouchModel {
   /** pages written per writable slot before each memslot call and at the end */
@@ -71,31 +55,6 @@ export interface Conversion {
   t0: number;
 }
 
-interface Extent {
-  start: number;
-  end: number;
-  name: string;
-}
-
-function extents(tb: EventTable): Extent[] {
-  const r: [number, number][] = [];
-  for (let i = 0; i < tb.n; i++) {
-    if (tb.kind[i] !== K_MEMSLOT) continue;
-    const size = tb.num(i, V_SIZE, 'size');
-    const ua = tb.num(i, V_UA, 'ua');
-    if (size > 0 && ua > 0 && ua + size <= HVA_LIMIT)
-      r.push([Math.floor(ua / PAGE) * PAGE, Math.ceil((ua + size) / PAGE) * PAGE]);
-  }
-  r.sort((a, b) => a[0] - b[0]);
-  const out: Extent[] = [];
-  for (const [s, e] of r) {
-    const last = out.at(-1);
-    if (last && s <= last.end) last.end = Math.max(last.end, e);
-    else out.push({ start: s, end: e, name: `hva${out.length}` });
-  }
-  return out;
-}
-
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
 export function callText(e: MemslotEvent): string {
@@ -110,23 +69,6 @@ interface Live {
   flags: number;
 }
 
-/** Choose the fault source: the highest-priority event kind present in the trace. */
-function faultSourceOf(tb: EventTable, tdp: boolean): string | null {
-  const seen = new Set<string>();
-  // a column row's tracepoint is its ref (an index in FAULT_TPS): one bit each, no string per row
-  let bits = 0;
-  for (let i = 0; i < tb.n; i++) {
-    if (tb.kind[i] !== K_FAULT) continue;
-    if (tb.isBoxed(i)) seen.add(tb.faultTp(i));
-    else bits |= 1 << tb.ref[i]!;
-  }
-  FAULT_TPS.forEach((tp, k) => {
-    if (bits & (1 << k)) seen.add(tp);
-  });
-  for (const s of FAULT_SOURCES) if (seen.has(s) && (s !== 'kvm_page_fault' || tdp)) return s;
-  return null;
-}
-
 export interface ConvertOptions {
   name: string;
   host: Scenario['host'];
@@ -138,45 +80,6 @@ export interface ConvertOptions {
 
 export function toScenario(ev: TraceEvent[] | EventTable, opts: ConvertOptions): Conversion {
   return new Converter(ev instanceof EventTable ? ev : EventTable.fromEvents(ev), opts).run();
-}
-
-/** The events of one kind (the rare, boxed ones: VM and vCPU creation). */
-function eventsOf<K extends TraceEvent['kind']>(tb: EventTable, kind: K): Extract<TraceEvent, { kind: K }>[] {
-  const code = KINDS.indexOf(kind);
-  const out: Extract<TraceEvent, { kind: K }>[] = [];
-  for (let i = 0; i < tb.n; i++)
-    if (tb.kind[i] === code) out.push(tb.event(i) as Extract<TraceEvent, { kind: K }>);
-  return out;
-}
-
-/** The scenario: one VM per traced KVM_CREATE_VM (at least one), every VM declaring the host regions. */
-function scenarioOf(tb: EventTable, ext: Extent[], opts: ConvertOptions): Scenario {
-  const created: CreateVmEvent[] = eventsOf(tb, 'createVm').filter((e) => e.ret === 0);
-  const vcpuEvents = eventsOf(tb, 'createVcpu');
-  const vmCount = Math.max(1, created.length);
-  const regions = [
-    ...ext.map((x) => ({
-      name: x.name,
-      gpa: 0,
-      size: x.end - x.start,
-      present: false,
-      backing: opts.backing ?? '4k',
-    })),
-    // guest accesses are addressed as offset = gpa from a region declared at gpa 0
-    { name: 'gpa', gpa: 0, size: PAGE, present: false },
-  ];
-  const vms = Array.from({ length: vmCount }, (_, v) => {
-    const c = created.find((e) => e.kind === 'createVm' && e.vm === v);
-    const vcpus = vcpuEvents.filter((e) => e.ret === 0 && e.vm === v).length;
-    return { name: `vm${v}`, type: c?.kind === 'createVm' ? c.type : 0, vcpus: Math.max(1, vcpus), regions };
-  });
-  return {
-    name: opts.name,
-    description: 'replayed from a trace',
-    ...(opts.host ? { host: opts.host } : {}),
-    vms,
-    timeline: [],
-  } as Scenario;
 }
 
 class Converter {
