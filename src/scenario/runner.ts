@@ -230,6 +230,7 @@ export async function runScenario(
     checker,
     derived: {},
     seeded: (key) => prng((sc.seed ?? 1) ^ hash(key)),
+    patterns: new Map(),
     tdpMmu: kvm.cfg.tdpMmu,
     errors: [],
     label: 'setup',

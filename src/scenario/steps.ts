@@ -12,6 +12,7 @@ import type { DesignSpec } from './designs.ts';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE } from '../uapi/falloc.ts';
 import { execVfioStep, isVfioStep, type VfioCtx } from './steps_vfio.ts';
 import { execGuestPaging } from './steps_paging.ts';
+import { offsetAt, patternOffsets, type PatternOffsets } from './patterns.ts';
 
 const PAGE = 4096;
 
@@ -56,6 +57,8 @@ export interface ExecCtx {
   expect?: string | undefined;
   /** calls of the current step that failed with the expected errno */
   expectedSeen: number;
+  /** working sets drawn so far, by seed key (patterns.ts); only where `seeded` is a function of the key */
+  patterns?: Map<string, PatternOffsets>;
 }
 
 /**
@@ -264,43 +267,6 @@ function dirtyLog(x: ExecCtx, c: VmCtx, r: RegionState, clear: boolean): void {
     bump(x.derived, 'dirty_pages_reported', dirty);
     if (clear) c.vm.clearDirtyLog({ slot, firstPage: 0, numPages: r.decl.size / PAGE, bitmap });
   });
-}
-
-/**
- * The addresses a pattern touches, in order: every stride from `start`, or (picked) a seeded random
- * working set. No array per page: a plain range is arithmetic, a working set holds only its own offsets.
- */
-interface PatternOffsets {
-  n: number;
-  start: number;
-  stride: number;
-  /** the working set's offsets, or null for the plain range */
-  picked: Float64Array | null;
-}
-
-const offsetAt = (o: PatternOffsets, i: number): number =>
-  o.picked !== null ? o.picked[i]! : o.start + i * o.stride;
-
-function patternOffsets(x: ExecCtx, r: RegionState, p: AccessPattern): PatternOffsets {
-  const start = (p.offset ?? 0) + (p.eachOffset ?? 0) * x.iter;
-  const len = p.length ?? r.decl.size - start;
-  const stride = p.stride ?? PAGE;
-  const n = Math.max(0, Math.ceil(len / stride));
-  if (p.workingSet === undefined || p.workingSet >= n) return { n, start, stride, picked: null };
-  // partial Fisher–Yates, seeded by the scenario seed and the pattern itself: the same pattern touches
-  // the same pages every time (that is what a working set is), identically in every design. Sparse: only
-  // the positions a swap moved are stored (idx[k] = k otherwise), so it costs the working set, not n.
-  const rand = x.seeded(`${p.region}:${start}:${len}:${stride}:${p.workingSet}`);
-  const moved = new Map<number, number>();
-  const picked = new Float64Array(p.workingSet);
-  for (let i = 0; i < p.workingSet; i++) {
-    const j = i + Math.floor(rand() * (n - i));
-    const vi = moved.get(i) ?? i;
-    const vj = moved.get(j) ?? j;
-    moved.set(j, vi);
-    picked[i] = start + vj * stride;
-  }
-  return { n: p.workingSet, start, stride, picked };
 }
 
 type AcceptPattern = Extract<Step, { accept: unknown }>['accept'];
