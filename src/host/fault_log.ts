@@ -30,7 +30,8 @@ export class FaultLog implements SnapshotWritten {
     const i = this.seq % FAULT_LOG_SIZE;
     this.starts[i] = start;
     this.lens[i] = len;
-    this[WRITTEN].note(i);
+    // Slots fill in order, so the range holds [0, min(seq, size)): once the ring wraps, every slot is in it.
+    if (this.seq < FAULT_LOG_SIZE) this[WRITTEN].note(i);
     this.seq++;
   }
 
