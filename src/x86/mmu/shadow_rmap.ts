@@ -49,13 +49,6 @@ export function kvmMmuPageAsId(sp: ShadowPage): number {
   return sp.role & ROLE_SMM ? 1 : 0;
 }
 
-/**
- * The leaf arrays of a page (pfn, gfns, bits) share one buffer: one backing store per page rather than
- * three (a first touch makes a level-1 page every 512 faults, and each backing store is a separate
- * allocation the GC tracks). Snapshots save and restore each view in place, so the sharing survives one.
- */
-const LEAF_BYTES = 512 * 8 * 2 + 512;
-
 /** struct kvm_mmu_page */
 export class ShadowPage {
   /** the model's name for the page: its MMU's count of pages made so far (ShadowMmu.spIds) */
@@ -97,10 +90,9 @@ export class ShadowPage {
     this.hasGptes = !this.direct;
     if ((role & ROLE_LEVEL_MASK) === 1) {
       this.child = null;
-      const buf = new ArrayBuffer(LEAF_BYTES);
-      this.pfn = new Float64Array(buf, 0, 512).fill(-1);
-      this.gfns = new Float64Array(buf, 4096, 512);
-      this.bits = new Uint8Array(buf, 8192, 512);
+      this.pfn = new Float64Array(512).fill(-1);
+      this.bits = new Uint8Array(512);
+      this.gfns = new Float64Array(512);
     } else {
       this.child = new Array<ShadowPage | null>(512).fill(null);
       this.pfn = null;
@@ -122,10 +114,9 @@ export class ShadowPage {
   /** Room for huge leafs in a level-2 page (allocated on the first one). */
   allocLeafs(): void {
     if (this.pfn !== null) return;
-    const buf = new ArrayBuffer(LEAF_BYTES);
-    this.pfn = new Float64Array(buf, 0, 512).fill(-1);
-    this.gfns = new Float64Array(buf, 4096, 512);
-    this.bits = new Uint8Array(buf, 8192, 512);
+    this.pfn = new Float64Array(512).fill(-1);
+    this.bits = new Uint8Array(512);
+    this.gfns = new Float64Array(512);
   }
 }
 
