@@ -47,10 +47,10 @@ export function runnableNow(): number | null {
 /**
  * The default number of extra threads for `designs` runs: one per core the machine has idle beside this
  * thread, at most one fewer than the designs. A core counts as idle when the 1-minute load average
- * leaves at least 1.5 of the CPUs free (this thread's and one more), or when fewer tasks than CPUs are
- * runnable right now, this thread included (`runnable`, runnableNow()): the average lags by a minute, so
- * a machine whose last run ended a moment ago (a script running compares back to back) still shows that
- * run's load. On a busy machine a worker only adds its own start-up and JIT warm-up to the CPU time
+ * leaves at least 1.5 of the CPUs free (this thread's and one more), or, while it leaves half a CPU free,
+ * when fewer tasks than CPUs are runnable right now, this thread included (`runnable`, runnableNow()):
+ * the average lags by a minute, so a machine whose last run ended a moment ago (a script running
+ * compares back to back) still shows that run's load. On a busy machine a worker only adds its own start-up and JIT warm-up to the CPU time
  * (measured at load 3-4 on 2 cores: slower), so the default there is 0.
  */
 export function defaultCompareWorkers(
@@ -60,7 +60,9 @@ export function defaultCompareWorkers(
   runnable: number | null = runnableNow(),
 ): number {
   const byAverage = Math.floor(cpus - load1 - 0.5);
-  const byNow = runnable === null ? 0 : cpus - runnable;
+  // (only where the average leaves half a CPU free: on a machine busy for a minute, a moment with
+  // nothing else runnable says little — measured at load 3.4 on 2 cores, a worker started then was slower)
+  const byNow = runnable === null || load1 >= cpus - 0.5 ? 0 : cpus - runnable;
   return Math.max(0, Math.min(Math.max(byAverage, byNow), designs - 1));
 }
 

@@ -109,6 +109,8 @@ describe('compare on worker threads', () => {
     expect(defaultCompareWorkers(5, 2, 1.1, 1)).toBe(1);
     expect(defaultCompareWorkers(5, 2, 1.1, 2)).toBe(0); // another task runs: no idle core
     expect(defaultCompareWorkers(5, 2, 4, 3)).toBe(0);
+    expect(defaultCompareWorkers(5, 2, 3.4, 1)).toBe(0); // busy for a minute: a quiet moment says little
+    expect(defaultCompareWorkers(5, 2, 1.5, 1)).toBe(0);
     expect(defaultCompareWorkers(5, 8, 6, 2)).toBe(4); // at most one fewer than the designs
     expect(defaultCompareWorkers(1, 2, 0, 1)).toBe(0);
     expect(defaultCompareWorkers(5, 2, 0.1, 5)).toBe(1); // a burst now: the average still counts
