@@ -11,6 +11,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { PfnPool } from '../../src/host/pfn_pool.ts';
+import { snapshot } from '../../src/kvm/snapshot.ts';
 
 type Op =
   | { op: 'alloc'; n: 1 | 512 | 262144; count: number }
@@ -193,5 +194,31 @@ describe('PfnPool: lazily made chunks = chunks made up front', () => {
     expect(p.epoch).toBe(e0 + 1);
     p.alloc(262144); // past a gap again
     expect(p.epoch).toBe(e0 + 2);
+  });
+
+  it('spare chunks: a chunk made after a snapshot is a spare, and the restore gives it back zeroed', () => {
+    const p = new PfnPool();
+    for (let i = 0; i < 100; i++) p.alloc(1);
+    const inner = p as unknown as { refChunks: Map<number, Int32Array>; verChunks: Map<number, Uint32Array> };
+    const spares = Object.getOwnPropertySymbols(p).map(
+      (k) => (p as unknown as Record<symbol, { ref: Int32Array[]; ver: Uint32Array[] }>)[k]!,
+    )[0]!;
+    const ref0 = [...spares.ref];
+    const ver0 = [...spares.ver];
+    const snap = snapshot([p]);
+    for (let run = 0; run < 3; run++) {
+      p.put(5); // a fresh page freed: its chunks are made, from the spares
+      p.write(7);
+      p.alloc(1);
+      expect(ref0).toContain(inner.refChunks.get(0));
+      expect(ver0).toContain(inner.verChunks.get(0));
+      expect([p.refs(5), p.contentVersion(5), p.contentVersion(7), p.refs(6)]).toEqual([1, 2, 2, 1]);
+      snap.restore();
+      expect([inner.refChunks.size, inner.verChunks.size, p.end]).toEqual([0, 0, 101]);
+      expect([p.refs(5), p.contentVersion(5), p.contentVersion(7), p.isFree(5)]).toEqual([1, 1, 1, false]);
+      expect(spares.ref).toEqual(ref0);
+      expect(spares.ver).toEqual(ver0);
+      for (const c of [...spares.ref, ...spares.ver]) expect(c.every((x) => x === 0)).toBe(true);
+    }
   });
 });
