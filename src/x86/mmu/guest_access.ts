@@ -172,21 +172,35 @@ export function vcpuAccessCore(
     const mmio = handleEptMisconfig(mmu, vcpu, c, gpa, write);
     if (mmio !== null) return mmio;
     // EPT violation
-    vcpu.stats.exits++;
-    vcpu.stats.pf_taken++;
-    if (mmu.trace)
-      mmu.trace({
-        name: 'kvm_page_fault',
-        vcpuId: vcpu.vcpuId,
-        gpa,
-        errorCode: write ? 2 : kind === 'exec' ? 4 : 1,
-      });
+    noteEptViolation(mmu, vcpu, gpa, write, kind);
     const fault = resetPageFault(accessFault, gpa, c.gfn, write, kind === 'exec', c.isPrivate);
     const r = fastPageFault(mmu, vcpu, c, fault) ?? kvmTdpMmuPageFault(mmu, vcpu, fault);
     const done = finishFault(mmu, vcpu, fault, r, gpa, c);
     if (done !== null) return done;
   }
   return { exit: 'retry', gpa, reason: `still faulting after ${MAX_REFAULTS} tries` };
+}
+
+/**
+ * An EPT violation exit as KVM counts and traces it before handling the fault (the exit and pf_taken
+ * stats, the kvm_page_fault tracepoint): the one-shot access and the stepwise one in guest_access_step.ts.
+ */
+export function noteEptViolation(
+  mmu: X86Mmu,
+  vcpu: Vcpu,
+  gpa: number,
+  write: boolean,
+  kind: AccessKind,
+): void {
+  vcpu.stats.exits++;
+  vcpu.stats.pf_taken++;
+  if (mmu.trace)
+    mmu.trace({
+      name: 'kvm_page_fault',
+      vcpuId: vcpu.vcpuId,
+      gpa,
+      errorCode: write ? 2 : kind === 'exec' ? 4 : 1,
+    });
 }
 
 /**

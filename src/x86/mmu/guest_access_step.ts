@@ -26,6 +26,7 @@ import {
   finishFault,
   handleEptMisconfig,
   MISS,
+  noteEptViolation,
   translate,
   vcpuAccess,
   vcpuEnterGuest,
@@ -94,15 +95,7 @@ export function beginAccessStep(mmu: X86Mmu, vcpu: Vcpu, gpa: number, kind: Acce
         ? t
         : handleEptMisconfig(mmu, vcpu, c, gpa, write);
   if (hit !== null) return { result: hit, finish: () => hit };
-  vcpu.stats.exits++;
-  vcpu.stats.pf_taken++;
-  if (mmu.trace)
-    mmu.trace({
-      name: 'kvm_page_fault',
-      vcpuId: vcpu.vcpuId,
-      gpa,
-      errorCode: write ? 2 : kind === 'exec' ? 4 : 1,
-    });
+  noteEptViolation(mmu, vcpu, gpa, write, kind);
   const fault = newPageFault(gpa, c.gfn, write, kind === 'exec', c.isPrivate);
   const fast = fastPageFault(mmu, vcpu, c, fault);
   const r = fast ?? kvmMmuFaultinPfn(mmu, vcpu, fault);
