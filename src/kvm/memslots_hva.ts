@@ -6,8 +6,14 @@
  * the set (KvmMemslots drops it on every change).
  *
  * Kernel counterpart: the per-set hva interval tree (struct kvm_memslots.hva_tree, a node per slot),
- * walked by virt/kvm/kvm_main.c's kvm_for_each_memslot_in_hva_range (read in linux-next). Simplification:
- * a sorted array in place of the augmented rb-tree; the same slots come back, in userspace_addr order.
+ * walked by virt/kvm/kvm_main.c's kvm_for_each_memslot_in_hva_range (interval_tree_iter_first/_next over
+ * [start, last], inclusive). Read in the stored ColinIanKing/linux-next kvm_main.c (commit bf052e4f, a
+ * 6.19-rc tree: the macro and its use in __kvm_handle_hva_range) and include/linux/interval_tree_generic.h
+ * (stored torvalds/linux copy 371bb621): the iterator returns the intersecting nodes in rb order, i.e. by
+ * start (userspace_addr), and _insert sends an equal start to the right, so slots with the same
+ * userspace_addr come back in the order they entered that set's tree. Simplification: a sorted array in
+ * place of the augmented rb-tree; the same slots come back in userspace_addr order, but slots sharing a
+ * userspace_addr (aliases) in gfn order (docs/simplifications.md).
  */
 import type { KvmMemorySlot } from './kvm_host.ts';
 
