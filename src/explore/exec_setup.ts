@@ -10,7 +10,7 @@ import { Checker } from '../check/checker.ts';
 import type { Kvm } from '../index.ts';
 import { buildKvm, buildVm } from '../scenario/runner.ts';
 import type { DesignSpec } from '../scenario/designs.ts';
-import { execStep, type ExecCtx, type VmCtx } from '../scenario/steps.ts';
+import { execStep, newExecCtx, type ExecCtx, type VmCtx } from '../scenario/steps.ts';
 import { newVfioCtx } from '../scenario/steps_vfio.ts';
 import type { Step } from '../scenario/schema.ts';
 import type { ExploreConfig } from './config.ts';
@@ -34,19 +34,7 @@ export function setUpExecution(cfg: ExploreConfig, design: DesignSpec, opts: Run
   // only recorded runs (replays of a violating schedule) keep one
   const traceDepth = opts.traceSteps ? 4096 : opts.record ? 24 : 0;
   const checker = new Checker(kvm, { audit: 'points', traceDepth, maxViolations: Infinity });
-  const x: ExecCtx = {
-    kvm,
-    design,
-    checker,
-    derived: {},
-    seeded: () => Math.random,
-    tdpMmu: kvm.cfg.tdpMmu,
-    errors: [],
-    label: 'setup',
-    iter: 0,
-    vfio,
-    expectedSeen: 0,
-  };
+  const x = newExecCtx(kvm, design, checker, vfio, () => Math.random);
   const c = buildVm(x, sc, 0);
   for (const s of sc.timeline) runSetup(x, c, s);
   if (x.errors.length > 0) throw new TypeError(`setup failed: ${x.errors.join('; ')}`);

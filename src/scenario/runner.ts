@@ -11,7 +11,15 @@ import { Kvm, KvmError, uapi, auditSpteMemtypes, type Vcpu } from '../index.ts';
 import type { Scenario, Step } from './schema.ts';
 import { designsFor, kvmOptionsFor, vmTypeNumber, type DesignSpec } from './designs.ts';
 import { loadChecker, NoChecker, type AuditLevel, type CheckerLike, type Violation } from './checker_glue.ts';
-import { createRegion, execStep, type Derived, type ExecCtx, type RegionState, type VmCtx } from './steps.ts';
+import {
+  createRegion,
+  execStep,
+  newExecCtx,
+  type Derived,
+  type ExecCtx,
+  type RegionState,
+  type VmCtx,
+} from './steps.ts';
 import { newVfioCtx } from './steps_vfio.ts';
 import { countSteps, STEP_KIND_NAMES } from './step_kinds.ts';
 import { modelCost, type Modelled } from '../metrics/cost.ts';
@@ -224,20 +232,8 @@ export async function runScenario(
         incremental: opts.incrementalAudits ?? true,
       })
     : new NoChecker();
-  const x: ExecCtx = {
-    kvm,
-    design,
-    checker,
-    derived: {},
-    seeded: (key) => prng((sc.seed ?? 1) ^ hash(key)),
-    patterns: new Map(),
-    tdpMmu: kvm.cfg.tdpMmu,
-    errors: [],
-    label: 'setup',
-    iter: 0,
-    vfio,
-    expectedSeen: 0,
-  };
+  const seeded = (key: string): (() => number) => prng((sc.seed ?? 1) ^ hash(key));
+  const x = newExecCtx(kvm, design, checker, vfio, seeded, new Map());
   const base = {
     scenario: sc.name,
     design: design.id,

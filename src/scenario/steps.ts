@@ -62,6 +62,37 @@ export interface ExecCtx {
 }
 
 /**
+ * A fresh execution context at the start of a run ('setup', outside any repeat). The scenario runner and
+ * the explorer differ only in `seeded` (the runner seeds by the scenario seed and a key; the explorer's
+ * schedules must not depend on one) and in `patterns` (a cache of drawn working sets, kept only where
+ * `seeded` is a function of the key).
+ */
+export function newExecCtx(
+  kvm: Kvm,
+  design: DesignSpec,
+  checker: CheckerLike,
+  vfio: VfioCtx,
+  seeded: ExecCtx['seeded'],
+  patterns?: Map<string, PatternOffsets>,
+): ExecCtx {
+  const x: ExecCtx = {
+    kvm,
+    design,
+    checker,
+    derived: {},
+    seeded,
+    tdpMmu: kvm.cfg.tdpMmu,
+    errors: [],
+    label: 'setup',
+    iter: 0,
+    vfio,
+    expectedSeen: 0,
+  };
+  if (patterns !== undefined) x.patterns = patterns;
+  return x;
+}
+
+/**
  * A call of the current step failed. With the errno the step `expect`s, that is the step's result;
  * otherwise it is a run error (the run's verdict becomes 'error').
  */
