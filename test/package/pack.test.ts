@@ -5,15 +5,19 @@
  * shipped .d.ts through a consumer's tsc, and the tarball's file list (dist, docs, recordings; no src,
  * no tests). Slow-ish (a build and an install): one file, one fresh project for every check.
  */
+import { isAscii } from 'node:buffer';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import * as nodeModule from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { libraryNames, resolveScenario } from '../../src/scenario/library_files.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
+/** Node ≥ 22.1: the bin loads its bundle with Node's own compile cache (src/cli/code_cache.ts) */
+const NODE_CACHE = 'enableCompileCache' in nodeModule;
 const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
 let dir = '';
 let files: string[] = [];
@@ -62,14 +66,38 @@ afterAll(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
+/** The bundle's modules (dist/… and node_modules/… paths) the bin initialises for `args` (V8 coverage). */
+function binInits(args: string[]): string[] {
+  const cov = mkdtempSync(join(dir, 'cov-'));
+  execFileSync(process.execPath, ['node_modules/zaplab/dist/bin/zaplab.js', ...args], {
+    cwd: dir,
+    env: { ...process.env, NODE_V8_COVERAGE: cov },
+    stdio: 'ignore',
+  });
+  const inits: string[] = [];
+  for (const f of readdirSync(cov)) {
+    const { result } = JSON.parse(readFileSync(join(cov, f), 'utf8')) as {
+      result: { url: string; functions: { functionName: string; ranges: { count: number }[] }[] }[];
+    };
+    // (the bundle's script is named by the path the build's code cache was made at: V8 keeps the cache's)
+    for (const script of result.filter((r) => r.url.endsWith('/dist/bin/zaplab.cjs')))
+      for (const fn of script.functions)
+        if (/^(dist|node_modules)\//.test(fn.functionName) && fn.ranges[0]!.count > 0)
+          inits.push(fn.functionName);
+  }
+  return inits;
+}
+
 describe('the packed tarball', () => {
   it('ships dist/ (ESM, .d.ts, source maps, the scenario library), docs and recordings; no sources or tests', () => {
     expect(files).toContain('dist/index.js');
     expect(files).toContain('dist/index.d.ts');
     expect(files).toContain('dist/index.js.map');
     expect(files).toContain('dist/cli/main.js');
-    expect(files).toContain('dist/bin/zaplab.js'); // the bin: the CLI bundled (scripts/bundle_cli.mjs)
-    expect(files).toContain('dist/bin/compare_worker.js');
+    expect(files).toContain('dist/bin/zaplab.js'); // the bin: loads the CLI bundle (scripts/bundle_cli.mjs)
+    expect(files).toContain('dist/bin/zaplab.cjs');
+    expect(files).toContain('dist/bin/zaplab.cjs.cache'); // its V8 code cache (src/cli/code_cache.ts)
+    expect(files).toContain('dist/cli/code_cache.js');
     expect(files).toContain('dist/zaplab.cjs');
     for (const n of libraryNames()) expect(files).toContain(`dist/scenario/library/${n}.yaml`);
     expect(files).toContain('docs/invariants.md');
@@ -85,6 +113,21 @@ describe('the packed tarball', () => {
       ),
     );
     expect(bad).toEqual([]);
+    // zod's `z` is bundled as a namespace import (scripts/bundle_cli.mjs): the schemas the CLI names and
+    // the English messages, not all of zod's locales (which made its chunk 755 kB)
+    const locales = files
+      .filter((f) => f.startsWith('dist/bin/') && f.endsWith('.map'))
+      .flatMap(
+        (f) =>
+          (JSON.parse(readFileSync(join(dir, 'node_modules/zaplab', f), 'utf8')) as { sources: string[] })
+            .sources,
+      )
+      .filter((s) => s.includes('/zod/v4/locales/'))
+      .map((s) => s.slice(s.lastIndexOf('/') + 1))
+      .filter((s) => s !== 'index.js'); // (their index: re-exports only)
+    expect(locales).toEqual(['en.js']);
+    // the CLI bundle is ASCII (V8 keeps it as one-byte text; scripts/bundle_cli.mjs escapes the rest)
+    expect(isAscii(readFileSync(join(dir, 'node_modules/zaplab/dist/bin/zaplab.cjs')))).toBe(true);
   });
 
   it("import { Kvm } from 'zaplab' works from plain Node ESM", () => {
@@ -152,23 +195,17 @@ export async function resolve(s, c, next) {
       // (and the help text's number formatting, report/en_us.js: 15 lines, no ICU)
       const profileData = /\/dist\/(kvm\/(host_profile|kvm_options|args|kvm_error)|report\/en_us)\.js$/;
       expect(loaded.filter((u) => heavy.test(u) && !profileData.test(u))).toEqual([]);
-      // the bin, the bundle: the modules inside the chunks it loads (esbuild heads each with its path)
-      const binLog = join(dir, `load-bin-${args[0]}.log`);
-      execFileSync(
-        process.execPath,
-        ['--import', './register.mjs', 'node_modules/zaplab/dist/bin/zaplab.js', ...args],
-        { cwd: dir, env: { ...process.env, ZAPLAB_LOADLOG: binLog }, stdio: 'ignore' },
-      );
-      const chunks = [...new Set(readFileSync(binLog, 'utf8').trim().split('\n'))];
-      expect(chunks.every((u) => u.includes('/node_modules/zaplab/dist/bin/'))).toBe(true);
-      const inside = chunks.flatMap((u) =>
-        [...readFileSync(fileURLToPath(u), 'utf8').matchAll(/^\/\/ ((?:dist|node_modules)\/\S+)$/gm)].map(
-          (m) => `/${m[1]!}`,
-        ),
-      );
-      expect(inside).toContain('/dist/cli/main.js');
-      expect(inside.filter((u) => heavy.test(u) && !profileData.test(u))).toEqual([]);
+      // the bin, the bundle: the modules it initialises (esbuild wraps each module of the bundle in a
+      // function named by its path, called when the module is first imported; V8's coverage counts calls)
+      const inits = binInits(args);
+      expect(inits).toContain('dist/cli/main.js');
+      expect(inits.filter((u) => heavy.test(`/${u}`) && !profileData.test(`/${u}`))).toEqual([]);
     }
+    // (and the check can fail: a compare initialises the model, the runner and the report code)
+    const compareInits = binInits(['compare', 'smram-toggle', '-p', 'toggles=1', '-w', '0']);
+    expect(compareInits).toContain('dist/kvm/kvm_main.js');
+    expect(compareInits).toContain('dist/scenario/runner.js');
+    expect(compareInits).toContain('dist/report/text.js');
   });
 
   it('the bin (the bundled CLI) compares and checks as dist/cli/main.js does, its worker threads included', () => {
@@ -190,6 +227,65 @@ export async function resolve(s, c, next) {
       expect(bundled).toBe(cli('node_modules/zaplab/dist/cli/main.js'));
       expect(bundled.length).toBeGreaterThan(1000);
     }
+  });
+
+  it('the bin loads its bundle with the shipped code cache, and without it (stale, corrupt, missing) gives the same output', () => {
+    const pkg = join(dir, 'node_modules/zaplab/dist');
+    const cacheUse = (): string =>
+      run(process.execPath, [
+        '--input-type=module',
+        '-e',
+        `import { loadBundle } from ${JSON.stringify(join(pkg, 'cli/code_cache.js'))};
+console.log(loadBundle(${JSON.stringify(join(pkg, 'bin/zaplab.cjs'))}).cache);`,
+      ]).trim();
+    // (the tarball's cache was made by this Node, at `npm pack`'s prepare)
+    expect(cacheUse()).toBe(NODE_CACHE ? 'node-cache' : 'used');
+    const args = ['compare', 'vsm-permission-split', '-p', 'splits=3', '-w', '1', '--json'];
+    const expected = run(process.execPath, ['node_modules/zaplab/dist/cli/main.js', ...args]);
+    expect(run(process.execPath, ['node_modules/zaplab/dist/bin/zaplab.js', ...args])).toBe(expected);
+    // the bundle's import() of a module outside it, with the cache: a sweep in this thread loads its task
+    // file by URL, its SVGs come from dist/report/svg.js (vega)
+    const sweep = (main: string, svg: string): string =>
+      run(process.execPath, [main, 'sweep', 'smram-toggle', '-p', 'toggles=1,2', '-w', '0', '--svg', svg])
+        .split('\n')
+        .filter((l) => !/^sweep: .* in [\d.]+ s/.test(l)) // (its elapsed time)
+        .join('\n');
+    expect(sweep('node_modules/zaplab/dist/bin/zaplab.js', 'svg-bin')).toBe(
+      sweep('node_modules/zaplab/dist/cli/main.js', 'svg-main'),
+    );
+    const svgs = readdirSync(join(dir, 'svg-bin')).sort();
+    expect(svgs).toContain('zapped-vs-toggles.svg');
+    expect(svgs).toEqual(readdirSync(join(dir, 'svg-main')).sort());
+    for (const f of svgs)
+      expect(readFileSync(join(dir, 'svg-bin', f), 'utf8')).toBe(
+        readFileSync(join(dir, 'svg-main', f), 'utf8'),
+      );
+    const cache = join(pkg, 'bin/zaplab.cjs.cache');
+    const good = readFileSync(cache);
+    copyFileSync(cache, join(dir, 'good.cache'));
+    const nl = good.indexOf(10);
+    const damaged: [string, Buffer][] = [
+      [
+        'a flipped byte in the bytecode',
+        Buffer.from(good).fill(good[nl + 5000]! ^ 0x5a, nl + 5000, nl + 5001),
+      ],
+      ['truncated', good.subarray(0, good.length >> 1)],
+      [
+        'another source',
+        Buffer.from(good.toString('latin1').replace(/"source":"[^"]*"/, '"source":"crc32:0"'), 'latin1'),
+      ],
+      ['not a cache', Buffer.from('garbage\n')],
+    ];
+    for (const [why, bytes] of damaged) {
+      writeFileSync(cache, bytes);
+      if (!NODE_CACHE) expect(cacheUse(), why).toBe('stale');
+      expect(run(process.execPath, ['node_modules/zaplab/dist/bin/zaplab.js', ...args]), why).toBe(expected);
+    }
+    rmSync(cache);
+    if (!NODE_CACHE) expect(cacheUse()).toBe('missing');
+    expect(run(process.execPath, ['node_modules/zaplab/dist/bin/zaplab.js', ...args])).toBe(expected);
+    copyFileSync(join(dir, 'good.cache'), cache);
+    expect(cacheUse()).toBe(NODE_CACHE ? 'node-cache' : 'used');
   });
 
   it("the shipped .d.ts types a consumer's TypeScript (nodenext)", () => {
