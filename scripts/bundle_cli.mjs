@@ -110,12 +110,25 @@ const out = `${outdir}/zaplab.cjs`;
 const text = readFileSync(out, 'utf8');
 const ascii = text.replace(/[^\0-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 if (ascii !== text) writeFileSync(out, ascii);
+// The loader (src/cli/code_cache.ts) as CommonJS too, dist/bin/load.cjs: the bin and the compare worker
+// threads require it, so a worker thread starts without Node's ES module loader.
+await build({
+  entryPoints: [`${dist}cli/code_cache.js`],
+  outfile: `${outdir}/load.cjs`,
+  bundle: true,
+  format: 'cjs',
+  platform: 'node',
+  target: 'node20',
+  define: { 'import.meta.url': '__zaplabUrl' },
+  banner: { js: "const __zaplabUrl = require('node:url').pathToFileURL(__filename).href;" },
+  logLevel: 'warning',
+});
 // The bin: the bundle's CLI, loaded with its code cache.
 writeFileSync(
   `${outdir}/zaplab.js`,
   `#!/usr/bin/env node
-// zaplab's bin: the CLI bundle (zaplab.cjs) loaded with its V8 code cache (dist/cli/code_cache.js).
-import { runBundle } from '../cli/code_cache.js';
+// zaplab's bin: the CLI bundle (zaplab.cjs) loaded with its V8 code cache (load.cjs: src/cli/code_cache.ts).
+import { runBundle } from './load.cjs';
 await runBundle(new URL('./zaplab.cjs', import.meta.url), 'cli');
 `,
 );
@@ -123,4 +136,9 @@ chmodSync(`${outdir}/zaplab.js`, 0o755);
 const trained = spawnSync(process.execPath, [`${root}scripts/code_cache.mjs`], {
   stdio: ['ignore', 'ignore', 'inherit'],
 });
-if (trained.status !== 0) throw new Error(`scripts/code_cache.mjs failed (exit ${trained.status})`);
+// (a training run that fails leaves no cache: the CLI then compiles from source, as it did without one;
+// the build goes on, so a broken scenario shows in the tests rather than as a failed `npm ci`)
+if (trained.status !== 0)
+  process.stderr.write(
+    `code cache: not made (scripts/code_cache.mjs exit ${trained.status}); the CLI compiles from source\n`,
+  );

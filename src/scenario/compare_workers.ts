@@ -76,13 +76,14 @@ function workerFile(): string {
  * The worker's entry code: import the module; from sources (a `.ts` file, under tsx or vitest) through
  * tsx's tsImport, since Node 20 workers do not apply a loader given as `--import` in execArgv. In the CLI
  * bundle (this module inside dist/bin/zaplab.cjs, scripts/bundle_cli.mjs) the thread loads the bundle
- * itself with its code cache (dist/cli/code_cache.js) and runs the bundle's worker.
+ * itself with its code cache (dist/bin/load.cjs: src/cli/code_cache.ts as CommonJS, so the thread needs
+ * no ES module loader) and runs the bundle's worker.
  */
 function workerEntry(file: string): string {
   const own = fileURLToPath(import.meta.url);
   if (own.endsWith('.cjs')) {
-    const loader = JSON.stringify(new URL('../cli/code_cache.js', import.meta.url).href);
-    return `import(${loader}).then((m) => m.runBundle(${JSON.stringify(own)}, 'worker'))`;
+    const loader = JSON.stringify(fileURLToPath(new URL('./load.cjs', import.meta.url)));
+    return `require(${loader}).runBundle(${JSON.stringify(own)}, 'worker')`;
   }
   const url = JSON.stringify(pathToFileURL(file).href);
   if (!/\.[cm]?ts$/.test(file)) return `import(${url})`;

@@ -97,6 +97,7 @@ describe('the packed tarball', () => {
     expect(files).toContain('dist/bin/zaplab.js'); // the bin: loads the CLI bundle (scripts/bundle_cli.mjs)
     expect(files).toContain('dist/bin/zaplab.cjs');
     expect(files).toContain('dist/bin/zaplab.cjs.cache'); // its V8 code cache (src/cli/code_cache.ts)
+    expect(files).toContain('dist/bin/load.cjs'); // (the same as CommonJS, which the bin and workers load)
     expect(files).toContain('dist/cli/code_cache.js');
     expect(files).toContain('dist/zaplab.cjs');
     for (const n of libraryNames()) expect(files).toContain(`dist/scenario/library/${n}.yaml`);
