@@ -117,6 +117,48 @@ function addRecorder(tdp: { recorder: TdpTraceRecorder | undefined }, mine: TdpT
         };
 }
 
+/**
+ * The TDP engine's tracepoints for one VM: SPTE changes stored as numbers (and noted for the next
+ * incremental audit), the rest as (rare) event objects. A class, not an object of closures made per
+ * watched VM: the engine's hot paths (a zap's SPTE changes, a teardown's frozen runs) call these through
+ * the recorder, and code the JIT optimized with one VM's closures inlined was thrown away when that VM's
+ * checker was collected (a 'weak objects' deopt per design of a compare); prototype methods are the same
+ * functions for every checker.
+ */
+class CheckerRecorder implements TdpTraceRecorder {
+  constructor(
+    private readonly delta: AuditDelta,
+    private readonly ring: TraceRing,
+  ) {}
+
+  spteChanged(
+    asId: number,
+    gfn: number,
+    level: number,
+    oldLo: number,
+    oldHi: number,
+    newLo: number,
+    newHi: number,
+  ): void {
+    this.delta.noteSpte(gfn, level, oldLo, newLo, newHi);
+    this.ring.spteChanged(asId, gfn, level, oldLo, oldHi, newLo, newHi);
+  }
+
+  sptesFrozen(asId: number, gfn: number, level: number, count: number, oldLo: number, oldHi: number): void {
+    this.delta.noteSpteRun(gfn, level, count);
+    this.ring.sptesFrozen(asId, gfn, level, count, oldLo, oldHi);
+  }
+
+  event(ev: MmuTraceEvent): void {
+    if (ev.name === 'kvm_mmu_split_huge_page' && ev.errno === 0) this.delta.noteSplit(ev.gfn, ev.level);
+    this.ring.line(ev);
+  }
+
+  spPage(get: boolean, mmuValidGen: number, gfn: number, role: number, rootCount: number): void {
+    this.ring.spPage(get, mmuValidGen, gfn, role, rootCount);
+  }
+}
+
 export class Checker {
   readonly violations: Violation[] = [];
   readonly audit: AuditLevel;
@@ -162,14 +204,13 @@ export class Checker {
       if (ev.name === 'kvm_mmu_zap_all_fast') delta.noteZapAll();
       ring.line(ev);
     };
-    // the fault path's two per-fault tracepoints, as the ring keeps them, without their objects
-    const faultNumbers: FaultTraceNumbers = {
-      pageFault: (vcpuId, gpa, errorCode) => ring.pageFault(vcpuId, gpa, errorCode),
-      spteRequested: (gfn, pfn, level) => ring.spteRequested(gfn, pfn, level),
-    };
+    // the fault path's two per-fault tracepoints, as the ring keeps them, without their objects (the
+    // ring's own methods: one function per method for every checker, not closures made per watch, so
+    // the model's code optimized for one VM's checker still fits the next VM's; see CheckerRecorder)
+    const faultNumbers: FaultTraceNumbers = ring;
     Object.assign(sink, { faultNumbers });
     tapTrace(mmu, sink);
-    if (mmu.tdp !== undefined) addRecorder(mmu.tdp, this.recorderFor(delta));
+    if (mmu.tdp !== undefined) addRecorder(mmu.tdp, new CheckerRecorder(delta, ring));
     // Learn the VM's current guest_memfd bindings now, so a later use-after-free is recognised.
     this.watched[this.watched.length - 1]!.gmem.refresh(vm);
   }
@@ -279,30 +320,6 @@ export class Checker {
       if (gfn !== undefined) v.gfn = gfn;
       if (pfn !== undefined) v.pfn = pfn;
       this.violations.push(v);
-    };
-  }
-
-  /**
-   * The TDP engine's tracepoints for one VM: SPTE changes stored as numbers (and noted for the next
-   * incremental audit), the rest as (rare) event objects.
-   */
-  private recorderFor(delta: AuditDelta): TdpTraceRecorder {
-    return {
-      spteChanged: (asId, gfn, level, oldLo, oldHi, newLo, newHi) => {
-        delta.noteSpte(gfn, level, oldLo, newLo, newHi);
-        this.ring.spteChanged(asId, gfn, level, oldLo, oldHi, newLo, newHi);
-      },
-      sptesFrozen: (asId, gfn, level, count, oldLo, oldHi) => {
-        delta.noteSpteRun(gfn, level, count);
-        this.ring.sptesFrozen(asId, gfn, level, count, oldLo, oldHi);
-      },
-      event: (ev: MmuTraceEvent) => {
-        if (ev.name === 'kvm_mmu_split_huge_page' && ev.errno === 0) delta.noteSplit(ev.gfn, ev.level);
-        this.ring.line(ev);
-      },
-      spPage: (get, mmuValidGen, gfn, role, rootCount) => {
-        this.ring.spPage(get, mmuValidGen, gfn, role, rootCount);
-      },
     };
   }
 

@@ -25,6 +25,7 @@ import type { KvmMmuOps } from '../mmu_ops.ts';
 import { hasBug } from '../../kvm/host_profile.ts';
 import { kvmMmuMaxGfn } from '../x86.ts';
 import { TdpMmu, KVM_DIRECT_ROOTS, KVM_MIRROR_ROOTS, tdpMmuStats } from './tdp_mmu_state.ts';
+import { X86TdpEnv } from './tdp_mmu_env.ts';
 import {
   kvmTdpMmuAllocRoot,
   kvmTdpMmuInvalidateRoots,
@@ -71,24 +72,8 @@ export class X86Mmu implements KvmMmuOps {
   trace: KvmTraceSink | undefined;
 
   constructor(readonly vm: VmState) {
-    const wantsLock = (): boolean => this.partyWantsLock();
     this.tdp = new TdpMmu({
-      env: {
-        kvmBugOn: (what) => vm.kvmBugOn(true, 'INV-TDP-BUG', what),
-        warnOnce: (what) => vm.warnOnce(true, 'INV-TDP-WARN:' + what, what),
-        flushRemoteTlbs: () => vm.flushRemoteTlbs(),
-        // A party waiting on mmu_lock (vm.onMmuLockDrop) makes a resched point of a walk that may yield
-        // drop the lock; without one the model never yields (and leaf zaps may run batched).
-        get needResched() {
-          return vm.onMmuLockDrop === undefined ? undefined : wantsLock;
-        },
-        // see partyWantsLock: no party is let in while an invalidated root is zapped
-        mayYieldIn: (root) => (this.tdp.pool.role[root]! & ROLE_INVALID) === 0,
-        onYield: (resumeGfn) => {
-          this.syncCounters(); // the party reads the stats of the half-done walk
-          vm.runMmuLockParty(resumeGfn);
-        },
-      },
+      env: new X86TdpEnv(this),
       // The kernel bounds walks by the natural gfn and ORs a TD's shared bit in (tdp_iter's gfn_bits);
       // this engine sees shared gfns with the bit set, so its bound covers the shared alias too.
       maxGfnExclusive: kvmMmuMaxGfn(vm.cfg) + 1 + vm.arch.gfnDirectBits,
@@ -98,6 +83,9 @@ export class X86Mmu implements KvmMmuOps {
     if (vm.info.hasMirroredTdp) this.tdp.external = tdxVmInit(vm);
     else if (vm.info.name === 'SNP') snpVmInit(vm);
   }
+
+  /** partyWantsLock as a function (TdpMmuEnv.needResched hands it out while a party waits) */
+  readonly wantsLock = (): boolean => this.partyWantsLock();
 
   /** The party last offered mmu_lock at a TDP walk's resched point, and the zap count then. */
   private offeredTo: ((resumeGfn?: number) => void) | undefined;
@@ -110,7 +98,7 @@ export class X86Mmu implements KvmMmuOps {
    * something since, since a yield between two untouched entries shows it the same state
    * (docs/simplifications.md). vm.mmuLockContended then decides.
    */
-  private partyWantsLock(): boolean {
+  partyWantsLock(): boolean {
     const vm = this.vm;
     // An invalidated root is zapped under the read lock (kvm_tdp_mmu_zap_invalidated_roots): vCPU faults
     // do not wait for it, and no writer of the model touches an invalid root, so no party is let in.

@@ -39,7 +39,7 @@ import {
 } from './sp_pool.ts';
 import { INV_PAGES_PER_LEVEL, tdpIterNext, tdpIterStart, type TdpIter } from './tdp_iter.ts';
 import { tdpMmuAllocSp, tdpMmuIterSetSpte, tdpMmuSetSpteAtomic } from './tdp_mmu_spte.ts';
-import { EBUSY, kvmBugOn, warnOnce, type TdpMmu } from './tdp_mmu_state.ts';
+import { EBUSY, kvmBugOn, warnOnce, type TdpMmu, type TdpMmuEnv } from './tdp_mmu_state.ts';
 
 export { kvmTdpMmuZapSp, tdpMmuZapLeafs, tdpMmuZapRoot } from './tdp_mmu_zap.ts';
 
@@ -74,20 +74,20 @@ export function tdpMmuIterCondResched(mmu: TdpMmu, iter: TdpIter, flush: boolean
   if (iter.nextLastLevelGfn === iter.yieldedGfn || !needResched()) return false;
   if (flush) mmu.env.flushRemoteTlbs?.();
   mmu.yields++;
-  const onYield = mmu.env.onYield;
-  if (onYield !== undefined) runWhileYielded(iter, onYield);
+  const env = mmu.env;
+  if (env.onYield !== undefined) runWhileYielded(iter, env);
   iter.yielded = true;
   return true;
 }
 
 /**
- * mmu_lock is dropped: run `party`, which may walk with the engine's (shared) iterator, then put back
+ * mmu_lock is dropped: run the waiting party (env.onYield), which may walk with the engine's (shared) iterator, then put back
  * what tdp_iter_restart needs to resume this walk from its root at next_last_level_gfn.
  */
-function runWhileYielded(iter: TdpIter, party: (resumeGfn: number) => void): void {
+function runWhileYielded(iter: TdpIter, env: TdpMmuEnv): void {
   const { nextLastLevelGfn, rootLevel, minLevel, asId } = iter;
   const root = iter.ptPath[rootLevel - 1]!;
-  party(nextLastLevelGfn);
+  env.onYield!(nextLastLevelGfn); // (called on env: the hook may be a method)
   iter.nextLastLevelGfn = nextLastLevelGfn;
   iter.rootLevel = rootLevel;
   iter.minLevel = minLevel;
