@@ -17,6 +17,7 @@ import { PAGES_PER_LEVEL } from '../x86/mmu/tdp_iter.ts';
 import { SHADOW_NONPRESENT_HI, SHADOW_NONPRESENT_LO, SPTE_MMU_PRESENT_MASK } from '../x86/mmu/spte.ts';
 import type { LeafCounts } from './leaf_counts.ts';
 import { GfnRanges } from './tlb_seen.ts';
+import { EntryBits } from './entry_bits.ts';
 
 /**
  * Dirty's caches and additions beyond the region sets (left out of state hashes, AuditDelta.cacheKeys:
@@ -27,8 +28,6 @@ export const DIRTY_CACHE: ReadonlySet<PropertyKey> = new Set([
   'odd2m',
   'full2m',
   'bits',
-  'lastBitsQ',
-  'lastBits',
   'leafs',
   'zapAll',
 ]);
@@ -56,11 +55,11 @@ const NO_ENTRIES: readonly number[] = [];
 /** A gfn range over more 2M regions than this is noted as an interval (Dirty.addRange). */
 const LONG_RANGE = 64;
 
-/** Set bits [from, to) of a 512-bit map (16 words), a word at a time. */
-function setBits(b: Int32Array, from: number, to: number): void {
+/** Set bits [from, to) of the 512-bit map (16 words) at b[o], a word at a time. */
+function setBits(b: Int32Array, o: number, from: number, to: number): void {
   for (let i = from; i < to;) {
-    const w = i >> 5;
-    const hi = Math.min(to, (w + 1) << 5); // the end of this word's part of the run
+    const w = o + (i >> 5);
+    const hi = Math.min(to, ((i >> 5) + 1) << 5); // the end of this word's part of the run
     const n = hi - i;
     // n ones from bit (i & 31) up (n = 32 only for a whole word)
     b[w] = b[w]! | (n === 32 ? -1 : ((1 << n) - 1) << (i & 31));
@@ -91,9 +90,7 @@ export class Dirty implements AuditFilter, TlbFilter {
   /** 2M regions whose 4K tables are suspect as a whole (memslot/host range, level-2 change) */
   readonly full2m = new Set<number>();
   /** per 2M region: the 4K entries (by index) the engine changed, 512 bits */
-  readonly bits = new Map<number, Int32Array>();
-  lastBitsQ = -1;
-  lastBits: Int32Array | null = null;
+  readonly bits = new EntryBits();
   /**
    * kvm_mmu_zap_all_fast began (the checker saw its tracepoint): it invalidates every root and zaps them,
    * which makes the next audit a whole one (the roots' roles change), so the 4K changes of its zap need
@@ -119,9 +116,7 @@ export class Dirty implements AuditFilter, TlbFilter {
     if (this.dirty1g.size > 0) this.dirty1g.clear();
     if (this.odd2m.size > 0) this.odd2m.clear();
     if (this.full2m.size > 0) this.full2m.clear();
-    if (this.bits.size > 0) this.bits.clear();
-    this.lastBitsQ = -1;
-    this.lastBits = null;
+    this.bits.clear();
     this.last2m = -1;
     this.intervals.length = 0;
     this.tlbRanges.clear();
@@ -167,9 +162,10 @@ export class Dirty implements AuditFilter, TlbFilter {
       const is = (newLo & SPTE_MMU_PRESENT_MASK) !== 0;
       if (is !== ((oldLo & SPTE_MMU_PRESENT_MASK) !== 0)) this.leafs.add(q, is ? 1 : -1);
       if (!is && (newLo !== SHADOW_NONPRESENT_LO || newHi !== SHADOW_NONPRESENT_HI)) this.odd2m.add(q);
-      const b = this.bitsOf(q);
       const i = gfn - q * 512;
-      b[i >> 5] = b[i >> 5]! | (1 << (i & 31));
+      const o = this.bits.blockOf(q) + (i >> 5);
+      const b = this.bits.words;
+      b[o] = b[o]! | (1 << (i & 31));
       this.region(q);
       return;
     }
@@ -206,7 +202,8 @@ export class Dirty implements AuditFilter, TlbFilter {
       const q = Math.floor(gfn / 512);
       if (this.zapAll) return this.region(q);
       this.odd2m.add(q);
-      setBits(this.bitsOf(q), gfn - q * 512, gfn - q * 512 + count);
+      const o = this.bits.blockOf(q);
+      setBits(this.bits.words, o, gfn - q * 512, gfn - q * 512 + count);
       this.region(q);
       return;
     }
@@ -237,15 +234,6 @@ export class Dirty implements AuditFilter, TlbFilter {
     this.last2m = q;
     this.dirty2m.add(q);
     this.holds1g.add(Math.floor(q / 512));
-  }
-
-  private bitsOf(q: number): Int32Array {
-    if (q === this.lastBitsQ) return this.lastBits!;
-    let b = this.bits.get(q);
-    if (b === undefined) this.bits.set(q, (b = new Int32Array(16)));
-    this.lastBitsQ = q;
-    this.lastBits = b;
-    return b;
   }
 
   scan(level: number, baseGfn: number): boolean {
@@ -299,11 +287,12 @@ export class Dirty implements AuditFilter, TlbFilter {
     if (this.leafs.at(q) === 0 && !this.odd2m.has(q)) return NO_ENTRIES;
     if (this.everything || this.full2m.has(q) || this.inInterval(baseGfn, baseGfn + 512)) return null;
     if (this.dirty1g.has(Math.floor(baseGfn / 262144))) return null;
-    const b = this.bits.get(q);
-    if (b === undefined) return NO_ENTRIES;
+    const o = this.bits.find(q);
+    if (o < 0) return NO_ENTRIES;
+    const b = this.bits.words;
     const out: number[] = [];
     for (let w = 0; w < 16; w++)
-      for (let m = b[w]!; m !== 0; m &= m - 1) out.push(w * 32 + (31 - Math.clz32(m & -m)));
+      for (let m = b[o + w]!; m !== 0; m &= m - 1) out.push(w * 32 + (31 - Math.clz32(m & -m)));
     return out;
   }
 
