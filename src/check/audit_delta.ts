@@ -267,7 +267,7 @@ export class AuditDelta {
     for (let as = 0; as < vm.nrAs; as++) {
       const set = vm.activeMemslots(as);
       const all = set.all();
-      if (all.some((s) => s.gmem !== null)) gmem = true;
+      for (let k = 0; k < all.length && !gmem; k++) if (all[k]!.gmem !== null) gmem = true;
       const gone = slotDiff(this.slots[as] ?? [], all, d);
       for (const s of gone) d.addRange(s.baseGfn, s.baseGfn + s.npages);
       this.sets[as] = set;

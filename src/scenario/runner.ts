@@ -265,12 +265,19 @@ export async function runScenario(
   const reader = new CountsReader();
   let before = reader.read(vms, x.derived);
   const setup = before;
+  // a repeat's inner steps' own labels, made once per repeat step rather than once per iteration
+  const inner = new Map<Step, string[]>();
+  const innerLabel = (s: Extract<Step, { repeat: unknown }>, j: number): string => {
+    let l = inner.get(s);
+    if (l === undefined) inner.set(s, (l = s.steps.map((t, i) => stepLabel(t, i))));
+    return l[j]!;
+  };
   const run = (s: Step, label: string): void => {
     if ('repeat' in s) {
       const outer = x.iter;
       for (let k = 0; k < s.repeat; k++) {
         x.iter = k;
-        s.steps.forEach((t, j) => run(t, `${label}[${k}] ${stepLabel(t, j)}`));
+        for (let j = 0; j < s.steps.length; j++) run(s.steps[j]!, `${label}[${k}] ${innerLabel(s, j)}`);
       }
       x.iter = outer;
       return;
