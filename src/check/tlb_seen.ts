@@ -12,7 +12,7 @@
  *
  * Kernel counterpart: none (the checker's own bookkeeping).
  */
-import { TLB_LOG, TLB_LOG_FLUSH, TLB_PLACES, levelOfPlace, type Tlb } from '../host/tlb.ts';
+import { TLB_PLACES, type Tlb } from '../host/tlb.ts';
 import { PAGES_PER_LEVEL } from '../x86/mmu/tdp_iter.ts';
 
 /** A TLB's valid entries as columns (Tlb.entriesInto), read into one scratch shared by the audits. */
@@ -39,10 +39,6 @@ export class TlbColumns {
 /** The checker's scratch (read and used before the next read; audits do not nest). */
 export const tlbColumns = new TlbColumns();
 
-/** GfnRanges.sweep's scratch (filled and read within one call; no state) */
-let sweepStarts = new Float64Array(64);
-let sweepEnds = new Float64Array(64);
-
 /** gfn ranges ([start, end) pairs) collected in any order, then sealed into sorted disjoint ones. */
 export class GfnRanges {
   /** as added, then (sealed) sorted and merged */
@@ -59,10 +55,9 @@ export class GfnRanges {
   }
 
   clear(): void {
-    // (setting an array's length is a runtime call, even to its length; pop() is not: popped while short)
+    // (setting an array's length is a runtime call, even to its length; pop() is not)
     const r = this.r;
-    if (r.length > 32) r.length = 0;
-    else while (r.length > 0) r.pop();
+    while (r.length > 0) r.pop();
     this.sealed = false;
   }
 
@@ -74,7 +69,16 @@ export class GfnRanges {
     if (n <= 1) return;
     let sorted = true;
     for (let k = 1; k < n && sorted; k++) sorted = r[2 * k]! >= r[2 * k - 2]!;
-    if (!sorted) return this.sweep(n);
+    if (!sorted) {
+      const order = Array.from({ length: n }, (_, k) => k).sort(
+        (a, b) => r[2 * a]! - r[2 * b]! || r[2 * a + 1]! - r[2 * b + 1]!,
+      );
+      const copy = r.slice();
+      for (let k = 0; k < n; k++) {
+        r[2 * k] = copy[2 * order[k]!]!;
+        r[2 * k + 1] = copy[2 * order[k]! + 1]!;
+      }
+    }
     let w = 0;
     for (let k = 1; k < n; k++) {
       if (r[2 * k]! <= r[2 * w + 1]!) {
@@ -88,39 +92,6 @@ export class GfnRanges {
     r.length = 2 * (w + 1);
   }
 
-  /**
-   * seal() of n ranges not in start order: their union from the starts and the ends sorted apart (two
-   * native typed-array sorts, no comparator calls), swept in order, a start before an end at the same
-   * gfn, so touching ranges become one. The same ranges as a merge of the ranges sorted by start.
-   */
-  private sweep(n: number): void {
-    const r = this.r;
-    if (sweepStarts.length < n) {
-      sweepStarts = new Float64Array(Math.max(n, 2 * sweepStarts.length));
-      sweepEnds = new Float64Array(sweepStarts.length);
-    }
-    const st = sweepStarts.subarray(0, n);
-    const en = sweepEnds.subarray(0, n);
-    for (let k = 0; k < n; k++) {
-      st[k] = r[2 * k]!;
-      en[k] = r[2 * k + 1]!;
-    }
-    st.sort();
-    en.sort();
-    let w = 0;
-    let depth = 0;
-    for (let i = 0, j = 0; j < n;) {
-      if (i < n && st[i]! <= en[j]!) {
-        if (depth++ === 0) r[2 * w] = st[i]!;
-        i++;
-      } else {
-        if (--depth === 0) r[2 * w++ + 1] = en[j]!;
-        j++;
-      }
-    }
-    r.length = 2 * w;
-  }
-
   /** Does [gfn, gfn + span) overlap a range? (Any order before seal(), a binary search after.) */
   overlaps(gfn: number, span: number): boolean {
     const r = this.r;
@@ -129,8 +100,6 @@ export class GfnRanges {
       for (let i = 0; i < r.length; i += 2) if (r[i]! < end && gfn < r[i + 1]!) return true;
       return false;
     }
-    // (before the first range or after the last: most entries of an audit, no search)
-    if (r.length === 0 || end <= r[0]! || gfn >= r[r.length - 1]!) return false;
     // the first range ending after gfn: it overlaps if it starts before end
     let lo = 0;
     let hi = r.length >> 1;
@@ -177,7 +146,6 @@ export class TlbSeen {
   update(tlb: Tlb, asId: number, ranges: GfnRanges | null): void {
     const known = this.writes >= 0 && this.asId === asId;
     if (known && this.writes === tlb.writes) return; // not written since: the same entries
-    if (known && this.followLog(tlb, ranges)) return;
     const c = tlbColumns;
     const n = c.read(tlb);
     if (ranges !== null) {
@@ -196,79 +164,6 @@ export class TlbSeen {
     this.n = n;
     this.writes = tlb.writes;
     this.asId = asId;
-  }
-
-  /**
-   * update() from the TLB's change log, when it still holds every write since the last update and none of
-   * them is a flush (which empties the TLB: then a read of what is left is cheaper): each place written
-   * since is compared with what was seen there, as diff() compares it, and what was seen is brought up to
-   * date in place. False (nothing done) where the log cannot be followed.
-   */
-  private followLog(tlb: Tlb, ranges: GfnRanges | null): boolean {
-    const from = tlb.logIndexOf(this.writes);
-    if (from < 0) return false;
-    const log = tlb[TLB_LOG];
-    for (let k = from; k < log.length; k++) if (log[k] === TLB_LOG_FLUSH) return false;
-    for (let k = from; k < log.length; k++) this.followPlace(tlb, log[k]!, ranges);
-    this.writes = tlb.writes;
-    return true;
-  }
-
-  /** One place written since the last update: name what changed there, and see it as it is now. */
-  private followPlace(tlb: Tlb, p: number, ranges: GfnRanges | null): void {
-    // where p is (or would go) in the seen entries, in place order
-    let lo = 0;
-    let hi = this.n;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.place[mid]! < p) lo = mid + 1;
-      else hi = mid;
-    }
-    const had = lo < this.n && this.place[lo] === p;
-    const gfn = tlb.gfnAtPlace(p);
-    const level = levelOfPlace(p);
-    if (gfn < 0) {
-      // (entries leave only by a flush, which the log's reader leaves to a whole read; kept for safety)
-      if (!had) return;
-      if (ranges !== null) addEntry(ranges, this.gfn[lo]!, this.level[lo]!);
-      this.removeAt(lo);
-      return;
-    }
-    const pfn = tlb.pfnAtPlace(p);
-    if (had) {
-      if (this.gfn[lo] === gfn && this.pfn[lo] === pfn) return;
-      if (ranges !== null) {
-        addEntry(ranges, gfn, level);
-        addEntry(ranges, this.gfn[lo]!, this.level[lo]!);
-      }
-    } else {
-      if (ranges !== null) addEntry(ranges, gfn, level);
-      this.insertAt(lo, p);
-    }
-    this.gfn[lo] = gfn;
-    this.pfn[lo] = pfn;
-    this.level[lo] = level;
-  }
-
-  /** Make room for a seen entry at index i (place p; its other columns are the caller's to fill). */
-  private insertAt(i: number, p: number): void {
-    if (this.n === this.place.length) this.grow(this.n + 1, this.n);
-    const n = this.n;
-    this.place.copyWithin(i + 1, i, n);
-    this.gfn.copyWithin(i + 1, i, n);
-    this.pfn.copyWithin(i + 1, i, n);
-    this.level.copyWithin(i + 1, i, n);
-    this.place[i] = p;
-    this.n = n + 1;
-  }
-
-  private removeAt(i: number): void {
-    const n = this.n;
-    this.place.copyWithin(i, i + 1, n);
-    this.gfn.copyWithin(i, i + 1, n);
-    this.pfn.copyWithin(i, i + 1, n);
-    this.level.copyWithin(i, i + 1, n);
-    this.n = n - 1;
   }
 
   /**
@@ -305,17 +200,12 @@ export class TlbSeen {
       if (ranges.overlaps(gfn[k]!, PAGES_PER_LEVEL[level[k]!]!)) visit(gfn[k]!, pfn[k]!, level[k]!);
   }
 
-  /** Room for n entries, keeping the first `keep` (none where the caller writes them all). */
-  private grow(n: number, keep = 0): void {
+  private grow(n: number): void {
     const cap = Math.max(n, 2 * this.place.length);
-    const more = <T extends Int32Array | Float64Array | Uint8Array>(a: T, b: T): T => {
-      if (keep > 0) b.set(a.subarray(0, keep));
-      return b;
-    };
-    this.place = more(this.place, new Int32Array(cap));
-    this.gfn = more(this.gfn, new Float64Array(cap));
-    this.pfn = more(this.pfn, new Float64Array(cap));
-    this.level = more(this.level, new Uint8Array(cap));
+    this.place = new Int32Array(cap);
+    this.gfn = new Float64Array(cap);
+    this.pfn = new Float64Array(cap);
+    this.level = new Uint8Array(cap);
   }
 }
 

@@ -11,9 +11,7 @@
  * STLB's reach), so old entries also leave by eviction, as in hardware. No PCID/VPID tagging.
  *
  * The entries it writes are noted by place (written_range.ts), so a snapshot restore copies back those
- * and not the ~42 KB of arrays. The last writes are also kept in order (a change log, TLB_LOG), so an
- * observer that saw the TLB a few writes ago (the checker's incremental TLB audit, check/tlb_seen.ts)
- * looks at the places written since instead of at every entry.
+ * and not the ~42 KB of arrays.
  */
 import { SNAPSHOT_WRITTEN, WRITTEN, WrittenRange, type SnapshotWritten } from '../kvm/written_range.ts';
 
@@ -22,20 +20,6 @@ const SIZES = [2048, 512, 16] as const;
 const PLACE_BASE = [0, SIZES[0], SIZES[0] + SIZES[1]] as const;
 /** How many places entriesInto numbers: one per entry of the three arrays. */
 export const TLB_PLACES = SIZES[0] + SIZES[1] + SIZES[2];
-/** The level (1 = 4K) of the entry at a place of entriesInto's numbering. */
-export const levelOfPlace = (place: number): 1 | 2 | 3 =>
-  place < PLACE_BASE[1] ? 1 : place < PLACE_BASE[2] ? 2 : 3;
-/** Writes the change log holds at most (past that it starts again, empty, at the next write). */
-const LOG_MAX = 64;
-/** In the change log: a flush of every entry. */
-export const TLB_LOG_FLUSH = -1;
-/**
- * The change log's keys (symbols: history, not state, so state hashes leave them out; snapshots keep
- * them, in step with the observers' own records): the place of each write (entriesInto's numbering) or
- * TLB_LOG_FLUSH, in order, and the write count before the first of them.
- */
-export const TLB_LOG: unique symbol = Symbol('zaplab.tlbChangeLog');
-export const TLB_LOG_FROM: unique symbol = Symbol('zaplab.tlbChangeLogFrom');
 
 export interface TlbHit {
   pfn: number;
@@ -64,9 +48,6 @@ export class Tlb implements SnapshotWritten {
   flushes = 0;
   /** fills and flushes so far: the TLB holds what it held when this last had the same value */
   writes = 0;
-  /** the last writes in order (see TLB_LOG): write number [TLB_LOG_FROM] + k is entry k */
-  readonly [TLB_LOG]: number[] = [];
-  [TLB_LOG_FROM] = 0;
 
   /** the places of the entries written (every array of a page size, at PLACE_BASE of its size) */
   readonly [WRITTEN] = new WrittenRange();
@@ -137,7 +118,7 @@ export class Tlb implements SnapshotWritten {
     this.tag[l]![i] = index * span;
     this.pfn[l]![i] = basePfn;
     this.meta[l]![i] = (writable ? 1 : 0) | (memtype << 1);
-    this.logWrite(PLACE_BASE[l]! + i);
+    this.writes++;
   }
 
   /** fill() of a 4K leaf for gfn below 2^31 (int32 index arithmetic). */
@@ -151,39 +132,7 @@ export class Tlb implements SnapshotWritten {
     this.tag4k[i] = gfn;
     this.pfn4k[i] = pfn;
     this.meta4k[i] = (writable ? 1 : 0) | (memtype << 1);
-    this.logWrite(i);
-  }
-
-  /** Count a write and log its place (TLB_LOG): a full log starts again with this write. */
-  private logWrite(place: number): void {
-    const log = this[TLB_LOG];
-    if (log.length === LOG_MAX) {
-      log.length = 0;
-      this[TLB_LOG_FROM] = this.writes;
-    }
-    log.push(place);
     this.writes++;
-  }
-
-  /**
-   * Where in the change log (TLB_LOG) the writes after the first `writes` begin, or -1 when the log no
-   * longer holds them all (it ends at the current write count).
-   */
-  logIndexOf(writes: number): number {
-    const k = writes - this[TLB_LOG_FROM];
-    return k >= 0 && k <= this[TLB_LOG].length ? k : -1;
-  }
-
-  /** The base gfn of the entry at `place` (entriesInto's numbering), or -1 when none is valid there. */
-  gfnAtPlace(place: number): number {
-    const l = levelOfPlace(place) - 1;
-    return this.tag[l]![place - PLACE_BASE[l]!]!;
-  }
-
-  /** The base pfn of the (valid) entry at `place`. */
-  pfnAtPlace(place: number): number {
-    const l = levelOfPlace(place) - 1;
-    return this.pfn[l]![place - PLACE_BASE[l]!]!;
   }
 
   /** Everything goes (INVEPT single-context / root load). */
@@ -194,7 +143,7 @@ export class Tlb implements SnapshotWritten {
     u.length = 0;
     this.valid.fill(0);
     this.flushes++;
-    this.logWrite(TLB_LOG_FLUSH);
+    this.writes++;
   }
 
   /** Visit every valid entry (inspection, read-only): the leaf's base gfn and pfn, level, writable, memtype. */
