@@ -7,9 +7,10 @@
  *
  * Kernel counterpart: none (the checker's own bookkeeping).
  */
+import { FREE, probeRegion } from './leaf_counts.ts';
+
 /** Regions a new table holds before it grows (a power of two; it doubles when half full). */
 const FIRST_SLOTS = 16;
-const FREE = -1;
 /** Words per region: 512 bits. */
 export const BLOCK_WORDS = 16;
 
@@ -28,20 +29,12 @@ export class EntryBits {
   /** The slot of region q, or the free slot where it would go (keys[slot] === FREE). */
   private slotOf(q: number): number {
     if (q === this.lastQ) return this.lastSlot;
-    const keys = this.keys;
-    const mask = keys.length - 1;
-    // (regions are small integers in practice; `% 2^32` keeps the hash exact for larger ones)
-    let s = (q < 0x80000000 ? q : q % 0x100000000) & mask;
-    for (;;) {
-      const k = keys[s]!;
-      if (k === q) {
-        this.lastQ = q;
-        this.lastSlot = s;
-        return s;
-      }
-      if (k === FREE) return s;
-      s = (s + 1) & mask;
+    const s = probeRegion(this.keys, q);
+    if (this.keys[s] === q) {
+      this.lastQ = q;
+      this.lastSlot = s;
     }
+    return s;
   }
 
   /** Where region q's block starts in `words`, or -1 when no entry of it was noted. */

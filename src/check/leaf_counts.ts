@@ -23,7 +23,24 @@
  */
 /** Slots of a new table (a power of two; the table doubles when half full). */
 const FIRST_SLOTS = 64;
-const FREE = -1;
+/** An empty slot's key. */
+export const FREE = -1;
+
+/**
+ * Linear probing in an open-addressing table of regions (keys: a power-of-two length, FREE where empty,
+ * never full): the slot holding region q, or the free slot where it would go. Shared by LeafCounts and
+ * entry_bits.ts#EntryBits, which keep their own last-found cache in front of it.
+ */
+export function probeRegion(keys: Float64Array, q: number): number {
+  const mask = keys.length - 1;
+  // (regions are small integers in practice; `% 2^32` keeps the hash exact for larger ones)
+  let s = (q < 0x80000000 ? q : q % 0x100000000) & mask;
+  for (;;) {
+    const k = keys[s]!;
+    if (k === q || k === FREE) return s;
+    s = (s + 1) & mask;
+  }
+}
 
 export class LeafCounts {
   /** the region held in each slot (FREE: none) */
@@ -39,20 +56,12 @@ export class LeafCounts {
   /** The slot of region q, or the free slot where it would go (keys[slot] === FREE). */
   private slotOf(q: number): number {
     if (q === this.lastQ) return this.lastSlot;
-    const keys = this.keys;
-    const mask = keys.length - 1;
-    // (regions are small integers in practice; `% 2^32` keeps the hash exact for larger ones)
-    let s = (q < 0x80000000 ? q : q % 0x100000000) & mask;
-    for (;;) {
-      const k = keys[s]!;
-      if (k === q) {
-        this.lastQ = q;
-        this.lastSlot = s;
-        return s;
-      }
-      if (k === FREE) return s;
-      s = (s + 1) & mask;
+    const s = probeRegion(this.keys, q);
+    if (this.keys[s] === q) {
+      this.lastQ = q;
+      this.lastSlot = s;
     }
+    return s;
   }
 
   /** Present 4K leafs in 2M region q (0 when none is known). */
