@@ -5,6 +5,8 @@
  * hits. Two sets of lines, the same measuring code (bench/access_user.mjs):
  *   - "dist": what a user runs, a plain Node ESM script importing the compiled package (dist/), in a
  *     child process with no loader; dist/ is brought up to date first (tsc's incremental build);
+ *   - "CommonJS require": the same script taking the package through dist/zaplab.cjs, as `require('zaplab')`
+ *     does in a project without "type": "module" (#15 was filed with 0.15-0.21 M/s for such a caller);
  *   - "tsx": the TypeScript sources as `npm run bench` loads them (tsx), in this process.
  * The 1 TiB guest at 4K (target: < 60 s, peak RSS < 6 GiB) runs only with ZAPLAB_BENCH_1T=1: it maps
  * 268 M pages.
@@ -54,9 +56,14 @@ export async function run(): Promise<BenchLine[]> {
   if (stale !== null) console.log(`access: dist lines skipped (${stale})`);
   else {
     const script = fileURLToPath(new URL('./access_user.mjs', import.meta.url));
-    const r = spawnSync(process.execPath, [script], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`node bench/access_user.mjs: exit ${r.status}\n${r.stderr}`);
-    out.push(...lines('dist, plain node ESM', JSON.parse(r.stdout) as AccessFigures));
+    for (const [arg, tag] of [
+      ['esm', 'dist, plain node ESM'],
+      ['cjs', 'dist, CommonJS require'],
+    ] as const) {
+      const r = spawnSync(process.execPath, [script, arg], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`node bench/access_user.mjs ${arg}: exit ${r.status}\n${r.stderr}`);
+      out.push(...lines(tag, JSON.parse(r.stdout) as AccessFigures));
+    }
   }
   out.push(...lines('tsx sources', measure(Kvm)));
   if (process.env['ZAPLAB_BENCH_1T'] === '1') {

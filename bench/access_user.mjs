@@ -1,7 +1,8 @@
 /**
  * The guest-access figures as a user's script gets them: a plain Node ESM script (no TypeScript loader)
  * that imports the compiled package. `node bench/access_user.mjs` imports ../dist/index.js and prints
- * one JSON object of pages/s; bench/access.bench.ts runs it in a child process for its "dist" lines and
+ * one JSON object of pages/s (`node bench/access_user.mjs cjs`: the same through dist/zaplab.cjs, what
+ * `require('zaplab')` loads); bench/access.bench.ts runs it in a child process for its "dist" lines and
  * imports measure() to time the TypeScript sources under tsx with the same code.
  *
  * Each figure is the best of `reps` fresh runs over a 4 GiB guest (1,048,576 4K pages): vcpu.access one
@@ -55,6 +56,11 @@ export function measure(Kvm, reps = 3) {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const { Kvm } = await import(new URL('../dist/index.js', import.meta.url).href);
+  // `cjs`: the package as a CommonJS caller gets it (`require('zaplab')` resolves to dist/zaplab.cjs, the
+  // bundle a script in a project without "type": "module" loads, also under tsx); else the ESM entry.
+  const { Kvm } =
+    process.argv[2] === 'cjs'
+      ? (await import('node:module')).createRequire(import.meta.url)('../dist/zaplab.cjs')
+      : await import(new URL('../dist/index.js', import.meta.url).href);
   console.log(JSON.stringify(measure(Kvm)));
 }
