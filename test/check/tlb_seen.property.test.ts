@@ -63,6 +63,44 @@ describe('GfnRanges', () => {
   });
 });
 
+/** The sorted disjoint union of pairs as seal() had it: sorted by start (then end), touching ones merged. */
+function merged(pairs: [number, number][]): [number, number][] {
+  const out: [number, number][] = [];
+  for (const [a, b] of [...pairs].sort((x, y) => x[0] - y[0] || x[1] - y[1])) {
+    const last = out[out.length - 1];
+    if (last !== undefined && a <= last[1]) last[1] = Math.max(last[1], b);
+    else out.push([a, b]);
+  }
+  return out;
+}
+
+describe('GfnRanges.seal', () => {
+  // the sweep of sorted starts and ends (unsorted input) and the first/last-range reject of overlaps():
+  // the same ranges as the comparator sort and merge, so the same count and the same answers at and
+  // around every range end
+  it('merges unsorted, nested, touching and empty ranges as a sort by start and a merge does', () => {
+    const gfn = fc.oneof(
+      fc.integer({ min: 0, max: 3000 }),
+      fc.integer({ min: 2 ** 31 - 50, max: 2 ** 31 + 50 }),
+    );
+    fc.assert(
+      fc.property(fc.array(fc.tuple(gfn, fc.integer({ min: 0, max: 600 })), { maxLength: 80 }), (rs) => {
+        const pairs = rs.map(([a, n]): [number, number] => [a, a + n]);
+        const g = new GfnRanges();
+        for (const [a, b] of pairs) g.add(a, b);
+        g.seal();
+        const want = merged(pairs);
+        expect(g.length).toBe(2 * want.length);
+        const edges = want.flatMap(([a, b]) => [a - 1, a, b - 1, b]);
+        for (const x of [...edges, -1, 0, 2 ** 31 + 700])
+          for (const span of [1, 2, 512])
+            expect(g.overlaps(x, span), `${x}+${span}`).toBe(want.some(([a, b]) => a < x + span && x < b));
+      }),
+      { numRuns: 400 },
+    );
+  });
+});
+
 describe('TlbSeen', () => {
   type Op = { fill: [number, number, 1 | 2 | 3] } | { fillRun: [number, number] } | { flush: true };
   const op = fc.oneof(
