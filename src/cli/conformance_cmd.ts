@@ -9,6 +9,7 @@
  */
 import type { Command } from 'commander';
 import type { compareRuns, CaseVerdict } from '../conformance/abi_runner.ts';
+import { checkOutputFile, writeOutputFile } from '../report/output_files.ts';
 
 // The cases and runners load when the command runs, not when the CLI starts (`zaplab list` stays quick).
 const loadConformance = async () => ({
@@ -43,6 +44,9 @@ export function registerConformance(program: Command): void {
     .option('--mmu <file>', 'also record the MMU differential scenarios (stat deltas per step) to this file')
     .option('--json', 'print the comparison as JSON')
     .action(async (opts: Opts) => {
+      // before the kernel runs the cases: an output path that cannot be written fails now
+      if (opts.record !== undefined) checkOutputFile('--record', opts.record);
+      if (opts.mmu !== undefined) checkOutputFile('--mmu', opts.mmu);
       const c = await loadConformance();
       process.exitCode = opts.against ? againstRecording(c, opts) : await live(c, opts);
     });
@@ -58,7 +62,7 @@ function againstRecording(c: Conformance, opts: Opts): number {
 }
 
 async function live(c: Conformance, opts: Opts): Promise<number> {
-  const { ABI_CASES, compareLive, makeAbiRecording, recordedHost, writeJson } = c;
+  const { ABI_CASES, compareLive, makeAbiRecording, recordedHost } = c;
   const { RealKvm, realKvmAvailability, formatProbe } = await loadBackend();
   const avail = realKvmAvailability();
   if (!avail.ok) {
@@ -70,10 +74,10 @@ async function live(c: Conformance, opts: Opts): Promise<number> {
   using real = new RealKvm();
   if (!opts.json) process.stdout.write(formatProbe(real.hostProfile()) + '\n');
   const r = compareLive(real, ABI_CASES);
-  if (opts.record) writeJson(opts.record, makeAbiRecording(recordedHost(real), r.kernel));
+  if (opts.record) write('--record', opts.record, makeAbiRecording(recordedHost(real), r.kernel));
   if (opts.mmu) {
     const { recordMmu } = await loadMmuRunner();
-    writeJson(opts.mmu, recordMmu(real));
+    write('--mmu', opts.mmu, recordMmu(real));
   }
   const us = (ns: number) => `${(ns / 1000).toFixed(2)} µs`;
   const cost =
@@ -82,6 +86,10 @@ async function live(c: Conformance, opts: Opts): Promise<number> {
   report(c, opts, r.compared, r.diffs, r.cases, `kernel ${real.hostProfile().kernel}; ${cost}`);
   return r.diffs.length ? 1 : 0;
 }
+
+/** recording.ts's writeJson's format, failing as one line naming the option */
+const write = (opt: string, path: string, value: unknown): void =>
+  writeOutputFile(opt, path, JSON.stringify(value, null, 1) + '\n');
 
 function report(
   { ABI_CASES, formatCaseVerdicts, formatDisagreements }: Conformance,

@@ -10,7 +10,7 @@ export const EXIT = {
   /** check found invariant violations */
   violations: 1,
   /** the input is wrong: a scenario that does not parse, a file that cannot be read, an unknown
-   *  parameter, a step limit exceeded, or a run whose verdict is 'error' (a call failed that the step
+   *  parameter, a step limit exceeded, an output path that cannot be written, or a run whose verdict is 'error' (a call failed that the step
    *  did not `expect`, a host configuration the model refuses) */
   input: 2,
   /** the command line is wrong: unknown command or option, missing argument (sysexits EX_USAGE) */
@@ -24,8 +24,9 @@ Exit codes:
   0   ok (every run finished; check: no invariant violation)
   1   check found invariant violations
   2   input error: the scenario does not parse or cannot be read, an unknown -p parameter, the step
-      limit (--max-steps) exceeded, or a run ended in verdict 'error' (a call failed that its step
-      did not 'expect', or the model refused the host configuration)
+      limit (--max-steps) exceeded, an output path (--trace, --html, --svg) that cannot be written,
+      or a run ended in verdict 'error' (a call failed that its step did not 'expect', or the model
+      refused the host configuration)
   64  usage error: unknown command or option, missing argument
   70  internal error in zaplab (please report it with the command line)
 `;

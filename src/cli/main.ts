@@ -11,7 +11,7 @@
  * stack trace; exit 2. Progress bars and colours only on a TTY.
  */
 import { Command, Option } from 'commander';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import type { SingleBar } from 'cli-progress';
 import { describeFile, libraryNames, resolveScenario } from '../scenario/library_files.ts';
 import type { RunAudit, RunResult } from '../scenario/runner.ts';
@@ -29,6 +29,7 @@ import { EXIT, EXIT_HELP, exitCodeFor } from './exit_codes.ts';
 import { DEFAULT_MAX_STEPS } from '../scenario/limits.ts';
 import { registerExplore } from './explore_cmd.ts';
 import { enUS } from '../report/en_us.ts';
+import { checkOutputFile, isOutputPathError, writeOutputFile } from '../report/output_files.ts';
 
 // Each command loads what it needs when it runs (the model, the parser, the report code): `list`, `show`
 // and `--help` start without compiling or loading any of it.
@@ -54,6 +55,8 @@ function die(msg: string, code: number = EXIT.input): never {
 }
 
 async function load(name: string, opts: Common): Promise<Scenario> {
+  // before the run: a --trace path that cannot be written is an error now, not after the run
+  if (opts.trace !== undefined) checkOutputFile('--trace', opts.trace);
   const params: Record<string, string> = {};
   for (const p of opts.param ?? []) {
     const m = /^([A-Za-z_][\w-]*)=(.+)$/.exec(p);
@@ -76,9 +79,10 @@ function runsExitCode(runs: RunResult[], check: boolean): number {
   return EXIT.ok;
 }
 
+/** After the results are printed: a write that fails then loses only the trace. */
 function writeTrace(rec: TraceRecorder | undefined, file: string | undefined): void {
   if (!rec || !file) return;
-  writeFileSync(file, JSON.stringify(rec.toJSON()));
+  writeOutputFile('--trace', file, JSON.stringify(rec.toJSON()));
   process.stderr.write(
     `trace: ${file} (${rec.events.length} events${rec.dropped ? `, ${rec.dropped} dropped` : ''}; open in https://ui.perfetto.dev)\n`,
   );
@@ -126,7 +130,6 @@ async function compareCmd(
     onStep: (done, total) => b.step(done, total),
   });
   b.stop();
-  writeTrace(trace, opts.trace);
   if (opts.json)
     process.stdout.write(
       JSON.stringify({ scenario: sc.name, runs: runs.map(jsonRun), skipped }, null, 2) + '\n',
@@ -141,6 +144,7 @@ async function compareCmd(
     for (const r of runs.filter((x) => x.verdict === 'violations'))
       process.stdout.write(formatViolations(r, style));
   process.exitCode = runsExitCode(runs, check);
+  writeTrace(trace, opts.trace);
 }
 
 const program = new Command();
@@ -190,13 +194,13 @@ withCommon(
       onStep: (done, total) => b.step(done, total),
     });
     b.stop();
-    writeTrace(trace, opts.trace);
     process.stdout.write(
       opts.json
         ? JSON.stringify(jsonRun(r), null, 2) + '\n'
         : formatRun(r, style) + formatViolations(r, style),
     );
     process.exitCode = runsExitCode([r], false);
+    writeTrace(trace, opts.trace);
   });
 
 withCommon(
@@ -293,6 +297,7 @@ registerSchema(program);
 registerExplore(program);
 
 program.parseAsync().catch((e: unknown) => {
+  if (isOutputPathError(e)) die(e.message, EXIT.input);
   const code = exitCodeFor(e);
   if (code !== EXIT.internal) process.exit(code);
   const msg = e instanceof Error ? (e.stack ?? e.message) : String(e);

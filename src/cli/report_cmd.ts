@@ -6,6 +6,7 @@
  */
 import type { Command } from 'commander';
 import type { ReportDoc, TimelineDoc } from '../report/report_data.ts';
+import { checkOutputDir, checkOutputFile } from '../report/output_files.ts';
 
 export function registerReport(program: Command, die: (msg: string) => never): void {
   program
@@ -20,6 +21,8 @@ export function registerReport(program: Command, die: (msg: string) => never): v
       const { loadInput, buildReport, writeBuilt } = await import('../report/build.ts');
       const { ReportInputError } = await import('../report/report_data.ts');
       if (!opts.html && !opts.svg) die('report: nothing to write: give --html <file> and/or --svg <dir>');
+      if (opts.html !== undefined) checkOutputFile('--html', opts.html);
+      if (opts.svg !== undefined) checkOutputDir('--svg', opts.svg);
       let inputs: (ReportDoc | TimelineDoc)[];
       try {
         inputs = files.map(loadInput);

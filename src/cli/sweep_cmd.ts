@@ -11,6 +11,7 @@ import type { SingleBar } from 'cli-progress';
 import { DESIGNS } from '../scenario/designs.ts';
 import type { SweepResult } from '../sweep/schema.ts';
 import type { RunAudit } from '../scenario/runner.ts';
+import { checkOutputDir, checkOutputFile } from '../report/output_files.ts';
 
 interface SweepOpts {
   param?: string[];
@@ -74,6 +75,9 @@ export async function sweepAction(name: string, opts: SweepOpts, style: { color:
     cliProgress,
   } = await loadSweep();
   if (opts.json && opts.csv) throw new CliError('--json and --csv: choose one');
+  // before the sweep runs: a report path that cannot be written fails now, not after the runs
+  if (opts.html !== undefined) checkOutputFile('--html', opts.html);
+  if (opts.svg !== undefined) checkOutputDir('--svg', opts.svg);
   const workers = intOpt('--workers', opts.workers);
   const bad = workers === undefined ? null : checkWorkers(workers);
   if (bad) throw new CliError(bad);

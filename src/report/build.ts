@@ -3,7 +3,8 @@
  * (charts.ts), write the HTML (html.ts) and/or SVG files (svg.ts; vega loads only then). Used by
  * `zaplab report` and `zaplab sweep --html/--svg`. Reads results only.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { writeOutputFile } from './output_files.ts';
 import { chartsFor, timelineChart, type Chart } from './charts.ts';
 import { readDoc, ReportInputError, type ReportDoc, type TimelineDoc } from './report_data.ts';
 
@@ -31,7 +32,7 @@ export async function writeBuilt(
   const out: string[] = [];
   if (html) {
     const { renderHtml } = await import('./html.ts');
-    writeFileSync(html, renderHtml(r));
+    writeOutputFile('--html', html, renderHtml(r));
     out.push(`report: ${html} (${r.charts.length} charts, self-contained)`);
   }
   if (svgDir) {

@@ -3,11 +3,11 @@
  * View (renderer 'none') serialises it with toSVG. Text widths are estimated (no canvas package), so
  * labels may sit a little differently from the browser's. Reads chart specs only.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import type { Chart } from './charts.ts';
+import { makeOutputDir, writeOutputFile } from './output_files.ts';
 
 /** One chart → SVG text. */
 export async function chartToSvg(chart: Chart): Promise<string> {
@@ -23,11 +23,11 @@ export async function chartToSvg(chart: Chart): Promise<string> {
 
 /** Writes `<dir>/<chart id>.svg` for each chart; returns the paths written. */
 export async function writeSvgs(charts: readonly Chart[], dir: string): Promise<string[]> {
-  mkdirSync(dir, { recursive: true });
+  makeOutputDir('--svg', dir);
   const out: string[] = [];
   for (const c of charts) {
     const file = join(dir, `${c.id}.svg`);
-    writeFileSync(file, await chartToSvg(c));
+    writeOutputFile('--svg', file, await chartToSvg(c));
     out.push(file);
   }
   return out;
