@@ -52,10 +52,36 @@ export function registerConformance(program: Command): void {
     });
 }
 
+function inputError(msg: string): number {
+  process.stderr.write(msg + '\n');
+  return 2;
+}
+
 function againstRecording(c: Conformance, opts: Opts): number {
   const { ABI_CASES, compareRuns, loadAbiRecording, recordingRuns, runModel } = c;
-  const rec = loadAbiRecording(opts.against!);
-  const model = runModel(rec.host.modelOptions, ABI_CASES);
+  const file = opts.against!;
+  // a file that is not a recording, or whose host the model refuses, is an input error (exit 2)
+  let rec: ReturnType<typeof loadAbiRecording>;
+  let model: ReturnType<typeof runModel>;
+  try {
+    rec = loadAbiRecording(file);
+  } catch (e) {
+    // loadAbiRecording names what is wrong; a TypeError is its shape check meeting a non-object
+    const msg =
+      e instanceof TypeError
+        ? `expected a JSON object with "format": "zaplab-abi-recording/1", host and cases`
+        : e instanceof Error
+          ? e.message
+          : String(e);
+    return inputError(msg.startsWith(`${file}:`) ? msg : `${file}: not a zaplab ABI recording (${msg})`);
+  }
+  try {
+    model = runModel(rec.host.modelOptions, ABI_CASES);
+  } catch (e) {
+    // new Kvm's option checks throw "Kvm: <option> must be …"; anything else is zaplab's own bug
+    if (!(e instanceof Error && e.message.startsWith('Kvm: '))) throw e;
+    return inputError(`${file}: host.modelOptions: ${e.message}`);
+  }
   const { compared, diffs, cases } = compareRuns(model, recordingRuns(rec));
   report(c, opts, compared, diffs, cases, `recording ${opts.against} (kernel ${rec.host.kernel})`);
   return diffs.length ? 1 : 0;
