@@ -5,13 +5,20 @@ import { makeNonleafSpte, newSptePair, spteValue } from './spte.ts';
 describe('sp_pool', () => {
   it('hands out tables filled with SHADOW_NONPRESENT_VALUE', () => {
     const pool = new SpPool();
+    const before = pool.alloc();
     const t = pool.alloc();
-    pool.write(t, 7, 0x1234, 0x5678);
+    const after = pool.alloc();
+    for (const x of [before, t, after])
+      for (let i = 0; i < 512; i++) pool.write(x, i, 0x1234 + i, 0x5678 + x);
     pool.freeNow(t);
     const u = pool.alloc();
     expect(u).toBe(t);
-    for (const i of [0, 7, 511])
+    // every entry of the reused table (alloc copies a blank table over it), and not one word more
+    for (let i = 0; i < 512; i++)
       expect(spteValue(pool.readLo(u, i), pool.readHi(u, i))).toBe(0x8000000000000000n);
+    for (const x of [before, after])
+      for (const i of [0, 511])
+        expect([pool.readLo(x, i), pool.readHi(x, i)]).toEqual([0x1234 + i, 0x5678 + x]);
     expect(pool.flags[u]).toBe(SP_ALLOCATED);
     expect(pool.parent[u]).toBe(-1);
   });

@@ -184,6 +184,32 @@ describe('batched 4K leaf zaps', () => {
   });
 });
 
+describe('shared teardown of removed tables', () => {
+  // freezeNonPresentRun (runs of equal non-present entries frozen at once: a whole table's run copied,
+  // high halves already FROZEN_SPTE's left) against the per-entry xchg loop a trace sink forces
+  it('leaves the same words in every table as the per-entry freeze, and the same stats', () => {
+    const run = (traced: boolean) => {
+      const { mmu, root } = setup(traced ? { trace: () => {} } : {});
+      for (let g = 0; g < 0x1400; g += 7) map(mmu, root, g, 1, g + 0x100000);
+      // MMIO SPTEs: non-present, a value per gfn, high halves without SUPPRESS_VE (runs of one)
+      for (const g of [0x400, 0x401, 0x402, 0x5ff, 0x1003]) {
+        makeMmioSpte(s, g, 3);
+        kvmTdpMmuMap(mmu, root, g, 1, s.lo, s.hi);
+      }
+      tdpMmuZapLeafs(mmu, root, 0x200, 0x900); // some tables partly zapped, some emptied
+      map(mmu, root, 0x40000, 2, 0x40000);
+      tdpMmuZapRoot(mmu, root, true);
+      const words = mmu.pool.chunks.map((c) => Array.from(c.subarray(0, mmu.pool.created * 1024)));
+      return { words, stats: tdpMmuStats(mmu), live: mmu.pool.live };
+    };
+    const a = run(false);
+    const b = run(true);
+    expect(a.live).toBe(1);
+    expect(a.stats).toEqual(b.stats);
+    expect(a.words).toEqual(b.words);
+  });
+});
+
 describe('tdp_mmu_zap_root and kvm_tdp_mmu_zap_sp', () => {
   it('frees every table of the root and returns the pool to its initial count', () => {
     const { mmu, root } = setup();

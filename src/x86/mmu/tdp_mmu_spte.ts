@@ -44,6 +44,9 @@ import type { MmuTraceEvent } from './mmu_trace.ts';
 import { EBUSY, kvmBugOn, warnOnce, type TdpMmu } from './tdp_mmu_state.ts';
 import { xorOr8 } from './spte_scan.ts';
 
+/** The low halves of a table of FROZEN_SPTE entries (freezeNonPresentRun copies it over a whole table). */
+const FROZEN_LO_HALF = new Int32Array(SPTE_ENT_PER_PAGE).fill(FROZEN_SPTE_LO);
+
 /** KVM_MMU_PAGE_FIELDS of table `sp`, for kvm_mmu_get_page / kvm_mmu_prepare_zap_page. */
 function spTraceFields(mmu: TdpMmu, sp: number) {
   const pool = mmu.pool;
@@ -197,8 +200,12 @@ function freezeNonPresentRun(
     if (arr[base + end] !== lo || arr[hiBase + end] !== hi) break;
     end++;
   }
-  arr.fill(FROZEN_SPTE_LO, base + first, base + end);
-  arr.fill(FROZEN_SPTE_HI, hiBase + first, hiBase + end);
+  // (a whole table's run, a teardown's usual one, is one copy of frozen low halves: fill() is a C++
+  // builtin call and, for a value other than 0, an element loop; high halves that already hold
+  // FROZEN_SPTE's, as SHADOW_NONPRESENT_VALUE's do, are left as they are)
+  if (end - first === SPTE_ENT_PER_PAGE) arr.set(FROZEN_LO_HALF, base);
+  else arr.fill(FROZEN_SPTE_LO, base + first, base + end);
+  if (hi !== FROZEN_SPTE_HI) arr.fill(FROZEN_SPTE_HI, hiBase + first, hiBase + end);
   if ((lo !== FROZEN_SPTE_LO || hi !== FROZEN_SPTE_HI) && mmu.recorder !== undefined)
     mmu.recorder.sptesFrozen(asId, baseGfn + first * step, level, end - first, lo, hi);
   return end;
