@@ -1,11 +1,12 @@
 /**
- * Property: the shadow MMU fault path's specialised steps (paging_tmpl.ts#shadowFaultPaths) are the
- * general ones. Two identical shadow-paging models run the same random workload; in one the fault path
- * uses its specialised steps (walkAddrFault, shadow_fault_walk.ts), in the other the general ones
- * (walkAddrGeneric with the fault path's WalkEnv). Every access's result and every call's error must be
- * equal, and after every step the hash of the whole model state (guest tables with their A/D bits,
- * shadow pages, rmaps, dirty bitmaps, stats, host pages) and each vCPU's last-used memslot (a cache the
- * state hash leaves out; the kernel's walk and data lookups share it) must be equal too.
+ * Property: the shadow MMU fault path's specialised steps (shadow_fault_paths.ts) are the general ones.
+ * Two identical shadow-paging models run the same random workload; in one the fault path uses its
+ * specialised steps (walkAddrFault, shadow_fault_walk.ts; the root cache, shadow_roots.ts#rootOf), in the
+ * other the general ones (walkAddrGeneric with the fault path's WalkEnv; a Map lookup per VM entry).
+ * Every access's result and every call's error must be equal, and after every step the hash of the
+ * whole model state (guest tables with their A/D bits, shadow pages, rmaps, dirty bitmaps, stats, host
+ * pages) and each vCPU's last-used memslot (a cache the state hash leaves out; the kernel's walk and data
+ * lookups share it) must be equal too; the root cache must hold only what `roots` holds.
  *
  * The workload: guest tables spread over two table slots (so the walk's lookups move between slots),
  * identity maps of data pages, of the table pages themselves (writes to shadowed tables), of a hole and
@@ -34,6 +35,7 @@ import { newGuestWalker, walkAddrGeneric, type WalkEnv } from '../../src/x86/mmu
 import { walkAddrFault } from '../../src/x86/mmu/shadow_fault_walk.ts';
 import { guestWritePte, shadowFaultPaths } from '../../src/x86/mmu/paging_tmpl.ts';
 import { shadowMmuOf } from '../../src/x86/mmu/shadow_mmu.ts';
+import { ROOT_CACHE_ROOT, ROOT_CACHE_VCPU } from '../../src/x86/mmu/shadow_roots.ts';
 import { attempt } from '../property/access_workload.ts';
 
 const PAGE = 4096;
@@ -165,18 +167,45 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     weight: 2,
     arbitrary: fc.record({
       op: fc.constant('slotB' as const),
-      how: fc.constantFrom('readonly' as const, 'dirty' as const, 'plain' as const, 'delete' as const, 'getlog' as const),
+      how: fc.constantFrom(
+        'readonly' as const,
+        'dirty' as const,
+        'plain' as const,
+        'delete' as const,
+        'getlog' as const,
+      ),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('data' as const), how: fc.constantFrom('delete' as const, 'restore' as const) }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('cr3' as const), vcpu: fc.integer({ min: 0, max: 1 }), alt: fc.boolean() }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('smm' as const), vcpu: fc.integer({ min: 0, max: 1 }), on: fc.boolean() }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      op: fc.constant('data' as const),
+      how: fc.constantFrom('delete' as const, 'restore' as const),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      op: fc.constant('cr3' as const),
+      vcpu: fc.integer({ min: 0, max: 1 }),
+      alt: fc.boolean(),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      op: fc.constant('smm' as const),
+      vcpu: fc.integer({ min: 0, max: 1 }),
+      on: fc.boolean(),
+    }),
+  },
 );
 
 function setSlot(m: Model, slot: number, gpa: number, size: number, hva: number, flags: number): unknown {
   return attempt(() => {
     m.vm.setUserMemoryRegion({ slot, guestPhysAddr: gpa, memorySize: 0, userspaceAddr: hva });
-    if (flags >= 0) m.vm.setUserMemoryRegion({ slot, flags, guestPhysAddr: gpa, memorySize: size, userspaceAddr: hva });
+    if (flags >= 0)
+      m.vm.setUserMemoryRegion({ slot, flags, guestPhysAddr: gpa, memorySize: size, userspaceAddr: hva });
   });
 }
 
@@ -185,7 +214,9 @@ function step(m: Model, o: Op): unknown {
     case 'access':
       return attempt(() => m.vcpus[o.vcpu]!.access(o.gva, o.kind));
     case 'run':
-      return Array.from({ length: o.count }, (_, i) => attempt(() => m.vcpus[o.vcpu]!.access(o.gva + i * PAGE, o.kind)));
+      return Array.from({ length: o.count }, (_, i) =>
+        attempt(() => m.vcpus[o.vcpu]!.access(o.gva + i * PAGE, o.kind)),
+      );
     case 'poke': {
       const [t, i, g] = TABLES[o.t]!;
       const addr = o.target === 0 ? g - (g % PAGE) : o.target;
@@ -196,12 +227,19 @@ function step(m: Model, o: Op): unknown {
     }
     case 'slotB':
       if (o.how === 'getlog') return attempt(() => Array.from(m.vm.getDirtyLog(2)));
-      return setSlot(m, 2, B, MiB, m.hvaB, {
-        readonly: KVM_MEM_READONLY,
-        dirty: KVM_MEM_LOG_DIRTY_PAGES,
-        plain: 0,
-        delete: -1,
-      }[o.how]);
+      return setSlot(
+        m,
+        2,
+        B,
+        MiB,
+        m.hvaB,
+        {
+          readonly: KVM_MEM_READONLY,
+          dirty: KVM_MEM_LOG_DIRTY_PAGES,
+          plain: 0,
+          delete: -1,
+        }[o.how],
+      );
     case 'data':
       return setSlot(m, 1, DATA, 4 * MiB, m.hvaData, o.how === 'delete' ? -1 : 0);
     case 'cr3':
@@ -210,6 +248,19 @@ function step(m: Model, o: Op): unknown {
       m.vcpus[o.vcpu]!.smm = o.on;
       return o.on;
   }
+}
+
+/** Turn every specialised step of the fault path on or off. */
+function setPaths(on: boolean): void {
+  shadowFaultPaths.walk = on;
+  shadowFaultPaths.rootCache = on;
+}
+
+/** The root cache (shadow_roots.ts#rootOf) holds a vCPU only with the root `roots` has for it. */
+function rootCacheAgrees(m: Model): boolean {
+  const mmu = shadowMmuOf(m.vm)!;
+  const v = mmu[ROOT_CACHE_VCPU];
+  return v === null ? mmu[ROOT_CACHE_ROOT] === null : mmu.roots.get(v) === mmu[ROOT_CACHE_ROOT];
 }
 
 /** Each vCPU's last-used memslot (its id, or null) and the generation it was cached under. */
@@ -226,13 +277,15 @@ describe('shadow fault path: specialised steps = general steps', () => {
           const fast = build();
           const full = build();
           for (const o of ops) {
-            shadowFaultPaths.walk = false;
+            setPaths(false);
             const want = step(full, o);
-            shadowFaultPaths.walk = true;
+            setPaths(true);
             const got = step(fast, o);
             expect(got).toEqual(want);
             expect(stateHash([fast.vm, fast.vcpus])).toBe(stateHash([full.vm, full.vcpus]));
             expect(lastUsed(fast)).toEqual(lastUsed(full));
+            expect(rootCacheAgrees(fast)).toBe(true);
+            expect(shadowMmuOf(full.vm)![ROOT_CACHE_VCPU]).toBe(null);
           }
           for (let i = 0; i < 2; i++) expect(fast.vcpus[i]!.getStats()).toEqual(full.vcpus[i]!.getStats());
           expect(fast.vm.getStats()).toEqual(full.vm.getStats());
@@ -241,7 +294,7 @@ describe('shadow fault path: specialised steps = general steps', () => {
         { numRuns: Number(process.env.FC_RUNS ?? 150) },
       );
     } finally {
-      shadowFaultPaths.walk = true;
+      setPaths(true);
     }
     expect(faults).toBeGreaterThan(1000);
   });

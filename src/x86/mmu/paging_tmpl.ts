@@ -44,6 +44,7 @@ import {
 } from './mmu_set_spte.ts';
 import { ptePrefetch } from './pte_prefetch.ts';
 import { walkAddrFault } from './shadow_fault_walk.ts';
+import { shadowFaultPaths } from './shadow_fault_paths.ts';
 import { shadowEnterGuest } from './shadow_roots.ts';
 import type { ShadowMmu } from './shadow_mmu.ts';
 import type { HvaPfn } from '../../host/host_mm.ts';
@@ -55,11 +56,8 @@ const PAGE = 4096;
 
 const walker = newGuestWalker();
 
-/**
- * The fault path's specialised steps, each equal to the general one it stands for (tests turn one off to
- * compare the two on the same workload): `walk`, the fault's guest walk (shadow_fault_walk.ts).
- */
-export const shadowFaultPaths = { walk: true };
+/** The fault path's specialised steps (shadow_fault_paths.ts); re-exported for the tests that turn them off. */
+export { shadowFaultPaths };
 
 /** hvaToPfnInto's answer (no object per fault). */
 const hostPfn: HvaPfn = { pfn: asPfn(0), level: 1, writable: false };

@@ -189,7 +189,8 @@ export class RmapLevel {
         const c = this.heads.get(key);
         if (c === undefined) continue;
         for (let o = 0; o < CHUNK; o++)
-          for (let h = c[o]!; h !== 0; h = this.nx(h - 1)) fn(key * CHUNK + o, this.spOf(h - 1), this.idxOf(h - 1));
+          for (let h = c[o]!; h !== 0; h = this.nx(h - 1))
+            fn(key * CHUNK + o, this.spOf(h - 1), this.idxOf(h - 1));
       }
     }
   }

@@ -69,20 +69,22 @@ export function walkAddrFault(
   let tableGfn = Math.floor(cr3 / 4096);
   let access = ACC_ALL;
   let level = 4;
-  for (;; level--) {
+  // Why the walk failed (0: it did not); one exit for all failures (see walkFailed).
+  let why = 0;
+  for (; ; level--) {
     w.tableGfn[level - 1] = tableGfn;
     w.ptAccess[level - 1] = access;
     // kvm_vcpu_is_visible_gfn: a table in no visible memslot cannot be read (gfn_to_hva_memslot_prot).
     const s = slots.vcpuGfnToMemslot(vcpu, tableGfn);
     if (s === null || (s.flags & INVALID) !== 0 || s.id >= USER_SLOTS) {
-      w.fault = `level-${level} table gfn 0x${tableGfn.toString(16)} is in no visible memslot`;
-      return false;
+      why = INVISIBLE;
+      break;
     }
     const table = gpt.tableIfAny(tableGfn);
     const gpte = table === undefined ? 0 : table[index[level - 1]!]!;
     if (!(gpte & PRESENT)) {
-      w.fault = `gPTE not present at level ${level}`;
-      return false;
+      why = NOT_PRESENT;
+      break;
     }
     // FNAME(gpte_access): X always (NX not modelled), W and U from the gPTE.
     access &= 1 | (gpte & WRITABLE) | (gpte & USER);
@@ -93,8 +95,8 @@ export function walkAddrFault(
       w.level = level;
       w.pteAccess = access;
       if ((write && !(access & ACC_WRITE)) || !(access & ACC_USER)) {
-        w.fault = 'protection violation';
-        return false;
+        why = PROTECTION;
+        break;
       }
       w.gfn = level === 1 ? gfn : gfn - (gfn % 512) + index[0]!;
       // FNAME(protect_clean_gpte), for a read only.
@@ -103,6 +105,7 @@ export function walkAddrFault(
     }
     tableGfn = gfn;
   }
+  if (why !== 0) return walkFailed(w, why, level, tableGfn);
   // FNAME(update_accessed_dirty_bits): A on every level walked, D on the leaf of a write; a table in a
   // read-only slot is skipped (pte_writable), any other is marked dirty (kvm_vcpu_mark_page_dirty).
   for (let l = 4; l >= level; l--) {
@@ -119,4 +122,22 @@ export function walkAddrFault(
     w.ptes[l - 1] = g;
   }
   return true;
+}
+
+const INVISIBLE = 1;
+const NOT_PRESENT = 2;
+const PROTECTION = 3;
+
+/**
+ * A failed walk: w.fault says why; false. The messages are made here, at the walk's one failure exit:
+ * with the two that print the level written in the loop, TurboFan made the level's string once per level
+ * walked on every walk (NumberToString, a pure node shared by both messages, scheduled where their
+ * branches meet).
+ */
+function walkFailed(w: GuestWalker, why: number, level: number, tableGfn: number): boolean {
+  if (why === INVISIBLE)
+    w.fault = `level-${level} table gfn 0x${tableGfn.toString(16)} is in no visible memslot`;
+  else if (why === NOT_PRESENT) w.fault = `gPTE not present at level ${level}`;
+  else w.fault = 'protection violation';
+  return false;
 }

@@ -41,7 +41,7 @@ import {
 import { GuestPageTables } from './guest_paging.ts';
 import { shadowVcpuAccess } from './paging_tmpl.ts';
 import { directVcpuAccess } from './shadow_direct.ts';
-import { kvmMmuNewPgd } from './shadow_roots.ts';
+import { kvmMmuNewPgd, ROOT_CACHE_ROOT, ROOT_CACHE_VCPU } from './shadow_roots.ts';
 import { MmuPageHash } from './shadow_hash.ts';
 import { GfnBitmap } from './gfn_bitmap.ts';
 import {
@@ -85,6 +85,9 @@ export class ShadowMmu implements KvmMmuOps {
    * address space they were in (the value) when it was loaded.
    */
   readonly dummyRoots = new Map<Vcpu, number>();
+  /** The one-entry cache of `roots` (shadow_roots.ts#rootOf): a vCPU `roots` maps to the root below. */
+  [ROOT_CACHE_VCPU]: Vcpu | null = null;
+  [ROOT_CACHE_ROOT]: ShadowPage | null = null;
   /**
    * Bug switch 'shadow-2019-precise-zap': the v5.1 precise zap (4e103134b862), which zapped shadow pages
    * of any kind whose base gfn equals a gfn of the slot (mmu-zap.md §4.3), instead of 6.12+'s rule.

@@ -14,6 +14,7 @@ import { IN_GUEST_MODE, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH } fro
 import { makeRole, kvmMmuPageAsId, type ShadowPage } from './shadow_rmap.ts';
 import { ACC_ALL } from './guest_paging.ts';
 import type { ShadowMmu } from './shadow_mmu.ts';
+import { shadowFaultPaths } from './shadow_fault_paths.ts';
 
 /**
  * VM entry: free obsolete roots, flush if asked, make sure a root is loaded; null = the dummy root. The
@@ -22,14 +23,36 @@ import type { ShadowMmu } from './shadow_mmu.ts';
  */
 export function shadowEnterGuest(mmu: ShadowMmu, vcpu: Vcpu): ShadowPage | null {
   if (vcpu.requests & (KVM_REQ_MMU_FREE_OBSOLETE_ROOTS | KVM_REQ_TLB_FLUSH)) shadowServiceRequests(mmu, vcpu);
-  let root = mmu.roots.get(vcpu);
-  if (kvmSmmChanged(mmu, vcpu, root)) root = mmu.roots.get(vcpu);
+  let root = rootOf(mmu, vcpu);
+  if (kvmSmmChanged(mmu, vcpu, root)) root = rootOf(mmu, vcpu);
   if (root === undefined && !mmu.dummyRoots.has(vcpu)) {
     kvmMmuLoad(mmu, vcpu); // kvm_mmu_reload
-    root = mmu.roots.get(vcpu);
+    root = rootOf(mmu, vcpu);
   }
   vcpu.mode = IN_GUEST_MODE; // until the next VM exit, remote flushes IPI this vCPU
   return root ?? null;
+}
+
+/**
+ * Keys of ShadowMmu's one-entry cache of `roots` (a model-side index, not in the kernel, whose vCPU reads
+ * its root from vcpu->arch.mmu->root.hpa): the vCPU last found and its root. A Map lookup keyed by the
+ * vCPU cost more than the rest of a VM entry, and the fault path enters twice per fault. The cache holds
+ * a vCPU only while `roots` maps it to the cached root: filled by rootOf, dropped by kvmMmuFreeRoots
+ * (the one place a vCPU's root leaves `roots`; kvmMmuLoad adds one only where there was none). Symbols,
+ * so a snapshot saves and restores the cache with `roots` and the state hash leaves it out.
+ */
+export const ROOT_CACHE_VCPU: unique symbol = Symbol('zaplab.shadow.rootCacheVcpu');
+export const ROOT_CACHE_ROOT: unique symbol = Symbol('zaplab.shadow.rootCacheRoot');
+
+/** mmu.roots.get(vcpu), through the one-entry cache (filled only with shadowFaultPaths.rootCache on). */
+export function rootOf(mmu: ShadowMmu, vcpu: Vcpu): ShadowPage | undefined {
+  if (mmu[ROOT_CACHE_VCPU] === vcpu) return mmu[ROOT_CACHE_ROOT]!;
+  const root = mmu.roots.get(vcpu);
+  if (root !== undefined && shadowFaultPaths.rootCache) {
+    mmu[ROOT_CACHE_VCPU] = vcpu;
+    mmu[ROOT_CACHE_ROOT] = root;
+  }
+  return root;
 }
 
 /** The requests vcpu_enter_guest services for the shadow MMU, in its order: free obsolete roots, then flush. */
@@ -76,6 +99,10 @@ export function kvmMmuFreeRoots(mmu: ShadowMmu, vcpu: Vcpu): void {
   const root = mmu.roots.get(vcpu);
   if (root === undefined) return;
   mmu.roots.delete(vcpu);
+  if (mmu[ROOT_CACHE_VCPU] === vcpu) {
+    mmu[ROOT_CACHE_VCPU] = null;
+    mmu[ROOT_CACHE_ROOT] = null;
+  }
   const list: ShadowPage[] = [];
   if (--root.rootCount === 0 && root.invalid) mmu.prepareZapPage(root, list);
   mmu.commitZapPage(list);
