@@ -19,12 +19,36 @@ type Op =
   | { op: 'delete'; k: number }
   | { op: 'collect'; lo: number; len: number };
 
-const kArb = fc.oneof(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 500, max: 530 }), fc.integer({ min: 0, max: 5000 }));
+const kArb = fc.oneof(
+  fc.integer({ min: 0, max: 40 }),
+  fc.integer({ min: 500, max: 530 }),
+  fc.integer({ min: 0, max: 5000 }),
+);
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ op: fc.constant('add' as const), k: kArb, sp: fc.nat({ max: 5 }), i: fc.nat({ max: 3 }), n: fc.integer({ min: 1, max: 600 }) }) },
-  { weight: 3, arbitrary: fc.record({ op: fc.constant('remove' as const), k: kArb, sp: fc.nat({ max: 5 }), i: fc.nat({ max: 3 }) }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      op: fc.constant('add' as const),
+      k: kArb,
+      sp: fc.nat({ max: 5 }),
+      i: fc.nat({ max: 3 }),
+      n: fc.integer({ min: 1, max: 600 }),
+    }),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      op: fc.constant('remove' as const),
+      k: kArb,
+      sp: fc.nat({ max: 5 }),
+      i: fc.nat({ max: 3 }),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('delete' as const), k: kArb }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('collect' as const), lo: kArb, len: fc.nat({ max: 1200 }) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ op: fc.constant('collect' as const), lo: kArb, len: fc.nat({ max: 1200 }) }),
+  },
 );
 
 /** The model: index → chain in insertion order. */
@@ -59,7 +83,9 @@ describe('RmapLevel = a map of chains', () => {
             if (at >= 0) chain.splice(at, 1);
             if (chain.length === 0) ref.delete(o.k);
             r.remove(o.k, pages[o.sp]!, o.i);
-            expect(r.has(o.k, pages[o.sp]!, o.i)).toBe(chain.some(([sp, i]) => sp === pages[o.sp] && i === o.i));
+            expect(r.has(o.k, pages[o.sp]!, o.i)).toBe(
+              chain.some(([sp, i]) => sp === pages[o.sp] && i === o.i),
+            );
           } else if (o.op === 'delete') {
             expect(r.delete(o.k)).toBe(ref.has(o.k));
             ref.delete(o.k);
