@@ -11,7 +11,7 @@
  * stack trace; exit 2. Progress bars and colours only on a TTY.
  */
 import { Command, Option } from 'commander';
-import { readFileSync } from 'node:fs';
+import { InputFileError, MAX_SCENARIO_BYTES, readInputText } from '../scenario/input_file.ts';
 import type { SingleBar } from 'cli-progress';
 import { describeFile, libraryNames, resolveScenario } from '../scenario/library_files.ts';
 import type { RunAudit, RunResult } from '../scenario/runner.ts';
@@ -246,6 +246,16 @@ function wordCut(text: string, width: number): string {
   return (sp > width / 2 ? cut.slice(0, sp) : cut).replace(/[\s,;:(—-]+$/, '') + '…';
 }
 
+/** A scenario or script file's text, or exit 2 naming the file and why (a directory, /dev/zero, …). */
+function readOrDie(file: string): string {
+  try {
+    return readInputText(file, MAX_SCENARIO_BYTES);
+  } catch (e) {
+    if (e instanceof InputFileError) die(`${file}: ${e.message}`);
+    throw e;
+  }
+}
+
 program
   .command('show')
   .description('print a library scenario (with its source-of-realism header)')
@@ -253,7 +263,7 @@ program
   .action((name: string) => {
     const f = resolveScenario(name);
     if (f === null) die(`${name}: no such scenario (library: ${libraryNames().join(', ')})`);
-    process.stdout.write(readFileSync(f, 'utf8'));
+    process.stdout.write(readOrDie(f));
   });
 
 program
@@ -265,11 +275,7 @@ program
     const { replayMemslotScript, DEMO_SCRIPT, formatReplay } = await import('./memslot_script.ts');
     let text = DEMO_SCRIPT;
     if (file !== undefined) {
-      try {
-        text = readFileSync(file, 'utf8');
-      } catch {
-        die(`${file}: cannot read`);
-      }
+      text = readOrDie(file);
     }
     const result = replayMemslotScript(text, file ?? '<demo>');
     if (!result.ok) die(result.error);

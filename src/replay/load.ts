@@ -5,6 +5,7 @@
  * Model-only file.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { InputFileError, MAX_TEXT_BYTES, readInputFile } from '../scenario/input_file.ts';
 import { gunzipSync } from 'node:zlib';
 import { basename, join } from 'node:path';
 import { looksLikeQemuTrace, readQemuTrace } from './qemu_trace.ts';
@@ -27,9 +28,21 @@ export interface BundleMeta {
   started: string;
 }
 
+/** A trace file's text (gunzipped if .gz), bounded: a file that never ends is an error, not a hang. */
 export function readText(path: string): string {
-  const buf = readFileSync(path);
-  return path.endsWith('.gz') ? gunzipSync(buf).toString('utf8') : buf.toString('utf8');
+  const buf = readInputFile(path, MAX_TEXT_BYTES);
+  if (!path.endsWith('.gz')) return buf.toString('utf8');
+  try {
+    return gunzipSync(buf, { maxOutputLength: MAX_TEXT_BYTES }).toString('utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new InputFileError(
+      code === 'ERR_BUFFER_TOO_LARGE'
+        ? `unpacks to more than the limit of ${MAX_TEXT_BYTES} bytes`
+        : `is not gzip data (${e instanceof Error ? e.message : String(e)})`,
+      code ?? 'EINVAL',
+    );
+  }
 }
 
 export function detectFormat(text: string): Format | null {
@@ -65,7 +78,8 @@ export function loadInputs(paths: string[], formats: (Format | undefined)[], opt
     try {
       text = readText(p);
     } catch (e) {
-      throw new Error(`${p}: cannot read (${e instanceof Error ? e.message : String(e)})`);
+      if (!(e instanceof InputFileError)) throw e;
+      throw new Error(`${p}: ${e.message}`);
     }
     const f = formats[i] ?? detectFormat(text);
     if (f === null)

@@ -3,7 +3,7 @@
  * (charts.ts), write the HTML (html.ts) and/or SVG files (svg.ts; vega loads only then). Used by
  * `zaplab report` and `zaplab sweep --html/--svg`. Reads results only.
  */
-import { readFileSync } from 'node:fs';
+import { InputFileError, MAX_TEXT_BYTES, readInputText } from '../scenario/input_file.ts';
 import { writeOutputFile } from './output_files.ts';
 import { chartsFor, timelineChart, type Chart } from './charts.ts';
 import { readDoc, ReportInputError, type ReportDoc, type TimelineDoc } from './report_data.ts';
@@ -46,9 +46,10 @@ export async function writeBuilt(
 export function loadInput(file: string): ReportDoc | TimelineDoc {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readInputText(file, MAX_TEXT_BYTES);
   } catch (e) {
-    throw new ReportInputError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+    if (!(e instanceof InputFileError)) throw e;
+    throw new ReportInputError(`${file}: ${e.message}`);
   }
   let json: unknown;
   try {

@@ -2,7 +2,7 @@
  * The scenario library (src/scenario/library/*.yaml): list, resolve by name or path, load with params.
  * Each file's header comment documents where its numbers come from. Model-only file.
  */
-import { readFileSync } from 'node:fs';
+import { InputFileError, MAX_SCENARIO_BYTES, readInputText } from './input_file.ts';
 import { parseScenario, type ParseOptions, type ParseResult } from './parse.ts';
 import { libraryNames, resolveScenario } from './library_files.ts';
 
@@ -22,12 +22,10 @@ export function loadScenario(
   }
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readInputText(file, MAX_SCENARIO_BYTES);
   } catch (e) {
-    const why =
-      (e as NodeJS.ErrnoException).code === 'EISDIR'
-        ? 'is a directory, not a scenario file'
-        : `cannot be read (${(e as NodeJS.ErrnoException).code ?? 'error'})`;
+    if (!(e instanceof InputFileError)) throw e;
+    const why = e.code === 'EISDIR' ? 'is a directory, not a scenario file' : e.message;
     return { ok: false, error: `${file}:1:1: ${why}` };
   }
   return { ...parseScenario(text, file, params, opts), file };
