@@ -28,12 +28,26 @@ export interface BundleMeta {
   started: string;
 }
 
-/** A trace file's text (gunzipped if .gz), bounded: a file that never ends is an error, not a hang. */
+/**
+ * A trace file's text (gunzipped if .gz), bounded: a file that never ends is an error, not a hang. Line
+ * ends are LF and there is no byte-order mark: a trace saved with CRLF (copied through Windows) or a BOM
+ * reads as the same lines, where the readers would take the CR as part of a line's last field and
+ * report every line malformed.
+ */
 export function readText(path: string): string {
-  const buf = readInputFile(path, MAX_TEXT_BYTES);
-  if (!path.endsWith('.gz')) return buf.toString('utf8');
+  return plainLines(gunzipIfGz(path, readInputFile(path, MAX_TEXT_BYTES)).toString('utf8'));
+}
+
+/** CRLF → LF (only when the text has a CR: no copy otherwise), and no leading BOM. */
+export function plainLines(text: string): string {
+  const t = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+  return t.includes('\r\n') ? t.replace(/\r\n/g, '\n') : t;
+}
+
+function gunzipIfGz(path: string, buf: Buffer): Buffer {
+  if (!path.endsWith('.gz')) return buf;
   try {
-    return gunzipSync(buf, { maxOutputLength: MAX_TEXT_BYTES }).toString('utf8');
+    return gunzipSync(buf, { maxOutputLength: MAX_TEXT_BYTES });
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new InputFileError(
