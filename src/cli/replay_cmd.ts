@@ -11,6 +11,7 @@ import { TraceFormatError, type Source } from '../replay/events.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Scenario } from '../scenario/schema.ts';
+import { KERNEL_VERSIONS } from '../kvm/host_profile.ts';
 
 // The replay engine (the model, the runner, the report) and the recorder load when their command runs,
 // not when the CLI starts: `zaplab list` stays quick.
@@ -75,7 +76,11 @@ export function registerReplay(program: Command): void {
         'pvm-6.18',
       ]),
     )
-    .option('--kernel <version>', 'kernel version to model where versions differ (6.12 … 6.19)')
+    .addOption(
+      new Option('--kernel <version>', 'kernel version to model where versions differ').choices(
+        KERNEL_VERSIONS,
+      ),
+    )
     .option('--no-tdp-mmu', 'the traced host ran kvm.tdp_mmu=N')
     .option('--pid <pids...>', 'keep only kernel events of these pids/tids (task pid or tgid)')
     .option('--strict', 'a malformed line is fatal')

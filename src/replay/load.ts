@@ -13,6 +13,8 @@ import { looksLikeStrace, readStrace } from './strace.ts';
 import { looksLikeFtrace, readFtrace } from './ftrace.ts';
 import type { Parsed, ReadOptions } from './events.ts';
 import type { Scenario } from '../scenario/schema.ts';
+import { resolveHostConfig } from '../kvm/host_profile.ts';
+import { kvmOptionsFor } from '../scenario/designs.ts';
 
 export type Format = 'qemu' | 'strace' | 'ftrace';
 export const FORMATS: readonly Format[] = ['qemu', 'strace', 'ftrace'];
@@ -113,11 +115,72 @@ function loadBundle(dir: string, opts: ReadOptions): Loaded {
   } catch (e) {
     throw new Error(`${metaPath}: not a zaplab bundle (${e instanceof Error ? e.message : String(e)})`);
   }
-  if (meta.zaplabBundle !== 1 || !Array.isArray(meta.files))
-    throw new Error(`${metaPath}: not a zaplab bundle (zaplabBundle: 1, files: […])`);
+  checkBundle(meta, metaPath);
   const pids = opts.pids ?? (meta.pids?.length ? new Set(meta.pids) : undefined);
-  const streams = meta.files.map((f) =>
-    parseText(readText(join(dir, f.file)), f.file, f.format, { ...opts, ...(pids ? { pids } : {}) }),
-  );
-  return { streams, bundle: meta };
+  const streams = meta.files.map((f) => {
+    const path = join(dir, f.file);
+    let text: string;
+    try {
+      text = readText(path);
+    } catch (e) {
+      if (!(e instanceof InputFileError)) throw e;
+      throw new Error(`${path}: ${e.message} (named in ${metaPath})`);
+    }
+    return parseText(text, f.file, f.format, { ...opts, ...(pids ? { pids } : {}) });
+  });
+  return { streams, bundle: { ...meta, command: meta.command ?? [] } };
+}
+
+/** The scenario host keys a bundle's `host` may have (schema.ts's host; its values: resolveHostConfig). */
+const HOST_KEYS = new Set([
+  'profile',
+  'kernel',
+  'tdp',
+  'tdpMmu',
+  'honorGuestMtrrs',
+  'cdToggleZap',
+  'snoopScope',
+  'iommus',
+  'overrides',
+  'bugs',
+]);
+
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * bundle.json's shape, as `zaplab record` writes it (an edited or foreign file is named field by field,
+ * not met later as a TypeError); the host's values are checked as new Kvm() checks them.
+ */
+function checkBundle(meta: unknown, metaPath: string): asserts meta is BundleMeta {
+  function bad(what: string): never {
+    throw new Error(`${metaPath}: ${what}`);
+  }
+  if (!isObject(meta) || meta['zaplabBundle'] !== 1 || !Array.isArray(meta['files']))
+    bad('not a zaplab bundle (zaplabBundle: 1, files: […])');
+  const m = meta as Record<string, unknown> & { files: unknown[] };
+  m.files.forEach((f, i) => {
+    if (!isObject(f) || typeof f['file'] !== 'string' || f['file'] === '')
+      bad(`files[${i}]: expected { file: "<name in the bundle>", format: ${FORMATS.join('|')} }`);
+    if (!(FORMATS as readonly unknown[]).includes(f['format']))
+      bad(`files[${i}].format: expected one of ${FORMATS.join(', ')} (got ${JSON.stringify(f['format'])})`);
+  });
+  const strings = m['command'];
+  if (strings !== undefined && !(Array.isArray(strings) && strings.every((a) => typeof a === 'string')))
+    bad('command: expected a list of strings (the VMM command line)');
+  const pids = m['pids'];
+  if (pids !== undefined && !(Array.isArray(pids) && pids.every((p) => Number.isSafeInteger(p) && p >= 0)))
+    bad('pids: expected a list of process ids (non-negative integers)');
+  const host = m['host'];
+  if (host === undefined) return;
+  if (!isObject(host)) bad('host: expected a mapping (profile, kernel, tdp, tdpMmu, …)');
+  const unknown = Object.keys(host as object).filter((k) => !HOST_KEYS.has(k));
+  if (unknown.length) bad(`host: unknown key ${unknown[0]} (allowed: ${[...HOST_KEYS].join(', ')})`);
+  try {
+    resolveHostConfig(kvmOptionsFor({ host } as Scenario));
+  } catch (e) {
+    // new Kvm()'s option checks throw TypeErrors that name the option
+    if (!(e instanceof TypeError)) throw e;
+    bad(`host: ${e.message}`);
+  }
 }
