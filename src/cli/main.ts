@@ -167,7 +167,7 @@ const withCommon = (c: Command): Command =>
     .option('-p, --param <name=value...>', 'override a scenario parameter')
     .option(
       '--max-steps <n>',
-      `refuse a timeline that unrolls (repeats multiplied out) to more steps than this (default ${enUS(DEFAULT_MAX_STEPS)})`,
+      `refuse a timeline that unrolls (repeats multiplied out, passes counted) to more steps than this (default ${enUS(DEFAULT_MAX_STEPS)})`,
     );
 
 withCommon(

@@ -32,19 +32,48 @@ export function fail(path: Path, message: string, atKey = false): never {
   throw new ScenarioError(path, message, atKey);
 }
 
+/**
+ * The passes of a step's access or DMA pattern (each the whole pattern again, as a repeat of the step
+ * would be): what the step limit counts, so `passes: 1e11` is refused like `repeat: 1e11`, not run.
+ */
+function passesOf(s: Step): number {
+  const p =
+    'access' in s
+      ? s.access.passes
+      : 'dma' in s
+        ? s.dma.passes
+        : 'delete' in s
+          ? Math.max(s.whileInvalid?.passes ?? 1, s.whileLockDropped?.passes ?? 1)
+          : undefined;
+  return Math.max(1, p ?? 1);
+}
+
+/** Leaf steps a list unrolls to, each pass of a pattern counted as a step (Infinity past 2^53). */
+function countWork(list: Step[]): number {
+  let n = 0;
+  for (const s of list) n += 'repeat' in s ? s.repeat * countWork(s.steps) : passesOf(s);
+  return n;
+}
+
 /** Refuse a timeline past the limit, pointing at the top-level step that contributes most. */
 export function checkStepCount(timeline: Step[], maxSteps: number): void {
-  const total = countSteps(timeline);
+  const total = countWork(timeline);
   if (total <= maxSteps) return;
   let worst = 0;
   timeline.forEach((s, i) => {
-    if (countSteps([s]) > countSteps([timeline[worst]!])) worst = i;
+    if (countWork([s]) > countWork([timeline[worst]!])) worst = i;
   });
-  const n = countSteps([timeline[worst]!]);
+  const n = countWork([timeline[worst]!]);
+  const passes = total === countSteps(timeline) ? '' : ', each pass of a pattern counted as a step';
   fail(
     ['timeline', worst],
-    `the timeline unrolls to ${fmtCount(total)} steps (this step: ${fmtCount(n)}), more than the limit of ${fmtCount(maxSteps)}; raise it with --max-steps if you mean it`,
+    `the timeline unrolls to ${fmtCount(total)} steps (this step: ${fmtCount(n)}${passes}), more than the limit of ${fmtCount(maxSteps)}; raise it with --max-steps if you mean it`,
   );
+}
+
+/** A pattern's stride must move: 0 would touch its first address forever. */
+function checkStride(stride: number | undefined, p: Path): void {
+  if (stride === 0) fail(p, 'stride must be at least 1 byte (got 0)');
 }
 
 const fmtCount = (n: number): string => (Number.isFinite(n) && n < 1e15 ? enUS(n) : n.toExponential(2));
@@ -187,6 +216,13 @@ export function checkRefs(sc: Scenario, list: Step[], base: Path, names: Names):
           [...at, 'guestPaging'],
           'guest page tables need shadow paging (host: { tdp: false } or profile pvm-6.18)',
         );
+    }
+    if ('access' in s) checkStride(s.access.stride, [...at, 'access', 'stride']);
+    if ('accept' in s) checkStride(s.accept.stride, [...at, 'accept', 'stride']);
+    if ('dma' in s) checkStride(s.dma.stride, [...at, 'dma', 'stride']);
+    if ('delete' in s) {
+      checkStride(s.whileInvalid?.stride, [...at, 'whileInvalid', 'stride']);
+      checkStride(s.whileLockDropped?.stride, [...at, 'whileLockDropped', 'stride']);
     }
     if ('create' in s) region(s.create, [...at, 'create']);
     if ('delete' in s) region(s.delete, [...at, 'delete']);
