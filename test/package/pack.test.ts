@@ -193,8 +193,10 @@ export async function resolve(s, c, next) {
       expect(loaded.some((u) => u.endsWith('/dist/cli/main.js'))).toBe(true);
       // (the design table behind --design's choices reads the host profiles: data plus the option
       // validators they are checked with, no model code)
-      // (and the help text's number formatting, report/en_us.js: 15 lines, no ICU)
-      const profileData = /\/dist\/(kvm\/(host_profile|kvm_options|args|kvm_error)|report\/en_us)\.js$/;
+      // (and the help text's number formatting, report/en_us.js: 15 lines, no ICU; and the output-path
+      // checks every command with an output option runs first, report/output_files.js: node:fs only)
+      const profileData =
+        /\/dist\/(kvm\/(host_profile|kvm_options|args|kvm_error)|report\/(en_us|output_files))\.js$/;
       expect(loaded.filter((u) => heavy.test(u) && !profileData.test(u))).toEqual([]);
       // the bin, the bundle: the modules it initialises (esbuild wraps each module of the bundle in a
       // function named by its path, called when the module is first imported; V8's coverage counts calls)
