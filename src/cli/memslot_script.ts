@@ -5,6 +5,7 @@
 import { LineCounter, parseDocument, isMap, isSeq, type Node } from 'yaml';
 import { z } from 'zod';
 import { Kvm, KvmError } from '../index.ts';
+import { yamlValue, yamlValueError } from '../scenario/yaml_doc.ts';
 
 const u64 = z.union([z.number().int().nonnegative(), z.string().regex(/^0x[0-9a-fA-F]+$/)]);
 const region = z.strictObject({
@@ -53,7 +54,10 @@ export function replayMemslotScript(
     const p = lc.linePos(e.pos[0]);
     return { ok: false, error: `${file}:${p.line}:${p.col}: ${e.message.split('\n')[0]}` };
   }
-  const parsed = script.safeParse(doc.toJS());
+  const value = yamlValue(doc);
+  const bad = yamlValueError(value);
+  if (bad !== null) return { ok: false, error: `${file}:1:1: YAML: ${bad}` };
+  const parsed = script.safeParse(value);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const node = nodeAt(doc.contents, issue.path);

@@ -52,10 +52,10 @@ export function parseScenario(
 ): ParseResult {
   const y = parseYamlDoc(text, file);
   if (!y.ok) return y;
-  const { doc, where } = y;
+  const { doc, where, value } = y;
   const fromFlag = new Map<string, string>();
   try {
-    return { ok: true, scenario: validate(doc.toJS(), params, opts.maxSteps ?? DEFAULT_MAX_STEPS, fromFlag) };
+    return { ok: true, scenario: validate(value, params, opts.maxSteps ?? DEFAULT_MAX_STEPS, fromFlag) };
   } catch (e) {
     if (!(e instanceof ScenarioError)) throw e;
     const node = nodeAt(doc.contents, e.path, e.atKey);

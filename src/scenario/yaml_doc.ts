@@ -6,7 +6,8 @@
 import { LineCounter, parseDocument, type Document } from 'yaml';
 
 export type YamlDoc =
-  { ok: true; doc: Document.Parsed; where: (offset: number) => string } | { ok: false; error: string };
+  | { ok: true; doc: Document.Parsed; where: (offset: number) => string; value: unknown }
+  | { ok: false; error: string };
 
 export function parseYamlDoc(text: string, file: string): YamlDoc {
   const lc = new LineCounter();
@@ -19,5 +20,26 @@ export function parseYamlDoc(text: string, file: string): YamlDoc {
     const e = doc.errors[0]!;
     return { ok: false, error: `${where(e.pos[0])}: YAML syntax: ${e.message.split('\n')[0]}` };
   }
-  return { ok: true, doc, where };
+  const value = yamlValue(doc);
+  const bad = yamlValueError(value);
+  if (bad !== null) return { ok: false, error: `${where(0)}: YAML: ${bad}` };
+  return { ok: true, doc, where, value };
 }
+
+class YamlValueError extends Error {}
+
+/**
+ * The document as plain data, or why it has none: yaml refuses aliases that expand past its limit (a
+ * "billion laughs" file) with a ReferenceError, and data nested past the stack with a RangeError.
+ */
+export function yamlValue(doc: Document.Parsed): unknown {
+  try {
+    return doc.toJS();
+  } catch (e) {
+    if (e instanceof ReferenceError || e instanceof RangeError) return new YamlValueError(e.message);
+    throw e;
+  }
+}
+
+/** yamlValue's failure, if it failed. */
+export const yamlValueError = (v: unknown): string | null => (v instanceof YamlValueError ? v.message : null);
