@@ -6,6 +6,7 @@
  * Kernel counterpart: none — the kernel reads one SPTE at a time; this only skips entries the per-entry
  * loop would find nothing to do for.
  */
+import { HI_OFFSET, SPTE_ENT_PER_PAGE } from './sp_pool.ts';
 
 /** OR of the eight words arr[j], …, arr[j + 7]. */
 export function or8(arr: Int32Array, j: number): number {
@@ -26,4 +27,69 @@ export function xorOr8(arr: Int32Array, j: number, v: number): number {
     (arr[j + 6]! ^ v) |
     (arr[j + 7]! ^ v)
   );
+}
+
+/**
+ * The chunk's words as doubles (one double: two neighbouring words of one half, entry 2m's word in its
+ * low 32 bits): a scan reads half as many elements, each one bounds check and one compare. A double
+ * compared with === is exact on its bits except that +0 and -0 are equal and NaN equals nothing, so the
+ * scans below use a double only where those two do not matter (they say so).
+ *
+ * The view of the chunk asked for last is kept (a cache of a view, not model state: a chunk never moves
+ * or changes its buffer once made, and a snapshot restore writes into it in place).
+ */
+let viewedChunk: Int32Array | null = null;
+let viewOfChunk: Float64Array = new Float64Array(0);
+export function pairsOf(arr: Int32Array): Float64Array {
+  if (arr !== viewedChunk) {
+    viewOfChunk = new Float64Array(arr.buffer, arr.byteOffset, arr.length >> 1);
+    viewedChunk = arr;
+  }
+  return viewOfChunk;
+}
+
+/** Two equal words seen as one double (scratch: written and read within pairOf). */
+const pairWords = new Int32Array(2);
+const pairDouble = new Float64Array(pairWords.buffer);
+
+/** The double two words equal to w make, or 0 where a double cannot stand for them (±0, NaN). */
+function pairOf(w: number): number {
+  pairWords[0] = w;
+  pairWords[1] = w;
+  const d = pairDouble[0]!;
+  return d === d ? d : 0;
+}
+
+/**
+ * Where the run of entries equal to (lo, hi) that goes on at entry `from` of the table at `base` ends:
+ * the first entry from `from` on that differs, or 512. Eight entries at a time where the run is long (a
+ * teardown's tables are mostly empty), as doubles where a double stands for the words (pairOf).
+ */
+export function sameRunEnd(arr: Int32Array, base: number, from: number, lo: number, hi: number): number {
+  const hiBase = base + HI_OFFSET;
+  const pairs = pairsOf(arr);
+  const loPair = pairOf(lo);
+  const hiPair = pairOf(hi);
+  let end = from;
+  while (end < SPTE_ENT_PER_PAGE) {
+    if ((end & 7) === 0) {
+      while (
+        end + 8 <= SPTE_ENT_PER_PAGE &&
+        sameGroup(arr, pairs, hiBase + end, hi, hiPair) &&
+        sameGroup(arr, pairs, base + end, lo, loPair)
+      )
+        end += 8;
+      if (end === SPTE_ENT_PER_PAGE) break;
+    }
+    if (arr[base + end] !== lo || arr[hiBase + end] !== hi) break;
+    end++;
+  }
+  return end;
+}
+
+/** Do the eight words from j (a multiple of 8) all equal w? As four doubles where d (pairOf(w)) is not 0. */
+function sameGroup(arr: Int32Array, pairs: Float64Array, j: number, w: number, d: number): boolean {
+  if (d === 0) return xorOr8(arr, j, w) === 0;
+  const k = j >>> 1;
+  return pairs[k] === d && pairs[k + 1] === d && pairs[k + 2] === d && pairs[k + 3] === d;
 }

@@ -42,7 +42,7 @@ import {
 import { PAGES_PER_LEVEL, tdpIterWriteSpte, type TdpIter } from './tdp_iter.ts';
 import type { MmuTraceEvent } from './mmu_trace.ts';
 import { EBUSY, kvmBugOn, warnOnce, type TdpMmu } from './tdp_mmu_state.ts';
-import { xorOr8 } from './spte_scan.ts';
+import { sameRunEnd } from './spte_scan.ts';
 
 /** The low halves of a table of FROZEN_SPTE entries (freezeNonPresentRun copies it over a whole table). */
 const FROZEN_LO_HALF = new Int32Array(SPTE_ENT_PER_PAGE).fill(FROZEN_SPTE_LO);
@@ -184,22 +184,8 @@ function freezeNonPresentRun(
 ): number {
   const lo = arr[base + first]!;
   const hi = arr[base + HI_OFFSET + first]!;
-  let end = first + 1;
+  const end = sameRunEnd(arr, base, first + 1, lo, hi);
   const hiBase = base + HI_OFFSET;
-  while (end < SPTE_ENT_PER_PAGE) {
-    // eight entries at a time where the run is long (a teardown's tables are mostly empty)
-    if ((end & 7) === 0 && end + 8 <= SPTE_ENT_PER_PAGE) {
-      const j = base + end;
-      const h = hiBase + end;
-      const diff = xorOr8(arr, j, lo) | xorOr8(arr, h, hi);
-      if (diff === 0) {
-        end += 8;
-        continue;
-      }
-    }
-    if (arr[base + end] !== lo || arr[hiBase + end] !== hi) break;
-    end++;
-  }
   // (a whole table's run, a teardown's usual one, is one copy of frozen low halves: fill() is a C++
   // builtin call and, for a value other than 0, an element loop; high halves that already hold
   // FROZEN_SPTE's, as SHADOW_NONPRESENT_VALUE's do, are left as they are)
