@@ -16,7 +16,8 @@
  * Exit status: 0 no violation, 1 a violation, 2 bad input.
  */
 import type { Command } from 'commander';
-import { readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { InputFileError, MAX_SCENARIO_BYTES, MAX_TEXT_BYTES, readInputText } from '../scenario/input_file.ts';
 import type { ConfigResult } from '../explore/run.ts';
 import type { BugName } from '../kvm/host_profile.ts';
 import type { ExploreConfig } from '../explore/config.ts';
@@ -101,7 +102,7 @@ export function registerExplore(program: Command): void {
 async function run(m: Mods, args: string[], opts: Opts): Promise<number> {
   if (opts.merge) {
     if (args.length === 0) throw new UsageError('--merge needs the JSON result files');
-    const merged = m.mergeResults(args.map((f) => ({ file: f, text: readFileSync(f, 'utf8') })));
+    const merged = m.mergeResults(args.map((f) => ({ file: f, text: readOrUsage(f, MAX_TEXT_BYTES) })));
     print(m, merged, opts);
     return merged.designs.some((d) => d.violation !== null) ? 1 : 0;
   }
@@ -157,8 +158,21 @@ async function run(m: Mods, args: string[], opts: Opts): Promise<number> {
 }
 
 /** The configuration, with --bug switches added to its host. */
+/** A named file's text (bounded: a directory or /dev/zero is an error naming the file, not a crash). */
+function readOrUsage(file: string, maxBytes: number): string {
+  try {
+    return readInputText(file, maxBytes);
+  } catch (e) {
+    if (e instanceof InputFileError) throw new UsageError(`${file}: ${e.message}`);
+    throw e;
+  }
+}
+
 function load(m: Mods, name: string, opts: Opts): ExploreConfig {
-  const loaded = m.loadExploreConfig(name);
+  // a path is read here, bounded (loadExploreConfig, which prefers a path too, would read it unbounded)
+  const loaded = existsSync(name)
+    ? m.parseExploreConfig(readOrUsage(name, MAX_SCENARIO_BYTES), name)
+    : m.loadExploreConfig(name);
   if (!loaded.ok) throw new UsageError(loaded.error);
   const cfg = loaded.config;
   if (opts.bug === undefined) return cfg;
