@@ -256,6 +256,15 @@ function setPaths(on: boolean): void {
   shadowFaultPaths.rootCache = on;
 }
 
+/** Each vCPU's root: [id, role, gfn] of its page, 'dummy', or null (none loaded). */
+function loadedRoots(m: Model): unknown {
+  const mmu = shadowMmuOf(m.vm)!;
+  return m.vcpus.map((v) => {
+    const r = mmu.roots.get(v);
+    return r !== undefined ? [r.id, r.role, r.gfn] : mmu.dummyRoots.has(v) ? 'dummy' : null;
+  });
+}
+
 /** The root cache (shadow_roots.ts#rootOf) holds a vCPU only with the root `roots` has for it. */
 function rootCacheAgrees(m: Model): boolean {
   const mmu = shadowMmuOf(m.vm)!;
@@ -284,6 +293,7 @@ describe('shadow fault path: specialised steps = general steps', () => {
             expect(got).toEqual(want);
             expect(stateHash([fast.vm, fast.vcpus])).toBe(stateHash([full.vm, full.vcpus]));
             expect(lastUsed(fast)).toEqual(lastUsed(full));
+            expect(loadedRoots(fast)).toEqual(loadedRoots(full));
             expect(rootCacheAgrees(fast)).toBe(true);
             expect(shadowMmuOf(full.vm)![ROOT_CACHE_VCPU]).toBe(null);
           }

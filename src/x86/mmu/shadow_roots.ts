@@ -11,7 +11,7 @@
  */
 import type { Vcpu } from '../../kvm/vcpu.ts';
 import { IN_GUEST_MODE, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH } from '../../kvm/vcpu.ts';
-import { makeRole, kvmMmuPageAsId, type ShadowPage } from './shadow_rmap.ts';
+import { makeRole, kvmMmuPageAsId, ROLE_SMM, type ShadowPage } from './shadow_rmap.ts';
 import { ACC_ALL } from './guest_paging.ts';
 import type { ShadowMmu } from './shadow_mmu.ts';
 import { shadowFaultPaths } from './shadow_fault_paths.ts';
@@ -22,6 +22,25 @@ import { shadowFaultPaths } from './shadow_fault_paths.ts';
  * @kernel arch/x86/kvm/x86.c#vcpu_enter_guest
  */
 export function shadowEnterGuest(mmu: ShadowMmu, vcpu: Vcpu): ShadowPage | null {
+  // The common entry, in few bytecodes (the fault path inlines this twice per fault within V8's budget):
+  // no request to service, the root cached (so loaded), the vCPU in the address space it maps. Then
+  // the steps below would change nothing but the mode.
+  const root = mmu[ROOT_CACHE_VCPU] === vcpu ? mmu[ROOT_CACHE_ROOT]! : null;
+  if (
+    root !== null &&
+    (vcpu.requests & ENTRY_REQUESTS) === 0 &&
+    (root.role & ROLE_SMM ? 1 : 0) === vcpu.asId()
+  ) {
+    vcpu.mode = IN_GUEST_MODE;
+    return root;
+  }
+  return shadowEnterGuestSlow(mmu, vcpu);
+}
+
+const ENTRY_REQUESTS = KVM_REQ_MMU_FREE_OBSOLETE_ROOTS | KVM_REQ_TLB_FLUSH;
+
+/** shadowEnterGuest, every step. */
+function shadowEnterGuestSlow(mmu: ShadowMmu, vcpu: Vcpu): ShadowPage | null {
   if (vcpu.requests & (KVM_REQ_MMU_FREE_OBSOLETE_ROOTS | KVM_REQ_TLB_FLUSH)) shadowServiceRequests(mmu, vcpu);
   let root = rootOf(mmu, vcpu);
   if (kvmSmmChanged(mmu, vcpu, root)) root = rootOf(mmu, vcpu);
