@@ -145,7 +145,11 @@ export function shadowPageFault(
   vcpu.stats.pf_taken++;
   const w = walker;
   const slots = mmu.vm.activeMemslots(vcpu.asId());
-  if (!faultWalk(mmu, w, vcpu, gva, write, slots)) {
+  // The fault's guest walk: walkAddrFault, or (tests comparing the two) the general one, faultWalkGeneric.
+  const walked = shadowFaultPaths.walk
+    ? walkAddrFault(mmu.gpt, w, vcpu.cr3, gva, write, slots, vcpu)
+    : faultWalkGeneric(mmu, w, vcpu, gva, write, slots);
+  if (!walked) {
     vcpu.stats.pf_guest++; // kvm_inject_emulated_page_fault → kvm_inject_page_fault
     return RET_PF_GUEST;
   }
@@ -167,10 +171,10 @@ export function shadowPageFault(
 }
 
 /**
- * The fault's guest walk: walkAddrFault (shadow_fault_walk.ts), or with `shadowFaultPaths.walk` off
- * (tests comparing the two) walkAddrGeneric with the fault path's env.
+ * The fault's guest walk as the general walk makes it (`shadowFaultPaths.walk` off: tests comparing it
+ * with walkAddrFault): walkAddrGeneric with the fault path's env.
  */
-function faultWalk(
+function faultWalkGeneric(
   mmu: ShadowMmu,
   w: GuestWalker,
   vcpu: Vcpu,
@@ -178,7 +182,6 @@ function faultWalk(
   write: boolean,
   slots: KvmMemslots,
 ): boolean {
-  if (shadowFaultPaths.walk) return walkAddrFault(mmu.gpt, w, vcpu.cr3, gva, write, slots, vcpu);
   faultWalkEnv.slots = slots;
   faultWalkEnv.vcpu = vcpu;
   return walkAddrGeneric(mmu.gpt, w, vcpu.cr3, gva, write, true, true, faultWalkEnv);
