@@ -72,23 +72,30 @@ export class RmapLevel {
   }
 
   private alloc(sp: ShadowPage, i: number): number {
-    let e: number;
-    if (this.free !== 0) {
-      e = this.free - 1;
-      this.free = this.nx(e);
-    } else {
-      e = this.used++;
-      if ((e & BLOCK_MASK) === 0) {
-        this.spsB.push(new Array<ShadowPage | null>(BLOCK).fill(null));
-        this.idxB.push(new Int32Array(BLOCK));
-        this.nextB.push(new Int32Array(BLOCK));
-      }
-    }
+    // The common case in few bytecodes (add is inlined into the fault path): no free entry, room in the
+    // last block.
+    const e = this.free === 0 && (this.used & BLOCK_MASK) !== 0 ? this.used++ : this.allocSlow();
     const b = e >>> BLOCK_SHIFT;
     const o = e & BLOCK_MASK;
     this.spsB[b]![o] = sp;
     this.idxB[b]![o] = i;
     this.nextB[b]![o] = 0;
+    return e;
+  }
+
+  /** A free entry, else the next unused one (in a new block when the last is full). */
+  private allocSlow(): number {
+    if (this.free !== 0) {
+      const e = this.free - 1;
+      this.free = this.nx(e);
+      return e;
+    }
+    const e = this.used++;
+    if ((e & BLOCK_MASK) === 0) {
+      this.spsB.push(new Array<ShadowPage | null>(BLOCK).fill(null));
+      this.idxB.push(new Int32Array(BLOCK));
+      this.nextB.push(new Int32Array(BLOCK));
+    }
     return e;
   }
 
@@ -100,7 +107,7 @@ export class RmapLevel {
 
   /** Append (sp, i) to index k's chain; returns the chain's length with it. @kernel arch/x86/kvm/mmu/mmu.c#pte_list_add */
   add(k: number, sp: ShadowPage, i: number): number {
-    const c = this.chunk(k, true)!;
+    const c = k >>> CHUNK_SHIFT === this.lastKey ? this.last! : this.chunk(k, true)!;
     const e = this.alloc(sp, i);
     const o = k & (CHUNK - 1);
     let h = c[o]!;

@@ -151,7 +151,13 @@ export interface RmapStats {
  * @kernel arch/x86/kvm/mmu/mmu.c#rmap_add
  */
 export function rmapAdd(stats: RmapStats, slot: KvmMemorySlot, sp: ShadowPage, i: number, gfn: number): void {
-  const before = slotRmap(slot)[sp.level - 1]!.add(rmapIndex(slot, gfn, sp.level), sp, i) - 1;
+  // slotRmap and rmapIndex written out for the common case (rmaps made, a 4K leaf), their calls left
+  // for the others: the fault path inlines this, and each call it keeps costs more than the lookup.
+  const r = slot.arch.rmap as SlotRmap | null | undefined;
+  const rmaps = r === null || r === undefined ? slotRmap(slot) : r;
+  const level = sp.level;
+  const k = level === 1 ? gfn - slot.baseGfn : rmapIndex(slot, gfn, level);
+  const before = rmaps[level - 1]!.add(k, sp, i) - 1;
   if (before > stats.max_mmu_rmap_size) stats.max_mmu_rmap_size = before;
 }
 
