@@ -12,6 +12,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Scenario } from '../scenario/schema.ts';
 import { KERNEL_VERSIONS } from '../kvm/host_profile.ts';
+import { checkOutputDir } from '../report/output_files.ts';
 
 // The replay engine (the model, the runner, the report) and the recorder load when their command runs,
 // not when the CLI starts: `zaplab list` stays quick.
@@ -149,6 +150,9 @@ export function registerReplay(program: Command): void {
     });
 }
 
+/** The longest --seconds a Node timer holds (2^31 - 1 ms). */
+const MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+
 /** `zaplab record [-o dir] [-t seconds] -- <vmm command…>`: one bundle `zaplab replay <dir>` reads. */
 export function registerRecord(program: Command): void {
   program
@@ -162,12 +166,21 @@ export function registerRecord(program: Command): void {
     .action(async (argv: string[], opts: { out: string; seconds: string }) => {
       if (existsSync(join(opts.out, 'bundle.json')))
         fail(`${opts.out}: already holds a bundle (bundle.json); choose another --out`);
+      try {
+        checkOutputDir('--out', opts.out);
+      } catch (e) {
+        fail(e instanceof Error ? e.message : String(e));
+      }
+      const seconds = int(opts.seconds, '--seconds');
+      // a timer longer than 2^31-1 ms fires at once (Node clamps it to 1 ms): the VMM would be stopped
+      // as it starts
+      if (seconds > MAX_SECONDS) fail(`--seconds ${opts.seconds}: at most ${MAX_SECONDS} (24 days)`);
       const { record } = await loadRecord();
       try {
         const meta = await record({
           argv,
           out: opts.out,
-          seconds: int(opts.seconds, '--seconds'),
+          seconds,
           log: (s) => process.stderr.write(s + '\n'),
         });
         process.stdout.write(

@@ -8,7 +8,7 @@
  * it fails on hosts that cannot write /proc/sys/kernel/ftrace_enabled. Needs root. Model-only file.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { release } from 'node:os';
 import type { BundleMeta } from './load.ts';
@@ -124,9 +124,12 @@ export async function record(o: RecordOptions): Promise<BundleMeta> {
     write(join(inst, 'tracing_on'), '0');
     writeFileSync(join(o.out, 'kernel.trace'), readFileSync(join(inst, 'trace')));
     files.push({ file: 'kernel.trace', format: 'ftrace' });
-    if (code !== 0 && code !== null && !existsSync(join(o.out, 'strace.txt')))
+    // strace creates its output before it execs the VMM: a command that does not exist leaves an empty
+    // strace.txt and strace's exit status 1. A failed exit with no ioctl traced is a VMM that did not run.
+    const strace = join(o.out, 'strace.txt');
+    if (code !== 0 && code !== null && (!existsSync(strace) || statSync(strace).size === 0))
       throw new Error(
-        `record: the VMM did not start (exit ${code}): ${stderr.trim().split('\n').at(-1) ?? ''}`,
+        `record: the VMM did not start or exited before any ioctl (exit ${code}): ${stderr.trim().split('\n').at(-1) ?? ''}`,
       );
     const meta: BundleMeta = {
       zaplabBundle: 1,
