@@ -77,13 +77,25 @@ export function replayMemslotScript(
     if (u === 'mmap' || u === undefined) return size === 0 ? 0 : kvm.host.mmap(Number(size));
     return big(u);
   };
-  for (const st of s.steps) {
+  for (const [i, st] of s.steps.entries()) {
     let call: string;
     let f: () => void;
     if ('setUserMemoryRegion' in st) {
       const r = st.setUserMemoryRegion;
       const size = big(r.memorySize);
-      const hva = hvaFor(r.userspaceAddr, size);
+      let hva: number | bigint;
+      try {
+        hva = hvaFor(r.userspaceAddr, size);
+      } catch (e) {
+        // the host cannot map it (past the 47-bit address space): the script asks for the impossible
+        if (!(e instanceof RangeError)) throw e;
+        const at = ['steps', i, 'setUserMemoryRegion', 'memorySize'];
+        const p = lc.linePos(nodeAt(doc.contents, at)?.range?.[0] ?? 0);
+        return {
+          ok: false,
+          error: `${file}:${p.line}:${p.col}: ${at.join('.')}: the host cannot map it for 'userspaceAddr: mmap' (${e.message})`,
+        };
+      }
       call = `SET_USER_MEMORY_REGION slot=${r.slot} gpa=${hx(r.guestPhysAddr)} size=${hx(r.memorySize)} flags=${r.flags ?? 0}`;
       const keep = r.userspaceAddr === 'keep';
       f = () => {
