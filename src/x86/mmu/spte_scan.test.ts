@@ -6,7 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { HI_OFFSET, SPTE_ENT_PER_PAGE, TABLE_WORDS } from './sp_pool.ts';
-import { pairsOf, sameRunEnd } from './spte_scan.ts';
+import { isBlankTable, pairsOf, sameRunEnd } from './spte_scan.ts';
+import { SHADOW_NONPRESENT_HI } from './spte.ts';
 
 /** low and high words: SHADOW_NONPRESENT's halves, -0's upper word, NaN's, FROZEN_SPTE's low, a leaf's */
 const WORDS = [0, 0x80000000 | 0, 0x7ff80000, 0xfff80000 | 0, 0x5a0, 0x907, 1, 0x80000000 | 1];
@@ -69,5 +70,43 @@ describe('sameRunEnd', () => {
     expect(pairsOf(a)[0]).toBe(0);
     expect(sameRunEnd(b, 0, 1, 0x5a0, 0)).toBe(100);
     expect(sameRunEnd(a, 0, 1, 0, 0)).toBe(SPTE_ENT_PER_PAGE);
+  });
+});
+
+describe('isBlankTable', () => {
+  it('is true exactly when all 1,024 words of that table are SHADOW_NONPRESENT_VALUE halves', () => {
+    const blank = (): Int32Array => {
+      const a = new Int32Array(3 * TABLE_WORDS);
+      for (let t = 0; t < 3; t++)
+        a.fill(SHADOW_NONPRESENT_HI, t * TABLE_WORDS + HI_OFFSET, (t + 1) * TABLE_WORDS);
+      return a;
+    };
+    fc.assert(
+      fc.property(
+        fc.nat(2),
+        fc.array(fc.tuple(fc.nat(3 * TABLE_WORDS - 1), fc.constantFrom(...WORDS)), { maxLength: 3 }),
+        (t, writes) => {
+          const a = blank();
+          for (const [w, v] of writes) a[w] = v;
+          let want = true;
+          for (let i = 0; i < SPTE_ENT_PER_PAGE; i++)
+            if (a[t * TABLE_WORDS + i] !== 0 || a[t * TABLE_WORDS + HI_OFFSET + i] !== SHADOW_NONPRESENT_HI)
+              want = false;
+          expect(isBlankTable(a, t * TABLE_WORDS)).toBe(want);
+        },
+      ),
+      { numRuns: 500 },
+    );
+    // the first and the last word of a table, and the words just outside it
+    for (const [w, want] of [
+      [TABLE_WORDS, false],
+      [2 * TABLE_WORDS - 1, false],
+      [TABLE_WORDS - 1, true],
+      [2 * TABLE_WORDS, true],
+    ] as const) {
+      const a = blank();
+      a[w] = 0x5a0;
+      expect(isBlankTable(a, TABLE_WORDS)).toBe(want);
+    }
   });
 });

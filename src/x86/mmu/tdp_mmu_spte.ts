@@ -17,6 +17,8 @@ import { spGfn, spLevel, isMirrorSp, ROLE_IS_MIRROR } from './mmu_internal.ts';
 import {
   FROZEN_SPTE_HI,
   FROZEN_SPTE_LO,
+  SHADOW_NONPRESENT_HI,
+  SHADOW_NONPRESENT_LO,
   SPTE_MMU_PRESENT_MASK,
   PT_PAGE_SIZE_MASK,
   EPT_SPTE_HOST_WRITABLE_HI,
@@ -42,7 +44,7 @@ import {
 import { PAGES_PER_LEVEL, tdpIterWriteSpte, type TdpIter } from './tdp_iter.ts';
 import type { MmuTraceEvent } from './mmu_trace.ts';
 import { EBUSY, kvmBugOn, warnOnce, type TdpMmu } from './tdp_mmu_state.ts';
-import { sameRunEnd } from './spte_scan.ts';
+import { isBlankTable, sameRunEnd } from './spte_scan.ts';
 
 /** The low halves of a table of FROZEN_SPTE entries (freezeNonPresentRun copies it over a whole table). */
 const FROZEN_LO_HALF = new Int32Array(SPTE_ENT_PER_PAGE).fill(FROZEN_SPTE_LO);
@@ -184,7 +186,9 @@ function freezeNonPresentRun(
 ): number {
   const lo = arr[base + first]!;
   const hi = arr[base + HI_OFFSET + first]!;
-  const end = sameRunEnd(arr, base, first + 1, lo, hi);
+  // (a whole blank table, a teardown's usual one, is known blank by one memcmp)
+  const blank = first === 0 && lo === SHADOW_NONPRESENT_LO && hi === SHADOW_NONPRESENT_HI;
+  const end = blank && isBlankTable(arr, base) ? SPTE_ENT_PER_PAGE : sameRunEnd(arr, base, first + 1, lo, hi);
   const hiBase = base + HI_OFFSET;
   // (a whole table's run, a teardown's usual one, is one copy of frozen low halves: fill() is a C++
   // builtin call and, for a value other than 0, an element loop; high halves that already hold
