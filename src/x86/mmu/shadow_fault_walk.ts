@@ -40,8 +40,6 @@ const USER_SLOTS = KVM_USER_MEM_SLOTS;
 /** 2^52, the bit above a gPTE's address bits (a gPTE is a number below 2^53). */
 const BIT52 = 2 ** 52;
 
-/** The tables the walk in progress read, by level - 1 (the A/D update writes into them). */
-const tables: (Float64Array | undefined)[] = [undefined, undefined, undefined, undefined];
 /** gva's index at each level - 1. */
 const index = new Int32Array(4);
 
@@ -89,7 +87,6 @@ export function walkAddrFault(
     // FNAME(gpte_access): X always (NX not modelled), W and U from the gPTE.
     access &= 1 | (gpte & WRITABLE) | (gpte & USER);
     w.ptes[level - 1] = gpte;
-    tables[level - 1] = table;
     const gfn = Math.floor((gpte >= BIT52 ? gpte - BIT52 : gpte) / 4096); // gpteToGfn
     if (level === 1 || (level === 2 && (gpte & PAGE_SIZE) !== 0)) {
       w.level = level;
@@ -118,7 +115,10 @@ export function walkAddrFault(
     const s = slots.vcpuGfnToMemslot(vcpu, t);
     if (s === null || s.flags & READONLY) continue;
     if (s.dirtyBitmap !== null) markPageDirtyInSlot(s, t);
-    tables[l - 1]![index[l - 1]!] = g;
+    // The table the walk read gPTE l from: gpt's cache has it (a table is never dropped from gpt while a
+    // walk runs), and looking it up again costs less than keeping a pointer per level (a store with the
+    // GC's write barrier at every level of every walk; one level in four is written back).
+    gpt.tableIfAny(t)![index[l - 1]!] = g;
     w.ptes[l - 1] = g;
   }
   return true;
