@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { HI_OFFSET, SPTE_ENT_PER_PAGE, TABLE_WORDS } from './sp_pool.ts';
-import { isBlankTable, pairsOf, sameRunEnd } from './spte_scan.ts';
+import { isBlankTable, pairsOf, sameRunEnd, skipZeroQuads } from './spte_scan.ts';
 import { SHADOW_NONPRESENT_HI } from './spte.ts';
 
 /** low and high words: SHADOW_NONPRESENT's halves, -0's upper word, NaN's, FROZEN_SPTE's low, a leaf's */
@@ -108,5 +108,35 @@ describe('isBlankTable', () => {
       a[w] = 0x5a0;
       expect(isBlankTable(a, TABLE_WORDS)).toBe(want);
     }
+  });
+});
+
+describe('skipZeroQuads', () => {
+  it('stops at the first group of four doubles with one other than +-0, as a loop over the words does', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.nat(255), fc.constantFrom(0x907, 0x80000000 | 0, 0x7ff80000, 1)), {
+          maxLength: 4,
+        }),
+        fc.nat(63),
+        fc.nat(64),
+        (writes, from, len) => {
+          const words = new Int32Array(512);
+          for (const [w, v] of writes) words[w] = v;
+          const k0 = from * 4;
+          const kStop = Math.min(256, k0 + len * 4);
+          // the words of the groups from k0 on: a group stops the skip if a word is neither 0 nor -0's upper
+          let want = kStop;
+          for (let k = k0; k < kStop && want === kStop; k += 4)
+            for (let w = 2 * k; w < 2 * k + 8; w++)
+              if (words[w] !== 0 && !(w % 2 === 1 && words[w] === (0x80000000 | 0) && words[w - 1] === 0)) {
+                want = k;
+                break;
+              }
+          expect(skipZeroQuads(pairsOf(words), k0, kStop)).toBe(Math.max(want, k0));
+        },
+      ),
+      { numRuns: 1000 },
+    );
   });
 });

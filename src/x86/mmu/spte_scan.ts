@@ -50,6 +50,18 @@ export function pairsOf(arr: Int32Array): Float64Array {
   return viewOfChunk;
 }
 
+/**
+ * From pairs[k] on (k at a group of 8 entries' low words: 4 doubles), the first group before kStop
+ * with a double other than +-0 (kStop if none). A group of 0 doubles holds no present SPTE: each word is 0,
+ * or 0x80000000 where it is the upper one (-0). A loop of its own: the batched zap's skip over a table's
+ * empty entries.
+ */
+export function skipZeroQuads(pairs: Float64Array, k: number, kStop: number): number {
+  for (; k < kStop; k += 4)
+    if (pairs[k] !== 0 || pairs[k + 1] !== 0 || pairs[k + 2] !== 0 || pairs[k + 3] !== 0) return k;
+  return kStop;
+}
+
 /** Two equal words seen as one double (scratch: written and read within pairOf). */
 const pairWords = new Int32Array(2);
 const pairDouble = new Float64Array(pairWords.buffer);

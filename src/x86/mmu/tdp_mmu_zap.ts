@@ -22,7 +22,7 @@ import { tdpIterNext, tdpIterSkipNonPresent, tdpIterStart, type TdpIter } from '
 import { tdpMmuIterCondResched } from './tdp_mmu.ts';
 import { tdpMmuIterSetSpte, tdpMmuSetSpte, tdpMmuSetSpteAtomic } from './tdp_mmu_spte.ts';
 import { warnOnce, type TdpMmu } from './tdp_mmu_state.ts';
-import { pairsOf } from './spte_scan.ts';
+import { pairsOf, skipZeroQuads } from './spte_scan.ts';
 
 /**
  * Zap every present leaf SPTE mapping [start, end) in one root; non-leaf tables stay. Returns whether a
@@ -95,23 +95,15 @@ function tdpMmuZapLeafTableRun(mmu: TdpMmu, iter: TdpIter, end: number): number 
   let zapped = 0;
   const rec = mmu.recorder;
   const pairs = pairsOf(arr);
+  // the end of the whole groups of 8 entries up to last, as an index of pairs
+  const kStop = (base + ((last + 1) & ~7)) >>> 1;
   for (let i = first; i <= last; i++) {
     // Most entries of a table being zapped are empty: step over eight at a time while none is present,
     // reading their low words as four doubles (spte_scan.ts#pairsOf; base is even, i a multiple of 8).
     // A double is 0 only when both words are 0 or the upper one 0x80000000 (-0): no present bit either
     // way; any other group is looked at entry by entry.
     if ((i & 7) === 0) {
-      let k = (base + i) >>> 1;
-      while (
-        i + 7 <= last &&
-        pairs[k] === 0 &&
-        pairs[k + 1] === 0 &&
-        pairs[k + 2] === 0 &&
-        pairs[k + 3] === 0
-      ) {
-        i += 8;
-        k += 4;
-      }
+      i = 2 * skipZeroQuads(pairs, (base + i) >>> 1, kStop) - base;
       if (i > last) break;
     }
     if ((arr[base + i]! & SPTE_MMU_PRESENT_MASK) !== 0) {
