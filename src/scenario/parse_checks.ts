@@ -6,7 +6,7 @@
  * parse.ts turns into `file:line:col: where: what`. Model-only file.
  */
 import { MAX_FRAMES_PER_MAPPING } from '../host/host_mm.ts';
-import type { Scenario, Step } from './schema.ts';
+import type { Scenario, Step, VmDecl } from './schema.ts';
 import { countSteps } from './step_kinds.ts';
 import { enUS } from '../report/en_us.ts';
 
@@ -69,6 +69,44 @@ export function checkStepCount(timeline: Step[], maxSteps: number): void {
     ['timeline', worst],
     `the timeline unrolls to ${fmtCount(total)} steps (this step: ${fmtCount(n)}${passes}), more than the limit of ${fmtCount(maxSteps)}; raise it with --max-steps if you mean it`,
   );
+}
+
+const hex = (n: number): string => `0x${n.toString(16)}`;
+
+/**
+ * A host event's range is whole pages inside its region, as the host's mm calls require (a range of
+ * 0 or a part of a page is a RangeError at run time; a range past the region would hit the next
+ * region's mapping); thpCollapse needs a THP-backed region. Checked here, where the value is.
+ */
+function checkHostRange(s: Extract<Step, { host: unknown }>, vm: VmDecl, at: Path): void {
+  const h = s.host;
+  const r = vm.regions.find((x) => x.name === h.region)!;
+  const p: Path = [...at, 'host'];
+  const off = h.offset ?? 0;
+  if (off % 4096 !== 0) fail([...p, 'offset'], `offset must be 4K-aligned (got ${hex(off)})`);
+  if (off >= r.size)
+    fail([...p, 'offset'], `offset ${hex(off)} is past the end of region '${r.name}' (size ${hex(r.size)})`);
+  if (h.length !== undefined) {
+    if (h.length === 0 || h.length % 4096 !== 0)
+      fail([...p, 'length'], `length must be a non-zero multiple of 4K (got ${hex(h.length)})`);
+    if (off + h.length > r.size)
+      fail(
+        [...p, 'length'],
+        `offset ${hex(off)} + length ${hex(h.length)} runs past the end of region '${r.name}' (size ${hex(r.size)})`,
+      );
+  }
+  if (h.with !== undefined && (h.with % 4096 !== 0 || h.with >= r.size))
+    fail([...p, 'with'], `with must be a 4K-aligned offset inside region '${r.name}' (got ${hex(h.with)})`);
+  if (h.event === 'thpCollapse' && r.backing !== 'thp')
+    fail([...p, 'event'], `thpCollapse needs a THP-backed region ('${r.name}' is ${r.backing ?? '4k'})`);
+  if (s.racingFault !== undefined && s.racingFault.offset >= r.size)
+    fail(
+      [...at, 'racingFault', 'offset'],
+      `offset ${hex(s.racingFault.offset)} is past the end of region '${r.name}' (size ${hex(r.size)})`,
+    );
+  const n = vm.vcpus ?? 1;
+  if ((s.racingFault?.vcpu ?? 0) >= n)
+    fail([...at, 'racingFault', 'vcpu'], `vCPU ${s.racingFault!.vcpu} does not exist (the VM has ${n})`);
 }
 
 /** A pattern's stride must move: 0 would touch its first address forever. */
@@ -231,7 +269,10 @@ export function checkRefs(sc: Scenario, list: Step[], base: Path, names: Names):
     if ('flags' in s) region(s.flags, [...at, 'flags']);
     if ('dirtyLog' in s) region(s.dirtyLog, [...at, 'dirtyLog']);
     if ('memslot' in s) region(s.memslot.region, [...at, 'memslot', 'region']);
-    if ('host' in s) region(s.host.region, [...at, 'host', 'region']);
+    if ('host' in s) {
+      region(s.host.region, [...at, 'host', 'region']);
+      checkHostRange(s, vm, at);
+    }
     if ('attributes' in s) region(s.attributes.region, [...at, 'attributes', 'region']);
     if ('accept' in s) {
       region(s.accept.region, [...at, 'accept', 'region']);
