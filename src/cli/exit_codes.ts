@@ -17,6 +17,8 @@ export const EXIT = {
   usage: 64,
   /** a bug in zaplab itself: an exception that is not a reported error (sysexits EX_SOFTWARE) */
   internal: 70,
+  /** stdout was closed before the output ended (`| head`): 128 + SIGPIPE, as a shell reports it */
+  closedPipe: 141,
 } as const;
 
 export const EXIT_HELP = `
@@ -29,6 +31,7 @@ Exit codes:
       refused the host configuration)
   64  usage error: unknown command or option, missing argument
   70  internal error in zaplab (please report it with the command line)
+  141 stdout was closed before the output ended (e.g. | head): the result was not all written
 `;
 
 /** The exit code for an exception that reached the top of the CLI. */

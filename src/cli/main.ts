@@ -35,9 +35,11 @@ import { checkOutputFile, isOutputPathError, writeOutputFile } from '../report/o
 // and `--help` start without compiling or loading any of it.
 
 const tty = process.stdout.isTTY === true;
-// `zaplab schema | head`: a closed pipe ends the output, not the process with a stack trace.
+// `zaplab schema | head`: a closed pipe ends the output, not the process with a stack trace. The exit
+// status is a shell's for a process SIGPIPE killed (141), not 0: `zaplab check x | head` under pipefail
+// must not report success for a run whose verdict was never known.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-  if (e.code === 'EPIPE') process.exit(0);
+  if (e.code === 'EPIPE') process.exit(EXIT.closedPipe);
   throw e;
 });
 const style: Style = { color: tty && !process.env['NO_COLOR'] };
