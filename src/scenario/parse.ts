@@ -145,13 +145,23 @@ function zodParse<T extends z.ZodType>(schema: T, data: unknown, base: Path): z.
   const field = jsonAt(json, issue.path as Path);
   if ((issue.code === 'invalid_type' || issue.code === 'invalid_union') && value === undefined)
     return fail(path, `missing required field '${String(path.at(-1))}' (${typeOf(field)})`);
+  // An empty list or string where at least one is needed (vms: [], name: ''): say so, not "expected
+  // a list of mapping; got []", which is what was given.
+  if (issue.code === 'too_small' && (Array.isArray(value) || typeof value === 'string'))
+    return fail(
+      path,
+      Array.isArray(value)
+        ? `expected at least ${String(issue.minimum)} ${Number(issue.minimum) === 1 ? 'entry' : 'entries'}; got ${shortJson(value)}`
+        : `expected a non-empty string; got ${shortJson(value)}`,
+    );
   // The schema's own message when it names what it wants (numbers, u64s); otherwise the expected type.
   if (issue.code === 'custom' || field === undefined) return fail(path, issue.message);
   return fail(path, `expected ${typeOf(field)}; got ${shortJson(value)}`);
 }
 
 const shortJson = (v: unknown): string => {
-  const t = JSON.stringify(v) ?? String(v);
+  // JSON has no Infinity or NaN (YAML's 1e400, .inf, .nan): JSON.stringify would print null
+  const t = typeof v === 'number' && !Number.isFinite(v) ? String(v) : (JSON.stringify(v) ?? String(v));
   return t.length > 60 ? `${t.slice(0, 59)}…` : t;
 };
 
