@@ -241,7 +241,8 @@ export function execStep(x: ExecCtx, c: VmCtx, s: Exclude<Step, { repeat: unknow
     const off = (m.offset ?? 0) + (m.each?.offset ?? 0) * k;
     const base = m.region ? reg(m.region).hva + off : 0;
     let flags = m.flags ?? 0;
-    if (x.design.leafsOnlyFlag && m.size > 0) flags |= uapi.KVM_MEM_ZAP_LEAFS_ONLY;
+    // (>>> 0: `|` gives a signed int32, and flags with bit 31 set must reach the ioctl as the u32 they are)
+    if (x.design.leafsOnlyFlag && m.size > 0) flags = (flags | uapi.KVM_MEM_ZAP_LEAFS_ONLY) >>> 0;
     const slot = ((m.as ?? 0) << 16) | (m.slot + (m.each?.slot ?? 0) * k);
     const gpa = m.gpa + (m.each?.gpa ?? 0) * k;
     const arg = { slot, flags, guestPhysAddr: gpa, memorySize: m.size, userspaceAddr: m.size ? base : 0 };

@@ -184,6 +184,22 @@ describe('failing calls fail the run unless the step expects them', () => {
       'error',
       ['#1 access: expected EFAULT, but no call of the step failed with it'],
     ]);
+    // a raw call's flags with bit 31 set reach the ioctl as a u32 under every design, the leafs-only flag
+    // ORed in by slot-flag+leafs included: the kernel's unknown-flag EINVAL, not a malformed argument
+    const raw =
+      '  - memslot: { slot: 5, gpa: 0x400000, size: 4096, flags: 0xffffffff }\n    expect: EINVAL\n';
+    for (const id of ['quirk', 'slot-flag+leafs']) {
+      const r = await runScenario(ok(doc(raw)), designById(id)!);
+      expect([id, r.verdict, r.errors, r.totals['ioctl_expected_errors']]).toEqual([id, 'ok', [], 1]);
+    }
+    const bad = await runScenario(
+      ok(doc(raw.replace('expect: EINVAL', 'expect: EEXIST'))),
+      designById('slot-flag+leafs')!,
+    );
+    expect(bad.errors).toEqual([
+      '#1 memslot: EINVAL KVM_SET_USER_MEMORY_REGION2: EINVAL: flags 0xffffffff not valid for a DEFAULT VM (the step expects EEXIST)',
+      '#1 memslot: expected EEXIST, but no call of the step failed with it',
+    ]);
     // KVM_GET_DIRTY_LOG on a slot without dirty logging is ENOENT: expected, the run is ok
     const enoent = await runScenario(ok(doc('  - dirtyLog: ram\n    expect: ENOENT\n')), quirk);
     expect([enoent.verdict, enoent.errors]).toEqual(['ok', []]);
