@@ -3,7 +3,8 @@
  * outcome) and the host it came from, so the model can be held to recorded reality on machines without
  * /dev/kvm. Generations and layouts are not observable on the real kernel, so only outcomes are kept.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { InputFileError, MAX_TEXT_BYTES, readInputText } from '../scenario/input_file.ts';
 import type { CaseRun } from './abi_runner.ts';
 
 export const ABI_RECORDING_FORMAT = 'zaplab-abi-recording/1';
@@ -53,7 +54,15 @@ export function recordingRuns(rec: AbiRecording): CaseRun[] {
 
 /** Read and shape-check an ABI recording (a malformed file is an Error naming what is wrong). */
 export function loadAbiRecording(path: string): AbiRecording {
-  const j = JSON.parse(readFileSync(path, 'utf8')) as AbiRecording;
+  // read with a bound: a directory or a file that never ends (/dev/zero) is named, not read until the
+  // process runs out of memory
+  let text: string;
+  try {
+    text = readInputText(path, MAX_TEXT_BYTES);
+  } catch (e) {
+    throw e instanceof InputFileError ? new Error(`${path}: ${e.message}`) : e;
+  }
+  const j = JSON.parse(text) as AbiRecording;
   if (j.format !== ABI_RECORDING_FORMAT) throw new Error(`${path}: format is not ${ABI_RECORDING_FORMAT}`);
   if (!j.host || typeof j.host.modelOptions !== 'object') throw new Error(`${path}: no host.modelOptions`);
   if (!Array.isArray(j.cases)) throw new Error(`${path}: no cases`);
