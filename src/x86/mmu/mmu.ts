@@ -68,8 +68,12 @@ export class X86Mmu implements KvmMmuOps {
   mmuValidGen = 0;
   /** gfns that have ever been mapped: a fault on one of them is a refault */
   readonly everMapped = new EverMapped();
-  /** Trace sink (null = off: one branch). */
-  trace: KvmTraceSink | undefined;
+  /**
+   * Trace sink (undefined = off: one branch). Declared, not a field: no own property until one is set,
+   * so a checker's tap (check/checker.ts#tapTrace) adds its accessor without sending the MMU's
+   * properties into V8's dictionary mode.
+   */
+  declare trace: KvmTraceSink | undefined;
 
   constructor(readonly vm: VmState) {
     this.tdp = new TdpMmu({
