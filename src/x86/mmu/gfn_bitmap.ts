@@ -18,14 +18,23 @@ export class GfnBitmap {
   /** Add gfn; true if it was already there. */
   testAndSet(gfn: number): boolean {
     const key = Math.floor(gfn / CHUNK);
-    let bits = key === this.lastKey ? this.last : this.chunks.get(key);
+    // (the last chunk is stored only when it changes: a pointer store is a write barrier per call)
+    const bits = key === this.lastKey ? this.last! : this.chunkOf(key);
+    const i = gfn - key * CHUNK;
+    const byte = bits[i >>> 3]!;
+    const bit = 1 << (i & 7);
+    if ((byte & bit) !== 0) return true;
+    bits[i >>> 3] = byte | bit;
+    return false;
+  }
+
+  /** The chunk of `key`, made on first use, as the last one used. */
+  private chunkOf(key: number): Uint8Array {
+    let bits = this.chunks.get(key);
     if (bits === undefined) this.chunks.set(key, (bits = new Uint8Array(CHUNK / 8)));
     this.lastKey = key;
     this.last = bits;
-    const i = gfn - key * CHUNK;
-    const was = (bits[i >>> 3]! >> (i & 7)) & 1;
-    bits[i >>> 3]! |= 1 << (i & 7);
-    return was === 1;
+    return bits;
   }
 }
 
