@@ -133,12 +133,15 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: the memslot kick of a vCPU in the 
       return;
     expect(modelExits()).toEqual({ create: 1, delete: 2, rejected: 0 });
 
-    // The host is measured in up to three attempts: on a loaded 2-CPU machine (CI runs test files in
-    // parallel) the vCPU thread, seen in the guest, can still be descheduled before the kick lands, and
-    // then the kick sends no IPI. One attempt that shows the model's pattern is the agreement; three
-    // that do not are a disagreement (a host that never kicked would fail all three).
+    // The host is measured in attempts until one shows the model's pattern, for up to 60 s: on a loaded
+    // 2-CPU machine (CI runs test files in parallel) the vCPU thread, seen in the guest, can still be
+    // descheduled before the kick lands, and then the kick sends no IPI; such a stretch lasted longer than
+    // three back-to-back attempts (~0.5 s) in a full run on 6.18.44-fc-v1300 (create 0–0.02 against
+    // 0.38–1 alone). One attempt that shows the pattern is the agreement; none in 60 s is a
+    // disagreement (a host that never kicked fails every attempt).
     const attempts: string[] = [];
-    for (let attempt = 0; attempt < 3; attempt++) {
+    const deadline = performance.now() + 60_000;
+    while (attempts.length < 3 || performance.now() < deadline) {
       const m = await measureHost();
       if (m === null) return; // skipped, with its reason printed
       const s = Object.fromEntries(KINDS.map((k) => [k, [atLeast(m[k], 1), atLeast(m[k], 2)]])) as Record<
@@ -146,15 +149,21 @@ describe.skipIf(!REAL_KVM.ok)('real /dev/kvm: the memslot kick of a vCPU in the 
         [number, number]
       >;
       attempts.push(JSON.stringify(s));
-      console.log(
-        `[kick_exit] attempt ${attempt + 1}: fraction of ioctls with ≥1 / ≥2 irq exits: ${attempts.at(-1)}`,
-      );
       // One kick, one exit: a CREATE shows ≥ 1 clearly more often than the rejected ioctl does (on the
       // development host 0.37–1 against 0–0.05), and a DELETE, two kicks, shows ≥ 2 clearly more often
       // (0.38–0.98 against 0). A CREATE also shows 2 exits in 0–42% of rounds there: an excess the model
       // does not have (docs/fidelity.md), so CREATE and DELETE are not compared with each other.
-      if (s.create[0] - s.rejected[0] > 0.2 && s.delete[1] - s.rejected[1] > 0.2) return;
+      if (s.create[0] - s.rejected[0] > 0.2 && s.delete[1] - s.rejected[1] > 0.2) {
+        console.log(
+          `[kick_exit] attempt ${attempts.length}: fraction of ioctls with ≥1 / ≥2 irq exits: ${attempts.at(-1)}`,
+        );
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 250)); // let a burst of other work pass
     }
-    expect.fail(`the host's kick exits do not show the model's pattern in 3 attempts: ${attempts.join(' ')}`);
+    expect.fail(
+      `the host's kick exits do not show the model's pattern in ${attempts.length} attempts over 60 s: ` +
+        `${attempts.slice(0, 3).join(' ')} … ${attempts.at(-1)}`,
+    );
   }, 120_000);
 });
