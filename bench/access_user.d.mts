@@ -7,3 +7,4 @@ export interface AccessFigures {
   rangeTlbHits: number;
 }
 export function measure(Kvm: typeof import('../src/index.ts').Kvm, reps?: number): AccessFigures;
+export function map1TiB(Kvm: typeof import('../src/index.ts').Kvm): { seconds: number; peakRssMiB: number };
