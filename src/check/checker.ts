@@ -101,8 +101,9 @@ const TAP_ACCESSORS = {
 function tapTrace(obj: object, mine: Sink): void {
   const o = obj as Partial<Tapped> & { trace?: Sink };
   const other = o.trace;
-  // (an own data property would be turned into an accessor: dictionary mode; the MMUs declare trace
-  // without one, and a sink set on one before the watch is carried over)
+  // (the MMUs declare trace without a field; a sink set on one before the watch is carried over and its
+  // own property deleted first: reconfiguring it into an accessor would always normalise the object, while
+  // deleting the property added last, as such a late set's is, only rolls V8's map back)
   if (Object.prototype.hasOwnProperty.call(o, 'trace')) delete o.trace;
   const t: Tap = {
     mine,

@@ -5,18 +5,12 @@
  * /dev/zero was read until the process aborted out of memory.
  */
 import { describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ROOT, runCli as cli } from './run_cli.ts';
 
-const root = new URL('../..', import.meta.url).pathname;
-const cli = (...args: string[]) =>
-  spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    encoding: 'utf8',
-    cwd: root,
-    timeout: 60000,
-  });
+const root = ROOT;
 
 describe('conformance --against a file that is not a recording', () => {
   const dir = mkdtempSync(join(tmpdir(), 'zaplab-against-'));

@@ -3,18 +3,10 @@
  * "internal error" (exit 70, EISDIR from readFileSync), and `explore /dev/zero` aborted out of memory.
  */
 import { describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-
-const root = new URL('../..', import.meta.url).pathname;
-const cli = (...args: string[]) =>
-  spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    encoding: 'utf8',
-    cwd: root,
-    timeout: 60000,
-  });
+import { runCli as cli } from './run_cli.ts';
 
 describe('explore input files', () => {
   it('a directory or an endless file is named, exit 2', () => {

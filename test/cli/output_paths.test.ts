@@ -5,19 +5,11 @@
  * trace, after the whole run.
  */
 import { describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkOutputDir, checkOutputFile, makeOutputDir } from '../../src/report/output_files.ts';
-
-const root = new URL('../..', import.meta.url).pathname;
-const cli = (...args: string[]) =>
-  spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    encoding: 'utf8',
-    cwd: root,
-    timeout: 60000,
-  });
+import { runCli as cli } from './run_cli.ts';
 
 describe('CLI output paths', () => {
   const dir = mkdtempSync(join(tmpdir(), 'zaplab-out-'));

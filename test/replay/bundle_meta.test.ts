@@ -5,20 +5,14 @@
  * file without a format printed the engine's "Cannot read properties of …".
  */
 import { describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadInputs } from '../../src/replay/load.ts';
+import { ROOT, runCli as cli } from '../cli/run_cli.ts';
 
-const root = new URL('../..', import.meta.url).pathname;
+const root = ROOT;
 const QEMU = join(root, 'test/recorded/replay/handmade-tdp/qemu.trace');
-const cli = (...args: string[]) =>
-  spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    encoding: 'utf8',
-    cwd: root,
-    timeout: 60000,
-  });
 
 describe('replay bundle.json and --kernel', () => {
   const dir = mkdtempSync(join(tmpdir(), 'zaplab-bundle-'));

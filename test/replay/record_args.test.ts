@@ -6,19 +6,12 @@
  * bundle of nothing and exited 0 (strace creates its output file before it fails to exec).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { recordAvailability } from '../../src/replay/record.ts';
+import { runCli as cli } from '../cli/run_cli.ts';
 
-const root = new URL('../..', import.meta.url).pathname;
-const cli = (...args: string[]) =>
-  spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    encoding: 'utf8',
-    cwd: root,
-    timeout: 60000,
-  });
 const avail = recordAvailability();
 
 describe('zaplab record arguments', () => {

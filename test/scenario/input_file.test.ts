@@ -5,19 +5,11 @@
  * and `run /dev/urandom`, `show /dev/zero`, `replay /dev/zero`, `report /dev/zero` never ended.
  */
 import { describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readInputFile, readInputText } from '../../src/scenario/input_file.ts';
-
-const root = new URL('../..', import.meta.url).pathname;
-const cli = (...args: string[]) =>
-  spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    encoding: 'utf8',
-    cwd: root,
-    timeout: 60000,
-  });
+import { runCli as cli } from '../cli/run_cli.ts';
 
 describe('bounded input files', () => {
   const dir = mkdtempSync(join(tmpdir(), 'zaplab-in-'));
