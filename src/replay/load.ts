@@ -5,7 +5,7 @@
  * Model-only file.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { InputFileError, MAX_TEXT_BYTES, readInputFile } from '../scenario/input_file.ts';
+import { InputFileError, MAX_TEXT_BYTES, readInputFile, withoutBom } from '../scenario/input_file.ts';
 import { gunzipSync } from 'node:zlib';
 import { basename, join } from 'node:path';
 import { looksLikeQemuTrace, readQemuTrace } from './qemu_trace.ts';
@@ -42,7 +42,7 @@ export function readText(path: string): string {
 
 /** CRLF → LF (only when the text has a CR: no copy otherwise), and no leading BOM. */
 export function plainLines(text: string): string {
-  const t = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+  const t = withoutBom(text);
   return t.includes('\r\n') ? t.replace(/\r\n/g, '\n') : t;
 }
 

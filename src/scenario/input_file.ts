@@ -69,6 +69,8 @@ function readChunk(fd: number, buf: Buffer): number {
 
 /** readInputFile as UTF-8 text, without a leading byte-order mark (editors on Windows write one). */
 export function readInputText(path: string, maxBytes: number): string {
-  const text = readInputFile(path, maxBytes).toString('utf8');
-  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+  return withoutBom(readInputFile(path, maxBytes).toString('utf8'));
 }
+
+/** The text without its leading byte-order mark, if it has one. */
+export const withoutBom = (text: string): string => (text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
