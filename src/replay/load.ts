@@ -12,7 +12,7 @@ import { looksLikeQemuTrace, readQemuTrace } from './qemu_trace.ts';
 import { looksLikeStrace, readStrace } from './strace.ts';
 import { looksLikeFtrace, readFtrace } from './ftrace.ts';
 import type { Parsed, ReadOptions } from './events.ts';
-import { scenarioSchema, type Scenario } from '../scenario/schema.ts';
+import type { Scenario } from '../scenario/schema.ts';
 import { resolveHostConfig } from '../kvm/host_profile.ts';
 import { kvmOptionsFor } from '../scenario/designs.ts';
 
@@ -131,8 +131,19 @@ function loadBundle(dir: string, opts: ReadOptions): Loaded {
   return { streams, bundle: { ...meta, command: meta.command ?? [] } };
 }
 
-/** The scenario host keys a bundle's `host` may have: the scenario schema's own (its values: resolveHostConfig). */
-const HOST_KEYS = new Set(Object.keys(scenarioSchema.shape.host.unwrap().shape));
+/** The scenario host keys a bundle's `host` may have (schema.ts's host; its values: resolveHostConfig). */
+const HOST_KEYS = new Set([
+  'profile',
+  'kernel',
+  'tdp',
+  'tdpMmu',
+  'honorGuestMtrrs',
+  'cdToggleZap',
+  'snoopScope',
+  'iommus',
+  'overrides',
+  'bugs',
+]);
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
